@@ -1,0 +1,124 @@
+"""The NumPy backend: the reference. It turns a program into readable Python source.
+
+The generated function has one line per node, commented with the op, its shape and dtype and
+the user's source line, so ``Function.source`` reads like a hand-written NumPy training step:
+
+    def step(inputs, params, consts, dims):
+        N = dims['N']
+        x = inputs[0]                      # placeholder (N, 64) float32
+        p_W = params[0]                    # parameter (64, 10) float32
+        t7 = x @ p_W                       # matmul (N, 10) float32   mlp.py:12
+        ...
+        return [t12], [t15]
+"""
+
+from __future__ import annotations
+
+import keyword
+import math
+import re
+import types
+
+import numpy as np
+
+from graphc.ir.graph import Graph
+from graphc.ir.shapes import format_shape
+from graphc.ops import expr as E
+
+from ..base import Backend, Executable
+from .lowering import LOWERINGS, Printer, reference_kernels
+
+_RESERVED = {"np", "K", "math", "inputs", "params", "consts", "dims", "step"}
+
+
+def _identifier(name: str, taken: set[str], prefix: str = "") -> str:
+    base = prefix + re.sub(r"\W", "_", name)
+    if not base or base[0].isdigit() or keyword.iskeyword(base) or base in _RESERVED:
+        base = "v_" + base
+    out, k = base, 2
+    while out in taken:
+        out, k = f"{base}_{k}", k + 1
+    taken.add(out)
+    return out
+
+
+def generate(program: Graph) -> tuple[str, list[np.ndarray], list]:
+    """Python source of the program, its constant arrays and parameter storages (in order)."""
+    printer = Printer()
+    taken: set[str] = set()
+    names: dict[int, str] = {}
+    consts: list[np.ndarray] = []
+    params: list = []
+    symbols = sorted({s for n in program.nodes for s in n.type.symbols}, key=lambda s: s.name)
+    body = [f"    {s.name} = dims[{s.name!r}]" for s in symbols]
+    taken |= {s.name for s in symbols}
+    input_pos = {n.uid: i for i, n in enumerate(program.inputs)}
+    rows: list[tuple[str, str]] = []
+    for node in program.nodes:
+        op = node.op.name
+        if op == "placeholder":
+            var = _identifier(node.name, taken)
+            code = f"inputs[{input_pos[node.uid]}]"
+        elif op == "parameter":
+            var = _identifier(node.name, taken, "p_")
+            code = f"params[{len(params)}]"
+            params.append(node.attrs["storage"])
+        elif op == "constant":
+            var = _identifier(f"c{node.uid}", taken)
+            value = node.attrs["value"].array
+            if value.ndim == 0:
+                code = f"np.{value.dtype.name}({value.item()!r})"
+            else:
+                code = f"consts[{len(consts)}]"
+                consts.append(value)
+        else:
+            var = _identifier(f"t{node.uid}", taken)
+            code = LOWERINGS[op](node, [names[i.uid] for i in node.inputs], printer)
+        names[node.uid] = var
+        where = f"  {node.loc.short()}" if node.loc is not None else ""
+        comment = f"# {op} {format_shape(node.shape)} {node.dtype}{where}"
+        rows.append((f"    {var} = {code}", comment))
+    width = min(max((len(a) for a, _ in rows), default=0) + 2, 72)
+    body += [f"{a.ljust(width)}{c}" for a, c in rows]
+    outs = ", ".join(names[n.uid] for n in program.outputs)
+    news = ", ".join(names[v.uid] for _, v in program.updates)
+    body.append(f"    return [{outs}], [{news}]")
+    source = "def step(inputs, params, consts, dims):\n" + "\n".join(body) + "\n"
+    return source, consts, params
+
+
+class NumpyExecutable(Executable):
+    def __init__(self, program: Graph) -> None:
+        self.source, self._consts, self._params = generate(program)
+        namespace = {"np": np, "math": math, "K": types.SimpleNamespace(**reference_kernels())}
+        namespace.update(E.NUMPY_NAMESPACE)
+        exec(compile(self.source, f"<graphc numpy program {program.name}>", "exec"), namespace)
+        self._step = namespace["step"]
+        self.stats = {}
+
+    def run(self, inputs, binding):
+        dims = {s.name: v for s, v in binding.items()}
+        params = [s.value for s in self._params]
+        with np.errstate(all="ignore"):
+            outputs, news = self._step(inputs, params, self._consts, dims)
+        # Outputs are the caller's to keep: never hand out read-only broadcast views.
+        outputs = [o if isinstance(o, np.ndarray) and o.flags.writeable else np.array(o)
+                   for o in outputs]
+        return outputs, [np.asarray(v) for v in news]
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+    lowerings = LOWERINGS
+
+    def compile(self, program: Graph, options: dict) -> NumpyExecutable:
+        if options:
+            from graphc.errors import BackendError
+
+            raise BackendError(f"the numpy backend takes no options, got {sorted(options)}")
+        leaves = {"placeholder", "parameter", "constant"}
+        self.check_coverage([n for n in program.nodes if n.op.name not in leaves])
+        return NumpyExecutable(program)
+
+
+BACKEND = NumpyBackend()

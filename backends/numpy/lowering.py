@@ -1,0 +1,146 @@
+"""NumPy lowerings: for each op, the Python expression of one line of the generated program.
+
+A lowering receives the node, the variable names of its inputs and a `Printer` for attribute
+values (which may mention symbolic dimensions, bound as local variables of the program), and
+returns an expression string. Elementwise ops print their sympy expression; other ops call
+NumPy directly or the op's reference kernel (``K.<op>``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import sympy
+from sympy.printing.pycode import pycode
+
+from graphc.ops import REGISTRY
+from graphc.ops import expr as E
+from graphc.ops.registry import OpDef
+
+
+class Printer:
+    """Prints attribute values as Python source (dims as the program's local variables)."""
+
+    def value(self, v) -> str:
+        if isinstance(v, sympy.Expr):
+            if v.is_Integer:
+                return str(int(v))
+            return pycode(v, fully_qualified_modules=True)
+        if isinstance(v, np.dtype):
+            return "np.bool_" if v.kind == "b" else f"np.{v.name}"
+        if isinstance(v, tuple):
+            inner = ", ".join(self.value(x) for x in v)
+            return f"({inner},)" if len(v) == 1 else f"({inner})"
+        if isinstance(v, float):
+            return repr(v)
+        return repr(v)
+
+    def kwargs(self, node, skip=()) -> str:
+        return ", ".join(f"{k}={self.value(v)}" for k, v in node.attrs.items() if k not in skip)
+
+
+Lowering = Callable[[object, list[str], Printer], str]
+LOWERINGS: dict[str, Lowering] = {}
+
+
+def lowers(*names: str):
+    def deco(fn: Lowering) -> Lowering:
+        for n in names:
+            LOWERINGS[n] = fn
+        return fn
+
+    return deco
+
+
+def _reference_call(node, args: list[str], p: Printer) -> str:
+    kw = p.kwargs(node)
+    return f"K.{node.op.name}({', '.join(args)}{', ' if kw and args else ''}{kw})"
+
+
+@lowers(*[name for name, op in REGISTRY.items() if op.is_elementwise])
+def _elementwise(node, args, p):
+    expr = node.op.expr(node.attrs)
+    names = {E.sym_input(i): a for i, a in enumerate(args)}
+    text = E.numpy_source(expr, names)
+    used = {s for s in expr.free_symbols if s in names}
+    if len(used) < len(args):
+        shape = p.value(tuple(node.shape))
+        text = f"np.broadcast_to({text}, {shape})"
+    if _result_dtype(node) != node.dtype:
+        text = f"np.asarray({text}).astype({p.value(node.dtype)})"
+    return text
+
+
+def _result_dtype(node) -> np.dtype:
+    """What NumPy itself would return for this expression on inputs of these dtypes."""
+    expr = node.op.expr(node.attrs)
+    fn = E.numpy_function(expr, len(node.inputs))
+    probes = [np.ones(1, dtype=i.dtype) for i in node.inputs]
+    with np.errstate(all="ignore"):
+        return np.asarray(fn(*probes)).dtype
+
+
+@lowers("cast")
+def _cast(node, args, p):
+    return f"{args[0]}.astype({p.value(node.attrs['dtype'])})"
+
+
+@lowers("sum", "max", "min")
+def _reduce(node, args, p):
+    a = node.attrs
+    return f"np.{node.op.name}({args[0]}, axis={p.value(a['axes'])}, keepdims={a['keepdims']})"
+
+
+@lowers("argmax")
+def _argmax(node, args, p):
+    return f"np.argmax({args[0]}, axis={node.attrs['axis']})"
+
+
+@lowers("reshape")
+def _reshape(node, args, p):
+    return f"{args[0]}.reshape({p.value(node.attrs['shape'])})"
+
+
+@lowers("transpose")
+def _transpose(node, args, p):
+    return f"{args[0]}.transpose({p.value(node.attrs['axes'])})"
+
+
+@lowers("broadcast_to")
+def _broadcast(node, args, p):
+    return f"np.broadcast_to({args[0]}, {p.value(node.attrs['shape'])})"
+
+
+@lowers("concat")
+def _concat(node, args, p):
+    return f"np.concatenate([{', '.join(args)}], axis={node.attrs['axis']})"
+
+
+@lowers("matmul")
+def _matmul(node, args, p):
+    a = f"{args[0]}.mT" if node.attrs["ta"] else args[0]
+    b = f"{args[1]}.mT" if node.attrs["tb"] else args[1]
+    return f"{a} @ {b}"
+
+
+@lowers("numel")
+def _numel(node, args, p):
+    dims = " * ".join(f"{args[0]}.shape[{a}]" for a in node.attrs["axes"]) or "1"
+    return f"np.asarray({dims}, dtype={p.value(node.attrs['dtype'])})"
+
+
+# Everything else runs the op's NumPy reference semantics, defined next to the op.
+_CUSTOM = set(LOWERINGS) | {"placeholder", "parameter", "constant"}
+for _name in REGISTRY:
+    if _name not in _CUSTOM:
+        LOWERINGS[_name] = _reference_call
+
+
+def reference_kernels() -> dict[str, Callable]:
+    """The ``K`` namespace of generated programs: every op's reference function."""
+    return {name: op.reference for name, op in REGISTRY.items() if op.reference is not None}
+
+
+def op_of(name: str) -> OpDef:
+    return REGISTRY[name]

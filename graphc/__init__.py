@@ -1,0 +1,79 @@
+"""graphc: a symbolic, static-graph compiler for deep learning.
+
+    import graphc as gc
+    x = gc.placeholder("x", ("N", 4))
+    W = gc.parameter("W", np.zeros((4, 3), np.float32))
+    loss = gc.nn.functional.cross_entropy(x @ W, gc.placeholder("y", ("N",), "int64"))
+    step = gc.compile([x, y], loss, updates={W: W - 0.1 * gc.grad(loss, W)})
+
+Where things live: graphc/ir (graph, nodes, types), graphc/ops (every op: shape rule,
+NumPy semantics, gradient), graphc/passes (autodiff + optimization), graphc/backends
+(numpy, llvm, cuda), graphc/nn, graphc/optim, graphc/train (the training stack).
+"""
+
+from . import nn, ops
+from .errors import ArgumentError, BackendError, GraphError, ShapeError
+from .function import Function, compile
+from .ir import Graph, Tensor, get_default_graph, name_scope, reset_default_graph
+from .ops import (
+    abs,
+    argmax,
+    cast,
+    clip,
+    concat,
+    constant,
+    elu,
+    equal,
+    exp,
+    expm1,
+    greater,
+    greater_equal,
+    leaky_relu,
+    less,
+    less_equal,
+    log,
+    log1p,
+    log_softmax,
+    logsumexp,
+    manual_seed,
+    matmul,
+    max,
+    maximum,
+    mean,
+    min,
+    minimum,
+    not_equal,
+    one_hot,
+    pad,
+    parameter,
+    placeholder,
+    relu,
+    reshape,
+    rng_state,
+    sigmoid,
+    sign,
+    softmax,
+    softplus,
+    sqrt,
+    square,
+    stack,
+    sum,
+    take,
+    tanh,
+    transpose,
+    where,
+)
+from .passes import grad
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArgumentError", "BackendError", "Function", "Graph", "GraphError", "ShapeError", "Tensor",
+    "abs", "argmax", "cast", "clip", "compile", "concat", "constant", "elu", "equal", "exp",
+    "expm1", "get_default_graph", "grad", "greater", "greater_equal", "leaky_relu", "less",
+    "less_equal", "log", "log1p", "log_softmax", "logsumexp", "manual_seed", "matmul", "max",
+    "maximum", "mean", "min", "minimum", "name_scope", "nn", "not_equal", "one_hot", "ops", "pad",
+    "parameter", "placeholder", "relu", "reset_default_graph", "reshape", "rng_state", "sigmoid",
+    "sign", "softmax", "softplus", "sqrt", "square", "stack", "sum", "take", "tanh", "transpose",
+    "where",
+]

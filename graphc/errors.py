@@ -1,0 +1,71 @@
+"""Exception types and the user source location carried by every node.
+
+Errors in a graph compiler are most useful when they point at the line of *user* code that
+created the offending node, not at a line inside graphc. `capture_location` walks up the
+call stack to the first frame whose module is not part of graphc (graphc, graphc.passes,
+graphc.backends all share the ``graphc`` module prefix once installed).
+"""
+
+from __future__ import annotations
+
+import linecache
+import sys
+from dataclasses import dataclass
+
+
+class GraphError(Exception):
+    """Bad graph construction, a non-differentiable path, or a misuse of the graph API."""
+
+
+class ShapeError(GraphError):
+    """Incompatible shapes or dtypes, at construction time or at call time."""
+
+
+class ArgumentError(GraphError, TypeError):
+    """A compiled function was called with missing, unknown or duplicated arguments."""
+
+
+class BackendError(Exception):
+    """A backend cannot compile or run here: missing lowering, no device, missing toolchain."""
+
+
+@dataclass(frozen=True)
+class SourceLocation:
+    """Where in user code a node was created."""
+
+    filename: str
+    lineno: int
+    function: str
+
+    @property
+    def line(self) -> str:
+        return linecache.getline(self.filename, self.lineno).strip()
+
+    def short(self) -> str:
+        name = self.filename.rsplit("/", 1)[-1]
+        return f"{name}:{self.lineno}"
+
+    def __str__(self) -> str:
+        text = self.line
+        where = f"{self.filename}:{self.lineno}"
+        return f"{where} ({text})" if text else where
+
+
+_INTERNAL_PREFIXES = ("graphc", "sympy", "numpy", "networkx", "contextlib", "functools")
+
+
+def capture_location() -> SourceLocation | None:
+    """Return the first stack frame outside graphc (the user's line), or None."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if not module.startswith(_INTERNAL_PREFIXES):
+            code = frame.f_code
+            return SourceLocation(code.co_filename, frame.f_lineno, code.co_name)
+        frame = frame.f_back
+    return None
+
+
+def at(loc: SourceLocation | None) -> str:
+    """Format a location suffix for error messages."""
+    return f"\n  created at {loc}" if loc is not None else ""

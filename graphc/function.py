@@ -1,0 +1,269 @@
+"""gc.compile and gc.Function: from a graph to a callable, validated training step.
+
+``compile`` cuts the part of the graph the outputs and updates need into a *program graph*,
+adds default updates (batch-norm statistics, random states), runs the optimization pipeline
+and hands the result to a backend. ``Function`` owns the calling convention: it checks and
+converts every input, binds symbolic dimensions, checks the shape facts the graph assumed,
+runs the backend's executable, and only then writes the new parameter values — all of them or
+none.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import sympy
+
+from .errors import ArgumentError, GraphError, ShapeError, at
+from .ir.graph import Graph, topological
+from .ir.node import Node
+from .ir.shapes import format_shape
+from .ir.tensor import Tensor, graph_of
+from .ir.types import can_feed
+
+
+def _as_list(outputs) -> tuple[list[Tensor], bool]:
+    if isinstance(outputs, Tensor):
+        return [outputs], True
+    if isinstance(outputs, (list, tuple)):
+        return list(outputs), False
+    raise GraphError(f"outputs must be a tensor or a list of tensors, got {type(outputs).__name__}")
+
+
+def _normalize_updates(updates) -> list[tuple[Tensor, Tensor]]:
+    from .ops import cast
+
+    if updates is None:
+        return []
+    pairs = list(updates.items()) if isinstance(updates, Mapping) else list(updates)
+    out, seen = [], set()
+    for param, value in pairs:
+        if not isinstance(param, Tensor) or param.op != "parameter":
+            raise GraphError(f"updates keys must be parameters, got {param!r}")
+        if param.node.uid in seen:
+            raise GraphError(f"parameter {param.name!r} is updated twice")
+        seen.add(param.node.uid)
+        if not isinstance(value, Tensor):
+            raise GraphError(f"the new value of {param.name!r} must be a tensor")
+        if value.dtype != param.dtype:
+            if value.dtype.kind != param.dtype.kind:
+                raise GraphError(f"update of {param.name!r}: value is {value.dtype}, parameter "
+                                 f"is {param.dtype}")
+            value = cast(value, param.dtype)
+        if len(value.shape) != len(param.shape) or any(
+            isinstance(d, int) and d != p for d, p in zip(value.shape, param.shape)
+        ):
+            raise ShapeError(f"update of {param.name!r}: value has shape "
+                             f"{format_shape(value.shape)}, parameter has "
+                             f"{format_shape(param.shape)}{at(value.node.loc)}")
+        out.append((param, value))
+    return out
+
+
+def _default_updates(graph: Graph, roots: list[Node], explicit: set[int]
+                     ) -> list[tuple[Node, Node]]:
+    """Default updates of every trigger the roots depend on (to a fixpoint)."""
+    chosen: dict[int, tuple[Node, Node]] = {}
+    frontier = list(roots)
+    while True:
+        reach = {n.uid for n in topological(frontier)}
+        added = []
+        for trigger, entries in graph.default_updates.items():
+            if trigger.uid not in reach:
+                continue
+            for param, value in entries:
+                if param.uid in explicit or param.uid in chosen:
+                    continue
+                chosen[param.uid] = (param, value)
+                added.append(value)
+        if not added:
+            return list(chosen.values())
+        frontier = frontier + added
+
+
+def build_program(inputs, outputs, updates=None, name: str | None = None) -> tuple[Graph, bool]:
+    """The program graph: inputs, outputs and updates (explicit and default) of a function."""
+    outs, single = _as_list(outputs)
+    for o in outs:
+        if not isinstance(o, Tensor):
+            raise GraphError(f"outputs must be tensors, got {type(o).__name__}")
+    ins = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    names = set()
+    for x in ins:
+        if not isinstance(x, Tensor) or x.op != "placeholder":
+            raise GraphError(f"inputs must be placeholders, got {x!r}")
+        if x.name in names:
+            raise GraphError(f"two inputs are named {x.name!r}; input names must be unique "
+                             "within one compiled function (they can be fed by name)")
+        names.add(x.name)
+    pairs = _normalize_updates(updates)
+    graph = graph_of(*outs, *ins, *[t for p in pairs for t in p])
+    roots = [o.node for o in outs] + [v.node for _, v in pairs]
+    explicit = {p.node.uid for p, _ in pairs}
+    update_nodes = [(p.node, v.node) for p, v in pairs]
+    update_nodes += _default_updates(graph, roots, explicit)
+
+    program = Graph(name or graph.name)
+    program.inputs = [x.node for x in ins]
+    program.outputs = [o.node for o in outs]
+    program.updates = update_nodes
+    program.nodes = topological(program.roots())
+    fed = {n.uid for n in program.inputs}
+    for n in program.nodes:
+        if n.op.name == "placeholder" and n.uid not in fed:
+            raise GraphError(f"the outputs depend on placeholder {n.name!r}, which is not among "
+                             f"the inputs{at(n.loc)}")
+    return program, single
+
+
+def compile(inputs, outputs, updates=None, backend: str = "numpy", optimize: bool = True,
+            backend_options: dict | None = None) -> Function:  # noqa: A001 - the public name
+    """Compile a graph into a callable `Function` on a backend ("numpy", "llvm", "cuda").
+
+    `updates` maps parameters to tensors computing their new values; they are applied after
+    all outputs are computed, all at once (a training step is one compiled function).
+    """
+    from .backends import get_backend
+    from .passes.manager import optimize_program
+
+    started = time.perf_counter()
+    impl = get_backend(backend)
+    program, single = build_program(inputs, outputs, updates)
+    stats = None
+    if optimize:
+        program, stats = optimize_program(program)
+    executable = impl.compile(program, dict(backend_options or {}))
+    fn = Function(program, executable, single, backend)
+    fn.stats.update(compile_seconds=time.perf_counter() - started, passes=stats)
+    return fn
+
+
+class Function:
+    """A compiled graph. Call it with arrays (positionally or by input name)."""
+
+    def __init__(self, program: Graph, executable, single: bool, backend: str) -> None:
+        self._program = program
+        self._exe = executable
+        self._single = single
+        self.backend = backend
+        self._inputs = list(program.inputs)
+        self._index = {n.name: i for i, n in enumerate(self._inputs)}
+        self._updates = [(p.attrs["storage"], v) for p, v in program.updates]
+        self._params = [n.attrs["storage"] for n in program.nodes if n.op.name == "parameter"]
+        self._assumptions = [(rel, why, n) for n in program.nodes for rel, why in n.assumptions]
+        self._checked: set[tuple] = set()
+        self.stats: dict = {"nodes": len(program.nodes)}
+        self.stats.update(getattr(executable, "stats", {}))
+
+    @property
+    def graph(self) -> Graph:
+        """The optimized program graph that actually runs."""
+        return self._program
+
+    @property
+    def source(self) -> str:
+        """The generated program: NumPy source, LLVM IR or PTX."""
+        return self._exe.source
+
+    @property
+    def input_names(self) -> list[str]:
+        return [n.name for n in self._inputs]
+
+    def __repr__(self) -> str:
+        outs = len(self._program.outputs)
+        return (f"<Function {self.backend}: inputs {self.input_names}, {outs} output(s), "
+                f"{len(self._updates)} update(s), {len(self._program.nodes)} nodes>")
+
+    # -- calling ----------------------------------------------------------------------------
+    def __call__(self, *args, **kwargs):
+        values = self._arrange(args, kwargs)
+        arrays, binding = self._validate(values)
+        self._check_assumptions(binding)
+        outputs, new_values = self._exe.run(arrays, binding)
+        protected = [s.value for s in self._params]
+        outputs = [np.array(o, copy=True) if any(np.may_share_memory(o, p) for p in protected)
+                   else o for o in outputs]
+        # every output and new value exists: now apply all updates (and only now)
+        for (storage, _), new in zip(self._updates, new_values):
+            np.copyto(storage.value, new, casting="unsafe")
+        return outputs[0] if self._single else outputs
+
+    def _arrange(self, args, kwargs) -> list:
+        n = len(self._inputs)
+        if len(args) > n:
+            raise ArgumentError(f"this function takes {n} input(s) {self.input_names}, got "
+                                f"{len(args)} positional arguments")
+        values: list = list(args) + [_MISSING] * (n - len(args))
+        for key, v in kwargs.items():
+            if key not in self._index:
+                raise ArgumentError(f"unknown input {key!r}; inputs are {self.input_names}")
+            i = self._index[key]
+            if values[i] is not _MISSING:
+                raise ArgumentError(f"input {key!r} given twice (positionally and by name)")
+            values[i] = v
+        missing = [self._inputs[i].name for i, v in enumerate(values) if v is _MISSING]
+        if missing:
+            raise ArgumentError(f"missing input(s) {missing}; inputs are {self.input_names}")
+        return values
+
+    def _validate(self, values: list) -> tuple[list[np.ndarray], dict]:
+        binding: dict[sympy.Symbol, int] = {}
+        bound_by: dict[sympy.Symbol, str] = {}
+        arrays = []
+        for node, value in zip(self._inputs, values):
+            arrays.append(_convert(node, value, binding, bound_by))
+        return arrays, binding
+
+    def _check_assumptions(self, binding: dict) -> None:
+        key = tuple(sorted((s.name, v) for s, v in binding.items()))
+        if key in self._checked:
+            return
+        for rel, why, node in self._assumptions:
+            verdict = rel.xreplace(binding) if hasattr(rel, "xreplace") else rel
+            if verdict is sympy.false or verdict is False:
+                sizes = ", ".join(f"{k}={v}" for k, v in key)
+                raise ShapeError(f"{node.op.name}: {why} does not hold for {sizes}"
+                                 f"{at(node.loc)}")
+        self._checked.add(key)
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING = _Missing()
+
+
+def _convert(node: Node, value, binding: dict, bound_by: dict) -> np.ndarray:
+    """Check one input against its placeholder and convert it (dtype, contiguity)."""
+    name, want = node.name, node.type
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise ShapeError(f"input {name!r}: cannot turn {type(value).__name__} into an array "
+                         f"({exc})") from None
+    if not can_feed(arr.dtype, want.dtype):
+        raise ShapeError(
+            f"input {name!r}: expected {want.dtype}, got {arr.dtype}; only conversions within a "
+            f"kind or widening it (bool -> int -> float) are done implicitly")
+    if arr.ndim != len(want.shape):
+        raise ShapeError(f"input {name!r}: expected shape {format_shape(want.shape)} (rank "
+                         f"{len(want.shape)}), got {arr.shape} (rank {arr.ndim})")
+    for axis, (d, actual) in enumerate(zip(want.shape, arr.shape)):
+        if isinstance(d, int):
+            if d != actual:
+                raise ShapeError(f"input {name!r}: expected shape {format_shape(want.shape)}, got "
+                                 f"{arr.shape} (axis {axis} must be {d})")
+        elif d.is_Symbol:
+            if d in binding and binding[d] != actual:
+                raise ShapeError(
+                    f"dimension {d} is {binding[d]} in input {bound_by[d]!r} but {actual} in "
+                    f"input {name!r} (shape {format_shape(want.shape)}, got {arr.shape})")
+            binding[d] = actual
+            bound_by[d] = name
+        else:
+            raise ShapeError(f"input {name!r}: placeholder dims must be ints or names, got {d}")
+    return np.ascontiguousarray(arr, dtype=want.dtype)

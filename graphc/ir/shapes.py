@@ -1,0 +1,202 @@
+"""Symbolic dimensions: how shapes are written, compared, broadcast and checked.
+
+A dimension is a Python ``int`` or a sympy expression over named positive-integer symbols
+(``"N"`` -> ``Symbol("N", positive=True, integer=True)``). Shape rules decide what they can at
+construction time. When a rule needs a fact that sympy cannot decide yet (``N == 5``,
+``H - 4 >= 1``), the fact is recorded on the node as an *assumption* and checked at call time,
+once the placeholders have bound every symbol to a size.
+
+Symbolic dims never broadcast: a dim only broadcasts when it is literally ``1``. So
+``(N, 3) + (5, 3)`` assumes ``N == 5`` rather than guessing that N might be 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import cache
+from typing import Union
+
+import numpy as np
+import sympy
+
+Dim = Union[int, sympy.Expr]  # noqa: UP007 - a runtime alias, kept readable
+Shape = tuple[Dim, ...]
+
+
+@cache
+def sym(name: str) -> sympy.Symbol:
+    """The symbol for a named dimension; the same name is the same symbol everywhere."""
+    if not name.isidentifier():
+        from ..errors import ShapeError
+
+        raise ShapeError(f"symbolic dimension name {name!r} must be an identifier")
+    return sympy.Symbol(name, positive=True, integer=True)
+
+
+def as_dim(d) -> Dim:
+    """Normalize one shape entry: int-like -> int, str -> symbol, sympy integer -> int."""
+    from ..errors import ShapeError
+
+    if isinstance(d, (bool, np.bool_)):
+        raise ShapeError(f"shape entry {d!r} must be an int or a dimension name")
+    if isinstance(d, (int, np.integer)):
+        if d < 0:
+            raise ShapeError(f"shape entry {d} is negative")
+        return int(d)
+    if isinstance(d, str):
+        return sym(d)
+    if isinstance(d, sympy.Expr):
+        if d.is_Integer:
+            return int(d)
+        return d
+    raise ShapeError(f"shape entry {d!r} must be an int or a dimension name (str)")
+
+
+def normalize_shape(shape: Iterable) -> Shape:
+    return tuple(as_dim(d) for d in shape)
+
+
+def format_dim(d: Dim) -> str:
+    return str(d)
+
+
+def format_shape(shape: Sequence[Dim]) -> str:
+    inner = ", ".join(format_dim(d) for d in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
+
+
+def dims_equal(a: Dim, b: Dim) -> bool | None:
+    """True/False when decidable now, None when it depends on the symbols' values."""
+    if isinstance(a, int) and isinstance(b, int):
+        return a == b
+    diff = sympy.expand(sympy.sympify(a) - sympy.sympify(b))
+    if diff == 0:
+        return True
+    if diff.is_number:
+        return False
+    rel = sympy.Eq(a, b)
+    if rel is sympy.true:
+        return True
+    if rel is sympy.false:
+        return False
+    return None
+
+
+def decide(relation) -> bool | None:
+    """Decide a sympy relation (or a plain bool) now, if possible."""
+    if isinstance(relation, (bool, np.bool_)):
+        return bool(relation)
+    if relation is sympy.true:
+        return True
+    if relation is sympy.false:
+        return False
+    return None
+
+
+def prod(dims: Iterable[Dim]) -> Dim:
+    out: Dim = 1
+    for d in dims:
+        out = out * d
+    return as_dim(sympy.sympify(out)) if not isinstance(out, int) else out
+
+
+def is_one(d: Dim) -> bool:
+    return isinstance(d, int) and d == 1
+
+
+class ShapeChecks:
+    """Collects the facts a shape rule needed but could not decide (checked at call time).
+
+    Every ``ShapeError`` raised here has a message without the op name or source line; the
+    graph adds those when it builds the node.
+    """
+
+    def __init__(self) -> None:
+        self.assumptions: list[tuple[sympy.Basic, str]] = []
+
+    def equal(self, a: Dim, b: Dim, what: str) -> Dim:
+        """Require a == b; return the more concrete of the two."""
+        from ..errors import ShapeError
+
+        verdict = dims_equal(a, b)
+        if verdict is False:
+            raise ShapeError(f"{what}: {format_dim(a)} != {format_dim(b)}")
+        if verdict is None:
+            self.assumptions.append((sympy.Eq(a, b), what))
+        return a if isinstance(a, int) or not isinstance(b, int) else b
+
+    def holds(self, relation, what: str) -> None:
+        """Require a relation (e.g. ``out_size >= 1``) to hold."""
+        from ..errors import ShapeError
+
+        verdict = decide(relation)
+        if verdict is False:
+            raise ShapeError(what)
+        if verdict is None:
+            self.assumptions.append((relation, what))
+
+    def broadcast(self, *shapes: Shape) -> Shape:
+        """NumPy broadcasting over possibly symbolic shapes."""
+        from ..errors import ShapeError
+
+        ndim = max((len(s) for s in shapes), default=0)
+        padded = [(1,) * (ndim - len(s)) + tuple(s) for s in shapes]
+        out: list[Dim] = []
+        for axis in range(ndim):
+            dim: Dim = 1
+            for s in padded:
+                d = s[axis]
+                if is_one(d):
+                    continue
+                if is_one(dim):
+                    dim = d
+                    continue
+                verdict = dims_equal(dim, d)
+                if verdict is False:
+                    listed = " and ".join(format_shape(s) for s in shapes)
+                    raise ShapeError(f"cannot broadcast shapes {listed} (axis {axis - ndim})")
+                if verdict is None:
+                    self.assumptions.append(
+                        (sympy.Eq(dim, d), f"broadcast needs {format_dim(dim)} == {format_dim(d)}")
+                    )
+                    if isinstance(d, int):
+                        dim = d
+            out.append(dim)
+        return tuple(out)
+
+
+def evaluate_dim(d: Dim, binding: dict) -> int:
+    """The concrete size of a dim once the symbols are bound."""
+    if isinstance(d, int):
+        return d
+    value = d.xreplace(binding)
+    if not value.is_Integer:
+        from ..errors import ShapeError
+
+        raise ShapeError(f"dimension {d} is not an integer for {_fmt_binding(binding)} ({value})")
+    return int(value)
+
+
+def evaluate_shape(shape: Sequence[Dim], binding: dict) -> tuple[int, ...]:
+    return tuple(evaluate_dim(d, binding) for d in shape)
+
+
+def evaluate_attr(value, binding: dict):
+    """Substitute bound sizes into an attribute value (ints, exprs, nested tuples)."""
+    if isinstance(value, sympy.Expr):
+        return evaluate_dim(value, binding)
+    if isinstance(value, tuple):
+        return tuple(evaluate_attr(v, binding) for v in value)
+    return value
+
+
+def attr_has_symbols(value) -> bool:
+    if isinstance(value, sympy.Expr):
+        return bool(value.free_symbols)
+    if isinstance(value, tuple):
+        return any(attr_has_symbols(v) for v in value)
+    return False
+
+
+def _fmt_binding(binding: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(binding.items(), key=lambda kv: str(kv[0])))

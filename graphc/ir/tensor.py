@@ -1,0 +1,214 @@
+"""Tensor: the symbolic value users hold, with Python operators that build graph nodes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import GraphError
+from .graph import Graph, get_default_graph
+from .node import Attrs, Node
+
+
+def _ops():
+    import graphc.ops as ops  # the op library imports this module; bind it late
+
+    return ops
+
+
+class Tensor:
+    """A symbolic tensor: a node of a graph. Build with the DSL, run with gc.compile."""
+
+    __slots__ = ("node", "graph")
+    __array_priority__ = 1000  # numpy scalars/arrays defer to our reflected operators
+
+    def __init__(self, node: Node, graph: Graph) -> None:
+        self.node = node
+        self.graph = graph
+
+    # -- type -------------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self.node.type.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.node.type.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.node.type.shape)
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def op(self) -> str:
+        return self.node.op.name
+
+    @property
+    def value(self) -> np.ndarray:
+        """The current value of a parameter (a copy; assign to set it)."""
+        if self.node.op.name != "parameter":
+            raise GraphError(f"{self.name} is a {self.op}, not a parameter: it has no value")
+        return self.node.attrs["storage"].value.copy()
+
+    @value.setter
+    def value(self, new) -> None:
+        from ..errors import ShapeError
+
+        if self.node.op.name != "parameter":
+            raise GraphError(f"{self.name} is a {self.op}, not a parameter: it has no value")
+        storage = self.node.attrs["storage"]
+        arr = np.asarray(new)
+        if arr.shape != storage.value.shape:
+            raise ShapeError(
+                f"parameter {self.name!r} has shape {storage.value.shape}, got {arr.shape}"
+            )
+        np.copyto(storage.value, arr, casting="same_kind")
+
+    # -- identity: tensors are dict keys (e.g. in `updates`), so == is not elementwise -------
+    def __hash__(self) -> int:
+        return hash(self.node.uid)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Tensor) and other.node is self.node
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __bool__(self) -> bool:
+        raise GraphError(
+            f"the truth value of symbolic tensor {self.name} is unknown until the graph runs; "
+            "use gc.where(cond, a, b) for data-dependent choices"
+        )
+
+    def __iter__(self):
+        raise GraphError(f"symbolic tensor {self.name} cannot be iterated; index it instead")
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise GraphError("len() of a 0-d tensor")
+        first = self.shape[0]
+        if not isinstance(first, int):
+            raise GraphError(f"len() of {self.name}: first dimension {first} is symbolic")
+        return first
+
+    def __repr__(self) -> str:
+        from .shapes import format_shape
+
+        return f"<Tensor {self.name}: {self.op} {format_shape(self.shape)} {self.dtype}>"
+
+    # -- arithmetic -------------------------------------------------------------------------
+    def __add__(self, other):
+        return _ops().add(self, other)
+
+    def __radd__(self, other):
+        return _ops().add(other, self)
+
+    def __sub__(self, other):
+        return _ops().sub(self, other)
+
+    def __rsub__(self, other):
+        return _ops().sub(other, self)
+
+    def __mul__(self, other):
+        return _ops().mul(self, other)
+
+    def __rmul__(self, other):
+        return _ops().mul(other, self)
+
+    def __truediv__(self, other):
+        return _ops().div(self, other)
+
+    def __rtruediv__(self, other):
+        return _ops().div(other, self)
+
+    def __pow__(self, other):
+        return _ops().pow(self, other)
+
+    def __rpow__(self, other):
+        return _ops().pow(other, self)
+
+    def __matmul__(self, other):
+        return _ops().matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _ops().matmul(other, self)
+
+    def __neg__(self):
+        return _ops().neg(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return _ops().abs(self)
+
+    def __lt__(self, other):
+        return _ops().less(self, other)
+
+    def __le__(self, other):
+        return _ops().less_equal(self, other)
+
+    def __gt__(self, other):
+        return _ops().greater(self, other)
+
+    def __ge__(self, other):
+        return _ops().greater_equal(self, other)
+
+    # -- methods ----------------------------------------------------------------------------
+    def __getitem__(self, index):
+        return _ops().getitem(self, index)
+
+    @property
+    def T(self) -> Tensor:
+        return _ops().transpose(self)
+
+    def reshape(self, *shape) -> Tensor:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return _ops().reshape(self, shape)
+
+    def sum(self, axis=None, keepdims: bool = False) -> Tensor:
+        return _ops().sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims: bool = False) -> Tensor:
+        return _ops().mean(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims: bool = False) -> Tensor:
+        return _ops().max(self, axis=axis, keepdims=keepdims)
+
+    def min(self, axis=None, keepdims: bool = False) -> Tensor:
+        return _ops().min(self, axis=axis, keepdims=keepdims)
+
+    def astype(self, dtype) -> Tensor:
+        return _ops().cast(self, dtype)
+
+
+TensorLike = Any  # Tensor | Python scalar | NumPy array
+
+
+def graph_of(*values) -> Graph:
+    """The graph shared by the tensors among `values` (the default graph if there are none)."""
+    graph = None
+    for v in values:
+        if isinstance(v, Tensor):
+            if graph is None:
+                graph = v.graph
+            elif v.graph is not graph:
+                raise GraphError(
+                    f"tensors from two different graphs were combined ({graph.name!r} and "
+                    f"{v.graph.name!r}); build a model inside one `with gc.Graph():` block"
+                )
+    return graph if graph is not None else get_default_graph()
+
+
+def apply(op, inputs: Sequence[Tensor], **attrs: Any) -> Tensor:
+    """Build the node `op(*inputs, **attrs)` in the inputs' graph and wrap it as a Tensor."""
+    graph = graph_of(*inputs)
+    node = graph.make_node(op, [t.node for t in inputs], Attrs(attrs))
+    return Tensor(node, graph)

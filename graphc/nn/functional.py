@@ -1,0 +1,216 @@
+"""Deep-learning ops (``gc.nn.functional``, imported as ``F``), PyTorch conventions throughout.
+
+Most of these are compositions of the primitive ops in ``graphc.ops``: a linear layer is a
+matmul and an add, batch norm is means and elementwise arithmetic, a loss is a log_softmax
+and a mean. Their gradients therefore come from the primitives', and the graph shows what they
+really compute (grouped under a name scope).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import ops
+from ..errors import GraphError, ShapeError
+from ..ir.graph import name_scope
+from ..ir.tensor import Tensor
+
+__all__ = [
+    "linear", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "max_pool1d",
+    "max_pool2d", "avg_pool1d", "avg_pool2d", "batch_norm", "dropout", "embedding",
+    "cross_entropy", "binary_cross_entropy_with_logits", "mse_loss", "l1_loss", "hinge_loss",
+    "relu", "tanh", "sigmoid", "leaky_relu", "elu", "softplus", "softmax", "log_softmax",
+]
+
+relu, tanh, sigmoid, softplus = ops.relu, ops.tanh, ops.sigmoid, ops.softplus
+leaky_relu, elu, softmax, log_softmax = ops.leaky_relu, ops.elu, ops.softmax, ops.log_softmax
+
+
+def _channel_bias(b: Tensor, ndim: int) -> Tensor:
+    return ops.reshape(b, (1, b.shape[0]) + (1,) * (ndim - 2))
+
+
+def _check_rank(x: Tensor, rank: int, what: str, layout: str) -> None:
+    if x.ndim != rank:
+        raise ShapeError(f"{what} expects input {layout} (rank {rank}), got shape {x.shape}")
+
+
+def linear(x, W, b=None) -> Tensor:
+    """x @ W + b with W of shape (in, out)."""
+    with name_scope("linear"):
+        y = ops.matmul(x, W)
+        return y if b is None else y + b
+
+
+def _conv(x, w, b, stride, padding, dilation, nd: int) -> Tensor:
+    with name_scope(f"conv{nd}d"):
+        _check_rank(x, nd + 2, f"conv{nd}d", "(N, C, L)" if nd == 1 else "(N, C, H, W)")
+        _check_rank(w, nd + 2, f"conv{nd}d weight", "(C_out, C_in, *kernel)")
+        y = ops.conv_op(x, w, stride, padding, dilation)
+        return y if b is None else y + _channel_bias(b, y.ndim)
+
+
+def conv1d(x, w, b=None, stride=1, padding=0, dilation=1) -> Tensor:
+    """1-d convolution: x (N, C_in, L), w (C_out, C_in, k)."""
+    return _conv(x, w, b, stride, padding, dilation, 1)
+
+
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1) -> Tensor:
+    """2-d convolution: x (N, C_in, H, W), w (C_out, C_in, kh, kw)."""
+    return _conv(x, w, b, stride, padding, dilation, 2)
+
+
+def _conv_transpose(x, w, b, stride, padding, output_padding, dilation, nd: int) -> Tensor:
+    from ..ops.conv import _tuple, conv_transpose_base_size
+
+    with name_scope(f"conv_transpose{nd}d"):
+        _check_rank(x, nd + 2, f"conv_transpose{nd}d", "(N, C_in, *spatial)")
+        _check_rank(w, nd + 2, f"conv_transpose{nd}d weight", "(C_in, C_out, *kernel)")
+        s, p = _tuple(stride, nd, "stride"), _tuple(padding, nd, "padding")
+        d, op = _tuple(dilation, nd, "dilation"), _tuple(output_padding, nd, "output_padding")
+        out_size = tuple(
+            conv_transpose_base_size(x.shape[2 + i], w.shape[2 + i], s[i], p[i], d[i]) + op[i]
+            for i in range(nd))
+        y = ops.conv_transpose_op(x, w, s, p, d, out_size)
+        return y if b is None else y + _channel_bias(b, y.ndim)
+
+
+def conv_transpose1d(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1) -> Tensor:
+    return _conv_transpose(x, w, b, stride, padding, output_padding, dilation, 1)
+
+
+def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1) -> Tensor:
+    """Transposed 2-d convolution: x (N, C_in, H, W), w (C_in, C_out, kh, kw) as in PyTorch."""
+    return _conv_transpose(x, w, b, stride, padding, output_padding, dilation, 2)
+
+
+def max_pool1d(x, kernel_size, stride=None, padding=0) -> Tensor:
+    _check_rank(x, 3, "max_pool1d", "(N, C, L)")
+    return ops.max_pool(x, kernel_size, stride, padding, nd=1)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0) -> Tensor:
+    _check_rank(x, 4, "max_pool2d", "(N, C, H, W)")
+    return ops.max_pool(x, kernel_size, stride, padding, nd=2)
+
+
+def avg_pool1d(x, kernel_size, stride=None, padding=0) -> Tensor:
+    _check_rank(x, 3, "avg_pool1d", "(N, C, L)")
+    return ops.avg_pool(x, kernel_size, stride, padding, nd=1)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0) -> Tensor:
+    _check_rank(x, 4, "avg_pool2d", "(N, C, H, W)")
+    return ops.avg_pool(x, kernel_size, stride, padding, nd=2)
+
+
+def batch_norm(x, gamma, beta, running_mean, running_var, training: bool, momentum: float = 0.1,
+               eps: float = 1e-5) -> Tensor:
+    """Normalize over every axis but the channels (axis 1).
+
+    Training mode normalizes with the batch statistics and gives ``running_mean`` and
+    ``running_var`` (parameters) default updates, as PyTorch does: the running variance uses
+    the unbiased batch variance. Eval mode normalizes with the running statistics.
+    """
+    if x.ndim < 2:
+        raise ShapeError(f"batch_norm expects (N, C, ...) input, got shape {x.shape}")
+    axes = (0,) + tuple(range(2, x.ndim))
+    bshape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    with name_scope("batch_norm"):
+        if training:
+            mu = ops.mean(x, axes, keepdims=True)
+            centered = x - mu
+            var = ops.mean(ops.square(centered), axes, keepdims=True)
+            y = centered / ops.sqrt(var + eps)
+        else:
+            y = (x - ops.reshape(running_mean, bshape)) / ops.sqrt(
+                ops.reshape(running_var, bshape) + eps)
+        if gamma is not None:
+            y = y * ops.reshape(gamma, bshape)
+        if beta is not None:
+            y = y + ops.reshape(beta, bshape)
+        if training:
+            for p in (running_mean, running_var):
+                if not isinstance(p, Tensor) or p.op != "parameter":
+                    raise GraphError("batch_norm's running statistics must be parameters")
+            n = ops.numel(x, axes, dtype=x.dtype)
+            unbiased = var * n / ops.maximum(n - 1, 1)
+            m = float(momentum)
+            new_mean = (1 - m) * running_mean + m * ops.reshape(mu, running_mean.shape)
+            new_var = (1 - m) * running_var + m * ops.reshape(unbiased, running_var.shape)
+            y.graph.add_default_update(y.node, running_mean.node, new_mean.node)
+            y.graph.add_default_update(y.node, running_var.node, new_var.node)
+        return y
+
+
+def dropout(x, p: float, training: bool, seed: int | None = None, state: Tensor | None = None
+            ) -> Tensor:
+    """Zero each element with probability p and scale the rest by 1/(1-p) (training only).
+
+    The mask comes from a counter-based generator: the same seed gives the same masks on every
+    backend. Pass `state` (from ``gc.rng_state``) to share one state, or `seed` to fix it.
+    """
+    if not 0.0 <= p <= 1.0:
+        raise GraphError(f"dropout probability must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return x
+    with name_scope("dropout"):
+        if p == 1.0:
+            return x * 0.0
+        state = state if state is not None else ops.rng_state(seed, name="dropout_rng")
+        keep = ops.random_uniform(state, x.shape, x.dtype) >= p
+        return ops.where(keep, x * (1.0 / (1.0 - p)), 0.0)
+
+
+def embedding(ids, table) -> Tensor:
+    """Rows of `table` (num_embeddings, dim) for integer `ids` of any shape."""
+    return ops.take(table, ids)
+
+
+def cross_entropy(logits, labels, label_smoothing: float = 0.0) -> Tensor:
+    """Mean over the batch of -log softmax(logits)[label], with PyTorch's label smoothing.
+
+    logits (N, C); labels int (N,) — or float class probabilities of shape (N, C).
+    """
+    if logits.ndim != 2:
+        raise ShapeError(f"cross_entropy expects logits (N, C), got shape {logits.shape}")
+    with name_scope("cross_entropy"):
+        logp = ops.log_softmax(logits, axis=1)
+        n_classes = logits.shape[1]
+        if isinstance(labels, Tensor) and labels.dtype.kind == "f":
+            target = labels
+        else:
+            target = ops.one_hot(labels, n_classes, dtype=logits.dtype)
+        if label_smoothing:
+            eps = float(label_smoothing)
+            target = target * (1.0 - eps) + eps / n_classes
+        return ops.mean(-ops.sum(target * logp, axis=1))
+
+
+def binary_cross_entropy_with_logits(logits, targets) -> Tensor:
+    """Mean of softplus(z) - z*t: the stable form of BCE(sigmoid(z), t)."""
+    with name_scope("bce_with_logits"):
+        return ops.mean(ops.softplus(logits) - logits * targets)
+
+
+def mse_loss(pred, target) -> Tensor:
+    """Mean of squared differences over all elements."""
+    with name_scope("mse_loss"):
+        return ops.mean(ops.square(pred - target))
+
+
+def l1_loss(pred, target) -> Tensor:
+    """Mean of absolute differences over all elements."""
+    with name_scope("l1_loss"):
+        return ops.mean(ops.abs(pred - target))
+
+
+def hinge_loss(scores, labels_pm1) -> Tensor:
+    """Mean of max(0, 1 - y*s) for labels y in {-1, +1}."""
+    with name_scope("hinge_loss"):
+        return ops.mean(ops.relu(1.0 - labels_pm1 * scores))
+
+
+def accuracy_counts(logits, labels) -> Tensor:
+    """How many rows of logits have their argmax at the label (an int64 scalar)."""
+    return ops.sum(ops.equal(ops.argmax(logits, axis=1), ops.cast(labels, np.int64)))

@@ -1,0 +1,79 @@
+"""The op library: every op's definition (shape rule, NumPy semantics, gradient) and its DSL.
+
+Where is op X defined? ``graphc/ops/<family>.py``, found by ``REGISTRY[X]``:
+elementwise (sympy expressions), cast, reduce, shape_ops, linalg, conv, pool, indexing, random,
+sources (placeholder/parameter/constant).
+"""
+
+from .cast import cast
+from .conv import conv_op, conv_transpose_op, conv_weight_grad
+from .elementwise import (
+    abs,
+    add,
+    clip,
+    div,
+    elemwise,
+    elu,
+    equal,
+    exp,
+    expm1,
+    from_expr,
+    greater,
+    greater_equal,
+    leaky_relu,
+    less,
+    less_equal,
+    lift,
+    log,
+    log1p,
+    maximum,
+    minimum,
+    mul,
+    neg,
+    not_equal,
+    pow,
+    relu,
+    sigmoid,
+    sign,
+    softplus,
+    sqrt,
+    square,
+    sub,
+    tanh,
+    where,
+)
+from .indexing import one_hot, scatter_add, take
+from .linalg import matmul, matmul_t
+from .pool import avg_pool, avg_pool_grad, max_pool, max_pool_grad, max_pool_select
+from .random import manual_seed, random_uniform, rng_state
+from .reduce import argmax, log_softmax, logsumexp, max, mean, min, numel, softmax, sum
+from .registry import BLOCKED, REGISTRY, ZERO, OpDef, all_ops, get_op
+from .shape_ops import (
+    broadcast_to,
+    concat,
+    expand_dims,
+    flatten,
+    getitem,
+    pad,
+    reshape,
+    slice_op,
+    stack,
+    sum_to_shape,
+    transpose,
+    unslice,
+)
+from .sources import constant, parameter, placeholder
+
+__all__ = [
+    "BLOCKED", "REGISTRY", "ZERO", "OpDef", "abs", "add", "all_ops", "argmax", "avg_pool",
+    "avg_pool_grad", "broadcast_to", "cast", "clip", "concat", "constant", "conv_op",
+    "conv_transpose_op", "conv_weight_grad", "div", "elemwise", "elu", "equal", "exp",
+    "expand_dims",
+    "expm1", "flatten", "from_expr", "get_op", "getitem", "greater", "greater_equal", "leaky_relu",
+    "less", "less_equal", "lift", "log", "log1p", "log_softmax", "logsumexp", "manual_seed",
+    "matmul", "matmul_t", "max", "max_pool", "max_pool_grad", "max_pool_select", "maximum", "mean",
+    "min", "minimum", "mul", "neg", "not_equal", "numel", "one_hot", "pad", "parameter",
+    "placeholder", "pow", "random_uniform", "relu", "reshape", "rng_state", "scatter_add",
+    "sigmoid", "sign", "slice_op", "softmax", "softplus", "sqrt", "square", "stack", "sub", "sum",
+    "sum_to_shape", "take", "tanh", "transpose", "unslice", "where",
+]

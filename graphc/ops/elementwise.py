@@ -1,0 +1,469 @@
+"""Elementwise ops, each defined by one sympy expression of its inputs.
+
+Nothing here has a hand-written derivative or NumPy kernel. For every elementwise op:
+
+* the shape rule is NumPy broadcasting,
+* the reference semantics are the expression printed as NumPy (`expr.numpy_function`),
+* the gradient w.r.t. input i is ``sympy.diff(expr, x_i)`` (occurrences of the op's own
+  expression replaced by its output, so sigmoid' becomes ``y*(1 - y)``), turned back into
+  graph nodes by `from_expr`.
+
+``elemwise`` is the generic member of the family: its expression is an attribute. Fusion
+produces it, and it is what any sympy expression becomes when no named op matches.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import sympy
+
+from ..errors import GraphError
+from ..ir.node import Attrs
+from ..ir.tensor import Tensor, apply, graph_of
+from ..ir.types import DEFAULT_FLOAT, TensorType, promote, scalar_dtype
+from . import expr as E
+from .registry import ZERO, OpDef, register
+from .sources import constant
+
+x0, x1, x2 = E.inputs(3)
+
+
+# -- the generic rules every elementwise op shares -------------------------------------------
+
+
+def _infer(types: list[TensorType], attrs: Attrs, checks, *, op: OpDef) -> TensorType:
+    shape = checks.broadcast(*[t.shape for t in types])
+    spec = op.extra
+    if spec.get("out") == "bool":
+        dtype = np.dtype(bool)
+    elif "dtype" in attrs:
+        dtype = attrs["dtype"]
+    else:
+        value_types = [t for i, t in enumerate(types) if i not in spec.get("bool_inputs", ())]
+        dtypes = {t.dtype for t in value_types}
+        if len(dtypes) > 1:
+            raise GraphError(
+                "inputs of an elementwise node must share one dtype (the DSL inserts casts); "
+                f"got {', '.join(sorted(str(d) for d in dtypes))}"
+            )
+        dtype = value_types[0].dtype
+    return TensorType(dtype, shape)
+
+
+def _reference(op: OpDef):
+    def run(*arrays, **attrs):
+        fn = E.numpy_function(op.expr(Attrs(attrs)), len(arrays))
+        with np.errstate(all="ignore"):
+            out = fn(*arrays)
+        if op.extra.get("out") == "bool":
+            dtype = np.dtype(bool)
+        elif "dtype" in attrs:
+            dtype = attrs["dtype"]
+        else:
+            bool_inputs = op.extra.get("bool_inputs", ())
+            dtype = next(a.dtype for i, a in enumerate(arrays) if i not in bool_inputs)
+        shape = np.broadcast_shapes(*(np.shape(a) for a in arrays))
+        out = np.asarray(out, dtype=dtype)
+        return out if out.shape == shape else np.broadcast_to(out, shape).copy()
+
+    return run
+
+
+def output_symbol() -> sympy.Symbol:
+    """Stands for an op's own output inside its derivative (y in sigmoid' = y(1-y))."""
+    return sympy.Symbol("y", real=True)
+
+
+def _elementwise_grad(ctx) -> list:
+    """d cost / d x_i = sum_to_shape(g * d expr / d x_i), built as graph nodes."""
+    from .shape_ops import sum_to_shape
+
+    node = ctx.node
+    expr = node.op.expr(node.attrs)
+    if isinstance(expr, sympy.logic.boolalg.Boolean):
+        # comparisons: their output is bool and never carries a gradient
+        return [ZERO] * len(ctx.inputs)
+    g_sym, y_sym = sympy.Symbol("g", real=True), output_symbol()
+    bool_inputs = node.op.extra.get("bool_inputs", ())
+    results = []
+    for i, x in enumerate(ctx.inputs):
+        if i in bool_inputs or x.dtype.kind != "f":
+            results.append(ZERO)
+            continue
+        d = E.derivative(expr, i)
+        if d == 0:
+            results.append(ZERO)
+            continue
+        d = d.xreplace({expr: y_sym, 1 / expr: 1 / y_sym}) if not expr.is_Symbol else d
+        total = sympy.piecewise_fold(g_sym * d)
+        env = {g_sym: ctx.g, y_sym: ctx.out}
+        env.update({E.sym_input(j): t for j, t in enumerate(ctx.inputs)})
+        grad = from_expr(total, env, ctx.g.dtype)
+        results.append(sum_to_shape(grad, x.shape))
+    return results
+
+
+def _define(name: str, arity: int, template, *, out: str = "same", float_only: bool = False,
+            bool_inputs: tuple = (), doc: str = "") -> OpDef:
+    templ = template if callable(template) else (lambda attrs, _t=template: _t)
+    op = OpDef(name, "elementwise", infer=None, expr=lru_cache(maxsize=256)(templ), doc=doc,
+               extra={"arity": arity, "out": out, "float_only": float_only,
+                      "bool_inputs": bool_inputs})
+    op.infer = lambda types, attrs, checks, _op=op: _infer(types, attrs, checks, op=_op)
+    op.reference = _reference(op)
+    op.grad = _elementwise_grad
+    return register(op)
+
+
+def _relu(attrs):
+    return sympy.Piecewise((x0, x0 > 0), (0, True))
+
+
+NEG = _define("neg", 1, -x0, doc="-x")
+ADD = _define("add", 2, x0 + x1, doc="a + b")
+SUB = _define("sub", 2, x0 - x1, doc="a - b")
+MUL = _define("mul", 2, x0 * x1, doc="a * b")
+DIV = _define("div", 2, x0 / x1, float_only=True, doc="a / b (true division)")
+POW = _define("pow", 2, x0**x1, doc="a ** b")
+EXP = _define("exp", 1, sympy.exp(x0), float_only=True)
+LOG = _define("log", 1, sympy.log(x0), float_only=True)
+SQRT = _define("sqrt", 1, sympy.sqrt(x0), float_only=True)
+ABS = _define("abs", 1, sympy.Abs(x0))
+SIGN = _define("sign", 1, sympy.sign(x0))
+SQUARE = _define("square", 1, x0**2)
+TANH = _define("tanh", 1, sympy.tanh(x0), float_only=True)
+SIGMOID = _define("sigmoid", 1, E.sigmoid(x0), float_only=True)
+SOFTPLUS = _define("softplus", 1, E.softplus(x0), float_only=True, doc="log(1 + exp(x)), stable")
+LOG1P = _define("log1p", 1, E.log1p(x0), float_only=True)
+EXPM1 = _define("expm1", 1, E.expm1(x0), float_only=True)
+RELU = _define("relu", 1, _relu, doc="max(x, 0); relu'(0) = 0")
+LEAKY_RELU = _define(
+    "leaky_relu", 1,
+    lambda attrs: sympy.Piecewise((x0, x0 > 0), (sympy.Float(attrs["alpha"]) * x0, True)),
+)
+ELU = _define(
+    "elu", 1,
+    lambda attrs: sympy.Piecewise((x0, x0 > 0), (sympy.Float(attrs["alpha"]) * E.expm1(x0), True)),
+    float_only=True,
+)
+# Ties split the gradient evenly between the two inputs, as PyTorch does.
+MAXIMUM = _define("maximum", 2,
+                  sympy.Piecewise((x0, x0 > x1), (x1, x0 < x1), ((x0 + x1) / 2, True)))
+MINIMUM = _define("minimum", 2,
+                  sympy.Piecewise((x0, x0 < x1), (x1, x0 > x1), ((x0 + x1) / 2, True)))
+WHERE = _define("where", 3, sympy.Piecewise((x1, sympy.Ne(x0, 0)), (x2, True)), bool_inputs=(0,),
+                doc="where(cond, a, b); the gradient w.r.t. cond is zero")
+# torch.clamp semantics: the gradient passes where lo <= x <= hi; lo > hi gives hi.
+CLIP = _define("clip", 3, sympy.Piecewise((x2, x1 > x2), (x1, x0 < x1), (x2, x0 > x2), (x0, True)))
+LESS = _define("less", 2, x0 < x1, out="bool")
+LESS_EQUAL = _define("less_equal", 2, x0 <= x1, out="bool")
+GREATER = _define("greater", 2, x0 > x1, out="bool")
+GREATER_EQUAL = _define("greater_equal", 2, x0 >= x1, out="bool")
+EQUAL = _define("equal", 2, sympy.Eq(x0, x1), out="bool")
+NOT_EQUAL = _define("not_equal", 2, sympy.Ne(x0, x1), out="bool")
+ELEMWISE = _define("elemwise", -1, lambda attrs: attrs["expr"],
+                   doc="Any elementwise sympy expression of its inputs (fusion builds these).")
+
+
+# -- lifting Python values and promoting dtypes ----------------------------------------------
+
+
+def _is_weak(v) -> bool:
+    return isinstance(v, (bool, int, float, np.generic)) or (
+        isinstance(v, np.ndarray) and v.ndim == 0
+    )
+
+
+def lift(*values, float_only: bool = False) -> list[Tensor]:
+    """Turn scalars/arrays into constants and cast tensors to one common dtype."""
+    from .cast import cast
+
+    graph = graph_of(*values)
+    strong = []
+    for v in values:
+        if isinstance(v, Tensor):
+            strong.append(v.dtype)
+        elif not _is_weak(v):
+            from .sources import constant_array
+
+            strong.append(constant_array(v).dtype)
+    if strong:
+        common = promote(*strong)
+    else:
+        common = np.dtype(bool)
+    for v in values:
+        if _is_weak(v):
+            item = v.item() if isinstance(v, (np.ndarray, np.generic)) else v
+            common = promote(common, scalar_dtype(item, common))
+    if float_only and common.kind != "f":
+        common = DEFAULT_FLOAT
+    out = []
+    for v in values:
+        if isinstance(v, Tensor):
+            out.append(v if v.dtype == common else cast(v, common))
+        else:
+            out.append(constant(np.asarray(v).astype(common), graph=graph))
+    return out
+
+
+def _bool_condition(c) -> Tensor:
+    if isinstance(c, Tensor):
+        return c if c.dtype == bool else not_equal(c, 0)
+    return constant(np.asarray(c, dtype=bool))
+
+
+def _call(op: OpDef, *args, **attrs) -> Tensor:
+    tensors = lift(*args, float_only=op.extra["float_only"])
+    return apply(op, tensors, **attrs)
+
+
+# -- the DSL functions -----------------------------------------------------------------------
+
+
+def neg(x) -> Tensor:
+    return _call(NEG, x)
+
+
+def add(a, b) -> Tensor:
+    return _call(ADD, a, b)
+
+
+def sub(a, b) -> Tensor:
+    return _call(SUB, a, b)
+
+
+def mul(a, b) -> Tensor:
+    return _call(MUL, a, b)
+
+
+def div(a, b) -> Tensor:
+    return _call(DIV, a, b)
+
+
+def pow(a, b) -> Tensor:
+    return _call(POW, a, b)
+
+
+def exp(x) -> Tensor:
+    return _call(EXP, x)
+
+
+def log(x) -> Tensor:
+    return _call(LOG, x)
+
+
+def sqrt(x) -> Tensor:
+    return _call(SQRT, x)
+
+
+def abs(x) -> Tensor:
+    return _call(ABS, x)
+
+
+def sign(x) -> Tensor:
+    return _call(SIGN, x)
+
+
+def square(x) -> Tensor:
+    return _call(SQUARE, x)
+
+
+def tanh(x) -> Tensor:
+    return _call(TANH, x)
+
+
+def sigmoid(x) -> Tensor:
+    return _call(SIGMOID, x)
+
+
+def softplus(x) -> Tensor:
+    return _call(SOFTPLUS, x)
+
+
+def log1p(x) -> Tensor:
+    return _call(LOG1P, x)
+
+
+def expm1(x) -> Tensor:
+    return _call(EXPM1, x)
+
+
+def relu(x) -> Tensor:
+    return _call(RELU, x)
+
+
+def leaky_relu(x, alpha: float = 0.01) -> Tensor:
+    return _call(LEAKY_RELU, x, alpha=float(alpha))
+
+
+def elu(x, alpha: float = 1.0) -> Tensor:
+    return _call(ELU, x, alpha=float(alpha))
+
+
+def maximum(a, b) -> Tensor:
+    return _call(MAXIMUM, a, b)
+
+
+def minimum(a, b) -> Tensor:
+    return _call(MINIMUM, a, b)
+
+
+def where(cond, a, b) -> Tensor:
+    """Choose a where cond is true, else b (broadcasting). cond gets no gradient."""
+    c = _bool_condition(cond) if isinstance(cond, Tensor) else cond
+    a, b = lift(a, b)
+    c = c if isinstance(c, Tensor) else constant(np.asarray(c, dtype=bool), graph=a.graph)
+    return apply(WHERE, [c, a, b])
+
+
+def clip(x, lo, hi) -> Tensor:
+    """Clamp x into [lo, hi] (lo/hi may be scalars or tensors)."""
+    return _call(CLIP, x, lo, hi)
+
+
+def less(a, b) -> Tensor:
+    return _call(LESS, a, b)
+
+
+def less_equal(a, b) -> Tensor:
+    return _call(LESS_EQUAL, a, b)
+
+
+def greater(a, b) -> Tensor:
+    return _call(GREATER, a, b)
+
+
+def greater_equal(a, b) -> Tensor:
+    return _call(GREATER_EQUAL, a, b)
+
+
+def equal(a, b) -> Tensor:
+    return _call(EQUAL, a, b)
+
+
+def not_equal(a, b) -> Tensor:
+    return _call(NOT_EQUAL, a, b)
+
+
+def elemwise(expression: sympy.Expr, inputs: list[Tensor], dtype=None,
+             label: str | None = None) -> Tensor:
+    """A node computing an arbitrary sympy expression of x0..x{n-1} elementwise."""
+    dtype = np.dtype(dtype) if dtype is not None else promote(
+        *[t.dtype for t in inputs if t.dtype != bool] or [DEFAULT_FLOAT])
+    out = apply(ELEMWISE, inputs, expr=expression, dtype=dtype)
+    if label and out.node.label is None:
+        out.node.label = label
+    return out
+
+
+# -- sympy expression -> graph nodes ---------------------------------------------------------
+
+_FUNCS = {
+    sympy.exp: exp, sympy.log: log, sympy.tanh: tanh, E.sigmoid: sigmoid, E.softplus: softplus,
+    E.log1p: log1p, E.expm1: expm1, sympy.Abs: abs, sympy.sign: sign,
+}
+_RELATIONS = {"<": less, "<=": less_equal, ">": greater, ">=": greater_equal, "==": equal,
+              "!=": not_equal}
+
+
+def from_expr(expression, env: dict, dtype) -> Tensor:
+    """Build graph nodes computing a sympy expression; `env` maps its symbols to tensors.
+
+    Sums, products, powers, known functions, comparisons and Piecewise become the named ops a
+    reader expects (mul, sub, where, greater, ...); anything else becomes one `elemwise` node.
+    """
+    dtype = np.dtype(dtype)
+    graph = graph_of(*env.values())
+    memo: dict = {}
+
+    def const(value) -> Tensor:
+        return constant(np.asarray(float(value), dtype=dtype), graph=graph)
+
+    def build(e) -> Tensor:
+        if e in memo:
+            return memo[e]
+        memo[e] = out = _build(e)
+        return out
+
+    def _build(e) -> Tensor:
+        if e.is_Symbol:
+            return env[e]
+        if e.is_Number:
+            return const(e)
+        if e.is_Add:
+            terms = list(e.args)
+            positive = [t for t in terms if not _is_negative(t)]
+            negative = [-t for t in terms if _is_negative(t)]
+            acc = build(positive[0]) if positive else neg(build(negative.pop(0)))
+            for t in positive[1:]:
+                acc = add(acc, build(t))
+            for t in negative:
+                acc = sub(acc, build(t))
+            return acc
+        if e.is_Mul:
+            coeff, factors = e.as_coeff_mul()
+            num = [f for f in factors if not (f.is_Pow and f.exp.is_negative)]
+            den = [f.base**-f.exp for f in factors if f.is_Pow and f.exp.is_negative]
+            negate = coeff < 0
+            coeff = -coeff if negate else coeff
+            acc = build(num[0]) if num else None
+            for f in num[1:]:
+                acc = mul(acc, build(f))
+            if coeff != 1 or acc is None:
+                if acc is None:
+                    acc = const(coeff)
+                elif (1 / coeff).is_Integer and den == []:
+                    acc = div(acc, const(1 / coeff))
+                else:
+                    acc = mul(acc, const(coeff))
+            for f in den:
+                acc = div(acc, build(f))
+            return neg(acc) if negate else acc
+        if e.is_Pow:
+            base, p = e.args
+            if p == 2:
+                return square(build(base))
+            if p == sympy.Rational(1, 2):
+                return sqrt(build(base))
+            if p == -1:
+                return div(const(1), build(base))
+            if p == -sympy.Rational(1, 2):
+                return div(const(1), sqrt(build(base)))
+            if base == sympy.E:
+                return exp(build(p))
+            return pow(build(base), build(p))
+        if e.func in _FUNCS:
+            return _FUNCS[e.func](build(e.args[0]))
+        if isinstance(e, sympy.Piecewise):
+            return _piecewise(e.args)
+        if isinstance(e, sympy.core.relational.Relational):
+            if e.rel_op == "!=" and e.rhs == 0 and e.lhs.is_Symbol and env[e.lhs].dtype == bool:
+                return env[e.lhs]
+            return _RELATIONS[e.rel_op](build(e.lhs), build(e.rhs))
+        if isinstance(e, (sympy.Max, sympy.Min)):
+            fn = maximum if isinstance(e, sympy.Max) else minimum
+            acc = build(e.args[0])
+            for a in e.args[1:]:
+                acc = fn(acc, build(a))
+            return acc
+        return _generic(e)
+
+    def _piecewise(cases) -> Tensor:
+        (value, cond), rest = cases[0], cases[1:]
+        if cond is sympy.true or not rest:
+            return build(value)
+        return where(build(cond), build(value), _piecewise(rest))
+
+    def _generic(e) -> Tensor:
+        symbols = sorted(e.free_symbols, key=lambda s: s.name)
+        mapping = {s: E.sym_input(i) for i, s in enumerate(symbols)}
+        return elemwise(e.xreplace(mapping), [env[s] for s in symbols], dtype=dtype)
+
+    return build(sympy.sympify(expression))
+
+
+def _is_negative(term) -> bool:
+    coeff, _ = term.as_coeff_mul()
+    return coeff.is_number and coeff < 0

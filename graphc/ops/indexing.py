@@ -1,0 +1,89 @@
+"""Gathering rows by integer ids (embedding lookups), its adjoint scatter-add, and one_hot."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import GraphError, ShapeError
+from ..ir.tensor import Tensor, apply
+from ..ir.types import DEFAULT_FLOAT, TensorType, as_dtype
+from .registry import BLOCKED, OpDef, register
+
+
+def _ids(ids) -> Tensor:
+    from .elementwise import lift
+
+    (ids,) = lift(ids)
+    if ids.dtype.kind not in "iu":
+        raise GraphError(f"ids/labels must be an integer tensor, got {ids.dtype}")
+    return ids
+
+
+def _take_infer(types, attrs, checks):
+    table, ids = types
+    if table.ndim < 1:
+        raise ShapeError("take needs a table of rank >= 1")
+    return TensorType(table.dtype, tuple(ids.shape) + tuple(table.shape[1:]))
+
+
+def _take_reference(table, ids):
+    if ids.size and (ids.min() < 0 or ids.max() >= table.shape[0]):
+        raise IndexError(f"id out of range [0, {table.shape[0]}): {ids.min()}..{ids.max()}")
+    return table[ids]
+
+
+TAKE = register(OpDef(
+    "take", "index", infer=_take_infer, reference=_take_reference,
+    grad=lambda ctx: [scatter_add(ctx.g, ctx.inputs[1], ctx.inputs[0].shape[0]), BLOCKED],
+    doc="table[ids]: rows of `table` picked by integer ids (embedding lookup).",
+))
+
+
+def _scatter_infer(types, attrs, checks):
+    g, ids = types
+    k = ids.ndim
+    for a, b in zip(g.shape[:k], ids.shape):
+        checks.equal(a, b, "g's leading axes must match ids")
+    return TensorType(g.dtype, (attrs["rows"],) + tuple(g.shape[k:]))
+
+
+def _scatter_reference(g, ids, *, rows):
+    out = np.zeros((rows,) + g.shape[ids.ndim:], dtype=g.dtype)
+    np.add.at(out, ids, g)
+    return out
+
+
+SCATTER_ADD = register(OpDef(
+    "scatter_add", "index", infer=_scatter_infer, reference=_scatter_reference,
+    grad=lambda ctx: [take(ctx.g, ctx.inputs[1]), BLOCKED],
+    doc="zeros(rows, ...) with g[i] added to row ids[i]; repeated ids accumulate.",
+))
+
+
+ONE_HOT = register(OpDef(
+    "one_hot", "index",
+    infer=lambda types, attrs, checks: TensorType(attrs["dtype"], tuple(types[0].shape) +
+                                                  (attrs["n"],)),
+    reference=lambda labels, *, n, dtype: (labels[..., None] == np.arange(n)).astype(dtype),
+    grad=lambda ctx: [BLOCKED],
+    doc="1.0 at each label's position, 0.0 elsewhere (labels outside [0, n) give all zeros).",
+))
+
+
+def take(table, ids) -> Tensor:
+    """Rows of `table` at integer `ids` (any shape): out.shape = ids.shape + table.shape[1:]."""
+    from .elementwise import lift
+
+    (table,) = lift(table)
+    return apply(TAKE, [table, _ids(ids)])
+
+
+def scatter_add(g: Tensor, ids: Tensor, rows) -> Tensor:
+    return apply(SCATTER_ADD, [g, _ids(ids)], rows=rows)
+
+
+def one_hot(labels, n: int, dtype=DEFAULT_FLOAT) -> Tensor:
+    """One-hot encoding of integer labels into `n` classes (float32 by default)."""
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise GraphError(f"one_hot needs a positive int number of classes, got {n!r}")
+    return apply(ONE_HOT, [_ids(labels)], n=int(n), dtype=as_dtype(dtype))

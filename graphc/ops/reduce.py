@@ -1,0 +1,251 @@
+"""Reductions (sum, max, min, argmax, logsumexp) and the softmax family along an axis.
+
+``mean`` is ``sum / numel``: ``numel`` turns a (possibly symbolic) element count into a
+scalar tensor, so a mean over a batch of N rows divides by N whatever N turns out to be.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.shapes import prod
+from ..ir.tensor import Tensor, apply
+from ..ir.types import DEFAULT_FLOAT, TensorType, as_dtype
+from .registry import BLOCKED, ZERO, OpDef, register
+from .shape_ops import broadcast_to, normalize_axes, normalize_axis, reshape
+
+
+def reduced_shape(shape, axes, keepdims: bool) -> tuple:
+    if keepdims:
+        return tuple(1 if i in axes else d for i, d in enumerate(shape))
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+def _reduce_infer(types, attrs, checks, dtype=None):
+    (x,) = types
+    axes = attrs["axes"]
+    if any(a >= x.ndim for a in axes):
+        from ..errors import ShapeError
+
+        raise ShapeError(f"axes {axes} out of range for rank {x.ndim}")
+    return TensorType(dtype or x.dtype, reduced_shape(x.shape, axes, attrs["keepdims"]))
+
+
+def _keep(g: Tensor, x: Tensor, attrs) -> Tensor:
+    """g reshaped so it broadcasts against x (reduced axes kept as size 1)."""
+    return reshape(g, reduced_shape(x.shape, attrs["axes"], True))
+
+
+# -- sum -------------------------------------------------------------------------------------
+
+
+def _sum_grad(ctx):
+    (x,) = ctx.inputs
+    return [broadcast_to(_keep(ctx.g, x, ctx.node.attrs), x.shape)]
+
+
+SUM = register(OpDef(
+    "sum", "reduction", infer=_reduce_infer,
+    reference=lambda x, *, axes, keepdims: np.sum(x, axis=axes, keepdims=keepdims, dtype=x.dtype),
+    grad=_sum_grad,
+))
+
+
+def sum(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - mirrors numpy
+    """Sum over `axis` (None: all axes). Bool and int tensors sum as int64."""
+    from .cast import cast
+    from .elementwise import lift
+
+    (x,) = lift(x)
+    if x.dtype.kind in "biu" and x.dtype != np.int64:
+        x = cast(x, np.int64)
+    axes = normalize_axes(axis, x.ndim)
+    if not axes and not keepdims:
+        return x
+    return apply(SUM, [x], axes=axes, keepdims=bool(keepdims))
+
+
+# -- numel and mean --------------------------------------------------------------------------
+
+NUMEL = register(OpDef(
+    "numel", "reduction",
+    infer=lambda types, attrs, checks: TensorType(attrs["dtype"], ()),
+    reference=lambda x, *, axes, dtype: np.asarray(
+        np.prod([np.shape(x)[a] for a in axes], dtype=np.int64), dtype=dtype),
+    grad=lambda ctx: [ZERO],
+    doc="The number of elements of x over `axes`, as a scalar (depends on x's shape only).",
+))
+
+
+def numel(x: Tensor, axis=None, dtype=None) -> Tensor:
+    """How many elements x has over `axis` (a scalar tensor; symbolic sizes resolved at run)."""
+    from .sources import constant
+
+    axes = normalize_axes(axis, x.ndim)
+    dtype = as_dtype(dtype or (x.dtype if x.dtype.kind == "f" else DEFAULT_FLOAT))
+    count = prod(x.shape[a] for a in axes)
+    if isinstance(count, int):
+        return constant(np.asarray(count, dtype=dtype), graph=x.graph)
+    return apply(NUMEL, [x], axes=axes, dtype=dtype)
+
+
+def mean(x, axis=None, keepdims: bool = False) -> Tensor:
+    """Arithmetic mean over `axis` (None: all axes)."""
+    from .elementwise import div, lift
+
+    (x,) = lift(x, float_only=True)
+    return div(sum(x, axis, keepdims), numel(x, axis))
+
+
+# -- max / min -------------------------------------------------------------------------------
+
+
+def _extremum_grad(ctx):
+    """Ties share the gradient evenly (as torch.amax / torch.max without dim)."""
+    from .cast import cast
+    from .elementwise import div, equal, where
+
+    (x,) = ctx.inputs
+    attrs = ctx.node.attrs
+    hit = equal(x, broadcast_to(_keep(ctx.out, x, attrs), x.shape))
+    count = sum(cast(hit, x.dtype), tuple(attrs["axes"]), keepdims=True)
+    share = div(_keep(ctx.g, x, attrs), count)
+    return [where(hit, broadcast_to(share, x.shape), 0)]
+
+
+MAX = register(OpDef(
+    "max", "reduction", infer=_reduce_infer,
+    reference=lambda x, *, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims),
+    grad=_extremum_grad,
+))
+MIN = register(OpDef(
+    "min", "reduction", infer=_reduce_infer,
+    reference=lambda x, *, axes, keepdims: np.min(x, axis=axes, keepdims=keepdims),
+    grad=_extremum_grad,
+))
+
+
+def max(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    """Largest element over `axis`; the gradient is shared evenly between ties."""
+    from .elementwise import lift
+
+    (x,) = lift(x)
+    return apply(MAX, [x], axes=normalize_axes(axis, x.ndim), keepdims=bool(keepdims))
+
+
+def min(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    """Smallest element over `axis`; the gradient is shared evenly between ties."""
+    from .elementwise import lift
+
+    (x,) = lift(x)
+    return apply(MIN, [x], axes=normalize_axes(axis, x.ndim), keepdims=bool(keepdims))
+
+
+# -- argmax ----------------------------------------------------------------------------------
+
+ARGMAX = register(OpDef(
+    "argmax", "reduction",
+    infer=lambda types, attrs, checks: TensorType(
+        np.dtype(np.int64), reduced_shape(types[0].shape, (attrs["axis"],), False)),
+    reference=lambda x, *, axis: np.argmax(x, axis=axis).astype(np.int64),
+    grad=lambda ctx: [BLOCKED],
+    doc="Index of the first largest element along an axis (int64). Not differentiable.",
+))
+
+
+def argmax(x, axis=None) -> Tensor:
+    """Index of the largest element along `axis` (of the flattened tensor when None)."""
+    from .elementwise import lift
+
+    (x,) = lift(x)
+    if axis is None:
+        x, axis = reshape(x, (prod(x.shape),)), 0
+    return apply(ARGMAX, [x], axis=normalize_axis(axis, x.ndim))
+
+
+# -- logsumexp, softmax, log_softmax ---------------------------------------------------------
+
+
+def _stable_max(x, axis):
+    m = np.max(x, axis=axis, keepdims=True)
+    return np.where(np.isfinite(m), m, 0)
+
+
+def _logsumexp_ref(x, *, axes, keepdims):
+    with np.errstate(all="ignore"):
+        m = _stable_max(x, axes)
+        out = np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True)) + m
+    return (out if keepdims else np.squeeze(out, axis=axes)).astype(x.dtype)
+
+
+def _logsumexp_grad(ctx):
+    from .elementwise import exp, mul, sub
+
+    (x,) = ctx.inputs
+    attrs = ctx.node.attrs
+    lse = broadcast_to(_keep(ctx.out, x, attrs), x.shape)
+    return [mul(broadcast_to(_keep(ctx.g, x, attrs), x.shape), exp(sub(x, lse)))]
+
+
+LOGSUMEXP = register(OpDef(
+    "logsumexp", "reduction", infer=_reduce_infer, reference=_logsumexp_ref, grad=_logsumexp_grad,
+    doc="log(sum(exp(x))) over axes, computed without overflow.",
+))
+
+
+def logsumexp(x, axis=None, keepdims: bool = False) -> Tensor:
+    from .elementwise import lift
+
+    (x,) = lift(x, float_only=True)
+    return apply(LOGSUMEXP, [x], axes=normalize_axes(axis, x.ndim), keepdims=bool(keepdims))
+
+
+def _softmax_ref(x, *, axis):
+    with np.errstate(all="ignore"):
+        e = np.exp(x - _stable_max(x, axis))
+        return (e / np.sum(e, axis=axis, keepdims=True)).astype(x.dtype)
+
+
+def _log_softmax_ref(x, *, axis):
+    with np.errstate(all="ignore"):
+        z = x - _stable_max(x, axis)
+        return (z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))).astype(x.dtype)
+
+
+def _softmax_grad(ctx):
+    from .elementwise import mul, sub
+
+    axis = ctx.node.attrs["axis"]
+    y, g = ctx.out, ctx.g
+    dot = sum(mul(g, y), axis, keepdims=True)
+    return [mul(y, sub(g, dot))]
+
+
+def _log_softmax_grad(ctx):
+    from .elementwise import exp, mul, sub
+
+    axis = ctx.node.attrs["axis"]
+    return [sub(ctx.g, mul(exp(ctx.out), sum(ctx.g, axis, keepdims=True)))]
+
+
+_axis_infer = lambda types, attrs, checks: types[0]  # noqa: E731
+
+SOFTMAX = register(OpDef("softmax", "reduction", infer=_axis_infer, reference=_softmax_ref,
+                         grad=_softmax_grad, doc="exp(x) / sum(exp(x)) along axis, stable."))
+LOG_SOFTMAX = register(OpDef("log_softmax", "reduction", infer=_axis_infer,
+                             reference=_log_softmax_ref, grad=_log_softmax_grad,
+                             doc="x - logsumexp(x) along axis, stable."))
+
+
+def softmax(x, axis: int = -1) -> Tensor:
+    from .elementwise import lift
+
+    (x,) = lift(x, float_only=True)
+    return apply(SOFTMAX, [x], axis=normalize_axis(axis, x.ndim))
+
+
+def log_softmax(x, axis: int = -1) -> Tensor:
+    from .elementwise import lift
+
+    (x,) = lift(x, float_only=True)
+    return apply(LOG_SOFTMAX, [x], axis=normalize_axis(axis, x.ndim))

@@ -1,0 +1,392 @@
+"""Ops that move data without arithmetic: reshape, transpose, broadcast, concat, pad, slice.
+
+Each one's gradient is another op of this module (reshape <-> reshape, slice <-> unslice,
+pad -> slice, broadcast_to -> sum), so gradients of gradients stay inside the family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import sympy
+
+from ..errors import GraphError, ShapeError
+from ..ir.shapes import as_dim, dims_equal, format_shape, is_one, prod
+from ..ir.tensor import Tensor, apply
+from ..ir.types import TensorType
+from .registry import OpDef, register
+
+
+def normalize_axis(axis: int, ndim: int) -> int:
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise GraphError(f"axis must be an int, got {axis!r}")
+    if not -ndim <= axis < max(ndim, 1):
+        raise ShapeError(f"axis {axis} is out of range for a tensor of rank {ndim}")
+    return int(axis) % max(ndim, 1)
+
+
+def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
+    """None -> all axes; int or sequence -> sorted, non-negative, unique axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out = sorted({normalize_axis(a, ndim) for a in axes})
+    if len(out) != len(axes):
+        raise GraphError(f"repeated axis in {axis!r}")
+    return tuple(out)
+
+
+# -- reshape ---------------------------------------------------------------------------------
+
+
+def _reshape_infer(types, attrs, checks):
+    (x,) = types
+    checks.equal(prod(x.shape), prod(attrs["shape"]), "reshape must keep the number of elements")
+    return TensorType(x.dtype, attrs["shape"])
+
+
+RESHAPE = register(OpDef(
+    "reshape", "shape", infer=_reshape_infer,
+    reference=lambda x, *, shape: np.reshape(x, shape),
+    grad=lambda ctx: [reshape(ctx.g, ctx.inputs[0].shape)],
+))
+
+
+def reshape(x: Tensor, shape: Sequence) -> Tensor:
+    """Reshape (one entry may be -1; entries may be ints or dimension names)."""
+    shape = tuple(shape)
+    unknown = [i for i, d in enumerate(shape) if isinstance(d, (int, np.integer)) and d == -1]
+    if len(unknown) > 1:
+        raise ShapeError(f"reshape to {shape}: only one -1 is allowed")
+    if unknown:
+        known = [as_dim(d) for i, d in enumerate(shape) if i != unknown[0]]
+        total, rest = prod(x.shape), prod(known)
+        missing = sympy.simplify(sympy.sympify(total) / sympy.sympify(rest))
+        if missing.is_Rational and not missing.is_Integer:
+            raise ShapeError(
+                f"cannot reshape {format_shape(x.shape)} to {shape}: "
+                f"{total} elements do not divide into {rest}"
+            )
+        shape = shape[: unknown[0]] + (missing,) + shape[unknown[0] + 1:]
+    shape = tuple(as_dim(d) for d in shape)
+    if shape == tuple(x.shape):
+        return x
+    return apply(RESHAPE, [x], shape=shape)
+
+
+# -- transpose -------------------------------------------------------------------------------
+
+
+def _transpose_infer(types, attrs, checks):
+    (x,) = types
+    axes = attrs["axes"]
+    if sorted(axes) != list(range(x.ndim)):
+        raise ShapeError(f"axes {axes} are not a permutation of {x.ndim} axes")
+    return TensorType(x.dtype, tuple(x.shape[a] for a in axes))
+
+
+TRANSPOSE = register(OpDef(
+    "transpose", "shape", infer=_transpose_infer,
+    reference=lambda x, *, axes: np.transpose(x, axes),
+    grad=lambda ctx: [transpose(ctx.g, tuple(np.argsort(ctx.node.attrs["axes"])))],
+))
+
+
+def transpose(x: Tensor, axes=None) -> Tensor:
+    """Permute axes (reverse them when axes is None), as numpy.transpose."""
+    axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(
+        normalize_axis(a, x.ndim) for a in axes)
+    if axes == tuple(range(x.ndim)):
+        return x
+    return apply(TRANSPOSE, [x], axes=axes)
+
+
+# -- broadcast_to and its adjoint ------------------------------------------------------------
+
+
+def _broadcast_infer(types, attrs, checks):
+    (x,) = types
+    shape = attrs["shape"]
+    if len(shape) < x.ndim:
+        raise ShapeError(f"cannot broadcast {format_shape(x.shape)} to {format_shape(shape)}")
+    for d, t in zip(reversed(x.shape), reversed(shape)):
+        if not is_one(d):
+            checks.equal(d, t, f"cannot broadcast {format_shape(x.shape)} to {format_shape(shape)}")
+    return TensorType(x.dtype, shape)
+
+
+BROADCAST_TO = register(OpDef(
+    "broadcast_to", "shape", infer=_broadcast_infer,
+    reference=lambda x, *, shape: np.broadcast_to(x, shape),
+    grad=lambda ctx: [sum_to_shape(ctx.g, ctx.inputs[0].shape)],
+))
+
+
+def broadcast_to(x: Tensor, shape: Sequence) -> Tensor:
+    shape = tuple(as_dim(d) for d in shape)
+    if shape == tuple(x.shape):
+        return x
+    return apply(BROADCAST_TO, [x], shape=shape)
+
+
+def sum_to_shape(g: Tensor, shape: Sequence) -> Tensor:
+    """Undo NumPy broadcasting: sum g over the axes that were broadcast to reach g's shape.
+
+    This is the one place autodiff handles broadcasting; every gradient rule calls it.
+    """
+    from .reduce import sum as reduce_sum
+
+    shape = tuple(shape)
+    if tuple(g.shape) == shape:
+        return g
+    lead = g.ndim - len(shape)
+    if lead < 0:
+        raise ShapeError(f"cannot sum {format_shape(g.shape)} down to {format_shape(shape)}")
+    axes = list(range(lead))
+    for i, d in enumerate(shape):
+        if is_one(d) and not is_one(g.shape[lead + i]):
+            axes.append(lead + i)
+    out = reduce_sum(g, axis=tuple(axes), keepdims=True) if axes else g
+    return reshape(out, shape)
+
+
+# -- concat / stack --------------------------------------------------------------------------
+
+
+def _concat_infer(types, attrs, checks):
+    axis = attrs["axis"]
+    first = types[0]
+    if len({t.dtype for t in types}) != 1:
+        raise GraphError("concat inputs must share one dtype")
+    total = 0
+    for t in types:
+        if t.ndim != first.ndim:
+            raise ShapeError("concat inputs must have the same rank: " +
+                             ", ".join(format_shape(t.shape) for t in types))
+        for a in range(first.ndim):
+            if a != axis:
+                checks.equal(first.shape[a], t.shape[a],
+                             f"concat inputs must match except on axis {axis}")
+        total = total + t.shape[axis]
+    shape = list(first.shape)
+    shape[axis] = as_dim(total) if not isinstance(total, int) else total
+    return TensorType(first.dtype, shape)
+
+
+def _concat_grad(ctx):
+    axis = ctx.node.attrs["axis"]
+    grads, offset = [], 0
+    for x in ctx.inputs:
+        size = x.shape[axis]
+        starts = tuple(offset if a == axis else 0 for a in range(x.ndim))
+        grads.append(slice_op(ctx.g, starts, (1,) * x.ndim, tuple(x.shape)))
+        offset = offset + size
+    return grads
+
+
+CONCAT = register(OpDef(
+    "concat", "shape", infer=_concat_infer,
+    reference=lambda *xs, axis: np.concatenate(xs, axis=axis),
+    grad=_concat_grad,
+))
+
+
+def concat(xs: Sequence[Tensor], axis: int = 0) -> Tensor:
+    """Join tensors along an existing axis."""
+    from .elementwise import lift
+
+    xs = lift(*xs)
+    if not xs:
+        raise GraphError("concat needs at least one tensor")
+    if len(xs) == 1:
+        return xs[0]
+    return apply(CONCAT, xs, axis=normalize_axis(axis, xs[0].ndim))
+
+
+def expand_dims(x: Tensor, axis: int) -> Tensor:
+    axis = normalize_axis(axis, x.ndim + 1)
+    return reshape(x, tuple(x.shape[:axis]) + (1,) + tuple(x.shape[axis:]))
+
+
+def stack(xs: Sequence[Tensor], axis: int = 0) -> Tensor:
+    """Join tensors along a new axis."""
+    from .elementwise import lift
+
+    xs = lift(*xs)
+    axis = normalize_axis(axis, xs[0].ndim + 1)
+    return concat([expand_dims(x, axis) for x in xs], axis=axis)
+
+
+# -- pad -------------------------------------------------------------------------------------
+
+
+def _pad_infer(types, attrs, checks):
+    (x,) = types
+    widths = attrs["widths"]
+    if len(widths) != x.ndim:
+        raise ShapeError(f"pad widths {widths} do not match rank {x.ndim}")
+    return TensorType(x.dtype, tuple(d + lo + hi for d, (lo, hi) in zip(x.shape, widths)))
+
+
+PAD = register(OpDef(
+    "pad", "shape", infer=_pad_infer,
+    reference=lambda x, *, widths: np.pad(x, widths),
+    grad=lambda ctx: [slice_op(ctx.g, tuple(lo for lo, _ in ctx.node.attrs["widths"]),
+                               (1,) * ctx.g.ndim, tuple(ctx.inputs[0].shape))],
+    doc="Zero padding; widths[i] = (before, after) for axis i.",
+))
+
+
+def pad(x: Tensor, widths) -> Tensor:
+    """Zero-pad: widths is an int, a (before, after) pair, or one pair per axis (as numpy.pad)."""
+    arr = np.broadcast_to(np.asarray(widths, dtype=np.int64), (x.ndim, 2)) if x.ndim else None
+    if arr is None:
+        return x
+    if (arr < 0).any():
+        raise ShapeError(f"pad widths must be non-negative, got {widths}")
+    w = tuple((int(a), int(b)) for a, b in arr)
+    if all(a == 0 and b == 0 for a, b in w):
+        return x
+    return apply(PAD, [x], widths=w)
+
+
+# -- static slicing --------------------------------------------------------------------------
+
+
+def _slice_infer(types, attrs, checks):
+    (x,) = types
+    starts, steps, sizes = attrs["starts"], attrs["steps"], attrs["sizes"]
+    if not len(starts) == len(steps) == len(sizes) == x.ndim:
+        raise ShapeError("slice needs a start, step and size for every axis")
+    for axis, (d, s, st, n) in enumerate(zip(x.shape, starts, steps, sizes)):
+        if isinstance(n, int) and n == 0:
+            continue
+        last = s + (n - 1) * st
+        checks.holds(sympy.Ge(last, 0), f"slice on axis {axis} starts before 0")
+        checks.holds(sympy.Lt(last, d), f"slice on axis {axis} runs past the end ({d})")
+    return TensorType(x.dtype, sizes)
+
+
+def _slices(starts, steps, sizes):
+    out = []
+    for s, st, n in zip(starts, steps, sizes):
+        stop = s + st * n
+        out.append(slice(s, None if stop < 0 else stop, st))
+    return tuple(out)
+
+
+def _unslice_reference(g, *, shape, starts, steps):
+    out = np.zeros(shape, dtype=g.dtype)
+    out[_slices(starts, steps, g.shape)] = g
+    return out
+
+
+SLICE = register(OpDef(
+    "slice", "shape", infer=_slice_infer,
+    reference=lambda x, *, starts, steps, sizes: x[_slices(starts, steps, sizes)],
+    grad=lambda ctx: [unslice(ctx.g, tuple(ctx.inputs[0].shape), ctx.node.attrs["starts"],
+                              ctx.node.attrs["steps"])],
+    doc="x[start : start + step*size : step] on every axis.",
+))
+
+UNSLICE = register(OpDef(
+    "unslice", "shape",
+    infer=lambda types, attrs, checks: TensorType(types[0].dtype, attrs["shape"]),
+    reference=_unslice_reference,
+    grad=lambda ctx: [slice_op(ctx.g, ctx.node.attrs["starts"], ctx.node.attrs["steps"],
+                               tuple(ctx.inputs[0].shape))],
+    doc="The adjoint of slice: zeros of `shape` with g written at the sliced positions.",
+))
+
+
+def slice_op(x: Tensor, starts, steps, sizes) -> Tensor:
+    starts, steps, sizes = (tuple(as_dim(v) if not isinstance(v, int) else v for v in t)
+                            for t in (starts, steps, sizes))
+    if all(s == 0 for s in starts) and all(st == 1 for st in steps) and sizes == tuple(x.shape):
+        return x
+    return apply(SLICE, [x], starts=starts, steps=steps, sizes=sizes)
+
+
+def unslice(g: Tensor, shape, starts, steps) -> Tensor:
+    shape = tuple(as_dim(d) for d in shape)
+    if all(s == 0 for s in starts) and all(st == 1 for st in steps) and shape == tuple(g.shape):
+        return g
+    return apply(UNSLICE, [g], shape=shape, starts=tuple(starts), steps=tuple(steps))
+
+
+def _slice_bounds(sl: slice, dim):
+    """(start, step, size) of a Python slice over an axis of size `dim` (int or symbolic)."""
+    step = 1 if sl.step is None else sl.step
+    if not isinstance(step, (int, np.integer)) or step == 0:
+        raise GraphError(f"slice step must be a non-zero int, got {sl.step!r}")
+    if isinstance(dim, int):
+        start, stop, step = sl.indices(dim)
+        size = len(range(start, stop, step))
+        return start, step, size
+    if step < 0:
+        raise GraphError(f"negative slice steps need a known size, axis has size {dim}")
+
+    def bound(v, default):
+        if v is None:
+            return default
+        if not isinstance(v, (int, np.integer)):
+            raise GraphError(f"slice bounds must be ints, got {v!r}")
+        v = int(v)
+        return sympy.Max(0, dim + v) if v < 0 else sympy.Min(v, dim)
+
+    start, stop = bound(sl.start, 0), bound(sl.stop, dim)
+    size = sympy.Max(0, sympy.ceiling((stop - start) / step))
+    return as_dim(sympy.sympify(start)), step, as_dim(size)
+
+
+def getitem(x: Tensor, index) -> Tensor:
+    """Static NumPy-style indexing with ints, slices, None and Ellipsis."""
+    index = index if isinstance(index, tuple) else (index,)
+    for i in index:
+        if isinstance(i, (Tensor, np.ndarray, list)) or isinstance(i, bool):
+            raise GraphError(
+                "only static indexing (ints, slices, None, ...) is supported; "
+                "use gc.take / gc.nn.functional.embedding to gather by a tensor of indices"
+            )
+    consumed = sum(1 for i in index if i is not None and i is not Ellipsis)
+    if consumed > x.ndim:
+        raise ShapeError(f"too many indices ({consumed}) for a tensor of rank {x.ndim}")
+    if Ellipsis in index:
+        k = index.index(Ellipsis)
+        index = index[:k] + (slice(None),) * (x.ndim - consumed) + index[k + 1:]
+    else:
+        index = index + (slice(None),) * (x.ndim - consumed)
+    starts, steps, sizes, out_shape = [], [], [], []
+    axis = 0
+    for i in index:
+        if i is None:
+            out_shape.append(1)
+            continue
+        dim = x.shape[axis]
+        if isinstance(i, slice):
+            start, step, size = _slice_bounds(i, dim)
+            out_shape.append(size)
+        elif isinstance(i, (int, np.integer)):
+            i = int(i)
+            if isinstance(dim, int) and not -dim <= i < dim:
+                raise ShapeError(f"index {i} is out of range for axis {axis} of size {dim}")
+            start, step, size = (i if i >= 0 else dim + i), 1, 1
+        else:
+            raise GraphError(f"unsupported index {i!r}")
+        starts.append(start)
+        steps.append(step)
+        sizes.append(size)
+        axis += 1
+    out = slice_op(x, tuple(starts), tuple(steps), tuple(sizes))
+    return reshape(out, tuple(out_shape))
+
+
+def flatten(x: Tensor, start_axis: int = 1) -> Tensor:
+    """Merge the axes from `start_axis` on into one (keeps the batch axis by default)."""
+    start_axis = normalize_axis(start_axis, x.ndim)
+    return reshape(x, tuple(x.shape[:start_axis]) + (prod(x.shape[start_axis:]),))
+
+
+def same_shape(a, b) -> bool:
+    return len(a) == len(b) and all(dims_equal(x, y) is True for x, y in zip(a, b))

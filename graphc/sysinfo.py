@@ -1,0 +1,115 @@
+"""What this machine offers each backend (used by `graphc info` and by the backends)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+
+CUDA_HOMES = ("/usr/local/cuda", "/opt/cuda")
+
+
+@cache
+def ptxas_path() -> str | None:
+    found = shutil.which("ptxas")
+    if found:
+        return found
+    for home in _cuda_homes():
+        candidate = Path(home) / "bin" / "ptxas"
+        if candidate.exists():
+            return str(candidate)
+    return None
+
+
+def _cuda_homes() -> list[str]:
+    env = [os.environ[k] for k in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(k)]
+    return env + list(CUDA_HOMES)
+
+
+@cache
+def ptxas_version() -> str | None:
+    path = ptxas_path()
+    if not path:
+        return None
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = [ln for ln in out.stdout.splitlines() if "release" in ln.lower()]
+    return lines[-1].strip() if lines else out.stdout.strip().splitlines()[-1:][0]
+
+
+@cache
+def libdevice_path() -> str | None:
+    for home in _cuda_homes():
+        for candidate in sorted(Path(home, "nvvm", "libdevice").glob("libdevice*.bc")):
+            return str(candidate)
+    return None
+
+
+@cache
+def cuda_devices() -> tuple[str, list[str]]:
+    """(driver status, device names). Never raises: no driver means no devices."""
+    name = ctypes.util.find_library("cuda") or "libcuda.so.1"
+    try:
+        lib = ctypes.CDLL(name)
+    except OSError:
+        return "no CUDA driver (libcuda) found", []
+    if lib.cuInit(0) != 0:
+        return "CUDA driver found, but cuInit failed (no device?)", []
+    count = ctypes.c_int(0)
+    if lib.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value == 0:
+        return "CUDA driver found, no device", []
+    names = []
+    for i in range(count.value):
+        dev = ctypes.c_int(0)
+        buf = ctypes.create_string_buffer(256)
+        lib.cuDeviceGet(ctypes.byref(dev), i)
+        lib.cuDeviceGetName(buf, 256, dev)
+        names.append(buf.value.decode(errors="replace"))
+    return "CUDA driver found", names
+
+
+def blas_info() -> str:
+    import numpy as np
+
+    try:
+        cfg = np.show_config(mode="dicts")
+        blas = cfg.get("Build Dependencies", {}).get("blas", {})
+        return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+    except Exception:  # pragma: no cover - depends on the NumPy build
+        return "unknown"
+
+
+def report() -> list[tuple[str, list[tuple[str, str]]]]:
+    """Sections of (key, value) lines describing every backend's requirements here."""
+    import llvmlite
+    import llvmlite.binding as llvm
+    import numpy as np
+    import sympy
+
+    host_cpu = llvm.get_host_cpu_name()
+    features = llvm.get_host_cpu_features().flatten()
+    simd = [f for f in ("avx512f", "avx2", "fma", "avx", "sse4.2", "neon") if f"+{f}" in features]
+    status, devices = cuda_devices()
+    return [
+        ("machine", [("platform", platform.platform()), ("python", platform.python_version()),
+                     ("cpus", str(os.cpu_count()))]),
+        ("numpy backend", [("numpy", np.__version__), ("BLAS", blas_info()),
+                           ("sympy", sympy.__version__), ("available", "yes")]),
+        ("llvm backend", [("llvmlite", llvmlite.__version__),
+                          ("LLVM", ".".join(map(str, llvm.llvm_version_info))),
+                          ("host CPU", f"{host_cpu} ({', '.join(simd) or 'baseline'})"),
+                          ("triple", llvm.get_process_triple())]),
+        ("cuda backend", [("ptxas", f"{ptxas_path()} ({ptxas_version()})" if ptxas_path()
+                           else "not found"),
+                          ("libdevice", libdevice_path() or "not found"),
+                          ("driver", status),
+                          ("devices", ", ".join(devices) if devices else "none")]),
+        ("pictures", [("dot", shutil.which("dot") or "not found (apt-get install graphviz)")]),
+    ]

@@ -1,0 +1,149 @@
+"""Pictures of graphs with graphviz.
+
+Every node shows its op (or name), shape and dtype. Placeholders, parameters, constants and
+outputs have their own styles; gradient nodes (built by gc.grad) are drawn in a warm color;
+nodes are grouped into clusters by name scope (modules, "grad/...", fused groups), which keeps
+pictures of a few hundred nodes legible. Parameter updates of a training step are drawn as
+dashed edges back to the parameter.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import graphviz
+
+from .errors import BackendError, GraphError
+from .files import atomic_write
+from .ir.graph import Graph, topological
+from .ir.node import Node
+from .ir.shapes import format_shape
+from .ir.tensor import Tensor
+
+_STYLE = {
+    "placeholder": dict(shape="ellipse", style="filled", fillcolor="#cfe2ff", color="#3d6fb6"),
+    "parameter": dict(shape="box", style="filled,rounded", fillcolor="#d4edda", color="#2e7d32"),
+    "constant": dict(shape="box", style="filled", fillcolor="#eeeeee", color="#9e9e9e",
+                     fontsize="9"),
+    "op": dict(shape="box", style="filled", fillcolor="#ffffff", color="#555555"),
+    "grad": dict(shape="box", style="filled", fillcolor="#ffe0cc", color="#d9731a"),
+    "fused": dict(shape="box", style="filled", fillcolor="#f3e5f5", color="#7b1fa2"),
+}
+
+
+def _collect(obj) -> tuple[list[Node], list[Node], list[tuple[Node, Node]], str]:
+    """(nodes, outputs, updates, title) for whatever the user wants drawn."""
+    from .function import Function
+
+    if isinstance(obj, Function):
+        obj = obj.graph
+    if isinstance(obj, Graph):
+        if obj.outputs or obj.updates:
+            return topological(obj.roots()), list(obj.outputs), list(obj.updates), obj.name
+        return list(obj.nodes), [], [], obj.name
+    tensors = [obj] if isinstance(obj, Tensor) else list(obj)
+    if not tensors or not all(isinstance(t, Tensor) for t in tensors):
+        raise GraphError("draw a Graph, a Function, a Tensor or a list of Tensors")
+    outs = [t.node for t in tensors]
+    return topological(outs), outs, [], tensors[0].graph.name
+
+
+def _label(node: Node, show_dtype: bool) -> str:
+    op = node.op.name
+    shape = format_shape(node.shape)
+    kind = f"{shape} {node.dtype}" if show_dtype else shape
+    if op in ("placeholder", "parameter"):
+        return f"{node.name}\n{kind}"
+    if op == "constant":
+        value = node.attrs["value"]
+        return repr(value) if value.array.size <= 6 else f"const\n{kind}"
+    title = node.label or op
+    if op == "elemwise":
+        title = f"{node.label or 'fused'}\n{node.attrs['expr']}"
+        if len(title) > 60:
+            title = title[:57] + "..."
+    return f"{title}\n{kind}"
+
+
+def _kind(node: Node) -> str:
+    op = node.op.name
+    if op in ("placeholder", "parameter", "constant"):
+        return op
+    if op == "elemwise" and not node.scope.startswith("grad"):
+        return "fused"
+    return "grad" if node.scope.startswith("grad") else "op"
+
+
+def to_dot(graph_or_outputs, *, show_dtype: bool = True, clusters: bool = True,
+           rankdir: str = "TB", title: str | None = None) -> graphviz.Digraph:
+    """A `graphviz.Digraph` of a graph, a compiled function's graph, or some tensors."""
+    nodes, outputs, updates, name = _collect(graph_or_outputs)
+    dot = graphviz.Digraph(name=name)
+    dot.attr(rankdir=rankdir, fontname="Helvetica", fontsize="11", label=title or name,
+             labelloc="t", compound="true")
+    dot.attr("node", fontname="Helvetica", fontsize="10", height="0.3")
+    dot.attr("edge", color="#777777", arrowsize="0.6")
+    output_ids = {n.uid for n in outputs}
+
+    groups: dict[str, list[Node]] = {}
+    for n in nodes:
+        groups.setdefault(n.scope if clusters else "", []).append(n)
+
+    def emit(target, node: Node) -> None:
+        style = dict(_STYLE[_kind(node)])
+        if node.uid in output_ids:
+            style.update(penwidth="2.5", peripheries="2")
+        tooltip = f"{node.op.name} %{node.uid}" + (f" at {node.loc}" if node.loc else "")
+        target.node(f"n{node.uid}", _label(node, show_dtype), tooltip=tooltip, **style)
+
+    # nested clusters following the scope path ("mlp/linear1" inside "mlp")
+    tree: dict = {}
+    for scope in groups:
+        level = tree
+        for part in [p for p in scope.split("/") if p]:
+            level = level.setdefault(part, {})
+
+    def draw(target, path: str, level: dict) -> None:
+        for n in groups.get(path, []):
+            emit(target, n)
+        for part, sub in level.items():
+            child = f"{path}/{part}" if path else part
+            with target.subgraph(name=f"cluster_{child}") as c:
+                grad = child.startswith("grad")
+                c.attr(label=part, style="rounded,dashed" if grad else "rounded",
+                       color="#d9731a" if grad else "#9e9e9e", fontsize="10")
+                draw(c, child, sub)
+
+    draw(dot, "", tree)
+    for n in nodes:
+        for i in n.inputs:
+            dot.edge(f"n{i.uid}", f"n{n.uid}")
+    for param, value in updates:
+        dot.edge(f"n{value.uid}", f"n{param.uid}", style="dashed", color="#2e7d32",
+                 label="update", fontsize="8", constraint="false")
+    return dot
+
+
+def dot_available() -> bool:
+    return shutil.which("dot") is not None
+
+
+def render(graph_or_outputs, path, **kwargs) -> Path:
+    """Write a picture; the format comes from the extension (.svg, .png, .pdf or .dot)."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower()
+    if fmt not in ("svg", "png", "pdf", "dot", "gv"):
+        raise GraphError(f"cannot render to {path.suffix!r}: use .svg, .png, .pdf or .dot")
+    dot = to_dot(graph_or_outputs, **kwargs)
+    if fmt in ("dot", "gv"):
+        atomic_write(path, dot.source.encode())
+        return path
+    if not dot_available():
+        raise BackendError(
+            "drawing needs graphviz's 'dot' program (Debian/Ubuntu: apt-get install graphviz); "
+            f"or render to {path.with_suffix('.dot')} instead"
+        )
+    data = dot.pipe(format=fmt)
+    atomic_write(path, data)
+    return path

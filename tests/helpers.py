@@ -1,0 +1,33 @@
+"""Shared test helpers: run an op case on a backend."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import graphc as gc
+
+
+def case_arrays(case, dtype=np.float64, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [np.asarray(a).astype(dtype) if np.asarray(a).dtype.kind == "f" else np.asarray(a)
+            for a in case.inputs(rng)]
+
+
+def build_case(case, arrays):
+    """(graph, placeholders, output) for a case fed with `arrays`."""
+    graph = gc.Graph(case.name)
+    with graph:
+        shapes = case.shapes or [a.shape for a in arrays]
+        phs = [gc.placeholder(f"x{i}", s, a.dtype) for i, (s, a) in enumerate(zip(shapes, arrays))]
+        out = case.build(*phs)
+    return graph, phs, out
+
+
+def run_case(case, backend: str = "numpy", dtype=np.float64, optimize: bool = True, seed: int = 0,
+             backend_options=None):
+    arrays = case_arrays(case, dtype, seed)
+    graph, phs, out = build_case(case, arrays)
+    with graph:
+        fn = gc.compile(phs, out, backend=backend, optimize=optimize,
+                        backend_options=backend_options)
+    return fn(*arrays), arrays, fn

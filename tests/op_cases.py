@@ -1,0 +1,460 @@
+"""One table of test cases covering every op in the registry.
+
+Each case builds a small graph from placeholders and gives an *independent* NumPy reference
+(plain formulas; explicit loops for convolution and pooling). The same table drives:
+
+* tests/core/test_op_reference.py   — NumPy backend vs the independent reference,
+* tests/core/test_gradients.py      — every case's gradient vs finite differences (float64),
+* tests/backends/*                  — every backend vs the NumPy backend.
+
+A registry-wide test fails when an op appears in no case, so a new op cannot land untested.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import graphc as gc
+
+F = gc.nn.functional
+
+
+@dataclass
+class Case:
+    name: str
+    build: Callable  # (*placeholders) -> Tensor
+    inputs: Callable  # (rng) -> list of arrays (float64 for float inputs)
+    expect: Callable | None  # (*arrays) -> array, independent of graphc
+    grad: bool = True  # gradient-checked w.r.t. its float inputs
+    shapes: tuple | None = None  # placeholder shapes (with symbolic dims) if not the arrays'
+    rtol: float = 1e-5
+    grad_inputs: tuple | None = None  # which inputs to differentiate (default: all float ones)
+    tags: set = field(default_factory=set)
+
+
+def _u(rng, *shape, lo=-1.0, hi=1.0):
+    return rng.uniform(lo, hi, size=shape)
+
+
+def _pos(rng, *shape):
+    return rng.uniform(0.5, 2.0, size=shape)
+
+
+def _away(rng, *shape):
+    """Values bounded away from the kinks at 0 (finite differences stay valid)."""
+    return rng.choice([-1.0, 1.0], size=shape) * rng.uniform(0.2, 1.0, size=shape)
+
+
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+# -- loop references for convolution and pooling ---------------------------------------------
+
+
+def conv2d_loops(x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+    n, c, h, wd = x.shape
+    co, ci, kh, kw = w.shape
+    sh, sw = stride
+    ph, pw = padding
+    dh, dw = dilation
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    out = np.zeros((n, co, oh, ow))
+    for b in range(n):
+        for o in range(co):
+            for i in range(oh):
+                for j in range(ow):
+                    acc = 0.0
+                    for cc in range(c):
+                        for a in range(kh):
+                            for e in range(kw):
+                                r = i * sh + a * dh - ph
+                                s = j * sw + e * dw - pw
+                                if 0 <= r < h and 0 <= s < wd:
+                                    acc += x[b, cc, r, s] * w[o, cc, a, e]
+                    out[b, o, i, j] = acc
+    return out
+
+
+def conv1d_loops(x, w, stride=1, padding=0, dilation=1):
+    return conv2d_loops(x[:, :, None, :], w[:, :, None, :], (1, stride), (0, padding),
+                        (1, dilation))[:, :, 0, :]
+
+
+def conv_transpose2d_loops(x, w, stride=(1, 1), padding=(0, 0), output_padding=(0, 0),
+                           dilation=(1, 1)):
+    n, ci, h, wd = x.shape
+    _, co, kh, kw = w.shape
+    oh = (h - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kh - 1) + output_padding[0] + 1
+    ow = (wd - 1) * stride[1] - 2 * padding[1] + dilation[1] * (kw - 1) + output_padding[1] + 1
+    out = np.zeros((n, co, oh, ow))
+    for b in range(n):
+        for c in range(ci):
+            for i in range(h):
+                for j in range(wd):
+                    for o in range(co):
+                        for a in range(kh):
+                            for e in range(kw):
+                                r = i * stride[0] + a * dilation[0] - padding[0]
+                                s = j * stride[1] + e * dilation[1] - padding[1]
+                                if 0 <= r < oh and 0 <= s < ow:
+                                    out[b, o, r, s] += x[b, c, i, j] * w[c, o, a, e]
+    return out
+
+
+def pool2d_loops(x, k, s, p, mode):
+    n, c, h, wd = x.shape
+    oh = (h + 2 * p[0] - k[0]) // s[0] + 1
+    ow = (wd + 2 * p[1] - k[1]) // s[1] + 1
+    out = np.zeros((n, c, oh, ow))
+    for b in range(n):
+        for cc in range(c):
+            for i in range(oh):
+                for j in range(ow):
+                    vals = []
+                    for a in range(k[0]):
+                        for e in range(k[1]):
+                            r, t = i * s[0] + a - p[0], j * s[1] + e - p[1]
+                            inside = 0 <= r < h and 0 <= t < wd
+                            if mode == "max":
+                                vals.append(x[b, cc, r, t] if inside else -np.inf)
+                            else:
+                                vals.append(x[b, cc, r, t] if inside else 0.0)
+                    out[b, cc, i, j] = max(vals) if mode == "max" else sum(vals) / (k[0] * k[1])
+    return out
+
+
+def max_pool2d_grad_loops(x, g, k, s, p):
+    n, c, h, wd = x.shape
+    out = np.zeros_like(x)
+    for b in range(n):
+        for cc in range(c):
+            for i in range(g.shape[2]):
+                for j in range(g.shape[3]):
+                    best, where = -np.inf, None
+                    for a in range(k[0]):
+                        for e in range(k[1]):
+                            r, t = i * s[0] + a - p[0], j * s[1] + e - p[1]
+                            if 0 <= r < h and 0 <= t < wd and x[b, cc, r, t] > best:
+                                best, where = x[b, cc, r, t], (r, t)
+                    out[b, cc, where[0], where[1]] += g[b, cc, i, j]
+    return out
+
+
+def avg_pool2d_grad_loops(g, k, s, p, in_size):
+    n, c = g.shape[:2]
+    out = np.zeros((n, c) + tuple(in_size))
+    for b in range(n):
+        for cc in range(c):
+            for i in range(g.shape[2]):
+                for j in range(g.shape[3]):
+                    for a in range(k[0]):
+                        for e in range(k[1]):
+                            r, t = i * s[0] + a - p[0], j * s[1] + e - p[1]
+                            if 0 <= r < in_size[0] and 0 <= t < in_size[1]:
+                                out[b, cc, r, t] += g[b, cc, i, j] / (k[0] * k[1])
+    return out
+
+
+def log_softmax(x, axis):
+    m = x.max(axis=axis, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=axis, keepdims=True))
+
+
+# -- the table -------------------------------------------------------------------------------
+
+CASES: list[Case] = []
+
+
+def case(name, build, inputs, expect, **kw):
+    CASES.append(Case(name, build, inputs, expect, **kw))
+
+
+unary = {
+    "neg": (gc.ops.neg, lambda x: -x, _u),
+    "exp": (gc.exp, np.exp, _u),
+    "log": (gc.log, np.log, _pos),
+    "sqrt": (gc.sqrt, np.sqrt, _pos),
+    "abs": (gc.abs, np.abs, _away),
+    "sign": (gc.sign, np.sign, _away),
+    "square": (gc.square, lambda x: x * x, _u),
+    "tanh": (gc.tanh, np.tanh, _u),
+    "sigmoid": (gc.sigmoid, sigmoid, lambda r, *s: _u(r, *s, lo=-4, hi=4)),
+    "softplus": (gc.softplus, lambda x: np.log(1 + np.exp(x)), lambda r, *s: _u(r, *s, lo=-4,
+                                                                                  hi=4)),
+    "log1p": (gc.log1p, lambda x: np.log(1 + x), _pos),
+    "expm1": (gc.expm1, lambda x: np.exp(x) - 1, _u),
+    "relu": (gc.relu, lambda x: np.where(x > 0, x, 0), _away),
+    "leaky_relu": (gc.leaky_relu, lambda x: np.where(x > 0, x, 0.01 * x), _away),
+    "leaky_relu_0.2": (lambda x: gc.leaky_relu(x, 0.2), lambda x: np.where(x > 0, x, 0.2 * x),
+                       _away),
+    "elu": (gc.elu, lambda x: np.where(x > 0, x, np.exp(x) - 1), _away),
+    "elu_0.5": (lambda x: gc.elu(x, 0.5), lambda x: np.where(x > 0, x, 0.5 * (np.exp(x) - 1)),
+                _away),
+}
+for _name, (_f, _ref, _gen) in unary.items():
+    case(_name, _f, lambda rng, g=_gen: [g(rng, 3, 4)], _ref)
+
+case("add_broadcast", lambda a, b: a + b, lambda r: [_u(r, 3, 4), _u(r, 4)], lambda a, b: a + b)
+case("sub_broadcast", lambda a, b: a - b, lambda r: [_u(r, 2, 3, 1), _u(r, 3, 4)],
+     lambda a, b: a - b)
+case("mul_broadcast", lambda a, b: a * b, lambda r: [_u(r, 3, 1), _u(r, 1, 4)],
+     lambda a, b: a * b)
+case("div", lambda a, b: a / b, lambda r: [_u(r, 3, 4), _pos(r, 4)], lambda a, b: a / b)
+case("pow", lambda a, b: a**b, lambda r: [_pos(r, 3, 4), _u(r, 3, 4)], lambda a, b: a**b)
+case("pow_scalar", lambda a: a**3 + 2 * a - 1.5, lambda r: [_u(r, 5)], lambda a: a**3 + 2 * a - 1.5)
+case("scalar_left", lambda a: 1.0 - 2.0 / a, lambda r: [_pos(r, 5)], lambda a: 1.0 - 2.0 / a)
+case("maximum", gc.maximum, lambda r: [_u(r, 3, 4), _u(r, 4)], np.maximum)
+case("minimum", gc.minimum, lambda r: [_u(r, 3, 4), _u(r, 3, 1)], np.minimum)
+case("where", lambda a, b: gc.where(a > 0.1, a, b), lambda r: [_away(r, 3, 4), _u(r, 4)],
+     lambda a, b: np.where(a > 0.1, a, b))
+case("clip_scalars", lambda x: gc.clip(x, -0.5, 0.5), lambda r: [_u(r, 4, 5) * 1.3],
+     lambda x: np.clip(x, -0.5, 0.5))
+case("clip_tensors", gc.clip,
+     lambda r: [_u(r, 3, 4), _u(r, 3, 4, lo=-0.9, hi=-0.3), _u(r, 4, lo=0.3, hi=0.9)],
+     lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi))
+for _op, _ref in [(gc.less, np.less), (gc.less_equal, np.less_equal), (gc.greater, np.greater),
+                  (gc.greater_equal, np.greater_equal), (gc.equal, np.equal),
+                  (gc.not_equal, np.not_equal)]:
+    case(_op.__name__, _op, lambda r: [np.round(_u(r, 3, 4) * 2), np.round(_u(r, 4) * 2)], _ref,
+         grad=False)
+case("elemwise", lambda a, b: gc.ops.elemwise(
+    gc.ops.expr.sym_input(0) ** 2 * __import__("sympy").exp(gc.ops.expr.sym_input(1)), [a, b]),
+    lambda r: [_u(r, 3, 4), _u(r, 4)], lambda a, b: a**2 * np.exp(b))
+case("cast_f32", lambda x: gc.cast(x, "float32") * 2.0, lambda r: [_u(r, 3)],
+     lambda x: (x.astype(np.float32) * 2.0), grad=False)
+case("cast_roundtrip", lambda x: gc.cast(gc.cast(x, "float32"), "float64") * x,
+     lambda r: [_u(r, 3)], lambda x: x.astype(np.float32).astype(np.float64) * x, rtol=1e-4,
+     tags={"explicit_dtype"})
+case("cast_int", lambda x: gc.cast(x * 3, "int64"), lambda r: [_u(r, 6)],
+     lambda x: (x * 3).astype(np.int64), grad=False)
+
+for _axis, _keep in [(None, False), (0, False), ((0, 2), True), (-1, False)]:
+    case(f"sum_{_axis}_{_keep}", lambda x, a=_axis, k=_keep: gc.sum(x, a, k),
+         lambda r: [_u(r, 2, 3, 4)], lambda x, a=_axis, k=_keep: np.sum(x, a, keepdims=k))
+    case(f"mean_{_axis}_{_keep}", lambda x, a=_axis, k=_keep: gc.mean(x, a, k),
+         lambda r: [_u(r, 2, 3, 4)], lambda x, a=_axis, k=_keep: np.mean(x, a, keepdims=k))
+    case(f"max_{_axis}_{_keep}", lambda x, a=_axis, k=_keep: gc.max(x, a, k),
+         lambda r: [_u(r, 2, 3, 4)], lambda x, a=_axis, k=_keep: np.max(x, a, keepdims=k))
+    case(f"min_{_axis}_{_keep}", lambda x, a=_axis, k=_keep: gc.min(x, a, k),
+         lambda r: [_u(r, 2, 3, 4)], lambda x, a=_axis, k=_keep: np.min(x, a, keepdims=k))
+case("mean_symbolic", lambda x: gc.mean(x, 0), lambda r: [_u(r, 5, 3)],
+     lambda x: x.mean(0), shapes=(("N", 3),))
+case("numel_symbolic", lambda x: gc.ops.numel(x, (0, 1)) * gc.sum(x),
+     lambda r: [_u(r, 5, 2)], lambda x: x.size * x.sum(), shapes=(("N", "M"),))
+case("argmax", lambda x: gc.argmax(x, 1), lambda r: [_u(r, 4, 5)], lambda x: np.argmax(x, 1),
+     grad=False)
+case("argmax_flat", lambda x: gc.argmax(x), lambda r: [_u(r, 4, 5)], lambda x: np.argmax(x),
+     grad=False)
+case("logsumexp", lambda x: gc.logsumexp(x, 1), lambda r: [_u(r, 3, 5) * 3],
+     lambda x: np.log(np.exp(x).sum(1)))
+case("logsumexp_keep", lambda x: gc.logsumexp(x, (0, 2), keepdims=True),
+     lambda r: [_u(r, 2, 3, 4)], lambda x: np.log(np.exp(x).sum((0, 2), keepdims=True)))
+case("softmax", lambda x: gc.softmax(x), lambda r: [_u(r, 3, 5) * 3],
+     lambda x: np.exp(log_softmax(x, -1)))
+case("softmax_axis0", lambda x: gc.softmax(x, 0), lambda r: [_u(r, 3, 5) * 3],
+     lambda x: np.exp(log_softmax(x, 0)))
+case("log_softmax", lambda x: gc.log_softmax(x, 1), lambda r: [_u(r, 3, 5) * 3],
+     lambda x: log_softmax(x, 1))
+
+case("reshape", lambda x: x.reshape(4, -1) * 1.5, lambda r: [_u(r, 2, 3, 4)],
+     lambda x: x.reshape(4, 6) * 1.5)
+case("reshape_symbolic", lambda x: x.reshape(-1), lambda r: [_u(r, 3, 4)],
+     lambda x: x.reshape(-1), shapes=(("N", 4),))
+case("transpose", lambda x: gc.transpose(x, (2, 0, 1)), lambda r: [_u(r, 2, 3, 4)],
+     lambda x: x.transpose(2, 0, 1))
+case("T", lambda x: x.T, lambda r: [_u(r, 3, 4)], lambda x: x.T)
+case("broadcast_to", lambda x: gc.ops.broadcast_to(x, (2, 3, 4)), lambda r: [_u(r, 3, 1)],
+     lambda x: np.broadcast_to(x, (2, 3, 4)))
+case("concat", lambda a, b: gc.concat([a, b, a], axis=1), lambda r: [_u(r, 2, 3), _u(r, 2, 1)],
+     lambda a, b: np.concatenate([a, b, a], axis=1))
+case("stack", lambda a, b: gc.stack([a, b], axis=-1), lambda r: [_u(r, 2, 3), _u(r, 2, 3)],
+     lambda a, b: np.stack([a, b], axis=-1))
+case("pad", lambda x: gc.pad(x, ((1, 0), (2, 3))), lambda r: [_u(r, 2, 3)],
+     lambda x: np.pad(x, ((1, 0), (2, 3))))
+case("slice", lambda x: x[1:, ::2], lambda r: [_u(r, 3, 5)], lambda x: x[1:, ::2])
+case("slice_negative_step", lambda x: x[::-1, 3:0:-2], lambda r: [_u(r, 3, 5)],
+     lambda x: x[::-1, 3:0:-2])
+case("index_int_none", lambda x: x[1, None, ..., -1], lambda r: [_u(r, 3, 4, 5)],
+     lambda x: x[1, None, ..., -1])
+case("slice_symbolic", lambda x: x[:, 1:3], lambda r: [_u(r, 6, 4)], lambda x: x[:, 1:3],
+     shapes=(("N", 4),))
+case("unslice", lambda x: gc.ops.unslice(x, (4, 7), (1, 0), (1, 3)), lambda r: [_u(r, 2, 3)],
+     lambda x: _unslice(x))
+
+
+def _unslice(x):
+    out = np.zeros((4, 7))
+    out[1:3, 0:7:3] = x
+    return out
+
+
+case("matmul", lambda a, b: a @ b, lambda r: [_u(r, 3, 4), _u(r, 4, 5)], lambda a, b: a @ b)
+case("matmul_batched", lambda a, b: a @ b, lambda r: [_u(r, 2, 3, 4), _u(r, 4, 5)],
+     lambda a, b: a @ b)
+case("matmul_batch_broadcast", lambda a, b: a @ b, lambda r: [_u(r, 2, 1, 3, 4), _u(r, 3, 4, 2)],
+     lambda a, b: a @ b)
+case("matmul_vector", lambda a, b: a @ b, lambda r: [_u(r, 4), _u(r, 4, 3)], lambda a, b: a @ b)
+case("matmul_ta_tb", lambda a, b: gc.ops.matmul_t(a, b, ta=True, tb=True),
+     lambda r: [_u(r, 4, 3), _u(r, 5, 4)], lambda a, b: a.T @ b.T)
+case("matmul_ta", lambda a, b: gc.ops.matmul_t(a, b, ta=True), lambda r: [_u(r, 2, 4, 3),
+                                                                         _u(r, 2, 4, 5)],
+     lambda a, b: np.swapaxes(a, -1, -2) @ b)
+
+case("conv2d", lambda x, w: F.conv2d(x, w), lambda r: [_u(r, 2, 3, 6, 5), _u(r, 4, 3, 3, 2)],
+     conv2d_loops)
+case("conv2d_stride_pad_dilation", lambda x, w, b: F.conv2d(x, w, b, stride=(2, 1),
+                                                            padding=(1, 2), dilation=(2, 1)),
+     lambda r: [_u(r, 2, 2, 7, 6), _u(r, 3, 2, 3, 3), _u(r, 3)],
+     lambda x, w, b: conv2d_loops(x, w, (2, 1), (1, 2), (2, 1)) + b[None, :, None, None])
+case("conv1d", lambda x, w: F.conv1d(x, w, stride=2, padding=1, dilation=2),
+     lambda r: [_u(r, 2, 3, 9), _u(r, 2, 3, 3)], lambda x, w: conv1d_loops(x, w, 2, 1, 2))
+case("conv_transpose2d", lambda x, w, b: F.conv_transpose2d(x, w, b, stride=2, padding=1,
+                                                             output_padding=1),
+     lambda r: [_u(r, 2, 3, 3, 4), _u(r, 3, 2, 3, 3), _u(r, 2)],
+     lambda x, w, b: conv_transpose2d_loops(x, w, (2, 2), (1, 1), (1, 1)) + b[None, :, None,
+                                                                                None])
+case("conv_transpose1d", lambda x, w: F.conv_transpose1d(x, w, stride=3, dilation=2),
+     lambda r: [_u(r, 1, 2, 4), _u(r, 2, 3, 2)],
+     lambda x, w: conv_transpose2d_loops(x[:, :, None], w[:, :, None], (1, 3), (0, 0), (0, 0),
+                                         (1, 2))[:, :, 0])
+case("conv_weight_grad", lambda x, g: gc.ops.conv_weight_grad(x, g, (3, 2), (2, 1), (1, 0),
+                                                               (1, 1)),
+     lambda r: [_u(r, 2, 3, 6, 5), _u(r, 2, 4, 3, 4)],
+     lambda x, g: np.einsum(  # dw[o,c,a,e] = sum g[n,o,i,j] * xpad[n,c,2i+a,j+e]
+         "noij,ncijae->ocae", g, _win(np.pad(x, ((0, 0), (0, 0), (1, 1), (0, 0))), 3, 4, 3, 2,
+                                      2, 1)))
+
+
+def _win(xp, oh, ow, kh, kw, sh, sw):
+    n, c = xp.shape[:2]
+    out = np.zeros((n, c, oh, ow, kh, kw))
+    for i in range(oh):
+        for j in range(ow):
+            out[:, :, i, j] = xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
+    return out
+
+
+case("max_pool2d", lambda x: F.max_pool2d(x, 3, stride=2, padding=1),
+     lambda r: [_u(r, 2, 3, 7, 6)], lambda x: pool2d_loops(x, (3, 3), (2, 2), (1, 1), "max"))
+case("max_pool2d_nonsquare", lambda x: F.max_pool2d(x, (2, 3), stride=(2, 1)),
+     lambda r: [_u(r, 1, 2, 6, 7)], lambda x: pool2d_loops(x, (2, 3), (2, 1), (0, 0), "max"))
+case("max_pool1d", lambda x: F.max_pool1d(x, 2), lambda r: [_u(r, 2, 3, 8)],
+     lambda x: pool2d_loops(x[:, :, None], (1, 2), (1, 2), (0, 0), "max")[:, :, 0])
+case("avg_pool2d", lambda x: F.avg_pool2d(x, 3, stride=2, padding=1),
+     lambda r: [_u(r, 2, 3, 7, 6)], lambda x: pool2d_loops(x, (3, 3), (2, 2), (1, 1), "avg"))
+case("avg_pool1d", lambda x: F.avg_pool1d(x, 3, stride=1), lambda r: [_u(r, 2, 3, 8)],
+     lambda x: pool2d_loops(x[:, :, None], (1, 3), (1, 1), (0, 0), "avg")[:, :, 0])
+case("max_pool_grad", lambda x, g: gc.ops.max_pool_grad(x, g, (3, 3), (2, 2), (1, 1)),
+     lambda r: [_u(r, 2, 2, 7, 6), _u(r, 2, 2, 4, 3)],
+     lambda x, g: max_pool2d_grad_loops(x, g, (3, 3), (2, 2), (1, 1)), grad_inputs=(1,))
+case("max_pool_select", lambda x, h: gc.ops.max_pool_select(x, h, (2, 2), (2, 2), (0, 0)),
+     lambda r: [_u(r, 2, 2, 4, 6), _u(r, 2, 2, 4, 6)],
+     lambda x, h: _select_loops(x, h), grad_inputs=(1,))
+case("avg_pool_grad", lambda g: gc.ops.avg_pool_grad(g, (3, 3), (2, 2), (1, 1), (7, 6)),
+     lambda r: [_u(r, 2, 2, 4, 3)], lambda g: avg_pool2d_grad_loops(g, (3, 3), (2, 2), (1, 1),
+                                                                     (7, 6)))
+
+
+def _select_loops(x, h):
+    n, c, hh, ww = x.shape
+    out = np.zeros((n, c, hh // 2, ww // 2))
+    for b in range(n):
+        for cc in range(c):
+            for i in range(hh // 2):
+                for j in range(ww // 2):
+                    win = x[b, cc, 2 * i:2 * i + 2, 2 * j:2 * j + 2]
+                    a, e = np.unravel_index(np.argmax(win), (2, 2))
+                    out[b, cc, i, j] = h[b, cc, 2 * i + a, 2 * j + e]
+    return out
+
+
+_IDS = np.array([[1, 0, 3], [3, 3, 2]])
+case("embedding", lambda t: F.embedding(gc.constant(_IDS), t), lambda r: [_u(r, 4, 5)],
+     lambda t: t[_IDS])
+case("scatter_add", lambda g: gc.ops.scatter_add(g, gc.constant(_IDS), 5),
+     lambda r: [_u(r, 2, 3, 4)], lambda g: _scatter(g))
+
+
+def _scatter(g):
+    out = np.zeros((5, 4))
+    for idx, row in zip(_IDS.ravel(), g.reshape(-1, 4)):
+        out[idx] += row
+    return out
+
+
+case("one_hot", lambda: gc.one_hot(gc.constant(np.array([2, 0, 1, 2])), 3), lambda r: [],
+     lambda: np.eye(3)[[2, 0, 1, 2]], grad=False)
+case("one_hot_scaled", lambda x: gc.one_hot(gc.constant(np.array([2, 0, 1])), 4,
+                                               dtype="float64") * x,
+     lambda r: [_u(r, 3, 4)], lambda x: np.eye(4)[[2, 0, 1]] * x, tags={"explicit_dtype"})
+
+
+def _uniform(seed, n):
+    """Element i: top 24 bits of word 0 of Philox4x32-10(counter=(i, 0, 0, 0), key=seed).
+
+    philox4x32 itself is checked against Random123's known-answer vectors in test_random.py.
+    """
+    from graphc.ops.random import philox4x32
+
+    i = np.arange(n, dtype=np.uint64)
+    w = philox4x32((i, 0, 0, 0), (seed & 0xFFFFFFFF, seed >> 32))[0]
+    return (w >> np.uint64(8)).astype(np.float64) / (1 << 24)
+
+
+def _philox_masks(shape, seed, p):
+    return (_uniform(seed, math.prod(shape)) >= p).reshape(shape)
+
+
+case("dropout", lambda x: F.dropout(x, 0.3, training=True, seed=1234), lambda r: [_u(r, 8, 5)],
+     lambda x: np.where(_philox_masks((8, 5), 1234, 0.3), x / 0.7, 0))
+case("random_uniform", lambda: gc.ops.random_uniform(gc.rng_state(7), (3, 4), "float64"),
+     lambda r: [], lambda: _uniform(7, 12).reshape(3, 4), grad=False)
+
+
+# -- composites from gc.nn.functional --------------------------------------------------------
+_LABELS = np.array([2, 0, 1, 2, 1])
+case("cross_entropy", lambda z: F.cross_entropy(z, gc.constant(_LABELS)),
+     lambda r: [_u(r, 5, 3) * 3], lambda z: -log_softmax(z, 1)[np.arange(5), _LABELS].mean())
+case("cross_entropy_smoothing", lambda z: F.cross_entropy(z, gc.constant(_LABELS), 0.1),
+     lambda r: [_u(r, 5, 3) * 3],
+     lambda z: (0.9 * -log_softmax(z, 1)[np.arange(5), _LABELS] - 0.1 * log_softmax(z, 1)
+                .mean(1)).mean())
+case("bce_with_logits", F.binary_cross_entropy_with_logits,
+     lambda r: [_u(r, 4, 3) * 4, r.uniform(0, 1, (4, 3))],
+     lambda z, t: -(t * np.log(sigmoid(z)) + (1 - t) * np.log(1 - sigmoid(z))).mean())
+case("mse_loss", F.mse_loss, lambda r: [_u(r, 4, 3), _u(r, 4, 3)],
+     lambda a, b: ((a - b) ** 2).mean())
+case("l1_loss", F.l1_loss, lambda r: [_u(r, 4, 3), _u(r, 4, 3) + 3],
+     lambda a, b: np.abs(a - b).mean())
+case("hinge_loss", lambda s: F.hinge_loss(s, gc.constant([1.0, -1, 1, -1, 1], dtype=s.dtype)),
+     lambda r: [np.array([0.3, 0.2, 2.0, -3.0, -0.5])],
+     lambda s: np.maximum(0, 1 - np.array([1.0, -1, 1, -1, 1]) * s).mean())
+case("linear", F.linear, lambda r: [_u(r, 4, 3), _u(r, 3, 2), _u(r, 2)],
+     lambda x, w, b: x @ w + b)
+
+
+def _bn_train(x, g, b):
+    mu = x.mean((0, 2, 3), keepdims=True)
+    var = x.var((0, 2, 3), keepdims=True)
+    return (x - mu) / np.sqrt(var + 1e-5) * g[None, :, None, None] + b[None, :, None, None]
+
+
+def _bn_graph(training):
+    def build(x, g, b):
+        rm = gc.parameter("rm", np.zeros(3, x.dtype))
+        rv = gc.parameter("rv", np.ones(3, x.dtype))
+        return F.batch_norm(x, g, b, rm, rv, training=training)
+
+    return build
+
+
+case("batch_norm_train", _bn_graph(True), lambda r: [_u(r, 4, 3, 2, 2), _pos(r, 3), _u(r, 3)],
+     _bn_train, rtol=1e-4)
+case("batch_norm_eval", _bn_graph(False), lambda r: [_u(r, 4, 3, 2, 2), _pos(r, 3), _u(r, 3)],
+     lambda x, g, b: x / np.sqrt(1 + 1e-5) * g[None, :, None, None] + b[None, :, None, None])
