@@ -11,7 +11,7 @@ NumPy semantics, gradient), graphc/passes (autodiff + optimization), graphc/back
 (numpy, llvm, cuda), graphc/nn, graphc/optim, graphc/train (the training stack).
 """
 
-from . import nn, ops
+from . import nn, ops, viz
 from .errors import ArgumentError, BackendError, GraphError, ShapeError
 from .function import Function, compile
 from .ir import Graph, Tensor, get_default_graph, name_scope, reset_default_graph
@@ -75,5 +75,5 @@ __all__ = [
     "maximum", "mean", "min", "minimum", "name_scope", "nn", "not_equal", "one_hot", "ops", "pad",
     "parameter", "placeholder", "relu", "reset_default_graph", "reshape", "rng_state", "sigmoid",
     "sign", "softmax", "softplus", "sqrt", "square", "stack", "sum", "take", "tanh", "transpose",
-    "where",
+    "viz", "where",
 ]

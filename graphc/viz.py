@@ -42,7 +42,10 @@ def _collect(obj) -> tuple[list[Node], list[Node], list[tuple[Node, Node]], str]
         if obj.outputs or obj.updates:
             return topological(obj.roots()), list(obj.outputs), list(obj.updates), obj.name
         return list(obj.nodes), [], [], obj.name
-    tensors = [obj] if isinstance(obj, Tensor) else list(obj)
+    if isinstance(obj, Tensor):
+        tensors = [obj]
+    else:
+        tensors = list(obj) if isinstance(obj, (list, tuple)) else []
     if not tensors or not all(isinstance(t, Tensor) for t in tensors):
         raise GraphError("draw a Graph, a Function, a Tensor or a list of Tensors")
     outs = [t.node for t in tensors]

@@ -1,0 +1,160 @@
+"""gc.compile / gc.Function: feeding, validation, atomic updates, default updates."""
+
+import numpy as np
+import pytest
+
+import graphc as gc
+
+F = gc.nn.functional
+
+
+@pytest.fixture
+def affine():
+    x = gc.placeholder("x", ("N", 2))
+    k = gc.placeholder("k", (), "int64")
+    W = gc.parameter("W", np.eye(2, dtype=np.float32))
+    return x, k, W
+
+
+def test_positional_and_by_name(affine):
+    x, k, W = affine
+    fn = gc.compile([x, k], x @ W * k)
+    a = np.ones((3, 2), np.float32)
+    np.testing.assert_allclose(fn(a, 2), 2 * a)
+    np.testing.assert_allclose(fn(x=a, k=3), 3 * a)
+    np.testing.assert_allclose(fn(a, k=4), 4 * a)
+    assert fn.input_names == ["x", "k"]
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda fn, a: fn(a), "missing"),
+    (lambda fn, a: fn(a, 1, 2), "3 positional"),
+    (lambda fn, a: fn(a, 1, z=1), "unknown input 'z'"),
+    (lambda fn, a: fn(a, 1, x=a), "given twice"),
+])
+def test_argument_errors(affine, call, match):
+    x, k, W = affine
+    fn = gc.compile([x, k], x * k)
+    with pytest.raises(gc.GraphError, match=match) as err:
+        call(fn, np.ones((2, 2), np.float32))
+    assert isinstance(err.value, TypeError)
+
+
+def test_allowed_conversions(affine):
+    x, k, W = affine
+    fn = gc.compile([x, k], x * k)
+    f64 = np.ones((2, 2), np.float64)
+    assert fn(f64, 1).dtype == np.float32  # float64 -> float32: same kind
+    assert fn(np.ones((2, 2), np.int64), np.int32(2)).dtype == np.float32  # int -> float
+    np.testing.assert_allclose(fn([[1, 2], [3, 4]], True), [[1, 2], [3, 4]])  # lists, bool->int
+    fortran = np.asfortranarray(np.arange(4.0, dtype=np.float32).reshape(2, 2))
+    np.testing.assert_allclose(fn(fortran, 1), fortran)
+    strided = np.arange(8.0, dtype=np.float32).reshape(2, 4)[:, ::2]
+    np.testing.assert_allclose(fn(strided, 1), strided)
+
+
+def test_rejected_inputs_name_placeholder_and_shapes(affine):
+    x, k, W = affine
+    fn = gc.compile([x, k], x * k)
+    with pytest.raises(gc.ShapeError) as err:
+        fn(np.ones((2, 3), np.float32), 1)
+    assert "'x'" in str(err.value) and "(N, 2)" in str(err.value) and "(2, 3)" in str(err.value)
+    with pytest.raises(gc.ShapeError, match="rank"):
+        fn(np.ones(2, np.float32), 1)
+    with pytest.raises(gc.ShapeError, match="'k'.*int64.*float64"):
+        fn(np.ones((2, 2), np.float32), 1.5)  # floats into an int placeholder
+    with pytest.raises(gc.ShapeError):
+        fn(np.ones((2, 2), np.complex64), 1)
+    with pytest.raises(gc.ShapeError):
+        fn("hello", 1)
+
+
+def test_updates_are_atomic_and_applied_after_outputs(affine):
+    x, k, W = affine
+    b = gc.parameter("b", np.zeros(2, np.float32))
+    loss = ((x @ W + b) ** 2).sum()
+    gW, gb = gc.grad(loss, [W, b])
+    step = gc.compile([x], [loss, W], updates={W: W - 0.1 * gW, b: b - 0.1 * gb})
+    a = np.ones((3, 2), np.float32)
+    loss0, w_seen = step(a)
+    np.testing.assert_allclose(w_seen, np.eye(2))  # the output is the value *before* the update
+    assert not np.allclose(W.value, np.eye(2)) and not np.allclose(b.value, 0)
+    before_W, before_b = W.value, b.value
+    with pytest.raises(gc.ShapeError):
+        step(np.ones((3, 5), np.float32))
+    np.testing.assert_array_equal(W.value, before_W)  # nothing half-applied
+    np.testing.assert_array_equal(b.value, before_b)
+    assert step(a)[0] < loss0
+
+
+def test_update_validation(affine):
+    x, k, W = affine
+    with pytest.raises(gc.GraphError, match="parameters"):
+        gc.compile([x], x, updates={x: x})
+    with pytest.raises(gc.ShapeError, match="shape"):
+        gc.compile([x], x, updates={W: W.sum()})
+
+
+def test_outputs_do_not_alias_parameters(affine):
+    x, k, W = affine
+    fn = gc.compile([x], [W, W.reshape(4)], updates={W: W * 2})
+    w0, flat0 = fn(np.ones((1, 2), np.float32))
+    fn(np.ones((1, 2), np.float32))
+    np.testing.assert_allclose(w0, np.eye(2))
+    np.testing.assert_allclose(flat0, np.eye(2).ravel())
+
+
+def test_missing_input_placeholder_is_a_compile_error(affine):
+    x, k, W = affine
+    with pytest.raises(gc.GraphError, match="'k'"):
+        gc.compile([x], x * k)
+
+
+def test_batch_norm_default_updates_and_explicit_override():
+    x = gc.placeholder("x", ("N", 3))
+    rm = gc.parameter("rm", np.zeros(3, np.float32))
+    rv = gc.parameter("rv", np.ones(3, np.float32))
+    y = F.batch_norm(x, None, None, rm, rv, training=True, momentum=0.5)
+    data = np.random.default_rng(0).normal(2.0, 3.0, (16, 3)).astype(np.float32)
+    out = gc.compile([x], y)(data)
+    np.testing.assert_allclose(out.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(rm.value, 0.5 * data.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(rv.value, 0.5 + 0.5 * data.var(0, ddof=1), rtol=1e-5)
+    # naming rm in updates replaces its default update; rv keeps its own
+    rm.value, rv.value = np.zeros(3), np.ones(3)
+    gc.compile([x], y, updates={rm: rm * 0 + 7})(data)
+    np.testing.assert_allclose(rm.value, 7)
+    np.testing.assert_allclose(rv.value, 0.5 + 0.5 * data.var(0, ddof=1), rtol=1e-5)
+    # eval mode reads the running statistics and updates nothing
+    y_eval = F.batch_norm(x, None, None, rm, rv, training=False)
+    before = rv.value
+    np.testing.assert_allclose(gc.compile([x], y_eval)(data), (data - 7) / np.sqrt(before + 1e-5),
+                               rtol=1e-5)
+    np.testing.assert_array_equal(rv.value, before)
+
+
+def test_dropout_masks_advance_and_replay_with_seed():
+    x = gc.placeholder("x", (1000,))
+    y = F.dropout(x, 0.25, training=True, seed=42)
+    fn = gc.compile([x], y)
+    ones = np.ones(1000, np.float32)
+    m1, m2 = fn(ones), fn(ones)
+    assert not np.array_equal(m1, m2)  # the state advanced
+    assert abs((m1 == 0).mean() - 0.25) < 0.05
+    np.testing.assert_allclose(np.unique(m1), [0.0, 1 / 0.75], rtol=1e-6)
+    again = gc.compile([x], F.dropout(x, 0.25, training=True, seed=42))
+    np.testing.assert_array_equal(again(ones), m1)  # same seed, same first mask
+    assert F.dropout(x, 0.25, training=False) is x
+    two = gc.compile([x], [F.dropout(x, 0.5, True, state=(s := gc.rng_state(3))),
+                           F.dropout(x, 0.5, True, state=s)])(ones)
+    assert not np.array_equal(two[0], two[1])  # one state, two independent streams
+
+
+def test_function_exposes_graph_and_source(affine):
+    x, k, W = affine
+    fn = gc.compile([x], gc.relu(x @ W))
+    assert isinstance(fn.graph, gc.Graph)
+    assert [n.op.name for n in fn.graph.outputs] == ["relu"]
+    src = fn.source
+    assert "def step" in src and "@" in src and "np.where" in src
+    assert "test_function.py" in src  # each line names the user's source line

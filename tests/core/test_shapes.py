@@ -1,0 +1,95 @@
+"""Shape checking: at construction (with the user's line) and at call time (symbolic dims)."""
+
+import numpy as np
+import pytest
+
+import graphc as gc
+
+F = gc.nn.functional
+
+
+def test_broadcast_error_names_op_shapes_and_user_line():
+    a = gc.placeholder("a", (3, 4))
+    b = gc.placeholder("b", (5,))
+    with pytest.raises(gc.ShapeError) as err:
+        _ = a + b  # the line the error must point at
+    msg = str(err.value)
+    assert "add" in msg and "(3, 4)" in msg and "(5,)" in msg
+    assert "test_shapes.py" in msg and "_ = a + b" in msg
+
+
+def test_matmul_and_conv_errors():
+    a = gc.placeholder("a", (3, 4))
+    with pytest.raises(gc.ShapeError, match="inner dimensions"):
+        gc.matmul(a, gc.placeholder("b", (5, 2)))
+    x = gc.placeholder("x", (1, 3, 8, 8))
+    with pytest.raises(gc.ShapeError, match="channels"):
+        F.conv2d(x, gc.placeholder("w", (4, 2, 3, 3)))
+    with pytest.raises(gc.ShapeError, match="too small"):
+        F.conv2d(x, gc.placeholder("w2", (4, 3, 9, 9)))
+    with pytest.raises(gc.ShapeError, match="reshape"):
+        a.reshape(5, 2)
+    with pytest.raises(gc.ShapeError):
+        F.conv2d(gc.placeholder("flat", (3, 8)), gc.placeholder("w3", (4, 3, 3, 3)))
+
+
+def test_broadcasting_shapes():
+    a = gc.placeholder("a", (2, 1, 4))
+    b = gc.placeholder("b", (3, 1))
+    assert (a + b).shape == (2, 3, 4)
+    assert (a * 2).shape == (2, 1, 4)
+    fn = gc.compile([a, b], a - b)
+    a_np, b_np = np.arange(8.0).reshape(2, 1, 4), np.arange(3.0).reshape(3, 1)
+    np.testing.assert_allclose(fn(a_np, b_np), a_np - b_np)
+
+
+def test_symbolic_dims_are_bound_at_call_time():
+    x = gc.placeholder("x", ("N", 3))
+    y = gc.placeholder("y", ("N",))
+    out = (x.sum(axis=1) + y).reshape(-1, 1)
+    assert str(out.shape[0]) == "N"
+    fn = gc.compile([x, y], out)
+    for n in (1, 4, 7):
+        np.testing.assert_allclose(fn(np.ones((n, 3)), np.ones(n)), np.full((n, 1), 4.0))
+
+
+def test_symbol_bound_two_ways_names_both_placeholders():
+    x = gc.placeholder("x", ("N", 3))
+    y = gc.placeholder("y", ("N",))
+    fn = gc.compile([x, y], x.sum(axis=1) + y)
+    with pytest.raises(gc.ShapeError) as err:
+        fn(np.ones((4, 3)), np.ones(5))
+    msg = str(err.value)
+    assert "'x'" in msg and "'y'" in msg and "4" in msg and "5" in msg
+
+
+def test_undecidable_facts_are_checked_at_call_time():
+    x = gc.placeholder("x", ("N", 3))
+    y = gc.placeholder("y", ("M", 3))
+    out = x + y  # needs N == M, unknown until the call
+    fn = gc.compile([x, y], out)
+    np.testing.assert_allclose(fn(np.ones((2, 3)), np.ones((2, 3))), 2 * np.ones((2, 3)))
+    with pytest.raises(gc.ShapeError) as err:
+        fn(np.ones((2, 3)), np.ones((4, 3)))
+    assert "add" in str(err.value) and "test_shapes.py" in str(err.value)
+
+
+def test_conv_output_size_is_a_symbolic_expression():
+    x = gc.placeholder("x", ("N", 1, "H", "W"))
+    w = gc.parameter("w", np.ones((2, 1, 3, 3), np.float32))
+    y = F.conv2d(x, w, stride=2, padding=1)
+    assert "floor" in str(y.shape[2]) or "H" in str(y.shape[2])
+    fn = gc.compile([x], y)
+    assert fn(np.ones((1, 1, 7, 9), np.float32)).shape == (1, 2, 4, 5)
+    small = F.conv2d(x, gc.parameter("w5", np.ones((1, 1, 5, 5), np.float32)))
+    fn2 = gc.compile([x], small)
+    with pytest.raises(gc.ShapeError, match="too small"):
+        fn2(np.ones((1, 1, 3, 3), np.float32))
+
+
+def test_zero_size_batch():
+    x = gc.placeholder("x", ("N", 3))
+    W = gc.parameter("W", np.ones((3, 2), np.float32))
+    fn = gc.compile([x], [gc.relu(x @ W), (x @ W).sum(axis=1)])
+    a, b = fn(np.zeros((0, 3), np.float32))
+    assert a.shape == (0, 2) and b.shape == (0,)

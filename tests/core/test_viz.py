@@ -1,0 +1,80 @@
+"""Pictures: to_dot content, styles, clusters, and rendering."""
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+import graphc as gc
+
+F = gc.nn.functional
+
+
+def _model():
+    x = gc.placeholder("x", ("N", 4))
+    y = gc.placeholder("y", ("N",), "int64")
+    W = gc.parameter("W", np.zeros((4, 3), np.float32))
+    with gc.name_scope("classifier"):
+        loss = F.cross_entropy(F.linear(x, W), y)
+    return x, y, W, loss
+
+
+def test_labels_show_op_shape_dtype_and_kinds_are_styled():
+    x, y, W, loss = _model()
+    src = gc.viz.to_dot(loss).source
+    assert "matmul\n(N, 3) float32" in src
+    assert "x\n(N, 4) float32" in src and "W\n(4, 3) float32" in src
+    assert "#cfe2ff" in src and "#d4edda" in src  # placeholder and parameter colors
+    assert "peripheries=2" in src  # the output
+    assert "cluster_classifier" in src and "cluster_classifier/linear" in src
+
+
+def test_gradient_nodes_and_updates_are_distinct():
+    x, y, W, loss = _model()
+    g = gc.grad(loss, W)
+    step = gc.compile([x, y], loss, updates={W: W - 0.1 * g})
+    src = gc.viz.to_dot(step).source
+    assert "#ffe0cc" in src  # gradient nodes
+    assert "cluster_grad" in src
+    assert "update" in src and "dashed" in src
+
+
+def test_accepts_graph_tensor_list_function():
+    x, y, W, loss = _model()
+    for obj in (gc.get_default_graph(), loss, [loss, x], gc.compile([x, y], loss)):
+        assert gc.viz.to_dot(obj).source.startswith("digraph")
+    with pytest.raises(gc.GraphError):
+        gc.viz.to_dot(42)
+
+
+def test_render_dot_file(tmp_path):
+    *_, loss = _model()
+    path = gc.viz.render(loss, tmp_path / "g.dot")
+    assert path.read_text().startswith("digraph")
+    with pytest.raises(gc.GraphError, match="svg"):
+        gc.viz.render(loss, tmp_path / "g.jpg")
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz 'dot' not installed")
+def test_render_svg_and_png(tmp_path):
+    *_, loss = _model()
+    svg = gc.viz.render(loss, tmp_path / "g.svg").read_text()
+    assert "<svg" in svg and "matmul" in svg
+    png = gc.viz.render(loss, tmp_path / "g.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_large_graph_stays_clustered():
+    x = gc.placeholder("x", ("N", 8))
+    h = x
+    for i in range(30):
+        with gc.name_scope(f"layer{i}"):
+            h = gc.tanh(F.linear(h, gc.parameter(f"W{i}", np.zeros((8, 8), np.float32))))
+    loss = h.sum()
+    params = [n for n in gc.get_default_graph().parameters]
+    grads = gc.grad(loss, [gc.Tensor(p, gc.get_default_graph()) for p in params])
+    src = gc.viz.to_dot([loss] + grads).source
+    clusters = re.findall(r'subgraph "?cluster_([^" ]+)', src)
+    assert sum(c.startswith("grad/layer") for c in clusters) >= 60  # grad/layerI, .../linear
+    assert sum(c.startswith("layer") for c in clusters) >= 60
