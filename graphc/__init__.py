@@ -14,6 +14,7 @@ NumPy semantics, gradient), graphc/passes (autodiff + optimization), graphc/back
 from . import nn, ops, viz
 from .errors import ArgumentError, BackendError, GraphError, ShapeError
 from .function import Function, compile
+from .gradcheck import check_grad, check_vjp, derivative, hessian_vector_product
 from .ir import Graph, Tensor, get_default_graph, name_scope, reset_default_graph
 from .ops import (
     abs,
@@ -69,6 +70,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArgumentError", "BackendError", "Function", "Graph", "GraphError", "ShapeError", "Tensor",
+    "check_grad", "check_vjp", "derivative", "hessian_vector_product",
     "abs", "argmax", "cast", "clip", "compile", "concat", "constant", "elu", "equal", "exp",
     "expm1", "get_default_graph", "grad", "greater", "greater_equal", "leaky_relu", "less",
     "less_equal", "log", "log1p", "log_softmax", "logsumexp", "manual_seed", "matmul", "max",

@@ -266,4 +266,4 @@ def _convert(node: Node, value, binding: dict, bound_by: dict) -> np.ndarray:
             bound_by[d] = name
         else:
             raise ShapeError(f"input {name!r}: placeholder dims must be ints or names, got {d}")
-    return np.ascontiguousarray(arr, dtype=want.dtype)
+    return np.asarray(arr, dtype=want.dtype, order="C")  # (ascontiguousarray makes 0-d 1-d)

@@ -89,6 +89,8 @@ def grad(cost: Tensor, wrt, *, allow_unused: bool = False):
             continue
         contributions = pending.pop(node.uid, None)
         if not contributions:
+            if node.uid in zero_reached:  # a zero gradient stays zero all the way back
+                zero_reached.update(i.uid for i in node.inputs if i.uid in depends)
             continue
         with graph.scope_as("grad/" + node.scope if node.scope else "grad"):
             g = contributions[0]

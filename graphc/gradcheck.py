@@ -1,0 +1,173 @@
+"""Checking gradients numerically, and seeing derivatives as formulas.
+
+* `check_grad` compares gc.grad with central finite differences, element by element.
+* `check_vjp` checks the identity <J t, c> = <t, J^T c> along random directions: one
+  directional finite difference per direction, so it scales to ops whose full Jacobian is big.
+* `hessian_vector_product` differentiates twice (gradients are graphs).
+* `derivative` prints the sympy derivative an elementwise op's gradient is built from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import sympy
+
+from .errors import GraphError
+from .ir.graph import Graph
+from .ir.tensor import Tensor
+from .ops import REGISTRY, placeholder
+from .ops import expr as E
+from .ops import sum as reduce_sum
+
+
+def _placeholders(arrays: Sequence[np.ndarray], shapes=None) -> list[Tensor]:
+    shapes = shapes or [a.shape for a in arrays]
+    return [placeholder(f"x{i}", s, "float64") for i, s in enumerate(shapes)]
+
+
+def _frozen_state(roots: Sequence[Tensor]) -> dict:
+    """Identity updates for every parameter the roots use: random states and batch-norm
+    statistics must not advance between the many evaluations of a check."""
+    from .ir.graph import topological
+
+    graph = roots[0].graph
+    params = [n for n in topological([r.node for r in roots]) if n.op.name == "parameter"]
+    return {Tensor(p, graph): Tensor(p, graph) for p in params}
+
+
+def _compile_frozen(inputs, outputs):
+    from .function import compile
+
+    roots = outputs if isinstance(outputs, list) else [outputs]
+    return compile(inputs, outputs, updates=_frozen_state(roots), optimize=False)
+
+
+def relative_error(analytic, numeric, floor: float = 1e-3):
+    """|a - n| / max(|a|, |n|, floor): relative for large values, absolute-ish near zero."""
+    a, n = np.asarray(analytic), np.asarray(numeric)
+    return np.abs(a - n) / np.maximum(np.maximum(np.abs(a), np.abs(n)), floor)
+
+
+def check_grad(f: Callable[[list[Tensor]], Tensor], inputs: Sequence, eps: float = 1e-6,
+               rtol: float = 1e-4, shapes: Sequence | None = None) -> float:
+    """Compare gc.grad of ``f(placeholders)`` with central differences, in float64.
+
+    `f` maps a list of placeholders (one per array in `inputs`) to a scalar tensor. Returns the
+    largest relative error (see `relative_error`); raises AssertionError with a report naming
+    the input, the element, the analytic and numeric values when it exceeds `rtol`.
+    """
+    from .passes.autodiff import grad
+
+    arrays = [np.array(a, dtype=np.float64) for a in inputs]
+    with Graph("check_grad"):
+        xs = _placeholders(arrays)
+        cost = f(xs)
+        if not isinstance(cost, Tensor) or cost.ndim != 0:
+            raise GraphError("check_grad: f must return a scalar tensor")
+        grads = grad(cost, xs)
+        analytic_fn = _compile_frozen(xs, grads)
+        cost_fn = _compile_frozen(xs, cost)
+    analytic = analytic_fn(*arrays)
+    worst, rows = 0.0, []
+    for i, a in enumerate(arrays):
+        numeric = np.zeros_like(a)
+        for idx in np.ndindex(a.shape):
+            saved = a[idx]
+            a[idx] = saved + eps
+            up = float(cost_fn(*arrays))
+            a[idx] = saved - eps
+            down = float(cost_fn(*arrays))
+            a[idx] = saved
+            numeric[idx] = (up - down) / (2 * eps)
+        err = relative_error(analytic[i], numeric)
+        if err.size:
+            worst = max(worst, float(err.max()))
+            for idx in np.argwhere(err > rtol):
+                idx = tuple(idx)
+                rows.append((float(err[idx]), i, idx, float(analytic[i][idx]), numeric[idx]))
+    if rows:
+        rows.sort(reverse=True)
+        lines = [f"gradient check failed: max relative error {worst:.3g} > rtol {rtol:g} "
+                 f"({len(rows)} element(s))",
+                 f"  {'input':<6} {'element':<16} {'analytic':>14} {'numeric':>14} {'rel err':>9}"]
+        for err, i, idx, a, n in rows[:10]:
+            lines.append(f"  x{i:<5} {str(tuple(int(j) for j in idx)):<16} {a:>14.7g} {n:>14.7g} "
+                         f"{err:>9.2g}")
+        raise AssertionError("\n".join(lines))
+    return worst
+
+
+def check_vjp(f: Callable[[list[Tensor]], Tensor], inputs: Sequence, directions: int = 3,
+              eps: float = 1e-6, rtol: float = 1e-6, seed: int = 0) -> float:
+    """Check <J t, c> = <t, J^T c> for random t (input space) and c (output space).
+
+    J t is a directional central difference, J^T c is gc.grad of sum(f(x) * c). Returns the
+    largest relative mismatch; raises AssertionError when it exceeds `rtol`.
+    """
+    from .passes.autodiff import grad
+
+    rng = np.random.default_rng(seed)
+    arrays = [np.array(a, dtype=np.float64) for a in inputs]
+    with Graph("check_vjp"):
+        xs = _placeholders(arrays)
+        out = f(xs)
+        c = placeholder("c", out.shape, "float64")
+        vjps = grad(reduce_sum(out * c), xs)
+        vjp_fn = _compile_frozen(xs + [c], vjps)
+        out_fn = _compile_frozen(xs, out)
+    worst = 0.0
+    for _ in range(directions):
+        t = [rng.standard_normal(a.shape) for a in arrays]
+        cv = rng.standard_normal(np.shape(out_fn(*arrays)))
+        up = out_fn(*[a + eps * d for a, d in zip(arrays, t)])
+        down = out_fn(*[a - eps * d for a, d in zip(arrays, t)])
+        lhs = float(np.sum((up - down) / (2 * eps) * cv))
+        rhs = float(sum(np.sum(d * v) for d, v in zip(t, vjp_fn(*arrays, cv))))
+        err = abs(lhs - rhs) / max(abs(lhs), abs(rhs), 1e-8)
+        worst = max(worst, err)
+        if err > rtol:
+            raise AssertionError(f"vector-Jacobian check failed: <J t, c> = {lhs:.10g} but "
+                                 f"<t, J^T c> = {rhs:.10g} (relative error {err:.3g})")
+    return worst
+
+
+def hessian_vector_product(cost: Tensor, wrt, vectors):
+    """H v for a scalar cost: the gradient of <grad(cost), v> (Pearlmutter's trick, as graphs).
+
+    `wrt` and `vectors` are tensors (or lists of tensors) of matching shapes; returns tensors.
+    """
+    from .ops import mul
+    from .passes.autodiff import grad
+
+    single = isinstance(wrt, Tensor)
+    wrt_list = [wrt] if single else list(wrt)
+    vec_list = [vectors] if single else list(vectors)
+    if len(wrt_list) != len(vec_list):
+        raise GraphError("hessian_vector_product: one vector per tensor in wrt")
+    grads = grad(cost, wrt_list)
+    inner = None
+    for g, v in zip(grads, vec_list):
+        term = reduce_sum(mul(g, v))
+        inner = term if inner is None else inner + term
+    out = grad(inner, wrt_list, allow_unused=True)
+    return out[0] if single else out
+
+
+def derivative(op: str, wrt: int = 0, **attrs) -> sympy.Expr:
+    """The derivative of an elementwise op as a formula, in the inputs x (and y, z).
+
+    >>> gc.derivative("sigmoid")
+    (1 - sigmoid(x))*sigmoid(x)
+    """
+    from .ir.node import Attrs
+
+    if op not in REGISTRY or not REGISTRY[op].is_elementwise:
+        elementwise = sorted(n for n, o in REGISTRY.items() if o.is_elementwise)
+        raise GraphError(f"{op!r} is not an elementwise op; choose one of {elementwise}")
+    opdef = REGISTRY[op]
+    defaults = {"leaky_relu": {"alpha": 0.01}, "elu": {"alpha": 1.0}}.get(op, {})
+    expr = opdef.expr(Attrs({**defaults, **attrs}))
+    names = {E.sym_input(i): sympy.Symbol(n, real=True) for i, n in enumerate("xyz")}
+    return E.derivative(expr, wrt).xreplace(names)

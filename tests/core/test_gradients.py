@@ -1,0 +1,251 @@
+"""Symbolic gradients: every op against finite differences (float64), the registry-wide table,
+non-differentiable paths, broadcasting, second order, and the inner-product identity."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import graphc as gc
+from graphc.ops import REGISTRY
+from tests.helpers import build_case, case_arrays
+from tests.op_cases import CASES
+
+F = gc.nn.functional
+GRAD_CASES = [c for c in CASES if c.grad]
+
+
+def _weighted(case, arrays):
+    """A scalar cost sum(out * W) with fixed random weights (sum(softmax) alone is constant)."""
+    graph, phs, out = build_case(case, arrays)
+    with graph:
+        shape = np.shape(gc.compile(phs, out)(*arrays))
+    weights = np.random.default_rng(1).uniform(0.5, 1.5, size=shape)
+
+    def cost(xs):
+        return gc.sum(case.build(*xs) * gc.constant(weights))
+
+    return cost
+
+
+@pytest.mark.parametrize("case", GRAD_CASES, ids=[c.name for c in GRAD_CASES])
+def test_gradient_matches_finite_differences(case):
+    arrays = case_arrays(case, np.float64, seed=3)
+    cost = _weighted(case, arrays)
+    err = gc.check_grad(cost, arrays, eps=case.grad_eps, rtol=case.grad_rtol, shapes=case.shapes)
+    assert err < case.grad_rtol
+
+
+@pytest.mark.parametrize("case", GRAD_CASES[::3], ids=[c.name for c in GRAD_CASES[::3]])
+def test_inner_product_identity(case):
+    arrays = case_arrays(case, np.float64, seed=5)
+    rtol = max(1e-6, case.grad_rtol if case.grad_eps != 1e-6 else 1e-6)
+    assert gc.check_vjp(lambda xs: case.build(*xs), arrays, eps=case.grad_eps, rtol=rtol) <= rtol
+
+
+# Ops that take no gradient themselves, and why.
+NO_GRADIENT = {
+    "placeholder": "leaf", "parameter": "leaf", "constant": "leaf",
+    "less": "blocks", "less_equal": "blocks", "greater": "blocks", "greater_equal": "blocks",
+    "equal": "blocks", "not_equal": "blocks", "argmax": "blocks", "one_hot": "blocks",
+    "random_uniform": "int state", "numel": "shape only",
+}
+
+
+def _ops_in(case):
+    _, _, out = build_case(case, case_arrays(case))
+    seen, stack = set(), [out.node]
+    while stack:
+        n = stack.pop()
+        seen.add(n.op.name)
+        stack.extend(n.inputs)
+    return seen
+
+
+_GRAD_OPS = set().union(*[_ops_in(c) for c in GRAD_CASES])
+
+
+@pytest.mark.parametrize("op", sorted(REGISTRY))
+def test_every_op_in_the_registry_is_gradient_checked(op):
+    """Adding an op without a gradient-checked case (or a reason it has none) fails here."""
+    if op in NO_GRADIENT:
+        return
+    assert REGISTRY[op].grad is not None, f"{op} has no gradient rule"
+    assert op in _GRAD_OPS, f"no gradient-checked case in tests/op_cases.py uses {op}"
+
+
+@pytest.mark.parametrize("make, culprit", [
+    (lambda x: gc.sum(gc.one_hot(gc.argmax(x, 1), 3)), "argmax"),
+    (lambda x: gc.sum(gc.cast(x > 0, "float64")), "greater"),
+    (lambda x: gc.sum(gc.cast(gc.cast(x, "int64"), "float64")), "cast"),
+    (lambda x: gc.sum(gc.cast(gc.argmax(x, 0), "float64") * x), None),  # x still has a path
+])
+def test_non_differentiable_paths_raise_naming_the_op(make, culprit):
+    x = gc.placeholder("x", (4, 3), "float64")
+    cost = make(x)
+    if culprit is None:
+        assert gc.grad(cost, x).shape == (4, 3)
+        return
+    with pytest.raises(gc.GraphError) as err:
+        gc.grad(cost, x)  # the error names the op and the user's line that created it
+    assert repr(culprit) in str(err.value) and "test_gradients.py" in str(err.value)
+
+
+def test_where_condition_gets_zero_not_an_error():
+    x = gc.placeholder("x", (3,), "float64")
+    y = gc.placeholder("y", (3,), "float64")
+    g = gc.grad(gc.sum(gc.where(x > 0, y, 2 * y)), x)  # x only steers the choice
+    np.testing.assert_array_equal(gc.compile([x, y], g)(np.ones(3), np.ones(3)), 0)
+    gx = gc.grad(gc.sum(x * (x > 0)), x)  # a mask next to a real path (relu by hand)
+    np.testing.assert_array_equal(gc.compile([x], gx)(np.array([-1.0, 2.0, 3.0])), [0, 1, 1])
+
+
+def test_grad_argument_errors():
+    x = gc.placeholder("x", (3,), "float64")
+    k = gc.placeholder("k", (3,), "int64")
+    with pytest.raises(gc.GraphError, match="scalar"):
+        gc.grad(x * 2, x)
+    with pytest.raises(gc.GraphError, match="integer"):
+        gc.grad(gc.sum(x * k), k)
+    other = gc.placeholder("z", (3,), "float64")
+    with pytest.raises(gc.GraphError, match="does not depend"):
+        gc.grad(gc.sum(x), other)
+    zero = gc.grad(gc.sum(x), other, allow_unused=True)
+    np.testing.assert_array_equal(gc.compile([other], zero)(np.ones(3)), 0)
+
+
+def test_fan_out_contributions_are_summed():
+    x = gc.placeholder("x", (), "float64")
+    y = x * x + gc.exp(x) * x - 3 * x
+    g = gc.compile([x], gc.grad(y, x))(np.float64(0.7))
+    np.testing.assert_allclose(g, 2 * 0.7 + np.exp(0.7) * 1.7 - 3)
+
+
+def test_gradient_wrt_intermediate_and_list():
+    x = gc.placeholder("x", (2, 3), "float64")
+    h = gc.tanh(x)
+    cost = gc.sum(h * h)
+    gh, gx = gc.grad(cost, [h, x])
+    a = np.random.default_rng(0).normal(size=(2, 3))
+    vh, vx = gc.compile([x], [gh, gx])(a)
+    np.testing.assert_allclose(vh, 2 * np.tanh(a))
+    np.testing.assert_allclose(vx, 2 * np.tanh(a) * (1 - np.tanh(a) ** 2))
+
+
+def test_broadcasting_gradients_sum_back_to_input_shapes():
+    a = gc.placeholder("a", (2, 1, 4), "float64")
+    b = gc.placeholder("b", (3, 1), "float64")
+    c = gc.placeholder("c", (), "float64")
+    ga, gb, gc_ = gc.grad(gc.sum((a * b + c) ** 2), [a, b, c])
+    assert ga.shape == (2, 1, 4) and gb.shape == (3, 1) and gc_.shape == ()
+    rng = np.random.default_rng(0)
+    gc.check_grad(lambda xs: gc.sum((xs[0] * xs[1] + xs[2]) ** 2),
+                  [rng.normal(size=(2, 1, 4)), rng.normal(size=(3, 1)), rng.normal()])
+
+
+def test_symbolic_batch_gradients():
+    x = gc.placeholder("x", ("N", 3), "float64")
+    w = gc.placeholder("w", (3,), "float64")
+    cost = gc.mean(gc.square(x @ w))  # divides by N, whatever N is
+    gw = gc.compile([x, w], gc.grad(cost, w))
+    for n in (2, 5):
+        a, v = np.ones((n, 3)), np.array([1.0, 2.0, 3.0])
+        np.testing.assert_allclose(gw(a, v), 2 * (a @ v) @ a / n)
+
+
+# -- property tests over random shapes ------------------------------------------------------
+
+shapes = st.lists(st.integers(1, 3), min_size=0, max_size=3).map(tuple)
+
+
+@settings(max_examples=25, deadline=None)
+@given(shape=shapes, drop=st.lists(st.booleans(), min_size=3, max_size=3),
+       op=st.sampled_from(["add", "sub", "mul", "div", "maximum", "pow"]))
+def test_binary_broadcast_gradients_random_shapes(shape, drop, op):
+    other = tuple(1 if d else s for s, d in zip(shape, drop))
+    rng = np.random.default_rng(len(shape))
+    a = rng.uniform(0.5, 1.5, shape)
+    b = rng.uniform(0.5, 1.5, other) + 0.01
+    fn = getattr(gc.ops, op)
+    gc.check_grad(lambda xs: gc.sum(fn(xs[0], xs[1]) * 1.3), [a, b], rtol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple),
+       data=st.data(), keep=st.booleans(),
+       op=st.sampled_from(["sum", "mean", "max", "min", "logsumexp"]))
+def test_reduction_gradients_random_axes(shape, data, keep, op):
+    axes = data.draw(st.lists(st.integers(0, len(shape) - 1), unique=True, max_size=len(shape)))
+    axis = tuple(axes) if axes else None
+    x = np.random.default_rng(7).permutation(np.prod(shape)).reshape(shape) / 7.0  # no ties
+    fn = getattr(gc, op)
+    gc.check_grad(lambda xs: gc.sum(fn(xs[0], axis, keepdims=keep) ** 2), [x], rtol=1e-5)
+
+
+# -- second order ---------------------------------------------------------------------------
+
+SECOND_ORDER = {
+    "elementwise": (lambda x: gc.sum(gc.tanh(x) * gc.sigmoid(x) + gc.exp(-x * x)), [(3, 4)]),
+    "matmul": (lambda x, a: gc.sum((x @ a) * (x @ a)), [(3, 4), (4, 2)]),
+    "reductions": (lambda x: gc.logsumexp(x, 1).sum() + gc.max(x, 0).sum() * gc.mean(x),
+                   [(3, 4)]),
+    "softmax": (lambda x: gc.sum(gc.softmax(x) * gc.log_softmax(x, 0)), [(3, 4)]),
+    "cross_entropy": (lambda z: F.cross_entropy(z, gc.constant(np.array([0, 2, 1]))), [(3, 4)]),
+    "bce": (lambda z: F.binary_cross_entropy_with_logits(z, gc.constant(np.full((3, 4), 0.3))),
+            [(3, 4)]),
+    "mse": (lambda a, b: F.mse_loss(a, b) * F.l1_loss(a, b), [(3, 4), (3, 4)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SECOND_ORDER))
+def test_second_derivatives(name):
+    f, shapes_ = SECOND_ORDER[name]
+    rng = np.random.default_rng(11)
+    arrays = [rng.uniform(-1, 1, s) for s in shapes_]
+    weights = [rng.uniform(0.5, 1.5, s) for s in shapes_]
+
+    def grad_cost(xs):  # a scalar function of the first derivatives
+        grads = gc.grad(f(*xs), xs)
+        return sum(gc.sum(g * gc.constant(w)) for g, w in zip(grads, weights))
+
+    gc.check_grad(grad_cost, arrays, rtol=1e-5)
+
+
+def test_hessian_vector_product_matches_closed_form():
+    x = gc.placeholder("x", (4,), "float64")
+    v = gc.placeholder("v", (4,), "float64")
+    A = np.random.default_rng(0).normal(size=(4, 4))
+    cost = gc.sum(x * (gc.constant(A) @ x)) + gc.sum(x**3)  # H = A + A^T + diag(6x)
+    hv = gc.compile([x, v], gc.hessian_vector_product(cost, x, v))
+    xv, vv = np.array([0.1, -0.3, 0.5, 0.2]), np.array([1.0, 2.0, -1.0, 0.5])
+    np.testing.assert_allclose(hv(xv, vv), (A + A.T + np.diag(6 * xv)) @ vv, rtol=1e-10)
+
+
+def test_gradients_are_graphs_that_can_be_drawn_and_compiled():
+    x = gc.placeholder("x", (3,), "float64")
+    g = gc.grad(gc.sum(gc.sigmoid(x)), x)
+    assert isinstance(g, gc.Tensor) and g.graph is x.graph
+    assert "#ffe0cc" in gc.viz.to_dot(g).source
+    y = gc.sigmoid(np.array([0.0, 1.0, -2.0]))
+    np.testing.assert_allclose(gc.compile([x], g)(np.array([0.0, 1.0, -2.0])),
+                               gc.compile([], y)() * (1 - gc.compile([], y)()))
+    ops_used = {n.op.name for n in gc.compile([x], g).graph.nodes}
+    assert {"sigmoid", "sub", "mul"} <= ops_used  # y*(1 - y), built from the forward output
+
+
+def test_derivative_formulas():
+    assert str(gc.derivative("sigmoid")) in ("(1 - sigmoid(x))*sigmoid(x)",
+                                             "sigmoid(x)*(1 - sigmoid(x))")
+    assert str(gc.derivative("tanh")) == "1 - tanh(x)**2"
+    assert str(gc.derivative("mul", 1)) == "x"
+    assert "0.2" in str(gc.derivative("leaky_relu", alpha=0.2))
+    with pytest.raises(gc.GraphError):
+        gc.derivative("matmul")
+
+
+def test_check_grad_reports_a_mismatch():
+    # at the kink relu'(0) is 0 by convention, while the central difference gives 1/2
+    with pytest.raises(AssertionError) as err:
+        gc.check_grad(lambda xs: gc.sum(gc.relu(xs[0])), [np.array([0.0, 1.0])])
+    report = str(err.value)
+    assert "x0" in report and "(0,)" in report and "analytic" in report and "0.5" in report
