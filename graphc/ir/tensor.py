@@ -192,11 +192,19 @@ class Tensor:
 TensorLike = Any  # Tensor | Python scalar | NumPy array
 
 
+_SHAREABLE = ("parameter", "constant")
+
+
 def graph_of(*values) -> Graph:
-    """The graph shared by the tensors among `values` (the default graph if there are none)."""
+    """The graph shared by the tensors among `values` (the default graph if there are none).
+
+    Parameters and constants may come from another graph: they are leaves holding their own
+    value, so a module's parameters work in whichever graph the module is called. Anything
+    else from two graphs is an error.
+    """
     graph = None
     for v in values:
-        if isinstance(v, Tensor):
+        if isinstance(v, Tensor) and v.node.op.name not in _SHAREABLE:
             if graph is None:
                 graph = v.graph
             elif v.graph is not graph:
@@ -204,11 +212,16 @@ def graph_of(*values) -> Graph:
                     f"tensors from two different graphs were combined ({graph.name!r} and "
                     f"{v.graph.name!r}); build a model inside one `with gc.Graph():` block"
                 )
-    return graph if graph is not None else get_default_graph()
+    if graph is None:
+        leaves = [v for v in values if isinstance(v, Tensor)]
+        active = get_default_graph()
+        graph = active if any(t.graph is active for t in leaves) or not leaves else leaves[0].graph
+    return graph
 
 
 def apply(op, inputs: Sequence[Tensor], **attrs: Any) -> Tensor:
     """Build the node `op(*inputs, **attrs)` in the inputs' graph and wrap it as a Tensor."""
     graph = graph_of(*inputs)
-    node = graph.make_node(op, [t.node for t in inputs], Attrs(attrs))
+    nodes = [t.node if t.graph is graph else graph.adopt(t.node) for t in inputs]
+    node = graph.make_node(op, nodes, Attrs(attrs))
     return Tensor(node, graph)
