@@ -64,7 +64,7 @@ from .ops import (
     transpose,
     where,
 )
-from .passes import grad
+from .passes import grad, optimize
 
 __version__ = "0.1.0"
 
@@ -74,7 +74,8 @@ __all__ = [
     "abs", "argmax", "cast", "clip", "compile", "concat", "constant", "elu", "equal", "exp",
     "expm1", "get_default_graph", "grad", "greater", "greater_equal", "leaky_relu", "less",
     "less_equal", "log", "log1p", "log_softmax", "logsumexp", "manual_seed", "matmul", "max",
-    "maximum", "mean", "min", "minimum", "name_scope", "nn", "not_equal", "one_hot", "ops", "pad",
+    "maximum", "mean", "min", "minimum", "name_scope", "nn", "not_equal", "one_hot", "ops",
+    "optimize", "pad",
     "parameter", "placeholder", "relu", "reset_default_graph", "reshape", "rng_state", "sigmoid",
     "sign", "softmax", "softplus", "sqrt", "square", "stack", "sum", "take", "tanh", "transpose",
     "viz", "where",

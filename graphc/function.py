@@ -109,7 +109,7 @@ def build_program(inputs, outputs, updates=None, name: str | None = None) -> tup
     program.inputs = [x.node for x in ins]
     program.outputs = [o.node for o in outs]
     program.updates = update_nodes
-    program.nodes = topological(program.roots())
+    program.set_nodes(topological(program.roots()))
     fed = {n.uid for n in program.inputs}
     for n in program.nodes:
         if n.op.name == "placeholder" and n.uid not in fed:
@@ -156,6 +156,9 @@ class Function:
         self._checked: set[tuple] = set()
         self.stats: dict = {"nodes": len(program.nodes)}
         self.stats.update(getattr(executable, "stats", {}))
+        plan = program.meta.get("memory")
+        if plan is not None and not any(n.type.symbols for n in program.nodes):
+            self.stats.update(plan.evaluate({}))
 
     @property
     def graph(self) -> Graph:
@@ -166,6 +169,16 @@ class Function:
     def source(self) -> str:
         """The generated program: NumPy source, LLVM IR or PTX."""
         return self._exe.source
+
+    def memory(self, **dims: int) -> dict:
+        """Bytes the memory plan needs for given sizes of the symbolic dims, e.g. N=64:
+        ``arena_bytes`` (all buffers) and ``peak_live_bytes`` (most bytes live at once)."""
+        from .ir.shapes import sym
+
+        plan = self._program.meta.get("memory")
+        if plan is None:
+            raise GraphError("this function was compiled without the plan_memory pass")
+        return plan.evaluate({sym(k): int(v) for k, v in dims.items()})
 
     @property
     def input_names(self) -> list[str]:

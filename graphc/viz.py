@@ -32,16 +32,18 @@ _STYLE = {
 }
 
 
-def _collect(obj) -> tuple[list[Node], list[Node], list[tuple[Node, Node]], str]:
-    """(nodes, outputs, updates, title) for whatever the user wants drawn."""
+def _collect(obj) -> tuple[list[Node], list[Node], list[tuple[Node, Node]], str, dict]:
+    """(nodes, outputs, updates, title, fusion info) for whatever the user wants drawn."""
     from .function import Function
 
     if isinstance(obj, Function):
         obj = obj.graph
     if isinstance(obj, Graph):
+        fusion = obj.meta.get("fusion", {})
         if obj.outputs or obj.updates:
-            return topological(obj.roots()), list(obj.outputs), list(obj.updates), obj.name
-        return list(obj.nodes), [], [], obj.name
+            return (topological(obj.roots()), list(obj.outputs), list(obj.updates), obj.name,
+                    fusion)
+        return list(obj.nodes), [], [], obj.name, fusion
     if isinstance(obj, Tensor):
         tensors = [obj]
     else:
@@ -49,7 +51,7 @@ def _collect(obj) -> tuple[list[Node], list[Node], list[tuple[Node, Node]], str]
     if not tensors or not all(isinstance(t, Tensor) for t in tensors):
         raise GraphError("draw a Graph, a Function, a Tensor or a list of Tensors")
     outs = [t.node for t in tensors]
-    return topological(outs), outs, [], tensors[0].graph.name
+    return topological(outs), outs, [], tensors[0].graph.name, {}
 
 
 def _label(node: Node, show_dtype: bool) -> str:
@@ -80,8 +82,12 @@ def _kind(node: Node) -> str:
 
 def to_dot(graph_or_outputs, *, show_dtype: bool = True, clusters: bool = True,
            rankdir: str = "TB", title: str | None = None) -> graphviz.Digraph:
-    """A `graphviz.Digraph` of a graph, a compiled function's graph, or some tensors."""
-    nodes, outputs, updates, name = _collect(graph_or_outputs)
+    """A `graphviz.Digraph` of a graph, a compiled function's graph, or some tensors.
+
+    In an optimized graph, each fused elementwise node is drawn as a cluster holding the ops
+    it was made of (its label shows the fused expression).
+    """
+    nodes, outputs, updates, name, fusion = _collect(graph_or_outputs)
     dot = graphviz.Digraph(name=name)
     dot.attr(rankdir=rankdir, fontname="Helvetica", fontsize="11", label=title or name,
              labelloc="t", compound="true")
@@ -98,6 +104,9 @@ def to_dot(graph_or_outputs, *, show_dtype: bool = True, clusters: bool = True,
         if node.uid in output_ids:
             style.update(penwidth="2.5", peripheries="2")
         tooltip = f"{node.op.name} %{node.uid}" + (f" at {node.loc}" if node.loc else "")
+        if node.uid in fusion:
+            _emit_fused(target, node, fusion[node.uid], style, tooltip)
+            return
         target.node(f"n{node.uid}", _label(node, show_dtype), tooltip=tooltip, **style)
 
     # nested clusters following the scope path ("mlp/linear1" inside "mlp")
@@ -120,12 +129,47 @@ def to_dot(graph_or_outputs, *, show_dtype: bool = True, clusters: bool = True,
 
     draw(dot, "", tree)
     for n in nodes:
-        for i in n.inputs:
-            dot.edge(f"n{i.uid}", f"n{n.uid}")
+        for k, i in enumerate(n.inputs):
+            src = _port(i, fusion)
+            if n.uid in fusion:
+                members = [m for m, op in enumerate(fusion[n.uid]["ops"]) if ("in", k) in
+                           op["inputs"]]
+                for m in members:
+                    dot.edge(src, f"n{n.uid}_{m}")
+            else:
+                dot.edge(src, f"n{n.uid}")
     for param, value in updates:
-        dot.edge(f"n{value.uid}", f"n{param.uid}", style="dashed", color="#2e7d32",
+        dot.edge(_port(value, fusion), f"n{param.uid}", style="dashed", color="#2e7d32",
                  label="update", fontsize="8", constraint="false")
     return dot
+
+
+def _port(node: Node, fusion: dict) -> str:
+    """The dot id that carries a node's value (a fused node's value leaves its last op)."""
+    if node.uid in fusion:
+        return f"n{node.uid}_{len(fusion[node.uid]['ops']) - 1}"
+    return f"n{node.uid}"
+
+
+def _emit_fused(target, node: Node, info: dict, style: dict, tooltip: str) -> None:
+    with target.subgraph(name=f"cluster_fused_{node.uid}") as c:
+        expr = str(node.attrs["expr"])
+        expr = expr if len(expr) <= 70 else expr[:67] + "..."
+        c.attr(label=f"fused: {expr}", style="rounded,filled", fillcolor="#faf4fb",
+               color="#7b1fa2", fontsize="9")
+        last = len(info["ops"]) - 1
+        for m, op in enumerate(info["ops"]):
+            member_style = dict(_STYLE["fused"])
+            if m == last:
+                member_style.update({k: v for k, v in style.items() if k in ("penwidth",
+                                                                          "peripheries")})
+            consts = [ref[1] for ref in op["inputs"] if ref[0] == "const"]
+            label = op["op"] + (f" ({', '.join(consts)})" if consts else "")
+            c.node(f"n{node.uid}_{m}", f"{label}\n{format_shape(op['shape'])}",
+                   tooltip=tooltip, **member_style)
+            for ref in op["inputs"]:
+                if ref[0] == "op":
+                    c.edge(f"n{node.uid}_{ref[1]}", f"n{node.uid}_{m}")
 
 
 def dot_available() -> bool:

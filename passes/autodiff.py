@@ -49,12 +49,14 @@ def _depends_on(order: list[Node], sources: set[int]) -> set[int]:
     return out
 
 
-def grad(cost: Tensor, wrt, *, allow_unused: bool = False):
+def grad(cost: Tensor, wrt, *, allow_unused: bool = False, stabilize: bool = True):
     """Symbolic gradient of a scalar `cost` w.r.t. a tensor or a list of tensors.
 
     Returns tensors of the same graph (a list when `wrt` is a list). Raises GraphError if a
     requested gradient only flows through non-differentiable ops, or if the cost does not
     depend on a requested tensor at all (pass ``allow_unused=True`` to get zeros instead).
+    With `stabilize` (the default), the cost is first rewritten by the stabilize rules
+    (log(softmax) -> log_softmax, ...), so the gradient graph is numerically stable too.
     """
     single = isinstance(wrt, Tensor)
     targets: Sequence[Tensor] = [wrt] if single else list(wrt)
@@ -74,6 +76,10 @@ def grad(cost: Tensor, wrt, *, allow_unused: bool = False):
             raise GraphError(f"{t.name} is {t.dtype}: integer and boolean tensors have no "
                              f"gradient")
 
+    if stabilize:
+        from .stabilize import stabilized
+
+        cost = stabilized(cost, keep=list(targets))
     graph = cost.graph
     order = topological([cost.node])
     wanted = {t.node.uid for t in targets}

@@ -79,7 +79,14 @@ def generate(program: Graph) -> tuple[str, list[np.ndarray], list]:
         comment = f"# {op} {format_shape(node.shape)} {node.dtype}{where}"
         rows.append((f"    {var} = {code}", comment))
     width = min(max((len(a) for a, _ in rows), default=0) + 2, 72)
-    body += [f"{a.ljust(width)}{c}" for a, c in rows]
+    plan = program.meta.get("memory")
+    pinned = {n.uid for n in program.roots()}
+    for step, (a, c) in enumerate(rows):
+        body.append(f"{a.ljust(width)}{c}")
+        dead = [names[u] for u in (plan.dies_after.get(step, ()) if plan else ())
+                if u not in pinned]
+        if dead:  # free temporaries as soon as the memory plan says they are dead
+            body.append(f"    del {', '.join(dead)}")
     outs = ", ".join(names[n.uid] for n in program.outputs)
     news = ", ".join(names[v.uid] for _, v in program.updates)
     body.append(f"    return [{outs}], [{news}]")

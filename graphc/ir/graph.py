@@ -27,7 +27,8 @@ class Graph:
         self.nodes: list[Node] = []
         self._table: dict[tuple, Node] = {}
         self._scopes: list[str] = []
-        self._adopted: set[int] = set()
+        self._members: set[int] = set()
+        self._building_for: Node | None = None  # passes: new nodes inherit this node's line
         # trigger node -> [(parameter node, new value node)], see add_default_update.
         self.default_updates: dict[Node, list[tuple[Node, Node]]] = {}
         # Set on program graphs (what gc.compile / gc.optimize produce).
@@ -55,7 +56,8 @@ class Graph:
             found = self._table.get(key)
             if found is not None:
                 return found
-        loc = loc if loc is not None else capture_location()
+        if loc is None:
+            loc = self._building_for.loc if self._building_for is not None else capture_location()
         checks = ShapeChecks()
         try:
             out_type = op.infer([i.type for i in inputs], attrs, checks)
@@ -74,9 +76,15 @@ class Graph:
             assumptions=tuple(checks.assumptions),
         )
         self.nodes.append(node)
+        self._members.add(node.uid)
         if key is not None:
             self._table[key] = node
         return node
+
+    def set_nodes(self, nodes: list[Node]) -> None:
+        """Make `nodes` (a topological order) this graph's node list (program graphs)."""
+        self.nodes = list(nodes)
+        self._members = {n.uid for n in self.nodes}
 
     def adopt(self, node: Node) -> Node:
         """Add an existing leaf node (placeholder/parameter) to this graph's node list."""
@@ -86,8 +94,8 @@ class Graph:
             found = self._table.setdefault(node.key(), node)
             if found is not node:
                 return found
-        if node.uid not in self._adopted:
-            self._adopted.add(node.uid)
+        if node.uid not in self._members:
+            self._members.add(node.uid)
             self.nodes.append(node)
         return node
 
@@ -103,6 +111,17 @@ class Graph:
             yield self.current_scope
         finally:
             self._scopes.pop()
+
+    @contextlib.contextmanager
+    def building_for(self, node: Node) -> Iterator[None]:
+        """Nodes built inside replace `node`: they take its source line and name scope."""
+        saved = self._building_for, self._scopes
+        self._building_for = node
+        self._scopes = [p for p in node.scope.split("/") if p]
+        try:
+            yield
+        finally:
+            self._building_for, self._scopes = saved
 
     @contextlib.contextmanager
     def scope_as(self, path: str) -> Iterator[str]:

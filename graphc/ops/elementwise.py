@@ -368,14 +368,14 @@ _RELATIONS = {"<": less, "<=": less_equal, ">": greater, ">=": greater_equal, "=
               "!=": not_equal}
 
 
-def from_expr(expression, env: dict, dtype) -> Tensor:
+def from_expr(expression, env: dict, dtype, graph=None) -> Tensor:
     """Build graph nodes computing a sympy expression; `env` maps its symbols to tensors.
 
     Sums, products, powers, known functions, comparisons and Piecewise become the named ops a
     reader expects (mul, sub, where, greater, ...); anything else becomes one `elemwise` node.
     """
     dtype = np.dtype(dtype)
-    graph = graph_of(*env.values())
+    graph = graph if graph is not None else graph_of(*env.values())
     memo: dict = {}
 
     def const(value) -> Tensor:

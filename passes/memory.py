@@ -1,0 +1,135 @@
+"""Memory planning: liveness over the schedule, buffer reuse, in-place ops, peak bytes.
+
+The schedule is the program's node order. A node's value is live from the step that computes
+it to its last use (outputs and new parameter values live to the end: the caller receives
+them, and updates are applied only after everything is computed). Walking the schedule:
+
+* a ``reshape`` aliases its input's buffer (no copy, the lifetime is extended);
+* an elementwise node whose input dies at this step, with the same size and dtype, writes
+  in place into that input's buffer;
+* otherwise the node takes a free buffer of exactly its size and dtype, or a new one.
+
+Leaves (placeholders, parameters, constants) live outside the plan. Sizes may be symbolic
+(sympy expressions of the batch size N...); `MemoryPlan.evaluate` gives bytes for a binding.
+The plan is stored in ``graph.meta["memory"]``; native backends allocate one arena from it,
+and the NumPy backend uses the liveness to free dead temporaries early.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+
+from graphc.ir.graph import Graph
+from graphc.ir.node import Node
+from graphc.ir.shapes import evaluate_dim, prod
+
+LEAVES = ("placeholder", "parameter", "constant")
+ALIASES = ("reshape",)
+
+
+def nbytes(node: Node):
+    """Bytes of a node's value: an int, or a sympy expression of symbolic dims."""
+    return prod(node.shape) * node.dtype.itemsize if node.shape else node.dtype.itemsize
+
+
+@dataclass
+class MemoryPlan:
+    buffer_of: dict[int, int] = field(default_factory=dict)  # node uid -> buffer id
+    buffers: list = field(default_factory=list)  # buffer id -> bytes (int or sympy expr)
+    last_use: dict[int, int] = field(default_factory=dict)  # node uid -> schedule index
+    dies_after: dict[int, list[int]] = field(default_factory=dict)  # index -> uids dead after
+    in_place: set[int] = field(default_factory=set)  # uids computed into an input's buffer
+    aliases: set[int] = field(default_factory=set)  # uids sharing their input's buffer
+    deltas: list = field(default_factory=list)  # per step: (allocated, freed) buffer ids
+
+    @property
+    def arena_bytes(self):
+        """The total of all buffers: what a static allocator reserves."""
+        total = sum(self.buffers) if self.buffers else 0
+        return total if isinstance(total, int) else sympy.expand(total)
+
+    def evaluate(self, binding: dict) -> dict:
+        """Concrete figures for bound symbolic dims: arena and peak live bytes."""
+        sizes = [b if isinstance(b, int) else evaluate_dim(b, binding) for b in self.buffers]
+        live = peak = 0
+        for allocated, freed in self.deltas:
+            live += sum(sizes[b] for b in allocated)
+            peak = max(peak, live)
+            live -= sum(sizes[b] for b in freed)
+        return {"arena_bytes": sum(sizes), "peak_live_bytes": peak, "buffers": len(sizes)}
+
+
+def plan_memory(program: Graph) -> MemoryPlan:
+    nodes = program.nodes
+    index = {n.uid: i for i, n in enumerate(nodes)}
+    end = len(nodes)
+    plan = MemoryPlan()
+    pinned = {n.uid for n in program.roots()}
+    for n in nodes:
+        plan.last_use.setdefault(n.uid, index[n.uid])
+        for i in n.inputs:
+            plan.last_use[i.uid] = max(plan.last_use.get(i.uid, 0), index[n.uid])
+    for uid in pinned:
+        plan.last_use[uid] = end
+    # aliases keep their source alive as long as they are
+    for n in reversed(nodes):
+        if n.op.name in ALIASES and n.inputs[0].op.name not in LEAVES:
+            src = n.inputs[0].uid
+            plan.last_use[src] = max(plan.last_use[src], plan.last_use[n.uid])
+
+    free: dict[object, list[int]] = {}  # canonical size -> free buffer ids
+    keys: list = []  # buffer id -> canonical size
+    owner_count: dict[int, int] = {}  # buffer id -> how many live values use it
+    for step, n in enumerate(nodes):
+        if n.op.name in LEAVES:
+            plan.deltas.append(((), ()))
+            continue
+        size = nbytes(n)
+        key = size if isinstance(size, int) else sympy.expand(size)
+        buf = None
+        allocated: tuple = ()
+        if n.op.name in ALIASES and n.inputs[0].uid in plan.buffer_of:
+            buf = plan.buffer_of[n.inputs[0].uid]
+            plan.aliases.add(n.uid)
+        elif n.op.is_elementwise:
+            for i in n.inputs:
+                b = plan.buffer_of.get(i.uid)
+                if b is not None and plan.last_use[i.uid] == step and owner_count[b] == 1 and \
+                        i.dtype == n.dtype and keys[b] == key:
+                    buf = b
+                    plan.in_place.add(n.uid)
+                    break
+        if buf is None:
+            if free.get(key):
+                buf = free[key].pop()
+            else:
+                buf = len(plan.buffers)
+                plan.buffers.append(size)
+                keys.append(key)
+            allocated = (buf,)
+        plan.buffer_of[n.uid] = buf
+        owner_count[buf] = owner_count.get(buf, 0) + 1
+        dead = [i for i in dict.fromkeys(x.uid for x in n.inputs)
+                if i in plan.buffer_of and plan.last_use[i] == step]
+        if plan.last_use[n.uid] == step:  # computed but never used (kept for its side effect)
+            dead.append(n.uid)
+        plan.dies_after[step] = dead
+        freed = []
+        for uid in dead:
+            b = plan.buffer_of[uid]
+            owner_count[b] -= 1
+            if owner_count[b] == 0:
+                free.setdefault(keys[b], []).append(b)
+                freed.append(b)
+        plan.deltas.append((allocated, tuple(freed)))
+    return plan
+
+
+def memory_program(program: Graph) -> tuple[Graph, dict]:
+    """The planning pass: attach the plan to the graph (the nodes are unchanged)."""
+    plan = plan_memory(program)
+    program.meta["memory"] = plan
+    return program, {"buffers": len(plan.buffers), "in_place": len(plan.in_place),
+                     "aliases": len(plan.aliases), "arena_bytes": plan.arena_bytes}

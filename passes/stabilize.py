@@ -1,0 +1,145 @@
+"""Numerically stable rewrites (as Theano/PyTensor do automatically).
+
+Each rule replaces a formula that overflows, underflows or cancels on extreme inputs by an
+equivalent one that does not:
+
+    log(softmax(x))               -> log_softmax(x)
+    log(sum(one_hot * softmax))   -> sum(one_hot * log_softmax)   (cross-entropy on probabilities)
+    log(sigmoid(x))               -> -softplus(-x)
+    log(1 - sigmoid(x))           -> -softplus(x)                 (with the rule above: BCE from logits)
+    log(1 + x)                    -> log1p(x)
+    log1p(exp(x))                 -> softplus(x)
+    exp(x) - 1                    -> expm1(x)
+    log(exp(x))                   -> x
+
+gc.grad applies these rules to the cost before differentiating (see `stabilized`), so the
+gradient of ``log(softmax(x))`` is the stable ``g - softmax(x) * sum(g)``, not ``g / softmax(x)``.
+"""
+
+from __future__ import annotations
+
+from graphc import ops
+from graphc.ir.graph import Graph
+from graphc.ir.tensor import Tensor
+from graphc.ops.shape_ops import same_shape
+
+from .canonicalize import is_const
+from .rewrite import Match, RuleSet, rebuild
+
+STABILIZE = RuleSet("stabilize")
+rule = STABILIZE.rule
+
+
+def _arg(t: Tensor, i: int = 0) -> Tensor:
+    return Tensor(t.node.inputs[i], t.graph)
+
+
+def _scalar_one(t: Tensor, m: Match, other: Tensor) -> bool:
+    return is_const(t, 1) and same_shape(other.shape, m.type.shape)
+
+
+@rule("log")
+def log_softmax_rule(m: Match):
+    """log(softmax(x)) -> log_softmax(x)"""
+    (p,) = m.inputs
+    if p.node.op.name == "softmax":
+        return ops.log_softmax(_arg(p), p.node.attrs["axis"])
+    return None
+
+
+@rule("log")
+def log_picked_softmax(m: Match):
+    """log(sum(one_hot * softmax(z), axis)) -> sum(one_hot * log_softmax(z), axis)"""
+    (s,) = m.inputs
+    if s.node.op.name != "sum" or len(s.node.attrs["axes"]) != 1:
+        return None
+    prod = _arg(s)
+    if prod.node.op.name != "mul":
+        return None
+    a, b = _arg(prod, 0), _arg(prod, 1)
+    for hot, p in ((a, b), (b, a)):
+        if hot.node.op.name == "one_hot" and p.node.op.name == "softmax":
+            axis = p.node.attrs["axis"]
+            if s.node.attrs["axes"] == (axis,) and hot.ndim == p.ndim and axis == p.ndim - 1:
+                picked = ops.mul(hot, ops.log_softmax(_arg(p), axis))
+                return ops.sum(picked, axis, keepdims=s.node.attrs["keepdims"])
+    return None
+
+
+@rule("log")
+def log_sigmoid(m: Match):
+    """log(sigmoid(x)) -> -softplus(-x)"""
+    (s,) = m.inputs
+    if s.node.op.name == "sigmoid":
+        return ops.neg(ops.softplus(ops.neg(_arg(s))))
+    return None
+
+
+@rule("log")
+def log_one_minus_sigmoid(m: Match):
+    """log(1 - sigmoid(x)) -> -softplus(x)"""
+    (d,) = m.inputs
+    if d.node.op.name == "sub":
+        one, s = _arg(d, 0), _arg(d, 1)
+        if s.node.op.name == "sigmoid" and _scalar_one(one, m, s):
+            return ops.neg(ops.softplus(_arg(s)))
+    return None
+
+
+@rule("log")
+def log_one_plus(m: Match):
+    """log(1 + x) -> log1p(x)"""
+    (a,) = m.inputs
+    if a.node.op.name == "add":
+        x, y = _arg(a, 0), _arg(a, 1)
+        for one, other in ((x, y), (y, x)):
+            if _scalar_one(one, m, other):
+                return ops.log1p(other)
+    return None
+
+
+@rule("log")
+def log_exp(m: Match):
+    """log(exp(x)) -> x"""
+    (e,) = m.inputs
+    return _arg(e) if e.node.op.name == "exp" else None
+
+
+@rule("log1p")
+def log1p_exp(m: Match):
+    """log1p(exp(x)) -> softplus(x)"""
+    (e,) = m.inputs
+    return ops.softplus(_arg(e)) if e.node.op.name == "exp" else None
+
+
+@rule("sub")
+def exp_minus_one(m: Match):
+    """exp(x) - 1 -> expm1(x)"""
+    e, one = m.inputs
+    if e.node.op.name == "exp" and _scalar_one(one, m, e):
+        return ops.expm1(_arg(e))
+    return None
+
+
+def stabilized(cost: Tensor, keep: list[Tensor], max_rounds: int = 10) -> Tensor:
+    """The cost rewritten by the stabilize rules, in its own graph.
+
+    Used by gc.grad before differentiating. If a rewrite would remove one of the `keep`
+    tensors (an intermediate the caller differentiates with respect to), the original cost
+    is returned.
+    """
+    graph: Graph = cost.graph
+    node = cost.node
+    for _ in range(max_rounds):
+        _, mapping, fired = rebuild(graph, STABILIZE, target=graph, roots=[node])
+        node = mapping[node.uid]
+        if not fired:
+            break
+    if node is cost.node:
+        return cost
+    from graphc.ir.graph import topological
+
+    reachable = {n.uid for n in topological([node])}
+    if any(t.node.uid not in reachable for t in keep):
+        return cost
+    return Tensor(node, graph)
