@@ -4,9 +4,9 @@ Each rule replaces a formula that overflows, underflows or cancels on extreme in
 equivalent one that does not:
 
     log(softmax(x))               -> log_softmax(x)
-    log(sum(one_hot * softmax))   -> sum(one_hot * log_softmax)   (cross-entropy on probabilities)
+    log(sum(one_hot * softmax))   -> sum(one_hot * log_softmax)  (CE on probabilities)
     log(sigmoid(x))               -> -softplus(-x)
-    log(1 - sigmoid(x))           -> -softplus(x)                 (with the rule above: BCE from logits)
+    log(1 - sigmoid(x))           -> -softplus(x)    (with the rule above: BCE from logits)
     log(1 + x)                    -> log1p(x)
     log1p(exp(x))                 -> softplus(x)
     exp(x) - 1                    -> expm1(x)
