@@ -11,7 +11,7 @@ NumPy semantics, gradient), graphc/passes (autodiff + optimization), graphc/back
 (numpy, llvm, cuda), graphc/nn, graphc/optim, graphc/train (the training stack).
 """
 
-from . import nn, ops, viz
+from . import nn, ops, passes, viz
 from .errors import ArgumentError, BackendError, GraphError, ShapeError
 from .function import Function, compile
 from .gradcheck import check_grad, check_vjp, derivative, hessian_vector_product
@@ -75,7 +75,7 @@ __all__ = [
     "expm1", "get_default_graph", "grad", "greater", "greater_equal", "leaky_relu", "less",
     "less_equal", "log", "log1p", "log_softmax", "logsumexp", "manual_seed", "matmul", "max",
     "maximum", "mean", "min", "minimum", "name_scope", "nn", "not_equal", "one_hot", "ops",
-    "optimize", "pad",
+    "optimize", "pad", "passes",
     "parameter", "placeholder", "relu", "reset_default_graph", "reshape", "rng_state", "sigmoid",
     "sign", "softmax", "softplus", "sqrt", "square", "stack", "sum", "take", "tanh", "transpose",
     "viz", "where",

@@ -88,6 +88,7 @@ PIPELINE: list[tuple[str, Callable[[Graph], tuple[Graph, dict]]]] = [
     ("plan_memory", memory_program),
 ]
 PASS_NAMES = [name for name, _ in PIPELINE]
+ALL_RULES = [*CANONICALIZE, *FOLD, *STABILIZE]  # every named rewrite rule
 
 
 def _selected(passes: Iterable[str] | None, exclude: Iterable[str] | None) -> list[str]:

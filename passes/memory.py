@@ -79,6 +79,9 @@ def plan_memory(program: Graph) -> MemoryPlan:
             src = n.inputs[0].uid
             plan.last_use[src] = max(plan.last_use[src], plan.last_use[n.uid])
 
+    expiring: dict[int, list[int]] = {}  # step -> values last used there
+    for uid, last in plan.last_use.items():
+        expiring.setdefault(last, []).append(uid)
     free: dict[object, list[int]] = {}  # canonical size -> free buffer ids
     keys: list = []  # buffer id -> canonical size
     owner_count: dict[int, int] = {}  # buffer id -> how many live values use it
@@ -111,10 +114,7 @@ def plan_memory(program: Graph) -> MemoryPlan:
             allocated = (buf,)
         plan.buffer_of[n.uid] = buf
         owner_count[buf] = owner_count.get(buf, 0) + 1
-        dead = [i for i in dict.fromkeys(x.uid for x in n.inputs)
-                if i in plan.buffer_of and plan.last_use[i] == step]
-        if plan.last_use[n.uid] == step:  # computed but never used (kept for its side effect)
-            dead.append(n.uid)
+        dead = [u for u in expiring.get(step, ()) if u in plan.buffer_of]
         plan.dies_after[step] = dead
         freed = []
         for uid in dead:

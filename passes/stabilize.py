@@ -18,6 +18,8 @@ gradient of ``log(softmax(x))`` is the stable ``g - softmax(x) * sum(g)``, not `
 
 from __future__ import annotations
 
+import numpy as np
+
 from graphc import ops
 from graphc.ir.graph import Graph
 from graphc.ir.tensor import Tensor
@@ -32,6 +34,18 @@ rule = STABILIZE.rule
 
 def _arg(t: Tensor, i: int = 0) -> Tensor:
     return Tensor(t.node.inputs[i], t.graph)
+
+
+def _is_one_hot(t: Tensor, axis: int) -> bool:
+    """A one_hot node (possibly cast), or a constant with exactly one 1 per row."""
+    if t.node.op.name == "cast":
+        return _is_one_hot(_arg(t), axis)
+    if t.node.op.name == "one_hot":
+        return True
+    if t.node.op.name != "constant":
+        return False
+    arr = t.node.attrs["value"].array
+    return bool(np.isin(arr, (0, 1)).all() and (arr.sum(axis=axis) == 1).all())
 
 
 def _scalar_one(t: Tensor, m: Match, other: Tensor) -> bool:
@@ -58,9 +72,9 @@ def log_picked_softmax(m: Match):
         return None
     a, b = _arg(prod, 0), _arg(prod, 1)
     for hot, p in ((a, b), (b, a)):
-        if hot.node.op.name == "one_hot" and p.node.op.name == "softmax":
+        if p.node.op.name == "softmax" and hot.ndim == p.ndim:
             axis = p.node.attrs["axis"]
-            if s.node.attrs["axes"] == (axis,) and hot.ndim == p.ndim and axis == p.ndim - 1:
+            if s.node.attrs["axes"] == (axis,) and _is_one_hot(hot, axis):
                 picked = ops.mul(hot, ops.log_softmax(_arg(p), axis))
                 return ops.sum(picked, axis, keepdims=s.node.attrs["keepdims"])
     return None

@@ -1,0 +1,81 @@
+"""Elementwise fusion on real training graphs: group counts, maximality, fan-out, results."""
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.ir.graph import users
+from graphc.ops.shape_ops import same_shape
+from bench.workloads import MODELS, mlp, small_cnn
+
+
+def _compiled(make, **kw):
+    with gc.Graph("m"):
+        ins, loss, ups, _ = make(**kw)
+        return ins, loss, ups, gc.compile(ins, loss, updates=ups)
+
+
+def _group_sizes(fn):
+    return sorted((len(d["ops"]) for d in fn.graph.meta["fusion"].values()), reverse=True)
+
+
+def test_mlp_training_step_groups():
+    # forward: (matmul + bias, relu) | backward: relu' (where), -exp(logp)*sum + g, and one
+    # "p - lr * g" group per parameter update (4), plus the scalar 1/N chain.
+    fn = _compiled(mlp)[-1]
+    assert _group_sizes(fn) == [3, 2, 2, 2, 2, 2, 2]
+
+
+def test_cnn_training_step_groups():
+    fn = _compiled(small_cnn)[-1]
+    sizes = _group_sizes(fn)
+    assert len(sizes) == 10 and sizes[0] == 3
+    assert sum(1 for n in fn.graph.nodes if n.op.name == "elemwise") == 10
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_groups_are_maximal(name):
+    """No elementwise node is left with a single-use elementwise producer of its own shape."""
+    fn = _compiled(MODELS[name])[-1]
+    use = users(fn.graph.nodes)
+    pinned = {n.uid for n in fn.graph.roots()}
+    for n in fn.graph.nodes:
+        if not n.op.is_elementwise:
+            continue
+        for i in n.inputs:
+            fusible = i.op.is_elementwise and len(use[i]) == 1 and i.uid not in pinned
+            assert not (fusible and same_shape(i.shape, n.shape)), f"{i} could join {n}"
+
+
+def test_fan_out_is_not_duplicated():
+    x = gc.placeholder("x", (3, 4))
+    shared = gc.exp(gc.tanh(x))  # used twice: computed once, in its own group
+    out = [shared * 2.0 + 1.0, gc.sum(shared, axis=0)]
+    fn = gc.compile([x], out)
+    exprs = [str(n.attrs["expr"]) for n in fn.graph.nodes if n.op.name == "elemwise"]
+    assert sum("tanh" in e for e in exprs) == 1
+    a = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    np.testing.assert_allclose(fn(a)[0], np.exp(np.tanh(a)) * 2 + 1, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_fused_training_matches_unfused(name):
+    rng = np.random.default_rng(1)
+    with gc.Graph(name):
+        ins, loss, ups, feed = MODELS[name]()
+        start = {p: p.value for p in ups}
+        feeds = feed(8, rng)
+        results = []
+        for optimize in (False, True):
+            for p, v in start.items():
+                p.value = v
+            step = gc.compile(ins, loss, updates=ups, optimize=optimize)
+            results.append([float(step(*feeds)) for _ in range(5)])
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-5)
+
+
+def test_fused_groups_are_drawn_as_clusters():
+    fn = _compiled(mlp)[-1]
+    src = gc.viz.to_dot(fn).source
+    assert src.count("cluster_fused_") == 7
+    assert "fused: " in src
