@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import graphc as gc
+from bench.workloads import MODELS, mlp, small_cnn
 from graphc.ir.graph import users
 from graphc.ops.shape_ops import same_shape
-from bench.workloads import MODELS, mlp, small_cnn
 
 
 def _compiled(make, **kw):

@@ -51,7 +51,7 @@ def test_no_two_live_values_share_a_buffer(recipe, fuse):
     shares = {}
     for uid, b in plan.buffer_of.items():
         shares.setdefault(b, []).append(uid)
-    for b, uids in shares.items():
+    for uids in shares.values():
         uids.sort(key=lambda u: spans[u][0])
         for a, c in zip(uids, uids[1:]):
             start_c = spans[c][0]
