@@ -82,8 +82,8 @@ def compose(expr, subs: dict):
         return sympy.Piecewise(*[(v, c) for v, c in args], evaluate=False)
     if isinstance(expr, sympy.logic.boolalg.BooleanFunction):
         return expr.func(*args)
-    if isinstance(expr, sympy.core.relational.Ne) and args[1] == 0 and \
-            isinstance(args[0], sympy.logic.boolalg.Boolean):
+    if isinstance(expr, sympy.core.relational.Ne) and args[1] == 0 and isinstance(
+            args[0], (sympy.core.relational.Relational, sympy.logic.boolalg.BooleanFunction)):
         return args[0]  # a comparison feeding where's condition: use it directly
     if isinstance(expr, sympy.core.containers.Tuple) or type(expr).__name__ == "ExprCondPair":
         return expr.func(*args)

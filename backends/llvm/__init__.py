@@ -1,0 +1,71 @@
+"""The LLVM backend: the whole training step as one native function.
+
+    gc.compile(inputs, outputs, updates=..., backend="llvm")
+
+codegen.py turns the optimized program (after fusion and memory planning) into one module
+built with llvmlite's IRBuilder; kernels_*.py hold one lowering per op; emitter.py turns
+sympy expressions into IR; mathlib.py provides vectorizable exp/log/tanh...; toolchain.py
+holds every llvmlite-version-specific call and the on-disk cache; executable.py calls the
+compiled code through ctypes with a pointer table prepared once per input-size binding.
+"""
+
+from __future__ import annotations
+
+import time
+
+from graphc.errors import BackendError
+from graphc.ir.graph import Graph
+
+from ..base import Backend
+from . import (  # noqa: F401  (importing registers the lowerings)
+    kernels_conv,
+    kernels_elementwise,
+    kernels_index,
+    kernels_linalg,
+    kernels_pool,
+    kernels_reduce,
+    kernels_shape,
+)
+from .codegen import LOWERINGS, ProgramCodegen
+from .executable import LLVMExecutable
+
+
+def host_math():
+    """Vectorizable inline math when available, else LLVM intrinsics (libm calls)."""
+    try:
+        from .mathlib import get_math_function
+    except ImportError:  # pragma: no cover - mathlib ships with the backend
+        from .emitter import intrinsic_math
+
+        return intrinsic_math
+
+    def provider(b, name, x, ty):
+        return b.call(get_math_function(b.module, name, ty), [x])
+
+    return provider
+
+
+class LLVMBackend(Backend):
+    name = "llvm"
+    lowerings = LOWERINGS
+
+    def compile(self, program: Graph, options: dict) -> LLVMExecutable:
+        from . import blas, toolchain
+
+        unknown = set(options) - {"cache"}
+        if unknown:
+            raise BackendError(f"unknown llvm backend options {sorted(unknown)}; known: cache")
+        leaves = {"placeholder", "parameter", "constant"}
+        self.check_coverage([n for n in program.nodes if n.op.name not in leaves])
+        started = time.perf_counter()
+        gen = ProgramCodegen(program, host_math())
+        module = gen.build()
+        ir_text = str(module)
+        blas.register()
+        engine, cache, _ = toolchain.jit(ir_text, use_cache=options.get("cache", True))
+        stats = {"llvm_compile_seconds": time.perf_counter() - started,
+                 "llvm_cache_hit": cache.hit}
+        return LLVMExecutable(program, gen.layout, engine, ir_text, stats)
+
+
+BACKEND = LLVMBackend()

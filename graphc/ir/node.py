@@ -150,6 +150,10 @@ class Node:
         return self.type.dtype
 
     @property
+    def ndim(self) -> int:
+        return len(self.type.shape)
+
+    @property
     def name(self) -> str:
         """Placeholders and parameters keep their user name; other nodes get op_uid."""
         if self.op.name in ("placeholder", "parameter"):

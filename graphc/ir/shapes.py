@@ -167,9 +167,9 @@ class ShapeChecks:
 
 def evaluate_dim(d: Dim, binding: dict) -> int:
     """The concrete size of a dim once the symbols are bound."""
-    if isinstance(d, int):
-        return d
-    value = d.xreplace(binding)
+    if isinstance(d, (int, np.integer)):
+        return int(d)
+    value = sympy.sympify(sympy.sympify(d).xreplace(binding))
     if not value.is_Integer:
         from ..errors import ShapeError
 

@@ -1,0 +1,283 @@
+"""Program graph -> one LLVM module with one entry function for the whole step.
+
+    i32 @graphc_step(ptr %slots, ptr %dims)
+
+`slots` is the pointer table: one pointer per input, parameter, constant, memory-plan buffer
+and backend scratch buffer. `dims` holds the value of every symbolic size expression for the
+current binding (the batch size N, conv output sizes...), computed by Python once per binding;
+static sizes are IR constants. Each node becomes one internal kernel function called in schedule
+order; kernels that can detect bad data (an embedding id out of range) set a status. Only when
+every kernel succeeded does the entry copy the new parameter values into the parameters — so a
+failed call never half-applies an update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import sympy
+from llvmlite import ir
+
+from graphc.errors import BackendError
+from graphc.ir.graph import Graph
+from graphc.ir.node import Node
+from graphc.ir.shapes import prod
+
+from .irutil import I32, I64, PTR, i64, ir_type, memcpy, product
+
+LEAVES = ("placeholder", "parameter", "constant")
+Lowering = Callable[["KernelContext"], None]
+LOWERINGS: dict[str, Lowering] = {}
+
+
+def lowers(*ops: str):
+    """Register a kernel builder for these op names."""
+    def deco(fn: Lowering) -> Lowering:
+        for op in ops:
+            LOWERINGS[op] = fn
+        return fn
+    return deco
+
+
+@dataclass
+class Layout:
+    """Where everything lives, shared by the code generator and the Python executable."""
+
+    slot_of: dict[int, int] = field(default_factory=dict)  # node uid -> slot
+    slot_count: int = 0
+    input_slots: list[int] = field(default_factory=list)
+    param_slots: list[tuple[int, object]] = field(default_factory=list)  # (slot, ParamStorage)
+    const_slots: list[tuple[int, object]] = field(default_factory=list)  # (slot, ndarray)
+    buffer_slots: dict[int, int] = field(default_factory=dict)  # plan buffer id -> slot
+    buffer_sizes: dict[int, object] = field(default_factory=dict)  # slot -> bytes (int/expr)
+    scratch: dict[int, object] = field(default_factory=dict)  # slot -> bytes (int/expr)
+    dims: list = field(default_factory=list)  # sympy expressions, in dims-table order
+    dim_index: dict = field(default_factory=dict)
+
+    def new_slot(self) -> int:
+        self.slot_count += 1
+        return self.slot_count - 1
+
+    def dim_slot(self, expr) -> int:
+        expr = sympy.sympify(expr)
+        if expr not in self.dim_index:
+            self.dim_index[expr] = len(self.dims)
+            self.dims.append(expr)
+        return self.dim_index[expr]
+
+
+class KernelContext:
+    """What a lowering sees while it builds the kernel function of one node."""
+
+    def __init__(self, gen: ProgramCodegen, node: Node, position: int) -> None:
+        self.gen = gen
+        self.node = node
+        self.attrs = node.attrs
+        self.module = gen.module
+        self.layout = gen.layout
+        base = _ident(f"k{position}.{node.op.name}")
+        self.name = base
+        self.fn = ir.Function(self.module, ir.FunctionType(I32, [PTR, PTR]), name=base)
+        self.fn.linkage = "internal"
+        self.fn.attributes.add("nounwind")
+        self.fn.args[0].name, self.fn.args[1].name = "slots", "dims"
+        self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
+        self._status = self.b.alloca(I32, name="status")
+        self.b.store(ir.Constant(I32, 0), self._status)
+        self._ptrs: dict[int, ir.Value] = {}
+        self._dims: dict = {}
+
+    # -- data -------------------------------------------------------------------------------
+    @property
+    def inputs(self) -> list[Node]:
+        return list(self.node.inputs)
+
+    def ty(self, node: Node | None = None) -> ir.Type:
+        return ir_type((node or self.node).dtype)
+
+    def ptr(self, node: Node) -> ir.Value:
+        """The data pointer of a node's value (loaded from the slot table once per kernel)."""
+        slot = self.layout.slot_of[node.uid]
+        if slot not in self._ptrs:
+            with self.b.goto_entry_block():
+                addr = self.b.gep(self.fn.args[0], [i64(slot)], source_etype=PTR)
+                self._ptrs[slot] = self.b.load(addr, typ=PTR, name=self.gen.value_name(node))
+        return self._ptrs[slot]
+
+    def in_ptr(self, i: int) -> ir.Value:
+        return self.ptr(self.node.inputs[i])
+
+    @property
+    def out_ptr(self) -> ir.Value:
+        return self.ptr(self.node)
+
+    def same_buffer(self, a: Node, b: Node) -> bool:
+        return self.layout.slot_of.get(a.uid) == self.layout.slot_of.get(b.uid)
+
+    def dim(self, expr) -> ir.Value:
+        """An int or sympy size expression as an i64 value (symbolic ones from the dims table)."""
+        if isinstance(expr, (int, sympy.Integer)):
+            return i64(int(expr))
+        k = self.layout.dim_slot(expr)
+        if k not in self._dims:
+            with self.b.goto_entry_block():
+                addr = self.b.gep(self.fn.args[1], [i64(k)], source_etype=I64)
+                self._dims[k] = self.b.load(addr, typ=I64, name=_ident(f"dim.{expr}"))
+        return self._dims[k]
+
+    def shape(self, node: Node | None = None) -> list[ir.Value]:
+        return [self.dim(d) for d in (node or self.node).shape]
+
+    def dims(self, values) -> list[ir.Value]:
+        return [self.dim(v) for v in values]
+
+    def numel(self, node: Node | None = None) -> ir.Value:
+        return product(self.b, self.shape(node))
+
+    def nbytes(self, node: Node | None = None) -> ir.Value:
+        node = node or self.node
+        return self.b.mul(self.numel(node), i64(node.dtype.itemsize))
+
+    def scratch(self, nbytes, key: str = "") -> ir.Value:
+        """A private buffer of `nbytes` (int or sympy expression) for this kernel."""
+        slot = self.layout.new_slot()
+        self.layout.scratch[slot] = nbytes
+        with self.b.goto_entry_block():
+            addr = self.b.gep(self.fn.args[0], [i64(slot)], source_etype=PTR)
+            return self.b.load(addr, typ=PTR, name=_ident(f"scratch.{key or slot}"))
+
+    def shared_scratch(self, key, nbytes) -> tuple[int, bool]:
+        """A scratch slot shared between kernels under `key` (e.g. pooling argmax indices).
+        Returns (slot, created_now)."""
+        if key in self.gen.shared:
+            return self.gen.shared[key], False
+        slot = self.layout.new_slot()
+        self.layout.scratch[slot] = nbytes
+        self.gen.shared[key] = slot
+        return slot, True
+
+    def slot_ptr(self, slot: int, name: str) -> ir.Value:
+        with self.b.goto_entry_block():
+            addr = self.b.gep(self.fn.args[0], [i64(slot)], source_etype=PTR)
+            return self.b.load(addr, typ=PTR, name=_ident(name))
+
+    def fail(self, code: int = 1) -> None:
+        """Record a failure (e.g. an id out of range); the step will not apply its updates."""
+        self.b.store(ir.Constant(I32, code), self._status)
+
+    def math(self, b: ir.IRBuilder, name: str, x: ir.Value, ty: ir.Type) -> ir.Value:
+        return self.gen.math(b, name, x, ty)
+
+    def finish(self) -> None:
+        if not self.b.block.is_terminated:
+            self.b.ret(self.b.load(self._status, typ=I32))
+
+
+class ProgramCodegen:
+    """Builds the module for a program graph whose memory has been planned."""
+
+    def __init__(self, program: Graph, math) -> None:
+        from graphc.passes.memory import plan_memory
+
+        self.program = program
+        self.plan = program.meta.get("memory") or plan_memory(program)
+        self.math = math
+        self.module = ir.Module(name=_ident(program.name))
+        self.layout = Layout()
+        self.shared: dict = {}
+        self._names: dict[int, str] = {}
+        self._assign_slots()
+
+    def value_name(self, node: Node) -> str:
+        return self._names.get(node.uid, f"v{node.uid}")
+
+    def _assign_slots(self) -> None:
+        lay, plan = self.layout, self.plan
+        for k, node in enumerate(self.program.nodes):
+            op = node.op.name
+            if op in LEAVES:
+                slot = lay.new_slot()
+                lay.slot_of[node.uid] = slot
+                if op == "parameter":
+                    lay.param_slots.append((slot, node.attrs["storage"]))
+                    self._names[node.uid] = _ident(node.name)
+                elif op == "constant":
+                    lay.const_slots.append((slot, node.attrs["value"].array))
+                    self._names[node.uid] = f"c{k}"
+                else:
+                    self._names[node.uid] = _ident(node.name)
+                continue
+            buf = plan.buffer_of[node.uid]
+            if buf not in lay.buffer_slots:
+                lay.buffer_slots[buf] = lay.new_slot()
+                lay.buffer_sizes[lay.buffer_slots[buf]] = plan.buffers[buf]
+            lay.slot_of[node.uid] = lay.buffer_slots[buf]
+            self._names[node.uid] = f"t{k}"
+        input_slot = {n.uid: lay.slot_of[n.uid] for n in self.program.nodes
+                      if n.op.name == "placeholder"}
+        lay.input_slots = [input_slot.get(n.uid, -1) for n in self.program.inputs]
+
+    def build(self) -> ir.Module:
+        entry = ir.Function(self.module, ir.FunctionType(I32, [PTR, PTR]), name="graphc_step")
+        entry.args[0].name, entry.args[1].name = "slots", "dims"
+        b = ir.IRBuilder(entry.append_basic_block("entry"))
+        status = ir.Constant(I32, 0)
+        for k, node in enumerate(self.program.nodes):
+            if node.op.name in LEAVES:
+                continue
+            lowering = LOWERINGS.get(node.op.name)
+            if lowering is None:
+                raise BackendError(f"the llvm backend has no lowering for op {node.op.name}"
+                                   + (f" (used at {node.loc})" if node.loc else ""))
+            ctx = KernelContext(self, node, k)
+            lowering(ctx)
+            ctx.finish()
+            result = b.call(ctx.fn, entry.args, name=f"s{k}")
+            status = b.or_(status, result)
+        ok = b.append_basic_block("updates")
+        failed = b.append_basic_block("failed")
+        b.cbranch(b.icmp_unsigned("==", status, ir.Constant(I32, 0)), ok, failed)
+        b.position_at_end(failed)
+        b.ret(status)
+        b.position_at_end(ok)
+        self._emit_updates(b, entry)
+        b.ret(ir.Constant(I32, 0))
+        return self.module
+
+    def _emit_updates(self, b: ir.IRBuilder, entry: ir.Function) -> None:
+        """Copy every new value into its parameter — all reads happened before any write."""
+        lay = self.layout
+
+        def load_slot(slot: int, name: str) -> ir.Value:
+            return b.load(b.gep(entry.args[0], [i64(slot)], source_etype=PTR), typ=PTR,
+                          name=name)
+
+        def nbytes(node: Node) -> ir.Value:
+            size = prod(node.shape) * node.dtype.itemsize if node.shape else node.dtype.itemsize
+            if isinstance(size, int):
+                return i64(size)
+            k = lay.dim_slot(size)
+            return b.load(b.gep(entry.args[1], [i64(k)], source_etype=I64), typ=I64)
+
+        targets = {p.uid for p, _ in self.program.updates}
+        pending = []
+        for param, value in self.program.updates:
+            if value.uid == param.uid:
+                continue
+            src_slot = lay.slot_of[value.uid]
+            if value.op.name == "parameter" and value.uid in targets:
+                # {a: b, b: a}: snapshot b before a is overwritten
+                snap = lay.new_slot()
+                lay.scratch[snap] = prod(value.shape) * value.dtype.itemsize
+                memcpy(b, self.module, load_slot(snap, "snapshot"), load_slot(src_slot, "src"),
+                       nbytes(value))
+                src_slot = snap
+            pending.append((param, value, src_slot))
+        for param, value, src_slot in pending:
+            dst = load_slot(lay.slot_of[param.uid], self.value_name(param))
+            memcpy(b, self.module, dst, load_slot(src_slot, "new"), nbytes(value))
+
+
+def _ident(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._" else "_" for c in str(name))

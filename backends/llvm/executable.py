@@ -1,0 +1,111 @@
+"""Calling the compiled step: buffers and pointer tables per binding, one ctypes call per step.
+
+For each binding of the symbolic dims (each batch size), the buffers of the memory plan and
+the kernels' scratch space are allocated once, and a pointer table is filled in. A call then
+only writes the input and parameter addresses into the table, calls the native function, and
+copies out the outputs. The native code applies the parameter updates itself, after every
+kernel succeeded.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+
+from graphc.errors import BackendError
+from graphc.ir.graph import Graph
+from graphc.ir.shapes import evaluate_dim, evaluate_shape
+
+from ..base import Executable
+from .codegen import Layout
+
+STATUS = {1: "an index (embedding id or label) was out of range"}
+
+
+class _Binding:
+    """Everything that depends on the sizes: buffers, the pointer table, the dims table."""
+
+    def __init__(self, program: Graph, layout: Layout, binding: dict) -> None:
+        sizes = {slot: _value(nbytes, binding) for slot, nbytes in
+                 {**layout.buffer_sizes, **layout.scratch}.items()}
+        # one arena: 64-byte aligned regions, one per buffer
+        offsets, total = {}, 0
+        for slot, size in sizes.items():
+            offsets[slot] = total
+            total += (max(size, 1) + 63) // 64 * 64
+        self.arena = np.zeros(total + 64, dtype=np.uint8)
+        base = (-self.arena.ctypes.data) % 64
+        self.table = np.zeros(layout.slot_count, dtype=np.uint64)
+        start = self.arena.ctypes.data + base
+        for slot, off in offsets.items():
+            self.table[slot] = start + off
+        for slot, array in layout.const_slots:
+            self.table[slot] = array.ctypes.data
+        self.dims = np.array([_value(e, binding) for e in layout.dims] or [0], dtype=np.int64)
+        self.table_ptr = self.table.ctypes.data
+        self.dims_ptr = self.dims.ctypes.data
+        # outputs: views into the arena (copied out after each call), or leaves
+        self.outputs = []
+        for node in program.outputs:
+            shape = evaluate_shape(node.shape, binding)
+            if node.op.name in ("placeholder", "parameter", "constant"):
+                self.outputs.append((node, shape))
+                continue
+            slot = layout.slot_of[node.uid]
+            nbytes = int(np.prod(shape, dtype=np.int64)) * node.dtype.itemsize
+            view = self.arena[base + offsets[slot]: base + offsets[slot] + nbytes]
+            self.outputs.append((view.view(node.dtype).reshape(shape), shape))
+
+
+def _value(expr, binding) -> int:
+    return expr if isinstance(expr, int) else evaluate_dim(expr, binding)
+
+
+class LLVMExecutable(Executable):
+    applies_updates = True
+
+    def __init__(self, program: Graph, layout: Layout, engine, ir_text: str, stats: dict) -> None:
+        self.program = program
+        self.layout = layout
+        self.engine = engine  # keeps the machine code alive
+        self.source = ir_text
+        self.stats = stats
+        address = engine.get_function_address("graphc_step")
+        self._fn = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)(address)
+        self._bindings: dict[tuple, _Binding] = {}
+        input_index = {n.uid: i for i, n in enumerate(program.inputs)}
+        self._inputs = [(slot, input_index[n.uid]) for n, slot in
+                        zip(program.inputs, layout.input_slots) if slot >= 0]
+        self._params = layout.param_slots
+        self._leaf_outputs = {}
+
+    def _state(self, binding: dict) -> _Binding:
+        key = tuple(sorted((s.name, v) for s, v in binding.items()))
+        state = self._bindings.get(key)
+        if state is None:
+            state = self._bindings[key] = _Binding(self.program, self.layout, binding)
+        return state
+
+    def run(self, inputs, binding):
+        state = self._state(binding)
+        table = state.table
+        for slot, i in self._inputs:
+            table[slot] = inputs[i].ctypes.data
+        for slot, storage in self._params:
+            table[slot] = storage.value.ctypes.data
+        status = self._fn(state.table_ptr, state.dims_ptr)
+        if status:
+            raise BackendError(f"the compiled step failed: {STATUS.get(status, status)}; "
+                               "no parameter was updated")
+        outputs = []
+        for (value, _shape), node in zip(state.outputs, self.program.outputs):
+            if isinstance(value, np.ndarray):
+                outputs.append(value.copy())
+            elif node.op.name == "placeholder":
+                outputs.append(np.array(inputs[self.program.inputs.index(node)]))
+            elif node.op.name == "parameter":
+                outputs.append(node.attrs["storage"].value.copy())
+            else:
+                outputs.append(np.array(node.attrs["value"].array))
+        return outputs, []

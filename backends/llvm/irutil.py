@@ -1,0 +1,178 @@
+"""Small helpers for building LLVM IR with llvmlite: types, constants, counted loops."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from llvmlite import ir
+
+I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+F32, F64 = ir.FloatType(), ir.DoubleType()
+PTR = ir.PointerType()
+VOID = ir.VoidType()
+
+_TYPES = {"bool": I8, "int32": I32, "int64": I64, "float32": F32, "float64": F64}
+
+
+def ir_type(dtype) -> ir.Type:
+    """The IR type that stores one element of a NumPy dtype (bool is one byte, as in NumPy)."""
+    return _TYPES[np.dtype(dtype).name]
+
+
+def is_float_type(ty: ir.Type) -> bool:
+    return isinstance(ty, (ir.FloatType, ir.DoubleType))
+
+
+def i64(v: int) -> ir.Constant:
+    return ir.Constant(I64, int(v))
+
+
+def const(ty: ir.Type, v) -> ir.Constant:
+    if is_float_type(ty):
+        return ir.Constant(ty, float(v))
+    return ir.Constant(ty, int(v))
+
+
+def product(b: ir.IRBuilder, values: Sequence[ir.Value], name: str = "") -> ir.Value:
+    """The product of i64 values, folding constants (an empty product is 1)."""
+    folded = 1
+    dynamic = []
+    for v in values:
+        if isinstance(v, ir.Constant):
+            folded *= int(v.constant)
+        else:
+            dynamic.append(v)
+    out: ir.Value = i64(folded)
+    for v in dynamic:
+        unit = isinstance(out, ir.Constant) and out.constant == 1
+        out = v if unit else b.mul(out, v, name=name)
+    return out
+
+
+def is_const(v: ir.Value, value: int | None = None) -> bool:
+    return isinstance(v, ir.Constant) and (value is None or int(v.constant) == value)
+
+
+@contextlib.contextmanager
+def loop(b: ir.IRBuilder, count: ir.Value, name: str = "i", start: ir.Value | None = None
+         ) -> Iterator[ir.Value]:
+    """``for (i = start; i < count; ++i) { body }`` as a canonical loop LLVM can vectorize.
+
+    Yields the induction variable; the builder is left after the loop when the block ends.
+    """
+    start = start if start is not None else i64(0)
+    pre = b.block
+    header = b.append_basic_block(f"{name}.header")
+    body = b.append_basic_block(f"{name}.body")
+    done = b.append_basic_block(f"{name}.end")
+    b.branch(header)
+    b.position_at_end(header)
+    idx = b.phi(I64, name=name)
+    idx.add_incoming(start, pre)
+    b.cbranch(b.icmp_signed("<", idx, count), body, done)
+    b.position_at_end(body)
+    yield idx
+    nxt = b.add(idx, i64(1), name=f"{name}.next", flags=["nsw"])
+    idx.add_incoming(nxt, b.block)
+    b.branch(header)
+    b.position_at_end(done)
+
+
+@contextlib.contextmanager
+def loops(b: ir.IRBuilder, counts: Sequence[ir.Value], name: str = "i") -> Iterator[list]:
+    """Nested loops over `counts` (outermost first); yields the list of indices."""
+    with contextlib.ExitStack() as stack:
+        idx = [stack.enter_context(loop(b, c, f"{name}{k}")) for k, c in enumerate(counts)]
+        yield idx
+
+
+def linear_index(b: ir.IRBuilder, idx: Sequence[ir.Value], strides: Sequence[ir.Value],
+                 base: ir.Value | None = None) -> ir.Value:
+    """base + sum(idx[k] * strides[k]), skipping zero strides and folding unit strides."""
+    out = base if base is not None else i64(0)
+    for i, s in zip(idx, strides):
+        if is_const(s, 0):
+            continue
+        term = i if is_const(s, 1) else b.mul(i, s, flags=["nsw"])
+        out = term if is_const(out, 0) else b.add(out, term, flags=["nsw"])
+    return out
+
+
+def contiguous_strides(b: ir.IRBuilder, shape: Sequence[ir.Value]) -> list[ir.Value]:
+    """Element strides of a C-contiguous array of this shape."""
+    strides: list[ir.Value] = []
+    acc: ir.Value = i64(1)
+    for d in reversed(shape):
+        strides.append(acc)
+        acc = product(b, [acc, d])
+    return list(reversed(strides))
+
+
+def element_ptr(b: ir.IRBuilder, base: ir.Value, ty: ir.Type, index: ir.Value,
+                name: str = "") -> ir.Value:
+    return b.gep(base, [index], inbounds=True, source_etype=ty, name=name)
+
+
+def load(b: ir.IRBuilder, base: ir.Value, ty: ir.Type, index: ir.Value, name: str = ""):
+    return b.load(element_ptr(b, base, ty, index), typ=ty, name=name)
+
+
+def store(b: ir.IRBuilder, value: ir.Value, base: ir.Value, ty: ir.Type, index: ir.Value):
+    b.store(value, element_ptr(b, base, ty, index))
+
+
+def convert(b: ir.IRBuilder, v: ir.Value, src: ir.Type, dst: ir.Type, src_bool: bool = False
+            ) -> ir.Value:
+    """Numeric conversion with NumPy's semantics (float -> int truncates; bool is 0/1)."""
+    if src == dst:
+        return v
+    if src == I1:
+        return b.uitofp(v, dst) if is_float_type(dst) else b.zext(v, dst)
+    if src_bool:  # a NumPy bool byte: any nonzero value is True
+        bit = b.icmp_unsigned("!=", v, ir.Constant(src, 0))
+        return convert(b, bit, I1, dst)
+    if is_float_type(src) and is_float_type(dst):
+        return b.fpext(v, dst) if dst == F64 else b.fptrunc(v, dst)
+    if is_float_type(src):
+        if dst == I8:  # float -> bool
+            return b.zext(b.fcmp_unordered("!=", v, ir.Constant(src, 0.0)), I8)
+        return b.fptosi(v, dst)
+    if is_float_type(dst):
+        return b.sitofp(v, dst)
+    if dst == I8:  # int -> bool
+        return b.zext(b.icmp_signed("!=", v, ir.Constant(src, 0)), I8)
+    if dst.width > src.width:
+        return b.sext(v, dst)
+    return b.trunc(v, dst)
+
+
+def memcpy(b: ir.IRBuilder, module: ir.Module, dst: ir.Value, src: ir.Value, nbytes: ir.Value):
+    fn = module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
+    b.call(fn, [dst, src, nbytes, ir.Constant(I1, 0)])
+
+
+def memset_zero(b: ir.IRBuilder, module: ir.Module, dst: ir.Value, nbytes: ir.Value):
+    fn = module.declare_intrinsic("llvm.memset", [PTR, I64])
+    b.call(fn, [dst, ir.Constant(I8, 0), nbytes, ir.Constant(I1, 0)])
+
+
+def entry_alloca(b: ir.IRBuilder, ty: ir.Type, name: str = "") -> ir.Value:
+    """A stack slot in the function's entry block (where LLVM promotes it to a register)."""
+    with b.goto_entry_block():
+        return b.alloca(ty, name=name)
+
+
+def declare(module: ir.Module, name: str, ret: ir.Type, args: Sequence[ir.Type]) -> ir.Function:
+    """Declare (once) an external function or intrinsic with an explicit signature."""
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    return ir.Function(module, ir.FunctionType(ret, list(args)), name=name)
+
+
+def float_intrinsic(module: ir.Module, name: str, ty: ir.Type, arity: int = 1) -> ir.Function:
+    """llvm.<name>.f32/f64 taking `arity` operands of type `ty` (fabs, sqrt, maximum...)."""
+    suffix = "f32" if ty == F32 else "f64"
+    return declare(module, f"llvm.{name}.{suffix}", ty, [ty] * arity)

@@ -1,0 +1,139 @@
+"""matmul: BLAS gemm for real work, a plain loop nest for tiny products and integers.
+
+Row-major C = op(A) @ op(B) is column-major C^T = op(B)^T @ op(A)^T, so the Fortran routine
+gets (B, A) swapped and the transpose flags go straight into the call: a transposed operand
+is never copied. Batched products loop over the (broadcast) batch axes around the call.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+
+from .codegen import KernelContext, lowers
+from .irutil import (
+    F32,
+    F64,
+    I8,
+    I32,
+    I64,
+    PTR,
+    VOID,
+    const,
+    contiguous_strides,
+    declare,
+    entry_alloca,
+    i64,
+    is_float_type,
+    load,
+    loop,
+    loops,
+    product,
+    store,
+)
+
+SMALL_GEMM = 8 * 8 * 8  # below this many multiply-adds, a loop beats the BLAS call overhead
+
+
+def gemm_call(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m, n, k,
+              a_ptr, lda, b_ptr, ldb, c_ptr, ldc, beta: float) -> None:
+    """Row-major C[m, n] = op(A) @ op(B) + beta * C through Fortran sgemm/dgemm."""
+    name = "graphc_sgemm" if ty == F32 else "graphc_dgemm"
+    fn = declare(ctx.module, name, VOID, [PTR] * 13)
+
+    def int_arg(v, label):
+        slot = entry_alloca(b, I32, label)
+        b.store(b.trunc(v, I32) if v.type == I64 else v, slot)
+        return slot
+
+    def char_arg(flag, label):
+        slot = entry_alloca(b, I8, label)
+        b.store(ir.Constant(I8, ord("T" if flag else "N")), slot)
+        return slot
+
+    def scalar_arg(value, label):
+        slot = entry_alloca(b, ty, label)
+        b.store(const(ty, value), slot)
+        return slot
+
+    def at_least_one(v):
+        return b.select(b.icmp_signed("<", v, i64(1)), i64(1), v)
+
+    b.call(fn, [char_arg(tb, "transb"), char_arg(ta, "transa"), int_arg(n, "n"), int_arg(m, "m"),
+                int_arg(k, "k"), scalar_arg(1.0, "alpha"), b_ptr, int_arg(at_least_one(ldb), "ldb"),
+                a_ptr, int_arg(at_least_one(lda), "lda"), scalar_arg(beta, "beta"), c_ptr,
+                int_arg(at_least_one(ldc), "ldc")])
+
+
+def loop_gemm(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m, n, k,
+              a_ptr, b_ptr, c_ptr, accumulate: bool = False) -> None:
+    """C (+)= op(A) @ op(B) as i-p-j loops (the inner j loop runs along rows of C and B)."""
+    zero = const(ty, 0)
+    flt = is_float_type(ty)
+    with loop(b, m, "mi") as i:
+        row = b.mul(i, n)
+        if not accumulate:
+            with loop(b, n, "mz") as j:
+                store(b, zero, c_ptr, ty, b.add(row, j))
+        with loop(b, k, "mp") as p:
+            a_idx = b.add(b.mul(p, m), i) if ta else b.add(b.mul(i, k), p)
+            a = load(b, a_ptr, ty, a_idx)
+            with loop(b, n, "mj") as j:
+                b_idx = b.add(b.mul(j, k), p) if tb else b.add(b.mul(p, n), j)
+                prod = b.fmul(a, load(b, b_ptr, ty, b_idx)) if flt else b.mul(
+                    a, load(b, b_ptr, ty, b_idx))
+                c_idx = b.add(row, j)
+                cur = load(b, c_ptr, ty, c_idx)
+                store(b, b.fadd(cur, prod) if flt else b.add(cur, prod), c_ptr, ty, c_idx)
+
+
+def gemm(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m, n, k,
+         a_ptr, b_ptr, c_ptr, accumulate: bool = False) -> None:
+    """C (+)= op(A) @ op(B) for contiguous row-major operands: a loop nest when tiny (or not a
+    BLAS type), BLAS otherwise."""
+    if ty not in (F32, F64):
+        loop_gemm(ctx, b, ty, ta, tb, m, n, k, a_ptr, b_ptr, c_ptr, accumulate)
+        return
+    small = b.icmp_signed("<=", b.mul(b.mul(m, n), k), i64(SMALL_GEMM))
+    with b.if_else(small) as (then, otherwise):
+        with then:
+            loop_gemm(ctx, b, ty, ta, tb, m, n, k, a_ptr, b_ptr, c_ptr, accumulate)
+        with otherwise:
+            gemm_call(ctx, b, ty, ta, tb, m, n, k, a_ptr, m if ta else k, b_ptr, k if tb else n,
+                      c_ptr, n, 1.0 if accumulate else 0.0)
+
+
+@lowers("matmul")
+def matmul(ctx: KernelContext) -> None:
+    node, b = ctx.node, ctx.b
+    a_node, b_node = node.inputs
+    ty = ctx.ty()
+    ta, tb = node.attrs["ta"], node.attrs["tb"]
+    a_shape, b_shape, out_shape = ctx.shape(a_node), ctx.shape(b_node), ctx.shape()
+    m, n = out_shape[-2], out_shape[-1]
+    k = a_shape[-2] if ta else a_shape[-1]
+    batch = out_shape[:-2]
+
+    def batch_strides(node_, shape):
+        """Element stride of each output batch axis in this operand (0 where broadcast)."""
+        mat = product(b, shape[-2:])
+        strides = contiguous_strides(b, shape[:-2] + [i64(1)])[:-1] if len(shape) > 2 else []
+        strides = [b.mul(s, mat) for s in strides]
+        lead = len(batch) - len(strides)
+        out = []
+        for axis in range(len(batch)):
+            j = axis - lead
+            stretched = j < 0 or (node_.shape[j] == 1 and node.shape[axis] != 1)
+            out.append(i64(0) if stretched else strides[j])
+        return out
+
+    sa, sb = batch_strides(a_node, a_shape), batch_strides(b_node, b_shape)
+    sc = [b.mul(s, b.mul(m, n)) for s in contiguous_strides(b, batch + [i64(1)])[:-1]]
+    A, B, C = ctx.in_ptr(0), ctx.in_ptr(1), ctx.out_ptr
+    with loops(b, batch, "batch") as idx:
+        def at(ptr, strides):
+            off = i64(0)
+            for i, s in zip(idx, strides):
+                off = b.add(off, b.mul(i, s))
+            return b.gep(ptr, [off], inbounds=True, source_etype=ty)
+
+        gemm(ctx, b, ty, ta, tb, m, n, k, at(A, sa), at(B, sb), at(C, sc))
