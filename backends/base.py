@@ -17,9 +17,18 @@ class Executable(ABC):
     source: str = ""
     stats: dict
 
+    #: True when `run` writes the parameter updates itself (after everything succeeded)
+    applies_updates: bool = False
+
     @abstractmethod
-    def run(self, inputs: list[np.ndarray], binding: dict) -> tuple[list, list]:
-        """Compute every output and every update's new value; never modify parameters."""
+    def run(self, inputs: list[np.ndarray], binding: dict | None, key: tuple) -> tuple[list, list]:
+        """Compute every output and every update's new value.
+
+        `key` identifies the sizes of the symbolic dims (the same key, the same sizes);
+        `binding` maps each symbol to its size, or is None when this key was seen before.
+        Unless `applies_updates`, parameters must not be modified: the caller applies the
+        returned new values.
+        """
 
 
 class Backend(ABC):

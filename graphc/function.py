@@ -154,6 +154,10 @@ class Function:
         self._params = [n.attrs["storage"] for n in program.nodes if n.op.name == "parameter"]
         self._assumptions = [(rel, why, n) for n in program.nodes for rel, why in n.assumptions]
         self._checked: set[tuple] = set()
+        self._symbols = sorted({d for n in self._inputs for d in n.type.symbols},
+                               key=lambda s: s.name)
+        self._specs = [_InputSpec(n, self._symbols) for n in self._inputs]
+        self._native_updates = getattr(executable, "applies_updates", False)
         self.stats: dict = {"nodes": len(program.nodes)}
         self.stats.update(getattr(executable, "stats", {}))
         plan = program.meta.get("memory")
@@ -191,17 +195,48 @@ class Function:
 
     # -- calling ----------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
-        values = self._arrange(args, kwargs)
-        arrays, binding = self._validate(values)
-        self._check_assumptions(binding)
-        outputs, new_values = self._exe.run(arrays, binding)
-        protected = [s.value for s in self._params]
-        outputs = [np.array(o, copy=True) if any(np.may_share_memory(o, p) for p in protected)
-                   else o for o in outputs]
-        # every output and new value exists: now apply all updates (and only now)
-        for (storage, _), new in zip(self._updates, new_values):
-            np.copyto(storage.value, new, casting="unsafe")
+        sizes = self._fast_sizes(args) if not kwargs else None
+        if sizes is not None:  # the common case of a training loop: arrays exactly as needed
+            arrays, key = args, tuple(sizes)
+            binding = dict(zip(self._symbols, sizes)) if key not in self._checked else None
+        else:
+            arrays, binding = self._validate(self._arrange(args, kwargs))
+            key = tuple(binding[s] for s in self._symbols)
+        if key not in self._checked:
+            self._check_assumptions(binding, key)
+        outputs, new_values = self._exe.run(arrays, binding, key)
+        if not self._native_updates:
+            protected = [s.value for s in self._params]
+            outputs = [np.array(o, copy=True) if any(np.may_share_memory(o, p)
+                                                     for p in protected) else o
+                       for o in outputs]
+            # every output and new value exists: now apply all updates (and only now)
+            for (storage, _), new in zip(self._updates, new_values):
+                np.copyto(storage.value, new, casting="unsafe")
         return outputs[0] if self._single else outputs
+
+    def _fast_sizes(self, args) -> list | None:
+        """Symbol sizes if every argument is an array of exactly the right dtype, layout and
+        shape (else None: the general path converts or explains what is wrong)."""
+        if len(args) != len(self._specs):
+            return None
+        sizes: list = [None] * len(self._symbols)
+        for a, spec in zip(args, self._specs):
+            if type(a) is not np.ndarray or a.dtype is not spec.dtype or \
+                    not a.flags.c_contiguous:
+                return None
+            shape = a.shape
+            if len(shape) != spec.ndim:
+                return None
+            for axis, size in spec.fixed:
+                if shape[axis] != size:
+                    return None
+            for axis, k in spec.symbolic:
+                if sizes[k] is None:
+                    sizes[k] = shape[axis]
+                elif sizes[k] != shape[axis]:
+                    return None
+        return sizes
 
     def _arrange(self, args, kwargs) -> list:
         n = len(self._inputs)
@@ -229,17 +264,27 @@ class Function:
             arrays.append(_convert(node, value, binding, bound_by))
         return arrays, binding
 
-    def _check_assumptions(self, binding: dict) -> None:
-        key = tuple(sorted((s.name, v) for s, v in binding.items()))
-        if key in self._checked:
-            return
+    def _check_assumptions(self, binding: dict, key: tuple) -> None:
         for rel, why, node in self._assumptions:
             verdict = rel.xreplace(binding) if hasattr(rel, "xreplace") else rel
             if verdict is sympy.false or verdict is False:
-                sizes = ", ".join(f"{k}={v}" for k, v in key)
+                sizes = ", ".join(f"{s.name}={v}" for s, v in binding.items())
                 raise ShapeError(f"{node.op.name}: {why} does not hold for {sizes}"
                                  f"{at(node.loc)}")
         self._checked.add(key)
+
+
+class _InputSpec:
+    """What an input must look like, precomputed for the fast path of Function.__call__."""
+
+    __slots__ = ("dtype", "ndim", "fixed", "symbolic")
+
+    def __init__(self, node: Node, symbols: list) -> None:
+        self.dtype = node.dtype
+        self.ndim = len(node.shape)
+        self.fixed = tuple((a, d) for a, d in enumerate(node.shape) if isinstance(d, int))
+        self.symbolic = tuple((a, symbols.index(d)) for a, d in enumerate(node.shape)
+                              if not isinstance(d, int))
 
 
 class _Missing:

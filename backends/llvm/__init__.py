@@ -52,20 +52,24 @@ class LLVMBackend(Backend):
     def compile(self, program: Graph, options: dict) -> LLVMExecutable:
         from . import blas, toolchain
 
-        unknown = set(options) - {"cache"}
+        unknown = set(options) - {"cache", "profile"}
         if unknown:
-            raise BackendError(f"unknown llvm backend options {sorted(unknown)}; known: cache")
+            raise BackendError(f"unknown llvm backend options {sorted(unknown)}; known: cache, "
+                               "profile")
         leaves = {"placeholder", "parameter", "constant"}
         self.check_coverage([n for n in program.nodes if n.op.name not in leaves])
         started = time.perf_counter()
-        gen = ProgramCodegen(program, host_math())
+        blas.blas()  # before code generation: the integer width of BLAS arguments matters
+        gen = ProgramCodegen(program, host_math(), profile=options.get("profile", False))
         module = gen.build()
         ir_text = str(module)
-        blas.register()
         engine, cache, _ = toolchain.jit(ir_text, use_cache=options.get("cache", True))
         stats = {"llvm_compile_seconds": time.perf_counter() - started,
                  "llvm_cache_hit": cache.hit}
-        return LLVMExecutable(program, gen.layout, engine, ir_text, stats)
+        exe = LLVMExecutable(program, gen.layout, engine, ir_text, stats)
+        if gen.profile:
+            exe.enable_profile(gen.profile_slot, gen.kernel_names)
+        return exe
 
 
 BACKEND = LLVMBackend()

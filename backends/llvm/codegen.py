@@ -177,10 +177,12 @@ class KernelContext:
 class ProgramCodegen:
     """Builds the module for a program graph whose memory has been planned."""
 
-    def __init__(self, program: Graph, math) -> None:
+    def __init__(self, program: Graph, math, profile: bool = False) -> None:
         from graphc.passes.memory import plan_memory
 
         self.program = program
+        self.profile = profile
+        self.kernel_names: list[str] = []
         self.plan = program.meta.get("memory") or plan_memory(program)
         self.math = math
         self.module = ir.Module(name=_ident(program.name))
@@ -223,9 +225,15 @@ class ProgramCodegen:
         entry.args[0].name, entry.args[1].name = "slots", "dims"
         b = ir.IRBuilder(entry.append_basic_block("entry"))
         status = ir.Constant(I32, 0)
-        for k, node in enumerate(self.program.nodes):
-            if node.op.name in LEAVES:
-                continue
+        kernels = [(k, n) for k, n in enumerate(self.program.nodes) if n.op.name not in LEAVES]
+        if self.profile:  # cycles spent in each kernel, accumulated in a scratch slot
+            self.profile_slot = self.layout.new_slot()
+            self.layout.scratch[self.profile_slot] = 8 * max(len(kernels), 1)
+            counters = b.load(b.gep(entry.args[0], [i64(self.profile_slot)], source_etype=PTR),
+                              typ=PTR, name="profile")
+            clock = self.module.declare_intrinsic("llvm.readcyclecounter", (), ir.FunctionType(
+                I64, []))
+        for j, (k, node) in enumerate(kernels):
             lowering = LOWERINGS.get(node.op.name)
             if lowering is None:
                 raise BackendError(f"the llvm backend has no lowering for op {node.op.name}"
@@ -233,7 +241,14 @@ class ProgramCodegen:
             ctx = KernelContext(self, node, k)
             lowering(ctx)
             ctx.finish()
+            self.kernel_names.append(ctx.name)
+            if self.profile:
+                start = b.call(clock, [])
             result = b.call(ctx.fn, entry.args, name=f"s{k}")
+            if self.profile:
+                slot = b.gep(counters, [i64(j)], source_etype=I64)
+                spent = b.sub(b.call(clock, []), start)
+                b.store(b.add(b.load(slot, typ=I64), spent), slot)
             status = b.or_(status, result)
         ok = b.append_basic_block("updates")
         failed = b.append_basic_block("failed")

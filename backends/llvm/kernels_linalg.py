@@ -32,17 +32,21 @@ from .irutil import (
 )
 
 SMALL_GEMM = 8 * 8 * 8  # below this many multiply-adds, a loop beats the BLAS call overhead
+THREADED_GEMM = 1 << 22  # below this many, BLAS threads cost more than they save
 
 
 def gemm_call(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m, n, k,
               a_ptr, lda, b_ptr, ldb, c_ptr, ldc, beta: float) -> None:
     """Row-major C[m, n] = op(A) @ op(B) + beta * C through Fortran sgemm/dgemm."""
+    from .blas import blas
+
     name = "graphc_sgemm" if ty == F32 else "graphc_dgemm"
     fn = declare(ctx.module, name, VOID, [PTR] * 13)
+    int_ty = I64 if blas().int_bits == 64 else I32
 
     def int_arg(v, label):
-        slot = entry_alloca(b, I32, label)
-        b.store(b.trunc(v, I32) if v.type == I64 else v, slot)
+        slot = entry_alloca(b, int_ty, label)
+        b.store(b.trunc(v, int_ty) if int_ty != v.type else v, slot)
         return slot
 
     def char_arg(flag, label):
@@ -58,10 +62,25 @@ def gemm_call(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bo
     def at_least_one(v):
         return b.select(b.icmp_signed("<", v, i64(1)), i64(1), v)
 
-    b.call(fn, [char_arg(tb, "transb"), char_arg(ta, "transa"), int_arg(n, "n"), int_arg(m, "m"),
-                int_arg(k, "k"), scalar_arg(1.0, "alpha"), b_ptr, int_arg(at_least_one(ldb), "ldb"),
-                a_ptr, int_arg(at_least_one(lda), "lda"), scalar_arg(beta, "beta"), c_ptr,
-                int_arg(at_least_one(ldc), "ldc")])
+    def call():
+        b.call(fn, args)
+
+    args = [char_arg(tb, "transb"), char_arg(ta, "transa"), int_arg(n, "n"), int_arg(m, "m"),
+            int_arg(k, "k"), scalar_arg(1.0, "alpha"), b_ptr, int_arg(at_least_one(ldb), "ldb"),
+            a_ptr, int_arg(at_least_one(lda), "lda"), scalar_arg(beta, "beta"), c_ptr,
+            int_arg(at_least_one(ldc), "ldc")]
+    if not blas().local_threads:
+        call()
+        return
+    threads = declare(ctx.module, "graphc_blas_threads", I32, [I32])
+    small = b.icmp_signed("<", b.mul(b.mul(m, n), k), i64(THREADED_GEMM))
+    with b.if_else(small) as (then, otherwise):
+        with then:
+            previous = b.call(threads, [ir.Constant(I32, 1)])
+            call()
+            b.call(threads, [previous])
+        with otherwise:
+            call()
 
 
 def loop_gemm(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m, n, k,

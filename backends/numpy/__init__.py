@@ -101,10 +101,13 @@ class NumpyExecutable(Executable):
         namespace.update(E.NUMPY_NAMESPACE)
         exec(compile(self.source, f"<graphc numpy program {program.name}>", "exec"), namespace)
         self._step = namespace["step"]
+        self._dims: dict[tuple, dict] = {}
         self.stats = {}
 
-    def run(self, inputs, binding):
-        dims = {s.name: v for s, v in binding.items()}
+    def run(self, inputs, binding, key):
+        if binding is not None:
+            self._dims[key] = {s.name: v for s, v in binding.items()}
+        dims = self._dims[key]
         params = [s.value for s in self._params]
         with np.errstate(all="ignore"):
             outputs, news = self._step(inputs, params, self._consts, dims)

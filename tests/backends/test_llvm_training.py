@@ -1,0 +1,108 @@
+"""Whole training steps on the LLVM backend: the same trajectory as the NumPy backend."""
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from bench.workloads import MODELS
+from graphc.errors import BackendError
+
+F = gc.nn.functional
+
+
+def _trajectory(make, backend, steps=6, batch=8, seed=0):
+    with gc.Graph("m"):
+        ins, loss, ups, feed = make()
+        fn = gc.compile(ins, loss, updates=ups, backend=backend)
+    rng = np.random.default_rng(seed)
+    losses = [float(fn(*feed(batch, rng))) for _ in range(steps)]
+    return losses, [p.value for p in ups]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_training_matches_numpy(name):
+    gc.manual_seed(0)
+    a_loss, a_params = _trajectory(MODELS[name], "numpy")
+    gc.manual_seed(0)
+    b_loss, b_params = _trajectory(MODELS[name], "llvm")
+    np.testing.assert_allclose(b_loss, a_loss, rtol=2e-5)
+    for x, y in zip(b_params, a_params):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+
+
+def test_batch_norm_and_dropout_training_matches_numpy():
+    def run(backend):
+        rng = np.random.default_rng(0)
+        with gc.Graph("bn"):
+            x = gc.placeholder("x", ("N", 1, 6, 6))
+            w = gc.parameter("w", rng.normal(0, 0.3, (4, 1, 3, 3)).astype(np.float32))
+            g = gc.parameter("g", np.ones(4, np.float32))
+            b = gc.parameter("b", np.zeros(4, np.float32))
+            rm = gc.parameter("rm", np.zeros(4, np.float32))
+            rv = gc.parameter("rv", np.ones(4, np.float32))
+            h = F.batch_norm(F.conv2d(x, w, padding=1), g, b, rm, rv, training=True)
+            h = F.dropout(gc.relu(h), 0.3, training=True, seed=5)
+            loss = gc.mean(F.avg_pool2d(h, 2) ** 2)
+            grads = gc.grad(loss, [w, g, b])
+            step = gc.compile([x], loss, updates={p: p - 0.1 * d for p, d in
+                                                  zip([w, g, b], grads)}, backend=backend)
+            data = rng.normal(size=(5, 1, 6, 6)).astype(np.float32)
+            out = [float(step(data)) for _ in range(4)]
+        return out, [rm.value, rv.value, w.value]
+
+    (l1, p1), (l2, p2) = run("numpy"), run("llvm")
+    np.testing.assert_allclose(l2, l1, rtol=1e-5)
+    for a, c in zip(p2, p1):
+        np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7)
+
+
+def test_one_compile_serves_every_batch_size():
+    x = gc.placeholder("x", ("N", 3))
+    W = gc.parameter("W", np.arange(6, dtype=np.float32).reshape(3, 2))
+    fn = gc.compile([x], gc.softmax(x @ W), backend="llvm")
+    ref = gc.compile([x], gc.softmax(x @ W))
+    for n in (1, 7, 64, 0, 7):
+        a = np.random.default_rng(n).normal(size=(n, 3)).astype(np.float32)
+        np.testing.assert_allclose(fn(a), ref(a), rtol=1e-5, atol=1e-7)
+
+
+def test_source_is_readable_llvm_ir_named_after_the_graph():
+    x = gc.placeholder("images", ("N", 4))
+    W = gc.parameter("weights", np.ones((4, 2), np.float32))
+    fn = gc.compile([x], gc.relu(x @ W), backend="llvm")
+    src = fn.source
+    assert "define i32 @\"graphc_step\"" in src
+    assert "matmul" in src and "relu" in src
+    assert '%"weights"' in src and '%"images"' in src
+
+
+def test_object_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    x = gc.placeholder("x", (3,))
+    first = gc.compile([x], gc.exp(x) * 2.0, backend="llvm")
+    second = gc.compile([x], gc.exp(x) * 2.0, backend="llvm")
+    assert first.stats["llvm_cache_hit"] is False and second.stats["llvm_cache_hit"] is True
+    assert list(tmp_path.glob("llvm/*.o"))
+    np.testing.assert_allclose(second(np.ones(3, np.float32)), 2 * np.e, rtol=1e-6)
+    fresh = gc.compile([x], gc.exp(x) * 2.0, backend="llvm", backend_options={"cache": False})
+    assert fresh.stats["llvm_cache_hit"] is False
+
+
+def test_missing_lowering_is_a_compile_error_naming_the_op(monkeypatch):
+    from graphc.backends.llvm import LOWERINGS
+
+    monkeypatch.delitem(LOWERINGS, "tanh")
+    x = gc.placeholder("x", (3,))
+    with pytest.raises(BackendError, match="tanh"):
+        gc.compile([x], gc.tanh(x), backend="llvm")
+
+
+def test_kernel_profile():
+    x = gc.placeholder("x", (64, 64))
+    fn = gc.compile([x], gc.sum(gc.exp(x @ x)), backend="llvm",
+                    backend_options={"profile": True})
+    fn(np.ones((64, 64), np.float32))
+    profile = fn._exe.kernel_profile()
+    assert profile[0][1] > 0 and any("matmul" in k for k, _ in profile)
+    with pytest.raises(BackendError):
+        gc.compile([x], x * 2, backend="llvm", backend_options={"nope": 1})
