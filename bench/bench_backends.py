@@ -1,0 +1,164 @@
+"""Training-step benchmark: graphc (numpy, llvm) vs hand-written NumPy, PyTorch eager, JAX jit.
+
+One process runs every workload on every framework found, from the same initial parameters
+and the same batch, float32, plain SGD, 2 threads. It prints median milliseconds per step,
+ratios, compile times and memory, then a Markdown table for the README.
+
+    python bench/bench_backends.py [--quick] [--workloads tiny_mlp,lenet5] [--threads 2]
+
+Install the comparison frameworks with the `bench` extra (see the README); graphc's numbers
+need nothing extra. `graphc bench` runs this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="shorter timing windows")
+    p.add_argument("--workloads", default=None, help="comma-separated subset")
+    p.add_argument("--threads", type=int, default=2)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+    os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=1 "
+                                       f"--xla_cpu_multi_thread_eigen=true "
+                                       f"intra_op_parallelism_threads={args.threads}")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import datetime
+    import platform
+    import statistics
+    import time
+    import tracemalloc
+
+    import numpy as np
+
+    import graphc as gc
+    from bench import frameworks, handwritten_numpy
+    from bench.workloads import BENCHMARKS
+    from graphc.sysinfo import report
+
+    window = 0.1 if args.quick else 0.3
+    repeats = 5 if args.quick else 9
+
+    def measure(step, batch) -> float:
+        for _ in range(10):
+            step(*batch)
+        samples = []
+        for _ in range(repeats):
+            n, start = 0, time.perf_counter()
+            while time.perf_counter() - start < window:
+                step(*batch)
+                n += 1
+            samples.append((time.perf_counter() - start) / n)
+        return statistics.median(samples) * 1000
+
+    found = frameworks.available()
+    machine = dict(report()[0][1] + report()[2][1])
+    print(f"graphc {gc.__version__} benchmark, {datetime.date.today()}, "
+          f"{machine.get('host CPU')}, {machine.get('cpus')} cpus, {args.threads} threads, "
+          f"numpy {np.__version__}, {platform.python_version()}")
+    print("comparisons:", ", ".join(f"{k} {'found' if v else 'not installed'}"
+                                    for k, v in found.items()))
+    names = args.workloads.split(",") if args.workloads else list(BENCHMARKS)
+    rows = []
+    for name in names:
+        make, batch_size = BENCHMARKS[name]
+        with gc.Graph(name):
+            inputs, loss, updates, feed = make()
+        params = list(updates)
+        initial = [p.value for p in params]
+        batch = feed(batch_size, np.random.default_rng(0))
+
+        results = {}
+        for backend in ("numpy", "llvm"):
+            for p, v in zip(params, initial):  # every framework starts from the same values
+                p.value = v
+            options = {"cache": False} if backend == "llvm" else None
+            start = time.perf_counter()
+            fn = gc.compile(inputs, loss, updates=updates, backend=backend,
+                            backend_options=options)
+            cold = time.perf_counter() - start
+            cached = None
+            if backend == "llvm":
+                gc.compile(inputs, loss, updates=updates, backend="llvm")  # fill the cache
+                start = time.perf_counter()
+                fn = gc.compile(inputs, loss, updates=updates, backend="llvm")
+                cached = time.perf_counter() - start
+            first = float(fn(*batch))
+            memory = fn.memory(**{s.name: batch_size for s in inputs[0].shape
+                                  if not isinstance(s, int)})["arena_bytes"]
+            memory += sum(v.nbytes for v in initial)
+            results[f"graphc {backend}"] = dict(ms=measure(fn, batch), first=first,
+                                                compile=cold, cached=cached, memory=memory)
+        step = handwritten_numpy.MAKERS[name]([v.copy() for v in initial])
+        tracemalloc.start()
+        first = float(step(*batch))
+        memory = tracemalloc.get_traced_memory()[1] + sum(v.nbytes for v in initial)
+        tracemalloc.stop()
+        results["hand-written NumPy"] = dict(ms=measure(step, batch), first=first, memory=memory)
+        if found["torch"]:
+            step = frameworks.make_torch(name, [v.copy() for v in initial], args.threads)
+            first = step(*batch)
+            results["PyTorch eager"] = dict(ms=measure(step, batch), first=first)
+        if found["jax"]:
+            step = frameworks.make_jax(name, [v.copy() for v in initial])
+            start = time.perf_counter()
+            first = step(*batch)
+            results["JAX jit"] = dict(ms=measure(step, batch), first=first,
+                                      compile=time.perf_counter() - start)
+        reference = results["graphc numpy"]["first"]
+        for label, r in results.items():
+            if abs(r["first"] - reference) > 1e-3 * max(1.0, abs(reference)):
+                print(f"  WARNING {name}/{label}: first loss {r['first']:.6f} differs from "
+                      f"graphc numpy's {reference:.6f}")
+        rows.append((name, batch_size, results))
+        _print_workload(name, batch_size, results)
+    _print_markdown(rows)
+    return 0
+
+
+def _fmt_bytes(n) -> str:
+    return "—" if n is None else f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
+
+
+def _print_workload(name, batch, results) -> None:
+    hand = results["hand-written NumPy"]["ms"]
+    torch = results.get("PyTorch eager", {}).get("ms")
+    print(f"\n{name} (batch {batch}): first loss {results['graphc numpy']['first']:.5f}")
+    print(f"  {'framework':<20} {'ms/step':>9} {'vs NumPy':>9} {'vs torch':>9} "
+          f"{'compile s':>10} {'memory':>10}")
+    for label, r in results.items():
+        compile_s = "" if r.get("compile") is None else f"{r['compile']:.2f}"
+        if r.get("cached") is not None:
+            compile_s += f" ({r['cached']:.2f} cached)"
+        vs_torch = f"{torch / r['ms']:.2f}x" if torch else "—"
+        print(f"  {label:<20} {r['ms']:>9.3f} {hand / r['ms']:>8.2f}x {vs_torch:>9} "
+              f"{compile_s:>10} {_fmt_bytes(r.get('memory')):>10}")
+
+
+def _print_markdown(rows) -> None:
+    labels = ["graphc llvm", "graphc numpy", "hand-written NumPy", "PyTorch eager", "JAX jit"]
+    print("\n| workload | " + " | ".join(labels) + " | llvm vs NumPy | llvm vs best other |")
+    print("|---|" + "---:|" * (len(labels) + 2))
+    for name, batch, results in rows:
+        cells = [f"{results[k]['ms']:.3f}" if k in results else "—" for k in labels]
+        llvm = results["graphc llvm"]["ms"]
+        others = [results[k]["ms"] for k in ("PyTorch eager", "JAX jit") if k in results]
+        best = f"{min(others) / llvm:.2f}x" if others else "—"
+        hand = results["hand-written NumPy"]["ms"]
+        print(f"| {name} (batch {batch}) | " + " | ".join(cells) +
+              f" | {hand / llvm:.2f}x | {best} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The benchmark workloads in PyTorch (eager) and JAX (jit), for comparison when installed.
+
+Each `make_*` takes the workload name and the initial parameters (NumPy arrays, in graphc's
+order and layout) and returns ``step(*batch) -> float loss`` (JAX compiles on the first call).
+"""
+
+from __future__ import annotations
+
+import time
+
+LR = 0.05
+
+
+def available() -> dict[str, bool]:
+    found = {}
+    for name in ("torch", "jax"):
+        try:
+            __import__(name)
+            found[name] = True
+        except ImportError:
+            found[name] = False
+    return found
+
+
+def make_torch(name: str, params, threads: int = 2):
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    ps = [torch.tensor(p, requires_grad=True) for p in params]
+    opt = torch.optim.SGD(ps, lr=LR)
+
+    def mlp(act):
+        def forward(x, y):
+            h = x
+            pairs = list(zip(ps[0::2], ps[1::2]))
+            for i, (W, b) in enumerate(pairs):
+                h = h @ W + b
+                if i < len(pairs) - 1:
+                    h = act(h)
+            return F.cross_entropy(h, y)
+        return forward
+
+    def lenet(x, y):
+        c1, d1, c2, d2, f1, e1, f2, e2, f3, e3 = ps
+        h = F.max_pool2d(F.relu(F.conv2d(x, c1, d1)), 2)
+        h = F.max_pool2d(F.relu(F.conv2d(h, c2, d2)), 2)
+        h = F.relu(h.reshape(len(x), -1) @ f1 + e1)
+        h = F.relu(h @ f2 + e2)
+        return F.cross_entropy(h @ f3 + e3, y)
+
+    def autoencoder(x):
+        W1, b1, W2, b2 = ps
+        out = torch.sigmoid(torch.sigmoid(x @ W1 + b1) @ W2 + b2)
+        return F.mse_loss(out, x)
+
+    forward = {"tiny_mlp": mlp(torch.tanh), "mlp_784": mlp(F.relu), "lenet5": lenet,
+               "autoencoder": autoencoder}[name]
+
+    def step(*batch):
+        tensors = [torch.from_numpy(b) for b in batch]
+        opt.zero_grad(set_to_none=True)
+        loss = forward(*tensors)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return step
+
+
+def make_jax(name: str, params):
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    def ce(logits, y):
+        logp = jax.nn.log_softmax(logits, axis=1)
+        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+
+    def mlp(act):
+        def loss(ps, x, y):
+            h = x
+            pairs = list(zip(ps[0::2], ps[1::2]))
+            for i, (W, b) in enumerate(pairs):
+                h = h @ W + b
+                if i < len(pairs) - 1:
+                    h = act(h)
+            return ce(h, y)
+        return loss
+
+    def pool(x):
+        return lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+
+    def conv(x, w, b):
+        y = lax.conv_general_dilated(x, w, (1, 1), "VALID",
+                                     dimension_numbers=("NCHW", "OIHW", "NCHW"))
+        return y + b[None, :, None, None]
+
+    def lenet(ps, x, y):
+        c1, d1, c2, d2, f1, e1, f2, e2, f3, e3 = ps
+        h = pool(jax.nn.relu(conv(x, c1, d1)))
+        h = pool(jax.nn.relu(conv(h, c2, d2)))
+        h = jax.nn.relu(h.reshape(x.shape[0], -1) @ f1 + e1)
+        h = jax.nn.relu(h @ f2 + e2)
+        return ce(h @ f3 + e3, y)
+
+    def autoencoder(ps, x):
+        W1, b1, W2, b2 = ps
+        out = jax.nn.sigmoid(jax.nn.sigmoid(x @ W1 + b1) @ W2 + b2)
+        return jnp.mean((out - x) ** 2)
+
+    loss_fn = {"tiny_mlp": mlp(jnp.tanh), "mlp_784": mlp(jax.nn.relu), "lenet5": lenet,
+               "autoencoder": autoencoder}[name]
+
+    @jax.jit
+    def update(ps, *batch):
+        value, grads = jax.value_and_grad(loss_fn)(ps, *batch)
+        return [p - LR * g for p, g in zip(ps, grads)], value
+
+    state = [[jnp.asarray(p) for p in params]]
+
+    def step(*batch):
+        state[0], value = update(state[0], *batch)
+        return float(value)  # waits for the result: honest timing
+
+    return step
+
+
+def timed_first_call(step, batch) -> float:
+    """Seconds of the first call (JAX traces and compiles there)."""
+    start = time.perf_counter()
+    step(*batch)
+    return time.perf_counter() - start
+
