@@ -81,6 +81,9 @@ class KernelContext:
         self.fn = ir.Function(self.module, ir.FunctionType(I32, [PTR, PTR]), name=base)
         self.fn.linkage = "internal"
         self.fn.attributes.add("nounwind")
+        # each kernel is optimized on its own: inlining them all into the entry function
+        # makes one huge function that is slow to optimize and gains nothing (each runs once)
+        self.fn.attributes.add("noinline")
         self.fn.args[0].name, self.fn.args[1].name = "slots", "dims"
         self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
         self._status = self.b.alloca(I32, name="status")

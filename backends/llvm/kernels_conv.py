@@ -62,15 +62,17 @@ def _walk(ctx: KernelContext, g: dict, fn) -> None:
         for od, o in zip(g["out_sp"], os):
             oflat = b.add(b.mul(oflat, od), o)
         col_index = b.add(b.mul(b.add(b.mul(c, K), kflat), O), oflat)
-        inside = None
+        inside = None  # None: statically always inside (no padding)
         image_index = b.mul(c, plane)
         for d in range(nd):
-            p = b.sub(b.add(b.mul(os[d], g["stride"][d]), b.mul(ks[d], g["dilation"][d])),
-                      g["padding"][d])
-            ok = b.and_(b.icmp_signed(">=", p, i64(0)), b.icmp_signed("<", p, g["in_sp"][d]))
-            inside = ok if inside is None else b.and_(inside, ok)
-            safe = b.select(ok, p, i64(0))
-            image_index = b.add(image_index, b.mul(safe, in_strides[d]))
+            p = b.add(b.mul(os[d], g["stride"][d]), b.mul(ks[d], g["dilation"][d]))
+            if int(g["padding"][d].constant):
+                p = b.sub(p, g["padding"][d])
+                ok = b.and_(b.icmp_signed(">=", p, i64(0)),
+                            b.icmp_signed("<", p, g["in_sp"][d]))
+                inside = ok if inside is None else b.and_(inside, ok)
+                p = b.select(ok, p, i64(0))
+            image_index = b.add(image_index, b.mul(p, in_strides[d]))
         fn(col_index, image_index, inside)
 
 
@@ -79,7 +81,10 @@ def _im2col(ctx: KernelContext, g: dict, image, col, ty) -> None:
     zero = const(ty, 0)
 
     def copy(col_index, image_index, inside):
-        store(b, b.select(inside, load(b, image, ty, image_index), zero), col, ty, col_index)
+        value = load(b, image, ty, image_index)
+        if inside is not None:
+            value = b.select(inside, value, zero)
+        store(b, value, col, ty, col_index)
 
     _walk(ctx, g, copy)
 
@@ -88,9 +93,15 @@ def _col2im(ctx: KernelContext, g: dict, col, image, ty) -> None:
     b = ctx.b
 
     def add(col_index, image_index, inside):
-        with b.if_then(inside):
+        def accumulate():
             cur = load(b, image, ty, image_index)
             store(b, b.fadd(cur, load(b, col, ty, col_index)), image, ty, image_index)
+
+        if inside is None:
+            accumulate()
+        else:
+            with b.if_then(inside):
+                accumulate()
 
     _walk(ctx, g, add)
 

@@ -83,9 +83,24 @@ def gemm_call(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bo
             call()
 
 
-def loop_gemm(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m, n, k,
-              a_ptr, b_ptr, c_ptr, accumulate: bool = False) -> None:
-    """C (+)= op(A) @ op(B) as i-p-j loops (the inner j loop runs along rows of C and B)."""
+def _loop_gemm_function(module: ir.Module, ty: ir.Type, ta: bool, tb: bool,
+                        accumulate: bool) -> ir.Function:
+    """One shared function per variant: C (+)= op(A) @ op(B) as i-p-j loops over noalias
+    operands (the inner j loop runs along rows of C and B and vectorizes)."""
+    name = f"graphc.gemm_loop.{ty}.{'t' if ta else 'n'}{'t' if tb else 'n'}" \
+           f"{'.acc' if accumulate else ''}"
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    fn = ir.Function(module, ir.FunctionType(VOID, [PTR, PTR, PTR, I64, I64, I64]), name=name)
+    fn.linkage = "internal"
+    fn.attributes.add("nounwind")
+    c_ptr, a_ptr, b_ptr, m, n, k = fn.args
+    for arg, label in zip(fn.args, ("C", "A", "B", "m", "n", "k")):
+        arg.name = label
+    for arg in (c_ptr, a_ptr, b_ptr):
+        arg.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
     zero = const(ty, 0)
     flt = is_float_type(ty)
     with loop(b, m, "mi") as i:
@@ -98,18 +113,49 @@ def loop_gemm(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bo
             a = load(b, a_ptr, ty, a_idx)
             with loop(b, n, "mj") as j:
                 b_idx = b.add(b.mul(j, k), p) if tb else b.add(b.mul(p, n), j)
-                prod = b.fmul(a, load(b, b_ptr, ty, b_idx)) if flt else b.mul(
-                    a, load(b, b_ptr, ty, b_idx))
+                bv = load(b, b_ptr, ty, b_idx)
+                prod = b.fmul(a, bv) if flt else b.mul(a, bv)
                 c_idx = b.add(row, j)
                 cur = load(b, c_ptr, ty, c_idx)
                 store(b, b.fadd(cur, prod) if flt else b.add(cur, prod), c_ptr, ty, c_idx)
+    b.ret_void()
+    return fn
+
+
+def loop_gemm(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m, n, k,
+              a_ptr, b_ptr, c_ptr, accumulate: bool = False) -> None:
+    """C (+)= op(A) @ op(B) with plain loops (tiny products, integer types)."""
+    fn = _loop_gemm_function(ctx.module, ty, ta, tb, accumulate)
+    b.call(fn, [c_ptr, a_ptr, b_ptr, m, n, k])
+
+
+def _static_work(*dims) -> int:
+    """The product of the dims known at compile time (a lower bound of the work)."""
+    out = 1
+    for d in dims:
+        if isinstance(d, ir.Constant):
+            out *= int(d.constant)
+    return out
 
 
 def gemm(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m, n, k,
          a_ptr, b_ptr, c_ptr, accumulate: bool = False) -> None:
     """C (+)= op(A) @ op(B) for contiguous row-major operands: a loop nest when tiny (or not a
-    BLAS type), BLAS otherwise."""
+    BLAS type), BLAS otherwise; decided at compile time when the static sizes settle it."""
     if ty not in (F32, F64):
+        loop_gemm(ctx, b, ty, ta, tb, m, n, k, a_ptr, b_ptr, c_ptr, accumulate)
+        return
+
+    def blas_call():
+        gemm_call(ctx, b, ty, ta, tb, m, n, k, a_ptr, m if ta else k, b_ptr, k if tb else n,
+                  c_ptr, n, 1.0 if accumulate else 0.0)
+
+    static = _static_work(m, n, k)
+    all_static = all(isinstance(d, ir.Constant) for d in (m, n, k))
+    if static > SMALL_GEMM:
+        blas_call()
+        return
+    if all_static:
         loop_gemm(ctx, b, ty, ta, tb, m, n, k, a_ptr, b_ptr, c_ptr, accumulate)
         return
     small = b.icmp_signed("<=", b.mul(b.mul(m, n), k), i64(SMALL_GEMM))
@@ -117,8 +163,7 @@ def gemm(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m
         with then:
             loop_gemm(ctx, b, ty, ta, tb, m, n, k, a_ptr, b_ptr, c_ptr, accumulate)
         with otherwise:
-            gemm_call(ctx, b, ty, ta, tb, m, n, k, a_ptr, m if ta else k, b_ptr, k if tb else n,
-                      c_ptr, n, 1.0 if accumulate else 0.0)
+            blas_call()
 
 
 @lowers("matmul")

@@ -61,13 +61,16 @@ def _iterate(ctx, x_node, out_spatial, body):
         def walk(fn):
             with loops(b, kernel, "k") as ks:
                 flat: ir.Value = i64(0)
-                inside = ir.Constant(I1, 1)
+                inside = ir.Constant(I1, 1)  # stays the constant true without padding
                 for d, (o, k) in enumerate(zip(os, ks)):
-                    p = b.sub(b.add(b.mul(o, stride[d]), k), padding[d])
-                    ok = b.and_(b.icmp_signed(">=", p, i64(0)),
-                                b.icmp_signed("<", p, in_sp[d]))
-                    inside = b.and_(inside, ok)
-                    flat = b.add(b.mul(flat, in_sp[d]), b.select(ok, p, i64(0)))
+                    p = b.add(b.mul(o, stride[d]), k)
+                    if int(padding[d].constant):
+                        p = b.sub(p, padding[d])
+                        ok = b.and_(b.icmp_signed(">=", p, i64(0)),
+                                    b.icmp_signed("<", p, in_sp[d]))
+                        inside = b.and_(inside, ok)
+                        p = b.select(ok, p, i64(0))
+                    flat = b.add(b.mul(flat, in_sp[d]), p)
                 fn(flat, inside)
 
         body(plane, b.add(b.mul(plane, out_plane), oflat), b.mul(plane, in_plane), walk)
