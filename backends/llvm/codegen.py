@@ -54,6 +54,7 @@ class Layout:
     scratch: dict[int, object] = field(default_factory=dict)  # slot -> bytes (int/expr)
     dims: list = field(default_factory=list)  # sympy expressions, in dims-table order
     dim_index: dict = field(default_factory=dict)
+    status_slot: int = -1  # GPU: the word kernels set when they detect bad data
 
     def new_slot(self) -> int:
         self.slot_count += 1
@@ -70,26 +71,34 @@ class Layout:
 class KernelContext:
     """What a lowering sees while it builds the kernel function of one node."""
 
-    def __init__(self, gen: ProgramCodegen, node: Node, position: int) -> None:
+    def __init__(self, gen: ProgramCodegen, node: Node, position: int,
+                 name: str | None = None) -> None:
         self.gen = gen
         self.node = node
         self.attrs = node.attrs
         self.module = gen.module
         self.layout = gen.layout
-        base = _ident(f"k{position}.{node.op.name}")
+        base = _ident(name or f"k{position}.{node.op.name}")
         self.name = base
-        self.fn = ir.Function(self.module, ir.FunctionType(I32, [PTR, PTR]), name=base)
-        self.fn.linkage = "internal"
-        self.fn.attributes.add("nounwind")
-        # each kernel is optimized on its own: inlining them all into the entry function
-        # makes one huge function that is slow to optimize and gains nothing (each runs once)
-        self.fn.attributes.add("noinline")
+        self.fn = self._make_function(base)
         self.fn.args[0].name, self.fn.args[1].name = "slots", "dims"
         self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
-        self._status = self.b.alloca(I32, name="status")
-        self.b.store(ir.Constant(I32, 0), self._status)
+        self._init_status()
         self._ptrs: dict[int, ir.Value] = {}
         self._dims: dict = {}
+
+    def _make_function(self, name: str) -> ir.Function:
+        fn = ir.Function(self.module, ir.FunctionType(I32, [PTR, PTR]), name=name)
+        fn.linkage = "internal"
+        fn.attributes.add("nounwind")
+        # each kernel is optimized on its own: inlining them all into the entry function
+        # makes one huge function that is slow to optimize and gains nothing (each runs once)
+        fn.attributes.add("noinline")
+        return fn
+
+    def _init_status(self) -> None:
+        self._status = self.b.alloca(I32, name="status")
+        self.b.store(ir.Constant(I32, 0), self._status)
 
     # -- data -------------------------------------------------------------------------------
     @property
@@ -137,6 +146,9 @@ class KernelContext:
 
     def numel(self, node: Node | None = None) -> ir.Value:
         return product(self.b, self.shape(node))
+
+    def numel_of(self, dims) -> ir.Value:
+        return product(self.b, list(dims))
 
     def nbytes(self, node: Node | None = None) -> ir.Value:
         node = node or self.node

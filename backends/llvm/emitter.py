@@ -172,7 +172,11 @@ class ExprEmitter:
             return b.fdiv(const(self.ty, 1), root)
         if base == sympy.E:
             return self.math(b, "exp", self._emit(exp), self.ty)
-        # a general power: the pow intrinsic keeps libm's semantics for negative bases
+        # a general power: libm's pow (through the intrinsic) keeps its semantics for negative
+        # bases; a math provider may supply its own (NVPTX has no libm)
+        custom = getattr(self.math, "pow", None)
+        if custom is not None:
+            return custom(b, self._emit(base), self._emit(exp), self.ty)
         fn = float_intrinsic(self.module, "pow", self.ty, arity=2)
         return b.call(fn, [self._emit(base), self._emit(exp)])
 

@@ -56,13 +56,14 @@ def is_const(v: ir.Value, value: int | None = None) -> bool:
 
 
 @contextlib.contextmanager
-def loop(b: ir.IRBuilder, count: ir.Value, name: str = "i", start: ir.Value | None = None
-         ) -> Iterator[ir.Value]:
-    """``for (i = start; i < count; ++i) { body }`` as a canonical loop LLVM can vectorize.
+def loop(b: ir.IRBuilder, count: ir.Value, name: str = "i", start: ir.Value | None = None,
+         step: ir.Value | None = None) -> Iterator[ir.Value]:
+    """``for (i = start; i < count; i += step) { body }`` as a canonical loop LLVM can vectorize.
 
     Yields the induction variable; the builder is left after the loop when the block ends.
     """
     start = start if start is not None else i64(0)
+    step = step if step is not None else i64(1)
     pre = b.block
     header = b.append_basic_block(f"{name}.header")
     body = b.append_basic_block(f"{name}.body")
@@ -74,7 +75,7 @@ def loop(b: ir.IRBuilder, count: ir.Value, name: str = "i", start: ir.Value | No
     b.cbranch(b.icmp_signed("<", idx, count), body, done)
     b.position_at_end(body)
     yield idx
-    nxt = b.add(idx, i64(1), name=f"{name}.next", flags=["nsw"])
+    nxt = b.add(idx, step, name=f"{name}.next", flags=["nsw"])
     idx.add_incoming(nxt, b.block)
     b.branch(header)
     b.position_at_end(done)

@@ -130,30 +130,30 @@ def compute_type(node: Node) -> ir.Type:
     return ir_type(max(values, key=lambda d: (d.kind == "f", d.itemsize)))
 
 
-@lowers(*[name for name, op in REGISTRY.items() if op.is_elementwise])
-def elementwise(ctx: KernelContext) -> None:
-    node = ctx.node
-    expr = node.op.expr(node.attrs)
-    cty = compute_type(node)
-    out_ty = ctx.ty()
-    symbols = [E.sym_input(i) for i in range(len(node.inputs))]
+def element_function(ctx: KernelContext, node: Node):
+    """body(builder, input elements) -> output element, for an elementwise op or a cast.
+
+    Shared by the host loops here and the GPU kernels (backends/cuda)."""
+    out_ty = ir_type(node.dtype)
     in_bool = [i.dtype == np.dtype(bool) for i in node.inputs]
     in_tys = [ir_type(i.dtype) for i in node.inputs]
+    if node.op.name == "cast":
+        return lambda b, v: convert(b, v[0], in_tys[0], out_ty, src_bool=in_bool[0])
+    expr = node.op.expr(node.attrs)
+    cty = compute_type(node)
+    symbols = [E.sym_input(i) for i in range(len(node.inputs))]
 
     def body(b: ir.IRBuilder, values):
         env = {s: convert(b, v, t, cty, src_bool=flag)
                for s, v, t, flag in zip(symbols, values, in_tys, in_bool)}
-        result = ExprEmitter(b, ctx.module, cty, ctx.math).emit(expr, env)
+        result = ExprEmitter(b, ctx.module, cty, ctx.gen.math).emit(expr, env)
         if result.type == I1:
             return b.zext(result, I8) if out_ty == I8 else convert(b, result, I1, out_ty)
         return convert(b, result, cty, out_ty)
 
-    emit_elementwise_loop(ctx, list(node.inputs), body)
+    return body
 
 
-@lowers("cast")
-def cast(ctx: KernelContext) -> None:
-    (x,) = ctx.node.inputs
-    src, dst = ir_type(x.dtype), ctx.ty()
-    is_bool = x.dtype == np.dtype(bool)
-    emit_elementwise_loop(ctx, [x], lambda b, v: convert(b, v[0], src, dst, src_bool=is_bool))
+@lowers(*[name for name, op in REGISTRY.items() if op.is_elementwise], "cast")
+def elementwise(ctx: KernelContext) -> None:
+    emit_elementwise_loop(ctx, list(ctx.node.inputs), element_function(ctx, ctx.node))

@@ -89,15 +89,31 @@ class ParamStorage:
     """The live value of a parameter, shared by its graph and every compiled function.
 
     Compared by identity: two parameters with equal values are still two parameters.
+    `value` is a C-contiguous host array updated in place by compiled steps. A device backend
+    that keeps a newer copy on its device registers itself as `device`: reading `value` then
+    fetches that copy first, and `write` (or `Tensor.value = ...`) tells it the host changed.
     """
 
-    __slots__ = ("name", "value", "uid", "next_stream", "__weakref__")
+    __slots__ = ("name", "_value", "uid", "next_stream", "device", "__weakref__")
 
     def __init__(self, name: str, value: np.ndarray) -> None:
         self.name = name
-        self.value = np.array(value, copy=True, order="C")
+        self._value = np.array(value, copy=True, order="C")
         self.uid = next(_uids)
         self.next_stream = 0  # how many random ops already draw from this (RNG state) parameter
+        self.device = None  # an object with pull(storage) and host_changed(storage)
+
+    @property
+    def value(self) -> np.ndarray:
+        if self.device is not None:
+            self.device.pull(self)
+        return self._value
+
+    def write(self, new) -> None:
+        """Copy new values in (same shape; dtype cast within its kind), in place."""
+        np.copyto(self.value, new, casting="same_kind")
+        if self.device is not None:
+            self.device.host_changed(self)
 
     def __repr__(self) -> str:
         return f"<parameter {self.name} {self.value.shape} {self.value.dtype}>"

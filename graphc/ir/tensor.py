@@ -68,7 +68,7 @@ class Tensor:
             raise ShapeError(
                 f"parameter {self.name!r} has shape {storage.value.shape}, got {arr.shape}"
             )
-        np.copyto(storage.value, arr, casting="same_kind")
+        storage.write(arr)
 
     # -- identity: tensors are dict keys (e.g. in `updates`), so == is not elementwise -------
     def __hash__(self) -> int:

@@ -1,0 +1,226 @@
+"""Program graph -> GPU kernels and a launch plan, for a real device (PTX) or the emulator.
+
+Every node becomes one or more kernels ``void @kN.op(ptr %slots, ptr %dims)`` that read their
+buffers from the same pointer table and dims table as the LLVM backend (its Layout, memory
+plan and KernelContext are reused). Kernels find their thread through four accessor functions,
+``@graphc.gpu.{tid,ctaid,ntid,nctaid}.{x,y,z}``. The module is generated twice from the same
+code: for PTX the accessors wrap the NVVM special registers and kernels use the ``ptx_kernel``
+calling convention; for emulation the accessors read globals that a generated driver sets
+while it loops over the launch grid. Kernel bodies are identical in both.
+
+Most kernels are "one thread per output element" over a grid-stride loop, which needs no
+synchronization. GEMM is a shared-memory tiled kernel written as phases (see gemm.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from llvmlite import ir
+
+from graphc.errors import BackendError
+from graphc.ir.graph import Graph
+from graphc.ir.node import Node
+
+from ..llvm.codegen import LEAVES, KernelContext, ProgramCodegen
+from ..llvm.irutil import I32, I64, PTR, VOID, i64, memcpy
+
+GPU_LOWERINGS: dict = {}
+BLOCK = 256  # threads per block of the grid-stride kernels
+AXES = "xyz"
+
+
+def gpu_lowers(*ops: str):
+    def deco(fn):
+        for op in ops:
+            GPU_LOWERINGS[op] = fn
+        return fn
+    return deco
+
+
+@dataclass
+class Launch:
+    """One kernel launch of the step, in schedule order."""
+
+    kernel: str
+    node: Node
+    kind: str = "grid"  # "grid": 1-d grid-stride over `work` items; "gemm": tiled (gemm.py)
+    work: object = 1  # items (int or sympy expression) for grid launches
+    gemm: dict = field(default_factory=dict)  # m, n, k, batch (exprs) + variant for gemm
+
+
+class GpuKernel(KernelContext):
+    """A kernel function: (slots, dims) -> void, one thread's share of a node's work."""
+
+    def __init__(self, gen: GpuCodegen, node: Node, position: int, suffix: str = "",
+                 work=None, kind: str = "grid") -> None:
+        # PTX identifiers allow no dots: kernels are named k12_matmul_gemm
+        name = f"k{position}_{node.op.name}{suffix}".replace(".", "_")
+        super().__init__(gen, node, position, name=name)
+        gen.launches.append(Launch(self.name, node, kind, work if work is not None else 1))
+        self.launch = gen.launches[-1]
+
+    def _make_function(self, name: str) -> ir.Function:
+        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR, PTR]), name=name)
+        if self.gen.target == "ptx":
+            fn.calling_convention = "ptx_kernel"
+        else:
+            fn.attributes.add("noinline")
+        fn.attributes.add("nounwind")
+        return fn
+
+    def _init_status(self) -> None:
+        pass
+
+    def fail(self, code: int = 1) -> None:
+        """Record a failure in the step's status word (read by the host after the step)."""
+        status = self.slot_ptr(self.gen.status_slot, "status")
+        self.b.store(ir.Constant(I32, code), status)
+
+    def finish(self) -> None:
+        if not self.b.block.is_terminated:
+            self.b.ret_void()
+
+    # -- thread geometry --------------------------------------------------------------------
+    def special(self, register: str, axis: str = "x") -> ir.Value:
+        """tid / ctaid / ntid / nctaid of this thread, as i64."""
+        fn = self.gen.accessor(register, axis)
+        return self.b.zext(self.b.call(fn, []), I64)
+
+    @contextlib.contextmanager
+    def thread_loop(self, total) -> Iterator[ir.Value]:
+        """Grid-stride loop: this thread's items among ``range(total)``."""
+        b = self.b
+        total = total if isinstance(total, ir.Value) else self.dim(total)
+        gid = b.add(b.mul(self.special("ctaid"), self.special("ntid")), self.special("tid"))
+        stride = b.mul(self.special("nctaid"), self.special("ntid"))
+        from ..llvm.irutil import loop
+
+        with loop(b, total, "t", start=gid, step=stride) as i:
+            yield i
+
+
+class GpuCodegen(ProgramCodegen):
+    """Kernels + launch plan for a program; `target` is "ptx" or "host" (the emulator)."""
+
+    def __init__(self, program: Graph, math, target: str) -> None:
+        self.target = target
+        self.launches: list[Launch] = []
+        self._accessors: dict[str, ir.Function] = {}
+        super().__init__(program, math)
+        if target == "ptx":
+            self.module.triple = "nvptx64-nvidia-cuda"
+        self.status_slot = self.layout.new_slot()
+        self.layout.scratch[self.status_slot] = 4
+        self.layout.status_slot = self.status_slot
+
+    def scratch_slot(self, key, nbytes) -> int:
+        """A scratch buffer shared by the kernels of one node (e.g. a conv's columns)."""
+        if key not in self.shared:
+            slot = self.layout.new_slot()
+            self.layout.scratch[slot] = nbytes
+            self.shared[key] = slot
+        return self.shared[key]
+
+    def accessor(self, register: str, axis: str) -> ir.Function:
+        name = f"graphc.gpu.{register}.{axis}"
+        if name not in self._accessors:
+            fn = ir.Function(self.module, ir.FunctionType(I32, []), name=name)
+            fn.linkage = "internal"
+            fn.attributes.add("alwaysinline")
+            b = ir.IRBuilder(fn.append_basic_block())
+            if self.target == "ptx":
+                sreg = ir.Function(self.module, ir.FunctionType(I32, []),
+                                   name=f"llvm.nvvm.read.ptx.sreg.{register}.{axis}")
+                b.ret(b.call(sreg, []))
+            else:
+                b.ret(b.load(self.emulated_register(register, axis), typ=I32))
+            self._accessors[name] = fn
+        return self._accessors[name]
+
+    def emulated_register(self, register: str, axis: str) -> ir.GlobalVariable:
+        name = f"graphc.emu.{register}.{axis}"
+        existing = self.module.globals.get(name)
+        if existing is not None:
+            return existing
+        g = ir.GlobalVariable(self.module, I32, name=name)
+        g.linkage = "internal"
+        g.initializer = ir.Constant(I32, 0)
+        return g
+
+    def build(self) -> ir.Module:
+        from . import gemm, kernels  # noqa: F401  (registers the GPU lowerings)
+
+        for k, node in enumerate(self.program.nodes):
+            if node.op.name in LEAVES:
+                continue
+            lowering = GPU_LOWERINGS.get(node.op.name)
+            if lowering is None:
+                raise BackendError(f"the cuda backend has no lowering for op {node.op.name}"
+                                   + (f" (used at {node.loc})" if node.loc else ""))
+            lowering(self, node, k)
+        self._emit_updates()
+        if self.target == "host":
+            for launch in self.launches:
+                self.emulation_driver(launch)
+        return self.module
+
+    def emulation_driver(self, launch: Launch) -> None:
+        """``graphc.emulate.<kernel>(slots, dims, gx, gy, gz, threads)``: run one launch.
+
+        Sets the emulated special registers and calls the kernel for every block and thread of
+        the grid in order. A tiled GEMM kernel runs its own threads phase by phase, so it is
+        called once per block.
+        """
+        from ..llvm.irutil import loop
+
+        kernel = self.module.globals[launch.kernel]
+        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR, PTR, I64, I64, I64, I64]),
+                         name=f"graphc.emulate.{launch.kernel}")
+        slots, dims, gx, gy, gz, threads = fn.args
+        b = ir.IRBuilder(fn.append_basic_block())
+
+        def set_reg(register, axis, value):
+            b.store(b.trunc(value, I32), self.emulated_register(register, axis))
+
+        per_block = launch.kind == "gemm"
+        from .gemm import TILE
+
+        for axis, count in zip(AXES, (gx, gy, gz)):
+            set_reg("nctaid", axis, count)
+        block = (i64(TILE), i64(TILE), i64(1)) if per_block else (threads, i64(1), i64(1))
+        for axis, count in zip(AXES, block):
+            set_reg("ntid", axis, count)
+        for axis in "yz":
+            set_reg("tid", axis, i64(0))
+        with loop(b, gz, "bz") as bz, loop(b, gy, "by") as by, loop(b, gx, "bx") as bx:
+            for axis, value in zip(AXES, (bx, by, bz)):
+                set_reg("ctaid", axis, value)
+            if per_block:
+                b.call(kernel, [slots, dims])
+            else:
+                with loop(b, threads, "tx") as tx:
+                    set_reg("tid", "x", tx)
+                    b.call(kernel, [slots, dims])
+        b.ret_void()
+
+    def _emit_updates(self) -> None:
+        """One kernel per update: copy the new value into the parameter if the step succeeded.
+
+        A single thread copies with memcpy: updates are small next to the step, and this keeps
+        "all or nothing" trivially true (the status word is final when this runs)."""
+        lay = self.layout
+        for j, (param, value) in enumerate(self.program.updates):
+            if value.uid == param.uid:
+                continue
+            ctx = GpuKernel(self, param, len(self.program.nodes) + j, suffix=".update", work=1)
+            b = ctx.b
+            status = b.load(ctx.slot_ptr(self.status_slot, "status"), typ=I32)
+            first = b.icmp_unsigned("==", b.add(ctx.special("ctaid"), ctx.special("tid")), i64(0))
+            ok = b.and_(first, b.icmp_unsigned("==", status, ir.Constant(I32, 0)))
+            with b.if_then(ok):
+                src = ctx.slot_ptr(lay.slot_of[value.uid], "new")
+                memcpy(b, self.module, ctx.ptr(param), src, ctx.nbytes(value))
+            ctx.finish()

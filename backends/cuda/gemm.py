@@ -1,0 +1,369 @@
+"""Matrix products on the GPU: a shared-memory tiled GEMM, and convolutions built on it.
+
+The tiled kernel is written as *phases* separated by barriers:
+
+    init (acc = 0)
+    for each K tile:  load (each thread copies one A and one B element into shared tiles)
+                      -- barrier --
+                      compute (acc += row of A tile . column of B tile)
+                      -- barrier --
+    store (C = acc, or C += acc)
+
+On a GPU the kernel calls the phases in that order with `bar.sync`. The emulator runs each
+phase for every thread of a block before starting the next, with the shared tiles in a
+per-block buffer and each thread's accumulator in its own slot: exactly the semantics of the
+barriers, on one CPU thread. The phase functions are the same IR in both cases.
+
+Convolutions: im2col over the whole batch into a (C*K, N*O) matrix, one GEMM, and a gather
+that permutes the result into (N, C_out, O); the input gradient is a GEMM followed by a
+col2im *gather* (each image element sums the column entries that map to it: no atomics).
+"""
+
+from __future__ import annotations
+
+import sympy
+from llvmlite import ir
+
+from graphc.ir.node import Node
+from graphc.ir.shapes import prod
+
+from ..llvm.irutil import F32, I1, I64, PTR, VOID, const, i64, load, loop, store
+from .codegen import GpuCodegen, GpuKernel, gpu_lowers
+from .kernels import unravel
+
+TILE = 16
+PHASES = ("init", "load", "compute", "store")
+
+
+def _phase_functions(module: ir.Module, ty: ir.Type, ta: bool, tb: bool, accumulate: bool
+                     ) -> dict[str, ir.Function]:
+    """The four phases of one GEMM variant (shared by every launch of that variant).
+
+    Signature: (A, B, C, m, n, k, kt, shared, private, tx, ty, bx, by) -> void.
+    """
+    tag = f"{'f32' if ty == F32 else 'f64'}.{'t' if ta else 'n'}{'t' if tb else 'n'}" \
+          f"{'.acc' if accumulate else ''}"
+    names = {p: f"graphc.gemm.{tag}.{p}" for p in PHASES}
+    if names["init"] in module.globals:
+        return {p: module.globals[n] for p, n in names.items()}
+    sig = ir.FunctionType(VOID, [PTR, PTR, PTR, I64, I64, I64, I64, PTR, PTR, I64, I64, I64,
+                                 I64])
+    fns = {}
+    for phase, name in names.items():
+        fn = ir.Function(module, sig, name=name)
+        fn.linkage = "internal"
+        fn.attributes.add("alwaysinline")
+        fn.attributes.add("nounwind")
+        for arg, label in zip(fn.args, ("A", "B", "C", "m", "n", "k", "kt", "shared", "private",
+                                        "tx", "ty", "bx", "by")):
+            arg.name = label
+        fns[phase] = fn
+    T = i64(TILE)
+
+    def body(phase):
+        fn = fns[phase]
+        A, B, C, m, n, k, kt, shared, private, tx, tyi, bx, by = fn.args
+        b = ir.IRBuilder(fn.append_basic_block())
+        row = b.add(b.mul(by, T), tyi)
+        col = b.add(b.mul(bx, T), tx)
+        tile_a = shared
+        tile_b = b.gep(shared, [i64(TILE * TILE)], source_etype=ty)
+        slot = b.add(b.mul(tyi, T), tx)
+        if phase == "init":
+            store(b, const(ty, 0), private, ty, i64(0))
+        elif phase == "load":
+            kk = b.add(b.mul(kt, T), tx)  # A tile: row `row`, column kk
+            ok = b.and_(b.icmp_signed("<", row, m), b.icmp_signed("<", kk, k))
+            a_idx = b.add(b.mul(kk, m), row) if ta else b.add(b.mul(row, k), kk)
+            store(b, _guarded_load(b, A, ty, a_idx, ok), tile_a, ty, slot)
+            kr = b.add(b.mul(kt, T), tyi)  # B tile: row kr, column `col`
+            ok = b.and_(b.icmp_signed("<", kr, k), b.icmp_signed("<", col, n))
+            b_idx = b.add(b.mul(col, k), kr) if tb else b.add(b.mul(kr, n), col)
+            store(b, _guarded_load(b, B, ty, b_idx, ok), tile_b, ty, slot)
+        elif phase == "compute":
+            acc = load(b, private, ty, i64(0))
+            total = acc
+            for j in range(TILE):  # unrolled dot product of a tile row and a tile column
+                a = load(b, tile_a, ty, b.add(b.mul(tyi, T), i64(j)))
+                c = load(b, tile_b, ty, b.add(i64(j * TILE), tx))
+                total = b.fadd(total, b.fmul(a, c))
+            store(b, total, private, ty, i64(0))
+        else:
+            ok = b.and_(b.icmp_signed("<", row, m), b.icmp_signed("<", col, n))
+            with b.if_then(ok):
+                idx = b.add(b.mul(row, n), col)
+                value = load(b, private, ty, i64(0))
+                if accumulate:
+                    value = b.fadd(load(b, C, ty, idx), value)
+                store(b, value, C, ty, idx)
+        b.ret_void()
+
+    for phase in PHASES:
+        body(phase)
+    return fns
+
+
+def _guarded_load(b: ir.IRBuilder, base, ty, index, ok) -> ir.Value:
+    safe = b.select(ok, index, i64(0))
+    return b.select(ok, load(b, base, ty, safe), const(ty, 0))
+
+
+def emit_gemm(gen: GpuCodegen, node: Node, k: int, suffix: str, operands, m, n, kdim, ta: bool,
+              tb: bool, accumulate: bool = False, batch=1) -> None:
+    """A tiled GEMM launch: C = op(A) @ op(B) (+ C).
+
+    `operands(ctx, z) -> (A, B, C)` gives the three pointers for batch index z (an i64 value).
+    m, n, kdim, batch are int or sympy size expressions.
+    """
+    ctx = GpuKernel(gen, node, k, suffix=suffix, kind="gemm")
+    ctx.launch.gemm = dict(m=m, n=n, k=kdim, batch=batch)
+    b = ctx.b
+    ty = ctx.ty()
+    phases = _phase_functions(gen.module, ty, ta, tb, accumulate)
+    mv, nv, kv = ctx.dim(m), ctx.dim(n), ctx.dim(kdim)
+    tiles = b.udiv(b.add(kv, i64(TILE - 1)), i64(TILE))
+    if gen.target == "ptx":
+        shared_g = ir.GlobalVariable(gen.module, ir.ArrayType(ty, 2 * TILE * TILE),
+                                     name=f"{ctx.name}.tiles", addrspace=3)
+        shared_g.linkage = "internal"
+        shared_g.align = 16
+        shared = b.addrspacecast(shared_g, PTR)
+        private = b.alloca(ty, name="acc")
+        tx, tyi = ctx.special("tid", "x"), ctx.special("tid", "y")
+        bx, by, z = ctx.special("ctaid", "x"), ctx.special("ctaid", "y"), ctx.special("ctaid", "z")
+        A, B, C = operands(ctx, z)
+        args = [A, B, C, mv, nv, kv]
+        barrier = ir.Function(gen.module, ir.FunctionType(VOID, []), name="llvm.nvvm.barrier0") \
+            if "llvm.nvvm.barrier0" not in gen.module.globals else \
+            gen.module.globals["llvm.nvvm.barrier0"]
+        b.call(phases["init"], args + [i64(0), shared, private, tx, tyi, bx, by])
+        with loop(b, tiles, "kt") as kt:
+            b.call(phases["load"], args + [kt, shared, private, tx, tyi, bx, by])
+            b.call(barrier, [])
+            b.call(phases["compute"], args + [kt, shared, private, tx, tyi, bx, by])
+            b.call(barrier, [])
+        b.call(phases["store"], args + [i64(0), shared, private, tx, tyi, bx, by])
+        ctx.finish()
+        return
+    # emulation: this kernel is the driver for one block (the host loops over blocks);
+    # every phase runs for all TILE x TILE threads before the next one starts
+    threads = TILE * TILE
+    with b.goto_entry_block():
+        shared = b.alloca(ty, size=2 * threads, name="tiles")
+        private = b.alloca(ty, size=threads, name="accumulators")
+    bx, by, z = ctx.special("ctaid", "x"), ctx.special("ctaid", "y"), ctx.special("ctaid", "z")
+    A, B, C = operands(ctx, z)
+    args = [A, B, C, mv, nv, kv]
+
+    def all_threads(phase, kt):
+        with loop(b, i64(TILE), "ty") as tyi, loop(b, i64(TILE), "tx") as tx:
+            mine = b.gep(private, [b.add(b.mul(tyi, i64(TILE)), tx)], source_etype=ty)
+            b.call(phases[phase], args + [kt, shared, mine, tx, tyi, bx, by])
+
+    all_threads("init", i64(0))
+    with loop(b, tiles, "kt") as kt:
+        all_threads("load", kt)
+        all_threads("compute", kt)
+    all_threads("store", i64(0))
+    ctx.finish()
+
+
+def _batch_offsets(ctx: GpuKernel, node: Node, z):
+    """Element offsets of A, B and C for flattened batch index z (broadcast batch axes)."""
+    b = ctx.b
+    a_node, b_node = node.inputs
+    batch = list(node.shape[:-2])
+    coords = unravel(b, z, ctx.dims(batch)) if batch else []
+    offsets = []
+    for operand in (a_node, b_node, node):
+        shape = ctx.shape(operand)
+        mat = ctx.numel_of(shape[-2:])
+        lead = len(batch) - (operand.ndim - 2)
+        off: ir.Value = i64(0)
+        stride = mat
+        for a in reversed(range(operand.ndim - 2)):
+            stretched = operand.shape[a] == 1 and node.shape[a + lead] != 1
+            if not stretched:
+                off = b.add(off, b.mul(coords[a + lead], stride))
+            stride = b.mul(stride, shape[a])
+        offsets.append(off)
+    return offsets
+
+
+@gpu_lowers("matmul")
+def matmul(gen: GpuCodegen, node: Node, k: int) -> None:
+    a_node, b_node = node.inputs
+    ta, tb = node.attrs["ta"], node.attrs["tb"]
+    m, n = node.shape[-2], node.shape[-1]
+    kdim = a_node.shape[-2] if ta else a_node.shape[-1]
+    batch = prod(node.shape[:-2]) if node.ndim > 2 else 1
+
+    def operands(ctx, z):
+        ty = ctx.ty()
+        oa, ob, oc = _batch_offsets(ctx, node, z)
+        return (ctx.b.gep(ctx.in_ptr(0), [oa], source_etype=ty),
+                ctx.b.gep(ctx.in_ptr(1), [ob], source_etype=ty),
+                ctx.b.gep(ctx.out_ptr, [oc], source_etype=ty))
+
+    emit_gemm(gen, node, k, ".gemm", operands, m, n, kdim, ta, tb, batch=batch)
+
+
+# -- convolution --------------------------------------------------------------------------
+
+
+def _scratch(gen: GpuCodegen, node: Node, name: str, nbytes) -> int:
+    return gen.scratch_slot(("conv", node.uid, name), nbytes)
+
+
+def _im2col_all(gen, node, k, image: Node, kernel, out_sp, col_slot, suffix=".im2col"):
+    """col[(c*K + kk), n*O + o] = image[n, c, o*s + kk*d - p] (0 outside), whole batch."""
+    a = node.attrs
+    channels = image.shape[1]
+    K, O = prod(kernel), prod(out_sp)
+    total = prod([channels, K, image.shape[0], O])
+    ctx = GpuKernel(gen, node, k, suffix=suffix, work=total)
+    b = ctx.b
+    ty = ctx.ty()
+    col = ctx.slot_ptr(col_slot, "col")
+    in_sp = ctx.shape(image)[2:]
+    with ctx.thread_loop(total) as e:
+        ck, rest = b.udiv(e, ctx.dim(image.shape[0] * O)), b.urem(e, ctx.dim(image.shape[0] * O))
+        c, kk = b.udiv(ck, i64(K)), b.urem(ck, i64(K))
+        nidx, o = b.udiv(rest, ctx.dim(O)), b.urem(rest, ctx.dim(O))
+        ks = unravel(b, kk, [i64(x) for x in kernel])
+        os = unravel(b, o, ctx.dims(out_sp))
+        inside = ir.Constant(I1, 1)
+        flat: ir.Value = i64(0)
+        for d in range(len(kernel)):
+            p = b.sub(b.add(b.mul(os[d], i64(a["stride"][d])), b.mul(ks[d], i64(a["dilation"][d]))),
+                      i64(a["padding"][d]))
+            ok = b.and_(b.icmp_signed(">=", p, i64(0)), b.icmp_signed("<", p, in_sp[d]))
+            inside = b.and_(inside, ok)
+            flat = b.add(b.mul(flat, in_sp[d]), b.select(ok, p, i64(0)))
+        plane = ctx.numel_of(in_sp)
+        src = b.add(b.mul(b.add(b.mul(nidx, ctx.dim(channels)), c), plane), flat)
+        value = b.select(inside, load(b, ctx.ptr(image), ty, b.select(inside, src, i64(0))),
+                         const(ty, 0))
+        store(b, value, col, ty, e)
+    ctx.finish()
+
+
+def _permute(gen, node, k, suffix, src_slot, dst_slot, batch, channels, positions,
+             to_channel_major: bool):
+    """(N, C, O) <-> (C, N*O) as a gather over the destination."""
+    total = prod([batch, channels, positions])
+    ctx = GpuKernel(gen, node, k, suffix=suffix, work=total)
+    b = ctx.b
+    ty = ctx.ty()
+    src = ctx.slot_ptr(src_slot, "src") if isinstance(src_slot, int) else src_slot(ctx)
+    dst = ctx.slot_ptr(dst_slot, "dst") if isinstance(dst_slot, int) else dst_slot(ctx)
+    N, C, O = ctx.dim(batch), ctx.dim(channels), ctx.dim(positions)
+    with ctx.thread_loop(total) as e:
+        if to_channel_major:  # dst (C, N*O) from src (N, C, O)
+            c, rest = b.udiv(e, b.mul(N, O)), b.urem(e, b.mul(N, O))
+            n_, o = b.udiv(rest, O), b.urem(rest, O)
+        else:  # dst (N, C, O) from src (C, N*O)
+            n_, rest = b.udiv(e, b.mul(C, O)), b.urem(e, b.mul(C, O))
+            c, o = b.udiv(rest, O), b.urem(rest, O)
+        nco = b.add(b.mul(b.add(b.mul(n_, C), c), O), o)
+        cno = b.add(b.mul(c, b.mul(N, O)), b.add(b.mul(n_, O), o))
+        s_idx, d_idx = (nco, cno) if to_channel_major else (cno, nco)
+        store(b, load(b, src, ty, s_idx), dst, ty, d_idx)
+    ctx.finish()
+
+
+def _slot_of(gen, node):
+    return gen.layout.slot_of[node.uid]
+
+
+@gpu_lowers("conv")
+def conv(gen: GpuCodegen, node: Node, k: int) -> None:
+    x, w = node.inputs
+    kernel, out_sp = tuple(w.shape[2:]), tuple(node.shape[2:])
+    N, C, Cout = x.shape[0], x.shape[1], w.shape[0]
+    K, O = prod(kernel), prod(out_sp)
+    isz = node.dtype.itemsize
+    col = _scratch(gen, node, "col", prod([C, K, N, O]) * isz)
+    tmp = _scratch(gen, node, "tmp", prod([Cout, N, O]) * isz)
+    _im2col_all(gen, node, k, x, kernel, out_sp, col)
+    emit_gemm(gen, node, k, ".gemm", lambda ctx, z: (ctx.in_ptr(1), ctx.slot_ptr(col, "col"),
+                                                    ctx.slot_ptr(tmp, "tmp")),
+              Cout, _expr(N * O), _expr(C * K), False, False)
+    _permute(gen, node, k, ".permute", tmp, _slot_of(gen, node), N, Cout, O, False)
+
+
+@gpu_lowers("conv_weight_grad")
+def conv_weight_grad(gen: GpuCodegen, node: Node, k: int) -> None:
+    x, g = node.inputs
+    kernel, out_sp = node.attrs["kernel"], tuple(g.shape[2:])
+    N, C, Cout = x.shape[0], x.shape[1], g.shape[1]
+    K, O = prod(kernel), prod(out_sp)
+    isz = node.dtype.itemsize
+    col = _scratch(gen, node, "col", prod([C, K, N, O]) * isz)
+    gp = _scratch(gen, node, "g", prod([Cout, N, O]) * isz)
+    _im2col_all(gen, node, k, x, kernel, out_sp, col)
+    _permute(gen, node, k, ".permute", _slot_of(gen, g), gp, N, Cout, O, True)
+    emit_gemm(gen, node, k, ".gemm", lambda ctx, z: (ctx.slot_ptr(gp, "g"),
+                                                    ctx.slot_ptr(col, "col"), ctx.out_ptr),
+              Cout, _expr(C * K), _expr(N * O), False, True)
+
+
+@gpu_lowers("conv_transpose")
+def conv_transpose(gen: GpuCodegen, node: Node, k: int) -> None:
+    g, w = node.inputs
+    kernel, g_sp = tuple(w.shape[2:]), tuple(g.shape[2:])
+    N, Cout, C = g.shape[0], g.shape[1], node.shape[1]
+    K, O = prod(kernel), prod(g_sp)
+    isz = node.dtype.itemsize
+    gp = _scratch(gen, node, "g", prod([Cout, N, O]) * isz)
+    col = _scratch(gen, node, "col", prod([C, K, N, O]) * isz)
+    _permute(gen, node, k, ".permute", _slot_of(gen, g), gp, N, Cout, O, True)
+    emit_gemm(gen, node, k, ".gemm", lambda ctx, z: (ctx.in_ptr(1), ctx.slot_ptr(gp, "g"),
+                                                    ctx.slot_ptr(col, "col")),
+              _expr(C * K), _expr(N * O), Cout, True, False)
+    _col2im_all(gen, node, k, kernel, g_sp, col)
+
+
+def _col2im_all(gen, node, k, kernel, g_sp, col_slot) -> None:
+    """out[n, c, p] = sum over taps kk with p = o*s + kk*d - pad of col[c*K + kk, n*O + o]."""
+    a = node.attrs
+    total = prod(node.shape)
+    ctx = GpuKernel(gen, node, k, suffix=".col2im", work=total)
+    b = ctx.b
+    ty = ctx.ty()
+    col = ctx.slot_ptr(col_slot, "col")
+    out_shape = ctx.shape()
+    gs = ctx.dims(g_sp)
+    O = ctx.numel_of(gs)
+    K = int(prod(kernel))
+    with b.goto_entry_block():
+        acc = b.alloca(ty, name="acc")
+    with ctx.thread_loop(total) as e:
+        coords = unravel(b, e, out_shape)
+        n_, c, pos = coords[0], coords[1], coords[2:]
+        b.store(const(ty, 0), acc)
+        with loop(b, i64(K), "kk") as kk:
+            ks = unravel(b, kk, [i64(x) for x in kernel])
+            ok = ir.Constant(I1, 1)
+            oflat: ir.Value = i64(0)
+            for d in range(len(kernel)):
+                num = b.sub(b.add(pos[d], i64(a["padding"][d])),
+                            b.mul(ks[d], i64(a["dilation"][d])))
+                s = i64(a["stride"][d])
+                q = b.sdiv(num, s)
+                good = b.and_(b.icmp_signed(">=", num, i64(0)),
+                              b.icmp_signed("==", b.srem(num, s), i64(0)))
+                good = b.and_(good, b.icmp_signed("<", q, gs[d]))
+                ok = b.and_(ok, good)
+                oflat = b.add(b.mul(oflat, gs[d]), b.select(good, q, i64(0)))
+            row = b.add(b.mul(c, i64(K)), kk)
+            idx = b.add(b.mul(row, b.mul(ctx.dim(node.shape[0]), O)), b.add(b.mul(n_, O), oflat))
+            v = load(b, col, ty, b.select(ok, idx, i64(0)))
+            b.store(b.select(ok, b.fadd(b.load(acc, typ=ty), v), b.load(acc, typ=ty)), acc)
+        store(b, b.load(acc, typ=ty), ctx.out_ptr, ty, e)
+    ctx.finish()
+
+
+def _expr(value):
+    return value if isinstance(value, int) else sympy.expand(value)
+

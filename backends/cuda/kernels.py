@@ -1,0 +1,631 @@
+"""GPU kernels: one thread per output element, over a grid-stride loop.
+
+Every kernel computes an output element from its flat index by reading whatever inputs it
+needs (a gather), so no two threads write the same location and no synchronization is needed.
+The element computations are the LLVM backend's (element_function, the emitter, Philox);
+only the loop structure differs. Backward pooling and col2im are gathers too; scatter_add
+is the one kernel that uses atomics.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+
+from graphc.ir.node import Node
+from graphc.ir.shapes import prod
+from graphc.ops import REGISTRY
+
+from ..llvm.irutil import (
+    F64,
+    I1,
+    I32,
+    I64,
+    const,
+    contiguous_strides,
+    convert,
+    entry_alloca,
+    float_intrinsic,
+    i64,
+    ir_type,
+    is_float_type,
+    load,
+    loop,
+    loops,
+    store,
+)
+from ..llvm.kernels_elementwise import element_function
+from ..llvm.kernels_index import philox
+from ..llvm.kernels_reduce import _combine, _identity
+from .codegen import GpuCodegen, GpuKernel, gpu_lowers
+
+
+def numel(node: Node):
+    return prod(node.shape) if node.shape else 1
+
+
+def unravel(b: ir.IRBuilder, flat: ir.Value, dims: list[ir.Value]) -> list[ir.Value]:
+    """Coordinates of a flat (row-major) index."""
+    coords = []
+    rem = flat
+    for d in reversed(dims[1:]):
+        coords.append(b.urem(rem, d))
+        rem = b.udiv(rem, d)
+    coords.append(rem)
+    return list(reversed(coords))
+
+
+def dot(b: ir.IRBuilder, coords, strides) -> ir.Value:
+    out: ir.Value = i64(0)
+    for c, s in zip(coords, strides):
+        out = b.add(out, b.mul(c, s))
+    return out
+
+
+# -- elementwise ------------------------------------------------------------------------------
+
+
+@gpu_lowers(*[name for name, op in REGISTRY.items() if op.is_elementwise], "cast")
+def elementwise(gen: GpuCodegen, node: Node, k: int) -> None:
+    ctx = GpuKernel(gen, node, k, work=numel(node))
+    b = ctx.b
+    inputs = list(node.inputs)
+    body = element_function(ctx, node)
+    out_shape = ctx.shape()
+    lead = [len(node.shape) - x.ndim for x in inputs]
+    in_strides = [contiguous_strides(b, ctx.shape(x)) for x in inputs]
+    with ctx.thread_loop(numel(node)) as i:
+        coords = unravel(b, i, out_shape)
+        values = []
+        for j, x in enumerate(inputs):
+            if x.op.name == "constant" and x.attrs["value"].array.ndim == 0:
+                v = x.attrs["value"].array.item()
+                ty = ir_type(x.dtype)
+                values.append(ir.Constant(ty, float(v) if is_float_type(ty) else int(v)))
+                continue
+            offset: ir.Value = i64(0)
+            for a, d in enumerate(x.shape):
+                if d == 1 and node.shape[a + lead[j]] != 1:
+                    continue  # broadcast along this axis
+                offset = b.add(offset, b.mul(coords[a + lead[j]], in_strides[j][a]))
+            values.append(load(b, ctx.ptr(x), ir_type(x.dtype), offset))
+        store(b, body(b, values), ctx.out_ptr, ctx.ty(), i)
+    ctx.finish()
+
+
+# -- reductions -------------------------------------------------------------------------------
+
+
+def _reduce_geometry(ctx: GpuKernel, x: Node, axes):
+    shape = ctx.shape(x)
+    strides = contiguous_strides(ctx.b, shape)
+    kept = [a for a in range(x.ndim) if a not in axes]
+    reduced = [a for a in range(x.ndim) if a in axes]
+    return shape, strides, kept, reduced
+
+
+def _over_reduced(ctx, shape, strides, reduced, base, fn) -> None:
+    """fn(offset) for every element of the reduced axes, starting from `base`."""
+    b = ctx.b
+    with loops(b, [shape[a] for a in reduced], "r") as idx:
+        fn(b.add(base, dot(b, idx, [strides[a] for a in reduced])))
+
+
+@gpu_lowers("sum", "max", "min")
+def reduce(gen: GpuCodegen, node: Node, k: int) -> None:
+    ctx = GpuKernel(gen, node, k, work=numel(node))
+    b = ctx.b
+    (x,) = node.inputs
+    ty = ctx.ty()
+    op = node.op.name
+    shape, strides, kept, reduced = _reduce_geometry(ctx, x, set(node.attrs["axes"]))
+    acc = entry_alloca(b, ty, "acc")
+    with ctx.thread_loop(numel(node)) as o:
+        coords = unravel(b, o, [shape[a] for a in kept]) if kept else []
+        base = dot(b, coords, [strides[a] for a in kept])
+        b.store(_identity(op, ty), acc)
+        _over_reduced(ctx, shape, strides, reduced, base, lambda off: b.store(
+            _combine(b, ctx.module, op, ty, b.load(acc, typ=ty), load(b, ctx.in_ptr(0), ty, off)),
+            acc))
+        store(b, b.load(acc, typ=ty), ctx.out_ptr, ty, o)
+    ctx.finish()
+
+
+@gpu_lowers("numel")
+def numel_kernel(gen: GpuCodegen, node: Node, k: int) -> None:
+    from ..llvm.codegen import LOWERINGS
+
+    ctx = GpuKernel(gen, node, k, work=1)
+    b = ctx.b
+    first = b.icmp_unsigned("==", b.add(ctx.special("ctaid"), ctx.special("tid")), i64(0))
+    with b.if_then(first):
+        LOWERINGS["numel"](ctx)  # the host kernel writes one scalar: run it on one thread
+    ctx.finish()
+
+
+@gpu_lowers("logsumexp")
+def logsumexp(gen: GpuCodegen, node: Node, k: int) -> None:
+    ctx = GpuKernel(gen, node, k, work=numel(node))
+    b = ctx.b
+    (x,) = node.inputs
+    ty = ctx.ty()
+    shape, strides, kept, reduced = _reduce_geometry(ctx, x, set(node.attrs["axes"]))
+    acc = entry_alloca(b, ty, "acc")
+    with ctx.thread_loop(numel(node)) as o:
+        coords = unravel(b, o, [shape[a] for a in kept]) if kept else []
+        base = dot(b, coords, [strides[a] for a in kept])
+        b.store(_identity("max", ty), acc)
+        _over_reduced(ctx, shape, strides, reduced, base, lambda off: b.store(
+            _combine(b, ctx.module, "max", ty, b.load(acc, typ=ty),
+                     load(b, ctx.in_ptr(0), ty, off)), acc))
+        m = _finite_or_zero(ctx, b.load(acc, typ=ty), ty)
+        b.store(const(ty, 0), acc)
+        _over_reduced(ctx, shape, strides, reduced, base, lambda off: b.store(b.fadd(
+            b.load(acc, typ=ty), ctx.math(b, "exp", b.fsub(load(b, ctx.in_ptr(0), ty, off), m),
+                                          ty)), acc))
+        store(b, b.fadd(m, ctx.math(b, "log", b.load(acc, typ=ty), ty)), ctx.out_ptr, ty, o)
+    ctx.finish()
+
+
+def _finite_or_zero(ctx, m, ty):
+    b = ctx.b
+    finite = b.fcmp_ordered("<", b.call(float_intrinsic(ctx.module, "fabs", ty), [m]),
+                            ir.Constant(ty, float("inf")))
+    return b.select(finite, m, const(ty, 0))
+
+
+def _row_geometry(ctx: GpuKernel, x: Node, axis: int):
+    b = ctx.b
+    shape = ctx.shape(x)
+    outer = ctx.numel_of(shape[:axis])
+    inner = ctx.numel_of(shape[axis + 1:])
+    return outer, shape[axis], inner, b
+
+
+@gpu_lowers("softmax", "log_softmax")
+def softmax(gen: GpuCodegen, node: Node, k: int) -> None:
+    (x,) = node.inputs
+    axis = node.attrs["axis"]
+    rows = prod([d for a, d in enumerate(x.shape) if a != axis]) if x.ndim > 1 else 1
+    ctx = GpuKernel(gen, node, k, work=rows)
+    ty = ctx.ty()
+    outer, length, inner, b = _row_geometry(ctx, x, axis)
+    src, out = ctx.in_ptr(0), ctx.out_ptr
+    acc = entry_alloca(b, ty, "acc")
+    with ctx.thread_loop(b.mul(outer, inner)) as r:
+        base = b.add(b.mul(b.mul(b.udiv(r, inner), length), inner), b.urem(r, inner))
+        b.store(_identity("max", ty), acc)
+        with loop(b, length, "l") as j:
+            v = load(b, src, ty, b.add(base, b.mul(j, inner)))
+            b.store(_combine(b, ctx.module, "max", ty, b.load(acc, typ=ty), v), acc)
+        m = _finite_or_zero(ctx, b.load(acc, typ=ty), ty)
+        b.store(const(ty, 0), acc)
+        with loop(b, length, "l") as j:
+            v = load(b, src, ty, b.add(base, b.mul(j, inner)))
+            b.store(b.fadd(b.load(acc, typ=ty), ctx.math(b, "exp", b.fsub(v, m), ty)), acc)
+        total = b.load(acc, typ=ty)
+        log = node.op.name == "log_softmax"
+        shift = b.fadd(m, ctx.math(b, "log", total, ty)) if log else None
+        inv = None if log else b.fdiv(const(ty, 1), total)
+        with loop(b, length, "w") as j:
+            idx = b.add(base, b.mul(j, inner))
+            v = load(b, src, ty, idx)
+            res = b.fsub(v, shift) if log else b.fmul(ctx.math(b, "exp", b.fsub(v, m), ty), inv)
+            store(b, res, out, ty, idx)
+    ctx.finish()
+
+
+@gpu_lowers("argmax")
+def argmax(gen: GpuCodegen, node: Node, k: int) -> None:
+    (x,) = node.inputs
+    axis = node.attrs["axis"]
+    ctx = GpuKernel(gen, node, k, work=numel(node))
+    ty = ctx.ty(x)
+    outer, length, inner, b = _row_geometry(ctx, x, axis)
+    best_v = entry_alloca(b, ty, "best")
+    best_i = entry_alloca(b, I64, "best_index")
+    with ctx.thread_loop(b.mul(outer, inner)) as r:
+        base = b.add(b.mul(b.mul(b.udiv(r, inner), length), inner), b.urem(r, inner))
+        b.store(load(b, ctx.in_ptr(0), ty, base), best_v)
+        b.store(i64(0), best_i)
+        with loop(b, length, "l", start=i64(1)) as j:
+            v = load(b, ctx.in_ptr(0), ty, b.add(base, b.mul(j, inner)))
+            cur = b.load(best_v, typ=ty)
+            if is_float_type(ty):
+                better = b.or_(b.fcmp_ordered(">", v, cur), b.and_(
+                    b.fcmp_unordered("uno", v, v), b.fcmp_ordered("ord", cur, cur)))
+            else:
+                better = b.icmp_signed(">", v, cur)
+            b.store(b.select(better, v, cur), best_v)
+            b.store(b.select(better, j, b.load(best_i, typ=I64)), best_i)
+        store(b, b.load(best_i, typ=I64), ctx.out_ptr, I64, r)
+    ctx.finish()
+
+
+# -- data movement (gathers) ------------------------------------------------------------------
+
+
+def _gather_kernel(gen, node, k, source) -> None:
+    """out[i] = source(ctx, coords) -> (in-bounds flag or None, input node, offset)."""
+    ctx = GpuKernel(gen, node, k, work=numel(node))
+    b = ctx.b
+    ty = ctx.ty()
+    out_shape = ctx.shape()
+    result = entry_alloca(b, ty, "value")
+    with ctx.thread_loop(numel(node)) as i:
+        coords = unravel(b, i, out_shape)
+        choices = source(ctx, coords)
+        b.store(const(ty, 0), result)
+        for ok, src, offset in choices:
+            if ok is None:
+                b.store(load(b, ctx.ptr(src), ty, offset), result)
+            else:
+                with b.if_then(ok):
+                    b.store(load(b, ctx.ptr(src), ty, offset), result)
+        store(b, b.load(result, typ=ty), ctx.out_ptr, ty, i)
+    ctx.finish()
+
+
+@gpu_lowers("reshape")
+def reshape(gen: GpuCodegen, node: Node, k: int) -> None:
+    (x,) = node.inputs
+    if gen.layout.slot_of[x.uid] == gen.layout.slot_of[node.uid]:
+        return  # an alias of its input: nothing to launch
+    _gather_kernel(gen, node, k, lambda ctx, c: [(None, x, dot(ctx.b, c, contiguous_strides(
+        ctx.b, ctx.shape())))])
+
+
+@gpu_lowers("transpose")
+def transpose(gen: GpuCodegen, node: Node, k: int) -> None:
+    (x,) = node.inputs
+    axes = node.attrs["axes"]
+
+    def source(ctx, coords):
+        strides = contiguous_strides(ctx.b, ctx.shape(x))
+        return [(None, x, dot(ctx.b, coords, [strides[a] for a in axes]))]
+
+    _gather_kernel(gen, node, k, source)
+
+
+@gpu_lowers("broadcast_to")
+def broadcast_to(gen: GpuCodegen, node: Node, k: int) -> None:
+    (x,) = node.inputs
+    lead = node.ndim - x.ndim
+
+    def source(ctx, coords):
+        strides = contiguous_strides(ctx.b, ctx.shape(x))
+        used = [(coords[a + lead], strides[a]) for a, d in enumerate(x.shape)
+                if not (d == 1 and node.shape[a + lead] != 1)]
+        return [(None, x, dot(ctx.b, [c for c, _ in used], [s for _, s in used]))]
+
+    _gather_kernel(gen, node, k, source)
+
+
+@gpu_lowers("slice")
+def slice_(gen: GpuCodegen, node: Node, k: int) -> None:
+    (x,) = node.inputs
+
+    def source(ctx, coords):
+        b = ctx.b
+        strides = contiguous_strides(b, ctx.shape(x))
+        starts, steps = ctx.dims(node.attrs["starts"]), ctx.dims(node.attrs["steps"])
+        pos = [b.add(s, b.mul(c, st)) for c, s, st in zip(coords, starts, steps)]
+        return [(None, x, dot(b, pos, strides))]
+
+    _gather_kernel(gen, node, k, source)
+
+
+@gpu_lowers("unslice")
+def unslice(gen: GpuCodegen, node: Node, k: int) -> None:
+    (g,) = node.inputs
+
+    def source(ctx, coords):
+        b = ctx.b
+        strides = contiguous_strides(b, ctx.shape(g))
+        starts, steps = ctx.dims(node.attrs["starts"]), ctx.dims(node.attrs["steps"])
+        sizes = ctx.shape(g)
+        ok = ir.Constant(I1, 1)
+        pos = []
+        for c, s, st, n in zip(coords, starts, steps, sizes):
+            diff = b.sub(c, s)
+            q = b.sdiv(diff, st)
+            exact = b.icmp_signed("==", b.srem(diff, st), i64(0))
+            inside = b.and_(b.icmp_signed(">=", q, i64(0)), b.icmp_signed("<", q, n))
+            ok = b.and_(ok, b.and_(exact, inside))
+            pos.append(b.select(inside, q, i64(0)))
+        return [(ok, g, dot(b, pos, strides))]
+
+    _gather_kernel(gen, node, k, source)
+
+
+@gpu_lowers("pad")
+def pad(gen: GpuCodegen, node: Node, k: int) -> None:
+    (x,) = node.inputs
+
+    def source(ctx, coords):
+        b = ctx.b
+        shape = ctx.shape(x)
+        strides = contiguous_strides(b, shape)
+        ok = ir.Constant(I1, 1)
+        pos = []
+        for c, (lo, _), n in zip(coords, node.attrs["widths"], shape):
+            p = b.sub(c, i64(lo))
+            inside = b.and_(b.icmp_signed(">=", p, i64(0)), b.icmp_signed("<", p, n))
+            ok = b.and_(ok, inside)
+            pos.append(b.select(inside, p, i64(0)))
+        return [(ok, x, dot(b, pos, strides))]
+
+    _gather_kernel(gen, node, k, source)
+
+
+@gpu_lowers("concat")
+def concat(gen: GpuCodegen, node: Node, k: int) -> None:
+    axis = node.attrs["axis"]
+
+    def source(ctx, coords):
+        b = ctx.b
+        choices = []
+        start: ir.Value = i64(0)
+        for x in node.inputs:
+            shape = ctx.shape(x)
+            end = b.add(start, shape[axis])
+            c = coords[axis]
+            ok = b.and_(b.icmp_signed(">=", c, start), b.icmp_signed("<", c, end))
+            pos = list(coords)
+            pos[axis] = b.select(ok, b.sub(c, start), i64(0))
+            choices.append((ok, x, dot(b, pos, contiguous_strides(b, shape))))
+            start = end
+        return choices
+
+    _gather_kernel(gen, node, k, source)
+
+
+# -- indexing, one_hot, random -----------------------------------------------------------------
+
+
+@gpu_lowers("take")
+def take(gen: GpuCodegen, node: Node, k: int) -> None:
+    table, ids = node.inputs
+    ctx = GpuKernel(gen, node, k, work=numel(node))
+    b = ctx.b
+    ty = ctx.ty()
+    width = ctx.numel_of(ctx.shape(table)[1:])
+    rows = ctx.shape(table)[0]
+    id_ty = ir_type(ids.dtype)
+    with ctx.thread_loop(numel(node)) as i:
+        r, j = b.udiv(i, width), b.urem(i, width)
+        row = convert(b, load(b, ctx.ptr(ids), id_ty, r), id_ty, I64)
+        ok = b.and_(b.icmp_signed(">=", row, i64(0)), b.icmp_signed("<", row, rows))
+        value = entry_alloca(b, ty, "value")
+        b.store(const(ty, 0), value)
+        with b.if_else(ok) as (then, otherwise):
+            with then:
+                b.store(load(b, ctx.in_ptr(0), ty, b.add(b.mul(row, width), j)), value)
+            with otherwise:
+                ctx.fail(1)
+        store(b, b.load(value, typ=ty), ctx.out_ptr, ty, i)
+    ctx.finish()
+
+
+@gpu_lowers("scatter_add")
+def scatter_add(gen: GpuCodegen, node: Node, k: int) -> None:
+    g, ids = node.inputs
+    zero = GpuKernel(gen, node, k, suffix=".zero", work=numel(node))
+    ty = zero.ty()
+    with zero.thread_loop(numel(node)) as i:
+        store(zero.b, const(ty, 0), zero.out_ptr, ty, i)
+    zero.finish()
+    ctx = GpuKernel(gen, node, k, suffix=".add", work=numel(g))
+    b = ctx.b
+    width = ctx.numel_of(ctx.shape()[1:])
+    rows = ctx.shape()[0]
+    id_ty = ir_type(ids.dtype)
+    with ctx.thread_loop(numel(g)) as i:
+        r, j = b.udiv(i, width), b.urem(i, width)
+        row = convert(b, load(b, ctx.ptr(ids), id_ty, r), id_ty, I64)
+        ok = b.and_(b.icmp_signed(">=", row, i64(0)), b.icmp_signed("<", row, rows))
+        with b.if_else(ok) as (then, otherwise):
+            with then:
+                target = b.gep(ctx.out_ptr, [b.add(b.mul(row, width), j)], source_etype=ty)
+                b.atomic_rmw("fadd", target, load(b, ctx.in_ptr(0), ty, i), "monotonic")
+            with otherwise:
+                ctx.fail(1)
+    ctx.finish()
+
+
+@gpu_lowers("one_hot")
+def one_hot(gen: GpuCodegen, node: Node, k: int) -> None:
+    (labels,) = node.inputs
+    ctx = GpuKernel(gen, node, k, work=numel(node))
+    b = ctx.b
+    ty = ctx.ty()
+    n = i64(node.attrs["n"])
+    lty = ir_type(labels.dtype)
+    with ctx.thread_loop(numel(node)) as i:
+        label = convert(b, load(b, ctx.in_ptr(0), lty, b.udiv(i, n)), lty, I64)
+        hit = b.icmp_signed("==", label, b.urem(i, n))
+        store(b, b.select(hit, const(ty, 1), const(ty, 0)), ctx.out_ptr, ty, i)
+    ctx.finish()
+
+
+@gpu_lowers("random_uniform")
+def random_uniform(gen: GpuCodegen, node: Node, k: int) -> None:
+    ctx = GpuKernel(gen, node, k, work=numel(node))
+    b = ctx.b
+    ty = ctx.ty()
+    seed = load(b, ctx.in_ptr(0), I64, i64(0))
+    step = load(b, ctx.in_ptr(0), I64, i64(1))
+    key = [b.trunc(seed, I32), b.trunc(b.lshr(seed, i64(32)), I32)]
+    stream = ir.Constant(I32, node.attrs["stream"] & 0xFFFFFFFF)
+    with ctx.thread_loop(numel(node)) as i:
+        words = philox(b, [b.trunc(i, I32), b.trunc(b.lshr(i, i64(32)), I32),
+                           b.trunc(step, I32), stream], key)
+        top = b.lshr(words[0], ir.Constant(I32, 8))
+        u = b.fmul(b.uitofp(top, F64), ir.Constant(F64, 1.0 / (1 << 24)))
+        store(b, convert(b, u, F64, ty), ctx.out_ptr, ty, i)
+    ctx.finish()
+
+
+
+# -- pooling ----------------------------------------------------------------------------------
+
+
+def _pool_attrs(node: Node):
+    a = node.attrs
+    return a["kernel"], a["stride"], a["padding"]
+
+
+def _window(ctx, x: Node, plane_base, out_coords, kernel, stride, padding, fn) -> None:
+    """fn(flat position in the input plane, inside?) for each tap of one output window."""
+    b = ctx.b
+    in_sp = ctx.shape(x)[2:]
+    with loops(b, [i64(k) for k in kernel], "k") as ks:
+        flat: ir.Value = i64(0)
+        inside = ir.Constant(I1, 1)
+        for d, (o, kk) in enumerate(zip(out_coords, ks)):
+            p = b.sub(b.add(b.mul(o, i64(stride[d])), kk), i64(padding[d]))
+            ok = b.and_(b.icmp_signed(">=", p, i64(0)), b.icmp_signed("<", p, in_sp[d]))
+            inside = b.and_(inside, ok)
+            flat = b.add(b.mul(flat, in_sp[d]), b.select(ok, p, i64(0)))
+        fn(flat, inside)
+
+
+def _window_argmax(ctx, x, ty, plane_base, out_coords, geometry):
+    """The flat in-plane position of a window's first maximum (the first NaN wins)."""
+    b = ctx.b
+    best = entry_alloca(b, ty, "best")
+    where = entry_alloca(b, I64, "where")
+    b.store(const(ty, 0), best)
+    b.store(i64(-1), where)
+
+    def visit(flat, inside):
+        v = load(b, ctx.ptr(x), ty, b.add(plane_base, flat))
+        cur = b.load(best, typ=ty)
+        first = b.icmp_signed("<", b.load(where, typ=I64), i64(0))
+        if is_float_type(ty):
+            bigger = b.or_(b.fcmp_ordered(">", v, cur), b.and_(
+                b.fcmp_unordered("uno", v, v), b.fcmp_ordered("ord", cur, cur)))
+        else:
+            bigger = b.icmp_signed(">", v, cur)
+        take = b.and_(inside, b.or_(first, bigger))
+        b.store(b.select(take, v, cur), best)
+        b.store(b.select(take, flat, b.load(where, typ=I64)), where)
+
+    _window(ctx, x, plane_base, out_coords, *geometry, visit)
+    return b.load(best, typ=ty), b.load(where, typ=I64)
+
+
+def _argmax_key(node: Node):
+    kernel, stride, padding = _pool_attrs(node)
+    return ("maxpool", node.inputs[0].uid, kernel, stride, padding)
+
+
+@gpu_lowers("max_pool", "avg_pool", "max_pool_select")
+def pool_forward(gen: GpuCodegen, node: Node, k: int) -> None:
+    ctx = GpuKernel(gen, node, k, work=numel(node))
+    b = ctx.b
+    x = node.inputs[0]
+    ty = ctx.ty()
+    geometry = _pool_attrs(node)
+    out_shape = ctx.shape()
+    in_plane = ctx.numel_of(ctx.shape(x)[2:])
+    out_plane = ctx.numel_of(out_shape[2:])
+    op = node.op.name
+    record = None
+    if op == "max_pool" and any(n.op.name in ("max_pool_grad", "max_pool_select") and
+                                _argmax_key(n) == _argmax_key(node) for n in gen.program.nodes):
+        slot, _ = ctx.shared_scratch(_argmax_key(node), numel(node) * 8)
+        record = ctx.slot_ptr(slot, "argmax")
+    recorded = gen.shared.get(_argmax_key(node)) if op == "max_pool_select" else None
+    total = entry_alloca(b, ty, "total")
+    with ctx.thread_loop(numel(node)) as i:
+        plane, o = b.udiv(i, out_plane), b.urem(i, out_plane)
+        coords = unravel(b, o, out_shape[2:])
+        base = b.mul(plane, in_plane)
+        if op == "avg_pool":
+            b.store(const(ty, 0), total)
+
+            def add(flat, inside):
+                v = load(b, ctx.ptr(x), ty, b.add(base, flat))
+                cur = b.load(total, typ=ty)
+                b.store(b.select(inside, b.fadd(cur, v), cur), total)
+
+            _window(ctx, x, base, coords, *geometry, add)
+            scale = const(ty, 1.0 / float(prod(geometry[0])))
+            store(b, b.fmul(b.load(total, typ=ty), scale), ctx.out_ptr, ty, i)
+        elif op == "max_pool":
+            value, where = _window_argmax(ctx, x, ctx.ty(x), base, coords, geometry)
+            store(b, value, ctx.out_ptr, ty, i)
+            if record is not None:
+                store(b, where, record, I64, i)
+        else:  # max_pool_select: h at x's argmax
+            if recorded is not None:
+                where = load(b, ctx.slot_ptr(recorded, "argmax"), I64, i)
+            else:
+                where = _window_argmax(ctx, x, ctx.ty(x), base, coords, geometry)[1]
+            store(b, load(b, ctx.in_ptr(1), ty, b.add(base, where)), ctx.out_ptr, ty, i)
+    ctx.finish()
+
+
+def _covering(b, p, k, s, pad, n_out):
+    """[lo, hi) of the output positions whose window (size k, stride s, padding pad) covers p."""
+    top = b.add(p, i64(pad))
+    hi = b.add(b.sdiv(top, i64(s)), i64(1))
+    low_num = b.sub(top, i64(k - 1))
+    lo = b.select(b.icmp_signed("<=", low_num, i64(0)), i64(0),
+                  b.sdiv(b.add(low_num, i64(s - 1)), i64(s)))
+    hi = b.select(b.icmp_signed(">", hi, n_out), n_out, hi)
+    return lo, hi
+
+
+@gpu_lowers("max_pool_grad", "avg_pool_grad")
+def pool_backward(gen: GpuCodegen, node: Node, k: int) -> None:
+    """A gather: each input position sums the gradients of the windows that chose it."""
+    ctx = GpuKernel(gen, node, k, work=numel(node))
+    b = ctx.b
+    ty = ctx.ty()
+    kernel, stride, padding = _pool_attrs(node)
+    is_max = node.op.name == "max_pool_grad"
+    x = node.inputs[0] if is_max else None
+    g = node.inputs[1] if is_max else node.inputs[0]
+    in_shape = ctx.shape()  # this node has the pooled input's shape
+    g_shape = ctx.shape(g)
+    in_plane = ctx.numel_of(in_shape[2:])
+    g_plane = ctx.numel_of(g_shape[2:])
+    recorded = gen.shared.get(_argmax_key(node)) if is_max else None
+    acc = entry_alloca(b, ty, "acc")
+    scale = const(ty, 1.0 / float(prod(kernel)))
+    with ctx.thread_loop(numel(node)) as i:
+        plane, pflat = b.udiv(i, in_plane), b.urem(i, in_plane)
+        pos = unravel(b, pflat, in_shape[2:])
+        b.store(const(ty, 0), acc)
+        ranges = [_covering(b, p, kernel[d], stride[d], padding[d], g_shape[2 + d])
+                  for d, p in enumerate(pos)]
+        nd = len(pos)
+
+        def visit(out_coords):
+            oflat = dot(b, out_coords, contiguous_strides(b, g_shape[2:]))
+            gi = b.add(b.mul(plane, g_plane), oflat)
+            gv = load(b, ctx.ptr(g), ty, gi)
+            if is_max:
+                if recorded is not None:
+                    where = load(b, ctx.slot_ptr(recorded, "argmax"), I64, gi)
+                else:
+                    where = _window_argmax(ctx, x, ctx.ty(x), b.mul(plane, in_plane), out_coords,
+                                           (kernel, stride, padding))[1]
+                hit = b.icmp_signed("==", where, pflat)
+                b.store(b.select(hit, b.fadd(b.load(acc, typ=ty), gv), b.load(acc, typ=ty)), acc)
+            else:
+                b.store(b.fadd(b.load(acc, typ=ty), b.fmul(gv, scale)), acc)
+
+        def nest(d, coords):
+            if d == nd:
+                visit(coords)
+                return
+            lo, hi = ranges[d]
+            count = b.sub(hi, lo)
+            with loop(b, b.select(b.icmp_signed(">", count, i64(0)), count, i64(0)), f"o{d}") as j:
+                nest(d + 1, coords + [b.add(lo, j)])
+
+        nest(0, [])
+        store(b, b.load(acc, typ=ty), ctx.out_ptr, ty, i)
+    ctx.finish()
