@@ -148,7 +148,7 @@ class DeviceExecutable(Executable):
                 table[slot] = self.drv.alloc(nbytes)
                 inputs.append((slot, nbytes))
         dims = np.array([_value(e, binding) for e in lay.dims] or [0], dtype=np.int64)
-        state = dict(table=table, inputs=inputs, dims=dims,
+        state = dict(table=table, inputs=inputs, dims=dims, binding=dict(binding),
                      geometry=[geometry(launch, binding) for launch in self.launches],
                      table_dev=self.drv.alloc(table.nbytes), dims_dev=self.drv.alloc(dims.nbytes))
         self.drv.to_device(state["dims_dev"], dims.ctypes.data, dims.nbytes)
@@ -168,6 +168,14 @@ class DeviceExecutable(Executable):
         status_ptr = int(table[self.layout.status_slot])
         self.drv.zero(status_ptr, 4)
         for fn, launch, (grid, block) in zip(self._functions, self.launches, state["geometry"]):
+            g = launch.gemm
+            if self._cublas is not None and g.get("slots") is not None:
+                a, b_, c = (int(table[s]) for s in g["slots"])
+                m, n, k = (_value(g[x], binding if binding else state["binding"])
+                           for x in ("m", "n", "k"))
+                self._cublas.gemm(g["itemsize"], g["ta"], g["tb"], m, n, k, a, b_, c,
+                                  1.0 if g["accumulate"] else 0.0)
+                continue
             self.drv.launch(fn, launch.kernel, grid, block, [state["table_dev"],
                                                              state["dims_dev"]])
         self.drv.synchronize()

@@ -109,14 +109,17 @@ def _guarded_load(b: ir.IRBuilder, base, ty, index, ok) -> ir.Value:
 
 
 def emit_gemm(gen: GpuCodegen, node: Node, k: int, suffix: str, operands, m, n, kdim, ta: bool,
-              tb: bool, accumulate: bool = False, batch=1) -> None:
+              tb: bool, accumulate: bool = False, batch=1, host_slots=None) -> None:
     """A tiled GEMM launch: C = op(A) @ op(B) (+ C).
 
     `operands(ctx, z) -> (A, B, C)` gives the three pointers for batch index z (an i64 value).
-    m, n, kdim, batch are int or sympy size expressions.
+    m, n, kdim, batch are int or sympy size expressions. `host_slots` = (A, B, C) slots when
+    the operands are whole buffers (no batch offsets): the device runtime may then call cuBLAS
+    instead of launching the kernel.
     """
     ctx = GpuKernel(gen, node, k, suffix=suffix, kind="gemm")
-    ctx.launch.gemm = dict(m=m, n=n, k=kdim, batch=batch)
+    ctx.launch.gemm = dict(m=m, n=n, k=kdim, batch=batch, ta=ta, tb=tb, accumulate=accumulate,
+                           slots=host_slots, itemsize=node.dtype.itemsize)
     b = ctx.b
     ty = ctx.ty()
     phases = _phase_functions(gen.module, ty, ta, tb, accumulate)
@@ -205,7 +208,9 @@ def matmul(gen: GpuCodegen, node: Node, k: int) -> None:
                 ctx.b.gep(ctx.in_ptr(1), [ob], source_etype=ty),
                 ctx.b.gep(ctx.out_ptr, [oc], source_etype=ty))
 
-    emit_gemm(gen, node, k, ".gemm", operands, m, n, kdim, ta, tb, batch=batch)
+    whole = batch == 1 if isinstance(batch, int) else False
+    slots = (_slot_of(gen, a_node), _slot_of(gen, b_node), _slot_of(gen, node)) if whole else None
+    emit_gemm(gen, node, k, ".gemm", operands, m, n, kdim, ta, tb, batch=batch, host_slots=slots)
 
 
 # -- convolution --------------------------------------------------------------------------
@@ -288,7 +293,8 @@ def conv(gen: GpuCodegen, node: Node, k: int) -> None:
     _im2col_all(gen, node, k, x, kernel, out_sp, col)
     emit_gemm(gen, node, k, ".gemm", lambda ctx, z: (ctx.in_ptr(1), ctx.slot_ptr(col, "col"),
                                                     ctx.slot_ptr(tmp, "tmp")),
-              Cout, _expr(N * O), _expr(C * K), False, False)
+              Cout, _expr(N * O), _expr(C * K), False, False,
+              host_slots=(_slot_of(gen, w), col, tmp))
     _permute(gen, node, k, ".permute", tmp, _slot_of(gen, node), N, Cout, O, False)
 
 
@@ -305,7 +311,8 @@ def conv_weight_grad(gen: GpuCodegen, node: Node, k: int) -> None:
     _permute(gen, node, k, ".permute", _slot_of(gen, g), gp, N, Cout, O, True)
     emit_gemm(gen, node, k, ".gemm", lambda ctx, z: (ctx.slot_ptr(gp, "g"),
                                                     ctx.slot_ptr(col, "col"), ctx.out_ptr),
-              Cout, _expr(C * K), _expr(N * O), False, True)
+              Cout, _expr(C * K), _expr(N * O), False, True,
+              host_slots=(gp, col, _slot_of(gen, node)))
 
 
 @gpu_lowers("conv_transpose")
@@ -320,7 +327,8 @@ def conv_transpose(gen: GpuCodegen, node: Node, k: int) -> None:
     _permute(gen, node, k, ".permute", _slot_of(gen, g), gp, N, Cout, O, True)
     emit_gemm(gen, node, k, ".gemm", lambda ctx, z: (ctx.in_ptr(1), ctx.slot_ptr(gp, "g"),
                                                     ctx.slot_ptr(col, "col")),
-              _expr(C * K), _expr(N * O), Cout, True, False)
+              _expr(C * K), _expr(N * O), Cout, True, False,
+              host_slots=(_slot_of(gen, w), gp, col))
     _col2im_all(gen, node, k, kernel, g_sp, col)
 
 
