@@ -147,3 +147,31 @@ def test_cse_merges_structurally_equal_nodes():
     graph, stats = gc.optimize([a * b], exclude=["fuse"])
     assert sum(n.op.name == "exp" for n in graph.nodes) == 1
     assert any(n.op.name == "square" for n in graph.nodes)  # exp(x) * exp(x) -> square
+
+
+def test_sympy_simplify_is_interrupted_at_its_budget(monkeypatch):
+    """A sympy.simplify that never returns must cost one CALL_SECONDS, not hang the compile."""
+    import sympy
+
+    from graphc.passes import simplify as S
+
+    calls = []
+
+    def endless(expr):
+        calls.append(expr)
+        while True:
+            pass
+
+    monkeypatch.setattr(S.sympy, "simplify", endless)
+    monkeypatch.setattr(S, "CALL_SECONDS", 0.05)
+    monkeypatch.setattr(S, "_cache", {})
+    a, b = sympy.symbols("a b", real=True)
+    expr = sympy.tanh(a) * sympy.tanh(a) + sympy.exp(b) * sympy.exp(b) - a
+    assert S.simplified(expr, deadline=float("inf")) is None
+    assert calls == [expr]
+    x, W, b_, loss, gW, gb = _mlp()
+    fn = gc.compile([x], [loss, gW])  # every group runs into the timer; results stay right
+    raw = gc.compile([x], [loss, gW], optimize=False)
+    xs = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
+    for got, want in zip(fn(xs), raw(xs)):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
