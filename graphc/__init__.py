@@ -11,10 +11,11 @@ NumPy semantics, gradient), graphc/passes (autodiff + optimization), graphc/back
 (numpy, llvm, cuda), graphc/nn, graphc/optim, graphc/train (the training stack).
 """
 
-from . import nn, ops, passes, viz
+from . import datasets, init, io, metrics, nn, ops, optim, passes, plot, train, viz
 from .errors import ArgumentError, BackendError, GraphError, ShapeError
 from .function import Function, compile
 from .gradcheck import check_grad, check_vjp, derivative, hessian_vector_product
+from .io import load, save
 from .ir import Graph, Tensor, get_default_graph, name_scope, reset_default_graph
 from .ops import (
     abs,
@@ -78,5 +79,5 @@ __all__ = [
     "optimize", "pad", "passes",
     "parameter", "placeholder", "relu", "reset_default_graph", "reshape", "rng_state", "sigmoid",
     "sign", "softmax", "softplus", "sqrt", "square", "stack", "sum", "take", "tanh", "transpose",
-    "viz", "where",
+    "viz", "where", "datasets", "init", "io", "load", "metrics", "optim", "plot", "save", "train",
 ]

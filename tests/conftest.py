@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 import graphc as gc
+
+# Small matrix products throughout: one BLAS thread is faster, and does not stall when the
+# machine's cores are shared.
+threadpool_limits(1, user_api="blas")
 
 
 @pytest.fixture(autouse=True)

@@ -119,7 +119,8 @@ class Graph:
         self._building_for = node
         self._scopes = [p for p in node.scope.split("/") if p]
         try:
-            yield
+            with self:  # nodes made of constants alone must land here, not in a user's block
+                yield
         finally:
             self._building_for, self._scopes = saved
 
@@ -129,7 +130,8 @@ class Graph:
         saved = self._scopes
         self._scopes = [p for p in path.split("/") if p]
         try:
-            yield path
+            with self:
+                yield path
         finally:
             self._scopes = saved
 
@@ -225,6 +227,11 @@ def _stack() -> list[Graph]:
     if not hasattr(_local, "stack"):
         _local.stack = []
     return _local.stack
+
+
+def in_graph_block() -> bool:
+    """Whether some ``with gc.Graph():`` block is active (in this thread)."""
+    return bool(_stack())
 
 
 def get_default_graph() -> Graph:

@@ -171,9 +171,16 @@ class Node:
 
     @property
     def name(self) -> str:
-        """Placeholders and parameters keep their user name; other nodes get op_uid."""
-        if self.op.name in ("placeholder", "parameter"):
+        """Placeholders keep their user name; other nodes get op_uid, or their label.
+
+        A parameter's label is its qualified name in a module tree (``"conv1.weight"``), set
+        when the module that owns it is attached to a parent; it defaults to the name the
+        parameter was created with.
+        """
+        if self.op.name == "placeholder":
             return self.attrs["name"]
+        if self.op.name == "parameter":
+            return self.label or self.attrs["name"]
         return self.label or f"{self.op.name}_{self.uid}"
 
     def key(self) -> tuple:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GraphError
-from .graph import Graph, get_default_graph
+from .graph import Graph, get_default_graph, in_graph_block
 from .node import Attrs, Node
 
 
@@ -200,7 +200,10 @@ def graph_of(*values) -> Graph:
 
     Parameters and constants may come from another graph: they are leaves holding their own
     value, so a module's parameters work in whichever graph the module is called. Anything
-    else from two graphs is an error.
+    else from two graphs is an error. A node built from such leaves only (the reshape of a
+    bias, the decay of a running mean) goes to the graph of the active ``with gc.Graph():``
+    block, where it will meet the other nodes of the model; outside any block, to the graph
+    of its first leaf.
     """
     graph = None
     for v in values:
@@ -215,7 +218,10 @@ def graph_of(*values) -> Graph:
     if graph is None:
         leaves = [v for v in values if isinstance(v, Tensor)]
         active = get_default_graph()
-        graph = active if any(t.graph is active for t in leaves) or not leaves else leaves[0].graph
+        if not leaves or in_graph_block() or any(t.graph is active for t in leaves):
+            graph = active
+        else:
+            graph = leaves[0].graph
     return graph
 
 

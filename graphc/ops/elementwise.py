@@ -38,8 +38,12 @@ def _infer(types: list[TensorType], attrs: Attrs, checks, *, op: OpDef) -> Tenso
     spec = op.extra
     if spec.get("out") == "bool":
         dtype = np.dtype(bool)
-    elif "dtype" in attrs:
+    elif "dtype" in attrs:  # a generic elemwise node: its value inputs have its dtype
         dtype = attrs["dtype"]
+        values = {t.dtype for t in types if t.dtype != np.dtype(bool)}
+        if values - {dtype} and dtype != np.dtype(bool):
+            raise GraphError(f"an elemwise node of dtype {dtype} got inputs of dtype "
+                             f"{', '.join(sorted(str(d) for d in values))}")
     else:
         value_types = [t for i, t in enumerate(types) if i not in spec.get("bool_inputs", ())]
         dtypes = {t.dtype for t in value_types}

@@ -101,5 +101,6 @@ def random_uniform(state: Tensor, shape, dtype=DEFAULT_FLOAT) -> Tensor:
     out = apply(RANDOM_UNIFORM, [state], shape=tuple(as_dim(d) for d in shape), stream=stream,
                 dtype=as_dtype(dtype))
     step = np.array([0, 1], dtype=np.int64)
-    state.graph.add_default_update(out.node, state.node, add(state, step).node)
+    # registered where the draw lives: that graph's compiled functions look for it there
+    out.graph.add_default_update(out.node, state.node, add(state, step).node)
     return out

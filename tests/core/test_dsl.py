@@ -86,6 +86,26 @@ def test_graph_context_and_default_graph():
         _ = x + outside
 
 
+def test_parameters_created_outside_work_in_any_graph_block():
+    """Ops on parameters alone (a bias reshape, a running-statistics decay, a dropout state's
+    step) join the active graph block, so a model built once can be called in any graph."""
+    F = gc.nn.functional
+    w = gc.parameter("w", np.ones((2, 1, 3, 3), np.float32))
+    b = gc.parameter("b", np.array([1.0, -1.0], np.float32))
+    mean = gc.parameter("mean", np.zeros(2, np.float32))
+    var = gc.parameter("var", np.ones(2, np.float32))
+    state = gc.rng_state(3)
+    with gc.Graph("elsewhere") as g:
+        x = gc.placeholder("x", ("N", 1, 4, 4))
+        y = F.batch_norm(F.conv2d(x, w, b), None, None, mean, var, training=True)
+        out = F.dropout(y, 0.5, training=True, state=state)
+        assert out.graph is g
+        fn = gc.compile([x], out)
+    assert {p.name for p, _ in fn.graph.updates} == {"mean", "var", "rng"}
+    fn(np.ones((2, 1, 4, 4), np.float32))
+    assert state.value[1] == 1 and not np.allclose(mean.value, 0)
+
+
 def test_placeholder_names_may_repeat_in_a_graph():
     a = gc.placeholder("x", (2,))
     b = gc.placeholder("x", (2,))  # re-running a notebook cell

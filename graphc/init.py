@@ -1,0 +1,123 @@
+"""Weight initializers (``gc.init``): seeded NumPy arrays to hand to ``gc.parameter``.
+
+Every initializer takes a shape and an ``rng`` and returns a float32 array, so the same seed
+gives the same network on every machine. ``rng`` may be a ``numpy.random.Generator``, an int
+seed, or None (a seed drawn from the sequence that ``gc.manual_seed`` restarts).
+
+Fans follow graphc's weight layouts, which is what makes the scales match PyTorch's:
+
+* 2-d ``(in, out)`` — a Linear weight used as ``x @ W``: ``fan_in = in``, ``fan_out = out``.
+* n-d ``(C_out, C_in, *kernel)`` — a convolution weight: ``fan_in = C_in * prod(kernel)``,
+  ``fan_out = C_out * prod(kernel)`` (for a transposed convolution's ``(C_in, C_out, *k)``
+  weight this gives PyTorch's fans too, as PyTorch reads the same two axes).
+* 1-d ``(n,)``: ``fan_in = fan_out = n``.
+
+Layer defaults (as in PyTorch): Linear, Conv and ConvTranspose weights and biases are
+``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` — PyTorch's ``kaiming_uniform_(a=sqrt(5))``, which is
+``torch_default`` here; RNN/LSTM/GRU weights and biases are ``U(-1/sqrt(hidden), 1/sqrt(hidden))``;
+Embedding tables are ``N(0, 1)``; BatchNorm scales are ones and shifts zeros.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import GraphError
+
+__all__ = ["as_rng", "fans", "uniform", "normal", "glorot_uniform", "glorot_normal",
+           "he_uniform", "he_normal", "zeros", "ones", "torch_default"]
+
+RngLike = np.random.Generator | int | None
+
+
+def as_rng(rng: RngLike) -> np.random.Generator:
+    """A Generator from a Generator, an int seed, or None (next seed of ``gc.manual_seed``)."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None:
+        from .ops.random import next_seed
+
+        return np.random.default_rng(next_seed())
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        return np.random.default_rng(int(rng))
+    raise GraphError(f"rng must be a numpy Generator, an int seed or None, got {rng!r}")
+
+
+def _shape(shape: Sequence[int] | int) -> tuple[int, ...]:
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    if not all(isinstance(d, (int, np.integer)) and d >= 0 for d in shape):
+        raise GraphError(f"an initializer needs a shape of non-negative ints, got {shape}")
+    return tuple(int(d) for d in shape)
+
+
+def fans(shape: Sequence[int] | int) -> tuple[int, int]:
+    """(fan_in, fan_out) of a weight of this shape, by graphc's layouts (module docstring)."""
+    shape = _shape(shape)
+    if len(shape) == 0:
+        raise GraphError("fans of a scalar are undefined")
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def uniform(shape, rng: RngLike, bound: float) -> np.ndarray:
+    """U(-bound, bound)."""
+    return as_rng(rng).uniform(-bound, bound, _shape(shape)).astype(np.float32)
+
+
+def normal(shape, rng: RngLike, std: float, mean: float = 0.0) -> np.ndarray:
+    """N(mean, std^2)."""
+    return (mean + std * as_rng(rng).standard_normal(_shape(shape))).astype(np.float32)
+
+
+def glorot_uniform(shape, rng: RngLike = None, gain: float = 1.0) -> np.ndarray:
+    """Glorot/Xavier uniform: U(±gain*sqrt(6/(fan_in+fan_out))); keeps activation and gradient
+    variance balanced through tanh/sigmoid layers (torch.nn.init.xavier_uniform_)."""
+    fan_in, fan_out = fans(shape)
+    return uniform(shape, rng, gain * math.sqrt(6.0 / (fan_in + fan_out)))
+
+
+def glorot_normal(shape, rng: RngLike = None, gain: float = 1.0) -> np.ndarray:
+    """Glorot/Xavier normal: N(0, gain^2 * 2/(fan_in+fan_out)) (xavier_normal_)."""
+    fan_in, fan_out = fans(shape)
+    return normal(shape, rng, gain * math.sqrt(2.0 / (fan_in + fan_out)))
+
+
+def _he_gain(a: float) -> float:
+    return math.sqrt(2.0 / (1.0 + a * a))
+
+
+def he_uniform(shape, rng: RngLike = None, a: float = 0.0) -> np.ndarray:
+    """He/Kaiming uniform for ReLU-like layers: U(±gain*sqrt(3/fan_in)), gain = sqrt(2/(1+a²))
+    (kaiming_uniform_ in fan_in mode; `a` is the negative slope of a leaky ReLU)."""
+    fan_in, _ = fans(shape)
+    return uniform(shape, rng, _he_gain(a) * math.sqrt(3.0 / fan_in))
+
+
+def he_normal(shape, rng: RngLike = None, a: float = 0.0) -> np.ndarray:
+    """He/Kaiming normal: N(0, gain^2/fan_in) (kaiming_normal_ in fan_in mode)."""
+    fan_in, _ = fans(shape)
+    return normal(shape, rng, _he_gain(a) / math.sqrt(fan_in))
+
+
+def torch_default(shape, rng: RngLike = None, fan_in: int | None = None) -> np.ndarray:
+    """PyTorch's Linear/Conv default, U(±1/sqrt(fan_in)): kaiming_uniform_(a=sqrt(5)) for a
+    weight, and the same bound for its bias (pass the weight's `fan_in`)."""
+    fan_in = fans(shape)[0] if fan_in is None else fan_in
+    return uniform(shape, rng, 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0)
+
+
+def zeros(shape, rng: RngLike = None) -> np.ndarray:
+    """All zeros (biases, BatchNorm shifts). `rng` is accepted for a uniform signature."""
+    return np.zeros(_shape(shape), np.float32)
+
+
+def ones(shape, rng: RngLike = None) -> np.ndarray:
+    """All ones (BatchNorm scales)."""
+    return np.ones(_shape(shape), np.float32)

@@ -1,0 +1,317 @@
+"""``gc.save`` / ``gc.load``: modules, optimizer state, compiled functions and graphs in one
+file format, written atomically and read without ever running code from the file.
+
+The format (version 1) is a zip archive holding
+
+* ``manifest.json`` — ``{"format": "graphc", "version": 1, "kind": ..., "graphc": version,
+  "metadata": {...}}``; kind is one of ``module``, ``optimizer``, ``function``, ``graph``,
+  ``arrays``;
+* ``content.json`` — the structure: state keys, a module spec, a graph's nodes (graphs.py);
+* ``arrays.npz`` — every array, referenced from the JSON by key; read with
+  ``allow_pickle=False``.
+
+What ``gc.load(path)`` returns, by kind:
+
+* ``module``: a rebuilt module when it is made of gc.nn classes only; otherwise pass
+  ``into=model`` (an instance built by your code), whose parameters and buffers are set;
+* ``optimizer``: the state dict, or with ``into=opt`` that optimizer with its state set;
+* ``function``: a new compiled Function (same graph, the saved parameter values, on
+  ``backend``), or with ``into=fn`` the saved values written into fn's parameters (how a
+  training checkpoint is restored); ``into=model`` (or an optimizer) takes that object's state
+  out of the saved step, matching the names its parameters show in graphs;
+* ``graph``: a Graph (with ``outputs`` set when tensors were saved);
+* ``parameters`` (a list of parameter tensors was saved): their values by name, or with
+  ``into=[parameters]`` those parameters set;
+* ``arrays``: the dict of arrays.
+
+A corrupt, truncated or foreign file raises ``FormatError`` (a ``gc.GraphError``).
+"""
+
+from __future__ import annotations
+
+import io as _bytes_io
+import json
+import os
+import zipfile
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import GraphError
+from ..files import atomic_write
+from ..ir.graph import Graph, topological
+from ..ir.tensor import Tensor
+from .graphs import ArrayTable, decode_graph, encode_graph, graph_nodes, parameter_keys
+from .modules import build_module, module_spec
+
+__all__ = ["FormatError", "save", "load", "read_metadata", "FORMAT", "VERSION"]
+
+FORMAT = "graphc"
+VERSION = 1
+KINDS = ("module", "optimizer", "function", "graph", "parameters", "arrays")
+
+
+class FormatError(GraphError):
+    """A file is not a graphc file, is corrupt or truncated, or does not fit the target."""
+
+
+# -- saving -----------------------------------------------------------------------------------
+
+
+def _state_doc(tensors: Mapping[str, Tensor], table: ArrayTable) -> dict:
+    return {key: table.put(t.value) for key, t in tensors.items()}
+
+
+def _encode(obj, table: ArrayTable) -> tuple[str, dict]:
+    from ..function import Function
+    from ..nn.module import Module
+    from ..optim.optimizers import Optimizer
+
+    if isinstance(obj, Module):
+        try:
+            spec, why = module_spec(obj), None
+        except GraphError as exc:
+            spec, why = None, str(exc)
+        return "module", {"class": type(obj).__name__, "spec": spec, "not_rebuildable": why,
+                          "state": _state_doc(obj.state_tensors(), table)}
+    if isinstance(obj, Optimizer):
+        return "optimizer", {"class": type(obj).__name__,
+                             "state": _state_doc(obj.state_tensors(), table)}
+    if isinstance(obj, Function):
+        program = obj.graph
+        tree = encode_graph(program.name, list(program.nodes), table, inputs=program.inputs,
+                            outputs=program.outputs, updates=program.updates)
+        keys = parameter_keys(program.nodes)
+        index = {n.uid: i for i, n in enumerate(program.nodes)}
+        return "function", {"graph": tree, "single": bool(obj._single), "backend": obj.backend,
+                            "parameters": {k: index[n.uid] for k, n in keys.items()}}
+    if isinstance(obj, Graph):
+        nodes, triples = graph_nodes(obj)
+        return "graph", {"graph": encode_graph(obj.name, nodes, table, inputs=obj.inputs,
+                                               outputs=obj.outputs, updates=obj.updates,
+                                               default_updates=triples)}
+    tensors = [obj] if isinstance(obj, Tensor) else obj
+    if isinstance(tensors, (list, tuple)) and tensors and all(
+            isinstance(t, Tensor) for t in tensors):
+        outs = [t.node for t in tensors]
+        if all(n.op.name == "parameter" for n in outs):
+            keys = parameter_keys(outs)
+            return "parameters", {"state": {k: table.put(n.attrs["storage"].value)
+                                            for k, n in keys.items()}}
+        return "graph", {"graph": encode_graph(tensors[0].graph.name, topological(outs), table,
+                                               outputs=outs)}
+    if isinstance(obj, Mapping) and all(isinstance(k, str) for k in obj):
+        return "arrays", {"arrays": {k: table.put(np.asarray(v)) for k, v in obj.items()}}
+    raise GraphError(f"gc.save cannot write a {type(obj).__name__}: save a Module, an "
+                     "Optimizer, a compiled Function, a Graph, tensors or a dict of arrays")
+
+
+def save(obj, path: str | os.PathLike, metadata: Mapping | None = None) -> Path:
+    """Write `obj` (module, optimizer, compiled function, graph, tensors or a dict of arrays)
+    to `path` atomically: a crash mid-write leaves the previous file intact. `metadata` is any
+    JSON-serializable dict kept in the manifest (``read_metadata``), e.g. a checkpoint's epoch.
+    """
+    from .. import __version__
+
+    table = ArrayTable()
+    kind, content = _encode(obj, table)
+    manifest = {"format": FORMAT, "version": VERSION, "kind": kind, "graphc": __version__,
+                "metadata": dict(metadata or {})}
+    arrays = _bytes_io.BytesIO()
+    np.savez(arrays, **table.arrays)
+    buffer = _bytes_io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("manifest.json", json.dumps(manifest, indent=1))
+        z.writestr("content.json", json.dumps(content))
+        z.writestr("arrays.npz", arrays.getvalue())
+    return atomic_write(path, buffer.getvalue())
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, KeyError, ValueError, TypeError,
+                IndexError, AttributeError, RecursionError, json.JSONDecodeError, OSError,
+                NotImplementedError, OverflowError)
+
+
+def _read(path) -> tuple[dict, dict, ArrayTable]:
+    data = Path(path).read_bytes()
+    where = f"{path}"
+    try:
+        with zipfile.ZipFile(_bytes_io.BytesIO(data)) as z:
+            names = set(z.namelist())
+            if "manifest.json" not in names:
+                raise FormatError(f"{where} is not a graphc file (no manifest.json)")
+            manifest = json.loads(z.read("manifest.json"))
+            if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+                raise FormatError(f"{where} is not a graphc file (its manifest does not say "
+                                  f"format {FORMAT!r})")
+            version = manifest.get("version")
+            if not isinstance(version, int) or version > VERSION or version < 1:
+                raise FormatError(f"{where} has format version {version!r}; this graphc reads "
+                                  f"version {VERSION} (upgrade graphc to read newer files)")
+            if manifest.get("kind") not in KINDS:
+                raise FormatError(f"{where}: unknown kind {manifest.get('kind')!r}")
+            content = json.loads(z.read("content.json"))
+            with np.load(_bytes_io.BytesIO(z.read("arrays.npz")), allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+    except FormatError:
+        raise
+    except zipfile.BadZipFile as exc:
+        raise FormatError(f"{where} is not a graphc file or is truncated/corrupt ({exc})") from None
+    except _READ_ERRORS as exc:
+        raise FormatError(f"{where} is corrupt: {type(exc).__name__}: {exc}") from None
+    if not isinstance(content, dict):
+        raise FormatError(f"{where} is corrupt: content.json is not an object")
+    return manifest, content, ArrayTable(arrays)
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The metadata dict stored by ``save(..., metadata=...)`` (e.g. a checkpoint's epoch)."""
+    manifest, _, _ = _read(path)
+    meta = manifest.get("metadata", {})
+    return meta if isinstance(meta, dict) else {}
+
+
+def load(path: str | os.PathLike, into=None, backend: str = "numpy"):
+    """Read a file written by ``gc.save`` (see the module docstring for what comes back).
+
+    With `into`, values are written into an existing module, optimizer or compiled function
+    after every key, shape and dtype was checked — a mismatch changes nothing.
+    """
+    manifest, content, table = _read(path)
+    kind = manifest["kind"]
+    try:
+        return _LOADERS[kind](content, table, into, backend)
+    except FormatError:
+        raise
+    except (GraphError, *_READ_ERRORS) as exc:
+        raise FormatError(f"{path} ({kind}): {exc}") from None
+
+
+def _arrays_of(state, table: ArrayTable) -> dict[str, np.ndarray]:
+    if not isinstance(state, dict):
+        raise FormatError("bad state table")
+    return {str(k): table.get(v) for k, v in state.items()}
+
+
+def _check_into(kind: str, into, cls_name: str, expected) -> None:
+    if into is not None and not isinstance(into, expected):
+        raise FormatError(f"the file holds a {kind} ({cls_name}); cannot load it into a "
+                          f"{type(into).__name__}")
+
+
+def _load_module(content, table, into, backend):
+    from ..nn.module import Module
+
+    cls_name = str(content.get("class"))
+    _check_into("module", into, cls_name, Module)
+    state = _arrays_of(content["state"], table)
+    if into is None:
+        if content.get("spec") is None:
+            raise FormatError(f"this file holds a {cls_name}, which is not made of gc.nn classes "
+                              f"only ({content.get('not_rebuildable')}); build the model in "
+                              f"code and load into it: gc.load(path, into=model)")
+        into = build_module(content["spec"])
+    return into.load_state(state)
+
+
+def _load_optimizer(content, table, into, backend):
+    from ..optim.optimizers import Optimizer
+
+    _check_into("optimizer", into, str(content.get("class")), Optimizer)
+    state = _arrays_of(content["state"], table)
+    return state if into is None else into.load_state(state)
+
+
+def _load_function(content, table, into, backend):
+    from ..function import Function, compile
+    from ..nn.module import Module
+    from ..optim.optimizers import Optimizer
+
+    _check_into("function", into, "Function", (Function, Module, Optimizer))
+    program = decode_graph(content["graph"], table)
+    saved = {str(k): program.nodes[i] for k, i in content["parameters"].items()}
+    if isinstance(into, Function):
+        return _restore_parameters(into, saved)
+    if into is not None:
+        return _restore_by_display_name(into, saved)
+    graph = program
+
+    def tensor(n):
+        return Tensor(n, graph)
+
+    ins = [tensor(n) for n in program.inputs]
+    outs = [tensor(n) for n in program.outputs]
+    updates = {tensor(p): tensor(v) for p, v in program.updates}
+    return compile(ins, outs[0] if content.get("single") else outs, updates=updates,
+                   backend=backend)
+
+
+def _restore_parameters(fn, saved: dict) -> object:
+    targets = parameter_keys(fn.graph.nodes)
+    missing, extra = sorted(set(targets) - set(saved)), sorted(set(saved) - set(targets))
+    if missing or extra:
+        raise FormatError(f"the saved function's parameters do not match: missing {missing}, "
+                          f"unexpected {extra}")
+    pairs = []
+    for key, node in targets.items():
+        value = saved[key].attrs["storage"].value
+        storage = node.attrs["storage"]
+        if value.shape != storage.value.shape or value.dtype != storage.value.dtype:
+            raise FormatError(f"parameter {key}: the function has {storage.value.shape} "
+                              f"{storage.value.dtype}, the file {value.shape} {value.dtype}")
+        pairs.append((storage, value))
+    for storage, value in pairs:
+        np.copyto(storage.value, value)
+    return fn
+
+
+def _restore_by_display_name(into, saved: dict) -> object:
+    """A module's (or optimizer's) state from a saved training step, matched by the names its
+    parameters display in graphs ("conv1.weight", "adam.conv1.weight.exp_avg"): how a model is
+    taken out of a ``fit`` checkpoint."""
+    targets = into.state_tensors()
+    missing = sorted(t.name for t in targets.values() if t.name not in saved)
+    if missing:
+        raise FormatError(f"the saved function has no parameters named {missing}")
+    arrays = {key: saved[t.name].attrs["storage"].value for key, t in targets.items()}
+    return into.load_state(arrays)
+
+
+def _load_graph(content, table, into, backend):
+    if into is not None:
+        raise FormatError("a graph file cannot be loaded into an object; gc.load(path) returns "
+                          "the Graph")
+    return decode_graph(content["graph"], table)
+
+
+def _load_parameters(content, table, into, backend):
+    state = _arrays_of(content["state"], table)
+    if into is None:
+        return state
+    tensors = [into] if isinstance(into, Tensor) else list(into)
+    if not all(isinstance(t, Tensor) and t.op == "parameter" for t in tensors):
+        raise FormatError("a parameters file loads into a list of parameters")
+    targets = parameter_keys([t.node for t in tensors])
+    if set(targets) != set(state):
+        raise FormatError(f"the saved parameters {sorted(state)} do not match {sorted(targets)}")
+    for key, node in targets.items():
+        if state[key].shape != node.attrs["storage"].value.shape:
+            raise FormatError(f"parameter {key}: shape {node.attrs['storage'].value.shape} in "
+                              f"memory, {state[key].shape} in the file")
+    for key, node in targets.items():
+        np.copyto(node.attrs["storage"].value, state[key], casting="same_kind")
+    return into
+
+
+def _load_arrays(content, table, into, backend):
+    if into is not None:
+        raise FormatError("an arrays file cannot be loaded into an object")
+    return _arrays_of(content["arrays"], table)
+
+
+_LOADERS = {"module": _load_module, "optimizer": _load_optimizer, "function": _load_function,
+            "graph": _load_graph, "parameters": _load_parameters, "arrays": _load_arrays}

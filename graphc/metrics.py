@@ -1,0 +1,80 @@
+"""Classification metrics on NumPy arrays: accuracy, confusion matrix, precision/recall/F1.
+
+Predictions may be given as labels (n,) or as class scores (n, classes), from which the
+predicted label is the argmax — so a compiled function's logits can be passed directly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["predicted_labels", "accuracy", "confusion_matrix", "precision_recall_f1", "report"]
+
+
+def predicted_labels(pred: np.ndarray) -> np.ndarray:
+    """Labels from labels (n,) or from scores (n, classes) by argmax; a single score column
+    (n, 1) is a binary logit, thresholded at 0."""
+    pred = np.asarray(pred)
+    if pred.ndim == 2 and pred.shape[1] == 1:
+        return (pred[:, 0] > 0).astype(np.int64)
+    if pred.ndim == 2:
+        return pred.argmax(axis=1)
+    if pred.ndim == 1:
+        return pred.astype(np.int64) if pred.dtype.kind in "iub" else (pred > 0).astype(np.int64)
+    raise ValueError(f"predictions must be labels (n,) or scores (n, classes), got {pred.shape}")
+
+
+def _labels(y_true, pred) -> tuple[np.ndarray, np.ndarray]:
+    y_true = np.asarray(y_true).astype(np.int64).ravel()
+    y_pred = predicted_labels(pred)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"{len(y_true)} labels but {len(y_pred)} predictions")
+    return y_true, y_pred
+
+
+def accuracy(y_true, pred) -> float:
+    """The fraction of correct predictions."""
+    y_true, y_pred = _labels(y_true, pred)
+    return float((y_true == y_pred).mean()) if len(y_true) else float("nan")
+
+
+def confusion_matrix(y_true, pred, n_classes: int | None = None) -> np.ndarray:
+    """``C[i, j]`` = how many examples of class i were predicted as class j (rows: truth)."""
+    y_true, y_pred = _labels(y_true, pred)
+    if n_classes is None:
+        n_classes = int(max(y_true.max(initial=-1), y_pred.max(initial=-1))) + 1
+    cm = np.zeros((n_classes, n_classes), np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    return cm
+
+
+def precision_recall_f1(y_true, pred, n_classes: int | None = None, average: str | None = "macro"):
+    """Per-class precision, recall and F1, or their unweighted mean (``average="macro"``).
+
+    A class never predicted has precision 0; a class absent from `y_true` has recall 0 (as
+    scikit-learn's ``zero_division=0``).
+    """
+    cm = confusion_matrix(y_true, pred, n_classes).astype(np.float64)
+    tp = np.diag(cm)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.nan_to_num(tp / cm.sum(axis=0))
+        recall = np.nan_to_num(tp / cm.sum(axis=1))
+        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
+    if average is None:
+        return precision, recall, f1
+    if average != "macro":
+        raise ValueError(f"average must be 'macro' or None, got {average!r}")
+    return float(precision.mean()), float(recall.mean()), float(f1.mean())
+
+
+def report(y_true, pred, n_classes: int | None = None) -> str:
+    """A printable table: precision, recall, F1 and support per class, then accuracy."""
+    y_true_l, _ = _labels(y_true, pred)
+    p, r, f = precision_recall_f1(y_true, pred, n_classes, average=None)
+    support = np.bincount(y_true_l, minlength=len(p))
+    lines = ["class  precision  recall     f1  support"]
+    lines += [f"{c:5d}  {p[c]:9.3f}  {r[c]:6.3f}  {f[c]:5.3f}  {support[c]:7d}"
+              for c in range(len(p))]
+    lines.append(f"accuracy {accuracy(y_true, pred):.4f} over {len(y_true_l)} examples; "
+                 f"macro F1 {f.mean():.4f}")
+    return "\n".join(lines)

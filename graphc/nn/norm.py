@@ -1,0 +1,58 @@
+"""Batch normalization layers: batch statistics in training mode, running ones in eval mode."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..ir.tensor import Tensor
+from ..ops.sources import parameter
+from . import functional as F
+from .module import Module
+
+
+class _BatchNorm(Module):
+    """Normalize each channel (axis 1) over the batch and spatial axes, then scale and shift.
+
+    Training mode uses the batch's statistics and gives the buffers ``running_mean`` and
+    ``running_var`` default updates (``(1 - momentum) * running + momentum * batch``, with the
+    unbiased batch variance, as PyTorch), which every compiled function that computes the
+    output applies — no ``updates=`` entry needed. Eval mode uses the running statistics.
+    ``weight`` (ones) and ``bias`` (zeros) are trainable when ``affine``.
+    """
+
+    ranks: tuple[int, ...] = (2, 3)
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+                 affine: bool = True) -> None:
+        super().__init__()
+        self.num_features, self.eps, self.momentum = int(num_features), float(eps), momentum
+        self.weight = parameter("weight", np.ones(num_features, np.float32)) if affine else None
+        self.bias = parameter("bias", np.zeros(num_features, np.float32)) if affine else None
+        self.register_buffer("running_mean", parameter("running_mean",
+                                                       np.zeros(num_features, np.float32)))
+        self.register_buffer("running_var", parameter("running_var",
+                                                      np.ones(num_features, np.float32)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim not in self.ranks:
+            want = " or ".join(str(r) for r in self.ranks)
+            raise ShapeError(f"{type(self).__name__} expects input of rank {want} (N, C, ...), "
+                             f"got shape {x.shape}")
+        return F.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
+                            training=self.training, momentum=self.momentum, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch norm over (N, C) or (N, C, L) inputs."""
+
+    ranks = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch norm over (N, C, H, W) inputs (per channel, over N, H and W)."""
+
+    ranks = (4,)

@@ -1,0 +1,359 @@
+"""Optimizers as update graphs: ``opt.updates(cost)`` returns ``{parameter: new value}``.
+
+Each optimizer writes PyTorch's ``torch.optim`` formula and defaults as graph operations,
+so one compiled function does forward, backward and the update (Theano's ``updates=``):
+
+    opt = gc.optim.Adam(model.parameters(), lr=1e-3)
+    step = gc.compile([x, y], loss, updates=opt.updates(loss))
+
+All optimizer state — the step counter, moment estimates, momentum buffers — lives in
+parameters (``opt.state_tensors()``), so it is updated by the same compiled step and saved
+with ``gc.save(opt, path)`` or a training checkpoint.
+
+Every optimizer takes ``clip_value=`` (clamp each gradient element) and ``clip_norm=``
+(rescale all gradients to a global L2 norm at most clip_norm); both may be given, value
+clipping first. ``lr`` may be a float or a schedule from ``gc.optim.schedules``.
+``weight_decay`` is PyTorch's: ``g + weight_decay * p`` for every parameter, biases included
+(use ``gc.optim.l2_penalty`` to penalize weights only).
+
+Scalar coefficients (bias corrections, schedules) are computed in float64 from the int64 step
+counter, as PyTorch computes them in Python floats, then cast to each parameter's dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from .. import ops
+from ..errors import GraphError, ShapeError
+from ..ir.graph import name_scope
+from ..ir.tensor import Tensor
+from ..ops.sources import parameter
+from ..passes.autodiff import grad
+from .clip import clip_by_global_norm, clip_by_value
+from .schedules import Schedule
+
+__all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "NAdam"]
+
+
+def _coef(x, dtype: np.dtype):
+    """A scalar coefficient in a parameter's dtype (Python floats stay weak constants)."""
+    return ops.cast(x, dtype) if isinstance(x, Tensor) and x.dtype != dtype else x
+
+
+class Optimizer:
+    """Base class: parameters, learning rate (or schedule), clipping, state, ``updates``.
+
+    Subclasses create their per-parameter state with ``_slot`` in ``__init__`` and define
+    ``_update(i, p, g, lr, k)`` returning the new parameter and the new value of each slot.
+    ``k`` is the number of updates already applied (a float64 scalar tensor).
+    """
+
+    name = "optimizer"
+
+    def __init__(self, params, lr, *, clip_value: float | None = None,
+                 clip_norm: float | None = None) -> None:
+        if hasattr(params, "parameters"):
+            params = params.parameters()
+        self.params: list[Tensor] = []
+        for p in params:
+            if not isinstance(p, Tensor) or p.op != "parameter":
+                raise GraphError(f"{type(self).__name__} optimizes parameters, got {p!r}")
+            if p.dtype.kind != "f":
+                raise GraphError(f"{type(self).__name__}: parameter {p.name!r} is {p.dtype}; "
+                                 "only float parameters can be trained")
+            if all(q is not p for q in self.params):
+                self.params.append(p)
+        if not self.params:
+            raise GraphError(f"{type(self).__name__} got an empty parameter list")
+        if not isinstance(lr, Schedule) and not float(lr) >= 0:
+            raise GraphError(f"learning rate must be >= 0, got {lr}")
+        self.lr = lr if isinstance(lr, Schedule) else float(lr)
+        self.clip_value, self.clip_norm = clip_value, clip_norm
+        self._state: dict[str, Tensor] = {}
+        self._slots: list[dict[str, Tensor]] = [{} for _ in self.params]
+        self.step_count = parameter(f"{self.name}.step", np.array(0, np.int64))
+        self._state["step"] = self.step_count
+
+    # -- state -------------------------------------------------------------------------------
+    def _slot(self, i: int, slot: str, fill: float = 0.0, shape=None) -> Tensor:
+        """Create state for parameter `i` (zeros like it, or a scalar with `shape=()`)."""
+        p = self.params[i]
+        value = np.full(p.shape if shape is None else shape, fill, dtype=p.dtype)
+        tensor = parameter(f"{self.name}.{p.name}.{slot}", value)
+        self._slots[i][slot] = tensor
+        self._state[f"{i}.{slot}"] = tensor
+        return tensor
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        """Every state parameter by key: ``"step"`` and ``"<param index>.<slot>"``."""
+        return dict(self._state)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """A copy of the state's values (what ``gc.save(opt, path)`` stores)."""
+        return {k: t.value for k, t in self._state.items()}
+
+    def load_state(self, state: Mapping[str, np.ndarray]) -> Optimizer:
+        """Set the state from ``state()`` output; checked completely before anything is set."""
+        missing = sorted(set(self._state) - set(state))
+        extra = sorted(set(state) - set(self._state))
+        if missing or extra:
+            raise GraphError(f"{type(self).__name__}.load_state: missing keys {missing}, "
+                             f"unexpected keys {extra}")
+        for key, t in self._state.items():
+            if np.shape(state[key]) != tuple(t.shape):
+                raise ShapeError(f"optimizer state {key}: expected shape {tuple(t.shape)}, got "
+                                 f"{np.shape(state[key])}")
+        for key, t in self._state.items():
+            t.value = state[key]
+        return self
+
+    # -- the update graph --------------------------------------------------------------------
+    def learning_rate(self, k):
+        """The learning rate at update `k` (a float, or a tensor when `k` is one)."""
+        return self.lr(k) if isinstance(self.lr, Schedule) else self.lr
+
+    def gradients(self, cost: Tensor, allow_unused: bool = False) -> list[Tensor]:
+        """gc.grad of the cost, clipped as configured."""
+        grads = grad(cost, self.params, allow_unused=allow_unused)
+        with name_scope("clip"):
+            if self.clip_value is not None:
+                grads = clip_by_value(grads, self.clip_value)
+            if self.clip_norm is not None:
+                grads = clip_by_global_norm(grads, self.clip_norm)
+        return grads
+
+    def updates(self, cost: Tensor, allow_unused: bool = False) -> dict[Tensor, Tensor]:
+        """The update dict for ``gc.compile``: every parameter, every state slot, the step
+        counter. Built in the cost's graph, under a name scope named after the optimizer."""
+        if not isinstance(cost, Tensor):
+            raise GraphError(f"{type(self).__name__}.updates needs the symbolic cost, got "
+                             f"{type(cost).__name__}")
+        graph = cost.graph
+        with graph:
+            grads = self.gradients(cost, allow_unused)
+            out: dict[Tensor, Tensor] = {}
+            with name_scope(self.name):
+                k = ops.cast(self.step_count, np.float64)
+                lr = self.learning_rate(k)
+                for i, (p, g) in enumerate(zip(self.params, grads)):
+                    new_p, slots = self._update(i, p, g, lr, k)
+                    out[p] = new_p
+                    out.update({self._slots[i][s]: v for s, v in slots.items()})
+                out[self.step_count] = self.step_count + 1
+        return out
+
+    def _update(self, i: int, p: Tensor, g: Tensor, lr, k) -> tuple[Tensor, dict]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _decayed(g: Tensor, p: Tensor, weight_decay: float) -> Tensor:
+        return g + weight_decay * p if weight_decay else g
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(lr={self.lr}, {len(self.params)} parameters)"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, dampening, Nesterov momentum and weight decay
+    (torch.optim.SGD): ``b = momentum*b + (1-dampening)*g`` (``b = g`` at the first step),
+    ``g = g + momentum*b`` if nesterov else ``b``; ``p = p - lr*g``."""
+
+    name = "sgd"
+
+    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0, dampening: float = 0.0, **clip) -> None:
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise GraphError("Nesterov momentum requires a momentum > 0 and zero dampening")
+        super().__init__(params, lr, **clip)
+        self.momentum, self.dampening = float(momentum), float(dampening)
+        self.nesterov, self.weight_decay = bool(nesterov), float(weight_decay)
+        if self.momentum:
+            for i in range(len(self.params)):
+                self._slot(i, "momentum_buffer")
+
+    def _update(self, i, p, g, lr, k):
+        g = self._decayed(g, p, self.weight_decay)
+        slots = {}
+        if self.momentum:
+            buf = self._slots[i]["momentum_buffer"]
+            new_buf = self.momentum * buf + (1.0 - self.dampening) * g
+            if self.dampening:  # PyTorch starts the buffer at the first gradient itself
+                new_buf = ops.where(ops.equal(k, 0.0), g, new_buf)
+            slots["momentum_buffer"] = new_buf
+            g = g + self.momentum * new_buf if self.nesterov else new_buf
+        return p - _coef(lr, p.dtype) * g, slots
+
+
+class Adagrad(Optimizer):
+    """Adagrad (torch.optim.Adagrad): ``sum += g²``, ``p -= clr * g / (sqrt(sum) + eps)`` with
+    ``clr = lr / (1 + k * lr_decay)``."""
+
+    name = "adagrad"
+
+    def __init__(self, params, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, **clip) -> None:
+        super().__init__(params, lr, **clip)
+        self.lr_decay, self.weight_decay, self.eps = float(lr_decay), float(weight_decay), eps
+        for i in range(len(self.params)):
+            self._slot(i, "sum", float(initial_accumulator_value))
+
+    def _update(self, i, p, g, lr, k):
+        g = self._decayed(g, p, self.weight_decay)
+        clr = lr / (1.0 + k * self.lr_decay) if self.lr_decay else lr
+        new_sum = self._slots[i]["sum"] + ops.square(g)
+        return p - _coef(clr, p.dtype) * g / (ops.sqrt(new_sum) + self.eps), {"sum": new_sum}
+
+
+class Adadelta(Optimizer):
+    """Adadelta (torch.optim.Adadelta): ``v = rho*v + (1-rho)*g²``,
+    ``delta = sqrt(u + eps) / sqrt(v + eps) * g``, ``u = rho*u + (1-rho)*delta²``,
+    ``p -= lr * delta``."""
+
+    name = "adadelta"
+
+    def __init__(self, params, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
+                 weight_decay: float = 0.0, **clip) -> None:
+        super().__init__(params, lr, **clip)
+        self.rho, self.eps, self.weight_decay = float(rho), float(eps), float(weight_decay)
+        for i in range(len(self.params)):
+            self._slot(i, "square_avg")
+            self._slot(i, "acc_delta")
+
+    def _update(self, i, p, g, lr, k):
+        g = self._decayed(g, p, self.weight_decay)
+        rho, eps, s = self.rho, self.eps, self._slots[i]
+        v = rho * s["square_avg"] + (1.0 - rho) * ops.square(g)
+        delta = ops.sqrt(s["acc_delta"] + eps) / ops.sqrt(v + eps) * g
+        u = rho * s["acc_delta"] + (1.0 - rho) * ops.square(delta)
+        return p - _coef(lr, p.dtype) * delta, {"square_avg": v, "acc_delta": u}
+
+
+class RMSprop(Optimizer):
+    """RMSprop (torch.optim.RMSprop): ``v = alpha*v + (1-alpha)*g²``; centered subtracts the
+    squared running mean of g; with momentum ``b = momentum*b + g/(sqrt(v)+eps)``,
+    ``p -= lr*b``, else ``p -= lr*g/(sqrt(v)+eps)``."""
+
+    name = "rmsprop"
+
+    def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
+                 **clip) -> None:
+        super().__init__(params, lr, **clip)
+        self.alpha, self.eps, self.weight_decay = float(alpha), float(eps), float(weight_decay)
+        self.momentum, self.centered = float(momentum), bool(centered)
+        for i in range(len(self.params)):
+            self._slot(i, "square_avg")
+            if self.momentum:
+                self._slot(i, "momentum_buffer")
+            if self.centered:
+                self._slot(i, "grad_avg")
+
+    def _update(self, i, p, g, lr, k):
+        g = self._decayed(g, p, self.weight_decay)
+        a, s = self.alpha, self._slots[i]
+        slots = {"square_avg": a * s["square_avg"] + (1.0 - a) * ops.square(g)}
+        v = slots["square_avg"]
+        if self.centered:
+            slots["grad_avg"] = a * s["grad_avg"] + (1.0 - a) * g
+            v = v - ops.square(slots["grad_avg"])
+        step = g / (ops.sqrt(v) + self.eps)
+        if self.momentum:
+            slots["momentum_buffer"] = step = self.momentum * s["momentum_buffer"] + step
+        return p - _coef(lr, p.dtype) * step, slots
+
+
+class Adam(Optimizer):
+    """Adam (torch.optim.Adam): ``m = b1*m + (1-b1)*g``, ``v = b2*v + (1-b2)*g²``,
+    ``p -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps)`` with t = k + 1; ``amsgrad`` uses
+    the running maximum of v."""
+
+    name = "adam"
+    decoupled = False
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
+                 **clip) -> None:
+        super().__init__(params, lr, **clip)
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.eps, self.weight_decay, self.amsgrad = float(eps), float(weight_decay), amsgrad
+        for i in range(len(self.params)):
+            self._slot(i, "exp_avg")
+            self._slot(i, "exp_avg_sq")
+            if amsgrad:
+                self._slot(i, "max_exp_avg_sq")
+
+    def _update(self, i, p, g, lr, k):
+        b1, b2 = self.betas
+        s = self._slots[i]
+        if self.decoupled:
+            p_decayed = p * (1.0 - _coef(lr, p.dtype) * self.weight_decay)
+        else:
+            g = self._decayed(g, p, self.weight_decay)
+            p_decayed = p
+        t = k + 1.0
+        slots = {"exp_avg": b1 * s["exp_avg"] + (1.0 - b1) * g,
+                 "exp_avg_sq": b2 * s["exp_avg_sq"] + (1.0 - b2) * ops.square(g)}
+        v = slots["exp_avg_sq"]
+        if self.amsgrad:
+            slots["max_exp_avg_sq"] = v = ops.maximum(s["max_exp_avg_sq"], v)
+        c1 = _coef(1.0 - b1 ** t, p.dtype)
+        c2 = _coef(1.0 - b2 ** t, p.dtype)
+        step = (slots["exp_avg"] / c1) / (ops.sqrt(v / c2) + self.eps)
+        return p_decayed - _coef(lr, p.dtype) * step, slots
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (torch.optim.AdamW): ``p *= 1 - lr*weight_decay``
+    before the Adam step, instead of adding ``weight_decay*p`` to the gradient."""
+
+    name = "adamw"
+    decoupled = True
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False,
+                 **clip) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, **clip)
+
+
+class NAdam(Optimizer):
+    """Adam with Nesterov momentum (torch.optim.NAdam): momentum schedule
+    ``mu_t = b1*(1 - 0.5*0.96^(t*momentum_decay))``, ``mu_product`` the running product,
+    ``m_hat = mu_{t+1}*m/(1 - mu_product*mu_{t+1}) + (1-mu_t)*g/(1 - mu_product)``,
+    ``p -= lr * m_hat / (sqrt(v/(1-b2^t)) + eps)``."""
+
+    name = "nadam"
+
+    def __init__(self, params, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3,
+                 **clip) -> None:
+        super().__init__(params, lr, **clip)
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.eps, self.weight_decay = float(eps), float(weight_decay)
+        self.momentum_decay = float(momentum_decay)
+        for i in range(len(self.params)):
+            self._slot(i, "exp_avg")
+            self._slot(i, "exp_avg_sq")
+            # the product of all mu so far; float64 as PyTorch's Python-float arithmetic
+            self._slots[i]["mu_product"] = self._state[f"{i}.mu_product"] = parameter(
+                f"{self.name}.{self.params[i].name}.mu_product", np.array(1.0, np.float64))
+
+    def _update(self, i, p, g, lr, k):
+        b1, b2 = self.betas
+        s = self._slots[i]
+        g = self._decayed(g, p, self.weight_decay)
+        t = k + 1.0
+        mu = b1 * (1.0 - 0.5 * 0.96 ** (t * self.momentum_decay))
+        mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1.0) * self.momentum_decay))
+        mu_product = s["mu_product"] * mu
+        m = b1 * s["exp_avg"] + (1.0 - b1) * g
+        v = b2 * s["exp_avg_sq"] + (1.0 - b2) * ops.square(g)
+        c_m = _coef(mu_next / (1.0 - mu_product * mu_next), p.dtype)
+        c_g = _coef((1.0 - mu) / (1.0 - mu_product), p.dtype)
+        c2 = _coef(1.0 - b2 ** t, p.dtype)
+        m_hat = c_m * m + c_g * g
+        step = m_hat / (ops.sqrt(v / c2) + self.eps)
+        return p - _coef(lr, p.dtype) * step, {"exp_avg": m, "exp_avg_sq": v,
+                                                "mu_product": mu_product}
