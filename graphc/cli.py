@@ -69,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="train a model on real data, draw its graph")
-    demo.add_argument("--backend", default=None, help="numpy or llvm (default: both, compared)")
-    demo.add_argument("--epochs", type=int, default=None)
+    demo.add_argument("--backend", default="numpy", help="numpy (default), llvm or cuda")
+    demo.add_argument("--epochs", type=int, default=None, help="training epochs (default: 12)")
     demo.add_argument("--out", default="out", help="folder for pictures (default: out/)")
     demo.set_defaults(func=_cmd_demo)
 

@@ -42,7 +42,15 @@ def test_python_dash_m_graphc_runs():
 
 
 def test_demo_runs(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "graphc", "demo", "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run([sys.executable, "-m", "graphc", "demo", "--out", str(tmp_path),
+                          "--epochs", "1"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
-    assert any(tmp_path.iterdir())
+    assert "test accuracy:" in res.stdout
+    names = {p.name for p in tmp_path.iterdir()}
+    assert names >= {"demo_loss.png", "demo_lenet.graphc"}
+    assert names & {"demo_train_step.svg", "demo_train_step.dot"}
+
+
+def test_demo_names_an_unavailable_backend(capsys):
+    assert main(["demo", "--backend", "no-such-backend", "--epochs", "1"]) == 2
+    assert "unknown backend 'no-such-backend'" in capsys.readouterr().err

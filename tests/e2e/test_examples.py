@@ -1,23 +1,57 @@
-"""The examples run and print what they demonstrate."""
+"""The examples run and print what they demonstrate (the training ones in quick mode)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
+def run_example(name: str, tmp_path, quick: bool = False) -> str:
+    env = dict(os.environ, GRAPHC_QUICK="1") if quick else None
+    res = subprocess.run([sys.executable, str(EXAMPLES / name)], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout
+
+
 def test_basics_example(tmp_path):
-    res = subprocess.run([sys.executable, str(EXAMPLES / "basics.py")], capture_output=True,
-                         text=True, cwd=tmp_path, timeout=300)
-    assert res.returncode == 0, res.stderr
-    assert "matches NumPy: yes" in res.stdout
+    assert "matches NumPy: yes" in run_example("basics.py", tmp_path)
     assert any((tmp_path / "out").iterdir())
 
 
 def test_backprop_example(tmp_path):
-    res = subprocess.run([sys.executable, str(EXAMPLES / "backprop.py")], capture_output=True,
-                         text=True, cwd=tmp_path, timeout=300)
-    assert res.returncode == 0, res.stderr
-    assert "(1 - sigmoid(x))*sigmoid(x)" in res.stdout
-    assert "gradient check against finite differences" in res.stdout
+    out = run_example("backprop.py", tmp_path)
+    assert "(1 - sigmoid(x))*sigmoid(x)" in out
+    assert "gradient check against finite differences" in out
+
+
+# (example, lines its output must contain, files it must write into out/)
+TRAINING_EXAMPLES = [
+    ("perceptron.py", ["converged after", "XOR: still"], ["perceptron_step"]),
+    ("linear_regression.py", ["least squares, closed form", "ridge"], []),
+    ("xor.py", ["accuracy on the four XOR points: 100%"], ["xor_surface.png"]),
+    ("mlp_digits.py", ["MLP test accuracy:", "confusion matrix"], ["mlp_digits_curves.png"]),
+    ("lenet_digits.py", ["LeNet test accuracy:"], ["lenet_digits_curves.png",
+                                                   "lenet_train_step"]),
+    ("autoencoder.py", ["test reconstruction MSE"], ["autoencoder_reconstructions.png"]),
+    ("gan.py", ["distance to the nearest training digit", "classifier reads"],
+     ["gan_samples.png"]),
+    ("rnn.py", [" RNN (", "LSTM (", "test MSE"], ["rnn_adding"]),
+    ("resnet_block.py", ["ResNet test accuracy:"], ["resnet_forward"]),
+]
+
+
+@pytest.mark.parametrize("name,lines,files", TRAINING_EXAMPLES,
+                         ids=[e[0] for e in TRAINING_EXAMPLES])
+def test_training_examples_run_in_quick_mode(name, lines, files, tmp_path):
+    out = run_example(name, tmp_path, quick=True)
+    assert "[quick mode]" in out
+    for line in lines:
+        assert line in out, f"{name} did not print {line!r}:\n{out}"
+    written = {p.name for p in (tmp_path / "out").iterdir()}
+    for f in files:
+        assert any(w == f or w.startswith(f + ".") for w in written), (f, written)
