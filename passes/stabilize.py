@@ -136,20 +136,26 @@ def exp_minus_one(m: Match):
 
 
 def stabilized(cost: Tensor, keep: list[Tensor], max_rounds: int = 10) -> Tensor:
-    """The cost rewritten by the stabilize rules, in its own graph.
+    """The cost canonicalized and rewritten by the stabilize rules, in its own graph.
 
     Used by gc.grad before differentiating. If a rewrite would remove one of the `keep`
     tensors (an intermediate the caller differentiates with respect to), the original cost
     is returned.
     """
+    from .canonicalize import CANONICALIZE
+
     graph: Graph = cost.graph
-    node = cost.node
+    node, stabilized_any = cost.node, False
     for _ in range(max_rounds):
+        # canonical form first: the rules match `1 - sigmoid(x)`, not `-sigmoid(x) + 1`
+        _, mapping, _ = rebuild(graph, CANONICALIZE, target=graph, roots=[node])
+        node = mapping[node.uid]
         _, mapping, fired = rebuild(graph, STABILIZE, target=graph, roots=[node])
         node = mapping[node.uid]
         if not fired:
             break
-    if node is cost.node:
+        stabilized_any = True
+    if not stabilized_any:
         return cost
     from graphc.ir.graph import topological
 

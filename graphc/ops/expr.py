@@ -73,10 +73,40 @@ def clean_derivative(expr: sympy.Expr) -> sympy.Expr:
     return expr
 
 
+class _pow(sympy.Function):
+    """``b**e`` with a tensor exponent, while it is differentiated: PyTorch's values where the
+    textbook formulas are 0/0 or 0*inf.
+
+    sympy writes d(b**e)/db as ``b**e*e/b``, NaN at b = 0 even for e = 2. Here it is
+    ``e*b**(e-1)``, and 0 where e = 0 (PyTorch's ``pow_backward_self``); d(b**e)/de is
+    ``b**e*log(b)``, and 0 where b = 0 and e >= 0 (``pow_backward_exponent``).
+    """
+
+    nargs = 2
+
+    def fdiff(self, argindex: int = 1):
+        b, e = self.args
+        if argindex == 1:
+            return sympy.Piecewise((0, sympy.Eq(e, 0)), (e * b ** (e - 1), True))
+        full = b**e * sympy.log(b)
+        return sympy.Piecewise((full, sympy.Ne(b, 0)), (0, e >= 0), (full, True))
+
+
+def _is_tensor_pow(node) -> bool:
+    return node.is_Pow and not node.exp.is_Number
+
+
 @lru_cache(maxsize=4096)
 def derivative(expr: sympy.Expr, i: int) -> sympy.Expr:
-    """d expr / d x_i, cached (the same op's derivative is asked for again and again)."""
-    return clean_derivative(sympy.diff(expr, sym_input(i)))
+    """d expr / d x_i, cached (the same op's derivative is asked for again and again).
+
+    Powers with a non-constant exponent are differentiated by `_pow`'s rule (finite at a zero
+    base, as in PyTorch); powers with a constant exponent need nothing (``x**2 -> 2*x``).
+    """
+    guarded = expr.replace(_is_tensor_pow, lambda p: _pow(*p.args))
+    d = sympy.diff(guarded, sym_input(i))
+    d = d.replace(lambda n: isinstance(n, _pow), lambda n: n.args[0] ** n.args[1])
+    return clean_derivative(d)
 
 
 # -- printing to NumPy -----------------------------------------------------------------------

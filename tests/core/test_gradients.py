@@ -249,3 +249,37 @@ def test_check_grad_reports_a_mismatch():
         gc.check_grad(lambda xs: gc.sum(gc.relu(xs[0])), [np.array([0.0, 1.0])])
     report = str(err.value)
     assert "x0" in report and "(0,)" in report and "analytic" in report and "0.5" in report
+
+
+@pytest.mark.parametrize("exponent,want", [(2, [0, 2, -4, 6]), (3, [0, 3, 12, 27]),
+                                           (1, [1, 1, 1, 1]), (0, [0, 0, 0, 0])])
+def test_power_gradient_is_finite_at_a_zero_base(exponent, want):
+    """PyTorch's values: d(x**n)/dx = n*x**(n-1), 0 for n = 0 (sympy's x**n*n/x is 0/0)."""
+    x = gc.placeholder("x", (4,), "float64")
+    for optimize in (True, False):
+        got = gc.compile([x], gc.grad((x**exponent).sum(), x), optimize=optimize)(
+            np.array([0.0, 1, -2, 3]))
+        np.testing.assert_allclose(got, want)
+
+
+def test_power_gradients_with_a_tensor_exponent():
+    x, y = gc.placeholder("x", (4,), "float64"), gc.placeholder("y", (4,), "float64")
+    gx, gy = gc.grad((x**y).sum(), [x, y])
+    dx, dy = gc.compile([x, y], [gx, gy])(np.array([0.0, 0, 2, 3]), np.array([0.0, 2, 0, 1.5]))
+    np.testing.assert_allclose(dx, [0, 0, 0, 1.5 * 3**0.5])
+    np.testing.assert_allclose(dy, [0, 0, np.log(2), 3**1.5 * np.log(3)])  # 0 at base 0, y >= 0
+    gc.check_grad(lambda p: (p[0] ** p[1]).sum(), [np.array([0.5, 1.5, 2.0]),
+                                                   np.array([0.3, -1.0, 2.0])])
+
+
+def test_check_grad_accepts_an_input_the_function_ignores():
+    assert gc.check_grad(lambda p: (p[0] ** 2).sum(), [np.ones(3), np.ones(2)]) < 1e-6
+
+
+@pytest.mark.parametrize("write", [lambda s: 1 - s, lambda s: -s + 1, lambda s: 1 + (-s)])
+def test_gradient_of_log_one_minus_sigmoid_is_stable_however_written(write):
+    x = gc.placeholder("x", (3,), "float64")
+    cost = gc.log(write(gc.sigmoid(x))).sum()
+    value, g = gc.compile([x], [cost, gc.grad(cost, x)])(np.array([1000.0, -1000.0, 0.0]))
+    assert np.isfinite(value)
+    np.testing.assert_allclose(g, [-1, 0, -0.5], atol=1e-12)
