@@ -64,8 +64,15 @@ def _normalize_updates(updates) -> list[tuple[Tensor, Tensor]]:
 
 def _default_updates(graph: Graph, roots: list[Node], explicit: set[int]
                      ) -> list[tuple[Node, Node]]:
-    """Default updates of every trigger the roots depend on (to a fixpoint)."""
-    chosen: dict[int, tuple[Node, Node]] = {}
+    """Default updates of every trigger the roots depend on (to a fixpoint).
+
+    A parameter with several triggers (a batch-norm layer called twice in one step, the same
+    random state drawn from twice) gets them all, applied in the order the triggers were
+    built: each later update reads the value the earlier one wrote, as two calls of a
+    PyTorch module would.
+    """
+    chains: dict[int, list[tuple[Node, Node]]] = {}
+    taken: set[tuple[int, int]] = set()
     frontier = list(roots)
     while True:
         reach = {n.uid for n in topological(frontier)}
@@ -74,13 +81,34 @@ def _default_updates(graph: Graph, roots: list[Node], explicit: set[int]
             if trigger.uid not in reach:
                 continue
             for param, value in entries:
-                if param.uid in explicit or param.uid in chosen:
+                if param.uid in explicit or (trigger.uid, param.uid) in taken:
                     continue
-                chosen[param.uid] = (param, value)
+                taken.add((trigger.uid, param.uid))
+                chains.setdefault(param.uid, []).append((param, value))
                 added.append(value)
         if not added:
-            return list(chosen.values())
+            break
         frontier = frontier + added
+    chosen = []
+    for chain in chains.values():
+        param, value = chain[0]
+        for _, later in chain[1:]:
+            value = _substitute(graph, later, param, value)
+        chosen.append((param, value))
+    return chosen
+
+
+def _substitute(graph: Graph, root: Node, old: Node, new: Node) -> Node:
+    """`root` rebuilt with `new` wherever it read `old` (the nodes that do not depend on
+    `old` are shared)."""
+    mapping = {old.uid: new}
+    for node in topological([root]):
+        if node.uid in mapping or not any(i.uid in mapping for i in node.inputs):
+            continue
+        inputs = [mapping.get(i.uid, i) for i in node.inputs]
+        mapping[node.uid] = graph.make_node(node.op, inputs, node.attrs, loc=node.loc,
+                                            scope=node.scope)
+    return mapping.get(root.uid, root)
 
 
 def build_program(inputs, outputs, updates=None, name: str | None = None) -> tuple[Graph, bool]:
@@ -153,6 +181,12 @@ class Function:
         self._updates = [(p.attrs["storage"], v) for p, v in program.updates]
         self._params = [n.attrs["storage"] for n in program.nodes if n.op.name == "parameter"]
         self._assumptions = [(rel, why, n) for n in program.nodes for rel, why in n.assumptions]
+        for param, value in program.updates:  # a symbolic new value must fit its parameter
+            for d, p in zip(value.shape, param.shape):
+                if not isinstance(d, int):
+                    why = (f"the new value of {param.name!r} (shape {format_shape(value.shape)}) "
+                           f"must have the parameter's shape {format_shape(param.shape)}")
+                    self._assumptions.append((sympy.Eq(d, p), why, value))
         self._checked: set[tuple] = set()
         self._symbols = sorted({d for n in self._inputs for d in n.type.symbols},
                                key=lambda s: s.name)
@@ -182,6 +216,11 @@ class Function:
         plan = self._program.meta.get("memory")
         if plan is None:
             raise GraphError("this function was compiled without the plan_memory pass")
+        missing = [s.name for s in self._symbols if s.name not in dims]
+        if missing:
+            example = ", ".join(f"{name}=64" for name in missing)
+            raise ShapeError(f"the memory figures depend on the size of {', '.join(missing)}: "
+                             f"give it, e.g. fn.memory({example})")
         return plan.evaluate({sym(k): int(v) for k, v in dims.items()})
 
     @property
@@ -206,10 +245,15 @@ class Function:
             self._check_assumptions(binding, key)
         outputs, new_values = self._exe.run(arrays, binding, key)
         if not self._native_updates:
-            protected = [s.value for s in self._params]
+            protected = [s.value for s in self._params] + list(arrays)
             outputs = [np.array(o, copy=True) if any(np.may_share_memory(o, p)
                                                      for p in protected) else o
                        for o in outputs]
+            # a new value may be another parameter's storage, or a view of it ({a: b, b: a}):
+            # take it before any parameter is written
+            new_values = [np.array(v, copy=True) if any(np.may_share_memory(v, p)
+                                                        for p in protected) else v
+                          for v in new_values]
             # every output and new value exists: now apply all updates (and only now)
             for (storage, _), new in zip(self._updates, new_values):
                 np.copyto(storage.value, new, casting="unsafe")

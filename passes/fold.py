@@ -28,8 +28,11 @@ def fold_constants(m: Match):
     if int(np.prod(m.type.shape, dtype=np.int64)) > MAX_ELEMENTS:
         return None
     arrays = [t.node.attrs["value"].array for t in m.inputs]
-    with np.errstate(all="ignore"):
-        value = m.node.op.reference(*arrays, **dict(m.attrs))
+    try:
+        with np.errstate(all="ignore"):
+            value = m.node.op.reference(*arrays, **dict(m.attrs))
+    except IndexError:  # e.g. a constant label out of range: the call will report it
+        return None
     value = np.asarray(value, dtype=m.type.dtype)
     return ops.constant(np.broadcast_to(value, m.type.shape).copy(), graph=m.graph)
 

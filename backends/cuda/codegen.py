@@ -23,6 +23,7 @@ from llvmlite import ir
 from graphc.errors import BackendError
 from graphc.ir.graph import Graph
 from graphc.ir.node import Node
+from graphc.ir.shapes import prod
 
 from ..llvm.codegen import LEAVES, KernelContext, ProgramCodegen
 from ..llvm.irutil import I32, I64, PTR, VOID, i64, memcpy
@@ -212,15 +213,34 @@ class GpuCodegen(ProgramCodegen):
         A single thread copies with memcpy: updates are small next to the step, and this keeps
         "all or nothing" trivially true (the status word is final when this runs)."""
         lay = self.layout
+        targets = {p.uid for p, _ in self.program.updates}
+        base = len(self.program.nodes)
+        sources = {}
+        for j, (param, value) in enumerate(self.program.updates):
+            sources[j] = lay.slot_of[value.uid]
+            if value.uid != param.uid and value.op.name == "parameter" and value.uid in targets:
+                # {a: b, b: a}: snapshot b before any update kernel overwrites it
+                snap = lay.new_slot()
+                lay.scratch[snap] = prod(value.shape) * value.dtype.itemsize
+                ctx = GpuKernel(self, value, base + j, suffix=".snapshot", work=1)
+                b = ctx.b
+                first = b.icmp_unsigned("==", b.add(ctx.special("ctaid"), ctx.special("tid")),
+                                        i64(0))
+                with b.if_then(first):
+                    memcpy(b, self.module, ctx.slot_ptr(snap, "snapshot"), ctx.ptr(value),
+                           ctx.nbytes(value))
+                ctx.finish()
+                sources[j] = snap
         for j, (param, value) in enumerate(self.program.updates):
             if value.uid == param.uid:
                 continue
-            ctx = GpuKernel(self, param, len(self.program.nodes) + j, suffix=".update", work=1)
+            ctx = GpuKernel(self, param, base + len(self.program.updates) + j, suffix=".update",
+                            work=1)
             b = ctx.b
             status = b.load(ctx.slot_ptr(self.status_slot, "status"), typ=I32)
             first = b.icmp_unsigned("==", b.add(ctx.special("ctaid"), ctx.special("tid")), i64(0))
             ok = b.and_(first, b.icmp_unsigned("==", status, ir.Constant(I32, 0)))
             with b.if_then(ok):
-                src = ctx.slot_ptr(lay.slot_of[value.uid], "new")
+                src = ctx.slot_ptr(sources[j], "new")
                 memcpy(b, self.module, ctx.ptr(param), src, ctx.nbytes(value))
             ctx.finish()

@@ -442,6 +442,9 @@ def one_hot(gen: GpuCodegen, node: Node, k: int) -> None:
     lty = ir_type(labels.dtype)
     with ctx.thread_loop(numel(node)) as i:
         label = convert(b, load(b, ctx.in_ptr(0), lty, b.udiv(i, n)), lty, I64)
+        ok = b.and_(b.icmp_signed(">=", label, i64(0)), b.icmp_signed("<", label, n))
+        with b.if_then(b.not_(ok)):
+            ctx.fail(1)
         hit = b.icmp_signed("==", label, b.urem(i, n))
         store(b, b.select(hit, const(ty, 1), const(ty, 0)), ctx.out_ptr, ty, i)
     ctx.finish()

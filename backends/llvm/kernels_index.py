@@ -89,6 +89,9 @@ def one_hot(ctx: KernelContext) -> None:
     lty = ir_type(labels.dtype)
     with loop(b, ctx.numel(labels), "r") as r:
         label = convert(b, load(b, ctx.in_ptr(0), lty, r), lty, I64)
+        ok = b.and_(b.icmp_signed(">=", label, i64(0)), b.icmp_signed("<", label, n))
+        with b.if_then(b.not_(ok)):
+            ctx.fail(1)
         with loop(b, n, "c") as c:
             hit = b.icmp_signed("==", label, c)
             store(b, b.select(hit, const(ty, 1), const(ty, 0)), ctx.out_ptr, ty,

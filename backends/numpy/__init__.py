@@ -20,7 +20,9 @@ import re
 import types
 
 import numpy as np
+import sympy
 
+from graphc.errors import BackendError
 from graphc.ir.graph import Graph
 from graphc.ir.shapes import format_shape
 from graphc.ops import expr as E
@@ -28,7 +30,7 @@ from graphc.ops import expr as E
 from ..base import Backend, Executable
 from .lowering import LOWERINGS, Printer, reference_kernels
 
-_RESERVED = {"np", "K", "math", "inputs", "params", "consts", "dims", "step"}
+_RESERVED = {"np", "K", "math", "inputs", "params", "consts", "dims", "step", *E.NUMPY_NAMESPACE}
 
 
 def _identifier(name: str, taken: set[str], prefix: str = "") -> str:
@@ -44,14 +46,16 @@ def _identifier(name: str, taken: set[str], prefix: str = "") -> str:
 
 def generate(program: Graph) -> tuple[str, list[np.ndarray], list]:
     """Python source of the program, its constant arrays and parameter storages (in order)."""
-    printer = Printer()
     taken: set[str] = set()
     names: dict[int, str] = {}
     consts: list[np.ndarray] = []
     params: list = []
     symbols = sorted({s for n in program.nodes for s in n.type.symbols}, key=lambda s: s.name)
-    body = [f"    {s.name} = dims[{s.name!r}]" for s in symbols]
-    taken |= {s.name for s in symbols}
+    # a dim keeps its name as a local variable unless that would shadow something ("K", "np")
+    local = {s: _identifier(s.name, taken) for s in symbols}
+    printer = Printer({s: sympy.Symbol(v, **s.assumptions0) for s, v in local.items()
+                       if v != s.name})
+    body = [f"    {local[s]} = dims[{s.name!r}]" for s in symbols]
     input_pos = {n.uid: i for i, n in enumerate(program.inputs)}
     rows: list[tuple[str, str]] = []
     for node in program.nodes:
@@ -67,7 +71,7 @@ def generate(program: Graph) -> tuple[str, list[np.ndarray], list]:
             var = _identifier(f"c{node.uid}", taken)
             value = node.attrs["value"].array
             if value.ndim == 0:
-                code = f"np.{value.dtype.name}({value.item()!r})"
+                code = f"np.{value.dtype.name}({_literal(value.item())})"
             else:
                 code = f"consts[{len(consts)}]"
                 consts.append(value)
@@ -109,8 +113,13 @@ class NumpyExecutable(Executable):
             self._dims[key] = {s.name: v for s, v in binding.items()}
         dims = self._dims[key]
         params = [s.value for s in self._params]
-        with np.errstate(all="ignore"):
-            outputs, news = self._step(inputs, params, self._consts, dims)
+        try:
+            with np.errstate(all="ignore"):
+                outputs, news = self._step(inputs, params, self._consts, dims)
+        except IndexError as exc:  # an embedding id or a label out of range, as the LLVM
+            raise BackendError(     # and CUDA backends report it (no update was applied)
+                f"the compiled step failed: an index (embedding id or label) was out of range "
+                f"({exc}); no parameter was updated") from None
         # Outputs are the caller's to keep: never hand out read-only broadcast views.
         outputs = [o if isinstance(o, np.ndarray) and o.flags.writeable else np.array(o)
                    for o in outputs]
@@ -123,8 +132,6 @@ class NumpyBackend(Backend):
 
     def compile(self, program: Graph, options: dict) -> NumpyExecutable:
         if options:
-            from graphc.errors import BackendError
-
             raise BackendError(f"the numpy backend takes no options, got {sorted(options)}")
         leaves = {"placeholder", "parameter", "constant"}
         self.check_coverage([n for n in program.nodes if n.op.name not in leaves])
@@ -132,3 +139,10 @@ class NumpyBackend(Backend):
 
 
 BACKEND = NumpyBackend()
+
+
+def _literal(value) -> str:
+    """A Python literal for a scalar constant; inf and nan are spelled as NumPy names."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return "np.nan" if np.isnan(value) else ("np.inf" if value > 0 else "-np.inf")
+    return repr(value)

@@ -20,13 +20,17 @@ from graphc.ops.registry import OpDef
 
 
 class Printer:
-    """Prints attribute values as Python source (dims as the program's local variables)."""
+    """Prints attribute values as Python source (dims as the program's local variables;
+    `renamed` maps the dims whose local variable is not their own name)."""
+
+    def __init__(self, renamed: dict | None = None) -> None:
+        self.renamed = renamed or {}
 
     def value(self, v) -> str:
         if isinstance(v, sympy.Expr):
             if v.is_Integer:
                 return str(int(v))
-            return pycode(v, fully_qualified_modules=True)
+            return pycode(v.xreplace(self.renamed), fully_qualified_modules=True)
         if isinstance(v, np.dtype):
             return "np.bool_" if v.kind == "b" else f"np.{v.name}"
         if isinstance(v, tuple):

@@ -162,6 +162,10 @@ class Graph:
     def parameters(self) -> list[Node]:
         return [n for n in self.nodes if n.op.name == "parameter"]
 
+    @property
+    def constants(self) -> list[Node]:
+        return [n for n in self.nodes if n.op.name == "constant"]
+
     def to_networkx(self, nodes: Iterable[Node] | None = None) -> nx.DiGraph:
         """A DiGraph over node objects with an edge for every input use (for analysis)."""
         g = nx.DiGraph()
@@ -172,8 +176,10 @@ class Graph:
         return g
 
     def roots(self) -> list[Node]:
-        """What a program computes: its outputs and update values (in that order)."""
-        return list(self.outputs) + [v for _, v in self.updates]
+        """What a program computes: its outputs and update values, then the updated
+        parameters (in that order). A parameter may be written without being read
+        (``updates={q: x * 2}``): it still belongs to the program."""
+        return list(self.outputs) + [v for _, v in self.updates] + [p for p, _ in self.updates]
 
     def __repr__(self) -> str:
         return f"<Graph {self.name!r}: {len(self.nodes)} nodes>"

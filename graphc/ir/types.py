@@ -72,11 +72,15 @@ def can_feed(src: np.dtype, dst: np.dtype) -> bool:
     """Whether an input array of dtype `src` may be converted into a placeholder of `dst`.
 
     Allowed: the same kind (any width: float64 -> float32 included), or a widening of kind
-    (bool -> int -> float). Refused: float -> int/bool, int -> bool, anything complex/object.
+    (bool -> int -> float). Refused: float -> int/bool, int -> bool, anything complex/object,
+    and between signed and unsigned integers unless every value fits (uint8 -> int16 yes,
+    uint64 -> int64 no: that is neither the same kind nor a widening).
     """
     order = "biuf"
     if src.kind not in order or dst.kind not in order:
         return False
+    if {src.kind, dst.kind} == {"i", "u"}:
+        return bool(np.can_cast(src, dst, "safe"))
     kind_rank = {"b": 0, "i": 1, "u": 1, "f": 2}
     return kind_rank[src.kind] <= kind_rank[dst.kind]
 

@@ -64,10 +64,18 @@ ONE_HOT = register(OpDef(
     "one_hot", "index",
     infer=lambda types, attrs, checks: TensorType(attrs["dtype"], tuple(types[0].shape) +
                                                   (attrs["n"],)),
-    reference=lambda labels, *, n, dtype: (labels[..., None] == np.arange(n)).astype(dtype),
+    reference=lambda labels, *, n, dtype: _one_hot_reference(labels, n, dtype),
     grad=lambda ctx: [BLOCKED],
-    doc="1.0 at each label's position, 0.0 elsewhere (labels outside [0, n) give all zeros).",
+    doc="1.0 at each label's position, 0.0 elsewhere; a label outside [0, n) is an error "
+        "(as PyTorch's F.one_hot), so cross_entropy never silently skips a bad label.",
 ))
+
+
+def _one_hot_reference(labels: np.ndarray, n: int, dtype) -> np.ndarray:
+    if labels.size and (labels.min() < 0 or labels.max() >= n):
+        bad = labels[(labels < 0) | (labels >= n)].ravel()[0]
+        raise IndexError(f"one_hot: label {bad} is outside [0, {n})")
+    return (labels[..., None] == np.arange(n)).astype(dtype)
 
 
 def take(table, ids) -> Tensor:

@@ -158,3 +158,99 @@ def test_function_exposes_graph_and_source(affine):
     src = fn.source
     assert "def step" in src and "@" in src and "np.where" in src
     assert "test_function.py" in src  # each line names the user's source line
+
+
+BACKENDS = [("numpy", None), ("llvm", None), ("cuda", {"emulate": True})]
+
+
+@pytest.mark.parametrize("backend,options", BACKENDS, ids=[b for b, _ in BACKENDS])
+def test_updates_read_the_old_values_even_when_they_alias(backend, options):
+    """{a: b, b: a} swaps; a value that *is* (or views) an updated parameter is its old value;
+    a parameter may be written without being read."""
+    a = gc.parameter("a", np.array([1.0, 2.0], np.float32))
+    b = gc.parameter("b", np.array([3.0, 4.0], np.float32))
+    p = gc.parameter("p", np.array([1.0], np.float32))
+    q = gc.parameter("q", np.zeros(1, np.float32))
+    m = gc.parameter("m", np.array([[1.0, 2.0]], np.float32))
+    v = gc.parameter("v", np.zeros(2, np.float32))
+    x = gc.placeholder("x", (1,))
+    w = gc.parameter("w", np.zeros(1, np.float32))
+    fn = gc.compile([x], [a.sum()], backend=backend, backend_options=options,
+                    updates={a: b, b: a, p: p + 1, q: p * 1.0, m: m + 1, v: m.reshape(2),
+                             w: x * 2})
+    fn(np.array([5.0], np.float32))
+    np.testing.assert_array_equal(a.value, [3, 4])
+    np.testing.assert_array_equal(b.value, [1, 2])
+    np.testing.assert_array_equal(q.value, [1])
+    np.testing.assert_array_equal(p.value, [2])
+    np.testing.assert_array_equal(v.value, [1, 2])
+    np.testing.assert_array_equal(m.value, [[2, 3]])
+    np.testing.assert_array_equal(w.value, [10])
+
+
+def test_a_symbolic_update_that_does_not_fit_fails_before_anything_is_applied():
+    x = gc.placeholder("x", ("N",))
+    p = gc.parameter("p", np.zeros(1, np.float32))
+    a = gc.parameter("a", np.zeros(2, np.float32))
+    fn = gc.compile([x], x.sum(), updates={p: p + 1, a: x + a.sum()})
+    for n in (1, 3):
+        with pytest.raises(gc.ShapeError, match="new value of 'a'"):
+            fn(np.ones(n, np.float32))
+    assert p.value[0] == 0
+    fn(np.ones(2, np.float32))
+    np.testing.assert_array_equal(a.value, [1, 1])
+
+
+def test_outputs_never_alias_the_callers_inputs(affine):
+    x, k, W = affine
+    fn = gc.compile([x], [x * 1, x.reshape(4), x.T, x[:, 1:]])
+    a = np.ones((2, 2), np.float32)
+    for out in fn(a):
+        assert not np.shares_memory(out, a)
+
+
+def test_signed_unsigned_inputs_only_when_every_value_fits():
+    ids = gc.placeholder("ids", (2,), "int64")
+    fn = gc.compile([ids], ids * 2)
+    np.testing.assert_array_equal(fn(np.array([1, 2], np.uint8)), [2, 4])
+    with pytest.raises(gc.ShapeError, match="'ids'.*uint64"):
+        fn(np.array([1, 2], np.uint64))
+
+
+@pytest.mark.parametrize("dim", ["K", "np", "lambda", "inputs", "_sigmoid"])
+def test_any_dim_or_input_name_works_in_the_numpy_program(dim):
+    x = gc.placeholder(dim, (dim, "C"))
+    fn = gc.compile([x], [gc.softmax(x), gc.logsumexp(x, 1), gc.sigmoid(x) + gc.softplus(x)])
+    out = fn(np.zeros((2, 3), np.float32))
+    np.testing.assert_allclose(out[1], np.log(3), rtol=1e-6)
+    np.testing.assert_allclose(out[2], 0.5 + np.log(2), rtol=1e-6)
+
+
+def test_infinite_and_nan_constants():
+    x = gc.placeholder("x", (3,))
+    mask = gc.placeholder("mask", (3,), "bool")
+    for optimize in (True, False):
+        fn = gc.compile([x, mask], [x + float("inf"), gc.clip(x, -np.inf, 1.0),
+                                    gc.softmax(gc.where(mask, x, float("-inf"))),
+                                    x * float("nan")], optimize=optimize)
+        inf, clipped, soft, nan = fn(np.array([-5, 0, 5], np.float32),
+                                     np.array([True, False, True]))
+        assert np.isposinf(inf).all() and np.isnan(nan).all()
+        np.testing.assert_array_equal(clipped, [-5, 0, 1])
+        assert soft[1] == 0 and soft.sum() == pytest.approx(1)
+
+
+@pytest.mark.parametrize("backend,options", BACKENDS, ids=[b for b, _ in BACKENDS])
+def test_out_of_range_labels_and_ids_fail_the_same_way_everywhere(backend, options):
+    z = gc.placeholder("z", ("N", 3))
+    y = gc.placeholder("y", ("N",), "int64")
+    W = gc.parameter("W", np.ones(3, np.float32))
+    loss = F.cross_entropy(z * W, y) + F.embedding(y, gc.parameter("t", np.eye(3))).sum()
+    fn = gc.compile([z, y], loss, updates={W: W - 0.1 * gc.grad(loss, W)}, backend=backend,
+                    backend_options=options)
+    fn(np.zeros((2, 3), np.float32), np.array([0, 2]))
+    before = W.value
+    for labels in ([0, 3], [-1, 0]):
+        with pytest.raises(gc.BackendError, match="out of range.*no parameter was updated"):
+            fn(np.zeros((2, 3), np.float32), np.array(labels))
+    np.testing.assert_array_equal(W.value, before)
