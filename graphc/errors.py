@@ -8,8 +8,11 @@ graphc.backends all share the ``graphc`` module prefix once installed).
 
 from __future__ import annotations
 
+import functools
 import linecache
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -69,3 +72,38 @@ def capture_location() -> SourceLocation | None:
 def at(loc: SourceLocation | None) -> str:
     """Format a location suffix for error messages."""
     return f"\n  created at {loc}" if loc is not None else ""
+
+
+_calls = threading.local()
+
+
+def user_facing(name: str) -> Callable[[Callable], Callable]:
+    """Decorate a DSL function so that a GraphError raised anywhere beneath it names the
+    function the user called (``conv2d: ...``, not the internal ``conv``) and the user's line.
+
+    Only the outermost decorated call rewrites the message: `F.mse_loss` calling `sub` reports
+    ``mse_loss: sub: cannot broadcast ...``.
+    """
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            depth = getattr(_calls, "depth", 0)
+            _calls.depth = depth + 1
+            try:
+                return fn(*args, **kwargs)
+            except GraphError as exc:
+                if depth:
+                    raise
+                message = str(exc)
+                if not message.startswith((f"{name}:", f"{name} ")):
+                    message = f"{name}: {message}"
+                if "created at" not in message:
+                    message += at(capture_location())
+                raise type(exc)(message) from None
+            finally:
+                _calls.depth = depth
+
+        return wrapper
+
+    return decorate

@@ -77,3 +77,19 @@ __all__ = [
     "sigmoid", "sign", "slice_op", "softmax", "softplus", "sqrt", "square", "stack", "sub", "sum",
     "sum_to_shape", "take", "tanh", "transpose", "unslice", "where",
 ]
+
+
+def _user_facing_entry_points() -> None:
+    """gc.<op> and the Tensor methods (which call through this module) report errors under
+    the name the user called, at the user's line (see errors.user_facing)."""
+    from ..errors import user_facing
+
+    internal = {"BLOCKED", "REGISTRY", "ZERO", "OpDef", "all_ops", "get_op", "lift",
+                "from_expr", "manual_seed"}
+    module = globals()
+    for name in __all__:
+        if name not in internal and callable(module[name]):
+            module[name] = user_facing(name)(module[name])
+
+
+_user_facing_entry_points()

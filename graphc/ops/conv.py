@@ -37,7 +37,8 @@ def conv_transpose_base_size(size, k: int, s: int, p: int, d: int):
     return out if isinstance(out, int) else as_dim(sympy.expand(out))
 
 
-def _tuple(v, n: int, what: str) -> tuple[int, ...]:
+def int_tuple(v, n: int, what: str) -> tuple[int, ...]:
+    """`v` (an int, or n ints, NumPy integers included) as a tuple of n Python ints."""
     t = (v,) * n if isinstance(v, (int, np.integer)) else tuple(v)
     if len(t) != n or not all(isinstance(i, (int, np.integer)) for i in t):
         raise GraphError(f"{what} must be an int or {n} ints, got {v!r}")
@@ -119,8 +120,9 @@ def conv_op(x: Tensor, w: Tensor, stride, padding, dilation) -> Tensor:
 
     x, w = lift(x, w, float_only=True)
     nd = w.ndim - 2
-    return apply(CONV, [x, w], stride=_tuple(stride, nd, "stride"),
-                 padding=_tuple(padding, nd, "padding"), dilation=_tuple(dilation, nd, "dilation"))
+    return apply(CONV, [x, w], stride=int_tuple(stride, nd, "stride"),
+                 padding=int_tuple(padding, nd, "padding"),
+                 dilation=int_tuple(dilation, nd, "dilation"))
 
 
 # -- conv_transpose --------------------------------------------------------------------------
@@ -191,9 +193,9 @@ def conv_transpose_op(g: Tensor, w: Tensor, stride, padding, dilation, out_size)
 
     g, w = lift(g, w, float_only=True)
     nd = w.ndim - 2
-    return apply(CONV_TRANSPOSE, [g, w], stride=_tuple(stride, nd, "stride"),
-                 padding=_tuple(padding, nd, "padding"),
-                 dilation=_tuple(dilation, nd, "dilation"),
+    return apply(CONV_TRANSPOSE, [g, w], stride=int_tuple(stride, nd, "stride"),
+                 padding=int_tuple(padding, nd, "padding"),
+                 dilation=int_tuple(dilation, nd, "dilation"),
                  out_size=tuple(as_dim(o) for o in out_size))
 
 
@@ -243,5 +245,5 @@ CONV_WEIGHT_GRAD = register(OpDef(
 def conv_weight_grad(x: Tensor, g: Tensor, kernel, stride, padding, dilation) -> Tensor:
     nd = len(kernel)
     return apply(CONV_WEIGHT_GRAD, [x, g], kernel=tuple(int(k) for k in kernel),
-                 stride=_tuple(stride, nd, "stride"), padding=_tuple(padding, nd, "padding"),
-                 dilation=_tuple(dilation, nd, "dilation"))
+                 stride=int_tuple(stride, nd, "stride"), padding=int_tuple(padding, nd, "padding"),
+                 dilation=int_tuple(dilation, nd, "dilation"))

@@ -20,7 +20,7 @@ from ..errors import ShapeError
 from ..ir.shapes import as_dim
 from ..ir.tensor import Tensor, apply
 from ..ir.types import TensorType
-from .conv import _tuple, conv_out_size, windows
+from .conv import conv_out_size, int_tuple, windows
 from .registry import ZERO, OpDef, register
 
 
@@ -180,9 +180,9 @@ AVG_POOL_GRAD = register(OpDef(
 
 
 def _geometry(nd, kernel, stride, padding):
-    kernel = _tuple(kernel, nd, "kernel_size")
-    stride = kernel if stride is None else _tuple(stride, nd, "stride")
-    return dict(kernel=kernel, stride=stride, padding=_tuple(padding, nd, "padding"))
+    kernel = int_tuple(kernel, nd, "kernel_size")
+    stride = kernel if stride is None else int_tuple(stride, nd, "stride")
+    return dict(kernel=kernel, stride=stride, padding=int_tuple(padding, nd, "padding"))
 
 
 def max_pool(x: Tensor, kernel, stride=None, padding=0, nd: int | None = None) -> Tensor:

@@ -240,7 +240,13 @@ PAD = register(OpDef(
 
 def pad(x: Tensor, widths) -> Tensor:
     """Zero-pad: widths is an int, a (before, after) pair, or one pair per axis (as numpy.pad)."""
-    arr = np.broadcast_to(np.asarray(widths, dtype=np.int64), (x.ndim, 2)) if x.ndim else None
+    if not x.ndim:
+        return x
+    try:
+        arr = np.broadcast_to(np.asarray(widths, dtype=np.int64), (x.ndim, 2))
+    except ValueError:
+        raise ShapeError(f"pad widths {widths} do not fit a tensor of rank {x.ndim}: give an int, "
+                         f"a (before, after) pair, or {x.ndim} pairs") from None
     if arr is None:
         return x
     if (arr < 0).any():

@@ -93,3 +93,30 @@ def test_zero_size_batch():
     fn = gc.compile([x], [gc.relu(x @ W), (x @ W).sum(axis=1)])
     a, b = fn(np.zeros((0, 3), np.float32))
     assert a.shape == (0, 2) and b.shape == (0,)
+
+
+@pytest.mark.parametrize("make,name", [
+    (lambda a, img, w: a.mean(axis=2), "mean"),
+    (lambda a, img, w: gc.softmax(a, 2), "softmax"),
+    (lambda a, img, w: a[5], "getitem"),
+    (lambda a, img, w: a.reshape(5, -1), "reshape"),
+    (lambda a, img, w: gc.pad(a, ((1, 1), (1, 1), (1, 1))), "pad"),
+    (lambda a, img, w: gc.stack([a, a.T]), "stack"),
+    (lambda a, img, w: F.conv2d(a, w), "conv2d"),
+    (lambda a, img, w: F.conv2d(img, w), "conv2d"),
+    (lambda a, img, w: F.max_pool2d(img, 9), "max_pool2d"),
+    (lambda a, img, w: F.mse_loss(a, a.T), "mse_loss"),
+    (lambda a, img, w: F.cross_entropy(a, gc.placeholder("y", (3, 1), "int64")),
+     "cross_entropy"),
+])
+def test_errors_name_the_function_called_and_the_users_line(make, name):
+    a = gc.placeholder("a", (3, 4))
+    img = gc.placeholder("img", (1, 4, 8, 8))
+    w = gc.placeholder("w", (2, 3, 3, 3))
+    with pytest.raises(gc.GraphError) as err:
+        make(a, img, w)
+    msg = str(err.value)
+    assert msg.startswith(f"{name}:") or msg.startswith(f"{name} "), msg
+    assert msg.count("created at") == 1, msg
+    where = msg.split("created at ")[1]  # the lambda above: the first frame outside graphc
+    assert "test_shapes.py" in where and "lambda a, img, w" in where, msg
