@@ -34,13 +34,13 @@ class Adder(nn.Module):
 
     def __init__(self, cell: type):
         super().__init__()
-        self.rnn = cell(2, HIDDEN)
+        self.rnn = cell(2, HIDDEN, batch_first=True)
         self.head = nn.Linear(HIDDEN, 1)
 
     def forward(self, x):
-        _, state = self.rnn(x)
+        _, state = self.rnn(x)  # the final state: h_n (layers, N, hidden), or (h_n, c_n)
         h = state[0] if isinstance(state, tuple) else state
-        return gc.reshape(self.head(h), ("N",))
+        return gc.reshape(self.head(h[-1]), ("N",))
 
 
 rng = np.random.default_rng(0)

@@ -34,7 +34,8 @@ RngLike = np.random.Generator | int | None
 
 
 def as_rng(rng: RngLike) -> np.random.Generator:
-    """A Generator from a Generator, an int seed, or None (next seed of ``gc.manual_seed``)."""
+    """A Generator from a Generator, an int seed, a RandomState, or None (the next seed of
+    ``gc.manual_seed``)."""
     if isinstance(rng, np.random.Generator):
         return rng
     if rng is None:
@@ -43,7 +44,10 @@ def as_rng(rng: RngLike) -> np.random.Generator:
         return np.random.default_rng(next_seed())
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
         return np.random.default_rng(int(rng))
-    raise GraphError(f"rng must be a numpy Generator, an int seed or None, got {rng!r}")
+    if isinstance(rng, np.random.RandomState):  # the legacy interface: seed a Generator from it
+        return np.random.default_rng(rng.randint(0, 2**63 - 1, dtype=np.int64))
+    raise GraphError(f"rng must be a numpy Generator, a RandomState, an int seed or None, "
+                     f"got {rng!r}")
 
 
 def _shape(shape: Sequence[int] | int) -> tuple[int, ...]:

@@ -5,18 +5,11 @@ from __future__ import annotations
 import math
 
 from .. import init
-from ..errors import GraphError
 from ..ir.tensor import Tensor
+from ..ops.conv import int_tuple
 from ..ops.sources import parameter
 from . import functional as F
 from .module import Module
-
-
-def _pair(v, nd: int, what: str) -> tuple[int, ...]:
-    t = (v,) * nd if isinstance(v, int) else tuple(v)
-    if len(t) != nd or not all(isinstance(i, int) for i in t):
-        raise GraphError(f"{what} must be an int or {nd} ints, got {v!r}")
-    return t
 
 
 class _ConvNd(Module):
@@ -31,10 +24,10 @@ class _ConvNd(Module):
         super().__init__()
         nd = self.nd
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size = _pair(kernel_size, nd, "kernel_size")
-        self.stride = _pair(stride, nd, "stride")
-        self.padding = _pair(padding, nd, "padding")
-        self.dilation = _pair(dilation, nd, "dilation")
+        self.kernel_size = int_tuple(kernel_size, nd, "kernel_size")
+        self.stride = int_tuple(stride, nd, "stride")
+        self.padding = int_tuple(padding, nd, "padding")
+        self.dilation = int_tuple(dilation, nd, "dilation")
         rng = init.as_rng(rng)
         lead = (in_channels, out_channels) if self.transposed else (out_channels, in_channels)
         shape = lead + self.kernel_size
@@ -79,7 +72,7 @@ class ConvTranspose2d(_ConvNd):
                  rng: init.RngLike = None) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
                          rng)
-        self.output_padding = _pair(output_padding, 2, "output_padding")
+        self.output_padding = int_tuple(output_padding, 2, "output_padding")
 
     def forward(self, x: Tensor) -> Tensor:
         return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
-from ..errors import GraphError, ShapeError
+from ..errors import GraphError, ShapeError, user_facing
 from ..ir.graph import name_scope
 from ..ir.tensor import Tensor
 
@@ -35,6 +35,7 @@ def _check_rank(x: Tensor, rank: int, what: str, layout: str) -> None:
         raise ShapeError(f"{what} expects input {layout} (rank {rank}), got shape {x.shape}")
 
 
+@user_facing("linear")
 def linear(x, W, b=None) -> Tensor:
     """x @ W + b with W of shape (in, out)."""
     with name_scope("linear"):
@@ -50,24 +51,26 @@ def _conv(x, w, b, stride, padding, dilation, nd: int) -> Tensor:
         return y if b is None else y + _channel_bias(b, y.ndim)
 
 
+@user_facing("conv1d")
 def conv1d(x, w, b=None, stride=1, padding=0, dilation=1) -> Tensor:
     """1-d convolution: x (N, C_in, L), w (C_out, C_in, k)."""
     return _conv(x, w, b, stride, padding, dilation, 1)
 
 
+@user_facing("conv2d")
 def conv2d(x, w, b=None, stride=1, padding=0, dilation=1) -> Tensor:
     """2-d convolution: x (N, C_in, H, W), w (C_out, C_in, kh, kw)."""
     return _conv(x, w, b, stride, padding, dilation, 2)
 
 
 def _conv_transpose(x, w, b, stride, padding, output_padding, dilation, nd: int) -> Tensor:
-    from ..ops.conv import _tuple, conv_transpose_base_size
+    from ..ops.conv import conv_transpose_base_size, int_tuple
 
     with name_scope(f"conv_transpose{nd}d"):
         _check_rank(x, nd + 2, f"conv_transpose{nd}d", "(N, C_in, *spatial)")
         _check_rank(w, nd + 2, f"conv_transpose{nd}d weight", "(C_in, C_out, *kernel)")
-        s, p = _tuple(stride, nd, "stride"), _tuple(padding, nd, "padding")
-        d, op = _tuple(dilation, nd, "dilation"), _tuple(output_padding, nd, "output_padding")
+        s, p = int_tuple(stride, nd, "stride"), int_tuple(padding, nd, "padding")
+        d, op = int_tuple(dilation, nd, "dilation"), int_tuple(output_padding, nd, "output_padding")
         out_size = tuple(
             conv_transpose_base_size(x.shape[2 + i], w.shape[2 + i], s[i], p[i], d[i]) + op[i]
             for i in range(nd))
@@ -75,42 +78,53 @@ def _conv_transpose(x, w, b, stride, padding, output_padding, dilation, nd: int)
         return y if b is None else y + _channel_bias(b, y.ndim)
 
 
+@user_facing("conv_transpose1d")
 def conv_transpose1d(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1) -> Tensor:
     return _conv_transpose(x, w, b, stride, padding, output_padding, dilation, 1)
 
 
+@user_facing("conv_transpose2d")
 def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1) -> Tensor:
     """Transposed 2-d convolution: x (N, C_in, H, W), w (C_in, C_out, kh, kw) as in PyTorch."""
     return _conv_transpose(x, w, b, stride, padding, output_padding, dilation, 2)
 
 
+@user_facing("max_pool1d")
 def max_pool1d(x, kernel_size, stride=None, padding=0) -> Tensor:
     _check_rank(x, 3, "max_pool1d", "(N, C, L)")
     return ops.max_pool(x, kernel_size, stride, padding, nd=1)
 
 
+@user_facing("max_pool2d")
 def max_pool2d(x, kernel_size, stride=None, padding=0) -> Tensor:
     _check_rank(x, 4, "max_pool2d", "(N, C, H, W)")
     return ops.max_pool(x, kernel_size, stride, padding, nd=2)
 
 
+@user_facing("avg_pool1d")
 def avg_pool1d(x, kernel_size, stride=None, padding=0) -> Tensor:
     _check_rank(x, 3, "avg_pool1d", "(N, C, L)")
     return ops.avg_pool(x, kernel_size, stride, padding, nd=1)
 
 
+@user_facing("avg_pool2d")
 def avg_pool2d(x, kernel_size, stride=None, padding=0) -> Tensor:
     _check_rank(x, 4, "avg_pool2d", "(N, C, H, W)")
     return ops.avg_pool(x, kernel_size, stride, padding, nd=2)
 
 
-def batch_norm(x, gamma, beta, running_mean, running_var, training: bool, momentum: float = 0.1,
-               eps: float = 1e-5) -> Tensor:
+@user_facing("batch_norm")
+def batch_norm(x, gamma, beta, running_mean, running_var, training: bool,
+               momentum: float | None = 0.1, eps: float = 1e-5,
+               num_batches_tracked: Tensor | None = None) -> Tensor:
     """Normalize over every axis but the channels (axis 1).
 
     Training mode normalizes with the batch statistics and gives ``running_mean`` and
     ``running_var`` (parameters) default updates, as PyTorch does: the running variance uses
     the unbiased batch variance. Eval mode normalizes with the running statistics.
+    ``num_batches_tracked`` (an int64 scalar parameter, optional) counts the training batches;
+    ``momentum=None`` needs it and makes the running statistics a cumulative average
+    (factor 1/(batches + 1)), as PyTorch does.
     """
     if x.ndim < 2:
         raise ShapeError(f"batch_norm expects (N, C, ...) input, got shape {x.shape}")
@@ -135,14 +149,24 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training: bool, moment
                     raise GraphError("batch_norm's running statistics must be parameters")
             n = ops.numel(x, axes, dtype=x.dtype)
             unbiased = var * n / ops.maximum(n - 1, 1)
-            m = float(momentum)
+            if momentum is None:
+                if num_batches_tracked is None:
+                    raise GraphError("batch_norm with momentum=None (a cumulative average) "
+                                     "needs num_batches_tracked")
+                m = 1.0 / (ops.cast(num_batches_tracked, x.dtype) + 1.0)
+            else:
+                m = float(momentum)
             new_mean = (1 - m) * running_mean + m * ops.reshape(mu, running_mean.shape)
             new_var = (1 - m) * running_var + m * ops.reshape(unbiased, running_var.shape)
             y.graph.add_default_update(y.node, running_mean.node, new_mean.node)
             y.graph.add_default_update(y.node, running_var.node, new_var.node)
+            if num_batches_tracked is not None:
+                y.graph.add_default_update(y.node, num_batches_tracked.node,
+                                           (num_batches_tracked + 1).node)
         return y
 
 
+@user_facing("dropout")
 def dropout(x, p: float, training: bool, seed: int | None = None, state: Tensor | None = None
             ) -> Tensor:
     """Zero each element with probability p and scale the rest by 1/(1-p) (training only).
@@ -162,11 +186,13 @@ def dropout(x, p: float, training: bool, seed: int | None = None, state: Tensor 
         return ops.where(keep, x * (1.0 / (1.0 - p)), 0.0)
 
 
+@user_facing("embedding")
 def embedding(ids, table) -> Tensor:
     """Rows of `table` (num_embeddings, dim) for integer `ids` of any shape."""
     return ops.take(table, ids)
 
 
+@user_facing("cross_entropy")
 def cross_entropy(logits, labels, label_smoothing: float = 0.0) -> Tensor:
     """Mean over the batch of -log softmax(logits)[label], with PyTorch's label smoothing.
 
@@ -178,8 +204,17 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0) -> Tensor:
         logp = ops.log_softmax(logits, axis=1)
         n_classes = logits.shape[1]
         if isinstance(labels, Tensor) and labels.dtype.kind == "f":
+            if labels.ndim != 2:
+                raise ShapeError(f"cross_entropy: class probabilities must be (N, C) like the "
+                                 f"logits {logits.shape}, got {labels.shape}")
             target = labels
         else:
+            if getattr(labels, "ndim", 1) != 1:
+                raise ShapeError(f"cross_entropy: integer labels must be (N,) for logits "
+                                 f"{logits.shape}, got {labels.shape}")
+            if not isinstance(n_classes, int):
+                raise ShapeError(f"cross_entropy with integer labels needs a static number of "
+                                 f"classes, got logits {logits.shape}")
             target = ops.one_hot(labels, n_classes, dtype=logits.dtype)
         if label_smoothing:
             eps = float(label_smoothing)
@@ -187,24 +222,28 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0) -> Tensor:
         return ops.mean(-ops.sum(target * logp, axis=1))
 
 
+@user_facing("binary_cross_entropy_with_logits")
 def binary_cross_entropy_with_logits(logits, targets) -> Tensor:
     """Mean of softplus(z) - z*t: the stable form of BCE(sigmoid(z), t)."""
     with name_scope("bce_with_logits"):
         return ops.mean(ops.softplus(logits) - logits * targets)
 
 
+@user_facing("mse_loss")
 def mse_loss(pred, target) -> Tensor:
     """Mean of squared differences over all elements."""
     with name_scope("mse_loss"):
         return ops.mean(ops.square(pred - target))
 
 
+@user_facing("l1_loss")
 def l1_loss(pred, target) -> Tensor:
     """Mean of absolute differences over all elements."""
     with name_scope("l1_loss"):
         return ops.mean(ops.abs(pred - target))
 
 
+@user_facing("hinge_loss")
 def hinge_loss(scores, labels_pm1) -> Tensor:
     """Mean of max(0, 1 - y*s) for labels y in {-1, +1}."""
     with name_scope("hinge_loss"):

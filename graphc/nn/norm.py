@@ -17,13 +17,15 @@ class _BatchNorm(Module):
     Training mode uses the batch's statistics and gives the buffers ``running_mean`` and
     ``running_var`` default updates (``(1 - momentum) * running + momentum * batch``, with the
     unbiased batch variance, as PyTorch), which every compiled function that computes the
-    output applies — no ``updates=`` entry needed. Eval mode uses the running statistics.
+    output applies — no ``updates=`` entry needed; ``num_batches_tracked`` counts the training
+    batches, and ``momentum=None`` averages over all of them. Eval mode uses the running
+    statistics.
     ``weight`` (ones) and ``bias`` (zeros) are trainable when ``affine``.
     """
 
     ranks: tuple[int, ...] = (2, 3)
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True) -> None:
         super().__init__()
         self.num_features, self.eps, self.momentum = int(num_features), float(eps), momentum
@@ -33,6 +35,8 @@ class _BatchNorm(Module):
                                                        np.zeros(num_features, np.float32)))
         self.register_buffer("running_var", parameter("running_var",
                                                       np.ones(num_features, np.float32)))
+        self.register_buffer("num_batches_tracked",
+                             parameter("num_batches_tracked", np.array(0, np.int64)))
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim not in self.ranks:
@@ -40,7 +44,8 @@ class _BatchNorm(Module):
             raise ShapeError(f"{type(self).__name__} expects input of rank {want} (N, C, ...), "
                              f"got shape {x.shape}")
         return F.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
-                            training=self.training, momentum=self.momentum, eps=self.eps)
+                            training=self.training, momentum=self.momentum, eps=self.eps,
+                            num_batches_tracked=self.num_batches_tracked)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"

@@ -1,11 +1,16 @@
 """Recurrent layers unrolled over a static sequence length: RNN (tanh/relu), LSTM, GRU.
 
-Inputs are batch-first, ``(N, T, features)`` with an int T: the loop runs while the graph is
-built, so the compiled step is one static graph (each time step is a name scope ``t0``, ``t1``,
-... in pictures) and backpropagation through time is ordinary ``gc.grad``.
+PyTorch's interface: inputs are ``(T, N, features)``, or ``(N, T, features)`` with
+``batch_first=True``; ``layer(x, h0)`` returns ``(output, h_n)`` — ``output`` every step's
+hidden state of the last layer (same layout as the input), ``h_n`` the final hidden state of
+every layer ``(num_layers, N, hidden)``; an LSTM's state is the pair ``(h, c)`` of such
+tensors. T must be an int: the loop runs while the graph is built, so the compiled step is
+one static graph (each time step is a name scope ``t0``, ``t1``, ... in pictures) and
+backpropagation through time is ordinary ``gc.grad``.
 
-Weights follow PyTorch's gate order and init (U(-1/sqrt(hidden), 1/sqrt(hidden)) for every
-weight and bias, two bias vectors), stored as (in, gates * hidden) for ``x @ W``.
+Weights follow PyTorch's gate order, names (``weight_ih_l0``, ``bias_hh_l1``...) and init
+(U(-1/sqrt(hidden), 1/sqrt(hidden)) for every weight and bias, two bias vectors), stored as
+(in, gates * hidden) for ``x @ W`` like ``Linear``: the transpose of PyTorch's storage.
 """
 
 from __future__ import annotations
@@ -24,44 +29,88 @@ from .module import Module
 class _Recurrent(Module):
     gates = 1
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False,
                  rng: init.RngLike = None) -> None:
         super().__init__()
+        if int(num_layers) < 1:
+            raise GraphError(f"num_layers must be at least 1, got {num_layers}")
         rng = init.as_rng(rng)
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
+        self.num_layers, self.batch_first = int(num_layers), bool(batch_first)
+        self.bias = bool(bias)
         width, bound = self.gates * hidden_size, 1.0 / math.sqrt(hidden_size)
-        self.weight_ih = parameter("weight_ih", init.uniform((input_size, width), rng, bound))
-        self.weight_hh = parameter("weight_hh", init.uniform((hidden_size, width), rng, bound))
-        self.bias_ih = parameter("bias_ih", init.uniform((width,), rng, bound)) if bias else None
-        self.bias_hh = parameter("bias_hh", init.uniform((width,), rng, bound)) if bias else None
+        for k in range(self.num_layers):
+            fan_in = input_size if k == 0 else hidden_size
+            self._new(f"weight_ih_l{k}", init.uniform((fan_in, width), rng, bound))
+            self._new(f"weight_hh_l{k}", init.uniform((hidden_size, width), rng, bound))
+            if bias:
+                self._new(f"bias_ih_l{k}", init.uniform((width,), rng, bound))
+                self._new(f"bias_hh_l{k}", init.uniform((width,), rng, bound))
+
+    def _new(self, name: str, value) -> None:
+        setattr(self, name, parameter(name, value))
+
+    def _layer_weights(self, k: int) -> tuple[list, list, list, list]:
+        """Per-gate column blocks of layer k's weights and biases. Slicing the weights rather
+        than per-step activations keeps the backward pass free of full-size scatter buffers."""
+        def get(name):
+            return getattr(self, f"{name}_l{k}", None)
+
+        return (self._gates(get("weight_ih")), self._gates(get("bias_ih")),
+                self._gates(get("weight_hh")), self._gates(get("bias_hh")))
 
     def forward(self, x: Tensor, state=None):
-        """Returns (outputs (N, T, hidden): every step's hidden state, final state).
+        """Returns ``(output, h_n)`` (LSTM: ``(output, (h_n, c_n))``); see the module doc.
 
-        `state` (and the final state) is h (N, hidden); for LSTM the pair (h, c). Without
-        an initial state the recurrence starts from zeros.
+        `state` is the initial state of every layer, ``(num_layers, N, hidden)`` (LSTM: the
+        pair); without one the recurrence starts from zeros.
         """
         if x.ndim != 3:
-            raise ShapeError(f"{type(self).__name__} expects (N, T, features), got {x.shape}")
-        steps = x.shape[1]
+            layout = "(N, T, features)" if self.batch_first else "(T, N, features)"
+            raise ShapeError(f"{type(self).__name__} expects {layout}, got {x.shape}")
+        time_axis = 1 if self.batch_first else 0
+        steps = x.shape[time_axis]
         if not isinstance(steps, int):
             raise GraphError(f"{type(self).__name__} unrolls over a static sequence length; "
-                             f"axis 1 has size {steps}")
-        # Per-gate column blocks of the weights, sliced once: slicing weights rather than
-        # per-step activations keeps the backward pass free of full-size scatter buffers.
-        w_ih, b_ih = self._gates(self.weight_ih), self._gates(self.bias_ih)
-        w_hh, b_hh = self._gates(self.weight_hh), self._gates(self.bias_hh)
-        outputs = []
-        for t in range(steps):
-            with name_scope(f"t{t}"):
-                x_t = x[:, t, :]
-                xw = [F.linear(x_t, w, b) for w, b in zip(w_ih, b_ih)]
-                h = state[0] if isinstance(state, tuple) else state
-                hw = ([b if b is not None else 0.0 for b in b_hh] if h is None
-                      else [F.linear(h, w, b) for w, b in zip(w_hh, b_hh)])
-                state = self.cell(xw, hw, state)
-                outputs.append(state[0] if isinstance(state, tuple) else state)
-        return ops.stack(outputs, axis=1), state
+                             f"axis {time_axis} has size {steps}")
+        sequence = [x[:, t, :] if self.batch_first else x[t] for t in range(steps)]
+        finals = []
+        for k in range(self.num_layers):
+            layer_state = self._initial(state, k)
+            w_ih, b_ih, w_hh, b_hh = self._layer_weights(k)
+            outputs = []
+            for t, x_t in enumerate(sequence):
+                with name_scope(f"l{k}/t{t}" if self.num_layers > 1 else f"t{t}"):
+                    xw = [F.linear(x_t, w, b) for w, b in zip(w_ih, b_ih)]
+                    h = layer_state[0] if isinstance(layer_state, tuple) else layer_state
+                    hw = ([b if b is not None else 0.0 for b in b_hh] if h is None
+                          else [F.linear(h, w, b) for w, b in zip(w_hh, b_hh)])
+                    layer_state = self.cell(xw, hw, layer_state)
+                    outputs.append(layer_state[0] if isinstance(layer_state, tuple)
+                                   else layer_state)
+            finals.append(layer_state)
+            sequence = outputs
+        output = ops.stack(sequence, axis=time_axis)
+        if isinstance(finals[0], tuple):
+            return output, tuple(ops.stack([f[j] for f in finals], axis=0) for j in range(2))
+        return output, ops.stack(finals, axis=0)
+
+    def _initial(self, state, k: int):
+        """Layer k's slice of the initial state (None: zeros)."""
+        if state is None:
+            return None
+        if isinstance(state, tuple) != (self.gates == 4):
+            want = "a pair (h0, c0)" if self.gates == 4 else "one tensor h0"
+            raise GraphError(f"{type(self).__name__}: the initial state must be {want}")
+        parts = state if isinstance(state, tuple) else (state,)
+        for p in parts:
+            if p.ndim != 3 or p.shape[0] != self.num_layers:
+                raise ShapeError(f"{type(self).__name__}: an initial state has shape "
+                                 f"(num_layers={self.num_layers}, N, {self.hidden_size}), got "
+                                 f"{p.shape}")
+        sliced = tuple(p[k] for p in parts)
+        return sliced if isinstance(state, tuple) else sliced[0]
 
     def _gates(self, w: Tensor | None) -> list:
         if w is None:
@@ -75,17 +124,20 @@ class _Recurrent(Module):
         raise NotImplementedError
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}"
+        extra = f", num_layers={self.num_layers}" if self.num_layers > 1 else ""
+        extra += ", batch_first=True" if self.batch_first else ""
+        return f"{self.input_size}, {self.hidden_size}{extra}"
 
 
 class RNN(_Recurrent):
     """Elman RNN: ``h_t = tanh(x_t W_ih + b_ih + h_{t-1} W_hh + b_hh)`` (or relu)."""
 
-    def __init__(self, input_size: int, hidden_size: int, nonlinearity: str = "tanh",
-                 bias: bool = True, rng: init.RngLike = None) -> None:
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
+                 rng: init.RngLike = None) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise GraphError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-        super().__init__(input_size, hidden_size, bias, rng)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, rng)
         self.nonlinearity = nonlinearity
 
     def cell(self, xw, hw, h):

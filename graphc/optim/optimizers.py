@@ -115,30 +115,46 @@ class Optimizer:
         """The learning rate at update `k` (a float, or a tensor when `k` is one)."""
         return self.lr(k) if isinstance(self.lr, Schedule) else self.lr
 
-    def gradients(self, cost: Tensor, allow_unused: bool = False) -> list[Tensor]:
-        """gc.grad of the cost, clipped as configured."""
-        grads = grad(cost, self.params, allow_unused=allow_unused)
+    def gradients(self, cost: Tensor) -> list[Tensor | None]:
+        """gc.grad of the cost, clipped as configured; None for a parameter the cost does not
+        use (PyTorch's ``p.grad is None``)."""
+        from ..ir.graph import topological
+
+        reached = {n.uid for n in topological([cost.node])}
+        used = [p for p in self.params if p.node.uid in reached]
+        if not used:
+            names = ", ".join(p.name for p in self.params[:5])
+            raise GraphError(f"{type(self).__name__}: the cost depends on none of its "
+                             f"parameters ({names}{', ...' if len(self.params) > 5 else ''})")
+        grads = grad(cost, used)
         with name_scope("clip"):
             if self.clip_value is not None:
                 grads = clip_by_value(grads, self.clip_value)
             if self.clip_norm is not None:
                 grads = clip_by_global_norm(grads, self.clip_norm)
-        return grads
+        by_param = {p.node.uid: g for p, g in zip(used, grads)}
+        return [by_param.get(p.node.uid) for p in self.params]
 
-    def updates(self, cost: Tensor, allow_unused: bool = False) -> dict[Tensor, Tensor]:
+    def updates(self, cost: Tensor) -> dict[Tensor, Tensor]:
         """The update dict for ``gc.compile``: every parameter, every state slot, the step
-        counter. Built in the cost's graph, under a name scope named after the optimizer."""
+        counter. Built in the cost's graph, under a name scope named after the optimizer.
+
+        As in PyTorch, a parameter the cost does not use is skipped (neither it nor its state
+        changes: no weight decay, no momentum); a cost that uses none of them is an error.
+        """
         if not isinstance(cost, Tensor):
             raise GraphError(f"{type(self).__name__}.updates needs the symbolic cost, got "
                              f"{type(cost).__name__}")
         graph = cost.graph
         with graph:
-            grads = self.gradients(cost, allow_unused)
+            grads = self.gradients(cost)
             out: dict[Tensor, Tensor] = {}
             with name_scope(self.name):
                 k = ops.cast(self.step_count, np.float64)
                 lr = self.learning_rate(k)
                 for i, (p, g) in enumerate(zip(self.params, grads)):
+                    if g is None:
+                        continue
                     new_p, slots = self._update(i, p, g, lr, k)
                     out[p] = new_p
                     out.update({self._slots[i][s]: v for s, v in slots.items()})

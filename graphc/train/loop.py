@@ -21,7 +21,7 @@ epoch's loss is the mean over examples, so a short last batch weighs what it hol
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,8 +33,12 @@ from .evaluation import _as_arrays, _labels_of, _Running, _split_outputs, batche
 
 
 @dataclass
-class History:
-    """Per-epoch records: ``history["val_loss"]`` is a list with one value per epoch."""
+class History(Mapping):
+    """Per-epoch records: ``history["val_loss"]`` is a list with one value per epoch.
+
+    A read-only mapping (``keys()``, ``items()``, ``get()``, ``len()``, iteration, ``dict(h)``)
+    of quantity -> values, plus the early-stopping facts ``best_epoch`` and ``stopped_epoch``.
+    """
 
     history: dict[str, list[float]] = field(default_factory=dict)
     best_epoch: int | None = None  # 1-based epoch with the best monitored value
@@ -54,12 +58,12 @@ class History:
     def __getitem__(self, key: str) -> list[float]:
         return self.history[key]
 
-    def __contains__(self, key: str) -> bool:
-        return key in self.history
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.history)
 
-    def keys(self) -> list[str]:
-        """The recorded quantities: loss, accuracy, val_loss, val_accuracy, time, ..."""
-        return list(self.history)
+    def __len__(self) -> int:
+        """How many quantities are recorded (see ``epochs`` for how many epochs)."""
+        return len(self.history)
 
     def last(self, key: str) -> float:
         """The value of `key` after the last epoch."""

@@ -318,3 +318,12 @@ def test_a_model_and_its_optimizer_come_out_of_a_training_checkpoint(tmp_path):
     np.testing.assert_array_equal(fresh_opt.state()["0.exp_avg"], opt.state()["0.exp_avg"])
     with pytest.raises(FormatError, match="no parameters named"):
         gc.load(tmp_path / "ckpt.graphc", into=small_cnn().named("other"))
+
+
+def test_two_models_with_the_same_names_are_refused_not_confused(tmp_path):
+    a, b = nn.Sequential(nn.Linear(4, 4)), nn.Sequential(nn.Linear(4, 4))
+    with gc.Graph():
+        x = gc.placeholder("x", ("N", 4))
+        gc.save(gc.compile([x], b(a(x))), tmp_path / "step.graphc")
+    with pytest.raises(FormatError, match="several parameters named"):
+        gc.load(tmp_path / "step.graphc", into=nn.Sequential(nn.Linear(4, 4)))

@@ -63,7 +63,7 @@ def test_qualified_names_scopes_and_state():
     assert [n for n, _ in net.named_parameters()] == [
         "conv1.weight", "conv1.bias", "bn.weight", "bn.bias", "head.2.weight", "head.2.bias"]
     assert [n for n, _ in net.named_buffers()] == [
-        "bn.running_mean", "bn.running_var", "head.1.rng"]
+        "bn.running_mean", "bn.running_var", "bn.num_batches_tracked", "head.1.rng"]
     assert net.conv1.weight.name == "conv1.weight"  # parameters display their place
     assert net.num_parameters() == 2 * 9 + 2 + 2 + 2 + 8 * 3 + 3
     _, fn = run(net, np.zeros((2, 1, 4, 4), np.float32))
@@ -100,7 +100,7 @@ def test_train_eval_modes_are_recursive_and_read_at_call_time():
     net.train()
     _, fn_train = run(net, x)
     assert {p.name for p, _ in fn_train.graph.updates} == {
-        "bn.running_mean", "bn.running_var", "head.1.rng"}
+        "bn.running_mean", "bn.running_var", "bn.num_batches_tracked", "head.1.rng"}
 
 
 def test_batchnorm_train_vs_eval_and_running_statistics():
@@ -234,23 +234,25 @@ def sigmoid(z):
 
 def test_rnn_lstm_gru_match_numpy_recurrences():
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((3, 4, 2)).astype(np.float32)
+    x = rng.standard_normal((3, 4, 2)).astype(np.float32)  # (N, T, F): batch_first
     H = 5
 
-    def params(m):
-        return (m.weight_ih.value, m.weight_hh.value, m.bias_ih.value, m.bias_hh.value)
+    def params(m, k=0):
+        return tuple(getattr(m, f"{n}_l{k}").value
+                     for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 
-    rnn = nn.RNN(2, H, rng=0)
+    rnn = nn.RNN(2, H, batch_first=True, rng=0)
     (outs, last), fn = run(rnn, x)
     Wi, Wh, bi, bh = params(rnn)
     h = np.zeros((3, H))
     for t in range(4):
         h = np.tanh(x[:, t] @ Wi + bi + h @ Wh + bh)
         np.testing.assert_allclose(outs[:, t], h, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(last, h, rtol=1e-4, atol=1e-5)
+    assert last.shape == (1, 3, H)  # h_n: (num_layers, N, hidden)
+    np.testing.assert_allclose(last[0], h, rtol=1e-4, atol=1e-5)
     assert {"rnn/t0", "rnn/t3"} <= {n.scope for n in fn.graph.nodes}
 
-    lstm = nn.LSTM(2, H, rng=1)
+    lstm = nn.LSTM(2, H, batch_first=True, rng=1)
     (outs, h_last, c_last), _ = run(lstm, x)
     Wi, Wh, bi, bh = params(lstm)
     h, c = np.zeros((3, H)), np.zeros((3, H))
@@ -259,9 +261,10 @@ def test_rnn_lstm_gru_match_numpy_recurrences():
         c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
         h = sigmoid(o) * np.tanh(c)
     np.testing.assert_allclose(outs[:, -1], h, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(c_last, c, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(h_last[0], h, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(c_last[0], c, rtol=1e-4, atol=1e-5)
 
-    gru = nn.GRU(2, H, rng=2)
+    gru = nn.GRU(2, H, batch_first=True, rng=2)
     (outs, last), _ = run(gru, x)
     Wi, Wh, bi, bh = params(gru)
     h = np.zeros((3, H))
@@ -270,12 +273,46 @@ def test_rnn_lstm_gru_match_numpy_recurrences():
         hr, hz, hn = np.split(h @ Wh + bh, 3, axis=1)
         r, z = sigmoid(xr + hr), sigmoid(xz + hz)
         h = (1 - z) * np.tanh(xn + r * hn) + z * h
-    np.testing.assert_allclose(last, h, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(last[0], h, rtol=1e-4, atol=1e-5)
+
+
+def test_rnn_pytorch_layout_layers_and_initial_state():
+    """Default (T, N, F) layout, two stacked layers, an initial state, PyTorch's keys."""
+    rng = np.random.default_rng(3)
+    T, N, F_, H = 4, 3, 2, 5
+    x = rng.standard_normal((T, N, F_)).astype(np.float32)
+    h0 = rng.standard_normal((2, N, H)).astype(np.float32)
+    rnn = nn.RNN(F_, H, num_layers=2, rng=0)
+    assert set(rnn.state()) == {f"{w}_l{k}" for w in ("weight_ih", "weight_hh", "bias_ih",
+                                                      "bias_hh") for k in (0, 1)}
+    assert rnn.weight_ih_l1.shape == (H, H)
+    with gc.Graph():
+        xs = gc.placeholder("x", (T, "N", F_))
+        hs = gc.placeholder("h0", (2, "N", H))
+        out, h_n = rnn(xs, hs)
+        assert out.shape[0] == T and h_n.shape[0] == 2
+        got_out, got_h = gc.compile([xs, hs], [out, h_n])(x, h0)
+    seq = x
+    for k in range(2):
+        Wi, Wh, bi, bh = (getattr(rnn, f"{n}_l{k}").value
+                          for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        h, outs = h0[k], []
+        for t in range(T):
+            h = np.tanh(seq[t] @ Wi + bi + h @ Wh + bh)
+            outs.append(h)
+        np.testing.assert_allclose(got_h[k], h, rtol=1e-4, atol=1e-5)
+        seq = np.stack(outs)
+    np.testing.assert_allclose(got_out, seq, rtol=1e-4, atol=1e-5)
+    with gc.Graph():
+        with pytest.raises(gc.ShapeError, match="num_layers=2"):
+            rnn(gc.placeholder("x", (T, "N", F_)), gc.placeholder("h0", ("N", H)))
+        with pytest.raises(gc.GraphError, match="pair"):
+            nn.LSTM(F_, H)(gc.placeholder("x", (T, "N", F_)), gc.placeholder("h", (1, "N", H)))
 
 
 def test_rnn_needs_a_static_sequence_length():
     with gc.Graph():
-        x = gc.placeholder("x", ("N", "T", 2))
+        x = gc.placeholder("x", ("T", "N", 2))
         with pytest.raises(gc.GraphError, match="static sequence length"):
             nn.RNN(2, 3)(x)
 
@@ -340,3 +377,41 @@ def test_state_keys_are_in_depth_first_order_like_pytorch():
 
     assert list(Outer().state()) == ["first.a.weight", "first.a.bias", "first.b.weight",
                                      "first.b.bias", "second.weight", "second.bias"]
+
+
+def test_a_batch_norm_layer_called_twice_updates_its_statistics_twice():
+    """As two calls of a PyTorch module: the second update starts from the first's result."""
+    bn = nn.BatchNorm1d(2)
+    with gc.Graph():
+        x = gc.placeholder("x", ("N", 2))
+        gc.compile([x], [bn(x), bn(x * 2)])(np.array([[0, 0], [2, 4]], np.float32))
+    m1, v1 = 0.1 * np.array([1, 2]), 0.9 + 0.1 * np.array([2, 8])
+    np.testing.assert_allclose(bn.running_mean.value, 0.9 * m1 + 0.1 * np.array([2, 4]))
+    np.testing.assert_allclose(bn.running_var.value, 0.9 * v1 + 0.1 * np.array([8, 32]),
+                               rtol=1e-6)
+    assert bn.num_batches_tracked.value == 2
+
+
+def test_batch_norm_momentum_none_is_a_cumulative_average():
+    bn = nn.BatchNorm1d(2, momentum=None)
+    batches = [np.random.default_rng(k).standard_normal((4, 2)).astype(np.float32)
+               for k in range(3)]
+    with gc.Graph():
+        x = gc.placeholder("x", ("N", 2))
+        fn = gc.compile([x], bn(x))
+    for b in batches:
+        fn(b)
+    assert bn.num_batches_tracked.value == 3
+    np.testing.assert_allclose(bn.running_mean.value, np.mean([b.mean(0) for b in batches], 0),
+                               rtol=1e-5)
+    with pytest.raises(gc.GraphError, match="num_batches_tracked"):
+        gc.nn.functional.batch_norm(x, None, None, bn.running_mean, bn.running_var, True,
+                                    momentum=None)
+
+
+def test_layer_sizes_and_seeds_of_numpy_types():
+    conv = nn.Conv2d(np.int64(1), np.int64(2), np.int64(3), stride=np.int32(1))
+    assert conv.weight.shape == (2, 1, 3, 3) and conv.kernel_size == (3, 3)
+    a = gc.init.glorot_uniform((3, 4), np.random.RandomState(0))
+    b = gc.init.glorot_uniform((3, 4), np.random.RandomState(0))
+    np.testing.assert_array_equal(a, b)

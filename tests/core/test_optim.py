@@ -306,3 +306,19 @@ def test_sgd_positional_arguments_follow_the_api():
     opt = O.SGD([w], 0.1, 0.9, True, 0.01)
     assert (opt.lr, opt.momentum, opt.nesterov, opt.weight_decay, opt.dampening) == (
         0.1, 0.9, True, 0.01, 0.0)
+
+
+def test_parameters_the_cost_does_not_use_are_left_alone():
+    """As in PyTorch (p.grad is None): no update, no weight decay, no momentum step."""
+    w = gc.parameter("w", np.ones(3))
+    unused = gc.parameter("unused", np.ones(3))
+    x = gc.placeholder("x", (3,), "float64")
+    opt = gc.optim.SGD([w, unused], 0.1, momentum=0.9, weight_decay=0.1)
+    cost = (w * x).sum()
+    updates = opt.updates(cost)
+    assert unused not in updates
+    gc.compile([x], cost, updates=updates)(np.ones(3))
+    np.testing.assert_allclose(w.value, 1 - 0.1 * (1 + 0.1))
+    np.testing.assert_array_equal(unused.value, 1)
+    with pytest.raises(gc.GraphError, match="depends on none of its parameters"):
+        gc.optim.Adam([unused]).updates(cost)

@@ -216,3 +216,11 @@ def test_after_early_stopping_the_model_scores_its_best_validation_loss():
     assert history.stopped_epoch is not None and history.best_epoch < history.epochs
     again = gc.train.evaluate(evaluate, (xte, yte), batch_size=8)
     assert again["loss"] == pytest.approx(min(history["val_loss"]), rel=1e-6)
+
+
+def test_history_is_a_read_only_mapping():
+    step, ev, *_ = walker()
+    history = gc.train.fit(step, (np.zeros((4, 2)),), epochs=2, batch_size=2, verbose=0)
+    assert set(history) == set(history.keys()) and len(history) == len(dict(history))
+    assert history.get("loss") == history["loss"] and history.get("nope") is None
+    assert len(history["loss"]) == history.epochs == 2
