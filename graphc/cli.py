@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import runpy
 import sys
 from pathlib import Path
@@ -41,10 +42,13 @@ def _cmd_viz(args) -> int:
             raise SystemExit("graphc viz --grad: NAME must be a scalar tensor (a cost)")
         from .ir.graph import topological
 
-        wrt = [n for n in topological([target.node])
-               if n.op.name == "parameter" and n.dtype.kind == "f"]
+        leaves = [n for n in topological([target.node]) if n.dtype.kind == "f"]
+        # the gradient w.r.t. the parameters; a cost of placeholders alone: w.r.t. those
+        wrt = ([n for n in leaves if n.op.name == "parameter"] or
+               [n for n in leaves if n.op.name == "placeholder"])
         if not wrt:
-            raise SystemExit("graphc viz --grad: the cost depends on no float parameter")
+            raise SystemExit("graphc viz --grad: the cost depends on no float parameter or "
+                             "placeholder")
         tensors = [Tensor(n, target.graph) for n in wrt]
         target = [target] + grad(target, tensors)
     out = viz.render(target, args.output)
@@ -93,7 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:  # `graphc info | head`: the reader left, which is not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -96,7 +96,30 @@ def report() -> list[tuple[str, list[tuple[str, str]]]]:
     host_cpu = llvm.get_host_cpu_name()
     features = llvm.get_host_cpu_features().flatten()
     simd = [f for f in ("avx512f", "avx2", "fma", "avx", "sse4.2", "neon") if f"+{f}" in features]
+    from graphc.backends.cuda.target import initialize_targets as initialize_all_targets
+    from graphc.backends.llvm.toolchain import initialize as initialize_native
+
     status, devices = cuda_devices()
+    initialize_native()
+    initialize_all_targets()
+    try:
+        llvm.Target.from_triple(llvm.get_process_triple())
+        llvm_available = "yes (native code for this CPU)"
+    except RuntimeError as exc:  # pragma: no cover - an llvmlite without the host target
+        llvm_available = f"no ({exc})"
+    try:
+        llvm.Target.from_triple("nvptx64-nvidia-cuda")
+        has_nvptx = True
+    except RuntimeError:  # pragma: no cover - an llvmlite built without NVPTX
+        has_nvptx = False
+    if not has_nvptx:
+        cuda_available = "no (this llvmlite has no NVPTX target)"
+    elif devices:
+        cuda_available = f"yes, on {devices[0]}"
+    else:
+        verified = "verified by ptxas" if ptxas_path() else "not verified: no ptxas"
+        cuda_available = (f"PTX generation only ({verified}); runs emulated on the host with "
+                          f"backend_options={{'emulate': True}}")
     return [
         ("machine", [("platform", platform.platform()), ("python", platform.python_version()),
                      ("cpus", str(os.cpu_count()))]),
@@ -105,11 +128,13 @@ def report() -> list[tuple[str, list[tuple[str, str]]]]:
         ("llvm backend", [("llvmlite", llvmlite.__version__),
                           ("LLVM", ".".join(map(str, llvm.llvm_version_info))),
                           ("host CPU", f"{host_cpu} ({', '.join(simd) or 'baseline'})"),
-                          ("triple", llvm.get_process_triple())]),
+                          ("triple", llvm.get_process_triple()),
+                          ("available", llvm_available)]),
         ("cuda backend", [("ptxas", f"{ptxas_path()} ({ptxas_version()})" if ptxas_path()
                            else "not found"),
                           ("libdevice", libdevice_path() or "not found"),
                           ("driver", status),
-                          ("devices", ", ".join(devices) if devices else "none")]),
+                          ("devices", ", ".join(devices) if devices else "none"),
+                          ("available", cuda_available)]),
         ("pictures", [("dot", shutil.which("dot") or "not found (apt-get install graphviz)")]),
     ]

@@ -59,10 +59,10 @@ def _label(node: Node, show_dtype: bool) -> str:
     shape = format_shape(node.shape)
     kind = f"{shape} {node.dtype}" if show_dtype else shape
     if op in ("placeholder", "parameter"):
-        return f"{node.name}\n{kind}"
+        return f"{op} {node.name}\n{kind}"
     if op == "constant":
         value = node.attrs["value"]
-        return repr(value) if value.array.size <= 6 else f"const\n{kind}"
+        return f"constant {value!r}" if value.array.size <= 6 else f"constant\n{kind}"
     title = node.label or op
     if op == "elemwise":
         title = f"{node.label or 'fused'}\n{node.attrs['expr']}"

@@ -25,7 +25,7 @@ _LIBDEVICE = {"exp": "exp", "log": "log", "expm1": "expm1", "log1p": "log1p", "t
 
 
 @cache
-def _initialize() -> None:
+def initialize_targets() -> None:
     llvm.initialize_all_targets()
     llvm.initialize_all_asmprinters()
 
@@ -69,7 +69,7 @@ libdevice_math.pow = _libdevice_pow
 
 def ptx(module: ir.Module, kernels: list[str], arch: str = DEFAULT_ARCH) -> str:
     """Compile a GPU module to PTX for `arch`, with libdevice linked in where needed."""
-    _initialize()
+    initialize_targets()
     text = str(module)
     try:
         mod = llvm.parse_assembly(text)

@@ -36,6 +36,15 @@ def test_viz_draws_a_tensor_from_a_script(tmp_path):
         main(["viz", f"{script}:nope", "-o", str(out)])
 
 
+def test_viz_grad_of_a_cost_without_parameters(tmp_path):
+    script = tmp_path / "plain.py"
+    script.write_text("import graphc as gc\nx = gc.placeholder('x', (3,))\n"
+                      "loss = gc.tanh(x).sum()\n")
+    out = tmp_path / "g.dot"
+    assert main(["viz", f"{script}:loss", "-o", str(out), "--grad"]) == 0
+    assert "cluster_grad" in out.read_text()
+
+
 def test_python_dash_m_graphc_runs():
     res = subprocess.run([sys.executable, "-m", "graphc", "info"], capture_output=True, text=True)
     assert res.returncode == 0 and "numpy backend" in res.stdout
