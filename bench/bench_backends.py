@@ -1,8 +1,10 @@
 """Training-step benchmark: graphc (numpy, llvm) vs hand-written NumPy, PyTorch eager, JAX jit.
 
 One process runs every workload on every framework found, from the same initial parameters
-and the same batch, float32, plain SGD, 2 threads. It prints median milliseconds per step,
-ratios, compile times and memory, then a Markdown table for the README.
+and the same batch, float32, plain SGD, 2 threads. Each workload's frameworks are timed
+round-robin (a 0.3 s window each, 9 rounds) so that a noisy moment of a shared machine does
+not favour one of them. It prints median milliseconds per step, ratios, compile times and
+memory, then a Markdown table for the README.
 
     python bench/bench_backends.py [--quick] [--workloads tiny_mlp,lenet5] [--threads 2]
 
@@ -30,9 +32,9 @@ def main(argv=None) -> int:
     args = _parse(argv)
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
-    os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=1 "
-                                       f"--xla_cpu_multi_thread_eigen=true "
-                                       f"intra_op_parallelism_threads={args.threads}")
+    # JAX runs with XLA's defaults (a thread per core): the Eigen flags we used to pass here
+    # left XLA threads that kept every BLAS-based framework 1.7x slower for the rest of the
+    # process, and made JAX itself slower.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import datetime
     import platform
@@ -50,17 +52,21 @@ def main(argv=None) -> int:
     window = 0.1 if args.quick else 0.3
     repeats = 5 if args.quick else 9
 
-    def measure(step, batch) -> float:
-        for _ in range(10):
-            step(*batch)
-        samples = []
-        for _ in range(repeats):
-            n, start = 0, time.perf_counter()
-            while time.perf_counter() - start < window:
+    def measure(steps: dict, batch) -> dict:
+        """Median ms/step of each step function, sampled round-robin: window after window,
+        every framework in turn, so a noisy moment of the machine hits all of them alike."""
+        for step in steps.values():
+            for _ in range(10):
                 step(*batch)
-                n += 1
-            samples.append((time.perf_counter() - start) / n)
-        return statistics.median(samples) * 1000
+        samples: dict = {label: [] for label in steps}
+        for _ in range(repeats):
+            for label, step in steps.items():
+                n, start = 0, time.perf_counter()
+                while time.perf_counter() - start < window:
+                    step(*batch)
+                    n += 1
+                samples[label].append((time.perf_counter() - start) / n)
+        return {label: statistics.median(v) * 1000 for label, v in samples.items()}
 
     found = frameworks.available()
     machine = dict(report()[0][1] + report()[2][1])
@@ -79,7 +85,7 @@ def main(argv=None) -> int:
         initial = [p.value for p in params]
         batch = feed(batch_size, np.random.default_rng(0))
 
-        results = {}
+        results, steps = {}, {}
         for backend in ("numpy", "llvm"):
             for p, v in zip(params, initial):  # every framework starts from the same values
                 p.value = v
@@ -98,24 +104,29 @@ def main(argv=None) -> int:
             memory = fn.memory(**{s.name: batch_size for s in inputs[0].shape
                                   if not isinstance(s, int)})["arena_bytes"]
             memory += sum(v.nbytes for v in initial)
-            results[f"graphc {backend}"] = dict(ms=measure(fn, batch), first=first,
-                                                compile=cold, cached=cached, memory=memory)
+            steps[f"graphc {backend}"] = fn
+            results[f"graphc {backend}"] = dict(first=first, compile=cold, cached=cached,
+                                                memory=memory)
         step = handwritten_numpy.MAKERS[name]([v.copy() for v in initial])
         tracemalloc.start()
         first = float(step(*batch))
         memory = tracemalloc.get_traced_memory()[1] + sum(v.nbytes for v in initial)
         tracemalloc.stop()
-        results["hand-written NumPy"] = dict(ms=measure(step, batch), first=first, memory=memory)
+        steps["hand-written NumPy"] = step
+        results["hand-written NumPy"] = dict(first=first, memory=memory)
         if found["torch"]:
             step = frameworks.make_torch(name, [v.copy() for v in initial], args.threads)
             first = step(*batch)
-            results["PyTorch eager"] = dict(ms=measure(step, batch), first=first)
+            steps["PyTorch eager"] = step
+            results["PyTorch eager"] = dict(first=first)
         if found["jax"]:
             step = frameworks.make_jax(name, [v.copy() for v in initial])
             start = time.perf_counter()
             first = step(*batch)
-            results["JAX jit"] = dict(ms=measure(step, batch), first=first,
-                                      compile=time.perf_counter() - start)
+            steps["JAX jit"] = step
+            results["JAX jit"] = dict(first=first, compile=time.perf_counter() - start)
+        for label, ms in measure(steps, batch).items():
+            results[label]["ms"] = ms
         reference = results["graphc numpy"]["first"]
         for label, r in results.items():
             if abs(r["first"] - reference) > 1e-3 * max(1.0, abs(reference)):
