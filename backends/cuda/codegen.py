@@ -72,6 +72,9 @@ class GpuKernel(KernelContext):
         fn.attributes.add("nounwind")
         return fn
 
+    def _slot_address(self, slot: int) -> ir.Value:
+        return self.b.gep(self.fn.args[0], [i64(slot)], source_etype=PTR)
+
     def _init_status(self) -> None:
         pass
 

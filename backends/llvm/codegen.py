@@ -13,6 +13,7 @@ failed call never half-applies an update.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -81,20 +82,30 @@ class KernelContext:
         base = _ident(name or f"k{position}.{node.op.name}")
         self.name = base
         self.fn = self._make_function(base)
-        self.fn.args[0].name, self.fn.args[1].name = "slots", "dims"
+        for arg, label in zip(self.fn.args, ("slots", "dims", "slot_ids")):
+            arg.name = label
         self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
         self._init_status()
         self._ptrs: dict[int, ir.Value] = {}
         self._dims: dict = {}
+        self.local_slots: dict[int, int] = {}  # slot -> position in this kernel's slot_ids
 
     def _make_function(self, name: str) -> ir.Function:
-        fn = ir.Function(self.module, ir.FunctionType(I32, [PTR, PTR]), name=name)
+        # (slots, dims, slot_ids): the kernel reaches slot slot_ids[j] for its j-th buffer, so
+        # kernels that differ only in their buffers (an RNN's time steps) are one function
+        fn = ir.Function(self.module, ir.FunctionType(I32, [PTR, PTR, PTR]), name=name)
         fn.linkage = "internal"
         fn.attributes.add("nounwind")
         # each kernel is optimized on its own: inlining them all into the entry function
         # makes one huge function that is slow to optimize and gains nothing (each runs once)
         fn.attributes.add("noinline")
         return fn
+
+    def _slot_address(self, slot: int) -> ir.Value:
+        """Where the pointer of `slot` is stored (call in the entry block)."""
+        j = self.local_slots.setdefault(slot, len(self.local_slots))
+        index = self.b.load(self.b.gep(self.fn.args[2], [i64(j)], source_etype=I64), typ=I64)
+        return self.b.gep(self.fn.args[0], [index], source_etype=PTR)
 
     def _init_status(self) -> None:
         self._status = self.b.alloca(I32, name="status")
@@ -113,7 +124,7 @@ class KernelContext:
         slot = self.layout.slot_of[node.uid]
         if slot not in self._ptrs:
             with self.b.goto_entry_block():
-                addr = self.b.gep(self.fn.args[0], [i64(slot)], source_etype=PTR)
+                addr = self._slot_address(slot)
                 self._ptrs[slot] = self.b.load(addr, typ=PTR, name=self.gen.value_name(node))
         return self._ptrs[slot]
 
@@ -159,8 +170,7 @@ class KernelContext:
         slot = self.layout.new_slot()
         self.layout.scratch[slot] = nbytes
         with self.b.goto_entry_block():
-            addr = self.b.gep(self.fn.args[0], [i64(slot)], source_etype=PTR)
-            return self.b.load(addr, typ=PTR, name=_ident(f"scratch.{key or slot}"))
+            return self.b.load(self._slot_address(slot), typ=PTR, name=_ident(f"scratch.{key}"))
 
     def shared_scratch(self, key, nbytes) -> tuple[int, bool]:
         """A scratch slot shared between kernels under `key` (e.g. pooling argmax indices).
@@ -174,8 +184,7 @@ class KernelContext:
 
     def slot_ptr(self, slot: int, name: str) -> ir.Value:
         with self.b.goto_entry_block():
-            addr = self.b.gep(self.fn.args[0], [i64(slot)], source_etype=PTR)
-            return self.b.load(addr, typ=PTR, name=_ident(name))
+            return self.b.load(self._slot_address(slot), typ=PTR, name=_ident(name))
 
     def fail(self, code: int = 1) -> None:
         """Record a failure (e.g. an id out of range); the step will not apply its updates."""
@@ -203,6 +212,7 @@ class ProgramCodegen:
         self.module = ir.Module(name=_ident(program.name))
         self.layout = Layout()
         self.shared: dict = {}
+        self._interned: dict[str, ir.Function] = {}
         self._names: dict[int, str] = {}
         self._assign_slots()
 
@@ -257,9 +267,11 @@ class ProgramCodegen:
             lowering(ctx)
             ctx.finish()
             self.kernel_names.append(ctx.name)
+            kernel = self.intern(ctx.fn)
+            slot_ids = self._slot_ids(ctx)
             if self.profile:
                 start = b.call(clock, [])
-            result = b.call(ctx.fn, entry.args, name=f"s{k}")
+            result = b.call(kernel, [*entry.args, slot_ids], name=f"s{k}")
             if self.profile:
                 slot = b.gep(counters, [i64(j)], source_etype=I64)
                 spent = b.sub(b.call(clock, []), start)
@@ -274,6 +286,31 @@ class ProgramCodegen:
         self._emit_updates(b, entry)
         b.ret(ir.Constant(I32, 0))
         return self.module
+
+    def intern(self, fn: ir.Function) -> ir.Function:
+        """A function generated earlier with the same code (up to names), or `fn` itself.
+
+        The unrolled steps of a recurrent network, or the layers of one shape, give many
+        kernels that differ only in the buffers they touch; those are one function, so LLVM
+        optimizes and compiles each once (an LSTM over 12 steps: about 8x fewer kernels).
+        """
+        key = _canonical_text(fn)
+        found = self._interned.get(key)
+        if found is None:
+            self._interned[key] = fn
+            return fn
+        del self.module.globals[fn.name]
+        return found
+
+    def _slot_ids(self, ctx: KernelContext) -> ir.Value:
+        """The constant table of the slots a kernel call reaches (its third argument)."""
+        ids = sorted(ctx.local_slots, key=ctx.local_slots.get) or [0]
+        table = ir.GlobalVariable(self.module, ir.ArrayType(I64, len(ids)),
+                                  name=f"{ctx.name}.slot_ids")
+        table.linkage = "internal"
+        table.global_constant = True
+        table.initializer = ir.Constant(ir.ArrayType(I64, len(ids)), ids)
+        return table
 
     def _emit_updates(self, b: ir.IRBuilder, entry: ir.Function) -> None:
         """Copy every new value into its parameter — all reads happened before any write."""
@@ -307,6 +344,17 @@ class ProgramCodegen:
         for param, value, src_slot in pending:
             dst = load_slot(lay.slot_of[param.uid], self.value_name(param))
             memcpy(b, self.module, dst, load_slot(src_slot, "new"), nbytes(value))
+
+
+_LOCAL_NAME = re.compile(r'%("(?:[^"\\]|\\.)*"|[-\w.$]+)')
+
+
+def _canonical_text(fn: ir.Function) -> str:
+    """The function's IR with its own name and every local value name replaced by a number
+    in order of appearance: equal for two functions that compute the same thing."""
+    text = str(fn).replace(f'@"{fn.name}"', "@_").replace(f"@{fn.name}(", "@_(")
+    names: dict[str, str] = {}
+    return _LOCAL_NAME.sub(lambda m: names.setdefault(m.group(1), f"%v{len(names)}"), text)
 
 
 def _ident(name: str) -> str:

@@ -107,6 +107,7 @@ def emit_elementwise_loop(ctx: KernelContext, inputs: list[Node], body,
                      source_etype=out_ty)
         b.store(result, optr)
     b.ret_void()
+    fn = ctx.gen.intern(fn)  # the same loop for another node's buffers: one function
     ctx.b.call(fn, [ctx.ptr(n) for n in arg_nodes] + sizes)
 
 

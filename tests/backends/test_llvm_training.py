@@ -106,3 +106,31 @@ def test_kernel_profile():
     assert profile[0][1] > 0 and any("matmul" in k for k, _ in profile)
     with pytest.raises(BackendError):
         gc.compile([x], x * 2, backend="llvm", backend_options={"nope": 1})
+
+
+def test_kernels_that_differ_only_in_their_buffers_are_one_function():
+    """An unrolled RNN repeats the same kernels at every step: each is generated once and
+    called with the slots of each step; training still matches NumPy."""
+    rnn, head = gc.nn.RNN(3, 8, batch_first=True, rng=0), gc.nn.Linear(8, 1, rng=1)
+    with gc.Graph("rnn"):
+        x = gc.placeholder("x", ("N", 10, 3))
+        y = gc.placeholder("y", ("N", 1))
+        out, _ = rnn(x)
+        loss = F.mse_loss(head(out[:, -1, :]), y)
+        params = rnn.parameters() + head.parameters()
+        updates = {p: p - 0.1 * g for p, g in zip(params, gc.grad(loss, params))}
+        fns = {b: gc.compile([x, y], loss, updates=updates, backend=b) for b in ("llvm", "numpy")}
+    source = fns["llvm"].source
+    calls = source.count("call i32 @")
+    kernels = source.count("define internal i32 @")
+    assert kernels < calls / 2, (kernels, calls)
+    rng = np.random.default_rng(0)
+    batch = [rng.standard_normal((4, 10, 3)).astype(np.float32),
+             rng.standard_normal((4, 1)).astype(np.float32)]
+    initial = [p.value for p in params]
+    losses = {}
+    for b, fn in fns.items():
+        for p, v in zip(params, initial):
+            p.value = v
+        losses[b] = [float(fn(*batch)) for _ in range(4)]
+    np.testing.assert_allclose(losses["llvm"], losses["numpy"], rtol=2e-5)
