@@ -30,8 +30,8 @@ from .rewrite import Match, RuleSet, rebuild, remap_program
 
 MAX_OPS = 40
 MIN_OPS = 4  # anything smaller is already as short as sympy would make it
-BUDGET_SECONDS = 2.0
-CALL_SECONDS = 0.5
+BUDGET_SECONDS = 1.0
+CALL_SECONDS = 0.25
 _cache: dict[sympy.Expr, sympy.Expr | None] = {}
 
 
