@@ -50,11 +50,13 @@ def test_python_dash_m_graphc_runs():
     assert res.returncode == 0 and "numpy backend" in res.stdout
 
 
-def test_demo_runs(tmp_path):
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_demo_runs(tmp_path, backend):
     res = subprocess.run([sys.executable, "-m", "graphc", "demo", "--out", str(tmp_path),
-                          "--epochs", "1"], capture_output=True, text=True, timeout=600)
+                          "--epochs", "1", "--backend", backend], capture_output=True, text=True,
+                         timeout=600)
     assert res.returncode == 0, res.stderr
-    assert "test accuracy:" in res.stdout
+    assert "test accuracy:" in res.stdout and f"backend {backend}" in res.stdout
     names = {p.name for p in tmp_path.iterdir()}
     assert names >= {"demo_loss.png", "demo_lenet.graphc"}
     assert names & {"demo_train_step.svg", "demo_train_step.dot"}
