@@ -1,7 +1,8 @@
-"""Elementwise groups: the maximal trees of elementwise ops that can become one expression.
+"""Elementwise groups: the maximal sets of elementwise ops that can become one expression.
 
-A producer joins its consumer's group when it is elementwise, has that single user, is not
-itself an output of the program, and has the consumer's shape (so nothing is recomputed per
+A producer joins its consumers' group when it is elementwise, all its users belong to that
+one group (``y * y + y``: y is computed once per element inside the group), it is not itself
+an output of the program, and it has its users' shape (so nothing is recomputed per
 broadcast element). Reductions, matmuls and every other op are group boundaries. Simplify
 composes each group into one sympy expression; fusion turns each group into one node.
 """
@@ -42,11 +43,15 @@ def elementwise_groups(program: Graph) -> list[Group]:
     for node in reversed(program.nodes):
         if not fusible(node):
             continue
-        consumers = use.get(node, [])
+        consumers = list({c.uid: c for c in use.get(node, [])}.values())
         joined = False
-        if len(consumers) == 1 and node.uid not in pinned:
+        if consumers and node.uid not in pinned:
+            # every user in one group (y*y, or y used twice inside one expression): the
+            # group computes y once per element, so y joins it
+            homes = {id(owner.get(c.uid)) for c in consumers}
             c = consumers[0]
-            if c.uid in owner and same_shape(node.shape, c.shape):
+            if len(homes) == 1 and c.uid in owner and all(
+                    same_shape(node.shape, u.shape) for u in consumers):
                 owner[node.uid] = owner[c.uid]
                 owner[node.uid].members.append(node)
                 joined = True
@@ -82,15 +87,23 @@ def compose(expr, subs: dict):
         return sympy.Piecewise(*[(v, c) for v, c in args], evaluate=False)
     if isinstance(expr, sympy.logic.boolalg.BooleanFunction):
         return expr.func(*args)
-    if isinstance(expr, sympy.core.relational.Ne) and args[1] == 0 and isinstance(
-            args[0], (sympy.core.relational.Relational, sympy.logic.boolalg.BooleanFunction)):
-        return args[0]  # a comparison feeding where's condition: use it directly
+    if isinstance(expr, (sympy.core.relational.Ne, sympy.core.relational.Eq)) and \
+            args[1].is_zero and _is_boolean(args[0]):
+        # a comparison feeding where's condition (`c != 0`): use it directly. Left as a
+        # relation, sympy would call it always true (a Boolean never equals the number 0)
+        return args[0] if isinstance(expr, sympy.core.relational.Ne) else sympy.Not(args[0])
     if isinstance(expr, sympy.core.containers.Tuple) or type(expr).__name__ == "ExprCondPair":
         return expr.func(*args)
     try:
         return expr.func(*args, evaluate=False)
     except TypeError:
         return expr.func(*args)
+
+
+def _is_boolean(expr) -> bool:
+    return isinstance(expr, (sympy.core.relational.Relational,
+                             sympy.logic.boolalg.BooleanFunction,
+                             sympy.logic.boolalg.BooleanAtom))
 
 
 def scalar_constant(node: Node):

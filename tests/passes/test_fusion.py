@@ -79,3 +79,17 @@ def test_fused_groups_are_drawn_as_clusters():
     src = gc.viz.to_dot(fn).source
     assert src.count("cluster_fused_") == 7
     assert "fused: " in src
+
+
+def test_a_value_used_twice_inside_one_group_is_fused_with_it():
+    """exp(x) feeds both the product and the sum: all of y*y + y is one fused node."""
+    x = gc.placeholder("x", (3, 4), "float64")
+    y = gc.exp(x)
+    out = y * y + y
+    graph, _ = gc.optimize([out])
+    ops = [n.op.name for n in graph.nodes if n.op.name not in ("placeholder", "constant")]
+    assert ops == ["elemwise"], ops
+    a = np.linspace(-1, 1, 12).reshape(3, 4)
+    for backend in ("numpy", "llvm"):
+        np.testing.assert_allclose(gc.compile([x], out, backend=backend)(a),
+                                   np.exp(a) ** 2 + np.exp(a), rtol=1e-12)
