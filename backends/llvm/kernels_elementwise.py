@@ -107,7 +107,11 @@ def emit_elementwise_loop(ctx: KernelContext, inputs: list[Node], body,
                      source_etype=out_ty)
         b.store(result, optr)
     b.ret_void()
-    fn = ctx.gen.intern(fn)  # the same loop for another node's buffers: one function
+    # The same loop for another node's buffers is one function, inlined into each kernel so
+    # that the kernel's static sizes specialize it (a shared, out-of-line loop ran the
+    # autoencoder's sigmoid layers 2.5x slower).
+    fn.attributes.add("alwaysinline")
+    fn = ctx.gen.intern(fn)
     ctx.b.call(fn, [ctx.ptr(n) for n in arg_nodes] + sizes)
 
 

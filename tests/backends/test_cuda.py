@@ -119,6 +119,36 @@ def test_emulation_reports_bad_ids_without_updating():
 
 @pytest.mark.gpu
 @needs_gpu
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_real_device_kernels_match_numpy(case, dtype):
+    want, _, _ = run_case(case, "numpy", dtype)
+    got, _, _ = run_case(case, "cuda", dtype)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    if got.dtype.kind == "f":  # libdevice's math may differ from the host's by a few ulp
+        np.testing.assert_allclose(got, want, **({"rtol": 1e-7, "atol": 1e-10}
+                                                 if dtype == np.float64 else TOL[dtype]))
+    else:
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_real_device_keeps_parameters_resident_and_fails_atomically():
+    ids = gc.placeholder("ids", (3,), "int64")
+    E = gc.parameter("E", np.ones((5, 2), np.float32))
+    loss = gc.sum(gc.nn.functional.embedding(ids, E))
+    step = gc.compile([ids], loss, updates={E: E - gc.grad(loss, E)}, backend="cuda")
+    with pytest.raises(gc.BackendError, match="out of range"):
+        step(np.array([0, 9, 1]))
+    np.testing.assert_array_equal(E.value, np.ones((5, 2)))
+    for _ in range(2):
+        step(np.array([0, 0, 1]))
+    np.testing.assert_array_equal(E.value[:, 0], [-3, -1, 1, 1, 1])  # read back from the device
+
+
+@pytest.mark.gpu
+@needs_gpu
 def test_real_device_training_step_matches_numpy():
     trajectories = []
     for backend in ("numpy", "cuda"):
