@@ -36,14 +36,22 @@ def test_ptx_for_every_case_is_accepted_by_ptxas(case, arch):
     assert fn.source.count(".entry") == fn.stats["kernels"]  # (0 when everything folded)
 
 
+# the same kernels on the host's emulated grid (always) and on a real device (`gpu` tests);
+# libdevice's math may differ from the host's by a few ulp, hence the device's float64 rtol
+WHERE = [pytest.param({**EMULATE, "verify": False}, TOL, id="emulated"),
+         pytest.param(None, {**TOL, np.float64: dict(rtol=1e-7, atol=1e-10)}, id="device",
+                      marks=[pytest.mark.gpu, needs_gpu])]
+
+
+@pytest.mark.parametrize("options,tol", WHERE)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_emulated_kernels_match_numpy(case, dtype):
+def test_kernels_match_numpy(case, dtype, options, tol):
     want, _, _ = run_case(case, "numpy", dtype)
-    got, _, _ = run_case(case, "cuda", dtype, backend_options={**EMULATE, "verify": False})
+    got, _, _ = run_case(case, "cuda", dtype, backend_options=options)
     assert got.dtype == want.dtype and got.shape == want.shape
     if got.dtype.kind == "f":
-        np.testing.assert_allclose(got, want, **TOL[dtype])
+        np.testing.assert_allclose(got, want, **tol[dtype])
     else:
         np.testing.assert_array_equal(got, want)
 
@@ -115,21 +123,6 @@ def test_emulation_reports_bad_ids_without_updating():
     np.testing.assert_array_equal(E.value, np.ones((5, 2)))
     step(np.array([0, 0, 1]))
     np.testing.assert_array_equal(E.value[:, 0], [-1, 0, 1, 1, 1])
-
-
-@pytest.mark.gpu
-@needs_gpu
-@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_real_device_kernels_match_numpy(case, dtype):
-    want, _, _ = run_case(case, "numpy", dtype)
-    got, _, _ = run_case(case, "cuda", dtype)
-    assert got.dtype == want.dtype and got.shape == want.shape
-    if got.dtype.kind == "f":  # libdevice's math may differ from the host's by a few ulp
-        np.testing.assert_allclose(got, want, **({"rtol": 1e-7, "atol": 1e-10}
-                                                 if dtype == np.float64 else TOL[dtype]))
-    else:
-        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.gpu
