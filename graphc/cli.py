@@ -50,7 +50,8 @@ def _cmd_viz(args) -> int:
             raise SystemExit("graphc viz --grad: the cost depends on no float parameter or "
                              "placeholder")
         tensors = [Tensor(n, target.graph) for n in wrt]
-        target = [target] + grad(target, tensors)
+        with target.graph.building_for(target.node):  # the gradient's source line: the cost's
+            target = [target] + grad(target, tensors)
     out = viz.render(target, args.output)
     print(f"wrote {out}")
     return 0
