@@ -1,5 +1,6 @@
 """The graphc command line: info, viz, demo, python -m graphc."""
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -57,6 +58,8 @@ def test_demo_runs(tmp_path, backend):
                          timeout=600)
     assert res.returncode == 0, res.stderr
     assert "test accuracy:" in res.stdout and f"backend {backend}" in res.stdout
+    assert re.search(r"numpy +[\d.]+ ms/step", res.stdout)  # the side-by-side of backends
+    assert re.search(r"llvm +[\d.]+ ms/step .*x the numpy backend's speed", res.stdout)
     names = {p.name for p in tmp_path.iterdir()}
     assert names >= {"demo_loss.png", "demo_lenet.graphc"}
     assert names & {"demo_train_step.svg", "demo_train_step.dot"}
