@@ -11,7 +11,7 @@ none.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import sympy
@@ -146,12 +146,15 @@ def build_program(inputs, outputs, updates=None, name: str | None = None) -> tup
     return program, single
 
 
-def compile(inputs, outputs, updates=None, backend: str = "numpy", optimize: bool = True,
+def compile(inputs, outputs, updates=None, backend: str = "numpy",
+            optimize: bool | Sequence[str] = True,
             backend_options: dict | None = None) -> Function:  # noqa: A001 - the public name
     """Compile a graph into a callable `Function` on a backend ("numpy", "llvm", "cuda").
 
     `updates` maps parameters to tensors computing their new values; they are applied after
     all outputs are computed, all at once (a training step is one compiled function).
+    `optimize` runs the whole pass pipeline (True), none of it (False), or the passes named
+    in a list, in pipeline order (``["cse", "dce"]``).
     """
     from .backends import get_backend
     from .passes.manager import optimize_program
@@ -160,8 +163,14 @@ def compile(inputs, outputs, updates=None, backend: str = "numpy", optimize: boo
     impl = get_backend(backend)
     program, single = build_program(inputs, outputs, updates)
     stats = None
-    if optimize:
-        program, stats = optimize_program(program)
+    if isinstance(optimize, (list, tuple)):
+        program, stats = optimize_program(program, passes=optimize)
+    elif isinstance(optimize, (bool, np.bool_)):
+        if optimize:
+            program, stats = optimize_program(program)
+    else:
+        raise GraphError(f"optimize must be True, False or a list of pass names, got "
+                         f"{optimize!r}")
     executable = impl.compile(program, dict(backend_options or {}))
     fn = Function(program, executable, single, backend)
     fn.stats.update(compile_seconds=time.perf_counter() - started, passes=stats)

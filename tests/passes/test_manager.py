@@ -193,3 +193,13 @@ def test_simplify_shortens_an_elementwise_group_keeping_every_input():
                                gc.compile(xs, out, optimize=False)(*arrays))
     same, stats = simplify_program(gc.optimize([x - x + y * 0.0], passes=["canonicalize"])[0])
     assert stats["groups_simplified"] == 0  # dropping x or y would change inf/NaN results
+
+
+def test_compile_runs_the_passes_it_is_given():
+    x, W, b, loss, gW, gb = _mlp()
+    fn = gc.compile([x], loss, optimize=["dce", "cse"])
+    assert [s.name for s in fn.stats["passes"]] == ["cse", "dce"]  # pipeline order
+    with pytest.raises(gc.GraphError, match="optimize must be"):
+        gc.compile([x], loss, optimize="yes")
+    with pytest.raises(gc.GraphError, match="unknown pass"):
+        gc.compile([x], loss, optimize=["nope"])
