@@ -10,6 +10,7 @@ none.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping, Sequence
 
@@ -197,6 +198,7 @@ class Function:
                            f"must have the parameter's shape {format_shape(param.shape)}")
                     self._assumptions.append((sympy.Eq(d, p), why, value))
         self._checked: set[tuple] = set()
+        self._lock = threading.Lock()
         self._symbols = sorted({d for n in self._inputs for d in n.type.symbols},
                                key=lambda s: s.name)
         self._specs = [_InputSpec(n, self._symbols) for n in self._inputs]
@@ -252,6 +254,10 @@ class Function:
             key = tuple(binding[s] for s in self._symbols)
         if key not in self._checked:
             self._check_assumptions(binding, key)
+        with self._lock:  # one step at a time: the native backends reuse their buffers
+            return self._run(arrays, binding, key)
+
+    def _run(self, arrays, binding, key):
         outputs, new_values = self._exe.run(arrays, binding, key)
         if not self._native_updates:
             protected = [s.value for s in self._params] + list(arrays)
@@ -360,6 +366,13 @@ def _convert(node: Node, value, binding: dict, bound_by: dict) -> np.ndarray:
         raise ShapeError(
             f"input {name!r}: expected {want.dtype}, got {arr.dtype}; only conversions within a "
             f"kind or widening it (bool -> int -> float) are done implicitly")
+    if arr.dtype.kind in "iu" and want.dtype.kind in "iu" and arr.size and \
+            not np.can_cast(arr.dtype, want.dtype, "safe"):
+        info = np.iinfo(want.dtype)  # int64 -> int32 is allowed, but only for values that fit
+        lo, hi = arr.min(), arr.max()
+        if lo < info.min or hi > info.max:
+            raise ShapeError(f"input {name!r}: expected {want.dtype}, got {arr.dtype} with values "
+                             f"from {lo} to {hi}, outside {want.dtype}'s range")
     if arr.ndim != len(want.shape):
         raise ShapeError(f"input {name!r}: expected shape {format_shape(want.shape)} (rank "
                          f"{len(want.shape)}), got {arr.shape} (rank {arr.ndim})")

@@ -16,6 +16,7 @@ default True).
 
 from __future__ import annotations
 
+import re
 import time
 
 from graphc.errors import BackendError
@@ -55,6 +56,10 @@ class CUDABackend(Backend):
         leaves = {"placeholder", "parameter", "constant"}
         self.check_coverage([n for n in program.nodes if n.op.name not in leaves])
         arch = options.get("arch", DEFAULT_ARCH)
+        if not (isinstance(arch, str) and re.fullmatch(r"sm_\d{2,3}a?", arch)
+                and int(arch[3:].rstrip("a")) >= 70):
+            raise BackendError(f"arch must name a CUDA compute capability sm_70 or newer, "
+                               f"e.g. 'sm_80' or 'sm_90'; got {arch!r}")
         started = time.perf_counter()
         gen = GpuCodegen(program, libdevice_math, "ptx")
         gen.build()

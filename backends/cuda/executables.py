@@ -16,7 +16,7 @@ from graphc.ir.graph import Graph
 from graphc.ir.shapes import evaluate_shape
 
 from ..base import Executable
-from ..llvm.executable import STATUS, _address, _Binding, _value
+from ..llvm.executable import STATUS, _address, _Binding, _value, updated_parameter_outputs
 from .codegen import BLOCK, Launch
 from .gemm import TILE
 
@@ -43,6 +43,7 @@ class EmulatedExecutable(Executable):
     def __init__(self, program: Graph, layout, launches: list[Launch], engine, source: str,
                  stats: dict) -> None:
         self.program, self.layout, self.launches = program, layout, launches
+        self._snapshots = updated_parameter_outputs(program)
         self.engine = engine
         self.source = source
         self.stats = stats
@@ -66,6 +67,7 @@ class EmulatedExecutable(Executable):
             table[slot] = _address(inputs[i])
         for slot, storage in self.layout.param_slots:
             table[slot] = storage.value.ctypes.data
+        before = {k: storage.value.copy() for k, storage in self._snapshots}
         status_address = int(table[self.layout.status_slot])
         ctypes.memset(status_address, 0, 4)
         for (grid, block), driver in zip(state.geometry, self._drivers):
@@ -75,8 +77,10 @@ class EmulatedExecutable(Executable):
             raise BackendError(f"the compiled step failed: {STATUS.get(status, status)}; "
                                "no parameter was updated")
         outputs = []
-        for (value, _shape), node in zip(state.outputs, self.program.outputs):
-            if isinstance(value, np.ndarray):
+        for k, ((value, _shape), node) in enumerate(zip(state.outputs, self.program.outputs)):
+            if k in before:
+                outputs.append(before[k])
+            elif isinstance(value, np.ndarray):
                 outputs.append(value.copy())
             elif node.op.name == "parameter":
                 outputs.append(node.attrs["storage"].value.copy())
@@ -115,6 +119,7 @@ class DeviceExecutable(Executable):
         from .runtime import cublas, driver
 
         self.program, self.layout, self.launches = program, layout, launches
+        self._snapshots = updated_parameter_outputs(program)
         self.source = ptx
         self.stats = stats
         self.drv = driver()
@@ -165,6 +170,7 @@ class DeviceExecutable(Executable):
         for (slot, nbytes), node in zip(state["inputs"], [n for n, s in zip(
                 self.program.inputs, self.layout.input_slots) if s >= 0]):
             self.drv.to_device(int(table[slot]), inputs[input_index[node.uid]].ctypes.data, nbytes)
+        before = {k: storage.value.copy() for k, storage in self._snapshots}
         status_ptr = int(table[self.layout.status_slot])
         self.drv.zero(status_ptr, 4)
         for fn, launch, (grid, block) in zip(self._functions, self.launches, state["geometry"]):
@@ -187,10 +193,12 @@ class DeviceExecutable(Executable):
         for _, storage in self._params:
             storage.device.device_newer = True
         outputs = []
-        for node in self.program.outputs:
+        for k, node in enumerate(self.program.outputs):
             shape = evaluate_shape(node.shape, binding)
             out = np.empty(shape, dtype=node.dtype)
-            if node.op.name == "parameter":
+            if k in before:
+                out = before[k]
+            elif node.op.name == "parameter":
                 out[...] = node.attrs["storage"].value
             elif node.op.name in ("placeholder", "constant"):
                 out[...] = inputs[input_index[node.uid]] if node.op.name == "placeholder" else \

@@ -77,6 +77,7 @@ class LLVMExecutable(Executable):
     def __init__(self, program: Graph, layout: Layout, engine, ir_text: str, stats: dict) -> None:
         self.program = program
         self.layout = layout
+        self._snapshots = updated_parameter_outputs(program)
         self.engine = engine  # keeps the machine code alive
         self.source = ir_text
         self.stats = stats
@@ -119,13 +120,16 @@ class LLVMExecutable(Executable):
             if value is not seen[k]:  # a parameter array was replaced (e.g. loaded)
                 table[slot] = value.ctypes.data
                 seen[k] = value
+        before = {k: storage.value.copy() for k, storage in self._snapshots}
         status = self._fn(state.table_ptr, state.dims_ptr)
         if status:
             raise BackendError(f"the compiled step failed: {STATUS.get(status, status)}; "
                                "no parameter was updated")
         outputs = []
-        for (value, _shape), node in zip(state.outputs, self.program.outputs):
-            if isinstance(value, np.ndarray):
+        for k, ((value, _shape), node) in enumerate(zip(state.outputs, self.program.outputs)):
+            if k in before:
+                outputs.append(before[k])
+            elif isinstance(value, np.ndarray):
                 outputs.append(value.copy())
             elif node.op.name == "placeholder":
                 outputs.append(np.array(inputs[self.program.inputs.index(node)]))
@@ -134,3 +138,12 @@ class LLVMExecutable(Executable):
             else:
                 outputs.append(np.array(node.attrs["value"].array))
         return outputs, []
+
+
+def updated_parameter_outputs(program: Graph) -> list[tuple[int, object]]:
+    """(output index, storage) of the outputs that are parameters the step updates: their
+    values must be copied before the native step, which updates them in place (an output is
+    the value before the update)."""
+    updated = {p.uid for p, _ in program.updates}
+    return [(k, node.attrs["storage"]) for k, node in enumerate(program.outputs)
+            if node.op.name == "parameter" and node.uid in updated]

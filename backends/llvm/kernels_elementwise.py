@@ -11,6 +11,7 @@ loop vectorizer widens.
 from __future__ import annotations
 
 import numpy as np
+import sympy
 from llvmlite import ir
 
 from graphc.ir.node import Node
@@ -126,13 +127,25 @@ def _offset(b, idx, strides) -> ir.Value:
 
 
 def compute_type(node: Node) -> ir.Type:
-    """The type an elementwise expression is evaluated in."""
+    """The type an elementwise expression is evaluated in.
+
+    An integer expression with a fractional constant (maximum's tie value ``x0/2 + x1/2``) is
+    evaluated in float64 and truncated at the end, as NumPy computes and casts it; in integer
+    arithmetic each ``x/2`` would truncate on its own.
+    """
+    if node.dtype.kind in "iu" and node.op.is_elementwise and _has_fraction(
+            node.op.expr(node.attrs)):
+        return ir_type(np.float64)
     if node.dtype != np.dtype(bool):
         return ir_type(node.dtype)
     values = [i.dtype for i in node.inputs if i.dtype != np.dtype(bool)]
     if not values:
         return ir_type(np.float32)
     return ir_type(max(values, key=lambda d: (d.kind == "f", d.itemsize)))
+
+
+def _has_fraction(expr) -> bool:
+    return any(a.is_Number and not a.is_Integer for a in expr.atoms(sympy.Number))
 
 
 def element_function(ctx: KernelContext, node: Node):

@@ -89,23 +89,45 @@ def cache_key(ir_text: str) -> str:
 
 
 class ObjectCache:
-    """MCJIT object cache on disk: compiled code keyed by a hash of IR + target + versions."""
+    """MCJIT object cache on disk: compiled code keyed by a hash of IR + target + versions.
+
+    Each file is the object code behind a header of its length and SHA-256, checked before
+    MCJIT sees it: a truncated or corrupted file (a full disk, a killed process, a stray
+    write) is a cache miss that gets rewritten, never an LLVM abort of the interpreter.
+    """
+
+    MAGIC = b"graphc-object-v1\n"
 
     def __init__(self, key: str, enabled: bool = True) -> None:
         self.path = cache_dir() / f"{key}.o"
         self.enabled = enabled and os.environ.get("GRAPHC_NO_CACHE", "") in ("", "0")
+        self.cached = self._read() if self.enabled else None
         self.hit = False
 
+    def _read(self) -> bytes | None:
+        try:
+            blob = self.path.read_bytes()
+        except OSError:
+            return None
+        head = len(self.MAGIC) + 8 + 32
+        if len(blob) <= head or not blob.startswith(self.MAGIC):
+            return None
+        size = int.from_bytes(blob[len(self.MAGIC):len(self.MAGIC) + 8], "little")
+        data = blob[head:]
+        if size != len(data) or hashlib.sha256(data).digest() != blob[head - 32:head]:
+            return None
+        return data
+
     def load(self, module) -> bytes | None:
-        if self.enabled and self.path.exists():
+        if self.cached is not None:
             self.hit = True
-            return self.path.read_bytes()
-        return None
+        return self.cached
 
     def store(self, module, data: bytes) -> None:
         if self.enabled:
+            header = self.MAGIC + len(data).to_bytes(8, "little") + hashlib.sha256(data).digest()
             try:
-                atomic_write(self.path, data)
+                atomic_write(self.path, header + data)
             except OSError:
                 pass  # a read-only cache directory must not break compilation
 
@@ -118,7 +140,7 @@ def jit(ir_text: str, use_cache: bool = True) -> tuple[llvm.ExecutionEngine, Obj
     mod = parse(ir_text)
     mod.triple = tm.triple
     mod.data_layout = str(tm.target_data)
-    if not (cache.enabled and cache.path.exists()):
+    if cache.cached is None:  # machine code will be generated: optimize first
         optimize(mod, tm)
     engine = llvm.create_mcjit_compiler(mod, tm)
     engine.set_object_cache(cache.store, cache.load)

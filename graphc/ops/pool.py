@@ -54,7 +54,8 @@ def _out_sizes(x_shape, kernel, stride, padding):
 def _flat_windows(x, kernel, stride, padding, pad_value):
     out = _out_sizes(x.shape, kernel, stride, padding)
     win = windows(x, kernel, stride, padding, (1,) * len(kernel), out, pad_value)
-    return win.reshape(win.shape[: 2 + len(kernel)] + (-1,)), out
+    window = int(np.prod(kernel))  # explicit: -1 cannot be inferred for an empty batch
+    return win.reshape(win.shape[: 2 + len(kernel)] + (window,)), out
 
 
 def _argmax_positions(x, kernel, stride, padding):
@@ -82,7 +83,7 @@ def max_pool_grad_reference(x, g, *, kernel, stride, padding):
     n, c = x.shape[:2]
     acc = np.zeros((n, c, int(np.prod(padded))), dtype=g.dtype)
     rows = np.arange(n * c).reshape(n, c, *([1] * len(kernel)))
-    np.add.at(acc.reshape(n * c, -1), (np.broadcast_to(rows, idx.shape), idx), g)
+    np.add.at(acc.reshape(n * c, acc.shape[-1]), (np.broadcast_to(rows, idx.shape), idx), g)
     acc = acc.reshape((n, c) + padded)
     crop = tuple(slice(p, p + s) for p, s in zip(padding, x.shape[2:]))
     return acc[(slice(None), slice(None)) + crop]
@@ -91,8 +92,9 @@ def max_pool_grad_reference(x, g, *, kernel, stride, padding):
 def max_pool_select_reference(x, h, *, kernel, stride, padding):
     idx, padded = _argmax_positions(x, kernel, stride, padding)
     n, c = x.shape[:2]
-    hp = np.pad(h, [(0, 0), (0, 0)] + [(p, p) for p in padding]).reshape(n, c, -1)
-    picked = np.take_along_axis(hp, idx.reshape(n, c, -1), axis=-1)
+    hp = np.pad(h, [(0, 0), (0, 0)] + [(p, p) for p in padding])
+    hp = hp.reshape(n, c, int(np.prod(hp.shape[2:])))  # sizes explicit: n may be 0
+    picked = np.take_along_axis(hp, idx.reshape(n, c, int(np.prod(idx.shape[2:]))), axis=-1)
     return picked.reshape(idx.shape)
 
 

@@ -152,3 +152,10 @@ def test_real_device_training_step_matches_numpy():
         rng = np.random.default_rng(0)
         trajectories.append([float(fn(*feed(8, rng))) for _ in range(5)])
     np.testing.assert_allclose(trajectories[1], trajectories[0], rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["sm_60", "sm_1000", "banana", 80])
+def test_an_unknown_arch_is_refused_up_front(arch):
+    x = gc.placeholder("x", (3,))
+    with pytest.raises(gc.BackendError, match="sm_70 or newer"):
+        gc.compile([x], gc.exp(x), backend="cuda", backend_options={"arch": arch})

@@ -54,3 +54,18 @@ def test_every_op_has_an_llvm_lowering():
 
     missing = sorted(set(REGISTRY) - set(LOWERINGS) - {"placeholder", "parameter", "constant"})
     assert not missing, f"ops without an LLVM lowering: {missing}"
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32"])
+@pytest.mark.parametrize("backend,options", [("llvm", None), ("cuda", {"emulate": True})],
+                         ids=["llvm", "cuda"])
+def test_integer_maximum_and_minimum_keep_ties(dtype, backend, options):
+    """maximum's tie value is (a + b)/2: on integers it must be a, as NumPy computes it."""
+    a, b = gc.placeholder("a", (5,), dtype), gc.placeholder("b", (5,), dtype)
+    outs = [gc.maximum(a, b), gc.minimum(a, b), gc.minimum(a, 2), gc.clip(a, -3, 1)]
+    x, y = np.array([1, 2, 0, -3, 7]), np.array([1, 1, 0, -3, 9])
+    want = gc.compile([a, b], outs)(x, y)
+    got = gc.compile([a, b], outs, backend=backend, backend_options=options)(x, y)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)

@@ -1,5 +1,10 @@
 """Whole training steps on the LLVM backend: the same trajectory as the NumPy backend."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -86,6 +91,34 @@ def test_object_cache(tmp_path, monkeypatch):
     np.testing.assert_allclose(second(np.ones(3, np.float32)), 2 * np.e, rtol=1e-6)
     fresh = gc.compile([x], gc.exp(x) * 2.0, backend="llvm", backend_options={"cache": False})
     assert fresh.stats["llvm_cache_hit"] is False
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "flipped"])
+def test_a_damaged_cache_file_is_a_miss_and_is_rewritten(tmp_path, damage):
+    """LLVM aborts the process on a bad object file: damage must be caught before it."""
+    script = tmp_path / "step.py"
+    script.write_text(textwrap.dedent(f"""
+        import glob, os, numpy as np, graphc as gc
+        x = gc.placeholder("x", ("N", 3))
+        W = gc.parameter("W", np.ones((3, 2), np.float32))
+        loss = gc.tanh(x @ W).sum()
+        want = float(gc.compile([x], loss, backend="llvm")(np.ones((2, 3), np.float32)))
+        for path in glob.glob(os.environ["GRAPHC_CACHE_DIR"] + "/llvm/*.o"):
+            data = open(path, "rb").read()
+            data = {{"garbage": os.urandom(len(data)), "truncated": data[:len(data) // 2],
+                     "empty": b"", "flipped": data[:200] + bytes(255 - b for b in data[200:300])
+                     + data[300:]}}["{damage}"]
+            open(path, "wb").write(data)
+        again = gc.compile([x], loss, backend="llvm")
+        assert again.stats["llvm_cache_hit"] is False
+        assert float(again(np.ones((2, 3), np.float32))) == want
+        assert gc.compile([x], loss, backend="llvm").stats["llvm_cache_hit"] is True
+        print("ok")
+    """))
+    env = dict(os.environ, GRAPHC_CACHE_DIR=str(tmp_path / "cache"))
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
 
 
 def test_missing_lowering_is_a_compile_error_naming_the_op(monkeypatch):

@@ -175,10 +175,12 @@ def test_updates_read_the_old_values_even_when_they_alias(backend, options):
     v = gc.parameter("v", np.zeros(2, np.float32))
     x = gc.placeholder("x", (1,))
     w = gc.parameter("w", np.zeros(1, np.float32))
-    fn = gc.compile([x], [a.sum()], backend=backend, backend_options=options,
+    fn = gc.compile([x], [a.sum(), m, p], backend=backend, backend_options=options,
                     updates={a: b, b: a, p: p + 1, q: p * 1.0, m: m + 1, v: m.reshape(2),
                              w: x * 2})
-    fn(np.array([5.0], np.float32))
+    _, m_out, p_out = fn(np.array([5.0], np.float32))
+    np.testing.assert_array_equal(m_out, [[1, 2]])  # outputs are the values before the update
+    np.testing.assert_array_equal(p_out, [1])
     np.testing.assert_array_equal(a.value, [3, 4])
     np.testing.assert_array_equal(b.value, [1, 2])
     np.testing.assert_array_equal(q.value, [1])
@@ -254,3 +256,37 @@ def test_out_of_range_labels_and_ids_fail_the_same_way_everywhere(backend, optio
         with pytest.raises(gc.BackendError, match="out of range.*no parameter was updated"):
             fn(np.zeros((2, 3), np.float32), np.array(labels))
     np.testing.assert_array_equal(W.value, before)
+
+
+def test_narrowing_integer_inputs_must_fit():
+    ids = gc.placeholder("ids", (2,), "int32")
+    fn = gc.compile([ids], ids * 2)
+    np.testing.assert_array_equal(fn(np.array([1, 2], np.int64)), [2, 4])
+    with pytest.raises(gc.ShapeError, match="'ids'.*outside int32's range"):
+        fn(np.array([2**32 + 1, 0], np.int64))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_one_function_called_from_two_threads(backend):
+    """The native step reuses its buffers: calls are serialized, results stay right."""
+    import threading
+
+    x = gc.placeholder("x", ("N", 8))
+    W = gc.parameter("W", np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32))
+    fn = gc.compile([x], gc.tanh(x @ W) + x, backend=backend)
+    inputs = [np.random.default_rng(k).standard_normal((64, 8)).astype(np.float32)
+              for k in range(2)]
+    want = [np.tanh(a @ W.value) + a for a in inputs]
+    wrong = []
+
+    def work(k):
+        for _ in range(300):
+            if not np.allclose(fn(inputs[k]), want[k], rtol=1e-5, atol=1e-6):
+                wrong.append(k)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong

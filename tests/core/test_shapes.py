@@ -120,3 +120,24 @@ def test_errors_name_the_function_called_and_the_users_line(make, name):
     assert msg.count("created at") == 1, msg
     where = msg.split("created at ")[1]  # the lambda above: the first frame outside graphc
     assert "test_shapes.py" in where and "lambda a, img, w" in where, msg
+
+
+@pytest.mark.parametrize("backend,options", [("numpy", None), ("llvm", None),
+                                             ("cuda", {"emulate": True})],
+                         ids=["numpy", "llvm", "cuda"])
+def test_zero_size_batch_through_a_whole_cnn_step(backend, options):
+    nn = gc.nn
+    gc.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.AvgPool2d(2, padding=1), nn.Flatten(), nn.Dropout(0.3),
+                          nn.Linear(16, 3))
+    x = gc.placeholder("x", ("N", 1, 4, 4))
+    y = gc.placeholder("y", ("N",), "int64")
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    grads = gc.grad(loss, model.parameters())
+    fn = gc.compile([x, y], [logits, F.max_pool1d(x[:, 0], 2)] + grads, backend=backend,
+                    backend_options=options)
+    out = fn(np.zeros((0, 1, 4, 4), np.float32), np.zeros(0, np.int64))
+    assert out[0].shape == (0, 3) and out[1].shape == (0, 4, 2)
+    assert [g.shape for g in out[2:]] == [tuple(p.shape) for p in model.parameters()]
