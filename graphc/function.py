@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import sympy
 
-from .errors import ArgumentError, GraphError, ShapeError, at
+from .errors import ArgumentError, BackendError, GraphError, ShapeError, at
 from .ir.graph import Graph, topological
 from .ir.node import Node
 from .ir.shapes import format_shape
@@ -233,6 +233,15 @@ class Function:
             raise ShapeError(f"the memory figures depend on the size of {', '.join(missing)}: "
                              f"give it, e.g. fn.memory({example})")
         return plan.evaluate({sym(k): int(v) for k, v in dims.items()})
+
+    def kernel_profile(self) -> list[tuple[str, int]]:
+        """CPU cycles per kernel over all calls so far, most expensive first: where a step's
+        time goes (llvm backend, compiled with ``backend_options={"profile": True}``)."""
+        profile = getattr(self._exe, "kernel_profile", None)
+        if profile is None:
+            raise BackendError(f"the {self.backend} backend has no kernel profile; compile with "
+                               f"backend='llvm', backend_options={{'profile': True}}")
+        return profile()
 
     @property
     def input_names(self) -> list[str]:

@@ -155,11 +155,14 @@ def hessian_vector_product(cost: Tensor, wrt, vectors):
     return out[0] if single else out
 
 
-def derivative(op: str, wrt: int = 0, **attrs) -> sympy.Expr:
-    """The derivative of an elementwise op as a formula, in the inputs x (and y, z).
+def derivative(op: str, wrt: int | str = 0, **attrs) -> sympy.Expr:
+    """The derivative of an elementwise op as a formula, in its inputs x (and y, z), with
+    respect to input `wrt` (0 or "x", 1 or "y", ...).
 
     >>> gc.derivative("sigmoid")
     (1 - sigmoid(x))*sigmoid(x)
+    >>> gc.derivative("pow", "y")
+    Piecewise((x**y*log(x), Ne(x, 0)), (0, y >= 0), (x**y*log(x), True))
     """
     from .ir.node import Attrs
 
@@ -167,6 +170,13 @@ def derivative(op: str, wrt: int = 0, **attrs) -> sympy.Expr:
         elementwise = sorted(n for n, o in REGISTRY.items() if o.is_elementwise)
         raise GraphError(f"{op!r} is not an elementwise op; choose one of {elementwise}")
     opdef = REGISTRY[op]
+    arity = opdef.extra.get("arity", 1)
+    names_of_inputs = "xyz"[:arity]
+    index = names_of_inputs.find(wrt) if isinstance(wrt, str) else wrt
+    if isinstance(wrt, bool) or not isinstance(index, int) or not 0 <= index < arity:
+        raise GraphError(f"{op} has {arity} input(s) ({', '.join(names_of_inputs)}); wrt must "
+                         f"name one of them (0..{arity - 1} or its letter), got {wrt!r}")
+    wrt = index
     defaults = {"leaky_relu": {"alpha": 0.01}, "elu": {"alpha": 1.0}}.get(op, {})
     expr = opdef.expr(Attrs({**defaults, **attrs}))
     names = {E.sym_input(i): sympy.Symbol(n, real=True) for i, n in enumerate("xyz")}

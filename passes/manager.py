@@ -110,7 +110,10 @@ def optimize_program(program: Graph, passes: Iterable[str] | None = None,
         pictures = os.environ.get("GRAPHC_DUMP_PICTURES", "") not in ("", "0")
     table = dict(PIPELINE)
     stats: list[PassStat] = []
-    if dump:
+    if dump:  # each compilation in its own folder: 001_train_step/, 002_evaluate/, ...
+        global _dumps
+        _dumps += 1
+        dump = Path(dump) / f"{_dumps:03d}_{_safe_name(program.name)}"
         _dump(program, Path(dump), 0, "input", pictures)
     for k, name in enumerate(_selected(passes, exclude), start=1):
         before = len(program.nodes)
@@ -122,6 +125,13 @@ def optimize_program(program: Graph, passes: Iterable[str] | None = None,
         if dump:
             _dump(program, Path(dump), k, name, pictures)
     return program, stats
+
+
+_dumps = 0  # compilations dumped so far in this process
+
+
+def _safe_name(name: str | None) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in (name or "graph"))
 
 
 def _dump(program: Graph, folder: Path, k: int, name: str, pictures: bool) -> None:

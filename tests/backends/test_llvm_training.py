@@ -135,10 +135,14 @@ def test_kernel_profile():
     fn = gc.compile([x], gc.sum(gc.exp(x @ x)), backend="llvm",
                     backend_options={"profile": True})
     fn(np.ones((64, 64), np.float32))
-    profile = fn._exe.kernel_profile()
+    profile = fn.kernel_profile()
     assert profile[0][1] > 0 and any("matmul" in k for k, _ in profile)
     with pytest.raises(BackendError):
         gc.compile([x], x * 2, backend="llvm", backend_options={"nope": 1})
+    with pytest.raises(BackendError, match="profile"):
+        gc.compile([x], x * 2, backend="llvm").kernel_profile()
+    with pytest.raises(BackendError, match="no kernel profile"):
+        gc.compile([x], x * 2).kernel_profile()
 
 
 def test_kernels_that_differ_only_in_their_buffers_are_one_function():

@@ -60,14 +60,19 @@ def test_switching_passes_off_by_name(monkeypatch):
 def test_dump_after_every_pass(tmp_path, monkeypatch):
     x, W, b, loss, gW, gb = _mlp()
     gc.optimize([loss], dump=str(tmp_path / "a"))
-    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    (folder,) = (tmp_path / "a").iterdir()  # one folder per compilation
+    names = sorted(p.name for p in folder.iterdir())
     assert names[0] == "00_input.txt" and names[-1] == "08_plan_memory.txt"
-    assert "tanh" in (tmp_path / "a" / "01_canonicalize.txt").read_text()
+    assert "tanh" in (folder / "01_canonicalize.txt").read_text()
     monkeypatch.setenv("GRAPHC_DUMP_PASSES", str(tmp_path / "b"))
     monkeypatch.setenv("GRAPHC_DUMP_PICTURES", "1")
     gc.compile([x], loss)
-    files = {p.suffix for p in (tmp_path / "b").iterdir()}
-    assert files == {".txt", ".svg" if gc.viz.dot_available() else ".dot"}
+    gc.compile([x], [loss, gW])  # a second function does not overwrite the first's dump
+    first, second = sorted((tmp_path / "b").iterdir())
+    assert first.name < second.name
+    for folder in (first, second):
+        files = {p.suffix for p in folder.iterdir()}
+        assert files == {".txt", ".svg" if gc.viz.dot_available() else ".dot"}
 
 
 def test_firing_trace_names_rule_and_user_line():
