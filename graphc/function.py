@@ -269,14 +269,15 @@ class Function:
     def _run(self, arrays, binding, key):
         outputs, new_values = self._exe.run(arrays, binding, key)
         if not self._native_updates:
-            protected = [s.value for s in self._params] + list(arrays)
+            params = [s.value for s in self._params]
+            protected = params + list(arrays)  # outputs are the caller's own arrays
             outputs = [np.array(o, copy=True) if any(np.may_share_memory(o, p)
                                                      for p in protected) else o
                        for o in outputs]
             # a new value may be another parameter's storage, or a view of it ({a: b, b: a}):
             # take it before any parameter is written
             new_values = [np.array(v, copy=True) if any(np.may_share_memory(v, p)
-                                                        for p in protected) else v
+                                                        for p in params) else v
                           for v in new_values]
             # every output and new value exists: now apply all updates (and only now)
             for (storage, _), new in zip(self._updates, new_values):
