@@ -10,7 +10,6 @@ table — on save or on load — is an error.
 from __future__ import annotations
 
 import sympy
-from sympy.codegen.cfunctions import expm1, log1p
 from sympy.core import relational
 from sympy.core.assumptions import _assume_defined
 from sympy.functions.elementary.piecewise import ExprCondPair
@@ -26,7 +25,7 @@ _COMPOUND: dict[str, type] = {
         sympy.Piecewise, ExprCondPair, sympy.And, sympy.Or, sympy.Not,
         relational.Equality, relational.Unequality, relational.StrictLessThan,
         relational.LessThan, relational.StrictGreaterThan, relational.GreaterThan,
-        E.sigmoid, E.softplus, log1p, expm1,
+        *E.CUSTOM_FUNCTIONS,
     )
 }
 _ATOMS = {"true": sympy.true, "false": sympy.false, "oo": sympy.oo, "-oo": -sympy.oo,

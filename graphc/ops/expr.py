@@ -16,8 +16,19 @@ import sympy
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.printing.numpy import NumPyPrinter
 
-__all__ = ["sym_input", "inputs", "sigmoid", "softplus", "log1p", "expm1", "numpy_source",
-           "numpy_function", "derivative", "clean_derivative"]
+__all__ = [
+    "CUSTOM_FUNCTIONS",
+    "sym_input",
+    "inputs",
+    "sigmoid",
+    "softplus",
+    "log1p",
+    "expm1",
+    "numpy_source",
+    "numpy_function",
+    "derivative",
+    "clean_derivative",
+]
 
 
 @cache
@@ -65,6 +76,11 @@ class softplus(sympy.Function):
 
     def _eval_is_real(self):
         return self.args[0].is_real
+
+
+#: graphc's own sympy function classes that elementwise expressions may contain, besides
+#: sympy's built-in ones (io's whitelist, the printers and emitters are built from it)
+CUSTOM_FUNCTIONS: tuple[type, ...] = (sigmoid, softplus, log1p, expm1)
 
 
 def clean_derivative(expr: sympy.Expr) -> sympy.Expr:
