@@ -22,9 +22,15 @@ from .ops import expr as E
 from .ops import sum as reduce_sum
 
 
-def _placeholders(arrays: Sequence[np.ndarray], shapes=None) -> list[Tensor]:
-    shapes = shapes or [a.shape for a in arrays]
-    return [placeholder(f"x{i}", s, "float64") for i, s in enumerate(shapes)]
+def _placeholders(arrays: Sequence[np.ndarray], shapes: Sequence | None = None) -> list[Tensor]:
+    """One float64 placeholder per array, shaped as `shapes` says (an entry may hold symbolic
+    dims such as "N"; None, or no `shapes` at all, means the array's own shape)."""
+    if shapes is None:
+        shapes = [None] * len(arrays)
+    if len(shapes) != len(arrays):
+        raise GraphError(f"shapes= gives {len(shapes)} shape(s) for {len(arrays)} input(s)")
+    return [placeholder(f"x{i}", a.shape if s is None else tuple(s), "float64")
+            for i, (a, s) in enumerate(zip(arrays, shapes))]
 
 
 def _frozen_state(roots: Sequence[Tensor]) -> dict:
@@ -57,12 +63,17 @@ def check_grad(f: Callable[[list[Tensor]], Tensor], inputs: Sequence, eps: float
     `f` maps a list of placeholders (one per array in `inputs`) to a scalar tensor. Returns the
     largest relative error (see `relative_error`); raises AssertionError with a report naming
     the input, the element, the analytic and numeric values when it exceeds `rtol`.
+
+    `shapes` (one entry per input) declares the placeholders' shapes, which may hold symbolic
+    dims (``("N", 3)``): the graph is then built and differentiated with symbolic shapes, as a
+    user's graph is, and only the concrete arrays bind N. An entry of None takes the array's
+    shape; without `shapes` every placeholder takes its array's shape.
     """
     from .passes.autodiff import grad
 
     arrays = [np.array(a, dtype=np.float64) for a in inputs]
     with Graph("check_grad"):
-        xs = _placeholders(arrays)
+        xs = _placeholders(arrays, shapes)
         cost = f(xs)
         if not isinstance(cost, Tensor) or cost.ndim != 0:
             raise GraphError("check_grad: f must return a scalar tensor")
@@ -99,23 +110,36 @@ def check_grad(f: Callable[[list[Tensor]], Tensor], inputs: Sequence, eps: float
     return worst
 
 
+def _cotangent(shape) -> tuple[Tensor, Tensor]:
+    """(placeholder, c): the output-space direction c of `check_vjp`. Placeholder dims are ints
+    or plain symbols; an output of compound symbolic size (4*N, from a symbolic reshape) gets a
+    flat placeholder of its own symbolic length, reshaped to the output's shape."""
+    if all(isinstance(d, (int, sympy.Symbol)) for d in shape):
+        c = placeholder("c", shape, "float64")
+        return c, c
+    flat = placeholder("c", ("VJP_C",), "float64")
+    return flat, flat.reshape(shape)
+
+
 def check_vjp(f: Callable[[list[Tensor]], Tensor], inputs: Sequence, directions: int = 3,
-              eps: float = 1e-6, rtol: float = 1e-6, seed: int = 0) -> float:
+              eps: float = 1e-6, rtol: float = 1e-6, seed: int = 0,
+              shapes: Sequence | None = None) -> float:
     """Check <J t, c> = <t, J^T c> for random t (input space) and c (output space).
 
     J t is a directional central difference, J^T c is gc.grad of sum(f(x) * c). Returns the
-    largest relative mismatch; raises AssertionError when it exceeds `rtol`.
+    largest relative mismatch; raises AssertionError when it exceeds `rtol`. `shapes` declares
+    the placeholders' shapes, symbolic dims allowed, as in `check_grad`.
     """
     from .passes.autodiff import grad
 
     rng = np.random.default_rng(seed)
     arrays = [np.array(a, dtype=np.float64) for a in inputs]
     with Graph("check_vjp"):
-        xs = _placeholders(arrays)
+        xs = _placeholders(arrays, shapes)
         out = f(xs)
-        c = placeholder("c", out.shape, "float64")
+        c_input, c = _cotangent(out.shape)
         vjps = grad(reduce_sum(out * c), xs)
-        vjp_fn = _compile_frozen(xs + [c], vjps)
+        vjp_fn = _compile_frozen(xs + [c_input], vjps)
         out_fn = _compile_frozen(xs, out)
     worst = 0.0
     for _ in range(directions):
@@ -124,7 +148,8 @@ def check_vjp(f: Callable[[list[Tensor]], Tensor], inputs: Sequence, directions:
         up = out_fn(*[a + eps * d for a, d in zip(arrays, t)])
         down = out_fn(*[a - eps * d for a, d in zip(arrays, t)])
         lhs = float(np.sum((up - down) / (2 * eps) * cv))
-        rhs = float(sum(np.sum(d * v) for d, v in zip(t, vjp_fn(*arrays, cv))))
+        feed = cv.reshape(np.shape(cv) if c_input is c else -1)
+        rhs = float(sum(np.sum(d * v) for d, v in zip(t, vjp_fn(*arrays, feed))))
         err = abs(lhs - rhs) / max(abs(lhs), abs(rhs), 1e-8)
         worst = max(worst, err)
         if err > rtol:

@@ -3,6 +3,7 @@ non-differentiable paths, broadcasting, second order, and the inner-product iden
 
 import numpy as np
 import pytest
+import sympy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,32 +16,92 @@ F = gc.nn.functional
 GRAD_CASES = [c for c in CASES if c.grad]
 
 
-def _weighted(case, arrays):
-    """A scalar cost sum(out * W) with fixed random weights (sum(softmax) alone is constant)."""
+def _weighted(case, arrays, seen=None):
+    """A scalar cost sum(out * W) with fixed random weights (sum(softmax) alone is constant).
+
+    W is reshaped to the output's own shape, so an output of symbolic shape (4*N,) stays
+    symbolic instead of taking W's concrete shape by broadcasting. `seen` collects the shapes
+    of the placeholders the cost was built on."""
     graph, phs, out = build_case(case, arrays)
     with graph:
         shape = np.shape(gc.compile(phs, out)(*arrays))
     weights = np.random.default_rng(1).uniform(0.5, 1.5, size=shape)
 
     def cost(xs):
-        return gc.sum(case.build(*xs) * gc.constant(weights))
+        if seen is not None:
+            seen.extend(x.shape for x in xs)
+        out = case.build(*xs)
+        return gc.sum(out * gc.constant(weights).reshape(out.shape))
 
     return cost
+
+
+def _dims(shapes):
+    return [tuple(str(d) for d in s) for s in shapes]
+
+
+SYMBOLIC_CASES = [c for c in GRAD_CASES if c.shapes]
+
+
+def test_some_gradient_cases_have_symbolic_shapes():
+    assert {"mean_symbolic", "numel_symbolic", "reshape_symbolic", "slice_symbolic"} <= {
+        c.name for c in SYMBOLIC_CASES}
 
 
 @pytest.mark.parametrize("case", GRAD_CASES, ids=[c.name for c in GRAD_CASES])
 def test_gradient_matches_finite_differences(case):
     arrays = case_arrays(case, np.float64, seed=3)
-    cost = _weighted(case, arrays)
+    seen = []
+    cost = _weighted(case, arrays, seen)
     err = gc.check_grad(cost, arrays, eps=case.grad_eps, rtol=case.grad_rtol, shapes=case.shapes)
     assert err < case.grad_rtol
+    # the graph was built (and differentiated) on the case's shapes, symbolic dims included
+    assert _dims(seen) == _dims(case.shapes or [a.shape for a in arrays])
 
 
-@pytest.mark.parametrize("case", GRAD_CASES[::3], ids=[c.name for c in GRAD_CASES[::3]])
+@pytest.mark.parametrize("case", GRAD_CASES[::3] + [c for c in SYMBOLIC_CASES
+                                                      if c not in GRAD_CASES[::3]],
+                         ids=lambda c: c.name)
 def test_inner_product_identity(case):
     arrays = case_arrays(case, np.float64, seed=5)
     rtol = max(1e-6, case.grad_rtol if case.grad_eps != 1e-6 else 1e-6)
-    assert gc.check_vjp(lambda xs: case.build(*xs), arrays, eps=case.grad_eps, rtol=rtol) <= rtol
+    seen = []
+
+    def f(xs):
+        seen.extend(x.shape for x in xs)
+        return case.build(*xs)
+
+    assert gc.check_vjp(f, arrays, eps=case.grad_eps, rtol=rtol, shapes=case.shapes) <= rtol
+    assert _dims(seen) == _dims(case.shapes or [a.shape for a in arrays])
+
+
+def test_check_grad_builds_placeholders_with_the_given_symbolic_shapes():
+    seen = []
+
+    def cost(xs):  # mean over the batch: the gradient divides by N, bound only at call time
+        seen.append(xs[0].shape)
+        return gc.mean(gc.square(xs[0] @ xs[1]))
+
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=(5, 3)), rng.normal(size=(3,))
+    assert gc.check_grad(cost, [x, w], shapes=[("N", 3), None]) < 1e-6
+    (shape,) = seen
+    assert isinstance(shape[0], sympy.Symbol) and shape[0].name == "N" and shape[1] == 3
+    seen.clear()
+    assert gc.check_vjp(lambda xs: (seen.append(xs[0].shape), xs[0] * 2.0)[1], [x],
+                        shapes=[("N", "M")]) < 1e-6
+    assert _dims(seen) == [("N", "M")]
+
+
+def test_check_grad_shapes_are_checked_against_the_arrays():
+    x = np.ones((5, 3))
+    with pytest.raises(gc.ShapeError):  # a concrete shape that does not fit the array
+        gc.check_grad(lambda xs: gc.sum(xs[0]), [x], shapes=[(4, 3)])
+    with pytest.raises(gc.ShapeError):  # "N" bound two ways
+        gc.check_grad(lambda xs: gc.sum(xs[0]) + gc.sum(xs[1]), [x, np.ones((4, 3))],
+                      shapes=[("N", 3), ("N", 3)])
+    with pytest.raises(gc.GraphError, match="shape"):
+        gc.check_grad(lambda xs: gc.sum(xs[0]), [x], shapes=[("N", 3), ("N", 3)])
 
 
 # Ops that take no gradient themselves, and why.
