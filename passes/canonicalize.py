@@ -154,7 +154,8 @@ def div_one(m: Match):
 
 @rule("pow")
 def pow_small_integer(m: Match):
-    """x**1 -> x, x**2 -> square(x), x**0.5 -> sqrt(x), x**-1 -> 1/x"""
+    """x**1 -> x, x**2 -> square(x), x**-1 -> 1/x (pow rounds these exactly as the
+    replacements do; x**0.5 is not sqrt(x): pow(-inf, 0.5) is inf, sqrt(-inf) NaN)"""
     a, b = m.inputs
     if not same_shape(a.shape, m.type.shape) or const_array(b) is None or b.ndim:
         return None
@@ -163,8 +164,6 @@ def pow_small_integer(m: Match):
         return a
     if p == 2:
         return ops.square(a)
-    if p == 0.5 and a.dtype.kind == "f":
-        return ops.sqrt(a)
     if p == -1 and a.dtype.kind == "f":
         return ops.div(1.0, a)
     return None

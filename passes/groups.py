@@ -2,9 +2,11 @@
 
 A producer joins its consumers' group when it is elementwise, all its users belong to that
 one group (``y * y + y``: y is computed once per element inside the group), it is not itself
-an output of the program, and it has its users' shape (so nothing is recomputed per
-broadcast element). Reductions, matmuls and every other op are group boundaries. Simplify
-composes each group into one sympy expression; fusion turns each group into one node.
+an output of the program, it has its users' shape (so nothing is recomputed per
+broadcast element), and it computes in the group's dtype (a float32 comparison feeding a
+float64 ``where`` stays outside: one expression, one compute type). Reductions, matmuls and
+every other op are group boundaries. Fusion composes each group into one sympy expression
+(without evaluating it) and turns it into one node.
 """
 
 from __future__ import annotations
@@ -17,11 +19,20 @@ import sympy
 from graphc.ir.graph import Graph, users
 from graphc.ir.node import Node
 from graphc.ops import expr as E
+from graphc.ops.elementwise import value_dtype
+from graphc.ops.expr import compose
 from graphc.ops.shape_ops import same_shape
 
 
 def fusible(node: Node) -> bool:
     return node.op.is_elementwise
+
+
+def computes_in(node: Node) -> np.dtype:
+    """The dtype a node's expression computes in (a comparison: its inputs' dtype)."""
+    if node.dtype != np.dtype(bool):
+        return node.dtype
+    return value_dtype(i.dtype for i in node.inputs)
 
 
 @dataclass
@@ -51,7 +62,8 @@ def elementwise_groups(program: Graph) -> list[Group]:
             homes = {id(owner.get(c.uid)) for c in consumers}
             c = consumers[0]
             if len(homes) == 1 and c.uid in owner and all(
-                    same_shape(node.shape, u.shape) for u in consumers):
+                    same_shape(node.shape, u.shape) for u in consumers) and \
+                    computes_in(node) == computes_in(owner[c.uid].root):
                 owner[node.uid] = owner[c.uid]
                 owner[node.uid].members.append(node)
                 joined = True
@@ -69,41 +81,6 @@ def elementwise_groups(program: Graph) -> list[Group]:
                     seen.add(i.uid)
                     g.externals.append(i)
     return groups
-
-
-def compose(expr, subs: dict):
-    """Substitute into an expression *without* sympy's automatic rewriting.
-
-    ``xreplace`` would re-evaluate (``y - y`` would become 0, ``y * 0`` would become 0), which
-    changes results for inf/NaN. Rebuilding with ``evaluate=False`` keeps the computation the
-    graph describes.
-    """
-    if expr in subs:
-        return subs[expr]
-    if not expr.args:
-        return expr
-    args = [compose(a, subs) for a in expr.args]
-    if isinstance(expr, sympy.Piecewise):
-        return sympy.Piecewise(*[(v, c) for v, c in args], evaluate=False)
-    if isinstance(expr, sympy.logic.boolalg.BooleanFunction):
-        return expr.func(*args)
-    if isinstance(expr, (sympy.core.relational.Ne, sympy.core.relational.Eq)) and \
-            args[1].is_zero and _is_boolean(args[0]):
-        # a comparison feeding where's condition (`c != 0`): use it directly. Left as a
-        # relation, sympy would call it always true (a Boolean never equals the number 0)
-        return args[0] if isinstance(expr, sympy.core.relational.Ne) else sympy.Not(args[0])
-    if isinstance(expr, sympy.core.containers.Tuple) or type(expr).__name__ == "ExprCondPair":
-        return expr.func(*args)
-    try:
-        return expr.func(*args, evaluate=False)
-    except TypeError:
-        return expr.func(*args)
-
-
-def _is_boolean(expr) -> bool:
-    return isinstance(expr, (sympy.core.relational.Relational,
-                             sympy.logic.boolalg.BooleanFunction,
-                             sympy.logic.boolalg.BooleanAtom))
 
 
 def scalar_constant(node: Node):

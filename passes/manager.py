@@ -26,7 +26,7 @@ from .fold import FOLD
 from .fuse import fuse_program
 from .memory import memory_program
 from .rewrite import RuleSet, rebuild, remap_program, run_to_fixpoint
-from .simplify import simplify_program
+from .simplify import SIMPLIFY, simplify_program
 from .stabilize import STABILIZE
 
 
@@ -88,7 +88,7 @@ PIPELINE: list[tuple[str, Callable[[Graph], tuple[Graph, dict]]]] = [
     ("plan_memory", memory_program),
 ]
 PASS_NAMES = [name for name, _ in PIPELINE]
-ALL_RULES = [*CANONICALIZE, *FOLD, *STABILIZE]  # every named rewrite rule
+ALL_RULES = [*CANONICALIZE, *FOLD, *STABILIZE, *SIMPLIFY]  # every named rewrite rule
 
 
 def _selected(passes: Iterable[str] | None, exclude: Iterable[str] | None) -> list[str]:

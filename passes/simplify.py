@@ -1,137 +1,131 @@
-"""Algebraic simplification of elementwise groups through sympy, under a strict budget.
+"""Algebraic simplification by identities that are exact in IEEE arithmetic.
 
-Each elementwise group (see groups.py) is composed into one sympy expression and rewritten by
-a fixed list of sympy's polynomial and power rewrites (`REWRITES`: factor common terms,
-cancel rational functions, combine powers). The shortest result replaces the group only if it
-is smaller (fewer operations) and still uses every input the original used — dropping an
-input (``x - x -> 0``, ``x * 0 -> 0``) would change results for inf/NaN inputs.
+Each rule here gives the same value as the expression it replaces for *every* input — zeros,
+infinities and NaN included (up to the sign of a zero result and NaN payloads) — so NaN and inf
+appear in exactly the same places before and after (docs/passes.md, "What a rewrite may
+change"). That rules out most of school algebra: ``x - x -> 0`` (inf - inf is NaN),
+``(x*x - y*y)/(x - y) -> x + y`` (0/0 at x == y), ``sqrt(x)**2 -> x`` (NaN for x < 0),
+``a*b + a*c -> a*(b + c)`` (overflows elsewhere), reassociation (rounds and overflows
+elsewhere). This pass once ran sympy's rewrites (``cancel``, ``factor_terms``) on fused
+groups; they reason about real numbers and changed results at such points, so they are gone.
 
-Why not ``sympy.simplify``: on a few dozen operations of tanh and sigmoid it can run for
-minutes in `trigsimp`, and on every training step we measured (MLP, CNN, autoencoder, RNN,
-LSTM) it found nothing the rewrites here do not, while any time limit on it makes the
-compiled graph depend on the speed of the machine. These rewrites are deterministic: the same
-graph always compiles to the same program. The budget still stands as a safety net:
-expressions above `MAX_OPS` operations are left alone, each expression's rewrites are
-interrupted after `CALL_SECONDS` (a SIGALRM timer, only where one is available: in the main
-thread, with no other timer running; elsewhere the pass does nothing), and a compilation stops
-simplifying after `BUDGET_SECONDS`. Either way the graph stays correct, just unsimplified.
+The rules are plain graph patterns (rewrite.py runs them to a fixpoint with the
+canonicalization rules): deterministic, and linear in the size of the graph.
 """
 
 from __future__ import annotations
 
-import signal
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import numpy as np
 
-import sympy
-
+from graphc import ops
 from graphc.ir.graph import Graph
-from graphc.ops import from_expr
+from graphc.ir.tensor import Tensor
+from graphc.ops.shape_ops import same_shape
 
-from .groups import elementwise_groups, group_expression
-from .rewrite import Match, RuleSet, rebuild, remap_program
+from .canonicalize import const_array
+from .rewrite import Match, RuleSet, run_to_fixpoint
 
-MAX_OPS = 40
-MIN_OPS = 4  # anything smaller is already as short as sympy would make it
-BUDGET_SECONDS = 1.0
-CALL_SECONDS = 0.25
-REWRITES = (sympy.factor_terms, sympy.cancel, sympy.powsimp,
-            lambda e: sympy.factor_terms(sympy.cancel(e)))
-_cache: dict[sympy.Expr, sympy.Expr | None] = {}
+SIMPLIFY = RuleSet("simplify")
+rule = SIMPLIFY.rule
 
 
-class _OutOfTime(Exception):
-    pass
+def _arg(t: Tensor, i: int = 0) -> Tensor:
+    return Tensor(t.node.inputs[i], t.graph)
 
 
-def _can_interrupt() -> bool:
-    return (hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-            and signal.getitimer(signal.ITIMER_REAL)[0] == 0.0)
+def _same_type(m: Match, t: Tensor) -> Tensor | None:
+    ok = same_shape(t.shape, m.type.shape) and t.dtype == m.type.dtype
+    return t if ok else None
 
 
-@contextmanager
-def _interrupt_after(seconds: float) -> Iterator[None]:
-    """Raise `_OutOfTime` inside the block once `seconds` have passed (SIGALRM)."""
-
-    def on_alarm(signum, frame):
-        raise _OutOfTime
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+@rule("abs")
+def abs_of_sign_free(m: Match):
+    """abs(abs(x)) -> abs(x), abs(-x) -> abs(x), abs(square(x)) -> square(x), abs(relu(x))
+    -> relu(x)"""
+    (a,) = m.inputs
+    op = a.node.op.name
+    if op == "neg":
+        return ops.abs(_arg(a))
+    if op in ("abs", "square", "relu"):
+        return a
+    return None
 
 
-def _compares_a_boolean(expr) -> bool:
-    """A relation with a Boolean side (``Ne(x > 0, 0)``): graphc means truthiness, sympy
-    would evaluate it as a number comparison — such an expression is not handed to sympy."""
-    return any(isinstance(r, sympy.core.relational.Relational) and any(
-        isinstance(a, (sympy.logic.boolalg.Boolean)) for a in r.args)
-        for r in sympy.preorder_traversal(expr))
+@rule("square")
+def square_of_sign(m: Match):
+    """square(-x) -> square(x) and square(abs(x)) -> square(x)"""
+    (a,) = m.inputs
+    if a.node.op.name in ("neg", "abs"):
+        return ops.square(_arg(a))
+    return None
 
 
-def simplified(expr: sympy.Expr, deadline: float) -> sympy.Expr | None:
-    """A smaller equivalent of `expr` using the same inputs, or None."""
-    if expr in _cache:
-        return _cache[expr]
-    remaining = deadline - time.perf_counter()
-    if remaining <= 0 or not _can_interrupt():
+@rule("relu")
+def relu_of_nonnegative(m: Match):
+    """relu(relu(x)) -> relu(x), relu(abs(x)) -> abs(x), relu(square(x)) -> square(x)"""
+    (a,) = m.inputs
+    return a if a.node.op.name in ("relu", "abs", "square") else None
+
+
+@rule("sign")
+def sign_sign(m: Match):
+    """sign(sign(x)) -> sign(x)"""
+    (a,) = m.inputs
+    return a if a.node.op.name == "sign" else None
+
+
+@rule("maximum", "minimum")
+def extremum_of_itself(m: Match):
+    """maximum(x, x) -> x and minimum(x, x) -> x"""
+    a, b = m.inputs
+    return _same_type(m, a) if a.node is b.node else None
+
+
+@rule("div")
+def div_neg_neg(m: Match):
+    """(-a) / (-b) -> a / b"""
+    a, b = m.inputs
+    if a.node.op.name == "neg" and b.node.op.name == "neg":
+        return ops.div(_arg(a), _arg(b))
+    return None
+
+
+@rule("div")
+def div_by_power_of_two(m: Match):
+    """x / 2**k -> x * 2**-k: both round the same real number, so they are equal bit for bit
+    (while 2**-k is a normal number); a multiplication is cheaper than a division"""
+    a, b = m.inputs
+    value = const_array(b)
+    if value is None or value.ndim != 0 or m.type.dtype.kind != "f":
         return None
-    before = sympy.count_ops(expr)
-    if before > MAX_OPS or before < MIN_OPS or _compares_a_boolean(expr):
+    c = float(value)
+    if c == 0 or not np.isfinite(c):
         return None
-    key, expr = expr, (expr.doit() if hasattr(expr, "doit") else expr)
-    candidates = []
-    try:
-        with _interrupt_after(min(remaining, CALL_SECONDS)):
-            for rewrite in REWRITES:
-                try:
-                    candidates.append(rewrite(expr))
-                except (TypeError, ValueError, NotImplementedError, RecursionError,
-                        sympy.PolynomialError):
-                    continue  # this rewrite does not apply to this expression
-    except _OutOfTime:  # pathological: not cached, a later compile may have more time
+    mantissa, exponent = np.frexp(abs(c))
+    info = np.finfo(m.type.dtype)
+    if mantissa != 0.5 or not info.tiny <= 1.0 / abs(c) <= info.max:
         return None
-    valid = [c for c in candidates if c.free_symbols == expr.free_symbols
-             and c.is_real is not False and sympy.count_ops(c) < before]
-    better = min(valid, key=sympy.count_ops) if valid else None
-    _cache[key] = better
-    return better
+    return ops.mul(a, ops.constant(np.asarray(1.0 / c, dtype=m.type.dtype), graph=m.graph))
+
+
+@rule("where")
+def where_same_condition(m: Match):
+    """where(c, where(c, a, b), d) -> where(c, a, d) and where(c, a, where(c, b, d))
+    -> where(c, a, d)"""
+    c, a, d = m.inputs
+    if a.node.op.name == "where" and a.node.inputs[0] is c.node:
+        out = ops.where(c, _arg(a, 1), d)
+        return _same_type(m, out)
+    if d.node.op.name == "where" and d.node.inputs[0] is c.node:
+        out = ops.where(c, a, _arg(d, 2))
+        return _same_type(m, out)
+    return None
 
 
 def simplify_program(program: Graph) -> tuple[Graph, dict]:
-    deadline = time.perf_counter() + BUDGET_SECONDS
-    plans = {}
-    for group in elementwise_groups(program):
-        if group.size < 2:
-            continue
-        expr, inputs = group_expression(group, inline_constants=True)
-        if isinstance(expr, sympy.logic.boolalg.Boolean):
-            continue
-        better = simplified(sympy.sympify(expr), deadline)
-        if better is not None:
-            plans[group.root.uid] = (better, inputs)
+    from .canonicalize import CANONICALIZE
 
     rules = RuleSet("simplify")
-
-    @rules.rule("*")
-    def sympy_simplified(m: Match):
-        plan = plans.get(m.node.uid)
-        if plan is None:
-            return None
-        expr, inputs = plan
-        from graphc.ops import expr as E
-        from graphc.ops.shape_ops import broadcast_to
-
-        env = {E.sym_input(i): m.resolve(n) for i, n in enumerate(inputs)}
-        out = from_expr(expr, env, m.type.dtype, graph=m.graph)
-        return broadcast_to(out, m.type.shape) if tuple(out.shape) != tuple(m.type.shape) else out
-
-    trace: list = []
-    target, mapping, fired = rebuild(program, rules, trace=trace)
-    return remap_program(program, target, mapping), {"groups_simplified": fired, "trace": trace}
+    rules.rules = list(SIMPLIFY) + list(CANONICALIZE)
+    res = run_to_fixpoint(program, rules)
+    return res.graph, {"fired": dict(res.fired), "rounds": res.rounds, "trace": res.trace}

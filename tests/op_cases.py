@@ -224,6 +224,70 @@ for _op, _ref in [(gc.less, np.less), (gc.less_equal, np.less_equal), (gc.greate
                   (gc.not_equal, np.not_equal)]:
     case(_op.__name__, _op, lambda r: [np.round(_u(r, 3, 4) * 2), np.round(_u(r, 4) * 2)], _ref,
          grad=False)
+# NaN, inf and the integer arithmetic of NumPy (floor division, modulo, powers; by zero: 0)
+_HOSTILE = np.array([0.0, -0.0, 1.5, -2.5, np.inf, -np.inf, np.nan, 1e300, -1e-300, 7.0])
+for _op, _ref in [(gc.isnan, np.isnan), (gc.isinf, np.isinf), (gc.isfinite, np.isfinite)]:
+    case(_op.__name__, _op, lambda r: [_HOSTILE], _ref, grad=False)
+case("floor_divide", gc.floor_divide, lambda r: [_u(r, 3, 4) * 5, _away(r, 4) * 2],
+     np.floor_divide)
+case("remainder", gc.remainder, lambda r: [_u(r, 3, 4) * 5, _away(r, 4) * 2], np.remainder)
+case("floordiv_mod_float_edges", lambda a, b: gc.concat([a // b, a % b], 0),
+     lambda r: [np.array([7.0, -7, 7, -7, 5, 0, np.inf, 1, -0.0, np.nan, 3]),
+                np.array([2.0, 2, -2, -2, 0, 0, 2, np.inf, 3, 1, np.nan])],
+     lambda a, b: np.concatenate([np.floor_divide(a, b), np.remainder(a, b)]), grad=False)
+
+
+def _int_inputs(dtype):
+    info = np.iinfo(dtype)
+    a = np.array([7, -7, 7, -7, 5, info.min, info.min, 0, info.max, -1, 3, 2], dtype)
+    b = np.array([2, 2, -2, -2, 0, -1, 1, 0, 3, 0, -5, 2], dtype)
+    return [a, b]
+
+
+def _int_power(a, b):
+    """Independent reference: Python integers, wrapped to the dtype; a negative exponent gives
+    the truncated 1/a**-b (NumPy raises there)."""
+    bits = a.dtype.itemsize * 8
+    out = []
+    for x, n in zip(a.tolist(), b.tolist()):
+        if n < 0:
+            v = 1 if x == 1 else (-1 if n % 2 else 1) if x == -1 else 0
+        else:
+            v = pow(x, n, 1 << bits)
+        v %= 1 << bits
+        out.append(v - (1 << bits) if v >= 1 << (bits - 1) else v)
+    return np.array(out, a.dtype)
+
+
+def _py_floordiv(a, b):
+    bits = a.dtype.itemsize * 8
+    out = [0 if y == 0 else x // y for x, y in zip(a.tolist(), b.tolist())]
+    return np.array([v - (1 << bits) if v >= 1 << (bits - 1) else v for v in out], a.dtype)
+
+
+for _dt in ("int32", "int64"):
+    case(f"int_arith_{_dt}", lambda a, b: gc.concat([a + b, a - b, a * b, -a, gc.abs(a),
+                                                     gc.sign(b)], 0),
+         lambda r, d=_dt: _int_inputs(d),
+         lambda a, b: np.concatenate([a + b, a - b, a * b, -a, np.abs(a), np.sign(b)]),
+         grad=False)
+    case(f"int_floordiv_{_dt}", lambda a, b: a // b, lambda r, d=_dt: _int_inputs(d),
+         _py_floordiv, grad=False)
+    case(f"int_mod_{_dt}", lambda a, b: a % b, lambda r, d=_dt: _int_inputs(d),
+         lambda a, b: np.array([0 if y == 0 else x % y for x, y in zip(a.tolist(), b.tolist())],
+                               a.dtype), grad=False)
+    case(f"int_pow_{_dt}", lambda a, b: a ** gc.clip(b, -3, 40), lambda r, d=_dt: _int_inputs(d),
+         lambda a, b: _int_power(a, np.clip(b, -3, 40)), grad=False)
+    case(f"int_pow_scalar_{_dt}", lambda a: a ** 3 - a ** 0,
+         lambda r, d=_dt: _int_inputs(d)[:1],
+         lambda a: _int_power(a, np.full_like(a, 3)) - 1, grad=False)
+    case(f"int_compare_extrema_{_dt}", lambda a, b: gc.concat(
+        [gc.maximum(a, b), gc.minimum(a, b), gc.clip(a, b, 4), gc.cast(a < b, a.dtype),
+         gc.cast(gc.equal(a, b), a.dtype), gc.where(a >= b, a, b)], 0),
+         lambda r, d=_dt: _int_inputs(d),
+         lambda a, b: np.concatenate([np.maximum(a, b), np.minimum(a, b), np.clip(a, b, 4),
+                                      (a < b).astype(a.dtype), (a == b).astype(a.dtype),
+                                      np.where(a >= b, a, b)]), grad=False)
 case("elemwise", lambda a, b: gc.ops.elemwise(
     gc.ops.expr.sym_input(0) ** 2 * __import__("sympy").exp(gc.ops.expr.sym_input(1)), [a, b]),
     lambda r: [_u(r, 3, 4), _u(r, 4)], lambda a, b: a**2 * np.exp(b))

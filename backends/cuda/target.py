@@ -64,7 +64,16 @@ def _libdevice_pow(b: ir.IRBuilder, x: ir.Value, y: ir.Value, ty: ir.Type) -> ir
     return b.call(func, [x, y])
 
 
+def _libdevice_fmod(b: ir.IRBuilder, x: ir.Value, y: ir.Value, ty: ir.Type) -> ir.Value:
+    """C's fmod (what LLVM's frem means), from libdevice: NVPTX lowers frem approximately."""
+    symbol = "__nv_fmodf" if ty == F32 else "__nv_fmod"
+    func = b.module.globals.get(symbol) or ir.Function(b.module, ir.FunctionType(ty, [ty, ty]),
+                                                       name=symbol)
+    return b.call(func, [x, y])
+
+
 libdevice_math.pow = _libdevice_pow
+libdevice_math.fmod = _libdevice_fmod
 
 
 def ptx(module: ir.Module, kernels: list[str], arch: str = DEFAULT_ARCH) -> str:

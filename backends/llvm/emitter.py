@@ -2,8 +2,14 @@
 
 Every elementwise op and every fused group is a sympy expression of its inputs x0..xn; this
 turns it into straight-line IR (Piecewise becomes `select`, so loops stay branch-free and
-vectorizable). Transcendental functions come from a `math` provider: on the host, inline
-polynomial kernels (mathlib.py); on NVPTX, libdevice. The CUDA backend reuses this class.
+vectorizable). It walks the tree exactly as NumPy's printer does (graphc/ops/expr_numpy.py):
+operation for operation, in the tree's order, never rebuilding a sympy expression (which
+would let sympy re-evaluate it). Transcendental functions come from a `math` provider: on the
+host, inline polynomial kernels (mathlib.py); on NVPTX, libdevice. The CUDA backend reuses
+this class.
+
+Integer arithmetic follows NumPy and never traps: ``a // 0`` and ``a % 0`` are 0 and
+``INT_MIN // -1`` is INT_MIN (LLVM's sdiv/srem are undefined there and trap on x86).
 """
 
 from __future__ import annotations
@@ -12,19 +18,25 @@ from collections.abc import Callable
 
 import sympy
 from llvmlite import ir
-from sympy.codegen.cfunctions import expm1, log1p
+from sympy.core import relational
 
 from graphc.errors import BackendError
-from graphc.ops.expr import sigmoid, softplus
+from graphc.ops import expr as E
 
 from .irutil import F32, I1, const, float_intrinsic, is_float_type
 
 MathProvider = Callable[[ir.IRBuilder, str, ir.Value, ir.Type], ir.Value]
 
-_FUNCTIONS = {sympy.exp: "exp", sympy.log: "log", sympy.tanh: "tanh", sigmoid: "sigmoid",
-              softplus: "softplus", expm1: "expm1", log1p: "log1p"}
-_FLOAT_CMP = {"<": ("<", True), "<=": ("<=", True), ">": (">", True), ">=": (">=", True),
-              "==": ("==", True), "!=": ("!=", False)}
+_FUNCTIONS = {sympy.exp: "exp", sympy.log: "log", sympy.tanh: "tanh", E.sigmoid: "sigmoid",
+              E.softplus: "softplus", E.expm1: "expm1", E.log1p: "log1p"}
+_RELATIONS = {relational.StrictLessThan: "<", relational.LessThan: "<=",
+              relational.StrictGreaterThan: ">", relational.GreaterThan: ">=",
+              relational.Equality: "==", relational.Unequality: "!="}
+
+
+def _negative_exponent(f) -> bool:
+    """A factor ``b**-n`` (n rational) of a product: the product divides by ``b**n``."""
+    return f.is_Pow and f.exp.is_Rational and f.exp.is_negative
 
 
 class ExprEmitter:
@@ -47,37 +59,43 @@ class ExprEmitter:
 
     # -- dispatch ---------------------------------------------------------------------------
     def _emit(self, e) -> ir.Value:
-        key = e
-        if key in self._memo:
-            return self._memo[key]
+        if e in self._memo:
+            return self._memo[e]
         value = self._dispatch(e)
-        self._memo[key] = value
+        self._memo[e] = value
         return value
 
-    def _dispatch(self, e) -> ir.Value:
+    def _dispatch(self, e) -> ir.Value:  # noqa: C901 - one case per node type
         b = self.b
-        if e.is_Symbol:
+        if isinstance(e, sympy.Symbol):
             return self._env[e]
         if e is sympy.true or e is sympy.false:
             return ir.Constant(I1, int(e is sympy.true))
         if e.is_Number:
-            return const(self.ty, float(e) if self.float else int(e))
+            return self._number(e)
         if e.is_Add:
             acc = self._emit(e.args[0])
-            for a in e.args[1:]:
-                if _negated(a):
-                    acc = self._sub(acc, self._emit(-a))
+            for t in e.args[1:]:
+                if t.is_Mul and len(t.args) == 2 and t.args[0] == -1:
+                    acc = self._sub(acc, self._emit(t.args[1]))
                 else:
-                    acc = self._add(acc, self._emit(a))
+                    acc = self._add(acc, self._emit(t))
             return acc
         if e.is_Mul:
             return self._mul(e)
         if e.is_Pow:
             return self._pow(*e.args)
-        if e.func in _FUNCTIONS:
+        if isinstance(e, E.tie):
+            return self._emit(e.args[0])
+        if isinstance(e, E.nan_of):
+            acc = self._emit(e.args[0])
+            for a in e.args[1:]:
+                acc = self._add(acc, self._emit(a))
+            return acc
+        if type(e) in _FUNCTIONS:
             if not self.float:
-                raise BackendError(f"{e.func} needs a float type")
-            return self.math(b, _FUNCTIONS[e.func], self._emit(e.args[0]), self.ty)
+                raise BackendError(f"{type(e).__name__} needs a float type")
+            return self.math(b, _FUNCTIONS[type(e)], self._emit(e.args[0]), self.ty)
         if isinstance(e, sympy.Abs):
             x = self._emit(e.args[0])
             if self.float:
@@ -90,132 +108,193 @@ class ExprEmitter:
             neg = self._cmp("<", x, zero)
             # sign(0) = 0 and sign(NaN) = NaN, as NumPy: pass x through in those cases
             return b.select(pos, const(self.ty, 1), b.select(neg, const(self.ty, -1), x))
+        if isinstance(e, E.floordiv):
+            return self._divmod(self._emit(e.args[0]), self._emit(e.args[1]))[0]
+        if isinstance(e, E.mod):
+            return self._divmod(self._emit(e.args[0]), self._emit(e.args[1]))[1]
+        if isinstance(e, E.isnan):
+            x = self._emit(e.args[0])
+            if not is_float_type(x.type):
+                return ir.Constant(I1, 0)
+            return b.fcmp_unordered("uno", x, x)
+        if isinstance(e, E.isinf):
+            x = self._emit(e.args[0])
+            if not is_float_type(x.type):
+                return ir.Constant(I1, 0)
+            magnitude = b.call(float_intrinsic(self.module, "fabs", x.type), [x])
+            return b.fcmp_ordered("==", magnitude, ir.Constant(x.type, float("inf")))
         if isinstance(e, sympy.Piecewise):
             return self._piecewise(e.args)
-        if isinstance(e, sympy.core.relational.Relational):
-            return self._cmp(e.rel_op, self._emit(e.lhs), self._emit(e.rhs))
-        if isinstance(e, sympy.And):
-            acc = self._emit(e.args[0])
+        if type(e) in _RELATIONS:
+            return self._cmp(_RELATIONS[type(e)], self._emit(e.lhs), self._emit(e.rhs))
+        if isinstance(e, (sympy.And, sympy.Or)):
+            acc = self._truth(self._emit(e.args[0]))
             for a in e.args[1:]:
-                acc = b.and_(acc, self._emit(a))
-            return acc
-        if isinstance(e, sympy.Or):
-            acc = self._emit(e.args[0])
-            for a in e.args[1:]:
-                acc = b.or_(acc, self._emit(a))
+                v = self._truth(self._emit(a))
+                acc = b.and_(acc, v) if isinstance(e, sympy.And) else b.or_(acc, v)
             return acc
         if isinstance(e, sympy.Not):
-            return b.xor(self._emit(e.args[0]), ir.Constant(I1, 1))
-        if isinstance(e, (sympy.Max, sympy.Min)):
-            return self._minmax(e)
+            return b.xor(self._truth(self._emit(e.args[0])), ir.Constant(I1, 1))
         raise BackendError(f"the LLVM emitter cannot lower {type(e).__name__} in {e}")
 
-    # -- arithmetic -------------------------------------------------------------------------
+    # -- leaves and arithmetic ----------------------------------------------------------------
+    def _number(self, e) -> ir.Value:
+        if self.float:
+            return const(self.ty, float(e))
+        if not e.is_Integer:
+            raise BackendError(f"a fractional constant {e} in an integer expression")
+        return const(self.ty, int(e))
+
+    def _truth(self, v: ir.Value) -> ir.Value:
+        if v.type == I1:
+            return v
+        if is_float_type(v.type):
+            return self.b.fcmp_unordered("!=", v, ir.Constant(v.type, 0.0))
+        return self.b.icmp_signed("!=", v, ir.Constant(v.type, 0))
+
     def _add(self, a, c):
         return self.b.fadd(a, c) if self.float else self.b.add(a, c)
 
     def _sub(self, a, c):
         return self.b.fsub(a, c) if self.float else self.b.sub(a, c)
 
-    def _neg(self, a):
-        return self.b.fneg(a) if self.float else self.b.neg(a)
+    def _mulv(self, a, c):
+        return self.b.fmul(a, c) if self.float else self.b.mul(a, c)
 
     def _mul(self, e) -> ir.Value:
-        coeff, factors = e.as_coeff_mul() if e.is_commutative else (sympy.Integer(1), e.args)
-        if not e.args or any(not a.is_commutative for a in e.args):
-            factors = e.args
-            coeff = sympy.Integer(1)
-        num = [f for f in factors if not (f.is_Pow and f.exp.is_number and f.exp.is_negative)]
-        den = [f.base**-f.exp for f in factors if f.is_Pow and f.exp.is_number and
-               f.exp.is_negative]
+        """Factors multiplied in order; ``b**-n`` factors divide (``a/b`` is one rounding, as
+        the `div` op computes it, not ``a * (1/b)``)."""
+        if len(e.args) == 2 and e.args[0] == -1:
+            x = self._emit(e.args[1])
+            return self.b.fneg(x) if self.float else self.b.neg(x)
         acc = None
-        for f in num:
-            v = self._emit(f)
-            acc = v if acc is None else (self.b.fmul(acc, v) if self.float else self.b.mul(acc, v))
-        if coeff == -1:
-            acc = self._neg(acc) if acc is not None else const(self.ty, -1)
-        elif coeff != 1 or acc is None:
-            c = const(self.ty, float(coeff) if self.float else int(coeff))
-            acc = c if acc is None else (self.b.fmul(c, acc) if self.float else
-                                         self.b.mul(c, acc))
-        for f in den:
-            if not self.float:
-                raise BackendError("division in an integer expression")
-            acc = self.b.fdiv(acc, self._emit(f))
+        for f in e.args:
+            if not _negative_exponent(f):
+                v = self._emit(f)
+                acc = v if acc is None else self._mulv(acc, v)
+        for f in e.args:
+            if _negative_exponent(f):
+                if not self.float:
+                    raise BackendError("division in an integer expression (use //)")
+                den = self._pow(f.base, -f.exp)
+                acc = self.b.fdiv(const(self.ty, 1) if acc is None else acc, den)
         return acc
 
     def _pow(self, base, exp) -> ir.Value:
+        """``base ** exp`` as NumPy's printer computes it (expr_numpy.py): a float exponent
+        (a `pow` op) is the power function; rational exponents take the forms of `square`,
+        `sqrt` and `div` (1/b)."""
         b = self.b
-        if exp.is_Integer and abs(int(exp)) <= 64:
-            n = int(exp)
-            if n == 0:
-                return const(self.ty, 1)
-            x = self._emit(base)
-            result, power, k = None, x, abs(n)
-            while k:  # binary exponentiation: x**13 in 5 multiplications
-                if k & 1:
-                    result = power if result is None else self._mulv(result, power)
-                k >>= 1
-                if k:
-                    power = self._mulv(power, power)
-            if n < 0:
-                if not self.float:
-                    raise BackendError("negative integer power of an integer")
-                result = b.fdiv(const(self.ty, 1), result)
-            return result
         if not self.float:
-            raise BackendError(f"integer power with exponent {exp}")
-        if exp == sympy.Rational(1, 2):
-            return b.call(float_intrinsic(self.module, "sqrt", self.ty), [self._emit(base)])
-        if exp == -sympy.Rational(1, 2):
-            root = b.call(float_intrinsic(self.module, "sqrt", self.ty), [self._emit(base)])
-            return b.fdiv(const(self.ty, 1), root)
+            if exp.is_Integer and 0 <= int(exp) <= 64:
+                return self._small_power(self._emit(base), int(exp))
+            return self._ipow(self._emit(base), self._emit(exp))
+        if exp.is_Rational:
+            if exp.is_Integer and 0 <= int(exp) <= 64:
+                return self._small_power(self._emit(base), int(exp))
+            if exp == sympy.Rational(1, 2):
+                return b.call(float_intrinsic(self.module, "sqrt", self.ty), [self._emit(base)])
+            if exp.is_negative and (exp.is_Integer or exp == -sympy.Rational(1, 2)):
+                return b.fdiv(const(self.ty, 1), self._pow(base, -exp))
         if base == sympy.E:
             return self.math(b, "exp", self._emit(exp), self.ty)
+        x, y = self._emit(base), self._emit(exp)
         # a general power: libm's pow (through the intrinsic) keeps its semantics for negative
         # bases; a math provider may supply its own (NVPTX has no libm)
         custom = getattr(self.math, "pow", None)
         if custom is not None:
-            return custom(b, self._emit(base), self._emit(exp), self.ty)
-        fn = float_intrinsic(self.module, "pow", self.ty, arity=2)
-        return b.call(fn, [self._emit(base), self._emit(exp)])
+            return custom(b, x, y, self.ty)
+        return b.call(float_intrinsic(self.module, "pow", self.ty, arity=2), [x, y])
 
-    def _mulv(self, a, c):
-        return self.b.fmul(a, c) if self.float else self.b.mul(a, c)
+    def _small_power(self, x: ir.Value, n: int) -> ir.Value:
+        """x**n by binary exponentiation: x**13 in 5 multiplications."""
+        if n == 0:
+            return const(self.ty, 1)
+        result, power, k = None, x, n
+        while k:
+            if k & 1:
+                result = power if result is None else self._mulv(result, power)
+            k >>= 1
+            if k:
+                power = self._mulv(power, power)
+        return result
+
+    def _ipow(self, x: ir.Value, n: ir.Value) -> ir.Value:
+        """Integer x**n, branch-free: square-and-multiply over every bit of n (wrapping as
+        NumPy); a negative n gives the truncated 1/x**-n: 1, -1 or 0 (NumPy raises there)."""
+        b, ty = self.b, self.ty
+        one, zero = const(ty, 1), const(ty, 0)
+        result, power = one, x
+        for bit in range(ty.width - 1):
+            set_ = b.icmp_signed("!=", b.and_(n, const(ty, 1 << bit)), zero)
+            result = b.select(set_, b.mul(result, power), result)
+            power = b.mul(power, power)
+        odd = b.icmp_signed("!=", b.and_(n, one), zero)
+        minus_one = b.select(odd, const(ty, -1), one)
+        small = b.select(b.icmp_signed("==", x, one), one,
+                         b.select(b.icmp_signed("==", x, const(ty, -1)), minus_one, zero))
+        return b.select(b.icmp_signed("<", n, zero), small, result)
+
+    def _divmod(self, a: ir.Value, d: ir.Value) -> tuple[ir.Value, ir.Value]:
+        """NumPy's floor division and remainder (the remainder has the sign of d)."""
+        return self._float_divmod(a, d) if self.float else self._int_divmod(a, d)
+
+    def _int_divmod(self, a: ir.Value, d: ir.Value) -> tuple[ir.Value, ir.Value]:
+        b, ty = self.b, self.ty
+        zero, one = const(ty, 0), const(ty, 1)
+        minimum = const(ty, -(1 << (ty.width - 1)))
+        by_zero = b.icmp_signed("==", d, zero)
+        overflow = b.and_(b.icmp_signed("==", a, minimum), b.icmp_signed("==", d, const(ty, -1)))
+        safe = b.select(b.or_(by_zero, overflow), one, d)  # a/1 = INT_MIN, rem 0: NumPy's
+        q, r = b.sdiv(a, safe), b.srem(a, safe)
+        # C truncates toward zero; floor when the remainder's sign differs from the divisor's
+        adjust = b.and_(b.icmp_signed("!=", r, zero),
+                        b.icmp_signed("!=", b.icmp_signed("<", r, zero),
+                                      b.icmp_signed("<", safe, zero)))
+        q = b.select(adjust, b.sub(q, one), q)
+        r = b.select(adjust, b.add(r, safe), r)
+        return b.select(by_zero, zero, q), b.select(by_zero, zero, r)
+
+    def _float_divmod(self, a: ir.Value, d: ir.Value) -> tuple[ir.Value, ir.Value]:
+        """NumPy's npy_divmod: fmod, then the quotient snapped to an integer."""
+        b, ty = self.b, self.ty
+        zero, one, half = const(ty, 0.0), const(ty, 1.0), const(ty, 0.5)
+        fmod = getattr(self.math, "fmod", None)
+        m = fmod(b, a, d, ty) if fmod is not None else b.frem(a, d)
+        quotient = b.fdiv(a, d)
+        div = b.fdiv(b.fsub(a, m), d)
+        nonzero_m = b.fcmp_unordered("!=", m, zero)
+        differ = b.icmp_unsigned("!=", b.fcmp_ordered("<", d, zero), b.fcmp_ordered("<", m, zero))
+        fix = b.and_(nonzero_m, differ)
+        copysign = float_intrinsic(self.module, "copysign", ty, 2)
+        m = b.select(fix, b.fadd(m, d), b.select(nonzero_m, m, b.call(copysign, [zero, d])))
+        div = b.select(fix, b.fsub(div, one), div)
+        floor = b.call(float_intrinsic(self.module, "floor", ty), [div])
+        snapped = b.select(b.fcmp_ordered(">", b.fsub(div, floor), half), b.fadd(floor, one),
+                           floor)
+        q = b.select(b.fcmp_unordered("!=", div, zero), snapped,
+                     b.call(copysign, [zero, quotient]))
+        by_zero = b.fcmp_ordered("==", d, zero)
+        return b.select(by_zero, quotient, q), m
 
     def _cmp(self, op: str, a, c) -> ir.Value:
         if a.type == I1 and c.type != I1:  # a truth value compared with a number: 0/1
             a = self.b.uitofp(a, c.type) if is_float_type(c.type) else self.b.zext(a, c.type)
         if c.type == I1 and a.type != I1:
             c = self.b.uitofp(c, a.type) if is_float_type(a.type) else self.b.zext(c, a.type)
-        if self.float or is_float_type(a.type):
-            cmp, ordered = _FLOAT_CMP[op]
-            # NumPy: comparisons with NaN are False, except != which is True
-            return self.b.fcmp_ordered(cmp, a, c) if ordered else self.b.fcmp_unordered(cmp, a, c)
+        if is_float_type(a.type):
+            # IEEE: every comparison with NaN is false, except != which is true
+            if op == "!=":
+                return self.b.fcmp_unordered("!=", a, c)
+            return self.b.fcmp_ordered(op, a, c)
         return self.b.icmp_signed(op, a, c)
 
     def _piecewise(self, cases) -> ir.Value:
         value, cond = cases[0]
         if cond is sympy.true or len(cases) == 1:
             return self._emit(value)
-        return self.b.select(self._emit(cond), self._emit(value), self._piecewise(cases[1:]))
-
-    def _minmax(self, e) -> ir.Value:
-        name = "maximum" if isinstance(e, sympy.Max) else "minimum"
-        acc = self._emit(e.args[0])
-        for a in e.args[1:]:
-            v = self._emit(a)
-            if self.float:  # NaN-propagating, as numpy.maximum
-                acc = self.b.call(float_intrinsic(self.module, name, self.ty, 2), [acc, v])
-            else:
-                op = ">" if name == "maximum" else "<"
-                acc = self.b.select(self.b.icmp_signed(op, acc, v), acc, v)
-        return acc
-
-
-def _negated(term) -> bool:
-    coeff, _ = term.as_coeff_mul()
-    return coeff.is_number and coeff < 0
+        return self.b.select(self._truth(self._emit(cond)), self._emit(value),
+                             self._piecewise(cases[1:]))
 
 
 def intrinsic_math(b: ir.IRBuilder, name: str, x: ir.Value, ty: ir.Type) -> ir.Value:

@@ -11,12 +11,12 @@ loop vectorizer widens.
 from __future__ import annotations
 
 import numpy as np
-import sympy
 from llvmlite import ir
 
 from graphc.ir.node import Node
 from graphc.ops import REGISTRY
 from graphc.ops import expr as E
+from graphc.ops.elementwise import value_dtype
 
 from .codegen import KernelContext, lowers
 from .emitter import ExprEmitter
@@ -127,25 +127,12 @@ def _offset(b, idx, strides) -> ir.Value:
 
 
 def compute_type(node: Node) -> ir.Type:
-    """The type an elementwise expression is evaluated in.
-
-    An integer expression with a fractional constant (maximum's tie value ``x0/2 + x1/2``) is
-    evaluated in float64 and truncated at the end, as NumPy computes and casts it; in integer
-    arithmetic each ``x/2`` would truncate on its own.
-    """
-    if node.dtype.kind in "iu" and node.op.is_elementwise and _has_fraction(
-            node.op.expr(node.attrs)):
-        return ir_type(np.float64)
+    """The type an elementwise expression is evaluated in: its inputs' value dtype (a
+    comparison's output is bool, its arithmetic is not)."""
     if node.dtype != np.dtype(bool):
         return ir_type(node.dtype)
-    values = [i.dtype for i in node.inputs if i.dtype != np.dtype(bool)]
-    if not values:
-        return ir_type(np.float32)
-    return ir_type(max(values, key=lambda d: (d.kind == "f", d.itemsize)))
-
-
-def _has_fraction(expr) -> bool:
-    return any(a.is_Number and not a.is_Integer for a in expr.atoms(sympy.Number))
+    values = value_dtype(i.dtype for i in node.inputs)
+    return ir_type(np.float32 if values == np.dtype(bool) else values)
 
 
 def element_function(ctx: KernelContext, node: Node):

@@ -26,11 +26,12 @@ from graphc.errors import BackendError
 from graphc.ir.graph import Graph
 from graphc.ir.shapes import format_shape
 from graphc.ops import expr as E
+from graphc.ops.expr_numpy import NUMPY_NAMESPACE
 
 from ..base import Backend, Executable
 from .lowering import LOWERINGS, Printer, reference_kernels
 
-_RESERVED = {"np", "K", "math", "inputs", "params", "consts", "dims", "step", *E.NUMPY_NAMESPACE}
+_RESERVED = {"np", "K", "math", "inputs", "params", "consts", "dims", "step", *NUMPY_NAMESPACE}
 
 
 def _identifier(name: str, taken: set[str], prefix: str = "") -> str:
@@ -58,7 +59,8 @@ def generate(program: Graph) -> tuple[str, list[np.ndarray], list]:
     body = [f"    {local[s]} = dims[{s.name!r}]" for s in symbols]
     input_pos = {n.uid: i for i, n in enumerate(program.inputs)}
     rows: list[tuple[str, str]] = []
-    for node in program.nodes:
+    # values are named by their position in the schedule: the same program, the same source
+    for position, node in enumerate(program.nodes):
         op = node.op.name
         if op == "placeholder":
             var = _identifier(node.name, taken)
@@ -68,7 +70,7 @@ def generate(program: Graph) -> tuple[str, list[np.ndarray], list]:
             code = f"params[{len(params)}]"
             params.append(node.attrs["storage"])
         elif op == "constant":
-            var = _identifier(f"c{node.uid}", taken)
+            var = _identifier(f"c{position}", taken)
             value = node.attrs["value"].array
             if value.ndim == 0:
                 code = f"np.{value.dtype.name}({_literal(value.item())})"
@@ -76,7 +78,7 @@ def generate(program: Graph) -> tuple[str, list[np.ndarray], list]:
                 code = f"consts[{len(consts)}]"
                 consts.append(value)
         else:
-            var = _identifier(f"t{node.uid}", taken)
+            var = _identifier(f"t{position}", taken)
             code = LOWERINGS[op](node, [names[i.uid] for i in node.inputs], printer)
         names[node.uid] = var
         where = f"  {node.loc.short()}" if node.loc is not None else ""
@@ -102,7 +104,7 @@ class NumpyExecutable(Executable):
     def __init__(self, program: Graph) -> None:
         self.source, self._consts, self._params = generate(program)
         namespace = {"np": np, "math": math, "K": types.SimpleNamespace(**reference_kernels())}
-        namespace.update(E.NUMPY_NAMESPACE)
+        namespace.update(NUMPY_NAMESPACE)
         exec(compile(self.source, f"<graphc numpy program {program.name}>", "exec"), namespace)
         self._step = namespace["step"]
         self._dims: dict[tuple, dict] = {}

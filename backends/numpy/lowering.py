@@ -16,6 +16,8 @@ from sympy.printing.pycode import pycode
 
 from graphc.ops import REGISTRY
 from graphc.ops import expr as E
+from graphc.ops.elementwise import value_dtype
+from graphc.ops.expr_numpy import numpy_function, numpy_source
 from graphc.ops.registry import OpDef
 
 
@@ -66,7 +68,7 @@ def _reference_call(node, args: list[str], p: Printer) -> str:
 def _elementwise(node, args, p):
     expr = node.op.expr(node.attrs)
     names = {E.sym_input(i): a for i, a in enumerate(args)}
-    text = E.numpy_source(expr, names)
+    text = numpy_source(expr, names, integer=_integer(node))
     used = {s for s in expr.free_symbols if s in names}
     if len(used) < len(args):
         shape = p.value(tuple(node.shape))
@@ -76,10 +78,14 @@ def _elementwise(node, args, p):
     return text
 
 
+def _integer(node) -> bool:
+    return value_dtype(i.dtype for i in node.inputs).kind in "iu"
+
+
 def _result_dtype(node) -> np.dtype:
     """What NumPy itself would return for this expression on inputs of these dtypes."""
     expr = node.op.expr(node.attrs)
-    fn = E.numpy_function(expr, len(node.inputs))
+    fn = numpy_function(expr, len(node.inputs), _integer(node))
     probes = [np.ones(1, dtype=i.dtype) for i in node.inputs]
     with np.errstate(all="ignore"):
         return np.asarray(fn(*probes)).dtype

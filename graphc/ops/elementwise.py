@@ -24,6 +24,7 @@ from ..ir.node import Attrs
 from ..ir.tensor import Tensor, apply, graph_of
 from ..ir.types import DEFAULT_FLOAT, TensorType, promote, scalar_dtype
 from . import expr as E
+from .expr_numpy import numpy_function
 from .registry import ZERO, OpDef, register
 from .sources import constant
 
@@ -39,6 +40,7 @@ def _infer(types: list[TensorType], attrs: Attrs, checks, *, op: OpDef) -> Tenso
     if spec.get("out") == "bool":
         dtype = np.dtype(bool)
     elif "dtype" in attrs:  # a generic elemwise node: its value inputs have its dtype
+        E.check_expression(attrs["expr"], len(types))
         dtype = attrs["dtype"]
         values = {t.dtype for t in types if t.dtype != np.dtype(bool)}
         if values - {dtype} and dtype != np.dtype(bool):
@@ -56,9 +58,18 @@ def _infer(types: list[TensorType], attrs: Attrs, checks, *, op: OpDef) -> Tenso
     return TensorType(dtype, shape)
 
 
+def value_dtype(dtypes) -> np.dtype:
+    """The dtype an elementwise expression computes in: that of its non-bool inputs (one
+    dtype: the DSL casts, fusion keeps groups of one dtype), else bool."""
+    values = {np.dtype(d) for d in dtypes if np.dtype(d) != np.dtype(bool)}
+    return max(values, key=lambda d: (d.kind == "f", d.itemsize)) if values else np.dtype(bool)
+
+
 def _reference(op: OpDef):
     def run(*arrays, **attrs):
-        fn = E.numpy_function(op.expr(Attrs(attrs)), len(arrays))
+        arrays = [np.asarray(a) for a in arrays]
+        integer = value_dtype(a.dtype for a in arrays).kind in "iu"
+        fn = numpy_function(op.expr(Attrs(attrs)), len(arrays), integer)
         with np.errstate(all="ignore"):
             out = fn(*arrays)
         if op.extra.get("out") == "bool":
@@ -122,7 +133,16 @@ def _define(name: str, arity: int, template, *, out: str = "same", float_only: b
 
 
 def _relu(attrs):
-    return sympy.Piecewise((x0, x0 > 0), (0, True))
+    # NaN passes through (np.maximum(x, 0), torch.relu); relu'(0) = 0, relu'(NaN) = 1
+    return sympy.Piecewise((0, x0 <= 0), (x0, True))
+
+
+def _nan_propagating_choice(larger: bool):
+    """maximum/minimum: NaN if either is NaN (x0 + x1: each side gets the full gradient, as in
+    PyTorch); a tie is the tied value, each side getting half the gradient."""
+    first, second = (x0 > x1, x0 < x1) if larger else (x0 < x1, x0 > x1)
+    return sympy.Piecewise((x0, first), (x1, second), (E.tie(x0, x1), sympy.Eq(x0, x1)),
+                           (x0 + x1, True))
 
 
 NEG = _define("neg", 1, -x0, doc="-x")
@@ -153,20 +173,27 @@ ELU = _define(
     float_only=True,
 )
 # Ties split the gradient evenly between the two inputs, as PyTorch does.
-MAXIMUM = _define("maximum", 2,
-                  sympy.Piecewise((x0, x0 > x1), (x1, x0 < x1), ((x0 + x1) / 2, True)))
-MINIMUM = _define("minimum", 2,
-                  sympy.Piecewise((x0, x0 < x1), (x1, x0 > x1), ((x0 + x1) / 2, True)))
+MAXIMUM = _define("maximum", 2, _nan_propagating_choice(larger=True))
+MINIMUM = _define("minimum", 2, _nan_propagating_choice(larger=False))
 WHERE = _define("where", 3, sympy.Piecewise((x1, sympy.Ne(x0, 0)), (x2, True)), bool_inputs=(0,),
                 doc="where(cond, a, b); the gradient w.r.t. cond is zero")
-# torch.clamp semantics: the gradient passes where lo <= x <= hi; lo > hi gives hi.
-CLIP = _define("clip", 3, sympy.Piecewise((x2, x1 > x2), (x1, x0 < x1), (x2, x0 > x2), (x0, True)))
+# torch.clamp semantics: NaN if any operand is NaN (gradient 0 there); the gradient passes
+# where lo <= x <= hi; lo > hi gives hi.
+CLIP = _define("clip", 3, sympy.Piecewise(
+    (E.nan_of(x0, x1, x2), sympy.Or(E.isnan(x0), E.isnan(x1), E.isnan(x2))),
+    (x2, x1 > x2), (x1, x0 < x1), (x2, x0 > x2), (x0, True)))
 LESS = _define("less", 2, x0 < x1, out="bool")
 LESS_EQUAL = _define("less_equal", 2, x0 <= x1, out="bool")
 GREATER = _define("greater", 2, x0 > x1, out="bool")
 GREATER_EQUAL = _define("greater_equal", 2, x0 >= x1, out="bool")
 EQUAL = _define("equal", 2, sympy.Eq(x0, x1), out="bool")
 NOT_EQUAL = _define("not_equal", 2, sympy.Ne(x0, x1), out="bool")
+ISNAN = _define("isnan", 1, E.isnan(x0), out="bool")
+ISINF = _define("isinf", 1, E.isinf(x0), out="bool")
+ISFINITE = _define("isfinite", 1, sympy.Not(sympy.Or(E.isnan(x0), E.isinf(x0))), out="bool")
+# NumPy's floor division and modulo, for integers (by zero: 0, never a trap) and floats
+FLOOR_DIVIDE = _define("floor_divide", 2, E.floordiv(x0, x1), doc="a // b, as NumPy")
+REMAINDER = _define("remainder", 2, E.mod(x0, x1), doc="a % b (sign of b), as NumPy")
 ELEMWISE = _define("elemwise", -1, lambda attrs: attrs["expr"],
                    doc="Any elementwise sympy expression of its inputs (fusion builds these).")
 
@@ -351,6 +378,30 @@ def not_equal(a, b) -> Tensor:
     return _call(NOT_EQUAL, a, b)
 
 
+def isnan(x) -> Tensor:
+    """True where x is NaN (``x != x`` says the same: comparisons keep IEEE meaning)."""
+    return _call(ISNAN, x)
+
+
+def isinf(x) -> Tensor:
+    return _call(ISINF, x)
+
+
+def isfinite(x) -> Tensor:
+    return _call(ISFINITE, x)
+
+
+def floor_divide(a, b) -> Tensor:
+    """``a // b`` with NumPy's semantics: floor division; an integer divided by 0 gives 0."""
+    return _call(FLOOR_DIVIDE, a, b)
+
+
+def remainder(a, b) -> Tensor:
+    """``a % b`` with NumPy's semantics: the result has the sign of b; modulo 0 gives 0 for
+    integers (NaN for floats)."""
+    return _call(REMAINDER, a, b)
+
+
 def elemwise(expression: sympy.Expr, inputs: list[Tensor], dtype=None,
              label: str | None = None) -> Tensor:
     """A node computing an arbitrary sympy expression of x0..x{n-1} elementwise."""
@@ -366,8 +417,10 @@ def elemwise(expression: sympy.Expr, inputs: list[Tensor], dtype=None,
 
 _FUNCS = {
     sympy.exp: exp, sympy.log: log, sympy.tanh: tanh, E.sigmoid: sigmoid, E.softplus: softplus,
-    E.log1p: log1p, E.expm1: expm1, sympy.Abs: abs, sympy.sign: sign,
+    E.log1p: log1p, E.expm1: expm1, sympy.Abs: abs, sympy.sign: sign, E.isnan: isnan,
+    E.isinf: isinf,
 }
+_BINARY = {E.floordiv: floor_divide, E.mod: remainder}
 _RELATIONS = {"<": less, "<=": less_equal, ">": greater, ">=": greater_equal, "==": equal,
               "!=": not_equal}
 
@@ -440,6 +493,8 @@ def from_expr(expression, env: dict, dtype, graph=None) -> Tensor:
             return pow(build(base), build(p))
         if e.func in _FUNCS:
             return _FUNCS[e.func](build(e.args[0]))
+        if e.func in _BINARY:
+            return _BINARY[e.func](build(e.args[0]), build(e.args[1]))
         if isinstance(e, sympy.Piecewise):
             return _piecewise(e.args)
         if isinstance(e, sympy.core.relational.Relational):

@@ -2,33 +2,37 @@
 
 An elementwise op is a sympy expression over the symbols ``x0, x1, ...`` (its inputs). Its
 derivative is ``sympy.diff`` of that expression; fusion composes expressions; every backend
-generates code from the expression. This module holds the symbols, the two functions sympy
-lacks (``sigmoid``, ``softplus``, each with its derivative), and the printer that turns an
-expression into one line of NumPy.
+generates code from the expression (NumPy: expr_numpy.py, LLVM and PTX: the emitter).
+
+Sympy reasons about *real numbers*, graphc computes in *IEEE floats*: ``x - x`` is 0 for every
+real x but NaN for x = inf, ``Not(x > y)`` is ``x <= y`` for reals but not when x is NaN,
+``sqrt(x)**2`` is x for reals but NaN for x < 0. So sympy's algebra is used where it is the
+definition of the math (an op's template, its derivative) and nowhere else:
+
+* templates are small, written so that sympy's evaluation keeps their IEEE meaning, and
+  checked on NaN, inf and zero against NumPy (tests/core/test_elementwise_ieee.py);
+* `compose` substitutes one expression into another *without any evaluation*: a fused group
+  computes exactly the operations of its ops, in their order;
+* printers and emitters only walk a tree, they never build one, so they cannot re-evaluate it;
+* every tree an elementwise node carries is checked against `EXPRESSION_TYPES`, the closed
+  set of node types every backend lowers (`check_expression`).
 """
 
 from __future__ import annotations
 
 from functools import cache, lru_cache
 
-import numpy as np
 import sympy
 from sympy.codegen.cfunctions import expm1, log1p
-from sympy.printing.numpy import NumPyPrinter
+from sympy.core import relational
+from sympy.functions.elementary.piecewise import ExprCondPair
+from sympy.logic.boolalg import BooleanFunction
 
-__all__ = [
-    "CUSTOM_FUNCTIONS",
-    "sym_input",
-    "inputs",
-    "sigmoid",
-    "softplus",
-    "log1p",
-    "expm1",
-    "numpy_source",
-    "numpy_function",
-    "derivative",
-    "clean_derivative",
-]
+from ..errors import GraphError
+
+__all__ = ["CUSTOM_FUNCTIONS", "EXPRESSION_TYPES", "check_expression", "clean_derivative",
+           "compose", "derivative", "expm1", "floordiv", "inputs", "isinf", "isnan", "log1p",
+           "mod", "nan_of", "sigmoid", "softplus", "sym_input", "tie"]
 
 
 @cache
@@ -39,6 +43,9 @@ def sym_input(i: int) -> sympy.Symbol:
 
 def inputs(n: int) -> tuple[sympy.Symbol, ...]:
     return tuple(sym_input(i) for i in range(n))
+
+
+# -- the functions sympy lacks -----------------------------------------------------------------
 
 
 class sigmoid(sympy.Function):
@@ -78,9 +85,175 @@ class softplus(sympy.Function):
         return self.args[0].is_real
 
 
+class tie(sympy.Function):
+    """The value of a tie ``a == b`` of maximum/minimum: ``a`` itself, while each side gets
+    half the gradient (PyTorch's convention). Written as ``(a + b)/2`` the value would
+    overflow for a = b = 3e38 in float32, and round to 0 for the smallest subnormal."""
+
+    nargs = 2
+
+    def fdiff(self, argindex: int = 1):
+        return sympy.Rational(1, 2)
+
+
+class nan_of(sympy.Function):
+    """The value of a NaN branch (``clip`` with a NaN operand): ``a + b + ...``, NaN because
+    one of them is, with gradient 0 (PyTorch's ``clamp`` gives 0 where a comparison is NaN).
+    """
+
+    def fdiff(self, argindex: int = 1):
+        return sympy.Integer(0)
+
+
+class floordiv(sympy.Function):
+    """NumPy's ``a // b`` (floor division; integer division by zero gives 0). Sympy never
+    rewrites it; its derivative is 0 almost everywhere."""
+
+    nargs = 2
+
+    def fdiff(self, argindex: int = 1):
+        return sympy.Integer(0)
+
+
+class mod(sympy.Function):
+    """NumPy's ``a % b`` (the sign of b; integer modulo by zero gives 0). Not sympy's Mod,
+    which rewrites ``Mod(x, x)`` to 0. d/da = 1, d/db = -(a // b), as PyTorch's remainder."""
+
+    nargs = 2
+
+    def fdiff(self, argindex: int = 1):
+        if argindex == 1:
+            return sympy.Integer(1)
+        return -floordiv(*self.args)
+
+
+class isnan(BooleanFunction):
+    """True where x is NaN (sympy, reasoning about reals, would call it always false)."""
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, arg):
+        if arg.is_Number:
+            return sympy.true if arg is sympy.nan else sympy.false
+        return None
+
+
+class isinf(BooleanFunction):
+    """True where x is +inf or -inf."""
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, arg):
+        if arg.is_Number:
+            return sympy.true if arg in (sympy.oo, -sympy.oo) else sympy.false
+        return None
+
+
 #: graphc's own sympy function classes that elementwise expressions may contain, besides
 #: sympy's built-in ones (io's whitelist, the printers and emitters are built from it)
-CUSTOM_FUNCTIONS: tuple[type, ...] = (sigmoid, softplus, log1p, expm1)
+CUSTOM_FUNCTIONS: tuple[type, ...] = (sigmoid, softplus, log1p, expm1, tie, nan_of, floordiv,
+                                      mod, isnan, isinf)
+
+#: Every node type an elementwise expression may contain: what fusion and the templates
+#: produce, and what every backend lowers (tests/backends/test_expression_forms.py checks
+#: each on every backend). Anything else in an `elemwise` node is a GraphError.
+EXPRESSION_TYPES: tuple[type, ...] = (
+    sympy.Symbol, sympy.Integer, sympy.Rational, sympy.Float, type(sympy.nan),
+    sympy.Add, sympy.Mul, sympy.Pow,
+    sympy.exp, sympy.log, sympy.tanh, sympy.Abs, sympy.sign,
+    sympy.Piecewise, ExprCondPair,
+    relational.Equality, relational.Unequality, relational.StrictLessThan, relational.LessThan,
+    relational.StrictGreaterThan, relational.GreaterThan,
+    sympy.And, sympy.Or, sympy.Not, type(sympy.true), type(sympy.false),
+    *CUSTOM_FUNCTIONS,
+)
+
+MAX_EXPRESSION_NODES = 20_000  # a bound on what a file (or a runaway fusion) may hand us
+
+
+def check_expression(expr, arity: int) -> None:
+    """Raise GraphError unless `expr` is made of `EXPRESSION_TYPES` only and its symbols are
+    the inputs x0..x{arity-1} (exactly `sym_input`'s symbols: the names are generated, never
+    free text)."""
+    allowed = {sym_input(i) for i in range(max(arity, 0))}
+    count = 0
+    stack = [expr]
+    while stack:
+        e = stack.pop()
+        count += 1
+        if count > MAX_EXPRESSION_NODES:
+            raise GraphError(f"an elementwise expression of more than {MAX_EXPRESSION_NODES} "
+                             f"nodes")
+        if not isinstance(e, EXPRESSION_TYPES):
+            raise GraphError(f"an elementwise expression may not contain {type(e).__name__} "
+                             f"({_short(e)})")
+        if isinstance(e, sympy.Symbol):
+            if e not in allowed:
+                raise GraphError(f"an elementwise expression over {arity} inputs uses the "
+                                 f"symbol {e.name!r}; its symbols are x0..x{arity - 1}")
+            continue
+        stack.extend(e.args)
+
+
+def _short(e) -> str:
+    text = sympy.srepr(e)
+    return text if len(text) < 60 else text[:57] + "..."
+
+
+# -- composition without evaluation ------------------------------------------------------------
+
+
+def _raw(e, args: tuple):
+    """A node of e's type with these args, built without any of sympy's rewriting."""
+    cls = type(e)
+    if isinstance(e, ExprCondPair):
+        return sympy.Tuple.__new__(ExprCondPair, *args)  # (its __new__ folds piecewise conds)
+    if isinstance(e, sympy.Piecewise):
+        return sympy.Basic.__new__(sympy.Piecewise, *args)
+    if isinstance(e, (sympy.And, sympy.Or)):  # (their __new__ finds "tautologies" of reals)
+        obj = sympy.Basic.__new__(cls, *args)
+        obj._argset = frozenset(args)
+        return obj
+    if isinstance(e, sympy.Not):  # (Not(x > y) would become x <= y: wrong for NaN)
+        return sympy.Basic.__new__(sympy.Not, *args)
+    return cls(*args, evaluate=False)
+
+
+def compose(expr, subs: dict):
+    """`expr` with each symbol in `subs` replaced, and nothing else changed.
+
+    ``xreplace`` would re-evaluate (``y - y`` -> 0, ``sqrt(y)**2`` -> y, a Piecewise inside a
+    condition folded), which changes results for inf, NaN and negative inputs. A relation
+    ``c != 0`` of a boolean c (where's condition) becomes c itself: a Boolean never equals
+    the number 0 for sympy, but it means truthiness here.
+    """
+    memo: dict = {}
+
+    def walk(e):
+        if e in subs:
+            return subs[e]
+        if not e.args:
+            return e
+        if e in memo:
+            return memo[e]
+        args = tuple(walk(a) for a in e.args)
+        if args == e.args:
+            out = e
+        elif isinstance(e, (relational.Unequality, relational.Equality)) and \
+                args[1] == 0 and isinstance(args[0], sympy.logic.boolalg.Boolean):
+            out = args[0] if isinstance(e, relational.Unequality) else \
+                sympy.Basic.__new__(sympy.Not, args[0])
+        else:
+            out = _raw(e, args)
+        memo[e] = out
+        return out
+
+    return walk(expr)
+
+
+# -- derivatives -------------------------------------------------------------------------------
 
 
 def clean_derivative(expr: sympy.Expr) -> sympy.Expr:
@@ -123,130 +296,3 @@ def derivative(expr: sympy.Expr, i: int) -> sympy.Expr:
     d = sympy.diff(guarded, sym_input(i))
     d = d.replace(lambda n: isinstance(n, _pow), lambda n: n.args[0] ** n.args[1])
     return clean_derivative(d)
-
-
-# -- printing to NumPy -----------------------------------------------------------------------
-
-
-class _Printer(NumPyPrinter):
-    """NumPy source for an expression: readable, dtype-preserving, one line."""
-
-    _kf = {k: v.replace("numpy.", "np.") for k, v in NumPyPrinter._kf.items()}
-
-    def __init__(self, names: dict[sympy.Symbol, str]):
-        super().__init__({"fully_qualified_modules": True, "allow_unknown_functions": False})
-        self._names = names
-
-    def _module_format(self, fqn, register=True):
-        fqn = fqn.replace("numpy.", "np.")
-        return fqn
-
-    def _print_Symbol(self, expr):
-        return self._names.get(expr, expr.name)
-
-    # Literals are printed as plain Python numbers: NumPy treats them as "weak" scalars, so
-    # float32 arrays stay float32.
-    def _print_Rational(self, expr):
-        return repr(float(expr))
-
-    def _print_Half(self, expr):
-        return "0.5"
-
-    def _print_Float(self, expr):
-        return repr(float(expr))
-
-    def _print_Integer(self, expr):
-        return str(int(expr))
-
-    def _print_Pow(self, expr, rational=False):
-        base, exp = expr.args
-        if exp == -1:
-            return f"1/{self.parenthesize(base, 50)}"
-        if exp == sympy.Rational(1, 2):
-            return f"np.sqrt({self._print(base)})"
-        if exp == -sympy.Rational(1, 2):
-            return f"1/np.sqrt({self._print(base)})"
-        if exp == 2 and base.is_Symbol:
-            return f"np.square({self._print(base)})"
-        return super()._print_Pow(expr, rational=rational)
-
-    def _print_Piecewise(self, expr):
-        *cases, (last_value, last_cond) = expr.args
-        out = self._print(last_value)
-        if last_cond is not sympy.true:
-            out = f"np.where({self._print(last_cond)}, {out}, np.nan)"
-        for value, cond in reversed(cases):
-            out = f"np.where({self._print(cond)}, {self._print(value)}, {out})"
-        return out
-
-    def _print_Relational(self, expr):
-        ops = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
-        lhs = self.parenthesize(expr.lhs, 40)
-        rhs = self.parenthesize(expr.rhs, 40)
-        return f"({lhs} {ops[expr.rel_op]} {rhs})"
-
-    def _print_And(self, expr):
-        return " & ".join(self.parenthesize(a, 100) for a in expr.args)
-
-    def _print_Or(self, expr):
-        return " | ".join(self.parenthesize(a, 100) for a in expr.args)
-
-    def _print_Not(self, expr):
-        return f"~{self.parenthesize(expr.args[0], 100)}"
-
-    def _print_BooleanTrue(self, expr):
-        return "True"
-
-    def _print_BooleanFalse(self, expr):
-        return "False"
-
-    def _print_sigmoid(self, expr):
-        return f"_sigmoid({self._print(expr.args[0])})"
-
-    def _print_softplus(self, expr):
-        return f"_softplus({self._print(expr.args[0])})"
-
-    def _print_Abs(self, expr):
-        return f"np.abs({self._print(expr.args[0])})"
-
-    def _print_Max(self, expr):
-        args = [self._print(a) for a in expr.args]
-        out = args[0]
-        for a in args[1:]:
-            out = f"np.maximum({out}, {a})"
-        return out
-
-    def _print_Min(self, expr):
-        args = [self._print(a) for a in expr.args]
-        out = args[0]
-        for a in args[1:]:
-            out = f"np.minimum({out}, {a})"
-        return out
-
-
-def numpy_source(expr: sympy.Expr, names: dict[sympy.Symbol, str] | None = None) -> str:
-    """One NumPy expression computing `expr`; symbols printed with `names` (x_i by default)."""
-    return _Printer(names or {}).doprint(expr)
-
-
-def _np_sigmoid(x):
-    # exp of a non-positive number only: no overflow for large |x|.
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
-
-
-def _np_softplus(x):
-    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
-
-
-NUMPY_NAMESPACE = {"np": np, "_sigmoid": _np_sigmoid, "_softplus": _np_softplus}
-
-
-@lru_cache(maxsize=4096)
-def numpy_function(expr: sympy.Expr, arity: int):
-    """A Python function of `arity` arrays evaluating `expr` with NumPy broadcasting."""
-    args = [f"x{i}" for i in range(arity)]
-    src = f"def _f({', '.join(args)}):\n    return {numpy_source(expr)}\n"
-    namespace = dict(NUMPY_NAMESPACE)
-    exec(compile(src, f"<elementwise {expr}>", "exec"), namespace)
-    return namespace["_f"]

@@ -110,6 +110,7 @@ NO_GRADIENT = {
     "less": "blocks", "less_equal": "blocks", "greater": "blocks", "greater_equal": "blocks",
     "equal": "blocks", "not_equal": "blocks", "argmax": "blocks", "one_hot": "blocks",
     "random_uniform": "int state", "numel": "shape only",
+    "isnan": "blocks", "isinf": "blocks", "isfinite": "blocks",
 }
 
 

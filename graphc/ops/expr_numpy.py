@@ -1,0 +1,211 @@
+"""Elementwise expressions printed as one NumPy expression, operation for operation.
+
+The printer walks the tree and never rebuilds it (see expr.py): ``Add(a, b, c)`` is
+``((a + b) + c)`` in that order, ``a * b**-1`` is ``a / b`` (one rounding, as the ``div`` op
+computes), a Piecewise is nested ``np.where``. A subexpression that occurs more than once is
+computed once (an assignment expression inside a ``lambda``, so the temporary dies with the
+line). Literals are plain Python numbers: NumPy treats them as "weak" scalars, so float32 and
+int32 arrays keep their dtype.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import lru_cache
+
+import numpy as np
+import sympy
+from sympy.core import relational
+
+from . import expr as E
+
+__all__ = ["NUMPY_NAMESPACE", "numpy_function", "numpy_source"]
+
+_FUNCTIONS = {sympy.exp: "np.exp", sympy.log: "np.log", sympy.tanh: "np.tanh",
+              sympy.Abs: "np.abs", sympy.sign: "np.sign", E.sigmoid: "_sigmoid",
+              E.softplus: "_softplus", E.log1p: "np.log1p", E.expm1: "np.expm1",
+              E.floordiv: "np.floor_divide", E.mod: "np.remainder", E.isnan: "np.isnan",
+              E.isinf: "np.isinf"}
+_RELATIONS = {relational.StrictLessThan: "<", relational.LessThan: "<=",
+              relational.StrictGreaterThan: ">", relational.GreaterThan: ">=",
+              relational.Equality: "==", relational.Unequality: "!="}
+
+
+def _negative_exponent(f) -> bool:
+    """A factor ``b**-n`` (n rational) of a product: the product divides by ``b**n``."""
+    return f.is_Pow and f.exp.is_Rational and f.exp.is_negative
+
+
+class _Printer:
+    def __init__(self, names: dict, integer: bool, shared: dict) -> None:
+        self.names = names
+        self.integer = integer
+        self.shared = shared  # repeated subexpression -> temporary name
+        self.defined: set = set()
+
+    def p(self, e) -> str:
+        name = self.shared.get(e)
+        if name is not None:
+            if name in self.defined:
+                return name
+            self.defined.add(name)
+            return f"({name} := {self._print(e)})"
+        return self._print(e)
+
+    def _print(self, e) -> str:  # noqa: C901 - one case per node type
+        if isinstance(e, sympy.Symbol):
+            return self.names.get(e, e.name)
+        if e is sympy.true or e is sympy.false:
+            return str(bool(e))
+        if e.is_Number:
+            return self.number(e)
+        if e.is_Add:
+            out = self.p(e.args[0])
+            for t in e.args[1:]:
+                if t.is_Mul and len(t.args) == 2 and t.args[0] == -1:
+                    out = f"{out} - {self.p(t.args[1])}"
+                else:
+                    out = f"{out} + {self.p(t)}"
+            return f"({out})"
+        if e.is_Mul:
+            if len(e.args) == 2 and e.args[0] == -1:
+                return f"(-{self.p(e.args[1])})"
+            num = [self.p(f) for f in e.args if not _negative_exponent(f)]
+            den = [self.power(f.base, -f.exp) for f in e.args if _negative_exponent(f)]
+            text = " * ".join(num) if num else "1"
+            for d in den:
+                text = f"{text} / {d}"
+            return f"({text})"
+        if e.is_Pow:
+            return self.power(*e.args)
+        if isinstance(e, E.tie):
+            return self.p(e.args[0])
+        if isinstance(e, E.nan_of):
+            return f"({' + '.join(self.p(a) for a in e.args)})"
+        if isinstance(e, sympy.Piecewise):
+            # printed in evaluation order: temporaries are defined where first evaluated
+            parts = [(self.p(c), self.p(v)) for v, c in e.args]
+            *cases, (cond, last) = parts
+            out = last if e.args[-1].cond is sympy.true else f"np.where({cond}, {last}, np.nan)"
+            for c, v in reversed(cases):
+                out = f"np.where({c}, {v}, {out})"
+            return out
+        if type(e) in _RELATIONS:
+            return f"({self.p(e.lhs)} {_RELATIONS[type(e)]} {self.p(e.rhs)})"
+        if isinstance(e, (sympy.And, sympy.Or)):
+            fn = "np.logical_and" if isinstance(e, sympy.And) else "np.logical_or"
+            out = self.p(e.args[0])
+            for a in e.args[1:]:
+                out = f"{fn}({out}, {self.p(a)})"
+            return out
+        if isinstance(e, sympy.Not):
+            return f"np.logical_not({self.p(e.args[0])})"
+        fn = _FUNCTIONS.get(type(e))
+        if fn is not None:
+            return f"{fn}({', '.join(self.p(a) for a in e.args)})"
+        raise TypeError(f"no NumPy form for {type(e).__name__} ({e})")
+
+    def number(self, e) -> str:
+        if e is sympy.nan:
+            return "np.nan"
+        if e in (sympy.oo, -sympy.oo):
+            return "np.inf" if e is sympy.oo else "(-np.inf)"
+        if e.is_Integer:
+            text = str(int(e))
+        elif self.integer:
+            raise TypeError(f"a fractional constant {e} in an integer expression")
+        else:
+            value = float(e)
+            text = repr(value) if np.isfinite(value) else ("np.nan" if np.isnan(value) else
+                                                           "np.inf" if value > 0 else "-np.inf")
+        return f"({text})" if text.startswith("-") else text
+
+    def power(self, base, exp) -> str:
+        """``base ** exp``. A float exponent (a `pow` op, its constant inlined) is NumPy's
+        power, as the op computes it unfused; the rational exponents of templates and
+        derivatives take the forms of `square`, `sqrt` and `div` (1/b)."""
+        b = self.p(base)
+        if self.integer:
+            if exp.is_Integer and exp >= 0:
+                return b if exp == 1 else f"({b} ** {int(exp)})"
+            return f"_ipow({b}, {self.p(exp)})"
+        if not exp.is_Rational:
+            return f"np.power({b}, {self.p(exp)})"
+        if exp == 1:
+            return b
+        if exp == 2:
+            return f"np.square({b})"
+        if exp == sympy.Rational(1, 2):
+            return f"np.sqrt({b})"
+        if exp.is_negative and (exp.is_Integer or exp == -sympy.Rational(1, 2)):
+            return f"(1 / {self.power(base, -exp)})"
+        if exp.is_Integer:
+            return f"({b} ** {int(exp)})"
+        return f"np.power({b}, {self.number(exp)})"
+
+
+def _repeated(expr) -> dict:
+    """Subexpressions (not symbols or numbers) that occur more than once -> temporary names."""
+    counts: Counter = Counter()
+
+    def count(e) -> None:
+        counts[e] += 1
+        if counts[e] == 1:
+            for a in e.args:
+                count(a)
+
+    count(expr)
+    shared = {}
+    for e, n in counts.items():
+        if n > 1 and e.args and not isinstance(e, sympy.logic.boolalg.BooleanAtom):
+            shared[e] = f"_r{len(shared)}"
+    return shared
+
+
+def numpy_source(expr, names: dict | None = None, integer: bool = False) -> str:
+    """One NumPy expression computing `expr`; symbols printed with `names` (x_i by default).
+
+    `integer`: the expression computes in an integer dtype (``**`` then follows `_ipow`)."""
+    shared = _repeated(expr)
+    text = _Printer(names or {}, integer, shared).p(expr)
+    return f"(lambda: {text})()" if shared else text
+
+
+def _np_sigmoid(x):
+    # exp of a non-positive number only: no overflow for large |x|.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _np_softplus(x):
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def _np_ipow(base, exponent):
+    """Integer ``base ** exponent`` wrapping as NumPy's, and for a negative exponent the
+    truncated 1/base**-exponent (1, -1 or 0; NumPy raises there) — native code cannot raise."""
+    base, exponent = np.asarray(base), np.asarray(exponent)
+    dtype = np.result_type(base, exponent)
+    negative = exponent < 0
+    with np.errstate(all="ignore"):
+        out = np.power(base, np.where(negative, 0, exponent)).astype(dtype)
+    if np.any(negative):
+        odd = (exponent % 2) != 0
+        small = np.where(base == 1, 1, np.where(base == -1, np.where(odd, -1, 1), 0))
+        out = np.where(negative, small, out).astype(dtype)
+    return out
+
+
+NUMPY_NAMESPACE = {"np": np, "_sigmoid": _np_sigmoid, "_softplus": _np_softplus,
+                   "_ipow": _np_ipow}
+
+
+@lru_cache(maxsize=4096)
+def numpy_function(expr, arity: int, integer: bool = False):
+    """A Python function of `arity` arrays evaluating `expr` with NumPy broadcasting."""
+    E.check_expression(expr, arity)
+    args = [f"x{i}" for i in range(arity)]
+    src = f"def _f({', '.join(args)}):\n    return {numpy_source(expr, integer=integer)}\n"
+    namespace = dict(NUMPY_NAMESPACE)
+    exec(compile(src, "<graphc elementwise expression>", "exec"), namespace)
+    return namespace["_f"]
