@@ -78,21 +78,68 @@ def test_emulated_gradients_match_numpy(case):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
 
 
+TRAIN_STEPS = 5
+# Tolerances of a whole training run (float32, TRAIN_STEPS steps, batch 8) against the NumPy
+# backend. Emulated: the PTX kernels' own code on the host, so only summation order differs from
+# NumPy. A real device adds libdevice's math (a few ulp per call), hence the looser bounds.
+TRAIN_TOL = {"emulated": {"losses": dict(rtol=2e-5), "parameters": dict(rtol=1e-4, atol=1e-6)},
+             "device": {"losses": dict(rtol=1e-4), "parameters": dict(rtol=1e-4, atol=1e-5)}}
+
+
+def _train(name, backend, options=None):
+    """TRAIN_STEPS steps of bench model `name`: (losses, [(parameter, initial, final)])."""
+    gc.manual_seed(0)
+    with gc.Graph(name):
+        ins, loss, ups, feed = MODELS[name]()
+        params = list(ups)
+        initial = [np.array(p.value, copy=True) for p in params]
+        fn = gc.compile(ins, loss, updates=ups, backend=backend, backend_options=options)
+    rng = np.random.default_rng(0)
+    losses = [float(fn(*feed(8, rng))) for _ in range(TRAIN_STEPS)]
+    return losses, [(p.name, a, np.array(p.value, copy=True)) for p, a in zip(params, initial)]
+
+
+def assert_training_matches_numpy(name, options, tol, train=_train):
+    """The losses of every step and every updated parameter after the last step agree with the
+    NumPy backend within `tol`; and training moved every parameter by more than `tol` (else a
+    backend that never applied its updates would pass)."""
+    want_losses, want = train(name, "numpy")
+    got_losses, got = train(name, "cuda", options)
+    np.testing.assert_allclose(got_losses, want_losses, **tol["losses"],
+                               err_msg=f"{name}: losses of {TRAIN_STEPS} steps")
+    assert [p for p, _, _ in got] == [p for p, _, _ in want]
+    for (param, start, final), (_, _, reference) in zip(got, want):
+        assert final.shape == reference.shape and final.dtype == reference.dtype, param
+        np.testing.assert_allclose(final, reference, **tol["parameters"],
+                                   err_msg=f"{name}: {param} after {TRAIN_STEPS} steps")
+        assert not np.allclose(start, reference, **tol["parameters"]), (
+            f"{name}: {param} moved less than the tolerance in training: the test is blind")
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_emulated_training_matches_numpy(name):
-    trajectories = []
-    for backend, options in (("numpy", None), ("cuda", EMULATE)):
-        gc.manual_seed(0)
-        with gc.Graph(name):
-            ins, loss, ups, feed = MODELS[name]()
-            fn = gc.compile(ins, loss, updates=ups, backend=backend, backend_options=options)
-        rng = np.random.default_rng(0)
-        trajectories.append(([float(fn(*feed(8, rng))) for _ in range(5)],
-                             [p.value for p in ups]))
-    (a_loss, a_params), (b_loss, b_params) = trajectories
-    np.testing.assert_allclose(b_loss, a_loss, rtol=2e-5)
-    for x, y in zip(b_params, a_params):
-        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+    assert_training_matches_numpy(name, EMULATE, TRAIN_TOL["emulated"])
+
+
+def test_the_training_comparison_catches_a_wrong_parameter():
+    """The comparison fails when a final parameter is off by 0.1% though the losses agree, and
+    when the updates were never applied."""
+    def nudged(name, backend, options=None):
+        losses, params = _train(name, backend, options)
+        if backend == "cuda":
+            param, start, final = params[-1]
+            params[-1] = (param, start, final * (1 + 1e-3))
+        return losses, params
+
+    with pytest.raises(AssertionError, match="after 5 steps"):
+        assert_training_matches_numpy("mlp", EMULATE, TRAIN_TOL["emulated"], train=nudged)
+
+    def frozen(name, backend, options=None):
+        losses, params = _train(name, backend, options)
+        return losses, [(param, start, start) for param, start, _ in params]
+
+    with pytest.raises(AssertionError, match="the test is blind"):
+        assert_training_matches_numpy("mlp", EMULATE, TRAIN_TOL["emulated"], train=frozen)
 
 
 def test_every_op_has_a_gpu_lowering():
@@ -142,16 +189,11 @@ def test_real_device_keeps_parameters_resident_and_fails_atomically():
 
 @pytest.mark.gpu
 @needs_gpu
-def test_real_device_training_step_matches_numpy():
-    trajectories = []
-    for backend in ("numpy", "cuda"):
-        gc.manual_seed(0)
-        with gc.Graph("mlp"):
-            ins, loss, ups, feed = MODELS["mlp"]()
-            fn = gc.compile(ins, loss, updates=ups, backend=backend)
-        rng = np.random.default_rng(0)
-        trajectories.append([float(fn(*feed(8, rng))) for _ in range(5)])
-    np.testing.assert_allclose(trajectories[1], trajectories[0], rtol=1e-4)
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_real_device_training_matches_numpy(name):
+    """The same comparison as the emulated one: losses and final parameters (read back from the
+    device), with the device's tolerances."""
+    assert_training_matches_numpy(name, None, TRAIN_TOL["device"])
 
 
 @pytest.mark.parametrize("arch", ["sm_60", "sm_1000", "banana", 80])
