@@ -4,7 +4,7 @@ Each rule replaces a formula that overflows, underflows or cancels on extreme in
 equivalent one that does not:
 
     log(softmax(x))               -> log_softmax(x)
-    log(sum(one_hot * softmax))   -> sum(one_hot * log_softmax)  (CE on probabilities)
+    log(sum(one_hot * softmax))   -> sum(where(one_hot, log_softmax, 0))  (CE on probabilities)
     log(sigmoid(x))               -> -softplus(-x)
     log(1 - sigmoid(x))           -> -softplus(x)    (with the rule above: BCE from logits)
     log(1 + x)                    -> log1p(x)
@@ -36,12 +36,15 @@ def _arg(t: Tensor, i: int = 0) -> Tensor:
     return Tensor(t.node.inputs[i], t.graph)
 
 
-def _is_one_hot(t: Tensor, axis: int) -> bool:
-    """A one_hot node (possibly cast), or a constant with exactly one 1 per row."""
+def _is_one_hot(t: Tensor, axis: int, depth) -> bool:
+    """Exactly one 1 and zeros elsewhere along `axis` (of size `depth`): a one_hot node whose
+    class axis is `axis` (possibly cast), or such a constant."""
+    if t.ndim == 0 or not same_shape((t.shape[axis],), (depth,)):
+        return False
     if t.node.op.name == "cast":
-        return _is_one_hot(_arg(t), axis)
+        return _is_one_hot(_arg(t), axis, depth)
     if t.node.op.name == "one_hot":
-        return True
+        return axis == t.ndim - 1  # one_hot appends its class axis
     if t.node.op.name != "constant":
         return False
     arr = t.node.attrs["value"].array
@@ -63,7 +66,12 @@ def log_softmax_rule(m: Match):
 
 @rule("log")
 def log_picked_softmax(m: Match):
-    """log(sum(one_hot * softmax(z), axis)) -> sum(one_hot * log_softmax(z), axis)"""
+    """log(sum(one_hot * softmax(z, a), a)) -> sum(where(one_hot, log_softmax(z, a), 0), a)
+
+    Only when the one-hot axis is the softmax axis and the sum's only axis, with its depth
+    (otherwise the sum is not picking one probability). `where`, not a product: a masked
+    logit (-inf) has log_softmax -inf, and 0 * -inf would be NaN.
+    """
     (s,) = m.inputs
     if s.node.op.name != "sum" or len(s.node.attrs["axes"]) != 1:
         return None
@@ -72,11 +80,15 @@ def log_picked_softmax(m: Match):
         return None
     a, b = _arg(prod, 0), _arg(prod, 1)
     for hot, p in ((a, b), (b, a)):
-        if p.node.op.name == "softmax" and hot.ndim == p.ndim:
-            axis = p.node.attrs["axis"]
-            if s.node.attrs["axes"] == (axis,) and _is_one_hot(hot, axis):
-                picked = ops.mul(hot, ops.log_softmax(_arg(p), axis))
-                return ops.sum(picked, axis, keepdims=s.node.attrs["keepdims"])
+        if p.node.op.name != "softmax" or hot.ndim != p.ndim or hot.dtype != p.dtype:
+            continue
+        axis = p.node.attrs["axis"]
+        if s.node.attrs["axes"] != (axis,) or not same_shape(prod.shape, p.shape):
+            continue
+        if _is_one_hot(hot, axis, p.shape[axis]):
+            chosen = ops.not_equal(hot, 0)
+            picked = ops.where(chosen, ops.log_softmax(_arg(p), axis), 0.0)
+            return ops.sum(picked, axis, keepdims=s.node.attrs["keepdims"])
     return None
 
 

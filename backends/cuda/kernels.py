@@ -204,12 +204,14 @@ def softmax(gen: GpuCodegen, node: Node, k: int) -> None:
             b.store(b.fadd(b.load(acc, typ=ty), ctx.math(b, "exp", b.fsub(v, m), ty)), acc)
         total = b.load(acc, typ=ty)
         log = node.op.name == "log_softmax"
-        shift = b.fadd(m, ctx.math(b, "log", total, ty)) if log else None
+        # (x - max) - log(sum), as NumPy's reference: x - (max + log(sum)) loses x's digits
+        log_total = ctx.math(b, "log", total, ty) if log else None
         inv = None if log else b.fdiv(const(ty, 1), total)
         with loop(b, length, "w") as j:
             idx = b.add(base, b.mul(j, inner))
             v = load(b, src, ty, idx)
-            res = b.fsub(v, shift) if log else b.fmul(ctx.math(b, "exp", b.fsub(v, m), ty), inv)
+            res = b.fsub(b.fsub(v, m), log_total) if log else b.fmul(
+                ctx.math(b, "exp", b.fsub(v, m), ty), inv)
             store(b, res, out, ty, idx)
     ctx.finish()
 

@@ -193,11 +193,12 @@ def softmax(ctx: KernelContext) -> None:
         m = _row_max(ctx, b, src, ty, base, stride, length)
         total = _fold_row(ctx, b, src, ty, base, stride, length, const(ty, 0), "sum",
                           lambda v: ctx.math(b, "exp", b.fsub(v, m), ty))
-        if log:
-            shift = b.fadd(m, ctx.math(b, "log", total, ty))
+        if log:  # (x - max) - log(sum): x - (max + log(sum)) loses x's digits at 1e12
+            log_total = ctx.math(b, "log", total, ty)
             with loop(b, length, "w") as j:
                 k = b.add(base, b.mul(j, stride))
-                store(b, b.fsub(load(b, src, ty, k), shift), out, ty, k)
+                shifted = b.fsub(load(b, src, ty, k), m)
+                store(b, b.fsub(shifted, log_total), out, ty, k)
         else:
             inv = b.fdiv(const(ty, 1), total)
             with loop(b, length, "w") as j:

@@ -70,15 +70,15 @@ class Tensor:
             )
         storage.write(arr)
 
-    # -- identity: tensors are dict keys (e.g. in `updates`), so == is not elementwise -------
+    # -- == and != : elementwise as tensors, identity as Python truth values -----------------
     def __hash__(self) -> int:
         return hash(self.node.uid)
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Tensor) and other.node is self.node
+    def __eq__(self, other: object):
+        return _Comparison.of(self, other, equal=True)
 
-    def __ne__(self, other: object) -> bool:
-        return not self.__eq__(other)
+    def __ne__(self, other: object):
+        return _Comparison.of(self, other, equal=False)
 
     def __bool__(self) -> bool:
         raise GraphError(
@@ -199,6 +199,46 @@ class Tensor:
 
     def astype(self, dtype) -> Tensor:
         return _ops().cast(self, dtype)
+
+
+class _Comparison(Tensor):
+    """``a == b`` / ``a != b``: used as a tensor (``gc.where(s == s, s, 0)``), the elementwise
+    comparison with IEEE meaning (NaN == NaN is false), built when first used; as a Python
+    truth value (``if a == b``, dict keys, ``in`` on lists), whether a and b are the same node,
+    so tensors stay usable as dict keys (``updates``) and in lists."""
+
+    __slots__ = ("_a", "_b", "_equal", "_built")
+
+    @classmethod
+    def of(cls, a: Tensor, b: object, equal: bool):
+        if not isinstance(b, (Tensor, bool, int, float, np.generic, np.ndarray)):
+            return NotImplemented  # None, strings...: Python compares identity
+        out = cls.__new__(cls)
+        out._a, out._b, out._equal, out._built = a, b, equal, None
+        return out
+
+    def _tensor(self) -> Tensor:
+        if self._built is None:
+            fn = _ops().equal if self._equal else _ops().not_equal
+            self._built = fn(self._a, self._b)
+        return self._built
+
+    @property
+    def node(self) -> Node:  # type: ignore[override]
+        return self._tensor().node
+
+    @property
+    def graph(self) -> Graph:  # type: ignore[override]
+        return self._tensor().graph
+
+    def __bool__(self) -> bool:
+        same = isinstance(self._b, Tensor) and self._b.node is self._a.node
+        return same if self._equal else not same
+
+    def __repr__(self) -> str:
+        op = "==" if self._equal else "!="
+        other = self._b.name if isinstance(self._b, Tensor) else repr(self._b)
+        return f"<Tensor ({self._a.name} {op} {other}): elementwise when used as a tensor>"
 
 
 TensorLike = Any  # Tensor | Python scalar | NumPy array

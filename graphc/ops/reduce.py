@@ -101,16 +101,17 @@ def mean(x, axis=None, keepdims: bool = False) -> Tensor:
 
 
 def _extremum_grad(ctx):
-    """Ties share the gradient evenly (as torch.amax / torch.max without dim)."""
+    """Ties share the gradient evenly, as torch.amax: ``hit * (g / count)``. Where the result
+    is NaN nothing equals it, count is 0 and the gradient is NaN (0 * inf), as in PyTorch."""
     from .cast import cast
-    from .elementwise import div, equal, where
+    from .elementwise import div, equal, mul
 
     (x,) = ctx.inputs
     attrs = ctx.node.attrs
-    hit = equal(x, broadcast_to(_keep(ctx.out, x, attrs), x.shape))
-    count = sum(cast(hit, x.dtype), tuple(attrs["axes"]), keepdims=True)
+    hit = cast(equal(x, broadcast_to(_keep(ctx.out, x, attrs), x.shape)), x.dtype)
+    count = sum(hit, tuple(attrs["axes"]), keepdims=True)
     share = div(_keep(ctx.g, x, attrs), count)
-    return [where(hit, broadcast_to(share, x.shape), 0)]
+    return [mul(hit, broadcast_to(share, x.shape))]
 
 
 MAX = register(OpDef(

@@ -72,6 +72,17 @@ CASES = {
     "log_exp": (lambda: (lambda x: ([x], gc.log(gc.exp(x)) * 2))(ph()), [X]),
     "log1p_exp": (lambda: (lambda x: ([x], gc.log1p(gc.exp(x))))(ph()), [X]),
     "exp_minus_one": (lambda: (lambda x: ([x], gc.exp(x) - 1.0))(ph()), [X]),
+    "abs_of_sign_free": (lambda: (lambda x: ([x], gc.abs(-x) + gc.abs(gc.square(x))))(ph()), [X]),
+    "square_of_sign": (lambda: (lambda x: ([x], gc.square(gc.abs(x))))(ph()), [X]),
+    "relu_of_nonnegative": (lambda: (lambda x: ([x], gc.relu(gc.abs(x))))(ph()), [X]),
+    "sign_sign": (lambda: (lambda x: ([x], gc.sign(gc.sign(x))))(ph()), [X]),
+    "extremum_of_itself": (lambda: (lambda x: ([x], gc.maximum(x, x) + gc.minimum(x, x)))(ph()),
+                           [X]),
+    "div_neg_neg": (lambda: (lambda x, y: ([x, y], (-x) / (-y)))(ph(), ph(name="y")), [X, X + 3]),
+    "div_by_power_of_two": (lambda: (lambda x: ([x], x / 4.0 + x / 0.125))(ph()), [X]),
+    "where_same_condition": (lambda: (lambda x, y: ([x, y], gc.where(
+        x > y, gc.where(x > y, x, y * 2), gc.where(x > y, y, x * 3))))(ph(), ph(name="y")),
+                             [X, X.T[::-1].T]),
 }
 
 
