@@ -20,6 +20,7 @@ from pathlib import Path
 from graphc.errors import GraphError
 from graphc.ir.graph import Graph, topological
 from graphc.ir.printing import format_graph
+from graphc.ir.text import identifier
 
 from .canonicalize import CANONICALIZE
 from .fold import FOLD
@@ -131,7 +132,9 @@ _dumps = 0  # compilations dumped so far in this process
 
 
 def _safe_name(name: str | None) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in (name or "graph"))
+    """A folder name for a graph's name (free text, possibly from a file): graphc.ir.text's
+    token, so it has no separators, dots or control characters."""
+    return identifier(name or "graph", extra="-", default="graph")
 
 
 def _dump(program: Graph, folder: Path, k: int, name: str, pictures: bool) -> None:

@@ -24,6 +24,7 @@ from graphc.errors import BackendError
 from graphc.ir.graph import Graph
 from graphc.ir.node import Node
 from graphc.ir.shapes import prod
+from graphc.ir.text import identifier
 
 from ..llvm.codegen import LEAVES, KernelContext, ProgramCodegen
 from ..llvm.irutil import I32, I64, PTR, VOID, i64, memcpy
@@ -58,7 +59,7 @@ class GpuKernel(KernelContext):
     def __init__(self, gen: GpuCodegen, node: Node, position: int, suffix: str = "",
                  work=None, kind: str = "grid") -> None:
         # PTX identifiers allow no dots: kernels are named k12_matmul_gemm
-        name = f"k{position}_{node.op.name}{suffix}".replace(".", "_")
+        name = identifier(f"k{position}_{node.op.name}{suffix}", max_length=128)
         super().__init__(gen, node, position, name=name)
         gen.launches.append(Launch(self.name, node, kind, work if work is not None else 1))
         self.launch = gen.launches[-1]

@@ -24,6 +24,7 @@ from graphc.errors import BackendError
 from graphc.ir.graph import Graph
 from graphc.ir.node import Node
 from graphc.ir.shapes import prod
+from graphc.ir.text import identifier
 
 from .irutil import I32, I64, PTR, i64, ir_type, memcpy, product
 
@@ -358,4 +359,6 @@ def _canonical_text(fn: ir.Function) -> str:
 
 
 def _ident(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "._" else "_" for c in str(name))
+    """An LLVM name for free text (module, kernel and value names come from graph and node
+    names, which a user or a file chose): graphc.ir.text's token, dots allowed."""
+    return identifier(name, extra=".", max_length=128)

@@ -14,9 +14,7 @@ the user's source line, so ``Function.source`` reads like a hand-written NumPy t
 
 from __future__ import annotations
 
-import keyword
 import math
-import re
 import types
 
 import numpy as np
@@ -25,7 +23,7 @@ import sympy
 from graphc.errors import BackendError
 from graphc.ir.graph import Graph
 from graphc.ir.shapes import format_shape
-from graphc.ops import expr as E
+from graphc.ir.text import identifier, source_text
 from graphc.ops.expr_numpy import NUMPY_NAMESPACE
 
 from ..base import Backend, Executable
@@ -35,9 +33,9 @@ _RESERVED = {"np", "K", "math", "inputs", "params", "consts", "dims", "step", *N
 
 
 def _identifier(name: str, taken: set[str], prefix: str = "") -> str:
-    base = prefix + re.sub(r"\W", "_", name)
-    if not base or base[0].isdigit() or keyword.iskeyword(base) or base in _RESERVED:
-        base = "v_" + base
+    """A fresh variable name for free text (a placeholder's name comes from the user or a
+    file): graphc.ir.text makes it a plain token, this makes it unique in the program."""
+    base = identifier(prefix + name, reserved=_RESERVED)
     out, k = base, 2
     while out in taken:
         out, k = f"{base}_{k}", k + 1
@@ -81,7 +79,7 @@ def generate(program: Graph) -> tuple[str, list[np.ndarray], list]:
             var = _identifier(f"t{position}", taken)
             code = LOWERINGS[op](node, [names[i.uid] for i in node.inputs], printer)
         names[node.uid] = var
-        where = f"  {node.loc.short()}" if node.loc is not None else ""
+        where = f"  {source_text(node.loc.short(), 80)}" if node.loc is not None else ""
         comment = f"# {op} {format_shape(node.shape)} {node.dtype}{where}"
         rows.append((f"    {var} = {code}", comment))
     width = min(max((len(a) for a, _ in rows), default=0) + 2, 72)
@@ -105,7 +103,8 @@ class NumpyExecutable(Executable):
         self.source, self._consts, self._params = generate(program)
         namespace = {"np": np, "math": math, "K": types.SimpleNamespace(**reference_kernels())}
         namespace.update(NUMPY_NAMESPACE)
-        exec(compile(self.source, f"<graphc numpy program {program.name}>", "exec"), namespace)
+        filename = f"<graphc numpy program {source_text(program.name, 80)}>"
+        exec(compile(self.source, filename, "exec"), namespace)
         self._step = namespace["step"]
         self._dims: dict[tuple, dict] = {}
         self.stats = {}
