@@ -23,14 +23,28 @@ Dim = Union[int, sympy.Expr]  # noqa: UP007 - a runtime alias, kept readable
 Shape = tuple[Dim, ...]
 
 
+#: The assumptions of every dimension symbol (what `sym` gives a name; what a file must say).
+DIM_ASSUMPTIONS = {"positive": True, "integer": True}
+
+
+def check_dim_name(name) -> str:
+    """`name` if it may name a symbolic dimension: an ASCII identifier (``[A-Za-z_][A-Za-z0-9_]*``,
+    at most ``graphc.ir.text.MAX_IDENTIFIER`` characters). Dimension names become variables
+    in generated code and are written to files, so nothing else is accepted (ShapeError)."""
+    from ..errors import ShapeError
+    from .text import MAX_IDENTIFIER, is_identifier
+
+    if not is_identifier(name):
+        raise ShapeError(f"symbolic dimension name {name!r} must be an ASCII identifier "
+                         f"(letters, digits and _, not starting with a digit, at most "
+                         f"{MAX_IDENTIFIER} characters), e.g. 'N' or 'batch_size'")
+    return name
+
+
 @cache
 def sym(name: str) -> sympy.Symbol:
     """The symbol for a named dimension; the same name is the same symbol everywhere."""
-    if not name.isidentifier():
-        from ..errors import ShapeError
-
-        raise ShapeError(f"symbolic dimension name {name!r} must be an identifier")
-    return sympy.Symbol(name, positive=True, integer=True)
+    return sympy.Symbol(check_dim_name(name), **DIM_ASSUMPTIONS)
 
 
 def as_dim(d) -> Dim:
@@ -48,6 +62,11 @@ def as_dim(d) -> Dim:
     if isinstance(d, sympy.Expr):
         if d.is_Integer:
             return int(d)
+        for s in d.free_symbols:  # the symbols of a dimension are named dimensions only
+            if type(s) is not sympy.Symbol or s != sym(s.name):
+                raise ShapeError(f"shape entry {d!r}: {s!r} is not a dimension symbol (write "
+                                 f"dimensions as names, e.g. 'N', or build them with "
+                                 f"graphc.ir.shapes.sym)")
         return d
     raise ShapeError(f"shape entry {d!r} must be an int or a dimension name (str)")
 

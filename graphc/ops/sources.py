@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import GraphError
+from ..errors import GraphError, ShapeError
 from ..ir.graph import Graph, get_default_graph
 from ..ir.node import Attrs, ConstValue, ParamStorage
 from ..ir.shapes import normalize_shape
@@ -42,8 +42,12 @@ def placeholder(name: str, shape, dtype="float32") -> Tensor:
     """A graph input. Shape entries are ints or names of symbolic dimensions ("N")."""
     if not isinstance(name, str) or not name:
         raise GraphError(f"placeholder name must be a non-empty str, got {name!r}")
+    try:
+        dims = normalize_shape(shape)
+    except ShapeError as exc:
+        raise ShapeError(f"placeholder {name!r}: {exc}") from None
     graph = get_default_graph()
-    attrs = Attrs(name=name, shape=normalize_shape(shape), dtype=as_dtype(dtype))
+    attrs = Attrs(name=name, shape=dims, dtype=as_dtype(dtype))
     return Tensor(graph.make_node(PLACEHOLDER, (), attrs), graph)
 
 
