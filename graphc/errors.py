@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import linecache
+import os
+import stat
 import sys
 import threading
 from collections.abc import Callable
@@ -32,6 +34,9 @@ class BackendError(Exception):
     """A backend cannot compile or run here: missing lowering, no device, missing toolchain."""
 
 
+_MAX_SOURCE_BYTES = 16 << 20  # larger "source files" are not read for error messages
+
+
 @dataclass(frozen=True)
 class SourceLocation:
     """Where in user code a node was created."""
@@ -42,6 +47,15 @@ class SourceLocation:
 
     @property
     def line(self) -> str:
+        """The text of the line, when the filename names a source file that can be read
+        (locations can come from a saved file: a device, a pipe or a huge file is not read)."""
+        if self.filename not in linecache.cache:
+            try:
+                info = os.stat(self.filename)
+            except (OSError, ValueError):
+                return ""
+            if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_SOURCE_BYTES:
+                return ""
         return linecache.getline(self.filename, self.lineno).strip()
 
     def short(self) -> str:
