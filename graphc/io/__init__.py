@@ -1,14 +1,18 @@
 """``gc.save`` / ``gc.load``: modules, optimizer state, compiled functions and graphs in one
 file format, written atomically and read without ever running code from the file.
 
-The format (version 1) is a zip archive holding
+The format (version 2; docs/file-format.md describes it field by field) is a zip archive
+holding
 
-* ``manifest.json`` — ``{"format": "graphc", "version": 1, "kind": ..., "graphc": version,
+* ``manifest.json`` — ``{"format": "graphc", "version": 2, "kind": ..., "graphc": version,
   "metadata": {...}}``; kind is one of ``module``, ``optimizer``, ``function``, ``graph``,
-  ``arrays``;
+  ``parameters``, ``arrays``;
 * ``content.json`` — the structure: state keys, a module spec, a graph's nodes (graphs.py);
 * ``arrays.npz`` — every array, referenced from the JSON by key; read with
   ``allow_pickle=False``.
+
+Version 2 adds nested graphs (an attribute ``{"graph": tree}``, for ops such as a loop whose
+node holds its body); this graphc reads versions 1 and 2 and writes version 2.
 
 What ``gc.load(path)`` returns, by kind:
 
@@ -24,7 +28,14 @@ What ``gc.load(path)`` returns, by kind:
   ``into=[parameters]`` those parameters set;
 * ``arrays``: the dict of arrays.
 
-A corrupt, truncated or foreign file raises ``FormatError`` (a ``gc.GraphError``).
+A file is data. Nothing in it is executed: no pickle, ``eval``, ``exec`` or ``sympify`` on
+the load path; only ``gc.nn`` classes are instantiated; ops come from the registry by name;
+sympy trees are rebuilt by dispatch over a whitelist, their symbols must be the ones graphc
+generates (``x0, x1, ...`` in elementwise expressions, ASCII identifiers for dimensions);
+literals, nesting and indices are bounded and every field is type-checked. Free text (names,
+scopes, labels, source locations, metadata) loads as it is: the backends put it into code
+only through ``graphc.ir.text``. A corrupt, truncated, foreign or malformed file raises
+``FormatError`` (a ``gc.GraphError``).
 """
 
 from __future__ import annotations
@@ -43,13 +54,16 @@ from ..errors import GraphError
 from ..files import atomic_write
 from ..ir.graph import Graph, topological
 from ..ir.tensor import Tensor
+from .expressions import short
 from .graphs import ArrayTable, decode_graph, encode_graph, graph_nodes, parameter_keys
 from .modules import build_module, module_spec
 
-__all__ = ["FormatError", "save", "load", "read_metadata", "FORMAT", "VERSION"]
+__all__ = ["FormatError", "save", "load", "read_metadata", "FORMAT", "VERSION",
+           "READ_VERSIONS"]
 
 FORMAT = "graphc"
-VERSION = 1
+VERSION = 2  # what gc.save writes
+READ_VERSIONS = (1, 2)  # what gc.load reads (version 2 added nested graphs)
 KINDS = ("module", "optimizer", "function", "graph", "parameters", "arrays")
 
 
@@ -133,7 +147,7 @@ def save(obj, path: str | os.PathLike, metadata: Mapping | None = None) -> Path:
 
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, KeyError, ValueError, TypeError,
                 IndexError, AttributeError, RecursionError, json.JSONDecodeError, OSError,
-                NotImplementedError, OverflowError)
+                NotImplementedError, ArithmeticError)
 
 
 def _read(path) -> tuple[dict, dict, ArrayTable]:
@@ -149,11 +163,14 @@ def _read(path) -> tuple[dict, dict, ArrayTable]:
                 raise FormatError(f"{where} is not a graphc file (its manifest does not say "
                                   f"format {FORMAT!r})")
             version = manifest.get("version")
-            if not isinstance(version, int) or version > VERSION or version < 1:
-                raise FormatError(f"{where} has format version {version!r}; this graphc reads "
-                                  f"version {VERSION} (upgrade graphc to read newer files)")
-            if manifest.get("kind") not in KINDS:
-                raise FormatError(f"{where}: unknown kind {manifest.get('kind')!r}")
+            if type(version) is not int or version not in READ_VERSIONS:
+                raise FormatError(f"{where} has format version {short(version)}; this graphc "
+                                  f"reads versions {', '.join(map(str, READ_VERSIONS))} "
+                                  f"(upgrade graphc to read newer files)")
+            if not isinstance(manifest.get("kind"), str) or manifest["kind"] not in KINDS:
+                raise FormatError(f"{where}: unknown kind {short(manifest.get('kind'))}")
+            if not isinstance(manifest.get("metadata", {}), dict):
+                raise FormatError(f"{where}: the manifest's metadata is not an object")
             content = json.loads(z.read("content.json"))
             with np.load(_bytes_io.BytesIO(z.read("arrays.npz")), allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
@@ -197,6 +214,12 @@ def _arrays_of(state, table: ArrayTable) -> dict[str, np.ndarray]:
     return {str(k): table.get(v) for k, v in state.items()}
 
 
+def _class_name(value) -> str:
+    """A saved class name for messages (free text: shown as read when it is a short str)."""
+    return value if isinstance(value, str) and value.isidentifier() and len(value) < 80 \
+        else short(value)
+
+
 def _check_into(kind: str, into, cls_name: str, expected) -> None:
     if into is not None and not isinstance(into, expected):
         raise FormatError(f"the file holds a {kind} ({cls_name}); cannot load it into a "
@@ -206,14 +229,15 @@ def _check_into(kind: str, into, cls_name: str, expected) -> None:
 def _load_module(content, table, into, backend):
     from ..nn.module import Module
 
-    cls_name = str(content.get("class"))
+    cls_name = _class_name(content.get("class"))
     _check_into("module", into, cls_name, Module)
     state = _arrays_of(content["state"], table)
     if into is None:
         if content.get("spec") is None:
+            why = short(content.get("not_rebuildable"), 200)
             raise FormatError(f"this file holds a {cls_name}, which is not made of gc.nn classes "
-                              f"only ({content.get('not_rebuildable')}); build the model in "
-                              f"code and load into it: gc.load(path, into=model)")
+                              f"only ({why}); build the model in code and load into it: "
+                              f"gc.load(path, into=model)")
         into = build_module(content["spec"])
     return into.load_state(state)
 
@@ -221,7 +245,7 @@ def _load_module(content, table, into, backend):
 def _load_optimizer(content, table, into, backend):
     from ..optim.optimizers import Optimizer
 
-    _check_into("optimizer", into, str(content.get("class")), Optimizer)
+    _check_into("optimizer", into, _class_name(content.get("class")), Optimizer)
     state = _arrays_of(content["state"], table)
     return state if into is None else into.load_state(state)
 
@@ -233,7 +257,7 @@ def _load_function(content, table, into, backend):
 
     _check_into("function", into, "Function", (Function, Module, Optimizer))
     program = decode_graph(content["graph"], table)
-    saved = {str(k): program.nodes[i] for k, i in content["parameters"].items()}
+    saved = _saved_parameters(content.get("parameters"), program)
     if isinstance(into, Function):
         return _restore_parameters(into, saved)
     if into is not None:
@@ -246,8 +270,24 @@ def _load_function(content, table, into, backend):
     ins = [tensor(n) for n in program.inputs]
     outs = [tensor(n) for n in program.outputs]
     updates = {tensor(p): tensor(v) for p, v in program.updates}
-    return compile(ins, outs[0] if content.get("single") else outs, updates=updates,
-                   backend=backend)
+    single = content.get("single")
+    if not isinstance(single, bool) or (single and len(outs) != 1):
+        raise FormatError(f"bad 'single' flag {short(single)} for {len(outs)} output(s)")
+    return compile(ins, outs[0] if single else outs, updates=updates, backend=backend)
+
+
+def _saved_parameters(table, program) -> dict:
+    """The function's parameter nodes by key (``parameters`` maps a key to a node index)."""
+    if not isinstance(table, dict):
+        raise FormatError("a function's parameter table must be an object")
+    saved = {}
+    for key, i in table.items():
+        if type(i) is not int or not 0 <= i < len(program.nodes) \
+                or program.nodes[i].op.name != "parameter":
+            raise FormatError(f"parameter {short(key)}: {short(i)} is not the index of a "
+                              f"parameter node")
+        saved[key] = program.nodes[i]
+    return saved
 
 
 def _restore_parameters(fn, saved: dict) -> object:

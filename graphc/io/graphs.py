@@ -3,14 +3,25 @@ source line), arrays kept aside in an ``ArrayTable`` (stored as .npz next to the
 
 Attribute values are written with a type tag so they come back exactly: ``{"tuple": [...]}``,
 ``{"dtype": "float32"}``, ``{"sympy": tree}`` (see expressions.py), ``{"const": key}`` and
-``{"param": key}`` (arrays), plain JSON for bool/int/float/str/None. Loading rebuilds each
-node through ``Graph.make_node`` with the registry's OpDef — so shape rules check the file as
-they check user code — and an unknown op or attribute type is an error, never a guess.
+``{"param": key}`` (arrays), ``{"graph": tree}`` (a sub-graph, e.g. a loop's body: the same
+tree `encode_graph` writes, format version 2), plain JSON for bool/int/float/str/None.
+Loading rebuilds each node through ``Graph.make_node`` with the registry's OpDef — so shape
+rules check the file as they check user code — and an unknown op or attribute type is an
+error, never a guess.
+
+A file is data: every field is type-checked (a wrong type is a GraphError, which ``gc.load``
+reports as a FormatError), integers are bounded, arrays must have a dtype graphc supports,
+and nesting is bounded (tuples `MAX_TUPLE_DEPTH`, sub-graphs `MAX_GRAPH_DEPTH`). Names,
+scopes, labels and source locations are free text: kept as they are, and escaped by
+``graphc.ir.text`` wherever a backend puts them into code.
 """
 
 from __future__ import annotations
 
+import inspect
+import keyword
 from collections.abc import Iterable
+from functools import cache
 
 import numpy as np
 import sympy
@@ -18,9 +29,16 @@ import sympy
 from ..errors import GraphError, SourceLocation
 from ..ir.graph import Graph, topological
 from ..ir.node import Attrs, ConstValue, Node, ParamStorage
-from ..ir.types import as_dtype
+from ..ir.text import is_identifier
+from ..ir.types import SUPPORTED_DTYPES, as_dtype
 from ..ops.registry import REGISTRY
-from .expressions import from_json, to_json
+from .expressions import MAX_INT_BITS, from_json, short, to_json
+
+MAX_TUPLE_DEPTH = 32  # tuples inside tuples in one attribute
+MAX_GRAPH_DEPTH = 8  # graphs inside graphs (a loop in a loop's body ...)
+_DTYPES = {d.name: d for d in SUPPORTED_DTYPES}
+_GRAPH_FIELDS = frozenset({"name", "nodes", "inputs", "outputs", "updates", "default_updates"})
+_NODE_FIELDS = frozenset({"op", "inputs", "attrs", "scope"})  # (+ "label", "loc" when set)
 
 
 class ArrayTable:
@@ -29,6 +47,7 @@ class ArrayTable:
     def __init__(self, arrays: dict[str, np.ndarray] | None = None) -> None:
         self.arrays: dict[str, np.ndarray] = dict(arrays or {})
         self._ids: dict[int, str] = {}
+        self._storages: dict[str, ParamStorage] = {}
 
     def put(self, array: np.ndarray, owner: object | None = None) -> str:
         """Store `array` (once per `owner`, e.g. a parameter's storage) and return its key."""
@@ -42,8 +61,22 @@ class ArrayTable:
 
     def get(self, key) -> np.ndarray:
         if not isinstance(key, str) or key not in self.arrays:
-            raise GraphError(f"the file refers to a missing array {key!r}")
+            raise GraphError(f"the file refers to a missing array {short(key)}")
         return self.arrays[key]
+
+    def tensor_array(self, key) -> np.ndarray:
+        """The array `key` as a constant's or parameter's value: a dtype graphc supports."""
+        array = self.get(key)
+        as_dtype(array.dtype)
+        return array
+
+    def storage(self, key, name: str) -> ParamStorage:
+        """The parameter storage saved under `key`: one per key, so a parameter that several
+        nodes (or a graph and its sub-graphs) share stays one parameter."""
+        array = self.tensor_array(key)
+        if key not in self._storages:
+            self._storages[key] = ParamStorage(name, array)
+        return self._storages[key]
 
 
 def parameter_keys(nodes: Iterable[Node]) -> dict[str, Node]:
@@ -63,7 +96,19 @@ def parameter_keys(nodes: Iterable[Node]) -> dict[str, Node]:
 # -- encoding ---------------------------------------------------------------------------------
 
 
-def _encode_attr(value, table: ArrayTable):
+def encode_attr(value, table: ArrayTable, *, inputs: int | None = None, depth: int = 0,
+                free_text: bool = False):
+    """The JSON form of one attribute value. `inputs`: the node's number of inputs when the
+    value is an elementwise expression (its symbols are x0..x{inputs-1}); `depth`: how deep
+    in sub-graphs the node sits; `free_text`: a string value may be any text (a name).
+    Raises GraphError for what `decode_attr` would refuse."""
+    return _encode_attr(value, table, inputs, depth, 0, free_text)
+
+
+def _encode_attr(value, table: ArrayTable, inputs, depth: int, nesting: int,
+                 free_text: bool = False):
+    if nesting > MAX_TUPLE_DEPTH:
+        raise GraphError(f"cannot save tuples nested more than {MAX_TUPLE_DEPTH} deep")
     if isinstance(value, ParamStorage):
         return {"param": table.put(value.value, value)}
     if isinstance(value, ConstValue):
@@ -71,20 +116,34 @@ def _encode_attr(value, table: ArrayTable):
     if isinstance(value, np.dtype):
         return {"dtype": value.name}
     if isinstance(value, sympy.Basic):
-        return {"sympy": to_json(value)}
+        return {"sympy": to_json(value, inputs)}
+    if isinstance(value, Graph):
+        if depth >= MAX_GRAPH_DEPTH:
+            raise GraphError(f"cannot save graphs nested more than {MAX_GRAPH_DEPTH} deep")
+        nodes, triples = graph_nodes(value)
+        return {"graph": encode_graph(value.name, nodes, table, inputs=value.inputs,
+                                      outputs=value.outputs, updates=value.updates,
+                                      default_updates=triples, depth=depth + 1)}
     if isinstance(value, tuple):
-        return {"tuple": [_encode_attr(v, table) for v in value]}
+        return {"tuple": [_encode_attr(v, table, inputs, depth, nesting + 1, free_text)
+                          for v in value]}
     if isinstance(value, (np.integer, np.floating, np.bool_)):
-        return value.item()
+        value = value.item()
+    if isinstance(value, int) and not isinstance(value, bool):
+        _check_int(value)
+    if isinstance(value, str) and not (free_text or is_identifier(value)):
+        raise GraphError(f"cannot save the string attribute {short(value)}: only names are "
+                         f"free text, other strings must be identifiers")
     if isinstance(value, (bool, int, float, str)) or value is None:
         return value
-    raise GraphError(f"cannot save an attribute of type {type(value).__name__}: {value!r}")
+    raise GraphError(f"cannot save an attribute of type {type(value).__name__}: {short(value)}")
 
 
 def encode_graph(name: str, nodes: list[Node], table: ArrayTable, *, inputs=(), outputs=(),
-                 updates=(), default_updates=()) -> dict:
+                 updates=(), default_updates=(), depth: int = 0) -> dict:
     """The JSON tree of `nodes` (a topological order closed under inputs) and the roles of
-    some of them: program inputs/outputs/updates and default updates (trigger, param, value)."""
+    some of them: program inputs/outputs/updates and default updates (trigger, param, value).
+    `depth` counts the graphs this one is nested in (0 for a file's graph)."""
     index = {n.uid: i for i, n in enumerate(nodes)}
 
     def idx(n: Node) -> int:
@@ -94,12 +153,17 @@ def encode_graph(name: str, nodes: list[Node], table: ArrayTable, *, inputs=(), 
 
     entries = []
     for n in nodes:
+        check_attrs(n.op, n.attrs)  # (what gc.load would refuse is refused now)
+        expression_inputs = len(n.inputs) if n.op.is_elementwise else None
         entry = {"op": n.op.name, "inputs": [idx(i) for i in n.inputs],
-                 "attrs": {k: _encode_attr(v, table) for k, v in n.attrs.items()},
+                 "attrs": {k: encode_attr(v, table, depth=depth, free_text=k in FREE_TEXT,
+                                          inputs=expression_inputs if k == "expr" else None)
+                           for k, v in n.attrs.items()},
                  "scope": n.scope}
         if n.label is not None:
             entry["label"] = n.label
         if n.loc is not None:
+            _check_int(n.loc.lineno)
             entry["loc"] = [n.loc.filename, n.loc.lineno, n.loc.function]
         entries.append(entry)
     return {"name": name, "nodes": entries,
@@ -118,62 +182,195 @@ def graph_nodes(graph: Graph) -> tuple[list[Node], list[tuple[Node, Node, Node]]
 # -- decoding ---------------------------------------------------------------------------------
 
 
-def _decode_attr(value, table: ArrayTable, name: str | None):
+def decode_attr(value, table: ArrayTable, name: str | None = None, *,
+                inputs: int | None = None, depth: int = 0, free_text: bool = False):
+    """Rebuild an attribute value written by `encode_attr` (same `inputs`, `depth` and
+    `free_text`); `name` names a parameter's storage. Anything unexpected is a GraphError."""
+    return _decode_attr(value, table, name, inputs, depth, 0, free_text)
+
+
+def _decode_attr(value, table: ArrayTable, name, inputs, depth: int, nesting: int,
+                 free_text: bool = False):
+    if nesting > MAX_TUPLE_DEPTH:
+        raise GraphError(f"an attribute with tuples nested more than {MAX_TUPLE_DEPTH} deep")
     if isinstance(value, dict):
         if len(value) != 1:
-            raise GraphError(f"bad attribute {value!r}")
+            raise GraphError(f"bad attribute {short(value)}")
         (tag, body), = value.items()
         if tag == "param":
-            return ParamStorage(name or "param", table.get(body))
+            return table.storage(body, name or "param")
         if tag == "const":
-            return ConstValue(table.get(body))
+            return ConstValue(table.tensor_array(body))
         if tag == "dtype":
-            return as_dtype(str(body))
+            if not isinstance(body, str) or body not in _DTYPES:
+                raise GraphError(f"dtype {short(body)} is not supported (supported: "
+                                 f"{', '.join(_DTYPES)})")
+            return _DTYPES[body]
         if tag == "sympy":
-            return from_json(body)
+            return from_json(body, inputs)
         if tag == "tuple" and isinstance(body, list):
-            return tuple(_decode_attr(v, table, name) for v in body)
-        raise GraphError(f"unknown attribute tag {tag!r}")
+            return tuple(_decode_attr(v, table, name, inputs, depth, nesting + 1, free_text)
+                         for v in body)
+        if tag == "graph":
+            if depth >= MAX_GRAPH_DEPTH:
+                raise GraphError(f"graphs nested more than {MAX_GRAPH_DEPTH} deep")
+            return decode_graph(body, table, depth=depth + 1)
+        raise GraphError(f"unknown attribute tag {short(tag)}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        _check_int(value)
+    if isinstance(value, str) and not (free_text or is_identifier(value)):
+        # (an op's expression may hand an attribute to sympy, which parses strings as code)
+        raise GraphError(f"bad string attribute {short(value)}: only names are free text, "
+                         f"other strings must be identifiers")
     if isinstance(value, (bool, int, float, str)) or value is None:
         return value
-    raise GraphError(f"bad attribute value {value!r}")
+    raise GraphError(f"bad attribute value {short(value)}")
 
 
-def decode_graph(tree: dict, table: ArrayTable) -> Graph:
-    """Rebuild a graph written by `encode_graph` (program roles and default updates too)."""
-    graph = Graph(str(tree.get("name", "graph")))
+def decode_graph(tree, table: ArrayTable, *, depth: int = 0) -> Graph:
+    """Rebuild a graph written by `encode_graph` (program roles and default updates too).
+    Every field is checked; anything unexpected is a GraphError naming the node."""
+    if not isinstance(tree, dict):
+        raise GraphError(f"a graph must be an object, not {type(tree).__name__}")
+    missing = sorted(_GRAPH_FIELDS - set(tree))
+    if missing:
+        raise GraphError(f"the graph has no {', '.join(missing)}")
+    graph = Graph(_text(tree["name"], "the graph's name"))
     nodes: list[Node] = []
-    for i, entry in enumerate(tree["nodes"]):
-        op_name = entry["op"]
+    for i, entry in enumerate(_list(tree.get("nodes"), "the graph's nodes")):
+        if not isinstance(entry, dict) or not _NODE_FIELDS <= set(entry):
+            raise GraphError(f"node {i} is not an object with the fields "
+                             f"{', '.join(sorted(_NODE_FIELDS))}")
+        op_name = entry.get("op")
         op = REGISTRY.get(op_name) if isinstance(op_name, str) else None
         if op is None:
-            raise GraphError(f"node {i}: unknown op {op_name!r} (not in this graphc's registry)")
-        inputs = []
-        for j in entry["inputs"]:
-            if not isinstance(j, int) or not 0 <= j < i:
-                raise GraphError(f"node {i} ({op_name}): bad input index {j!r}")
-            inputs.append(nodes[j])
-        raw = entry["attrs"]
+            raise GraphError(f"node {i}: unknown op {short(op_name)} (not in this graphc's "
+                             f"registry)")
+        inputs = [nodes[_index(j, i, f"node {i} ({op_name}): bad input index")]
+                  for j in _list(entry.get("inputs"), f"node {i}'s inputs")]
+        raw = entry.get("attrs")
+        if not isinstance(raw, dict):
+            raise GraphError(f"node {i} ({op_name}): attrs must be an object")
         name = raw.get("name") if isinstance(raw.get("name"), str) else None
-        attrs = Attrs({str(k): _decode_attr(v, table, name) for k, v in raw.items()})
-        loc = entry.get("loc")
-        loc = SourceLocation(str(loc[0]), int(loc[1]), str(loc[2])) if loc else None
+        expression_inputs = len(inputs) if op.is_elementwise else None
         try:
-            node = graph.make_node(op, inputs, attrs, loc=loc, scope=str(entry.get("scope", "")))
+            attrs = Attrs({k: decode_attr(v, table, name, depth=depth, free_text=k in FREE_TEXT,
+                                          inputs=expression_inputs if k == "expr" else None)
+                           for k, v in raw.items()})
+            check_attrs(op, attrs)
+        except GraphError as exc:
+            raise GraphError(f"node {i} ({op_name}): {exc}") from None
+        loc = entry.get("loc")
+        if loc is not None:
+            if not (isinstance(loc, list) and len(loc) == 3 and isinstance(loc[0], str)
+                    and type(loc[1]) is int and isinstance(loc[2], str)):
+                raise GraphError(f"node {i} ({op_name}): bad source location {short(loc)}")
+            _check_int(loc[1])
+            loc = SourceLocation(loc[0], loc[1], loc[2])
+        scope = _text(entry["scope"], f"node {i}'s scope")
+        label = entry.get("label")
+        if label is not None:
+            label = _text(label, f"node {i}'s label")
+        try:
+            node = graph.make_node(op, inputs, attrs, loc=loc, scope=scope)
         except GraphError as exc:
             raise GraphError(f"node {i} ({op_name}) does not rebuild: {exc}") from None
-        if entry.get("label") is not None:
-            node.label = str(entry["label"])
+        if label is not None:
+            node.label = label
         nodes.append(node)
 
     def at(j) -> Node:
-        if not isinstance(j, int) or not 0 <= j < len(nodes):
-            raise GraphError(f"bad node index {j!r}")
-        return nodes[j]
+        return nodes[_index(j, len(nodes), "bad node index")]
 
-    graph.inputs = [at(j) for j in tree.get("inputs", [])]
-    graph.outputs = [at(j) for j in tree.get("outputs", [])]
-    graph.updates = [(at(p), at(v)) for p, v in tree.get("updates", [])]
-    for t, p, v in tree.get("default_updates", []):
+    def rows(key: str, width: int) -> list[list]:
+        out = _list(tree[key], key)
+        if not all(isinstance(r, list) and len(r) == width for r in out):
+            raise GraphError(f"bad {key}: each entry lists {width} node indices")
+        return out
+
+    graph.inputs = [at(j) for j in _list(tree["inputs"], "inputs")]
+    graph.outputs = [at(j) for j in _list(tree["outputs"], "outputs")]
+    graph.updates = [(at(p), at(v)) for p, v in rows("updates", 2)]
+    for t, p, v in rows("default_updates", 3):
         graph.add_default_update(at(t), at(p), at(v))
     return graph
+
+
+#: Attributes whose string values are free text (kept as they are; escaped by graphc.ir.text).
+FREE_TEXT = frozenset({"name"})
+
+#: The attributes of the ops that have no reference kernel to tell them.
+_LEAF_ATTRS = {"placeholder": {"name": str, "shape": tuple, "dtype": np.dtype},
+               "parameter": {"name": str, "storage": ParamStorage},
+               "constant": {"value": ConstValue}}
+
+
+@cache
+def _reference_attrs(op_name: str) -> tuple[frozenset, frozenset] | None:
+    """(required, allowed) attribute names of an op: its reference kernel's keyword-only
+    parameters (the NumPy backend calls it with the attributes as keywords); None when the
+    kernel takes any keywords (elementwise ops: their expression decides)."""
+    try:
+        parameters = inspect.signature(REGISTRY[op_name].reference).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return None
+    keywords = [p for p in parameters if p.kind is p.KEYWORD_ONLY]
+    return (frozenset(p.name for p in keywords if p.default is p.empty),
+            frozenset(p.name for p in keywords))
+
+
+def check_attrs(op, attrs: Attrs) -> None:
+    """Raise GraphError unless `attrs` are attributes `op` takes: names that are identifiers
+    (the NumPy backend writes them as keywords), exactly the leaf ops' attributes with their
+    types, the keywords of the op's reference kernel, and for elementwise ops attributes its
+    expression can be built from."""
+    bad = [k for k in attrs if not is_identifier(k) or keyword.iskeyword(k)]
+    if bad:
+        raise GraphError(f"bad attribute name {short(bad[0])}")
+    leaf = _LEAF_ATTRS.get(op.name)
+    if leaf is not None:
+        if set(attrs) != set(leaf) or not all(isinstance(attrs[k], t) for k, t in leaf.items()):
+            raise GraphError(f"a {op.name} takes the attributes "
+                             f"{', '.join(f'{k} ({t.__name__})' for k, t in leaf.items())}")
+        if op.name == "placeholder" and not attrs["name"]:
+            raise GraphError("a placeholder's name is empty")
+        return
+    schema = _reference_attrs(op.name) if op.reference is not None else None
+    if schema is not None:
+        required, allowed = schema
+        if not required <= set(attrs) <= allowed:
+            raise GraphError(f"the attributes of {op.name} are {sorted(allowed)} (required "
+                             f"{sorted(required)}), not {sorted(attrs)}")
+    if op.is_elementwise:
+        try:
+            op.expr(attrs)
+        except GraphError:
+            raise
+        except Exception as exc:  # a missing or mistyped attribute of the expression
+            raise GraphError(f"the attributes {sorted(attrs)} do not make a {op.name} "
+                             f"expression ({type(exc).__name__}: {short(str(exc))})") from None
+
+
+def _list(value, what: str) -> list:
+    if not isinstance(value, list):
+        raise GraphError(f"{what} must be a list, not {type(value).__name__}")
+    return value
+
+
+def _index(j, bound: int, what: str) -> int:
+    if type(j) is not int or not 0 <= j < bound:
+        raise GraphError(f"{what} {short(j)}")
+    return j
+
+
+def _text(value, what: str) -> str:
+    if not isinstance(value, str):
+        raise GraphError(f"{what} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _check_int(value: int) -> None:
+    if abs(value).bit_length() > MAX_INT_BITS:
+        raise GraphError(f"an integer of {abs(value).bit_length()} bits (at most {MAX_INT_BITS})")

@@ -204,8 +204,9 @@ def test_corrupt_truncated_and_foreign_files(tmp_path):
 def test_manifest_checks(tmp_path):
     members = good_members(tmp_path)
     manifest = json.loads(members["manifest.json"])
+    assert manifest["version"] == gc.io.VERSION == 2  # (version 1 files still load)
     for change, message in [({"format": "keras"}, "not a graphc file"),
-                            ({"version": 99}, "version 99"),
+                            ({"version": 99}, "version 99; this graphc reads versions 1, 2"),
                             ({"kind": "pickle"}, "unknown kind")]:
         write_zip(tmp_path / "bad.graphc", {**members,
                                              "manifest.json": json.dumps({**manifest, **change})})
