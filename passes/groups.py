@@ -46,10 +46,17 @@ class Group:
         return len(self.members)
 
 
+#: The most ops on a path from a group's root to its inputs: a fused expression is a tree that
+#: printers, emitters and files walk recursively, so a chain of hundreds of elementwise ops is
+#: cut into groups of at most this depth (a budget counted in ops, the same on every machine).
+MAX_FUSION_DEPTH = 32
+
+
 def elementwise_groups(program: Graph) -> list[Group]:
     use = users(program.nodes)
     pinned = {n.uid for n in program.roots()}
     owner: dict[int, Group] = {}
+    depth: dict[int, int] = {}  # ops between a member and its group's root
     groups: list[Group] = []
     for node in reversed(program.nodes):
         if not fusible(node):
@@ -64,12 +71,16 @@ def elementwise_groups(program: Graph) -> list[Group]:
             if len(homes) == 1 and c.uid in owner and all(
                     same_shape(node.shape, u.shape) for u in consumers) and \
                     computes_in(node) == computes_in(owner[c.uid].root):
-                owner[node.uid] = owner[c.uid]
-                owner[node.uid].members.append(node)
-                joined = True
+                level = 1 + max(depth[u.uid] for u in consumers)
+                if level < MAX_FUSION_DEPTH:
+                    owner[node.uid] = owner[c.uid]
+                    owner[node.uid].members.append(node)
+                    depth[node.uid] = level
+                    joined = True
         if not joined:
             group = Group(node, [node])
             owner[node.uid] = group
+            depth[node.uid] = 0
             groups.append(group)
     for g in groups:
         g.members.sort(key=lambda n: n.uid)

@@ -299,6 +299,21 @@ case("cast_roundtrip", lambda x: gc.cast(gc.cast(x, "float32"), "float64") * x,
 case("cast_int", lambda x: gc.cast(x * 3, "int64"), lambda r: [_u(r, 6)],
      lambda x: (x * 3).astype(np.int64), grad=False)
 
+
+def _to_int(x, dtype):
+    """float -> int as NumPy on x86-64: truncation, and the most negative integer for NaN, inf
+    and values out of range."""
+    info = np.iinfo(dtype)
+    return np.array([int(v) if np.isfinite(v) and info.min <= v < info.max + 1 else info.min
+                     for v in x.tolist()], dtype)
+
+
+case("cast_int_hostile", lambda x: gc.concat([gc.cast(x, "int64"), gc.cast(gc.cast(x, "int32"),
+                                                                            "int64")], 0),
+     lambda r: [np.array([np.nan, np.inf, -np.inf, 1e300, -1e300, 3e9, -3e9, 2.7, -2.7, -0.0])],
+     lambda x: np.concatenate([_to_int(x, np.int64), _to_int(x, np.int32).astype(np.int64)]),
+     grad=False)
+
 for _axis, _keep in [(None, False), (0, False), ((0, 2), True), (-1, False)]:
     case(f"sum_{_axis}_{_keep}", lambda x, a=_axis, k=_keep: gc.sum(x, a, k),
          lambda r: [_u(r, 2, 3, 4)], lambda x, a=_axis, k=_keep: np.sum(x, a, keepdims=k))

@@ -175,7 +175,7 @@ def _finite_or_zero(ctx, m, ty):
 
 def _row_geometry(ctx: GpuKernel, x: Node, axis: int):
     b = ctx.b
-    shape = ctx.shape(x)
+    shape = ctx.shape(x) or [i64(1)]  # a 0-d tensor is one row of one element
     outer = ctx.numel_of(shape[:axis])
     inner = ctx.numel_of(shape[axis + 1:])
     return outer, shape[axis], inner, b

@@ -139,7 +139,13 @@ def convert(b: ir.IRBuilder, v: ir.Value, src: ir.Type, dst: ir.Type, src_bool: 
     if is_float_type(src):
         if dst == I8:  # float -> bool
             return b.zext(b.fcmp_unordered("!=", v, ir.Constant(src, 0.0)), I8)
-        return b.fptosi(v, dst)
+        # NaN, inf and values out of range give the most negative integer, as NumPy gives on
+        # x86-64 (fptosi would be poison there, and PTX's cvt gives 0 for NaN)
+        limit = float(1 << (dst.width - 1))
+        inside = b.and_(b.fcmp_ordered(">=", v, ir.Constant(src, -limit)),
+                        b.fcmp_ordered("<", v, ir.Constant(src, limit)))
+        safe = b.fptosi(b.select(inside, v, ir.Constant(src, 0.0)), dst)
+        return b.select(inside, safe, ir.Constant(dst, -(1 << (dst.width - 1))))
     if is_float_type(dst):
         return b.sitofp(v, dst)
     if dst == I8:  # int -> bool

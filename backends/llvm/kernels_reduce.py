@@ -136,7 +136,7 @@ def numel(ctx: KernelContext) -> None:
 def _rows(ctx: KernelContext, axis: int):
     """(outer, length, inner) sizes of the input around `axis`."""
     (x,) = ctx.node.inputs[:1]
-    shape = ctx.shape(x)
+    shape = ctx.shape(x) or [i64(1)]  # a 0-d tensor is one row of one element
     outer = product(ctx.b, shape[:axis])
     inner = product(ctx.b, shape[axis + 1:])
     return outer, shape[axis], inner

@@ -130,7 +130,7 @@ class _Printer:
                 return b if exp == 1 else f"({b} ** {int(exp)})"
             return f"_ipow({b}, {self.p(exp)})"
         if not exp.is_Rational:
-            return f"np.power({b}, {self.p(exp)})"
+            return f"_power({b}, {self.p(exp)})"
         if exp == 1:
             return b
         if exp == 2:
@@ -141,7 +141,7 @@ class _Printer:
             return f"(1 / {self.power(base, -exp)})"
         if exp.is_Integer:
             return f"({b} ** {int(exp)})"
-        return f"np.power({b}, {self.number(exp)})"
+        return f"_power({b}, {self.number(exp)})"
 
 
 def _repeated(expr) -> dict:
@@ -181,6 +181,17 @@ def _np_softplus(x):
     return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
 
+def _np_power(base, exponent):
+    """IEEE pow, as libm and the native backends compute it. NumPy's power takes a shortcut
+    for a scalar exponent 0.5 (sqrt), which gives NaN for -inf and -0 for -0; pow gives inf
+    and 0."""
+    out = np.power(base, exponent)
+    if np.ndim(exponent) == 0 and exponent == 0.5:
+        out = np.where(base == 0, np.zeros((), out.dtype), out)
+        out = np.where(np.isneginf(base), np.array(np.inf, out.dtype), out)
+    return out
+
+
 def _np_ipow(base, exponent):
     """Integer ``base ** exponent`` wrapping as NumPy's, and for a negative exponent the
     truncated 1/base**-exponent (1, -1 or 0; NumPy raises there) — native code cannot raise."""
@@ -197,7 +208,7 @@ def _np_ipow(base, exponent):
 
 
 NUMPY_NAMESPACE = {"np": np, "_sigmoid": _np_sigmoid, "_softplus": _np_softplus,
-                   "_ipow": _np_ipow}
+                   "_power": _np_power, "_ipow": _np_ipow}
 
 
 @lru_cache(maxsize=4096)

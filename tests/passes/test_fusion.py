@@ -93,3 +93,22 @@ def test_a_value_used_twice_inside_one_group_is_fused_with_it():
     for backend in ("numpy", "llvm"):
         np.testing.assert_allclose(gc.compile([x], out, backend=backend)(a),
                                    np.exp(a) ** 2 + np.exp(a), rtol=1e-12)
+
+
+def test_a_long_chain_is_fused_in_bounded_pieces():
+    """300 elementwise ops in a row: fused into groups of at most MAX_FUSION_DEPTH ops, so
+    printers and emitters never recurse past Python's limit; every backend matches NumPy."""
+    from graphc.passes.groups import MAX_FUSION_DEPTH
+
+    x = gc.placeholder("x", (5,), "float64")
+    y = x
+    for i in range(300):
+        y = gc.tanh(y) * 1.01 + 0.001 if i % 2 else gc.sigmoid(y) - 0.5
+    a = np.linspace(-1, 1, 5)
+    want = gc.compile([x], y, optimize=False)(a)
+    for backend in ("numpy", "llvm"):
+        fn = gc.compile([x], y, backend=backend)
+        np.testing.assert_allclose(fn(a), want, rtol=1e-12)
+    sizes = fn.stats["passes"][[s.name for s in fn.stats["passes"]].index("fuse")].details[
+        "group_sizes"]
+    assert sum(sizes) >= 700 and max(sizes) == MAX_FUSION_DEPTH  # a chain: size is depth
