@@ -291,10 +291,12 @@ class ExprEmitter:
 
     def _piecewise(self, cases) -> ir.Value:
         value, cond = cases[0]
-        if cond is sympy.true or len(cases) == 1:
+        if cond is sympy.true:
             return self._emit(value)
-        return self.b.select(self._truth(self._emit(cond)), self._emit(value),
-                             self._piecewise(cases[1:]))
+        # no case holds: NaN, as NumPy's printer says (0 for integers, which have no NaN)
+        rest = self._piecewise(cases[1:]) if len(cases) > 1 else const(
+            self.ty, float("nan") if self.float else 0)
+        return self.b.select(self._truth(self._emit(cond)), self._emit(value), rest)
 
 
 def intrinsic_math(b: ir.IRBuilder, name: str, x: ir.Value, ty: ir.Type) -> ir.Value:

@@ -86,7 +86,9 @@ class _Printer:
             # printed in evaluation order: temporaries are defined where first evaluated
             parts = [(self.p(c), self.p(v)) for v, c in e.args]
             *cases, (cond, last) = parts
-            out = last if e.args[-1].cond is sympy.true else f"np.where({cond}, {last}, np.nan)"
+            otherwise = "0" if self.integer else "np.nan"  # no case holds
+            out = last if e.args[-1].cond is sympy.true else \
+                f"np.where({cond}, {last}, {otherwise})"
             for c, v in reversed(cases):
                 out = f"np.where({c}, {v}, {out})"
             return out

@@ -1,0 +1,128 @@
+"""Every expression form a pass can emit lowers on every backend, with NumPy's results.
+
+An elementwise node carries a sympy tree made of `graphc.ops.expr.EXPRESSION_TYPES` only
+(checked when the node is built). This table has at least one expression per type — in the
+evaluated forms of op templates and derivatives and in the unevaluated forms fusion composes —
+and each is compiled on numpy, llvm and emulated cuda and fed zeros, infinities and NaN.
+"""
+
+import numpy as np
+import pytest
+import sympy
+
+import graphc as gc
+from graphc.ops import expr as E
+
+x0, x1, x2 = E.inputs(3)  # x2 is a bool input
+N = sympy.Integer
+
+
+C = sympy.Symbol("c")  # a boolean placeholder in templates
+
+
+def raw(expr, **subs):
+    """`expr` with symbols replaced and nothing evaluated (what fusion builds)."""
+    symbols = {s.name: s for s in expr.free_symbols}
+    return E.compose(expr, {symbols[k]: v for k, v in subs.items()})
+
+
+FLOAT_FORMS = {
+    "sum_of_three": sympy.Add(x0, x1, x0, evaluate=False),
+    "difference": sympy.Add(x0, sympy.Mul(-1, x1, evaluate=False), evaluate=False),
+    "self_difference": sympy.Add(x0, sympy.Mul(-1, x0, evaluate=False), evaluate=False),
+    "quotient": sympy.Mul(x0, sympy.Pow(x1, -1, evaluate=False), evaluate=False),
+    "scaled_product": sympy.Rational(1, 3) * x0 * x1,
+    "negation": sympy.Mul(-1, x0, evaluate=False),
+    "float_constant": sympy.Float(2.5) * x0 + sympy.Float(-0.125),
+    "square": x0**2,
+    "cube": x0**3,
+    "reciprocal": 1 / x0,
+    "inverse_square": x0**-2,
+    "sqrt": sympy.sqrt(x0),
+    "rsqrt": 1 / sympy.sqrt(x0),
+    "float_power": sympy.Pow(x0, sympy.Float(0.5), evaluate=False),
+    "tensor_power": x0**x1,
+    "rational_power": sympy.Pow(x0, sympy.Rational(3, 2), evaluate=False),
+    "sqrt_squared": sympy.Pow(sympy.sqrt(x0), 2, evaluate=False),
+    "functions": sympy.exp(x0) + sympy.log(x1) + sympy.tanh(x0) + sympy.Abs(x1),
+    "sign": sympy.sign(x0),
+    "graphc_functions": E.sigmoid(x0) + E.softplus(x1) + E.log1p(x0) + E.expm1(x1),
+    "tie_and_nan_of": sympy.Piecewise((E.tie(x0, x1), sympy.Eq(x0, x1)), (E.nan_of(x0, x1),
+                                                                          True)),
+    "floordiv_mod": E.floordiv(x0, x1) + E.mod(x0, x1),
+    "nan_constant": sympy.Piecewise((sympy.nan, x0 > 1), (x0, True)),
+    "piecewise_without_default": sympy.Piecewise((x0, x0 > 0), (x1, x1 > 0)),
+    "relations": sympy.Piecewise((x0, (x0 < x1) & (x0 <= 0.5)), (x1, (x0 > x1) | (x0 >= 2)),
+                                 (0.25, sympy.Ne(x0, x0)), (0.75, True)),
+    "self_equality": raw(sympy.Piecewise((x1, sympy.Eq(x0, x1)), (sympy.Float(0.5), True)),
+                         x1=x0),
+    "not": raw(sympy.Piecewise((x0, sympy.Not(C)), (x1, True)), c=x0 > x1),
+    "nan_tests": sympy.Piecewise((0.5, E.isnan(x0)), (1.5, E.isinf(x1)), (x0, True)),
+    "bool_input": sympy.Piecewise((x0, sympy.Ne(x2, 0)), (x1, True)),
+    "bool_constants": raw(sympy.Piecewise((x0, sympy.Ne(x2, 0)), (x1, True)), x2=sympy.true)
+    + raw(sympy.Piecewise((x0, sympy.Ne(x2, 0)), (x1, True)), x2=sympy.false),
+    "condition_over_piecewise": raw(sympy.Piecewise((x1, x2 > 0.5), (x0, True)),
+                                    x2=sympy.Piecewise((x0, x0 > x1), (x1, True))),
+}
+INT_FORMS = {
+    "arithmetic": sympy.Add(x0 * x1, sympy.Mul(-1, x0, evaluate=False), N(7), evaluate=False),
+    "powers": x0**3 + x0**x1 + sympy.Pow(x0, -1, evaluate=False),
+    "floordiv_mod": E.floordiv(x0, x1) + E.mod(x0, x1),
+    "abs_sign": sympy.Abs(x0) + sympy.sign(x1),
+    "extrema": sympy.Piecewise((x0, x0 > x1), (x1, x0 < x1), (E.tie(x0, x1), sympy.Eq(x0, x1)),
+                               (E.nan_of(x0, x1), True)),
+    "nan_tests": sympy.Piecewise((N(1), E.isnan(x0) | E.isinf(x1)), (x0, True)),
+}
+
+
+def _arrays(dtype):
+    if np.dtype(dtype).kind == "f":
+        a = np.array([0.0, -0.0, 1.5, -2.5, np.inf, -np.inf, np.nan, 3.0, 0.25, 2.0, -1.0, 1.0])
+        b = np.array([0.0, 2.0, 1.5, np.inf, 3.0, -np.inf, 1.0, np.nan, -0.5, 2.0, 0.0, -1.0])
+    else:
+        info = np.iinfo(dtype)
+        a = np.array([0, 7, -7, 7, -7, info.min, info.min, 3, 2, -1, 1, info.max])
+        b = np.array([0, 2, 2, -2, -3, -1, 1, 0, 5, 3, -2, 2])
+    c = np.array([True, False] * 6)
+    return [a.astype(dtype), b.astype(dtype), c]
+
+
+def _run(expr, dtype, backend, options):
+    inputs = [gc.placeholder("a", (12,), dtype), gc.placeholder("b", (12,), dtype),
+              gc.placeholder("c", (12,), "bool")]
+    out = gc.ops.elemwise(expr, inputs, dtype=dtype)
+    fn = gc.compile(inputs, out, backend=backend, optimize=False, backend_options=options)
+    return fn(*_arrays(dtype))
+
+
+BACKENDS = [("llvm", None), ("cuda", {"emulate": True})]
+CASES = [(name, expr, dt) for name, expr in FLOAT_FORMS.items() for dt in ("float64", "float32")]
+CASES += [(name, expr, dt) for name, expr in INT_FORMS.items() for dt in ("int64", "int32")]
+
+
+@pytest.mark.parametrize("backend,options", BACKENDS, ids=["llvm", "cuda-emulated"])
+@pytest.mark.parametrize("name,expr,dtype", CASES, ids=[f"{n}-{d}" for n, _, d in CASES])
+def test_form_lowers_like_numpy(name, expr, dtype, backend, options):
+    with np.errstate(all="ignore"):
+        want = _run(expr, dtype, "numpy", None)
+        got = _run(expr, dtype, backend, options)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == "float32" else 1e-12)
+
+
+def test_every_expression_type_has_a_form():
+    seen = set()
+    for expr in [*FLOAT_FORMS.values(), *INT_FORMS.values()]:
+        seen |= {type(e) for e in sympy.preorder_traversal(expr)}
+    missing = [t.__name__ for t in E.EXPRESSION_TYPES
+               if not any(issubclass(s, t) for s in seen)]
+    assert not missing, f"expression types without a form in this table: {missing}"
+
+
+def test_anything_else_is_refused_when_the_node_is_built():
+    a = gc.placeholder("a", (3,), "float64")
+    for bad in (sympy.Max(x0, 1), sympy.floor(x0), sympy.sin(x0), sympy.Symbol("y") + x0,
+                x0 + x1):
+        with pytest.raises(gc.GraphError):
+            gc.ops.elemwise(bad, [a], dtype="float64")

@@ -1,0 +1,176 @@
+"""The graph you declare is the math you get: the reproductions of issue 11 (each a member
+of a class the differential tests cover at random), on every backend, optimized or not."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import graphc as gc
+
+F = gc.nn.functional
+BACKENDS = [("numpy", None), ("llvm", None), ("cuda", {"emulate": True})]
+IDS = ["numpy", "llvm", "cuda-emulated"]
+
+
+def _everywhere(inputs, outputs, arrays):
+    """Results of every backend, optimized and not: [(label, results)]."""
+    out = []
+    for backend, options in BACKENDS:
+        for optimize in (False, True):
+            fn = gc.compile(inputs, outputs, backend=backend, optimize=optimize,
+                            backend_options=options)
+            out.append((f"{backend} optimize={optimize}", fn(*arrays)))
+    return out
+
+
+def test_picked_softmax_rewrite_checks_its_axis():
+    """log(sum(one_hot * softmax(z, 0), 0)): the one-hot axis is 1, so nothing is picked and
+    the rewrite must not fire (it gave -5.537 instead of -3.133, and a gradient twice the
+    finite difference)."""
+    z = gc.placeholder("z", (4, 3), "float64")
+    y = gc.placeholder("y", (4,), "int64")
+    cost = gc.sum(gc.log(gc.sum(gc.one_hot(y, 3, dtype="float64") * gc.softmax(z, 0), 0)))
+    zz = np.random.default_rng(0).normal(size=(4, 3))
+    yy = np.array([0, 1, 2, 0])
+    sm = np.exp(zz - zz.max(0)) / np.exp(zz - zz.max(0)).sum(0)
+    want = np.log((np.eye(3)[yy] * sm).sum(0)).sum()
+    for label, (value,) in _everywhere([z, y], [cost], [zz, yy]):
+        np.testing.assert_allclose(value, want, rtol=1e-12, err_msg=label)
+    (g,) = gc.grad(cost, [z])
+    grad = gc.compile([z, y], g)(zz, yy)
+    eps, numeric = 1e-6, np.zeros_like(zz)
+    f = gc.compile([z, y], cost, optimize=False)
+    for idx in np.ndindex(zz.shape):
+        d = np.zeros_like(zz)
+        d[idx] = eps
+        numeric[idx] = (f(zz + d, yy) - f(zz - d, yy)) / (2 * eps)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
+
+
+def test_picked_softmax_with_a_masked_logit_is_finite():
+    """A -inf logit (a mask) that is not the target: PyTorch's cross-entropy gives -0.313;
+    the picked form must not multiply 0 by log_softmax = -inf."""
+    z = gc.placeholder("z", (1, 3), "float64")
+    y = gc.placeholder("y", (1,), "int64")
+    cost = gc.sum(gc.log(gc.sum(gc.one_hot(y, 3, dtype="float64") * gc.softmax(z, 1), 1)))
+    zz, yy = np.array([[2.0, -np.inf, 1.0]]), np.array([0])
+    want = 2.0 - np.log(np.exp(2.0) + np.exp(1.0))
+    for label, (value,) in _everywhere([z, y], [cost], [zz, yy]):
+        np.testing.assert_allclose(value, want, rtol=1e-12, err_msg=label)
+    g = gc.compile([z, y], gc.grad(cost, z))(zz, yy)
+    assert np.isfinite(g).all()
+
+
+def test_rewrites_keep_undefined_undefined():
+    """(x*x - y*y)/(x - y) at x == y is 0/0, NaN — not 2x; x - x at inf is NaN; x * 0 at inf
+    is NaN; sqrt(x)**2 + x at -4 is NaN, not -8; exp(log(x)) at -1 is NaN; min(exp(x), 0) at
+    NaN is NaN, not 0."""
+    x, y = gc.placeholder("x", (3,), "float64"), gc.placeholder("y", (3,), "float64")
+    outs = [(x * x - y * y) / (x - y), x - x, x * 0.0, gc.square(gc.sqrt(x)) + x,
+            gc.exp(gc.log(x)), gc.minimum(gc.exp(x), 0.0), (x * 2.0) / (x * 2.0)]
+    xx, yy = np.array([1.0, np.inf, -4.0]), np.array([1.0, 0.0, np.nan])
+    with np.errstate(all="ignore"):
+        want = [(xx * xx - yy * yy) / (xx - yy), xx - xx, xx * 0.0, np.sqrt(xx) ** 2 + xx,
+                np.exp(np.log(xx)), np.minimum(np.exp(xx), 0.0), (xx * 2) / (xx * 2)]
+    for label, got in _everywhere([x, y], outs, [xx, yy]):
+        for k, (g, w) in enumerate(zip(got, want)):
+            np.testing.assert_array_equal(np.isnan(g), np.isnan(w), err_msg=f"{label} #{k}")
+            np.testing.assert_allclose(g, w, rtol=1e-12, err_msg=f"{label} #{k}")
+
+
+def test_the_same_graph_compiles_to_the_same_program_in_any_thread():
+    """A worker thread (where the old simplify skipped itself) and a thread holding a
+    SIGALRM timer (as test runners' timeouts do) compile the very same program."""
+    import signal
+
+    x, y = gc.placeholder("x", (3,), "float64"), gc.placeholder("y", (3,), "float64")
+    out = (x * x - y * y) / (x - y) + gc.tanh(x) * gc.tanh(x)
+    main = gc.compile([x, y], out).source
+    found = []
+    worker = threading.Thread(target=lambda: found.append(gc.compile([x, y], out).source))
+    worker.start()
+    worker.join()
+    previous = signal.signal(signal.SIGALRM, lambda *a: None)
+    signal.setitimer(signal.ITIMER_REAL, 30.0)
+    try:
+        found.append(gc.compile([x, y], out).source)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert found == [main, main]
+    got = gc.compile([x, y], out)(np.array([1.0, 2, 3]), np.array([1.0, 0, 3]))
+    assert np.isnan(got[0]) and np.isnan(got[2])
+
+
+@pytest.mark.parametrize("backend,options", BACKENDS, ids=IDS)
+def test_every_backend_compiles_what_fusion_emits(backend, options):
+    """A condition over minimum/maximum/clip (sympy made it an ITE the emitters rejected),
+    integer powers, a float32 comparison feeding a float64 where, a piecewise inside a
+    comparison."""
+    a, b = gc.placeholder("a", (3,)), gc.placeholder("b", (3,))
+    c, d = gc.placeholder("c", (3,)), gc.placeholder("d", (3,), "float64")
+    k = gc.placeholder("k", (3,), "int32")
+    outs = [gc.where(gc.minimum(a, b) > c, a * 2.0 + b, a - b * 3.0),
+            gc.where(gc.clip(a, b, c) < 0.5, a, c), k ** 3, k ** k,
+            gc.where(a < 0.0, d, 1.0), gc.cast(gc.maximum(a, b) > gc.minimum(b, c), "float32")]
+    arrays = [np.array([1.0, 2, 3], np.float32), np.array([0.0, 5, 1], np.float32),
+              np.array([0.5, 0.5, 4], np.float32), np.array([7.0, 8, 9]),
+              np.array([2, -3, 0], np.int32)]
+    raw = gc.compile([a, b, c, d, k], outs, optimize=False)(*arrays)
+    got = gc.compile([a, b, c, d, k], outs, backend=backend, backend_options=options)(*arrays)
+    for g, w in zip(got, raw):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)
+    np.testing.assert_array_equal(got[3], [4, 0, 1])  # (-3)**-3 truncates to 0; 0**0 is 1
+
+
+@pytest.mark.parametrize("backend,options", BACKENDS, ids=IDS)
+def test_the_nan_guard_idiom_survives(backend, options):
+    """clip(where(s == s, x, 0.5), 0, 1): [0.5, 1, 0.5], not [1, 1, 0] (sympy read s == s as
+    true, and a folded condition tested x instead of the where)."""
+    x, s = gc.placeholder("x", (3,)), gc.placeholder("s", (3,))
+    outs = [gc.clip(gc.where(s == s, x, 0.5), 0, 1), gc.clip(gc.where(gc.isnan(s), 0.5, x), 0, 1),
+            gc.cast(gc.isfinite(x / s), "float32"), gc.cast(s != s, "float32")]
+    xx = np.array([2.0, 2, -3], np.float32)
+    ss = np.array([np.nan, 1, np.nan], np.float32)
+    for optimize in (False, True):
+        fn = gc.compile([x, s], outs, backend=backend, optimize=optimize,
+                        backend_options=options)
+        first, second, finite, unequal = fn(xx, ss)
+        np.testing.assert_array_equal(first, [0.5, 1, 0.5])
+        np.testing.assert_array_equal(second, [0.5, 1, 0.5])
+        np.testing.assert_array_equal(finite, [0, 1, 0])
+        np.testing.assert_array_equal(unequal, [1, 0, 1])
+
+
+@pytest.mark.parametrize("backend,options", BACKENDS, ids=IDS)
+def test_log_softmax_keeps_its_digits(backend, options):
+    """(x - max) - log(sum), not x - (max + log(sum)): -0.693115 and 0.0 before."""
+    z = gc.placeholder("z", (2, 2), "float64")
+    fn = gc.compile([z], gc.log_softmax(z, 1), backend=backend, backend_options=options)
+    got = fn(np.array([[1e12, 1e12], [-1e30, -1e30]]))
+    np.testing.assert_allclose(got, np.full((2, 2), -np.log(2.0)), rtol=1e-15)
+
+
+@pytest.mark.parametrize("backend,options", BACKENDS, ids=IDS)
+def test_nan_propagates_as_in_numpy_and_pytorch(backend, options):
+    """Values: relu(NaN), clip(1, NaN, NaN), maximum(NaN, 1), max over a NaN are NaN.
+    Gradients (PyTorch's): relu passes g at NaN; maximum gives each side the full g; clip
+    gives 0; a max reduction over a NaN gives NaN."""
+    x = gc.placeholder("x", (3,), "float64")
+    lo = gc.placeholder("lo", (3,), "float64")
+    relu, clipped = gc.relu(x), gc.clip(gc.constant(np.ones(3)), lo, lo)
+    biggest, top = gc.maximum(x, lo), gc.max(x)
+    cost = gc.sum(relu) + gc.sum(biggest) + gc.sum(gc.clip(x, lo, 2.0)) + top
+    grads = gc.grad(cost, [x, lo])
+    fn = gc.compile([x, lo], [relu, clipped, biggest, top, *grads], backend=backend,
+                    backend_options=options)
+    xx, ll = np.array([np.nan, 0.5, -1.0]), np.array([np.nan, np.nan, 0.0])
+    r, c, m, t, gx, gl = fn(xx, ll)
+    np.testing.assert_array_equal(np.isnan(r), [True, False, False])
+    assert np.isnan(c[:2]).all() and c[2] == 0.0 and np.isnan(m[:2]).all() and m[2] == 0.0
+    assert np.isnan(t)
+    # d/dx: relu passes 1 at NaN, maximum 1 at NaN, clip 0 at NaN, max over a NaN: NaN
+    assert np.isnan(gx).all()
+    np.testing.assert_array_equal(gl, [1.0, 1.0, 2.0])  # NaN: maximum full g, clip 0
