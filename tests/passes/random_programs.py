@@ -85,7 +85,7 @@ def _picked(rng, x):
     """log(sum(one_hot * softmax)) along a random axis — the picked-softmax rule's pattern, on
     the right axis or not."""
     if x.ndim != 2:
-        return gc.log(gc.sum(gc.softmax(x, 0) * x, 0))
+        return gc.log(gc.sum(gc.softmax(x, 0) * x, 0)) if x.ndim else x
     axis = int(rng.integers(0, 2))
     labels = gc.constant(rng.integers(0, x.shape[1], x.shape[0]))
     hot = gc.one_hot(labels, x.shape[1], dtype=x.dtype)
