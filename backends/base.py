@@ -20,6 +20,10 @@ class Executable(ABC):
     #: True when `run` writes the parameter updates itself (after everything succeeded)
     applies_updates: bool = False
 
+    def close(self) -> None:
+        """Free what the executable holds (buffers, machine code, device memory). The default
+        holds nothing that the garbage collector does not free."""
+
     @abstractmethod
     def run(self, inputs: list[np.ndarray], binding: dict | None, key: tuple) -> tuple[list, list]:
         """Compute every output and every update's new value.

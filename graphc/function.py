@@ -269,7 +269,7 @@ class Function:
     def _run(self, arrays, binding, key):
         outputs, new_values = self._exe.run(arrays, binding, key)
         if not self._native_updates:
-            params = [s.value for s in self._params]
+            params = [s.host_buffer() for s in self._params]
             protected = params + list(arrays)  # outputs are the caller's own arrays
             outputs = [np.array(o, copy=True) if any(np.may_share_memory(o, p)
                                                      for p in protected) else o
@@ -279,9 +279,11 @@ class Function:
             new_values = [np.array(v, copy=True) if any(np.may_share_memory(v, p)
                                                         for p in params) else v
                           for v in new_values]
-            # every output and new value exists: now apply all updates (and only now)
-            for (storage, _), new in zip(self._updates, new_values):
-                np.copyto(storage.value, new, casting="unsafe")
+            # every output and new value exists and converts: now apply all updates (only now)
+            checked = [storage.checked(new) for (storage, _), new in zip(self._updates,
+                                                                         new_values)]
+            for (storage, _), new in zip(self._updates, checked):
+                storage.write(new)
         return outputs[0] if self._single else outputs
 
     def _fast_sizes(self, args) -> list | None:

@@ -66,7 +66,7 @@ class EmulatedExecutable(Executable):
         for slot, i in self._inputs:
             table[slot] = _address(inputs[i])
         for slot, storage in self.layout.param_slots:
-            table[slot] = storage.value.ctypes.data
+            table[slot] = storage.host_buffer().ctypes.data
         before = {k: storage.value.copy() for k, storage in self._snapshots}
         status_address = int(table[self.layout.status_slot])
         ctypes.memset(status_address, 0, 4)
@@ -76,6 +76,10 @@ class EmulatedExecutable(Executable):
         if status:
             raise BackendError(f"the compiled step failed: {STATUS.get(status, status)}; "
                                "no parameter was updated")
+        for p, _ in self.program.updates:  # written in place: device copies must follow
+            storage = p.attrs["storage"]
+            if storage.devices:
+                storage.changed_in_place()
         outputs = []
         for k, ((value, _shape), node) in enumerate(zip(state.outputs, self.program.outputs)):
             if k in before:
@@ -92,21 +96,34 @@ class EmulatedExecutable(Executable):
 
 
 class _DeviceParameter:
-    """Keeps a parameter resident on the device; the host copy is refreshed on demand."""
+    """Keeps a parameter resident on the device; the host copy is refreshed on demand (one of
+    the parameter's `devices`, see ParamStorage)."""
 
     def __init__(self, drv, storage) -> None:
         self.drv = drv
-        self.ptr = drv.alloc(storage._value.nbytes)
-        self.device_newer = False
-        drv.to_device(self.ptr, storage._value.ctypes.data, storage._value.nbytes)
+        host = storage.host_buffer()
+        self.ptr = drv.alloc(host.nbytes)
+        self.nbytes = host.nbytes
+        self.newer = False
+        drv.to_device(self.ptr, host.ctypes.data, host.nbytes)
 
     def pull(self, storage) -> None:
-        if self.device_newer:
-            self.device_newer = False
-            self.drv.to_host(storage._value.ctypes.data, self.ptr, storage._value.nbytes)
+        self.newer = False
+        self.drv.to_host(storage._value.ctypes.data, self.ptr, self.nbytes)
 
     def host_changed(self, storage) -> None:
-        self.drv.to_device(self.ptr, storage._value.ctypes.data, storage._value.nbytes)
+        self.newer = False
+        self.drv.to_device(self.ptr, storage._value.ctypes.data, self.nbytes)
+
+
+def device_copy(drv, storage) -> _DeviceParameter:
+    """The parameter's copy on this driver's device, made on first use."""
+    for device in storage.devices:
+        if isinstance(device, _DeviceParameter) and device.drv is drv:
+            return device
+    device = _DeviceParameter(drv, storage)
+    storage.devices.append(device)
+    return device
 
 
 class DeviceExecutable(Executable):
@@ -126,11 +143,10 @@ class DeviceExecutable(Executable):
         module = self.drv.load_module(ptx)
         self._functions = [self.drv.function(module, launch.kernel) for launch in launches]
         self._cublas = cublas()
-        self._params = []
-        for slot, storage in layout.param_slots:
-            if not isinstance(storage.device, _DeviceParameter):
-                storage.device = _DeviceParameter(self.drv, storage)
-            self._params.append((slot, storage))
+        self._params = [(slot, storage, device_copy(self.drv, storage))
+                         for slot, storage in layout.param_slots]
+        updated = {p.attrs["storage"].uid for p, _ in program.updates}
+        self._updated = [device for _, storage, device in self._params if storage.uid in updated]
         self._bindings: dict = {}
 
     def _state(self, binding, key):
@@ -163,8 +179,8 @@ class DeviceExecutable(Executable):
     def run(self, inputs, binding, key):
         state = self._state(binding, key)
         table = state["table"]
-        for slot, storage in self._params:
-            table[slot] = storage.device.ptr
+        for slot, _storage, device in self._params:
+            table[slot] = device.ptr
         self.drv.to_device(state["table_dev"], table.ctypes.data, table.nbytes)
         input_index = {n.uid: i for i, n in enumerate(self.program.inputs)}
         for (slot, nbytes), node in zip(state["inputs"], [n for n, s in zip(
@@ -190,8 +206,8 @@ class DeviceExecutable(Executable):
         if status[0]:
             raise BackendError(f"the compiled step failed: {STATUS.get(int(status[0]))}; no "
                                "parameter was updated")
-        for _, storage in self._params:
-            storage.device.device_newer = True
+        for device in self._updated:  # the host copy is stale until pulled
+            device.newer = True
         outputs = []
         for k, node in enumerate(self.program.outputs):
             shape = evaluate_shape(node.shape, binding)

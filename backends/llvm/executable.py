@@ -88,6 +88,7 @@ class LLVMExecutable(Executable):
         self._inputs = [(slot, input_index[n.uid]) for n, slot in
                         zip(program.inputs, layout.input_slots) if slot >= 0]
         self._params = layout.param_slots
+        self._updated = [p.attrs["storage"] for p, _ in program.updates]
         self._profile: tuple[int, list[str]] | None = None
 
     def enable_profile(self, slot: int, kernel_names: list[str]) -> None:
@@ -116,8 +117,8 @@ class LLVMExecutable(Executable):
             table[slot] = _address(inputs[i])
         seen = state.param_arrays
         for k, (slot, storage) in enumerate(self._params):
-            value = storage.value
-            if value is not seen[k]:  # a parameter array was replaced (e.g. loaded)
+            value = storage.host_buffer()  # (up to date if a device held a newer copy)
+            if value is not seen[k]:
                 table[slot] = value.ctypes.data
                 seen[k] = value
         before = {k: storage.value.copy() for k, storage in self._snapshots}
@@ -125,6 +126,9 @@ class LLVMExecutable(Executable):
         if status:
             raise BackendError(f"the compiled step failed: {STATUS.get(status, status)}; "
                                "no parameter was updated")
+        for storage in self._updated:  # written in place: device copies must follow
+            if storage.devices:
+                storage.changed_in_place()
         outputs = []
         for k, ((value, _shape), node) in enumerate(zip(state.outputs, self.program.outputs)):
             if k in before:

@@ -303,9 +303,9 @@ def _restore_parameters(fn, saved: dict) -> object:
         if value.shape != storage.value.shape or value.dtype != storage.value.dtype:
             raise FormatError(f"parameter {key}: the function has {storage.value.shape} "
                               f"{storage.value.dtype}, the file {value.shape} {value.dtype}")
-        pairs.append((storage, value))
-    for storage, value in pairs:
-        np.copyto(storage.value, value)
+        pairs.append((storage, storage.checked(value, key), key))
+    for storage, value, key in pairs:  # everything checked: now write
+        storage.write(value, key)
     return fn
 
 
@@ -348,8 +348,9 @@ def _load_parameters(content, table, into, backend):
         if state[key].shape != node.attrs["storage"].value.shape:
             raise FormatError(f"parameter {key}: shape {node.attrs['storage'].value.shape} in "
                               f"memory, {state[key].shape} in the file")
+        node.attrs["storage"].checked(state[key], key)  # every value checked before any write
     for key, node in targets.items():
-        np.copyto(node.attrs["storage"].value, state[key], casting="same_kind")
+        node.attrs["storage"].write(state[key], key)
     return into
 
 

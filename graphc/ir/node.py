@@ -89,34 +89,81 @@ class ParamStorage:
     """The live value of a parameter, shared by its graph and every compiled function.
 
     Compared by identity: two parameters with equal values are still two parameters.
-    `value` is a C-contiguous host array updated in place by compiled steps. A device backend
-    that keeps a newer copy on its device registers itself as `device`: reading `value` then
-    fetches that copy first, and `write` (or `Tensor.value = ...`) tells it the host changed.
+
+    One path writes a parameter, `write`: it checks the new value (shape, dtype kind, no
+    finite value turned non-finite by the conversion) and tells every device holding a copy.
+    Compiled steps update the host array in place and then call `changed_in_place`. `value`
+    is read-only: a view of the current host array (fetched from a device that holds a newer
+    copy first). A device backend registers itself in `devices` with ``pull(storage)``,
+    ``host_changed(storage)`` and ``newer`` (its copy is more recent than the host's).
     """
 
-    __slots__ = ("name", "_value", "uid", "next_stream", "device", "__weakref__")
+    __slots__ = ("name", "_value", "uid", "next_stream", "devices", "__weakref__")
 
     def __init__(self, name: str, value: np.ndarray) -> None:
         self.name = name
         self._value = np.array(value, copy=True, order="C")
         self.uid = next(_uids)
         self.next_stream = 0  # how many random ops already draw from this (RNG state) parameter
-        self.device = None  # an object with pull(storage) and host_changed(storage)
+        self.devices: list = []  # device copies (see the class docstring)
 
     @property
     def value(self) -> np.ndarray:
-        if self.device is not None:
-            self.device.pull(self)
+        """The current value, read-only (use `write` to change it)."""
+        view = self.host_buffer().view()
+        view.flags.writeable = False
+        return view
+
+    def host_buffer(self) -> np.ndarray:
+        """The host array itself, up to date: for a native step that updates it in place
+        (which then calls `changed_in_place`). Not for writing from Python: use `write`."""
+        for device in self.devices:
+            if device.newer:
+                device.pull(self)
         return self._value
 
-    def write(self, new) -> None:
-        """Copy new values in (same shape; dtype cast within its kind), in place."""
-        np.copyto(self.value, new, casting="same_kind")
-        if self.device is not None:
-            self.device.host_changed(self)
+    def checked(self, new, key: str | None = None) -> np.ndarray:
+        """`new` converted to this parameter's dtype, or a ShapeError naming `key` (the
+        parameter's name by default): a wrong shape, another kind of number (float into
+        int), or a conversion that turns a finite value non-finite (1e300 into float32).
+        A rounding (float64 -> float32) is allowed, as in PyTorch."""
+        from ..errors import ShapeError
+
+        key = key or self.name
+        arr = np.asarray(new)
+        target = self._value
+        if arr.shape != target.shape:
+            raise ShapeError(f"{key}: the parameter has shape {target.shape}, the new value "
+                             f"{arr.shape}")
+        if not np.can_cast(arr.dtype, target.dtype, "same_kind") and not (
+                arr.dtype.kind in "biu" and target.dtype.kind in "iuf"):
+            raise ShapeError(f"{key}: the parameter holds {target.dtype}, the new value is "
+                             f"{arr.dtype}")
+        with np.errstate(all="ignore"):
+            out = arr.astype(target.dtype, copy=False)
+        if arr.dtype.kind == "f" and out.dtype.kind == "f" and out.dtype != arr.dtype:
+            lost = np.isfinite(arr) & ~np.isfinite(out)
+            if lost.any():
+                where = tuple(int(i) for i in np.argwhere(lost)[0])
+                raise ShapeError(f"{key}: {arr[where]!r} at {where} does not fit in "
+                                 f"{target.dtype} (it would become {out[where]!r})")
+        return out
+
+    def write(self, new, key: str | None = None) -> None:
+        """Copy a new value in, in place, after `checked`; every device copy is updated."""
+        value = self.checked(new, key)
+        for device in self.devices:
+            device.newer = False
+        np.copyto(self._value, value)
+        self.changed_in_place()
+
+    def changed_in_place(self) -> None:
+        """The host array was written (by `write` or a native step): device copies follow."""
+        for device in self.devices:
+            device.host_changed(self)
 
     def __repr__(self) -> str:
-        return f"<parameter {self.name} {self.value.shape} {self.value.dtype}>"
+        return f"<parameter {self.name} {self._value.shape} {self._value.dtype}>"
 
 
 class Node:

@@ -58,17 +58,11 @@ class Tensor:
 
     @value.setter
     def value(self, new) -> None:
-        from ..errors import ShapeError
-
+        """Write a new value (checked: shape, dtype kind, and no finite value made non-finite
+        by the conversion, e.g. 1e300 into float32 — a gc.ShapeError naming the parameter)."""
         if self.node.op.name != "parameter":
             raise GraphError(f"{self.name} is a {self.op}, not a parameter: it has no value")
-        storage = self.node.attrs["storage"]
-        arr = np.asarray(new)
-        if arr.shape != storage.value.shape:
-            raise ShapeError(
-                f"parameter {self.name!r} has shape {storage.value.shape}, got {arr.shape}"
-            )
-        storage.write(arr)
+        self.node.attrs["storage"].write(new, key=repr(self.name))
 
     # -- == and != : elementwise as tensors, identity as Python truth values -----------------
     def __hash__(self) -> int:

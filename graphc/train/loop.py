@@ -223,7 +223,7 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
             break
     if best_state is not None and history.best_epoch != history.epochs:
         for storage, value in zip(storages, best_state):
-            np.copyto(storage.value, value)
+            storage.write(value)
     if verbose and history.stop_reason:
         print(f"stopped after epoch {history.stopped_epoch}: {history.stop_reason}")
     if verbose and best_state is not None and history.best_epoch != history.epochs:
