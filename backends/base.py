@@ -23,6 +23,7 @@ class Executable(ABC):
     def close(self) -> None:
         """Free what the executable holds (buffers, machine code, device memory). The default
         holds nothing that the garbage collector does not free."""
+        return None
 
     @abstractmethod
     def run(self, inputs: list[np.ndarray], binding: dict | None, key: tuple) -> tuple[list, list]:
