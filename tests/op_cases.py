@@ -335,6 +335,8 @@ case("logsumexp", lambda x: gc.logsumexp(x, 1), lambda r: [_u(r, 3, 5) * 3],
      lambda x: np.log(np.exp(x).sum(1)))
 case("logsumexp_keep", lambda x: gc.logsumexp(x, (0, 2), keepdims=True),
      lambda r: [_u(r, 2, 3, 4)], lambda x: np.log(np.exp(x).sum((0, 2), keepdims=True)))
+case("logsumexp_softmax_0d", lambda x: gc.logsumexp(x, keepdims=True) + gc.softmax(x, 0)
+     + gc.log_softmax(x, 0), lambda r: [np.asarray(_u(r))], lambda x: x + 1.0)
 case("softmax", lambda x: gc.softmax(x), lambda r: [_u(r, 3, 5) * 3],
      lambda x: np.exp(log_softmax(x, -1)))
 case("softmax_axis0", lambda x: gc.softmax(x, 0), lambda r: [_u(r, 3, 5) * 3],

@@ -214,10 +214,11 @@ def logsumexp(ctx: KernelContext) -> None:
     axes = sorted(ctx.node.attrs["axes"])
     src, out = ctx.in_ptr(0), ctx.out_ptr
     shape = ctx.shape(x)
-    if axes == list(range(axes[0], axes[-1] + 1)):  # one contiguous block of reduced axes
-        outer = product(b, shape[: axes[0]])
-        length = product(b, shape[axes[0]: axes[-1] + 1])
-        inner = product(b, shape[axes[-1] + 1:])
+    if not axes or axes == list(range(axes[0], axes[-1] + 1)):  # one block of reduced axes
+        first, last = (axes[0], axes[-1]) if axes else (len(shape), len(shape) - 1)
+        outer = product(b, shape[:first])  # (no axes: every element is a row of one)
+        length = product(b, shape[first: last + 1])
+        inner = product(b, shape[last + 1:])
         with loops(b, [outer, inner], "row") as (o, i):
             base = b.add(b.mul(b.mul(o, length), inner), i)
             m = _row_max(ctx, b, src, ty, base, inner, length)

@@ -216,7 +216,7 @@ def _log_softmax_ref(x, *, axis):
 def _softmax_grad(ctx):
     from .elementwise import mul, sub
 
-    axis = ctx.node.attrs["axis"]
+    axis = ctx.node.attrs["axis"] if ctx.out.ndim else ()  # a 0-d softmax is a row of one
     y, g = ctx.out, ctx.g
     dot = sum(mul(g, y), axis, keepdims=True)
     return [mul(y, sub(g, dot))]
@@ -225,7 +225,7 @@ def _softmax_grad(ctx):
 def _log_softmax_grad(ctx):
     from .elementwise import exp, mul, sub
 
-    axis = ctx.node.attrs["axis"]
+    axis = ctx.node.attrs["axis"] if ctx.out.ndim else ()  # a 0-d softmax is a row of one
     return [sub(ctx.g, mul(exp(ctx.out), sum(ctx.g, axis, keepdims=True)))]
 
 
