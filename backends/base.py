@@ -11,6 +11,36 @@ from graphc.ir.graph import Graph
 from graphc.ir.node import Node
 
 
+def describe_node(program: Graph, node: Node) -> str:
+    """A node for an error message: its op and the user's line; for a fused node, every op
+    of its group and each one's line (what a user wrote, not what fusion made of it)."""
+    from graphc.errors import at
+
+    fused = program.meta.get("fusion", {}).get(node.uid)
+    if not fused:
+        return f"{node.op.name} {node.name}{at(node.loc)}"
+    lines = [f"a fused group of {len(fused['ops'])} ops:"]
+    for member in fused["ops"]:
+        where = f", created at {member['loc']}" if member.get("loc") is not None else ""
+        lines.append(f"    {member['op']}{where}")
+    return "\n".join(lines)
+
+
+def nonfinite_message(program: Graph, node: Node, kind: str) -> str:
+    """The one message of ``backend_options={"check_finite": True}`` on every backend.
+
+    `kind` is "NaN" (any node) or "inf" (an output or a new parameter value: infinities are
+    legitimate inside a graph, as masks and padding)."""
+    role = ""
+    if any(node is o for o in program.outputs):
+        role = " (an output)"
+    elif any(node is v for _, v in program.updates):
+        params = ", ".join(repr(p.name) for p, v in program.updates if v is node)
+        role = f" (the new value of {params})"
+    return (f"check_finite: the first {kind} of this call came from "
+            f"{describe_node(program, node)}{role}\n  no parameter was updated")
+
+
 class Executable(ABC):
     """A compiled program: ``run`` maps validated inputs to (outputs, new parameter values)."""
 

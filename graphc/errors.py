@@ -37,6 +37,26 @@ class BackendError(Exception):
 _MAX_SOURCE_BYTES = 16 << 20  # larger "source files" are not read for error messages
 
 
+class IndexRangeError(IndexError):
+    """An id or label outside its range, raised by an op's NumPy semantics (take, one_hot) and
+    turned by every backend into the same BackendError (`index_error_message`)."""
+
+    def __init__(self, what: str, value: int, bound: int) -> None:
+        super().__init__(f"{what} {value} is outside [0, {bound})")
+        self.what, self.value, self.bound = what, int(value), int(bound)
+
+
+#: the kind of index each op checks, by op name (the native kernels report a code)
+INDEX_KINDS = {"take": "id", "scatter_add": "id", "one_hot": "label"}
+
+
+def index_error_message(node, value: int, bound: int) -> str:
+    """The one message for an index out of range, on every backend: op, value, bounds, line."""
+    what = INDEX_KINDS.get(node.op.name, "index")
+    return (f"the compiled step failed: {node.op.name}: {what} {value} is outside "
+            f"[0, {bound}){at(node.loc)}\n  no parameter was updated")
+
+
 @dataclass(frozen=True)
 class SourceLocation:
     """Where in user code a node was created."""

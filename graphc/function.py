@@ -63,9 +63,10 @@ def _normalize_updates(updates) -> list[tuple[Tensor, Tensor]]:
     return out
 
 
-def _default_updates(graph: Graph, roots: list[Node], explicit: set[int]
-                     ) -> list[tuple[Node, Node]]:
-    """Default updates of every trigger the roots depend on (to a fixpoint).
+def default_updates(graph: Graph, roots: list[Node], explicit: set[int] | None = None
+                    ) -> list[tuple[Node, Node]]:
+    """Default updates of every trigger the roots depend on (to a fixpoint), except those of
+    the parameters in `explicit` (uids): [(parameter node, its new value node)].
 
     A parameter with several triggers (a batch-norm layer called twice in one step, the same
     random state drawn from twice) gets them all, applied in the order the triggers were
@@ -82,7 +83,7 @@ def _default_updates(graph: Graph, roots: list[Node], explicit: set[int]
             if trigger.uid not in reach:
                 continue
             for param, value in entries:
-                if param.uid in explicit or (trigger.uid, param.uid) in taken:
+                if param.uid in (explicit or ()) or (trigger.uid, param.uid) in taken:
                     continue
                 taken.add((trigger.uid, param.uid))
                 chains.setdefault(param.uid, []).append((param, value))
@@ -132,7 +133,7 @@ def build_program(inputs, outputs, updates=None, name: str | None = None) -> tup
     roots = [o.node for o in outs] + [v.node for _, v in pairs]
     explicit = {p.node.uid for p, _ in pairs}
     update_nodes = [(p.node, v.node) for p, v in pairs]
-    update_nodes += _default_updates(graph, roots, explicit)
+    update_nodes += default_updates(graph, roots, explicit)
 
     program = Graph(name or graph.name)
     program.inputs = [x.node for x in ins]

@@ -30,7 +30,7 @@ def _describe(group, inputs) -> dict:
                 refs.append(("in", ext[x.uid]))
             else:
                 refs.append(("const", repr(x.attrs["value"])))
-        ops.append({"op": n.op.name, "inputs": refs, "shape": n.shape})
+        ops.append({"op": n.op.name, "inputs": refs, "shape": n.shape, "loc": n.loc})
     return {"ops": ops, "n_inputs": len(inputs)}
 
 

@@ -52,15 +52,16 @@ class LLVMBackend(Backend):
     def compile(self, program: Graph, options: dict) -> LLVMExecutable:
         from . import blas, toolchain
 
-        unknown = set(options) - {"cache", "profile"}
+        unknown = set(options) - {"cache", "profile", "check_finite"}
         if unknown:
             raise BackendError(f"unknown llvm backend options {sorted(unknown)}; known: cache, "
-                               "profile")
+                               "profile, check_finite")
         leaves = {"placeholder", "parameter", "constant"}
         self.check_coverage([n for n in program.nodes if n.op.name not in leaves])
         started = time.perf_counter()
         blas.blas()  # before code generation: the integer width of BLAS arguments matters
-        gen = ProgramCodegen(program, host_math(), profile=options.get("profile", False))
+        gen = ProgramCodegen(program, host_math(), profile=options.get("profile", False),
+                             check_finite=bool(options.get("check_finite", False)))
         module = gen.build()
         ir_text = str(module)
         engine, cache, _ = toolchain.jit(ir_text, use_cache=options.get("cache", True))

@@ -26,9 +26,12 @@ from graphc.ir.node import Node
 from graphc.ir.shapes import prod
 from graphc.ir.text import identifier
 
-from .irutil import I32, I64, PTR, i64, ir_type, memcpy, product
+from .irutil import I32, I64, PTR, float_intrinsic, i64, ir_type, load, loop, memcpy, product, store
 
 LEAVES = ("placeholder", "parameter", "constant")
+# The error record, four int64 in a scratch slot: what failed first in a call
+ERROR_CODE, ERROR_POSITION, ERROR_VALUE, ERROR_BOUND = range(4)
+FAILED_INDEX, FAILED_NAN, FAILED_INF = 1, 2, 3  # codes
 Lowering = Callable[["KernelContext"], None]
 LOWERINGS: dict[str, Lowering] = {}
 
@@ -57,6 +60,7 @@ class Layout:
     dims: list = field(default_factory=list)  # sympy expressions, in dims-table order
     dim_index: dict = field(default_factory=dict)
     status_slot: int = -1  # GPU: the word kernels set when they detect bad data
+    error_slot: int = -1  # the error record (ERROR_*): what failed first in a call
 
     def new_slot(self) -> int:
         self.slot_count += 1
@@ -187,9 +191,21 @@ class KernelContext:
         with self.b.goto_entry_block():
             return self.b.load(self._slot_address(slot), typ=PTR, name=_ident(name))
 
-    def fail(self, code: int = 1) -> None:
-        """Record a failure (e.g. an id out of range); the step will not apply its updates."""
-        self.b.store(ir.Constant(I32, code), self._status)
+    def fail(self, code: int = 1, value: ir.Value | None = None,
+             bound: ir.Value | None = None) -> None:
+        """Record a failure (code 1: an id or label out of range, with the `value` found and
+        its `bound`); the step stops and applies no update. The first failure of a call is
+        kept in the error record (`ERROR_*`), which the executable turns into the message
+        every backend gives."""
+        b = self.b
+        record = self.slot_ptr(self.gen.error_slot, "error")
+        with b.if_then(b.icmp_signed("==", load(b, record, I64, i64(ERROR_CODE)), i64(0))):
+            store(b, i64(code), record, I64, i64(ERROR_CODE))
+            if value is not None:
+                store(b, value, record, I64, i64(ERROR_VALUE))
+            if bound is not None:
+                store(b, bound, record, I64, i64(ERROR_BOUND))
+        b.store(ir.Constant(I32, code), self._status)
 
     def math(self, b: ir.IRBuilder, name: str, x: ir.Value, ty: ir.Type) -> ir.Value:
         return self.gen.math(b, name, x, ty)
@@ -202,11 +218,13 @@ class KernelContext:
 class ProgramCodegen:
     """Builds the module for a program graph whose memory has been planned."""
 
-    def __init__(self, program: Graph, math, profile: bool = False) -> None:
+    def __init__(self, program: Graph, math, profile: bool = False,
+                 check_finite: bool = False) -> None:
         from graphc.passes.memory import plan_memory
 
         self.program = program
         self.profile = profile
+        self.check_finite = check_finite
         self.kernel_names: list[str] = []
         self.plan = program.meta.get("memory") or plan_memory(program)
         self.math = math
@@ -216,6 +234,9 @@ class ProgramCodegen:
         self._interned: dict[str, ir.Function] = {}
         self._names: dict[int, str] = {}
         self._assign_slots()
+        self.error_slot = self.layout.new_slot()
+        self.layout.scratch[self.error_slot] = 32
+        self.layout.error_slot = self.error_slot
 
     def value_name(self, node: Node) -> str:
         return self._names.get(node.uid, f"v{node.uid}")
@@ -250,7 +271,8 @@ class ProgramCodegen:
         entry = ir.Function(self.module, ir.FunctionType(I32, [PTR, PTR]), name="graphc_step")
         entry.args[0].name, entry.args[1].name = "slots", "dims"
         b = ir.IRBuilder(entry.append_basic_block("entry"))
-        status = ir.Constant(I32, 0)
+        record = b.load(b.gep(entry.args[0], [i64(self.error_slot)], source_etype=PTR), typ=PTR)
+        store(b, i64(0), record, I64, i64(ERROR_CODE))  # nothing failed yet in this call
         kernels = [(k, n) for k, n in enumerate(self.program.nodes) if n.op.name not in LEAVES]
         if self.profile:  # cycles spent in each kernel, accumulated in a scratch slot
             self.profile_slot = self.layout.new_slot()
@@ -277,16 +299,73 @@ class ProgramCodegen:
                 slot = b.gep(counters, [i64(j)], source_etype=I64)
                 spent = b.sub(b.call(clock, []), start)
                 b.store(b.add(b.load(slot, typ=I64), spent), slot)
-            status = b.or_(status, result)
-        ok = b.append_basic_block("updates")
-        failed = b.append_basic_block("failed")
-        b.cbranch(b.icmp_unsigned("==", status, ir.Constant(I32, 0)), ok, failed)
-        b.position_at_end(failed)
-        b.ret(status)
-        b.position_at_end(ok)
+            self._stop_unless(b, entry, b.icmp_unsigned("==", result, ir.Constant(I32, 0)), k,
+                              result)
+            if self.check_finite and node.dtype.kind == "f":  # the first NaN stops the step
+                nan = self._scan(b, entry, node, "nan")
+                self._stop_unless(b, entry, b.not_(nan), k, ir.Constant(I32, FAILED_NAN))
+        if self.check_finite:  # infinities: only in what leaves the step
+            for node in [*self.program.outputs, *(v for _, v in self.program.updates)]:
+                if node.op.name not in LEAVES and node.dtype.kind == "f":
+                    k = self.program.nodes.index(node)
+                    bad = self._scan(b, entry, node, "nonfinite")
+                    self._stop_unless(b, entry, b.not_(bad), k, ir.Constant(I32, FAILED_INF))
         self._emit_updates(b, entry)
         b.ret(ir.Constant(I32, 0))
         return self.module
+
+    def _stop_unless(self, b: ir.IRBuilder, entry: ir.Function, ok: ir.Value, position: int,
+                     code: ir.Value) -> None:
+        """Go on if `ok`; else record `position` (and `code`, unless a kernel already did)
+        in the error record and return `code`: no later kernel runs, no update is applied."""
+        go, stop = entry.append_basic_block(f"ok{position}"), entry.append_basic_block(
+            f"stop{position}")
+        b.cbranch(ok, go, stop)
+        b.position_at_end(stop)
+        record = b.load(b.gep(entry.args[0], [i64(self.error_slot)], source_etype=PTR), typ=PTR)
+        code64 = b.zext(code, I64)
+        first = b.icmp_signed("==", load(b, record, I64, i64(ERROR_CODE)), i64(0))
+        store(b, b.select(first, code64, load(b, record, I64, i64(ERROR_CODE))), record, I64,
+              i64(ERROR_CODE))
+        store(b, i64(position), record, I64, i64(ERROR_POSITION))
+        b.ret(code)
+        b.position_at_end(go)
+
+    def _scan(self, b: ir.IRBuilder, entry: ir.Function, node: Node, what: str) -> ir.Value:
+        """i1: does the node's value hold a NaN ("nan") or any non-finite ("nonfinite")?"""
+        ty = ir_type(node.dtype)
+        fn = self._scanner(what, ty)
+        count = prod(node.shape) if node.shape else 1
+        if isinstance(count, int):
+            n = i64(count)
+        else:
+            n = b.load(b.gep(entry.args[1], [i64(self.layout.dim_slot(count))],
+                             source_etype=I64), typ=I64)
+        data = b.load(b.gep(entry.args[0], [i64(self.layout.slot_of[node.uid])],
+                            source_etype=PTR), typ=PTR)
+        return b.trunc(b.call(fn, [data, n]), ir.IntType(1))
+
+    def _scanner(self, what: str, ty: ir.Type) -> ir.Function:
+        """``i8 graphc.any_<what>.<ty>(ptr, n)``, defined once per module."""
+        name = f"graphc.any_{what}.{ty}"
+        fn = self.module.globals.get(name)
+        if fn is not None:
+            return fn
+        fn = ir.Function(self.module, ir.FunctionType(ir.IntType(8), [PTR, I64]), name=name)
+        fn.linkage = "internal"
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        found = b.alloca(ir.IntType(8))
+        b.store(ir.Constant(ir.IntType(8), 0), found)
+        with loop(b, fn.args[1], "i") as i:
+            x = load(b, fn.args[0], ty, i)
+            if what == "nan":
+                bad = b.fcmp_unordered("uno", x, x)
+            else:  # |x| == inf or NaN: not (|x| < inf)
+                mag = b.call(float_intrinsic(self.module, "fabs", ty), [x])
+                bad = b.not_(b.fcmp_ordered("<", mag, ir.Constant(ty, float("inf"))))
+            b.store(b.or_(b.load(found, typ=ir.IntType(8)), b.zext(bad, ir.IntType(8))), found)
+        b.ret(b.load(found, typ=ir.IntType(8)))
+        return fn
 
     def intern(self, fn: ir.Function) -> ir.Function:
         """A function generated earlier with the same code (up to names), or `fn` itself.

@@ -13,14 +13,15 @@ import ctypes
 
 import numpy as np
 
-from graphc.errors import BackendError
+from graphc.errors import BackendError, index_error_message
 from graphc.ir.graph import Graph
 from graphc.ir.shapes import evaluate_dim, evaluate_shape
 
-from ..base import Executable
-from .codegen import Layout
+from ..base import Executable, nonfinite_message
+from .codegen import FAILED_INDEX, FAILED_NAN, Layout
 
-STATUS = {1: "an index (embedding id or label) was out of range"}
+STATUS = {1: "an index (embedding id or label) was out of range"}  # (the cuda backend's)
+
 
 
 class _Binding:
@@ -45,6 +46,7 @@ class _Binding:
         self.dims = np.array([_value(e, binding) for e in layout.dims] or [0], dtype=np.int64)
         self.table_ptr = self.table.ctypes.data
         self.dims_ptr = self.dims.ctypes.data
+        self._error = int(self.table[layout.error_slot]) if layout.error_slot >= 0 else 0
         self.param_arrays: list = [None] * len(layout.param_slots)
         # outputs: views into the arena (copied out after each call), or leaves
         self.outputs = []
@@ -57,6 +59,23 @@ class _Binding:
             nbytes = int(np.prod(shape, dtype=np.int64)) * node.dtype.itemsize
             view = self.arena[base + offsets[slot]: base + offsets[slot] + nbytes]
             self.outputs.append((view.view(node.dtype).reshape(shape), shape))
+
+
+    def error_record(self) -> list[int]:
+        """The error record (codegen.ERROR_*) of the last call: code, position, value, bound."""
+        return list((ctypes.c_int64 * 4).from_address(self._error))
+
+
+def failure_message(program: Graph, record: list[int]) -> str:
+    """The message of a failed call, from its error record: the same words as every backend
+    (an index out of range with its value and bounds; check_finite's first NaN or inf)."""
+    code, position, value, bound = record
+    node = program.nodes[position] if 0 <= position < len(program.nodes) else None
+    if node is None:
+        return f"the compiled step failed (code {code}); no parameter was updated"
+    if code == FAILED_INDEX:
+        return index_error_message(node, value, bound)
+    return nonfinite_message(program, node, "NaN" if code == FAILED_NAN else "inf")
 
 
 def _address(array: np.ndarray) -> int:
@@ -124,8 +143,7 @@ class LLVMExecutable(Executable):
         before = {k: storage.value.copy() for k, storage in self._snapshots}
         status = self._fn(state.table_ptr, state.dims_ptr)
         if status:
-            raise BackendError(f"the compiled step failed: {STATUS.get(status, status)}; "
-                               "no parameter was updated")
+            raise BackendError(failure_message(self.program, state.error_record()))
         for storage in self._updated:  # written in place: device copies must follow
             if storage.devices:
                 storage.changed_in_place()

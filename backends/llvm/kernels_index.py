@@ -41,7 +41,7 @@ def _row_copy(ctx: KernelContext, ids_node, width, per_row) -> None:
             with then:
                 per_row(r, raw)
             with otherwise:
-                ctx.fail(1)
+                ctx.fail(1, raw, width)
 
 
 @lowers("take")
@@ -91,7 +91,7 @@ def one_hot(ctx: KernelContext) -> None:
         label = convert(b, load(b, ctx.in_ptr(0), lty, r), lty, I64)
         ok = b.and_(b.icmp_signed(">=", label, i64(0)), b.icmp_signed("<", label, n))
         with b.if_then(b.not_(ok)):
-            ctx.fail(1)
+            ctx.fail(1, label, n)
         with loop(b, n, "c") as c:
             hit = b.icmp_signed("==", label, c)
             store(b, b.select(hit, const(ty, 1), const(ty, 0)), ctx.out_ptr, ty,

@@ -20,13 +20,14 @@ import types
 import numpy as np
 import sympy
 
-from graphc.errors import BackendError
+from graphc.errors import BackendError, IndexRangeError, index_error_message
 from graphc.ir.graph import Graph
+from graphc.ir.node import Node
 from graphc.ir.shapes import format_shape
 from graphc.ir.text import identifier, source_text
 from graphc.ops.expr_numpy import NUMPY_NAMESPACE
 
-from ..base import Backend, Executable
+from ..base import Backend, Executable, nonfinite_message
 from .lowering import LOWERINGS, Printer, reference_kernels
 
 _RESERVED = {"np", "K", "math", "inputs", "params", "consts", "dims", "step", *NUMPY_NAMESPACE}
@@ -43,8 +44,28 @@ def _identifier(name: str, taken: set[str], prefix: str = "") -> str:
     return out
 
 
-def generate(program: Graph) -> tuple[str, list[np.ndarray], list]:
-    """Python source of the program, its constant arrays and parameter storages (in order)."""
+class _NonFinite(Exception):
+    """Raised by the checks ``check_finite`` adds: (position of the node, "NaN" or "inf")."""
+
+
+def _check_nan(value, position: int) -> None:
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f" and np.isnan(value).any():
+        raise _NonFinite(position, "NaN")
+
+
+def _check_finite(value, position: int) -> None:
+    _check_nan(value, position)
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f" and np.isinf(value).any():
+        raise _NonFinite(position, "inf")
+
+
+def generate(program: Graph, check_finite: bool = False
+             ) -> tuple[str, list[np.ndarray], list, dict[int, Node]]:
+    """Python source of the program, its constant arrays and parameter storages (in order),
+    and the node computed on each line of the source (for errors raised while it runs).
+
+    With `check_finite`, every value is checked for NaN as soon as it is computed, and the
+    outputs and new parameter values for infinities too, before the step returns."""
     taken: set[str] = set()
     names: dict[int, str] = {}
     consts: list[np.ndarray] = []
@@ -85,23 +106,36 @@ def generate(program: Graph) -> tuple[str, list[np.ndarray], list]:
     width = min(max((len(a) for a, _ in rows), default=0) + 2, 72)
     plan = program.meta.get("memory")
     pinned = {n.uid for n in program.roots()}
-    for step, (a, c) in enumerate(rows):
+    line_nodes: dict[int, Node] = {}
+    leaves = ("placeholder", "parameter", "constant")
+    for step, ((a, c), node) in enumerate(zip(rows, program.nodes)):
         body.append(f"{a.ljust(width)}{c}")
+        line_nodes[len(body) + 1] = node  # (line 1 is the def)
+        if check_finite and node.op.name not in leaves and node.dtype.kind == "f":
+            body.append(f"    _check_nan({names[node.uid]}, {step})")
         dead = [names[u] for u in (plan.dies_after.get(step, ()) if plan else ())
                 if u not in pinned]
         if dead:  # free temporaries as soon as the memory plan says they are dead
             body.append(f"    del {', '.join(dead)}")
+    if check_finite:  # infinities are legitimate inside; not in what leaves the step
+        position = {n.uid: k for k, n in enumerate(program.nodes)}
+        for n in [*program.outputs, *(v for _, v in program.updates)]:
+            if n.op.name not in leaves and n.dtype.kind == "f":
+                body.append(f"    _check_finite({names[n.uid]}, {position[n.uid]})")
     outs = ", ".join(names[n.uid] for n in program.outputs)
     news = ", ".join(names[v.uid] for _, v in program.updates)
     body.append(f"    return [{outs}], [{news}]")
     source = "def step(inputs, params, consts, dims):\n" + "\n".join(body) + "\n"
-    return source, consts, params
+    return source, consts, params, line_nodes
 
 
 class NumpyExecutable(Executable):
-    def __init__(self, program: Graph) -> None:
-        self.source, self._consts, self._params = generate(program)
-        namespace = {"np": np, "math": math, "K": types.SimpleNamespace(**reference_kernels())}
+    def __init__(self, program: Graph, check_finite: bool = False) -> None:
+        self.program = program
+        self.source, self._consts, self._params, self._line_nodes = generate(program,
+                                                                             check_finite)
+        namespace = {"np": np, "math": math, "K": types.SimpleNamespace(**reference_kernels()),
+                     "_check_nan": _check_nan, "_check_finite": _check_finite}
         namespace.update(NUMPY_NAMESPACE)
         filename = f"<graphc numpy program {source_text(program.name, 80)}>"
         exec(compile(self.source, filename, "exec"), namespace)
@@ -117,14 +151,26 @@ class NumpyExecutable(Executable):
         try:
             with np.errstate(all="ignore"):
                 outputs, news = self._step(inputs, params, self._consts, dims)
-        except IndexError as exc:  # an embedding id or a label out of range, as the LLVM
-            raise BackendError(     # and CUDA backends report it (no update was applied)
-                f"the compiled step failed: an index (embedding id or label) was out of range "
-                f"({exc}); no parameter was updated") from None
+        except IndexRangeError as exc:  # an id or a label out of range: the node that read it
+            node = self._failing_node(exc.__traceback__)
+            raise BackendError(index_error_message(node, exc.value, exc.bound)) from None
+        except _NonFinite as exc:
+            position, kind = exc.args
+            node = self.program.nodes[position]
+            raise BackendError(nonfinite_message(self.program, node, kind)) from None
         # Outputs are the caller's to keep: never hand out read-only broadcast views.
         outputs = [o if isinstance(o, np.ndarray) and o.flags.writeable else np.array(o)
                    for o in outputs]
         return outputs, [np.asarray(v) for v in news]
+
+    def _failing_node(self, tb):
+        """The node whose line of the generated step was running when `tb` was raised."""
+        line = None
+        while tb is not None:
+            if tb.tb_frame.f_code is self._step.__code__:
+                line = tb.tb_lineno
+            tb = tb.tb_next
+        return self._line_nodes[line]
 
 
 class NumpyBackend(Backend):
@@ -132,11 +178,12 @@ class NumpyBackend(Backend):
     lowerings = LOWERINGS
 
     def compile(self, program: Graph, options: dict) -> NumpyExecutable:
-        if options:
-            raise BackendError(f"the numpy backend takes no options, got {sorted(options)}")
+        unknown = sorted(set(options) - {"check_finite"})
+        if unknown:
+            raise BackendError(f"unknown numpy backend options {unknown}; known: check_finite")
         leaves = {"placeholder", "parameter", "constant"}
         self.check_coverage([n for n in program.nodes if n.op.name not in leaves])
-        return NumpyExecutable(program)
+        return NumpyExecutable(program, bool(options.get("check_finite", False)))
 
 
 BACKEND = NumpyBackend()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import GraphError, ShapeError
+from ..errors import GraphError, IndexRangeError, ShapeError
 from ..ir.tensor import Tensor, apply
 from ..ir.types import DEFAULT_FLOAT, TensorType, as_dtype
 from .registry import BLOCKED, OpDef, register
@@ -26,9 +26,18 @@ def _take_infer(types, attrs, checks):
     return TensorType(table.dtype, tuple(ids.shape) + tuple(table.shape[1:]))
 
 
+def _first_outside(values: np.ndarray, bound: int):
+    """The first value (in memory order) outside [0, bound), or None."""
+    if not values.size:
+        return None
+    bad = (values < 0) | (values >= bound)
+    return values.ravel()[np.argmax(bad.ravel())] if bad.any() else None
+
+
 def _take_reference(table, ids):
-    if ids.size and (ids.min() < 0 or ids.max() >= table.shape[0]):
-        raise IndexError(f"id out of range [0, {table.shape[0]}): {ids.min()}..{ids.max()}")
+    bad = _first_outside(ids, table.shape[0])
+    if bad is not None:
+        raise IndexRangeError("id", bad, table.shape[0])
     return table[ids]
 
 
@@ -48,6 +57,9 @@ def _scatter_infer(types, attrs, checks):
 
 
 def _scatter_reference(g, ids, *, rows):
+    bad = _first_outside(ids, rows)
+    if bad is not None:
+        raise IndexRangeError("id", bad, rows)
     out = np.zeros((rows,) + g.shape[ids.ndim:], dtype=g.dtype)
     np.add.at(out, ids, g)
     return out
@@ -72,9 +84,9 @@ ONE_HOT = register(OpDef(
 
 
 def _one_hot_reference(labels: np.ndarray, n: int, dtype) -> np.ndarray:
-    if labels.size and (labels.min() < 0 or labels.max() >= n):
-        bad = labels[(labels < 0) | (labels >= n)].ravel()[0]
-        raise IndexError(f"one_hot: label {bad} is outside [0, {n})")
+    bad = _first_outside(labels, n)
+    if bad is not None:
+        raise IndexRangeError("label", bad, n)
     return (labels[..., None] == np.arange(n)).astype(dtype)
 
 

@@ -76,6 +76,9 @@ class Optimizer:
         self._slots: list[dict[str, Tensor]] = [{} for _ in self.params]
         self.step_count = parameter(f"{self.name}.step", np.array(0, np.int64))
         self._state["step"] = self.step_count
+        self.nonfinite_steps = parameter(f"{self.name}.nonfinite_steps", np.array(0, np.int64))
+        self._state["nonfinite_steps"] = self.nonfinite_steps
+        self._skipped: Tensor | None = None
 
     # -- state -------------------------------------------------------------------------------
     def _slot(self, i: int, slot: str, fill: float = 0.0, shape=None) -> Tensor:
@@ -97,17 +100,20 @@ class Optimizer:
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> Optimizer:
         """Set the state from ``state()`` output; checked completely before anything is set."""
-        missing = sorted(set(self._state) - set(state))
+        # (a state saved before the skip counter existed has no "nonfinite_steps": kept as is)
+        missing = sorted(set(self._state) - set(state) - {"nonfinite_steps"})
         extra = sorted(set(state) - set(self._state))
         if missing or extra:
             raise GraphError(f"{type(self).__name__}.load_state: missing keys {missing}, "
                              f"unexpected keys {extra}")
-        for key, t in self._state.items():
+        present = {key: t for key, t in self._state.items() if key in state}
+        for key, t in present.items():
             if np.shape(state[key]) != tuple(t.shape):
                 raise ShapeError(f"optimizer state {key}: expected shape {tuple(t.shape)}, got "
                                  f"{np.shape(state[key])}")
-        for key, t in self._state.items():
-            t.value = state[key]
+            t.node.attrs["storage"].checked(state[key], key)
+        for key, t in present.items():
+            t.node.attrs["storage"].write(state[key], key)
         return self
 
     # -- the update graph --------------------------------------------------------------------
@@ -135,12 +141,18 @@ class Optimizer:
         by_param = {p.node.uid: g for p, g in zip(used, grads)}
         return [by_param.get(p.node.uid) for p in self.params]
 
-    def updates(self, cost: Tensor) -> dict[Tensor, Tensor]:
+    def updates(self, cost: Tensor, skip_nonfinite: bool = False) -> dict[Tensor, Tensor]:
         """The update dict for ``gc.compile``: every parameter, every state slot, the step
         counter. Built in the cost's graph, under a name scope named after the optimizer.
 
         As in PyTorch, a parameter the cost does not use is skipped (neither it nor its state
         changes: no weight decay, no momentum); a cost that uses none of them is an error.
+
+        With `skip_nonfinite`, a step whose cost or any gradient holds a NaN or an infinity
+        changes nothing at all: no parameter, optimizer state or step counter, and none of the
+        default updates the cost triggers (batch-norm statistics, dropout's random state) —
+        those are taken into this dict, guarded too. `opt.skipped` is then a scalar bool
+        tensor a step can output, and the state's ``nonfinite_steps`` counts the skips.
         """
         if not isinstance(cost, Tensor):
             raise GraphError(f"{type(self).__name__}.updates needs the symbolic cost, got "
@@ -159,7 +171,38 @@ class Optimizer:
                     out[p] = new_p
                     out.update({self._slots[i][s]: v for s, v in slots.items()})
                 out[self.step_count] = self.step_count + 1
+                if skip_nonfinite:
+                    out = self._guarded(cost, [g for g in grads if g is not None], out)
         return out
+
+    def _guarded(self, cost: Tensor, grads: list[Tensor], out: dict) -> dict:
+        """Every update as ``where(all finite, new, old)``, the default updates included."""
+        from ..function import default_updates
+
+        with name_scope("skip_nonfinite"):
+            # one scalar that is NaN iff anything is not finite: x * 0 is NaN for inf and NaN
+            flag = cost * 0.0
+            for g in grads:
+                flag = flag + ops.cast(ops.sum(g * 0.0), cost.dtype)
+            finite = ops.isfinite(flag)
+            roots = [cost.node, *(g.node for g in grads)]
+            explicit = {p.node.uid for p in out}
+            for param, value in default_updates(cost.graph, roots, explicit):
+                out[Tensor(param, cost.graph)] = Tensor(value, cost.graph)
+            guarded = {p: ops.where(finite, v, p) for p, v in out.items()}
+            self._skipped = ops.equal(finite, False)
+            guarded[self.nonfinite_steps] = self.nonfinite_steps + ops.cast(self._skipped,
+                                                                            np.int64)
+        return guarded
+
+    @property
+    def skipped(self) -> Tensor:
+        """A scalar bool tensor: did this step skip its update (a NaN or an inf in the cost or
+        a gradient)? Exists once ``updates(cost, skip_nonfinite=True)`` was built."""
+        if self._skipped is None:
+            raise GraphError(f"{type(self).__name__}.skipped exists once the update graph was "
+                             "built with opt.updates(cost, skip_nonfinite=True)")
+        return self._skipped
 
     def _update(self, i: int, p: Tensor, g: Tensor, lr, k) -> tuple[Tensor, dict]:
         raise NotImplementedError

@@ -94,7 +94,7 @@ def test_bad_ids_apply_no_update():
     E = gc.parameter("E", np.ones((5, 2), np.float32))
     loss = gc.sum(F.embedding(ids, E))
     step = gc.compile([ids], loss, updates={E: E - gc.grad(loss, E)}, backend="llvm")
-    with pytest.raises(gc.BackendError, match="out of range"):
+    with pytest.raises(gc.BackendError, match=r"take: id 9 is outside \[0, 5\)"):
         step(np.array([0, 9, 1]))
     np.testing.assert_array_equal(E.value, np.ones((5, 2)))
     step(np.array([0, 0, 1]))

@@ -1,0 +1,71 @@
+"""backend_options={"check_finite": True}: the first node that produced a NaN, named with its
+op and the user's line (every op of a fused group), before any update; infinities only where
+they leave the step. The same message on every backend."""
+
+import numpy as np
+import pytest
+
+import graphc as gc
+
+F = gc.nn.functional
+BACKENDS = [("numpy", {}), ("llvm", {}), ("cuda", {"emulate": True})]
+IDS = ["numpy", "llvm", "cuda-emulated"]
+
+
+def _step(backend, options):
+    x = gc.placeholder("x", ("N", 3))
+    W = gc.parameter("W", np.ones((3, 3), np.float32))
+    h = x @ W
+    bad = gc.sqrt(h - 1.0)  # NaN where h < 1: the line to name
+    loss = gc.mean(bad * 2.0 + h)
+    fn = gc.compile([x], loss, updates={W: W - 0.1 * gc.grad(loss, W)}, backend=backend,
+                    backend_options={**options, "check_finite": True})
+    return fn, W
+
+
+@pytest.mark.parametrize("backend,options", BACKENDS, ids=IDS)
+def test_the_first_nan_is_named_and_nothing_is_updated(backend, options):
+    fn, W = _step(backend, options)
+    fn(np.full((2, 3), 1.0, np.float32))  # finite: runs
+    before = W.value
+    with pytest.raises(gc.BackendError) as err:
+        fn(np.array([[1.0, 1, 1], [-1, 0, 0]], np.float32))
+    message = str(err.value)
+    assert "first NaN" in message and "no parameter was updated" in message
+    assert "sqrt" in message and "bad = gc.sqrt(h - 1.0)" in message  # the op and its line
+    assert "matmul" not in message  # not a later node, not an earlier one
+    np.testing.assert_array_equal(W.value, before)
+
+
+@pytest.mark.parametrize("backend,options", BACKENDS, ids=IDS)
+def test_infinities_are_fine_inside_and_caught_where_they_leave(backend, options):
+    x = gc.placeholder("x", (2, 3))
+    mask = gc.constant(np.array([[0.0, -np.inf, 0.0], [0.0, 0.0, -np.inf]], np.float32))
+    probs = gc.softmax(x + mask, 1)  # a masked softmax: -inf inside, finite outside
+    opts = {**options, "check_finite": True}
+    fn = gc.compile([x], probs, backend=backend, backend_options=opts)
+    out = fn(np.zeros((2, 3), np.float32))
+    np.testing.assert_allclose(out.sum(1), [1, 1], rtol=1e-6)
+    leaking = gc.compile([x], gc.exp(x * 100.0), backend=backend, backend_options=opts)
+    with pytest.raises(gc.BackendError, match=r"(?s)first inf.*exp.*\(an output\)"):
+        leaking(np.ones((2, 3), np.float32))
+
+
+@pytest.mark.parametrize("backend,options", BACKENDS, ids=IDS)
+def test_every_backend_gives_the_same_message(backend, options):
+    fn, _ = _step(backend, options)
+    reference, _ = _step("numpy", {})
+    x = np.array([[1.0, 1, 1], [-1, 0, 0]], np.float32)
+    with pytest.raises(gc.BackendError) as got:
+        fn(x)
+    with pytest.raises(gc.BackendError) as want:
+        reference(x)
+    assert str(got.value) == str(want.value)
+
+
+def test_without_the_option_nan_flows_through():
+    x = gc.placeholder("x", (2,))
+    out = gc.compile([x], gc.sqrt(x))(np.array([-1.0, 4.0], np.float32))
+    assert np.isnan(out[0]) and out[1] == 2.0
+    with pytest.raises(gc.BackendError, match="unknown numpy backend options"):
+        gc.compile([x], gc.sqrt(x), backend_options={"check_nans": True})
