@@ -200,6 +200,7 @@ class Function:
                     self._assumptions.append((sympy.Eq(d, p), why, value))
         self._checked: set[tuple] = set()
         self._lock = threading.Lock()
+        self._closed = False
         self._symbols = sorted({d for n in self._inputs for d in n.type.symbols},
                                key=lambda s: s.name)
         self._specs = [_InputSpec(n, self._symbols) for n in self._inputs]
@@ -209,6 +210,21 @@ class Function:
         plan = program.meta.get("memory")
         if plan is not None and not any(n.type.symbols for n in program.nodes):
             self.stats.update(plan.evaluate({}))
+
+    def close(self) -> None:
+        """Free what this function holds — its machine code, buffers, device memory — now
+        rather than when it is garbage-collected. Calling it afterwards is a BackendError;
+        its parameters live on (they belong to the graph)."""
+        with self._lock:
+            self._exe.close()
+            self._closed = True
+
+    def parameters(self) -> list[Tensor]:
+        """The parameters this function updates (explicit and default updates), in a stable
+        order: the program's order."""
+        updated = {p.uid for p, _ in self._program.updates}
+        return [Tensor(n, self._program) for n in self._program.nodes
+                if n.op.name == "parameter" and n.uid in updated]
 
     @property
     def graph(self) -> Graph:
@@ -265,6 +281,9 @@ class Function:
         if key not in self._checked:
             self._check_assumptions(binding, key)
         with self._lock:  # one step at a time: the native backends reuse their buffers
+            if self._closed:
+                raise BackendError("this function was closed (Function.close()): compile it "
+                                   "again to call it")
             return self._run(arrays, binding, key)
 
     def _run(self, arrays, binding, key):

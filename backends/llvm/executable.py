@@ -20,6 +20,10 @@ from graphc.ir.shapes import evaluate_dim, evaluate_shape
 from ..base import Executable, nonfinite_message
 from .codegen import FAILED_INDEX, FAILED_NAN, Layout
 
+#: per-binding buffers kept: enough for a training loop's batch sizes (full and last batch),
+#: evaluation sizes and a few more
+MAX_BINDINGS = 8
+
 STATUS = {1: "an index (embedding id or label) was out of range"}  # (the cuda backend's)
 
 
@@ -107,6 +111,9 @@ class LLVMExecutable(Executable):
         self._inputs = [(slot, input_index[n.uid]) for n, slot in
                         zip(program.inputs, layout.input_slots) if slot >= 0]
         self._params = layout.param_slots
+        # the order of the sizes in a call's key (gc.Function's: input symbols by name)
+        self._symbols = sorted({d for n in program.inputs for d in n.type.symbols},
+                               key=lambda s: s.name)
         self._updated = [p.attrs["storage"] for p, _ in program.updates]
         self._profile: tuple[int, list[str]] | None = None
 
@@ -127,10 +134,31 @@ class LLVMExecutable(Executable):
             totals += view
         return sorted(zip(names, totals.tolist()), key=lambda kv: -kv[1])
 
-    def run(self, inputs, binding, key):
-        state = self._bindings.get(key)
+    def close(self) -> None:
+        """Free the machine code (the MCJIT engine) and every binding's buffers."""
+        self._bindings.clear()
+        self._fn = None
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+    def _binding(self, binding, key) -> _Binding:
+        """The buffers for these sizes: made on first use, the MAX_BINDINGS most recently used
+        kept (a loop over many batch sizes does not keep an arena per size)."""
+        state = self._bindings.pop(key, None)
         if state is None:
-            state = self._bindings[key] = _Binding(self.program, self.layout, binding)
+            if binding is None:  # seen before, evicted since: the key is the sizes
+                binding = dict(zip(self._symbols, key))
+            state = _Binding(self.program, self.layout, binding)
+        self._bindings[key] = state  # (most recent last)
+        while len(self._bindings) > MAX_BINDINGS:
+            self._bindings.pop(next(iter(self._bindings)))
+        return state
+
+    def run(self, inputs, binding, key):
+        if self._fn is None:
+            raise BackendError("this function was closed (Function.close()): compile it again")
+        state = self._binding(binding, key)
         table = state.table
         for slot, i in self._inputs:
             table[slot] = _address(inputs[i])

@@ -44,10 +44,12 @@ def host_description() -> str:
                      llvm.get_host_cpu_features().flatten(), llvmlite.__version__])
 
 
-def parse(ir_text: str) -> llvm.ModuleRef:
+def parse(ir_text: str, context=None) -> llvm.ModuleRef:
+    """The module of `ir_text`, in `context` (by default LLVM's global context, which keeps
+    every type and constant it ever saw: a compiled function's own context is freed with it)."""
     initialize()
     try:
-        mod = llvm.parse_assembly(ir_text)
+        mod = llvm.parse_assembly(ir_text, context=context)
         mod.verify()
     except RuntimeError as exc:
         raise BackendError(f"generated LLVM IR is invalid: {exc}") from exc
@@ -65,7 +67,13 @@ def optimize(mod: llvm.ModuleRef, tm: llvm.TargetMachine, speed: int = OPT_LEVEL
     pto.loop_vectorization = True
     pto.slp_vectorization = True
     pb = llvm.create_pass_builder(tm, pto)
-    pb.getModulePassManager().run(mod, pb)
+    pm = pb.getModulePassManager()
+    try:
+        pm.run(mod, pb)
+    finally:  # (collected objects of llvmlite keep their LLVM side alive: close them)
+        pm.close()
+        pb.close()
+        pto.close()
 
 
 def add_symbol(name: str, address: int) -> None:
@@ -137,7 +145,7 @@ def jit(ir_text: str, use_cache: bool = True) -> tuple[llvm.ExecutionEngine, Obj
     """Compile IR to machine code (or load it from the object cache) in an MCJIT engine."""
     tm = host_target_machine()
     cache = ObjectCache(cache_key(ir_text), use_cache)
-    mod = parse(ir_text)
+    mod = parse(ir_text, llvm.create_context())  # (its own context: freed with the engine)
     mod.triple = tm.triple
     mod.data_layout = str(tm.target_data)
     if cache.cached is None:  # machine code will be generated: optimize first

@@ -293,3 +293,38 @@ def test_one_function_called_from_two_threads(backend):
     for t in threads:
         t.join()
     assert not wrong
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_close_frees_the_function_and_keeps_the_parameters(backend):
+    import gc as python_gc
+    import weakref
+
+    x = gc.placeholder("x", ("N", 3))
+    W = gc.parameter("W", np.ones((3, 3), np.float32))
+    loss = gc.sum(x @ W)
+    fn = gc.compile([x], loss, updates={W: W - 0.1 * gc.grad(loss, W)}, backend=backend)
+    fn(np.ones((2, 3), np.float32))
+    assert [p.name for p in fn.parameters()] == ["W"]
+    fn.close()
+    if backend == "llvm":
+        assert fn._exe.engine is None and not fn._exe._bindings  # machine code, buffers freed
+    with pytest.raises(gc.BackendError, match="closed"):
+        fn(np.ones((2, 3), np.float32))
+    again = gc.compile([x], loss, backend=backend)  # the parameter lives on
+    np.testing.assert_allclose(again(np.ones((1, 3), np.float32)), W.value.sum(), rtol=1e-6)
+    executable = weakref.ref(again._exe)
+    del again
+    python_gc.collect()
+    assert executable() is None  # garbage collection frees an unclosed one
+
+
+def test_native_buffers_are_kept_for_a_bounded_number_of_batch_sizes():
+    from graphc.backends.llvm.executable import MAX_BINDINGS
+
+    x = gc.placeholder("x", ("N", 4))
+    fn = gc.compile([x], gc.sum(gc.tanh(x), 1), backend="llvm")
+    for n in list(range(1, 3 * MAX_BINDINGS)) + [1, 2]:  # evicted sizes come back
+        a = np.full((n, 4), 0.5, np.float32)
+        np.testing.assert_allclose(fn(a), np.full(n, 4 * np.tanh(0.5)), rtol=1e-6)
+    assert len(fn._exe._bindings) <= MAX_BINDINGS
