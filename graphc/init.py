@@ -1,8 +1,10 @@
 """Weight initializers (``gc.init``): seeded NumPy arrays to hand to ``gc.parameter``.
 
-Every initializer takes a shape and an ``rng`` and returns a float32 array, so the same seed
-gives the same network on every machine. ``rng`` may be a ``numpy.random.Generator``, an int
-seed, or None (a seed drawn from the sequence that ``gc.manual_seed`` restarts).
+Every initializer takes a shape and an ``rng`` and returns a float32 array (``dtype="float64"``
+for a float64 one: the same draws, not rounded), so the same seed gives the same network on
+every machine, and a float32 network is its float64 twin rounded. ``rng`` may be a
+``numpy.random.Generator``, an int seed, or None (a seed drawn from the sequence that
+``gc.manual_seed`` restarts).
 
 Fans follow graphc's weight layouts, which is what makes the scales match PyTorch's:
 
@@ -27,10 +29,23 @@ import numpy as np
 
 from .errors import GraphError
 
-__all__ = ["as_rng", "fans", "uniform", "normal", "glorot_uniform", "glorot_normal",
+__all__ = ["as_rng", "float_dtype", "fans", "uniform", "normal", "glorot_uniform", "glorot_normal",
            "he_uniform", "he_normal", "zeros", "ones", "torch_default"]
 
 RngLike = np.random.Generator | int | None
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def float_dtype(dtype, what: str = "dtype") -> np.dtype:
+    """`dtype` as a NumPy dtype, checked to be one a layer's parameters may have: float32 (the
+    default everywhere) or float64. Anything else is a GraphError naming `what`."""
+    try:
+        d = np.dtype(dtype) if dtype is not None else None
+    except TypeError:
+        d = None
+    if d is None or d not in FLOAT_DTYPES:
+        raise GraphError(f"{what} must be float32 or float64, got {dtype!r}")
+    return d
 
 
 def as_rng(rng: RngLike) -> np.random.Generator:
@@ -70,58 +85,60 @@ def fans(shape: Sequence[int] | int) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
-def uniform(shape, rng: RngLike, bound: float) -> np.ndarray:
+def uniform(shape, rng: RngLike, bound: float, dtype="float32") -> np.ndarray:
     """U(-bound, bound)."""
-    return as_rng(rng).uniform(-bound, bound, _shape(shape)).astype(np.float32)
+    return as_rng(rng).uniform(-bound, bound, _shape(shape)).astype(float_dtype(dtype))
 
 
-def normal(shape, rng: RngLike, std: float, mean: float = 0.0) -> np.ndarray:
+def normal(shape, rng: RngLike, std: float, mean: float = 0.0, dtype="float32") -> np.ndarray:
     """N(mean, std^2)."""
-    return (mean + std * as_rng(rng).standard_normal(_shape(shape))).astype(np.float32)
+    draws = mean + std * as_rng(rng).standard_normal(_shape(shape))
+    return draws.astype(float_dtype(dtype))
 
 
-def glorot_uniform(shape, rng: RngLike = None, gain: float = 1.0) -> np.ndarray:
+def glorot_uniform(shape, rng: RngLike = None, gain: float = 1.0, dtype="float32") -> np.ndarray:
     """Glorot/Xavier uniform: U(±gain*sqrt(6/(fan_in+fan_out))); keeps activation and gradient
     variance balanced through tanh/sigmoid layers (torch.nn.init.xavier_uniform_)."""
     fan_in, fan_out = fans(shape)
-    return uniform(shape, rng, gain * math.sqrt(6.0 / (fan_in + fan_out)))
+    return uniform(shape, rng, gain * math.sqrt(6.0 / (fan_in + fan_out)), dtype)
 
 
-def glorot_normal(shape, rng: RngLike = None, gain: float = 1.0) -> np.ndarray:
+def glorot_normal(shape, rng: RngLike = None, gain: float = 1.0, dtype="float32") -> np.ndarray:
     """Glorot/Xavier normal: N(0, gain^2 * 2/(fan_in+fan_out)) (xavier_normal_)."""
     fan_in, fan_out = fans(shape)
-    return normal(shape, rng, gain * math.sqrt(2.0 / (fan_in + fan_out)))
+    return normal(shape, rng, gain * math.sqrt(2.0 / (fan_in + fan_out)), dtype=dtype)
 
 
 def _he_gain(a: float) -> float:
     return math.sqrt(2.0 / (1.0 + a * a))
 
 
-def he_uniform(shape, rng: RngLike = None, a: float = 0.0) -> np.ndarray:
+def he_uniform(shape, rng: RngLike = None, a: float = 0.0, dtype="float32") -> np.ndarray:
     """He/Kaiming uniform for ReLU-like layers: U(±gain*sqrt(3/fan_in)), gain = sqrt(2/(1+a²))
     (kaiming_uniform_ in fan_in mode; `a` is the negative slope of a leaky ReLU)."""
     fan_in, _ = fans(shape)
-    return uniform(shape, rng, _he_gain(a) * math.sqrt(3.0 / fan_in))
+    return uniform(shape, rng, _he_gain(a) * math.sqrt(3.0 / fan_in), dtype)
 
 
-def he_normal(shape, rng: RngLike = None, a: float = 0.0) -> np.ndarray:
+def he_normal(shape, rng: RngLike = None, a: float = 0.0, dtype="float32") -> np.ndarray:
     """He/Kaiming normal: N(0, gain^2/fan_in) (kaiming_normal_ in fan_in mode)."""
     fan_in, _ = fans(shape)
-    return normal(shape, rng, _he_gain(a) / math.sqrt(fan_in))
+    return normal(shape, rng, _he_gain(a) / math.sqrt(fan_in), dtype=dtype)
 
 
-def torch_default(shape, rng: RngLike = None, fan_in: int | None = None) -> np.ndarray:
+def torch_default(shape, rng: RngLike = None, fan_in: int | None = None,
+                  dtype="float32") -> np.ndarray:
     """PyTorch's Linear/Conv default, U(±1/sqrt(fan_in)): kaiming_uniform_(a=sqrt(5)) for a
     weight, and the same bound for its bias (pass the weight's `fan_in`)."""
     fan_in = fans(shape)[0] if fan_in is None else fan_in
-    return uniform(shape, rng, 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0)
+    return uniform(shape, rng, 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0, dtype)
 
 
-def zeros(shape, rng: RngLike = None) -> np.ndarray:
+def zeros(shape, rng: RngLike = None, dtype="float32") -> np.ndarray:
     """All zeros (biases, BatchNorm shifts). `rng` is accepted for a uniform signature."""
-    return np.zeros(_shape(shape), np.float32)
+    return np.zeros(_shape(shape), float_dtype(dtype))
 
 
-def ones(shape, rng: RngLike = None) -> np.ndarray:
+def ones(shape, rng: RngLike = None, dtype="float32") -> np.ndarray:
     """All ones (BatchNorm scales)."""
-    return np.ones(_shape(shape), np.float32)
+    return np.ones(_shape(shape), float_dtype(dtype))

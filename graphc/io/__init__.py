@@ -16,8 +16,9 @@ node holds its body); this graphc reads versions 1 and 2 and writes version 2.
 
 What ``gc.load(path)`` returns, by kind:
 
-* ``module``: a rebuilt module when it is made of gc.nn classes only; otherwise pass
-  ``into=model`` (an instance built by your code), whose parameters and buffers are set;
+* ``module``: a rebuilt module when it is made of gc.nn classes only, with its ties (one
+  parameter under several keys: the file's ``ties``) rebuilt; otherwise pass ``into=model``
+  (an instance built by your code), whose parameters and buffers are set;
 * ``optimizer``: the state dict, or with ``into=opt`` that optimizer with its state set;
 * ``function``: a new compiled Function (same graph, the saved parameter values, on
   ``backend``), or with ``into=fn`` the saved values written into fn's parameters (how a
@@ -58,8 +59,8 @@ from .expressions import short
 from .graphs import ArrayTable, decode_graph, encode_graph, graph_nodes, parameter_keys
 from .modules import build_module, module_spec
 
-__all__ = ["FormatError", "save", "load", "read_metadata", "FORMAT", "VERSION",
-           "READ_VERSIONS"]
+__all__ = ["FormatError", "save", "load", "read_metadata", "read_extra_arrays", "FORMAT",
+           "VERSION", "READ_VERSIONS"]
 
 FORMAT = "graphc"
 VERSION = 2  # what gc.save writes
@@ -75,7 +76,8 @@ class FormatError(GraphError):
 
 
 def _state_doc(tensors: Mapping[str, Tensor], table: ArrayTable) -> dict:
-    return {key: table.put(t.value) for key, t in tensors.items()}
+    # a tensor listed under several keys (a tie) is stored once
+    return {key: table.put(t.value, t.node.attrs["storage"]) for key, t in tensors.items()}
 
 
 def _encode(obj, table: ArrayTable) -> tuple[str, dict]:
@@ -88,8 +90,12 @@ def _encode(obj, table: ArrayTable) -> tuple[str, dict]:
             spec, why = module_spec(obj), None
         except GraphError as exc:
             spec, why = None, str(exc)
-        return "module", {"class": type(obj).__name__, "spec": spec, "not_rebuildable": why,
-                          "state": _state_doc(obj.state_tensors(), table)}
+        content = {"class": type(obj).__name__, "spec": spec, "not_rebuildable": why,
+                   "state": _state_doc(obj.state_tensors(), table)}
+        ties = obj.ties()
+        if ties:
+            content["ties"] = ties
+        return "module", content
     if isinstance(obj, Optimizer):
         return "optimizer", {"class": type(obj).__name__,
                              "state": _state_doc(obj.state_tensors(), table)}
@@ -122,15 +128,22 @@ def _encode(obj, table: ArrayTable) -> tuple[str, dict]:
                      "Optimizer, a compiled Function, a Graph, tensors or a dict of arrays")
 
 
-def save(obj, path: str | os.PathLike, metadata: Mapping | None = None) -> Path:
+def save(obj, path: str | os.PathLike, metadata: Mapping | None = None,
+         extra_arrays: Mapping[str, np.ndarray] | None = None) -> Path:
     """Write `obj` (module, optimizer, compiled function, graph, tensors or a dict of arrays)
     to `path` atomically: a crash mid-write leaves the previous file intact. `metadata` is any
-    JSON-serializable dict kept in the manifest (``read_metadata``), e.g. a checkpoint's epoch.
+    JSON-serializable dict kept in the manifest (``read_metadata``), e.g. a checkpoint's epoch;
+    `extra_arrays` named arrays kept beside the object (``read_extra_arrays``), e.g. the best
+    parameters early stopping will restore.
     """
     from .. import __version__
 
     table = ArrayTable()
     kind, content = _encode(obj, table)
+    if extra_arrays:
+        if not all(isinstance(k, str) for k in extra_arrays):
+            raise GraphError("extra_arrays must be a dict with str keys")
+        content["extra_arrays"] = {k: table.put(np.asarray(v)) for k, v in extra_arrays.items()}
     manifest = {"format": FORMAT, "version": VERSION, "kind": kind, "graphc": __version__,
                 "metadata": dict(metadata or {})}
     arrays = _bytes_io.BytesIO()
@@ -192,6 +205,16 @@ def read_metadata(path: str | os.PathLike) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
+def read_extra_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays stored by ``save(..., extra_arrays=...)`` (empty when there are none)."""
+    _, content, table = _read(path)
+    extra = content.get("extra_arrays", {})
+    try:
+        return _arrays_of(extra, table)
+    except GraphError as exc:
+        raise FormatError(f"{path}: extra_arrays: {exc}") from None
+
+
 def load(path: str | os.PathLike, into=None, backend: str = "numpy"):
     """Read a file written by ``gc.save`` (see the module docstring for what comes back).
 
@@ -232,6 +255,7 @@ def _load_module(content, table, into, backend):
     cls_name = _class_name(content.get("class"))
     _check_into("module", into, cls_name, Module)
     state = _arrays_of(content["state"], table)
+    ties = _ties_of(content.get("ties", {}), state)
     if into is None:
         if content.get("spec") is None:
             why = short(content.get("not_rebuildable"), 200)
@@ -239,7 +263,22 @@ def _load_module(content, table, into, backend):
                               f"only ({why}); build the model in code and load into it: "
                               f"gc.load(path, into=model)")
         into = build_module(content["spec"])
+        for key, canonical in ties.items():
+            into._tie(key, canonical)
     return into.load_state(state)
+
+
+def _ties_of(ties, state: dict) -> dict[str, str]:
+    """A module file's ``ties`` ({key: first key}, both state keys, the first not itself
+    tied): checked before anything is built."""
+    if not isinstance(ties, dict):
+        raise FormatError(f"a module's ties must be an object, not {short(ties)}")
+    for key, canonical in ties.items():
+        if not isinstance(canonical, str) or key not in state or canonical not in state \
+                or canonical in ties or key == canonical:
+            raise FormatError(f"bad tie {short(key)} -> {short(canonical)}: both must be state "
+                              f"keys, the second one not tied itself")
+    return ties
 
 
 def _load_optimizer(content, table, into, backend):

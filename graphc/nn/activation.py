@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import init, ops
 from ..errors import GraphError, ShapeError
+from ..init import float_dtype
 from ..ir.tensor import Tensor
 from ..ops.sources import parameter
 from . import functional as F
@@ -85,10 +86,12 @@ class PReLU(Module):
     channel (axis 1 of the input). Init: 0.25, as PyTorch.
     """
 
-    def __init__(self, num_parameters: int = 1, init: float = 0.25) -> None:
+    def __init__(self, num_parameters: int = 1, init: float = 0.25, *,
+                 dtype="float32") -> None:
         super().__init__()
         self.num_parameters = int(num_parameters)
-        self.weight = parameter("weight", np.full(self.num_parameters, init, np.float32))
+        self.weight = parameter("weight", np.full(self.num_parameters, init,
+                                                  float_dtype(dtype)))
 
     def forward(self, x: Tensor) -> Tensor:
         a = self.weight
@@ -111,15 +114,15 @@ class Maxout(Module):
     """
 
     def __init__(self, in_features: int, out_features: int, pieces: int,
-                 rng: init.RngLike = None) -> None:
+                 rng: init.RngLike = None, *, dtype="float32") -> None:
         super().__init__()
         if pieces < 1:
             raise GraphError(f"Maxout needs at least one piece, got {pieces}")
-        rng = init.as_rng(rng)
+        rng, dt = init.as_rng(rng), init.float_dtype(dtype)
         self.in_features, self.out_features, self.pieces = in_features, out_features, pieces
         width = out_features * pieces
-        self.weight = parameter("weight", init.torch_default((in_features, width), rng))
-        self.bias = parameter("bias", init.torch_default((width,), rng, in_features))
+        self.weight = parameter("weight", init.torch_default((in_features, width), rng, dtype=dt))
+        self.bias = parameter("bias", init.torch_default((width,), rng, in_features, dt))
 
     def forward(self, x: Tensor) -> Tensor:
         z = F.linear(x, self.weight, self.bias)

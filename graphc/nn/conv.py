@@ -20,8 +20,10 @@ class _ConvNd(Module):
     transposed = False
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, bias: bool = True, rng: init.RngLike = None) -> None:
+                 dilation=1, bias: bool = True, rng: init.RngLike = None, *,
+                 dtype="float32") -> None:
         super().__init__()
+        dt = init.float_dtype(dtype)
         nd = self.nd
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size = int_tuple(kernel_size, nd, "kernel_size")
@@ -31,9 +33,9 @@ class _ConvNd(Module):
         rng = init.as_rng(rng)
         lead = (in_channels, out_channels) if self.transposed else (out_channels, in_channels)
         shape = lead + self.kernel_size
-        self.weight = parameter("weight", init.torch_default(shape, rng))
+        self.weight = parameter("weight", init.torch_default(shape, rng, dtype=dt))
         fan_in = shape[1] * math.prod(self.kernel_size)
-        self.bias = (parameter("bias", init.torch_default((out_channels,), rng, fan_in))
+        self.bias = (parameter("bias", init.torch_default((out_channels,), rng, fan_in, dt))
                      if bias else None)
 
     def extra_repr(self) -> str:
@@ -69,9 +71,9 @@ class ConvTranspose2d(_ConvNd):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  output_padding=0, dilation=1, bias: bool = True,
-                 rng: init.RngLike = None) -> None:
+                 rng: init.RngLike = None, *, dtype="float32") -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
-                         rng)
+                         rng, dtype=dtype)
         self.output_padding = int_tuple(output_padding, 2, "output_padding")
 
     def forward(self, x: Tensor) -> Tensor:

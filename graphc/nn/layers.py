@@ -14,16 +14,19 @@ class Linear(Module):
     """``y = x @ weight + bias`` with ``weight`` of shape (in, out) (the transpose of PyTorch's
     storage, so the graph reads as the formula).
 
-    Init (PyTorch's default): weight and bias ~ U(-1/sqrt(in), 1/sqrt(in)).
+    Init (PyTorch's default): weight and bias ~ U(-1/sqrt(in), 1/sqrt(in)). `dtype`: float32
+    (default) or float64, as every layer's.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 rng: init.RngLike = None) -> None:
+                 rng: init.RngLike = None, *, dtype="float32") -> None:
         super().__init__()
-        rng = init.as_rng(rng)
+        rng, dt = init.as_rng(rng), init.float_dtype(dtype)
         self.in_features, self.out_features = int(in_features), int(out_features)
-        self.weight = parameter("weight", init.torch_default((in_features, out_features), rng))
-        self.bias = (parameter("bias", init.torch_default((out_features,), rng, in_features))
+        self.weight = parameter("weight", init.torch_default((in_features, out_features), rng,
+                                                             dtype=dt))
+        self.bias = (parameter("bias", init.torch_default((out_features,), rng, in_features,
+                                                          dtype=dt))
                      if bias else None)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -74,10 +77,12 @@ class Embedding(Module):
     Init (PyTorch's default): N(0, 1).
     """
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, rng: init.RngLike = None) -> None:
+    def __init__(self, num_embeddings: int, embedding_dim: int, rng: init.RngLike = None, *,
+                 dtype="float32") -> None:
         super().__init__()
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
-        self.weight = parameter("weight", init.normal((num_embeddings, embedding_dim), rng, 1.0))
+        self.weight = parameter("weight", init.normal((num_embeddings, embedding_dim), rng, 1.0,
+                                                      dtype=dtype))
 
     def forward(self, ids: Tensor) -> Tensor:
         return F.embedding(ids, self.weight)

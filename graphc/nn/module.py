@@ -13,20 +13,52 @@ Three kinds of state live in a module tree:
   listed by ``buffers()``;
 * both are saved by ``state()`` / ``gc.save`` under their qualified names (``"conv1.weight"``,
   ``"features.0.running_mean"``), exactly PyTorch's ``state_dict`` keys.
+
+A parameter may be *tied*: assigned to two attributes (``dec.weight = enc.weight``), or reached
+through a module used in two places. As in PyTorch, ``parameters()`` lists it once (an
+optimizer updates it once) while ``state()`` lists it under every key that reaches it;
+``ties()`` maps each further key to the first one, ``gc.save`` records that map and
+``gc.load`` rebuilds the tie. The tensor's display name is the first key that reached it.
+
+Dtypes: layers take ``dtype=`` (float32, the default, or float64) and ``.to(dtype)`` converts a
+whole model. Nodes are immutable, so ``.to`` puts *new* parameters in the modules: call it
+before building optimizers and compiled functions, which keep the parameters they were built
+with.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from ..errors import GraphError, ShapeError
+from ..errors import GraphError
+from ..init import float_dtype
 from ..ir.tensor import Tensor, graph_of
 
 
 def _is_parameter(value) -> bool:
     return isinstance(value, Tensor) and value.op == "parameter"
+
+
+def _same_values(a, b) -> bool:
+    """Equal arrays (NaN equal to NaN): two keys of one tied parameter must agree."""
+    a, b = np.asarray(a), np.asarray(b)
+    nan = a.dtype.kind in "fc" and b.dtype.kind in "fc"
+    return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=nan))
+
+
+def _converted(tensor: Tensor, dtype: np.dtype, key: str) -> Tensor:
+    """A new parameter of `dtype` holding `tensor`'s value (checked: ShapeError naming `key`
+    when a finite value does not fit)."""
+    from ..ops.sources import parameter
+
+    with tensor.graph:
+        fresh = parameter(tensor.node.attrs["name"], np.zeros(tensor.node.attrs["storage"]
+                                                              .value.shape, dtype))
+    fresh.node.attrs["storage"].write(tensor.node.attrs["storage"].value, key)
+    return fresh
 
 
 class Module:
@@ -58,8 +90,12 @@ class Module:
         if "_modules" not in self.__dict__:
             raise GraphError(f"{type(self).__name__}: call super().__init__() before assigning "
                              "attributes of a module")
-        for registry in (self._modules, self._params):
-            registry.pop(name, None)
+        # a name that changes registry leaves the old one; one that stays keeps its place in
+        # the order (as PyTorch: ``seq[2].weight = seq[0].weight`` keeps "2.weight" first)
+        if not isinstance(value, Module):
+            self._modules.pop(name, None)
+        if not (_is_parameter(value) and value.dtype.kind == "f" and name not in self._buffers):
+            self._params.pop(name, None)
         if isinstance(value, Module):
             self._modules[name] = value
             value._attach(self._prefix + name + ".", name)
@@ -67,10 +103,10 @@ class Module:
             if not _is_parameter(value):
                 raise GraphError(f"buffer {name!r} must stay a gc.parameter tensor")
             self._buffers[name] = value
-            self._label(name, value)
+            self._label(name, value, keep=True)
         elif _is_parameter(value) and value.dtype.kind == "f":
             self._params[name] = value
-            self._label(name, value)
+            self._label(name, value, keep=True)
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
@@ -89,19 +125,28 @@ class Module:
         object.__setattr__(self, name, tensor)
         return tensor
 
-    def _label(self, local: str, tensor: Tensor) -> None:
+    def _label(self, local: str, tensor: Tensor, keep: bool = False) -> None:
+        """Give `tensor` this module's qualified name for `local`. With `keep`, a tensor that
+        a module already named (a tie: ``dec.weight = enc.weight``) keeps its first name."""
+        if keep and tensor.node.label is not None:
+            return
         qualified = self._prefix + local
         tensor.node.label = qualified
         tensor.node.attrs["storage"].name = qualified
 
-    def _attach(self, prefix: str, scope: str) -> None:
-        """Called by the parent: take qualified names under `prefix`, and the scope `scope`."""
+    def _attach(self, prefix: str, scope: str | None, named: set | None = None) -> None:
+        """Called by the parent: take qualified names under `prefix`, and the scope `scope`.
+        `named` holds the tensors already named in this pass: a tied tensor is named after
+        the first place that reaches it, as ``state()`` lists keys."""
+        named = set() if named is None else named
         self.__dict__["_prefix"] = prefix
         self.__dict__["_scope"] = scope
         for local, tensor in list(self._params.items()) + list(self._buffers.items()):
-            self._label(local, tensor)
+            if tensor.node.uid not in named:
+                named.add(tensor.node.uid)
+                self._label(local, tensor)
         for local, child in self._modules.items():
-            child._attach(prefix + local + ".", child._scope or local)
+            child._attach(prefix + local + ".", child._scope or local, named)
 
     # -- naming ------------------------------------------------------------------------------
     @property
@@ -156,17 +201,28 @@ class Module:
         """This module and all its descendants, each once."""
         return [m for _, m in self.named_modules()]
 
-    def _named(self, kind: str) -> list[tuple[str, Tensor]]:
+    def _every_place(self, prefix: str = "", ancestors: tuple = ()
+                     ) -> Iterator[tuple[str, Module]]:
+        """Every (qualified name, module), a module used in two places under both names
+        (PyTorch's ``state_dict`` walk); a module inside itself is not followed."""
+        yield prefix, self
+        for k, m in self._modules.items():
+            if m is not self and all(m is not a for a in ancestors):
+                yield from m._every_place(f"{prefix}.{k}" if prefix else k, ancestors + (self,))
+
+    def _named(self, kind: str, unique: bool = True) -> list[tuple[str, Tensor]]:
         out, seen = [], set()
-        for prefix, module in self.named_modules():
+        places = self.named_modules() if unique else self._every_place()
+        for prefix, module in places:
             for local, tensor in getattr(module, kind).items():
-                if tensor.node.uid not in seen:
+                if not unique or tensor.node.uid not in seen:
                     seen.add(tensor.node.uid)
                     out.append((f"{prefix}.{local}" if prefix else local, tensor))
         return out
 
     def named_parameters(self) -> list[tuple[str, Tensor]]:
-        """(qualified name, parameter) for every trainable parameter, each once."""
+        """(qualified name, parameter) for every trainable parameter, each once (a tied one
+        under the first key that reaches it)."""
         return self._named("_params")
 
     def parameters(self) -> list[Tensor]:
@@ -198,40 +254,117 @@ class Module:
 
     # -- state -------------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, Tensor]:
-        """Parameters and buffers by qualified name: what ``state()`` and ``gc.save`` store."""
-        return dict(self.named_parameters() + self.named_buffers())
+        """Parameters and buffers by qualified name: what ``state()`` and ``gc.save`` store.
+        A tied tensor is listed under every key that reaches it (PyTorch's ``state_dict``)."""
+        return dict(self._named("_params", unique=False) + self._named("_buffers", unique=False))
 
     def state(self) -> dict[str, np.ndarray]:
-        """A copy of every parameter's and buffer's value, by qualified name."""
+        """A copy of every parameter's and buffer's value, by qualified name (a tied one under
+        each of its keys)."""
         return {k: t.value for k, t in self.state_tensors().items()}
+
+    def ties(self) -> dict[str, str]:
+        """``{key: first key}`` for every state key whose tensor an earlier key already names
+        (``{"2.weight": "0.weight"}`` after ``seq[2].weight = seq[0].weight``); empty when
+        nothing is tied. ``gc.save`` stores it, ``gc.load`` rebuilds the ties."""
+        first: dict[int, str] = {}
+        out = {}
+        for key, tensor in self.state_tensors().items():
+            canonical = first.setdefault(tensor.node.uid, key)
+            if canonical != key:
+                out[key] = canonical
+        return out
+
+    def _place(self, key: str) -> tuple[Module, str]:
+        """The module and attribute name a state key leads to."""
+        *path, local = key.split(".")
+        module = self
+        for part in path:
+            if part not in module._modules:
+                raise GraphError(f"{type(self).__name__} has no sub-module for the key {key!r}")
+            module = module._modules[part]
+        if local not in module._params and local not in module._buffers:
+            raise GraphError(f"{type(self).__name__} has no parameter or buffer {key!r}")
+        return module, local
+
+    def _tie(self, key: str, to: str) -> None:
+        """Make `key` name the very tensor `to` names (used by ``gc.load`` to rebuild a tie)."""
+        module, local = self._place(to)
+        tensor = getattr(module, local)
+        target, name = self._place(key)
+        old = getattr(target, name)
+        if tuple(old.shape) != tuple(tensor.shape) or old.dtype != tensor.dtype:
+            raise GraphError(f"cannot tie {key!r} ({tuple(old.shape)} {old.dtype}) to {to!r} "
+                             f"({tuple(tensor.shape)} {tensor.dtype})")
+        setattr(target, name, tensor)
 
     def load_state(self, state: Mapping[str, np.ndarray], strict: bool = True) -> Module:
         """Set parameters and buffers from `state` (as returned by ``state()``).
 
-        All values are checked first and only then written, so a mismatch changes nothing.
-        With ``strict`` every key must match both ways; otherwise missing and extra keys are
-        ignored (shapes must still agree).
+        Every value is checked first (shape, kind of number, and no finite value made
+        non-finite by the conversion to the parameter's dtype: ``gc.ShapeError`` naming the
+        key; a float64 -> float32 rounding is allowed) and only then written, so a failed load
+        changes nothing. A tied tensor may be given under any of its keys; under several, the
+        values must be equal. With ``strict`` every key must match both ways (a tied tensor
+        given under one of its keys counts as given); otherwise missing and extra keys are
+        ignored (values must still fit).
         """
         targets = self.state_tensors()
-        missing = sorted(set(targets) - set(state))
+        keys_of: dict[int, list[str]] = {}
+        for key, tensor in targets.items():
+            keys_of.setdefault(tensor.node.uid, []).append(key)
+        missing = sorted(k for keys in keys_of.values() if not any(k2 in state for k2 in keys)
+                         for k in keys)
         extra = sorted(set(state) - set(targets))
         if strict and (missing or extra):
             raise GraphError(f"{type(self).__name__}.load_state: missing keys {missing}, "
                              f"unexpected keys {extra}")
-        pairs = []
+        checked: dict[int, tuple] = {}
         for key, tensor in targets.items():
             if key not in state:
                 continue
-            value = np.asarray(state[key])
-            if value.shape != tuple(tensor.shape):
-                raise ShapeError(f"{key}: the module has shape {tuple(tensor.shape)}, the state "
-                                 f"has {value.shape}")
-            if value.dtype.kind != tensor.dtype.kind:
-                raise GraphError(f"{key}: the module holds {tensor.dtype}, the state "
-                                 f"{value.dtype}")
-            pairs.append((tensor, value))
-        for tensor, value in pairs:
-            tensor.value = value
+            storage = tensor.node.attrs["storage"]
+            value = storage.checked(state[key], key)
+            first = checked.get(tensor.node.uid)
+            if first is None:
+                checked[tensor.node.uid] = (storage, value, key, state[key])
+            elif not _same_values(first[3], state[key]):
+                raise GraphError(f"{type(self).__name__}.load_state: {first[2]!r} and {key!r} "
+                                 f"name one tied parameter, but the state gives them different "
+                                 f"values")
+        for storage, value, key, _ in checked.values():  # everything checked: now write
+            storage.write(value, key)
+        return self
+
+    # -- dtypes ------------------------------------------------------------------------------
+    def to(self, dtype) -> Module:
+        """Convert every float parameter and buffer to `dtype` (float32 or float64); integer
+        state (counters, random states) is left alone. Returns the module, as PyTorch.
+
+        Nodes are immutable, so each converted tensor is a *new* parameter put in place of the
+        old one (ties are kept): call ``.to`` before building optimizers and compiling
+        functions, which keep using the parameters they were built with. Every value is
+        converted with the checks of ``load_state`` (a finite value that would become
+        non-finite, 1e300 into float32, is a ``gc.ShapeError`` naming its key) before any
+        module changes.
+        """
+        dt = float_dtype(dtype, f"{type(self).__name__}.to(dtype)")
+        new: dict[int, Tensor] = {}
+        plan = []
+        for prefix, module in self._every_place():
+            for registry in (module._params, module._buffers):
+                for local, tensor in registry.items():
+                    if tensor.dtype.kind != "f" or tensor.dtype == dt:
+                        continue
+                    uid = tensor.node.uid
+                    if uid not in new:
+                        new[uid] = _converted(tensor, dt, f"{prefix}.{local}" if prefix else local)
+                    plan.append((module, local, new[uid]))
+        for module, local, tensor in plan:  # everything converted: now swap
+            setattr(module, local, tensor)
+        for module in self.modules():  # so that gc.load rebuilds the model in this dtype
+            if "dtype" in inspect.signature(type(module).__init__).parameters:
+                module._config[1]["dtype"] = dt.name
         return self
 
     # -- printing ----------------------------------------------------------------------------
@@ -256,11 +389,12 @@ class Sequential(Module):
 
     def __init__(self, *modules: Module) -> None:
         super().__init__()
+        named: set = set()  # one naming pass: a tensor tied across children keeps the first name
         for i, m in enumerate(modules):
             if not isinstance(m, Module):
                 raise GraphError(f"Sequential takes modules, got {type(m).__name__} at {i}")
             self._modules[str(i)] = m
-            m._attach(self._prefix + f"{i}.", f"{type(m).__name__.lower()}_{i}")
+            m._attach(self._prefix + f"{i}.", f"{type(m).__name__.lower()}_{i}", named)
 
     def forward(self, x):
         for m in self._modules.values():

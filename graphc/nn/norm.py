@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
+from ..init import float_dtype
 from ..ir.tensor import Tensor
 from ..ops.sources import parameter
 from . import functional as F
@@ -20,21 +21,23 @@ class _BatchNorm(Module):
     output applies — no ``updates=`` entry needed; ``num_batches_tracked`` counts the training
     batches, and ``momentum=None`` averages over all of them. Eval mode uses the running
     statistics.
-    ``weight`` (ones) and ``bias`` (zeros) are trainable when ``affine``.
+    ``weight`` (ones) and ``bias`` (zeros) are trainable when ``affine``. `dtype` (float32 or
+    float64) is that of the weights and running statistics.
     """
 
     ranks: tuple[int, ...] = (2, 3)
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True) -> None:
+                 affine: bool = True, *, dtype="float32") -> None:
         super().__init__()
+        dt = float_dtype(dtype)
         self.num_features, self.eps, self.momentum = int(num_features), float(eps), momentum
-        self.weight = parameter("weight", np.ones(num_features, np.float32)) if affine else None
-        self.bias = parameter("bias", np.zeros(num_features, np.float32)) if affine else None
+        self.weight = parameter("weight", np.ones(num_features, dt)) if affine else None
+        self.bias = parameter("bias", np.zeros(num_features, dt)) if affine else None
         self.register_buffer("running_mean", parameter("running_mean",
-                                                       np.zeros(num_features, np.float32)))
+                                                       np.zeros(num_features, dt)))
         self.register_buffer("running_var", parameter("running_var",
-                                                      np.ones(num_features, np.float32)))
+                                                      np.ones(num_features, dt)))
         self.register_buffer("num_batches_tracked",
                              parameter("num_batches_tracked", np.array(0, np.int64)))
 

@@ -11,6 +11,7 @@ backpropagation through time is ordinary ``gc.grad``.
 Weights follow PyTorch's gate order, names (``weight_ih_l0``, ``bias_hh_l1``...) and init
 (U(-1/sqrt(hidden), 1/sqrt(hidden)) for every weight and bias, two bias vectors), stored as
 (in, gates * hidden) for ``x @ W`` like ``Linear``: the transpose of PyTorch's storage.
+``dtype=`` (float32 or float64) as every layer's.
 """
 
 from __future__ import annotations
@@ -31,22 +32,22 @@ class _Recurrent(Module):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False,
-                 rng: init.RngLike = None) -> None:
+                 rng: init.RngLike = None, *, dtype="float32") -> None:
         super().__init__()
         if int(num_layers) < 1:
             raise GraphError(f"num_layers must be at least 1, got {num_layers}")
-        rng = init.as_rng(rng)
+        rng, dt = init.as_rng(rng), init.float_dtype(dtype)
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
         self.num_layers, self.batch_first = int(num_layers), bool(batch_first)
         self.bias = bool(bias)
         width, bound = self.gates * hidden_size, 1.0 / math.sqrt(hidden_size)
         for k in range(self.num_layers):
             fan_in = input_size if k == 0 else hidden_size
-            self._new(f"weight_ih_l{k}", init.uniform((fan_in, width), rng, bound))
-            self._new(f"weight_hh_l{k}", init.uniform((hidden_size, width), rng, bound))
+            self._new(f"weight_ih_l{k}", init.uniform((fan_in, width), rng, bound, dt))
+            self._new(f"weight_hh_l{k}", init.uniform((hidden_size, width), rng, bound, dt))
             if bias:
-                self._new(f"bias_ih_l{k}", init.uniform((width,), rng, bound))
-                self._new(f"bias_hh_l{k}", init.uniform((width,), rng, bound))
+                self._new(f"bias_ih_l{k}", init.uniform((width,), rng, bound, dt))
+                self._new(f"bias_hh_l{k}", init.uniform((width,), rng, bound, dt))
 
     def _new(self, name: str, value) -> None:
         setattr(self, name, parameter(name, value))
@@ -134,10 +135,11 @@ class RNN(_Recurrent):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
-                 rng: init.RngLike = None) -> None:
+                 rng: init.RngLike = None, *, dtype="float32") -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise GraphError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, rng)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, rng,
+                         dtype=dtype)
         self.nonlinearity = nonlinearity
 
     def cell(self, xw, hw, h):

@@ -21,19 +21,21 @@ class ResidualBlock(Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int | None = None, stride: int = 1,
-                 skip: bool = True, rng: init.RngLike = None) -> None:
+                 skip: bool = True, rng: init.RngLike = None, *, dtype="float32") -> None:
         super().__init__()
         self.skip = bool(skip)
         out_channels = in_channels if out_channels is None else out_channels
-        rng = init.as_rng(rng)
-        self.conv1 = Conv2d(in_channels, out_channels, 3, stride, 1, bias=False, rng=rng)
-        self.bn1 = BatchNorm2d(out_channels)
-        self.conv2 = Conv2d(out_channels, out_channels, 3, 1, 1, bias=False, rng=rng)
-        self.bn2 = BatchNorm2d(out_channels)
+        rng, dt = init.as_rng(rng), init.float_dtype(dtype)
+        self.conv1 = Conv2d(in_channels, out_channels, 3, stride, 1, bias=False, rng=rng,
+                            dtype=dt)
+        self.bn1 = BatchNorm2d(out_channels, dtype=dt)
+        self.conv2 = Conv2d(out_channels, out_channels, 3, 1, 1, bias=False, rng=rng, dtype=dt)
+        self.bn2 = BatchNorm2d(out_channels, dtype=dt)
         self.projection = None
         if skip and (stride != 1 or in_channels != out_channels):
-            self.projection = Conv2d(in_channels, out_channels, 1, stride, bias=False, rng=rng)
-            self.projection_bn = BatchNorm2d(out_channels)
+            self.projection = Conv2d(in_channels, out_channels, 1, stride, bias=False, rng=rng,
+                                     dtype=dt)
+            self.projection_bn = BatchNorm2d(out_channels, dtype=dt)
 
     def forward(self, x: Tensor) -> Tensor:
         y = ops.relu(self.bn1(self.conv1(x)))

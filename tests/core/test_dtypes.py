@@ -1,0 +1,151 @@
+"""Dtypes are a choice: layers' dtype=, Module.to(dtype), and conversions that refuse to turn a
+finite value non-finite."""
+
+import numpy as np
+import pytest
+
+import graphc as gc
+
+nn = gc.nn
+F = gc.nn.functional
+
+
+def every_layer(dtype):
+    """One of each gc.nn layer that holds float state, built in `dtype`."""
+    return {
+        "linear": nn.Linear(3, 2, rng=0, dtype=dtype),
+        "conv1d": nn.Conv1d(2, 3, 3, rng=0, dtype=dtype),
+        "conv2d": nn.Conv2d(2, 3, 3, rng=0, dtype=dtype),
+        "convt": nn.ConvTranspose2d(2, 3, 3, rng=0, dtype=dtype),
+        "bn1": nn.BatchNorm1d(3, dtype=dtype),
+        "bn2": nn.BatchNorm2d(3, dtype=dtype),
+        "embedding": nn.Embedding(5, 2, rng=0, dtype=dtype),
+        "prelu": nn.PReLU(3, dtype=dtype),
+        "maxout": nn.Maxout(3, 2, 2, rng=0, dtype=dtype),
+        "rnn": nn.RNN(3, 2, rng=0, dtype=dtype),
+        "lstm": nn.LSTM(3, 2, num_layers=2, rng=0, dtype=dtype),
+        "gru": nn.GRU(3, 2, rng=0, dtype=dtype),
+        "residual": nn.ResidualBlock(2, 3, stride=2, rng=0, dtype=dtype),
+    }
+
+
+def float_state(module):
+    return {k: v for k, v in module.state().items() if v.dtype.kind == "f"}
+
+
+@pytest.mark.parametrize("name", sorted(every_layer("float32")))
+def test_every_layer_takes_a_dtype(name):
+    single, double = every_layer("float32")[name], every_layer("float64")[name]
+    assert float_state(single) and all(v.dtype == np.float32
+                                       for v in float_state(single).values())
+    assert all(v.dtype == np.float64 for v in float_state(double).values())
+    for key, value in float_state(double).items():  # the same draws, not rounded twice
+        np.testing.assert_array_equal(value.astype(np.float32), float_state(single)[key])
+    assert set(double.state()) == set(single.state())
+
+
+def test_other_dtypes_are_refused():
+    for bad in ("float16", "int64", np.int32, "complex128", "nonsense"):
+        with pytest.raises(gc.GraphError, match="float32 or float64"):
+            nn.Linear(2, 2, dtype=bad)
+    with pytest.raises(gc.GraphError, match=r"\.to\(dtype\) must be float32 or float64"):
+        nn.Linear(2, 2).to("float16")
+
+
+def test_a_float64_model_matches_a_float64_numpy_step():
+    rng = np.random.default_rng(1)
+    model = nn.Sequential(nn.Linear(3, 4, rng=2, dtype="float64"), nn.Tanh(),
+                          nn.Linear(4, 1, rng=3, dtype="float64"))
+    W1, b1, W2, b2 = (p.value.copy() for p in model.parameters())
+    opt = gc.optim.SGD(model.parameters(), lr=0.1)
+    with gc.Graph():
+        x = gc.placeholder("x", ("N", 3), "float64")
+        t = gc.placeholder("t", ("N", 1), "float64")
+        loss = F.mse_loss(model(x), t)
+        step = gc.compile([x, t], loss, updates=opt.updates(loss))
+    xs, ts = rng.standard_normal((8, 3)), rng.standard_normal((8, 1))
+    got = step(xs, ts)
+    assert got.dtype == np.float64
+    # the same step in float64 NumPy
+    h = np.tanh(xs @ W1 + b1)
+    y = h @ W2 + b2
+    d = 2 * (y - ts) / y.size
+    gW2, gb2 = h.T @ d, d.sum(0)
+    dh = (d @ W2.T) * (1 - h ** 2)
+    gW1, gb1 = xs.T @ dh, dh.sum(0)
+    assert abs(float(got) - np.mean((y - ts) ** 2)) < 1e-12
+    for p, ref in zip(model.parameters(), (W1 - 0.1 * gW1, b1 - 0.1 * gb1, W2 - 0.1 * gW2,
+                                          b2 - 0.1 * gb2)):
+        assert p.dtype == np.float64
+        np.testing.assert_allclose(p.value, ref, rtol=0, atol=1e-12)  # float32 would be 1e-8
+
+
+def test_to_makes_new_parameters_and_a_step_built_before_keeps_the_old_ones():
+    model = nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 2, rng=0), nn.Dropout(0.5, rng=1))
+    opt = gc.optim.SGD(model.parameters(), lr=0.5)
+    with gc.Graph():
+        x = gc.placeholder("x", ("N", 3))
+        loss = gc.sum(model(x) ** 2)
+        step = gc.compile([x], loss, updates=opt.updates(loss))
+    old = dict(model.state_tensors())
+    before = model.state()
+    assert model.to("float64") is model  # returns the module, as PyTorch
+    for key, tensor in model.state_tensors().items():
+        if before[key].dtype.kind == "f":
+            assert tensor is not old[key] and tensor.dtype == np.float64, key
+            np.testing.assert_array_equal(tensor.value, before[key].astype(np.float64))
+        else:  # counters and random states keep their integer dtype and identity
+            assert tensor is old[key], key
+    step(np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32))
+    assert not np.array_equal(old["1.weight"].value, before["1.weight"])  # the step trains...
+    assert not np.array_equal(old["0.running_var"].value, before["0.running_var"])
+    for key, value in before.items():  # ... the old parameters, not the new ones
+        if value.dtype.kind == "f":
+            np.testing.assert_array_equal(model.state()[key], value.astype(np.float64))
+    assert model[1].weight.name == "1.weight" and model[0].running_var.name == "0.running_var"
+
+
+def test_to_keeps_ties_and_a_saved_model_loads_in_its_dtype(tmp_path):
+    model = nn.Sequential(nn.Linear(3, 3, rng=0), nn.Tanh(), nn.Linear(3, 3, rng=1))
+    model[2].weight = model[0].weight
+    model.to("float64")
+    assert model[2].weight is model[0].weight and model.ties() == {"2.weight": "0.weight"}
+    loaded = gc.load(gc.save(model, tmp_path / "m.graphc"))
+    assert all(v.dtype == np.float64 for v in loaded.state().values())
+    assert loaded[2].weight is loaded[0].weight
+    for key, value in model.state().items():
+        np.testing.assert_array_equal(loaded.state()[key], value)
+    model.to(np.float32)
+    assert gc.load(gc.save(model, tmp_path / "m32.graphc"))[0].weight.dtype == np.float32
+
+
+def test_to_refuses_a_value_that_does_not_fit_and_changes_nothing():
+    model = nn.Sequential(nn.Linear(2, 2, dtype="float64"), nn.Linear(2, 2, dtype="float64"))
+    model[1].bias.value = np.array([1.0, 1e300])
+    old = dict(model.state_tensors())
+    with pytest.raises(gc.ShapeError, match=r"1\.bias.*does not fit in float32"):
+        model.to("float32")
+    assert all(model.state_tensors()[k] is t for k, t in old.items())
+    assert model[0].weight.dtype == np.float64
+
+
+def test_loading_refuses_a_finite_value_made_infinite_and_writes_nothing():
+    model = nn.Sequential(nn.Linear(2, 2, rng=0), nn.BatchNorm1d(2))
+    state = {k: v.astype(np.float64) if v.dtype.kind == "f" else v
+             for k, v in model.state().items()}
+    before = model.state()
+    bad = dict(state)
+    bad["0.weight"] = state["0.weight"] + 1.0
+    bad["1.running_var"] = np.array([1.0, 1e300])
+    with pytest.raises(gc.ShapeError, match=r"1\.running_var.*1e\+300.*float32"):
+        model.load_state(bad)
+    for key, value in model.state().items():  # a failed load changes nothing
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+    rounding = dict(state, **{"0.bias": np.array([0.1, 1e-50])})  # rounds, to 0 for 1e-50
+    model.load_state(rounding)
+    np.testing.assert_array_equal(model[0].bias.value, np.array([0.1, 0.0], np.float32))
+    with pytest.raises(gc.ShapeError, match=r"weight.*1e\+300"):
+        model[0].weight.value = np.full((2, 2), 1e300)
+    infinite = dict(state, **{"0.bias": np.array([np.inf, np.nan])})  # already non-finite: kept
+    model.load_state(infinite)
+    assert np.isinf(model[0].bias.value[0]) and np.isnan(model[0].bias.value[1])
