@@ -4,9 +4,11 @@ training step and evaluation function. The contract between ``fit`` and the comp
 is in loop.py's docstring.
 """
 
+from .checkpoints import Checkpoint
 from .evaluation import batches, evaluate, predict
-from .loop import Checkpoint, EarlyStopping, History, fit, function_parameters
+from .history import EarlyStopping, History
+from .loop import epoch_order, fit, function_parameters
 from .steps import supervised
 
 __all__ = ["fit", "evaluate", "predict", "batches", "supervised", "History", "EarlyStopping",
-           "Checkpoint", "function_parameters"]
+           "Checkpoint", "function_parameters", "epoch_order"]

@@ -20,11 +20,13 @@ _METRICS: dict[str, Callable] = {
 
 
 def batches(arrays: Sequence[np.ndarray], batch_size: int, shuffle: bool = False,
-            rng: np.random.Generator | None = None, drop_last: bool = False
-            ) -> Iterator[tuple[np.ndarray, ...]]:
-    """Minibatches (tuples of slices along axis 0), in a random order when `shuffle`."""
+            rng: np.random.Generator | None = None, drop_last: bool = False,
+            order: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, ...]]:
+    """Minibatches (tuples of slices along axis 0), in a random order when `shuffle` (drawn
+    from `rng`), or in the given `order` (a permutation of the examples)."""
     n = len(arrays[0])
-    order = (rng or np.random.default_rng()).permutation(n) if shuffle else None
+    if order is None and shuffle:
+        order = (rng or np.random.default_rng()).permutation(n)
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         if order is None:

@@ -15,106 +15,38 @@ The contract with the compiled functions:
   ``val_loss``, and early stopping monitors ``val_accuracy`` by default.
 
 The last partial batch of an epoch is kept (symbolic batch dimensions accept any size); each
-epoch's loss is the mean over examples, so a short last batch weighs what it holds.
+epoch's loss is the mean over examples, so a short last batch weighs what it holds. Epoch k
+(1-based) is shuffled by ``np.random.default_rng([seed, k])``: the order depends on the seed
+and the epoch only, so a run resumed from a checkpoint (``resume=``) or started at
+``initial_epoch`` sees the batches the uninterrupted run would have seen.
+
+Callbacks (``callbacks=[...]``) are objects with a method ``on_epoch_end(epoch, logs,
+history)``, called after each epoch is recorded (``logs``: that epoch's values, ``history``
+the ``History`` including them), before early stopping and checkpoints; returning True stops
+training after this epoch. A callback that also has ``state()`` (JSON-ready data) and
+``load_state(state)`` is saved in checkpoints and restored by ``resume``.
 """
 
 import math
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import GraphError
 from ..function import Function
+from .checkpoints import Checkpoint, save_checkpoint
+from .checkpoints import resume as resume_from
 from .evaluation import _as_arrays, _labels_of, _Running, _split_outputs, batches, evaluate
+from .history import EarlyStopping, History, Progress
+from .history import improved as _improved
 
+__all__ = ["fit", "function_parameters", "History", "EarlyStopping", "Checkpoint",
+           "NONFINITE_POLICIES"]
 
-@dataclass
-class History(Mapping):
-    """Per-epoch records: ``history["val_loss"]`` is a list with one value per epoch.
-
-    A read-only mapping (``keys()``, ``items()``, ``get()``, ``len()``, iteration, ``dict(h)``)
-    of quantity -> values, plus the early-stopping facts ``best_epoch`` and ``stopped_epoch``.
-    """
-
-    history: dict[str, list[float]] = field(default_factory=dict)
-    best_epoch: int | None = None  # 1-based epoch with the best monitored value
-    stopped_epoch: int | None = None  # 1-based epoch after which training stopped early
-    stop_reason: str = ""
-
-    def record(self, logs: dict[str, float]) -> None:
-        """Append one epoch's values (a key seen for the first time starts a new list)."""
-        for key, value in logs.items():
-            self.history.setdefault(key, []).append(float(value))
-
-    @property
-    def epochs(self) -> int:
-        """How many epochs were recorded."""
-        return len(self.history.get("loss", []))
-
-    def __getitem__(self, key: str) -> list[float]:
-        return self.history[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.history)
-
-    def __len__(self) -> int:
-        """How many quantities are recorded (see ``epochs`` for how many epochs)."""
-        return len(self.history)
-
-    def last(self, key: str) -> float:
-        """The value of `key` after the last epoch."""
-        return self.history[key][-1]
-
-    def as_dict(self) -> dict:
-        """Everything as plain JSON-ready data (what a checkpoint's metadata holds)."""
-        return {"history": self.history, "best_epoch": self.best_epoch,
-                "stopped_epoch": self.stopped_epoch, "stop_reason": self.stop_reason}
-
-
-@dataclass
-class EarlyStopping:
-    """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs in a
-    row (Keras's convention: patience 0 stops at the first epoch without progress); then
-    (``restore_best``) put back every parameter of the step function — weights,
-    optimizer state, batch-norm statistics — as it was after the best epoch.
-
-    `monitor` defaults to ``val_loss`` when there is validation data (``val_accuracy`` if the
-    evaluation returns no loss), else ``loss``; `mode` "auto" minimizes losses and maximizes
-    anything else.
-    """
-
-    patience: int = 5
-    monitor: str | None = None
-    mode: str = "auto"
-    min_delta: float = 0.0
-    restore_best: bool = True
-
-    def __post_init__(self) -> None:
-        if self.patience < 0:
-            raise GraphError(f"patience must be >= 0, got {self.patience}")
-        if self.mode not in ("auto", "min", "max"):
-            raise GraphError(f"mode must be 'auto', 'min' or 'max', got {self.mode!r}")
-
-
-@dataclass
-class Checkpoint:
-    """Save the step function (graph and every parameter: weights, optimizer state, ...)
-    with ``gc.save`` every `every` epochs, atomically. `path` may contain ``{epoch}``.
-    With `best_only`, save only when the early-stopping monitor (or `monitor`) improves.
-    Restore with ``gc.load(path, into=step_fn)``; ``gc.io.read_metadata(path)`` has the
-    epoch and the history so far."""
-
-    path: str | Path
-    every: int = 1
-    best_only: bool = False
-
-    def target(self, epoch: int) -> Path:
-        """The file of `epoch`'s checkpoint (``{epoch}`` in the path filled in)."""
-        return Path(str(self.path).format(epoch=epoch))
+NONFINITE_POLICIES = ("stop", "skip", "raise")
 
 
 def function_parameters(*functions: Function) -> list:
@@ -131,27 +63,46 @@ def function_parameters(*functions: Function) -> list:
     return list(seen.values())
 
 
-def _improved(value: float, best: float | None, minimize: bool, min_delta: float) -> bool:
-    if best is None or math.isnan(best):
-        return not math.isnan(value)
-    return value < best - min_delta if minimize else value > best + min_delta
-
-
 def _format_logs(logs: dict[str, float]) -> str:
     return " - ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "time")
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffled order of `n` examples in `epoch` (1-based) of a run seeded with `seed`:
+    a function of (seed, epoch) alone, so that resuming replays the same batches."""
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
 
 
 def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function | None = None,
         val_data=None, early_stopping: EarlyStopping | int | None = None,
         checkpoint: Checkpoint | str | Path | None = None, *, shuffle: bool = True,
-        seed: int = 0, verbose: int = 1, metrics: Sequence[str] = ("accuracy",)) -> History:
+        seed: int = 0, verbose: int = 1, metrics: Sequence[str] = ("accuracy",),
+        initial_epoch: int = 0, resume: str | Path | None = None, on_nonfinite: str = "stop",
+        callbacks: Sequence = ()) -> History:
     """Train: `epochs` passes over `data` in shuffled minibatches through the compiled
     `step_fn`, validating with `eval_fn` on `val_data` after each epoch.
 
     `early_stopping` is an ``EarlyStopping`` or a patience (int); `checkpoint` a
-    ``Checkpoint`` or a path (saved every epoch). `seed` fixes the shuffling. `verbose`: 0
-    silent, 1 a progress bar on a terminal (one line per epoch when output is not a
-    terminal, so CI logs stay short), 2 one line per epoch. Returns the ``History``.
+    ``Checkpoint`` or a path (saved every epoch). `seed` fixes the shuffling: epoch k's order
+    comes from ``(seed, k)``. `verbose`: 0 silent, 1 a progress bar on a terminal (one line
+    per epoch when output is not a terminal, so CI logs stay short), 2 one line per epoch.
+
+    `epochs` is the number of the last epoch (Keras's convention): ``initial_epoch=k`` trains
+    epochs k+1 .. `epochs`, shuffled as they would have been in a run from epoch 1.
+    ``resume=path`` continues from a checkpoint written by ``fit``: the step's parameters
+    (weights, optimizer state and step counter, batch-norm statistics, random states), the
+    epoch (training goes on with the next one), the history, the early-stopping state and the
+    callbacks' state — with the same data, seed and settings, the result is that of the
+    uninterrupted run. A resumed run first re-checks the restored state (patience exhausted,
+    a non-finite last loss) and stops at once if the uninterrupted run would have stopped.
+
+    `on_nonfinite` says what a batch whose loss is NaN or infinite does: ``"stop"`` (the
+    default) ends training after the epoch whose mean loss is not finite; ``"skip"`` leaves
+    the batch out of the epoch's averages and goes on (``skipped_batches`` counts them) —
+    use it with ``opt.updates(cost, skip_nonfinite=True)``, so that the step itself changes
+    nothing on such a batch; ``"raise"`` raises ``FloatingPointError`` naming the epoch and
+    the batch (that batch's update has been applied unless the step skips it). `callbacks`:
+    see the module docstring. Returns the ``History``.
     """
     arrays = _as_arrays(data, "data")
     if not isinstance(step_fn, Function):
@@ -163,30 +114,60 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
         raise GraphError("validation needs both eval_fn and val_data")
     if epochs < 0 or batch_size < 1:
         raise GraphError(f"need epochs >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
+    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) \
+            or initial_epoch < 0:
+        raise GraphError(f"initial_epoch must be an int >= 0, got {initial_epoch!r}")
+    if on_nonfinite not in NONFINITE_POLICIES:
+        raise GraphError(f"on_nonfinite must be one of {NONFINITE_POLICIES}, got "
+                         f"{on_nonfinite!r}")
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        if not callable(getattr(cb, "on_epoch_end", None)):
+            raise GraphError(f"a callback needs a method on_epoch_end(epoch, logs, history); "
+                             f"{type(cb).__name__} has none")
     val_arrays = _as_arrays(val_data, "val_data") if val_data is not None else None
     stopper = EarlyStopping(early_stopping) if isinstance(early_stopping, int) else early_stopping
     if isinstance(checkpoint, (str, Path)):
         checkpoint = Checkpoint(checkpoint)
-    monitor = stopper.monitor if stopper and stopper.monitor else None
     mode = stopper.mode if stopper else "auto"
     labels_index = _labels_of(arrays) is not None
-
-    rng = np.random.default_rng(seed)
     storages = function_parameters(step_fn, eval_fn)
-    history, best, best_state, waited = History(), None, None, 0
+
+    if resume is not None:
+        _, progress = resume_from(resume, step_fn, storages, callbacks, int(initial_epoch),
+                                  stopper.monitor if stopper else None)
+    else:
+        progress = Progress(History(initial_epoch=int(initial_epoch)))
+    history = progress.history
+    if progress.monitor is None and stopper is not None and stopper.monitor:
+        progress.monitor = stopper.monitor
     show_bar = verbose == 1 and sys.stderr.isatty()
     n_batches = math.ceil(len(arrays[0]) / batch_size)
 
-    for epoch in range(1, epochs + 1):
-        started, running = time.perf_counter(), _Running()
+    reason = _stop_reason(progress, stopper, history.last_epoch) if resume is not None else ""
+    if reason:  # the uninterrupted run stopped here too
+        history.stopped_epoch, history.stop_reason = history.last_epoch, reason
+    for epoch in range(history.last_epoch + 1, epochs + 1) if not reason else ():
+        started = time.perf_counter()
         bar = _progress(n_batches, f"epoch {epoch}/{epochs}") if show_bar else None
-        for batch in batches(arrays, batch_size, shuffle, rng):
+        order = epoch_order(len(arrays[0]), seed, epoch) if shuffle else None
+        running, skipped = _Running(), 0
+        for b, batch in enumerate(batches(arrays, batch_size, order=order), start=1):
             outputs = _split_outputs(step_fn(*batch), len(batch[0]), "step_fn", True)
-            running.add(outputs, len(batch[0]), batch[-1] if labels_index else None)
+            if on_nonfinite != "stop" and not math.isfinite(outputs.loss):
+                if on_nonfinite == "raise":
+                    raise FloatingPointError(f"epoch {epoch}, batch {b} of {n_batches}: the "
+                                             f"loss is {outputs.loss}")
+                skipped += 1
+            else:
+                running.add(outputs, len(batch[0]), batch[-1] if labels_index else None)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(running.logs(), refresh=False)
         logs = running.logs()
+        logs.setdefault("loss", math.nan)  # every batch skipped
+        if on_nonfinite == "skip":
+            logs["skipped_batches"] = skipped
         if val_arrays is not None:
             logs.update({f"val_{k}": v for k, v in
                          evaluate(eval_fn, val_arrays, batch_size, metrics).items()})
@@ -198,44 +179,58 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
         elif verbose:
             print(f"epoch {epoch}/{epochs} - {logs['time']:.2f}s - {_format_logs(logs)}",
                   flush=True)
-        if monitor is None:  # the default: the validation loss, else what validation has
-            monitor = next(k for k in ("val_loss", "val_accuracy", "loss") if k in logs)
+        asked = [type(cb).__name__ for cb in callbacks if cb.on_epoch_end(epoch, logs, history)]
+        if progress.monitor is None:  # the default: the validation loss, else what there is
+            progress.monitor = next(k for k in ("val_loss", "val_accuracy", "loss") if k in logs)
+        monitor = progress.monitor
         if monitor not in logs:
             raise GraphError(f"early stopping/checkpoints monitor {monitor!r}, but the epochs "
                              f"record {sorted(logs)}")
         minimize = mode == "min" or (mode == "auto" and "loss" in monitor)
-        improved = _improved(logs[monitor], best, minimize, stopper.min_delta if stopper else 0)
-        if improved:
-            best, waited, history.best_epoch = logs[monitor], 0, epoch
+        better = _improved(logs[monitor], progress.best, minimize,
+                           stopper.min_delta if stopper else 0)
+        if better:
+            progress.best, progress.waited = float(logs[monitor]), 0
+            history.best_epoch = epoch
             if stopper is not None and stopper.restore_best:
-                best_state = [s.value.copy() for s in storages]
+                progress.best_state = {id(s): s.value.copy() for s in storages}
         else:
-            waited += 1
+            progress.waited += 1
+        reason = _stop_reason(progress, stopper, epoch, asked, skipped == n_batches)
         if checkpoint is not None and epoch % checkpoint.every == 0 and (
-                improved or not checkpoint.best_only):
-            _save_checkpoint(step_fn, checkpoint.target(epoch), epoch, history, monitor)
-        if math.isnan(logs["loss"]):
-            history.stopped_epoch, history.stop_reason = epoch, "the loss became NaN"
+                better or not checkpoint.best_only):
+            save_checkpoint(step_fn, checkpoint.target(epoch), epoch, progress, callbacks)
+        if reason:
+            history.stopped_epoch, history.stop_reason = epoch, reason
             break
-        if stopper is not None and not improved and waited >= stopper.patience:
-            history.stopped_epoch = epoch
-            history.stop_reason = f"{monitor} did not improve for {waited} epochs"
-            break
-    if best_state is not None and history.best_epoch != history.epochs:
-        for storage, value in zip(storages, best_state):
-            storage.write(value)
+    restore = progress.best_state is not None and history.best_epoch not in (
+        None, history.last_epoch)
+    if restore:
+        for storage in storages:
+            if id(storage) in progress.best_state:
+                storage.write(progress.best_state[id(storage)])
     if verbose and history.stop_reason:
         print(f"stopped after epoch {history.stopped_epoch}: {history.stop_reason}")
-    if verbose and best_state is not None and history.best_epoch != history.epochs:
-        print(f"restored the parameters of epoch {history.best_epoch} ({monitor} {best:.4f})")
+    if verbose and restore:
+        print(f"restored the parameters of epoch {history.best_epoch} ({progress.monitor} "
+              f"{progress.best:.4f})")
     return history
 
 
-def _save_checkpoint(step_fn: Function, path: Path, epoch: int, history: History,
-                     monitor: str) -> None:
-    from ..io import save
-
-    save(step_fn, path, metadata={"epoch": epoch, "monitor": monitor, **history.as_dict()})
+def _stop_reason(progress: Progress, stopper: EarlyStopping | None, epoch: int,
+                 asked: Sequence[str] = (), all_skipped: bool = False) -> str:
+    """Why training stops after `epoch` ("" when it goes on)."""
+    history = progress.history
+    loss = history["loss"][-1] if history.epochs else 0.0
+    if all_skipped:
+        return f"every batch of epoch {epoch} had a non-finite loss"
+    if not math.isfinite(loss):
+        return f"the loss became {loss}"
+    if asked:
+        return f"{', '.join(asked)} asked to stop"
+    if stopper is not None and progress.waited > 0 and progress.waited >= stopper.patience:
+        return f"{progress.monitor} did not improve for {progress.waited} epochs"
+    return ""
 
 
 def _progress(total: int, desc: str):

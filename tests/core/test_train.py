@@ -224,3 +224,58 @@ def test_history_is_a_read_only_mapping():
     assert set(history) == set(history.keys()) and len(history) == len(dict(history))
     assert history.get("loss") == history["loss"] and history.get("nope") is None
     assert len(history["loss"]) == history.epochs == 2
+
+
+def nonfinite_step():
+    """A step whose loss is mean(log x): -inf on a batch holding a 0; w counts the steps."""
+    w = gc.parameter("w", np.array(0.0))
+    with gc.Graph("logs"):
+        x = gc.placeholder("x", ("N", 1), "float64")
+        step = gc.compile([x], gc.mean(gc.log(x[:, 0])) + w * 0.0, updates={w: w + 1.0})
+    return step, w
+
+
+# batches of 2 in order: mean(log [1, e]) = 0.5, then -inf (a 0), then 0
+NONFINITE_DATA = np.array([[1.0], [np.e], [0.0], [1.0], [1.0], [1.0]])
+
+
+def test_on_nonfinite_stop_skip_and_raise(capsys):
+    step, w = nonfinite_step()
+    history = gc.train.fit(step, NONFINITE_DATA, 3, 2, shuffle=False, verbose=0)
+    assert history.epochs == 1 and history.stopped_epoch == 1  # the default: stop
+    assert history.stop_reason == "the loss became -inf" and history["loss"] == [-np.inf]
+    step, w = nonfinite_step()
+    history = gc.train.fit(step, NONFINITE_DATA, 2, 2, shuffle=False, verbose=2,
+                           on_nonfinite="skip")
+    # the -inf batch is left out of the averages, and training goes on
+    assert history["loss"] == [pytest.approx(0.25)] * 2 and history["skipped_batches"] == [1, 1]
+    assert history.stopped_epoch is None and float(w.value) == 6.0
+    assert "skipped_batches 1.0000" in capsys.readouterr().out
+    step, w = nonfinite_step()
+    with pytest.raises(FloatingPointError, match=r"epoch 1, batch 2 of 3: the loss is -inf"):
+        gc.train.fit(step, NONFINITE_DATA, 2, 2, shuffle=False, verbose=0,
+                     on_nonfinite="raise")
+    assert float(w.value) == 2.0  # stopped at that batch
+    step, w = nonfinite_step()
+    history = gc.train.fit(step, np.zeros((4, 1)), 3, 2, verbose=0, on_nonfinite="skip")
+    assert history.stop_reason == "every batch of epoch 1 had a non-finite loss"
+    assert np.isnan(history["loss"][0])
+    with pytest.raises(gc.GraphError, match="on_nonfinite must be one of"):
+        gc.train.fit(step, NONFINITE_DATA, 1, 2, on_nonfinite="ignore")
+
+
+def test_each_epoch_is_shuffled_from_the_seed_and_its_number():
+    """The batches epoch k sees depend on (seed, k) alone (gc.train.epoch_order), whether
+    the run started at epoch 1 or at initial_epoch = k - 1."""
+    with gc.Graph("order"):
+        x = gc.placeholder("x", ("N", 1), "float64")
+        step = gc.compile([x], gc.sum(x) * 0.0 + x[0, 0])  # the batch's first element
+    data = np.arange(7, dtype=np.float64).reshape(7, 1)
+    straight = gc.train.fit(step, data, 3, 3, seed=11, verbose=0)["loss"]
+    for epoch in (1, 2, 3):
+        order = gc.train.epoch_order(7, 11, epoch)
+        # the loss is the size-weighted mean of each batch's first element
+        expected = (3 * order[0] + 3 * order[3] + order[6]) / 7
+        alone = gc.train.fit(step, data, epoch, 3, seed=11, verbose=0, initial_epoch=epoch - 1)
+        assert straight[epoch - 1] == alone["loss"][0] == pytest.approx(expected)
+    assert len(set(straight)) == 3  # three different orders

@@ -1,0 +1,134 @@
+"""Checkpoints of a ``fit`` run, and resuming from one.
+
+A checkpoint is the training step saved with ``gc.save`` (every parameter it uses: weights,
+optimizer state and step counter, batch-norm statistics, random states) plus, in the file's
+metadata, the epoch, the history, the early-stopping state (monitor, best value, best epoch,
+epochs waited) and the callbacks' state, and — when early stopping restores the best
+parameters — those parameters as the file's extra arrays. ``fit(..., resume=path)`` puts all
+of it back, so that with the same data, seed and settings the resumed run computes what the
+uninterrupted run would have: the shuffling of epoch k depends on ``(seed, k)`` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import GraphError
+from ..function import Function
+from .history import History, Progress
+
+FORMAT_KEY = "fit_checkpoint"  # metadata marker and layout version of a fit checkpoint
+LAYOUT = 1
+
+
+@dataclass
+class Checkpoint:
+    """Save the step function (graph and every parameter: weights, optimizer state, ...)
+    with ``gc.save`` every `every` epochs, atomically. `path` may contain ``{epoch}``.
+    With `best_only`, save only when the early-stopping monitor (or `monitor`) improves.
+    Continue a run with ``fit(..., resume=path)``; ``gc.load(path, into=step_fn)`` restores
+    the parameters alone, and ``gc.io.read_metadata(path)`` has the epoch and the history."""
+
+    path: str | Path
+    every: int = 1
+    best_only: bool = False
+
+    def target(self, epoch: int) -> Path:
+        """The file of `epoch`'s checkpoint (``{epoch}`` in the path filled in)."""
+        return Path(str(self.path).format(epoch=epoch))
+
+
+def _step_keys(step_fn: Function) -> dict[int, str]:
+    """The file key of each parameter storage of the step (as ``gc.save`` names them)."""
+    from ..io.graphs import parameter_keys
+
+    return {id(node.attrs["storage"]): key
+            for key, node in parameter_keys(step_fn.graph.nodes).items()}
+
+
+def save_checkpoint(step_fn: Function, path: Path, epoch: int, progress: Progress,
+                    callbacks: Sequence) -> None:
+    """Write `step_fn` and the run's state after `epoch` to `path` (atomically)."""
+    from ..io import save
+
+    extra = None
+    if progress.best_state is not None:
+        keys = _step_keys(step_fn)
+        extra = {keys[sid]: value for sid, value in progress.best_state.items() if sid in keys}
+    metadata = {"epoch": epoch, "monitor": progress.monitor, **progress.history.as_dict(),
+                FORMAT_KEY: LAYOUT, "early_stopping": progress.early_stopping_doc(),
+                "callbacks": [_callback_state(cb) for cb in callbacks]}
+    save(step_fn, path, metadata=metadata, extra_arrays=extra)
+
+
+def _callback_state(callback):
+    state = getattr(callback, "state", None)
+    return state() if callable(state) else None
+
+
+def _field(meta: dict, key: str, kind: type, path) -> object:
+    value = meta.get(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise GraphError(f"{path} is not a checkpoint written by gc.train.fit ({key!r} is "
+                         f"{value!r}); restore a plain saved step with gc.load(path, into=step)")
+    return value
+
+
+def resume(path, step_fn: Function, storages: list, callbacks: Sequence,
+           initial_epoch: int, monitor: str | None = None) -> tuple[int, Progress]:
+    """Restore a run from the checkpoint at `path`: the step's parameters (``gc.load(path,
+    into=step_fn)``), and return the checkpoint's epoch and the run's ``Progress``; the
+    callbacks get their saved state back. Everything is read and checked before anything is
+    written. `storages`: every parameter of the step and evaluation functions, for the best
+    parameters early stopping may restore; `monitor`: what early stopping now monitors, if
+    it says (it must be what the checkpoint's run monitored)."""
+    from ..io import load, read_extra_arrays, read_metadata
+
+    meta = read_metadata(path)
+    _field(meta, FORMAT_KEY, int, path)
+    epoch = _field(meta, "epoch", int, path)
+    records = _field(meta, "history", dict, path)
+    stopping = _field(meta, "early_stopping", dict, path)
+    saved_callbacks = _field(meta, "callbacks", list, path)
+    if initial_epoch not in (0, epoch):
+        raise GraphError(f"{path} holds the state after epoch {epoch}; resuming goes on with "
+                         f"epoch {epoch + 1}, so initial_epoch must be 0 or {epoch}, not "
+                         f"{initial_epoch} (the parameters are those of epoch {epoch})")
+    if len(saved_callbacks) != len(callbacks) or any(
+            state is not None and not callable(getattr(cb, "load_state", None))
+            for cb, state in zip(callbacks, saved_callbacks)):
+        raise GraphError(f"{path} holds the state of {len(saved_callbacks)} callback(s); pass "
+                         f"the same callbacks, in the same order ({len(callbacks)} given)")
+    saved_monitor = meta.get("monitor")
+    if monitor and saved_monitor and monitor != saved_monitor:
+        raise GraphError(f"{path} was monitoring {saved_monitor!r}; early stopping now "
+                         f"monitors {monitor!r}")
+    history = History({str(k): [float(v) for v in values] for k, values in records.items()},
+                      best_epoch=stopping.get("best_epoch"),
+                      initial_epoch=int(meta.get("initial_epoch", 0)))
+    if history.last_epoch != epoch:
+        raise GraphError(f"{path}: the history records epochs {history.initial_epoch + 1}.."
+                         f"{history.last_epoch}, but the checkpoint is of epoch {epoch}")
+    best = stopping.get("best")
+    progress = Progress(history, monitor=saved_monitor,
+                        best=None if best is None else float(best),
+                        waited=int(stopping.get("waited", 0)))
+    best_arrays = None
+    if stopping.get("best_parameters"):
+        extra, keys = read_extra_arrays(path), _step_keys(step_fn)
+        missing = sorted(set(keys.values()) - set(extra))
+        if missing:
+            raise GraphError(f"{path}: the best parameters of {missing} are not in the file")
+        best_arrays = {sid: extra[key] for sid, key in keys.items()}
+        for storage in storages:  # check them as they will be written at the end
+            if id(storage) in best_arrays:
+                storage.checked(best_arrays[id(storage)], keys[id(storage)])
+    load(path, into=step_fn)  # checks every key, shape and dtype before writing any
+    if best_arrays is not None:  # parameters only the evaluation uses are not trained
+        progress.best_state = {id(s): best_arrays.get(id(s), s.value.copy()) for s in storages}
+    for callback, state in zip(callbacks, saved_callbacks):
+        if state is not None:
+            callback.load_state(state)
+    return epoch, progress

@@ -1,0 +1,184 @@
+"""Resuming reproduces the uninterrupted run: per-(seed, epoch) shuffling, initial_epoch,
+checkpoints that hold the epoch, the history, the early-stopping and callback state."""
+
+import numpy as np
+import pytest
+
+import graphc as gc
+
+nn = gc.nn
+F = gc.nn.functional
+
+
+def iris():
+    (x, y), (xv, yv) = gc.datasets.iris()
+    x, xv = gc.datasets.standardize(x, xv)
+    return (x, y), (xv, yv)
+
+
+DATA, VAL = iris()
+
+
+def build():
+    """A model with dropout (its random state is a parameter of the step), Adam (moments and
+    a step counter) and batch norm (running statistics): everything a resume must restore."""
+    model = nn.Sequential(nn.Linear(4, 16, rng=1), nn.BatchNorm1d(16), nn.ReLU(),
+                          nn.Dropout(0.3, rng=2), nn.Linear(16, 3, rng=3))
+    opt = gc.optim.Adam(model.parameters(), lr=0.02)
+    step, ev = gc.train.supervised(model, F.cross_entropy, opt, ("N", 4))
+    return model, step, ev
+
+
+def records(history):
+    return {k: v for k, v in history.items() if k != "time"}
+
+
+def fit(step, ev, epochs, **kwargs):
+    return gc.train.fit(step, DATA, epochs, 16, ev, VAL, seed=5, verbose=0,
+                        early_stopping=gc.train.EarlyStopping(patience=10), **kwargs)
+
+
+def test_six_epochs_straight_equal_three_a_checkpoint_a_rebuild_and_a_resume(tmp_path):
+    model, step, ev = build()
+    straight = fit(step, ev, 6)
+    first, step1, ev1 = build()
+    fit(step1, ev1, 3, checkpoint=tmp_path / "ckpt-{epoch}.graphc")
+    meta = gc.io.read_metadata(tmp_path / "ckpt-3.graphc")
+    assert meta["epoch"] == 3 and len(meta["history"]["loss"]) == 3
+    assert set(meta["early_stopping"]) == {"monitor", "best", "waited", "best_epoch",
+                                           "best_parameters"}
+    fresh, step2, ev2 = build()  # a new process would build exactly this
+    resumed = fit(step2, ev2, 6, resume=tmp_path / "ckpt-3.graphc")
+    assert records(resumed) == records(straight)  # every epoch's losses and accuracies
+    assert resumed.best_epoch == straight.best_epoch and resumed.epochs == 6
+    for key, value in model.state().items():  # weights, statistics, dropout states
+        np.testing.assert_array_equal(fresh.state()[key], value, err_msg=key)
+    assert model.state()["3.rng"][1] > 0  # dropout did draw
+    # the two things a naive resume gets wrong each change the numbers
+    ckpt = tmp_path / "ckpt-3.graphc"
+    _, step3, _ = build()
+    gc.load(ckpt, into=step3)  # the parameters alone, then epochs 1..3's shuffles again
+    assert gc.train.fit(step3, DATA, 3, 16, seed=5, verbose=0)["loss"] != straight["loss"][3:]
+    other, step4, _ = build()
+    gc.load(ckpt, into=step4)
+    other[3].rng.value = np.array([other[3].rng.value[0], 0])  # dropout's masks drawn afresh
+    redrawn = gc.train.fit(step4, DATA, 6, 16, seed=5, verbose=0, initial_epoch=3)
+    assert redrawn["loss"] != straight["loss"][3:]
+    _, step5, _ = build()
+    gc.load(ckpt, into=step5)  # Keras's way: load, then initial_epoch
+    same = gc.train.fit(step5, DATA, 6, 16, seed=5, verbose=0, initial_epoch=3)
+    assert same["loss"] == straight["loss"][3:]
+
+
+def test_initial_epoch_shuffles_as_the_uninterrupted_run():
+    model, step, _ = build()
+    straight = gc.train.fit(step, DATA, 5, 16, seed=2, verbose=0)
+    again, step2, _ = build()
+    gc.train.fit(step2, DATA, 3, 16, seed=2, verbose=0)
+    rest = gc.train.fit(step2, DATA, 5, 16, seed=2, verbose=0, initial_epoch=3)
+    assert rest.initial_epoch == 3 and rest.epochs == 2 and rest.last_epoch == 5
+    assert rest["loss"] == straight["loss"][3:]
+    for key, value in model.state().items():
+        np.testing.assert_array_equal(again.state()[key], value, err_msg=key)
+    assert gc.train.fit(step2, DATA, 5, 16, verbose=0, initial_epoch=5).epochs == 0
+    order = gc.train.epoch_order(10, 2, 4)
+    np.testing.assert_array_equal(order, gc.train.epoch_order(10, 2, 4))
+    assert not np.array_equal(order, gc.train.epoch_order(10, 2, 5))
+
+
+def walker():
+    """w moves by +1 per step; the validation loss (w - 3)^2 is best after exactly 3 steps."""
+    w = gc.parameter("w", np.array(0.0))
+    calls = gc.parameter("calls", np.array(0, np.int64))
+    with gc.Graph("walk"):
+        x = gc.placeholder("x", ("N", 2), "float64")
+        step = gc.compile([x], w * 1.0 + gc.sum(x * 0.0), updates={w: w + 1.0,
+                                                                  calls: calls + 1})
+        ev = gc.compile([x], (w - 3.0) ** 2 + gc.sum(x * 0.0))
+    return step, ev, w, calls
+
+
+def walk(step, ev, epochs=20, **kwargs):
+    data = np.ones((5, 2))
+    return gc.train.fit(step, data, epochs, 5, ev, data, verbose=0,
+                        early_stopping=gc.train.EarlyStopping(patience=2), **kwargs)
+
+
+def test_early_stopping_state_and_best_parameters_survive_a_resume(tmp_path):
+    step, ev, w, calls = walker()
+    straight = walk(step, ev, checkpoint=tmp_path / "c-{epoch}.graphc")
+    assert straight.best_epoch == 3 and straight.stopped_epoch == 5 and float(w.value) == 3.0
+    # after epoch 4: best 3 epochs ago... one epoch waited, best parameters kept in the file
+    meta = gc.io.read_metadata(tmp_path / "c-4.graphc")["early_stopping"]
+    assert meta == {"monitor": "val_loss", "best": 0.0, "waited": 1, "best_epoch": 3,
+                    "best_parameters": True}
+    step2, ev2, w2, calls2 = walker()
+    resumed = walk(step2, ev2, resume=tmp_path / "c-4.graphc")
+    assert records(resumed) == records(straight)
+    assert resumed.stopped_epoch == 5 and resumed.stop_reason == straight.stop_reason
+    assert float(w2.value) == 3.0 and int(calls2.value) == 3  # restored from the file's best
+    # resuming the checkpoint of the epoch that stopped stops at once, as the straight run did
+    step3, ev3, w3, calls3 = walker()
+    stopped = walk(step3, ev3, resume=tmp_path / "c-5.graphc")
+    assert records(stopped) == records(straight) and stopped.stopped_epoch == 5
+    assert float(w3.value) == 3.0 and int(calls3.value) == 3
+    # ... unless the patience now allows more
+    step4, ev4, w4, _ = walker()
+    longer = gc.train.fit(step4, np.ones((5, 2)), 6, 5, ev4, np.ones((5, 2)), verbose=0,
+                          early_stopping=gc.train.EarlyStopping(patience=5),
+                          resume=tmp_path / "c-5.graphc")
+    assert longer.epochs == 6 and longer.stopped_epoch is None and float(w4.value) == 3.0
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path):
+    step, ev, w, calls = walker()
+    walk(step, ev, 2, checkpoint=tmp_path / "c-{epoch}.graphc")
+    fresh, ev2, w2, _ = walker()
+    with pytest.raises(gc.GraphError, match="initial_epoch must be 0 or 2"):
+        walk(fresh, ev2, resume=tmp_path / "c-2.graphc", initial_epoch=1)
+    with pytest.raises(gc.GraphError, match="was monitoring 'val_loss'"):
+        gc.train.fit(fresh, np.ones((5, 2)), 4, 5, ev2, np.ones((5, 2)), verbose=0,
+                     early_stopping=gc.train.EarlyStopping(monitor="loss"),
+                     resume=tmp_path / "c-2.graphc")
+    gc.save(step, tmp_path / "plain.graphc")
+    with pytest.raises(gc.GraphError, match="not a checkpoint written by gc.train.fit"):
+        walk(fresh, ev2, resume=tmp_path / "plain.graphc")
+    assert float(w2.value) == 0.0  # nothing was written by the refused resumes
+    with pytest.raises(gc.GraphError, match="initial_epoch"):
+        walk(fresh, ev2, initial_epoch=-1)
+
+
+class Recorder:
+    """A callback with state: counts epochs, asks to stop at `stop_at`."""
+
+    def __init__(self, stop_at=None):
+        self.seen, self.stop_at = [], stop_at
+
+    def on_epoch_end(self, epoch, logs, history):
+        assert history.last_epoch == epoch and history["loss"][-1] == logs["loss"]
+        self.seen.append(epoch)
+        return epoch == self.stop_at
+
+    def state(self):
+        return {"seen": self.seen}
+
+    def load_state(self, state):
+        self.seen = list(state["seen"])
+
+
+def test_callbacks_see_each_epoch_can_stop_and_are_checkpointed(tmp_path):
+    step, ev, w, _ = walker()
+    rec = Recorder(stop_at=2)
+    history = gc.train.fit(step, np.ones((5, 2)), 10, 5, callbacks=[rec], verbose=0,
+                           checkpoint=tmp_path / "c-{epoch}.graphc")
+    assert rec.seen == [1, 2] and history.stopped_epoch == 2
+    assert history.stop_reason == "Recorder asked to stop"
+    step2, _, _, _ = walker()
+    rec2 = Recorder()
+    gc.train.fit(step2, np.ones((5, 2)), 4, 5, callbacks=[rec2], verbose=0,
+                 resume=tmp_path / "c-2.graphc")
+    assert rec2.seen == [1, 2, 3, 4]  # its state came back from the checkpoint
+    with pytest.raises(gc.GraphError, match="same callbacks"):
+        gc.train.fit(step2, np.ones((5, 2)), 4, 5, verbose=0, resume=tmp_path / "c-2.graphc")
+    with pytest.raises(gc.GraphError, match="on_epoch_end"):
+        gc.train.fit(step2, np.ones((5, 2)), 4, 5, verbose=0, callbacks=[object()])
