@@ -353,17 +353,21 @@ def _restore_by_display_name(into, saved: dict) -> object:
     parameters display in graphs ("conv1.weight", "adam.conv1.weight.exp_avg"): how a model is
     taken out of a ``fit`` checkpoint."""
     targets = into.state_tensors()
-    missing = sorted(t.name for t in targets.values() if t.name not in saved)
-    if missing:
-        raise FormatError(f"the saved function has no parameters named {missing}")
-    ambiguous = sorted(t.name for t in targets.values() if f"{t.name}#2" in saved)
+    missing = sorted({t.name for t in targets.values() if t.name not in saved})
+    ambiguous = sorted({t.name for t in targets.values() if f"{t.name}#2" in saved})
     if ambiguous:
         raise FormatError(f"the saved function has several parameters named {ambiguous} "
                           f"(two models with the same names, e.g. two unnamed Sequentials): "
                           f"name each model with .named('generator') ... before compiling, "
                           f"or restore the whole step with gc.load(path, into=step)")
-    arrays = {key: saved[t.name].attrs["storage"].value for key, t in targets.items()}
-    return into.load_state(arrays)
+    arrays = {key: saved[t.name].attrs["storage"].value for key, t in targets.items()
+              if t.name in saved}
+    try:  # state the step never used may be optional to the object (an optimizer's skip count)
+        return into.load_state(arrays)
+    except GraphError:
+        if missing:
+            raise FormatError(f"the saved function has no parameters named {missing}") from None
+        raise
 
 
 def _load_graph(content, table, into, backend):

@@ -328,3 +328,26 @@ def test_two_models_with_the_same_names_are_refused_not_confused(tmp_path):
         gc.save(gc.compile([x], b(a(x))), tmp_path / "step.graphc")
     with pytest.raises(FormatError, match="several parameters named"):
         gc.load(tmp_path / "step.graphc", into=nn.Sequential(nn.Linear(4, 4)))
+
+
+def test_extra_arrays_are_kept_beside_the_object(tmp_path):
+    model = small_cnn()
+    extra = {"best.0.weight": np.arange(6.0).reshape(2, 3), "flag": np.array(True)}
+    path = gc.save(model, tmp_path / "m.graphc", metadata={"epoch": 2}, extra_arrays=extra)
+    got = gc.io.read_extra_arrays(path)
+    assert set(got) == set(extra)
+    for key, value in extra.items():
+        np.testing.assert_array_equal(got[key], value)
+        assert got[key].dtype == value.dtype
+    assert gc.io.read_extra_arrays(gc.save(model, tmp_path / "plain.graphc")) == {}
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    content = json.loads(members["content.json"])
+    content["extra_arrays"]["flag"] = "a999"  # a missing array
+    bad = tmp_path / "bad.graphc"
+    with zipfile.ZipFile(bad, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, json.dumps(content) if name == "content.json" else data)
+    with pytest.raises(FormatError, match="extra_arrays"):
+        gc.io.read_extra_arrays(bad)
+    np.testing.assert_array_equal(gc.load(bad).state()["0.weight"], model.state()["0.weight"])
