@@ -14,39 +14,78 @@ from pathlib import Path
 CUDA_HOMES = ("/usr/local/cuda", "/opt/cuda")
 
 
-@cache
+def _toolkit_environment() -> tuple[str, str, str]:
+    return (os.environ.get("CUDA_HOME", ""), os.environ.get("CUDA_PATH", ""),
+            os.environ.get("PATH", ""))
+
+
 def ptxas_path() -> str | None:
-    found = shutil.which("ptxas")
+    """The ptxas that verifies generated PTX, or None.
+
+    Looked for in ``$CUDA_HOME/bin`` and ``$CUDA_PATH/bin`` when either is set, then on
+    ``PATH``, then (only when neither variable is set) in /usr/local/cuda and /opt/cuda. The
+    answer is cached per value of those variables, so changing them takes effect.
+    """
+    return _find_ptxas(*_toolkit_environment())
+
+
+@cache
+def _find_ptxas(cuda_home: str, cuda_path: str, path: str) -> str | None:
+    named = [h for h in (cuda_home, cuda_path) if h]
+    for home in named:
+        candidate = Path(home) / "bin" / "ptxas"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which("ptxas", path=path)
     if found:
         return found
-    for home in _cuda_homes():
+    if named:  # a toolkit was named: the default locations are not consulted
+        return None
+    for home in CUDA_HOMES:
         candidate = Path(home) / "bin" / "ptxas"
-        if candidate.exists():
+        if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     return None
 
 
-def _cuda_homes() -> list[str]:
-    env = [os.environ[k] for k in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(k)]
-    return env + list(CUDA_HOMES)
+def _cuda_homes(cuda_home: str, cuda_path: str, path: str) -> list[str]:
+    """Where a CUDA toolkit may be: the named ones ($CUDA_HOME, $CUDA_PATH) when set, else the
+    toolkit of a ptxas on PATH and the usual install locations."""
+    named = [h for h in (cuda_home, cuda_path) if h]
+    if named:
+        return named
+    homes = []
+    found = shutil.which("ptxas", path=path)
+    if found:
+        homes.append(str(Path(found).resolve().parent.parent))
+    return homes + list(CUDA_HOMES)
+
+
+def ptxas_version() -> str | None:
+    path = ptxas_path()
+    return _ptxas_version(path) if path else None
 
 
 @cache
-def ptxas_version() -> str | None:
-    path = ptxas_path()
-    if not path:
-        return None
+def _ptxas_version(path: str) -> str | None:
     try:
         out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return None
     lines = [ln for ln in out.stdout.splitlines() if "release" in ln.lower()]
-    return lines[-1].strip() if lines else out.stdout.strip().splitlines()[-1:][0]
+    return lines[-1].strip() if lines else (out.stdout.strip().splitlines()[-1:] or [None])[0]
+
+
+def libdevice_path() -> str | None:
+    """libdevice (``nvvm/libdevice/libdevice*.bc``), which the PTX links for transcendentals,
+    or None. Searched in the toolkits `_cuda_homes` names; cached per CUDA_HOME, CUDA_PATH and
+    PATH like `ptxas_path`. The emulation never needs it (it uses the host math)."""
+    return _find_libdevice(*_toolkit_environment())
 
 
 @cache
-def libdevice_path() -> str | None:
-    for home in _cuda_homes():
+def _find_libdevice(cuda_home: str, cuda_path: str, path: str) -> str | None:
+    for home in _cuda_homes(cuda_home, cuda_path, path):
         for candidate in sorted(Path(home, "nvvm", "libdevice").glob("libdevice*.bc")):
             return str(candidate)
     return None

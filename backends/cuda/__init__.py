@@ -3,15 +3,19 @@
     gc.compile(..., backend="cuda")                                # a CUDA device
     gc.compile(..., backend="cuda", backend_options={"emulate": True})  # the same kernels, on CPU
 
-Compilation always produces the PTX (``Function.source``) and assembles it with ptxas when
+Compilation produces the PTX (``Function.source``) and assembles it with ptxas when
 ptxas is installed. With a device, the step runs there: parameters and optimizer state stay
 in device memory across steps and only inputs and outputs cross the bus. Without one, calling
-raises BackendError unless ``emulate`` is set, which compiles the very same kernel IR for the
-host and runs it over the launch grid (thread and block indices become loop variables; the
-tiled GEMM's shared memory and barriers are emulated by running it phase by phase).
+raises BackendError unless ``emulate`` is set, which generates the kernels a second time, from
+the same lowering code, for the host, and runs them over the launch grid (thread and block
+indices become loop variables; the tiled GEMM runs phase by phase, which is what its barriers
+mean; math is the host's, not libdevice). The emulation needs no CUDA toolkit: without
+libdevice, the PTX is not generated and ``Function.source`` says so.
 
 Options: ``emulate`` (bool), ``arch`` (PTX target, default "sm_80"), ``verify`` (run ptxas,
-default True).
+default True), ``cublas`` (bool, default True: GEMMs call cuBLAS when libcublas is found at run
+time; False forces the tiled GEMM kernels; the emulation never uses cuBLAS), ``cache`` (the
+emulation's machine code cache, default True).
 """
 
 from __future__ import annotations
@@ -25,15 +29,18 @@ from graphc.ir.graph import Graph
 from ..base import Backend, Executable
 from . import gemm, kernels  # noqa: F401  (importing registers the GPU lowerings)
 from .codegen import GPU_LOWERINGS, GpuCodegen
-from .target import DEFAULT_ARCH, libdevice_math, ptx, verify
+from .executables import CLOSED, DeviceExecutable, EmulatedExecutable
+from .target import DEFAULT_ARCH, LibdeviceMissing, libdevice_math, ptx, verify
 
-OPTIONS = {"emulate", "arch", "verify", "cache"}
+OPTIONS = {"emulate", "arch", "verify", "cache", "cublas"}
+FLAGS = ("emulate", "verify", "cache", "cublas")  # options that take True or False
 
 
 class NoDeviceExecutable(Executable):
     """What a CUDA compilation gives on a machine without a device: the PTX, no execution."""
 
     applies_updates = True
+    closed = False
 
     def __init__(self, source: str, reason: str, stats: dict) -> None:
         self.source = source
@@ -41,7 +48,12 @@ class NoDeviceExecutable(Executable):
         self.stats = stats
 
     def run(self, inputs, binding, key):
+        if self.closed:
+            raise BackendError(CLOSED)
         raise BackendError(f"{self.reason} (the PTX was generated: see Function.source)")
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class CUDABackend(Backend):
@@ -53,6 +65,10 @@ class CUDABackend(Backend):
         if unknown:
             raise BackendError(f"unknown cuda backend options {sorted(unknown)}; known: "
                                f"{sorted(OPTIONS)}")
+        for flag in FLAGS:
+            if flag in options and not isinstance(options[flag], bool):
+                raise BackendError(f"cuda backend option {flag!r} must be True or False, got "
+                                   f"{options[flag]!r}")
         leaves = {"placeholder", "parameter", "constant"}
         self.check_coverage([n for n in program.nodes if n.op.name not in leaves])
         arch = options.get("arch", DEFAULT_ARCH)
@@ -64,29 +80,42 @@ class CUDABackend(Backend):
         gen = GpuCodegen(program, libdevice_math, "ptx")
         gen.build()
         names = [launch.kernel for launch in gen.launches]
-        ptx_text = ptx(gen.module, names, arch)
-        stats = {"kernels": len(names), "ptx_seconds": time.perf_counter() - started,
-                 "ptx_arch": arch}
-        if options.get("verify", True):
-            report = verify(ptx_text, arch)
-            stats["ptxas"] = "not found" if report is None else f"accepted for {arch}"
-        if options.get("emulate", False):
+        emulate = options.get("emulate", False)
+        stats = {"kernels": len(names), "ptx_arch": arch,
+                 "gemm_launches": sum(launch.kind == "gemm" for launch in gen.launches)}
+        try:
+            ptx_text = ptx(gen.module, names, arch)
+        except LibdeviceMissing as exc:
+            if not emulate:
+                raise
+            # the emulation runs the host math: only the PTX (and its check) is left out
+            ptx_text = (f"// The PTX was not generated: {exc}.\n// The emulation does not "
+                        "need it. The kernels' LLVM IR for nvptx64 follows.\n" + str(gen.module))
+            stats["ptx"] = f"not generated ({exc})"
+            stats["ptxas"] = "skipped (no PTX)"
+        else:
+            stats["ptx"] = "generated"
+            if options.get("verify", True):
+                report = verify(ptx_text, arch)
+                stats["ptxas"] = "not found" if report is None else f"accepted for {arch}"
+        stats["ptx_seconds"] = time.perf_counter() - started
+        if emulate:
             return self._emulator(program, ptx_text, stats, options)
         try:
-            from .executables import DeviceExecutable
-
-            return DeviceExecutable(program, gen.layout, gen.launches, ptx_text, stats)
+            return DeviceExecutable(program, gen.layout, gen.launches, ptx_text, stats,
+                                    use_cublas=options.get("cublas", True))
         except BackendError as exc:
             return NoDeviceExecutable(ptx_text, str(exc), stats)
 
     def _emulator(self, program: Graph, ptx_text: str, stats: dict, options: dict):
         from ..llvm import host_math, toolchain
-        from .executables import EmulatedExecutable
 
         gen = GpuCodegen(program, host_math(), "host")
         gen.build()
         engine, cache, _ = toolchain.jit(str(gen.module), use_cache=options.get("cache", True))
         stats["emulator_cache_hit"] = cache.hit
+        stats["gemm"] = "tiled kernels, emulated (the emulation never uses cuBLAS)"
+        stats["math"] = "host (graphc's mathlib; libdevice runs only on a device)"
         return EmulatedExecutable(program, gen.layout, gen.launches, engine, ptx_text, stats)
 
 

@@ -26,7 +26,15 @@ from graphc.ir.node import Node
 from graphc.ir.shapes import prod
 from graphc.ir.text import identifier
 
-from ..llvm.codegen import LEAVES, KernelContext, ProgramCodegen
+from ..llvm.codegen import (
+    ERROR_BOUND,
+    ERROR_CODE,
+    ERROR_POSITION,
+    ERROR_VALUE,
+    LEAVES,
+    KernelContext,
+    ProgramCodegen,
+)
 from ..llvm.irutil import I32, I64, PTR, VOID, i64, memcpy
 
 GPU_LOWERINGS: dict = {}
@@ -61,6 +69,7 @@ class GpuKernel(KernelContext):
         # PTX identifiers allow no dots: kernels are named k12_matmul_gemm
         name = identifier(f"k{position}_{node.op.name}{suffix}", max_length=128)
         super().__init__(gen, node, position, name=name)
+        self.position = position  # the node's index in the program (for the error record)
         gen.launches.append(Launch(self.name, node, kind, work if work is not None else 1))
         self.launch = gen.launches[-1]
 
@@ -79,10 +88,23 @@ class GpuKernel(KernelContext):
     def _init_status(self) -> None:
         pass
 
-    def fail(self, code: int = 1) -> None:
-        """Record a failure in the step's status word (read by the host after the step)."""
+    def fail(self, code: int = 1, value: ir.Value | None = None,
+             bound: ir.Value | None = None) -> None:
+        """Record a failure in the step's status word and, for the first failing thread (an
+        atomic compare-and-swap on the code), the error record the LLVM backend fills too:
+        code, node position, the value found and its bound (read by the host after the
+        step, which gives every backend's message)."""
+        b = self.b
         status = self.slot_ptr(self.gen.status_slot, "status")
-        self.b.store(ir.Constant(I32, code), status)
+        b.store(ir.Constant(I32, code), status)
+        record = self.slot_ptr(self.gen.error_slot, "error")
+        slot = b.gep(record, [i64(ERROR_CODE)], source_etype=I64)
+        first = b.extract_value(b.cmpxchg(slot, i64(0), i64(code), "monotonic", "monotonic"), 1)
+        with b.if_then(first):
+            for field, v in ((ERROR_POSITION, i64(self.position)), (ERROR_VALUE, value),
+                             (ERROR_BOUND, bound)):
+                if v is not None:
+                    b.store(v, b.gep(record, [i64(field)], source_etype=I64))
 
     def finish(self) -> None:
         if not self.b.block.is_terminated:

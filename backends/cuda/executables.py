@@ -3,11 +3,18 @@
 Both executables walk the same launch plan. Launch geometry: grid-stride kernels get 256
 threads per block and enough blocks to cover the work (at most 1024); tiled GEMMs get 16x16
 threads per block and one block per 16x16 tile of C, times the batch.
+
+Both keep their per-binding buffers (one set per batch size) for the `MAX_BINDINGS` most
+recently used bindings, and give everything back on ``close()``; after that, calling raises
+BackendError. The device executable also frees its device memory when it is garbage
+collected (see device.py).
 """
 
 from __future__ import annotations
 
 import ctypes
+import weakref
+from collections import OrderedDict
 
 import numpy as np
 
@@ -16,8 +23,15 @@ from graphc.ir.graph import Graph
 from graphc.ir.shapes import evaluate_shape
 
 from ..base import Executable
-from ..llvm.executable import STATUS, _address, _Binding, _value, updated_parameter_outputs
+from ..llvm.executable import (
+    _address,
+    _Binding,
+    _value,
+    failure_message,
+    updated_parameter_outputs,
+)
 from .codegen import BLOCK, Launch
+from .device import MAX_BINDINGS, DeviceBinding, DeviceResources
 from .gemm import TILE
 
 MAX_BLOCKS = 1024
@@ -33,6 +47,24 @@ def geometry(launch: Launch, binding: dict) -> tuple[tuple, tuple]:
     work = _value(launch.work, binding)
     blocks = max(1, min(MAX_BLOCKS, (work + BLOCK - 1) // BLOCK))
     return (blocks, 1, 1), (BLOCK, 1, 1)
+
+
+ERROR_RECORD = 32  # bytes: code, node position, value, bound (int64 each; llvm's codegen.ERROR_*)
+CLOSED = "this function was closed (Function.close()); compile it again to run it"
+
+
+class _Sizes:
+    """The binding of every key seen: the caller passes a binding only the first time a key
+    is used, and an evicted binding's buffers must be rebuilt from it."""
+
+    def __init__(self) -> None:
+        self.seen: dict = {}
+
+    def resolve(self, binding, key) -> dict:
+        if binding is not None:
+            self.seen[key] = dict(binding)
+            return binding
+        return self.seen[key]
 
 
 class EmulatedExecutable(Executable):
@@ -52,16 +84,40 @@ class EmulatedExecutable(Executable):
         # one generated driver per launch loops over its grid (see GpuCodegen.emulation_driver)
         self._drivers = [sig(engine.get_function_address(f"graphc.emulate.{launch.kernel}"))
                          for launch in launches]
-        self._bindings: dict = {}
+        self._bindings: OrderedDict = OrderedDict()  # key -> _Binding, least recent first
+        self._sizes = _Sizes()
+        self.closed = False
         input_index = {n.uid: i for i, n in enumerate(program.inputs)}
         self._inputs = [(slot, input_index[n.uid]) for n, slot in
                         zip(program.inputs, layout.input_slots) if slot >= 0]
 
-    def run(self, inputs, binding, key):
+    def close(self) -> None:
+        """Drop the host buffers and free the machine code (the JIT engine)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._bindings.clear()
+        self._drivers = []
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            engine.close()
+
+    def _state(self, binding: dict, key) -> _Binding:
         state = self._bindings.get(key)
-        if state is None:
-            state = self._bindings[key] = _Binding(self.program, self.layout, binding)
-            state.geometry = [geometry(launch, binding) for launch in self.launches]
+        if state is not None:
+            self._bindings.move_to_end(key)
+            return state
+        state = _Binding(self.program, self.layout, binding)
+        state.geometry = [geometry(launch, binding) for launch in self.launches]
+        while len(self._bindings) >= MAX_BINDINGS:
+            self._bindings.popitem(last=False)
+        self._bindings[key] = state
+        return state
+
+    def run(self, inputs, binding, key):
+        if self.closed:
+            raise BackendError(CLOSED)
+        state = self._state(self._sizes.resolve(binding, key), key)
         table = state.table
         for slot, i in self._inputs:
             table[slot] = _address(inputs[i])
@@ -69,13 +125,14 @@ class EmulatedExecutable(Executable):
             table[slot] = storage.host_buffer().ctypes.data
         before = {k: storage.value.copy() for k, storage in self._snapshots}
         status_address = int(table[self.layout.status_slot])
+        record_address = int(table[self.layout.error_slot])
         ctypes.memset(status_address, 0, 4)
+        ctypes.memset(record_address, 0, ERROR_RECORD)
         for (grid, block), driver in zip(state.geometry, self._drivers):
             driver(state.table_ptr, state.dims_ptr, grid[0], grid[1], grid[2], block[0])
-        status = ctypes.c_int32.from_address(status_address).value
-        if status:
-            raise BackendError(f"the compiled step failed: {STATUS.get(status, status)}; "
-                               "no parameter was updated")
+        if ctypes.c_int32.from_address(status_address).value:
+            record = list((ctypes.c_int64 * 4).from_address(record_address))
+            raise BackendError(failure_message(self.program, record))
         for p, _ in self.program.updates:  # written in place: device copies must follow
             storage = p.attrs["storage"]
             if storage.devices:
@@ -95,44 +152,15 @@ class EmulatedExecutable(Executable):
         return outputs, []
 
 
-class _DeviceParameter:
-    """Keeps a parameter resident on the device; the host copy is refreshed on demand (one of
-    the parameter's `devices`, see ParamStorage)."""
-
-    def __init__(self, drv, storage) -> None:
-        self.drv = drv
-        host = storage.host_buffer()
-        self.ptr = drv.alloc(host.nbytes)
-        self.nbytes = host.nbytes
-        self.newer = False
-        drv.to_device(self.ptr, host.ctypes.data, host.nbytes)
-
-    def pull(self, storage) -> None:
-        self.newer = False
-        self.drv.to_host(storage._value.ctypes.data, self.ptr, self.nbytes)
-
-    def host_changed(self, storage) -> None:
-        self.newer = False
-        self.drv.to_device(self.ptr, storage._value.ctypes.data, self.nbytes)
-
-
-def device_copy(drv, storage) -> _DeviceParameter:
-    """The parameter's copy on this driver's device, made on first use."""
-    for device in storage.devices:
-        if isinstance(device, _DeviceParameter) and device.drv is drv:
-            return device
-    device = _DeviceParameter(drv, storage)
-    storage.devices.append(device)
-    return device
-
-
 class DeviceExecutable(Executable):
-    """Runs the PTX on a CUDA device: parameters stay resident, inputs and outputs cross."""
+    """Runs the PTX on a CUDA device: parameters stay resident, inputs and outputs cross.
+
+    `use_cublas` False forces the tiled GEMM kernels even where cuBLAS is available."""
 
     applies_updates = True
 
-    def __init__(self, program: Graph, layout, launches: list[Launch], ptx: str, stats: dict
-                 ) -> None:
+    def __init__(self, program: Graph, layout, launches: list[Launch], ptx: str, stats: dict,
+                 use_cublas: bool = True) -> None:
         from .runtime import cublas, driver
 
         self.program, self.layout, self.launches = program, layout, launches
@@ -140,74 +168,106 @@ class DeviceExecutable(Executable):
         self.source = ptx
         self.stats = stats
         self.drv = driver()
-        module = self.drv.load_module(ptx)
-        self._functions = [self.drv.function(module, launch.kernel) for launch in launches]
-        self._cublas = cublas()
-        self._params = [(slot, storage, device_copy(self.drv, storage))
-                         for slot, storage in layout.param_slots]
+        self._sizes = _Sizes()
+        self.closed = False
+        res = self._resources = DeviceResources(self.drv)
+        # from here on, whatever was taken is given back if the executable goes away
+        self._finalizer = weakref.finalize(self, res.release)
+        self._finalizer.atexit = False  # at exit the driver frees everything itself
+        try:
+            res.module = self.drv.load_module(ptx)
+            self._functions = [self.drv.function(res.module, launch.kernel)
+                               for launch in launches]
+            self._cublas = cublas() if use_cublas else None
+            self._params = [(slot, storage, res.acquire(storage))
+                            for slot, storage in layout.param_slots]
+        except BaseException:
+            self._finalizer()
+            raise
+        self.stats["gemm"] = "cuBLAS" if self._cublas is not None else "tiled kernels"
         updated = {p.attrs["storage"].uid for p, _ in program.updates}
         self._updated = [device for _, storage, device in self._params if storage.uid in updated]
-        self._bindings: dict = {}
+        input_index = {n.uid: i for i, n in enumerate(program.inputs)}
+        self._input_order = [input_index[n.uid] for n, s in zip(program.inputs,
+                                                                 layout.input_slots) if s >= 0]
 
-    def _state(self, binding, key):
-        state = self._bindings.get(key)
+    def close(self) -> None:
+        """Free every device allocation (buffers, tables, inputs, constants of every binding),
+        let go of the parameter copies (the last user pulls the newest value to the host and
+        frees it) and unload the module. Calling the function afterwards raises."""
+        self.closed = True
+        self._finalizer()
+
+    def _state(self, binding: dict, key) -> DeviceBinding:
+        res = self._resources
+        state = res.binding(key)
         if state is not None:
             return state
         lay = self.layout
-        sizes = {slot: _value(n, binding) for slot, n in {**lay.buffer_sizes,
-                                                          **lay.scratch}.items()}
-        table = np.zeros(lay.slot_count, dtype=np.uint64)
-        for slot, size in sizes.items():
-            table[slot] = self.drv.alloc(size)
-        for slot, array in lay.const_slots:
-            table[slot] = self.drv.alloc(array.nbytes)
-            self.drv.to_device(int(table[slot]), array.ctypes.data, array.nbytes)
-        inputs = []
-        for node, slot in zip(self.program.inputs, lay.input_slots):
-            if slot >= 0:
-                nbytes = int(np.prod(evaluate_shape(node.shape, binding))) * node.dtype.itemsize
-                table[slot] = self.drv.alloc(nbytes)
-                inputs.append((slot, nbytes))
-        dims = np.array([_value(e, binding) for e in lay.dims] or [0], dtype=np.int64)
-        state = dict(table=table, inputs=inputs, dims=dims, binding=dict(binding),
-                     geometry=[geometry(launch, binding) for launch in self.launches],
-                     table_dev=self.drv.alloc(table.nbytes), dims_dev=self.drv.alloc(dims.nbytes))
-        self.drv.to_device(state["dims_dev"], dims.ctypes.data, dims.nbytes)
-        self._bindings[key] = state
+        state = DeviceBinding(self.drv)
+        try:
+            sizes = {slot: _value(n, binding) for slot, n in {**lay.buffer_sizes,
+                                                              **lay.scratch}.items()}
+            table = np.zeros(lay.slot_count, dtype=np.uint64)
+            for slot, size in sizes.items():
+                table[slot] = state.alloc(size)
+            for slot, array in lay.const_slots:
+                table[slot] = state.alloc(array.nbytes)
+                self.drv.to_device(int(table[slot]), array.ctypes.data, array.nbytes)
+            inputs = []
+            for node, slot in zip(self.program.inputs, lay.input_slots):
+                if slot >= 0:
+                    nbytes = int(np.prod(evaluate_shape(node.shape, binding))) * \
+                        node.dtype.itemsize
+                    table[slot] = state.alloc(nbytes)
+                    inputs.append((slot, nbytes))
+            dims = np.array([_value(e, binding) for e in lay.dims] or [0], dtype=np.int64)
+            state.table, state.inputs, state.dims = table, inputs, dims
+            state.geometry = [geometry(launch, binding) for launch in self.launches]
+            state.table_dev = state.alloc(table.nbytes)
+            state.dims_dev = state.alloc(dims.nbytes)
+            self.drv.to_device(state.dims_dev, dims.ctypes.data, dims.nbytes)
+        except BaseException:
+            state.free()
+            raise
+        res.keep(key, state)
         return state
 
     def run(self, inputs, binding, key):
+        if self.closed:
+            raise BackendError(CLOSED)
+        binding = self._sizes.resolve(binding, key)
         state = self._state(binding, key)
-        table = state["table"]
+        table = state.table
         for slot, _storage, device in self._params:
             table[slot] = device.ptr
-        self.drv.to_device(state["table_dev"], table.ctypes.data, table.nbytes)
-        input_index = {n.uid: i for i, n in enumerate(self.program.inputs)}
-        for (slot, nbytes), node in zip(state["inputs"], [n for n, s in zip(
-                self.program.inputs, self.layout.input_slots) if s >= 0]):
-            self.drv.to_device(int(table[slot]), inputs[input_index[node.uid]].ctypes.data, nbytes)
+        self.drv.to_device(state.table_dev, table.ctypes.data, table.nbytes)
+        for (slot, nbytes), i in zip(state.inputs, self._input_order):
+            self.drv.to_device(int(table[slot]), inputs[i].ctypes.data, nbytes)
         before = {k: storage.value.copy() for k, storage in self._snapshots}
         status_ptr = int(table[self.layout.status_slot])
+        record_ptr = int(table[self.layout.error_slot])
         self.drv.zero(status_ptr, 4)
-        for fn, launch, (grid, block) in zip(self._functions, self.launches, state["geometry"]):
+        self.drv.zero(record_ptr, ERROR_RECORD)
+        for fn, launch, (grid, block) in zip(self._functions, self.launches, state.geometry):
             g = launch.gemm
             if self._cublas is not None and g.get("slots") is not None:
                 a, b_, c = (int(table[s]) for s in g["slots"])
-                m, n, k = (_value(g[x], binding if binding else state["binding"])
-                           for x in ("m", "n", "k"))
+                m, n, k = (_value(g[x], binding) for x in ("m", "n", "k"))
                 self._cublas.gemm(g["itemsize"], g["ta"], g["tb"], m, n, k, a, b_, c,
                                   1.0 if g["accumulate"] else 0.0)
                 continue
-            self.drv.launch(fn, launch.kernel, grid, block, [state["table_dev"],
-                                                             state["dims_dev"]])
+            self.drv.launch(fn, launch.kernel, grid, block, [state.table_dev, state.dims_dev])
         self.drv.synchronize()
         status = np.zeros(1, dtype=np.int32)
         self.drv.to_host(status.ctypes.data, status_ptr, 4)
         if status[0]:
-            raise BackendError(f"the compiled step failed: {STATUS.get(int(status[0]))}; no "
-                               "parameter was updated")
+            record = np.zeros(4, dtype=np.int64)
+            self.drv.to_host(record.ctypes.data, record_ptr, ERROR_RECORD)
+            raise BackendError(failure_message(self.program, record.tolist()))
         for device in self._updated:  # the host copy is stale until pulled
             device.newer = True
+        input_index = {n.uid: i for i, n in enumerate(self.program.inputs)}
         outputs = []
         for k, node in enumerate(self.program.outputs):
             shape = evaluate_shape(node.shape, binding)
@@ -224,4 +284,3 @@ class DeviceExecutable(Executable):
                                  out.nbytes)
             outputs.append(out)
         return outputs, []
-

@@ -403,7 +403,7 @@ def take(gen: GpuCodegen, node: Node, k: int) -> None:
             with then:
                 b.store(load(b, ctx.in_ptr(0), ty, b.add(b.mul(row, width), j)), value)
             with otherwise:
-                ctx.fail(1)
+                ctx.fail(1, row, rows)
         store(b, b.load(value, typ=ty), ctx.out_ptr, ty, i)
     ctx.finish()
 
@@ -430,7 +430,7 @@ def scatter_add(gen: GpuCodegen, node: Node, k: int) -> None:
                 target = b.gep(ctx.out_ptr, [b.add(b.mul(row, width), j)], source_etype=ty)
                 b.atomic_rmw("fadd", target, load(b, ctx.in_ptr(0), ty, i), "monotonic")
             with otherwise:
-                ctx.fail(1)
+                ctx.fail(1, row, rows)
     ctx.finish()
 
 
@@ -446,7 +446,7 @@ def one_hot(gen: GpuCodegen, node: Node, k: int) -> None:
         label = convert(b, load(b, ctx.in_ptr(0), lty, b.udiv(i, n)), lty, I64)
         ok = b.and_(b.icmp_signed(">=", label, i64(0)), b.icmp_signed("<", label, n))
         with b.if_then(b.not_(ok)):
-            ctx.fail(1)
+            ctx.fail(1, label, n)
         hit = b.icmp_signed("==", label, b.urem(i, n))
         store(b, b.select(hit, const(ty, 1), const(ty, 0)), ctx.out_ptr, ty, i)
     ctx.finish()

@@ -1,8 +1,14 @@
 """The CUDA driver API through ctypes (no compiled extension, no extra Python package).
 
-Only what a compiled step needs: a context on device 0, loading PTX, device memory, copies,
-kernel launches, and optionally cuBLAS for GEMMs. Every driver error becomes a BackendError
-naming the operation (and the kernel, for launches).
+Only what a compiled step needs: a context on device 0, loading and unloading PTX, device
+memory, copies, kernel launches, and optionally cuBLAS for GEMMs. Every driver error becomes a
+BackendError naming the operation (and the kernel, for launches).
+
+The interface the executables use (what a fake driver in the tests implements):
+``load_module(ptx) / unload_module(module) / function(module, name)``,
+``alloc(nbytes) -> ptr / free(ptr)``, ``to_device(dst, host_ptr, nbytes) /
+to_host(host_ptr, src, nbytes) / zero(dst, nbytes)``, ``launch(fn, name, grid, block, args)``
+and ``synchronize()``; ``cublas()`` gives an object with ``gemm(...)`` or None.
 """
 
 from __future__ import annotations
@@ -66,6 +72,9 @@ class Driver:
                    "cuModuleGetFunction", name)
         return fn
 
+    def unload_module(self, module) -> None:
+        self.check(self.lib.cuModuleUnload(module), "cuModuleUnload")
+
     def alloc(self, nbytes: int) -> int:
         ptr = CUdeviceptr()
         self.check(self.lib.cuMemAlloc_v2(ctypes.byref(ptr), ctypes.c_size_t(max(nbytes, 1))),
@@ -73,7 +82,26 @@ class Driver:
         return ptr.value
 
     def free(self, ptr: int) -> None:
-        self.lib.cuMemFree_v2(CUdeviceptr(ptr))
+        self.check(self.lib.cuMemFree_v2(CUdeviceptr(ptr)), "cuMemFree")
+
+    def memory(self) -> tuple[int, int]:
+        """(free, total) bytes of device memory."""
+        free, total = ctypes.c_size_t(), ctypes.c_size_t()
+        self.check(self.lib.cuMemGetInfo_v2(ctypes.byref(free), ctypes.byref(total)),
+                   "cuMemGetInfo")
+        return free.value, total.value
+
+    def describe(self) -> dict:
+        """Device name, compute capability, memory and driver version (for reports)."""
+        name = ctypes.create_string_buffer(256)
+        self.check(self.lib.cuDeviceGetName(name, 256, self.device), "cuDeviceGetName")
+        version = ctypes.c_int()
+        self.check(self.lib.cuDriverGetVersion(ctypes.byref(version)), "cuDriverGetVersion")
+        major, minor = self.compute_capability()
+        return {"device": name.value.decode(errors="replace"),
+                "compute capability": f"sm_{major}{minor}",
+                "memory": f"{self.memory()[1] / 2**30:.1f} GiB",
+                "driver API version": f"{version.value // 1000}.{version.value % 1000 // 10}"}
 
     def to_device(self, dst: int, host_ptr: int, nbytes: int) -> None:
         if nbytes:
@@ -128,6 +156,12 @@ class Cublas:
                     ctypes.byref(beta_), CUdeviceptr(c), max(n, 1))
         if result != 0:
             raise BackendError(f"cuBLAS gemm failed with status {result}")
+
+    def version(self) -> str:
+        v = ctypes.c_int()
+        if self.lib.cublasGetVersion_v2(self.handle, ctypes.byref(v)) != 0:
+            return "unknown"
+        return f"{v.value // 10000}.{v.value % 10000 // 100}.{v.value % 100}"
 
 
 @cache

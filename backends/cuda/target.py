@@ -24,6 +24,10 @@ VERIFY_ARCHS = ("sm_80", "sm_90")
 _LIBDEVICE = {"exp": "exp", "log": "log", "expm1": "expm1", "log1p": "log1p", "tanh": "tanh"}
 
 
+class LibdeviceMissing(BackendError):
+    """The PTX needs libdevice (it calls a __nv_ function) and no CUDA toolkit provides it."""
+
+
 @cache
 def initialize_targets() -> None:
     llvm.initialize_all_targets()
@@ -87,8 +91,8 @@ def ptx(module: ir.Module, kernels: list[str], arch: str = DEFAULT_ARCH) -> str:
     if "__nv_" in text:
         path = libdevice_path()
         if path is None:
-            raise BackendError("libdevice (CUDA toolkit's nvvm/libdevice/libdevice*.bc) was not "
-                               "found; set CUDA_HOME")
+            raise LibdeviceMissing("libdevice (the CUDA toolkit's nvvm/libdevice/libdevice*.bc) "
+                                   "was not found; set CUDA_HOME to the toolkit")
         with open(path, "rb") as f:
             lib = llvm.parse_bitcode(f.read())
         lib.triple = TRIPLE

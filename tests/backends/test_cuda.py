@@ -1,20 +1,28 @@
 """The CUDA path without a GPU: PTX for every op accepted by ptxas (sm_80 and sm_90), the
-same kernels emulated on the host equal to the NumPy backend, whole training steps emulated.
-Tests that need a real device are marked `gpu` and skipped without one."""
+kernels (generated a second time for the host, from the same lowering code) emulated equal to
+the NumPy backend, whole training steps emulated, emulation without a CUDA toolkit. Tests that
+need a real device are marked `gpu` and skipped without one; they run with cuBLAS and with the
+tiled GEMM kernels (``cublas: False``). `./dev gpu-check` runs them on a GPU machine."""
 
 import numpy as np
 import pytest
 
 import graphc as gc
 from bench.workloads import MODELS
+from graphc import sysinfo
 from graphc.ops import REGISTRY
-from graphc.sysinfo import cuda_devices, ptxas_path
+from graphc.sysinfo import cuda_devices, libdevice_path, ptxas_path
 from tests.helpers import build_case, case_arrays, run_case
 from tests.op_cases import CASES
 
 EMULATE = {"emulate": True}
+# PTX generation links libdevice where the kernels use transcendentals; ptxas checks the PTX.
+# Without the CUDA toolkit only these parts are skipped: the emulation needs neither.
+needs_libdevice = pytest.mark.skipif(libdevice_path() is None,
+                                     reason="libdevice (CUDA toolkit) not found")
 needs_ptxas = pytest.mark.skipif(ptxas_path() is None, reason="ptxas not installed")
 needs_gpu = pytest.mark.skipif(not cuda_devices()[1], reason="no CUDA device")
+GEMM_OPS = {"matmul", "conv", "conv_transpose", "conv_weight_grad"}  # gemm.py's lowerings
 TOL = {np.float64: dict(rtol=1e-9, atol=1e-12), np.float32: dict(rtol=2e-5, atol=2e-6)}
 
 
@@ -25,6 +33,7 @@ def _arrays_and_program(case):
 
 
 @needs_ptxas
+@needs_libdevice
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_ptx_for_every_case_is_accepted_by_ptxas(case, arch):
@@ -36,17 +45,29 @@ def test_ptx_for_every_case_is_accepted_by_ptxas(case, arch):
     assert fn.source.count(".entry") == fn.stats["kernels"]  # (0 when everything folded)
 
 
-# the same kernels on the host's emulated grid (always) and on a real device (`gpu` tests);
-# libdevice's math may differ from the host's by a few ulp, hence the device's float64 rtol
+# the kernels on the host's emulated grid (always) and on a real device (`gpu` tests, with
+# cuBLAS and with the tiled GEMM kernels; ptxas is not run again there: the driver's JIT
+# checks the PTX); libdevice's math (device) may differ from the host math (emulation) by a
+# few ulp, hence the device's float64 rtol
+DEVICE_TOL = {**TOL, np.float64: dict(rtol=1e-7, atol=1e-10)}
+ON_DEVICE = [pytest.mark.gpu, needs_gpu]
 WHERE = [pytest.param({**EMULATE, "verify": False}, TOL, id="emulated"),
-         pytest.param(None, {**TOL, np.float64: dict(rtol=1e-7, atol=1e-10)}, id="device",
-                      marks=[pytest.mark.gpu, needs_gpu])]
+         pytest.param({"verify": False}, DEVICE_TOL, id="device", marks=ON_DEVICE),
+         pytest.param({"verify": False, "cublas": False}, DEVICE_TOL, id="device-tiled",
+                      marks=ON_DEVICE)]
+
+
+def _uses_gemm(case) -> bool:
+    graph, _, _ = build_case(case, case_arrays(case, np.float32))
+    return any(n.op.name in GEMM_OPS for n in graph.nodes)
 
 
 @pytest.mark.parametrize("options,tol", WHERE)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_kernels_match_numpy(case, dtype, options, tol):
+    if options.get("cublas") is False and not _uses_gemm(case):
+        pytest.skip("no GEMM: the same kernels as the cuBLAS run")
     want, _, _ = run_case(case, "numpy", dtype)
     got, _, _ = run_case(case, "cuda", dtype, backend_options=options)
     assert got.dtype == want.dtype and got.shape == want.shape
@@ -150,6 +171,7 @@ def test_every_op_has_a_gpu_lowering():
     assert not missing, f"ops without a GPU lowering: {missing}"
 
 
+@needs_libdevice
 @pytest.mark.skipif(bool(cuda_devices()[1]), reason="a CUDA device is present")
 def test_without_a_device_compiling_works_and_calling_explains():
     x = gc.placeholder("x", (4,))
@@ -165,7 +187,7 @@ def test_emulation_reports_bad_ids_without_updating():
     loss = gc.sum(gc.nn.functional.embedding(ids, E))
     step = gc.compile([ids], loss, updates={E: E - gc.grad(loss, E)}, backend="cuda",
                       backend_options=EMULATE)
-    with pytest.raises(gc.BackendError, match="out of range"):
+    with pytest.raises(gc.BackendError, match=r"take: id 9 is outside \[0, 5\)"):
         step(np.array([0, 9, 1]))
     np.testing.assert_array_equal(E.value, np.ones((5, 2)))
     step(np.array([0, 0, 1]))
@@ -179,7 +201,7 @@ def test_real_device_keeps_parameters_resident_and_fails_atomically():
     E = gc.parameter("E", np.ones((5, 2), np.float32))
     loss = gc.sum(gc.nn.functional.embedding(ids, E))
     step = gc.compile([ids], loss, updates={E: E - gc.grad(loss, E)}, backend="cuda")
-    with pytest.raises(gc.BackendError, match="out of range"):
+    with pytest.raises(gc.BackendError, match=r"take: id 9 is outside \[0, 5\)"):
         step(np.array([0, 9, 1]))
     np.testing.assert_array_equal(E.value, np.ones((5, 2)))
     for _ in range(2):
@@ -189,11 +211,79 @@ def test_real_device_keeps_parameters_resident_and_fails_atomically():
 
 @pytest.mark.gpu
 @needs_gpu
+@pytest.mark.parametrize("cublas", [True, False], ids=["cublas", "tiled"])
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_real_device_training_matches_numpy(name):
+def test_real_device_training_matches_numpy(name, cublas):
     """The same comparison as the emulated one: losses and final parameters (read back from the
     device), with the device's tolerances."""
-    assert_training_matches_numpy(name, None, TRAIN_TOL["device"])
+    assert_training_matches_numpy(name, {"cublas": cublas}, TRAIN_TOL["device"])
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("how", ["close", "garbage collection"])
+def test_real_device_memory_is_given_back(how):
+    """A 64 MiB parameter and buffers for three batch sizes: close() (or the garbage collector)
+    gives all of it back, and the parameter keeps the last step's value. (The tiled GEMM: a
+    cuBLAS workspace is cuBLAS's, kept for the process.)"""
+    import gc as pygc
+
+    from graphc.backends.cuda.runtime import driver
+
+    def build(size):
+        x = gc.placeholder("x", ("N", size))
+        W = gc.parameter("W", np.zeros((size, size), np.float32))
+        loss = gc.mean(gc.square(x @ W - 1.0))
+        return W, gc.compile([x], loss, updates={W: W - 0.1 * gc.grad(loss, W)},
+                             backend="cuda", backend_options={"verify": False, "cublas": False})
+
+    drv = driver()
+    _, warm = build(64)  # the same kernels: the driver's lazy reservations (local memory for
+    warm(np.ones((8, 64), np.float32))  # the kernels) happen here, not below
+    warm.close()
+    free_before = drv.memory()[0]
+    W, step = build(4096)
+    for n in (256, 512, 1024):
+        step(np.ones((n, 4096), np.float32))
+    held = free_before - drv.memory()[0]
+    assert held >= 64 * 2**20 + (256 + 512 + 1024) * 4096 * 4
+    after_three = np.array(W.value)  # (pulled from the device)
+    step(np.ones((256, 4096), np.float32))
+    if how == "close":
+        step.close()
+    else:
+        del step
+        pygc.collect()
+    assert drv.memory()[0] >= free_before - 16 * 2**20, "device memory was not given back"
+    assert not W.node.attrs["storage"].devices
+    assert not np.array_equal(W.value, after_three)  # the last update reached the host
+
+
+def test_emulation_needs_no_cuda_toolkit(monkeypatch, tmp_path):
+    """With CUDA_HOME naming an empty folder and no ptxas on PATH, the emulation runs (and
+    agrees with NumPy, transcendentals and GEMMs included); only the PTX is left out, and
+    Function.source and stats say so. Compiling for a device needs libdevice: that is an
+    error naming it."""
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path))
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert sysinfo.ptxas_path() is None and sysinfo.libdevice_path() is None
+    x = gc.placeholder("x", ("N", 3), "float64")
+    W = gc.parameter("W", np.linspace(-1, 1, 6).reshape(3, 2))
+    out = gc.tanh(x @ W) + gc.log(gc.exp(x).sum(axis=1, keepdims=True)) + x[:, :2] ** 1.5
+    feed = np.random.default_rng(0).uniform(0.1, 2.0, (5, 3))
+    want = gc.compile([x], out)(feed)
+    fn = gc.compile([x], out, backend="cuda", backend_options=EMULATE)
+    np.testing.assert_allclose(fn(feed), want, rtol=1e-9)
+    assert fn.stats["ptx"].startswith("not generated") and "libdevice" in fn.stats["ptx"]
+    assert fn.stats["ptxas"] == "skipped (no PTX)"
+    assert fn.source.startswith("// The PTX was not generated")
+    with pytest.raises(gc.BackendError, match="libdevice"):
+        gc.compile([x], out, backend="cuda")
+    # without transcendentals the PTX needs no libdevice: generated, just not checked
+    plain = gc.compile([x], x @ W, backend="cuda", backend_options=EMULATE)
+    assert ".entry" in plain.source and plain.stats["ptxas"] == "not found"
+    np.testing.assert_allclose(plain(feed), feed @ W.value, rtol=1e-12)
 
 
 @pytest.mark.parametrize("arch", ["sm_60", "sm_1000", "banana", 80])
