@@ -16,9 +16,11 @@ The contract with the compiled functions:
 
 The last partial batch of an epoch is kept (symbolic batch dimensions accept any size); each
 epoch's loss is the mean over examples, so a short last batch weighs what it holds. Epoch k
-(1-based) is shuffled by ``np.random.default_rng([seed, k])``: the order depends on the seed
-and the epoch only, so a run resumed from a checkpoint (``resume=``) or started at
-``initial_epoch`` sees the batches the uninterrupted run would have seen.
+(1-based) is shuffled by the k-th permutation drawn from ``np.random.default_rng(seed)``
+(``epoch_order``): the order depends on the seed and the epoch only, so a run resumed from a
+checkpoint (``resume=``) or started at ``initial_epoch`` sees the batches the uninterrupted
+run would have seen (it replays the earlier draws once), and a run from epoch 1 shuffles as
+graphc always did.
 
 Callbacks (``callbacks=[...]``) are objects with a method ``on_epoch_end(epoch, logs,
 history)``, called after each epoch is recorded (``logs``: that epoch's values, ``history``
@@ -67,10 +69,29 @@ def _format_logs(logs: dict[str, float]) -> str:
     return " - ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "time")
 
 
+class _Shuffler:
+    """Epoch k's order: the k-th permutation of `n` drawn from ``default_rng(seed)``.
+    Consecutive epochs draw one permutation each; a run that starts later (a resume,
+    ``initial_epoch``) replays the earlier draws once."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed = n, int(seed)
+        self.rng, self.drawn = np.random.default_rng(self.seed), 0
+
+    def order(self, epoch: int) -> np.ndarray:
+        if epoch <= self.drawn:  # going back: start the sequence again
+            self.rng, self.drawn = np.random.default_rng(self.seed), 0
+        while self.drawn < epoch - 1:
+            self.rng.permutation(self.n)
+            self.drawn += 1
+        self.drawn += 1
+        return self.rng.permutation(self.n)
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The shuffled order of `n` examples in `epoch` (1-based) of a run seeded with `seed`:
-    a function of (seed, epoch) alone, so that resuming replays the same batches."""
-    return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+    """The shuffled order of `n` examples in `epoch` (1-based) of a ``fit`` run seeded with
+    `seed`: a function of (seed, epoch) alone, so that resuming replays the same batches."""
+    return _Shuffler(n, seed).order(int(epoch))
 
 
 def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function | None = None,
@@ -134,14 +155,17 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
     storages = function_parameters(step_fn, eval_fn)
 
     if resume is not None:
-        _, progress = resume_from(resume, step_fn, storages, callbacks, int(initial_epoch),
-                                  stopper.monitor if stopper else None)
+        resumed, progress = resume_from(resume, step_fn, storages, callbacks,
+                                        int(initial_epoch), stopper.monitor if stopper else None)
+        if verbose:
+            print(f"resumed from {resume} after epoch {resumed}", flush=True)
     else:
         progress = Progress(History(initial_epoch=int(initial_epoch)))
     history = progress.history
     if progress.monitor is None and stopper is not None and stopper.monitor:
         progress.monitor = stopper.monitor
     show_bar = verbose == 1 and sys.stderr.isatty()
+    shuffler = _Shuffler(len(arrays[0]), seed)
     n_batches = math.ceil(len(arrays[0]) / batch_size)
 
     reason = _stop_reason(progress, stopper, history.last_epoch) if resume is not None else ""
@@ -150,7 +174,7 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
     for epoch in range(history.last_epoch + 1, epochs + 1) if not reason else ():
         started = time.perf_counter()
         bar = _progress(n_batches, f"epoch {epoch}/{epochs}") if show_bar else None
-        order = epoch_order(len(arrays[0]), seed, epoch) if shuffle else None
+        order = shuffler.order(epoch) if shuffle else None
         running, skipped = _Running(), 0
         for b, batch in enumerate(batches(arrays, batch_size, order=order), start=1):
             outputs = _split_outputs(step_fn(*batch), len(batch[0]), "step_fn", True)

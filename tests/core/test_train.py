@@ -279,3 +279,7 @@ def test_each_epoch_is_shuffled_from_the_seed_and_its_number():
         alone = gc.train.fit(step, data, epoch, 3, seed=11, verbose=0, initial_epoch=epoch - 1)
         assert straight[epoch - 1] == alone["loss"][0] == pytest.approx(expected)
     assert len(set(straight)) == 3  # three different orders
+    # the k-th permutation of default_rng(seed): a run from epoch 1 shuffles as it always did
+    rng = np.random.default_rng(11)
+    for epoch in (1, 2, 3):
+        np.testing.assert_array_equal(gc.train.epoch_order(7, 11, epoch), rng.permutation(7))
