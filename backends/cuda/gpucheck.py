@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
+import importlib.metadata
 import importlib.util
 import os
 import platform
@@ -50,11 +51,9 @@ def missing_modules(python_has=None) -> list[str]:
     is older than the build backend pyproject asks for."""
     has = python_has or (lambda m: importlib.util.find_spec(m) is not None)
     missing = [dist for module, dist in REQUIRED.items() if not has(module)]
-    try:
-        import setuptools
-
-        major = int(re.match(r"\d+", setuptools.__version__).group())
-    except (ImportError, AttributeError, ValueError):
+    try:  # (read from its metadata: an import would keep the old version after an upgrade)
+        major = int(re.match(r"\d+", importlib.metadata.version("setuptools")).group())
+    except (importlib.metadata.PackageNotFoundError, AttributeError, ValueError):
         major = 0
     if major < SETUPTOOLS:
         missing.append(f"setuptools>={SETUPTOOLS}")
@@ -111,7 +110,6 @@ def preflight(argv: list[str]) -> int:
             print(f"[gpu-check] --wheels {args.wheels}: no such folder")
         elif install_wheels(args.wheels, missing):
             importlib.invalidate_caches()
-            sys.modules.pop("setuptools", None)
             missing = missing_modules()
     status, devices = cuda_device()
     print(f"[gpu-check] {status}" + (f": {', '.join(devices)}" if devices else ""))
