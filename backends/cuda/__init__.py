@@ -15,7 +15,8 @@ libdevice, the PTX is not generated and ``Function.source`` says so.
 Options: ``emulate`` (bool), ``arch`` (PTX target, default "sm_80"), ``verify`` (run ptxas,
 default True), ``cublas`` (bool, default True: GEMMs call cuBLAS when libcublas is found at run
 time; False forces the tiled GEMM kernels; the emulation never uses cuBLAS), ``cache`` (the
-emulation's machine code cache, default True).
+emulation's machine code cache, default True), ``check_finite`` (stop at the first NaN, naming
+its node; see docs/semantics.md — the device copies every value back to check it: slow).
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from graphc.ir.graph import Graph
 from ..base import Backend, Executable
 from . import gemm, kernels  # noqa: F401  (importing registers the GPU lowerings)
 from .codegen import GPU_LOWERINGS, GpuCodegen
-from .executables import CLOSED, DeviceExecutable, EmulatedExecutable
+from .executables import CLOSED, DeviceExecutable, EmulatedExecutable, finite_checks
 from .target import DEFAULT_ARCH, LibdeviceMissing, libdevice_math, ptx, verify
 
-OPTIONS = {"emulate", "arch", "verify", "cache", "cublas"}
-FLAGS = ("emulate", "verify", "cache", "cublas")  # options that take True or False
+OPTIONS = {"emulate", "arch", "verify", "cache", "cublas", "check_finite"}
+FLAGS = ("emulate", "verify", "cache", "cublas", "check_finite")  # True or False
 
 
 class NoDeviceExecutable(Executable):
@@ -101,9 +102,10 @@ class CUDABackend(Backend):
         stats["ptx_seconds"] = time.perf_counter() - started
         if emulate:
             return self._emulator(program, ptx_text, stats, options)
+        checks = finite_checks(program, gen) if options.get("check_finite", False) else None
         try:
             return DeviceExecutable(program, gen.layout, gen.launches, ptx_text, stats,
-                                    use_cublas=options.get("cublas", True))
+                                    use_cublas=options.get("cublas", True), checks=checks)
         except BackendError as exc:
             return NoDeviceExecutable(ptx_text, str(exc), stats)
 
@@ -116,7 +118,9 @@ class CUDABackend(Backend):
         stats["emulator_cache_hit"] = cache.hit
         stats["gemm"] = "tiled kernels, emulated (the emulation never uses cuBLAS)"
         stats["math"] = "host (graphc's mathlib; libdevice runs only on a device)"
-        return EmulatedExecutable(program, gen.layout, gen.launches, engine, ptx_text, stats)
+        checks = finite_checks(program, gen) if options.get("check_finite", False) else None
+        return EmulatedExecutable(program, gen.layout, gen.launches, engine, ptx_text, stats,
+                                  checks=checks)
 
 
 BACKEND = CUDABackend()

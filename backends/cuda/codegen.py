@@ -235,9 +235,11 @@ class GpuCodegen(ProgramCodegen):
 
     def _emit_updates(self) -> None:
         """One kernel per update: copy the new value into the parameter if the step succeeded.
+        (Launches from `first_update_launch` on are these: nothing after them computes.)
 
         A single thread copies with memcpy: updates are small next to the step, and this keeps
         "all or nothing" trivially true (the status word is final when this runs)."""
+        self.first_update_launch = len(self.launches)
         lay = self.layout
         targets = {p.uid for p, _ in self.program.updates}
         base = len(self.program.nodes)

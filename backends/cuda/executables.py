@@ -22,7 +22,7 @@ from graphc.errors import BackendError
 from graphc.ir.graph import Graph
 from graphc.ir.shapes import evaluate_shape
 
-from ..base import Executable
+from ..base import Executable, nonfinite_message
 from ..llvm.executable import (
     _address,
     _Binding,
@@ -49,6 +49,43 @@ def geometry(launch: Launch, binding: dict) -> tuple[tuple, tuple]:
     return (blocks, 1, 1), (BLOCK, 1, 1)
 
 
+class FiniteChecks:
+    """What ``check_finite`` looks at, and when: after the last launch of a node, its value
+    (NaN); before the update launches, the outputs and new values (inf too)."""
+
+    def __init__(self, program: Graph, after: dict, leaving: list, first_update: int) -> None:
+        self.program = program
+        self.after = after  # launch index -> node whose value is complete then
+        self.leaving = leaving  # nodes whose value leaves the step
+        self.first_update = first_update
+
+    def check_leaving(self, read) -> None:
+        """Before the update launches: outputs and new values hold no NaN and no inf."""
+        for node in self.leaving:
+            self.check(node, read, ("NaN", "inf"))
+
+    def check(self, node, read, kinds=("NaN",)) -> None:
+        """`read(node)` gives the node's value as a host array; raise at the first NaN/inf."""
+        value = read(node)
+        if "NaN" in kinds and np.isnan(value).any():
+            raise BackendError(nonfinite_message(self.program, node, "NaN"))
+        if "inf" in kinds and np.isinf(value).any():
+            raise BackendError(nonfinite_message(self.program, node, "inf"))
+
+
+def finite_checks(program: Graph, gen) -> FiniteChecks:
+    leaves = ("placeholder", "parameter", "constant")
+    after: dict = {}
+    for i, launch in enumerate(gen.launches[:gen.first_update_launch]):
+        node = launch.node
+        if node.op.name not in leaves and node.dtype.kind == "f":
+            after.pop(next((k for k, n in after.items() if n is node), None), None)
+            after[i] = node  # (a node's last launch completes it)
+    leaving = [n for n in [*program.outputs, *(v for _, v in program.updates)]
+               if n.op.name not in leaves and n.dtype.kind == "f"]
+    return FiniteChecks(program, after, leaving, gen.first_update_launch)
+
+
 ERROR_RECORD = 32  # bytes: code, node position, value, bound (int64 each; llvm's codegen.ERROR_*)
 CLOSED = "this function was closed (Function.close()); compile it again to run it"
 
@@ -73,8 +110,9 @@ class EmulatedExecutable(Executable):
     applies_updates = True
 
     def __init__(self, program: Graph, layout, launches: list[Launch], engine, source: str,
-                 stats: dict) -> None:
+                 stats: dict, checks: FiniteChecks | None = None) -> None:
         self.program, self.layout, self.launches = program, layout, launches
+        self._checks = checks
         self._snapshots = updated_parameter_outputs(program)
         self.engine = engine
         self.source = source
@@ -117,7 +155,8 @@ class EmulatedExecutable(Executable):
     def run(self, inputs, binding, key):
         if self.closed:
             raise BackendError(CLOSED)
-        state = self._state(self._sizes.resolve(binding, key), key)
+        binding = self._sizes.resolve(binding, key)
+        state = self._state(binding, key)
         table = state.table
         for slot, i in self._inputs:
             table[slot] = _address(inputs[i])
@@ -128,8 +167,20 @@ class EmulatedExecutable(Executable):
         record_address = int(table[self.layout.error_slot])
         ctypes.memset(status_address, 0, 4)
         ctypes.memset(record_address, 0, ERROR_RECORD)
-        for (grid, block), driver in zip(state.geometry, self._drivers):
+        checks = self._checks
+
+        def read(node):
+            return self._host_value(state, node, binding)
+
+        for i, ((grid, block), driver) in enumerate(zip(state.geometry, self._drivers)):
+            if checks is not None and i == checks.first_update:
+                checks.check_leaving(read)
             driver(state.table_ptr, state.dims_ptr, grid[0], grid[1], grid[2], block[0])
+            if checks is not None and i in checks.after and \
+                    not ctypes.c_int32.from_address(status_address).value:
+                checks.check(checks.after[i], read)
+        if checks is not None and checks.first_update == len(self.launches):
+            checks.check_leaving(read)
         if ctypes.c_int32.from_address(status_address).value:
             record = list((ctypes.c_int64 * 4).from_address(record_address))
             raise BackendError(failure_message(self.program, record))
@@ -152,6 +203,15 @@ class EmulatedExecutable(Executable):
         return outputs, []
 
 
+    def _host_value(self, state: _Binding, node, binding) -> np.ndarray:
+        """A node's value where the emulated kernels left it (a view of the arena)."""
+        shape = evaluate_shape(node.shape, binding)
+        count = int(np.prod(shape, dtype=np.int64))
+        address = int(state.table[self.layout.slot_of[node.uid]])
+        buffer = (ctypes.c_char * (count * node.dtype.itemsize)).from_address(address)
+        return np.frombuffer(buffer, dtype=node.dtype, count=count).reshape(shape)
+
+
 class DeviceExecutable(Executable):
     """Runs the PTX on a CUDA device: parameters stay resident, inputs and outputs cross.
 
@@ -160,10 +220,11 @@ class DeviceExecutable(Executable):
     applies_updates = True
 
     def __init__(self, program: Graph, layout, launches: list[Launch], ptx: str, stats: dict,
-                 use_cublas: bool = True) -> None:
+                 use_cublas: bool = True, checks: FiniteChecks | None = None) -> None:
         from .runtime import cublas, driver
 
         self.program, self.layout, self.launches = program, layout, launches
+        self._checks = checks
         self._snapshots = updated_parameter_outputs(program)
         self.source = ptx
         self.stats = stats
@@ -233,6 +294,19 @@ class DeviceExecutable(Executable):
         res.keep(key, state)
         return state
 
+    def _failed(self, status_ptr: int) -> bool:
+        status = np.zeros(1, dtype=np.int32)
+        self.drv.synchronize()
+        self.drv.to_host(status.ctypes.data, status_ptr, 4)
+        return bool(status[0])
+
+    def _copy_back(self, table, node, binding) -> np.ndarray:
+        """A node's value, copied from the device (check_finite: a debugging mode)."""
+        self.drv.synchronize()
+        out = np.empty(evaluate_shape(node.shape, binding), dtype=node.dtype)
+        self.drv.to_host(out.ctypes.data, int(table[self.layout.slot_of[node.uid]]), out.nbytes)
+        return out
+
     def run(self, inputs, binding, key):
         if self.closed:
             raise BackendError(CLOSED)
@@ -249,7 +323,17 @@ class DeviceExecutable(Executable):
         record_ptr = int(table[self.layout.error_slot])
         self.drv.zero(status_ptr, 4)
         self.drv.zero(record_ptr, ERROR_RECORD)
-        for fn, launch, (grid, block) in zip(self._functions, self.launches, state.geometry):
+        checks = self._checks
+
+        def read(node):
+            return self._copy_back(table, node, binding)
+
+        for i, (fn, launch, (grid, block)) in enumerate(zip(self._functions, self.launches,
+                                                            state.geometry)):
+            if checks is not None and i - 1 in checks.after and not self._failed(status_ptr):
+                checks.check(checks.after[i - 1], read)
+            if checks is not None and i == checks.first_update:
+                checks.check_leaving(read)
             g = launch.gemm
             if self._cublas is not None and g.get("slots") is not None:
                 a, b_, c = (int(table[s]) for s in g["slots"])
@@ -258,6 +342,11 @@ class DeviceExecutable(Executable):
                                   1.0 if g["accumulate"] else 0.0)
                 continue
             self.drv.launch(fn, launch.kernel, grid, block, [state.table_dev, state.dims_dev])
+        if checks is not None and len(self.launches) - 1 in checks.after and \
+                not self._failed(status_ptr):
+            checks.check(checks.after[len(self.launches) - 1], read)
+        if checks is not None and checks.first_update == len(self.launches):
+            checks.check_leaving(read)
         self.drv.synchronize()
         status = np.zeros(1, dtype=np.int32)
         self.drv.to_host(status.ctypes.data, status_ptr, 4)

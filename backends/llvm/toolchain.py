@@ -44,12 +44,10 @@ def host_description() -> str:
                      llvm.get_host_cpu_features().flatten(), llvmlite.__version__])
 
 
-def parse(ir_text: str, context=None) -> llvm.ModuleRef:
-    """The module of `ir_text`, in `context` (by default LLVM's global context, which keeps
-    every type and constant it ever saw: a compiled function's own context is freed with it)."""
+def parse(ir_text: str) -> llvm.ModuleRef:
     initialize()
     try:
-        mod = llvm.parse_assembly(ir_text, context=context)
+        mod = llvm.parse_assembly(ir_text)
         mod.verify()
     except RuntimeError as exc:
         raise BackendError(f"generated LLVM IR is invalid: {exc}") from exc
@@ -145,7 +143,7 @@ def jit(ir_text: str, use_cache: bool = True) -> tuple[llvm.ExecutionEngine, Obj
     """Compile IR to machine code (or load it from the object cache) in an MCJIT engine."""
     tm = host_target_machine()
     cache = ObjectCache(cache_key(ir_text), use_cache)
-    mod = parse(ir_text, llvm.create_context())  # (its own context: freed with the engine)
+    mod = parse(ir_text)
     mod.triple = tm.triple
     mod.data_layout = str(tm.target_data)
     if cache.cached is None:  # machine code will be generated: optimize first
