@@ -136,7 +136,7 @@ def report() -> list[tuple[str, list[tuple[str, str]]]]:
     features = llvm.get_host_cpu_features().flatten()
     simd = [f for f in ("avx512f", "avx2", "fma", "avx", "sse4.2", "neon") if f"+{f}" in features]
     from graphc.backends.cuda.target import initialize_targets as initialize_all_targets
-    from graphc.backends.llvm.toolchain import initialize as initialize_native
+    from graphc.backends.kernelgen.toolchain import initialize as initialize_native
 
     status, devices = cuda_devices()
     initialize_native()

@@ -28,8 +28,9 @@ from graphc.errors import BackendError
 from graphc.ir.graph import Graph
 
 from ..base import Backend, Executable
+from ..kernelgen.registry import Coverage
 from . import gemm, kernels  # noqa: F401  (importing registers the GPU lowerings)
-from .codegen import GPU_LOWERINGS, GpuCodegen
+from .codegen import GpuCodegen
 from .executables import CLOSED, DeviceExecutable, EmulatedExecutable, finite_checks
 from .target import DEFAULT_ARCH, LibdeviceMissing, libdevice_math, ptx, verify
 
@@ -59,7 +60,7 @@ class NoDeviceExecutable(Executable):
 
 class CUDABackend(Backend):
     name = "cuda"
-    lowerings = GPU_LOWERINGS
+    lowerings = Coverage("cuda")
 
     def compile(self, program: Graph, options: dict) -> Executable:
         unknown = set(options) - OPTIONS
@@ -110,7 +111,8 @@ class CUDABackend(Backend):
             return NoDeviceExecutable(ptx_text, str(exc), stats)
 
     def _emulator(self, program: Graph, ptx_text: str, stats: dict, options: dict):
-        from ..llvm import host_math, toolchain
+        from ..kernelgen import toolchain
+        from ..kernelgen.mathlib import host_math
 
         gen = GpuCodegen(program, host_math(), "host")
         gen.build()

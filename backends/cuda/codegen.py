@@ -20,34 +20,17 @@ from dataclasses import dataclass, field
 
 from llvmlite import ir
 
-from graphc.errors import BackendError
 from graphc.ir.graph import Graph
 from graphc.ir.node import Node
 from graphc.ir.shapes import prod
 from graphc.ir.text import identifier
 
-from ..llvm.codegen import (
-    ERROR_BOUND,
-    ERROR_CODE,
-    ERROR_POSITION,
-    ERROR_VALUE,
-    LEAVES,
-    KernelContext,
-    ProgramCodegen,
-)
-from ..llvm.irutil import I32, I64, PTR, VOID, i64, memcpy
+from ..kernelgen.irutil import I32, I64, PTR, VOID, i64, loop, memcpy
+from ..kernelgen.program import LEAVES, KernelContext, ProgramGenerator
+from ..kernelgen.registry import lowering_for
 
-GPU_LOWERINGS: dict = {}
 BLOCK = 256  # threads per block of the grid-stride kernels
 AXES = "xyz"
-
-
-def gpu_lowers(*ops: str):
-    def deco(fn):
-        for op in ops:
-            GPU_LOWERINGS[op] = fn
-        return fn
-    return deco
 
 
 @dataclass
@@ -69,11 +52,10 @@ class GpuKernel(KernelContext):
         # PTX identifiers allow no dots: kernels are named k12_matmul_gemm
         name = identifier(f"k{position}_{node.op.name}{suffix}", max_length=128)
         super().__init__(gen, node, position, name=name)
-        self.position = position  # the node's index in the program (for the error record)
         gen.launches.append(Launch(self.name, node, kind, work if work is not None else 1))
         self.launch = gen.launches[-1]
 
-    def _make_function(self, name: str) -> ir.Function:
+    def make_function(self, name: str) -> ir.Function:
         fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR, PTR]), name=name)
         if self.gen.target == "ptx":
             fn.calling_convention = "ptx_kernel"
@@ -82,29 +64,13 @@ class GpuKernel(KernelContext):
         fn.attributes.add("nounwind")
         return fn
 
-    def _slot_address(self, slot: int) -> ir.Value:
+    def slot_address(self, slot: int) -> ir.Value:
         return self.b.gep(self.fn.args[0], [i64(slot)], source_etype=PTR)
 
-    def _init_status(self) -> None:
-        pass
-
-    def fail(self, code: int = 1, value: ir.Value | None = None,
-             bound: ir.Value | None = None) -> None:
-        """Record a failure in the step's status word and, for the first failing thread (an
-        atomic compare-and-swap on the code), the error record the LLVM backend fills too:
-        code, node position, the value found and its bound (read by the host after the
-        step, which gives every backend's message)."""
-        b = self.b
-        status = self.slot_ptr(self.gen.status_slot, "status")
-        b.store(ir.Constant(I32, code), status)
-        record = self.slot_ptr(self.gen.error_slot, "error")
-        slot = b.gep(record, [i64(ERROR_CODE)], source_etype=I64)
-        first = b.extract_value(b.cmpxchg(slot, i64(0), i64(code), "monotonic", "monotonic"), 1)
-        with b.if_then(first):
-            for field, v in ((ERROR_POSITION, i64(self.position)), (ERROR_VALUE, value),
-                             (ERROR_BOUND, bound)):
-                if v is not None:
-                    b.store(v, b.gep(record, [i64(field)], source_etype=I64))
+    def signal_failure(self, code: int) -> None:
+        """The step's status word: the host reads it after the launches (and the update
+        kernels test it before they copy)."""
+        self.b.store(ir.Constant(I32, code), self.slot_ptr(self.gen.status_slot, "status"))
 
     def finish(self) -> None:
         if not self.b.block.is_terminated:
@@ -123,13 +89,23 @@ class GpuKernel(KernelContext):
         total = total if isinstance(total, ir.Value) else self.dim(total)
         gid = b.add(b.mul(self.special("ctaid"), self.special("ntid")), self.special("tid"))
         stride = b.mul(self.special("nctaid"), self.special("ntid"))
-        from ..llvm.irutil import loop
-
         with loop(b, total, "t", start=gid, step=stride) as i:
             yield i
 
 
-class GpuCodegen(ProgramCodegen):
+class GpuNode:
+    """What a GPU lowering receives for one node: `kernel()` starts each of its launches."""
+
+    target = "cuda"
+
+    def __init__(self, gen: GpuCodegen, node: Node, position: int) -> None:
+        self.gen, self.node, self.position = gen, node, position
+
+    def kernel(self, suffix: str = "", work=None, kind: str = "grid") -> GpuKernel:
+        return GpuKernel(self.gen, self.node, self.position, suffix=suffix, work=work, kind=kind)
+
+
+class GpuCodegen(ProgramGenerator):
     """Kernels + launch plan for a program; `target` is "ptx" or "host" (the emulator)."""
 
     def __init__(self, program: Graph, math, target: str) -> None:
@@ -183,11 +159,7 @@ class GpuCodegen(ProgramCodegen):
         for k, node in enumerate(self.program.nodes):
             if node.op.name in LEAVES:
                 continue
-            lowering = GPU_LOWERINGS.get(node.op.name)
-            if lowering is None:
-                raise BackendError(f"the cuda backend has no lowering for op {node.op.name}"
-                                   + (f" (used at {node.loc})" if node.loc else ""))
-            lowering(self, node, k)
+            lowering_for(node, "cuda")(GpuNode(self, node, k))
         self._emit_updates()
         if self.target == "host":
             for launch in self.launches:
@@ -201,8 +173,6 @@ class GpuCodegen(ProgramCodegen):
         the grid in order. A tiled GEMM kernel runs its own threads phase by phase, so it is
         called once per block.
         """
-        from ..llvm.irutil import loop
-
         kernel = self.module.globals[launch.kernel]
         fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR, PTR, I64, I64, I64, I64]),
                          name=f"graphc.emulate.{launch.kernel}")

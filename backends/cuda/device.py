@@ -20,7 +20,7 @@ from collections import OrderedDict
 
 from graphc.errors import BackendError
 
-MAX_BINDINGS = 8  # per-batch-size buffer sets kept per function (least recently used goes)
+from ..kernelgen.binding import MAX_BINDINGS  # per-batch-size buffer sets kept per function
 
 
 class DeviceParameter:

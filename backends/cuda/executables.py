@@ -23,11 +23,11 @@ from graphc.ir.graph import Graph
 from graphc.ir.shapes import evaluate_shape
 
 from ..base import Executable, nonfinite_message
-from ..llvm.executable import (
-    _address,
-    _Binding,
-    _value,
+from ..kernelgen.binding import (
+    Binding,
+    address,
     failure_message,
+    size_value,
     updated_parameter_outputs,
 )
 from .codegen import BLOCK, Launch
@@ -40,11 +40,11 @@ MAX_BLOCKS = 1024
 def geometry(launch: Launch, binding: dict) -> tuple[tuple, tuple]:
     """(grid, block) of a launch for a binding of the symbolic dims."""
     if launch.kind == "gemm":
-        m, n = _value(launch.gemm["m"], binding), _value(launch.gemm["n"], binding)
-        batch = _value(launch.gemm["batch"], binding)
+        m, n = size_value(launch.gemm["m"], binding), size_value(launch.gemm["n"], binding)
+        batch = size_value(launch.gemm["batch"], binding)
         return ((n + TILE - 1) // TILE or 1, (m + TILE - 1) // TILE or 1, batch or 1), (TILE,
                                                                                         TILE, 1)
-    work = _value(launch.work, binding)
+    work = size_value(launch.work, binding)
     blocks = max(1, min(MAX_BLOCKS, (work + BLOCK - 1) // BLOCK))
     return (blocks, 1, 1), (BLOCK, 1, 1)
 
@@ -122,7 +122,7 @@ class EmulatedExecutable(Executable):
         # one generated driver per launch loops over its grid (see GpuCodegen.emulation_driver)
         self._drivers = [sig(engine.get_function_address(f"graphc.emulate.{launch.kernel}"))
                          for launch in launches]
-        self._bindings: OrderedDict = OrderedDict()  # key -> _Binding, least recent first
+        self._bindings: OrderedDict = OrderedDict()  # key -> Binding, least recent first
         self._sizes = _Sizes()
         self.closed = False
         input_index = {n.uid: i for i, n in enumerate(program.inputs)}
@@ -140,12 +140,12 @@ class EmulatedExecutable(Executable):
         if engine is not None:
             engine.close()
 
-    def _state(self, binding: dict, key) -> _Binding:
+    def _state(self, binding: dict, key) -> Binding:
         state = self._bindings.get(key)
         if state is not None:
             self._bindings.move_to_end(key)
             return state
-        state = _Binding(self.program, self.layout, binding)
+        state = Binding(self.program, self.layout, binding)
         state.geometry = [geometry(launch, binding) for launch in self.launches]
         while len(self._bindings) >= MAX_BINDINGS:
             self._bindings.popitem(last=False)
@@ -159,7 +159,7 @@ class EmulatedExecutable(Executable):
         state = self._state(binding, key)
         table = state.table
         for slot, i in self._inputs:
-            table[slot] = _address(inputs[i])
+            table[slot] = address(inputs[i])
         for slot, storage in self.layout.param_slots:
             table[slot] = storage.host_buffer().ctypes.data
         before = {k: storage.value.copy() for k, storage in self._snapshots}
@@ -170,7 +170,7 @@ class EmulatedExecutable(Executable):
         checks = self._checks
 
         def read(node):
-            return self._host_value(state, node, binding)
+            return self._hostsize_value(state, node, binding)
 
         for i, ((grid, block), driver) in enumerate(zip(state.geometry, self._drivers)):
             if checks is not None and i == checks.first_update:
@@ -203,7 +203,7 @@ class EmulatedExecutable(Executable):
         return outputs, []
 
 
-    def _host_value(self, state: _Binding, node, binding) -> np.ndarray:
+    def _hostsize_value(self, state: Binding, node, binding) -> np.ndarray:
         """A node's value where the emulated kernels left it (a view of the arena)."""
         shape = evaluate_shape(node.shape, binding)
         count = int(np.prod(shape, dtype=np.int64))
@@ -267,7 +267,7 @@ class DeviceExecutable(Executable):
         lay = self.layout
         state = DeviceBinding(self.drv)
         try:
-            sizes = {slot: _value(n, binding) for slot, n in {**lay.buffer_sizes,
+            sizes = {slot: size_value(n, binding) for slot, n in {**lay.buffer_sizes,
                                                               **lay.scratch}.items()}
             table = np.zeros(lay.slot_count, dtype=np.uint64)
             for slot, size in sizes.items():
@@ -282,7 +282,7 @@ class DeviceExecutable(Executable):
                         node.dtype.itemsize
                     table[slot] = state.alloc(nbytes)
                     inputs.append((slot, nbytes))
-            dims = np.array([_value(e, binding) for e in lay.dims] or [0], dtype=np.int64)
+            dims = np.array([size_value(e, binding) for e in lay.dims] or [0], dtype=np.int64)
             state.table, state.inputs, state.dims = table, inputs, dims
             state.geometry = [geometry(launch, binding) for launch in self.launches]
             state.table_dev = state.alloc(table.nbytes)
@@ -337,7 +337,7 @@ class DeviceExecutable(Executable):
             g = launch.gemm
             if self._cublas is not None and g.get("slots") is not None:
                 a, b_, c = (int(table[s]) for s in g["slots"])
-                m, n, k = (_value(g[x], binding) for x in ("m", "n", "k"))
+                m, n, k = (size_value(g[x], binding) for x in ("m", "n", "k"))
                 self._cublas.gemm(g["itemsize"], g["ta"], g["tb"], m, n, k, a, b_, c,
                                   1.0 if g["accumulate"] else 0.0)
                 continue

@@ -27,8 +27,9 @@ from llvmlite import ir
 from graphc.ir.node import Node
 from graphc.ir.shapes import prod
 
-from ..llvm.irutil import F32, I1, I64, PTR, VOID, const, i64, load, loop, store
-from .codegen import GpuCodegen, GpuKernel, gpu_lowers
+from ..kernelgen.irutil import F32, I1, I64, PTR, VOID, const, i64, load, loop, store
+from ..kernelgen.registry import lowering
+from .codegen import GpuCodegen, GpuKernel, GpuNode
 from .kernels import unravel
 
 TILE = 16
@@ -193,8 +194,9 @@ def _batch_offsets(ctx: GpuKernel, node: Node, z):
     return offsets
 
 
-@gpu_lowers("matmul")
-def matmul(gen: GpuCodegen, node: Node, k: int) -> None:
+@lowering("matmul", target="cuda")
+def matmul(site: GpuNode) -> None:
+    gen, node, k = site.gen, site.node, site.position
     a_node, b_node = node.inputs
     ta, tb = node.attrs["ta"], node.attrs["tb"]
     m, n = node.shape[-2], node.shape[-1]
@@ -281,8 +283,9 @@ def _slot_of(gen, node):
     return gen.layout.slot_of[node.uid]
 
 
-@gpu_lowers("conv")
-def conv(gen: GpuCodegen, node: Node, k: int) -> None:
+@lowering("conv", target="cuda")
+def conv(site: GpuNode) -> None:
+    gen, node, k = site.gen, site.node, site.position
     x, w = node.inputs
     kernel, out_sp = tuple(w.shape[2:]), tuple(node.shape[2:])
     N, C, Cout = x.shape[0], x.shape[1], w.shape[0]
@@ -298,8 +301,9 @@ def conv(gen: GpuCodegen, node: Node, k: int) -> None:
     _permute(gen, node, k, ".permute", tmp, _slot_of(gen, node), N, Cout, O, False)
 
 
-@gpu_lowers("conv_weight_grad")
-def conv_weight_grad(gen: GpuCodegen, node: Node, k: int) -> None:
+@lowering("conv_weight_grad", target="cuda")
+def conv_weight_grad(site: GpuNode) -> None:
+    gen, node, k = site.gen, site.node, site.position
     x, g = node.inputs
     kernel, out_sp = node.attrs["kernel"], tuple(g.shape[2:])
     N, C, Cout = x.shape[0], x.shape[1], g.shape[1]
@@ -315,8 +319,9 @@ def conv_weight_grad(gen: GpuCodegen, node: Node, k: int) -> None:
               host_slots=(gp, col, _slot_of(gen, node)))
 
 
-@gpu_lowers("conv_transpose")
-def conv_transpose(gen: GpuCodegen, node: Node, k: int) -> None:
+@lowering("conv_transpose", target="cuda")
+def conv_transpose(site: GpuNode) -> None:
+    gen, node, k = site.gen, site.node, site.position
     g, w = node.inputs
     kernel, g_sp = tuple(w.shape[2:]), tuple(g.shape[2:])
     N, Cout, C = g.shape[0], g.shape[1], node.shape[1]

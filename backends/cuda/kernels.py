@@ -15,7 +15,8 @@ from graphc.ir.node import Node
 from graphc.ir.shapes import prod
 from graphc.ops import REGISTRY
 
-from ..llvm.irutil import (
+from ..kernelgen.elementwise import element_function
+from ..kernelgen.irutil import (
     F64,
     I1,
     I32,
@@ -33,10 +34,10 @@ from ..llvm.irutil import (
     loops,
     store,
 )
-from ..llvm.kernels_elementwise import element_function
-from ..llvm.kernels_index import philox
-from ..llvm.kernels_reduce import _combine, _identity
-from .codegen import GpuCodegen, GpuKernel, gpu_lowers
+from ..kernelgen.philox import philox
+from ..kernelgen.reductions import combine, identity
+from ..kernelgen.registry import lowering
+from .codegen import GpuKernel, GpuNode
 
 
 def numel(node: Node):
@@ -64,8 +65,9 @@ def dot(b: ir.IRBuilder, coords, strides) -> ir.Value:
 # -- elementwise ------------------------------------------------------------------------------
 
 
-@gpu_lowers(*[name for name, op in REGISTRY.items() if op.is_elementwise], "cast")
-def elementwise(gen: GpuCodegen, node: Node, k: int) -> None:
+@lowering(*[name for name, op in REGISTRY.items() if op.is_elementwise], "cast", target="cuda")
+def elementwise(site: GpuNode) -> None:
+    gen, node, k = site.gen, site.node, site.position
     ctx = GpuKernel(gen, node, k, work=numel(node))
     b = ctx.b
     inputs = list(node.inputs)
@@ -110,8 +112,9 @@ def _over_reduced(ctx, shape, strides, reduced, base, fn) -> None:
         fn(b.add(base, dot(b, idx, [strides[a] for a in reduced])))
 
 
-@gpu_lowers("sum", "max", "min")
-def reduce(gen: GpuCodegen, node: Node, k: int) -> None:
+@lowering("sum", "max", "min", target="cuda")
+def reduce(site: GpuNode) -> None:
+    gen, node, k = site.gen, site.node, site.position
     ctx = GpuKernel(gen, node, k, work=numel(node))
     b = ctx.b
     (x,) = node.inputs
@@ -122,28 +125,34 @@ def reduce(gen: GpuCodegen, node: Node, k: int) -> None:
     with ctx.thread_loop(numel(node)) as o:
         coords = unravel(b, o, [shape[a] for a in kept]) if kept else []
         base = dot(b, coords, [strides[a] for a in kept])
-        b.store(_identity(op, ty), acc)
+        b.store(identity(op, ty), acc)
         _over_reduced(ctx, shape, strides, reduced, base, lambda off: b.store(
-            _combine(b, ctx.module, op, ty, b.load(acc, typ=ty), load(b, ctx.in_ptr(0), ty, off)),
+            combine(b, ctx.module, op, ty, b.load(acc, typ=ty), load(b, ctx.in_ptr(0), ty, off)),
             acc))
         store(b, b.load(acc, typ=ty), ctx.out_ptr, ty, o)
     ctx.finish()
 
 
-@gpu_lowers("numel")
-def numel_kernel(gen: GpuCodegen, node: Node, k: int) -> None:
-    from ..llvm.codegen import LOWERINGS
-
-    ctx = GpuKernel(gen, node, k, work=1)
+@lowering("numel", target="cuda")
+def numel_kernel(site: GpuNode) -> None:
+    """One thread writes the count (a product of sizes) in the node's dtype."""
+    node = site.node
+    ctx = site.kernel(work=1)
     b = ctx.b
     first = b.icmp_unsigned("==", b.add(ctx.special("ctaid"), ctx.special("tid")), i64(0))
     with b.if_then(first):
-        LOWERINGS["numel"](ctx)  # the host kernel writes one scalar: run it on one thread
+        (x,) = node.inputs
+        count = ctx.numel_of([ctx.dim(x.shape[a]) for a in node.attrs["axes"]])
+        ty = ctx.ty()
+        value = b.sitofp(count, ty) if is_float_type(ty) else (
+            b.trunc(count, ty) if ty.width < 64 else count)
+        store(b, value, ctx.out_ptr, ty, i64(0))
     ctx.finish()
 
 
-@gpu_lowers("logsumexp")
-def logsumexp(gen: GpuCodegen, node: Node, k: int) -> None:
+@lowering("logsumexp", target="cuda")
+def logsumexp(site: GpuNode) -> None:
+    gen, node, k = site.gen, site.node, site.position
     ctx = GpuKernel(gen, node, k, work=numel(node))
     b = ctx.b
     (x,) = node.inputs
@@ -153,9 +162,9 @@ def logsumexp(gen: GpuCodegen, node: Node, k: int) -> None:
     with ctx.thread_loop(numel(node)) as o:
         coords = unravel(b, o, [shape[a] for a in kept]) if kept else []
         base = dot(b, coords, [strides[a] for a in kept])
-        b.store(_identity("max", ty), acc)
+        b.store(identity("max", ty), acc)
         _over_reduced(ctx, shape, strides, reduced, base, lambda off: b.store(
-            _combine(b, ctx.module, "max", ty, b.load(acc, typ=ty),
+            combine(b, ctx.module, "max", ty, b.load(acc, typ=ty),
                      load(b, ctx.in_ptr(0), ty, off)), acc))
         m = _finite_or_zero(ctx, b.load(acc, typ=ty), ty)
         b.store(const(ty, 0), acc)
@@ -181,8 +190,9 @@ def _row_geometry(ctx: GpuKernel, x: Node, axis: int):
     return outer, shape[axis], inner, b
 
 
-@gpu_lowers("softmax", "log_softmax")
-def softmax(gen: GpuCodegen, node: Node, k: int) -> None:
+@lowering("softmax", "log_softmax", target="cuda")
+def softmax(site: GpuNode) -> None:
+    gen, node, k = site.gen, site.node, site.position
     (x,) = node.inputs
     axis = node.attrs["axis"]
     rows = prod([d for a, d in enumerate(x.shape) if a != axis]) if x.ndim > 1 else 1
@@ -193,10 +203,10 @@ def softmax(gen: GpuCodegen, node: Node, k: int) -> None:
     acc = entry_alloca(b, ty, "acc")
     with ctx.thread_loop(b.mul(outer, inner)) as r:
         base = b.add(b.mul(b.mul(b.udiv(r, inner), length), inner), b.urem(r, inner))
-        b.store(_identity("max", ty), acc)
+        b.store(identity("max", ty), acc)
         with loop(b, length, "l") as j:
             v = load(b, src, ty, b.add(base, b.mul(j, inner)))
-            b.store(_combine(b, ctx.module, "max", ty, b.load(acc, typ=ty), v), acc)
+            b.store(combine(b, ctx.module, "max", ty, b.load(acc, typ=ty), v), acc)
         m = _finite_or_zero(ctx, b.load(acc, typ=ty), ty)
         b.store(const(ty, 0), acc)
         with loop(b, length, "l") as j:
@@ -216,8 +226,9 @@ def softmax(gen: GpuCodegen, node: Node, k: int) -> None:
     ctx.finish()
 
 
-@gpu_lowers("argmax")
-def argmax(gen: GpuCodegen, node: Node, k: int) -> None:
+@lowering("argmax", target="cuda")
+def argmax(site: GpuNode) -> None:
+    gen, node, k = site.gen, site.node, site.position
     (x,) = node.inputs
     axis = node.attrs["axis"]
     ctx = GpuKernel(gen, node, k, work=numel(node))
@@ -267,8 +278,9 @@ def _gather_kernel(gen, node, k, source) -> None:
     ctx.finish()
 
 
-@gpu_lowers("reshape")
-def reshape(gen: GpuCodegen, node: Node, k: int) -> None:
+@lowering("reshape", target="cuda")
+def reshape(site: GpuNode) -> None:
+    gen, node, k = site.gen, site.node, site.position
     (x,) = node.inputs
     if gen.layout.slot_of[x.uid] == gen.layout.slot_of[node.uid]:
         return  # an alias of its input: nothing to launch
@@ -276,8 +288,9 @@ def reshape(gen: GpuCodegen, node: Node, k: int) -> None:
         ctx.b, ctx.shape())))])
 
 
-@gpu_lowers("transpose")
-def transpose(gen: GpuCodegen, node: Node, k: int) -> None:
+@lowering("transpose", target="cuda")
+def transpose(site: GpuNode) -> None:
+    gen, node, k = site.gen, site.node, site.position
     (x,) = node.inputs
     axes = node.attrs["axes"]
 
@@ -288,8 +301,9 @@ def transpose(gen: GpuCodegen, node: Node, k: int) -> None:
     _gather_kernel(gen, node, k, source)
 
 
-@gpu_lowers("broadcast_to")
-def broadcast_to(gen: GpuCodegen, node: Node, k: int) -> None:
+@lowering("broadcast_to", target="cuda")
+def broadcast_to(site: GpuNode) -> None:
+    gen, node, k = site.gen, site.node, site.position
     (x,) = node.inputs
     lead = node.ndim - x.ndim
 
@@ -302,8 +316,9 @@ def broadcast_to(gen: GpuCodegen, node: Node, k: int) -> None:
     _gather_kernel(gen, node, k, source)
 
 
-@gpu_lowers("slice")
-def slice_(gen: GpuCodegen, node: Node, k: int) -> None:
+@lowering("slice", target="cuda")
+def slice_(site: GpuNode) -> None:
+    gen, node, k = site.gen, site.node, site.position
     (x,) = node.inputs
 
     def source(ctx, coords):
@@ -316,8 +331,9 @@ def slice_(gen: GpuCodegen, node: Node, k: int) -> None:
     _gather_kernel(gen, node, k, source)
 
 
-@gpu_lowers("unslice")
-def unslice(gen: GpuCodegen, node: Node, k: int) -> None:
+@lowering("unslice", target="cuda")
+def unslice(site: GpuNode) -> None:
+    gen, node, k = site.gen, site.node, site.position
     (g,) = node.inputs
 
     def source(ctx, coords):
@@ -339,8 +355,9 @@ def unslice(gen: GpuCodegen, node: Node, k: int) -> None:
     _gather_kernel(gen, node, k, source)
 
 
-@gpu_lowers("pad")
-def pad(gen: GpuCodegen, node: Node, k: int) -> None:
+@lowering("pad", target="cuda")
+def pad(site: GpuNode) -> None:
+    gen, node, k = site.gen, site.node, site.position
     (x,) = node.inputs
 
     def source(ctx, coords):
@@ -359,8 +376,9 @@ def pad(gen: GpuCodegen, node: Node, k: int) -> None:
     _gather_kernel(gen, node, k, source)
 
 
-@gpu_lowers("concat")
-def concat(gen: GpuCodegen, node: Node, k: int) -> None:
+@lowering("concat", target="cuda")
+def concat(site: GpuNode) -> None:
+    gen, node, k = site.gen, site.node, site.position
     axis = node.attrs["axis"]
 
     def source(ctx, coords):
@@ -384,8 +402,9 @@ def concat(gen: GpuCodegen, node: Node, k: int) -> None:
 # -- indexing, one_hot, random -----------------------------------------------------------------
 
 
-@gpu_lowers("take")
-def take(gen: GpuCodegen, node: Node, k: int) -> None:
+@lowering("take", target="cuda")
+def take(site: GpuNode) -> None:
+    gen, node, k = site.gen, site.node, site.position
     table, ids = node.inputs
     ctx = GpuKernel(gen, node, k, work=numel(node))
     b = ctx.b
@@ -408,8 +427,9 @@ def take(gen: GpuCodegen, node: Node, k: int) -> None:
     ctx.finish()
 
 
-@gpu_lowers("scatter_add")
-def scatter_add(gen: GpuCodegen, node: Node, k: int) -> None:
+@lowering("scatter_add", target="cuda")
+def scatter_add(site: GpuNode) -> None:
+    gen, node, k = site.gen, site.node, site.position
     g, ids = node.inputs
     zero = GpuKernel(gen, node, k, suffix=".zero", work=numel(node))
     ty = zero.ty()
@@ -434,8 +454,9 @@ def scatter_add(gen: GpuCodegen, node: Node, k: int) -> None:
     ctx.finish()
 
 
-@gpu_lowers("one_hot")
-def one_hot(gen: GpuCodegen, node: Node, k: int) -> None:
+@lowering("one_hot", target="cuda")
+def one_hot(site: GpuNode) -> None:
+    gen, node, k = site.gen, site.node, site.position
     (labels,) = node.inputs
     ctx = GpuKernel(gen, node, k, work=numel(node))
     b = ctx.b
@@ -452,8 +473,9 @@ def one_hot(gen: GpuCodegen, node: Node, k: int) -> None:
     ctx.finish()
 
 
-@gpu_lowers("random_uniform")
-def random_uniform(gen: GpuCodegen, node: Node, k: int) -> None:
+@lowering("random_uniform", target="cuda")
+def random_uniform(site: GpuNode) -> None:
+    gen, node, k = site.gen, site.node, site.position
     ctx = GpuKernel(gen, node, k, work=numel(node))
     b = ctx.b
     ty = ctx.ty()
@@ -524,8 +546,9 @@ def _argmax_key(node: Node):
     return ("maxpool", node.inputs[0].uid, kernel, stride, padding)
 
 
-@gpu_lowers("max_pool", "avg_pool", "max_pool_select")
-def pool_forward(gen: GpuCodegen, node: Node, k: int) -> None:
+@lowering("max_pool", "avg_pool", "max_pool_select", target="cuda")
+def pool_forward(site: GpuNode) -> None:
+    gen, node, k = site.gen, site.node, site.position
     ctx = GpuKernel(gen, node, k, work=numel(node))
     b = ctx.b
     x = node.inputs[0]
@@ -582,8 +605,9 @@ def _covering(b, p, k, s, pad, n_out):
     return lo, hi
 
 
-@gpu_lowers("max_pool_grad", "avg_pool_grad")
-def pool_backward(gen: GpuCodegen, node: Node, k: int) -> None:
+@lowering("max_pool_grad", "avg_pool_grad", target="cuda")
+def pool_backward(site: GpuNode) -> None:
+    gen, node, k = site.gen, site.node, site.position
     """A gather: each input position sums the gradients of the windows that chose it."""
     ctx = GpuKernel(gen, node, k, work=numel(node))
     b = ctx.b

@@ -16,7 +16,7 @@ from llvmlite import ir
 from graphc.errors import BackendError
 from graphc.sysinfo import libdevice_path, ptxas_path
 
-from ..llvm.irutil import F32, const, float_intrinsic
+from ..kernelgen.irutil import F32, const, float_intrinsic
 
 TRIPLE = "nvptx64-nvidia-cuda"
 DEFAULT_ARCH = "sm_80"

@@ -17,6 +17,8 @@ from graphc.errors import BackendError
 from graphc.ir.graph import Graph
 
 from ..base import Backend
+from ..kernelgen.mathlib import host_math
+from ..kernelgen.registry import Coverage
 from . import (  # noqa: F401  (importing registers the lowerings)
     kernels_conv,
     kernels_elementwise,
@@ -26,31 +28,17 @@ from . import (  # noqa: F401  (importing registers the lowerings)
     kernels_reduce,
     kernels_shape,
 )
-from .codegen import LOWERINGS, ProgramCodegen
+from .codegen import HostCodegen
 from .executable import LLVMExecutable
-
-
-def host_math():
-    """Vectorizable inline math when available, else LLVM intrinsics (libm calls)."""
-    try:
-        from .mathlib import get_math_function
-    except ImportError:  # pragma: no cover - mathlib ships with the backend
-        from .emitter import intrinsic_math
-
-        return intrinsic_math
-
-    def provider(b, name, x, ty):
-        return b.call(get_math_function(b.module, name, ty), [x])
-
-    return provider
 
 
 class LLVMBackend(Backend):
     name = "llvm"
-    lowerings = LOWERINGS
+    lowerings = Coverage("llvm")
 
     def compile(self, program: Graph, options: dict) -> LLVMExecutable:
-        from . import blas, toolchain
+        from ..kernelgen import toolchain
+        from . import blas
 
         unknown = set(options) - {"cache", "profile", "check_finite"}
         if unknown:
@@ -60,7 +48,7 @@ class LLVMBackend(Backend):
         self.check_coverage([n for n in program.nodes if n.op.name not in leaves])
         started = time.perf_counter()
         blas.blas()  # before code generation: the integer width of BLAS arguments matters
-        gen = ProgramCodegen(program, host_math(), profile=options.get("profile", False),
+        gen = HostCodegen(program, host_math(), profile=options.get("profile", False),
                              check_finite=bool(options.get("check_finite", False)))
         module = gen.build()
         ir_text = str(module)
@@ -74,3 +62,5 @@ class LLVMBackend(Backend):
 
 
 BACKEND = LLVMBackend()
+
+LOWERINGS = Coverage("llvm")  # the ops this backend lowers

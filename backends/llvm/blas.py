@@ -18,7 +18,7 @@ from functools import cache
 
 from graphc.errors import BackendError
 
-from .toolchain import add_symbol
+from ..kernelgen.toolchain import add_symbol
 
 # (symbol in the library, width of its integer arguments), most specific first
 _CANDIDATES = {

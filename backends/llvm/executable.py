@@ -13,85 +13,18 @@ import ctypes
 
 import numpy as np
 
-from graphc.errors import BackendError, index_error_message
+from graphc.errors import BackendError
 from graphc.ir.graph import Graph
-from graphc.ir.shapes import evaluate_dim, evaluate_shape
 
-from ..base import Executable, nonfinite_message
-from .codegen import FAILED_INDEX, FAILED_NAN, Layout
-
-#: per-binding buffers kept: enough for a training loop's batch sizes (full and last batch),
-#: evaluation sizes and a few more
-MAX_BINDINGS = 8
-
-STATUS = {1: "an index (embedding id or label) was out of range"}  # (the cuda backend's)
-
-
-
-class _Binding:
-    """Everything that depends on the sizes: buffers, the pointer table, the dims table."""
-
-    def __init__(self, program: Graph, layout: Layout, binding: dict) -> None:
-        sizes = {slot: _value(nbytes, binding) for slot, nbytes in
-                 {**layout.buffer_sizes, **layout.scratch}.items()}
-        # one arena: 64-byte aligned regions, one per buffer
-        offsets, total = {}, 0
-        for slot, size in sizes.items():
-            offsets[slot] = total
-            total += (max(size, 1) + 63) // 64 * 64
-        self.arena = np.zeros(total + 64, dtype=np.uint8)
-        base = (-self.arena.ctypes.data) % 64
-        self.table = np.zeros(layout.slot_count, dtype=np.uint64)
-        start = self.arena.ctypes.data + base
-        for slot, off in offsets.items():
-            self.table[slot] = start + off
-        for slot, array in layout.const_slots:
-            self.table[slot] = array.ctypes.data
-        self.dims = np.array([_value(e, binding) for e in layout.dims] or [0], dtype=np.int64)
-        self.table_ptr = self.table.ctypes.data
-        self.dims_ptr = self.dims.ctypes.data
-        self._error = int(self.table[layout.error_slot]) if layout.error_slot >= 0 else 0
-        self.param_arrays: list = [None] * len(layout.param_slots)
-        # outputs: views into the arena (copied out after each call), or leaves
-        self.outputs = []
-        for node in program.outputs:
-            shape = evaluate_shape(node.shape, binding)
-            if node.op.name in ("placeholder", "parameter", "constant"):
-                self.outputs.append((node, shape))
-                continue
-            slot = layout.slot_of[node.uid]
-            nbytes = int(np.prod(shape, dtype=np.int64)) * node.dtype.itemsize
-            view = self.arena[base + offsets[slot]: base + offsets[slot] + nbytes]
-            self.outputs.append((view.view(node.dtype).reshape(shape), shape))
-
-
-    def error_record(self) -> list[int]:
-        """The error record (codegen.ERROR_*) of the last call: code, position, value, bound."""
-        return list((ctypes.c_int64 * 4).from_address(self._error))
-
-
-def failure_message(program: Graph, record: list[int]) -> str:
-    """The message of a failed call, from its error record: the same words as every backend
-    (an index out of range with its value and bounds; check_finite's first NaN or inf)."""
-    code, position, value, bound = record
-    node = program.nodes[position] if 0 <= position < len(program.nodes) else None
-    if node is None:
-        return f"the compiled step failed (code {code}); no parameter was updated"
-    if code == FAILED_INDEX:
-        return index_error_message(node, value, bound)
-    return nonfinite_message(program, node, "NaN" if code == FAILED_NAN else "inf")
-
-
-def _address(array: np.ndarray) -> int:
-    """The data address of an array (c_char.from_buffer is 3x faster than .ctypes.data)."""
-    try:
-        return ctypes.addressof(ctypes.c_char.from_buffer(array))
-    except (TypeError, ValueError):  # read-only or empty arrays
-        return array.ctypes.data
-
-
-def _value(expr, binding) -> int:
-    return expr if isinstance(expr, int) else evaluate_dim(expr, binding)
+from ..base import Executable
+from ..kernelgen.binding import (
+    MAX_BINDINGS,
+    Binding,
+    address,
+    failure_message,
+    updated_parameter_outputs,
+)
+from ..kernelgen.program import Layout
 
 
 class LLVMExecutable(Executable):
@@ -106,7 +39,7 @@ class LLVMExecutable(Executable):
         self.stats = stats
         address = engine.get_function_address("graphc_step")
         self._fn = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)(address)
-        self._bindings: dict[tuple, _Binding] = {}
+        self._bindings: dict[tuple, Binding] = {}
         input_index = {n.uid: i for i, n in enumerate(program.inputs)}
         self._inputs = [(slot, input_index[n.uid]) for n, slot in
                         zip(program.inputs, layout.input_slots) if slot >= 0]
@@ -142,14 +75,14 @@ class LLVMExecutable(Executable):
             self.engine.close()
             self.engine = None
 
-    def _binding(self, binding, key) -> _Binding:
+    def _binding(self, binding, key) -> Binding:
         """The buffers for these sizes: made on first use, the MAX_BINDINGS most recently used
         kept (a loop over many batch sizes does not keep an arena per size)."""
         state = self._bindings.pop(key, None)
         if state is None:
             if binding is None:  # seen before, evicted since: the key is the sizes
                 binding = dict(zip(self._symbols, key))
-            state = _Binding(self.program, self.layout, binding)
+            state = Binding(self.program, self.layout, binding)
         self._bindings[key] = state  # (most recent last)
         while len(self._bindings) > MAX_BINDINGS:
             self._bindings.pop(next(iter(self._bindings)))
@@ -161,7 +94,7 @@ class LLVMExecutable(Executable):
         state = self._binding(binding, key)
         table = state.table
         for slot, i in self._inputs:
-            table[slot] = _address(inputs[i])
+            table[slot] = address(inputs[i])
         seen = state.param_arrays
         for k, (slot, storage) in enumerate(self._params):
             value = storage.host_buffer()  # (up to date if a device held a newer copy)
@@ -190,10 +123,3 @@ class LLVMExecutable(Executable):
         return outputs, []
 
 
-def updated_parameter_outputs(program: Graph) -> list[tuple[int, object]]:
-    """(output index, storage) of the outputs that are parameters the step updates: their
-    values must be copied before the native step, which updates them in place (an output is
-    the value before the update)."""
-    updated = {p.uid for p, _ in program.updates}
-    return [(k, node.attrs["storage"]) for k, node in enumerate(program.outputs)
-            if node.op.name == "parameter" and node.uid in updated]

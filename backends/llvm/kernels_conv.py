@@ -15,8 +15,9 @@ from llvmlite import ir
 
 from graphc.ir.shapes import prod
 
-from .codegen import KernelContext, lowers
-from .irutil import const, i64, load, loops, memset_zero, product, store
+from ..kernelgen.irutil import const, i64, load, loops, memset_zero, product, store
+from ..kernelgen.program import KernelContext
+from ..kernelgen.registry import lowering
 from .kernels_linalg import gemm
 
 
@@ -114,7 +115,7 @@ def _sample_ptr(b, base, ty, index, size):
     return b.gep(base, [b.mul(index, size)], inbounds=True, source_etype=ty)
 
 
-@lowers("conv")
+@lowering("conv", target="llvm")
 def conv(ctx: KernelContext) -> None:
     b, node = ctx.b, ctx.node
     x, w = node.inputs
@@ -137,7 +138,7 @@ def conv(ctx: KernelContext) -> None:
              _sample_ptr(b, ctx.out_ptr, ty, i, y_size))
 
 
-@lowers("conv_transpose")
+@lowering("conv_transpose", target="llvm")
 def conv_transpose(ctx: KernelContext) -> None:
     b, node = ctx.b, ctx.node
     gnode, w = node.inputs
@@ -158,7 +159,7 @@ def conv_transpose(ctx: KernelContext) -> None:
         _col2im(ctx, g, col, _sample_ptr(b, ctx.out_ptr, ty, i, x_size), ty)
 
 
-@lowers("conv_weight_grad")
+@lowering("conv_weight_grad", target="llvm")
 def conv_weight_grad(ctx: KernelContext) -> None:
     b, node = ctx.b, ctx.node
     x, gnode = node.inputs

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from graphc.ops.random import PHILOX_M, PHILOX_W
-
-from .codegen import KernelContext, lowers
-from .irutil import (
+from ..kernelgen.irutil import (
     F64,
     I32,
     I64,
@@ -27,6 +24,9 @@ from .irutil import (
     product,
     store,
 )
+from ..kernelgen.philox import philox
+from ..kernelgen.program import KernelContext
+from ..kernelgen.registry import lowering
 
 
 def _row_copy(ctx: KernelContext, ids_node, width, per_row) -> None:
@@ -44,7 +44,7 @@ def _row_copy(ctx: KernelContext, ids_node, width, per_row) -> None:
                 ctx.fail(1, raw, width)
 
 
-@lowers("take")
+@lowering("take", target="llvm")
 def take(ctx: KernelContext) -> None:
     b = ctx.b
     table, ids = ctx.node.inputs
@@ -61,7 +61,7 @@ def take(ctx: KernelContext) -> None:
     _row_copy(ctx, ids, shape[0], copy)
 
 
-@lowers("scatter_add")
+@lowering("scatter_add", target="llvm")
 def scatter_add(ctx: KernelContext) -> None:
     b = ctx.b
     g, ids = ctx.node.inputs
@@ -80,7 +80,7 @@ def scatter_add(ctx: KernelContext) -> None:
     _row_copy(ctx, ids, shape[0], add)
 
 
-@lowers("one_hot")
+@lowering("one_hot", target="llvm")
 def one_hot(ctx: KernelContext) -> None:
     b = ctx.b
     (labels,) = ctx.node.inputs
@@ -98,25 +98,7 @@ def one_hot(ctx: KernelContext) -> None:
                   b.add(b.mul(r, n), c))
 
 
-def _mulhilo(b: ir.IRBuilder, a: int, x: ir.Value) -> tuple[ir.Value, ir.Value]:
-    p = b.mul(b.zext(x, I64), i64(a))
-    return b.trunc(b.lshr(p, i64(32)), I32), b.trunc(p, I32)
-
-
-def philox(b: ir.IRBuilder, counter: list[ir.Value], key: list[ir.Value]) -> list[ir.Value]:
-    """Philox4x32-10 on i32 words (the same rounds as graphc.ops.random.philox4x32)."""
-    c0, c1, c2, c3 = counter
-    k0, k1 = key
-    for _ in range(10):
-        hi0, lo0 = _mulhilo(b, PHILOX_M[0], c0)
-        hi1, lo1 = _mulhilo(b, PHILOX_M[1], c2)
-        c0, c1, c2, c3 = b.xor(b.xor(hi1, c1), k0), lo1, b.xor(b.xor(hi0, c3), k1), lo0
-        k0 = b.add(k0, ir.Constant(I32, PHILOX_W[0]))
-        k1 = b.add(k1, ir.Constant(I32, PHILOX_W[1]))
-    return [c0, c1, c2, c3]
-
-
-@lowers("random_uniform")
+@lowering("random_uniform", target="llvm")
 def random_uniform(ctx: KernelContext) -> None:
     b = ctx.b
     (state,) = ctx.node.inputs

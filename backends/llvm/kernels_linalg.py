@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from .codegen import KernelContext, lowers
-from .irutil import (
+from ..kernelgen.irutil import (
     F32,
     F64,
     I8,
@@ -30,6 +29,8 @@ from .irutil import (
     product,
     store,
 )
+from ..kernelgen.program import KernelContext
+from ..kernelgen.registry import lowering
 
 SMALL_GEMM = 8 * 8 * 8  # below this many multiply-adds, a loop beats the BLAS call overhead
 THREADED_GEMM = 1 << 22  # below this many, BLAS threads cost more than they save
@@ -166,7 +167,7 @@ def gemm(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m
             blas_call()
 
 
-@lowers("matmul")
+@lowering("matmul", target="llvm")
 def matmul(ctx: KernelContext) -> None:
     node, b = ctx.node, ctx.b
     a_node, b_node = node.inputs

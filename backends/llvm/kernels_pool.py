@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
-from .codegen import KernelContext, lowers
-from .irutil import (
+from ..kernelgen.irutil import (
     I1,
     I64,
     const,
@@ -24,6 +23,8 @@ from .irutil import (
     memset_zero,
     store,
 )
+from ..kernelgen.program import KernelContext
+from ..kernelgen.registry import lowering
 
 
 def _windows(ctx: KernelContext, x_node, out_spatial):
@@ -112,7 +113,7 @@ def _needs_argmax(ctx: KernelContext) -> bool:
                for n in ctx.gen.program.nodes)
 
 
-@lowers("max_pool")
+@lowering("max_pool", target="llvm")
 def max_pool(ctx: KernelContext) -> None:
     b = ctx.b
     (x,) = ctx.node.inputs
@@ -142,7 +143,7 @@ def _recorded_or_search(ctx, x, ty, g_node_shape):
     return lambda base, oflat, walk: _argmax_window(ctx, ctx.in_ptr(0), ty, base, walk)[1]
 
 
-@lowers("max_pool_grad")
+@lowering("max_pool_grad", target="llvm")
 def max_pool_grad(ctx: KernelContext) -> None:
     b = ctx.b
     x, g = ctx.node.inputs
@@ -158,7 +159,7 @@ def max_pool_grad(ctx: KernelContext) -> None:
     _iterate(ctx, x, ctx.shape(g)[2:], body)
 
 
-@lowers("max_pool_select")
+@lowering("max_pool_select", target="llvm")
 def max_pool_select(ctx: KernelContext) -> None:
     b = ctx.b
     x, h = ctx.node.inputs
@@ -172,7 +173,7 @@ def max_pool_select(ctx: KernelContext) -> None:
     _iterate(ctx, x, ctx.shape()[2:], body)
 
 
-@lowers("avg_pool")
+@lowering("avg_pool", target="llvm")
 def avg_pool(ctx: KernelContext) -> None:
     b = ctx.b
     (x,) = ctx.node.inputs
@@ -194,7 +195,7 @@ def avg_pool(ctx: KernelContext) -> None:
     _iterate(ctx, x, ctx.shape()[2:], body)
 
 
-@lowers("avg_pool_grad")
+@lowering("avg_pool_grad", target="llvm")
 def avg_pool_grad(ctx: KernelContext) -> None:
     b = ctx.b
     (g,) = ctx.node.inputs

@@ -13,8 +13,7 @@ import contextlib
 
 from llvmlite import ir
 
-from .codegen import KernelContext, lowers
-from .irutil import (
+from ..kernelgen.irutil import (
     I64,
     const,
     entry_alloca,
@@ -27,6 +26,9 @@ from .irutil import (
     product,
     store,
 )
+from ..kernelgen.program import KernelContext
+from ..kernelgen.reductions import combine, identity
+from ..kernelgen.registry import lowering
 
 
 def _runs(shape_len: int, axes) -> list[tuple[list[int], bool]]:
@@ -41,28 +43,7 @@ def _runs(shape_len: int, axes) -> list[tuple[list[int], bool]]:
     return runs
 
 
-def _identity(op: str, ty: ir.Type) -> ir.Constant:
-    if op == "sum":
-        return const(ty, 0)
-    if is_float_type(ty):
-        return ir.Constant(ty, float("-inf") if op == "max" else float("inf"))
-    bits = ty.width
-    return ir.Constant(ty, -(1 << (bits - 1)) if op == "max" else (1 << (bits - 1)) - 1)
-
-
-def _combine(b: ir.IRBuilder, module, op: str, ty: ir.Type, acc, v, reassoc: bool = False):
-    if op == "sum":
-        if is_float_type(ty):
-            return b.fadd(acc, v, flags=("reassoc", "nsz") if reassoc else ())
-        return b.add(acc, v)
-    if is_float_type(ty):  # NaN-propagating, as numpy.max
-        name = "maximum" if op == "max" else "minimum"
-        return b.call(float_intrinsic(module, name, ty, 2), [acc, v])
-    cmp = ">" if op == "max" else "<"
-    return b.select(b.icmp_signed(cmp, acc, v), acc, v)
-
-
-@lowers("sum", "max", "min")
+@lowering("sum", "max", "min", target="llvm")
 def reduce(ctx: KernelContext) -> None:
     node, b = ctx.node, ctx.b
     (x,) = node.inputs
@@ -82,7 +63,7 @@ def reduce(ctx: KernelContext) -> None:
     n_out = acc_s
     out, src = ctx.out_ptr, ctx.in_ptr(0)
     with loop(b, n_out, "init") as i:
-        store(b, _identity(op, ty), out, ty, i)
+        store(b, identity(op, ty), out, ty, i)
     inner_reduced = bool(runs) and runs[-1][1]
     outer_sizes = sizes[:-1] if inner_reduced else sizes
     with loops(b, outer_sizes, "r") as idx:
@@ -110,7 +91,7 @@ def reduce(ctx: KernelContext) -> None:
             b.cbranch(b.icmp_signed("<", j, count), body, done)
             b.position_at_end(body)
             v = load(b, src, ty, b.add(base, j))
-            nxt = _combine(b, ctx.module, op, ty, acc, v, reassoc=True)
+            nxt = combine(b, ctx.module, op, ty, acc, v, reassoc=True)
             j.add_incoming(b.add(j, i64(1)), body)
             acc.add_incoming(nxt, body)
             b.branch(header)
@@ -119,10 +100,10 @@ def reduce(ctx: KernelContext) -> None:
         else:
             v = load(b, src, ty, in_off)
             cur = load(b, out, ty, out_off)
-            store(b, _combine(b, ctx.module, op, ty, cur, v), out, ty, out_off)
+            store(b, combine(b, ctx.module, op, ty, cur, v), out, ty, out_off)
 
 
-@lowers("numel")
+@lowering("numel", target="llvm")
 def numel(ctx: KernelContext) -> None:
     (x,) = ctx.node.inputs
     shape = ctx.shape(x)
@@ -152,7 +133,7 @@ def _row_loops(ctx: KernelContext, axis: int):
 
 
 def _row_max(ctx, b, src, ty, base, stride, length):
-    m = _fold_row(ctx, b, src, ty, base, stride, length, _identity("max", ty), "max")
+    m = _fold_row(ctx, b, src, ty, base, stride, length, identity("max", ty), "max")
     # an all -inf row (or an empty one): subtract 0 instead, as NumPy's reference does
     finite = b.fcmp_ordered("<", ctx.b.call(float_intrinsic(ctx.module, "fabs", ty), [m]),
                             ir.Constant(ty, float("inf")))
@@ -175,7 +156,7 @@ def _fold_row(ctx, b, src, ty, base, stride, length, init, op, transform=None):
     v = load(b, src, ty, b.add(base, b.mul(j, stride)))
     if transform is not None:
         v = transform(v)
-    nxt = _combine(b, ctx.module, op, ty, acc, v, reassoc=True)
+    nxt = combine(b, ctx.module, op, ty, acc, v, reassoc=True)
     j.add_incoming(b.add(j, i64(1)), b.block)
     acc.add_incoming(nxt, b.block)
     b.branch(header)
@@ -183,7 +164,7 @@ def _fold_row(ctx, b, src, ty, base, stride, length, init, op, transform=None):
     return acc
 
 
-@lowers("softmax", "log_softmax")
+@lowering("softmax", "log_softmax", target="llvm")
 def softmax(ctx: KernelContext) -> None:
     b, ty = ctx.b, ctx.ty()
     axis = ctx.node.attrs["axis"]
@@ -207,7 +188,7 @@ def softmax(ctx: KernelContext) -> None:
                 store(b, b.fmul(e, inv), out, ty, k)
 
 
-@lowers("logsumexp")
+@lowering("logsumexp", target="llvm")
 def logsumexp(ctx: KernelContext) -> None:
     b, ty = ctx.b, ctx.ty()
     (x,) = ctx.node.inputs
@@ -254,7 +235,7 @@ def _logsumexp_general(ctx, axes, shape, src, out, ty) -> None:
             o = _dot(b, [idx[a] for a in kept], [out_strides[a] for a in kept])
             fn(load(b, src, ty, k), o)
 
-    walk(lambda v, o: store(b, _combine(b, ctx.module, "max", ty, load(b, scratch, ty, o), v),
+    walk(lambda v, o: store(b, combine(b, ctx.module, "max", ty, load(b, scratch, ty, o), v),
                             scratch, ty, o))
     with loop(b, n_out, "fix") as i:  # an all -inf row subtracts 0 instead
         m = load(b, scratch, ty, i)
@@ -282,7 +263,7 @@ def _dot(b, idx, strides) -> ir.Value:
     return out
 
 
-@lowers("argmax")
+@lowering("argmax", target="llvm")
 def argmax(ctx: KernelContext) -> None:
     b = ctx.b
     (x,) = ctx.node.inputs

@@ -7,8 +7,18 @@ from collections.abc import Sequence
 
 from llvmlite import ir
 
-from .codegen import KernelContext, lowers
-from .irutil import contiguous_strides, i64, linear_index, load, loops, memcpy, memset_zero, store
+from ..kernelgen.irutil import (
+    contiguous_strides,
+    i64,
+    linear_index,
+    load,
+    loops,
+    memcpy,
+    memset_zero,
+    store,
+)
+from ..kernelgen.program import KernelContext
+from ..kernelgen.registry import lowering
 
 
 def strided_copy(ctx: KernelContext, dims: Sequence[ir.Value], dst: ir.Value,
@@ -25,14 +35,14 @@ def _offset(b: ir.IRBuilder, starts: Sequence[ir.Value], strides: Sequence[ir.Va
     return linear_index(b, list(starts), list(strides))
 
 
-@lowers("reshape")
+@lowering("reshape", target="llvm")
 def reshape(ctx: KernelContext) -> None:
     (x,) = ctx.node.inputs
     if not ctx.same_buffer(x, ctx.node):  # usually an alias of its input: nothing to do
         memcpy(ctx.b, ctx.module, ctx.out_ptr, ctx.in_ptr(0), ctx.nbytes())
 
 
-@lowers("transpose")
+@lowering("transpose", target="llvm")
 def transpose(ctx: KernelContext) -> None:
     (x,) = ctx.node.inputs
     b = ctx.b
@@ -42,7 +52,7 @@ def transpose(ctx: KernelContext) -> None:
                  ctx.in_ptr(0), [in_strides[a] for a in axes])
 
 
-@lowers("broadcast_to")
+@lowering("broadcast_to", target="llvm")
 def broadcast_to(ctx: KernelContext) -> None:
     (x,) = ctx.node.inputs
     b = ctx.b
@@ -58,7 +68,7 @@ def broadcast_to(ctx: KernelContext) -> None:
                  ctx.in_ptr(0), src_strides)
 
 
-@lowers("slice")
+@lowering("slice", target="llvm")
 def slice_(ctx: KernelContext) -> None:
     (x,) = ctx.node.inputs
     b, a = ctx.b, ctx.node.attrs
@@ -70,7 +80,7 @@ def slice_(ctx: KernelContext) -> None:
                                                                 in_strides))
 
 
-@lowers("unslice")
+@lowering("unslice", target="llvm")
 def unslice(ctx: KernelContext) -> None:
     (g,) = ctx.node.inputs
     b, a = ctx.b, ctx.node.attrs
@@ -83,7 +93,7 @@ def unslice(ctx: KernelContext) -> None:
                  dst_offset=_offset(b, ctx.dims(a["starts"]), out_strides))
 
 
-@lowers("pad")
+@lowering("pad", target="llvm")
 def pad(ctx: KernelContext) -> None:
     (x,) = ctx.node.inputs
     b = ctx.b
@@ -94,7 +104,7 @@ def pad(ctx: KernelContext) -> None:
                  contiguous_strides(b, ctx.shape(x)), dst_offset=_offset(b, lows, out_strides))
 
 
-@lowers("concat")
+@lowering("concat", target="llvm")
 def concat(ctx: KernelContext) -> None:
     b = ctx.b
     axis = ctx.node.attrs["axis"]

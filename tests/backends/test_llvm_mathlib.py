@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from llvmlite import ir
 
-from graphc.backends.llvm.mathlib import MATH_FUNCTIONS, get_math_function
+from graphc.backends.kernelgen.mathlib import MATH_FUNCTIONS, get_math_function
 
 DTYPES = (np.float32, np.float64)
 MAX_ULP = 2

@@ -320,7 +320,7 @@ def test_close_frees_the_function_and_keeps_the_parameters(backend):
 
 
 def test_native_buffers_are_kept_for_a_bounded_number_of_batch_sizes():
-    from graphc.backends.llvm.executable import MAX_BINDINGS
+    from graphc.backends.kernelgen.binding import MAX_BINDINGS
 
     x = gc.placeholder("x", ("N", 4))
     fn = gc.compile([x], gc.sum(gc.tanh(x), 1), backend="llvm")

@@ -639,3 +639,13 @@ def get_math_function(module: ir.Module, name: str, ty: ir.Type) -> ir.Function:
     em = _Emitter(module, builder, fmt, ty)
     builder.ret(_EMITTERS[name](em, x))
     return fn
+
+
+def host_math():
+    """The math provider of host code (the llvm backend, the CUDA emulation): graphc's own
+    vectorizable kernels, ``graphc_math.<name>.<f32|f64>``, defined once per module."""
+
+    def provider(b, name, x, ty):
+        return b.call(get_math_function(b.module, name, ty), [x])
+
+    return provider

@@ -1,0 +1,99 @@
+"""The host side of a native step, shared by every target: the buffers of one binding of the
+symbolic sizes (an arena and the pointer table), addresses, the outputs that are parameters
+the step updates, and the message of a failed call (from the error record)."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+
+from graphc.errors import index_error_message
+from graphc.ir.graph import Graph
+from graphc.ir.shapes import evaluate_dim, evaluate_shape
+
+from ..base import nonfinite_message
+from .program import FAILED_INDEX, FAILED_NAN, Layout
+
+__all__ = ["MAX_BINDINGS", "Binding", "address", "failure_message", "size_value",
+           "updated_parameter_outputs"]
+
+
+#: per-binding buffers kept: enough for a training loop's batch sizes (full and last batch),
+#: evaluation sizes and a few more
+MAX_BINDINGS = 8
+
+
+class Binding:
+    """Everything that depends on the sizes: buffers, the pointer table, the dims table."""
+
+    def __init__(self, program: Graph, layout: Layout, binding: dict) -> None:
+        sizes = {slot: size_value(nbytes, binding) for slot, nbytes in
+                 {**layout.buffer_sizes, **layout.scratch}.items()}
+        # one arena: 64-byte aligned regions, one per buffer
+        offsets, total = {}, 0
+        for slot, size in sizes.items():
+            offsets[slot] = total
+            total += (max(size, 1) + 63) // 64 * 64
+        self.arena = np.zeros(total + 64, dtype=np.uint8)
+        base = (-self.arena.ctypes.data) % 64
+        self.table = np.zeros(layout.slot_count, dtype=np.uint64)
+        start = self.arena.ctypes.data + base
+        for slot, off in offsets.items():
+            self.table[slot] = start + off
+        for slot, array in layout.const_slots:
+            self.table[slot] = array.ctypes.data
+        self.dims = np.array([size_value(e, binding) for e in layout.dims] or [0], dtype=np.int64)
+        self.table_ptr = self.table.ctypes.data
+        self.dims_ptr = self.dims.ctypes.data
+        self._error = int(self.table[layout.error_slot]) if layout.error_slot >= 0 else 0
+        self.param_arrays: list = [None] * len(layout.param_slots)
+        # outputs: views into the arena (copied out after each call), or leaves
+        self.outputs = []
+        for node in program.outputs:
+            shape = evaluate_shape(node.shape, binding)
+            if node.op.name in ("placeholder", "parameter", "constant"):
+                self.outputs.append((node, shape))
+                continue
+            slot = layout.slot_of[node.uid]
+            nbytes = int(np.prod(shape, dtype=np.int64)) * node.dtype.itemsize
+            view = self.arena[base + offsets[slot]: base + offsets[slot] + nbytes]
+            self.outputs.append((view.view(node.dtype).reshape(shape), shape))
+
+
+    def error_record(self) -> list[int]:
+        """The error record (codegen.ERROR_*) of the last call: code, position, value, bound."""
+        return list((ctypes.c_int64 * 4).from_address(self._error))
+
+
+def failure_message(program: Graph, record: list[int]) -> str:
+    """The message of a failed call, from its error record: the same words as every backend
+    (an index out of range with its value and bounds; check_finite's first NaN or inf)."""
+    code, position, value, bound = record
+    node = program.nodes[position] if 0 <= position < len(program.nodes) else None
+    if node is None:
+        return f"the compiled step failed (code {code}); no parameter was updated"
+    if code == FAILED_INDEX:
+        return index_error_message(node, value, bound)
+    return nonfinite_message(program, node, "NaN" if code == FAILED_NAN else "inf")
+
+
+def address(array: np.ndarray) -> int:
+    """The data address of an array (c_char.from_buffer is 3x faster than .ctypes.data)."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(array))
+    except (TypeError, ValueError):  # read-only or empty arrays
+        return array.ctypes.data
+
+
+def size_value(expr, binding) -> int:
+    return expr if isinstance(expr, int) else evaluate_dim(expr, binding)
+
+
+def updated_parameter_outputs(program: Graph) -> list[tuple[int, object]]:
+    """(output index, storage) of the outputs that are parameters the step updates: their
+    values must be copied before the native step, which updates them in place (an output is
+    the value before the update)."""
+    updated = {p.uid for p, _ in program.updates}
+    return [(k, node.attrs["storage"]) for k, node in enumerate(program.outputs)
+            if node.op.name == "parameter" and node.uid in updated]
