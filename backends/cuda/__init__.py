@@ -28,6 +28,7 @@ from graphc.errors import BackendError
 from graphc.ir.graph import Graph
 
 from ..base import Backend, Executable
+from ..kernelgen import lowerings  # noqa: F401  (the lowerings shared with llvm)
 from ..kernelgen.registry import Coverage
 from . import gemm, kernels  # noqa: F401  (importing registers the GPU lowerings)
 from .codegen import GpuCodegen

@@ -17,6 +17,7 @@ from graphc.errors import BackendError
 from graphc.ir.graph import Graph
 
 from ..base import Backend
+from ..kernelgen import lowerings  # noqa: F401  (the lowerings shared with cuda)
 from ..kernelgen.mathlib import host_math
 from ..kernelgen.registry import Coverage
 from . import (  # noqa: F401  (importing registers the lowerings)
@@ -26,7 +27,6 @@ from . import (  # noqa: F401  (importing registers the lowerings)
     kernels_linalg,
     kernels_pool,
     kernels_reduce,
-    kernels_shape,
 )
 from .codegen import HostCodegen
 from .executable import LLVMExecutable

@@ -46,6 +46,13 @@ class HostKernel(KernelContext):
     """A node's kernel on the host: one internal function ``i32 (slots, dims, slot_ids)``
     returning its status (0: fine), called by the entry function."""
 
+    target = "llvm"
+
+    def kernel(self, suffix: str = "", work=None, kind: str = "grid") -> HostKernel:
+        """Where a lowering builds its next kernel: on the host, this same function (the
+        kernels of a node run one after the other)."""
+        return self
+
     def make_function(self, name: str) -> ir.Function:
         # (slots, dims, slot_ids): the kernel reaches slot slot_ids[j] for its j-th buffer, so
         # kernels that differ only in their buffers (an RNN's time steps) are one function

@@ -1,7 +1,8 @@
 """OpDef: the one place an op is defined, and the registry of all ops.
 
 An OpDef holds an op's shape/dtype rule (`infer`), its reference semantics in NumPy
-(`reference`), and its gradient rule (`grad`), which builds graph nodes. Elementwise ops have
+(`reference`), its gradient rule (`grad`), which builds graph nodes, and its kernel for the
+native targets as loop-nest descriptions (`loops`, see loops.py). Elementwise ops have
 no hand-written reference or gradient: they carry a sympy expression (`expr`) from which both
 are derived. Backends register lowerings keyed by `OpDef.name`.
 """
@@ -43,6 +44,8 @@ class OpDef:
     reference: Callable | None = None  # NumPy semantics: (*arrays, **attrs) -> array
     grad: Callable | None = None  # (GradContext) -> list[Tensor | ZERO | BLOCKED]
     expr: Callable[[Attrs], sympy.Expr] | None = None  # elementwise ops only
+    # the kernel as loop nests (graphc/ops/loops.py): (node, program) -> LoopNest or a list
+    loops: Callable | None = None
     hash_consed: bool = True
     doc: str = ""
     extra: dict = field(default_factory=dict)

@@ -15,7 +15,20 @@ from ..errors import GraphError, ShapeError
 from ..ir.shapes import as_dim, dims_equal, format_shape, is_one, prod
 from ..ir.tensor import Tensor, apply
 from ..ir.types import TensorType
+from . import loops as L
 from .registry import OpDef, register
+
+
+def _idx(ndim: int) -> tuple:
+    return L.index_symbols(" ".join(f"i{a}" for a in range(ndim))) if ndim else ()
+
+
+def _gather(node, source, inputs: int = 1) -> L.LoopNest:
+    """out[i...] = source(i...) over the output's shape (a data-movement kernel)."""
+    idx = _idx(node.ndim)
+    bufs = {f"x{k}": L.Buf(input=k) for k in range(inputs)}
+    bufs["out"] = L.Buf(output=True)
+    return L.LoopNest(bufs, list(zip(idx, node.shape)), [L.Store("out", idx, source(idx))])
 
 
 def normalize_axis(axis: int, ndim: int) -> int:
@@ -46,10 +59,24 @@ def _reshape_infer(types, attrs, checks):
     return TensorType(x.dtype, attrs["shape"])
 
 
+def _reshape_loops(node, program):
+    """Nothing when the memory plan makes it a view of its input (the usual case); else a
+    flat copy."""
+    (x,) = node.inputs
+    plan = program.meta.get("memory")
+    if plan is not None and plan.buffer_of.get(x.uid) == plan.buffer_of.get(node.uid):
+        return []
+    (i,) = L.index_symbols("i")
+    n = prod(node.shape)
+    return L.LoopNest({"x": L.Buf(input=0, shape=(n,)), "out": L.Buf(output=True, shape=(n,))},
+                      [(i, n)], [L.Store("out", (i,), L.load("x", i))])
+
+
 RESHAPE = register(OpDef(
     "reshape", "shape", infer=_reshape_infer,
     reference=lambda x, *, shape: np.reshape(x, shape),
     grad=lambda ctx: [reshape(ctx.g, ctx.inputs[0].shape)],
+    loops=_reshape_loops,
 ))
 
 
@@ -86,10 +113,23 @@ def _transpose_infer(types, attrs, checks):
     return TensorType(x.dtype, tuple(x.shape[a] for a in axes))
 
 
+def _transpose_loops(node, program):
+    axes = node.attrs["axes"]
+
+    def source(idx):
+        src = [None] * len(axes)
+        for out_axis, a in enumerate(axes):
+            src[a] = idx[out_axis]
+        return L.load("x0", *src)
+
+    return _gather(node, source)
+
+
 TRANSPOSE = register(OpDef(
     "transpose", "shape", infer=_transpose_infer,
     reference=lambda x, *, axes: np.transpose(x, axes),
     grad=lambda ctx: [transpose(ctx.g, tuple(np.argsort(ctx.node.attrs["axes"])))],
+    loops=_transpose_loops,
 ))
 
 
@@ -116,10 +156,19 @@ def _broadcast_infer(types, attrs, checks):
     return TensorType(x.dtype, shape)
 
 
+def _broadcast_loops(node, program):
+    (x,) = node.inputs
+    lead = node.ndim - x.ndim
+    return _gather(node, lambda idx: L.load("x0", *[
+        0 if is_one(d) and not is_one(node.shape[a + lead]) else idx[a + lead]
+        for a, d in enumerate(x.shape)]))
+
+
 BROADCAST_TO = register(OpDef(
     "broadcast_to", "shape", infer=_broadcast_infer,
     reference=lambda x, *, shape: np.broadcast_to(x, shape),
     grad=lambda ctx: [sum_to_shape(ctx.g, ctx.inputs[0].shape)],
+    loops=_broadcast_loops,
 ))
 
 
@@ -185,10 +234,27 @@ def _concat_grad(ctx):
     return grads
 
 
+def _concat_loops(node, program):
+    axis = node.attrs["axis"]
+
+    def source(idx):
+        cases, start = [], 0
+        for k, x in enumerate(node.inputs):
+            end = start + x.shape[axis]
+            at = [i - start if a == axis else i for a, i in enumerate(idx)]
+            cases.append((L.load(f"x{k}", *at), idx[axis] < end))
+            start = end
+        cases[-1] = (cases[-1][0], True)
+        return sympy.Piecewise(*cases)
+
+    return _gather(node, source, inputs=len(node.inputs))
+
+
 CONCAT = register(OpDef(
     "concat", "shape", infer=_concat_infer,
     reference=lambda *xs, axis: np.concatenate(xs, axis=axis),
     grad=_concat_grad,
+    loops=_concat_loops,
 ))
 
 
@@ -229,9 +295,22 @@ def _pad_infer(types, attrs, checks):
     return TensorType(x.dtype, tuple(d + lo + hi for d, (lo, hi) in zip(x.shape, widths)))
 
 
+def _pad_loops(node, program):
+    (x,) = node.inputs
+    widths = node.attrs["widths"]
+
+    def source(idx):
+        at = [i - lo for i, (lo, _) in zip(idx, widths)]
+        inside = sympy.And(*[L.inside(p, d) for p, d in zip(at, x.shape)])
+        return sympy.Piecewise((L.load("x0", *at), inside), (0, True))
+
+    return _gather(node, source)
+
+
 PAD = register(OpDef(
     "pad", "shape", infer=_pad_infer,
     reference=lambda x, *, widths: np.pad(x, widths),
+    loops=_pad_loops,
     grad=lambda ctx: [slice_op(ctx.g, tuple(lo for lo, _ in ctx.node.attrs["widths"]),
                                (1,) * ctx.g.ndim, tuple(ctx.inputs[0].shape))],
     doc="Zero padding; widths[i] = (before, after) for axis i.",
@@ -288,12 +367,35 @@ def _unslice_reference(g, *, shape, starts, steps):
     return out
 
 
+def _slice_loops(node, program):
+    a = node.attrs
+    return _gather(node, lambda idx: L.load("x0", *[
+        s + i * st for i, s, st in zip(idx, a["starts"], a["steps"])]))
+
+
+def _unslice_loops(node, program):
+    """out[i] = g[(i - start) / step] where that is an integer in range, else 0."""
+    (g,) = node.inputs
+    a = node.attrs
+
+    def source(idx):
+        at, conds = [], []
+        for i, s, st, n in zip(idx, a["starts"], a["steps"], g.shape):
+            q, ok = L.covering(i, 0, st, 1, -s, n)  # q = (i - start) / step
+            at.append(q)
+            conds.append(ok)
+        return sympy.Piecewise((L.load("x0", *at), sympy.And(*conds)), (0, True))
+
+    return _gather(node, source)
+
+
 SLICE = register(OpDef(
     "slice", "shape", infer=_slice_infer,
     reference=lambda x, *, starts, steps, sizes: x[_slices(starts, steps, sizes)],
     grad=lambda ctx: [unslice(ctx.g, tuple(ctx.inputs[0].shape), ctx.node.attrs["starts"],
                               ctx.node.attrs["steps"])],
     doc="x[start : start + step*size : step] on every axis.",
+    loops=_slice_loops,
 ))
 
 UNSLICE = register(OpDef(
@@ -303,6 +405,7 @@ UNSLICE = register(OpDef(
     grad=lambda ctx: [slice_op(ctx.g, ctx.node.attrs["starts"], ctx.node.attrs["steps"],
                                tuple(ctx.inputs[0].shape))],
     doc="The adjoint of slice: zeros of `shape` with g written at the sliced positions.",
+    loops=_unslice_loops,
 ))
 
 

@@ -1,0 +1,363 @@
+"""Rendering loop-nest descriptions (graphc/ops/loops.py) into kernels: two schedules of one
+description, the same code for every point.
+
+* host (`render_host`): nested counted loops over the domain, the last axis innermost (so the
+  vectorizer widens it), inside the node's kernel function;
+* GPU (`render_gpu`): one launch per nest, the domain flattened over a grid-stride loop, each
+  thread computing whole points (a point's reductions run inside its thread). The CUDA
+  emulation runs this same schedule on the host.
+
+`PointEmitter` turns a point's expressions into IR. Every sub-expression has a type: index
+arithmetic (loop indices, sizes, integer ids) is i64, values have their buffer's type,
+conditions are i1, and numbers take the type of where they are used; a sub-expression of
+another type than its parent's is emitted in its own and converted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import sympy
+from llvmlite import ir
+from sympy.core import relational
+
+from graphc.ir.shapes import prod
+from graphc.ops import expr as E
+from graphc.ops import loops as L
+
+from .emitter import ExprEmitter
+from .irutil import (
+    F32,
+    F64,
+    I1,
+    I8,
+    I32,
+    I64,
+    const,
+    convert,
+    entry_alloca,
+    i64,
+    ir_type,
+    is_float_type,
+    load,
+    loop,
+    loops,
+    product,
+    store,
+)
+from .philox import philox
+from .program import FAILED_INDEX, KernelContext
+from .reductions import combine, identity
+
+__all__ = ["render", "render_gpu", "render_host"]
+
+
+# -- buffers ---------------------------------------------------------------------------------
+
+
+class _Buffer:
+    """A buffer of a nest as the kernel reaches it: pointer, element type, strides."""
+
+    def __init__(self, ctx: KernelContext, name: str, spec: L.Buf) -> None:
+        node = ctx.node
+        if spec.input is not None:
+            src = node.inputs[spec.input]
+            self.dtype = src.dtype
+            shape = spec.shape if spec.shape is not None else src.shape
+            self.ptr = ctx.in_ptr(spec.input)
+        elif spec.output:
+            self.dtype = node.dtype
+            shape = spec.shape if spec.shape is not None else node.shape
+            self.ptr = ctx.out_ptr
+        else:
+            self.dtype = np.dtype(spec.dtype)
+            shape = spec.shape
+            nbytes = (prod(shape) if shape else 1) * self.dtype.itemsize
+            slot, _ = ctx.shared_scratch(spec.scratch, nbytes)
+            self.ptr = ctx.slot_ptr(slot, f"scratch.{name}")
+        self.ty = ir_type(self.dtype)
+        dims = [ctx.dim(d) for d in shape]
+        self.strides: list[ir.Value] = []
+        acc: ir.Value = i64(1)
+        for d in reversed(dims):
+            self.strides.append(acc)
+            acc = product(ctx.b, [acc, d])
+        self.strides.reverse()
+
+    def offset(self, b: ir.IRBuilder, index: list[ir.Value]) -> ir.Value:
+        out: ir.Value = i64(0)
+        for i, s in zip(index, self.strides):
+            term = i if isinstance(s, ir.Constant) and s.constant == 1 else b.mul(i, s)
+            out = term if isinstance(out, ir.Constant) and out.constant == 0 else b.add(out, term)
+        return out
+
+
+# -- expressions -----------------------------------------------------------------------------
+
+_VALUE_FUNCTIONS = (sympy.exp, sympy.log, sympy.tanh, E.sigmoid, E.softplus, E.log1p,
+                    E.expm1)
+
+
+def _join(a, b):
+    """The type of an operation on operands of types a and b (None: a number, untyped)."""
+    if a is None:
+        return b
+    if b is None or a == b:
+        return a
+    order = [I1, I8, I32, I64, F32, F64]
+    return max((a, b), key=order.index)
+
+
+class PointEmitter:
+    """Emits the expressions of one point of a nest (its loop indices bound in `env`)."""
+
+    def __init__(self, ctx: KernelContext, buffers: dict[str, _Buffer], env: dict) -> None:
+        self.ctx = ctx
+        self.b = ctx.b
+        self.buffers = buffers
+        self.env = env
+        self._types: dict = {}
+        self._emitters: dict = {}
+        self._values: dict = {}  # (expr, type) -> value, within this point
+
+    # types ---------------------------------------------------------------------------------
+    def type_of(self, e):
+        if e in self._types:
+            return self._types[e]
+        t = self._type(e)
+        self._types[e] = t
+        return t
+
+    def _type(self, e):
+        if isinstance(e, sympy.Symbol):
+            return self.env[e].type if e in self.env else I64  # loop indices, sizes, lets
+        if e is sympy.true or e is sympy.false or isinstance(
+                e, (relational.Relational, sympy.And, sympy.Or, sympy.Not, E.isnan, E.isinf)):
+            return I1
+        if e.is_Number:
+            return None
+        if isinstance(e, L.Load):
+            ty = self.buffers[e.args[0].name].ty
+            return I1 if ty == I8 else ty
+        if isinstance(e, L.ArgMax):
+            return I64
+        if isinstance(e, L.Reduce):
+            return self.type_of(L.reduce_parts(e)[1])
+        if isinstance(e, L.PhiloxUniform):
+            return F64
+        if isinstance(e, sympy.Piecewise):
+            t = None
+            for value, _ in e.args:
+                t = _join(t, self.type_of(value))
+            return t
+        t = None
+        for a in e.args:
+            t = _join(t, self.type_of(a))
+        if isinstance(e, _VALUE_FUNCTIONS) and (t is None or not is_float_type(t)):
+            t = F64 if t == I64 else _join(t, F32)
+        return t
+
+    # emission ------------------------------------------------------------------------------
+    def emit(self, e, ty: ir.Type) -> ir.Value:
+        """The value of `e` as type `ty`."""
+        key = (e, str(ty))
+        if key not in self._values:
+            own = self.type_of(e)
+            if own is None or own == ty or e.is_Number:
+                self._values[key] = self._emitter(ty)._emit(e)
+            else:
+                v = self._emitter(own)._emit(e)
+                self._values[key] = convert(self.b, v, own, ty) if v.type != ty else v
+        return self._values[key]
+
+    def _emitter(self, ty: ir.Type) -> _TypedEmitter:
+        if str(ty) not in self._emitters:
+            self._emitters[str(ty)] = _TypedEmitter(self, ty)
+        return self._emitters[str(ty)]
+
+    def index(self, e) -> ir.Value:
+        return self.emit(sympy.sympify(e), I64)
+
+    def load(self, e) -> ir.Value:
+        buf = self.buffers[e.args[0].name]
+        offset = buf.offset(self.b, [self.index(i) for i in e.args[1:]])
+        v = load(self.b, buf.ptr, buf.ty, offset)
+        return self.b.icmp_unsigned("!=", v, ir.Constant(I8, 0)) if buf.ty == I8 else v
+
+    def reduce(self, e, ty: ir.Type) -> ir.Value:
+        op, body, where, bounds = L.reduce_parts(e)
+        b = self.b
+        if op == "max_first":
+            best = self.argmax_parts(body, sympy.Integer(0), where, bounds, ty)[0]
+            return best
+        acc = entry_alloca(b, ty, "acc")
+        b.store(identity(op, ty), acc)
+
+        def visit(inner: PointEmitter):
+            v = inner.emit(body, ty)
+            nxt = combine(b, self.ctx.module, op, ty, b.load(acc, typ=ty), v)
+            if where is not sympy.true:
+                nxt = b.select(inner.emit(where, I1), nxt, b.load(acc, typ=ty))
+            b.store(nxt, acc)
+
+        self._over(bounds, visit)
+        return b.load(acc, typ=ty)
+
+    def argmax_parts(self, body, key, where, bounds, ty) -> tuple[ir.Value, ir.Value]:
+        """(the first maximum of body, key there); the first NaN wins, as numpy.argmax."""
+        b = self.b
+        best = entry_alloca(b, ty, "best")
+        where_ = entry_alloca(b, I64, "where")
+        found = entry_alloca(b, I1, "found")
+        b.store(const(ty, 0), best)
+        b.store(i64(0), where_)
+        b.store(ir.Constant(I1, 0), found)
+
+        def visit(inner: PointEmitter):
+            v = inner.emit(body, ty)
+            cur = b.load(best, typ=ty)
+            if is_float_type(ty):
+                bigger = b.or_(b.fcmp_ordered(">", v, cur), b.and_(
+                    b.fcmp_unordered("uno", v, v), b.fcmp_ordered("ord", cur, cur)))
+            else:
+                bigger = b.icmp_signed(">", v, cur)
+            take = b.or_(b.not_(b.load(found, typ=I1)), bigger)
+            if where is not sympy.true:
+                take = b.and_(take, inner.emit(where, I1))
+            b.store(b.select(take, v, cur), best)
+            b.store(b.select(take, inner.index(key), b.load(where_, typ=I64)), where_)
+            b.store(b.or_(b.load(found, typ=I1), take), found)
+
+        self._over(bounds, visit)
+        return b.load(best, typ=ty), b.load(where_, typ=I64)
+
+    def _over(self, bounds, visit) -> None:
+        """visit(point emitter of the inner point) for every point of the bounds."""
+        b = self.b
+        counts = [self.index(n) for _, n in bounds]
+        with loops(b, counts, "r") as idx:
+            inner = PointEmitter(self.ctx, self.buffers, {**self.env, **{
+                k: i for (k, _), i in zip(bounds, idx)}})
+            visit(inner)
+
+    def philox_uniform(self, e) -> ir.Value:
+        counter, seed, step, stream = (self.index(a) for a in e.args)
+        b = self.b
+        key = [b.trunc(seed, I32), b.trunc(b.lshr(seed, i64(32)), I32)]
+        words = philox(b, [b.trunc(counter, I32), b.trunc(b.lshr(counter, i64(32)), I32),
+                           b.trunc(step, I32), b.trunc(stream, I32)], key)
+        top = b.lshr(words[0], ir.Constant(I32, 8))
+        return b.fmul(b.uitofp(top, F64), ir.Constant(F64, 1.0 / (1 << 24)))
+
+
+class _TypedEmitter(ExprEmitter):
+    """The sympy emitter for one type, with the nest's leaves (loads, reductions, indices)
+    and sub-expressions of other types handed back to the point emitter."""
+
+    def __init__(self, point: PointEmitter, ty: ir.Type) -> None:
+        super().__init__(point.b, point.ctx.module, ty, point.ctx.gen.math)
+        self.point = point
+        self._env = point.env
+
+    def _emit(self, e) -> ir.Value:  # memoized by the point emitter, per type
+        return self._dispatch(e)
+
+    def _dispatch(self, e) -> ir.Value:
+        p = self.point
+        own = p.type_of(e)
+        if own is not None and own != self.ty and not e.is_Number and own != I1:
+            return p.emit(e, self.ty)
+        if isinstance(e, sympy.Symbol):
+            v = p.env[e] if e in p.env else self.point.ctx.dim(e)
+            return convert(self.b, v, v.type, self.ty) if v.type != self.ty else v
+        if isinstance(e, L.Load):
+            return p.load(e)
+        if isinstance(e, L.Reduce):
+            return p.reduce(e, self.ty)
+        if isinstance(e, L.ArgMax):
+            body, key, where, bounds = L.argmax_parts(e)
+            return p.argmax_parts(body, key, where, bounds, p.type_of(body))[1]
+        if isinstance(e, L.PhiloxUniform):
+            return p.philox_uniform(e)
+        if isinstance(e, relational.Relational):
+            t = _join(p.type_of(e.lhs), p.type_of(e.rhs)) or I64
+            return self._cmp(_RELATIONS[type(e)], p.emit(e.lhs, t), p.emit(e.rhs, t))
+        return super()._dispatch(e)
+
+
+_RELATIONS = {relational.StrictLessThan: "<", relational.LessThan: "<=",
+              relational.StrictGreaterThan: ">", relational.GreaterThan: ">=",
+              relational.Equality: "==", relational.Unequality: "!="}
+
+
+# -- a point and the two schedules ----------------------------------------------------------
+
+
+def _buffers(ctx: KernelContext, nest: L.LoopNest) -> dict[str, _Buffer]:
+    with ctx.b.goto_entry_block():
+        return {name: _Buffer(ctx, name, spec) for name, spec in nest.buffers.items()}
+
+
+def _point(ctx: KernelContext, nest: L.LoopNest, buffers: dict, env: dict) -> None:
+    """Everything one point of the domain computes."""
+    b = ctx.b
+    point = PointEmitter(ctx, buffers, env)
+    for sym, value in nest.lets:
+        t = point.type_of(value) or I64
+        env[sym] = point.emit(value, t)
+    for check in nest.checks:
+        v, bound = point.index(check.value), point.index(check.bound)
+        ok = b.and_(b.icmp_signed(">=", v, i64(0)), b.icmp_signed("<", v, bound))
+        with b.if_then(b.not_(ok)):
+            ctx.fail(FAILED_INDEX, v, bound)
+    _stores(point, nest.stores)
+    if nest.inner is not None:
+        sym, extent = nest.inner
+        with loop(b, point.index(extent), "in") as j:
+            inner = PointEmitter(ctx, buffers, {**env, sym: j})
+            _stores(inner, nest.inner_stores)
+
+
+def _stores(point: PointEmitter, stores: list) -> None:
+    for s in stores:
+        buf = point.buffers[s.buffer]
+        value = point.emit(sympy.sympify(s.value), I1 if buf.ty == I8 else buf.ty)
+        if buf.ty == I8:
+            value = point.b.zext(value, I8)
+        store(point.b, value, buf.ptr, buf.ty,
+              buf.offset(point.b, [point.index(i) for i in s.index]))
+
+
+def render_host(ctx: KernelContext, nest: L.LoopNest) -> None:
+    """The host schedule: counted loops over the domain, the last axis innermost."""
+    buffers = _buffers(ctx, nest)
+    counts = [ctx.dim(n) for _, n in nest.domain]
+    with loops(ctx.b, counts, "d") as idx:
+        _point(ctx, nest, buffers, {sym: i for (sym, _), i in zip(nest.domain, idx)})
+
+
+def render_gpu(site, nest: L.LoopNest) -> None:
+    """The GPU schedule: one launch, a thread per point of the flattened domain."""
+    total = prod([n for _, n in nest.domain]) if nest.domain else 1
+    ctx = site.kernel(suffix=f".{nest.name}" if nest.name else "", work=total)
+    buffers = _buffers(ctx, nest)
+    counts = [ctx.dim(n) for _, n in nest.domain]
+    with ctx.thread_loop(total) as flat:
+        coords, rest = [], flat
+        for c in reversed(counts[1:]):
+            coords.append(ctx.b.urem(rest, c))
+            rest = ctx.b.udiv(rest, c)
+        coords.append(rest)
+        coords.reverse()
+        _point(ctx, nest, buffers, {sym: i for (sym, _), i in zip(nest.domain, coords)})
+    ctx.finish()
+
+
+def render(ctx, nests) -> None:
+    """Render a node's nests with its target's schedule (the host's in one kernel function,
+    in order; a GPU's as one launch each)."""
+    nests = nests if isinstance(nests, (list, tuple)) else [nests]
+    for nest in nests:
+        if ctx.target == "cuda":
+            render_gpu(ctx, nest)
+        else:
+            render_host(ctx, nest)

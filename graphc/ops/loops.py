@@ -1,0 +1,169 @@
+"""Loop-nest descriptions: an op's kernel, written once beside its OpDef, rendered by every
+native target (backends/kernelgen/nest.py: nested loops on the host, a grid-stride loop on a
+GPU, the CUDA emulation running the GPU's).
+
+A description says *what* each point of an output is, as a sympy expression over index
+symbols, never *how* the loops run:
+
+    LoopNest(domain=[(i, N), (j, M)],                      # the points (a GPU thread each)
+             stores=[Store("out", (i, j), Load("x", j, i))])  # out[i, j] = x[j, i]
+
+The vocabulary, on top of sympy's arithmetic, comparisons, Piecewise and the elementwise
+functions (exp, log, ...):
+
+* ``Load(buffer, *index)``: an element of a buffer, row-major over its shape;
+* ``Reduce(op, body, where, (k, extent), ...)``: sum, max, min or max_first (the first
+  maximum in scan order, the first NaN winning: graphc's tie rule) of `body` over the bounds;
+* ``ArgMax(body, key, where, (k, extent), ...)``: the `key` of that first maximum;
+* ``PhiloxUniform(counter, seed, step, stream)``: the uniform [0, 1) number of Philox4x32-10;
+* integer division and remainder are `graphc.ops.expr.floordiv` / `mod` (NumPy's floor
+  semantics), index symbols are `index_symbols(...)`.
+
+A nest may compute per point values once (`lets`), check ids (`checks`: an id out of range
+stops the step with the error every backend gives) and run an inner loop (`inner`) whose
+stores use the lets (a softmax row: the max and the sum once, then every element).
+
+Windowed ops (convolution, pooling) share `tap` and `covering`: the one statement of the
+window formula ``p = o*s + k*d - pad`` and of its inverse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy
+
+from . import expr as E
+
+__all__ = ["ArgMax", "Buf", "Check", "Load", "LoopNest", "PhiloxUniform", "Reduce", "Store",
+           "covering", "index_symbols", "inside", "tap"]
+
+
+def index_symbols(names: str) -> tuple[sympy.Symbol, ...]:
+    """Loop indices (nonnegative integers), e.g. ``i, j = index_symbols("i j")``."""
+    return tuple(sympy.Symbol(f"_{n}", integer=True, nonnegative=True) for n in names.split())
+
+
+class Load(sympy.Function):
+    """``Load(buffer, *index)``: an element of a buffer (`buffer` a sympy Symbol naming it)."""
+
+
+class Reduce(sympy.Function):
+    """``Reduce(op, body, where, (k, extent), ...)`` with op one of sum, max, min, max_first
+    (a Symbol). max/min propagate NaN (numpy.max); max_first is the value at ArgMax."""
+
+
+class ArgMax(sympy.Function):
+    """``ArgMax(body, key, where, (k, extent), ...)``: `key` (an index expression) at the first
+    maximum of `body` in scan order; the first NaN wins (numpy.argmax, PyTorch's pooling)."""
+
+
+class PhiloxUniform(sympy.Function):
+    """``PhiloxUniform(counter, seed, step, stream)``: float64 in [0, 1), the top 24 bits of
+    word 0 of Philox4x32-10 at counter (counter_lo, counter_hi, step, stream), key seed."""
+
+
+def reduce_(op: str, body, bounds, where=sympy.true) -> Reduce:
+    """`Reduce` with its bounds as (symbol, extent) pairs."""
+    return Reduce(sympy.Symbol(op), body, where, *[sympy.Tuple(k, n) for k, n in bounds])
+
+
+def argmax(body, key, bounds, where=sympy.true) -> ArgMax:
+    return ArgMax(body, key, where, *[sympy.Tuple(k, n) for k, n in bounds])
+
+
+def reduce_parts(e) -> tuple[str, object, object, list]:
+    """(op, body, where, [(k, extent)]) of a Reduce."""
+    op, body, where, *bounds = e.args
+    return op.name, body, where, [tuple(b) for b in bounds]
+
+
+def argmax_parts(e) -> tuple[object, object, object, list]:
+    """(body, key, where, [(k, extent)]) of an ArgMax."""
+    body, key, where, *bounds = e.args
+    return body, key, where, [tuple(b) for b in bounds]
+
+
+@dataclass(frozen=True)
+class Buf:
+    """A buffer a nest reads or writes: an input of the node (`input=i`), its output, or a
+    scratch buffer (`scratch=key`: shared by the nodes that name the same key, e.g. a max
+    pooling's argmax, which its gradient reads). `shape` views the buffer (row-major;
+    default: the node's or the input's shape), `dtype` a scratch buffer's type."""
+
+    input: int | None = None
+    output: bool = False
+    scratch: tuple | None = None
+    shape: tuple | None = None
+    dtype: np.dtype | None = None
+
+
+@dataclass
+class Store:
+    """``buffer[index] = value``."""
+
+    buffer: str
+    index: tuple
+    value: object
+
+
+@dataclass
+class Check:
+    """Stop the step (no update applied) unless ``0 <= value < bound``: an id or a label."""
+
+    value: object
+    bound: object
+
+
+@dataclass
+class LoopNest:
+    """The points of `domain` (row-major, the last axis innermost), each computing its
+    `lets` (in order), its `checks`, its `stores`, then the `inner` loop's stores."""
+
+    buffers: dict[str, Buf]
+    domain: list[tuple[sympy.Symbol, object]]
+    stores: list[Store] = field(default_factory=list)
+    lets: list[tuple[sympy.Symbol, object]] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    inner: tuple[sympy.Symbol, object] | None = None
+    inner_stores: list[Store] = field(default_factory=list)
+    zero_first: tuple[str, ...] = ()  # buffers set to zero before the loops (scatters)
+    name: str = ""  # a suffix naming the kernel when an op has several
+
+    def __post_init__(self) -> None:
+        for s in [*self.stores, *self.inner_stores]:
+            if s.buffer not in self.buffers:
+                raise ValueError(f"store into undeclared buffer {s.buffer!r}")
+
+
+def buffer(name: str) -> sympy.Symbol:
+    """The symbol naming a buffer in Load."""
+    return sympy.Symbol(name)
+
+
+def load(name: str, *index) -> Load:
+    return Load(buffer(name), *index)
+
+
+# -- the window of convolutions and pooling, stated once --------------------------------------
+
+
+def tap(o, k, stride: int, dilation: int, padding: int):
+    """The input position read by output position `o` at kernel offset `k`."""
+    return o * stride + k * dilation - padding
+
+
+def inside(p, size):
+    """Position `p` is in [0, size) (outside: the window reads padding)."""
+    return sympy.And(p >= 0, p < size)
+
+
+def covering(p, k, stride: int, dilation: int, padding: int, out_size):
+    """The output position whose window reads input position `p` at kernel offset `k`, and
+    whether there is one: ``o = (p + pad - k*d) / s`` when that is an integer in range."""
+    num = p + padding - k * dilation
+    o = E.floordiv(num, stride) if stride != 1 else num
+    ok = sympy.And(num >= 0, sympy.Eq(E.mod(num, stride), 0), o < out_size) if stride != 1 \
+        else sympy.And(num >= 0, num < out_size)
+    return o, ok
