@@ -17,9 +17,7 @@ from graphc.ops import REGISTRY
 
 from ..kernelgen.elementwise import element_function
 from ..kernelgen.irutil import (
-    F64,
     I1,
-    I32,
     I64,
     const,
     contiguous_strides,
@@ -34,7 +32,6 @@ from ..kernelgen.irutil import (
     loops,
     store,
 )
-from ..kernelgen.philox import philox
 from ..kernelgen.reductions import combine, identity
 from ..kernelgen.registry import lowering
 from .codegen import GpuKernel, GpuNode
@@ -133,21 +130,7 @@ def reduce(site: GpuNode) -> None:
     ctx.finish()
 
 
-@lowering("numel", target="cuda")
-def numel_kernel(site: GpuNode) -> None:
-    """One thread writes the count (a product of sizes) in the node's dtype."""
-    node = site.node
-    ctx = site.kernel(work=1)
-    b = ctx.b
-    first = b.icmp_unsigned("==", b.add(ctx.special("ctaid"), ctx.special("tid")), i64(0))
-    with b.if_then(first):
-        (x,) = node.inputs
-        count = ctx.numel_of([ctx.dim(x.shape[a]) for a in node.attrs["axes"]])
-        ty = ctx.ty()
-        value = b.sitofp(count, ty) if is_float_type(ty) else (
-            b.trunc(count, ty) if ty.width < 64 else count)
-        store(b, value, ctx.out_ptr, ty, i64(0))
-    ctx.finish()
+
 
 
 @lowering("logsumexp", target="cuda")
@@ -257,29 +240,7 @@ def argmax(site: GpuNode) -> None:
 # -- indexing, one_hot, random -----------------------------------------------------------------
 
 
-@lowering("take", target="cuda")
-def take(site: GpuNode) -> None:
-    gen, node, k = site.gen, site.node, site.position
-    table, ids = node.inputs
-    ctx = GpuKernel(gen, node, k, work=numel(node))
-    b = ctx.b
-    ty = ctx.ty()
-    width = ctx.numel_of(ctx.shape(table)[1:])
-    rows = ctx.shape(table)[0]
-    id_ty = ir_type(ids.dtype)
-    with ctx.thread_loop(numel(node)) as i:
-        r, j = b.udiv(i, width), b.urem(i, width)
-        row = convert(b, load(b, ctx.ptr(ids), id_ty, r), id_ty, I64)
-        ok = b.and_(b.icmp_signed(">=", row, i64(0)), b.icmp_signed("<", row, rows))
-        value = entry_alloca(b, ty, "value")
-        b.store(const(ty, 0), value)
-        with b.if_else(ok) as (then, otherwise):
-            with then:
-                b.store(load(b, ctx.in_ptr(0), ty, b.add(b.mul(row, width), j)), value)
-            with otherwise:
-                ctx.fail(1, row, rows)
-        store(b, b.load(value, typ=ty), ctx.out_ptr, ty, i)
-    ctx.finish()
+
 
 
 @lowering("scatter_add", target="cuda")
@@ -309,42 +270,10 @@ def scatter_add(site: GpuNode) -> None:
     ctx.finish()
 
 
-@lowering("one_hot", target="cuda")
-def one_hot(site: GpuNode) -> None:
-    gen, node, k = site.gen, site.node, site.position
-    (labels,) = node.inputs
-    ctx = GpuKernel(gen, node, k, work=numel(node))
-    b = ctx.b
-    ty = ctx.ty()
-    n = i64(node.attrs["n"])
-    lty = ir_type(labels.dtype)
-    with ctx.thread_loop(numel(node)) as i:
-        label = convert(b, load(b, ctx.in_ptr(0), lty, b.udiv(i, n)), lty, I64)
-        ok = b.and_(b.icmp_signed(">=", label, i64(0)), b.icmp_signed("<", label, n))
-        with b.if_then(b.not_(ok)):
-            ctx.fail(1, label, n)
-        hit = b.icmp_signed("==", label, b.urem(i, n))
-        store(b, b.select(hit, const(ty, 1), const(ty, 0)), ctx.out_ptr, ty, i)
-    ctx.finish()
 
 
-@lowering("random_uniform", target="cuda")
-def random_uniform(site: GpuNode) -> None:
-    gen, node, k = site.gen, site.node, site.position
-    ctx = GpuKernel(gen, node, k, work=numel(node))
-    b = ctx.b
-    ty = ctx.ty()
-    seed = load(b, ctx.in_ptr(0), I64, i64(0))
-    step = load(b, ctx.in_ptr(0), I64, i64(1))
-    key = [b.trunc(seed, I32), b.trunc(b.lshr(seed, i64(32)), I32)]
-    stream = ir.Constant(I32, node.attrs["stream"] & 0xFFFFFFFF)
-    with ctx.thread_loop(numel(node)) as i:
-        words = philox(b, [b.trunc(i, I32), b.trunc(b.lshr(i, i64(32)), I32),
-                           b.trunc(step, I32), stream], key)
-        top = b.lshr(words[0], ir.Constant(I32, 8))
-        u = b.fmul(b.uitofp(top, F64), ir.Constant(F64, 1.0 / (1 << 24)))
-        store(b, convert(b, u, F64, ty), ctx.out_ptr, ty, i)
-    ctx.finish()
+
+
 
 
 

@@ -75,7 +75,9 @@ class _Buffer:
             slot, _ = ctx.shared_scratch(spec.scratch, nbytes)
             self.ptr = ctx.slot_ptr(slot, f"scratch.{name}")
         self.ty = ir_type(self.dtype)
+        self.shape = tuple(shape)
         dims = [ctx.dim(d) for d in shape]
+        self.dims = dims
         self.strides: list[ir.Value] = []
         acc: ir.Value = i64(1)
         for d in reversed(dims):
@@ -110,11 +112,13 @@ def _join(a, b):
 class PointEmitter:
     """Emits the expressions of one point of a nest (its loop indices bound in `env`)."""
 
-    def __init__(self, ctx: KernelContext, buffers: dict[str, _Buffer], env: dict) -> None:
+    def __init__(self, ctx: KernelContext, buffers: dict[str, _Buffer], env: dict,
+                 extents: dict | None = None) -> None:
         self.ctx = ctx
         self.b = ctx.b
         self.buffers = buffers
         self.env = env
+        self.extents = extents or {}  # loop index -> its extent (sympy)
         self._types: dict = {}
         self._emitters: dict = {}
         self._values: dict = {}  # (expr, type) -> value, within this point
@@ -178,8 +182,18 @@ class PointEmitter:
         return self.emit(sympy.sympify(e), I64)
 
     def load(self, e) -> ir.Value:
+        """An element; an index that may fall outside the buffer is clamped into it first, so
+        a load never leaves its buffer (a description guards such a load's value: pad's
+        zeros, a window's taps over the edge, a bad id)."""
         buf = self.buffers[e.args[0].name]
-        offset = buf.offset(self.b, [self.index(i) for i in e.args[1:]])
+        index = []
+        for k, i in enumerate(e.args[1:]):
+            v = self.index(i)
+            if self.extents.get(i) != buf.shape[k]:  # not a loop over exactly this axis
+                last = self.b.sub(buf.dims[k], i64(1))
+                v = self.b.select(self.b.icmp_unsigned("<", v, buf.dims[k]), v, last)
+            index.append(v)
+        offset = buf.offset(self.b, index)
         v = load(self.b, buf.ptr, buf.ty, offset)
         return self.b.icmp_unsigned("!=", v, ir.Constant(I8, 0)) if buf.ty == I8 else v
 
@@ -236,7 +250,7 @@ class PointEmitter:
         counts = [self.index(n) for _, n in bounds]
         with loops(b, counts, "r") as idx:
             inner = PointEmitter(self.ctx, self.buffers, {**self.env, **{
-                k: i for (k, _), i in zip(bounds, idx)}})
+                k: i for (k, _), i in zip(bounds, idx)}}, {**self.extents, **dict(bounds)})
             visit(inner)
 
     def philox_uniform(self, e) -> ir.Value:
@@ -300,7 +314,8 @@ def _buffers(ctx: KernelContext, nest: L.LoopNest) -> dict[str, _Buffer]:
 def _point(ctx: KernelContext, nest: L.LoopNest, buffers: dict, env: dict) -> None:
     """Everything one point of the domain computes."""
     b = ctx.b
-    point = PointEmitter(ctx, buffers, env)
+    extents = dict(nest.domain)
+    point = PointEmitter(ctx, buffers, env, extents)
     for sym, value in nest.lets:
         t = point.type_of(value) or I64
         env[sym] = point.emit(value, t)
@@ -313,7 +328,7 @@ def _point(ctx: KernelContext, nest: L.LoopNest, buffers: dict, env: dict) -> No
     if nest.inner is not None:
         sym, extent = nest.inner
         with loop(b, point.index(extent), "in") as j:
-            inner = PointEmitter(ctx, buffers, {**env, sym: j})
+            inner = PointEmitter(ctx, buffers, {**env, sym: j}, {**extents, sym: extent})
             _stores(inner, nest.inner_stores)
 
 

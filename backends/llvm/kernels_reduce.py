@@ -103,15 +103,7 @@ def reduce(ctx: KernelContext) -> None:
             store(b, combine(b, ctx.module, op, ty, cur, v), out, ty, out_off)
 
 
-@lowering("numel", target="llvm")
-def numel(ctx: KernelContext) -> None:
-    (x,) = ctx.node.inputs
-    shape = ctx.shape(x)
-    count = product(ctx.b, [shape[a] for a in ctx.node.attrs["axes"]])
-    ty = ctx.ty()
-    value = ctx.b.sitofp(count, ty) if is_float_type(ty) else ctx.b.trunc(count, ty) \
-        if ty.width < 64 else count
-    store(ctx.b, value, ctx.out_ptr, ty, i64(0))
+
 
 
 def _rows(ctx: KernelContext, axis: int):

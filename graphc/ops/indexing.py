@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import sympy
 
 from ..errors import GraphError, IndexRangeError, ShapeError
 from ..ir.tensor import Tensor, apply
 from ..ir.types import DEFAULT_FLOAT, TensorType, as_dtype
+from . import loops as L
 from .registry import BLOCKED, OpDef, register
 
 
@@ -41,8 +43,20 @@ def _take_reference(table, ids):
     return table[ids]
 
 
+def _take_loops(node, program):
+    """out[r..., j...] = table[ids[r...], j...]; an id outside the table stops the step."""
+    table, ids = node.inputs
+    idx = L.index_symbols(" ".join(f"i{a}" for a in range(node.ndim)))
+    rows, row = table.shape[0], sympy.Symbol("_id", integer=True)
+    ok = sympy.And(row >= 0, row < rows)
+    value = sympy.Piecewise((L.load("table", row, *idx[ids.ndim:]), ok), (0, True))
+    return L.LoopNest({"table": L.Buf(input=0), "ids": L.Buf(input=1), "out": L.Buf(output=True)},
+                      list(zip(idx, node.shape)), [L.Store("out", idx, value)],
+                      lets=[(row, L.load("ids", *idx[:ids.ndim]))], checks=[L.Check(row, rows)])
+
+
 TAKE = register(OpDef(
-    "take", "index", infer=_take_infer, reference=_take_reference,
+    "take", "index", infer=_take_infer, reference=_take_reference, loops=_take_loops,
     grad=lambda ctx: [scatter_add(ctx.g, ctx.inputs[1], ctx.inputs[0].shape[0]), BLOCKED],
     doc="table[ids]: rows of `table` picked by integer ids (embedding lookup).",
 ))
@@ -72,8 +86,19 @@ SCATTER_ADD = register(OpDef(
 ))
 
 
+def _one_hot_loops(node, program):
+    """out[r..., c] = (labels[r...] == c); a label outside [0, n) stops the step."""
+    idx = L.index_symbols(" ".join(f"i{a}" for a in range(node.ndim)))
+    label = sympy.Symbol("_label", integer=True)
+    value = sympy.Piecewise((1, sympy.Eq(label, idx[-1])), (0, True))
+    return L.LoopNest({"labels": L.Buf(input=0), "out": L.Buf(output=True)},
+                      list(zip(idx, node.shape)), [L.Store("out", idx, value)],
+                      lets=[(label, L.load("labels", *idx[:-1]))],
+                      checks=[L.Check(label, node.attrs["n"])])
+
+
 ONE_HOT = register(OpDef(
-    "one_hot", "index",
+    "one_hot", "index", loops=_one_hot_loops,
     infer=lambda types, attrs, checks: TensorType(attrs["dtype"], tuple(types[0].shape) +
                                                   (attrs["n"],)),
     reference=lambda labels, *, n, dtype: _one_hot_reference(labels, n, dtype),

@@ -52,8 +52,20 @@ def random_uniform_reference(state, *, shape, stream, dtype):
     return uniform_from_bits(words[0]).astype(dtype).reshape(shape)
 
 
+def _random_uniform_loops(node, program):
+    """Element i of the draw: Philox at counter (i, step, stream) with the state's seed."""
+    from ..ir.shapes import prod
+    from . import loops as L
+
+    (i,) = L.index_symbols("i")
+    n = prod(node.shape) if node.shape else 1
+    value = L.PhiloxUniform(i, L.load("state", 0), L.load("state", 1), node.attrs["stream"])
+    return L.LoopNest({"state": L.Buf(input=0), "out": L.Buf(output=True, shape=(n,))},
+                      [(i, n)], [L.Store("out", (i,), value)])
+
+
 RANDOM_UNIFORM = register(OpDef(
-    "random_uniform", "random",
+    "random_uniform", "random", loops=_random_uniform_loops,
     infer=lambda types, attrs, checks: TensorType(attrs["dtype"], attrs["shape"]),
     reference=random_uniform_reference,
     grad=lambda ctx: [ZERO],

@@ -67,8 +67,17 @@ def sum(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - mirrors
 
 # -- numel and mean --------------------------------------------------------------------------
 
+def _numel_loops(node, program):
+    """out = the product of the sizes (known when the step runs)."""
+    from . import loops as L
+
+    (x,) = node.inputs
+    count = prod([x.shape[a] for a in node.attrs["axes"]]) if node.attrs["axes"] else 1
+    return L.LoopNest({"out": L.Buf(output=True)}, [], [L.Store("out", (), count)])
+
+
 NUMEL = register(OpDef(
-    "numel", "reduction",
+    "numel", "reduction", loops=_numel_loops,
     infer=lambda types, attrs, checks: TensorType(attrs["dtype"], ()),
     reference=lambda x, *, axes, dtype: np.asarray(
         np.prod([np.shape(x)[a] for a in axes], dtype=np.int64), dtype=dtype),
