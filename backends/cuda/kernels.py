@@ -32,7 +32,6 @@ from ..kernelgen.irutil import (
     loops,
     store,
 )
-from ..kernelgen.reductions import combine, identity
 from ..kernelgen.registry import lowering
 from .codegen import GpuKernel, GpuNode
 
@@ -109,53 +108,13 @@ def _over_reduced(ctx, shape, strides, reduced, base, fn) -> None:
         fn(b.add(base, dot(b, idx, [strides[a] for a in reduced])))
 
 
-@lowering("sum", "max", "min", target="cuda")
-def reduce(site: GpuNode) -> None:
-    gen, node, k = site.gen, site.node, site.position
-    ctx = GpuKernel(gen, node, k, work=numel(node))
-    b = ctx.b
-    (x,) = node.inputs
-    ty = ctx.ty()
-    op = node.op.name
-    shape, strides, kept, reduced = _reduce_geometry(ctx, x, set(node.attrs["axes"]))
-    acc = entry_alloca(b, ty, "acc")
-    with ctx.thread_loop(numel(node)) as o:
-        coords = unravel(b, o, [shape[a] for a in kept]) if kept else []
-        base = dot(b, coords, [strides[a] for a in kept])
-        b.store(identity(op, ty), acc)
-        _over_reduced(ctx, shape, strides, reduced, base, lambda off: b.store(
-            combine(b, ctx.module, op, ty, b.load(acc, typ=ty), load(b, ctx.in_ptr(0), ty, off)),
-            acc))
-        store(b, b.load(acc, typ=ty), ctx.out_ptr, ty, o)
-    ctx.finish()
 
 
 
 
 
-@lowering("logsumexp", target="cuda")
-def logsumexp(site: GpuNode) -> None:
-    gen, node, k = site.gen, site.node, site.position
-    ctx = GpuKernel(gen, node, k, work=numel(node))
-    b = ctx.b
-    (x,) = node.inputs
-    ty = ctx.ty()
-    shape, strides, kept, reduced = _reduce_geometry(ctx, x, set(node.attrs["axes"]))
-    acc = entry_alloca(b, ty, "acc")
-    with ctx.thread_loop(numel(node)) as o:
-        coords = unravel(b, o, [shape[a] for a in kept]) if kept else []
-        base = dot(b, coords, [strides[a] for a in kept])
-        b.store(identity("max", ty), acc)
-        _over_reduced(ctx, shape, strides, reduced, base, lambda off: b.store(
-            combine(b, ctx.module, "max", ty, b.load(acc, typ=ty),
-                     load(b, ctx.in_ptr(0), ty, off)), acc))
-        m = _finite_or_zero(ctx, b.load(acc, typ=ty), ty)
-        b.store(const(ty, 0), acc)
-        _over_reduced(ctx, shape, strides, reduced, base, lambda off: b.store(b.fadd(
-            b.load(acc, typ=ty), ctx.math(b, "exp", b.fsub(load(b, ctx.in_ptr(0), ty, off), m),
-                                          ty)), acc))
-        store(b, b.fadd(m, ctx.math(b, "log", b.load(acc, typ=ty), ty)), ctx.out_ptr, ty, o)
-    ctx.finish()
+
+
 
 
 def _finite_or_zero(ctx, m, ty):
@@ -173,68 +132,10 @@ def _row_geometry(ctx: GpuKernel, x: Node, axis: int):
     return outer, shape[axis], inner, b
 
 
-@lowering("softmax", "log_softmax", target="cuda")
-def softmax(site: GpuNode) -> None:
-    gen, node, k = site.gen, site.node, site.position
-    (x,) = node.inputs
-    axis = node.attrs["axis"]
-    rows = prod([d for a, d in enumerate(x.shape) if a != axis]) if x.ndim > 1 else 1
-    ctx = GpuKernel(gen, node, k, work=rows)
-    ty = ctx.ty()
-    outer, length, inner, b = _row_geometry(ctx, x, axis)
-    src, out = ctx.in_ptr(0), ctx.out_ptr
-    acc = entry_alloca(b, ty, "acc")
-    with ctx.thread_loop(b.mul(outer, inner)) as r:
-        base = b.add(b.mul(b.mul(b.udiv(r, inner), length), inner), b.urem(r, inner))
-        b.store(identity("max", ty), acc)
-        with loop(b, length, "l") as j:
-            v = load(b, src, ty, b.add(base, b.mul(j, inner)))
-            b.store(combine(b, ctx.module, "max", ty, b.load(acc, typ=ty), v), acc)
-        m = _finite_or_zero(ctx, b.load(acc, typ=ty), ty)
-        b.store(const(ty, 0), acc)
-        with loop(b, length, "l") as j:
-            v = load(b, src, ty, b.add(base, b.mul(j, inner)))
-            b.store(b.fadd(b.load(acc, typ=ty), ctx.math(b, "exp", b.fsub(v, m), ty)), acc)
-        total = b.load(acc, typ=ty)
-        log = node.op.name == "log_softmax"
-        # (x - max) - log(sum), as NumPy's reference: x - (max + log(sum)) loses x's digits
-        log_total = ctx.math(b, "log", total, ty) if log else None
-        inv = None if log else b.fdiv(const(ty, 1), total)
-        with loop(b, length, "w") as j:
-            idx = b.add(base, b.mul(j, inner))
-            v = load(b, src, ty, idx)
-            res = b.fsub(b.fsub(v, m), log_total) if log else b.fmul(
-                ctx.math(b, "exp", b.fsub(v, m), ty), inv)
-            store(b, res, out, ty, idx)
-    ctx.finish()
 
 
-@lowering("argmax", target="cuda")
-def argmax(site: GpuNode) -> None:
-    gen, node, k = site.gen, site.node, site.position
-    (x,) = node.inputs
-    axis = node.attrs["axis"]
-    ctx = GpuKernel(gen, node, k, work=numel(node))
-    ty = ctx.ty(x)
-    outer, length, inner, b = _row_geometry(ctx, x, axis)
-    best_v = entry_alloca(b, ty, "best")
-    best_i = entry_alloca(b, I64, "best_index")
-    with ctx.thread_loop(b.mul(outer, inner)) as r:
-        base = b.add(b.mul(b.mul(b.udiv(r, inner), length), inner), b.urem(r, inner))
-        b.store(load(b, ctx.in_ptr(0), ty, base), best_v)
-        b.store(i64(0), best_i)
-        with loop(b, length, "l", start=i64(1)) as j:
-            v = load(b, ctx.in_ptr(0), ty, b.add(base, b.mul(j, inner)))
-            cur = b.load(best_v, typ=ty)
-            if is_float_type(ty):
-                better = b.or_(b.fcmp_ordered(">", v, cur), b.and_(
-                    b.fcmp_unordered("uno", v, v), b.fcmp_ordered("ord", cur, cur)))
-            else:
-                better = b.icmp_signed(">", v, cur)
-            b.store(b.select(better, v, cur), best_v)
-            b.store(b.select(better, j, b.load(best_i, typ=I64)), best_i)
-        store(b, b.load(best_i, typ=I64), ctx.out_ptr, I64, r)
-    ctx.finish()
+
+
 
 
 # -- indexing, one_hot, random -----------------------------------------------------------------

@@ -342,9 +342,54 @@ def _stores(point: PointEmitter, stores: list) -> None:
               buf.offset(point.b, [point.index(i) for i in s.index]))
 
 
+def _plain_reduction(nest: L.LoopNest):
+    """(op, buffer, input index, reduced symbols) when the nest is one reduction of a loaded
+    buffer whose reduced axes are not all innermost (then memory order pays), else None."""
+    if nest.lets or nest.checks or nest.inner or len(nest.stores) != 1:
+        return None
+    value = nest.stores[0].value
+    if not isinstance(value, L.Reduce):
+        return None
+    op, body, where, bounds = L.reduce_parts(value)
+    if not isinstance(body, L.Load) or where is not sympy.true or op not in ("sum", "max", "min"):
+        return None
+    index = body.args[1:]
+    reduced = [k for k, _ in bounds]
+    if not all(isinstance(i, sympy.Symbol) for i in index) or \
+            set(index) != {k for k, _ in nest.domain} | set(reduced):
+        return None
+    if list(index[len(index) - len(reduced):]) == reduced:
+        return None  # innermost: the gather keeps a register accumulator, in memory order too
+    return op, body.args[0].name, index, dict(bounds)
+
+
+def _memory_order(ctx: KernelContext, nest: L.LoopNest, buffers: dict, plan) -> None:
+    """out = identity, then one pass over the input in its memory order, combining each
+    element into its output position (the inner loop runs along contiguous memory)."""
+    op, name, index, bounds = plan
+    b, store_ = ctx.b, nest.stores[0]
+    out, src = buffers[store_.buffer], buffers[name]
+    extents = {**dict(nest.domain), **bounds}
+    with loops(b, [ctx.dim(n) for _, n in nest.domain], "z") as idx:
+        point = PointEmitter(ctx, buffers, dict(zip([k for k, _ in nest.domain], idx)))
+        store(b, identity(op, out.ty), out.ptr, out.ty,
+              out.offset(b, [point.index(i) for i in store_.index]))
+    with loops(b, [ctx.dim(extents[i]) for i in index], "m") as idx:
+        point = PointEmitter(ctx, buffers, dict(zip(index, idx)))
+        at = out.offset(b, [point.index(i) for i in store_.index])
+        v = load(b, src.ptr, src.ty, src.offset(b, list(idx)))
+        store(b, combine(b, ctx.module, op, out.ty, load(b, out.ptr, out.ty, at), v), out.ptr,
+              out.ty, at)
+
+
 def render_host(ctx: KernelContext, nest: L.LoopNest) -> None:
-    """The host schedule: counted loops over the domain, the last axis innermost."""
+    """The host schedule: counted loops over the domain, the last axis innermost (or, where
+    the nest allows it, a reduction in the input's memory order)."""
     buffers = _buffers(ctx, nest)
+    plan = _plain_reduction(nest) if nest.hints.get("host") == "memory_order" else None
+    if plan is not None:
+        _memory_order(ctx, nest, buffers, plan)
+        return
     counts = [ctx.dim(n) for _, n in nest.domain]
     with loops(ctx.b, counts, "d") as idx:
         _point(ctx, nest, buffers, {sym: i for (sym, _), i in zip(nest.domain, idx)})

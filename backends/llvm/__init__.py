@@ -26,7 +26,6 @@ from . import (  # noqa: F401  (importing registers the lowerings)
     kernels_index,
     kernels_linalg,
     kernels_pool,
-    kernels_reduce,
 )
 from .codegen import HostCodegen
 from .executable import LLVMExecutable

@@ -6,6 +6,7 @@ import numpy as np
 import sympy
 
 from ..errors import GraphError, IndexRangeError, ShapeError
+from ..ir.shapes import prod
 from ..ir.tensor import Tensor, apply
 from ..ir.types import DEFAULT_FLOAT, TensorType, as_dtype
 from . import loops as L
@@ -44,15 +45,20 @@ def _take_reference(table, ids):
 
 
 def _take_loops(node, program):
-    """out[r..., j...] = table[ids[r...], j...]; an id outside the table stops the step."""
+    """out[r, j] = table[ids[r], j] (ids flattened, the rest of a row as one axis); an id
+    outside the table stops the step."""
     table, ids = node.inputs
-    idx = L.index_symbols(" ".join(f"i{a}" for a in range(node.ndim)))
+    n, width = prod(ids.shape) if ids.shape else 1, prod(table.shape[1:]) if table.ndim > 1 \
+        else 1
+    r, j = L.index_symbols("r j")
     rows, row = table.shape[0], sympy.Symbol("_id", integer=True)
     ok = sympy.And(row >= 0, row < rows)
-    value = sympy.Piecewise((L.load("table", row, *idx[ids.ndim:]), ok), (0, True))
-    return L.LoopNest({"table": L.Buf(input=0), "ids": L.Buf(input=1), "out": L.Buf(output=True)},
-                      list(zip(idx, node.shape)), [L.Store("out", idx, value)],
-                      lets=[(row, L.load("ids", *idx[:ids.ndim]))], checks=[L.Check(row, rows)])
+    value = sympy.Piecewise((L.load("table", row, j), ok), (0, True))
+    bufs = {"table": L.Buf(input=0, shape=(rows, width)), "ids": L.Buf(input=1, shape=(n,)),
+            "out": L.Buf(output=True, shape=(n, width))}
+    return L.LoopNest(bufs, [(r, n)], lets=[(row, L.load("ids", r))],
+                      checks=[L.Check(row, rows)], inner=(j, width),
+                      inner_stores=[L.Store("out", (r, j), value)])
 
 
 TAKE = register(OpDef(
@@ -87,14 +93,16 @@ SCATTER_ADD = register(OpDef(
 
 
 def _one_hot_loops(node, program):
-    """out[r..., c] = (labels[r...] == c); a label outside [0, n) stops the step."""
-    idx = L.index_symbols(" ".join(f"i{a}" for a in range(node.ndim)))
+    """out[r, c] = (labels[r] == c), a label checked once; outside [0, n) it stops the step."""
+    n_labels, depth = prod(node.shape[:-1]) if node.ndim > 1 else 1, node.attrs["n"]
+    r, c = L.index_symbols("r c")
     label = sympy.Symbol("_label", integer=True)
-    value = sympy.Piecewise((1, sympy.Eq(label, idx[-1])), (0, True))
-    return L.LoopNest({"labels": L.Buf(input=0), "out": L.Buf(output=True)},
-                      list(zip(idx, node.shape)), [L.Store("out", idx, value)],
-                      lets=[(label, L.load("labels", *idx[:-1]))],
-                      checks=[L.Check(label, node.attrs["n"])])
+    value = sympy.Piecewise((1, sympy.Eq(label, c)), (0, True))
+    bufs = {"labels": L.Buf(input=0, shape=(n_labels,)),
+            "out": L.Buf(output=True, shape=(n_labels, depth))}
+    return L.LoopNest(bufs, [(r, n_labels)], lets=[(label, L.load("labels", r))],
+                      checks=[L.Check(label, depth)], inner=(c, depth),
+                      inner_stores=[L.Store("out", (r, c), value)])
 
 
 ONE_HOT = register(OpDef(

@@ -128,8 +128,10 @@ class LoopNest:
     checks: list[Check] = field(default_factory=list)
     inner: tuple[sympy.Symbol, object] | None = None
     inner_stores: list[Store] = field(default_factory=list)
-    zero_first: tuple[str, ...] = ()  # buffers set to zero before the loops (scatters)
     name: str = ""  # a suffix naming the kernel when an op has several
+    # schedule choices a target may take: {"host": "memory_order"} lets the host run a plain
+    # reduction in the input's memory order, accumulating into the output
+    hints: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for s in [*self.stores, *self.inner_stores]:

@@ -7,6 +7,7 @@ scalar tensor, so a mean over a batch of N rows divides by N whatever N turns ou
 from __future__ import annotations
 
 import numpy as np
+import sympy
 
 from ..ir.shapes import prod
 from ..ir.tensor import Tensor, apply
@@ -36,6 +37,95 @@ def _keep(g: Tensor, x: Tensor, attrs) -> Tensor:
     return reshape(g, reduced_shape(x.shape, attrs["axes"], True))
 
 
+# -- the kernels of the reduction family, as loop nests -------------------------------------
+
+
+def _reduction_points(x, axes, keepdims):
+    """(index of every input axis, domain of the output, output index, reduced bounds)."""
+    from . import loops as L
+
+    idx = L.index_symbols(" ".join(f"i{a}" for a in range(x.ndim))) if x.ndim else ()
+    kept = [(idx[a], d) for a, d in enumerate(x.shape) if a not in axes]
+    reduced = [(idx[a], d) for a, d in enumerate(x.shape) if a in axes]
+    out_index = tuple(0 if a in axes else idx[a] for a in range(x.ndim)) if keepdims else \
+        tuple(k for k, _ in kept)
+    return idx, kept, out_index, reduced
+
+
+def _shift(m):
+    """The max a stable exp subtracts: 0 where it is not finite (an all -inf row)."""
+    from . import expr as E
+
+    return sympy.Piecewise((m, sympy.Not(sympy.Or(E.isnan(m), E.isinf(m)))), (0, True))
+
+
+def _reduce_loops(node, program):
+    """out[kept] = op over the reduced axes of x[...]. The host renders it in the input's
+    memory order (accumulating into the output: reducing the batch axis reads rows
+    contiguously), the GPU as a gather (a thread per output)."""
+    from . import loops as L
+
+    (x,) = node.inputs
+    a = node.attrs
+    idx, kept, out_index, reduced = _reduction_points(x, a["axes"], a["keepdims"])
+    value = L.reduce_(node.op.name, L.load("x", *idx), reduced)
+    return L.LoopNest({"x": L.Buf(input=0), "out": L.Buf(output=True)}, kept,
+                      [L.Store("out", out_index, value)], hints={"host": "memory_order"})
+
+
+def _logsumexp_loops(node, program):
+    from . import loops as L
+
+    (x,) = node.inputs
+    a = node.attrs
+    idx, kept, out_index, reduced = _reduction_points(x, a["axes"], a["keepdims"])
+    m = sympy.Symbol("_max")
+    total = L.reduce_("sum", sympy.exp(L.load("x", *idx) - m), reduced)
+    return L.LoopNest({"x": L.Buf(input=0), "out": L.Buf(output=True)}, kept,
+                      [L.Store("out", out_index, sympy.log(total) + m)],
+                      lets=[(m, _shift(L.reduce_("max", L.load("x", *idx), reduced)))])
+
+
+def _softmax_loops(node, program):
+    """A row (every position but the axis) at a time: its max and its sum once, then every
+    element: exp(x - max) / sum, or (x - max) - log(sum)."""
+    from . import loops as L
+
+    (x,) = node.inputs
+    axis = node.attrs["axis"] if x.ndim else None
+    idx = L.index_symbols(" ".join(f"i{k}" for k in range(x.ndim))) if x.ndim else ()
+    rows = [(idx[k], d) for k, d in enumerate(x.shape) if k != axis]
+    (j,) = L.index_symbols("j")
+    at = tuple(j if k == axis else idx[k] for k in range(x.ndim))
+    length = x.shape[axis] if x.ndim else 1
+    m, total = sympy.Symbol("_max"), sympy.Symbol("_sum")
+    xj = L.load("x", *at)
+    # (x - max) - log(sum) in that grouping (x - (max + log(sum)) loses x's digits at 1e12):
+    # unevaluated, or sympy would flatten the two subtractions into one sum
+    shifted = sympy.Add(xj, -m, evaluate=False)
+    value = sympy.exp(shifted) / total if node.op.name == "softmax" else \
+        sympy.Add(shifted, -sympy.log(total), evaluate=False)
+    return L.LoopNest({"x": L.Buf(input=0), "out": L.Buf(output=True)}, rows,
+                      lets=[(m, _shift(L.reduce_("max", xj, [(j, length)]))),
+                            (total, L.reduce_("sum", sympy.exp(xj - m), [(j, length)]))],
+                      inner=(j, length), inner_stores=[L.Store("out", at, value)])
+
+
+def _argmax_loops(node, program):
+    """The first maximum along the axis; the first NaN wins (numpy.argmax)."""
+    from . import loops as L
+
+    (x,) = node.inputs
+    axis = node.attrs["axis"]
+    idx = L.index_symbols(" ".join(f"i{k}" for k in range(x.ndim)))
+    kept = [(idx[k], d) for k, d in enumerate(x.shape) if k != axis]
+    (j,) = L.index_symbols("j")
+    at = tuple(j if k == axis else idx[k] for k in range(x.ndim))
+    value = L.argmax(L.load("x", *at), j, [(j, x.shape[axis])])
+    return L.LoopNest({"x": L.Buf(input=0), "out": L.Buf(output=True)}, kept,
+                      [L.Store("out", tuple(k for k, _ in kept), value)])
+
+
 # -- sum -------------------------------------------------------------------------------------
 
 
@@ -47,7 +137,7 @@ def _sum_grad(ctx):
 SUM = register(OpDef(
     "sum", "reduction", infer=_reduce_infer,
     reference=lambda x, *, axes, keepdims: np.sum(x, axis=axes, keepdims=keepdims, dtype=x.dtype),
-    grad=_sum_grad,
+    grad=_sum_grad, loops=_reduce_loops,
 ))
 
 
@@ -126,12 +216,12 @@ def _extremum_grad(ctx):
 MAX = register(OpDef(
     "max", "reduction", infer=_reduce_infer,
     reference=lambda x, *, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims),
-    grad=_extremum_grad,
+    grad=_extremum_grad, loops=_reduce_loops,
 ))
 MIN = register(OpDef(
     "min", "reduction", infer=_reduce_infer,
     reference=lambda x, *, axes, keepdims: np.min(x, axis=axes, keepdims=keepdims),
-    grad=_extremum_grad,
+    grad=_extremum_grad, loops=_reduce_loops,
 ))
 
 
@@ -160,6 +250,7 @@ ARGMAX = register(OpDef(
     reference=lambda x, *, axis: np.argmax(x, axis=axis).astype(np.int64),
     grad=lambda ctx: [BLOCKED],
     doc="Index of the first largest element along an axis (int64). Not differentiable.",
+    loops=_argmax_loops,
 ))
 
 
@@ -199,6 +290,7 @@ def _logsumexp_grad(ctx):
 
 LOGSUMEXP = register(OpDef(
     "logsumexp", "reduction", infer=_reduce_infer, reference=_logsumexp_ref, grad=_logsumexp_grad,
+    loops=_logsumexp_loops,
     doc="log(sum(exp(x))) over axes, computed without overflow.",
 ))
 
@@ -241,10 +333,11 @@ def _log_softmax_grad(ctx):
 _axis_infer = lambda types, attrs, checks: types[0]  # noqa: E731
 
 SOFTMAX = register(OpDef("softmax", "reduction", infer=_axis_infer, reference=_softmax_ref,
-                         grad=_softmax_grad, doc="exp(x) / sum(exp(x)) along axis, stable."))
+                         grad=_softmax_grad, doc="exp(x) / sum(exp(x)) along axis, stable.",
+                         loops=_softmax_loops))
 LOG_SOFTMAX = register(OpDef("log_softmax", "reduction", infer=_axis_infer,
                              reference=_log_softmax_ref, grad=_log_softmax_grad,
-                             doc="x - logsumexp(x) along axis, stable."))
+                             doc="x - logsumexp(x) along axis, stable.", loops=_softmax_loops))
 
 
 def softmax(x, axis: int = -1) -> Tensor:
