@@ -28,7 +28,6 @@ from ..kernelgen.irutil import (
     ir_type,
     is_float_type,
     load,
-    loop,
     loops,
     store,
 )
@@ -231,52 +230,7 @@ def _argmax_key(node: Node):
     return ("maxpool", node.inputs[0].uid, kernel, stride, padding)
 
 
-@lowering("max_pool", "avg_pool", "max_pool_select", target="cuda")
-def pool_forward(site: GpuNode) -> None:
-    gen, node, k = site.gen, site.node, site.position
-    ctx = GpuKernel(gen, node, k, work=numel(node))
-    b = ctx.b
-    x = node.inputs[0]
-    ty = ctx.ty()
-    geometry = _pool_attrs(node)
-    out_shape = ctx.shape()
-    in_plane = ctx.numel_of(ctx.shape(x)[2:])
-    out_plane = ctx.numel_of(out_shape[2:])
-    op = node.op.name
-    record = None
-    if op == "max_pool" and any(n.op.name in ("max_pool_grad", "max_pool_select") and
-                                _argmax_key(n) == _argmax_key(node) for n in gen.program.nodes):
-        slot, _ = ctx.shared_scratch(_argmax_key(node), numel(node) * 8)
-        record = ctx.slot_ptr(slot, "argmax")
-    recorded = gen.shared.get(_argmax_key(node)) if op == "max_pool_select" else None
-    total = entry_alloca(b, ty, "total")
-    with ctx.thread_loop(numel(node)) as i:
-        plane, o = b.udiv(i, out_plane), b.urem(i, out_plane)
-        coords = unravel(b, o, out_shape[2:])
-        base = b.mul(plane, in_plane)
-        if op == "avg_pool":
-            b.store(const(ty, 0), total)
 
-            def add(flat, inside):
-                v = load(b, ctx.ptr(x), ty, b.add(base, flat))
-                cur = b.load(total, typ=ty)
-                b.store(b.select(inside, b.fadd(cur, v), cur), total)
-
-            _window(ctx, x, base, coords, *geometry, add)
-            scale = const(ty, 1.0 / float(prod(geometry[0])))
-            store(b, b.fmul(b.load(total, typ=ty), scale), ctx.out_ptr, ty, i)
-        elif op == "max_pool":
-            value, where = _window_argmax(ctx, x, ctx.ty(x), base, coords, geometry)
-            store(b, value, ctx.out_ptr, ty, i)
-            if record is not None:
-                store(b, where, record, I64, i)
-        else:  # max_pool_select: h at x's argmax
-            if recorded is not None:
-                where = load(b, ctx.slot_ptr(recorded, "argmax"), I64, i)
-            else:
-                where = _window_argmax(ctx, x, ctx.ty(x), base, coords, geometry)[1]
-            store(b, load(b, ctx.in_ptr(1), ty, b.add(base, where)), ctx.out_ptr, ty, i)
-    ctx.finish()
 
 
 def _covering(b, p, k, s, pad, n_out):
@@ -290,56 +244,3 @@ def _covering(b, p, k, s, pad, n_out):
     return lo, hi
 
 
-@lowering("max_pool_grad", "avg_pool_grad", target="cuda")
-def pool_backward(site: GpuNode) -> None:
-    gen, node, k = site.gen, site.node, site.position
-    """A gather: each input position sums the gradients of the windows that chose it."""
-    ctx = GpuKernel(gen, node, k, work=numel(node))
-    b = ctx.b
-    ty = ctx.ty()
-    kernel, stride, padding = _pool_attrs(node)
-    is_max = node.op.name == "max_pool_grad"
-    x = node.inputs[0] if is_max else None
-    g = node.inputs[1] if is_max else node.inputs[0]
-    in_shape = ctx.shape()  # this node has the pooled input's shape
-    g_shape = ctx.shape(g)
-    in_plane = ctx.numel_of(in_shape[2:])
-    g_plane = ctx.numel_of(g_shape[2:])
-    recorded = gen.shared.get(_argmax_key(node)) if is_max else None
-    acc = entry_alloca(b, ty, "acc")
-    scale = const(ty, 1.0 / float(prod(kernel)))
-    with ctx.thread_loop(numel(node)) as i:
-        plane, pflat = b.udiv(i, in_plane), b.urem(i, in_plane)
-        pos = unravel(b, pflat, in_shape[2:])
-        b.store(const(ty, 0), acc)
-        ranges = [_covering(b, p, kernel[d], stride[d], padding[d], g_shape[2 + d])
-                  for d, p in enumerate(pos)]
-        nd = len(pos)
-
-        def visit(out_coords):
-            oflat = dot(b, out_coords, contiguous_strides(b, g_shape[2:]))
-            gi = b.add(b.mul(plane, g_plane), oflat)
-            gv = load(b, ctx.ptr(g), ty, gi)
-            if is_max:
-                if recorded is not None:
-                    where = load(b, ctx.slot_ptr(recorded, "argmax"), I64, gi)
-                else:
-                    where = _window_argmax(ctx, x, ctx.ty(x), b.mul(plane, in_plane), out_coords,
-                                           (kernel, stride, padding))[1]
-                hit = b.icmp_signed("==", where, pflat)
-                b.store(b.select(hit, b.fadd(b.load(acc, typ=ty), gv), b.load(acc, typ=ty)), acc)
-            else:
-                b.store(b.fadd(b.load(acc, typ=ty), b.fmul(gv, scale)), acc)
-
-        def nest(d, coords):
-            if d == nd:
-                visit(coords)
-                return
-            lo, hi = ranges[d]
-            count = b.sub(hi, lo)
-            with loop(b, b.select(b.icmp_signed(">", count, i64(0)), count, i64(0)), f"o{d}") as j:
-                nest(d + 1, coords + [b.add(lo, j)])
-
-        nest(0, [])
-        store(b, b.load(acc, typ=ty), ctx.out_ptr, ty, i)
-    ctx.finish()

@@ -241,6 +241,15 @@ class ExprEmitter:
 
     def _int_divmod(self, a: ir.Value, d: ir.Value) -> tuple[ir.Value, ir.Value]:
         b, ty = self.b, self.ty
+        if isinstance(d, ir.Constant) and int(d.constant) > 0:  # (index arithmetic, mostly)
+            n = int(d.constant)
+            if n & (n - 1) == 0:  # a power of two: shifts are floor division already
+                shift = n.bit_length() - 1
+                return b.ashr(a, const(ty, shift)), b.and_(a, const(ty, n - 1))
+            q, r = b.sdiv(a, d), b.srem(a, d)
+            negative = b.icmp_signed("<", r, const(ty, 0))
+            return (b.select(negative, b.sub(q, const(ty, 1)), q),
+                    b.select(negative, b.add(r, d), r))
         zero, one = const(ty, 0), const(ty, 1)
         minimum = const(ty, -(1 << (ty.width - 1)))
         by_zero = b.icmp_signed("==", d, zero)

@@ -35,12 +35,14 @@ from .irutil import (
     const,
     convert,
     entry_alloca,
+    float_intrinsic,
     i64,
     ir_type,
     is_float_type,
     load,
     loop,
     loops,
+    memset_zero,
     product,
     store,
 )
@@ -208,7 +210,9 @@ class PointEmitter:
 
         def visit(inner: PointEmitter):
             v = inner.emit(body, ty)
-            nxt = combine(b, self.ctx.module, op, ty, b.load(acc, typ=ty), v)
+            # sums may be reassociated (vectorized): they differ from NumPy's pairwise sums
+            # by rounding only
+            nxt = combine(b, self.ctx.module, op, ty, b.load(acc, typ=ty), v, reassoc=True)
             if where is not sympy.true:
                 nxt = b.select(inner.emit(where, I1), nxt, b.load(acc, typ=ty))
             b.store(nxt, acc)
@@ -295,6 +299,17 @@ class _TypedEmitter(ExprEmitter):
         if isinstance(e, relational.Relational):
             t = _join(p.type_of(e.lhs), p.type_of(e.rhs)) or I64
             return self._cmp(_RELATIONS[type(e)], p.emit(e.lhs, t), p.emit(e.rhs, t))
+        if isinstance(e, (sympy.Max, sympy.Min)):  # index arithmetic (window bounds)
+            acc = self._emit(e.args[0])
+            for a in e.args[1:]:
+                v = self._emit(a)
+                if self.float:
+                    name = "maximum" if isinstance(e, sympy.Max) else "minimum"
+                    acc = self.b.call(float_intrinsic(self.module, name, self.ty, 2), [acc, v])
+                else:
+                    op = ">" if isinstance(e, sympy.Max) else "<"
+                    acc = self.b.select(self.b.icmp_signed(op, acc, v), acc, v)
+            return acc
         return super()._dispatch(e)
 
 
@@ -333,13 +348,17 @@ def _point(ctx: KernelContext, nest: L.LoopNest, buffers: dict, env: dict) -> No
 
 
 def _stores(point: PointEmitter, stores: list) -> None:
+    b = point.b
     for s in stores:
         buf = point.buffers[s.buffer]
         value = point.emit(sympy.sympify(s.value), I1 if buf.ty == I8 else buf.ty)
         if buf.ty == I8:
-            value = point.b.zext(value, I8)
-        store(point.b, value, buf.ptr, buf.ty,
-              buf.offset(point.b, [point.index(i) for i in s.index]))
+            value = b.zext(value, I8)
+        offset = buf.offset(b, [point.index(i) for i in s.index])
+        if s.accumulate:
+            old = load(b, buf.ptr, buf.ty, offset)
+            value = b.fadd(old, value) if is_float_type(buf.ty) else b.add(old, value)
+        store(b, value, buf.ptr, buf.ty, offset)
 
 
 def _plain_reduction(nest: L.LoopNest):
@@ -360,13 +379,13 @@ def _plain_reduction(nest: L.LoopNest):
         return None
     if list(index[len(index) - len(reduced):]) == reduced:
         return None  # innermost: the gather keeps a register accumulator, in memory order too
-    return op, body.args[0].name, index, dict(bounds)
+    return op, body.args[0].name, index, dict(bounds), reduced
 
 
 def _memory_order(ctx: KernelContext, nest: L.LoopNest, buffers: dict, plan) -> None:
     """out = identity, then one pass over the input in its memory order, combining each
     element into its output position (the inner loop runs along contiguous memory)."""
-    op, name, index, bounds = plan
+    op, name, index, bounds, reduced = plan
     b, store_ = ctx.b, nest.stores[0]
     out, src = buffers[store_.buffer], buffers[name]
     extents = {**dict(nest.domain), **bounds}
@@ -374,18 +393,39 @@ def _memory_order(ctx: KernelContext, nest: L.LoopNest, buffers: dict, plan) -> 
         point = PointEmitter(ctx, buffers, dict(zip([k for k, _ in nest.domain], idx)))
         store(b, identity(op, out.ty), out.ptr, out.ty,
               out.offset(b, [point.index(i) for i in store_.index]))
-    with loops(b, [ctx.dim(extents[i]) for i in index], "m") as idx:
-        point = PointEmitter(ctx, buffers, dict(zip(index, idx)))
+    # the innermost run of reduced axes (contiguous memory) adds up in a register first
+    tail = 0
+    while tail < len(index) and index[len(index) - 1 - tail] in set(reduced):
+        tail += 1
+    outer, inner = list(index[:len(index) - tail]), list(index[len(index) - tail:])
+    acc = entry_alloca(b, out.ty, "acc")
+    with loops(b, [ctx.dim(extents[i]) for i in outer], "m") as idx:
+        point = PointEmitter(ctx, buffers, dict(zip(outer, idx)))
         at = out.offset(b, [point.index(i) for i in store_.index])
-        v = load(b, src.ptr, src.ty, src.offset(b, list(idx)))
-        store(b, combine(b, ctx.module, op, out.ty, load(b, out.ptr, out.ty, at), v), out.ptr,
-              out.ty, at)
+        if inner:  # one flat loop over the contiguous tail
+            base = src.offset(b, list(idx) + [i64(0)] * len(inner))
+            b.store(identity(op, out.ty), acc)
+            with loop(b, product(b, [ctx.dim(extents[i]) for i in inner]), "f") as f:
+                v = load(b, src.ptr, src.ty, b.add(base, f))
+                b.store(combine(b, ctx.module, op, out.ty, b.load(acc, typ=out.ty), v,
+                                reassoc=True), acc)
+            value = b.load(acc, typ=out.ty)
+        else:
+            value = load(b, src.ptr, src.ty, src.offset(b, list(idx)))
+        store(b, combine(b, ctx.module, op, out.ty, load(b, out.ptr, out.ty, at), value),
+              out.ptr, out.ty, at)
 
 
 def render_host(ctx: KernelContext, nest: L.LoopNest) -> None:
     """The host schedule: counted loops over the domain, the last axis innermost (or, where
     the nest allows it, a reduction in the input's memory order)."""
+    if nest.host is not None:
+        nest = nest.host
     buffers = _buffers(ctx, nest)
+    for name in nest.zero:
+        buf = buffers[name]
+        size = product(ctx.b, [ctx.dim(d) for d in buf.shape])
+        memset_zero(ctx.b, ctx.module, buf.ptr, ctx.b.mul(size, i64(buf.dtype.itemsize)))
     plan = _plain_reduction(nest) if nest.hints.get("host") == "memory_order" else None
     if plan is not None:
         _memory_order(ctx, nest, buffers, plan)

@@ -25,7 +25,6 @@ from . import (  # noqa: F401  (importing registers the lowerings)
     kernels_elementwise,
     kernels_index,
     kernels_linalg,
-    kernels_pool,
 )
 from .codegen import HostCodegen
 from .executable import LLVMExecutable

@@ -101,11 +101,13 @@ class Buf:
 
 @dataclass
 class Store:
-    """``buffer[index] = value``."""
+    """``buffer[index] = value`` (``+=`` with `accumulate`: only in a host form, see
+    LoopNest.host)."""
 
     buffer: str
     index: tuple
     value: object
+    accumulate: bool = False
 
 
 @dataclass
@@ -132,6 +134,12 @@ class LoopNest:
     # schedule choices a target may take: {"host": "memory_order"} lets the host run a plain
     # reduction in the input's memory order, accumulating into the output
     hints: dict = field(default_factory=dict)
+    # the same computation in the order of its sources, which the host runs instead: a
+    # reduction whose terms each go to one place (a max pooling's gradient: every window's g
+    # to its argmax) scatters there, with `zero` buffers cleared first and accumulating
+    # stores; a GPU runs the gather above (scattering would need atomics)
+    host: LoopNest | None = None
+    zero: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for s in [*self.stores, *self.inner_stores]:

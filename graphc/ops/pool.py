@@ -17,7 +17,7 @@ import numpy as np
 import sympy
 
 from ..errors import ShapeError
-from ..ir.shapes import as_dim
+from ..ir.shapes import as_dim, prod
 from ..ir.tensor import Tensor, apply
 from ..ir.types import TensorType
 from .conv import conv_out_size, int_tuple, windows
@@ -103,10 +103,204 @@ def _attrs(node):
     return dict(kernel=a["kernel"], stride=a["stride"], padding=a["padding"])
 
 
+# -- the kernels, as loop nests --------------------------------------------------------------
+
+
+def _record_key(node):
+    """The argmax record a max pooling writes and its adjoints read (same input, geometry)."""
+    a = node.attrs
+    return ("maxpool", node.inputs[0].uid, a["kernel"], a["stride"], a["padding"])
+
+
+def _has(program, ops, key) -> bool:
+    return any(n.op.name in ops and _record_key(n) == key for n in program.nodes)
+
+
+def _window(node, x, out_index):
+    """The window of output position `out_index` of a pooling of x: (kernel offsets and their
+    bounds, tap positions, inside?, the taps' flat position in x's plane)."""
+    from . import loops as L
+
+    a = node.attrs
+    nd = len(a["kernel"])
+    ks = L.index_symbols(" ".join(f"k{d}" for d in range(nd)))
+    taps = [L.tap(o, k, s, 1, p) for o, k, s, p in zip(out_index, ks, a["stride"],
+                                                          a["padding"])]
+    inside = sympy.And(*[L.inside(t, d) for t, d in zip(taps, x.shape[2:])])
+    flat = 0
+    for t, d in zip(taps, x.shape[2:]):
+        flat = flat * d + t
+    return list(zip(ks, a["kernel"])), taps, inside, flat
+
+
+def _unflatten(flat, sizes):
+    """Coordinates of a flat position (row-major over sizes)."""
+    from . import expr as E
+
+    coords, rest = [], flat
+    for d in reversed(sizes[1:]):
+        coords.append(E.mod(rest, d))
+        rest = E.floordiv(rest, d)
+    coords.append(rest)
+    return list(reversed(coords))
+
+
+def _pool_domain(node, shape):
+    from . import loops as L
+
+    idx = L.index_symbols(" ".join(f"i{a}" for a in range(len(shape))))
+    return idx, list(zip(idx, shape))
+
+
+def _argmax_of(node, program, x, n, c, out_index):
+    """Where the first maximum of a window is (flat in x's plane): read from the forward's
+    record when the program has one, else found again."""
+    from . import loops as L
+
+    key = _record_key(node)
+    if node.op.name != "max_pool" and _has(program, ("max_pool",), key):
+        return L.load("argmax", n, c, *out_index)
+    bounds, taps, inside, flat = _window(node, x, out_index)
+    return L.argmax(L.load("x", n, c, *taps), flat, bounds, where=inside)
+
+
+def _record_buffer(node, x):
+    from . import loops as L
+
+    shape = tuple(x.shape[:2]) + tuple(_out_sizes(x.shape, node.attrs["kernel"],
+                                                  node.attrs["stride"], node.attrs["padding"]))
+    return L.Buf(scratch=_record_key(node), shape=shape, dtype=np.dtype(np.int64))
+
+
+def _max_pool_loops(node, program):
+    """out = the first maximum of each window (the first NaN wins; padding never does); when
+    the program differentiates it, the window's argmax is recorded for the adjoints."""
+    from . import loops as L
+
+    (x,) = node.inputs
+    idx, domain = _pool_domain(node, node.shape)
+    n, c, out_index = idx[0], idx[1], idx[2:]
+    bufs = {"x": L.Buf(input=0), "out": L.Buf(output=True)}
+    if not _has(program, ("max_pool_grad", "max_pool_select"), _record_key(node)):
+        bounds, taps, inside, _ = _window(node, x, out_index)
+        value = L.reduce_("max_first", L.load("x", n, c, *taps), bounds, where=inside)
+        return L.LoopNest(bufs, domain, [L.Store("out", idx, value)])
+    where = sympy.Symbol("_where", integer=True)
+    bufs["argmax"] = _record_buffer(node, x)
+    at = _unflatten(where, list(x.shape[2:]))
+    return L.LoopNest(bufs, domain, [L.Store("argmax", idx, where),
+                                     L.Store("out", idx, L.load("x", n, c, *at))],
+                      lets=[(where, _argmax_of(node, program, x, n, c, out_index))])
+
+
+def _max_pool_select_loops(node, program):
+    """out = h at each window's argmax in x."""
+    from . import loops as L
+
+    x, h = node.inputs
+    idx, domain = _pool_domain(node, node.shape)
+    n, c, out_index = idx[0], idx[1], idx[2:]
+    bufs = {"x": L.Buf(input=0), "h": L.Buf(input=1), "out": L.Buf(output=True),
+            "argmax": _record_buffer(node, x)}
+    at = _unflatten(_argmax_of(node, program, x, n, c, out_index), list(x.shape[2:]))
+    return L.LoopNest(bufs, domain, [L.Store("out", idx, L.load("h", n, c, *at))])
+
+
+def _covering_windows(node, out_sizes, position):
+    """The output windows that read input position `position`: (bounds over which the
+    windows run, their output positions, the condition that one exists). Per axis,
+    o = lo + t for t in [0, count); windows that do not overlap need no loop at all."""
+    from . import expr as E
+    from . import loops as L
+
+    a = node.attrs
+    if all(s >= k for k, s in zip(a["kernel"], a["stride"])):
+        # windows that do not overlap: at most one covers p, o = (p + pad) // s, when
+        # p falls in its first k positions and o is an output position
+        outs = [E.floordiv(p + pad, s) for p, s, pad in zip(position, a["stride"],
+                                                             a["padding"])]
+        covered = sympy.And(*[sympy.And(E.mod(p + pad, s) < k, o < size) for p, s, pad, k, o,
+                              size in zip(position, a["stride"], a["padding"], a["kernel"],
+                                          outs, out_sizes)])
+        return [], outs, covered
+    ts = L.index_symbols(" ".join(f"t{d}" for d in range(len(position))))
+    bounds, outs = [], []
+    for t, p, k, s, pad, size in zip(ts, position, a["kernel"], a["stride"], a["padding"],
+                                     out_sizes):
+        # o*s - pad <= p <= o*s - pad + k - 1:  lo = ceil((p + pad - k + 1)/s), hi = (p + pad)/s
+        lo = sympy.Max(0, E.floordiv(p + pad - k + s, s))
+        hi = sympy.Min(size - 1, E.floordiv(p + pad, s))
+        count = sympy.Max(0, hi - lo + 1)
+        bounds.append((t, count))
+        outs.append(lo + t)
+    return bounds, outs, sympy.true
+
+
+def _max_pool_grad_loops(node, program):
+    """A gather: each input position sums g over the windows whose argmax it is."""
+    from . import loops as L
+
+    x, g = node.inputs
+    idx, domain = _pool_domain(node, node.shape)
+    n, c, position = idx[0], idx[1], idx[2:]
+    bounds, outs, covered = _covering_windows(node, g.shape[2:], position)
+    flat = 0
+    for p, d in zip(position, x.shape[2:]):
+        flat = flat * d + p
+    chosen = sympy.And(covered, sympy.Eq(_argmax_of(node, program, x, n, c, outs), flat))
+    if bounds:
+        value = L.reduce_("sum", L.load("g", n, c, *outs), bounds, where=chosen)
+    else:
+        value = sympy.Piecewise((L.load("g", n, c, *outs), chosen), (0, True))
+    bufs = {"x": L.Buf(input=0), "g": L.Buf(input=1), "out": L.Buf(output=True),
+            "argmax": _record_buffer(node, x)}
+    # the host's form: every window adds its g at its argmax (a quarter of the points of the
+    # gather for 2x2 windows, and no search for the window that chose a position)
+    gidx, gdomain = _pool_domain(node, g.shape)
+    where = sympy.Symbol("_where", integer=True)
+    plane = prod(x.shape[2:]) if x.ndim > 2 else 1
+    flat_out = L.Buf(output=True, shape=(x.shape[0], x.shape[1], plane))  # (N, C, plane)
+    scatter = L.LoopNest({**bufs, "out": flat_out}, gdomain,
+                         [L.Store("out", (gidx[0], gidx[1], where), L.load("g", *gidx),
+                                  accumulate=True)],
+                         lets=[(where, _argmax_of(node, program, x, gidx[0], gidx[1],
+                                                  gidx[2:]))], zero=("out",))
+    return L.LoopNest(bufs, domain, [L.Store("out", idx, value)], host=scatter)
+
+
+def _avg_pool_loops(node, program):
+    """out = the sum of each window's taps inside x, over the whole window's size."""
+    from . import loops as L
+
+    (x,) = node.inputs
+    idx, domain = _pool_domain(node, node.shape)
+    n, c, out_index = idx[0], idx[1], idx[2:]
+    bounds, taps, inside, _ = _window(node, x, out_index)
+    total = L.reduce_("sum", L.load("x", n, c, *taps), bounds, where=inside)
+    value = total * sympy.Rational(1, int(np.prod(node.attrs["kernel"])))
+    return L.LoopNest({"x": L.Buf(input=0), "out": L.Buf(output=True)}, domain,
+                      [L.Store("out", idx, value)])
+
+
+def _avg_pool_grad_loops(node, program):
+    """A gather: each input position sums g / window size over the windows covering it."""
+    from . import loops as L
+
+    (g,) = node.inputs
+    idx, domain = _pool_domain(node, node.shape)
+    n, c, position = idx[0], idx[1], idx[2:]
+    bounds, outs, covered = _covering_windows(node, g.shape[2:], position)
+    total = L.reduce_("sum", L.load("g", n, c, *outs), bounds) if bounds else \
+        sympy.Piecewise((L.load("g", n, c, *outs), covered), (0, True))
+    value = total * sympy.Rational(1, int(np.prod(node.attrs["kernel"])))
+    return L.LoopNest({"g": L.Buf(input=0), "out": L.Buf(output=True)}, domain,
+                      [L.Store("out", idx, value)])
+
+
 MAX_POOL = register(OpDef(
     "max_pool", "nn", infer=_pool_infer, reference=max_pool_reference,
     grad=lambda ctx: [max_pool_grad(ctx.inputs[0], ctx.g, **_attrs(ctx.node))],
-    doc="Max over each window (padding never wins).",
+    doc="Max over each window (padding never wins).", loops=_max_pool_loops,
 ))
 
 
@@ -122,6 +316,7 @@ MAX_POOL_GRAD = register(OpDef(
     "max_pool_grad", "nn", infer=_max_pool_grad_infer, reference=max_pool_grad_reference,
     grad=lambda ctx: [ZERO, max_pool_select(ctx.inputs[0], ctx.g, **_attrs(ctx.node))],
     doc="Routes each window's g to the position of that window's maximum in x.",
+    loops=_max_pool_grad_loops,
 ))
 
 
@@ -136,6 +331,7 @@ MAX_POOL_SELECT = register(OpDef(
     "max_pool_select", "nn", infer=_select_infer, reference=max_pool_select_reference,
     grad=lambda ctx: [ZERO, max_pool_grad(ctx.inputs[0], ctx.g, **_attrs(ctx.node))],
     doc="Picks from h, in every window, the element where x has its maximum.",
+    loops=_max_pool_select_loops,
 ))
 
 
@@ -162,6 +358,7 @@ AVG_POOL = register(OpDef(
     grad=lambda ctx: [avg_pool_grad(ctx.g, in_size=tuple(ctx.inputs[0].shape[2:]),
                                     **_attrs(ctx.node))],
     doc="Mean over each window; zero padding counts (count_include_pad=True).",
+    loops=_avg_pool_loops,
 ))
 
 
@@ -178,6 +375,7 @@ AVG_POOL_GRAD = register(OpDef(
     "avg_pool_grad", "nn", infer=_avg_pool_grad_infer, reference=avg_pool_grad_reference,
     grad=lambda ctx: [avg_pool(ctx.g, **_attrs(ctx.node))],
     doc="Spreads each window's g evenly over the window (the adjoint of avg_pool).",
+    loops=_avg_pool_grad_loops,
 ))
 
 
