@@ -18,6 +18,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import sympy
 from llvmlite import ir
 
 from graphc.ir.graph import Graph
@@ -104,6 +105,20 @@ class GpuNode:
     def kernel(self, suffix: str = "", work=None, kind: str = "grid") -> GpuKernel:
         return GpuKernel(self.gen, self.node, self.position, suffix=suffix, work=work, kind=kind)
 
+    def gemm(self, step, slots: list[int], offsets: list) -> None:
+        """A description's Gemm step: one launch of the tiled GEMM over whole buffers (so the
+        device runtime may call cuBLAS instead)."""
+        from .gemm import emit_gemm
+
+        def operands(ctx, z):
+            return tuple(ctx.slot_ptr(slot, name) for slot, name in
+                         zip(slots, (step.a, step.b, step.c)))
+
+        emit_gemm(self.gen, self.node, self.position, f".{step.name}", operands,
+                  *(d if isinstance(d, int) else sympy.expand(d) for d in
+                    (step.m, step.n, step.k)),
+                  step.ta, step.tb, accumulate=step.accumulate, host_slots=tuple(slots))
+
 
 class GpuCodegen(ProgramGenerator):
     """Kernels + launch plan for a program; `target` is "ptx" or "host" (the emulator)."""
@@ -118,14 +133,6 @@ class GpuCodegen(ProgramGenerator):
         self.status_slot = self.layout.new_slot()
         self.layout.scratch[self.status_slot] = 4
         self.layout.status_slot = self.status_slot
-
-    def scratch_slot(self, key, nbytes) -> int:
-        """A scratch buffer shared by the kernels of one node (e.g. a conv's columns)."""
-        if key not in self.shared:
-            slot = self.layout.new_slot()
-            self.layout.scratch[slot] = nbytes
-            self.shared[key] = slot
-        return self.shared[key]
 
     def accessor(self, register: str, axis: str) -> ir.Function:
         name = f"graphc.gpu.{register}.{axis}"

@@ -1,4 +1,5 @@
-"""Matrix products on the GPU: a shared-memory tiled GEMM, and convolutions built on it.
+"""Matrix products on the GPU: a shared-memory tiled GEMM (matmul, and the Gemm steps of the
+op descriptions: a convolution's product of its columns).
 
 The tiled kernel is written as *phases* separated by barriers:
 
@@ -13,21 +14,16 @@ On a GPU the kernel calls the phases in that order with `bar.sync`. The emulator
 phase for every thread of a block before starting the next, with the shared tiles in a
 per-block buffer and each thread's accumulator in its own slot: exactly the semantics of the
 barriers, on one CPU thread. The phase functions are the same IR in both cases.
-
-Convolutions: im2col over the whole batch into a (C*K, N*O) matrix, one GEMM, and a gather
-that permutes the result into (N, C_out, O); the input gradient is a GEMM followed by a
-col2im *gather* (each image element sums the column entries that map to it: no atomics).
 """
 
 from __future__ import annotations
 
-import sympy
 from llvmlite import ir
 
 from graphc.ir.node import Node
 from graphc.ir.shapes import prod
 
-from ..kernelgen.irutil import F32, I1, I64, PTR, VOID, const, i64, load, loop, store
+from ..kernelgen.irutil import F32, I64, PTR, VOID, const, i64, load, loop, store
 from ..kernelgen.registry import lowering
 from .codegen import GpuCodegen, GpuKernel, GpuNode
 from .kernels import unravel
@@ -215,168 +211,5 @@ def matmul(site: GpuNode) -> None:
     emit_gemm(gen, node, k, ".gemm", operands, m, n, kdim, ta, tb, batch=batch, host_slots=slots)
 
 
-# -- convolution --------------------------------------------------------------------------
-
-
-def _scratch(gen: GpuCodegen, node: Node, name: str, nbytes) -> int:
-    return gen.scratch_slot(("conv", node.uid, name), nbytes)
-
-
-def _im2col_all(gen, node, k, image: Node, kernel, out_sp, col_slot, suffix=".im2col"):
-    """col[(c*K + kk), n*O + o] = image[n, c, o*s + kk*d - p] (0 outside), whole batch."""
-    a = node.attrs
-    channels = image.shape[1]
-    K, O = prod(kernel), prod(out_sp)
-    total = prod([channels, K, image.shape[0], O])
-    ctx = GpuKernel(gen, node, k, suffix=suffix, work=total)
-    b = ctx.b
-    ty = ctx.ty()
-    col = ctx.slot_ptr(col_slot, "col")
-    in_sp = ctx.shape(image)[2:]
-    with ctx.thread_loop(total) as e:
-        ck, rest = b.udiv(e, ctx.dim(image.shape[0] * O)), b.urem(e, ctx.dim(image.shape[0] * O))
-        c, kk = b.udiv(ck, i64(K)), b.urem(ck, i64(K))
-        nidx, o = b.udiv(rest, ctx.dim(O)), b.urem(rest, ctx.dim(O))
-        ks = unravel(b, kk, [i64(x) for x in kernel])
-        os = unravel(b, o, ctx.dims(out_sp))
-        inside = ir.Constant(I1, 1)
-        flat: ir.Value = i64(0)
-        for d in range(len(kernel)):
-            p = b.sub(b.add(b.mul(os[d], i64(a["stride"][d])), b.mul(ks[d], i64(a["dilation"][d]))),
-                      i64(a["padding"][d]))
-            ok = b.and_(b.icmp_signed(">=", p, i64(0)), b.icmp_signed("<", p, in_sp[d]))
-            inside = b.and_(inside, ok)
-            flat = b.add(b.mul(flat, in_sp[d]), b.select(ok, p, i64(0)))
-        plane = ctx.numel_of(in_sp)
-        src = b.add(b.mul(b.add(b.mul(nidx, ctx.dim(channels)), c), plane), flat)
-        value = b.select(inside, load(b, ctx.ptr(image), ty, b.select(inside, src, i64(0))),
-                         const(ty, 0))
-        store(b, value, col, ty, e)
-    ctx.finish()
-
-
-def _permute(gen, node, k, suffix, src_slot, dst_slot, batch, channels, positions,
-             to_channel_major: bool):
-    """(N, C, O) <-> (C, N*O) as a gather over the destination."""
-    total = prod([batch, channels, positions])
-    ctx = GpuKernel(gen, node, k, suffix=suffix, work=total)
-    b = ctx.b
-    ty = ctx.ty()
-    src = ctx.slot_ptr(src_slot, "src") if isinstance(src_slot, int) else src_slot(ctx)
-    dst = ctx.slot_ptr(dst_slot, "dst") if isinstance(dst_slot, int) else dst_slot(ctx)
-    N, C, O = ctx.dim(batch), ctx.dim(channels), ctx.dim(positions)
-    with ctx.thread_loop(total) as e:
-        if to_channel_major:  # dst (C, N*O) from src (N, C, O)
-            c, rest = b.udiv(e, b.mul(N, O)), b.urem(e, b.mul(N, O))
-            n_, o = b.udiv(rest, O), b.urem(rest, O)
-        else:  # dst (N, C, O) from src (C, N*O)
-            n_, rest = b.udiv(e, b.mul(C, O)), b.urem(e, b.mul(C, O))
-            c, o = b.udiv(rest, O), b.urem(rest, O)
-        nco = b.add(b.mul(b.add(b.mul(n_, C), c), O), o)
-        cno = b.add(b.mul(c, b.mul(N, O)), b.add(b.mul(n_, O), o))
-        s_idx, d_idx = (nco, cno) if to_channel_major else (cno, nco)
-        store(b, load(b, src, ty, s_idx), dst, ty, d_idx)
-    ctx.finish()
-
-
 def _slot_of(gen, node):
     return gen.layout.slot_of[node.uid]
-
-
-@lowering("conv", target="cuda")
-def conv(site: GpuNode) -> None:
-    gen, node, k = site.gen, site.node, site.position
-    x, w = node.inputs
-    kernel, out_sp = tuple(w.shape[2:]), tuple(node.shape[2:])
-    N, C, Cout = x.shape[0], x.shape[1], w.shape[0]
-    K, O = prod(kernel), prod(out_sp)
-    isz = node.dtype.itemsize
-    col = _scratch(gen, node, "col", prod([C, K, N, O]) * isz)
-    tmp = _scratch(gen, node, "tmp", prod([Cout, N, O]) * isz)
-    _im2col_all(gen, node, k, x, kernel, out_sp, col)
-    emit_gemm(gen, node, k, ".gemm", lambda ctx, z: (ctx.in_ptr(1), ctx.slot_ptr(col, "col"),
-                                                    ctx.slot_ptr(tmp, "tmp")),
-              Cout, _expr(N * O), _expr(C * K), False, False,
-              host_slots=(_slot_of(gen, w), col, tmp))
-    _permute(gen, node, k, ".permute", tmp, _slot_of(gen, node), N, Cout, O, False)
-
-
-@lowering("conv_weight_grad", target="cuda")
-def conv_weight_grad(site: GpuNode) -> None:
-    gen, node, k = site.gen, site.node, site.position
-    x, g = node.inputs
-    kernel, out_sp = node.attrs["kernel"], tuple(g.shape[2:])
-    N, C, Cout = x.shape[0], x.shape[1], g.shape[1]
-    K, O = prod(kernel), prod(out_sp)
-    isz = node.dtype.itemsize
-    col = _scratch(gen, node, "col", prod([C, K, N, O]) * isz)
-    gp = _scratch(gen, node, "g", prod([Cout, N, O]) * isz)
-    _im2col_all(gen, node, k, x, kernel, out_sp, col)
-    _permute(gen, node, k, ".permute", _slot_of(gen, g), gp, N, Cout, O, True)
-    emit_gemm(gen, node, k, ".gemm", lambda ctx, z: (ctx.slot_ptr(gp, "g"),
-                                                    ctx.slot_ptr(col, "col"), ctx.out_ptr),
-              Cout, _expr(C * K), _expr(N * O), False, True,
-              host_slots=(gp, col, _slot_of(gen, node)))
-
-
-@lowering("conv_transpose", target="cuda")
-def conv_transpose(site: GpuNode) -> None:
-    gen, node, k = site.gen, site.node, site.position
-    g, w = node.inputs
-    kernel, g_sp = tuple(w.shape[2:]), tuple(g.shape[2:])
-    N, Cout, C = g.shape[0], g.shape[1], node.shape[1]
-    K, O = prod(kernel), prod(g_sp)
-    isz = node.dtype.itemsize
-    gp = _scratch(gen, node, "g", prod([Cout, N, O]) * isz)
-    col = _scratch(gen, node, "col", prod([C, K, N, O]) * isz)
-    _permute(gen, node, k, ".permute", _slot_of(gen, g), gp, N, Cout, O, True)
-    emit_gemm(gen, node, k, ".gemm", lambda ctx, z: (ctx.in_ptr(1), ctx.slot_ptr(gp, "g"),
-                                                    ctx.slot_ptr(col, "col")),
-              _expr(C * K), _expr(N * O), Cout, True, False,
-              host_slots=(_slot_of(gen, w), gp, col))
-    _col2im_all(gen, node, k, kernel, g_sp, col)
-
-
-def _col2im_all(gen, node, k, kernel, g_sp, col_slot) -> None:
-    """out[n, c, p] = sum over taps kk with p = o*s + kk*d - pad of col[c*K + kk, n*O + o]."""
-    a = node.attrs
-    total = prod(node.shape)
-    ctx = GpuKernel(gen, node, k, suffix=".col2im", work=total)
-    b = ctx.b
-    ty = ctx.ty()
-    col = ctx.slot_ptr(col_slot, "col")
-    out_shape = ctx.shape()
-    gs = ctx.dims(g_sp)
-    O = ctx.numel_of(gs)
-    K = int(prod(kernel))
-    with b.goto_entry_block():
-        acc = b.alloca(ty, name="acc")
-    with ctx.thread_loop(total) as e:
-        coords = unravel(b, e, out_shape)
-        n_, c, pos = coords[0], coords[1], coords[2:]
-        b.store(const(ty, 0), acc)
-        with loop(b, i64(K), "kk") as kk:
-            ks = unravel(b, kk, [i64(x) for x in kernel])
-            ok = ir.Constant(I1, 1)
-            oflat: ir.Value = i64(0)
-            for d in range(len(kernel)):
-                num = b.sub(b.add(pos[d], i64(a["padding"][d])),
-                            b.mul(ks[d], i64(a["dilation"][d])))
-                s = i64(a["stride"][d])
-                q = b.sdiv(num, s)
-                good = b.and_(b.icmp_signed(">=", num, i64(0)),
-                              b.icmp_signed("==", b.srem(num, s), i64(0)))
-                good = b.and_(good, b.icmp_signed("<", q, gs[d]))
-                ok = b.and_(ok, good)
-                oflat = b.add(b.mul(oflat, gs[d]), b.select(good, q, i64(0)))
-            row = b.add(b.mul(c, i64(K)), kk)
-            idx = b.add(b.mul(row, b.mul(ctx.dim(node.shape[0]), O)), b.add(b.mul(n_, O), oflat))
-            v = load(b, col, ty, b.select(ok, idx, i64(0)))
-            b.store(b.select(ok, b.fadd(b.load(acc, typ=ty), v), b.load(acc, typ=ty)), acc)
-        store(b, b.load(acc, typ=ty), ctx.out_ptr, ty, e)
-    ctx.finish()
-
-
-def _expr(value):
-    return value if isinstance(value, int) else sympy.expand(value)
-

@@ -73,18 +73,19 @@ class _Buffer:
         else:
             self.dtype = np.dtype(spec.dtype)
             shape = spec.shape
-            nbytes = (prod(shape) if shape else 1) * self.dtype.itemsize
-            slot, _ = ctx.shared_scratch(spec.scratch, nbytes)
-            self.ptr = ctx.slot_ptr(slot, f"scratch.{name}")
+            self.ptr = ctx.slot_ptr(buffer_slot(ctx.gen, node, spec), f"scratch.{name}")
         self.ty = ir_type(self.dtype)
         self.shape = tuple(shape)
         dims = [ctx.dim(d) for d in shape]
         self.dims = dims
         self.strides: list[ir.Value] = []
         acc: ir.Value = i64(1)
-        for d in reversed(dims):
-            self.strides.append(acc)
-            acc = product(ctx.b, [acc, d])
+        # in the entry block (before its branch, whichever nest of the kernel this is):
+        # ctx.dim and ctx.slot_ptr place themselves there, and must not be nested in this
+        with ctx.b.goto_entry_block():
+            for d in reversed(dims):
+                self.strides.append(acc)
+                acc = product(ctx.b, [acc, d])
         self.strides.reverse()
 
     def offset(self, b: ir.IRBuilder, index: list[ir.Value]) -> ir.Value:
@@ -93,6 +94,18 @@ class _Buffer:
             term = i if isinstance(s, ir.Constant) and s.constant == 1 else b.mul(i, s)
             out = term if isinstance(out, ir.Constant) and out.constant == 0 else b.add(out, term)
         return out
+
+
+def buffer_slot(gen, node, spec: L.Buf) -> int:
+    """The slot holding a buffer of a node's description (a scratch buffer's made on first
+    use)."""
+    if spec.input is not None:
+        return gen.layout.slot_of[node.inputs[spec.input].uid]
+    if spec.output:
+        return gen.layout.slot_of[node.uid]
+    shape = spec.shape or ()
+    nbytes = (prod(shape) if shape else 1) * np.dtype(spec.dtype).itemsize
+    return gen.shared_scratch(spec.scratch, nbytes)[0]
 
 
 # -- expressions -----------------------------------------------------------------------------
@@ -322,8 +335,7 @@ _RELATIONS = {relational.StrictLessThan: "<", relational.LessThan: "<=",
 
 
 def _buffers(ctx: KernelContext, nest: L.LoopNest) -> dict[str, _Buffer]:
-    with ctx.b.goto_entry_block():
-        return {name: _Buffer(ctx, name, spec) for name, spec in nest.buffers.items()}
+    return {name: _Buffer(ctx, name, spec) for name, spec in nest.buffers.items()}
 
 
 def _point(ctx: KernelContext, nest: L.LoopNest, buffers: dict, env: dict) -> None:
@@ -354,11 +366,22 @@ def _stores(point: PointEmitter, stores: list) -> None:
         value = point.emit(sympy.sympify(s.value), I1 if buf.ty == I8 else buf.ty)
         if buf.ty == I8:
             value = b.zext(value, I8)
+        # everything computed before a conditional store's branch: values a point emits are
+        # reused by later expressions, which a branch's block would not dominate
         offset = buf.offset(b, [point.index(i) for i in s.index])
-        if s.accumulate:
-            old = load(b, buf.ptr, buf.ty, offset)
-            value = b.fadd(old, value) if is_float_type(buf.ty) else b.add(old, value)
-        store(b, value, buf.ptr, buf.ty, offset)
+        if s.where is not sympy.true:
+            with b.if_then(point.emit(s.where, I1)):
+                _store(b, s, buf, offset, value)
+        else:
+            _store(b, s, buf, offset, value)
+
+
+def _store(b: ir.IRBuilder, s: L.Store, buf: _Buffer, offset: ir.Value, value: ir.Value
+           ) -> None:
+    if s.accumulate:
+        old = load(b, buf.ptr, buf.ty, offset)
+        value = b.fadd(old, value) if is_float_type(buf.ty) else b.add(old, value)
+    store(b, value, buf.ptr, buf.ty, offset)
 
 
 def _plain_reduction(nest: L.LoopNest):
@@ -416,9 +439,11 @@ def _memory_order(ctx: KernelContext, nest: L.LoopNest, buffers: dict, plan) -> 
               out.ptr, out.ty, at)
 
 
-def render_host(ctx: KernelContext, nest: L.LoopNest) -> None:
+def render_host(ctx: KernelContext, nest: L.LoopNest, outer: dict | None = None) -> None:
     """The host schedule: counted loops over the domain, the last axis innermost (or, where
-    the nest allows it, a reduction in the input's memory order)."""
+    the nest allows it, a reduction in the input's memory order). `outer`: the indices of the
+    Repeat loops around the nest."""
+    outer = outer or {}
     if nest.host is not None:
         nest = nest.host
     buffers = _buffers(ctx, nest)
@@ -426,13 +451,15 @@ def render_host(ctx: KernelContext, nest: L.LoopNest) -> None:
         buf = buffers[name]
         size = product(ctx.b, [ctx.dim(d) for d in buf.shape])
         memset_zero(ctx.b, ctx.module, buf.ptr, ctx.b.mul(size, i64(buf.dtype.itemsize)))
-    plan = _plain_reduction(nest) if nest.hints.get("host") == "memory_order" else None
+    plan = _plain_reduction(nest) if nest.hints.get("host") == "memory_order" and not outer \
+        else None
     if plan is not None:
         _memory_order(ctx, nest, buffers, plan)
         return
     counts = [ctx.dim(n) for _, n in nest.domain]
     with loops(ctx.b, counts, "d") as idx:
-        _point(ctx, nest, buffers, {sym: i for (sym, _), i in zip(nest.domain, idx)})
+        _point(ctx, nest, buffers, {**outer, **{sym: i for (sym, _), i in zip(nest.domain,
+                                                                              idx)}})
 
 
 def render_gpu(site, nest: L.LoopNest) -> None:
@@ -452,12 +479,33 @@ def render_gpu(site, nest: L.LoopNest) -> None:
     ctx.finish()
 
 
-def render(ctx, nests) -> None:
-    """Render a node's nests with its target's schedule (the host's in one kernel function,
-    in order; a GPU's as one launch each)."""
-    nests = nests if isinstance(nests, (list, tuple)) else [nests]
-    for nest in nests:
-        if ctx.target == "cuda":
-            render_gpu(ctx, nest)
+def render(ctx, steps, outer: dict | None = None) -> None:
+    """Render a node's steps with its target's schedule: the host's in one kernel function,
+    in order; a GPU's as one launch each. `Schedules` gives each target its own steps; a
+    `Repeat` (host only) loops over its steps; a `Gemm` goes to the target's library call,
+    ``ctx.gemm(step, slots, offsets)`` with the slots of its a, b and c buffers and the
+    element offsets of the matrices in them (i64 values, None for 0)."""
+    if isinstance(steps, L.Schedules):
+        steps = steps.gpu if ctx.target == "cuda" else steps.host
+    steps = steps if isinstance(steps, (list, tuple)) else [steps]
+    outer = outer or {}
+    for step in steps:
+        if isinstance(step, L.Gemm):
+            names = (step.a, step.b, step.c)
+            offsets = [step.offsets.get(name) for name in names]
+            if any(o is not None for o in offsets):
+                if ctx.target == "cuda":
+                    raise NotImplementedError("a GPU Gemm step multiplies whole buffers")
+                point = PointEmitter(ctx, {}, dict(outer))
+                offsets = [None if o is None else point.index(o) for o in offsets]
+            ctx.gemm(step, [buffer_slot(ctx.gen, ctx.node, step.buffers[name])
+                            for name in names], offsets)
+        elif isinstance(step, L.Repeat):
+            if ctx.target == "cuda":
+                raise NotImplementedError("Repeat is a host schedule (a GPU runs whole batches)")
+            with loop(ctx.b, ctx.dim(step.extent), "rep") as i:
+                render(ctx, step.steps, {**outer, step.index: i})
+        elif ctx.target == "cuda":
+            render_gpu(ctx, step)
         else:
-            render_host(ctx, nest)
+            render_host(ctx, step, outer)

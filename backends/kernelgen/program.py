@@ -168,12 +168,7 @@ class KernelContext:
     def shared_scratch(self, key, nbytes) -> tuple[int, bool]:
         """A scratch slot shared between kernels under `key` (e.g. pooling argmax indices).
         Returns (slot, created_now)."""
-        if key in self.gen.shared:
-            return self.gen.shared[key], False
-        slot = self.layout.new_slot()
-        self.layout.scratch[slot] = nbytes
-        self.gen.shared[key] = slot
-        return slot, True
+        return self.gen.shared_scratch(key, nbytes)
 
     def slot_ptr(self, slot: int, name: str) -> ir.Value:
         with self.b.goto_entry_block():
@@ -220,6 +215,17 @@ class ProgramGenerator:
         self.error_slot = self.layout.new_slot()
         self.layout.scratch[self.error_slot] = ERROR_RECORD_BYTES
         self.layout.error_slot = self.error_slot
+
+    def shared_scratch(self, key, nbytes) -> tuple[int, bool]:
+        """The scratch slot of `key` (int or sympy bytes), made on first use: shared by the
+        kernels that name the same key (a max pooling's argmax record and its adjoints, the
+        columns of a convolution's steps). Returns (slot, created_now)."""
+        if key in self.shared:
+            return self.shared[key], False
+        slot = self.layout.new_slot()
+        self.layout.scratch[slot] = nbytes
+        self.shared[key] = slot
+        return slot, True
 
     def value_name(self, node: Node) -> str:
         return self._names.get(node.uid, f"v{node.uid}")

@@ -53,6 +53,18 @@ class HostKernel(KernelContext):
         kernels of a node run one after the other)."""
         return self
 
+    def gemm(self, step, slots: list[int], offsets: list) -> None:
+        """A description's Gemm step: BLAS (a loop nest when tiny), in this kernel."""
+        from .kernels_linalg import gemm
+
+        ty = self.ty()
+        a, b, c = (self.slot_ptr(slot, name) if offset is None else
+                   self.b.gep(self.slot_ptr(slot, name), [offset], inbounds=True,
+                              source_etype=ty)
+                   for slot, name, offset in zip(slots, (step.a, step.b, step.c), offsets))
+        gemm(self, self.b, ty, step.ta, step.tb, self.dim(step.m), self.dim(step.n),
+             self.dim(step.k), a, b, c, accumulate=step.accumulate)
+
     def make_function(self, name: str) -> ir.Function:
         # (slots, dims, slot_ids): the kernel reaches slot slot_ids[j] for its j-th buffer, so
         # kernels that differ only in their buffers (an RNN's time steps) are one function

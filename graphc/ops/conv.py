@@ -18,7 +18,7 @@ import sympy
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import GraphError, ShapeError
-from ..ir.shapes import as_dim
+from ..ir.shapes import as_dim, prod
 from ..ir.tensor import Tensor, apply
 from ..ir.types import TensorType
 from .registry import OpDef, register
@@ -111,8 +111,214 @@ def _conv_grad(ctx):
     return [dx, dw]
 
 
+# -- the kernels: columns and a GEMM -----------------------------------------------------
+#
+# A convolution is an im2col (the window formula, loops.tap), a GEMM, and for the input
+# gradient a col2im (its inverse, loops.covering). With C image channels, K kernel offsets,
+# O output positions and N samples, the two schedules are:
+#
+#   GPU, the whole batch at once (one GEMM with N*O columns keeps the device busy):
+#     conv:              col (C*K, N*O) = im2col(x);  t (Cout, N*O) = W @ col;  y = permute(t)
+#     conv_weight_grad:  col = im2col(x);  gp (Cout, N*O) = permute(g);  dW = gp @ col^T
+#     conv_transpose:    gp = permute(g);  col = W^T @ gp;  dx = col2im(col), a gather
+#   host, a sample at a time (its columns stay in cache, and no permutation is needed):
+#     conv:              col (C*K, O) = im2col(x[n]);  y[n] = W @ col
+#     conv_weight_grad:  dW = 0;  col = im2col(x[n]);  dW += g[n] @ col^T
+#     conv_transpose:    dx = 0;  col = W^T @ g[n];  dx[n] += col2im(col), a scatter
+#
+# A 1x1 kernel with stride 1 and no padding needs no columns on the host: x[n] is col (and
+# the transpose's columns are dx[n]).
+
+
+def _sym(prefix: str, count: int):
+    from . import loops as L
+
+    return L.index_symbols(" ".join(f"{prefix}{d}" for d in range(count)))
+
+
+def _scratch(node, name: str, shape):
+    from . import loops as L
+
+    return L.Buf(scratch=("conv", node.uid, name), shape=tuple(shape), dtype=node.dtype)
+
+
+def _geometry(node, kernel):
+    a = node.attrs
+    return list(zip(a["stride"], a["dilation"], a["padding"]))
+
+
+def _pointwise(node, kernel) -> bool:
+    a = node.attrs
+    return all(k == 1 for k in kernel) and all(s == 1 for s in a["stride"]) and \
+        not any(a["padding"])
+
+
+def _columns(node, kernel, out_sp, sample=None):
+    """The column buffer: (C, K..., N, O...) for the whole batch, (C, K..., O...) for one
+    sample (the image's channels are C; for conv_transpose, the output's)."""
+    C = node.shape[1] if node.op.name == "conv_transpose" else node.inputs[0].shape[1]
+    if sample is None:
+        return _scratch(node, "col", (C, *kernel, node.inputs[0].shape[0], *out_sp))
+    return _scratch(node, "col1", (C, *kernel, *out_sp))
+
+
+def _im2col(node, kernel, out_sp, sample=None):
+    """col[c, k..., (n,) o...] = x[n, c, o*s + k*d - p ...], zero where the tap is padding;
+    every sample, or only `sample`."""
+    from . import loops as L
+
+    x = node.inputs[0]
+    c, n = L.index_symbols("c n")
+    ks, os = _sym("k", len(kernel)), _sym("o", len(kernel))
+    taps = [L.tap(o, k, s, d, p) for o, k, (s, d, p) in zip(os, ks, _geometry(node, kernel))]
+    value = L.load("x", n if sample is None else sample, c, *taps)
+    # without padding a tap is always inside; with it, the taps over the edge read zero
+    edge = [L.inside(t, size) for t, size, (_, _, p) in
+            zip(taps, x.shape[2:], _geometry(node, kernel)) if p]
+    if edge:
+        value = sympy.Piecewise((value, sympy.And(*edge)), (0, True))
+    at = (c, *ks, *([] if sample is not None else [n]), *os)
+    extents = (x.shape[1], *kernel, *([] if sample is not None else [x.shape[0]]), *out_sp)
+    return L.LoopNest({"x": L.Buf(input=0), "col": _columns(node, kernel, out_sp, sample)},
+                      list(zip(at, extents)), [L.Store("col", at, value)], name="im2col")
+
+
+def _permute(src, dst, batch, channels, positions, to_channels: bool):
+    """(N, C, O...) <-> (C, N, O...): dst from src, the positions innermost on both sides."""
+    from . import loops as L
+
+    n, c = L.index_symbols("n c")
+    os = _sym("o", len(positions))
+    if to_channels:
+        domain, at, value = [(c, channels), (n, batch)], (c, n, *os), L.load("src", n, c, *os)
+    else:
+        domain, at, value = [(n, batch), (c, channels)], (n, c, *os), L.load("src", c, n, *os)
+    return L.LoopNest({"src": src, "dst": dst}, domain + list(zip(os, positions)),
+                      [L.Store("dst", at, value)], name="permute")
+
+
+def _zero(node):
+    from . import loops as L
+
+    idx = _sym("z", node.ndim)
+    return L.LoopNest({"out": L.Buf(output=True)}, list(zip(idx, node.shape)),
+                      [L.Store("out", idx, 0)], name="zero")
+
+
+def _col2im_gather(node, kernel, g_sp):
+    """dx[n, c, p...] = the sum over kernel offsets k of the column entry whose tap is p:
+    each point writes only its own element (no atomics on a GPU)."""
+    from . import loops as L
+
+    n, c = L.index_symbols("n c")
+    ps, ks = _sym("p", len(kernel)), _sym("k", len(kernel))
+    outs, ok = [], []
+    for p, k, (s, d, pad), size in zip(ps, ks, _geometry(node, kernel), g_sp):
+        o, valid = L.covering(p, k, s, d, pad, size)
+        outs.append(o)
+        ok.append(valid)
+    value = L.reduce_("sum", L.load("col", c, *ks, n, *outs), list(zip(ks, kernel)),
+                      where=sympy.And(*ok))
+    return L.LoopNest({"col": _columns(node, kernel, g_sp), "out": L.Buf(output=True)},
+                      list(zip((n, c, *ps), node.shape)), [L.Store("out", (n, c, *ps), value)],
+                      name="col2im")
+
+
+def _col2im_scatter(node, kernel, g_sp, sample):
+    """dx[sample, c, tap] += col[c, k..., o...] for every tap inside the image."""
+    from . import loops as L
+
+    c = L.index_symbols("c")[0]
+    ks, os = _sym("k", len(kernel)), _sym("o", len(kernel))
+    taps = [L.tap(o, k, s, d, p) for o, k, (s, d, p) in zip(os, ks, _geometry(node, kernel))]
+    inside = sympy.And(*[L.inside(t, size) for t, size in zip(taps, node.shape[2:])])
+    at = (c, *ks, *os)
+    return L.LoopNest({"col": _columns(node, kernel, g_sp, sample), "out": L.Buf(output=True)},
+                      list(zip(at, (node.shape[1], *kernel, *g_sp))),
+                      [L.Store("out", (sample, c, *taps), L.load("col", *at), accumulate=True,
+                               where=inside)], name="col2im")
+
+
+def _conv_loops(node, program):
+    from . import loops as L
+
+    x, w = node.inputs
+    kernel, out_sp = tuple(w.shape[2:]), tuple(node.shape[2:])
+    N, C, Cout = x.shape[0], x.shape[1], w.shape[0]
+    K, O = prod(kernel), prod(out_sp)
+    out = L.Buf(output=True)
+    t = _scratch(node, "t", (Cout, N, *out_sp))
+    gpu = [_im2col(node, kernel, out_sp),
+           L.Gemm({"w": L.Buf(input=1), "col": _columns(node, kernel, out_sp), "t": t},
+                  "w", "col", "t", Cout, N * O, C * K),
+           _permute(t, out, N, Cout, out_sp, to_channels=False)]
+    n = L.index_symbols("n")[0]
+    if _pointwise(node, kernel):
+        per_sample = [L.Gemm({"w": L.Buf(input=1), "x": L.Buf(input=0), "out": out},
+                             "w", "x", "out", Cout, O, C, offsets={"x": n * C * O,
+                                                                  "out": n * Cout * O})]
+    else:
+        per_sample = [_im2col(node, kernel, out_sp, n),
+                      L.Gemm({"w": L.Buf(input=1), "col": _columns(node, kernel, out_sp, n),
+                              "out": out}, "w", "col", "out", Cout, O, C * K,
+                             offsets={"out": n * Cout * O})]
+    return L.Schedules(host=[L.Repeat(n, N, per_sample)], gpu=gpu)
+
+
+def _conv_weight_grad_loops(node, program):
+    from . import loops as L
+
+    x, g = node.inputs
+    kernel, out_sp = node.attrs["kernel"], tuple(g.shape[2:])
+    N, C, Cout = x.shape[0], x.shape[1], g.shape[1]
+    K, O = prod(kernel), prod(out_sp)
+    out = L.Buf(output=True)
+    gp = _scratch(node, "g", (Cout, N, *out_sp))
+    gpu = [_im2col(node, kernel, out_sp),
+           _permute(L.Buf(input=1), gp, N, Cout, out_sp, to_channels=True),
+           L.Gemm({"g": gp, "col": _columns(node, kernel, out_sp), "out": out},
+                  "g", "col", "out", Cout, C * K, N * O, tb=True)]
+    n = L.index_symbols("n")[0]
+    if _pointwise(node, kernel):
+        per_sample = [L.Gemm({"g": L.Buf(input=1), "x": L.Buf(input=0), "out": out},
+                             "g", "x", "out", Cout, C, O, tb=True, accumulate=True,
+                             offsets={"g": n * Cout * O, "x": n * C * O})]
+    else:
+        per_sample = [_im2col(node, kernel, out_sp, n),
+                      L.Gemm({"g": L.Buf(input=1), "col": _columns(node, kernel, out_sp, n),
+                              "out": out}, "g", "col", "out", Cout, C * K, O, tb=True,
+                             accumulate=True, offsets={"g": n * Cout * O})]
+    return L.Schedules(host=[_zero(node), L.Repeat(n, N, per_sample)], gpu=gpu)
+
+
+def _conv_transpose_loops(node, program):
+    from . import loops as L
+
+    g, w = node.inputs
+    kernel, g_sp = tuple(w.shape[2:]), tuple(g.shape[2:])
+    N, Cg, C = g.shape[0], g.shape[1], node.shape[1]
+    K, O = prod(kernel), prod(g_sp)
+    gp = _scratch(node, "g", (Cg, N, *g_sp))
+    gpu = [_permute(L.Buf(input=0), gp, N, Cg, g_sp, to_channels=True),
+           L.Gemm({"w": L.Buf(input=1), "g": gp, "col": _columns(node, kernel, g_sp)},
+                  "w", "g", "col", C * K, N * O, Cg, ta=True),
+           _col2im_gather(node, kernel, g_sp)]
+    n = L.index_symbols("n")[0]
+    if _pointwise(node, kernel):  # the columns are dx[n]
+        return L.Schedules(host=[L.Repeat(n, N, [L.Gemm(
+            {"w": L.Buf(input=1), "g": L.Buf(input=0), "out": L.Buf(output=True)},
+            "w", "g", "out", C, O, Cg, ta=True, offsets={"g": n * Cg * O, "out": n * C * O})])],
+            gpu=gpu)
+    per_sample = [L.Gemm({"w": L.Buf(input=1), "g": L.Buf(input=0),
+                          "col": _columns(node, kernel, g_sp, n)},
+                         "w", "g", "col", C * K, O, Cg, ta=True, offsets={"g": n * Cg * O}),
+                  _col2im_scatter(node, kernel, g_sp, n)]
+    return L.Schedules(host=[_zero(node), L.Repeat(n, N, per_sample)], gpu=gpu)
+
+
 CONV = register(OpDef("conv", "nn", infer=_conv_infer, reference=conv_reference, grad=_conv_grad,
-                      doc="N-d cross-correlation (PyTorch conv1d/conv2d) without bias."))
+                      doc="N-d cross-correlation (PyTorch conv1d/conv2d) without bias.",
+                      loops=_conv_loops))
 
 
 def conv_op(x: Tensor, w: Tensor, stride, padding, dilation) -> Tensor:
@@ -185,6 +391,7 @@ CONV_TRANSPOSE = register(OpDef(
     "conv_transpose", "nn", infer=_conv_transpose_infer, reference=conv_transpose_reference,
     grad=_conv_transpose_grad,
     doc="N-d transposed convolution (the adjoint of conv in its input), without bias.",
+    loops=_conv_transpose_loops,
 ))
 
 
@@ -239,6 +446,7 @@ CONV_WEIGHT_GRAD = register(OpDef(
     "conv_weight_grad", "nn", infer=_weight_grad_infer, reference=conv_weight_grad_reference,
     grad=_weight_grad_grad,
     doc="The adjoint of conv in its weight: correlates x with the output gradient g.",
+    loops=_conv_weight_grad_loops,
 ))
 
 

@@ -19,6 +19,9 @@ functions (exp, log, ...):
 * integer division and remainder are `graphc.ops.expr.floordiv` / `mod` (NumPy's floor
   semantics), index symbols are `index_symbols(...)`.
 
+An op's kernels are a list of such nests run in order, with `Gemm` steps between them where
+the work is a matrix product (a convolution: columns, GEMM, permutation).
+
 A nest may compute per point values once (`lets`), check ids (`checks`: an id out of range
 stops the step with the error every backend gives) and run an inner loop (`inner`) whose
 stores use the lets (a softmax row: the max and the sum once, then every element).
@@ -36,7 +39,8 @@ import sympy
 
 from . import expr as E
 
-__all__ = ["ArgMax", "Buf", "Check", "Load", "LoopNest", "PhiloxUniform", "Reduce", "Store",
+__all__ = ["ArgMax", "Buf", "Check", "Gemm", "Load", "LoopNest", "PhiloxUniform", "Reduce",
+           "Repeat", "Schedules", "Store",
            "covering", "index_symbols", "inside", "tap"]
 
 
@@ -101,13 +105,14 @@ class Buf:
 
 @dataclass
 class Store:
-    """``buffer[index] = value`` (``+=`` with `accumulate`: only in a host form, see
-    LoopNest.host)."""
+    """``buffer[index] = value`` (``+=`` with `accumulate`, only where `where` holds: both only
+    in a host form, see LoopNest.host; a GPU point writes its own element, unconditionally)."""
 
     buffer: str
     index: tuple
     value: object
     accumulate: bool = False
+    where: object = sympy.true
 
 
 @dataclass
@@ -145,6 +150,50 @@ class LoopNest:
         for s in [*self.stores, *self.inner_stores]:
             if s.buffer not in self.buffers:
                 raise ValueError(f"store into undeclared buffer {s.buffer!r}")
+
+
+@dataclass
+class Gemm:
+    """``c (+)= op(a) @ op(b)`` for whole row-major buffers viewed as matrices (op: transposed
+    with `ta` / `tb`): c is (m, n), op(a) is (m, k), op(b) is (k, n). The one step that is not
+    a loop nest: each target calls its library (BLAS on the host; cuBLAS, or the tiled GEMM of
+    cuda/gemm.py, on a GPU)."""
+
+    buffers: dict[str, Buf]
+    a: str
+    b: str
+    c: str
+    m: object
+    n: object
+    k: object
+    ta: bool = False
+    tb: bool = False
+    accumulate: bool = False
+    name: str = "gemm"
+    # where a matrix starts in its buffer (elements; an expression over a Repeat's index)
+    offsets: dict = field(default_factory=dict)
+
+
+@dataclass
+class Repeat:
+    """`steps` once for every `index` in [0, extent), in order: a host schedule (a GPU runs
+    its whole-batch steps instead), e.g. a convolution a sample at a time, its columns small
+    enough to stay in cache between the im2col that writes them and the GEMM that reads them.
+    The steps may use `index` in their expressions and Gemm offsets."""
+
+    index: sympy.Symbol
+    extent: object
+    steps: list
+
+
+@dataclass
+class Schedules:
+    """One op's kernels in two orders: `host` steps and `gpu` steps (a thread per point, no
+    write shared between points). Both are built from the same pieces (a convolution's
+    im2col, window formula and GEMM); a target renders its own."""
+
+    host: list
+    gpu: list
 
 
 def buffer(name: str) -> sympy.Symbol:
