@@ -30,7 +30,7 @@ from graphc.ir.graph import Graph
 from ..base import Backend, Executable
 from ..kernelgen import lowerings  # noqa: F401  (the lowerings shared with llvm)
 from ..kernelgen.registry import Coverage
-from . import gemm, kernels  # noqa: F401  (importing registers the GPU lowerings)
+from . import kernels_index, kernels_linalg  # noqa: F401  (importing registers the GPU lowerings)
 from .codegen import GpuCodegen
 from .executables import CLOSED, DeviceExecutable, EmulatedExecutable, finite_checks
 from .target import DEFAULT_ARCH, LibdeviceMissing, libdevice_math, ptx, verify

@@ -9,7 +9,7 @@ calling convention; for emulation the accessors read globals that a generated dr
 while it loops over the launch grid. Kernel bodies are identical in both.
 
 Most kernels are "one thread per output element" over a grid-stride loop, which needs no
-synchronization. GEMM is a shared-memory tiled kernel written as phases (see gemm.py).
+synchronization. GEMM is a shared-memory tiled kernel written as phases (see kernels_linalg.py).
 """
 
 from __future__ import annotations
@@ -40,13 +40,15 @@ class Launch:
 
     kernel: str
     node: Node
-    kind: str = "grid"  # "grid": 1-d grid-stride over `work` items; "gemm": tiled (gemm.py)
+    kind: str = "grid"  # "grid": grid-stride over `work` items; "gemm": tiled (kernels_linalg)
     work: object = 1  # items (int or sympy expression) for grid launches
     gemm: dict = field(default_factory=dict)  # m, n, k, batch (exprs) + variant for gemm
 
 
 class GpuKernel(KernelContext):
     """A kernel function: (slots, dims) -> void, one thread's share of a node's work."""
+
+    target = "cuda"
 
     def __init__(self, gen: GpuCodegen, node: Node, position: int, suffix: str = "",
                  work=None, kind: str = "grid") -> None:
@@ -108,7 +110,7 @@ class GpuNode:
     def gemm(self, step, slots: list[int], offsets: list) -> None:
         """A description's Gemm step: one launch of the tiled GEMM over whole buffers (so the
         device runtime may call cuBLAS instead)."""
-        from .gemm import emit_gemm
+        from .kernels_linalg import emit_gemm
 
         def operands(ctx, z):
             return tuple(ctx.slot_ptr(slot, name) for slot, name in
@@ -161,7 +163,7 @@ class GpuCodegen(ProgramGenerator):
         return g
 
     def build(self) -> ir.Module:
-        from . import gemm, kernels  # noqa: F401  (registers the GPU lowerings)
+        from . import kernels_index, kernels_linalg  # noqa: F401  (registers the GPU lowerings)
 
         for k, node in enumerate(self.program.nodes):
             if node.op.name in LEAVES:
@@ -190,7 +192,7 @@ class GpuCodegen(ProgramGenerator):
             b.store(b.trunc(value, I32), self.emulated_register(register, axis))
 
         per_block = launch.kind == "gemm"
-        from .gemm import TILE
+        from .kernels_linalg import TILE
 
         for axis, count in zip(AXES, (gx, gy, gz)):
             set_reg("nctaid", axis, count)

@@ -32,7 +32,7 @@ from ..kernelgen.binding import (
 )
 from .codegen import BLOCK, Launch
 from .device import MAX_BINDINGS, DeviceBinding, DeviceResources
-from .gemm import TILE
+from .kernels_linalg import TILE
 
 MAX_BLOCKS = 1024
 

@@ -24,6 +24,7 @@ from graphc.ir.shapes import prod
 from graphc.ops import expr as E
 from graphc.ops import loops as L
 
+from .elementwise import element_function
 from .emitter import ExprEmitter
 from .irutil import (
     F32,
@@ -61,6 +62,7 @@ class _Buffer:
 
     def __init__(self, ctx: KernelContext, name: str, spec: L.Buf) -> None:
         node = ctx.node
+        self.slot = buffer_slot(ctx.gen, node, spec)
         if spec.input is not None:
             src = node.inputs[spec.input]
             self.dtype = src.dtype
@@ -73,7 +75,7 @@ class _Buffer:
         else:
             self.dtype = np.dtype(spec.dtype)
             shape = spec.shape
-            self.ptr = ctx.slot_ptr(buffer_slot(ctx.gen, node, spec), f"scratch.{name}")
+            self.ptr = ctx.slot_ptr(self.slot, f"scratch.{name}")
         self.ty = ir_type(self.dtype)
         self.shape = tuple(shape)
         dims = [ctx.dim(d) for d in shape]
@@ -163,6 +165,9 @@ class PointEmitter:
             return self.type_of(L.reduce_parts(e)[1])
         if isinstance(e, L.PhiloxUniform):
             return F64
+        if isinstance(e, L.Element):
+            ty = ir_type(self.ctx.node.dtype)
+            return I1 if ty == I8 else ty
         if isinstance(e, sympy.Piecewise):
             t = None
             for value, _ in e.args:
@@ -210,6 +215,7 @@ class PointEmitter:
             index.append(v)
         offset = buf.offset(self.b, index)
         v = load(self.b, buf.ptr, buf.ty, offset)
+        _alias(self.ctx, self.buffers, buf, v)
         return self.b.icmp_unsigned("!=", v, ir.Constant(I8, 0)) if buf.ty == I8 else v
 
     def reduce(self, e, ty: ir.Type) -> ir.Value:
@@ -220,6 +226,16 @@ class PointEmitter:
             return best
         acc = entry_alloca(b, ty, "acc")
         b.store(identity(op, ty), acc)
+        flat = self._contiguous_tail(body, where, bounds)
+        if flat is not None:  # one flat loop over contiguous memory (vectorized)
+            buf, base, count = flat
+            with loop(b, count, "rf") as f:
+                v = load(b, buf.ptr, buf.ty, b.add(base, f))
+                _alias(self.ctx, self.buffers, buf, v)
+                v = convert(b, v, buf.ty, ty) if v.type != ty else v
+                b.store(combine(b, self.ctx.module, op, ty, b.load(acc, typ=ty), v,
+                                reassoc=True), acc)
+            return b.load(acc, typ=ty)
 
         def visit(inner: PointEmitter):
             v = inner.emit(body, ty)
@@ -232,6 +248,28 @@ class PointEmitter:
 
         self._over(bounds, visit)
         return b.load(acc, typ=ty)
+
+    def _contiguous_tail(self, body, where, bounds):
+        """(buffer, offset of the first term, count) when a reduction's terms are a buffer's
+        contiguous trailing block (a load whose last indices are the bounds, in order, over
+        whole axes; no condition), else None."""
+        if where is not sympy.true or not isinstance(body, L.Load) or not bounds:
+            return None
+        buf = self.buffers[body.args[0].name]
+        if buf.ty == I8:
+            return None
+        index = list(body.args[1:])
+        tail = index[len(index) - len(bounds):]
+        if len(index) < len(bounds) or tail != [k for k, _ in bounds] or any(
+                buf.shape[len(index) - len(bounds) + j] != n for j, (_, n) in enumerate(bounds)):
+            return None
+        head = index[:len(index) - len(bounds)]
+        if any(i in tail for h in head for i in sympy.sympify(h).free_symbols):
+            return None
+        if any(self.extents.get(h) != buf.shape[j] for j, h in enumerate(head)):
+            return None  # a head index that may leave its axis: the general (clamped) path
+        base = buf.offset(self.b, [self.index(h) for h in head] + [i64(0)] * len(tail))
+        return buf, base, product(self.b, [self.index(n) for _, n in bounds])
 
     def argmax_parts(self, body, key, where, bounds, ty) -> tuple[ir.Value, ir.Value]:
         """(the first maximum of body, key there); the first NaN wins, as numpy.argmax."""
@@ -269,6 +307,21 @@ class PointEmitter:
             inner = PointEmitter(self.ctx, self.buffers, {**self.env, **{
                 k: i for (k, _), i in zip(bounds, idx)}}, {**self.extents, **dict(bounds)})
             visit(inner)
+
+    def element(self, e) -> ir.Value:
+        """The node's element computation (element_function) on the values of `e`."""
+        b, node = self.b, self.ctx.node
+        values = []
+        for arg, x in zip(e.args, node.inputs):
+            ty = ir_type(x.dtype)
+            if arg.is_Number:  # a 0-d constant: an immediate
+                values.append(ir.Constant(ty, float(arg) if is_float_type(ty) else int(arg)))
+            elif ty == I8:  # bool: the element function takes the stored byte
+                values.append(b.zext(self.emit(arg, I1), I8))
+            else:
+                values.append(self.emit(arg, ty))
+        out = element_function(self.ctx, node)(b, values)
+        return b.icmp_unsigned("!=", out, ir.Constant(I8, 0)) if out.type == I8 else out
 
     def philox_uniform(self, e) -> ir.Value:
         counter, seed, step, stream = (self.index(a) for a in e.args)
@@ -309,6 +362,8 @@ class _TypedEmitter(ExprEmitter):
             return p.argmax_parts(body, key, where, bounds, p.type_of(body))[1]
         if isinstance(e, L.PhiloxUniform):
             return p.philox_uniform(e)
+        if isinstance(e, L.Element):
+            return p.element(e)
         if isinstance(e, relational.Relational):
             t = _join(p.type_of(e.lhs), p.type_of(e.rhs)) or I64
             return self._cmp(_RELATIONS[type(e)], p.emit(e.lhs, t), p.emit(e.rhs, t))
@@ -371,17 +426,46 @@ def _stores(point: PointEmitter, stores: list) -> None:
         offset = buf.offset(b, [point.index(i) for i in s.index])
         if s.where is not sympy.true:
             with b.if_then(point.emit(s.where, I1)):
-                _store(b, s, buf, offset, value)
+                _store(point, s, buf, offset, value)
         else:
-            _store(b, s, buf, offset, value)
+            _store(point, s, buf, offset, value)
 
 
-def _store(b: ir.IRBuilder, s: L.Store, buf: _Buffer, offset: ir.Value, value: ir.Value
+def _store(point: PointEmitter, s: L.Store, buf: _Buffer, offset: ir.Value, value: ir.Value
            ) -> None:
+    b = point.b
     if s.accumulate:
         old = load(b, buf.ptr, buf.ty, offset)
+        _alias(point.ctx, point.buffers, buf, old)
         value = b.fadd(old, value) if is_float_type(buf.ty) else b.add(old, value)
-    store(b, value, buf.ptr, buf.ty, offset)
+    ptr = b.gep(buf.ptr, [offset], inbounds=True, source_etype=buf.ty)
+    _alias(point.ctx, point.buffers, buf, b.store(value, ptr))
+
+
+def _alias(ctx, buffers: dict, buf: _Buffer, instr) -> None:
+    """Tell LLVM that the nest's buffers in distinct slots never overlap (the memory plan gives
+    distinct slots distinct memory; buffers that share a slot, an output computed in place of
+    its input, share a scope): scoped-noalias metadata on every access, so the vectorizer
+    needs no runtime overlap checks. The scopes are numbered per kernel, in order of first
+    use, so kernels that differ only in their buffers stay one function (interning)."""
+    if ctx.target != "llvm":
+        return
+    slots = sorted({other.slot for other in buffers.values()})
+    if len(slots) < 2:
+        return
+    module = ctx.module
+    numbers = ctx.__dict__.setdefault("_alias_numbers", {})
+    for slot in slots:
+        numbers.setdefault(slot, len(numbers))
+
+    def scope(slot):
+        domain = module.add_metadata([ir.MetaDataString(module, "graphc.buffers")])
+        return module.add_metadata([ir.MetaDataString(module, f"graphc.buffer{numbers[slot]}"),
+                                    domain])
+
+    instr.set_metadata("alias.scope", module.add_metadata([scope(buf.slot)]))
+    instr.set_metadata("noalias", module.add_metadata([scope(o) for o in slots
+                                                        if o != buf.slot]))
 
 
 def _plain_reduction(nest: L.LoopNest):
@@ -439,6 +523,90 @@ def _memory_order(ctx: KernelContext, nest: L.LoopNest, buffers: dict, plan) -> 
               out.ptr, out.ty, at)
 
 
+def collapse(nest: L.LoopNest, node) -> L.LoopNest:
+    """The same nest over fewer, longer loops: adjacent axes that every access reads the same
+    way (all present, or all broadcast) become one, and axes of static size 1 go. So
+    ``(N, 32) * (N, 32)`` is one loop and ``(N, 32) + (32,)`` two; short inner loops (a
+    layer of 10 units) stop limiting the vectorizer. Applies to nests whose every access
+    indexes a buffer by the domain's indices in order (or 0, broadcast), at full extent;
+    any other nest is returned unchanged."""
+    if nest.lets or nest.checks or nest.inner is not None or nest.host is not None:
+        return nest
+    syms = [k for k, _ in nest.domain]
+    extents = dict(nest.domain)
+    accesses = {}  # buffer -> its index tuple
+    for st in nest.stores:
+        if st.accumulate or st.where is not sympy.true:
+            return nest
+        accesses.setdefault(st.buffer, tuple(st.index))
+        if accesses[st.buffer] != tuple(st.index):
+            return nest
+        for ld in sympy.sympify(st.value).atoms(L.Load):
+            name, index = ld.args[0].name, tuple(ld.args[1:])
+            if accesses.setdefault(name, index) != index:
+                return nest
+    # per buffer, which domain axis each index position reads (None: broadcast, index 0)
+    reads = {}
+    for name, index in accesses.items():
+        spec = nest.buffers[name]
+        if spec.shape is not None or spec.scratch is not None:
+            return nest
+        shape = node.inputs[spec.input].shape if spec.input is not None else node.shape
+        positions = []
+        for i, d in zip(index, shape):
+            if i in extents and extents[i] == d:
+                positions.append(syms.index(i))
+            elif i == 0:
+                positions.append(None)
+            else:
+                return nest
+        used = [p for p in positions if p is not None]
+        if used != sorted(set(used)):
+            return nest
+        reads[name] = positions
+    # an axis's pattern: for each buffer, the position that reads it (or None)
+    patterns = []
+    for a in range(len(syms)):
+        patterns.append(tuple(positions.index(a) if a in positions else None
+                              for positions in reads.values()))
+    groups: list[list[int]] = []
+    for a, (_, n) in enumerate(nest.domain):
+        if isinstance(n, (int, sympy.Integer)) and int(n) == 1:
+            continue
+        present = tuple(p is not None for p in patterns[a])
+        if groups:
+            last = groups[-1][-1]
+            same = tuple(p is not None for p in patterns[last]) == present and all(
+                p is None or q == p - 1 for p, q in zip(patterns[a], patterns[last]))
+            if same:
+                groups[-1].append(a)
+                continue
+        groups.append([a])
+    if len(groups) == len(syms):
+        return nest
+    new_syms = L.index_symbols(" ".join(f"g{g}" for g in range(len(groups))))
+    domain = [(k, prod([extents[syms[a]] for a in axes])) for k, axes in zip(new_syms, groups)]
+    buffers = dict(nest.buffers)
+    new_index = {}
+    for name in reads:
+        shape, index = [], []
+        for k, axes in zip(new_syms, groups):
+            if patterns[axes[0]][list(reads).index(name)] is not None:
+                shape.append(prod([extents[syms[a]] for a in axes]))
+                index.append(k)
+        spec = nest.buffers[name]
+        buffers[name] = L.Buf(input=spec.input, output=spec.output, scratch=spec.scratch,
+                              shape=tuple(shape), dtype=spec.dtype)
+        new_index[name] = tuple(index)
+
+    def relabel(e):
+        return sympy.sympify(e).xreplace({ld: L.load(ld.args[0].name, *new_index[ld.args[0].name])
+                                          for ld in sympy.sympify(e).atoms(L.Load)})
+
+    stores = [L.Store(st.buffer, new_index[st.buffer], relabel(st.value)) for st in nest.stores]
+    return L.LoopNest(buffers, domain, stores, name=nest.name)
+
+
 def render_host(ctx: KernelContext, nest: L.LoopNest, outer: dict | None = None) -> None:
     """The host schedule: counted loops over the domain, the last axis innermost (or, where
     the nest allows it, a reduction in the input's memory order). `outer`: the indices of the
@@ -446,6 +614,8 @@ def render_host(ctx: KernelContext, nest: L.LoopNest, outer: dict | None = None)
     outer = outer or {}
     if nest.host is not None:
         nest = nest.host
+    if nest.hints.get("host") == "collapse":
+        nest = collapse(nest, ctx.node)
     buffers = _buffers(ctx, nest)
     for name in nest.zero:
         buf = buffers[name]

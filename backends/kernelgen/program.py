@@ -68,6 +68,8 @@ class KernelContext:
     (`slot_address`), how a failure is signalled (`signal_failure`) and how a kernel ends
     (`finish`)."""
 
+    target = ""  # the lowering registry's name of the target: "llvm", "cuda"
+
     def __init__(self, gen: ProgramGenerator, node: Node, position: int,
                  name: str | None = None) -> None:
         self.gen = gen

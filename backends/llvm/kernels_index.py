@@ -1,9 +1,8 @@
-"""Gathers and scatters by integer ids, one_hot, and the Philox random numbers.
+"""scatter_add on the host: every row of g added into the output row its id names (rows may
+repeat). A hand-written library kernel, as on the GPU (cuda/kernels_index.py, with atomics).
 
-take/scatter_add check every id against the table size: an id out of range zero-fills its
-row and sets the kernel status, so the step reports the error and applies no update (native
-code never reads or writes outside a buffer). The random kernel evaluates Philox4x32-10 per
-element from (element index, step, stream) and the seed, bit for bit as the NumPy reference.
+Every id is checked against the table size: an id out of range stops the step with the error
+every backend gives, and no update is applied (native code never writes outside a buffer).
 """
 
 from __future__ import annotations
@@ -39,8 +38,6 @@ def _row_copy(ctx: KernelContext, ids_node, width, per_row) -> None:
 
 
 
-
-
 @lowering("scatter_add", target="llvm")
 def scatter_add(ctx: KernelContext) -> None:
     b = ctx.b
@@ -58,8 +55,3 @@ def scatter_add(ctx: KernelContext) -> None:
                   ctx.out_ptr, ty, k)
 
     _row_copy(ctx, ids, shape[0], add)
-
-
-
-
-

@@ -6,6 +6,7 @@ import numpy as np
 
 from ..ir.tensor import Tensor, apply
 from ..ir.types import TensorType, as_dtype
+from .loops import elementwise_loops
 from .registry import BLOCKED, OpDef, register
 
 
@@ -24,6 +25,7 @@ CAST = register(OpDef(
     reference=lambda x, *, dtype: np.asarray(x).astype(dtype),
     grad=_grad,
     doc="Convert to another dtype. Differentiable only from float to float.",
+    loops=elementwise_loops,
 ))
 
 

@@ -25,6 +25,7 @@ from ..ir.tensor import Tensor, apply, graph_of
 from ..ir.types import DEFAULT_FLOAT, TensorType, promote, scalar_dtype
 from . import expr as E
 from .expr_numpy import numpy_function
+from .loops import elementwise_loops
 from .registry import ZERO, OpDef, register
 from .sources import constant
 
@@ -124,7 +125,7 @@ def _define(name: str, arity: int, template, *, out: str = "same", float_only: b
             bool_inputs: tuple = (), doc: str = "") -> OpDef:
     templ = template if callable(template) else (lambda attrs, _t=template: _t)
     op = OpDef(name, "elementwise", infer=None, expr=lru_cache(maxsize=256)(templ), doc=doc,
-               extra={"arity": arity, "out": out, "float_only": float_only,
+               loops=elementwise_loops, extra={"arity": arity, "out": out, "float_only": float_only,
                       "bool_inputs": bool_inputs})
     op.infer = lambda types, attrs, checks, _op=op: _infer(types, attrs, checks, op=_op)
     op.reference = _reference(op)

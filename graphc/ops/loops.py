@@ -39,9 +39,9 @@ import sympy
 
 from . import expr as E
 
-__all__ = ["ArgMax", "Buf", "Check", "Gemm", "Load", "LoopNest", "PhiloxUniform", "Reduce",
-           "Repeat", "Schedules", "Store",
-           "covering", "index_symbols", "inside", "tap"]
+__all__ = ["ArgMax", "Buf", "Check", "Element", "Gemm", "Load", "LoopNest", "PhiloxUniform",
+           "Reduce", "Repeat", "Schedules", "Store", "covering", "elementwise_loops",
+           "index_symbols", "inside", "tap"]
 
 
 def index_symbols(names: str) -> tuple[sympy.Symbol, ...]:
@@ -61,6 +61,13 @@ class Reduce(sympy.Function):
 class ArgMax(sympy.Function):
     """``ArgMax(body, key, where, (k, extent), ...)``: `key` (an index expression) at the first
     maximum of `body` in scan order; the first NaN wins (numpy.argmax, PyTorch's pooling)."""
+
+
+class Element(sympy.Function):
+    """``Element(*values)``: the node's own element computation (its OpDef.expr, or a cast's
+    conversion) applied to one value per input, with NumPy's promotion rules: the body of
+    every elementwise op and fused group (kernelgen/elementwise.py emits it). A value is a
+    Load, or a number for a 0-d constant input (an immediate the compiler can fold)."""
 
 
 class PhiloxUniform(sympy.Function):
@@ -157,7 +164,7 @@ class Gemm:
     """``c (+)= op(a) @ op(b)`` for whole row-major buffers viewed as matrices (op: transposed
     with `ta` / `tb`): c is (m, n), op(a) is (m, k), op(b) is (k, n). The one step that is not
     a loop nest: each target calls its library (BLAS on the host; cuBLAS, or the tiled GEMM of
-    cuda/gemm.py, on a GPU)."""
+    cuda/kernels_linalg.py, on a GPU)."""
 
     buffers: dict[str, Buf]
     a: str
@@ -203,6 +210,44 @@ def buffer(name: str) -> sympy.Symbol:
 
 def load(name: str, *index) -> Load:
     return Load(buffer(name), *index)
+
+
+# -- elementwise ops --------------------------------------------------------------------------
+
+
+def elementwise_loops(node, program) -> LoopNest:
+    """Every elementwise op, fused group and cast: each output point from its inputs' elements
+    at the same point, broadcast (NumPy's rules: an input of lower rank lines up with the
+    trailing axes; a size-1 axis is read at 0)."""
+    idx = index_symbols(" ".join(f"i{a}" for a in range(node.ndim)))
+    buffers = {"out": Buf(output=True)}
+    values = []
+    for j, x in enumerate(node.inputs):
+        if x.op.name == "constant" and x.attrs["value"].array.ndim == 0:
+            values.append(_number(x.attrs["value"].array.item()))
+            continue
+        lead = node.ndim - x.ndim
+        index = [0 if d == 1 and node.shape[a + lead] != 1 else idx[a + lead]
+                 for a, d in enumerate(x.shape)]
+        buffers[f"x{j}"] = Buf(input=j)
+        values.append(load(f"x{j}", *index))
+    return LoopNest(buffers, list(zip(idx, node.shape)), [Store("out", idx, Element(*values))],
+                    hints={"host": "collapse"})
+
+
+def _number(v):
+    """A scalar as a sympy number, exactly (a float keeps its binary value; NaN and the
+    infinities as sympy's)."""
+    if isinstance(v, (bool, np.bool_)):
+        return sympy.Integer(int(v))
+    if isinstance(v, (int, np.integer)):
+        return sympy.Integer(int(v))
+    v = float(v)
+    if v != v:
+        return sympy.nan
+    if v in (float("inf"), float("-inf")):
+        return sympy.oo if v > 0 else -sympy.oo
+    return sympy.Float(v, 53)
 
 
 # -- the window of convolutions and pooling, stated once --------------------------------------

@@ -26,7 +26,6 @@ from graphc.ir.shapes import prod
 from ..kernelgen.irutil import F32, I64, PTR, VOID, const, i64, load, loop, store
 from ..kernelgen.registry import lowering
 from .codegen import GpuCodegen, GpuKernel, GpuNode
-from .kernels import unravel
 
 TILE = 16
 PHASES = ("init", "load", "compute", "store")
@@ -166,6 +165,17 @@ def emit_gemm(gen: GpuCodegen, node: Node, k: int, suffix: str, operands, m, n, 
         all_threads("compute", kt)
     all_threads("store", i64(0))
     ctx.finish()
+
+
+def unravel(b: ir.IRBuilder, flat: ir.Value, dims: list[ir.Value]) -> list[ir.Value]:
+    """Coordinates of a flat (row-major) index."""
+    coords = []
+    rem = flat
+    for d in reversed(dims[1:]):
+        coords.append(b.urem(rem, d))
+        rem = b.udiv(rem, d)
+    coords.append(rem)
+    return list(reversed(coords))
 
 
 def _batch_offsets(ctx: GpuKernel, node: Node, z):
