@@ -29,11 +29,12 @@ from graphc.ir.graph import Graph
 
 from ..base import Backend, Executable
 from ..kernelgen import lowerings  # noqa: F401  (the lowerings shared with llvm)
+from ..kernelgen.mathlib import libdevice_math
 from ..kernelgen.registry import Coverage
 from . import kernels_index, kernels_linalg  # noqa: F401  (importing registers the GPU lowerings)
 from .codegen import GpuCodegen
 from .executables import CLOSED, DeviceExecutable, EmulatedExecutable, finite_checks
-from .target import DEFAULT_ARCH, LibdeviceMissing, libdevice_math, ptx, verify
+from .target import DEFAULT_ARCH, LibdeviceMissing, ptx, verify
 
 OPTIONS = {"emulate", "arch", "verify", "cache", "cublas", "check_finite"}
 FLAGS = ("emulate", "verify", "cache", "cublas", "check_finite")  # True or False

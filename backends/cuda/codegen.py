@@ -1,15 +1,16 @@
 """Program graph -> GPU kernels and a launch plan, for a real device (PTX) or the emulator.
 
 Every node becomes one or more kernels ``void @kN.op(ptr %slots, ptr %dims)`` that read their
-buffers from the same pointer table and dims table as the LLVM backend (its Layout, memory
-plan and KernelContext are reused). Kernels find their thread through four accessor functions,
+buffers from the same pointer table and dims table as the host (kernelgen's Layout, memory
+plan and KernelContext). Kernels find their thread through four accessor functions,
 ``@graphc.gpu.{tid,ctaid,ntid,nctaid}.{x,y,z}``. The module is generated twice from the same
 code: for PTX the accessors wrap the NVVM special registers and kernels use the ``ptx_kernel``
 calling convention; for emulation the accessors read globals that a generated driver sets
 while it loops over the launch grid. Kernel bodies are identical in both.
 
-Most kernels are "one thread per output element" over a grid-stride loop, which needs no
-synchronization. GEMM is a shared-memory tiled kernel written as phases (see kernels_linalg.py).
+Most kernels are the GPU schedule of an op's description (kernelgen/nest.py): "one thread
+per output point" over a grid-stride loop, which needs no synchronization. GEMM is a
+shared-memory tiled kernel written as phases (see kernels_linalg.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""PTX: NVPTX code generation through llvmlite, libdevice for math, ptxas for verification.
+"""PTX: NVPTX code generation through llvmlite, libdevice linked in, ptxas for verification.
 
 Every llvmlite call that is specific to the NVPTX target lives here.
 """
@@ -16,12 +16,9 @@ from llvmlite import ir
 from graphc.errors import BackendError
 from graphc.sysinfo import libdevice_path, ptxas_path
 
-from ..kernelgen.irutil import F32, const, float_intrinsic
-
 TRIPLE = "nvptx64-nvidia-cuda"
 DEFAULT_ARCH = "sm_80"
 VERIFY_ARCHS = ("sm_80", "sm_90")
-_LIBDEVICE = {"exp": "exp", "log": "log", "expm1": "expm1", "log1p": "log1p", "tanh": "tanh"}
 
 
 class LibdeviceMissing(BackendError):
@@ -34,50 +31,7 @@ def initialize_targets() -> None:
     llvm.initialize_all_asmprinters()
 
 
-def libdevice_math(b: ir.IRBuilder, name: str, x: ir.Value, ty: ir.Type) -> ir.Value:
-    """Transcendentals from libdevice (__nv_expf, __nv_log, ...); sigmoid and softplus are
-    written with them in their numerically stable forms."""
-    module = b.module
 
-    def nv(fn: str, v):
-        symbol = f"__nv_{fn}{'f' if ty == F32 else ''}"
-        func = module.globals.get(symbol) or ir.Function(module, ir.FunctionType(ty, [ty]),
-                                                         name=symbol)
-        return b.call(func, [v])
-
-    if name in _LIBDEVICE:
-        return nv(_LIBDEVICE[name], x)
-    fabs = b.call(float_intrinsic(module, "fabs", ty), [x])
-    e = nv("exp", b.fneg(fabs))
-    one = const(ty, 1.0)
-    if name == "sigmoid":
-        positive = b.fdiv(one, b.fadd(one, e))
-        return b.select(b.fcmp_ordered(">=", x, const(ty, 0.0)), positive,
-                        b.fdiv(e, b.fadd(one, e)))
-    if name == "softplus":
-        relu = b.call(float_intrinsic(module, "maxnum", ty, 2), [x, const(ty, 0.0)])
-        return b.fadd(relu, nv("log1p", e))
-    raise BackendError(f"no GPU math function {name}")
-
-
-def _libdevice_pow(b: ir.IRBuilder, x: ir.Value, y: ir.Value, ty: ir.Type) -> ir.Value:
-    """NVPTX has no libm: a general power is libdevice's __nv_pow(f)."""
-    symbol = "__nv_powf" if ty == F32 else "__nv_pow"
-    func = b.module.globals.get(symbol) or ir.Function(b.module, ir.FunctionType(ty, [ty, ty]),
-                                                       name=symbol)
-    return b.call(func, [x, y])
-
-
-def _libdevice_fmod(b: ir.IRBuilder, x: ir.Value, y: ir.Value, ty: ir.Type) -> ir.Value:
-    """C's fmod (what LLVM's frem means), from libdevice: NVPTX lowers frem approximately."""
-    symbol = "__nv_fmodf" if ty == F32 else "__nv_fmod"
-    func = b.module.globals.get(symbol) or ir.Function(b.module, ir.FunctionType(ty, [ty, ty]),
-                                                       name=symbol)
-    return b.call(func, [x, y])
-
-
-libdevice_math.pow = _libdevice_pow
-libdevice_math.fmod = _libdevice_fmod
 
 
 def ptx(module: ir.Module, kernels: list[str], arch: str = DEFAULT_ARCH) -> str:

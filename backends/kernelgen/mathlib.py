@@ -1,4 +1,7 @@
-"""Vectorizable transcendental functions for the LLVM backend, emitted as LLVM IR.
+"""The math functions of every native target: for the host (the llvm backend and the CUDA
+emulation), vectorizable transcendental kernels emitted as LLVM IR (`host_math`); for a GPU,
+calls into libdevice (`libdevice_math`, at the end). One file says how each function, sigmoid
+say, is computed on each target.
 
 Why this exists: an element-wise loop that calls libm's ``expf`` (or the ``llvm.exp.*`` /
 ``llvm.log.*`` intrinsics, which lower to those same libm calls) is not widened by LLVM's loop
@@ -68,6 +71,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from llvmlite import ir
+
+from .irutil import F32, const, float_intrinsic
 
 __all__ = ["MATH_FUNCTIONS", "get_math_function"]
 
@@ -649,3 +654,56 @@ def host_math():
         return b.call(get_math_function(b.module, name, ty), [x])
 
     return provider
+
+
+# -------------------------------------------------------------------------------------------
+# The device's math: libdevice
+# -------------------------------------------------------------------------------------------
+
+_LIBDEVICE = {"exp": "exp", "log": "log", "expm1": "expm1", "log1p": "log1p", "tanh": "tanh"}
+
+
+def libdevice_math(b: ir.IRBuilder, name: str, x: ir.Value, ty: ir.Type) -> ir.Value:
+    """Transcendentals from libdevice (__nv_expf, __nv_log, ...); sigmoid and softplus are
+    written with them in their numerically stable forms."""
+    module = b.module
+
+    def nv(fn: str, v):
+        symbol = f"__nv_{fn}{'f' if ty == F32 else ''}"
+        func = module.globals.get(symbol) or ir.Function(module, ir.FunctionType(ty, [ty]),
+                                                         name=symbol)
+        return b.call(func, [v])
+
+    if name in _LIBDEVICE:
+        return nv(_LIBDEVICE[name], x)
+    fabs = b.call(float_intrinsic(module, "fabs", ty), [x])
+    e = nv("exp", b.fneg(fabs))
+    one = const(ty, 1.0)
+    if name == "sigmoid":
+        positive = b.fdiv(one, b.fadd(one, e))
+        return b.select(b.fcmp_ordered(">=", x, const(ty, 0.0)), positive,
+                        b.fdiv(e, b.fadd(one, e)))
+    if name == "softplus":
+        relu = b.call(float_intrinsic(module, "maxnum", ty, 2), [x, const(ty, 0.0)])
+        return b.fadd(relu, nv("log1p", e))
+    raise ValueError(f"no GPU math function {name}")
+
+
+def _libdevice_pow(b: ir.IRBuilder, x: ir.Value, y: ir.Value, ty: ir.Type) -> ir.Value:
+    """NVPTX has no libm: a general power is libdevice's __nv_pow(f)."""
+    symbol = "__nv_powf" if ty == F32 else "__nv_pow"
+    func = b.module.globals.get(symbol) or ir.Function(b.module, ir.FunctionType(ty, [ty, ty]),
+                                                       name=symbol)
+    return b.call(func, [x, y])
+
+
+def _libdevice_fmod(b: ir.IRBuilder, x: ir.Value, y: ir.Value, ty: ir.Type) -> ir.Value:
+    """C's fmod (what LLVM's frem means), from libdevice: NVPTX lowers frem approximately."""
+    symbol = "__nv_fmodf" if ty == F32 else "__nv_fmod"
+    func = b.module.globals.get(symbol) or ir.Function(b.module, ir.FunctionType(ty, [ty, ty]),
+                                                       name=symbol)
+    return b.call(func, [x, y])
+
+
+libdevice_math.pow = _libdevice_pow
+libdevice_math.fmod = _libdevice_fmod

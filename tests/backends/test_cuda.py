@@ -22,7 +22,7 @@ needs_libdevice = pytest.mark.skipif(libdevice_path() is None,
                                      reason="libdevice (CUDA toolkit) not found")
 needs_ptxas = pytest.mark.skipif(ptxas_path() is None, reason="ptxas not installed")
 needs_gpu = pytest.mark.skipif(not cuda_devices()[1], reason="no CUDA device")
-GEMM_OPS = {"matmul", "conv", "conv_transpose", "conv_weight_grad"}  # gemm.py's lowerings
+GEMM_OPS = {"matmul", "conv", "conv_transpose", "conv_weight_grad"}  # ops with a Gemm step
 TOL = {np.float64: dict(rtol=1e-9, atol=1e-12), np.float32: dict(rtol=2e-5, atol=2e-6)}
 
 
