@@ -11,17 +11,34 @@ and every run.
 The data files are read straight from scikit-learn's package folder (``sklearn/datasets/data``)
 without importing scikit-learn, which takes longer than the training runs of the examples;
 if a file is not where it has been for years, scikit-learn's own loader is used.
+
+``mnist``, ``fashion_mnist`` and ``cifar10`` read the standard distribution files from a
+directory you give (graphc never downloads anything) and keep the files' own train/test split
+and order. They parse fixed binary layouts (IDX, CIFAR-10 binary records) with NumPy only: a
+file is data, never executed, which is why the CIFAR-10 *Python* (pickle) version is refused.
+A file that does not match its format raises ``gc.io.FormatError``; missing files raise
+``FileNotFoundError`` naming each file, the folder to put it in and where to get it.
 """
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
+import math
+import os
+import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-__all__ = ["digits", "iris", "breast_cancer", "diabetes", "split", "standardize"]
+from .io import FormatError
+
+__all__ = ["digits", "iris", "breast_cancer", "diabetes", "mnist", "fashion_mnist", "cifar10",
+           "split", "standardize", "FASHION_MNIST_CLASSES", "CIFAR10_CLASSES"]
 
 Split = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -112,3 +129,225 @@ def standardize(x_train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, .
     mean, std = x_train.mean(axis=0), x_train.std(axis=0)
     std = np.where(std > 0, std, 1.0)
     return tuple(((a - mean) / std).astype(np.float32) for a in (x_train, *others))
+
+
+# -- files you download yourself: MNIST, Fashion-MNIST (IDX), CIFAR-10 (binary) --------------
+
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                         "Shirt", "Sneaker", "Bag", "Ankle boot")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+
+_PathLike = str | os.PathLike
+
+_IDX_UBYTE = 0x08  # the only element type the MNIST family uses
+_IDX_FILES = (  # (role, standard name, number of dimensions)
+    ("training images", "train-images-idx3-ubyte", 3),
+    ("training labels", "train-labels-idx1-ubyte", 1),
+    ("test images", "t10k-images-idx3-ubyte", 3),
+    ("test labels", "t10k-labels-idx1-ubyte", 1),
+)
+_CHUNK = 1 << 22  # read in pieces, so a header claiming terabytes cannot make us allocate them
+_CIFAR_FOLDER = "cifar-10-batches-bin"
+_CIFAR_TRAIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+_CIFAR_TEST = "test_batch.bin"
+_CIFAR_RECORD = 1 + 3 * 32 * 32  # one label byte, then 1024 red, 1024 green, 1024 blue bytes
+_CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+
+
+def mnist(path: _PathLike, *, flatten: bool = True, dtype: DTypeLike = np.float32) -> Split:
+    """MNIST handwritten digits from the four IDX files in the directory `path`: 60000
+    training and 10000 test images of 28x28 pixels in 0..255, labels 0..9 (int64).
+
+    Images are ``(n, 784)`` like ``digits()`` keeps its 64 pixels as features; pass
+    ``flatten=False`` for ``(n, 1, 28, 28)`` (NCHW, what a CNN takes). Pixels keep their
+    original scale as in ``digits()`` (divide by 255 or ``standardize``). `dtype` is the
+    pixels' type (``np.uint8`` keeps a quarter of the memory). The files' own split and order
+    are kept: the test set is the official one.
+
+    `path` holds ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+    ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each plain or gzipped (``.gz``,
+    as downloaded); torchvision's layout (``path/MNIST/raw/``) is found too.
+    """
+    return _idx_set("MNIST", path, "MNIST", "https://ossci-datasets.s3.amazonaws.com/mnist/ "
+                    "(a mirror of http://yann.lecun.com/exdb/mnist/)", flatten, dtype)
+
+
+def fashion_mnist(path: _PathLike, *, flatten: bool = True, dtype: DTypeLike = np.float32
+                  ) -> Split:
+    """Fashion-MNIST (Zalando's clothing pictures, names in ``FASHION_MNIST_CLASSES``): the same
+    file names, format, sizes and return form as ``mnist()``, so keep the two in different
+    directories. torchvision's layout (``path/FashionMNIST/raw/``) is found too."""
+    return _idx_set("Fashion-MNIST", path, "FashionMNIST",
+                    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/ "
+                    "(see https://github.com/zalandoresearch/fashion-mnist)", flatten, dtype)
+
+
+def cifar10(path: _PathLike, *, flatten: bool = False, dtype: DTypeLike = np.float32) -> Split:
+    """CIFAR-10 from its *binary* version: 50000 training and 10000 test colour images,
+    ``(n, 3, 32, 32)`` (NCHW, RGB planes) with pixels in 0..255, labels 0..9 (int64; names in
+    ``CIFAR10_CLASSES``). ``flatten=True`` gives ``(n, 3072)`` in the same channel-major order.
+    `dtype` as in ``mnist()`` (float32 training images take 614 MB; ``np.uint8`` a quarter).
+
+    `path` is the folder ``cifar-10-batches-bin`` (``data_batch_1.bin`` .. ``data_batch_5.bin``,
+    ``test_batch.bin``) or the directory that contains it: what extracting
+    ``cifar-10-binary.tar.gz`` gives. Training batches are concatenated in order 1..5. The
+    Python version (pickles) is refused: unpickling a file can run code from it.
+    """
+    root = _directory(path, "CIFAR-10")
+    folder = root / _CIFAR_FOLDER if (root / _CIFAR_FOLDER).is_dir() else root
+    missing = [name for name in (*_CIFAR_TRAIN, _CIFAR_TEST) if not (folder / name).is_file()]
+    if missing:
+        hint = ""
+        if (root / "cifar-10-binary.tar.gz").is_file():
+            hint = (f" {root / 'cifar-10-binary.tar.gz'} is there: extract it first "
+                    f"(tar xzf cifar-10-binary.tar.gz -C {root}).")
+        elif (root / "cifar-10-batches-py").is_dir() or (folder / "data_batch_1").is_file():
+            hint = (" What is there is the Python (pickle) version (cifar-10-batches-py), which "
+                    "graphc does not read because unpickling a file can run code from it; use "
+                    "the binary version.")
+        raise FileNotFoundError(
+            f"CIFAR-10 binary files missing in {folder}{_absent(folder)}: "
+            f"{', '.join(missing)}. Put "
+            f"{', '.join(_CIFAR_TRAIN)} and {_CIFAR_TEST} in {root / _CIFAR_FOLDER} (or pass "
+            f"that folder itself); they are what extracting {_CIFAR_URL} gives "
+            f"(tar xzf cifar-10-binary.tar.gz -C {root}). graphc never downloads "
+            f"anything.{hint}")
+    out_dtype = _pixel_dtype(dtype)
+    train = [_read_cifar_batch(folder / name) for name in _CIFAR_TRAIN]
+    x_test, y_test = _read_cifar_batch(folder / _CIFAR_TEST)
+    x_train = np.concatenate([x for x, _ in train])
+    y_train = np.concatenate([y for _, y in train])
+    shape = (-1, 3 * 32 * 32) if flatten else (-1, 3, 32, 32)
+    return ((x_train.reshape(shape).astype(out_dtype), y_train),
+            (x_test.reshape(shape).astype(out_dtype), y_test))
+
+
+def _directory(path: _PathLike, what: str) -> Path:
+    root = Path(path).expanduser()
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"{what}: {root} is a file; pass the directory that holds "
+                                 f"the {what} files")
+    return root
+
+
+def _absent(folder: Path) -> str:
+    return "" if folder.is_dir() else " (no such directory yet)"
+
+
+def _pixel_dtype(dtype: DTypeLike) -> np.dtype:
+    out = np.dtype(dtype)
+    if out.kind not in "uif" or not np.can_cast(np.uint8, out):
+        raise ValueError(f"dtype must be a numeric type that holds 0..255, got {out}")
+    return out
+
+
+def _idx_set(what: str, path: _PathLike, torchvision_folder: str, source: str, flatten: bool,
+             dtype: DTypeLike) -> Split:
+    """The four IDX files of an MNIST-like set, checked against each other."""
+    root = _directory(path, what)
+    folders = [root, root / torchvision_folder / "raw"]
+    found, missing = {}, []
+    for role, name, _ in _IDX_FILES:
+        # the standard name, gzipped as downloaded or not; Kaggle's copies say ".idx3-ubyte"
+        variants = [name, name.replace("-idx", ".idx")]
+        candidates = [folder / f"{v}{gz}" for folder in folders for v in variants
+                      for gz in ("", ".gz")]
+        file = next((c for c in candidates if c.is_file()), None)
+        if file is None:
+            missing.append(f"{name} ({role})")
+        found[role] = file
+    if missing:
+        names = ", ".join(name for _, name, _ in _IDX_FILES)
+        raise FileNotFoundError(
+            f"{what} files missing in {root}{_absent(root)}: {'; '.join(missing)}. Put the "
+            f"four files "
+            f"{names} in {root}, as downloaded (gzipped, with .gz) or unpacked; get them from "
+            f"{source}. graphc never downloads anything.")
+    out_dtype = _pixel_dtype(dtype)
+    x_train, y_train, x_test, y_test = (_read_idx(found[role], ndim)
+                                        for role, _, ndim in _IDX_FILES)
+    for x, y, part in ((x_train, y_train, "training"), (x_test, y_test, "test")):
+        images, labels = found[f"{part} images"], found[f"{part} labels"]
+        if len(x) != len(y):
+            raise FormatError(f"{what}: {images} holds {len(x)} images but {labels} holds "
+                              f"{len(y)} labels")
+        _check_labels(y, labels)
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise FormatError(f"{what}: training images are {x_train.shape[1]}x{x_train.shape[2]} "
+                          f"but test images {x_test.shape[1]}x{x_test.shape[2]}")
+
+    def images(x: np.ndarray) -> np.ndarray:
+        shape = (len(x), -1) if flatten else (len(x), 1, *x.shape[1:])
+        return x.reshape(shape).astype(out_dtype)
+
+    return ((images(x_train), y_train.astype(np.int64)),
+            (images(x_test), y_test.astype(np.int64)))
+
+
+def _check_labels(y: np.ndarray, file: Path) -> None:
+    if len(y) and int(y.max()) > 9:
+        at = int(np.argmax(y > 9))
+        raise FormatError(f"{file}: label {int(y[at])} at record {at} is not a class 0..9")
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An IDX file of unsigned bytes with `ndim` dimensions (3: images, 1: labels), gzipped or
+    not: magic ``00 00 08 ndim``, `ndim` big-endian uint32 sizes, then exactly the data."""
+    magic = (_IDX_UBYTE << 8) | ndim
+    kind = "images" if ndim == 3 else "labels"
+    with _open_maybe_gzipped(path) as f:
+        try:
+            got = struct.unpack(">I", _read_exactly(f, 4, path, "magic number"))[0]
+            if got != magic:
+                raise FormatError(
+                    f"{path} is not an IDX file of {kind}: magic number 0x{got:08x}, expected "
+                    f"0x{magic:08x}" + (" (a labels file?)" if got == 0x801 else
+                                        " (an images file?)" if got == 0x803 else ""))
+            dims = struct.unpack(f">{ndim}I", _read_exactly(f, 4 * ndim, path, "sizes"))
+            if dims[0] == 0 or 0 in dims[1:]:
+                raise FormatError(f"{path}: the header says {' x '.join(map(str, dims))}: "
+                                  f"no {kind}")
+            size = math.prod(dims)  # Python ints: a lying header cannot overflow it
+            data = _read_exactly(f, size, path, f"{kind} ({' x '.join(map(str, dims))} bytes)")
+            if f.read(1):
+                raise FormatError(f"{path} is longer than its header says "
+                                  f"({' x '.join(map(str, dims))} bytes of {kind})")
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise FormatError(f"{path}: corrupt or truncated gzip data ({exc})") from None
+    return np.frombuffer(data, np.uint8).reshape(dims)
+
+
+def _open_maybe_gzipped(path: Path) -> BinaryIO:
+    """Sniff the gzip magic rather than trust the name: a file may have been unpacked in place."""
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gzipped else open(path, "rb")
+
+
+def _read_exactly(f: BinaryIO, size: int, path: Path, what: str) -> bytearray:
+    data = bytearray()
+    while len(data) < size:
+        piece = f.read(min(_CHUNK, size - len(data)))
+        if not piece:
+            raise FormatError(f"{path} is truncated: its {what} take {size} bytes, only "
+                              f"{len(data)} are there")
+        data += piece
+    return data
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels as uint8 (n, 3072), labels int64) of one batch file of 3073-byte records."""
+    size = path.stat().st_size
+    if size == 0 or size % _CIFAR_RECORD:
+        raise FormatError(
+            f"{path} is not a CIFAR-10 binary batch: {size} bytes is not a whole number of "
+            f"{_CIFAR_RECORD}-byte records (1 label byte + 3072 pixel bytes)"
+            + (" — truncated?" if size > _CIFAR_RECORD else ""))
+    records = np.fromfile(path, dtype=np.uint8)
+    if len(records) != size:  # the file changed while we read it
+        raise FormatError(f"{path} changed size while being read")
+    records = records.reshape(-1, _CIFAR_RECORD)
+    labels = records[:, 0].astype(np.int64)
+    _check_labels(labels, path)
+    return records[:, 1:], labels
