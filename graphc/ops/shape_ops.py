@@ -381,7 +381,8 @@ def _unslice_loops(node, program):
     def source(idx):
         at, conds = [], []
         for i, s, st, n in zip(idx, a["starts"], a["steps"], g.shape):
-            q, ok = L.covering(i, 0, st, 1, -s, n)  # q = (i - start) / step
+            # q = (i - start) / step; for a negative step, (start - i) / -step
+            q, ok = L.covering(i, 0, st, 1, -s, n) if st > 0 else L.covering(-i, 0, -st, 1, s, n)
             at.append(q)
             conds.append(ok)
         return sympy.Piecewise((L.load("x0", *at), sympy.And(*conds)), (0, True))
