@@ -13,6 +13,14 @@ with ``gc.save(opt, path)`` or a training checkpoint.
 Every optimizer takes ``clip_value=`` (clamp each gradient element) and ``clip_norm=``
 (rescale all gradients to a global L2 norm at most clip_norm); both may be given, value
 clipping first. ``lr`` may be a float or a schedule from ``gc.optim.schedules``.
+
+The learning rate lives in a float64 scalar parameter, ``opt.lr_parameter`` (state key
+``"lr"``), read by the compiled step at every call: ``opt.lr = 0.01`` (or a
+``ReduceLROnPlateau`` callback) changes the rate of an already compiled step, without
+compiling again, and checkpoints keep it. With a schedule, the parameter is a multiplier of the
+schedule's value instead (state key ``"lr_scale"``, 1.0 at first): update k uses
+``lr_scale * schedule(k)``.
+
 ``weight_decay`` is PyTorch's: ``g + weight_decay * p`` for every parameter, biases included
 (use ``gc.optim.l2_penalty`` to penalize weights only).
 
@@ -70,7 +78,7 @@ class Optimizer:
             raise GraphError(f"{type(self).__name__} got an empty parameter list")
         if not isinstance(lr, Schedule) and not float(lr) >= 0:
             raise GraphError(f"learning rate must be >= 0, got {lr}")
-        self.lr = lr if isinstance(lr, Schedule) else float(lr)
+        self.schedule: Schedule | None = lr if isinstance(lr, Schedule) else None
         self.clip_value, self.clip_norm = clip_value, clip_norm
         self._state: dict[str, Tensor] = {}
         self._slots: list[dict[str, Tensor]] = [{} for _ in self.params]
@@ -78,6 +86,10 @@ class Optimizer:
         self._state["step"] = self.step_count
         self.nonfinite_steps = parameter(f"{self.name}.nonfinite_steps", np.array(0, np.int64))
         self._state["nonfinite_steps"] = self.nonfinite_steps
+        # a parameter, not a constant: changing it needs no recompilation (see the docstring)
+        lr_key, lr_value = ("lr", float(lr)) if self.schedule is None else ("lr_scale", 1.0)
+        self.lr_parameter = parameter(f"{self.name}.{lr_key}", np.array(lr_value, np.float64))
+        self._state[lr_key] = self.lr_parameter
         self._skipped: Tensor | None = None
 
     # -- state -------------------------------------------------------------------------------
@@ -100,8 +112,9 @@ class Optimizer:
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> Optimizer:
         """Set the state from ``state()`` output; checked completely before anything is set."""
-        # (a state saved before the skip counter existed has no "nonfinite_steps": kept as is)
-        missing = sorted(set(self._state) - set(state) - {"nonfinite_steps"})
+        # (a state saved before the skip counter or the learning-rate parameter existed has no
+        # "nonfinite_steps", "lr" or "lr_scale": those are kept as they are)
+        missing = sorted(set(self._state) - set(state) - {"nonfinite_steps", "lr", "lr_scale"})
         extra = sorted(set(state) - set(self._state))
         if missing or extra:
             raise GraphError(f"{type(self).__name__}.load_state: missing keys {missing}, "
@@ -116,10 +129,42 @@ class Optimizer:
             t.node.attrs["storage"].write(state[key], key)
         return self
 
+    # -- the learning rate -------------------------------------------------------------------
+    @property
+    def lr(self) -> float | Schedule:
+        """The learning rate now in ``lr_parameter`` (a float), or the schedule. Assigning a
+        float writes the parameter: compiled steps use it from their next call on."""
+        return self.schedule if self.schedule is not None else float(self.lr_parameter.value)
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        if self.schedule is not None:
+            raise GraphError(f"{type(self).__name__} follows the schedule {self.schedule!r}, "
+                             "which is part of its compiled update graph; scale it instead "
+                             "through opt.lr_parameter (the multiplier lr_scale, 1.0 at first)")
+        if isinstance(value, Schedule) or not float(value) >= 0 or not np.isfinite(value):
+            raise GraphError(f"learning rate must be a finite float >= 0, got {value!r} (a "
+                             "schedule is given when the optimizer is built)")
+        self.lr_parameter.value = float(value)
+
+    def current_lr(self) -> float:
+        """The learning rate the next update will use (from the step counter, the schedule
+        and ``lr_parameter``), as a Python float."""
+        scale = float(self.lr_parameter.value)
+        if self.schedule is None:
+            return scale
+        return scale * self.schedule.value(int(self.step_count.value))
+
     # -- the update graph --------------------------------------------------------------------
     def learning_rate(self, k):
-        """The learning rate at update `k` (a float, or a tensor when `k` is one)."""
-        return self.lr(k) if isinstance(self.lr, Schedule) else self.lr
+        """The learning rate at update `k`: a float64 tensor reading ``lr_parameter`` when
+        `k` is a tensor (what the update graph uses), else a float from its current value."""
+        if not isinstance(k, Tensor):
+            scale = float(self.lr_parameter.value)
+            return scale if self.schedule is None else scale * self.schedule.value(k)
+        if self.schedule is None:
+            return self.lr_parameter
+        return self.lr_parameter * self.schedule(k)
 
     def gradients(self, cost: Tensor) -> list[Tensor | None]:
         """gc.grad of the cost, clipped as configured; None for a parameter the cost does not
@@ -127,7 +172,13 @@ class Optimizer:
         from ..ir.graph import topological
 
         reached = {n.uid for n in topological([cost.node])}
-        used = [p for p in self.params if p.node.uid in reached]
+        # frozen parameters (``requires_grad_(False)``, ``freeze()``) are skipped like unused
+        # ones: no gradient is built for them, so the step holds no backward work for them
+        used = [p for p in self.params if p.node.uid in reached and
+                p.node.attrs["storage"].requires_grad]
+        if not used and any(p.node.uid in reached for p in self.params):
+            raise GraphError(f"{type(self).__name__}: every parameter the cost depends on is "
+                             "frozen (requires_grad_(False)); there is nothing to train")
         if not used:
             names = ", ".join(p.name for p in self.params[:5])
             raise GraphError(f"{type(self).__name__}: the cost depends on none of its "
@@ -347,8 +398,8 @@ class Adam(Optimizer):
     def _update(self, i, p, g, lr, k):
         b1, b2 = self.betas
         s = self._slots[i]
-        if self.decoupled:
-            p_decayed = p * (1.0 - _coef(lr, p.dtype) * self.weight_decay)
+        if self.decoupled:  # 1 - lr * weight_decay in float64, as PyTorch's Python floats
+            p_decayed = p * _coef(1.0 - lr * self.weight_decay, p.dtype)
         else:
             g = self._decayed(g, p, self.weight_decay)
             p_decayed = p

@@ -237,8 +237,8 @@ def test_state_lives_in_parameters_and_round_trips():
     for _ in range(3):
         step(X, y)
     saved = opt.state()
-    assert set(saved) == {"step", "nonfinite_steps", "0.exp_avg", "0.exp_avg_sq", "1.exp_avg",
-                          "1.exp_avg_sq"}
+    assert set(saved) == {"step", "nonfinite_steps", "lr", "0.exp_avg", "0.exp_avg_sq",
+                          "1.exp_avg", "1.exp_avg_sq"}
     assert saved["step"] == 3 and np.abs(saved["0.exp_avg"]).sum() > 0
     p_saved = [p.value for p in params]
     after = [float(step(X, y)) for _ in range(2)]
