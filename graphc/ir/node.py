@@ -98,7 +98,8 @@ class ParamStorage:
     ``host_changed(storage)`` and ``newer`` (its copy is more recent than the host's).
     """
 
-    __slots__ = ("name", "_value", "uid", "next_stream", "devices", "__weakref__")
+    __slots__ = ("name", "_value", "uid", "next_stream", "devices", "requires_grad",
+                 "__weakref__")
 
     def __init__(self, name: str, value: np.ndarray) -> None:
         self.name = name
@@ -106,6 +107,9 @@ class ParamStorage:
         self.uid = next(_uids)
         self.next_stream = 0  # how many random ops already draw from this (RNG state) parameter
         self.devices: list = []  # device copies (see the class docstring)
+        # False: frozen. Kept here, with the value, so that every module, optimizer and
+        # function sharing the parameter sees it (read when an update graph is built)
+        self.requires_grad = True
 
     @property
     def value(self) -> np.ndarray:

@@ -64,6 +64,24 @@ class Tensor:
             raise GraphError(f"{self.name} is a {self.op}, not a parameter: it has no value")
         self.node.attrs["storage"].write(new, key=repr(self.name))
 
+    @property
+    def requires_grad(self) -> bool:
+        """Whether optimizers train this parameter (False once frozen); False for anything
+        that is not a float parameter."""
+        if self.node.op.name != "parameter" or self.dtype.kind != "f":
+            return False
+        return bool(self.node.attrs["storage"].requires_grad)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        """Freeze (False) or unfreeze a parameter, as PyTorch's ``requires_grad_``; the flag
+        lives with its value, so every optimizer that builds an update graph afterwards sees
+        it. Returns the tensor."""
+        if self.node.op.name != "parameter":
+            raise GraphError(f"{self.name} is a {self.op}, not a parameter: only parameters "
+                             "can be frozen")
+        self.node.attrs["storage"].requires_grad = bool(requires_grad)
+        return self
+
     # -- == and != : elementwise as tensors, identity as Python truth values -----------------
     def __hash__(self) -> int:
         return hash(self.node.uid)

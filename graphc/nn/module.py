@@ -57,7 +57,9 @@ def _converted(tensor: Tensor, dtype: np.dtype, key: str) -> Tensor:
     with tensor.graph:
         fresh = parameter(tensor.node.attrs["name"], np.zeros(tensor.node.attrs["storage"]
                                                               .value.shape, dtype))
-    fresh.node.attrs["storage"].write(tensor.node.attrs["storage"].value, key)
+    old = tensor.node.attrs["storage"]
+    fresh.node.attrs["storage"].write(old.value, key)
+    fresh.node.attrs["storage"].requires_grad = old.requires_grad  # a frozen layer stays so
     return fresh
 
 
@@ -106,6 +108,11 @@ class Module:
             self._label(name, value, keep=True)
         elif _is_parameter(value) and value.dtype.kind == "f":
             self._params[name] = value
+            self._label(name, value, keep=True)
+        elif _is_parameter(value):
+            # an int/bool parameter (a random state, a counter) cannot be trained: it is
+            # state to save, i.e. a buffer — never silently dropped from state() and files
+            self._buffers[name] = value
             self._label(name, value, keep=True)
         object.__setattr__(self, name, value)
 
@@ -243,10 +250,43 @@ class Module:
 
     # -- modes -------------------------------------------------------------------------------
     def train(self, mode: bool = True) -> Module:
-        """Training mode for this module and its descendants (dropout on, batch statistics)."""
+        """Training mode for this module and its descendants (dropout on, batch statistics).
+        A frozen module (``freeze()``) and its descendants stay in evaluation mode."""
         for m in self.modules():
-            m.__dict__["training"] = bool(mode)
+            m.__dict__["training"] = bool(mode) and not m.__dict__.get("_frozen", False)
         return self
+
+    # -- freezing ----------------------------------------------------------------------------
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        """Mark every parameter of this module and its descendants trainable or frozen (as
+        PyTorch). The flag lives on each parameter's storage, so every optimizer and compiled
+        step built afterwards sees it: optimizers skip frozen parameters even when given them
+        (no update, no gradient computed). ``parameters()`` and ``state()`` still list them."""
+        for p in self.parameters():
+            p.requires_grad_(requires_grad)
+        return self
+
+    def freeze(self) -> Module:
+        """Freeze the parameters (``requires_grad_(False)``) and keep this module and its
+        descendants in evaluation mode even when a parent is switched to training mode
+        (Lightning's meaning: a frozen batch norm uses and keeps its running statistics)."""
+        self.requires_grad_(False)
+        for m in self.modules():
+            m.__dict__["_frozen"] = True
+            m.__dict__["training"] = False
+        return self
+
+    def unfreeze(self) -> Module:
+        """Undo ``freeze()``: trainable parameters, and training mode again (Lightning)."""
+        self.requires_grad_(True)
+        for m in self.modules():
+            m.__dict__["_frozen"] = False
+        return self.train()
+
+    @property
+    def frozen(self) -> bool:
+        """Whether ``freeze()`` holds this module in evaluation mode."""
+        return bool(self.__dict__.get("_frozen", False))
 
     def eval(self) -> Module:
         """Evaluation mode (dropout off, running statistics). Affects later calls only."""
