@@ -11,7 +11,7 @@ NumPy semantics, gradient), graphc/passes (autodiff + optimization), graphc/back
 (numpy, llvm, cuda), graphc/nn, graphc/optim, graphc/train (the training stack).
 """
 
-from . import datasets, init, io, metrics, nn, ops, optim, passes, plot, train, viz
+from . import datasets, init, io, metrics, nn, ops, optim, passes, plot, random, train, viz
 from .errors import ArgumentError, BackendError, GraphError, ShapeError
 from .function import Function, compile
 from .gradcheck import check_grad, check_vjp, derivative, hessian_vector_product
@@ -19,18 +19,29 @@ from .io import load, save
 from .ir import Graph, Tensor, get_default_graph, name_scope, reset_default_graph
 from .ops import (
     abs,
+    arange,
+    arctan,
     argmax,
     cast,
+    ceil,
     clip,
     concat,
     constant,
+    cos,
     elu,
     equal,
+    erf,
     exp,
+    exp2,
     expm1,
+    floor,
     floor_divide,
+    full,
+    full_like,
+    gelu,
     greater,
     greater_equal,
+    hard_sigmoid,
     isfinite,
     isinf,
     isnan,
@@ -39,6 +50,8 @@ from .ops import (
     less_equal,
     log,
     log1p,
+    log2,
+    log10,
     log_softmax,
     logsumexp,
     manual_seed,
@@ -49,26 +62,38 @@ from .ops import (
     min,
     minimum,
     not_equal,
+    numel,
     one_hot,
+    ones,
+    ones_like,
     pad,
     parameter,
     placeholder,
+    reciprocal,
     relu,
     remainder,
     reshape,
     rng_state,
+    round,
+    rsqrt,
     sigmoid,
     sign,
+    silu,
+    sin,
     softmax,
     softplus,
+    softsign,
     sqrt,
     square,
     stack,
     sum,
     take,
+    tan,
     tanh,
     transpose,
     where,
+    zeros,
+    zeros_like,
 )
 from .passes import grad, optimize
 
@@ -84,5 +109,8 @@ __all__ = [
     "one_hot", "ops", "optimize", "pad", "passes", "parameter", "placeholder", "relu", "remainder",
     "reset_default_graph", "reshape", "rng_state", "sigmoid", "sign", "softmax", "softplus",
     "sqrt", "square", "stack", "sum", "take", "tanh", "transpose", "viz", "where", "datasets",
-    "init", "io", "load", "metrics", "optim", "plot", "save", "train",
+    "init", "io", "load", "metrics", "optim", "plot", "save", "train", "random",
+    "arange", "arctan", "ceil", "cos", "erf", "exp2", "floor", "full", "full_like", "gelu",
+    "hard_sigmoid", "log10", "log2", "numel", "ones", "ones_like", "reciprocal", "round", "rsqrt",
+    "silu", "sin", "softsign", "tan", "zeros", "zeros_like",
 ]

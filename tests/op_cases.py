@@ -198,6 +198,33 @@ unary = {
     "elu_0.5": (lambda x: gc.elu(x, 0.5), lambda x: np.where(x > 0, x, 0.5 * (np.exp(x) - 1)),
                 _away),
 }
+_erf = np.vectorize(math.erf)  # an independent reference (scipy's is what graphc uses)
+unary.update({
+    "sin": (gc.sin, np.sin, lambda r, *s: _u(r, *s, lo=-7, hi=7)),
+    "cos": (gc.cos, np.cos, lambda r, *s: _u(r, *s, lo=-7, hi=7)),
+    "tan": (gc.tan, np.tan, lambda r, *s: _u(r, *s, lo=-1.4, hi=1.4)),
+    "arctan": (gc.arctan, np.arctan, lambda r, *s: _u(r, *s, lo=-4, hi=4)),
+    "erf": (gc.erf, _erf, lambda r, *s: _u(r, *s, lo=-2.5, hi=2.5)),
+    "log2": (gc.log2, lambda x: np.log(x) / np.log(2.0), _pos),
+    "log10": (gc.log10, lambda x: np.log(x) / np.log(10.0), _pos),
+    "exp2": (gc.exp2, lambda x: np.exp(x * np.log(2.0)), lambda r, *s: _u(r, *s, lo=-4, hi=4)),
+    "reciprocal": (gc.reciprocal, lambda x: 1.0 / x, _away),
+    "rsqrt": (gc.rsqrt, lambda x: 1.0 / np.sqrt(x), _pos),
+    # rounding: values away from the integers and halves, where the derivative is 0
+    "floor": (gc.floor, np.floor, lambda r, *s: np.round(_u(r, *s, lo=-4, hi=4)) + 0.3),
+    "ceil": (gc.ceil, np.ceil, lambda r, *s: np.round(_u(r, *s, lo=-4, hi=4)) - 0.3),
+    "round": (gc.round, np.rint, lambda r, *s: np.round(_u(r, *s, lo=-4, hi=4)) + 0.2),
+    "softsign": (gc.softsign, lambda x: x / (1 + np.abs(x)), _away),
+    "hard_sigmoid": (gc.hard_sigmoid, lambda x: np.minimum(np.maximum(x + 3, 0), 6) / 6,
+                     lambda r, *s: _u(r, *s, lo=-5, hi=5)),
+    "silu": (gc.silu, lambda x: x * sigmoid(x), lambda r, *s: _u(r, *s, lo=-4, hi=4)),
+    "gelu": (gc.gelu, lambda x: x * (1 + _erf(x / math.sqrt(2))) / 2,
+             lambda r, *s: _u(r, *s, lo=-4, hi=4)),
+    "gelu_tanh": (lambda x: gc.gelu(x, approximate="tanh"),
+                  lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi)
+                                                   * (x + 0.044715 * x**3))),
+                  lambda r, *s: _u(r, *s, lo=-4, hi=4)),
+})
 for _name, (_f, _ref, _gen) in unary.items():
     case(_name, _f, lambda rng, g=_gen: [g(rng, 3, 4)], _ref)
 
@@ -374,6 +401,17 @@ def _unslice(x):
     out = np.zeros((4, 7))
     out[1:3, 0:7:3] = x
     return out
+
+
+def _unslice_reversed(x):
+    out = np.zeros((4, 7))
+    out[::-1, 6::-2] = x
+    return out
+
+
+# the gradient of x[::-1, ::-2]: native kernels once wrote only the first position back
+case("unslice_negative_step", lambda x: gc.ops.unslice(x, (4, 7), (3, 6), (-1, -2)),
+     lambda r: [_u(r, 4, 4)], _unslice_reversed)
 
 
 case("matmul", lambda a, b: a @ b, lambda r: [_u(r, 3, 4), _u(r, 4, 5)], lambda a, b: a @ b)

@@ -28,7 +28,10 @@ from .irutil import F32, I1, const, float_intrinsic, is_float_type
 MathProvider = Callable[[ir.IRBuilder, str, ir.Value, ir.Type], ir.Value]
 
 _FUNCTIONS = {sympy.exp: "exp", sympy.log: "log", sympy.tanh: "tanh", E.sigmoid: "sigmoid",
-              E.softplus: "softplus", E.expm1: "expm1", E.log1p: "log1p"}
+              E.softplus: "softplus", E.expm1: "expm1", E.log1p: "log1p", sympy.sin: "sin",
+              sympy.cos: "cos", sympy.tan: "tan", sympy.atan: "atan", sympy.erf: "erf",
+              E.log2: "log2", E.log10: "log10", E.floor_value: "floor", E.ceil_value: "ceil",
+              E.round_even: "round"}
 _RELATIONS = {relational.StrictLessThan: "<", relational.LessThan: "<=",
               relational.StrictGreaterThan: ">", relational.GreaterThan: ">=",
               relational.Equality: "==", relational.Unequality: "!="}
@@ -198,6 +201,8 @@ class ExprEmitter:
                 return b.fdiv(const(self.ty, 1), self._pow(base, -exp))
         if base == sympy.E:
             return self.math(b, "exp", self._emit(exp), self.ty)
+        if base == 2:  # 2**x: exact at integers (np.exp2, as expr_numpy prints it)
+            return self.math(b, "exp2", self._emit(exp), self.ty)
         x, y = self._emit(base), self._emit(exp)
         # a general power: libm's pow (through the intrinsic) keeps its semantics for negative
         # bases; a math provider may supply its own (NVPTX has no libm)
@@ -308,35 +313,4 @@ class ExprEmitter:
         return self.b.select(self._truth(self._emit(cond)), self._emit(value), rest)
 
 
-def intrinsic_math(b: ir.IRBuilder, name: str, x: ir.Value, ty: ir.Type) -> ir.Value:
-    """Scalar math through LLVM intrinsics and plain formulas: correct but not vectorizable
-    (the intrinsics become libm calls). Used where the vectorizable kernels are unavailable."""
-    module = b.module
-    fn = {"exp": "exp", "log": "log"}
-
-    def f(n, v):
-        return b.call(float_intrinsic(module, n, ty), [v])
-
-    one = const(ty, 1.0)
-    if name in fn:
-        return f(fn[name], x)
-    if name == "expm1":
-        return b.fsub(f("exp", x), one)
-    if name == "log1p":
-        return f("log", b.fadd(one, x))
-    if name == "tanh":
-        e2 = f("exp", b.fmul(const(ty, -2.0), f("fabs", x)))
-        t = b.fdiv(b.fsub(one, e2), b.fadd(one, e2))
-        return b.call(float_intrinsic(module, "copysign", ty, 2), [t, x])
-    if name == "sigmoid":
-        e = f("exp", b.fneg(f("fabs", x)))
-        pos = b.fdiv(one, b.fadd(one, e))
-        return b.select(b.fcmp_ordered(">=", x, const(ty, 0.0)), pos, b.fdiv(e, b.fadd(one, e)))
-    if name == "softplus":
-        e = f("exp", b.fneg(f("fabs", x)))
-        big = b.call(float_intrinsic(module, "maxnum", ty, 2), [x, const(ty, 0.0)])
-        return b.fadd(big, f("log", b.fadd(one, e)))
-    raise BackendError(f"no math function {name}")
-
-
-__all__ = ["ExprEmitter", "F32", "intrinsic_math"]
+__all__ = ["ExprEmitter", "F32"]

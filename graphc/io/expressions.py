@@ -41,7 +41,8 @@ from ..ops import expr as E
 _COMPOUND: dict[str, type] = {
     cls.__name__: cls for cls in (
         sympy.Add, sympy.Mul, sympy.Pow, sympy.exp, sympy.log, sympy.tanh, sympy.Abs,
-        sympy.sign, sympy.floor, sympy.ceiling, sympy.Max, sympy.Min, sympy.Mod,
+        sympy.sign, sympy.sin, sympy.cos, sympy.tan, sympy.atan, sympy.erf, sympy.floor,
+        sympy.ceiling, sympy.Max, sympy.Min, sympy.Mod,
         sympy.Piecewise, ExprCondPair, sympy.And, sympy.Or, sympy.Not,
         relational.Equality, relational.Unequality, relational.StrictLessThan,
         relational.LessThan, relational.StrictGreaterThan, relational.GreaterThan,

@@ -14,6 +14,7 @@ produces it, and it is what any sympy expression becomes when no named op matche
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -195,6 +196,41 @@ ISFINITE = _define("isfinite", 1, sympy.Not(sympy.Or(E.isnan(x0), E.isinf(x0))),
 # NumPy's floor division and modulo, for integers (by zero: 0, never a trap) and floats
 FLOOR_DIVIDE = _define("floor_divide", 2, E.floordiv(x0, x1), doc="a // b, as NumPy")
 REMAINDER = _define("remainder", 2, E.mod(x0, x1), doc="a % b (sign of b), as NumPy")
+# The math of the course: each one sympy expression; its derivative is sympy's.
+SIN = _define("sin", 1, sympy.sin(x0), float_only=True)
+COS = _define("cos", 1, sympy.cos(x0), float_only=True)
+TAN = _define("tan", 1, sympy.tan(x0), float_only=True)
+ARCTAN = _define("arctan", 1, sympy.atan(x0), float_only=True)
+ERF = _define("erf", 1, sympy.erf(x0), float_only=True)
+LOG2 = _define("log2", 1, E.log2(x0), float_only=True)
+LOG10 = _define("log10", 1, E.log10(x0), float_only=True)
+EXP2 = _define("exp2", 1, sympy.Integer(2) ** x0, float_only=True, doc="2 ** x")
+RECIPROCAL = _define("reciprocal", 1, 1 / x0, float_only=True, doc="1 / x")
+RSQRT = _define("rsqrt", 1, x0 ** sympy.Rational(-1, 2), float_only=True, doc="1 / sqrt(x)")
+FLOOR = _define("floor", 1, E.floor_value(x0), float_only=True, doc="np.floor; derivative 0")
+CEIL = _define("ceil", 1, E.ceil_value(x0), float_only=True, doc="np.ceil; derivative 0")
+ROUND = _define("round", 1, E.round_even(x0), float_only=True,
+                doc="np.round: halves to even; derivative 0")
+SOFTSIGN = _define("softsign", 1, x0 / (1 + sympy.Abs(x0)), float_only=True,
+                   doc="x / (1 + |x|)")
+# PyTorch's hardsigmoid, relu6(x + 3) / 6: NaN falls through both comparisons to (x + 3)/6
+HARD_SIGMOID = _define("hard_sigmoid", 1, sympy.Piecewise(
+    (0, x0 <= -3), (1, x0 >= 3), ((x0 + 3) / 6, True)), float_only=True,
+    doc="relu6(x + 3) / 6 (PyTorch's hardsigmoid)")
+SILU = _define("silu", 1, x0 * E.sigmoid(x0), float_only=True, doc="x * sigmoid(x)")
+
+
+def _gelu(attrs):
+    # PyTorch's formulas, its constants rounded once (sympy's sqrt(2) would stay symbolic)
+    half = sympy.Float(0.5)
+    if attrs.get("approximate", "none") == "tanh":
+        inner = sympy.Float(math.sqrt(2 / math.pi)) * (x0 + sympy.Float(0.044715) * x0**3)
+        return half * x0 * (1 + sympy.tanh(inner))
+    return half * x0 * (1 + sympy.erf(x0 * sympy.Float(math.sqrt(0.5))))
+
+
+GELU = _define("gelu", 1, _gelu, float_only=True,
+               doc="x * Phi(x) (exact, with erf) or PyTorch's tanh approximation")
 ELEMWISE = _define("elemwise", -1, lambda attrs: attrs["expr"],
                    doc="Any elementwise sympy expression of its inputs (fusion builds these).")
 
@@ -403,6 +439,88 @@ def remainder(a, b) -> Tensor:
     return _call(REMAINDER, a, b)
 
 
+def sin(x) -> Tensor:
+    return _call(SIN, x)
+
+
+def cos(x) -> Tensor:
+    return _call(COS, x)
+
+
+def tan(x) -> Tensor:
+    return _call(TAN, x)
+
+
+def arctan(x) -> Tensor:
+    return _call(ARCTAN, x)
+
+
+def erf(x) -> Tensor:
+    """The error function 2/sqrt(pi) * integral of exp(-t**2) from 0 to x."""
+    return _call(ERF, x)
+
+
+def log2(x) -> Tensor:
+    return _call(LOG2, x)
+
+
+def log10(x) -> Tensor:
+    return _call(LOG10, x)
+
+
+def exp2(x) -> Tensor:
+    """2 ** x (exact at integers)."""
+    return _call(EXP2, x)
+
+
+def reciprocal(x) -> Tensor:
+    return _call(RECIPROCAL, x)
+
+
+def rsqrt(x) -> Tensor:
+    """1 / sqrt(x)."""
+    return _call(RSQRT, x)
+
+
+def floor(x) -> Tensor:
+    """The largest integer value <= x, in x's float type (an int input becomes float32, as
+    every float-only op); derivative 0."""
+    return _call(FLOOR, x)
+
+
+def ceil(x) -> Tensor:
+    """The smallest integer value >= x; derivative 0."""
+    return _call(CEIL, x)
+
+
+def round(x) -> Tensor:  # noqa: A001 - gc.round, as np.round
+    """The nearest integer value, halves to even (as NumPy; 2.5 -> 2); derivative 0."""
+    return _call(ROUND, x)
+
+
+def softsign(x) -> Tensor:
+    """x / (1 + |x|)."""
+    return _call(SOFTSIGN, x)
+
+
+def hard_sigmoid(x) -> Tensor:
+    """relu6(x + 3) / 6, PyTorch's ``hardsigmoid``."""
+    return _call(HARD_SIGMOID, x)
+
+
+def silu(x) -> Tensor:
+    """x * sigmoid(x) (also called swish)."""
+    return _call(SILU, x)
+
+
+def gelu(x, approximate: str = "none") -> Tensor:
+    """x * Phi(x), Phi the standard normal CDF: ``approximate="none"`` computes it with erf
+    (exact), ``"tanh"`` with PyTorch's tanh formula."""
+    if approximate not in ("none", "tanh"):
+        raise GraphError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return _call(GELU, x, approximate=approximate)
+
+
 def elemwise(expression: sympy.Expr, inputs: list[Tensor], dtype=None,
              label: str | None = None) -> Tensor:
     """A node computing an arbitrary sympy expression of x0..x{n-1} elementwise."""
@@ -419,7 +537,9 @@ def elemwise(expression: sympy.Expr, inputs: list[Tensor], dtype=None,
 _FUNCS = {
     sympy.exp: exp, sympy.log: log, sympy.tanh: tanh, E.sigmoid: sigmoid, E.softplus: softplus,
     E.log1p: log1p, E.expm1: expm1, sympy.Abs: abs, sympy.sign: sign, E.isnan: isnan,
-    E.isinf: isinf,
+    E.isinf: isinf, sympy.sin: sin, sympy.cos: cos, sympy.tan: tan, sympy.atan: arctan,
+    sympy.erf: erf, E.log2: log2, E.log10: log10, E.floor_value: floor, E.ceil_value: ceil,
+    E.round_even: round,
 }
 _BINARY = {E.floordiv: floor_divide, E.mod: remainder}
 _RELATIONS = {"<": less, "<=": less_equal, ">": greater, ">=": greater_equal, "==": equal,

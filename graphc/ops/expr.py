@@ -127,6 +127,54 @@ class mod(sympy.Function):
         return -floordiv(*self.args)
 
 
+class log2(sympy.Function):
+    """The base-2 logarithm as one function (not ``log(x)/log(2)``): the kernels compute it
+    from the exponent and mantissa, so powers of two give exact integers, as ``np.log2``."""
+
+    nargs = 1
+
+    def fdiff(self, argindex: int = 1):
+        return 1 / (self.args[0] * sympy.log(2))
+
+    def _eval_rewrite_as_log(self, arg, **kwargs):
+        return sympy.log(arg) / sympy.log(2)
+
+
+class log10(sympy.Function):
+    """The base-10 logarithm as one function (``np.log10``), for the same reason as log2."""
+
+    nargs = 1
+
+    def fdiff(self, argindex: int = 1):
+        return 1 / (self.args[0] * sympy.log(10))
+
+    def _eval_rewrite_as_log(self, arg, **kwargs):
+        return sympy.log(arg) / sympy.log(10)
+
+
+class _Rounding(sympy.Function):
+    """Rounding to an integer value in the input's float type. sympy's floor and ceiling
+    reason about exact reals (and have no derivative); these are the IEEE operations, with
+    derivative 0 (PyTorch's), and NaN, infinities and -0 pass through."""
+
+    nargs = 1
+
+    def fdiff(self, argindex: int = 1):
+        return sympy.Integer(0)
+
+
+class floor_value(_Rounding):
+    """``np.floor``: the largest integer value <= x."""
+
+
+class ceil_value(_Rounding):
+    """``np.ceil``: the smallest integer value >= x."""
+
+
+class round_even(_Rounding):
+    """``np.rint`` / ``np.round``: the nearest integer value, halves to even."""
+
+
 class isnan(BooleanFunction):
     """True where x is NaN (sympy, reasoning about reals, would call it always false)."""
 
@@ -154,7 +202,8 @@ class isinf(BooleanFunction):
 #: graphc's own sympy function classes that elementwise expressions may contain, besides
 #: sympy's built-in ones (io's whitelist, the printers and emitters are built from it)
 CUSTOM_FUNCTIONS: tuple[type, ...] = (sigmoid, softplus, log1p, expm1, tie, nan_of, floordiv,
-                                      mod, isnan, isinf)
+                                      mod, isnan, isinf, log2, log10, floor_value, ceil_value,
+                                      round_even)
 
 #: Every node type an elementwise expression may contain: what fusion and the templates
 #: produce, and what every backend lowers (tests/backends/test_expression_forms.py checks
@@ -163,6 +212,7 @@ EXPRESSION_TYPES: tuple[type, ...] = (
     sympy.Symbol, sympy.Integer, sympy.Rational, sympy.Float, type(sympy.nan),
     sympy.Add, sympy.Mul, sympy.Pow,
     sympy.exp, sympy.log, sympy.tanh, sympy.Abs, sympy.sign,
+    sympy.sin, sympy.cos, sympy.tan, sympy.atan, sympy.erf,
     sympy.Piecewise, ExprCondPair,
     relational.Equality, relational.Unequality, relational.StrictLessThan, relational.LessThan,
     relational.StrictGreaterThan, relational.GreaterThan,
@@ -256,10 +306,19 @@ def compose(expr, subs: dict):
 # -- derivatives -------------------------------------------------------------------------------
 
 
+def _symbolic_constant(e) -> bool:
+    """A finite number sympy keeps symbolic (pi, sqrt(pi), log(2)): not something a kernel
+    can hold."""
+    return (e.is_number and not e.is_Rational and not e.is_Float and e.is_finite is True
+            and not isinstance(e, sympy.logic.boolalg.BooleanAtom))
+
+
 def clean_derivative(expr: sympy.Expr) -> sympy.Expr:
-    """Drop distributional terms: d/dx sign(x) is 0 almost everywhere (as in PyTorch)."""
+    """Drop distributional terms: d/dx sign(x) is 0 almost everywhere (as in PyTorch); and
+    round the constants sympy keeps symbolic (erf' = 2 exp(-x**2) / sqrt(pi), exp2' = 2**x
+    log(2)) to floats, once, at 20 digits."""
     expr = expr.replace(sympy.DiracDelta, lambda *args: sympy.Integer(0))
-    return expr
+    return expr.replace(_symbolic_constant, lambda e: sympy.Float(e.evalf(20), 20))
 
 
 class _pow(sympy.Function):

@@ -14,6 +14,7 @@ from collections import Counter
 from functools import lru_cache
 
 import numpy as np
+import scipy.special
 import sympy
 from sympy.core import relational
 
@@ -25,7 +26,10 @@ _FUNCTIONS = {sympy.exp: "np.exp", sympy.log: "np.log", sympy.tanh: "np.tanh",
               sympy.Abs: "np.abs", sympy.sign: "np.sign", E.sigmoid: "_sigmoid",
               E.softplus: "_softplus", E.log1p: "np.log1p", E.expm1: "np.expm1",
               E.floordiv: "np.floor_divide", E.mod: "np.remainder", E.isnan: "np.isnan",
-              E.isinf: "np.isinf"}
+              E.isinf: "np.isinf", sympy.sin: "np.sin", sympy.cos: "np.cos", sympy.tan: "np.tan",
+              sympy.atan: "np.arctan", sympy.erf: "_erf", E.log2: "np.log2",
+              E.log10: "np.log10", E.floor_value: "np.floor", E.ceil_value: "np.ceil",
+              E.round_even: "np.rint"}
 _RELATIONS = {relational.StrictLessThan: "<", relational.LessThan: "<=",
               relational.StrictGreaterThan: ">", relational.GreaterThan: ">=",
               relational.Equality: "==", relational.Unequality: "!="}
@@ -126,6 +130,8 @@ class _Printer:
         """``base ** exp``. A float exponent (a `pow` op, its constant inlined) is NumPy's
         power, as the op computes it unfused; the rational exponents of templates and
         derivatives take the forms of `square`, `sqrt` and `div` (1/b)."""
+        if base == 2 and not exp.is_Number and not self.integer:
+            return f"np.exp2({self.p(exp)})"  # 2**x: exact at integers, as the kernels
         b = self.p(base)
         if self.integer:
             if exp.is_Integer and exp >= 0:
@@ -209,7 +215,12 @@ def _np_ipow(base, exponent):
     return out
 
 
-NUMPY_NAMESPACE = {"np": np, "_sigmoid": _np_sigmoid, "_softplus": _np_softplus,
+def _np_erf(x):
+    """scipy's erf, in the input's float type (scipy computes float32 in float32)."""
+    return scipy.special.erf(x)
+
+
+NUMPY_NAMESPACE = {"np": np, "_erf": _np_erf, "_sigmoid": _np_sigmoid, "_softplus": _np_softplus,
                    "_power": _np_power, "_ipow": _np_ipow}
 
 
