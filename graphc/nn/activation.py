@@ -40,6 +40,29 @@ class Sigmoid(_Elementwise):
     fn = staticmethod(ops.sigmoid)
 
 
+class SiLU(_Elementwise):
+    """x * sigmoid(x) (also called swish)."""
+
+    fn = staticmethod(ops.silu)
+
+
+class GELU(Module):
+    """x * Phi(x), Phi the standard normal CDF; ``approximate="tanh"`` for PyTorch's tanh
+    formula (``nn.GELU(approximate=...)``)."""
+
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise GraphError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x):
+        return ops.gelu(x, approximate=self.approximate)
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
+
 class LeakyReLU(Module):
     """x for x > 0, negative_slope * x otherwise (PyTorch default slope 0.01)."""
 

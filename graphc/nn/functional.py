@@ -17,13 +17,16 @@ from ..ir.tensor import Tensor
 
 __all__ = [
     "linear", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "max_pool1d",
-    "max_pool2d", "avg_pool1d", "avg_pool2d", "batch_norm", "dropout", "embedding",
+    "max_pool2d", "avg_pool1d", "avg_pool2d", "batch_norm", "layer_norm", "dropout", "embedding",
     "cross_entropy", "binary_cross_entropy_with_logits", "mse_loss", "l1_loss", "hinge_loss",
     "relu", "tanh", "sigmoid", "leaky_relu", "elu", "softplus", "softmax", "log_softmax",
+    "scaled_dot_product_attention", "sinusoidal_positional_encoding",
+    "gelu", "silu", "random_crop", "random_flip", "random_shift", "gaussian_noise",
 ]
 
 relu, tanh, sigmoid, softplus = ops.relu, ops.tanh, ops.sigmoid, ops.softplus
 leaky_relu, elu, softmax, log_softmax = ops.leaky_relu, ops.elu, ops.softmax, ops.log_softmax
+gelu, silu = ops.gelu, ops.silu
 
 
 def _channel_bias(b: Tensor, ndim: int) -> Tensor:
@@ -166,6 +169,49 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training: bool,
         return y
 
 
+def normalized_shape_tuple(normalized_shape, what: str = "layer_norm") -> tuple[int, ...]:
+    """`normalized_shape` (an int or a sequence of ints, as PyTorch) as a tuple of positive
+    ints; anything else is a ShapeError naming `what`."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) \
+        else tuple(normalized_shape)
+    if not shape or not all(isinstance(d, (int, np.integer)) and d > 0 for d in shape):
+        raise ShapeError(f"{what}: normalized_shape must be a positive int or a non-empty "
+                         f"sequence of them, got {normalized_shape!r}")
+    return tuple(int(d) for d in shape)
+
+
+@user_facing("layer_norm")
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
+    """Normalize each sample over its last ``len(normalized_shape)`` axes, then scale and
+    shift: ``(x - mean) / sqrt(var + eps) * weight + bias`` (PyTorch's ``F.layer_norm``).
+
+    Unlike batch norm, the statistics are per sample (here per position of a sequence), so
+    there is no running state and training and evaluation compute the same thing. The
+    variance is the biased one (divided by the number of elements), as PyTorch's. `weight`
+    and `bias`, when given, have shape `normalized_shape`. Built from means, a square and a
+    sqrt, so the gradient is that of the formula and matches PyTorch's to rounding.
+    """
+    shape = normalized_shape_tuple(normalized_shape)
+    k = len(shape)
+    if x.ndim < k or tuple(x.shape[x.ndim - k:]) != shape:
+        raise ShapeError(f"layer_norm: the input's last {k} axes must be normalized_shape "
+                         f"{shape}, got input shape {tuple(x.shape)}")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and tuple(p.shape) != shape:
+            raise ShapeError(f"layer_norm: {name} must have shape normalized_shape {shape}, "
+                             f"got {tuple(p.shape)}")
+    axes = tuple(range(x.ndim - k, x.ndim))
+    with name_scope("layer_norm"):
+        centered = x - ops.mean(x, axes, keepdims=True)
+        var = ops.mean(ops.square(centered), axes, keepdims=True)
+        y = centered / ops.sqrt(var + eps)
+        if weight is not None:
+            y = y * weight
+        if bias is not None:
+            y = y + bias
+        return y
+
+
 @user_facing("dropout")
 def dropout(x, p: float, training: bool, seed: int | None = None, state: Tensor | None = None
             ) -> Tensor:
@@ -253,3 +299,10 @@ def hinge_loss(scores, labels_pm1) -> Tensor:
 def accuracy_counts(logits, labels) -> Tensor:
     """How many rows of logits have their argmax at the label (an int64 scalar)."""
     return ops.sum(ops.equal(ops.argmax(logits, axis=1), ops.cast(labels, np.int64)))
+
+
+# attention lives in its own module (it needs the layer's masks and heads); F re-exports it
+from .attention import scaled_dot_product_attention, sinusoidal_positional_encoding  # noqa: E402
+
+# data augmentation as graph ops (graphc/nn/augment.py)
+from .augment import gaussian_noise, random_crop, random_flip, random_shift  # noqa: E402

@@ -1,4 +1,5 @@
-"""Batch normalization layers: batch statistics in training mode, running ones in eval mode."""
+"""Normalization layers: batch norm (batch statistics in training mode, running ones in eval
+mode) and layer norm (per-sample statistics, the same in both modes)."""
 
 from __future__ import annotations
 
@@ -64,3 +65,33 @@ class BatchNorm2d(_BatchNorm):
     """Batch norm over (N, C, H, W) inputs (per channel, over N, H and W)."""
 
     ranks = (4,)
+
+
+class LayerNorm(Module):
+    """Layer normalization (PyTorch's ``nn.LayerNorm``): each sample is normalized over its
+    last ``len(normalized_shape)`` axes — in a Transformer, each position over its features —
+    then scaled by ``weight`` (ones) and shifted by ``bias`` (zeros) when
+    ``elementwise_affine`` (``bias=False`` leaves the shift out, as PyTorch 2.1+).
+
+    No running statistics: training and evaluation compute the same thing, and the result
+    does not depend on the other samples of the batch (unlike batch norm). `dtype` (float32
+    or float64) is that of the weights.
+    """
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True, *, dtype="float32") -> None:
+        super().__init__()
+        dt = float_dtype(dtype)
+        self.normalized_shape = F.normalized_shape_tuple(normalized_shape, "LayerNorm")
+        self.eps, self.elementwise_affine = float(eps), bool(elementwise_affine)
+        self.weight = (parameter("weight", np.ones(self.normalized_shape, dt))
+                       if elementwise_affine else None)
+        self.bias = (parameter("bias", np.zeros(self.normalized_shape, dt))
+                     if elementwise_affine and bias else None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")
