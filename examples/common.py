@@ -44,5 +44,17 @@ def draw(args, what, name: str) -> Path:
     return path
 
 
+def save_figure(args, fig, filename: str, what: str) -> Path:
+    """Lay out a matplotlib figure, write it into out/ and say where."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = args.out / filename
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"{what}: {path}")
+    return path
+
+
 def done(args) -> None:
     print(f"done in {time.perf_counter() - args.started:.1f}s")

@@ -146,6 +146,97 @@ def resnet_block(out: str) -> dict:
     return v
 
 
+def model_selection(out: str) -> dict:
+    v = {}
+    v["cv_mean"], v["cv_std"], v["folds"] = one(
+        out, rf"cross-validation: mean val_accuracy {NUM} ± {NUM} over {NUM} folds")
+    v["best_hidden"], v["best_lr"], v["best_val_accuracy"] = one(
+        out, rf"best params: hidden={NUM}, lr={NUM} \(val_accuracy {NUM}\)")
+    (v["test_accuracy"],) = one(out, rf"test accuracy with the best params: {NUM}")
+    return v
+
+
+def seq2seq(out: str) -> dict:
+    v = _fit_epochs(out, "loss", "val_loss")
+    (v["baseline_token_accuracy"],) = one(out, r"baseline \(each position's most common digit\): "
+                                               rf"token accuracy {NUM}")
+    v["sequence_accuracy"], v["token_accuracy"], v["test_sequences"] = one(
+        out, rf"test sequence accuracy {NUM}, token accuracy {NUM} \({NUM} test sequences")
+    v["attention_focus"], v["uniform_focus"] = one(
+        out, rf"attention on input positions holding the written digit: {NUM} of the weight "
+             rf"\(uniform weights: {NUM}\)")
+    shown = re.findall(r"^  (\d+) -> (\d+)(  \(wrong)?", out, re.MULTILINE)
+    v["examples"] = float(len(shown))
+    v["examples_marked_truly"] = float(sum((sorted(a) == list(b)) == (not w) for a, b, w in shown))
+    return v
+
+
+def transformer_text(out: str) -> dict:
+    losses = column(every(out, rf"step\s+\d+\s+train loss {NUM}"), 0)
+    unigram, bigram = one(out, rf"unigram perplexity {NUM}, bigram perplexity {NUM}")
+    (ppl,) = one(out, rf"val perplexity {NUM} \(")
+    return {"loss": losses, "unigram_ppl": unigram, "bigram_ppl": bigram, "val_ppl": ppl}
+
+
+def vae(out: str) -> dict:
+    epochs = every(out, rf"epoch\s+\d+/\d+\s+train loss {NUM} = reconstruction {NUM} \+ KL {NUM}"
+                        rf"\s+test loss {NUM}")
+    v = {"loss": column(epochs, 0), "kl": column(epochs, 2), "test_loss": column(epochs, 3)}
+    v["elbo"], v["rec"], v["kl_final"], v["mean_image_rec"] = one(
+        out, rf"VAE test loss per digit: {NUM} = reconstruction {NUM} \+ KL {NUM} \(mean image, "
+             rf"no code: reconstruction {NUM}\)")
+    v["mse"], v["mean_image_mse"] = one(out, rf"from the mean code: VAE {NUM}, mean image {NUM}")
+    (v["knn_accuracy"],) = one(out, rf"on the 2-d codes reads {NUM} of the test digits")
+    v["vae_distance"], v["real_distance"], v["shuffled_distance"] = one(
+        out, rf"VAE samples {NUM}, real test digits {NUM}, pixel-shuffled digits {NUM}")
+    return v
+
+
+def _flag(out: str, pattern: str) -> list[float]:
+    """Every True/False printed after `pattern`, as 1.0/0.0."""
+    found = re.findall(pattern + r"(True|False)", out)
+    assert found, f"the output has no line matching {pattern!r}:\n{out}"
+    return [float(f == "True") for f in found]
+
+
+def transfer(out: str) -> dict:
+    v = _fit_epochs(out, "loss", "accuracy")  # training on 0-4
+    (v["task_a_accuracy"],) = one(out, rf"task A \(0-4\) test accuracy: {NUM}")
+    (v["updated_tensors"],) = one(out, rf"its fine-tuning step updates {NUM} tensors: the new "
+                                       r"head's \S+weight, \S+bias and Adam's state")
+    (v["weights_unchanged"],) = _flag(out, r"frozen weights unchanged: ")
+    (v["statistics_unchanged"],) = _flag(out, r"frozen batch-norm running statistics unchanged: ")
+    _, v["deep"], v["shallow"], v["scratch"], v["pixels"] = one(
+        out, rf"from {NUM} training digits(?:, mean of \d+ draws)?: stages 1-2 frozen \+ new head "
+             rf"{NUM}, stage 1 frozen \+ new stage 2 and head {NUM}, from scratch {NUM}, linear "
+             rf"head on pixels {NUM}")
+    return v
+
+
+def pretraining(out: str) -> dict:
+    layers = every(out, rf"as an autoencoder: reconstruction loss {NUM} -> {NUM} over \d+ epochs; "
+                        rf"trained {NUM} of the {NUM} parameters given")
+    v = {"first": column(layers, 0), "last": column(layers, 1), "trained": column(layers, 2),
+         "given": column(layers, 3)}
+    v["unchanged"] = _flag(out, r"frozen, unchanged: ")
+    v["mse"], v["pca_mse"], v["mean_image_mse"] = one(
+        out, rf"test reconstruction MSE per pixel {NUM} \(PCA with 16 components {NUM}, mean "
+             rf"image {NUM}\)")
+    regimes = every(out, rf"\({NUM} labelled digits, \d+ epochs\): test accuracy pre-trained "
+                         rf"{NUM}, from scratch {NUM}")
+    assert len(regimes) == 2, regimes
+    (_, v["all_pretrained"], v["all_scratch"]), (_, v["few_pretrained"], v["few_scratch"]) = regimes
+    return v
+
+
+def augmentation(out: str) -> dict:
+    v = _fit_epochs(out, "loss", "accuracy")  # without, then with augmentation
+    v["plain_test"], v["plain_shifted"], v["aug_test"], v["aug_shifted"] = one(
+        out, rf"test accuracy without augmentation: {NUM} \(shifted digits {NUM}\); with random "
+             rf"shifts: {NUM} \(shifted digits {NUM}\)")
+    return v
+
+
 # -- what the numbers must show ---------------------------------------------------------------
 
 
@@ -224,8 +315,92 @@ EXAMPLE_TABLE = [
                     "skips help: a lower training loss": lambda v: v["loss"][0] < v["loss"][1]},
             tol={"skip_accuracy": CHAOTIC_ACCURACY, "plain_accuracy": CHAOTIC_ACCURACY,
                  "accuracy": CHAOTIC_ACCURACY, "loss": CHAOTIC_LOSS}),
+    Example("model_selection.py", model_selection, [],
+            ranges={"cv_mean": (0.6, 1), "folds": (3, 3), "best_val_accuracy": (0.85, 1),
+                    "test_accuracy": (0.85, 1)},
+            claims={"the search beats the untuned model's cross-validated accuracy": lambda v:
+                    v["best_val_accuracy"] > v["cv_mean"] + 0.05,
+                    "the best setting is a point of the grid": lambda v: v["best_hidden"] in
+                    (32, 128) and v["best_lr"] in (0.001, 0.01)}),
+    Example("seq2seq.py", seq2seq, ["seq2seq_attention.png", "seq2seq_greedy"],
+            ranges={"token_accuracy": (0.6, 1), "sequence_accuracy": (0.3, 1),
+                    "baseline_token_accuracy": (0.2, 0.4), "test_sequences": (1000, 1000),
+                    "examples": (4, 5)},
+            claims={"greedy decoding beats the positional baseline by 0.3": lambda v:
+                    v["token_accuracy"] > v["baseline_token_accuracy"] + 0.3,
+                    "attention looks where the digit is: twice the uniform share": lambda v:
+                    v["attention_focus"] > 2 * v["uniform_focus"],
+                    "the training loss halves": lambda v: v["loss"][-1] < 0.5 * v["loss"][0],
+                    "the validation loss falls": lambda v: v["val_loss"][-1] <
+                    0.8 * v["val_loss"][0],
+                    "the printed examples are marked right or wrong truly": lambda v:
+                    v["examples_marked_truly"] == v["examples"]},
+            # greedy decoding follows argmaxes: a near tie may flip a few of 1000 sequences
+            tol={"sequence_accuracy": dict(rtol=0, atol=0.01),
+                 "token_accuracy": dict(rtol=0, atol=0.005),
+                 "attention_focus": dict(rtol=0, atol=0.01),
+                 "uniform_focus": dict(rtol=0, atol=0.01),
+                 "examples": dict(rtol=0, atol=1), "examples_marked_truly": dict(rtol=0, atol=1)}),
+    Example("transformer_text.py", transformer_text,
+            ["transformer_attention.png", "transformer_evaluate"],
+            ranges={"val_ppl": (1, 16), "unigram_ppl": (15, 40), "bigram_ppl": (8, 20)},
+            claims={"it beats counting single characters by 20%": lambda v:
+                    v["val_ppl"] < 0.8 * v["unigram_ppl"],
+                    "the training loss falls by 20%": lambda v:
+                    v["loss"][-1] < 0.8 * v["loss"][0]}),
+    Example("vae.py", vae, ["vae_samples.png", "vae_manifold.png", "vae_latent.png",
+                            "vae_train_step"],
+            ranges={"knn_accuracy": (0.35, 1), "mse": (0.01, 0.065), "kl_final": (0.3, 10)},
+            claims={"the test loss falls": lambda v: v["test_loss"][-1] < v["test_loss"][0],
+                    "the code carries information: reconstruction 5% below the mean image's":
+                    lambda v: v["rec"] < 0.95 * v["mean_image_rec"],
+                    "decoding the mean code beats the mean image": lambda v: v["mse"] <
+                    0.8 * v["mean_image_mse"],
+                    "prior samples are far nearer to digits than shuffled pixels are": lambda v:
+                    v["vae_distance"] < 0.5 * v["shuffled_distance"]}),
+    Example("transfer.py", transfer, ["transfer_finetune_step"],
+            ranges={"task_a_accuracy": (0.9, 1), "weights_unchanged": (1, 1),
+                    "statistics_unchanged": (1, 1), "updated_tensors": (7, 7),
+                    "shallow": (0.8, 1), "scratch": (0.8, 1), "deep": (0.6, 1),
+                    "pixels": (0.6, 1)},
+            claims={"early layers transfer better than late ones": lambda v: v["shallow"] >
+                    v["deep"] + 0.03,
+                    "frozen stage 1 beats a head on raw pixels": lambda v: v["shallow"] >
+                    v["pixels"] + 0.03,
+                    "frozen stage 1 is within 0.06 of training from scratch": lambda v: abs(
+                        v["shallow"] - v["scratch"]) < 0.06}),
+    Example("pretraining.py", pretraining, ["pretraining_reconstructions.png",
+                                            "pretraining_curves.png", "pretraining_layer3_step"],
+            ranges={"mse": (0.005, 0.06), "all_pretrained": (0.6, 1),
+                    "few_pretrained": (0.4, 1)},
+            claims={"every layer's reconstruction loss falls by 10%": lambda v: all(
+                        b < 0.9 * a for a, b in zip(v["first"], v["last"])) and len(
+                        v["first"]) == 3,
+                    "the optimizer skips the frozen layers": lambda v: v["trained"][0] ==
+                    v["given"][0] and all(t < g for t, g in zip(v["trained"][1:],
+                                                               v["given"][1:])),
+                    "frozen layers stay bit-identical": lambda v: v["unchanged"] == [1.0, 1.0],
+                    "the stack reconstructs better than the mean image": lambda v: v["mse"] <
+                    0.6 * v["mean_image_mse"],
+                    "pre-training helps, all labels: +0.2": lambda v: v["all_pretrained"] >
+                    v["all_scratch"] + 0.2,
+                    "pre-training helps, 10 labels per class: +0.2": lambda v:
+                    v["few_pretrained"] > v["few_scratch"] + 0.2}),
+    Example("augmentation.py", augmentation, ["augmentation_samples.png",
+                                              "augmentation_train_step"],
+            ranges={"plain_test": (0.8, 1), "aug_test": (0.75, 1), "aug_shifted": (0.65, 1),
+                    "plain_shifted": (0.2, 0.75)},
+            claims={"augmentation helps on shifted digits: +0.2": lambda v: v["aug_shifted"] >
+                    v["plain_shifted"] + 0.2,
+                    "without it, a one-pixel shift costs 0.25 accuracy": lambda v:
+                    v["plain_shifted"] < v["plain_test"] - 0.25,
+                    "with it, the shift costs under 0.1": lambda v: v["aug_test"] -
+                    v["aug_shifted"] < 0.1}),
 ]
 IDS = [e.name for e in EXAMPLE_TABLE]
+# Under pytest-xdist (./dev test runs `--dist loadgroup`), an example's numpy and llvm runs go
+# to the same worker, in order, so that the llvm test compares with the numpy run before it.
+PARAMS = [pytest.param(e, id=e.name, marks=pytest.mark.xdist_group(e.name)) for e in EXAMPLE_TABLE]
 
 
 def check_numbers(example: Example, v: dict, backend: str) -> None:
@@ -249,7 +424,7 @@ def compare(example: Example, got: dict, want: dict) -> None:
 _QUICK_NUMPY: dict[str, dict] = {}  # example -> its numbers on numpy, shared with the llvm test
 
 
-@pytest.mark.parametrize("example", EXAMPLE_TABLE, ids=IDS)
+@pytest.mark.parametrize("example", PARAMS)
 def test_training_examples_learn_in_quick_mode(example, tmp_path):
     out = run_example(example.name, tmp_path, quick=True)
     assert "[quick mode]" in out
@@ -260,7 +435,7 @@ def test_training_examples_learn_in_quick_mode(example, tmp_path):
         assert any(w == f or w.startswith(f + ".") for w in written), (f, written)
 
 
-@pytest.mark.parametrize("example", EXAMPLE_TABLE, ids=IDS)
+@pytest.mark.parametrize("example", PARAMS)
 def test_training_examples_on_llvm_agree_with_numpy(example, tmp_path):
     got = example.parse(run_example(example.name, tmp_path, quick=True, backend="llvm"))
     check_numbers(example, got, "llvm")
