@@ -132,6 +132,10 @@ class _Printer:
         derivatives take the forms of `square`, `sqrt` and `div` (1/b)."""
         if base == 2 and not exp.is_Number and not self.integer:
             return f"np.exp2({self.p(exp)})"  # 2**x: exact at integers, as the kernels
+        if (not self.integer and exp.is_Rational and exp.is_negative
+                and (exp.is_Integer or exp == -sympy.Rational(1, 2))):
+            # before printing the base: printing it defines its temporaries, once
+            return f"(1 / {self.power(base, -exp)})"
         b = self.p(base)
         if self.integer:
             if exp.is_Integer and exp >= 0:
@@ -145,8 +149,6 @@ class _Printer:
             return f"np.square({b})"
         if exp == sympy.Rational(1, 2):
             return f"np.sqrt({b})"
-        if exp.is_negative and (exp.is_Integer or exp == -sympy.Rational(1, 2)):
-            return f"(1 / {self.power(base, -exp)})"
         if exp.is_Integer:
             return f"({b} ** {int(exp)})"
         return f"_power({b}, {self.number(exp)})"

@@ -52,6 +52,10 @@ FLOAT_FORMS = {
     "logs_and_rounding": E.log2(x0) + E.log10(x1) + E.floor_value(x0) + E.ceil_value(x1)
     + E.round_even(x0),
     "power_of_two": sympy.Integer(2) ** x0,
+    # a repeated subexpression inside a reciprocal: NumPy's printer once defined its temporary
+    # in text it then dropped (NameError: _r0), found by the differential fuzzer
+    "reciprocal_of_repeated": sympy.Pow(sympy.Piecewise((x0 * 1.5, x0 * 1.5 < x1), (x1, True)),
+                                        -1, evaluate=False),
     "tie_and_nan_of": sympy.Piecewise((E.tie(x0, x1), sympy.Eq(x0, x1)), (E.nan_of(x0, x1),
                                                                           True)),
     "floordiv_mod": E.floordiv(x0, x1) + E.mod(x0, x1),

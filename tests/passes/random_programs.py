@@ -24,6 +24,12 @@ UNARY = {
     "square": gc.square, "tanh": gc.tanh, "sigmoid": gc.sigmoid, "relu": gc.relu,
     "leaky_relu": gc.leaky_relu, "elu": gc.elu, "softplus": gc.softplus, "neg": lambda x: -x,
     "log1p": gc.log1p, "expm1": gc.expm1,
+    # the course's math (its kernels on hostile values: huge sin arguments, erf's tails)
+    "sin": gc.sin, "cos": gc.cos, "tan": gc.tan, "arctan": gc.arctan, "erf": gc.erf,
+    "log2": gc.log2, "log10": gc.log10, "exp2": gc.exp2, "rsqrt": gc.rsqrt,
+    "reciprocal": gc.reciprocal, "floor": gc.floor, "ceil": gc.ceil, "round": gc.round,
+    "softsign": gc.softsign, "hard_sigmoid": gc.hard_sigmoid, "silu": gc.silu, "gelu": gc.gelu,
+    "gelu_tanh": lambda x: gc.gelu(x, approximate="tanh"),
     # patterns of the rewrite rules
     "log_one_plus": lambda x: gc.log(1.0 + x), "exp_minus_one": lambda x: gc.exp(x) - 1.0,
     "log_exp": lambda x: gc.log(gc.exp(x)), "log_sigmoid": lambda x: gc.log(gc.sigmoid(x)),
