@@ -290,3 +290,13 @@ def test_save_load_a_function_and_a_graph_with_a_loop(tmp_path):
     g2 = gc.load(tmp_path / "g.graphc")
     loops = [n for n in g2.nodes if n.op.name == "scan"]
     assert loops and all(n.attrs["body"].inputs for n in loops)
+
+
+def test_viz_draws_the_body_as_a_cluster():
+    with gc.Graph():
+        x = gc.placeholder("x", ("T", 3), "float64")
+        c, _ = gc.scan(lambda c, xt: (gc.tanh(c + xt), None), gc.zeros((3,), "float64"), x)
+        g = gc.grad(c.sum(), x)
+        src = gc.viz.to_dot([c, g]).source
+    assert src.count("scan over T steps") == 2 and "reverse" in src  # forward and gradient
+    assert "tanh" in src
