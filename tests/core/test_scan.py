@@ -300,3 +300,14 @@ def test_viz_draws_the_body_as_a_cluster():
         src = gc.viz.to_dot([c, g]).source
     assert src.count("scan over T steps") == 2 and "reverse" in src  # forward and gradient
     assert "tanh" in src
+
+
+def test_a_length_no_input_binds_is_refused_at_compile_time():
+    with gc.Graph():
+        x = gc.placeholder("x", (4,), "float64")
+        c, _ = gc.scan(lambda c, _: (c * 2 + x, None), x, length="K")
+        with pytest.raises(gc.ShapeError, match="K, which no input"):
+            gc.compile([x], c)
+        n = gc.placeholder("n", ("K",), "float64")
+        f = gc.compile([x, n], c)
+    np.testing.assert_allclose(f(np.ones(4), np.zeros(3)), np.full(4, 15.0))
