@@ -145,6 +145,13 @@ def build_program(inputs, outputs, updates=None, name: str | None = None) -> tup
         if n.op.name == "placeholder" and n.uid not in fed:
             raise GraphError(f"the outputs depend on placeholder {n.name!r}, which is not among "
                              f"the inputs{at(n.loc)}")
+    bound = set().union(*[n.type.symbols for n in program.inputs])
+    for n in program.nodes:
+        if n.op.name == "scan" and not isinstance(n.attrs["length"], int):
+            unbound = sorted(s.name for s in n.attrs["length"].free_symbols - bound)
+            if unbound:
+                raise ShapeError(f"scan: its length {n.attrs['length']} uses the dimension(s) "
+                                 f"{', '.join(unbound)}, which no input's shape binds{at(n.loc)}")
     return program, single
 
 

@@ -107,6 +107,9 @@ def to_dot(graph_or_outputs, *, show_dtype: bool = True, clusters: bool = True,
         if node.uid in fusion:
             _emit_fused(target, node, fusion[node.uid], style, tooltip)
             return
+        if node.op.name == "scan":
+            _emit_loop(target, node, f"n{node.uid}", show_dtype, style, tooltip)
+            return
         target.node(f"n{node.uid}", _label(node, show_dtype), tooltip=tooltip, **style)
 
     # nested clusters following the scope path ("mlp/linear1" inside "mlp")
@@ -170,6 +173,32 @@ def _emit_fused(target, node: Node, info: dict, style: dict, tooltip: str) -> No
             for ref in op["inputs"]:
                 if ref[0] == "op":
                     c.edge(f"n{node.uid}_{ref[1]}", f"n{node.uid}_{m}")
+
+
+def _emit_loop(target, node: Node, ident: str, show_dtype: bool, style: dict,
+               tooltip: str) -> None:
+    """A scan as a cluster holding its body (nested loops inside, recursively); the loop node
+    itself sits in the cluster and receives the body's results as dashed edges."""
+    body, nc = node.attrs["body"], node.attrs["n_carry"]
+    length = format_shape((node.attrs["length"],)).strip("(),")
+    direction = ", reverse" if node.attrs["reverse"] else ""
+    with target.subgraph(name=f"cluster_{ident}") as c:
+        c.attr(label=f"scan over {length} steps{direction}", style="rounded,filled",
+               fillcolor="#f1f8ff", color="#3d6fb6", fontsize="10")
+        c.node(ident, f"scan\n{nc} carry, {len(body.outputs) - nc} y", tooltip=tooltip,
+               **style)
+        members = topological(body.outputs + body.inputs)
+        for n in members:
+            sub = f"{ident}_{n.uid}"
+            if n.op.name == "scan":
+                _emit_loop(c, n, sub, show_dtype, dict(_STYLE["op"]), n.op.name)
+            else:
+                c.node(sub, _label(n, show_dtype), **_STYLE[_kind(n)])
+            for i in n.inputs:
+                c.edge(f"{ident}_{i.uid}", sub)
+        for k, o in enumerate(body.outputs):
+            c.edge(f"{ident}_{o.uid}", ident, style="dashed", color="#3d6fb6",
+                   label="carry" if k < nc else "y", fontsize="8")
 
 
 def dot_available() -> bool:

@@ -88,23 +88,32 @@ def grad(cost: Tensor, wrt, *, allow_unused: bool = False, stabilize: bool = Tru
     zero_reached: set[int] = set()
     blocked: list[tuple[Node, Node]] = []
     result: dict[int, Tensor] = {}
+    by_index: dict[int, dict[int, Tensor]] = {}  # loop node -> {result index: gradient}
 
     pending[cost.node.uid] = [constant(np.ones((), dtype=cost.dtype), graph=graph)]
     for node in reversed(order):
         if node.uid not in depends:
             continue
         contributions = pending.pop(node.uid, None)
+        if node.op.extra.get("multi_output"):  # a loop: its results' gradients, by index
+            contributions = [by_index[node.uid]] if node.uid in by_index else None
         if not contributions:
             if node.uid in zero_reached:  # a zero gradient stays zero all the way back
                 zero_reached.update(i.uid for i in node.inputs if i.uid in depends)
             continue
-        with graph.scope_as("grad/" + node.scope if node.scope else "grad"):
-            g = contributions[0]
-            for c in contributions[1:]:
-                g = add(g, c)
+        if node.op.extra.get("multi_output"):
+            g = by_index.pop(node.uid)
+        else:
+            with graph.scope_as("grad/" + node.scope if node.scope else "grad"):
+                g = contributions[0]
+                for c in contributions[1:]:
+                    g = add(g, c)
         if node.uid in wanted:
             result[node.uid] = g
         if not any(i.uid in depends for i in node.inputs):
+            continue
+        if node.op.extra.get("projection"):  # one result of a loop: hand g to the loop
+            by_index.setdefault(node.inputs[0].uid, {})[node.attrs["index"]] = g
             continue
         rule = node.op.grad
         if rule is None:

@@ -2,7 +2,10 @@
 
 Default pipeline (each a named pass; rewrite stages run their rules to a fixpoint):
 
-    canonicalize -> fold -> stabilize -> simplify -> cse -> dce -> fuse -> plan_memory
+    loop_bodies -> canonicalize -> fold -> stabilize -> simplify -> cse -> dce -> fuse
+    -> plan_memory
+
+(`loop_bodies` runs this same pipeline on the body of every scan.)
 
 Switch passes off by name (``gc.optimize(..., exclude=["fuse"])`` or the environment variable
 ``GRAPHC_DISABLE_PASSES=fuse,simplify``). Set ``GRAPHC_DUMP_PASSES=some/dir`` to write the graph
@@ -22,6 +25,7 @@ from graphc.ir.graph import Graph, topological
 from graphc.ir.printing import format_graph
 from graphc.ir.text import identifier
 
+from .bodies import loop_bodies_program
 from .canonicalize import CANONICALIZE
 from .fold import FOLD
 from .fuse import fuse_program
@@ -79,6 +83,7 @@ def dce_program(program: Graph) -> tuple[Graph, dict]:
 
 # Each stage also runs the canonicalization rules, which clean up what its rewrites leave.
 PIPELINE: list[tuple[str, Callable[[Graph], tuple[Graph, dict]]]] = [
+    ("loop_bodies", loop_bodies_program),
     ("canonicalize", _stage(CANONICALIZE)),
     ("fold", _stage(_merged("fold", FOLD, CANONICALIZE))),
     ("stabilize", _stage(_merged("stabilize", STABILIZE, CANONICALIZE))),

@@ -578,3 +578,24 @@ case("batch_norm_train", _bn_graph(True), lambda r: [_u(r, 4, 3, 2, 2), _pos(r, 
      _bn_train, rtol=1e-4)
 case("batch_norm_eval", _bn_graph(False), lambda r: [_u(r, 4, 3, 2, 2), _pos(r, 3), _u(r, 3)],
      lambda x, g, b: x / np.sqrt(1 + 1e-5) * g[None, :, None, None] + b[None, :, None, None])
+
+
+# -- loops (issue 15): tagged numpy_only until the native targets lower scan (docs/scan-plan.md)
+
+
+def _scan_rnn(x, h, w):
+    (hT, _), ys = gc.scan(lambda c, xt: ((gc.tanh(xt * w + c[0] * c[1]), c[1]), c[0].sum()),
+                          (h, w), x, reverse=False)
+    return hT.sum() + (ys * ys).sum()
+
+
+def _scan_rnn_ref(x, h, w):
+    ys = []
+    for t in range(len(x)):
+        ys.append(h.sum())
+        h = np.tanh(x[t] * w + h * w)
+    return h.sum() + (np.array(ys) ** 2).sum()
+
+
+case("scan_rnn", _scan_rnn, lambda r: [_u(r, 4, 3), _u(r, 3), _u(r, 3)], _scan_rnn_ref,
+     shapes=(("T", 3), (3,), (3,)), tags={"numpy_only"})

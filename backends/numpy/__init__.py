@@ -28,9 +28,11 @@ from graphc.ir.text import identifier, source_text
 from graphc.ops.expr_numpy import NUMPY_NAMESPACE
 
 from ..base import Backend, Executable, nonfinite_message
+from .loops import LoopRunner, check_outputs
 from .lowering import LOWERINGS, Printer, reference_kernels
 
-_RESERVED = {"np", "K", "math", "inputs", "params", "consts", "dims", "step", *NUMPY_NAMESPACE}
+_RESERVED = {"np", "K", "math", "inputs", "params", "consts", "dims", "step", "_loops",
+             *NUMPY_NAMESPACE}
 
 
 def _identifier(name: str, taken: set[str], prefix: str = "") -> str:
@@ -59,10 +61,12 @@ def _check_finite(value, position: int) -> None:
         raise _NonFinite(position, "inf")
 
 
-def generate(program: Graph, check_finite: bool = False
+def generate(program: Graph, check_finite: bool = False, loops: list | None = None
              ) -> tuple[str, list[np.ndarray], list, dict[int, Node]]:
     """Python source of the program, its constant arrays and parameter storages (in order),
     and the node computed on each line of the source (for errors raised while it runs).
+    The program's loops (scan nodes) are appended to `loops` as LoopRunners, which the
+    source calls as ``_loops[k]``.
 
     With `check_finite`, every value is checked for NaN as soon as it is computed, and the
     outputs and new parameter values for infinities too, before the step returns."""
@@ -78,6 +82,8 @@ def generate(program: Graph, check_finite: bool = False
     body = [f"    {local[s]} = dims[{s.name!r}]" for s in symbols]
     input_pos = {n.uid: i for i, n in enumerate(program.inputs)}
     rows: list[tuple[str, str]] = []
+    needed = check_outputs(program)
+    loops = [] if loops is None else loops
     # values are named by their position in the schedule: the same program, the same source
     for position, node in enumerate(program.nodes):
         op = node.op.name
@@ -96,6 +102,11 @@ def generate(program: Graph, check_finite: bool = False
             else:
                 code = f"consts[{len(consts)}]"
                 consts.append(value)
+        elif op == "scan":
+            var = _identifier(f"t{position}", taken)
+            args = ", ".join(names[i.uid] for i in node.inputs)
+            code = f"_loops[{len(loops)}](dims, {printer.value(node.attrs['length'])}, [{args}])"
+            loops.append(LoopRunner(node, needed.get(node.uid, set()), check_finite))
         else:
             var = _identifier(f"t{position}", taken)
             code = LOWERINGS[op](node, [names[i.uid] for i in node.inputs], printer)
@@ -132,13 +143,18 @@ def generate(program: Graph, check_finite: bool = False
 class NumpyExecutable(Executable):
     def __init__(self, program: Graph, check_finite: bool = False) -> None:
         self.program = program
-        self.source, self._consts, self._params, self._line_nodes = generate(program,
-                                                                             check_finite)
+        self._loops: list[LoopRunner] = []
+        self.source, self._consts, self._params, self._line_nodes = generate(
+            program, check_finite, self._loops)
         namespace = {"np": np, "math": math, "K": types.SimpleNamespace(**reference_kernels()),
-                     "_check_nan": _check_nan, "_check_finite": _check_finite}
+                     "_check_nan": _check_nan, "_check_finite": _check_finite,
+                     "_loops": self._loops}
         namespace.update(NUMPY_NAMESPACE)
         filename = f"<graphc numpy program {source_text(program.name, 80)}>"
         exec(compile(self.source, filename, "exec"), namespace)
+        for k, loop in enumerate(self._loops):  # Function.source shows each loop's body
+            body = "\n".join("# " + line for line in loop.source.splitlines())
+            self.source += f"\n# _loops[{k}]: the body of a scan, run once per step\n{body}\n"
         self._step = namespace["step"]
         self._dims: dict[tuple, dict] = {}
         self.stats = {}

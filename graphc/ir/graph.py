@@ -37,6 +37,9 @@ class Graph:
         self.updates: list[tuple[Node, Node]] = []
         # Filled by passes (fusion groups, memory plan, ...): analysis results for backends.
         self.meta: dict = {}
+        # Set while gc.scan traces a loop body into this graph: maps a tensor of another
+        # graph (or a parameter) to the body placeholder that captures it (graphc/ops/scan.py).
+        self.capture = None
 
     # -- building ---------------------------------------------------------------------------
     def make_node(

@@ -269,6 +269,9 @@ def graph_of(*values) -> Graph:
     block, where it will meet the other nodes of the model; outside any block, to the graph
     of its first leaf.
     """
+    active = get_default_graph()
+    if active.capture is not None:  # tracing a loop body: outer tensors get captured
+        return active
     graph = None
     for v in values:
         if isinstance(v, Tensor) and v.node.op.name not in _SHAREABLE:
@@ -281,7 +284,6 @@ def graph_of(*values) -> Graph:
                 )
     if graph is None:
         leaves = [v for v in values if isinstance(v, Tensor)]
-        active = get_default_graph()
         if not leaves or in_graph_block() or any(t.graph is active for t in leaves):
             graph = active
         else:
@@ -292,6 +294,9 @@ def graph_of(*values) -> Graph:
 def apply(op, inputs: Sequence[Tensor], **attrs: Any) -> Tensor:
     """Build the node `op(*inputs, **attrs)` in the inputs' graph and wrap it as a Tensor."""
     graph = graph_of(*inputs)
-    nodes = [t.node if t.graph is graph else graph.adopt(t.node) for t in inputs]
+    if graph.capture is not None:  # a loop body: tensors from outside become its inputs
+        nodes = [graph.capture(t) for t in inputs]
+    else:
+        nodes = [t.node if t.graph is graph else graph.adopt(t.node) for t in inputs]
     node = graph.make_node(op, nodes, Attrs(attrs))
     return Tensor(node, graph)

@@ -5,6 +5,7 @@ elementwise (sympy expressions), cast, reduce, shape_ops, linalg, conv, pool, in
 sources (placeholder/parameter/constant).
 """
 
+from . import scan_grad  # noqa: F401  (gives the scan op its gradient rule)
 from .cast import cast
 from .conv import conv_op, conv_transpose_op, conv_weight_grad
 from .creation import arange, full, full_like, ones, ones_like, zeros, zeros_like
@@ -71,6 +72,7 @@ from .pool import avg_pool, avg_pool_grad, max_pool, max_pool_grad, max_pool_sel
 from .random import manual_seed, random_uniform, rng_state
 from .reduce import argmax, log_softmax, logsumexp, max, mean, min, numel, softmax, sum
 from .registry import BLOCKED, REGISTRY, ZERO, OpDef, all_ops, get_op
+from .scan import scan
 from .shape_ops import (
     broadcast_to,
     concat,
@@ -97,7 +99,7 @@ __all__ = [
     "max_pool", "max_pool_grad", "max_pool_select", "maximum", "mean", "min", "minimum", "mul",
     "neg", "not_equal", "numel", "one_hot", "pad", "parameter", "placeholder", "pow",
     "random_uniform", "relu", "remainder", "reshape", "rng_state", "scatter_add", "sigmoid",
-    "sign", "slice_op", "softmax", "softplus", "sqrt", "square", "stack", "sub", "sum",
+    "scan", "sign", "slice_op", "softmax", "softplus", "sqrt", "square", "stack", "sub", "sum",
     "sum_to_shape", "take", "tanh", "transpose", "unslice", "where",
     # the course's math and constructors
     "arange", "arctan", "ceil", "cos", "erf", "exp2", "floor", "full", "full_like", "gelu",

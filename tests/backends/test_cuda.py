@@ -13,7 +13,12 @@ from graphc import sysinfo
 from graphc.ops import REGISTRY
 from graphc.sysinfo import cuda_devices, libdevice_path, ptxas_path
 from tests.helpers import build_case, case_arrays, run_case
-from tests.op_cases import CASES
+from tests.op_cases import CASES as ALL_CASES
+
+# loops have no native lowering yet (issue 15, docs/scan-plan.md): scan and scan_output are
+# also left out of test_every_op_has_a_gpu_lowering
+CASES = [c for c in ALL_CASES if "numpy_only" not in c.tags]
+
 
 EMULATE = {"emulate": True}
 # PTX generation links libdevice where the kernels use transcendentals; ptxas checks the PTX.
@@ -167,7 +172,7 @@ def test_every_op_has_a_gpu_lowering():
     from graphc.backends.kernelgen.registry import Coverage
 
     missing = sorted(set(REGISTRY) - set(Coverage("cuda")) - {"placeholder", "parameter",
-                                                             "constant"})
+                                                             "constant", "scan", "scan_output"})
     assert not missing, f"ops without a GPU lowering: {missing}"
 
 

@@ -111,6 +111,7 @@ NO_GRADIENT = {
     "equal": "blocks", "not_equal": "blocks", "argmax": "blocks", "one_hot": "blocks",
     "random_uniform": "int state", "numel": "shape only",
     "isnan": "blocks", "isinf": "blocks", "isfinite": "blocks",
+    "scan_output": "autodiff hands its gradient to its loop, whose rule takes them all",
 }
 
 

@@ -1,0 +1,313 @@
+"""gc.scan: tracing, capture, pytrees, lengths, errors, the NumPy loop, gradients as reverse
+scans (first and second order), the optimized body, save/load."""
+
+import numpy as np
+import pytest
+
+import graphc as gc
+
+RNG = np.random.RandomState(0)
+
+
+def _rnn_step(W, U):
+    def step(h, x):
+        h2 = gc.tanh(x @ W + h @ U)
+        return h2, h2.sum(axis=1)
+    return step
+
+
+def _rnn_ref(x, h, W, U, reverse=False):
+    ys = [None] * len(x)
+    for t in (reversed(range(len(x))) if reverse else range(len(x))):
+        h = np.tanh(x[t] @ W + h @ U)
+        ys[t] = h.sum(1)
+    return h, np.stack(ys)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_rnn_matches_numpy_with_symbolic_T_and_two_lengths(reverse):
+    W, U = RNG.randn(3, 4), RNG.randn(4, 4) * 0.3
+    with gc.Graph():
+        x = gc.placeholder("x", ("T", "N", 3), "float64")
+        h0 = gc.placeholder("h0", ("N", 4), "float64")
+        Wp, Up = gc.parameter("W", W), gc.parameter("U", U)
+        hT, ys = gc.scan(_rnn_step(Wp, Up), h0, x, reverse=reverse)
+        assert str(ys.shape[0]) == "T" and hT.shape[1] == 4
+        f = gc.compile([x, h0], [hT, ys])
+    for T in (1, 6):  # one compiled function, two lengths
+        xv, hv = RNG.randn(T, 2, 3), RNG.randn(2, 4)
+        got = f(xv, hv)
+        for g, r in zip(got, _rnn_ref(xv, hv, W, U, reverse)):
+            np.testing.assert_allclose(g, r, rtol=1e-12)
+    assert "_loops[0]" in f.source and "body of a scan" in f.source
+
+
+def test_pytrees_dict_carry_tuple_xs_and_none_ys():
+    with gc.Graph():
+        a = gc.placeholder("a", (5, 2), "float64")
+        b = gc.placeholder("b", (5,), "float64")
+
+        def step(c, x):
+            xa, xb = x
+            return {"s": c["s"] + xa, "n": c["n"] + 1, "p": c["p"] * xb}, None
+
+        init = {"s": gc.zeros((2,), "float64"), "n": gc.constant(np.int64(0)),
+                "p": gc.ones((), "float64")}
+        carry, ys = gc.scan(step, init, (a, b))
+        assert ys is None and set(carry) == {"s", "n", "p"}
+        f = gc.compile([a, b], [carry["s"], carry["n"], carry["p"]])
+    av, bv = RNG.randn(5, 2), RNG.randn(5)
+    s, n, p = f(av, bv)
+    np.testing.assert_allclose(s, av.sum(0))
+    assert n == 5 and n.dtype == np.int64
+    np.testing.assert_allclose(p, np.prod(bv))
+
+
+def test_length_without_xs_captures_computed_tensors_and_list_ys():
+    with gc.Graph():
+        x = gc.placeholder("x", ("N",), "float64")
+        scale = gc.exp(x)  # a computed tensor of the outer graph, captured by the body
+
+        def step(c, _):
+            c2 = c * 0.5 + scale
+            return c2, [c2, c2.sum()]
+
+        c, (ys, sums) = gc.scan(step, gc.zeros_like(x), length=4)
+        assert ys.shape[0] == 4 and sums.shape == (4,)
+        f = gc.compile([x], [c, ys, sums])
+    xv = RNG.randn(3)
+    c, ys, sums = f(xv)
+    ref, rows = np.zeros(3), []
+    for _ in range(4):
+        ref = ref * 0.5 + np.exp(xv)
+        rows.append(ref)
+    np.testing.assert_allclose(ys, np.stack(rows))
+    np.testing.assert_allclose(c, ref)
+    np.testing.assert_allclose(sums, np.stack(rows).sum(1))
+
+
+def test_length_zero_returns_init_and_empty_ys():
+    with gc.Graph():
+        h = gc.placeholder("h", (3,), "float64")
+        c, ys = gc.scan(lambda c, _: (c + 1, c), h, length=0)
+        f = gc.compile([h], [c, ys])
+    c, ys = f(np.arange(3.0))
+    np.testing.assert_array_equal(c, np.arange(3.0))
+    assert ys.shape == (0, 3)
+
+
+def test_nested_scan():
+    with gc.Graph():
+        x = gc.placeholder("x", (3, 4), "float64")
+
+        def outer(c, row):
+            inner, _ = gc.scan(lambda s, v: (s + v * c, None), gc.zeros((), "float64"), row)
+            return c + inner, inner
+
+        c, ys = gc.scan(outer, gc.ones((), "float64"), x)
+        f = gc.compile([x], [c, ys])
+    xv = RNG.randn(3, 4)
+    c, rows = 1.0, []
+    for r in xv:
+        inner = (r * c).sum()
+        c, rows = c + inner, rows + [inner]
+    got = f(xv)
+    np.testing.assert_allclose(got[0], c)
+    np.testing.assert_allclose(got[1], rows)
+
+
+def test_errors_name_the_entry():
+    with gc.Graph():
+        x = gc.placeholder("x", (5, 2), "float32")
+        h = gc.placeholder("h", (2,), "float32")
+        with pytest.raises(gc.ShapeError, match=r"carry\['h'\].*\(2,\) float32.*\(1,\)"):
+            gc.scan(lambda c, x: ({"h": c["h"][:1]}, None), {"h": h}, x)
+        with pytest.raises(gc.ShapeError, match=r"carry\[1\].*float64"):
+            gc.scan(lambda c, x: ((c[0], gc.cast(c[1], "float64")), None), (h, h), x)
+        with pytest.raises(gc.ShapeError, match="structure"):
+            gc.scan(lambda c, x: ((c, c), None), h, x)
+        with pytest.raises(gc.ShapeError, match="length=3"):
+            gc.scan(lambda c, x: (c, None), h, x, length=3)
+        with pytest.raises(gc.ShapeError, match=r"xs\[1\] has 4 steps"):
+            gc.scan(lambda c, x: (c, None), h, (x, gc.zeros((4, 2))))
+        with pytest.raises(gc.GraphError, match="length="):
+            gc.scan(lambda c, x: (c, None), h)
+        with pytest.raises(gc.GraphError, match="pair"):
+            gc.scan(lambda c, x: c, h, x)
+        with pytest.raises(gc.GraphError, match="not supported yet"):
+            gc.scan(lambda c, x: (c + gc.random.uniform((2,)), None), h, x)
+
+
+def test_llvm_refuses_a_loop_by_name():
+    with gc.Graph():
+        x = gc.placeholder("x", (5, 2), "float32")
+        c, _ = gc.scan(lambda c, x: (c + x, None), gc.zeros((2,)), x)
+        with pytest.raises(gc.BackendError, match="scan"):
+            gc.compile([x], c, backend="llvm")
+
+
+def test_body_is_optimized_by_the_pipeline():
+    with gc.Graph():
+        x = gc.placeholder("x", (5, 4), "float64")
+        c, _ = gc.scan(lambda c, x: (gc.sigmoid(c * 1.0 + x) * 2.0 + 0.0, None),
+                       gc.zeros((4,), "float64"), x)
+        f = gc.compile([x], c)
+    (stat,) = [s for s in f.stats["passes"] if s.name == "loop_bodies"]
+    assert stat.details["bodies"] == 1
+    assert stat.details["nodes_after"] < stat.details["nodes_before"]
+    (loop,) = [n for n in f.graph.nodes if n.op.name == "scan"]
+    assert any(n.op.name == "elemwise" for n in loop.attrs["body"].nodes)  # fused
+    xv = RNG.randn(5, 4)
+    ref = np.zeros(4)
+    for r in xv:
+        ref = 2 / (1 + np.exp(-(ref + r)))
+    np.testing.assert_allclose(f(xv), ref)
+
+
+# -- gradients ---------------------------------------------------------------------------------
+
+
+def _rnn_cost(reverse):
+    def f(ps):
+        x, h0, W, U = ps
+        hT, ys = gc.scan(_rnn_step(W, U), h0, x, reverse=reverse)
+        weights = gc.arange(x.shape[0]).astype("float64").reshape(-1, 1)
+        return (hT ** 2).sum() + (ys * weights).sum()
+    return f
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_grad_tanh_rnn(reverse):
+    inputs = [RNG.randn(4, 2, 3), RNG.randn(2, 4), RNG.randn(3, 4), RNG.randn(4, 4) * 0.4]
+    gc.check_grad(_rnn_cost(reverse), inputs)
+
+
+def test_grad_with_symbolic_T():
+    def f(ps):
+        x, h0, W = ps
+        hT, ys = gc.scan(lambda h, xt: (gc.tanh(xt @ W + h), (h * h).sum()), h0, x)
+        return hT.sum() + ys.sum()
+    gc.check_grad(f, [RNG.randn(3, 2, 4), RNG.randn(2, 4), RNG.randn(4, 4)],
+                  shapes=[("T", "N", 4), ("N", 4), None])
+
+
+def _lstm(ps):
+    x, h0, c0, Wx, Wh, b = ps
+    H = h0.shape[1]
+
+    def step(carry, xt):
+        h, c = carry
+        z = xt @ Wx + h @ Wh + b
+        i, f, g, o = (z[:, k * H:(k + 1) * H] for k in range(4))
+        c2 = gc.sigmoid(f) * c + gc.sigmoid(i) * gc.tanh(g)
+        h2 = gc.sigmoid(o) * gc.tanh(c2)
+        return (h2, c2), h2
+
+    (hT, cT), hs = gc.scan(step, (h0, c0), x)
+    return (hs * hs).mean() + (cT * hT).sum()
+
+
+def test_grad_lstm_step():
+    T, N, D, H = 3, 2, 3, 2
+    gc.check_grad(_lstm, [RNG.randn(T, N, D), RNG.randn(N, H), RNG.randn(N, H),
+                          RNG.randn(D, 4 * H) * 0.5, RNG.randn(H, 4 * H) * 0.5,
+                          RNG.randn(4 * H) * 0.1])
+
+
+def test_grad_dict_carry_and_nested_expressions():
+    def f(ps):
+        x, a0, w = ps
+
+        def step(c, xt):
+            a = gc.softplus(c["a"] * w + gc.exp(-xt * xt)) / (1.0 + c["b"] ** 2)
+            return {"a": a, "b": c["b"] + gc.sin(a).sum()}, gc.log1p(a * a)
+
+        carry, ys = gc.scan(step, {"a": a0, "b": gc.zeros((), "float64")}, x)
+        return carry["a"].sum() * carry["b"] + ys.sum()
+    gc.check_grad(f, [RNG.randn(4, 3), RNG.randn(3), RNG.randn(3)])
+
+
+def test_grad_to_a_parameter_and_through_a_nested_scan():
+    def f(ps):
+        x, v = ps
+        return gc.scan(lambda c, row: (gc.tanh(c * gc.scan(
+            lambda s, e: (s + e * c, None), gc.zeros((), "float64"), row)[0]), None),
+            v, x)[0] * 1.0
+    # a scalar carry through an inner loop that captures the outer carry
+    gc.check_grad(f, [RNG.randn(3, 4) * 0.5, np.array(0.7)])
+
+    Wv = RNG.randn(3, 3) * 0.5
+    with gc.Graph():
+        x = gc.placeholder("x", (4, 3), "float64")
+        W = gc.parameter("W", Wv)
+        c, _ = gc.scan(lambda c, xt: (gc.tanh(c @ W + xt), None), gc.zeros((3,), "float64"), x)
+        gW = gc.compile([x], gc.grad((c * c).sum(), W))
+    xv = RNG.randn(4, 3)
+
+    def cost(Wm):
+        c = np.zeros(3)
+        for r in xv:
+            c = np.tanh(c @ Wm + r)
+        return (c * c).sum()
+
+    numeric = np.zeros_like(Wv)
+    for idx in np.ndindex(Wv.shape):
+        d = np.zeros_like(Wv)
+        d[idx] = 1e-6
+        numeric[idx] = (cost(Wv + d) - cost(Wv - d)) / 2e-6
+    np.testing.assert_allclose(gW(xv), numeric, rtol=1e-6, atol=1e-9)
+
+
+def test_second_order_through_scan():
+    def f(ps):
+        x, h0, W = ps
+        hT, ys = gc.scan(lambda h, xt: (gc.tanh(xt * W + h * W), h * xt), h0, x)
+        cost = (hT * hT).sum() + ys.sum()
+        gW, gh = gc.grad(cost, [W, h0])
+        return (gW * gW).sum() + (gh * gh).sum()
+    gc.check_grad(f, [RNG.randn(3, 2) * 0.7, RNG.randn(2), RNG.randn(2) * 0.7])
+
+
+# -- files -------------------------------------------------------------------------------------
+
+
+def test_save_load_a_function_and_a_graph_with_a_loop(tmp_path):
+    W = RNG.randn(3, 4)
+    with gc.Graph() as g:
+        x = gc.placeholder("x", ("T", 2, 3), "float64")
+        h0 = gc.placeholder("h0", (2, 4), "float64")
+        Wp = gc.parameter("W", W)
+        hT, ys = gc.scan(lambda h, xt: (gc.tanh(xt @ Wp + h), h.sum()), h0, x)
+        loss = (hT * hT).sum() + ys.sum()
+        f = gc.compile([x, h0], [loss, gc.grad(loss, Wp)])
+    xv, hv = RNG.randn(5, 2, 3), RNG.randn(2, 4)
+    want = f(xv, hv)
+    gc.save(f, tmp_path / "f.graphc")
+    f2 = gc.load(tmp_path / "f.graphc")
+    for a, b in zip(f2(xv, hv), want):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    gc.save(g, tmp_path / "g.graphc")
+    g2 = gc.load(tmp_path / "g.graphc")
+    loops = [n for n in g2.nodes if n.op.name == "scan"]
+    assert loops and all(n.attrs["body"].inputs for n in loops)
+
+
+def test_viz_draws_the_body_as_a_cluster():
+    with gc.Graph():
+        x = gc.placeholder("x", ("T", 3), "float64")
+        c, _ = gc.scan(lambda c, xt: (gc.tanh(c + xt), None), gc.zeros((3,), "float64"), x)
+        g = gc.grad(c.sum(), x)
+        src = gc.viz.to_dot([c, g]).source
+    assert src.count("scan over T steps") == 2 and "reverse" in src  # forward and gradient
+    assert "tanh" in src
+
+
+def test_a_length_no_input_binds_is_refused_at_compile_time():
+    with gc.Graph():
+        x = gc.placeholder("x", (4,), "float64")
+        c, _ = gc.scan(lambda c, _: (c * 2 + x, None), x, length="K")
+        with pytest.raises(gc.ShapeError, match="K, which no input"):
+            gc.compile([x], c)
+        n = gc.placeholder("n", ("K",), "float64")
+        f = gc.compile([x, n], c)
+    np.testing.assert_allclose(f(np.ones(4), np.zeros(3)), np.full(4, 15.0))
