@@ -368,3 +368,51 @@ def test_a_length_no_input_binds_is_refused_at_compile_time(backend):
         n = gc.placeholder("n", ("K",), "float64")
         f = gc.compile([x, n], c, backend=backend)
     np.testing.assert_allclose(f(np.ones(4), np.zeros(3)), np.full(4, 15.0))
+
+
+# -- the native loop's corner cases ------------------------------------------------------------
+
+
+@BACKENDS
+def test_carries_that_swap_pass_through_or_stay(backend):
+    """New carries that are other carry entries (a swap: staged), the entering carry itself
+    (the identity), an x slice or a captured tensor; ys that are an x slice or a carry."""
+    with gc.Graph():
+        x = gc.placeholder("x", ("T", 2), "float64")
+        k = gc.placeholder("k", (2,), "float64")
+
+        def step(c, xt):
+            a, b, same, last, cap = c
+            return (b, a + xt, same, xt, k * 2.0), (xt, a, cap)
+
+        init = tuple(gc.constant(np.full(2, v)) for v in (1.0, 2.0, 3.0, 4.0, 5.0))
+        carry, ys = gc.scan(step, init, x)
+        f = gc.compile([x, k], [*carry, *ys], backend=backend)
+    for T in (3, 4):
+        xv, kv = RNG.randn(T, 2), RNG.randn(2)
+        a, b, same, last, cap = (np.full(2, v) for v in (1.0, 2.0, 3.0, 4.0, 5.0))
+        ya, caps = [], []
+        for t in range(T):
+            ya.append(a)
+            caps.append(cap)
+            a, b, last, cap = b, a + xv[t], xv[t], kv * 2
+        got = f(xv, kv)
+        for g, w in zip(got, [a, b, same, last, cap, xv, np.stack(ya), np.stack(caps)]):
+            np.testing.assert_allclose(g, w, rtol=1e-15)
+
+
+@BACKENDS
+def test_a_bad_id_inside_a_loop_names_the_body_node(backend):
+    with gc.Graph():
+        ids = gc.placeholder("ids", ("T", 2), "int64")
+        table = gc.parameter("table", np.arange(12.0).reshape(4, 3))
+        c, _ = gc.scan(lambda c, i: (c + gc.take(table, i).sum(0), None),
+                       gc.zeros((3,), "float64"), ids)
+        f = gc.compile([ids], c, updates={table: table - c.sum() * 0.0}, backend=backend)
+    np.testing.assert_allclose(f(np.array([[0, 1], [2, 3]])), [18.0, 22.0, 26.0])
+    before = table.value.copy()
+    with pytest.raises(gc.BackendError, match=r"9 is outside \[0, 4\)") as err:
+        f(np.array([[0, 1], [9, 3]]))
+    if backend == "llvm":  # the body's kernel recorded its own node
+        assert str(err.value).startswith("the compiled step failed: take:")
+    np.testing.assert_array_equal(table.value, before)
