@@ -66,11 +66,13 @@ class Binding:
         return list((ctypes.c_int64 * 4).from_address(self._error))
 
 
-def failure_message(program: Graph, record: list[int]) -> str:
+def failure_message(program: Graph, record: list[int], layout: Layout | None = None) -> str:
     """The message of a failed call, from its error record: the same words as every backend
-    (an index out of range with its value and bounds; check_finite's first NaN or inf)."""
+    (an index out of range with its value and bounds; check_finite's first NaN or inf).
+    Positions past the program's nodes are nodes of loop bodies (`layout.nodes`)."""
     code, position, value, bound = record
-    node = program.nodes[position] if 0 <= position < len(program.nodes) else None
+    nodes = layout.nodes if layout is not None and layout.nodes else program.nodes
+    node = nodes[position] if 0 <= position < len(nodes) else None
     if node is None:
         return f"the compiled step failed (code {code}); no parameter was updated"
     if code == FAILED_INDEX:

@@ -49,6 +49,10 @@ class Layout:
     dim_index: dict = field(default_factory=dict)
     status_slot: int = -1  # GPU: the word kernels set when they detect bad data
     error_slot: int = -1  # the error record (ERROR_*): what failed first in a call
+    # every node a kernel may report in the error record, by position: the program's nodes,
+    # then the nodes of loop bodies (their kernels live in the same module, see
+    # backends/llvm/loops.py)
+    nodes: list = field(default_factory=list)
 
     def new_slot(self) -> int:
         self.slot_count += 1
@@ -202,21 +206,36 @@ class ProgramGenerator:
     """The target-neutral half of a program's code generator: slots for every value, names,
     the error record, shared scratch, and interning of identical functions."""
 
-    def __init__(self, program: Graph, math) -> None:
+    def __init__(self, program: Graph, math, parent: ProgramGenerator | None = None,
+                 bound: dict[int, int] | None = None) -> None:
+        """`parent`: the generator of the program holding a loop whose body `program` is; the
+        body's kernels go into the parent's module and its slots into the parent's layout
+        (one slot table, one error record), its placeholders taking the slots in `bound`
+        (placeholder uid -> slot)."""
         from graphc.passes.memory import plan_memory
 
         self.program = program
         self.plan = program.meta.get("memory") or plan_memory(program)
         self.math = math
-        self.module = ir.Module(name=ident(program.name))
-        self.layout = Layout()
+        self.parent = parent
         self.shared: dict = {}
-        self._interned: dict[str, ir.Function] = {}
         self._names: dict[int, str] = {}
-        self._assign_slots()
-        self.error_slot = self.layout.new_slot()
-        self.layout.scratch[self.error_slot] = ERROR_RECORD_BYTES
-        self.layout.error_slot = self.error_slot
+        if parent is None:
+            self.module = ir.Module(name=ident(program.name))
+            self.layout = Layout()
+            self._interned: dict[str, ir.Function] = {}
+        else:
+            self.module, self.layout = parent.module, parent.layout
+            self._interned = parent._interned
+        self.position_base = len(self.layout.nodes)  # this program's nodes' first position
+        self.layout.nodes.extend(program.nodes)
+        self._assign_slots(bound)
+        if parent is None:
+            self.error_slot = self.layout.new_slot()
+            self.layout.scratch[self.error_slot] = ERROR_RECORD_BYTES
+            self.layout.error_slot = self.error_slot
+        else:
+            self.error_slot = parent.error_slot
 
     def shared_scratch(self, key, nbytes) -> tuple[int, bool]:
         """The scratch slot of `key` (int or sympy bytes), made on first use: shared by the
@@ -232,11 +251,17 @@ class ProgramGenerator:
     def value_name(self, node: Node) -> str:
         return self._names.get(node.uid, f"v{node.uid}")
 
-    def _assign_slots(self) -> None:
+    def _assign_slots(self, bound: dict[int, int] | None = None) -> None:
         lay, plan = self.layout, self.plan
+        # (a loop body's plan numbers its buffers from 0 too: its own slots)
+        buffer_slots = lay.buffer_slots if bound is None else {}
         for k, node in enumerate(self.program.nodes):
             op = node.op.name
             if op in LEAVES:
+                if bound is not None and node.uid in bound:
+                    lay.slot_of[node.uid] = bound[node.uid]
+                    self._names[node.uid] = ident(node.name)
+                    continue
                 slot = lay.new_slot()
                 lay.slot_of[node.uid] = slot
                 if op == "parameter":
@@ -249,11 +274,13 @@ class ProgramGenerator:
                     self._names[node.uid] = ident(node.name)
                 continue
             buf = plan.buffer_of[node.uid]
-            if buf not in lay.buffer_slots:
-                lay.buffer_slots[buf] = lay.new_slot()
-                lay.buffer_sizes[lay.buffer_slots[buf]] = plan.buffers[buf]
-            lay.slot_of[node.uid] = lay.buffer_slots[buf]
+            if buf not in buffer_slots:
+                buffer_slots[buf] = lay.new_slot()
+                lay.buffer_sizes[buffer_slots[buf]] = plan.buffers[buf]
+            lay.slot_of[node.uid] = buffer_slots[buf]
             self._names[node.uid] = f"t{k}"
+        if bound is not None:  # a loop body: its inputs are the loop's slots
+            return
         input_slot = {n.uid: lay.slot_of[n.uid] for n in self.program.nodes
                       if n.op.name == "placeholder"}
         lay.input_slots = [input_slot.get(n.uid, -1) for n in self.program.inputs]

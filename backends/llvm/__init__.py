@@ -23,6 +23,7 @@ from ..kernelgen.registry import Coverage
 from . import (  # noqa: F401  (importing registers the lowerings)
     kernels_index,
     kernels_linalg,
+    loops,
 )
 from .codegen import HostCodegen
 from .executable import LLVMExecutable

@@ -96,11 +96,40 @@ class HostKernel(KernelContext):
 class HostCodegen(ProgramGenerator):
     """Builds the module of a program graph whose memory has been planned."""
 
-    def __init__(self, program, math, profile: bool = False, check_finite: bool = False) -> None:
-        super().__init__(program, math)
+    def __init__(self, program, math, profile: bool = False, check_finite: bool = False,
+                 parent: HostCodegen | None = None, bound: dict | None = None) -> None:
+        super().__init__(program, math, parent, bound)
         self.profile = profile
         self.check_finite = check_finite
         self.kernel_names: list[str] = []
+        self.loop_results: dict[int, list[int | None]] = {}  # scan uid -> a slot per result
+        self._loop_needs: dict[int, set[int]] | None = None
+
+    def loop_needs(self, node: Node) -> set[int]:
+        """The results of a scan node of this program that some scan_output reads."""
+        if self._loop_needs is None:
+            from ..numpy.loops import check_outputs
+
+            self._loop_needs = check_outputs(self.program)
+        return self._loop_needs.get(node.uid, set())
+
+    def body(self, program, bound: dict) -> HostCodegen:
+        """The generator of a loop body of this program (backends/llvm/loops.py)."""
+        return HostCodegen(program, self.math, parent=self, bound=bound)
+
+    def body_kernels(self) -> list[tuple[int, ir.Function, ir.Value]]:
+        """Every kernel of this (body) program, generated into the module: (position,
+        function, its constant slot_ids table), in schedule order."""
+        out = []
+        for k, node in enumerate(self.program.nodes):
+            if node.op.name in LEAVES:
+                continue
+            position = self.position_base + k
+            ctx = HostKernel(self, node, position)
+            lowering_for(node, "llvm")(ctx)
+            ctx.finish()
+            out.append((position, self.intern(ctx.fn), self._slot_ids(ctx)))
+        return out
 
     def build(self) -> ir.Module:
         entry = ir.Function(self.module, ir.FunctionType(I32, [PTR, PTR]), name="graphc_step")
@@ -159,7 +188,9 @@ class HostCodegen(ProgramGenerator):
         first = b.icmp_signed("==", load(b, record, I64, i64(ERROR_CODE)), i64(0))
         store(b, b.select(first, code64, load(b, record, I64, i64(ERROR_CODE))), record, I64,
               i64(ERROR_CODE))
-        store(b, i64(position), record, I64, i64(ERROR_POSITION))
+        # (a kernel that failed recorded its own position: a loop's, the body node's)
+        store(b, b.select(first, i64(position), load(b, record, I64, i64(ERROR_POSITION))),
+              record, I64, i64(ERROR_POSITION))
         b.ret(code)
         b.position_at_end(go)
 

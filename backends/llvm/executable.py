@@ -104,7 +104,7 @@ class LLVMExecutable(Executable):
         before = {k: storage.value.copy() for k, storage in self._snapshots}
         status = self._fn(state.table_ptr, state.dims_ptr)
         if status:
-            raise BackendError(failure_message(self.program, state.error_record()))
+            raise BackendError(failure_message(self.program, state.error_record(), self.layout))
         for storage in self._updated:  # written in place: device copies must follow
             if storage.devices:
                 storage.changed_in_place()

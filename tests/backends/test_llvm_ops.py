@@ -13,9 +13,7 @@ from graphc.ops import REGISTRY
 from tests.helpers import build_case, case_arrays, run_case
 from tests.op_cases import CASES as ALL_CASES
 
-# loops have no native lowering yet (issue 15, docs/scan-plan.md)
-CASES = [c for c in ALL_CASES if "numpy_only" not in c.tags]
-NOT_YET = {"scan", "scan_output"}  # compile refuses them by name (tests/core/test_scan.py)
+CASES = ALL_CASES  # loops included: the llvm backend runs them natively (backends/llvm/loops.py)
 
 
 TOL = {np.float64: dict(rtol=1e-9, atol=1e-12), np.float32: dict(rtol=2e-5, atol=2e-6)}
@@ -57,8 +55,7 @@ def test_gradients_match_numpy(case):
 def test_every_op_has_an_llvm_lowering():
     from graphc.backends.llvm import LOWERINGS
 
-    missing = sorted(set(REGISTRY) - set(LOWERINGS) - {"placeholder", "parameter", "constant"}
-                     - NOT_YET)
+    missing = sorted(set(REGISTRY) - set(LOWERINGS) - {"placeholder", "parameter", "constant"})
     assert not missing, f"ops without an LLVM lowering: {missing}"
 
 
