@@ -39,14 +39,9 @@ class _Node:
         self.inputs = [_Node(s) for s in inputs]
 
 
-# A loop is not a kernel: it runs its body's kernels (issue 15 lowers it natively; until
-# then only the numpy backend runs it, and llvm/cuda refuse it by name).
-LOOPS = {"scan", "scan_output"}
-
-
 def test_every_kernel_but_the_library_ones_comes_from_a_description():
     for name, op in REGISTRY.items():
-        if name in LEAVES or name in LOOPS:
+        if name in LEAVES:
             continue
         if name in LIBRARY:
             assert op.loops is None, name
