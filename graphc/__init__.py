@@ -11,7 +11,21 @@ NumPy semantics, gradient), graphc/passes (autodiff + optimization), graphc/back
 (numpy, llvm, cuda), graphc/nn, graphc/optim, graphc/train (the training stack).
 """
 
-from . import datasets, init, io, metrics, nn, ops, optim, passes, plot, random, train, viz
+from . import (
+    datasets,
+    init,
+    io,
+    metrics,
+    nn,
+    onnx,  # light: imports the onnx package only when used
+    ops,
+    optim,
+    passes,
+    plot,
+    random,
+    train,
+    viz,
+)
 from .errors import ArgumentError, BackendError, GraphError, ShapeError
 from .function import Function, compile
 from .gradcheck import check_grad, check_vjp, derivative, hessian_vector_product
@@ -110,7 +124,7 @@ __all__ = [
     "one_hot", "ops", "optimize", "pad", "passes", "parameter", "placeholder", "relu", "remainder",
     "reset_default_graph", "reshape", "rng_state", "scan", "sigmoid", "sign", "softmax", "softplus",
     "sqrt", "square", "stack", "sum", "take", "tanh", "transpose", "viz", "where", "datasets",
-    "init", "io", "load", "metrics", "optim", "plot", "save", "train", "random",
+    "init", "io", "load", "metrics", "onnx", "optim", "plot", "save", "train", "random",
     "arange", "arctan", "ceil", "cos", "erf", "exp2", "floor", "full", "full_like", "gelu",
     "hard_sigmoid", "log10", "log2", "numel", "ones", "ones_like", "reciprocal", "round", "rsqrt",
     "silu", "sin", "softsign", "tan", "zeros", "zeros_like",

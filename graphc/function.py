@@ -182,6 +182,8 @@ def compile(inputs, outputs, updates=None, backend: str = "numpy",
                          f"{optimize!r}")
     executable = impl.compile(program, dict(backend_options or {}))
     fn = Function(program, executable, single, backend)
+    # the declared graph (what gc.onnx.export writes), not the optimized one that runs
+    fn.declared = (_as_list(outputs)[0], list(inputs))
     fn.stats.update(compile_seconds=time.perf_counter() - started, passes=stats)
     return fn
 
@@ -194,6 +196,7 @@ class Function:
         self._exe = executable
         self._single = single
         self.backend = backend
+        self.declared: tuple[list[Tensor], list[Tensor]] | None = None  # set by compile
         self._inputs = list(program.inputs)
         self._index = {n.name: i for i, n in enumerate(self._inputs)}
         self._updates = [(p.attrs["storage"], v) for p, v in program.updates]

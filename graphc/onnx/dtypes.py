@@ -1,0 +1,43 @@
+"""ONNX element types <-> graphc dtypes (bool, int32, int64, float32, float64)."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto
+
+ONNX_TO_NUMPY = {
+    TensorProto.BOOL: np.dtype(bool),
+    TensorProto.INT32: np.dtype(np.int32),
+    TensorProto.INT64: np.dtype(np.int64),
+    TensorProto.FLOAT: np.dtype(np.float32),
+    TensorProto.DOUBLE: np.dtype(np.float64),
+}
+NUMPY_TO_ONNX = {v: k for k, v in ONNX_TO_NUMPY.items()}
+
+
+def type_name(elem_type: int) -> str:
+    try:
+        return TensorProto.DataType.Name(elem_type)
+    except ValueError:
+        return f"element type {elem_type}"
+
+
+def to_numpy(elem_type: int, where: str) -> np.dtype:
+    """The NumPy dtype of an ONNX element type graphc supports; UnsupportedError otherwise."""
+    from .errors import UnsupportedError
+
+    try:
+        return ONNX_TO_NUMPY[elem_type]
+    except KeyError:
+        raise UnsupportedError(
+            f"{where}: ONNX type {type_name(elem_type)} is not supported by graphc "
+            "(supported: BOOL, INT32, INT64, FLOAT, DOUBLE)") from None
+
+
+def to_onnx(dtype) -> int:
+    from .errors import UnsupportedError
+
+    try:
+        return NUMPY_TO_ONNX[np.dtype(dtype)]
+    except KeyError:
+        raise UnsupportedError(f"dtype {dtype} has no ONNX export") from None

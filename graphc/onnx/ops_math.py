@@ -1,0 +1,349 @@
+"""Elementwise ONNX ops: arithmetic, math functions, activations, comparisons, logic,
+the variadic Max/Min/Sum/Mean, Where, Clip, Cast — and the reductions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import ops
+from ..ir.tensor import Tensor
+from . import dtypes
+from .table import onnx_op
+
+
+def const_like(x: Tensor, value) -> Tensor:
+    """A scalar constant of x's dtype (no promotion: ONNX types are exact)."""
+    return ops.constant(np.asarray(value, dtype=x.dtype), dtype=x.dtype)
+
+
+def _float_only(ctx, *xs):
+    for x in xs:
+        if x is not None and np.dtype(x.dtype).kind != "f":
+            ctx.fail(f"input of type {x.dtype} is not supported (graphc computes "
+                     f"{ctx.op_type} in float32/float64 only)")
+
+
+def _and(a: Tensor, b: Tensor) -> Tensor:
+    return ops.where(a, b, ops.constant(np.asarray(False)))
+
+
+def _or(a: Tensor, b: Tensor) -> Tensor:
+    return ops.where(a, ops.constant(np.asarray(True)), b)
+
+
+def _not(a: Tensor) -> Tensor:
+    return ops.equal(a, ops.constant(np.asarray(False)))
+
+
+# -- arithmetic --------------------------------------------------------------------------------
+
+_FOLD = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}
+
+
+@onnx_op("Add", "Sub", "Mul")
+def _arith(ctx, a, b):
+    if ctx.is_static(a, b):
+        return np.asarray(_FOLD[ctx.op_type](a, b))
+    fn = {"Add": ops.add, "Sub": ops.sub, "Mul": ops.mul}[ctx.op_type]
+    return fn(ctx.tensor(a), ctx.tensor(b))
+
+
+@onnx_op("Div")
+def _div(ctx, a, b):
+    if ctx.is_static(a, b):
+        a_, b_ = np.asarray(a), np.asarray(b)
+        if a_.dtype.kind == "f":
+            return np.asarray(a_ / b_, dtype=a_.dtype)
+        return np.asarray(a_ // b_) if a_.dtype == object else np.trunc(
+            a_ / b_).astype(a_.dtype)
+    a, b = ctx.tensor(a), ctx.tensor(b)
+    if a.dtype.kind == "f":
+        return ops.div(a, b)
+    # ONNX integer division truncates toward zero; graphc's // floors (as NumPy)
+    q, r = ops.floor_divide(a, b), ops.remainder(a, b)
+    zero = const_like(a, 0)
+    negative = ops.not_equal(ops.less(a, zero), ops.less(b, zero))
+    fix = _and(ops.not_equal(r, zero), negative)
+    return ops.where(fix, q + const_like(q, 1), q)
+
+
+@onnx_op("Pow")
+def _pow(ctx, a, b):
+    a, b = ctx.tensor(a), ctx.tensor(b)
+    if b.dtype != a.dtype:
+        if a.dtype.kind != "f" and b.dtype.kind == "f":
+            ctx.fail(f"an integer base ({a.dtype}) with a float exponent ({b.dtype}) is not "
+                     "supported")
+        b = ops.cast(b, a.dtype)
+    return ops.pow(a, b)
+
+
+@onnx_op("Mod")
+def _mod(ctx, a, b):
+    a, b = ctx.tensor(a), ctx.tensor(b)
+    if ctx.attr("fmod", 0):
+        if a.dtype.kind != "f":
+            ctx.fail("fmod=1 on integers is not supported")
+        # C fmod: the sign of the dividend
+        r = ops.remainder(a, b)
+        fix = _and(ops.not_equal(r, const_like(r, 0)),
+                   ops.not_equal(ops.less(a, const_like(a, 0)), ops.less(b, const_like(b, 0))))
+        return ops.where(fix, r - b, r)
+    return ops.remainder(a, b)  # the sign of the divisor, as NumPy's %
+
+
+# -- unary math ---------------------------------------------------------------------------------
+
+_UNARY_FLOAT = {
+    "Exp": ops.exp, "Log": ops.log, "Sqrt": ops.sqrt, "Reciprocal": ops.reciprocal,
+    "Sigmoid": ops.sigmoid, "Tanh": ops.tanh, "Softplus": ops.softplus, "Softsign": ops.softsign,
+    "Erf": ops.erf, "Sin": ops.sin, "Cos": ops.cos, "Tan": ops.tan, "Atan": ops.arctan,
+    "Floor": ops.floor, "Ceil": ops.ceil, "Round": ops.round,
+}
+
+
+@onnx_op(*_UNARY_FLOAT)
+def _unary_float(ctx, x):
+    x = ctx.tensor(x)
+    _float_only(ctx, x)
+    return _UNARY_FLOAT[ctx.op_type](x)
+
+
+@onnx_op("Neg", "Abs", "Sign", "Relu")
+def _unary(ctx, x):
+    if ctx.is_static(x) and ctx.op_type in ("Neg", "Abs"):
+        return np.asarray(-x if ctx.op_type == "Neg" else abs(x))
+    x = ctx.tensor(x)
+    return {"Neg": ops.neg, "Abs": ops.abs, "Sign": ops.sign, "Relu": ops.relu}[ctx.op_type](x)
+
+
+@onnx_op("Identity")
+def _identity(ctx, x):
+    return x
+
+
+@onnx_op("LeakyRelu")
+def _leaky_relu(ctx, x):
+    x = ctx.tensor(x)
+    _float_only(ctx, x)
+    return ops.leaky_relu(x, float(ctx.attr("alpha", 0.01)))
+
+
+@onnx_op("Elu")
+def _elu(ctx, x):
+    x = ctx.tensor(x)
+    _float_only(ctx, x)
+    return ops.elu(x, float(ctx.attr("alpha", 1.0)))
+
+
+@onnx_op("Selu")
+def _selu(ctx, x):
+    x = ctx.tensor(x)
+    _float_only(ctx, x)
+    alpha = float(ctx.attr("alpha", 1.67326319217681884765625))
+    gamma = float(ctx.attr("gamma", 1.05070102214813232421875))
+    return ops.elu(x, alpha) * const_like(x, gamma)
+
+
+@onnx_op("HardSigmoid")
+def _hard_sigmoid(ctx, x):
+    x = ctx.tensor(x)
+    _float_only(ctx, x)
+    alpha, beta = float(ctx.attr("alpha", 0.2)), float(ctx.attr("beta", 0.5))
+    return ops.clip(x * const_like(x, alpha) + const_like(x, beta), const_like(x, 0),
+                    const_like(x, 1))
+
+
+@onnx_op("HardSwish")
+def _hard_swish(ctx, x):
+    x = ctx.tensor(x)
+    _float_only(ctx, x)
+    return x * ops.clip(x * const_like(x, 1 / 6) + const_like(x, 0.5), const_like(x, 0),
+                        const_like(x, 1))
+
+
+@onnx_op("ThresholdedRelu")
+def _thresholded_relu(ctx, x):
+    x = ctx.tensor(x)
+    return ops.where(ops.greater(x, const_like(x, float(ctx.attr("alpha", 1.0)))), x,
+                     const_like(x, 0))
+
+
+@onnx_op("PRelu")
+def _prelu(ctx, x, slope):
+    x, slope = ctx.tensor(x), ctx.tensor(slope)
+    return ops.where(ops.less(x, const_like(x, 0)), x * slope, x)
+
+
+@onnx_op("Gelu")
+def _gelu(ctx, x):
+    x = ctx.tensor(x)
+    _float_only(ctx, x)
+    approximate = ctx.attr("approximate", "none")
+    if approximate not in ("none", "tanh"):
+        ctx.fail(f"approximate={approximate!r} is not supported")
+    return ops.gelu(x, approximate=approximate)
+
+
+@onnx_op("Softmax", "LogSoftmax")
+def _softmax(ctx, x):
+    x = ctx.tensor(x)
+    _float_only(ctx, x)
+    fn = ops.softmax if ctx.op_type == "Softmax" else ops.log_softmax
+    if ctx.opset >= 13:
+        return fn(x, int(ctx.attr("axis", -1)))
+    # before opset 13: the input is seen as 2-d, [prod(shape[:axis]), prod(shape[axis:])]
+    axis = int(ctx.attr("axis", 1)) % max(x.ndim, 1)
+    rows = math.prod(x.shape[:axis]) if axis else 1
+    flat = ops.reshape(x, (rows, -1))
+    return ops.reshape(fn(flat, 1), x.shape)
+
+
+# -- comparisons, logic, selection ----------------------------------------------------------
+
+_COMPARE = {"Equal": ops.equal, "Less": ops.less, "Greater": ops.greater,
+            "LessOrEqual": ops.less_equal, "GreaterOrEqual": ops.greater_equal}
+
+
+@onnx_op(*_COMPARE)
+def _compare(ctx, a, b):
+    if ctx.is_static(a, b) and ctx.op_type == "Equal":
+        return np.asarray(np.equal(a, b))
+    return _COMPARE[ctx.op_type](ctx.tensor(a), ctx.tensor(b))
+
+
+@onnx_op("Not")
+def _logical_not(ctx, x):
+    return _not(ctx.tensor(x))
+
+
+@onnx_op("And", "Or", "Xor")
+def _logic(ctx, a, b):
+    a, b = ctx.tensor(a), ctx.tensor(b)
+    if ctx.op_type == "And":
+        return _and(a, b)
+    if ctx.op_type == "Or":
+        return _or(a, b)
+    return ops.not_equal(a, b)
+
+
+@onnx_op("IsNaN")
+def _isnan(ctx, x):
+    return ops.isnan(ctx.tensor(x))
+
+
+@onnx_op("IsInf")
+def _isinf(ctx, x):
+    x = ctx.tensor(x)
+    pos, neg = int(ctx.attr("detect_positive", 1)), int(ctx.attr("detect_negative", 1))
+    if pos and neg:
+        return ops.isinf(x)
+    zero = const_like(x, 0)
+    if pos:
+        return _and(ops.isinf(x), ops.greater(x, zero))
+    if neg:
+        return _and(ops.isinf(x), ops.less(x, zero))
+    return _and(ops.isinf(x), ops.isnan(x))  # detects nothing: all False
+
+
+@onnx_op("Where")
+def _where(ctx, c, a, b):
+    if ctx.is_static(c, a, b):
+        return np.asarray(np.where(c, a, b))
+    return ops.where(ctx.tensor(c), ctx.tensor(a), ctx.tensor(b))
+
+
+@onnx_op("Clip")
+def _clip(ctx, x, lo=None, hi=None):
+    x = ctx.tensor(x)
+    if ctx.opset < 11:
+        lo = ctx.attr("min", None)
+        hi = ctx.attr("max", None)
+    info = np.finfo(x.dtype) if x.dtype.kind == "f" else np.iinfo(x.dtype)
+    lo = const_like(x, info.min) if lo is None else ctx.tensor(lo) if not isinstance(
+        lo, float) else const_like(x, lo)
+    hi = const_like(x, info.max) if hi is None else ctx.tensor(hi) if not isinstance(
+        hi, float) else const_like(x, hi)
+    if x.dtype.kind != "f":
+        # integers: no NaN; min then max, as the ONNX reference
+        return ops.minimum(ops.maximum(x, lo), hi)
+    return ops.clip(x, lo, hi)
+
+
+@onnx_op("Max", "Min", "Sum", "Mean")
+def _variadic(ctx, *xs):
+    ts = [ctx.tensor(x) for x in xs]
+    fn = {"Max": ops.maximum, "Min": ops.minimum, "Sum": ops.add, "Mean": ops.add}[ctx.op_type]
+    acc = ts[0]
+    for t in ts[1:]:
+        acc = fn(acc, t)
+    if ctx.op_type == "Mean":
+        _float_only(ctx, acc)
+        acc = acc / const_like(acc, len(ts))
+    elif len(ts) == 1:
+        # a single input still broadcasts to nothing: the result is the input
+        return acc
+    return acc
+
+
+@onnx_op("Cast")
+def _cast(ctx, x):
+    to = dtypes.to_numpy(int(ctx.attr("to")), ctx.where())
+    if int(ctx.attr("saturate", 1)) != 1:
+        ctx.fail("saturate=0 only concerns float8 types, which graphc does not have")
+    if ctx.is_static(x):
+        arr = np.asarray(x)
+        return arr if arr.dtype == object and to.kind == "i" else arr.astype(to)
+    x = ctx.tensor(x)
+    return x if x.dtype == to else ops.cast(x, to)
+
+
+# -- reductions ----------------------------------------------------------------------------------
+
+_REDUCE = {"ReduceSum": ops.sum, "ReduceMean": ops.mean, "ReduceMax": ops.max,
+           "ReduceMin": ops.min}
+# the opset from which `axes` is an input rather than an attribute
+_AXES_INPUT_SINCE = {"ReduceSum": 13, "ReduceMean": 18, "ReduceMax": 18, "ReduceMin": 18}
+
+
+@onnx_op(*_REDUCE)
+def _reduce(ctx, x, axes=None):
+    x = ctx.tensor(x)
+    if ctx.opset >= _AXES_INPUT_SINCE[ctx.op_type]:
+        axes = None if axes is None else [int(a) for a in ctx.static(axes, "axes").ravel()]
+    else:
+        axes = ctx.attr("axes", None)
+    keepdims = bool(ctx.attr("keepdims", 1))
+    if not axes:
+        if ctx.attr("noop_with_empty_axes", 0):
+            return x
+        axes = list(range(x.ndim))
+    if x.dtype == bool:
+        ctx.fail("boolean inputs are not supported")
+    if any(d == 0 for d in x.shape):
+        ctx.fail("reducing an empty tensor is not supported (graphc has no size-0 dims)")
+    if ctx.op_type == "ReduceMean" and x.dtype.kind != "f":
+        ctx.fail(f"ReduceMean of {x.dtype} is not supported")
+    return _REDUCE[ctx.op_type](x, tuple(axes), keepdims=keepdims)
+
+
+@onnx_op("ArgMax", "ArgMin")
+def _argmax(ctx, x):
+    x = ctx.tensor(x)
+    axis = int(ctx.attr("axis", 0)) % x.ndim
+    keepdims = bool(ctx.attr("keepdims", 1))
+    if x.dtype == bool:
+        ctx.fail("boolean inputs are not supported")
+    y = x if ctx.op_type == "ArgMax" else ops.neg(x)
+    if ctx.attr("select_last_index", 0):
+        index = [slice(None)] * x.ndim
+        index[axis] = slice(None, None, -1)
+        idx = ops.argmax(y[tuple(index)], axis)
+        idx = ops.constant(np.asarray(x.shape[axis] - 1, dtype=np.int64)) - idx
+    else:
+        idx = ops.argmax(y, axis)
+    if keepdims:
+        idx = ops.reshape(idx, tuple(1 if i == axis else d for i, d in enumerate(x.shape)))
+    return idx
