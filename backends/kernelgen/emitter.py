@@ -310,7 +310,15 @@ class ExprEmitter:
         # no case holds: NaN, as NumPy's printer says (0 for integers, which have no NaN)
         rest = self._piecewise(cases[1:]) if len(cases) > 1 else const(
             self.ty, float("nan") if self.float else 0)
-        return self.b.select(self._truth(self._emit(cond)), self._emit(value), rest)
+        chosen = self._emit(value)
+        if chosen.type != rest.type:  # a truth value beside a number: the truth as 0/1
+            chosen, rest = self._as_number(chosen), self._as_number(rest)
+        return self.b.select(self._truth(self._emit(cond)), chosen, rest)
+
+    def _as_number(self, v: ir.Value) -> ir.Value:
+        if v.type != I1:
+            return v
+        return self.b.uitofp(v, self.ty) if self.float else self.b.zext(v, self.ty)
 
 
 __all__ = ["ExprEmitter", "F32"]

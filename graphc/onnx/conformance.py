@@ -64,8 +64,6 @@ EXCLUDED: dict[str, str] = {
 # Cases the llvm backend gets wrong today (graphc bugs found by the suite, to be fixed in
 # the backend, not here): name -> what goes wrong.
 LLVM_KNOWN_BUGS: dict[str, str] = {
-    "test_div_int32_trunc": "llvm codegen: select of mismatched int types in a fused int32 "
-                            "group (AssertionError in llvmlite)",
     "test_mod_mixed_sign_float32": "llvm: fused remainder/where group differs from numpy",
     "test_mod_mixed_sign_float64": "llvm: fused remainder/where group differs from numpy",
 }

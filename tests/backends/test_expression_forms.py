@@ -135,3 +135,21 @@ def test_anything_else_is_refused_when_the_node_is_built():
                 x0 + x1):
         with pytest.raises(gc.GraphError):
             gc.ops.elemwise(bad, [a], dtype="float64")
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64", "float64"])
+def test_a_truth_value_beside_a_number_in_one_piecewise(dtype):
+    """where(c, a != b, False) fuses into Piecewise((Ne(a, b), c), (0, True)): a bool branch
+    beside a numeric one (ONNX's truncating integer division is built so). The native emitter
+    once handed LLVM's select an i1 and an integer."""
+    a, b = gc.placeholder("a", (6,), dtype), gc.placeholder("b", (6,), dtype)
+    q, r = gc.floor_divide(a, b), gc.remainder(a, b)
+    fix = gc.where(r != 0, (a < 0) != (b < 0), False)
+    trunc = gc.where(fix, q + 1, q)
+    av = np.array([7, -7, 7, -7, 5, 0], dtype)
+    bv = np.array([2, 2, -2, -2, 3, 4], dtype)
+    for backend, options in [("numpy", None), ("llvm", None),
+                             ("cuda", {"emulate": True, "verify": False})]:
+        got = gc.compile([a, b], [trunc, fix], backend=backend, backend_options=options)(av, bv)
+        np.testing.assert_array_equal(got[0], np.trunc(av / bv).astype(dtype), err_msg=backend)
+        np.testing.assert_array_equal(got[1], (np.remainder(av, bv) != 0) & ((av < 0) != (bv < 0)))
