@@ -580,8 +580,7 @@ case("batch_norm_eval", _bn_graph(False), lambda r: [_u(r, 4, 3, 2, 2), _pos(r, 
      lambda x, g, b: x / np.sqrt(1 + 1e-5) * g[None, :, None, None] + b[None, :, None, None])
 
 
-# -- loops (issue 15): native on llvm; tagged no_cuda until the GPU target lowers scan
-# (docs/scan-plan.md)
+# -- loops (issue 15): native on llvm and cuda (docs/scan-plan.md)
 
 
 def _scan_rnn(x, h, w):
@@ -599,4 +598,4 @@ def _scan_rnn_ref(x, h, w):
 
 
 case("scan_rnn", _scan_rnn, lambda r: [_u(r, 4, 3), _u(r, 3), _u(r, 3)], _scan_rnn_ref,
-     shapes=(("T", 3), (3,), (3,)), tags={"no_cuda"})
+     shapes=(("T", 3), (3,), (3,)))

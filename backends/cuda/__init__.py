@@ -31,7 +31,7 @@ from ..base import Backend, Executable
 from ..kernelgen import lowerings  # noqa: F401  (the lowerings shared with llvm)
 from ..kernelgen.mathlib import libdevice_math
 from ..kernelgen.registry import Coverage
-from . import kernels_index, kernels_linalg  # noqa: F401  (importing registers the GPU lowerings)
+from . import kernels_index, kernels_linalg, loops  # noqa: F401  (importing registers the GPU lowerings)
 from .codegen import GpuCodegen
 from .executables import CLOSED, DeviceExecutable, EmulatedExecutable, finite_checks
 from .target import DEFAULT_ARCH, LibdeviceMissing, ptx, verify
@@ -108,7 +108,8 @@ class CUDABackend(Backend):
         checks = finite_checks(program, gen) if options.get("check_finite", False) else None
         try:
             return DeviceExecutable(program, gen.layout, gen.launches, ptx_text, stats,
-                                    use_cublas=options.get("cublas", True), checks=checks)
+                                    use_cublas=options.get("cublas", True), checks=checks,
+                                    plan=gen.launch_plan)
         except BackendError as exc:
             return NoDeviceExecutable(ptx_text, str(exc), stats)
 
@@ -124,7 +125,7 @@ class CUDABackend(Backend):
         stats["math"] = "host (graphc's mathlib; libdevice runs only on a device)"
         checks = finite_checks(program, gen) if options.get("check_finite", False) else None
         return EmulatedExecutable(program, gen.layout, gen.launches, engine, ptx_text, stats,
-                                  checks=checks)
+                                  checks=checks, plan=gen.launch_plan)
 
 
 BACKEND = CUDABackend()

@@ -57,6 +57,7 @@ class GpuKernel(KernelContext):
         name = identifier(f"k{position}_{node.op.name}{suffix}", max_length=128)
         super().__init__(gen, node, position, name=name)
         gen.launches.append(Launch(self.name, node, kind, work if work is not None else 1))
+        gen.launch_plan.append(len(gen.launches) - 1)
         self.launch = gen.launches[-1]
 
     def make_function(self, name: str) -> ir.Function:
@@ -123,19 +124,65 @@ class GpuNode:
                   step.ta, step.tb, accumulate=step.accumulate, host_slots=tuple(slots))
 
 
-class GpuCodegen(ProgramGenerator):
-    """Kernels + launch plan for a program; `target` is "ptx" or "host" (the emulator)."""
+@dataclass
+class LoopPlan:
+    """A loop in the launch plan (backends/cuda/loops.py): `length` times, the launch `pre`,
+    the body's plan, the launch `post`."""
 
-    def __init__(self, program: Graph, math, target: str) -> None:
+    length: object  # int or sympy expression
+    pre: int
+    body: list
+    post: int
+
+
+def schedule(plan: list, binding: dict) -> Iterator[int]:
+    """The launch indices of a plan in the order they run, loops unrolled for a binding."""
+    from ..kernelgen.binding import size_value
+
+    for entry in plan:
+        if isinstance(entry, int):
+            yield entry
+            continue
+        for _ in range(size_value(entry.length, binding)):
+            yield entry.pre
+            yield from schedule(entry.body, binding)
+            yield entry.post
+
+
+class GpuCodegen(ProgramGenerator):
+    """Kernels + launch plan for a program; `target` is "ptx" or "host" (the emulator).
+
+    `launches` lists every kernel once (the body kernels of loops too); `plan` says in which
+    order they run: a launch index, or a `LoopPlan` repeating a body's plan."""
+
+    def __init__(self, program: Graph, math, target: str, parent: GpuCodegen | None = None,
+                 bound: dict | None = None) -> None:
         self.target = target
-        self.launches: list[Launch] = []
-        self._accessors: dict[str, ir.Function] = {}
-        super().__init__(program, math)
+        self.launch_plan: list = []
+        if parent is None:
+            self.launches: list[Launch] = []
+            self._accessors: dict[str, ir.Function] = {}
+        else:  # a loop body: its launches join the program's list, its launch plan is its own
+            self.launches, self._accessors = parent.launches, parent._accessors
+        super().__init__(program, math, parent, bound)
+        if parent is not None:
+            self.status_slot = parent.status_slot
+            return
         if target == "ptx":
             self.module.triple = "nvptx64-nvidia-cuda"
         self.status_slot = self.layout.new_slot()
         self.layout.scratch[self.status_slot] = 4
         self.layout.status_slot = self.status_slot
+
+    def body(self, program: Graph, bound: dict) -> GpuCodegen:
+        """The generator of a loop body of this program (backends/cuda/loops.py)."""
+        return GpuCodegen(program, self.math, self.target, parent=self, bound=bound)
+
+    def build_body(self) -> None:
+        """Generate the kernels of this (body) program into the module, in its own plan."""
+        for k, node in enumerate(self.program.nodes):
+            if node.op.name not in LEAVES:
+                lowering_for(node, "cuda")(GpuNode(self, node, self.position_base + k))
 
     def accessor(self, register: str, axis: str) -> ir.Function:
         name = f"graphc.gpu.{register}.{axis}"
@@ -164,12 +211,9 @@ class GpuCodegen(ProgramGenerator):
         return g
 
     def build(self) -> ir.Module:
-        from . import kernels_index, kernels_linalg  # noqa: F401  (registers the GPU lowerings)
+        from . import kernels_index, kernels_linalg, loops  # noqa: F401  (the GPU lowerings)
 
-        for k, node in enumerate(self.program.nodes):
-            if node.op.name in LEAVES:
-                continue
-            lowering_for(node, "cuda")(GpuNode(self, node, k))
+        self.build_body()
         self._emit_updates()
         if self.target == "host":
             for launch in self.launches:

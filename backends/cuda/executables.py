@@ -30,7 +30,7 @@ from ..kernelgen.binding import (
     size_value,
     updated_parameter_outputs,
 )
-from .codegen import BLOCK, Launch
+from .codegen import BLOCK, Launch, schedule
 from .device import MAX_BINDINGS, DeviceBinding, DeviceResources
 from .kernels_linalg import TILE
 
@@ -76,9 +76,10 @@ class FiniteChecks:
 def finite_checks(program: Graph, gen) -> FiniteChecks:
     leaves = ("placeholder", "parameter", "constant")
     after: dict = {}
+    ours = {n.uid for n in program.nodes}  # (a loop's body values are checked as its results)
     for i, launch in enumerate(gen.launches[:gen.first_update_launch]):
         node = launch.node
-        if node.op.name not in leaves and node.dtype.kind == "f":
+        if node.uid in ours and node.op.name not in leaves and node.dtype.kind == "f":
             after.pop(next((k for k, n in after.items() if n is node), None), None)
             after[i] = node  # (a node's last launch completes it)
     leaving = [n for n in [*program.outputs, *(v for _, v in program.updates)]
@@ -110,8 +111,10 @@ class EmulatedExecutable(Executable):
     applies_updates = True
 
     def __init__(self, program: Graph, layout, launches: list[Launch], engine, source: str,
-                 stats: dict, checks: FiniteChecks | None = None) -> None:
+                 stats: dict, checks: FiniteChecks | None = None, plan: list | None = None
+                 ) -> None:
         self.program, self.layout, self.launches = program, layout, launches
+        self.plan = plan if plan is not None else list(range(len(launches)))
         self._checks = checks
         self._snapshots = updated_parameter_outputs(program)
         self.engine = engine
@@ -172,7 +175,8 @@ class EmulatedExecutable(Executable):
         def read(node):
             return self._hostsize_value(state, node, binding)
 
-        for i, ((grid, block), driver) in enumerate(zip(state.geometry, self._drivers)):
+        for i in schedule(self.plan, binding):
+            (grid, block), driver = state.geometry[i], self._drivers[i]
             if checks is not None and i == checks.first_update:
                 checks.check_leaving(read)
             driver(state.table_ptr, state.dims_ptr, grid[0], grid[1], grid[2], block[0])
@@ -183,7 +187,7 @@ class EmulatedExecutable(Executable):
             checks.check_leaving(read)
         if ctypes.c_int32.from_address(status_address).value:
             record = list((ctypes.c_int64 * 4).from_address(record_address))
-            raise BackendError(failure_message(self.program, record))
+            raise BackendError(failure_message(self.program, record, self.layout))
         for p, _ in self.program.updates:  # written in place: device copies must follow
             storage = p.attrs["storage"]
             if storage.devices:
@@ -220,10 +224,12 @@ class DeviceExecutable(Executable):
     applies_updates = True
 
     def __init__(self, program: Graph, layout, launches: list[Launch], ptx: str, stats: dict,
-                 use_cublas: bool = True, checks: FiniteChecks | None = None) -> None:
+                 use_cublas: bool = True, checks: FiniteChecks | None = None,
+                 plan: list | None = None) -> None:
         from .runtime import cublas, driver
 
         self.program, self.layout, self.launches = program, layout, launches
+        self.plan = plan if plan is not None else list(range(len(launches)))
         self._checks = checks
         self._snapshots = updated_parameter_outputs(program)
         self.source = ptx
@@ -328,12 +334,14 @@ class DeviceExecutable(Executable):
         def read(node):
             return self._copy_back(table, node, binding)
 
-        for i, (fn, launch, (grid, block)) in enumerate(zip(self._functions, self.launches,
-                                                            state.geometry)):
-            if checks is not None and i - 1 in checks.after and not self._failed(status_ptr):
-                checks.check(checks.after[i - 1], read)
+        prev = None  # the launch before this one
+        for i in schedule(self.plan, binding):
+            fn, launch, (grid, block) = self._functions[i], self.launches[i], state.geometry[i]
+            if checks is not None and prev in checks.after and not self._failed(status_ptr):
+                checks.check(checks.after[prev], read)
             if checks is not None and i == checks.first_update:
                 checks.check_leaving(read)
+            prev = i
             g = launch.gemm
             if self._cublas is not None and g.get("slots") is not None:
                 a, b_, c = (int(table[s]) for s in g["slots"])
@@ -342,9 +350,8 @@ class DeviceExecutable(Executable):
                                   1.0 if g["accumulate"] else 0.0)
                 continue
             self.drv.launch(fn, launch.kernel, grid, block, [state.table_dev, state.dims_dev])
-        if checks is not None and len(self.launches) - 1 in checks.after and \
-                not self._failed(status_ptr):
-            checks.check(checks.after[len(self.launches) - 1], read)
+        if checks is not None and prev in checks.after and not self._failed(status_ptr):
+            checks.check(checks.after[prev], read)
         if checks is not None and checks.first_update == len(self.launches):
             checks.check_leaving(read)
         self.drv.synchronize()
@@ -353,7 +360,7 @@ class DeviceExecutable(Executable):
         if status[0]:
             record = np.zeros(4, dtype=np.int64)
             self.drv.to_host(record.ctypes.data, record_ptr, ERROR_RECORD)
-            raise BackendError(failure_message(self.program, record.tolist()))
+            raise BackendError(failure_message(self.program, record.tolist(), self.layout))
         for device in self._updated:  # the host copy is stale until pulled
             device.newer = True
         input_index = {n.uid: i for i, n in enumerate(self.program.inputs)}

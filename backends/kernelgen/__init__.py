@@ -5,6 +5,8 @@ from here, neither from the other.
 
 * program.py: the slot layout, the kernel context a lowering builds with, the program
   generator (slots, names, the error record, interning of identical functions);
+* loops.py: a scan's control (loop slots, init, per-step slices, ys and carry copies) that
+  the host emits inside one kernel and the GPU splits into control launches;
 * registry.py: the one lowering registry, keyed by op, with per-target overrides;
 * irutil.py: llvmlite helpers (types, constants, counted loops);
 * emitter.py: sympy -> IR for elementwise expressions; elementwise.py: the element of an

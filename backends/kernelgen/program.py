@@ -219,6 +219,8 @@ class ProgramGenerator:
         self.math = math
         self.parent = parent
         self.shared: dict = {}
+        self.loop_results: dict[int, list[int | None]] = {}  # scan uid -> a slot per result
+        self._loop_needs: dict[int, set[int]] | None = None
         self._names: dict[int, str] = {}
         if parent is None:
             self.module = ir.Module(name=ident(program.name))
@@ -247,6 +249,14 @@ class ProgramGenerator:
         self.layout.scratch[slot] = nbytes
         self.shared[key] = slot
         return slot, True
+
+    def loop_needs(self, node: Node) -> set[int]:
+        """The results of a scan node of this program that some scan_output reads."""
+        if self._loop_needs is None:
+            from ..numpy.loops import check_outputs
+
+            self._loop_needs = check_outputs(self.program)
+        return self._loop_needs.get(node.uid, set())
 
     def value_name(self, node: Node) -> str:
         return self._names.get(node.uid, f"v{node.uid}")

@@ -102,16 +102,6 @@ class HostCodegen(ProgramGenerator):
         self.profile = profile
         self.check_finite = check_finite
         self.kernel_names: list[str] = []
-        self.loop_results: dict[int, list[int | None]] = {}  # scan uid -> a slot per result
-        self._loop_needs: dict[int, set[int]] | None = None
-
-    def loop_needs(self, node: Node) -> set[int]:
-        """The results of a scan node of this program that some scan_output reads."""
-        if self._loop_needs is None:
-            from ..numpy.loops import check_outputs
-
-            self._loop_needs = check_outputs(self.program)
-        return self._loop_needs.get(node.uid, set())
 
     def body(self, program, bound: dict) -> HostCodegen:
         """The generator of a loop body of this program (backends/llvm/loops.py)."""

@@ -13,12 +13,7 @@ from graphc import sysinfo
 from graphc.ops import REGISTRY
 from graphc.sysinfo import cuda_devices, libdevice_path, ptxas_path
 from tests.helpers import build_case, case_arrays, run_case
-from tests.op_cases import CASES as ALL_CASES
-
-# loops have no GPU lowering yet (issue 15, docs/scan-plan.md; the llvm backend runs them
-# natively): scan and scan_output are also left out of test_every_op_has_a_gpu_lowering
-CASES = [c for c in ALL_CASES if "no_cuda" not in c.tags]
-
+from tests.op_cases import CASES
 
 EMULATE = {"emulate": True}
 # PTX generation links libdevice where the kernels use transcendentals; ptxas checks the PTX.
@@ -172,7 +167,7 @@ def test_every_op_has_a_gpu_lowering():
     from graphc.backends.kernelgen.registry import Coverage
 
     missing = sorted(set(REGISTRY) - set(Coverage("cuda")) - {"placeholder", "parameter",
-                                                             "constant", "scan", "scan_output"})
+                                                             "constant"})
     assert not missing, f"ops without a GPU lowering: {missing}"
 
 

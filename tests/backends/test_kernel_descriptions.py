@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # leaves have no kernel
 LIBRARY = {"matmul", "scatter_add"}
 LEAVES = {"placeholder", "parameter", "constant"}
-# a loop is control, not a kernel: its lowering calls the body's kernels T times (llvm only
-# so far: backends/llvm/loops.py, docs/scan-plan.md)
+# a loop is control, not a kernel: its lowering repeats the body's kernels T times (the host
+# calls them inside one kernel, the GPU repeats their launches), with the control shared in
+# backends/kernelgen/loops.py (docs/scan-plan.md)
 CONTROL = {"scan", "scan_output"}
 
 
@@ -47,12 +48,15 @@ def test_every_kernel_but_the_library_ones_comes_from_a_description():
             assert op.loops is None, name
             continue
         if name in CONTROL:
+            from graphc.backends.cuda import loops as gpu_loops
             from graphc.backends.llvm import loops as host_loops
 
             node = type("N", (), {"op": op, "loc": None})()
             assert op.loops is None, name
             assert lowering_for(node, "llvm") in (host_loops.lower_scan,
                                                   host_loops.lower_scan_output), name
+            assert lowering_for(node, "cuda") in (gpu_loops.lower_scan,
+                                                  gpu_loops.lower_scan_output), name
             continue
         assert op.loops is not None, f"{name} has no loop-nest description"
         for target in ("llvm", "cuda"):

@@ -7,7 +7,15 @@ import pytest
 import graphc as gc
 
 RNG = np.random.RandomState(0)
-BACKENDS = pytest.mark.parametrize("backend", ["numpy", "llvm"])
+BACKENDS = pytest.mark.parametrize("backend", ["numpy", "llvm", "cuda"])
+EMULATE = {"emulate": True}  # cuda: the GPU kernels and launch plan, run on the host
+
+
+def _compile(*args, backend, **kwargs):
+    """gc.compile on a backend; "cuda" is the emulation (the tests run without a device)."""
+    if backend == "cuda":
+        kwargs["backend_options"] = EMULATE
+    return gc.compile(*args, backend=backend, **kwargs)
 
 
 def _rnn_step(W, U):
@@ -35,7 +43,7 @@ def test_rnn_matches_numpy_with_symbolic_T_and_two_lengths(reverse, backend):
         Wp, Up = gc.parameter("W", W), gc.parameter("U", U)
         hT, ys = gc.scan(_rnn_step(Wp, Up), h0, x, reverse=reverse)
         assert str(ys.shape[0]) == "T" and hT.shape[1] == 4
-        f = gc.compile([x, h0], [hT, ys], backend=backend)
+        f = _compile([x, h0], [hT, ys], backend=backend)
     for T in (1, 6):  # one compiled function, two lengths
         xv, hv = RNG.randn(T, 2, 3), RNG.randn(2, 4)
         got = f(xv, hv)
@@ -43,8 +51,10 @@ def test_rnn_matches_numpy_with_symbolic_T_and_two_lengths(reverse, backend):
             np.testing.assert_allclose(g, r, rtol=1e-12)
     if backend == "numpy":
         assert "_loops[0]" in f.source and "body of a scan" in f.source
-    else:  # the loop is in the native step: one kernel per body node, called T times
+    elif backend == "llvm":  # the loop is in the native step: one kernel per body node
         assert "step.header" in f.source
+    else:  # the host repeats the launches: a loop's control kernels, then the body's
+        assert "scan_pre" in f.source and "scan_post" in f.source
 
 
 @BACKENDS
@@ -61,7 +71,7 @@ def test_pytrees_dict_carry_tuple_xs_and_none_ys(backend):
                 "p": gc.ones((), "float64")}
         carry, ys = gc.scan(step, init, (a, b))
         assert ys is None and set(carry) == {"s", "n", "p"}
-        f = gc.compile([a, b], [carry["s"], carry["n"], carry["p"]], backend=backend)
+        f = _compile([a, b], [carry["s"], carry["n"], carry["p"]], backend=backend)
     av, bv = RNG.randn(5, 2), RNG.randn(5)
     s, n, p = f(av, bv)
     np.testing.assert_allclose(s, av.sum(0))
@@ -81,7 +91,7 @@ def test_length_without_xs_captures_computed_tensors_and_list_ys(backend):
 
         c, (ys, sums) = gc.scan(step, gc.zeros_like(x), length=4)
         assert ys.shape[0] == 4 and sums.shape == (4,)
-        f = gc.compile([x], [c, ys, sums], backend=backend)
+        f = _compile([x], [c, ys, sums], backend=backend)
     xv = RNG.randn(3)
     c, ys, sums = f(xv)
     ref, rows = np.zeros(3), []
@@ -98,7 +108,7 @@ def test_length_zero_returns_init_and_empty_ys(backend):
     with gc.Graph():
         h = gc.placeholder("h", (3,), "float64")
         c, ys = gc.scan(lambda c, _: (c + 1, c), h, length=0)
-        f = gc.compile([h], [c, ys], backend=backend)
+        f = _compile([h], [c, ys], backend=backend)
     c, ys = f(np.arange(3.0))
     np.testing.assert_array_equal(c, np.arange(3.0))
     assert ys.shape == (0, 3)
@@ -114,7 +124,7 @@ def test_nested_scan(backend):
             return c + inner, inner
 
         c, ys = gc.scan(outer, gc.ones((), "float64"), x)
-        f = gc.compile([x], [c, ys], backend=backend)
+        f = _compile([x], [c, ys], backend=backend)
     xv = RNG.randn(3, 4)
     c, rows = 1.0, []
     for r in xv:
@@ -147,22 +157,13 @@ def test_errors_name_the_entry():
             gc.scan(lambda c, x: (c + gc.random.uniform((2,)), None), h, x)
 
 
-def test_cuda_refuses_a_loop_by_name():
-    # (the llvm backend runs loops natively; cuda does not yet: docs/scan-plan.md)
-    with gc.Graph():
-        x = gc.placeholder("x", (5, 2), "float32")
-        c, _ = gc.scan(lambda c, x: (c + x, None), gc.zeros((2,)), x)
-        with pytest.raises(gc.BackendError, match="no lowering for op.*scan"):
-            gc.compile([x], c, backend="cuda", backend_options={"emulate": True})
-
-
 @BACKENDS
 def test_body_is_optimized_by_the_pipeline(backend):
     with gc.Graph():
         x = gc.placeholder("x", (5, 4), "float64")
         c, _ = gc.scan(lambda c, x: (gc.sigmoid(c * 1.0 + x) * 2.0 + 0.0, None),
                        gc.zeros((4,), "float64"), x)
-        f = gc.compile([x], c, backend=backend)
+        f = _compile([x], c, backend=backend)
     (stat,) = [s for s in f.stats["passes"] if s.name == "loop_bodies"]
     assert stat.details["bodies"] == 1
     assert stat.details["nodes_after"] < stat.details["nodes_before"]
@@ -287,9 +288,9 @@ def test_second_order_through_scan():
     gc.check_grad(_second_order_cost, [RNG.randn(3, 2) * 0.7, RNG.randn(2), RNG.randn(2) * 0.7])
 
 
-# the same costs on the llvm backend: the loops (forward and the gradients' reverse loops,
-# nested ones too) run natively and agree with the NumPy backend, whose gradients the tests
-# above check against finite differences
+# the same costs on the native backends (llvm, and cuda's emulation): the loops (forward and
+# the gradients' reverse loops, nested ones too) run natively and agree with the NumPy
+# backend, whose gradients the tests above check against finite differences
 NATIVE_GRADS = {
     "tanh_rnn": (_rnn_cost(False), [(4, 2, 3), (2, 4), (3, 4), (4, 4)], None),
     "tanh_rnn_reverse": (_rnn_cost(True), [(4, 2, 3), (2, 4), (3, 4), (4, 4)], None),
@@ -304,7 +305,8 @@ NATIVE_GRADS = {
 
 @pytest.mark.parametrize("name", list(NATIVE_GRADS))
 @pytest.mark.parametrize("optimize", [True, False], ids=["optimized", "plain"])
-def test_llvm_gradients_match_numpy(name, optimize):
+@pytest.mark.parametrize("native", ["llvm", "cuda"])
+def test_native_gradients_match_numpy(name, optimize, native):
     f, shapes, symbolic = NATIVE_GRADS[name]
     rng = np.random.RandomState(1)
     arrays = [rng.randn(*s) * 0.5 for s in shapes]
@@ -313,13 +315,13 @@ def test_llvm_gradients_match_numpy(name, optimize):
                              else symbolic[i], "float64") for i, s in enumerate(shapes)]
         cost = f(xs)
         outs = [cost, *gc.grad(cost, xs, allow_unused=True)]
-        fns = {b: gc.compile(xs, outs, backend=b, optimize=optimize) for b in ("numpy", "llvm")}
+        fns = {b: _compile(xs, outs, backend=b, optimize=optimize) for b in ("numpy", native)}
     runs = [arrays]
     if symbolic is not None:  # one compiled function, two lengths
         runs.append([a[:2] if s is not None and s[0] == "T" else a
                      for a, s in zip(arrays, symbolic)])
     for args in runs:
-        for got, want in zip(fns["llvm"](*args), fns["numpy"](*args)):
+        for got, want in zip(fns[native](*args), fns["numpy"](*args)):
             assert got.shape == want.shape
             np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
 
@@ -364,9 +366,9 @@ def test_a_length_no_input_binds_is_refused_at_compile_time(backend):
         x = gc.placeholder("x", (4,), "float64")
         c, _ = gc.scan(lambda c, _: (c * 2 + x, None), x, length="K")
         with pytest.raises(gc.ShapeError, match="K, which no input"):
-            gc.compile([x], c, backend=backend)
+            _compile([x], c, backend=backend)
         n = gc.placeholder("n", ("K",), "float64")
-        f = gc.compile([x, n], c, backend=backend)
+        f = _compile([x, n], c, backend=backend)
     np.testing.assert_allclose(f(np.ones(4), np.zeros(3)), np.full(4, 15.0))
 
 
@@ -387,7 +389,7 @@ def test_carries_that_swap_pass_through_or_stay(backend):
 
         init = tuple(gc.constant(np.full(2, v)) for v in (1.0, 2.0, 3.0, 4.0, 5.0))
         carry, ys = gc.scan(step, init, x)
-        f = gc.compile([x, k], [*carry, *ys], backend=backend)
+        f = _compile([x, k], [*carry, *ys], backend=backend)
     for T in (3, 4):
         xv, kv = RNG.randn(T, 2), RNG.randn(2)
         a, b, same, last, cap = (np.full(2, v) for v in (1.0, 2.0, 3.0, 4.0, 5.0))
@@ -408,11 +410,11 @@ def test_a_bad_id_inside_a_loop_names_the_body_node(backend):
         table = gc.parameter("table", np.arange(12.0).reshape(4, 3))
         c, _ = gc.scan(lambda c, i: (c + gc.take(table, i).sum(0), None),
                        gc.zeros((3,), "float64"), ids)
-        f = gc.compile([ids], c, updates={table: table - c.sum() * 0.0}, backend=backend)
+        f = _compile([ids], c, updates={table: table - c.sum() * 0.0}, backend=backend)
     np.testing.assert_allclose(f(np.array([[0, 1], [2, 3]])), [18.0, 22.0, 26.0])
     before = table.value.copy()
     with pytest.raises(gc.BackendError, match=r"9 is outside \[0, 4\)") as err:
         f(np.array([[0, 1], [9, 3]]))
-    if backend == "llvm":  # the body's kernel recorded its own node
+    if backend != "numpy":  # the body's kernel recorded its own node
         assert str(err.value).startswith("the compiled step failed: take:")
     np.testing.assert_array_equal(table.value, before)
