@@ -100,8 +100,9 @@ def _bias(y: Tensor, b) -> Tensor:
     return y + ops.reshape(b, (1, b.shape[0]) + (1,) * (y.ndim - 2))
 
 
-@onnx_op("Conv")
-def _conv(ctx, x, w, b=None):
+def _conv_arguments(ctx, x, w, b):
+    """What Conv and ConvTranspose read alike: the tensors (float only), the number of
+    spatial axes, kernel shape, strides and dilations."""
     x, w = ctx.tensor(x), ctx.tensor(w)
     b = None if b is None else ctx.tensor(b)
     _float(ctx, x, w, b)
@@ -109,6 +110,12 @@ def _conv(ctx, x, w, b=None):
     kernel = [int(k) for k in ctx.attr("kernel_shape", w.shape[2:])]
     strides = [int(s) for s in ctx.attr("strides", [1] * nd)]
     dilations = [int(d) for d in ctx.attr("dilations", [1] * nd)]
+    return x, w, b, nd, kernel, strides, dilations
+
+
+@onnx_op("Conv")
+def _conv(ctx, x, w, b=None):
+    x, w, b, nd, kernel, strides, dilations = _conv_arguments(ctx, x, w, b)
     begin, end = _pads(ctx, x, kernel, strides, dilations)
     if begin != end:
         x, padding = _padded(x, begin, end, None), [0] * nd
@@ -122,13 +129,7 @@ def _conv(ctx, x, w, b=None):
 
 @onnx_op("ConvTranspose")
 def _conv_transpose(ctx, x, w, b=None):
-    x, w = ctx.tensor(x), ctx.tensor(w)
-    b = None if b is None else ctx.tensor(b)
-    _float(ctx, x, w, b)
-    nd = w.ndim - 2
-    kernel = [int(k) for k in ctx.attr("kernel_shape", w.shape[2:])]
-    strides = [int(s) for s in ctx.attr("strides", [1] * nd)]
-    dilations = [int(d) for d in ctx.attr("dilations", [1] * nd)]
+    x, w, b, nd, kernel, strides, dilations = _conv_arguments(ctx, x, w, b)
     out_pad = [int(p) for p in ctx.attr("output_padding", [0] * nd)]
     sizes = list(x.shape[2:])
     full = [(sizes[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 for i in range(nd)]
