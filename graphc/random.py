@@ -26,21 +26,11 @@ import numpy as np
 
 from . import ops
 from .errors import GraphError
-from .ir.shapes import as_dim
 from .ir.tensor import Tensor
 from .ir.types import DEFAULT_FLOAT, as_dtype
+from .ops.creation import as_shape
 
 __all__ = ["bernoulli", "bernoulli_like", "normal", "normal_like", "uniform", "uniform_like"]
-
-
-def _shape(shape) -> tuple:
-    if isinstance(shape, (int, np.integer, str)):
-        shape = (shape,)
-    try:
-        return tuple(as_dim(d) for d in shape)
-    except TypeError:
-        raise GraphError(f"a shape is a sequence of ints and dimension names, got {shape!r}"
-                         ) from None
 
 
 def _float_dtype(dtype, what: str) -> np.dtype:
@@ -64,7 +54,7 @@ def _state(seed, state, name: str) -> Tensor:
 
 def _unit(shape, dtype, seed, state, name: str) -> Tensor:
     """Uniform [0, 1) numbers (24 random bits) of `dtype` and their state."""
-    return ops.random_uniform(_state(seed, state, name), _shape(shape), dtype)
+    return ops.random_uniform(_state(seed, state, name), as_shape(shape), dtype)
 
 
 def uniform(shape, low: float = 0.0, high: float = 1.0, dtype=DEFAULT_FLOAT, seed=None, *,
@@ -87,7 +77,7 @@ def normal(shape, mean: float = 0.0, std: float = 1.0, dtype=DEFAULT_FLOAT, seed
         raise GraphError(f"gc.random.normal: need a finite mean and std >= 0, got "
                          f"mean={mean}, std={std}")
     st = _state(seed, state, "normal_rng")
-    dims = _shape(shape)
+    dims = as_shape(shape)
     u1 = ops.random_uniform(st, dims, np.float64)
     u2 = ops.random_uniform(st, dims, np.float64)
     radius = ops.sqrt(-2.0 * ops.log(1.0 - u1))  # 1 - u1 in (0, 1]: finite

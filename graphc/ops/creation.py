@@ -23,7 +23,8 @@ from .sources import constant
 __all__ = ["arange", "full", "full_like", "ones", "ones_like", "zeros", "zeros_like"]
 
 
-def _shape(shape) -> tuple:
+def as_shape(shape) -> tuple:
+    """A shape argument (an int, a dimension name or a sequence of them) as a tuple of dims."""
     if isinstance(shape, (int, np.integer, str)):
         shape = (shape,)
     if not isinstance(shape, Sequence):
@@ -50,7 +51,7 @@ def full(shape, fill_value, dtype=None) -> Tensor:
     """A tensor of `shape` (ints or dimension names) holding `fill_value` everywhere; the
     dtype follows the value (int64, float32, bool) unless given."""
     dt = _fill_dtype(fill_value, dtype)
-    return broadcast_to(constant(np.asarray(fill_value, dtype=dt)), _shape(shape))
+    return broadcast_to(constant(np.asarray(fill_value, dtype=dt)), as_shape(shape))
 
 
 def zeros(shape, dtype=DEFAULT_FLOAT) -> Tensor:
