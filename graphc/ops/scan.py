@@ -20,6 +20,13 @@ Two ops:
   computes only the results some ``scan_output`` reads; gradients read the histories.
 
 The gradient (scan_grad.py) is another scan running the other way over the histories.
+
+Random ops (``gc.random.*``, dropout in training mode) inside a body draw fresh numbers at
+every step: each random state the body draws from becomes an extra carry entry (after the
+user's carries), so step t draws from the state advanced by t steps' draws, and the enclosing
+graph gives the state parameter the default update ``state + T * (draws per step)``. The
+gradient recomputes the numbers from that carry's history, so its reverse loop sees the forward
+steps' masks. Batch norm in training mode inside a body is refused (see `_refusal`).
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy
 
-from ..errors import GraphError, ShapeError
+from ..errors import GraphError, ShapeError, at
 from ..ir.graph import Graph, get_default_graph, topological
 from ..ir.node import Node
 from ..ir.shapes import as_dim, dims_equal, format_shape
@@ -247,8 +254,17 @@ def inline(body: Graph, inputs: list[Tensor]) -> list[Tensor]:
     """The body's outputs computed from `inputs` (one per body input) in the current graph:
     its nodes copied, each through the op's usual construction."""
     env: dict[int, Tensor] = {n.uid: t for n, t in zip(body.inputs, inputs)}
+    return _copy_nodes(body.outputs, env)
+
+
+def _copy_nodes(roots: list[Node], env: dict[int, Tensor]) -> list[Tensor]:
+    """`roots` rebuilt in the current graph, reading ``env[uid]`` for the nodes it maps (the
+    other leaves must be constants). Random ops are copied with their attributes (stream
+    included) and no default update, so a copy draws the numbers the original drew from the
+    same state."""
     graph = get_default_graph()
-    for n in topological(body.outputs):
+    env = dict(env)
+    for n in topological(roots):
         if n.uid in env:
             continue
         if n.op.name == "constant":
@@ -257,7 +273,150 @@ def inline(body: Graph, inputs: list[Tensor]) -> list[Tensor]:
         if not n.inputs:
             raise GraphError(f"internal: cannot inline the leaf {n.name} of a loop body")
         env[n.uid] = apply(n.op, [env[i.uid] for i in n.inputs], **dict(n.attrs))
-    return [env[o.uid] for o in body.outputs]
+    return [env[o.uid] for o in roots]
+
+
+# -- random states inside a body ---------------------------------------------------------------
+#
+# A random op gives its state parameter the default update ``state + [0, 1]`` (graphc/ops/
+# random.py). Inside a body that update must happen once per *step*, so after tracing, every
+# random state the body draws from stops being a captured input and becomes a carry entry:
+# its initial value is the state parameter, its new value the body's chained updates (``s + [0,
+# k]`` for k draws per step). Step t therefore draws with Philox counter word ``step0 + k*t``
+# (and each draw keeps its own stream), fresh and distinct at every step, on every backend,
+# with no new op. The enclosing graph gets the loop's default update ``state + [0, k*T]``,
+# computed from the per-step increment and T (not read from the loop's final carry: a second
+# draw from the same state before the loop would otherwise re-run the loop when the updates
+# are chained, see graphc/function.py). The gradient's reverse loop re-inlines the body at the
+# saved carry history, the state included, so it sees exactly the numbers (dropout masks) the
+# forward step drew. An inner loop's default update is of the same form (``s + increment``),
+# so nested loops compose. Batch norm in training mode (running statistics updated per call)
+# has no per-step meaning and is refused.
+
+_STATE_TRIGGERS = frozenset({"random_uniform", "scan"})
+
+
+@dataclass
+class _StateCarry:
+    """A random state the body draws from, turned into a carry entry."""
+
+    param: Tensor  # the state parameter, as the loop's init for this carry entry
+    placeholder: Node  # the body placeholder that captured it (now a carry placeholder)
+    new: Node  # the state after one step: placeholder + the increments
+    increments: list[Node]  # body nodes free of placeholders: the per-step increment's terms
+
+    @property
+    def path(self) -> str:
+        return f"random state {_param_name(self.param.node)}"
+
+
+def _param_name(p: Node) -> str:
+    """A parameter's qualified name (``bn.running_mean`` once a module named it)."""
+    return p.attrs["storage"].name if p.op.name == "parameter" else p.name
+
+
+def _refusal(trigger: Node, entries) -> GraphError:
+    """The error for a default update inside a body that is not a random state's: batch norm
+    in training mode (its running statistics), or anything else with a default update."""
+    names = [_param_name(p) for p, _ in entries]
+    prefixes = {n.rpartition(".")[0] for n in names}
+    layer = prefixes.pop() if len(prefixes) == 1 else ""
+    where = f" (layer {layer!r}" if layer else " ("
+    where += f"{', ' if layer else ''}parameters {', '.join(repr(n) for n in names)})"
+    if "batch_norm" in trigger.scope.split("/") or any(
+            n.endswith(("running_mean", "running_var")) for n in names):
+        return GraphError(
+            f"scan: batch norm in training mode inside a scan body{where} is refused: its "
+            "running statistics are a default update applied once per call, and a loop body "
+            "would need one per step. "
+            "Put the layer in eval mode (layer.eval(): it then reads its running statistics), "
+            "use gc.nn.LayerNorm (per-sample statistics, no running state), or apply batch "
+            f"norm outside the loop{at(trigger.loc)}")
+    return GraphError(
+        f"scan: {trigger.op.name} inside a scan body gives default updates{where}, which "
+        "cannot be applied once per step; only random states advance inside a loop"
+        f"{at(trigger.loc)}")
+
+
+def _replace(graph: Graph, root: Node, old: Node, new: Node) -> Node:
+    """`root` rebuilt in `graph` with `new` wherever it read `old`."""
+    mapping = {old.uid: new}
+    for node in topological([root]):
+        if node.uid in mapping or not any(i.uid in mapping for i in node.inputs):
+            continue
+        mapping[node.uid] = graph.make_node(node.op, [mapping.get(i.uid, i) for i in node.inputs],
+                                            node.attrs, loc=node.loc, scope=node.scope)
+    return mapping.get(root.uid, root)
+
+
+def _increments(value: Node, state: Node) -> list[Node]:
+    """The terms c_i of ``value = state + c_1 + c_2 + ...`` (c_i independent of `state`): a
+    random state's update is always such a sum (one ``[0, 1]`` per draw, one ``[0, k*T]`` per
+    inner loop)."""
+    depends: dict[int, bool] = {}
+    for n in topological([value]):
+        depends[n.uid] = n is state or any(depends[i.uid] for i in n.inputs)
+    terms, node = [], value
+    while node is not state:
+        if node.op.name != "add" or len(node.inputs) != 2:
+            raise GraphError(f"internal: the random state {_param_name(state)} is updated by "
+                             f"{node.op.name}, not by an increment")
+        a, b = node.inputs
+        if depends[a.uid] == depends[b.uid]:
+            raise GraphError("internal: a random state's update adds the state to itself")
+        node, other = (a, b) if depends[a.uid] else (b, a)
+        terms.append(other)
+    return terms
+
+
+def _state_carries(body: Graph, capture: _Capture, outs: list[Node]) -> list[_StateCarry]:
+    """The random states the body's outputs draw from, as carry entries (see above); refuses
+    every other default update (batch norm in training mode)."""
+    for trigger, entries in body.default_updates.items():
+        if trigger.op.name not in _STATE_TRIGGERS:
+            raise _refusal(trigger, entries)
+    reach = {n.uid for n in topological(outs)}
+    chains: dict[int, tuple[Node, list[Node]]] = {}
+    for trigger, entries in body.default_updates.items():  # in the order they were built
+        if trigger.uid in reach:  # a draw no output uses does not advance the state
+            for param, value in entries:
+                chains.setdefault(param.uid, (param, []))[1].append(value)
+    states = []
+    for uid, (param, values) in chains.items():
+        ph = capture._by_uid.get(uid)
+        if ph is None:
+            raise GraphError(f"internal: the scan body draws from {_param_name(param)}, "
+                             "which it did not capture")
+        new = values[0]
+        for later in values[1:]:  # each later draw reads the state the earlier one left
+            new = _replace(body, later, ph, new)
+        outer = capture.outer[capture.placeholders.index(ph)]
+        states.append(_StateCarry(outer, ph, new, _increments(new, ph)))
+    return states
+
+
+def _steps(T) -> Tensor:
+    """T as an int64 scalar tensor: a constant, or for a symbolic T the `numel` of a broadcast
+    zero of shape (T,), which reads only its input's shape when the step runs."""
+    from .creation import full
+    from .reduce import numel
+
+    if isinstance(T, (int, np.integer)) or (isinstance(T, sympy.Expr) and T.is_Integer):
+        return constant(np.int64(int(T)))
+    return numel(full((T,), 0, np.int64), 0, np.int64)
+
+
+def _advance(loop: Tensor, state: _StateCarry, T) -> None:
+    """Give the state parameter the loop's default update: ``state + T * increment``."""
+    from .elementwise import add, mul
+
+    with loop.graph:
+        terms = _copy_nodes(state.increments, {})
+        step = terms[0]
+        for term in terms[1:]:
+            step = add(step, term)
+        value = add(state.param, mul(step, _steps(T)))
+    loop.graph.add_default_update(loop.node, state.param.node, value.node)
 
 
 def _length(xs_leaves: list[Tensor], xs_paths: list[str], length):
@@ -333,18 +492,24 @@ def scan(fn: Callable, init, xs=None, length=None, reverse: bool = False):
                 outs.append(captured(_as_tensor(v, p)).node)
         finally:
             body.capture = None
-    if body.default_updates:
-        raise GraphError("scan: random ops, dropout and batch norm in training mode inside a "
-                         "scan body are not supported yet (their state would not advance per "
-                         "step); use them outside the loop, or batch norm in eval mode")
-    body.inputs = [t.node for t in c_in + x_in] + capture.placeholders
-    body.outputs = outs
+    n_user = len(c_leaves)
+    states = _state_carries(body, capture, outs)
+    body.default_updates = {}
+    moved = {s.placeholder.uid for s in states}
+    kept = [(t, ph) for t, ph in zip(capture.outer, capture.placeholders) if ph.uid not in moved]
+    body.inputs = ([t.node for t in c_in] + [s.placeholder for s in states] +
+                   [t.node for t in x_in] + [ph for _, ph in kept])
+    body.outputs = outs[:n_user] + [s.new for s in states] + outs[n_user:]
     body.set_nodes(topological(body.outputs + body.inputs))
-    body.meta["paths"] = c_paths + x_paths + [f"captured {t.name}" for t in capture.outer]
+    body.meta["paths"] = (c_paths + [s.path for s in states] + x_paths +
+                          [f"captured {t.name}" for t, _ in kept])
 
-    loop = apply(SCAN, [*c_leaves, *x_leaves, *capture.outer], body=body,
-                 n_carry=len(c_leaves), n_xs=len(x_leaves), length=T, reverse=reverse)
-    nc, ny = len(c_leaves), len(y_leaves)
-    final = [loop_output(loop, i) for i in range(nc)]
-    ys = [loop_output(loop, nc + j) for j in range(ny)]
+    nc = n_user + len(states)
+    loop = apply(SCAN, [*c_leaves, *[s.param for s in states], *x_leaves,
+                        *[t for t, _ in kept]],
+                 body=body, n_carry=nc, n_xs=len(x_leaves), length=T, reverse=reverse)
+    for state in states:
+        _advance(loop, state, T)
+    final = [loop_output(loop, i) for i in range(n_user)]
+    ys = [loop_output(loop, nc + j) for j in range(len(y_leaves))]
     return c_tree.unflatten(final), y_tree.unflatten(ys)

@@ -10,6 +10,10 @@ reverse body, and produces ``c_bar <- d/dc[t] (+ the history's own cotangent at 
 ``k_bar <- k_bar + d/dk`` and, as its y, ``x_bar[t] = d/dxs[t]``. Its final carry is the
 gradient for `init` and the captured tensors; its ys, the gradient for `xs`.
 
+Random ops in the forward body read its random-state carry (graphc/ops/scan.py), so the inlined
+body at the saved history ``c[t]`` draws exactly what the forward step t drew (its dropout
+masks, its noise): nothing random is saved, and random numbers are constants for ``gc.grad``.
+
 The reverse loop is an ordinary scan, so it is optimized, drawn, saved and differentiated
 again like any other (a second derivative reads *its* histories).
 """
