@@ -3,19 +3,25 @@ of its own (fold, stabilize, simplify, CSE, fusion, memory planning of its buffe
 
 Bodies nest (a scan in a scan's body): the pipeline run on a body runs this pass on it first.
 A body optimized once is marked (``meta["optimized"]``) so that later rounds leave it alone;
-scan nodes sharing one body keep sharing the optimized one. Loop-invariant hoisting is not
-done yet (docs/scan-plan.md).
+scan nodes sharing one body keep sharing the optimized one. A body gets the passes its program
+gets: switching a pass off (``exclude=["hoist"]``, ``GRAPHC_DISABLE_PASSES``) switches it off in
+every body too. Loop-invariant hoisting runs before this pass (passes/hoist.py), so a body is
+optimized once it holds only the work that varies from step to step.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from graphc.ir.graph import Graph
 
 from .rewrite import Match, RuleSet, run_to_fixpoint
 
 
-def loop_bodies_program(program: Graph) -> tuple[Graph, dict]:
-    """Replace each scan node by one holding its optimized body."""
+def loop_bodies_program(program: Graph, passes: Iterable[str] | None = None
+                        ) -> tuple[Graph, dict]:
+    """Replace each scan node by one holding its optimized body (optimized by `passes`,
+    pipeline names; None: the whole pipeline)."""
     from graphc.ir.tensor import apply
     from graphc.ops.scan import SCAN
 
@@ -33,7 +39,7 @@ def loop_bodies_program(program: Graph) -> tuple[Graph, dict]:
         if body.meta.get("optimized"):
             return None
         if id(body) not in done:
-            new, _ = optimize_program(body)
+            new, _ = optimize_program(body, passes=passes)
             new.meta["optimized"] = True
             new.meta.setdefault("paths", body.meta.get("paths"))
             done[id(body)] = new

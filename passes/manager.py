@@ -2,10 +2,12 @@
 
 Default pipeline (each a named pass; rewrite stages run their rules to a fixpoint):
 
-    loop_bodies -> canonicalize -> fold -> stabilize -> simplify -> cse -> dce -> fuse
-    -> plan_memory
+    hoist -> loop_bodies -> canonicalize -> fold -> stabilize -> simplify -> cse -> dce
+    -> fuse -> plan_memory
 
-(`loop_bodies` runs this same pipeline on the body of every scan.)
+(`hoist` moves loop-invariant work and input projections out of scan bodies, passes/hoist.py;
+`loop_bodies` then runs this same pipeline, with the same passes switched off, on the body of
+every scan.)
 
 Switch passes off by name (``gc.optimize(..., exclude=["fuse"])`` or the environment variable
 ``GRAPHC_DISABLE_PASSES=fuse,simplify``). Set ``GRAPHC_DUMP_PASSES=some/dir`` to write the graph
@@ -29,6 +31,7 @@ from .bodies import loop_bodies_program
 from .canonicalize import CANONICALIZE
 from .fold import FOLD
 from .fuse import fuse_program
+from .hoist import hoist_program
 from .memory import memory_program
 from .rewrite import RuleSet, rebuild, remap_program, run_to_fixpoint
 from .simplify import SIMPLIFY, simplify_program
@@ -83,6 +86,7 @@ def dce_program(program: Graph) -> tuple[Graph, dict]:
 
 # Each stage also runs the canonicalization rules, which clean up what its rewrites leave.
 PIPELINE: list[tuple[str, Callable[[Graph], tuple[Graph, dict]]]] = [
+    ("hoist", hoist_program),
     ("loop_bodies", loop_bodies_program),
     ("canonicalize", _stage(CANONICALIZE)),
     ("fold", _stage(_merged("fold", FOLD, CANONICALIZE))),
@@ -121,10 +125,14 @@ def optimize_program(program: Graph, passes: Iterable[str] | None = None,
         _dumps += 1
         dump = Path(dump) / f"{_dumps:03d}_{_safe_name(program.name)}"
         _dump(program, Path(dump), 0, "input", pictures)
-    for k, name in enumerate(_selected(passes, exclude), start=1):
+    selected = _selected(passes, exclude)
+    for k, name in enumerate(selected, start=1):
         before = len(program.nodes)
         started = time.perf_counter()
-        program, details = table[name](program)
+        if name == "loop_bodies":  # bodies get the passes this program gets
+            program, details = loop_bodies_program(program, passes=selected)
+        else:
+            program, details = table[name](program)
         fired = details.pop("fired", {})
         stats.append(PassStat(name, before, len(program.nodes), time.perf_counter() - started,
                               fired, details))

@@ -297,17 +297,22 @@ def test_closing_the_emulated_executable_drops_buffers_and_machine_code():
         fn(*_feed(1))
 
 
-def test_a_loop_repeats_its_launches_on_the_device(fake):
+@pytest.mark.parametrize("hoist", [False, True])
+def test_a_loop_repeats_its_launches_on_the_device(fake, hoist):
     """A scan's launch plan on the device: `enter` once, then T times `pre`, the body's
-    launches and `post` (T from the binding: one compiled function for every length). A body
-    GEMM reading an x slice (whose pointer `pre` writes into the device table) launches the
-    tiled kernel; one on whole buffers may call cuBLAS."""
+    launches and `post` (T from the binding: one compiled function for every length). Without
+    hoisting, a body GEMM reading an x slice (whose pointer `pre` writes into the device table)
+    launches the tiled kernel; one on whole buffers may call cuBLAS. With hoisting, the input
+    projection xt @ W is one cuBLAS product over all steps before the loop."""
+    from graphc.passes import PASS_NAMES
+
     rng = np.random.default_rng(0)
     x = gc.placeholder("x", ("T", 2, 3))
     W = gc.parameter("W", rng.normal(size=(3, 4)).astype(np.float32))
     U = gc.parameter("U", rng.normal(size=(4, 4)).astype(np.float32))
     h, _ = gc.scan(lambda h, xt: (gc.tanh(xt @ W + h @ U), None), gc.zeros((2, 4)), x)
-    fn = gc.compile([x], h, backend="cuda", backend_options=OPTIONS)
+    passes = PASS_NAMES if hoist else [p for p in PASS_NAMES if p != "hoist"]
+    fn = gc.compile([x], h, backend="cuda", backend_options=OPTIONS, optimize=passes)
     for T in (3, 5):
         fake.launches.clear()
         fake.blas.gemms = 0
@@ -316,8 +321,9 @@ def test_a_loop_repeats_its_launches_on_the_device(fake):
         assert sum(n.endswith("_scan_enter") for n in names) == 1
         assert sum(n.endswith("_scan_pre") for n in names) == T
         assert sum(n.endswith("_scan_post") for n in names) == T
-        assert sum(n.endswith("_gemm") for n in names) == T  # xt @ W: the tiled kernel
-        assert fake.blas.gemms == T  # h @ U: cuBLAS
+        # xt @ W: the tiled kernel per step, or one hoisted cuBLAS product
+        assert sum(n.endswith("_gemm") for n in names) == (0 if hoist else T)
+        assert fake.blas.gemms == (T + 1 if hoist else T)  # h @ U: cuBLAS
         pres = [i for i, n in enumerate(names) if n.endswith("_scan_pre")]
         posts = [i for i, n in enumerate(names) if n.endswith("_scan_post")]
         assert all(p + 1 < q for p, q in zip(pres, posts))  # the body runs between them
