@@ -149,7 +149,7 @@ def test_kernel_profile():
 def test_kernels_that_differ_only_in_their_buffers_are_one_function():
     """An unrolled RNN repeats the same kernels at every step: each is generated once and
     called with the slots of each step; training still matches NumPy."""
-    rnn, head = gc.nn.RNN(3, 8, batch_first=True, rng=0), gc.nn.Linear(8, 1, rng=1)
+    rnn, head = gc.nn.RNN(3, 8, batch_first=True, rng=0, unroll=True), gc.nn.Linear(8, 1, rng=1)
     with gc.Graph("rnn"):
         x = gc.placeholder("x", ("N", 10, 3))
         y = gc.placeholder("y", ("N", 1))

@@ -241,7 +241,7 @@ def test_rnn_lstm_gru_match_numpy_recurrences():
         return tuple(getattr(m, f"{n}_l{k}").value
                      for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 
-    rnn = nn.RNN(2, H, batch_first=True, rng=0)
+    rnn = nn.RNN(2, H, batch_first=True, rng=0, unroll=True)
     (outs, last), fn = run(rnn, x)
     Wi, Wh, bi, bh = params(rnn)
     h = np.zeros((3, H))
@@ -310,11 +310,11 @@ def test_rnn_pytorch_layout_layers_and_initial_state():
             nn.LSTM(F_, H)(gc.placeholder("x", (T, "N", F_)), gc.placeholder("h", (1, "N", H)))
 
 
-def test_rnn_needs_a_static_sequence_length():
+def test_an_unrolled_rnn_needs_a_static_sequence_length():
     with gc.Graph():
         x = gc.placeholder("x", ("T", "N", 2))
         with pytest.raises(gc.GraphError, match="static sequence length"):
-            nn.RNN(2, 3)(x)
+            nn.RNN(2, 3, unroll=True)(x)
 
 
 def test_residual_block_keeps_or_projects_the_shortcut():
