@@ -136,6 +136,9 @@ def rnn(out: str) -> dict:
         v[f"{cell}_mse"], v[f"{cell}_within"], v[f"{cell}_first"], v[f"{cell}_last"] = one(
             out, rf"\b{cell} \(\d+ parameters\): test MSE {NUM}, {NUM}% of test sums within 0\.1 "
                  rf"\(train loss {NUM} -> {NUM}")
+        # the evaluation function compiled for any T, on sequences twice as long
+        _, v[f"{cell}_long_mse"] = one(out, rf"\b{cell} on {NUM}-step sequences \(the same "
+                                             rf"compiled function\): test MSE {NUM}")
     return v
 
 
@@ -162,6 +165,9 @@ def seq2seq(out: str) -> dict:
                                                rf"token accuracy {NUM}")
     v["sequence_accuracy"], v["token_accuracy"], v["test_sequences"] = one(
         out, rf"test sequence accuracy {NUM}, token accuracy {NUM} \({NUM} test sequences")
+    # the greedy decoder compiled once for a symbolic length, run on each length's group
+    (v["decoded_lengths"],) = one(out, rf"greedy decoding by one compiled function for {NUM} "
+                                       r"lengths")
     v["attention_focus"], v["uniform_focus"] = one(
         out, rf"attention on input positions holding the written digit: {NUM} of the weight "
              rf"\(uniform weights: {NUM}\)")
@@ -176,6 +182,12 @@ def transformer_text(out: str) -> dict:
     unigram, bigram = one(out, rf"unigram perplexity {NUM}, bigram perplexity {NUM}")
     (ppl,) = one(out, rf"val perplexity {NUM} \(")
     return {"loss": losses, "unigram_ppl": unigram, "bigram_ppl": bigram, "val_ppl": ppl}
+
+
+def char_lm(out: str) -> dict:
+    v = transformer_text(out)  # the same lines: step losses, baselines, val perplexity
+    v["samples"] = float(len(every(out, rf"sample at temperature {NUM}:\nReturn the ")))
+    return v
 
 
 def vae(out: str) -> dict:
@@ -302,7 +314,8 @@ EXAMPLE_TABLE = [
                     "the classifier read all 1000 samples": lambda v: sum(v["counts"]) == 1000},
             tol={"counts": dict(rtol=0, atol=20)}),  # 2% of the samples may change class
     Example("rnn.py", rnn, ["rnn_adding"],
-            ranges={"mean_mse": (0.1, 0.25), "RNN_within": (5, 100), "LSTM_within": (5, 100)},
+            ranges={"mean_mse": (0.1, 0.25), "RNN_within": (5, 100), "LSTM_within": (5, 100),
+                    "RNN_long_mse": (0, 1), "LSTM_long_mse": (0, 1)},
             claims={"both cells beat predicting the mean": lambda v: max(
                         v["RNN_mse"], v["LSTM_mse"]) < v["mean_mse"],
                     "both training losses fall by 20%": lambda v: v["RNN_last"] <
@@ -325,7 +338,7 @@ EXAMPLE_TABLE = [
     Example("seq2seq.py", seq2seq, ["seq2seq_attention.png", "seq2seq_greedy"],
             ranges={"token_accuracy": (0.6, 1), "sequence_accuracy": (0.3, 1),
                     "baseline_token_accuracy": (0.2, 0.4), "test_sequences": (1000, 1000),
-                    "examples": (4, 5)},
+                    "examples": (4, 5), "decoded_lengths": (5, 5)},
             claims={"greedy decoding beats the positional baseline by 0.3": lambda v:
                     v["token_accuracy"] > v["baseline_token_accuracy"] + 0.3,
                     "attention looks where the digit is: twice the uniform share": lambda v:
@@ -346,6 +359,13 @@ EXAMPLE_TABLE = [
             ranges={"val_ppl": (1, 16), "unigram_ppl": (15, 40), "bigram_ppl": (8, 20)},
             claims={"it beats counting single characters by 20%": lambda v:
                     v["val_ppl"] < 0.8 * v["unigram_ppl"],
+                    "the training loss falls by 20%": lambda v:
+                    v["loss"][-1] < 0.8 * v["loss"][0]}),
+    Example("char_lm.py", char_lm, ["char_lm_forward"],
+            ranges={"val_ppl": (1, 20), "unigram_ppl": (20, 35), "bigram_ppl": (10, 20),
+                    "samples": (2, 2)},
+            claims={"it beats counting character pairs": lambda v:
+                    v["val_ppl"] < v["bigram_ppl"],
                     "the training loss falls by 20%": lambda v:
                     v["loss"][-1] < 0.8 * v["loss"][0]}),
     Example("vae.py", vae, ["vae_samples.png", "vae_manifold.png", "vae_latent.png",
