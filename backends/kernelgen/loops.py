@@ -24,6 +24,16 @@ Captured placeholders are the loop's input slots themselves. Carries, ys and his
 per-loop scratch slots (ys and histories T x their size, T evaluated with the other sizes when
 a binding is made): one compilation serves every T when T is symbolic, and with a static T the
 code does not grow with it. A scan inside a body lowers the same way, recursively.
+
+The host target also avoids the copies (`plan_in_place`): a y output whose body buffer holds
+nothing else at the step's end is computed *in* ``ys_j[t]`` (``before_step`` points that body
+slot there, as it does the x slots), and a new carry computed into a body buffer takes the
+carry's place by a pointer swap of the two slots (``after_step``) — the body buffer (exactly
+the carry's size: the memory plan sizes buffers exactly) becomes next step's carry and the old
+carry's memory next step's body buffer. Pointers of swapped slots change every step, so the
+control reloads them where it uses them (`Pointers`). The GPU target keeps the copies (cuBLAS
+reads its operands' pointers from the host's table, which the device-side control does not
+update).
 """
 
 from __future__ import annotations
@@ -36,9 +46,11 @@ from graphc.ir.node import Node
 from graphc.ir.shapes import as_dim
 from graphc.passes.memory import nbytes
 
-from .irutil import I8, i64, memcpy
+from .irutil import I8, PTR, i64, memcpy
+from .program import LEAVES
 
-__all__ = ["LoopBuffers", "after_step", "before_step", "enter", "loop_buffers", "step_index"]
+__all__ = ["LoopBuffers", "Pointers", "after_step", "before_step", "enter", "loop_buffers",
+           "plan_in_place", "step_index"]
 
 
 @dataclass
@@ -59,10 +71,39 @@ class LoopBuffers:
     y_sizes: list
     x_sizes: list
     bound: dict[int, int] = field(default_factory=dict)  # body placeholder uid -> slot
+    # (plan_in_place, host only) y index -> the body slot pointed at ys[t] each step
+    ys_in_place: dict[int, int] = field(default_factory=dict)
+    # (plan_in_place, host only) carry index -> the body slot its pointer is swapped with
+    swapped: dict[int, int] = field(default_factory=dict)
+    # (host only) carries the body updates in their own slot (C += A @ B): no copy, no swap
+    updated_in_place: set[int] = field(default_factory=set)
 
     @property
     def body(self):
         return self.node.attrs["body"]
+
+
+class Pointers:
+    """How the control reaches a slot's pointer. By default once per kernel, in its entry
+    block (`KernelContext.slot_ptr`); with ``fresh`` (the host's loop with in-place ys or
+    swapped carries, whose slots change every step) loaded where it is used: the body kernels
+    called in between may have changed the table, so LLVM keeps the load in the loop."""
+
+    def __init__(self, ctx, fresh: bool = False) -> None:
+        self.ctx, self.fresh = ctx, fresh
+        self._addresses: dict[int, ir.Value] = {}
+
+    def address(self, slot: int) -> ir.Value:
+        """Where the slot's pointer is stored (computed once, in the entry block)."""
+        if slot not in self._addresses:
+            with self.ctx.b.goto_entry_block():
+                self._addresses[slot] = self.ctx.slot_address(slot)
+        return self._addresses[slot]
+
+    def __call__(self, slot: int, name: str) -> ir.Value:
+        if not self.fresh:
+            return self.ctx.slot_ptr(slot, name)
+        return self.ctx.b.load(self.address(slot), typ=PTR, name=name)
 
 
 def loop_buffers(node: Node, gen) -> LoopBuffers:
@@ -99,6 +140,37 @@ def loop_buffers(node: Node, gen) -> LoopBuffers:
                        h_slots, staged, c_sizes, y_sizes, x_sizes, bound)
 
 
+def plan_in_place(lb: LoopBuffers, sub) -> None:
+    """Decide which ys are computed in place in ``ys_j[t]`` and which carries are pointer-
+    swapped with the body buffer of their new value (host target; `sub`: the body's
+    generator, whose slots are the body's buffers).
+
+    A body buffer is claimed at most once: two outputs on one buffer (the same node twice, or
+    a reshape of another output) leave the second to a copy, which reads the buffer before
+    any swap. Leaves (the identity carry, an x slice, a captured tensor, a constant) are
+    copied as before.
+    """
+    body, nc = lb.body, lb.n_carry
+    claimed: set[int] = set()
+
+    def body_slot(out) -> int | None:
+        if out.op.name in LEAVES:
+            return None
+        slot = sub.layout.slot_of[out.uid]
+        return None if slot in claimed else slot
+
+    for j, y in enumerate(lb.y_slots):
+        slot = body_slot(body.outputs[nc + j]) if y is not None else None
+        if slot is not None:
+            claimed.add(slot)
+            lb.ys_in_place[j] = slot
+    for i, out in enumerate(body.outputs[:nc]):
+        slot = body_slot(out) if i not in lb.updated_in_place else None
+        if slot is not None:
+            claimed.add(slot)
+            lb.swapped[i] = slot
+
+
 def step_index(ctx, lb: LoopBuffers, s: ir.Value) -> ir.Value:
     """t: the position in xs / ys of step s (T-1-s for a reverse loop)."""
     if not lb.reverse:
@@ -107,8 +179,8 @@ def step_index(ctx, lb: LoopBuffers, s: ir.Value) -> ir.Value:
     return b.sub(b.sub(ctx.dim(lb.length), i64(1)), s, name="t")
 
 
-def _at(ctx, base: ir.Value, t: ir.Value, size) -> ir.Value:
-    return ctx.b.gep(base, [ctx.b.mul(t, ctx.dim(size))], source_etype=I8)
+def _at(ctx, base: ir.Value, t: ir.Value, size, name: str = "") -> ir.Value:
+    return ctx.b.gep(base, [ctx.b.mul(t, ctx.dim(size))], source_etype=I8, name=name)
 
 
 def enter(ctx, lb: LoopBuffers) -> None:
@@ -118,24 +190,28 @@ def enter(ctx, lb: LoopBuffers) -> None:
                ctx.dim(lb.c_sizes[i]))
 
 
-def before_step(ctx, lb: LoopBuffers, t: ir.Value) -> None:
-    """Save the carries that entered step t (histories) and point the body's x placeholders
-    at ``xs_j[t]`` (the pointer written into the slot table)."""
+def before_step(ctx, lb: LoopBuffers, t: ir.Value, ptr: Pointers | None = None) -> None:
+    """Save the carries that entered step t (histories), point the body's x placeholders at
+    ``xs_j[t]`` and the in-place ys' body slots at ``ys_j[t]`` (pointers written into the
+    slot table)."""
     b = ctx.b
+    ptr = ptr or Pointers(ctx)
     for i, h in enumerate(lb.h_slots):
         if h is not None:
             memcpy(b, ctx.module, _at(ctx, ctx.slot_ptr(h, f"history{i}"), t, lb.c_sizes[i]),
-                   ctx.slot_ptr(lb.carry_slots[i], f"carry{i}"), ctx.dim(lb.c_sizes[i]))
+                   ptr(lb.carry_slots[i], f"carry{i}"), ctx.dim(lb.c_sizes[i]))
     for j, slot in enumerate(lb.x_slots):
-        with b.goto_entry_block():
-            address = ctx.slot_address(slot)
-        b.store(_at(ctx, ctx.in_ptr(lb.n_carry + j), t, lb.x_sizes[j]), address)
+        b.store(_at(ctx, ctx.in_ptr(lb.n_carry + j), t, lb.x_sizes[j]), ptr.address(slot))
+    for j, slot in lb.ys_in_place.items():
+        b.store(_at(ctx, ctx.slot_ptr(lb.y_slots[j], f"ys{j}"), t, lb.y_sizes[j],
+                    f"ys{j}.in_place"), ptr.address(slot))
 
 
-def after_step(ctx, lb: LoopBuffers, sub, t: ir.Value) -> None:
+def after_step(ctx, lb: LoopBuffers, sub, t: ir.Value, ptr: Pointers | None = None) -> None:
     """Stack the ys of step t and make the new carries the carries. `sub`: the body's
-    generator (where its values are)."""
+    generator (where its values are). Every copy reads before any pointer swap."""
     b, body, nc = ctx.b, lb.body, lb.n_carry
+    ptr = ptr or Pointers(ctx)
     x_index = {p.uid: j for j, p in enumerate(body.inputs[nc:nc + lb.n_xs])}
     carry_index = {p.uid: i for i, p in enumerate(body.inputs[:nc])}
 
@@ -144,18 +220,23 @@ def after_step(ctx, lb: LoopBuffers, sub, t: ir.Value) -> None:
         if out.uid in x_index:  # an x slice passed through
             j = x_index[out.uid]
             return _at(ctx, ctx.in_ptr(nc + j), t, lb.x_sizes[j])
-        return ctx.slot_ptr(sub.layout.slot_of[out.uid], sub.value_name(out))
+        return ptr(sub.layout.slot_of[out.uid], sub.value_name(out))
 
     for j, y in enumerate(lb.y_slots):
-        if y is not None:
+        if y is not None and j not in lb.ys_in_place:
             memcpy(b, ctx.module, _at(ctx, ctx.slot_ptr(y, f"ys{j}"), t, lb.y_sizes[j]),
                    value(body.outputs[nc + j]), ctx.dim(lb.y_sizes[j]))
     stage = {i: ctx.slot_ptr(s, f"stage{i}") for i, s in lb.staged.items()}
     for i, dst in stage.items():
         memcpy(b, ctx.module, dst, value(body.outputs[i]), ctx.dim(lb.c_sizes[i]))
     for i, out in enumerate(body.outputs[:nc]):
-        if carry_index.get(out.uid) == i:
-            continue  # the identity
+        if carry_index.get(out.uid) == i or i in lb.swapped or i in lb.updated_in_place:
+            continue  # the identity; a swap, below; updated where it is
         src = stage[i] if i in stage else value(out)
-        memcpy(b, ctx.module, ctx.slot_ptr(lb.carry_slots[i], f"carry{i}"), src,
+        memcpy(b, ctx.module, ptr(lb.carry_slots[i], f"carry{i}"), src,
                ctx.dim(lb.c_sizes[i]))
+    for i, slot in lb.swapped.items():
+        carry, new = ptr.address(lb.carry_slots[i]), ptr.address(slot)
+        old = b.load(carry, typ=PTR, name=f"carry{i}.old")
+        b.store(b.load(new, typ=PTR, name=f"carry{i}.new"), carry)
+        b.store(old, new)

@@ -47,6 +47,7 @@ class HostKernel(KernelContext):
     returning its status (0: fine), called by the entry function."""
 
     target = "llvm"
+    profile_index = -1  # its profile counter (HostCodegen.kernel_names), when profiling
 
     def kernel(self, suffix: str = "", work=None, kind: str = "grid") -> HostKernel:
         """Where a lowering builds its next kernel: on the host, this same function (the
@@ -99,26 +100,43 @@ class HostCodegen(ProgramGenerator):
     def __init__(self, program, math, profile: bool = False, check_finite: bool = False,
                  parent: HostCodegen | None = None, bound: dict | None = None) -> None:
         super().__init__(program, math, parent, bound)
-        self.profile = profile
+        self.root: HostCodegen = parent.root if parent is not None else self
+        self.profile = profile if parent is None else parent.profile
         self.check_finite = check_finite
-        self.kernel_names: list[str] = []
+        self.kernel_names: list[str] = []  # the profile's counters, by index (root only)
+        self.profile_slot = -1
+
+    def profile_entry(self, name: str) -> int:
+        """Reserve the index of a profile counter named `name` (a loop body's kernels get
+        their own, next to the loop's)."""
+        names = self.root.kernel_names
+        names.append(name)
+        return len(names) - 1
 
     def body(self, program, bound: dict) -> HostCodegen:
         """The generator of a loop body of this program (backends/llvm/loops.py)."""
         return HostCodegen(program, self.math, parent=self, bound=bound)
 
-    def body_kernels(self) -> list[tuple[int, ir.Function, ir.Value]]:
+    def body_kernels(self, prefix: str = "", overrides: dict | None = None,
+                     ) -> list[tuple[int, ir.Function, ir.Value, int]]:
         """Every kernel of this (body) program, generated into the module: (position,
-        function, its constant slot_ids table), in schedule order."""
+        function, its constant slot_ids table, its profile counter or -1), in schedule
+        order. `prefix`: the loop's kernel name, which the profile shows before the body
+        kernel's (``k12.scan/k40.matmul``). `overrides`: node uid -> the lowering the loop
+        uses instead of the op's, or None for no kernel (a carry accumulated in place)."""
         out = []
+        overrides = overrides or {}
         for k, node in enumerate(self.program.nodes):
-            if node.op.name in LEAVES:
+            if node.op.name in LEAVES or overrides.get(node.uid, True) is None:
                 continue
             position = self.position_base + k
             ctx = HostKernel(self, node, position)
-            lowering_for(node, "llvm")(ctx)
+            ctx.profile_index = self.profile_entry("") if self.profile else -1
+            (overrides.get(node.uid) or lowering_for(node, "llvm"))(ctx)
             ctx.finish()
-            out.append((position, self.intern(ctx.fn), self._slot_ids(ctx)))
+            if self.profile:
+                self.root.kernel_names[ctx.profile_index] = f"{prefix}/{ctx.name}"
+            out.append((position, self.intern(ctx.fn), self._slot_ids(ctx), ctx.profile_index))
         return out
 
     def build(self) -> ir.Module:
@@ -130,17 +148,17 @@ class HostCodegen(ProgramGenerator):
         kernels = [(k, n) for k, n in enumerate(self.program.nodes) if n.op.name not in LEAVES]
         if self.profile:  # cycles spent in each kernel, accumulated in a scratch slot
             self.profile_slot = self.layout.new_slot()
-            self.layout.scratch[self.profile_slot] = 8 * max(len(kernels), 1)
             counters = b.load(b.gep(entry.args[0], [i64(self.profile_slot)], source_etype=PTR),
                               typ=PTR, name="profile")
             clock = self.module.declare_intrinsic("llvm.readcyclecounter", (), ir.FunctionType(
                 I64, []))
-        for j, (k, node) in enumerate(kernels):
+        for k, node in kernels:
             lowering = lowering_for(node, "llvm")
             ctx = HostKernel(self, node, k)
+            j = ctx.profile_index = self.profile_entry("")
             lowering(ctx)
             ctx.finish()
-            self.kernel_names.append(ctx.name)
+            self.kernel_names[j] = ctx.name
             kernel = self.intern(ctx.fn)
             slot_ids = self._slot_ids(ctx)
             if self.profile:
@@ -163,6 +181,8 @@ class HostCodegen(ProgramGenerator):
                     self._stop_unless(b, entry, b.not_(bad), k, ir.Constant(I32, FAILED_INF))
         self._emit_updates(b, entry)
         b.ret(ir.Constant(I32, 0))
+        if self.profile:  # (a loop's body kernels have counters too: sized at the end)
+            self.layout.scratch[self.profile_slot] = 8 * max(len(self.kernel_names), 1)
         return self.module
 
     def _stop_unless(self, b: ir.IRBuilder, entry: ir.Function, ok: ir.Value, position: int,
