@@ -32,8 +32,9 @@ no (T, ...) buffer; a feeder the body also reads is recomputed there. Captured a
 the body no longer reads leave the loop. Nested loops are done inside out: an inner body's
 invariants land in the outer body, where they may be invariant again and move further out.
 
-Where it runs: first in the pipeline, before `loop_bodies`. The raw body shows the products
-plainly (fusion would hide the elementwise parts in `elemwise` nodes), the body is then
+Where it runs: right after `sink` (passes/sink.py: accumulation carries leave first), before
+`loop_bodies`. The raw body shows the products plainly (fusion would hide the elementwise
+parts in `elemwise` nodes), the body is then
 optimized and memory-planned once, as it will run (hoisting after `loop_bodies` would have
 to plan it again), and the hoisted nodes land in the outer graph before its own passes, so
 they are folded, fused and CSE'd with it (the forward and reverse loops share a projection).

@@ -2,12 +2,13 @@
 
 Default pipeline (each a named pass; rewrite stages run their rules to a fixpoint):
 
-    hoist -> loop_bodies -> canonicalize -> fold -> stabilize -> simplify -> cse -> dce
+    sink -> hoist -> loop_bodies -> canonicalize -> fold -> stabilize -> simplify -> cse -> dce
     -> fuse -> plan_memory
 
-(`hoist` moves loop-invariant work and input projections out of scan bodies, passes/hoist.py;
-`loop_bodies` then runs this same pipeline, with the same passes switched off, on the body of
-every scan.)
+(`sink` moves accumulations such as a weight gradient's ``dW + x_t^T @ g_t`` out of scan bodies,
+as one product over all steps after the loop, passes/sink.py; `hoist` moves loop-invariant work
+and input projections out of them, passes/hoist.py; `loop_bodies` then runs this same pipeline,
+with the same passes switched off, on the body of every scan.)
 
 Switch passes off by name (``gc.optimize(..., exclude=["fuse"])`` or the environment variable
 ``GRAPHC_DISABLE_PASSES=fuse,simplify``). Set ``GRAPHC_DUMP_PASSES=some/dir`` to write the graph
@@ -35,6 +36,7 @@ from .hoist import hoist_program
 from .memory import memory_program
 from .rewrite import RuleSet, rebuild, remap_program, run_to_fixpoint
 from .simplify import SIMPLIFY, simplify_program
+from .sink import sink_program
 from .stabilize import STABILIZE
 
 
@@ -86,6 +88,7 @@ def dce_program(program: Graph) -> tuple[Graph, dict]:
 
 # Each stage also runs the canonicalization rules, which clean up what its rewrites leave.
 PIPELINE: list[tuple[str, Callable[[Graph], tuple[Graph, dict]]]] = [
+    ("sink", sink_program),
     ("hoist", hoist_program),
     ("loop_bodies", loop_bodies_program),
     ("canonicalize", _stage(CANONICALIZE)),

@@ -25,11 +25,11 @@ def test_default_pipeline_order_and_stats():
     x, W, b, loss, gW, gb = _mlp()
     graph, stats = gc.optimize([loss, gW, gb])
     assert [s.name for s in stats] == PASS_NAMES == [
-        "hoist", "loop_bodies", "canonicalize", "fold", "stabilize", "simplify", "cse", "dce",
-        "fuse", "plan_memory"]
+        "sink", "hoist", "loop_bodies", "canonicalize", "fold", "stabilize", "simplify", "cse",
+        "dce", "fuse", "plan_memory"]
     assert stats[0].nodes_before > stats[-1].nodes_after
     assert all(s.seconds >= 0 for s in stats)
-    assert "mul_one" in stats[2].fired
+    assert "mul_one" in stats[3].fired
     table = format_stats(stats)
     assert "canonicalize" in table and "mul_one" in table
     assert "memory" in graph.meta and "fusion" in graph.meta
@@ -53,7 +53,8 @@ def test_switching_passes_off_by_name(monkeypatch):
     assert [s.name for s in stats] == ["cse", "dce"]
     monkeypatch.setenv("GRAPHC_DISABLE_PASSES", "simplify,fuse")
     assert [s.name for s in gc.compile([x], loss).stats["passes"]] == [
-        "hoist", "loop_bodies", "canonicalize", "fold", "stabilize", "cse", "dce", "plan_memory"]
+        "sink", "hoist", "loop_bodies", "canonicalize", "fold", "stabilize", "cse", "dce",
+        "plan_memory"]
     with pytest.raises(gc.GraphError, match="unknown pass"):
         gc.optimize([loss], exclude=["nope"])
 
@@ -63,8 +64,8 @@ def test_dump_after_every_pass(tmp_path, monkeypatch):
     gc.optimize([loss], dump=str(tmp_path / "a"))
     (folder,) = (tmp_path / "a").iterdir()  # one folder per compilation
     names = sorted(p.name for p in folder.iterdir())
-    assert names[0] == "00_input.txt" and names[-1] == "10_plan_memory.txt"
-    assert "tanh" in (folder / "03_canonicalize.txt").read_text()
+    assert names[0] == "00_input.txt" and names[-1] == "11_plan_memory.txt"
+    assert "tanh" in (folder / "04_canonicalize.txt").read_text()
     monkeypatch.setenv("GRAPHC_DUMP_PASSES", str(tmp_path / "b"))
     monkeypatch.setenv("GRAPHC_DUMP_PICTURES", "1")
     gc.compile([x], loss)
