@@ -7,11 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("onnx")
+onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxscript")
 
 import graphc as gc  # noqa: E402
+import graphc.onnx.ops_control  # noqa: E402,F401  (registers If, Loop, Scan)
+import graphc.onnx.ops_recurrent  # noqa: E402,F401  (registers LSTM, GRU, RNN)
 
 
 def _export(model, x, path, dynamic_batch=True):
@@ -95,3 +97,69 @@ def test_batch_norm_statistics_are_frozen_parameters(tmp_path):
         frozen = {p.name for p in imported.parameters() if not p.requires_grad}
     assert frozen and all("running" in n or "bn" in n for n in frozen), frozen
     assert set(imported.state()) >= {"conv1.weight", "fc.bias"}
+
+
+class ResidualBlock(torch.nn.Module):
+    """conv-bn-relu-conv-bn plus the input, then relu (a ResNet basic block), and a head."""
+
+    def __init__(self, channels=4):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(channels)
+        self.conv2 = torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(channels)
+        self.fc = torch.nn.Linear(channels, 3)
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = torch.relu(self.bn2(self.conv2(y)) + x)
+        return self.fc(y.mean(dim=(2, 3)))
+
+
+def test_residual_block_equals_pytorch(tmp_path):
+    torch.manual_seed(0)
+    model = ResidualBlock()
+    with torch.no_grad():
+        for bn in (model.bn1, model.bn2):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    x = np.random.default_rng(2).normal(size=(2, 4, 6, 6)).astype(np.float32)
+    _check(model, x, tmp_path)
+
+
+class Recurrent(torch.nn.Module):
+    """A batch-first nn.LSTM / nn.GRU whose whole output sequence feeds a linear head."""
+
+    def __init__(self, cls, **kwargs):
+        super().__init__()
+        self.rnn = cls(4, 6, batch_first=True, **kwargs)
+        self.fc = torch.nn.Linear(6 * (2 if kwargs.get("bidirectional") else 1), 2)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x)[0])
+
+
+@pytest.mark.parametrize("cls,kwargs", [
+    (torch.nn.LSTM, {"num_layers": 2}),
+    (torch.nn.GRU, {"bidirectional": True}),
+], ids=["lstm", "gru"])
+def test_lstm_and_gru_equal_pytorch(tmp_path, cls, kwargs):
+    """torch.onnx.export writes ONNX LSTM / GRU nodes (gates reordered to iofc / zrh around
+    them, GRU with linear_before_reset); graphc maps each direction onto one gc.scan."""
+    torch.manual_seed(0)
+    model = Recurrent(cls, **kwargs)
+    x = np.random.default_rng(3).normal(size=(3, 5, 4)).astype(np.float32)
+    _check(model, x, tmp_path)
+    proto = gc.onnx.load(str(tmp_path / "m.onnx")).proto
+    nodes = [n for n in proto.graph.node if n.op_type == cls.__name__]
+    # what PyTorch writes: one node per layer, layout 0 (batch_first is a Transpose around
+    # it), both directions in one node, GRU with linear_before_reset
+    attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in nodes]
+    assert len(nodes) == kwargs.get("num_layers", 1)
+    assert all(a.get("layout", 0) == 0 for a in attrs)
+    if cls is torch.nn.GRU:
+        assert attrs[0]["direction"] == b"bidirectional" and attrs[0]["linear_before_reset"] == 1
+    with gc.Graph():
+        imported = gc.onnx.load(proto)
+        y = imported(*imported.placeholders())
+        assert any(n.op.name == "scan" for n in y.graph.nodes)

@@ -1,0 +1,103 @@
+"""`graphc info model.onnx` and `graphc viz model.onnx`: an ONNX file as graphc sees it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from graphc.cli import main  # noqa: E402
+
+F32 = TensorProto.FLOAT
+
+
+def _save(tmp_path, name, nodes, inputs, outputs, initializers=()):
+    graph = helper.make_graph(nodes, "net", inputs, outputs, list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / name
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def _mlp(tmp_path):
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n)
+             for n, s in (("W1", (4, 8)), ("b1", (8,)), ("W2", (8, 3)), ("b2", (3,)))]
+    nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["h"], name="fc1"),
+             helper.make_node("Relu", ["h"], ["r"], name="act"),
+             helper.make_node("Gemm", ["r", "W2", "b2"], ["y"], name="fc2")]
+    return _save(tmp_path, "mlp.onnx", nodes, [helper.make_tensor_value_info("x", F32, ["N", 4])],
+                 [helper.make_tensor_value_info("y", F32, ["N", 3])], inits)
+
+
+def test_info_lists_inputs_outputs_and_parameter_count(tmp_path, capsys):
+    path = _mlp(tmp_path)
+    assert main(["info", path]) == 0
+    out = capsys.readouterr().out
+    assert "opset 17" in out
+    assert "x" in out and "float32  (N, 4)" in out
+    assert "y" in out and "float32  (N, 3)" in out
+    assert f"parameters: {4 * 8 + 8 + 8 * 3 + 3:,} values in 4 float initializers" in out
+    assert "Gemm x2" in out and "unsupported ops: none" in out
+
+
+def test_info_lists_every_unsupported_op_not_only_the_first(tmp_path, capsys):
+    vi = helper.make_tensor_value_info
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="ok"),
+             helper.make_node("Unique", ["a"], ["b"], name="u1"),
+             helper.make_node("NonZero", ["b"], ["c"], name="nz"),
+             helper.make_node("Unique", ["a"], ["d"], name="u2"),
+             helper.make_node("Frobnicate", ["a"], ["e"], name="custom", domain="com.example")]
+    graph = helper.make_graph(nodes, "net", [vi("x", F32, [5])],
+                              [vi("c", TensorProto.INT64, [1, None]), vi("d", F32, [None]),
+                               vi("e", F32, [5])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.example", 1)])
+    path = tmp_path / "bad.onnx"
+    onnx.save(model, str(path))
+    assert main(["info", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "unsupported ops (3 types, 4 nodes, opset 17)" in out
+    assert "Unique: 'u1', 'u2'" in out
+    assert "NonZero: 'nz'" in out
+    assert "com.example.Frobnicate: 'custom'" in out
+    assert "Relu:" not in out
+
+
+def test_info_reports_an_op_whose_attributes_graphc_refuses(tmp_path, capsys):
+    """Every op type is known, but one node cannot be imported (a data-dependent If): the
+    import is tried and its error, naming the node, is printed."""
+    vi = helper.make_tensor_value_info
+    branch = helper.make_graph([helper.make_node("Identity", ["x"], ["z"])], "b", [],
+                               [vi("z", F32, [2])])
+    nodes = [helper.make_node("If", ["c"], ["y"], name="pick", then_branch=branch,
+                              else_branch=branch)]
+    path = _save(tmp_path, "if.onnx", nodes, [vi("x", F32, [2]), vi("c", TensorProto.BOOL, [])],
+                 [vi("y", F32, [2])])
+    assert main(["info", path]) == 1
+    assert "unsupported: ONNX node 'pick' (If, opset 17)" in capsys.readouterr().out
+
+
+def test_info_without_a_model_still_describes_the_machine(capsys):
+    assert main(["info"]) == 0
+    assert "numpy" in capsys.readouterr().out
+
+
+def test_viz_draws_the_imported_graph(tmp_path, capsys):
+    path = _mlp(tmp_path)
+    out = tmp_path / "mlp.dot"
+    assert main(["viz", path, "-o", str(out)]) == 0
+    dot = out.read_text()
+    assert "matmul" in dot and "relu" in dot and "W1" in dot
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_viz_of_a_model_graphc_cannot_import_says_why(tmp_path):
+    vi = helper.make_tensor_value_info
+    path = _save(tmp_path, "u.onnx", [helper.make_node("Unique", ["x"], ["y"], name="u")],
+                 [vi("x", F32, [3])], [vi("y", F32, [None])])
+    with pytest.raises(SystemExit, match=r"'u' \(Unique, opset 17\)"):
+        main(["viz", path, "-o", str(tmp_path / "u.dot")])
