@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import onnx.backend.base
 
+from .. import ops
 from ..function import compile as gc_compile
 from ..ir.graph import Graph
 from ..ir.tensor import Tensor
@@ -24,7 +25,8 @@ class _Compiled:
     def __init__(self, model: OnnxModel, backend: str, known: dict[str, np.ndarray]) -> None:
         self.graph = Graph(f"onnx_{model.proto.graph.name or 'model'}")
         with self.graph:
-            self.inputs = [p for p in model.placeholders() if p.name not in known]
+            self.inputs = [ops.placeholder(name, shape, dtype)
+                           for name, shape, dtype in model.input_types() if name not in known]
             by_name = {p.name: p for p in self.inputs}
             outs = model(**by_name, **known)
         self.outputs = [outs] if isinstance(outs, Tensor) else list(outs)
@@ -39,23 +41,57 @@ class _Compiled:
 class GraphcRep(onnx.backend.base.BackendRep):
     """An imported, compiled ONNX model: ``run(inputs)`` returns its outputs as a tuple.
 
-    A model whose shape arguments (Reshape's target, axes, Slice's bounds) are model inputs
-    rather than constants cannot be one static graph; such a model is compiled at ``run``,
-    specialized on the values of its integer inputs (one compilation per distinct value).
+    A model whose shape arguments (Reshape's target, axes, Slice's bounds, OneHot's depth)
+    are model inputs rather than constants cannot be one static graph; such a model is
+    compiled at ``run``, specialized on the values of its integer and boolean inputs, and if
+    that is not enough also of its scalar inputs (one compilation per distinct value). An
+    input with a size-0 dim holds no data: it is always given as its (empty) array, so ops
+    that read only its type (CastLike's ``target_type``) work; graphc has no empty tensors.
     """
 
     def __init__(self, model: OnnxModel, backend: str) -> None:
         self.model = model
         self.backend = backend
         self.names = model.input_names
-        self.specialize: list[str] = []
+        types = model.input_types()
+        empty = {n for n, shape, _ in types if any(d == 0 for d in shape)}
+        ints = empty | {n for n, _, dt in types if dt.kind in "iub"}
+        scalars = ints | {n for n, shape, _ in types if not shape}
+        self._levels = [sorted(level) for i, level in enumerate([empty, ints, scalars])
+                        if i == 0 or level != [empty, ints, scalars][i - 1]]
         self._cache: dict[tuple, _Compiled] = {}
-        try:
-            self._cache[()] = _Compiled(model, backend, {})
-        except StaticValueNeeded:
-            self.specialize = [n for n, _, dt in model.input_types() if dt.kind in "iub"]
-            if not self.specialize:
-                raise
+        self.specialize: list[str] | None = None  # chosen at the first run
+        if not empty:
+            try:
+                self._cache[()] = _Compiled(model, backend, {})
+                self.specialize = []
+            except StaticValueNeeded:
+                self._levels = self._levels[1:]  # the first level, none known, was tried
+                if not self._levels:
+                    raise  # no input could be known: the model needs a computed shape
+
+    def _compile(self, arrays: dict[str, np.ndarray]) -> _Compiled:
+        if self.specialize is None:
+            error: Exception | None = None
+            for names in self._levels:
+                try:
+                    compiled = self._specialized(arrays, names)
+                except StaticValueNeeded as exc:
+                    error = exc
+                    continue
+                self.specialize = names
+                return compiled
+            raise error
+        return self._specialized(arrays, self.specialize)
+
+    def _specialized(self, arrays: dict[str, np.ndarray], names: list[str]) -> _Compiled:
+        known = {n: arrays[n] for n in names}
+        key = tuple((n, a.dtype.str, a.shape, a.tobytes()) for n, a in known.items())
+        compiled = self._cache.get(key)
+        if compiled is None:
+            compiled = _Compiled(self.model, self.backend, known)
+            self._cache[key] = compiled
+        return compiled
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple:
         if isinstance(inputs, dict):
@@ -63,12 +99,7 @@ class GraphcRep(onnx.backend.base.BackendRep):
         else:
             inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
             arrays = {n: np.asarray(a) for n, a in zip(self.names, inputs)}
-        known = {n: arrays[n] for n in self.specialize}
-        key = tuple((n, a.dtype.str, a.shape, a.tobytes()) for n, a in known.items())
-        compiled = self._cache.get(key)
-        if compiled is None:
-            compiled = self._cache[key] = _Compiled(self.model, self.backend, known)
-        return compiled.run(arrays)
+        return self._compile(arrays).run(arrays)
 
 
 class GraphcBackend(onnx.backend.base.Backend):

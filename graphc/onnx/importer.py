@@ -121,6 +121,7 @@ def run_nodes(nodes: Sequence[onnx.NodeProto], env: dict, opset: int) -> None:
     """Translate `nodes` in order, reading and writing `env` (ONNX name -> value)."""
     for node in nodes:
         ctx = NodeContext(node, opset)
+        ctx.env = env  # what a subgraph (an If branch, a loop body) reads from outside
         if node.domain not in ("", "ai.onnx"):
             ctx.fail(f"domain {node.domain!r} is not supported (only the default ONNX domain)")
         handler = HANDLERS.get(node.op_type)
@@ -134,6 +135,8 @@ def run_nodes(nodes: Sequence[onnx.NodeProto], env: dict, opset: int) -> None:
         with name_scope(_identifier(node.name or node.op_type, node.op_type)):
             out = handler(ctx, *inputs)
         outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        # a NumPy scalar (np.take with a scalar index, ...) is a known 0-d array
+        outs = [np.asarray(o) if isinstance(o, np.generic) else o for o in outs]
         for i, name in enumerate(node.output):
             if not name:
                 continue

@@ -16,7 +16,6 @@ tensors it uses are captured by ``gc.scan`` (so gradients reach them).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -33,19 +32,12 @@ from .table import onnx_op
 
 
 def outer_env(ctx) -> dict:
-    """The values of the enclosing graph (ONNX name -> value) at the node being translated.
-
-    The importer hands it over as ``ctx.env``; an importer that does not yet do so is read
-    through its calling frame (``run_nodes``'s ``env``), which is where it lives."""
+    """The values of the enclosing graph (ONNX name -> value) at the node being translated,
+    which the importer hands over as ``ctx.env``."""
     env = getattr(ctx, "env", None)
-    if env is not None:
-        return env
-    frame = sys._getframe(1)
-    while frame is not None and frame.f_code.co_name != "run_nodes":
-        frame = frame.f_back
-    if frame is None or not isinstance(frame.f_locals.get("env"), dict):
+    if not isinstance(env, dict):
         ctx.fail("internal: the enclosing graph's values are not available to a subgraph")
-    return frame.f_locals["env"]
+    return env
 
 
 def run_subgraph(ctx, graph: onnx.GraphProto, env: dict, bound: dict) -> list:

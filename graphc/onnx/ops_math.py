@@ -82,6 +82,10 @@ def _pow(ctx, a, b):
 
 @onnx_op("Mod")
 def _mod(ctx, a, b):
+    if _plain(a) and _plain(b) and a.dtype.kind in "iu" and b.dtype.kind in "iu" and np.all(
+            b != 0):
+        fold = np.fmod if ctx.attr("fmod", 0) else np.mod
+        return np.asarray(fold(a, b)).astype(np.result_type(a, b))
     a, b = ctx.tensor(a), ctx.tensor(b)
     if ctx.attr("fmod", 0):
         if a.dtype.kind != "f":
@@ -109,6 +113,82 @@ def _unary_float(ctx, x):
     x = ctx.tensor(x)
     _float_only(ctx, x)
     return _UNARY_FLOAT[ctx.op_type](x)
+
+
+def _asin(x: Tensor) -> Tensor:
+    return ops.arctan(x / ops.sqrt((const_like(x, 1) - x) * (const_like(x, 1) + x)))
+
+
+# the inverse and hyperbolic functions graphc has no op for, from exp, log, sqrt and arctan
+# (ONNX's cases stay inside the domains; NaN outside them, as the definitions)
+_COMPOSED = {
+    "Sinh": lambda x: (ops.exp(x) - ops.exp(-x)) * const_like(x, 0.5),
+    "Cosh": lambda x: (ops.exp(x) + ops.exp(-x)) * const_like(x, 0.5),
+    "Asin": _asin,
+    "Acos": lambda x: const_like(x, math.pi / 2) - _asin(x),
+    "Asinh": lambda x: ops.sign(x) * ops.log(ops.abs(x) + ops.sqrt(x * x + const_like(x, 1))),
+    "Acosh": lambda x: ops.log(x + ops.sqrt((x - const_like(x, 1)) * (x + const_like(x, 1)))),
+    "Atanh": lambda x: ops.log((const_like(x, 1) + x) / (const_like(x, 1) - x)) * const_like(
+        x, 0.5),
+    "Mish": lambda x: x * ops.tanh(ops.softplus(x)),
+}
+
+
+@onnx_op(*_COMPOSED)
+def _composed(ctx, x):
+    x = ctx.tensor(x)
+    _float_only(ctx, x)
+    return _COMPOSED[ctx.op_type](x)
+
+
+@onnx_op("Swish")
+def _swish(ctx, x):
+    x = ctx.tensor(x)
+    _float_only(ctx, x)
+    alpha = float(ctx.attr("alpha", 1.0))
+    return x * ops.sigmoid(x * const_like(x, alpha) if alpha != 1.0 else x)
+
+
+@onnx_op("Celu")
+def _celu(ctx, x):
+    x = ctx.tensor(x)
+    _float_only(ctx, x)
+    alpha = float(ctx.attr("alpha", 1.0))
+    # max(0, x) + min(0, alpha * (exp(x / alpha) - 1))
+    return ops.where(ops.greater(x, const_like(x, 0)), x,
+                     const_like(x, alpha) * ops.expm1(x / const_like(x, alpha)))
+
+
+@onnx_op("Shrink")
+def _shrink(ctx, x):
+    x = ctx.tensor(x)
+    lambd, bias = float(ctx.attr("lambd", 0.5)), float(ctx.attr("bias", 0.0))
+    up = ops.where(ops.greater(x, const_like(x, lambd)), x - const_like(x, bias),
+                   const_like(x, 0))
+    return ops.where(ops.less(x, const_like(x, -lambd)), x + const_like(x, bias), up)
+
+
+@onnx_op("Hardmax")
+def _hardmax(ctx, x):
+    """1 at the first largest element along the axis (before opset 13: of the input seen as
+    2-d, as Softmax)."""
+    x = ctx.tensor(x)
+    _float_only(ctx, x)
+    if ctx.opset >= 13:
+        axis = int(ctx.attr("axis", -1)) % x.ndim
+        flat = x
+    else:
+        cut = int(ctx.attr("axis", 1)) % max(x.ndim, 1)
+        flat = ops.reshape(x, (math.prod(x.shape[:cut]) if cut else 1, -1))
+        axis = 1
+    idx = ops.argmax(flat, axis)
+    n = flat.shape[axis]
+    hot = ops.one_hot(idx, n, dtype=x.dtype)  # the class axis last
+    if axis != flat.ndim - 1:
+        perm = list(range(flat.ndim - 1))
+        perm.insert(axis, flat.ndim - 1)
+        hot = ops.transpose(hot, tuple(perm))
+    return hot if flat is x else ops.reshape(hot, x.shape)
 
 
 @onnx_op("Neg", "Abs", "Sign", "Relu")
@@ -207,20 +287,55 @@ _COMPARE = {"Equal": ops.equal, "Less": ops.less, "Greater": ops.greater,
             "LessOrEqual": ops.less_equal, "GreaterOrEqual": ops.greater_equal}
 
 
+_COMPARE_NP = {"Equal": np.equal, "Less": np.less, "Greater": np.greater,
+               "LessOrEqual": np.less_equal, "GreaterOrEqual": np.greater_equal}
+
+
+def _plain(x) -> bool:
+    """A known array of numbers (not symbolic dims): safe to fold with NumPy."""
+    return isinstance(x, np.ndarray) and x.dtype != object
+
+
+def _decided_equal(a, b) -> np.ndarray | None:
+    """Elementwise a == b of known arrays holding symbolic dims, where the answer holds for
+    every size the dims may take (``N == N`` is true, ``N + 1 == N`` false); None when some
+    element depends on the sizes (``N == 1``): the comparison is then left to run time."""
+    import sympy
+
+    a, b = np.broadcast_arrays(np.asarray(a, dtype=object), np.asarray(b, dtype=object))
+    out = np.empty(a.shape, dtype=bool)
+    for i, (x, y) in enumerate(zip(a.ravel(), b.ravel())):
+        diff = sympy.simplify(sympy.sympify(x) - sympy.sympify(y))
+        if not diff.is_number:
+            return None
+        out.flat[i] = diff == 0
+    return out
+
+
 @onnx_op(*_COMPARE)
 def _compare(ctx, a, b):
-    if ctx.is_static(a, b) and ctx.op_type == "Equal":
-        return np.asarray(np.equal(a, b))
+    if ctx.is_static(a, b):
+        if _plain(a) and _plain(b):
+            return np.asarray(_COMPARE_NP[ctx.op_type](a, b))
+        if ctx.op_type == "Equal":
+            decided = _decided_equal(a, b)
+            if decided is not None:
+                return decided
     return _COMPARE[ctx.op_type](ctx.tensor(a), ctx.tensor(b))
 
 
 @onnx_op("Not")
 def _logical_not(ctx, x):
+    if _plain(x):
+        return np.logical_not(x)
     return _not(ctx.tensor(x))
 
 
 @onnx_op("And", "Or", "Xor")
 def _logic(ctx, a, b):
+    if _plain(a) and _plain(b):
+        fn = {"And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor}
+        return np.asarray(fn[ctx.op_type](a, b))
     a, b = ctx.tensor(a), ctx.tensor(b)
     if ctx.op_type == "And":
         return _and(a, b)
@@ -272,8 +387,16 @@ def _clip(ctx, x, lo=None, hi=None):
     return ops.clip(x, lo, hi)
 
 
+_VARIADIC_NP = {"Max": np.maximum, "Min": np.minimum, "Sum": np.add}
+
+
 @onnx_op("Max", "Min", "Sum", "Mean")
 def _variadic(ctx, *xs):
+    if ctx.op_type in _VARIADIC_NP and all(_plain(x) for x in xs):
+        acc = np.asarray(xs[0])
+        for x in xs[1:]:
+            acc = _VARIADIC_NP[ctx.op_type](acc, x)
+        return np.asarray(acc)
     ts = [ctx.tensor(x) for x in xs]
     fn = {"Max": ops.maximum, "Min": ops.minimum, "Sum": ops.add, "Mean": ops.add}[ctx.op_type]
     acc = ts[0]
@@ -300,18 +423,58 @@ def _cast(ctx, x):
     return x if x.dtype == to else ops.cast(x, to)
 
 
+@onnx_op("CastLike")
+def _cast_like(ctx, x, like):
+    """Cast to the element type of `like` (only its type is read, so an empty `like` works)."""
+    to = np.dtype(like.dtype)
+    if to not in dtypes.NUMPY_TO_ONNX:
+        ctx.fail(f"target type {to} is not supported by graphc")
+    if int(ctx.attr("saturate", 1)) != 1:
+        ctx.fail("saturate=0 only concerns float8 types, which graphc does not have")
+    if ctx.is_static(x):
+        return np.asarray(x).astype(to)
+    x = ctx.tensor(x)
+    return x if x.dtype == to else ops.cast(x, to)
+
+
 # -- reductions ----------------------------------------------------------------------------------
 
-_REDUCE = {"ReduceSum": ops.sum, "ReduceMean": ops.mean, "ReduceMax": ops.max,
-           "ReduceMin": ops.min}
+
+def _prod(x: Tensor, axes: tuple, keepdims: bool) -> Tensor:
+    """The product over `axes`: the reduced axes moved last and flattened, then the slices
+    multiplied one by one (graphc has no product reduction; ONNX's cases reduce a few
+    elements, and a log-sum would lose integers and signs)."""
+    keep = [i for i in range(x.ndim) if i not in axes]
+    moved = ops.transpose(x, tuple(keep + list(axes))) if list(axes) != list(
+        range(len(keep), x.ndim)) else x
+    n = math.prod(x.shape[a] for a in axes)
+    flat = ops.reshape(moved, tuple(x.shape[i] for i in keep) + (n,))
+    acc = flat[..., 0]
+    for i in range(1, n):
+        acc = acc * flat[..., i]
+    if keepdims:
+        acc = ops.reshape(acc, tuple(1 if i in axes else d for i, d in enumerate(x.shape)))
+    return acc
+
+
+_REDUCE = {
+    "ReduceSum": ops.sum, "ReduceMean": ops.mean, "ReduceMax": ops.max, "ReduceMin": ops.min,
+    "ReduceL1": lambda x, a, keepdims: ops.sum(ops.abs(x), a, keepdims=keepdims),
+    "ReduceL2": lambda x, a, keepdims: ops.sqrt(ops.sum(x * x, a, keepdims=keepdims)),
+    "ReduceSumSquare": lambda x, a, keepdims: ops.sum(x * x, a, keepdims=keepdims),
+    "ReduceLogSum": lambda x, a, keepdims: ops.log(ops.sum(x, a, keepdims=keepdims)),
+    "ReduceLogSumExp": lambda x, a, keepdims: ops.logsumexp(x, a, keepdims=keepdims),
+    "ReduceProd": _prod,
+}
 # the opset from which `axes` is an input rather than an attribute
-_AXES_INPUT_SINCE = {"ReduceSum": 13, "ReduceMean": 18, "ReduceMax": 18, "ReduceMin": 18}
+_AXES_INPUT_SINCE = {"ReduceSum": 13}
+_FLOAT_REDUCE = {"ReduceMean", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp"}
 
 
 @onnx_op(*_REDUCE)
 def _reduce(ctx, x, axes=None):
     x = ctx.tensor(x)
-    if ctx.opset >= _AXES_INPUT_SINCE[ctx.op_type]:
+    if ctx.opset >= _AXES_INPUT_SINCE.get(ctx.op_type, 18):
         axes = None if axes is None else [int(a) for a in ctx.static(axes, "axes").ravel()]
     else:
         axes = ctx.attr("axes", None)
@@ -320,13 +483,49 @@ def _reduce(ctx, x, axes=None):
         if ctx.attr("noop_with_empty_axes", 0):
             return x
         axes = list(range(x.ndim))
+    axes = sorted({int(a) % max(x.ndim, 1) for a in axes})
     if x.dtype == bool:
         ctx.fail("boolean inputs are not supported")
     if any(d == 0 for d in x.shape):
         ctx.fail("reducing an empty tensor is not supported (graphc has no size-0 dims)")
-    if ctx.op_type == "ReduceMean" and x.dtype.kind != "f":
-        ctx.fail(f"ReduceMean of {x.dtype} is not supported")
-    return _REDUCE[ctx.op_type](x, tuple(axes), keepdims=keepdims)
+    if ctx.op_type in _FLOAT_REDUCE and x.dtype.kind != "f":
+        ctx.fail(f"{ctx.op_type} of {x.dtype} is not supported")
+    if ctx.op_type == "ReduceProd" and not all(isinstance(x.shape[a], int) for a in axes):
+        ctx.fail("a product over a symbolic dim is not supported")
+    y = _REDUCE[ctx.op_type](x, tuple(axes), keepdims=keepdims)
+    return y if y.dtype == x.dtype else ops.cast(y, x.dtype)
+
+
+@onnx_op("CumSum", "CumProd")
+def _cumulative(ctx, x, axis):
+    """Running sums (products) along an axis: the prefix of every position combined slice by
+    slice, as graphc has no scan-free cumulative op (ONNX's cases are short axes)."""
+    x = ctx.tensor(x)
+    axis = int(np.asarray(ctx.static(axis, "axis")).ravel()[0]) % x.ndim
+    n = x.shape[axis]
+    if not isinstance(n, int):
+        ctx.fail("a cumulative op along a symbolic dim is not supported")
+    if x.dtype == bool:
+        ctx.fail("boolean inputs are not supported")
+    exclusive, reverse = int(ctx.attr("exclusive", 0)), int(ctx.attr("reverse", 0))
+    combine = ops.add if ctx.op_type == "CumSum" else ops.mul
+    identity = 0 if ctx.op_type == "CumSum" else 1
+
+    def at(i):
+        index = [slice(None)] * x.ndim
+        index[axis] = slice(i, i + 1)
+        return x[tuple(index)]
+
+    order = range(n - 1, -1, -1) if reverse else range(n)
+    outs, acc = {}, None
+    for i in order:
+        if exclusive:
+            outs[i] = acc if acc is not None else ops.full(at(i).shape, identity, x.dtype)
+        acc = at(i) if acc is None else combine(acc, at(i))
+        if not exclusive:
+            outs[i] = acc
+    parts = [outs[i] for i in range(n)]
+    return parts[0] if n == 1 else ops.concat(parts, axis)
 
 
 @onnx_op("ArgMax", "ArgMin")

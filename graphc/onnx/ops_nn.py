@@ -298,3 +298,23 @@ def _dropout(ctx, x, ratio=None, training_mode=None):
         return [x, mask]
     return x
 
+
+
+@onnx_op("LpPool")
+def _lp_pool(ctx, x):
+    """(sum of |x|^p over each window)^(1/p): a sum pool (an average pool of the padded
+    input times the window size; the zero padding adds nothing) of |x|^p."""
+    x = ctx.tensor(x)
+    _float(ctx, x)
+    p = int(ctx.attr("p", 2))
+    if p < 1:
+        ctx.fail(f"p={p} is not supported")
+    kernel, strides, begin, end, extra = _pool_geometry(ctx, x)
+    powered = ops.abs(x) if p == 1 else x * x if p == 2 else ops.pow(ops.abs(x),
+                                                                     const_like(x, p))
+    padded = _padded(powered, begin, [e + a for e, a in zip(end, extra)], None)
+    total = ops.avg_pool(padded, kernel, strides, 0, nd=len(kernel)) * const_like(
+        x, float(np.prod(kernel)))
+    if p == 1:
+        return total
+    return ops.sqrt(total) if p == 2 else ops.pow(total, const_like(x, 1.0 / p))

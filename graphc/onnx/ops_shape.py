@@ -15,6 +15,7 @@ import sympy
 
 from .. import ops
 from ..ir.shapes import as_dim
+from ..ir.tensor import Tensor
 from . import dtypes
 from .table import onnx_op
 
@@ -131,7 +132,10 @@ def _concat(ctx, *xs):
         if any(a.dtype == object for a in arrs):
             arrs = [a.astype(object) for a in arrs]
         return np.concatenate(arrs, axis=axis)
-    ts = [ctx.tensor(x) for x in xs]
+    # known empty parts (an empty Split part) add nothing
+    ts = [ctx.tensor(x) for x in xs if not (isinstance(x, np.ndarray) and x.size == 0)]
+    if not ts:
+        ctx.fail("concatenating only empty values is not supported (no size-0 dims)")
     return ts[0] if len(ts) == 1 else ops.concat(ts, axis % ts[0].ndim)
 
 
@@ -175,9 +179,25 @@ def _slices(ctx, shape, starts, ends, axes, steps):
     for a, s, e, st in zip(axes, starts, ends, steps):
         if st == 0:
             ctx.fail("step 0 is invalid")
-        s, e = int(max(min(int(s), big), -big)), int(max(min(int(e), big), -big))
-        index[a] = slice(s, e, st)
+        s, e = _bound(ctx, s, shape[a]), _bound(ctx, e, shape[a])
+        index[a] = slice(max(min(s, big), -big), max(min(e, big), -big), st)
     return tuple(index)
+
+
+def _bound(ctx, value, dim) -> int:
+    """A slice bound as an int. A bound folded from Shape may be symbolic (``T - 1``): it is
+    usable when it is the axis' size plus a constant (then a bound counted from the end)."""
+    try:
+        return int(value)
+    except TypeError:
+        pass
+    import sympy
+
+    offset = sympy.simplify(sympy.sympify(value) - sympy.sympify(dim))
+    if offset.is_integer and offset.is_number and offset <= 0:
+        return int(offset) if offset < 0 else 2**62
+    ctx.fail(f"a slice bound {value} that depends on symbolic dims other than the axis' "
+             f"size {dim} is not supported")
 
 
 @onnx_op("Slice")
@@ -208,7 +228,8 @@ def _gather(ctx, data, indices):
     shape = _shape_of(data)
     axis = int(ctx.attr("axis", 0)) % len(shape)
     if ctx.is_static(data, indices):
-        return np.take(np.asarray(data), np.asarray(indices).astype(np.int64), axis=axis)
+        ids = np.asarray(indices).astype(np.int64)
+        return np.asarray(np.take(np.asarray(data), ids, axis=axis))  # 0-d stays an array
     table = ctx.tensor(data)
     dim = shape[axis]
     if isinstance(indices, np.ndarray):
@@ -278,3 +299,347 @@ def _range(ctx, start, limit, delta):
         ctx.fail("an empty range is not supported: graphc has no size-0 dims")
     return (np.asarray(s, dtype) + np.arange(n, dtype=np.int64).astype(dtype) *
             np.asarray(d, dtype)).astype(dtype)
+
+
+# -- ops that rearrange or build tensors ----------------------------------------------------
+
+
+def _static_ints(ctx, value, what: str) -> list[int]:
+    return [int(v) for v in np.asarray(ctx.static(value, what)).ravel()]
+
+
+def _take_along(x, ids: np.ndarray, axis: int):
+    """x with the positions `ids` (a known 1-d index array) taken along `axis`."""
+    if axis == 0:
+        return ops.take(x, ops.constant(ids.astype(np.int64)))
+    perm = (axis,) + tuple(i for i in range(x.ndim) if i != axis)
+    out = ops.take(ops.transpose(x, perm), ops.constant(ids.astype(np.int64)))
+    back = list(range(1, x.ndim))
+    back.insert(axis, 0)
+    return ops.transpose(out, tuple(back))
+
+
+@onnx_op("Split")
+def _split(ctx, x, split=None):
+    shape = _shape_of(x)
+    axis = int(ctx.attr("axis", 0)) % len(shape)
+    n = shape[axis]
+    if not isinstance(n, int):
+        ctx.fail("splitting a symbolic dim is not supported")
+    if ctx.opset < 13:
+        sizes = ctx.attr("split", None)
+    else:
+        sizes = None if split is None else _static_ints(ctx, split, "split")
+    if sizes is None:
+        parts = int(ctx.attr("num_outputs", ctx.outputs))
+        if parts < 1:
+            ctx.fail("the number of outputs must be positive")
+        if ctx.opset >= 18:  # the last part may be smaller
+            size = -(-n // parts)
+            sizes = [min(size, n - i * size) for i in range(parts)]
+        elif n % parts:
+            ctx.fail(f"{n} does not split into {parts} equal parts")
+        else:
+            sizes = [n // parts] * parts
+    sizes = [int(s) for s in sizes]
+    if sum(sizes) != n:
+        ctx.fail(f"split sizes {sizes} do not add up to {n}")
+    if any(s < 0 for s in sizes):
+        ctx.fail(f"negative split sizes {sizes}")
+    outs, start = [], 0
+    for s in sizes:
+        index = [slice(None)] * len(shape)
+        index[axis] = slice(start, start + s)
+        if isinstance(x, np.ndarray):
+            outs.append(x[tuple(index)])
+        elif s == 0:
+            # an empty part is known at import (it holds nothing): Concat drops it; used
+            # as data anywhere else it is refused (graphc has no size-0 dims)
+            if not all(isinstance(d, int) for d in shape):
+                ctx.fail("an empty part of a symbolically shaped input is not supported")
+            outs.append(np.zeros(tuple(0 if i == axis else d for i, d in enumerate(shape)),
+                                 dtype=ctx.tensor(x).dtype))
+        else:
+            outs.append(ctx.tensor(x)[tuple(index)])
+        start += s
+    return outs
+
+
+@onnx_op("Tile")
+def _tile(ctx, x, repeats):
+    reps = _static_ints(ctx, repeats, "repeats")
+    if isinstance(x, np.ndarray):
+        return np.tile(x, reps)
+    t = ctx.tensor(x)
+    if len(reps) != t.ndim:
+        ctx.fail(f"repeats {reps} do not match the rank {t.ndim}")
+    if any(r < 1 for r in reps):
+        ctx.fail("a repeat of 0 is not supported: graphc has no size-0 dims")
+    # x (d0, d1, ...) -> (1, d0, 1, d1, ...) -> broadcast (r0, d0, r1, d1, ...) -> merged
+    inter = tuple(v for d in t.shape for v in (1, d))
+    wide = tuple(v for r, d in zip(reps, t.shape) for v in (r, d))
+    out = ops.broadcast_to(ops.reshape(t, inter), wide)
+    return ops.reshape(out, tuple(r * d for r, d in zip(reps, t.shape)))
+
+
+@onnx_op("Pad")
+def _pad(ctx, x, pads=None, value=None, axes=None):
+    t = ctx.tensor(x)
+    mode = ctx.attr("mode", "constant")
+    if ctx.opset < 11:
+        widths = [int(p) for p in ctx.attr("pads")]
+        value = ctx.attr("value", 0.0)
+    else:
+        widths = _static_ints(ctx, pads, "pads")
+    rank = t.ndim
+    axes = list(range(rank)) if axes is None else [a % rank for a in _static_ints(ctx, axes,
+                                                                                    "axes")]
+    if len(widths) != 2 * len(axes):
+        ctx.fail(f"pads {widths} do not fit axes {axes}")
+    begin, end = [0] * rank, [0] * rank
+    for i, a in enumerate(axes):
+        begin[a], end[a] = widths[i], widths[i + len(axes)]
+    if any(p < 0 for p in begin + end):  # negative pads crop first
+        index = tuple(slice(max(-b, 0), (d + e) if e < 0 else None)
+                      for b, e, d in zip(begin, end, t.shape))
+        t = t[index]
+        begin, end = [max(b, 0) for b in begin], [max(e, 0) for e in end]
+    if not any(begin) and not any(end):
+        return t
+    if mode == "constant":
+        y = ops.pad(t, [(b, e) for b, e in zip(begin, end)])
+        if value is None:
+            return y
+        if isinstance(value, Tensor):
+            fill = value if value.dtype == t.dtype else ops.cast(value, t.dtype)
+        else:
+            known = np.asarray(value, dtype=t.dtype).reshape(())
+            if not known.any():
+                return y  # zeros: ops.pad's own fill
+            fill = ops.constant(known, dtype=t.dtype)
+        if not all(isinstance(d, int) for d in t.shape):
+            ctx.fail("a non-zero pad value needs known sizes")
+        inside = np.pad(np.ones(tuple(t.shape), dtype=bool), list(zip(begin, end)))
+        return ops.where(ops.constant(inside), y, ops.reshape(fill, ()))
+    if mode not in ("reflect", "edge", "wrap"):
+        ctx.fail(f"mode={mode!r} is not supported")
+    for a in range(rank):
+        if begin[a] or end[a]:
+            n = t.shape[a]
+            if not isinstance(n, int):
+                ctx.fail(f"{mode} padding of a symbolic dim is not supported")
+            ids = np.pad(np.arange(n), (begin[a], end[a]), mode=mode)
+            t = _take_along(t, ids, a)
+    return t
+
+
+@onnx_op("Trilu")
+def _trilu(ctx, x, k=None):
+    t = ctx.tensor(x)
+    k = 0 if k is None else int(np.asarray(ctx.static(k, "k")).ravel()[0])
+    n, m = t.shape[-2], t.shape[-1]
+    if not isinstance(n, int) or not isinstance(m, int):
+        ctx.fail("symbolic matrix sizes are not supported")
+    if n == 0 or m == 0:
+        ctx.fail("an empty matrix is not supported: graphc has no size-0 dims")
+    ones = np.ones((n, m), dtype=bool)
+    keep = np.triu(ones, k) if int(ctx.attr("upper", 1)) else np.tril(ones, k)
+    zero = ops.constant(np.zeros((), dtype=t.dtype), dtype=t.dtype)
+    return ops.where(ops.constant(keep), t, zero)
+
+
+@onnx_op("DepthToSpace")
+def _depth_to_space(ctx, x):
+    t = ctx.tensor(x)
+    b = int(ctx.attr("blocksize"))
+    n, c, h, w = t.shape
+    if not isinstance(c, int) or c % (b * b):
+        ctx.fail(f"{c} channels are not a multiple of blocksize^2 = {b * b}")
+    if ctx.attr("mode", "DCR") == "DCR":
+        y = ops.reshape(t, (n, b, b, c // (b * b), h, w))
+        y = ops.transpose(y, (0, 3, 4, 1, 5, 2))
+    else:
+        y = ops.reshape(t, (n, c // (b * b), b, b, h, w))
+        y = ops.transpose(y, (0, 1, 4, 2, 5, 3))
+    return ops.reshape(y, (n, c // (b * b), h * b, w * b))
+
+
+@onnx_op("SpaceToDepth")
+def _space_to_depth(ctx, x):
+    t = ctx.tensor(x)
+    b = int(ctx.attr("blocksize"))
+    n, c, h, w = t.shape
+    if not isinstance(h, int) or not isinstance(w, int) or h % b or w % b:
+        ctx.fail(f"spatial sizes {(h, w)} are not multiples of blocksize {b}")
+    y = ops.reshape(t, (n, c, h // b, b, w // b, b))
+    if ctx.attr("mode", "DCR") == "DCR":
+        y = ops.transpose(y, (0, 3, 5, 1, 2, 4))
+    else:
+        y = ops.transpose(y, (0, 1, 3, 5, 2, 4))
+    return ops.reshape(y, (n, c * b * b, h // b, w // b))
+
+
+@onnx_op("EyeLike")
+def _eye_like(ctx, x):
+    shape = _shape_of(x)
+    if len(shape) != 2 or not all(isinstance(d, int) for d in shape):
+        ctx.fail(f"a 2-d input of known shape is needed, got {shape}")
+    dtype = np.dtype(x.dtype)
+    if "dtype" in ctx.attrs:
+        dtype = dtypes.to_numpy(int(ctx.attr("dtype")), ctx.where())
+    return np.eye(shape[0], shape[1], int(ctx.attr("k", 0)), dtype=dtype)
+
+
+def _hot(ids, n: int):
+    """ids == every index in [0, n), a bool tensor of shape ids.shape + (n,); an index
+    outside the range matches nothing (no error, as OneHot and the losses want)."""
+    return ops.equal(ops.reshape(ids, tuple(ids.shape) + (1,)),
+                     ops.constant(np.arange(n, dtype=ids.dtype)))
+
+
+def _move_last(t, axis: int):
+    """t with its last axis moved to `axis`."""
+    if axis == t.ndim - 1:
+        return t
+    perm = list(range(t.ndim - 1))
+    perm.insert(axis, t.ndim - 1)
+    return ops.transpose(t, tuple(perm))
+
+
+@onnx_op("OneHot")
+def _one_hot(ctx, indices, depth, values):
+    depth = int(np.asarray(ctx.static(depth, "depth")).ravel()[0])
+    if depth < 1:
+        ctx.fail("depth must be positive")
+    ids = ctx.tensor(indices)
+    values = ctx.tensor(values)
+    if ids.dtype.kind == "f":
+        ids = ops.cast(ids, np.int64)  # ONNX casts float indices to integers
+    ids = ops.where(ops.less(ids, ops.constant(np.asarray(0, ids.dtype))),
+                    ids + ops.constant(np.asarray(depth, ids.dtype)), ids)
+    hot = _hot(ids, depth)
+    out = ops.where(hot, values[1], values[0])
+    axis = int(ctx.attr("axis", -1)) % out.ndim
+    return _move_last(out, axis)
+
+
+@onnx_op("GatherElements")
+def _gather_elements(ctx, data, indices):
+    t, ids = ctx.tensor(data), ctx.tensor(indices)
+    axis = int(ctx.attr("axis", 0)) % t.ndim
+    n = t.shape[axis]
+    if not isinstance(n, int):
+        ctx.fail("gathering along a symbolic dim is not supported")
+    ids = ops.where(ops.less(ids, ops.constant(np.asarray(0, ids.dtype))),
+                    ids + ops.constant(np.asarray(n, ids.dtype)), ids)
+    # the other axes of data cut to the indices' sizes; the gathered axis moved last
+    index = tuple(slice(None) if i == axis else slice(0, d) for i, d in enumerate(ids.shape))
+    t = t[index]
+    perm = tuple(i for i in range(t.ndim) if i != axis) + (axis,)
+    t_last = ops.transpose(t, perm)                     # (others..., n)
+    ids_last = ops.transpose(ids, perm)                 # (others..., k)
+    hot = _hot(ids_last, n)                             # (others..., k, n)
+    rows = ops.reshape(t_last, tuple(t_last.shape[:-1]) + (1, n))
+    zero = ops.constant(np.zeros((), dtype=t.dtype), dtype=t.dtype)
+    picked = ops.sum(ops.where(hot, rows, zero), -1)    # exact: one term is not zero
+    if picked.dtype != t.dtype:
+        picked = ops.cast(picked, t.dtype)
+    back = list(range(t.ndim - 1))
+    back.insert(axis, t.ndim - 1)
+    return ops.transpose(picked, tuple(back))
+
+
+@onnx_op("CenterCropPad")
+def _center_crop_pad(ctx, x, shape):
+    """Crop (or zero-pad) the given axes to `shape`, centred: a crop drops the extra half
+    from the start rounded down, a pad adds the extra half at the start rounded down."""
+    t = ctx.tensor(x)
+    target = _static_ints(ctx, shape, "shape")
+    axes = [int(a) % t.ndim for a in ctx.attr("axes", list(range(t.ndim)))]
+    if len(axes) != len(target):
+        ctx.fail(f"shape {target} does not fit axes {axes}")
+    index = [slice(None)] * t.ndim
+    widths = [(0, 0)] * t.ndim
+    for a, want in zip(axes, target):
+        have = t.shape[a]
+        if not isinstance(have, int):
+            ctx.fail("cropping a symbolic dim is not supported")
+        if want < have:
+            start = (have - want) // 2
+            index[a] = slice(start, start + want)
+        elif want > have:
+            before = (want - have) // 2
+            widths[a] = (before, want - have - before)
+    t = t[tuple(index)]
+    return ops.pad(t, widths) if any(w != (0, 0) for w in widths) else t
+
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@onnx_op("Einsum")
+def _einsum(ctx, *xs):
+    """Einsum as broadcast products and sums: each operand's repeated letters reduced to
+    their diagonal, its axes laid out in one order of all letters, the operands multiplied
+    and the letters not in the output summed away."""
+    ts = [ctx.tensor(x) for x in xs]
+    eq = ctx.attr("equation").replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(ts):
+        ctx.fail(f"equation {eq!r} names {len(terms)} operands, got {len(ts)}")
+    if any(t.dtype.kind != "f" for t in ts):
+        ctx.fail("only float operands are supported")
+    # '...' becomes letters of its own (the broadcast dims)
+    spare = [c for c in _LETTERS if c not in eq]
+    ell = max((t.ndim - len(term.replace("...", "")) for t, term in zip(ts, terms)
+               if "..." in term), default=0)
+    dots = "".join(spare[:ell])
+    expanded = []
+    for t, term in zip(ts, terms):
+        if "..." in term:
+            n = t.ndim - len(term.replace("...", ""))
+            term = term.replace("...", dots[ell - n:])
+        if len(term) != t.ndim:
+            ctx.fail(f"term {term!r} does not fit an operand of rank {t.ndim}")
+        expanded.append(term)
+    if not arrow:
+        counts: dict[str, int] = {}
+        for term in expanded:
+            for c in term:
+                counts[c] = counts.get(c, 0) + 1
+        rhs = dots + "".join(sorted(c for c, n in counts.items() if n == 1 and c not in dots))
+    else:
+        rhs = rhs.replace("...", dots)
+    order = list(dict.fromkeys(rhs + "".join(expanded)))
+    sizes: dict[str, object] = {}
+    laid = []
+    for t, term in zip(ts, expanded):
+        # the diagonal of a repeated letter: mask with the identity and sum one copy away
+        while len(set(term)) < len(term):
+            c = next(c for c in term if term.count(c) > 1)
+            i, j = term.index(c), term.index(c, term.index(c) + 1)
+            n = t.shape[i]
+            eye = np.eye(n, dtype=t.dtype).reshape(tuple(n if k in (i, j) else 1
+                                                         for k in range(t.ndim)))
+            t = ops.sum(t * ops.constant(eye, dtype=t.dtype), j)
+            term = term[:j] + term[j + 1:]
+        for c, d in zip(term, t.shape):
+            if d != 1 or c not in sizes:
+                sizes[c] = d
+        present = [c for c in order if c in term]
+        t = ops.transpose(t, tuple(term.index(c) for c in present)) if present != list(
+            term) else t
+        laid.append(ops.reshape(t, tuple(t.shape[present.index(c)] if c in present else 1
+                                         for c in order)))
+    prod = laid[0]
+    for t in laid[1:]:
+        prod = prod * t
+    gone = tuple(i for i, c in enumerate(order) if c not in rhs)
+    out = ops.sum(prod, gone) if gone else prod
+    kept = [c for c in order if c in rhs]
+    if kept != list(rhs):
+        out = ops.transpose(out, tuple(kept.index(c) for c in rhs))
+    if out.ndim == 0 or tuple(out.shape) == tuple(sizes[c] for c in rhs):
+        return out
+    return ops.broadcast_to(out, tuple(sizes[c] for c in rhs))

@@ -1,7 +1,7 @@
 """The one table: ONNX op type -> the function that builds its graphc ops.
 
 Each entry is ``fn(ctx, *inputs) -> value or list of values`` (see importer.NodeContext);
-entries live in one module per op family (ops_math, ops_nn, ops_shape) and register
+entries live in one module per op family (ops_math, ops_nn, ops_norm, ops_shape) and register
 themselves with ``@onnx_op("Relu", ...)``. ``HANDLERS`` is filled when this module is
 imported.
 """
@@ -31,4 +31,12 @@ def supported_ops() -> list[str]:
     return sorted(HANDLERS)
 
 
-from . import ops_math, ops_nn, ops_shape  # noqa: E402,F401  (fills HANDLERS)
+from . import (  # noqa: E402,F401  (fills HANDLERS)
+    ops_attention,
+    ops_control,
+    ops_math,
+    ops_nn,
+    ops_norm,
+    ops_recurrent,
+    ops_shape,
+)
