@@ -12,6 +12,7 @@ import re
 import time
 import warnings
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -356,6 +357,23 @@ def counts(results: dict) -> dict:
     return table
 
 
+GENERATED_BEGIN = "<!-- generated: python -m graphc.onnx.conformance --counts README.md -->"
+GENERATED_END = "<!-- end generated -->"
+
+
+def write_counts(path: Path, block: str) -> None:
+    """Write the counts block to `path`; a file that already has the generated markers (the
+    README) gets only the text between them replaced, so the counts there are never typed."""
+    text = path.read_text() if path.exists() else ""
+    if GENERATED_BEGIN in text and GENERATED_END in text:
+        head, rest = text.split(GENERATED_BEGIN, 1)
+        tail = rest.split(GENERATED_END, 1)[1]
+        text = f"{head}{GENERATED_BEGIN}\n{block.strip()}\n{GENERATED_END}{tail}"
+    else:
+        text = block
+    path.write_text(text)
+
+
 def counts_block(by_backend: dict[str, dict]) -> str:
     """The README's few lines: the counts per backend, generated from a run."""
     lines = []
@@ -417,7 +435,6 @@ def unclaimed_ops(claimed: set[str]) -> dict[str, int]:
 
 def main(argv=None) -> None:
     import argparse
-    from pathlib import Path
 
     from .table import supported_ops
 
@@ -430,7 +447,9 @@ def main(argv=None) -> None:
     parser.add_argument("--markdown", default=None, metavar="PATH",
                         help="write the table (docs/onnx.md); runs both backends")
     parser.add_argument("--counts", default=None, metavar="PATH",
-                        help="write the README's counts block; runs both backends")
+                        help="write the counts block to PATH (a file with the generated markers, "
+                             "such as README.md, gets only its block replaced); runs both "
+                             "backends")
     args = parser.parse_args(argv)
     claimed = set(args.ops.split(",")) if args.ops else set(supported_ops())
     backends = (["numpy", "llvm"] if args.backend == "both" or args.markdown or args.counts
@@ -451,7 +470,7 @@ def main(argv=None) -> None:
     if args.markdown:
         Path(args.markdown).write_text(markdown(by_backend, unclaimed_ops(claimed)))
     if args.counts:
-        Path(args.counts).write_text(counts_block(by_backend))
+        write_counts(Path(args.counts), counts_block(by_backend))
 
 
 if __name__ == "__main__":
