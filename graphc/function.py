@@ -164,27 +164,42 @@ def compile(inputs, outputs, updates=None, backend: str = "numpy",
     all outputs are computed, all at once (a training step is one compiled function).
     `optimize` runs the whole pass pipeline (True), none of it (False), or the passes named
     in a list, in pipeline order (``["cse", "dce"]``).
+
+    Compiling the same declared program again (same nodes, parameters, placeholders, pass
+    selection, backend and options) reuses the optimized program and, on llvm, the generated
+    IR of a recent compilation (graphc/compile_memo.py; ``GRAPHC_COMPILE_MEMO=0`` turns it
+    off); the new Function still gets its own executable.
     """
+    from . import compile_memo
     from .backends import get_backend
     from .passes.manager import optimize_program
 
     started = time.perf_counter()
     impl = get_backend(backend)
     program, single = build_program(inputs, outputs, updates)
-    stats = None
-    if isinstance(optimize, (list, tuple)):
-        program, stats = optimize_program(program, passes=optimize)
-    elif isinstance(optimize, (bool, np.bool_)):
-        if optimize:
-            program, stats = optimize_program(program)
-    else:
+    if not isinstance(optimize, (list, tuple, bool, np.bool_)):
         raise GraphError(f"optimize must be True, False or a list of pass names, got "
                          f"{optimize!r}")
-    executable = impl.compile(program, dict(backend_options or {}))
+    options = dict(backend_options or {})
+    key = compile_memo.fingerprint(program, optimize, backend, options)
+    entry = compile_memo.lookup(key)
+    if entry is not None:  # passes and code generation done before: a new executable only
+        program = entry.program
+        stats = list(entry.pass_stats) if entry.pass_stats is not None else None
+        executable = entry.executable(impl, options)
+    else:
+        stats = None
+        if isinstance(optimize, (list, tuple)):
+            program, stats = optimize_program(program, passes=optimize)
+        elif optimize:
+            program, stats = optimize_program(program)
+        executable = impl.compile(program, options)
+        compile_memo.remember(key, program, stats, executable)
     fn = Function(program, executable, single, backend)
     # the declared graph (what gc.onnx.export writes), not the optimized one that runs
     fn.declared = (_as_list(outputs)[0], list(inputs))
-    fn.stats.update(compile_seconds=time.perf_counter() - started, passes=stats)
+    fn.stats.update(compile_seconds=time.perf_counter() - started, passes=stats,
+                    compile_memo_hit=entry is not None)
     return fn
 
 

@@ -10,6 +10,8 @@ kernel succeeded.
 from __future__ import annotations
 
 import ctypes
+import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,6 +27,18 @@ from ..kernelgen.binding import (
     updated_parameter_outputs,
 )
 from ..kernelgen.program import Layout
+
+
+@dataclass(frozen=True)
+class LLVMArtifact:
+    """What code generation made of a program, enough to build another executable of it
+    without generating the code again (graphc/compile_memo.py): the IR text, the slot layout
+    the code was generated against (read-only once built) and the profile counters' slot and
+    names (None unless profiling)."""
+
+    ir_text: str
+    layout: Layout
+    profile: tuple[int, list[str]] | None
 
 
 class LLVMExecutable(Executable):
@@ -49,6 +63,30 @@ class LLVMExecutable(Executable):
                                key=lambda s: s.name)
         self._updated = [p.attrs["storage"] for p, _ in program.updates]
         self._profile: tuple[int, list[str]] | None = None
+
+    def artifact(self) -> LLVMArtifact:
+        """The generated code this executable was built from (shared with the executables
+        `from_artifact` builds; none of it changes after code generation)."""
+        return LLVMArtifact(self.source, self.layout, self._profile)
+
+    @classmethod
+    def from_artifact(cls, program: Graph, artifact: LLVMArtifact, options: dict
+                      ) -> LLVMExecutable:
+        """A new executable of `program` from the code generated for it earlier: its own
+        machine-code engine (from the on-disk cache when it holds this IR), buffers and
+        pointer tables. `options`: the llvm backend's options it was generated with."""
+        from ..kernelgen import toolchain
+        from . import blas
+
+        started = time.perf_counter()
+        blas.blas()  # the BLAS symbols the code calls, registered before it is linked
+        engine, cache, _ = toolchain.jit(artifact.ir_text, use_cache=options.get("cache", True))
+        stats = {"llvm_compile_seconds": time.perf_counter() - started,
+                 "llvm_cache_hit": cache.hit}
+        exe = cls(program, artifact.layout, engine, artifact.ir_text, stats)
+        if artifact.profile is not None:
+            exe.enable_profile(*artifact.profile)
+        return exe
 
     def enable_profile(self, slot: int, kernel_names: list[str]) -> None:
         self._profile = (slot, kernel_names)
