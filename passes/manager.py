@@ -3,7 +3,7 @@
 Default pipeline (each a named pass; rewrite stages run their rules to a fixpoint):
 
     loop_bodies -> canonicalize -> fold -> stabilize -> simplify -> cse -> dce -> fuse
-    -> plan_memory
+    -> collectives -> plan_memory
 
 (`loop_bodies` runs this same pipeline on the body of every scan.)
 
@@ -27,6 +27,7 @@ from graphc.ir.text import identifier
 
 from .bodies import loop_bodies_program
 from .canonicalize import CANONICALIZE
+from .collectives import schedule_collectives
 from .fold import FOLD
 from .fuse import fuse_program
 from .memory import memory_program
@@ -91,6 +92,7 @@ PIPELINE: list[tuple[str, Callable[[Graph], tuple[Graph, dict]]]] = [
     ("cse", cse_program),
     ("dce", dce_program),
     ("fuse", fuse_program),
+    ("collectives", schedule_collectives),
     ("plan_memory", memory_program),
 ]
 PASS_NAMES = [name for name, _ in PIPELINE]

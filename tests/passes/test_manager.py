@@ -26,7 +26,7 @@ def test_default_pipeline_order_and_stats():
     graph, stats = gc.optimize([loss, gW, gb])
     assert [s.name for s in stats] == PASS_NAMES == [
         "loop_bodies", "canonicalize", "fold", "stabilize", "simplify", "cse", "dce", "fuse",
-        "plan_memory"]
+        "collectives", "plan_memory"]
     assert stats[0].nodes_before > stats[-1].nodes_after
     assert all(s.seconds >= 0 for s in stats)
     assert "mul_one" in stats[1].fired
@@ -53,7 +53,8 @@ def test_switching_passes_off_by_name(monkeypatch):
     assert [s.name for s in stats] == ["cse", "dce"]
     monkeypatch.setenv("GRAPHC_DISABLE_PASSES", "simplify,fuse")
     assert [s.name for s in gc.compile([x], loss).stats["passes"]] == [
-        "loop_bodies", "canonicalize", "fold", "stabilize", "cse", "dce", "plan_memory"]
+        "loop_bodies", "canonicalize", "fold", "stabilize", "cse", "dce", "collectives",
+        "plan_memory"]
     with pytest.raises(gc.GraphError, match="unknown pass"):
         gc.optimize([loss], exclude=["nope"])
 
