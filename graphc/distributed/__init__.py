@@ -17,7 +17,7 @@ Without mpiexec (or without mpi4py) everything here is single-process: ``rank() 
 from __future__ import annotations
 
 from ..ops.collective import allreduce, broadcast, reduce_root
-from .data_parallel import DataParallel, average_gradients
+from .data_parallel import DataParallel, average_gradients, weighted_gradients
 from .runtime import (
     abort,
     allreduce_array,
@@ -50,5 +50,5 @@ def is_main() -> bool:
 __all__ = [
     "DataParallel", "abort", "allreduce", "allreduce_array", "average_gradients", "barrier",
     "broadcast", "broadcast_array", "broadcast_object", "describe", "is_main", "rank",
-    "reduce_root", "set_timeout", "shard_indices", "size",
+    "reduce_root", "set_timeout", "shard_indices", "size", "weighted_gradients",
 ]

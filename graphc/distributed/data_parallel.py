@@ -1,10 +1,10 @@
 """Data-parallel gradients: every process's gradients averaged, weighted by its sample count,
 in fused buckets (one collective per bucket, not one per parameter).
 
-Each process computes the gradient g_r of its own mean loss over its n_r samples. The gradient
-of the mean loss over all samples is Σ_r n_r·g_r / Σ_r n_r, so each bucket carries the scaled
-gradients n_r·g_r and n_r itself, and one allreduce-sum gives both the numerator and the
-denominator: a short last batch on one process weighs what it should.
+Each process differentiates n_r·cost_r, its mean loss scaled by its n_r samples. The gradient of
+the mean loss over all samples is the sum of those gradients over the processes divided by
+Σ_r n_r, so each bucket carries the scaled gradients and n_r itself, and one allreduce-sum gives
+both the numerator and the denominator: a short last batch on one process weighs what it should.
 
 A bucket's allreduce is split into ``allreduce_start`` / ``allreduce_wait`` (MPI_Iallreduce and
 MPI_Wait): the scheduling pass (passes/collectives.py) starts it right after the bucket's last
@@ -43,16 +43,44 @@ def sample_count(cost: Tensor) -> Tensor:
     return ops.numel(Tensor(batched[0], cost.graph), axis=0, dtype=np.float64)
 
 
-def average_gradients(grads: Sequence[Tensor | None], cost: Tensor, *, samples=None,
-                      bucket_mb: float = DEFAULT_BUCKET_MB, overlap: bool = True,
-                      build_alone: bool = False) -> list[Tensor | None]:
-    """The gradients averaged over all processes, weighted by `samples` (default: the batch
-    size of the cost's inputs). None entries stay None. In one process the gradients are
-    returned as they are, unless `build_alone` (to look at the buckets and their schedule)."""
+def weighted_gradients(cost: Tensor, wrt: Sequence[Tensor], *, samples=None,
+                       bucket_mb: float = DEFAULT_BUCKET_MB, overlap: bool = True,
+                       build_alone: bool = False) -> list[Tensor]:
+    """The gradient of the mean cost over every process's samples w.r.t. `wrt` (replicated
+    parameters): each process differentiates n_r·cost_r, and the sums of those gradients and
+    of the n_r, allreduced in buckets, give Σ_r n_r·∇cost_r / Σ_r n_r.
+
+    Differentiating the scaled cost (rather than scaling the gradient) is what makes a model
+    with collectives inside its forward pass right: through ``SyncBatchNorm``'s allreduce, each
+    process's gradient receives the other processes' cotangents, which must carry their own
+    weights. In one process: ``gc.grad(cost, wrt)``, unless `build_alone`."""
+    from ..passes.autodiff import grad
+
+    if runtime.size() == 1 and not build_alone:
+        return grad(cost, list(wrt))
+    with name_scope("data_parallel"):
+        n = _weight(cost, samples)
+        scaled = cost * (ops.cast(n, cost.dtype) if cost.dtype != n.dtype else n)
+    grads = grad(scaled, list(wrt))
+    return average_gradients(grads, n, bucket_mb=bucket_mb, overlap=overlap)
+
+
+def _weight(cost: Tensor, samples) -> Tensor:
+    if samples is None:
+        return sample_count(cost)
+    if isinstance(samples, Tensor):
+        return ops.cast(samples, np.float64) if samples.dtype != np.float64 else samples
+    return ops.constant(np.asarray(float(samples)), graph=cost.graph)
+
+
+def average_gradients(grads: Sequence[Tensor | None], n: Tensor, *,
+                      bucket_mb: float = DEFAULT_BUCKET_MB,
+                      overlap: bool = True) -> list[Tensor | None]:
+    """Σ_r grads_r / Σ_r n_r over the processes, for gradients already scaled by this
+    process's weight `n` (a scalar): buckets of gradients, each with n as its last element,
+    one allreduce-sum per bucket. None entries stay None."""
     if bucket_mb <= 0:
         raise GraphError(f"bucket_mb must be > 0, got {bucket_mb}")
-    if runtime.size() == 1 and not build_alone:
-        return list(grads)
     present = [(k, g) for k, g in enumerate(grads) if g is not None]
     for _, g in present:
         if g.dtype.kind != "f":
@@ -60,12 +88,6 @@ def average_gradients(grads: Sequence[Tensor | None], cost: Tensor, *, samples=N
         if not isinstance(prod(g.shape) if g.shape else 1, int):
             raise GraphError("gradients with symbolic shapes cannot be bucketed")
     with name_scope("data_parallel"):
-        if samples is None:
-            n = sample_count(cost)
-        elif isinstance(samples, Tensor):
-            n = ops.cast(samples, np.float64) if samples.dtype != np.float64 else samples
-        else:
-            n = ops.constant(np.asarray(float(samples)), graph=cost.graph)
         limit = bucket_mb * 2**20
         out: list[Tensor | None] = list(grads)
         # the order the backward pass produces them in: creation order of the gradient nodes
@@ -83,19 +105,18 @@ def average_gradients(grads: Sequence[Tensor | None], cost: Tensor, *, samples=N
         for bucket in buckets:
             dtype = bucket[0][1].dtype
             weight = ops.cast(n, dtype) if dtype != n.dtype else n
-            flat = ops.concat([ops.reshape(g * weight, (-1,)) for _, g in bucket]
+            flat = ops.concat([ops.reshape(g, (-1,)) for _, g in bucket]
                               + [ops.reshape(weight, (1,))], 0)
             if overlap:
                 total = allreduce_wait(allreduce_start(flat, "sum"), flat)
             else:
                 total = allreduce(flat, "sum")
             end = int(flat.shape[0])
-            count = total[end - 1:end]
+            count = ops.reshape(total[end - 1:end], ())
             offset = 0
             for k, g in bucket:
                 size = prod(g.shape) if g.shape else 1
-                piece = ops.reshape(total[offset:offset + size], g.shape)
-                out[k] = piece / ops.reshape(count, ())
+                out[k] = ops.reshape(total[offset:offset + size], g.shape) / count
                 offset += size
         return out
 
@@ -129,10 +150,10 @@ class DataParallel:
         self.bucket_mb, self.overlap = float(bucket_mb), bool(overlap)
         self.samples, self.build_alone = samples, bool(build_alone)
 
-    def average(self, grads: Sequence[Tensor | None], cost: Tensor) -> list[Tensor | None]:
-        """What the wrapped optimizer calls between differentiating and clipping."""
-        return average_gradients(grads, cost, samples=self.samples, bucket_mb=self.bucket_mb,
-                                 overlap=self.overlap, build_alone=self.build_alone)
+    def gradients(self, cost: Tensor, wrt: Sequence[Tensor]) -> list[Tensor]:
+        """The averaged gradients the wrapped optimizer updates with (before clipping)."""
+        return weighted_gradients(cost, wrt, samples=self.samples, bucket_mb=self.bucket_mb,
+                                  overlap=self.overlap, build_alone=self.build_alone)
 
     def updates(self, cost: Tensor, skip_nonfinite: bool = False,
                 distributed: bool = True) -> dict[Tensor, Tensor]:

@@ -185,12 +185,13 @@ class Optimizer:
             names = ", ".join(p.name for p in self.params[:5])
             raise GraphError(f"{type(self).__name__}: the cost depends on none of its "
                              f"parameters ({names}{', ...' if len(self.params) > 5 else ''})")
-        grads = grad(cost, used)
-        if distributed:
+        if distributed:  # averaged across MPI processes, weighted by their sample counts
             from ..distributed import DataParallel
 
             wrapper = distributed if isinstance(distributed, DataParallel) else DataParallel(self)
-            grads = wrapper.average(grads, cost)
+            grads = wrapper.gradients(cost, used)
+        else:
+            grads = grad(cost, used)
         with name_scope("clip"):
             if self.clip_value is not None:
                 grads = clip_by_value(grads, self.clip_value)
