@@ -303,14 +303,7 @@ def handle_index(name: str) -> int:
 
 def library_path() -> str | None:
     """The MPI shared library this process loaded (read from /proc/self/maps)."""
-    if mpi() is None:
-        return None
-    try:
-        maps = open("/proc/self/maps").read()  # noqa: SIM115
-    except OSError:
-        return None
-    found = sorted(set(re.findall(r"(/\S*lib(?:mpi|mpich)\S*\.so[.\d]*)", maps)))
-    return found[0] if found else None
+    return None if mpi() is None else _loaded_library()
 
 
 @cache
@@ -341,24 +334,41 @@ def native() -> Native:
                   MPI._sizeof(MPI.Request), max(MPI._sizeof(MPI.Status), 8), table)
 
 
-def describe() -> str:
-    """One line for ``graphc info``: is MPI usable here, which library, how many processes."""
+def describe() -> list[tuple[str, str]]:
+    """(key, value) lines for ``graphc info``: is MPI usable here, which library, where is
+    mpiexec, which process is this. Outside mpiexec the library is loaded without
+    initializing MPI (only to read its version)."""
     try:
         import mpi4py
     except ImportError:
-        return "not installed (pip install 'graphc[mpi]' for mpi4py and the MPICH wheel)"
+        return [("mpi4py", "not installed"),
+                ("available", "no (pip install 'graphc[mpi]': mpi4py and the MPICH wheel); "
+                              "gc.distributed runs as one process")]
     MPI = mpi()
     if MPI is None:
-        import importlib.util
+        mpi4py.rc.initialize = False  # (reading the version needs no MPI_Init)
+        mpi4py.rc.finalize = False
+        try:
+            from mpi4py import MPI
+        except ImportError as exc:
+            return [("mpi4py", mpi4py.__version__), ("available", f"no ({exc})")]
+    version = " ".join(MPI.Get_library_version().strip().splitlines()[0].split())
+    path = _loaded_library()
+    launcher = _which("mpiexec")
+    where = f"rank {rank()} of {size()}" + ("" if launched() else " (not started by mpiexec)")
+    usable = "yes" if launcher else "yes, with an MPI launcher (no mpiexec on PATH)"
+    return [("mpi4py", mpi4py.__version__), ("library", f"{version} ({path or '?'})"),
+            ("mpiexec", launcher or "not found"), ("this process", where),
+            ("available", f"{usable}: mpiexec -n 2 python your_script.py")]
 
-        where = "mpi4py " + mpi4py.__version__
-        launcher = "mpiexec on PATH" if _which("mpiexec") else "no mpiexec on PATH"
-        if importlib.util.find_spec("mpi4py.MPI") is None:
-            return f"{where}, but its MPI module is missing"
-        return f"{where} ({launcher}); single process (not started by mpiexec)"
-    version = MPI.Get_library_version().strip().splitlines()[0]
-    return (f"{version} via mpi4py {mpi4py.__version__}, library {library_path()}; "
-            f"rank {rank()} of {size()}")
+
+def _loaded_library() -> str | None:
+    try:
+        maps = open("/proc/self/maps").read()  # noqa: SIM115
+    except OSError:
+        return None
+    found = sorted(set(re.findall(r"(/\S*lib(?:mpi|mpich)\S*\.so[.\d]*)", maps)))
+    return found[0] if found else None
 
 
 def _which(name: str) -> str | None:
