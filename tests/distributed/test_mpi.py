@@ -75,3 +75,21 @@ def test_a_failing_process_ends_the_job(tmp_path, case, message):
     assert message in run.stderr, run.stderr[-3000:]
     if case != "timeout":  # the failing rank names itself
         assert "[graphc rank 1 of 2]" in run.stderr
+
+
+def test_the_readme_command_trains_the_digits_cnn_on_two_processes(tmp_path):
+    """`mpiexec -n 2 python examples/data_parallel.py` (quick): it learns, and rank 0 alone
+    prints the epochs and writes the curves."""
+    example = HERE.parents[1] / "examples" / "data_parallel.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "HYDRA_"))}
+    env.update(OPENBLAS_NUM_THREADS="1", GRAPHC_QUICK="1")
+    run = subprocess.run([_mpiexec(), "-n", "2", sys.executable, str(example)], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300, env=env,
+                         stdin=subprocess.DEVNULL)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = run.stdout
+    assert "2 process(es), batch 32 per process (64 per step)" in out
+    assert out.count("epoch 2/2") == 1 and out.count("[quick mode]") == 1
+    accuracy = float(out.split("test accuracy: ")[1].split()[0])
+    assert accuracy > 0.85, out
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["data_parallel_curves.png"]
