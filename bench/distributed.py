@@ -30,20 +30,24 @@ MODELS = ("mlp_784", "lenet5")
 
 
 def _windows(fn, seconds: float, windows: int) -> float:
-    """Median seconds per call over `windows` windows of about `seconds` each."""
+    """Median seconds per call over `windows` windows of about `seconds` each. Every process
+    makes the same number of calls (rank 0's calibration, broadcast): a collective called a
+    different number of times on two processes would wait forever."""
     import numpy as np
 
+    from graphc import distributed as D
+
     fn()
-    fn()  # warm: buffers, caches
+    t0 = time.perf_counter()
+    fn()  # warm: buffers, caches; and a first estimate
+    per_call = max(time.perf_counter() - t0, 1e-6)
+    calls = D.broadcast_object(max(3, int(seconds / per_call)))
     per = []
     for _ in range(windows):
-        n, t0 = 0, time.perf_counter()
-        while True:
+        t0 = time.perf_counter()
+        for _ in range(calls):
             fn()
-            n += 1
-            if time.perf_counter() - t0 >= seconds and n >= 3:
-                break
-        per.append((time.perf_counter() - t0) / n)
+        per.append((time.perf_counter() - t0) / calls)
     return float(np.median(per))
 
 
