@@ -202,8 +202,8 @@ def test_sync_batch_norm_alone_is_batch_norm(rng):
 def test_pictures_and_source_name_the_collective(tmp_path):
     x = gc.placeholder("x", ("N",), "float64")
     y = D.allreduce(x, "mean")
-    dot = gc.viz.to_dot(y).source
-    assert "allreduce" in dot
+    dot = gc.viz.to_dot([y, D.broadcast(x, 0)]).source
+    assert "allreduce mean" in dot and "broadcast (root 0)" in dot and "hexagon" in dot
     fn = gc.compile([x], y)
     assert "K.allreduce(" in fn.source and "reduction='mean'" in fn.source
     assert "graphc_MPI" not in gc.compile([x], y, backend="llvm").source  # alone: a copy
