@@ -239,6 +239,8 @@ class Optimizer:
                 out[self.step_count] = self.step_count + 1
                 if skip_nonfinite:
                     out = self._guarded(cost, [g for g in grads if g is not None], out)
+                elif distributed:  # in the step (unchanged), so compiling broadcasts it too
+                    out[self.nonfinite_steps] = self.nonfinite_steps
         return out
 
     def _guarded(self, cost: Tensor, grads: list[Tensor], out: dict) -> dict:
