@@ -64,7 +64,7 @@ def test_dump_after_every_pass(tmp_path, monkeypatch):
     gc.optimize([loss], dump=str(tmp_path / "a"))
     (folder,) = (tmp_path / "a").iterdir()  # one folder per compilation
     names = sorted(p.name for p in folder.iterdir())
-    assert names[0] == "00_input.txt" and names[-1] == "09_plan_memory.txt"
+    assert names[0] == "00_input.txt" and names[-1] == "10_plan_memory.txt"
     assert "tanh" in (folder / "02_canonicalize.txt").read_text()
     monkeypatch.setenv("GRAPHC_DUMP_PASSES", str(tmp_path / "b"))
     monkeypatch.setenv("GRAPHC_DUMP_PICTURES", "1")
