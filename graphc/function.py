@@ -182,6 +182,10 @@ def compile(inputs, outputs, updates=None, backend: str = "numpy",
                          f"{optimize!r}")
     executable = impl.compile(program, dict(backend_options or {}))
     fn = Function(program, executable, single, backend)
+    if fn.distributed:  # a collective call: every process starts from rank 0's state
+        from .distributed import runtime
+
+        runtime.broadcast_parameters(fn._params)
     # the declared graph (what gc.onnx.export writes), not the optimized one that runs
     fn.declared = (_as_list(outputs)[0], list(inputs))
     fn.stats.update(compile_seconds=time.perf_counter() - started, passes=stats)
@@ -215,6 +219,10 @@ class Function:
                                key=lambda s: s.name)
         self._specs = [_InputSpec(n, self._symbols) for n in self._inputs]
         self._native_updates = getattr(executable, "applies_updates", False)
+        from .ops.collective import COLLECTIVES
+
+        #: does a call communicate with the other MPI processes (gc.distributed)?
+        self.distributed = any(n.op.name in COLLECTIVES for n in program.nodes)
         self.stats: dict = {"nodes": len(program.nodes)}
         self.stats.update(getattr(executable, "stats", {}))
         plan = program.meta.get("memory")
@@ -297,7 +305,13 @@ class Function:
             return self._run(arrays, binding, key)
 
     def _run(self, arrays, binding, key):
-        outputs, new_values = self._exe.run(arrays, binding, key)
+        if self.distributed:  # bounded by gc.distributed.set_timeout, if one is set
+            from .distributed import runtime
+
+            with runtime.watchdog(f"a call of the distributed step {self._program.name!r}"):
+                outputs, new_values = self._exe.run(arrays, binding, key)
+        else:
+            outputs, new_values = self._exe.run(arrays, binding, key)
         if not self._native_updates:
             params = [s.host_buffer() for s in self._params]
             protected = params + list(arrays)  # outputs are the caller's own arrays

@@ -20,6 +20,7 @@ from graphc.backends.kernelgen.registry import lowering_for
 from graphc.ir.graph import Graph
 from graphc.ops import REGISTRY
 from graphc.ops import loops as L
+from graphc.ops.collective import COLLECTIVES
 
 ROOT = Path(__file__).resolve().parents[2]
 # GEMM and the scatter with atomics are hand-written library kernels (the exception);
@@ -30,6 +31,9 @@ LEAVES = {"placeholder", "parameter", "constant"}
 # calls them inside one kernel, the GPU repeats their launches), with the control shared in
 # backends/kernelgen/loops.py (docs/scan-plan.md)
 CONTROL = {"scan", "scan_output"}
+# a collective is a call into MPI, not a kernel: the host step calls MPI itself
+# (backends/llvm/collectives.py), the GPU target stages it through host memory
+COMMUNICATION = set(COLLECTIVES)
 
 
 class _Node:
@@ -46,6 +50,15 @@ def test_every_kernel_but_the_library_ones_comes_from_a_description():
             continue
         if name in LIBRARY:
             assert op.loops is None, name
+            continue
+        if name in COMMUNICATION:
+            from graphc.backends.cuda import collectives as gpu_collectives
+            from graphc.backends.llvm import collectives as host_collectives
+
+            node = type("N", (), {"op": op, "loc": None})()
+            assert op.loops is None, name
+            assert lowering_for(node, "llvm") is getattr(host_collectives, name), name
+            assert lowering_for(node, "cuda") is gpu_collectives.host_step, name
             continue
         if name in CONTROL:
             from graphc.backends.cuda import loops as gpu_loops
