@@ -29,7 +29,7 @@ from graphc.ops.expr_numpy import NUMPY_NAMESPACE
 
 from ..base import Backend, Executable, nonfinite_message
 from .loops import LoopRunner, check_outputs
-from .lowering import LOWERINGS, Printer, reference_kernels
+from .lowering import LOWERINGS, Printer, reference_kernels, views
 
 _RESERVED = {"np", "K", "math", "inputs", "params", "consts", "dims", "step", "_loops",
              *NUMPY_NAMESPACE}
@@ -158,6 +158,11 @@ class NumpyExecutable(Executable):
         self._step = namespace["step"]
         self._dims: dict[tuple, dict] = {}
         self.stats = {}
+
+    def views(self, node: Node) -> tuple[int, ...]:
+        """What the generated line of `node` may return a view of (declared per op with its
+        lowering, or on its OpDef for ops run by their reference kernel)."""
+        return views(node)
 
     def run(self, inputs, binding, key):
         if binding is not None:
