@@ -166,6 +166,16 @@ def _numel(node, args, p):
     return f"np.asarray({dims}, dtype={p.value(node.attrs['dtype'])})"
 
 
+@lowers("conv", "conv_weight_grad", "conv_transpose", "max_pool", "max_pool_grad",
+        "max_pool_select", "avg_pool")
+def _whole_batch_kernel(node, args, p):
+    """Convolutions and pooling run the whole-batch kernels of backends/numpy/kernels.py
+    (the same values as the ops' reference functions, at hand-written NumPy speed), with
+    the executable's scratch buffers."""
+    kw = p.kwargs(node)
+    return f"KN.{node.op.name}({', '.join(args)}, {kw}, scratch=_scratch)"
+
+
 @lowers("scan_output", views=(0,))
 def _scan_output(node, args, p):
     return f"{args[0]}[{node.attrs['index']}]"
