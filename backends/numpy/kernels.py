@@ -5,11 +5,13 @@ window views, ``tensordot`` over strided views, ``np.add.at`` for the max-pool g
 and stay the definition the independent loop references in tests/op_cases.py check. These
 kernels compute the same values the way hand-written NumPy training code does:
 
-* im2col over the whole batch into a scratch buffer of layout (N, C·K, O) (one strided copy
-  per kernel offset, every sample at once), then BLAS: ``W (Cout, C·K) @ cols`` gives the
-  output directly in NCHW order (no transpose copy); the weight gradient is one batched
-  GEMM against the same columns; the input gradient is the transposed GEMM and a col2im that
-  adds each kernel offset's block in place, again over the whole batch;
+* im2col over the whole batch into a scratch buffer of layout (C·K, N·O) (one strided copy
+  per kernel offset, every sample at once), then one large GEMM: ``W (Cout, C·K) @ cols``
+  (returned as its (N, Cout, O) view, as hand-written code does); the weight gradient is one
+  GEMM against the same columns; the input gradient is the transposed GEMM and a col2im
+  that adds each kernel offset's block in place, again over the whole batch. One large
+  product rather than one per sample: the BLAS splits it over the cores, while N small
+  threaded calls each pay the threads' hand-over (3x slower on a busy 2-core machine);
 * pooling over strided slices, one kernel offset at a time (``np.maximum(..., out=)``), and
   for the common non-overlapping, unpadded pool a reshape into blocks; the max-pool gradient
   sends each window's gradient to its first maximum (``np.argmax``'s choice, NaN counting as
@@ -67,13 +69,15 @@ def _padded(x: np.ndarray, padding, value, scratch: Scratch | None, purpose: str
 
 
 def _im2col(x, kernel, stride, padding, dilation, out, scratch, dtype) -> np.ndarray:
-    """cols[n, (c, k), o] = x_padded[n, c, o·s + k·d], shape (N, C·prod(K), prod(O))."""
+    """cols[(c, k), (n, o)] = x_padded[n, c, o·s + k·d], shape (C·prod(K), N·prod(O)): the
+    whole batch side by side, so that a convolution is one large GEMM (BLAS splits one large
+    product over the cores; N small ones each pay the threads' hand-over)."""
     n, c = x.shape[:2]
-    xp = _padded(x, padding, 0, scratch)
-    cols = scratch.array("cols", (n, c) + tuple(kernel) + tuple(out), dtype)
+    xp = _padded(x, padding, 0, scratch).swapaxes(0, 1)  # (C, N, ...): a view
+    cols = scratch.array("cols", (c,) + tuple(kernel) + (n,) + tuple(out), dtype)
     for kidx in np.ndindex(*kernel):
-        cols[(slice(None), slice(None)) + kidx] = xp[_offset_slices(kidx, dilation, stride, out)]
-    return cols.reshape(n, c * math.prod(kernel), math.prod(out))
+        cols[(slice(None),) + kidx] = xp[_offset_slices(kidx, dilation, stride, out)]
+    return cols.reshape(c * math.prod(kernel), n * math.prod(out))
 
 
 def _out_sizes(spatial, kernel, stride, padding, dilation):
@@ -81,52 +85,53 @@ def _out_sizes(spatial, kernel, stride, padding, dilation):
                  for i in range(len(kernel)))
 
 
+def _channels_first(g, dtype) -> np.ndarray:
+    """g (N, C, *O) as the matrix (C, N·prod(O)) (a copy)."""
+    n, c = g.shape[:2]
+    out = np.empty((c, n) + g.shape[2:], dtype)
+    out[...] = g.swapaxes(0, 1)
+    return out.reshape(c, n * math.prod(g.shape[2:]))
+
+
 def conv(x, w, *, stride, padding, dilation, scratch: Scratch):
     """y[n, co, o] = sum_{c,k} w[co, c, k] x_pad[n, c, o·s + k·d]: im2col, then one GEMM
-    per sample whose result is already in (N, Cout, O) order."""
+    ``W (Cout, C·K) @ cols (C·K, N·O)``; the result is returned as its (N, Cout, O) view."""
     kernel = w.shape[2:]
     n, co = x.shape[0], w.shape[0]
     out = _out_sizes(x.shape[2:], kernel, stride, padding, dilation)
     dtype = np.result_type(x, w)
     cols = _im2col(x, kernel, stride, padding, dilation, out, scratch, dtype)
-    y = np.matmul(w.reshape(co, cols.shape[1]).astype(dtype, copy=False), cols)
-    return y.reshape((n, co) + out).astype(x.dtype, copy=False)
+    y = w.reshape(co, cols.shape[0]).astype(dtype, copy=False) @ cols
+    return y.reshape((co, n) + out).swapaxes(0, 1).astype(x.dtype, copy=False)
 
 
 def conv_weight_grad(x, g, *, kernel, stride, padding, dilation, scratch: Scratch):
-    """dw[co, c, k] = sum_{n,o} g[n, co, o] x_pad[n, c, o·s + k·d]: the same columns as the
-    forward, one batched GEMM ``g[n] @ cols[n].T`` and a sum over the batch."""
-    n, co = g.shape[:2]
-    c = x.shape[1]
+    """dw[co, c, k] = sum_{n,o} g[n, co, o] x_pad[n, c, o·s + k·d]: the forward's columns
+    and one GEMM ``g (Cout, N·O) @ cols.T``."""
+    co, c = g.shape[1], x.shape[1]
     out = tuple(g.shape[2:])
     dtype = np.result_type(x, g)
     cols = _im2col(x, kernel, stride, padding, dilation, out, scratch, dtype)
-    g3 = g.reshape(n, co, cols.shape[2]).astype(dtype, copy=False)
-    if n == 0:
-        dw = np.zeros((co, cols.shape[1]), dtype)
-    else:
-        dw = np.matmul(g3, cols.transpose(0, 2, 1)).sum(axis=0)
+    dw = _channels_first(g, dtype) @ cols.T
     return dw.reshape((co, c) + tuple(kernel)).astype(x.dtype, copy=False)
 
 
 def conv_transpose(g, w, *, stride, padding, dilation, out_size, scratch: Scratch):
-    """The adjoint of conv in its input: cols = W.T @ g over the whole batch, then col2im —
-    each kernel offset's block added in place into the padded result."""
+    """The adjoint of conv in its input: one GEMM ``cols = W.T @ g (Cout, N·O)``, then
+    col2im — each kernel offset's block added in place into the padded result."""
     kernel = w.shape[2:]
     n, co = g.shape[:2]
     ci = w.shape[1]
     in_sp = tuple(g.shape[2:])
     dtype = np.result_type(g, w)
-    ck = ci * math.prod(kernel)
-    w2 = w.reshape(co, ck).astype(dtype, copy=False)
-    cols = np.matmul(w2.T, g.reshape(n, co, math.prod(in_sp)).astype(dtype, copy=False))
-    cols = cols.reshape((n, ci) + tuple(kernel) + in_sp)
+    w2 = w.reshape(co, ci * math.prod(kernel)).astype(dtype, copy=False)
+    cols = (w2.T @ _channels_first(g, dtype)).reshape((ci,) + tuple(kernel) + (n,) + in_sp)
     full = tuple(max(o + 2 * p, (i - 1) * s + d * (k - 1) + 1)
                  for o, p, i, s, d, k in zip(out_size, padding, in_sp, stride, dilation, kernel))
     acc = np.zeros((n, ci) + full, dtype)
+    target = acc.swapaxes(0, 1)  # (C, N, ...): a view
     for kidx in np.ndindex(*kernel):
-        acc[_offset_slices(kidx, dilation, stride, in_sp)] += cols[
-            (slice(None), slice(None)) + kidx]
+        target[_offset_slices(kidx, dilation, stride, in_sp)] += cols[(slice(None),) + kidx]
     crop = (slice(None), slice(None)) + tuple(slice(p, p + o) for p, o in zip(padding, out_size))
     result = acc[crop]
     if any(padding) or full != tuple(out_size):
