@@ -208,11 +208,12 @@ def test_distinct_buffers_get_noalias_scopes():
 
 
 def test_conv_schedules_share_their_pieces():
-    """The host runs a convolution a sample at a time, the GPU the whole batch; both start
-    from the same im2col description (the window formula)."""
+    """A large convolution runs on the host a sample at a time, the GPU the whole batch; both
+    start from the same im2col description (the window formula). (A small one runs the
+    whole batch on the host too: tests/backends/test_llvm_conv_schedules.py.)"""
     with Graph():
-        x = gc.placeholder("x", ("N", 2, 6, 6))
-        w = gc.parameter("w", np.ones((3, 2, 3, 3), np.float32))
+        x = gc.placeholder("x", ("N", 64, 32, 32))
+        w = gc.parameter("w", np.ones((64, 64, 3, 3), np.float32))
         y = gc.nn.functional.conv2d(x, w, padding=1)
         node = y.node
         steps = node.op.loops(node, None)
