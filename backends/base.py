@@ -50,6 +50,13 @@ class Executable(ABC):
     #: True when `run` writes the parameter updates itself (after everything succeeded)
     applies_updates: bool = False
 
+    def views(self, node: Node) -> tuple[int, ...]:
+        """The positions of the inputs whose memory `node`'s value may share when `run`
+        returns it (a view, or the input itself). Function derives from this, once, which
+        outputs and new values may alias a parameter or an input (and copies only those).
+        The default assumes every input may be shared: always safe, never fast."""
+        return tuple(range(len(node.inputs)))
+
     def close(self) -> None:
         """Free what the executable holds (buffers, machine code, device memory). The default
         holds nothing that the garbage collector does not free."""

@@ -54,8 +54,18 @@ def make_torch(name: str, params, threads: int = 2):
         out = torch.sigmoid(torch.sigmoid(x @ W1 + b1) @ W2 + b2)
         return F.mse_loss(out, x)
 
+    def cnn32(x, y):
+        h = x
+        for i in range(4):
+            h = F.relu(F.conv2d(h, ps[2 * i], ps[2 * i + 1], padding=1))
+            if i % 2:
+                h = F.max_pool2d(h, 2)
+        f1, d1, f2, d2 = ps[8:]
+        h = F.relu(h.reshape(len(x), -1) @ f1 + d1)
+        return F.cross_entropy(h @ f2 + d2, y)
+
     forward = {"tiny_mlp": mlp(torch.tanh), "mlp_784": mlp(F.relu), "lenet5": lenet,
-               "autoencoder": autoencoder}[name]
+               "autoencoder": autoencoder, "cnn32": cnn32}[name]
 
     def step(*batch):
         tensors = [torch.from_numpy(b) for b in batch]
@@ -91,10 +101,20 @@ def make_jax(name: str, params):
     def pool(x):
         return lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
 
-    def conv(x, w, b):
-        y = lax.conv_general_dilated(x, w, (1, 1), "VALID",
+    def conv(x, w, b, padding="VALID"):
+        y = lax.conv_general_dilated(x, w, (1, 1), padding,
                                      dimension_numbers=("NCHW", "OIHW", "NCHW"))
         return y + b[None, :, None, None]
+
+    def cnn32(ps, x, y):
+        h = x
+        for i in range(4):
+            h = jax.nn.relu(conv(h, ps[2 * i], ps[2 * i + 1], "SAME"))
+            if i % 2:
+                h = pool(h)
+        f1, d1, f2, d2 = ps[8:]
+        h = jax.nn.relu(h.reshape(x.shape[0], -1) @ f1 + d1)
+        return ce(h @ f2 + d2, y)
 
     def lenet(ps, x, y):
         c1, d1, c2, d2, f1, e1, f2, e2, f3, e3 = ps
@@ -110,7 +130,7 @@ def make_jax(name: str, params):
         return jnp.mean((out - x) ** 2)
 
     loss_fn = {"tiny_mlp": mlp(jnp.tanh), "mlp_784": mlp(jax.nn.relu), "lenet5": lenet,
-               "autoencoder": autoencoder}[name]
+               "autoencoder": autoencoder, "cnn32": cnn32}[name]
 
     @jax.jit
     def update(ps, *batch):

@@ -32,7 +32,8 @@ def setup(description: str) -> argparse.Namespace:
     # The numpy backend issues many small matrix products; BLAS threads cost more than they
     # save on those, and stall badly when the cores are shared (see README).
     threadpool_limits(1, user_api="blas")
-    print(description + (" [quick mode]" if args.quick else ""))
+    if gc.distributed.is_main():  # (under mpiexec: one title, not one per process)
+        print(description + (" [quick mode]" if args.quick else ""))
     return args
 
 
@@ -57,4 +58,5 @@ def save_figure(args, fig, filename: str, what: str) -> Path:
 
 
 def done(args) -> None:
-    print(f"done in {time.perf_counter() - args.started:.1f}s")
+    if gc.distributed.is_main():
+        print(f"done in {time.perf_counter() - args.started:.1f}s")

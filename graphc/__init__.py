@@ -13,6 +13,7 @@ NumPy semantics, gradient), graphc/passes (autodiff + optimization), graphc/back
 
 from . import (
     datasets,
+    distributed,  # light: imports mpi4py only under mpiexec
     init,
     io,
     metrics,
@@ -124,7 +125,8 @@ __all__ = [
     "one_hot", "ops", "optimize", "pad", "passes", "parameter", "placeholder", "relu", "remainder",
     "reset_default_graph", "reshape", "rng_state", "scan", "sigmoid", "sign", "softmax", "softplus",
     "sqrt", "square", "stack", "sum", "take", "tanh", "transpose", "viz", "where", "datasets",
-    "init", "io", "load", "metrics", "onnx", "optim", "plot", "save", "train", "random",
+    "distributed", "init", "io", "load", "metrics", "onnx", "optim", "plot", "save", "train",
+    "random",
     "arange", "arctan", "ceil", "cos", "erf", "exp2", "floor", "full", "full_like", "gelu",
     "hard_sigmoid", "log10", "log2", "numel", "ones", "ones_like", "reciprocal", "round", "rsqrt",
     "silu", "sin", "softsign", "tan", "zeros", "zeros_like",

@@ -196,6 +196,10 @@ def compile(inputs, outputs, updates=None, backend: str = "numpy",
         executable = impl.compile(program, options)
         compile_memo.remember(key, program, stats, executable)
     fn = Function(program, executable, single, backend)
+    if fn.distributed:  # a collective call: every process starts from rank 0's state
+        from .distributed import runtime
+
+        runtime.broadcast_parameters(fn._params)
     # the declared graph (what gc.onnx.export writes), not the optimized one that runs
     fn.declared = (_as_list(outputs)[0], list(inputs))
     fn.stats.update(compile_seconds=time.perf_counter() - started, passes=stats,
@@ -230,6 +234,12 @@ class Function:
                                key=lambda s: s.name)
         self._specs = [_InputSpec(n, self._symbols) for n in self._inputs]
         self._native_updates = getattr(executable, "applies_updates", False)
+        from .ops.collective import COLLECTIVES
+
+        #: does a call communicate with the other MPI processes (gc.distributed)?
+        self.distributed = any(n.op.name in COLLECTIVES for n in program.nodes)
+        if not self._native_updates:
+            self._copy_outputs, self._copy_news = _aliasing(program, executable)
         self.stats: dict = {"nodes": len(program.nodes)}
         self.stats.update(getattr(executable, "stats", {}))
         plan = program.meta.get("memory")
@@ -312,18 +322,20 @@ class Function:
             return self._run(arrays, binding, key)
 
     def _run(self, arrays, binding, key):
-        outputs, new_values = self._exe.run(arrays, binding, key)
+        if self.distributed:  # bounded by gc.distributed.set_timeout, if one is set
+            from .distributed import runtime
+
+            with runtime.watchdog(f"a call of the distributed step {self._program.name!r}"):
+                outputs, new_values = self._exe.run(arrays, binding, key)
+        else:
+            outputs, new_values = self._exe.run(arrays, binding, key)
         if not self._native_updates:
-            params = [s.host_buffer() for s in self._params]
-            protected = params + list(arrays)  # outputs are the caller's own arrays
-            outputs = [np.array(o, copy=True) if any(np.may_share_memory(o, p)
-                                                     for p in protected) else o
-                       for o in outputs]
-            # a new value may be another parameter's storage, or a view of it ({a: b, b: a}):
-            # take it before any parameter is written
-            new_values = [np.array(v, copy=True) if any(np.may_share_memory(v, p)
-                                                        for p in params) else v
-                          for v in new_values]
+            # which outputs and new values may share memory with a parameter or an input was
+            # derived once, at compile time (_aliasing): copy exactly those, O(values) a call
+            outputs = [np.array(o, copy=True) if copy else o
+                       for o, copy in zip(outputs, self._copy_outputs)]
+            new_values = [np.array(v, copy=True) if copy else v
+                          for v, copy in zip(new_values, self._copy_news)]
             # every output and new value exists and converts: now apply all updates (only now)
             checked = [storage.checked(new) for (storage, _), new in zip(self._updates,
                                                                          new_values)]
@@ -388,6 +400,27 @@ class Function:
                 raise ShapeError(f"{node.op.name}: {why} does not hold for {sizes}"
                                  f"{at(node.loc)}")
         self._checked.add(key)
+
+
+def _aliasing(program: Graph, executable) -> tuple[list[bool], list[bool]]:
+    """Which outputs, and which new parameter values, a call must copy, from the views the
+    backend declares per op (``executable.views``) followed back to the leaves.
+
+    An output is copied when it may share memory with any leaf: a parameter (the caller must
+    not hold a window onto a parameter that later steps overwrite), an input (the caller's
+    own array) or a constant (the function's own). A new value is copied when it may share
+    memory with a parameter that this call writes ({a: b, b: a} must swap: every new value
+    is taken before any parameter is written) or with an input (the caller may feed a
+    parameter's value, ``fn(W.value)``). Everything else is a fresh array the step made.
+    """
+    from .passes.memory import value_roots
+
+    roots = value_roots(program, executable.views)
+    written = {("parameter", p.attrs["storage"].uid) for p, _ in program.updates}
+    written |= {("input", k) for k in range(len(program.inputs))}
+    outputs = [bool(roots[n.uid]) for n in program.outputs]
+    news = [bool(roots[v.uid] & written) for _, v in program.updates]
+    return outputs, news
 
 
 class _InputSpec:

@@ -175,5 +175,13 @@ def report() -> list[tuple[str, list[tuple[str, str]]]]:
                           ("driver", status),
                           ("devices", ", ".join(devices) if devices else "none"),
                           ("available", cuda_available)]),
+        ("distributed (MPI)", mpi_report()),
         ("pictures", [("dot", shutil.which("dot") or "not found (apt-get install graphviz)")]),
     ]
+
+
+def mpi_report() -> list[tuple[str, str]]:
+    """gc.distributed's requirements: mpi4py, the MPI library it loads, mpiexec."""
+    from graphc.distributed.runtime import describe
+
+    return describe()

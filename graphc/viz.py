@@ -29,6 +29,8 @@ _STYLE = {
     "op": dict(shape="box", style="filled", fillcolor="#ffffff", color="#555555"),
     "grad": dict(shape="box", style="filled", fillcolor="#ffe0cc", color="#d9731a"),
     "fused": dict(shape="box", style="filled", fillcolor="#f3e5f5", color="#7b1fa2"),
+    # communication between MPI processes (gc.distributed): where a step waits on the others
+    "collective": dict(shape="hexagon", style="filled", fillcolor="#fff3c4", color="#b58900"),
 }
 
 
@@ -64,6 +66,9 @@ def _label(node: Node, show_dtype: bool) -> str:
         value = node.attrs["value"]
         return f"constant {value!r}" if value.array.size <= 6 else f"constant\n{kind}"
     title = node.label or op
+    if node.op.kind == "collective":  # allreduce sum, broadcast from 0
+        what = node.attrs.get("reduction")
+        title = f"{title} {what}" if what else f"{title} (root {node.attrs['root']})"
     if op == "elemwise":
         title = f"{node.label or 'fused'}\n{node.attrs['expr']}"
         if len(title) > 60:
@@ -75,6 +80,8 @@ def _kind(node: Node) -> str:
     op = node.op.name
     if op in ("placeholder", "parameter", "constant"):
         return op
+    if node.op.kind == "collective":
+        return "collective"
     if op == "elemwise" and not node.scope.startswith("grad"):
         return "fused"
     return "grad" if node.scope.startswith("grad") else "op"

@@ -10,12 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from graphc import ops
+from graphc.ops.collective import COLLECTIVES
 
 from .rewrite import Match, RuleSet
 
 FOLD = RuleSet("fold")
 MAX_ELEMENTS = 1 << 16
-NEVER_FOLD = {"random_uniform"}
+# random ops advance their state; collectives communicate (their value is not their input's)
+NEVER_FOLD = {"random_uniform", *COLLECTIVES}
 
 
 @FOLD.rule("*")

@@ -3,7 +3,7 @@
 Default pipeline (each a named pass; rewrite stages run their rules to a fixpoint):
 
     sink -> hoist -> loop_bodies -> canonicalize -> fold -> stabilize -> simplify -> cse -> dce
-    -> fuse -> plan_memory
+    -> fuse -> collectives -> plan_memory
 
 (`sink` moves accumulations such as a weight gradient's ``dW + x_t^T @ g_t`` out of scan bodies,
 as one product over all steps after the loop, passes/sink.py; `hoist` moves loop-invariant work
@@ -30,6 +30,7 @@ from graphc.ir.text import identifier
 
 from .bodies import loop_bodies_program
 from .canonicalize import CANONICALIZE
+from .collectives import schedule_collectives
 from .fold import FOLD
 from .fuse import fuse_program
 from .hoist import hoist_program
@@ -98,6 +99,7 @@ PIPELINE: list[tuple[str, Callable[[Graph], tuple[Graph, dict]]]] = [
     ("cse", cse_program),
     ("dce", dce_program),
     ("fuse", fuse_program),
+    ("collectives", schedule_collectives),
     ("plan_memory", memory_program),
 ]
 PASS_NAMES = [name for name, _ in PIPELINE]

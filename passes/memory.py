@@ -133,3 +133,31 @@ def memory_program(program: Graph) -> tuple[Graph, dict]:
     program.meta["memory"] = plan
     return program, {"buffers": len(plan.buffers), "in_place": len(plan.in_place),
                      "aliases": len(plan.aliases), "arena_bytes": plan.arena_bytes}
+
+
+def value_roots(program: Graph, views) -> dict[int, frozenset]:
+    """For every node of the schedule, the leaves (placeholders, parameters, constants) whose
+    memory its value may share, following the view-producing lowerings back to their roots.
+
+    `views(node)` is the backend's declaration: the positions of the inputs whose memory the
+    node's value may share (a view, or the input itself). A parameter is named by its storage
+    (``("parameter", storage uid)``: two nodes of one storage are one memory), a placeholder
+    by its position among the inputs, a constant by its node uid. Computed once at compile
+    time, so that a call checks each output and new value against a precomputed answer
+    instead of every parameter (O(values), not O(values x parameters)).
+    """
+    inputs = {n.uid: k for k, n in enumerate(program.inputs)}
+    roots: dict[int, frozenset] = {}
+    empty: frozenset = frozenset()
+    for n in program.nodes:
+        op = n.op.name
+        if op == "parameter":
+            roots[n.uid] = frozenset({("parameter", n.attrs["storage"].uid)})
+        elif op == "placeholder":
+            roots[n.uid] = frozenset({("input", inputs.get(n.uid, n.uid))})
+        elif op == "constant":
+            roots[n.uid] = frozenset({("constant", n.uid)})
+        else:
+            shared = [roots[n.inputs[i].uid] for i in views(n)]
+            roots[n.uid] = frozenset().union(*shared) if shared else empty
+    return roots

@@ -537,6 +537,21 @@ case("random_uniform", lambda: gc.ops.random_uniform(gc.rng_state(7), (3, 4), "f
      lambda r: [], lambda: _uniform(7, 12).reshape(3, 4), grad=False)
 
 
+# -- collectives (graphc.distributed): in one process each is an identity, its gradient too;
+# tests/distributed/test_mpi.py checks them across two processes
+_D = gc.distributed
+case("allreduce_sum", lambda x: _D.allreduce(x) * x, lambda r: [_u(r, 3, 4)], lambda x: x * x)
+case("allreduce_mean", lambda x: gc.exp(_D.allreduce(x, "mean")), lambda r: [_u(r, 5)],
+     np.exp)
+case("allreduce_max", lambda x: _D.allreduce(x, "max") * 2, lambda r: [_u(r, 2, 3)],
+     lambda x: 2 * x)
+case("broadcast", lambda x: gc.tanh(_D.broadcast(x, 0)), lambda r: [_u(r, 4)], np.tanh)
+case("reduce_root", lambda x: _D.reduce_root(x * x, 0), lambda r: [_u(r, 3, 2)],
+     lambda x: x * x)
+case("allreduce_start_wait", lambda x: gc.ops.collective.allreduce_wait(
+    gc.ops.collective.allreduce_start(x + 1), x + 1) * 3, lambda r: [_u(r, 6)],
+     lambda x: 3 * (x + 1), grad=False)
+
 # -- composites from gc.nn.functional --------------------------------------------------------
 _LABELS = np.array([2, 0, 1, 2, 1])
 case("cross_entropy", lambda z: F.cross_entropy(z, gc.constant(_LABELS)),

@@ -83,10 +83,12 @@ class CUDABackend(Backend):
         started = time.perf_counter()
         gen = GpuCodegen(program, libdevice_math, "ptx")
         gen.build()
-        names = [launch.kernel for launch in gen.launches]
+        # (a collective is a host step of the plan, not a kernel: cuda/collectives.py)
+        names = [launch.kernel for launch in gen.launches if launch.kind != "host"]
         emulate = options.get("emulate", False)
         stats = {"kernels": len(names), "ptx_arch": arch,
-                 "gemm_launches": sum(launch.kind == "gemm" for launch in gen.launches)}
+                 "gemm_launches": sum(launch.kind == "gemm" for launch in gen.launches),
+                 "host_steps": sum(launch.kind == "host" for launch in gen.launches)}
         try:
             ptx_text = ptx(gen.module, names, arch)
         except LibdeviceMissing as exc:

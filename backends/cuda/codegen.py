@@ -41,7 +41,9 @@ class Launch:
 
     kernel: str
     node: Node
-    kind: str = "grid"  # "grid": grid-stride over `work` items; "gemm": tiled (kernels_linalg)
+    # "grid": grid-stride over `work` items; "gemm": tiled (kernels_linalg); "host": no kernel,
+    # the executable runs the node on the host between launches (collectives.py)
+    kind: str = "grid"
     work: object = 1  # items (int or sympy expression) for grid launches
     gemm: dict = field(default_factory=dict)  # m, n, k, batch (exprs) + variant for gemm
 
@@ -211,13 +213,14 @@ class GpuCodegen(ProgramGenerator):
         return g
 
     def build(self) -> ir.Module:
-        from . import kernels_index, kernels_linalg, loops  # noqa: F401  (the GPU lowerings)
+        from . import collectives, kernels_index, kernels_linalg, loops  # noqa: F401
 
         self.build_body()
         self._emit_updates()
         if self.target == "host":
             for launch in self.launches:
-                self.emulation_driver(launch)
+                if launch.kind != "host":
+                    self.emulation_driver(launch)
         return self.module
 
     def emulation_driver(self, launch: Launch) -> None:

@@ -31,6 +31,7 @@ from ..kernelgen.binding import (
     updated_parameter_outputs,
 )
 from .codegen import BLOCK, Launch, schedule
+from .collectives import run_host_step
 from .device import MAX_BINDINGS, DeviceBinding, DeviceResources
 from .kernels_linalg import TILE
 
@@ -39,6 +40,8 @@ MAX_BLOCKS = 1024
 
 def geometry(launch: Launch, binding: dict) -> tuple[tuple, tuple]:
     """(grid, block) of a launch for a binding of the symbolic dims."""
+    if launch.kind == "host":
+        return (1, 1, 1), (1, 1, 1)
     if launch.kind == "gemm":
         m, n = size_value(launch.gemm["m"], binding), size_value(launch.gemm["n"], binding)
         batch = size_value(launch.gemm["batch"], binding)
@@ -123,7 +126,8 @@ class EmulatedExecutable(Executable):
         sig = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                ctypes.c_int64, ctypes.c_int64, ctypes.c_int64)
         # one generated driver per launch loops over its grid (see GpuCodegen.emulation_driver)
-        self._drivers = [sig(engine.get_function_address(f"graphc.emulate.{launch.kernel}"))
+        self._drivers = [None if launch.kind == "host" else
+                         sig(engine.get_function_address(f"graphc.emulate.{launch.kernel}"))
                          for launch in launches]
         self._bindings: OrderedDict = OrderedDict()  # key -> Binding, least recent first
         self._sizes = _Sizes()
@@ -179,7 +183,11 @@ class EmulatedExecutable(Executable):
             (grid, block), driver = state.geometry[i], self._drivers[i]
             if checks is not None and i == checks.first_update:
                 checks.check_leaving(read)
-            driver(state.table_ptr, state.dims_ptr, grid[0], grid[1], grid[2], block[0])
+            if driver is None:  # a collective, on the host arena
+                node = self.launches[i].node
+                read(node)[...] = run_host_step(node, [read(n) for n in node.inputs])
+            else:
+                driver(state.table_ptr, state.dims_ptr, grid[0], grid[1], grid[2], block[0])
             if checks is not None and i in checks.after and \
                     not ctypes.c_int32.from_address(status_address).value:
                 checks.check(checks.after[i], read)
@@ -243,7 +251,8 @@ class DeviceExecutable(Executable):
         self._finalizer.atexit = False  # at exit the driver frees everything itself
         try:
             res.module = self.drv.load_module(ptx)
-            self._functions = [self.drv.function(res.module, launch.kernel)
+            self._functions = [None if launch.kind == "host" else
+                               self.drv.function(res.module, launch.kernel)
                                for launch in launches]
             self._cublas = cublas() if use_cublas else None
             self._params = [(slot, storage, res.acquire(storage))
@@ -342,6 +351,13 @@ class DeviceExecutable(Executable):
             if checks is not None and i == checks.first_update:
                 checks.check_leaving(read)
             prev = i
+            if launch.kind == "host":  # a collective: staged through host memory
+                node = launch.node
+                value = np.ascontiguousarray(run_host_step(node, [read(n) for n in node.inputs]),
+                                             dtype=node.dtype)
+                self.drv.to_device(int(table[self.layout.slot_of[node.uid]]),
+                                   value.ctypes.data, value.nbytes)
+                continue
             g = launch.gemm
             if self._cublas is not None and g.get("slots") is not None:
                 a, b_, c = (int(table[s]) for s in g["slots"])

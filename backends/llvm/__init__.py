@@ -21,6 +21,7 @@ from ..kernelgen import lowerings  # noqa: F401  (the lowerings shared with cuda
 from ..kernelgen.mathlib import host_math
 from ..kernelgen.registry import Coverage
 from . import (  # noqa: F401  (importing registers the lowerings)
+    collectives,
     kernels_index,
     kernels_linalg,
     loops,

@@ -28,10 +28,12 @@ from graphc.ir.text import identifier, source_text
 from graphc.ops.expr_numpy import NUMPY_NAMESPACE
 
 from ..base import Backend, Executable, nonfinite_message
+from . import kernels
 from .loops import LoopRunner, check_outputs
-from .lowering import LOWERINGS, Printer, reference_kernels
+from .lowering import LOWERINGS, Printer, reference_kernels, views
 
-_RESERVED = {"np", "K", "math", "inputs", "params", "consts", "dims", "step", "_loops",
+_RESERVED = {"np", "K", "KN", "_scratch", "math", "inputs", "params", "consts", "dims", "step",
+             "_loops",
              *NUMPY_NAMESPACE}
 
 
@@ -148,7 +150,7 @@ class NumpyExecutable(Executable):
             program, check_finite, self._loops)
         namespace = {"np": np, "math": math, "K": types.SimpleNamespace(**reference_kernels()),
                      "_check_nan": _check_nan, "_check_finite": _check_finite,
-                     "_loops": self._loops}
+                     "_loops": self._loops, "KN": kernels, "_scratch": kernels.Scratch()}
         namespace.update(NUMPY_NAMESPACE)
         filename = f"<graphc numpy program {source_text(program.name, 80)}>"
         exec(compile(self.source, filename, "exec"), namespace)
@@ -158,6 +160,11 @@ class NumpyExecutable(Executable):
         self._step = namespace["step"]
         self._dims: dict[tuple, dict] = {}
         self.stats = {}
+
+    def views(self, node: Node) -> tuple[int, ...]:
+        """What the generated line of `node` may return a view of (declared per op with its
+        lowering, or on its OpDef for ops run by their reference kernel)."""
+        return views(node)
 
     def run(self, inputs, binding, key):
         if binding is not None:

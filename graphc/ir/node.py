@@ -131,11 +131,13 @@ class ParamStorage:
         parameter's name by default): a wrong shape, another kind of number (float into
         int), or a conversion that turns a finite value non-finite (1e300 into float32).
         A rounding (float64 -> float32) is allowed, as in PyTorch."""
+        target = self._value
+        if type(new) is np.ndarray and new.shape == target.shape and new.dtype == target.dtype:
+            return new  # what a training step returns: nothing to convert, nothing to lose
         from ..errors import ShapeError
 
         key = key or self.name
         arr = np.asarray(new)
-        target = self._value
         if arr.shape != target.shape:
             raise ShapeError(f"{key}: the parameter has shape {target.shape}, the new value "
                              f"{arr.shape}")

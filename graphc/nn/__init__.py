@@ -16,7 +16,7 @@ from .augment import GaussianNoise, RandomCrop, RandomFlip, RandomShift
 from .conv import AvgPool1d, AvgPool2d, Conv1d, Conv2d, ConvTranspose2d, MaxPool1d, MaxPool2d
 from .layers import Dropout, Embedding, Flatten, Linear
 from .module import Module, Sequential
-from .norm import BatchNorm1d, BatchNorm2d, LayerNorm
+from .norm import BatchNorm1d, BatchNorm2d, LayerNorm, SyncBatchNorm
 from .recurrent import GRU, LSTM, RNN
 from .residual import ResidualBlock
 from .transformer import PositionalEncoding, TransformerEncoder, TransformerEncoderLayer
@@ -27,5 +27,5 @@ __all__ = [
     "MaxPool1d", "MaxPool2d", "Maxout", "Module", "MultiheadAttention", "PReLU",
     "PositionalEncoding", "RNN", "ReLU", "ResidualBlock", "Sequential", "Sigmoid", "Softmax",
     "Tanh", "TransformerEncoder", "TransformerEncoderLayer", "functional",
-    "GELU", "SiLU", "GaussianNoise", "RandomCrop", "RandomFlip", "RandomShift",
+    "GELU", "SiLU", "GaussianNoise", "RandomCrop", "RandomFlip", "RandomShift", "SyncBatchNorm",
 ]

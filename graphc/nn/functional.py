@@ -119,7 +119,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0) -> Tensor:
 @user_facing("batch_norm")
 def batch_norm(x, gamma, beta, running_mean, running_var, training: bool,
                momentum: float | None = 0.1, eps: float = 1e-5,
-               num_batches_tracked: Tensor | None = None) -> Tensor:
+               num_batches_tracked: Tensor | None = None, sync: bool = False) -> Tensor:
     """Normalize over every axis but the channels (axis 1).
 
     Training mode normalizes with the batch statistics and gives ``running_mean`` and
@@ -128,13 +128,21 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training: bool,
     ``num_batches_tracked`` (an int64 scalar parameter, optional) counts the training batches;
     ``momentum=None`` needs it and makes the running statistics a cumulative average
     (factor 1/(batches + 1)), as PyTorch does.
+
+    `sync` (``nn.SyncBatchNorm``): in training mode the statistics are those of the whole
+    batch across all MPI processes — each process's sums allreduced — so two processes with
+    half the batch each normalize as one process with the whole batch would; the gradient flows
+    through the allreduce (its gradient is an allreduce). In one process it is plain batch norm.
     """
     if x.ndim < 2:
         raise ShapeError(f"batch_norm expects (N, C, ...) input, got shape {x.shape}")
     axes = (0,) + tuple(range(2, x.ndim))
     bshape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
     with name_scope("batch_norm"):
-        if training:
+        if training and sync:
+            mu, var, n = _synced_moments(x, axes)
+            y = (x - mu) / ops.sqrt(var + eps)
+        elif training:
             mu = ops.mean(x, axes, keepdims=True)
             centered = x - mu
             var = ops.mean(ops.square(centered), axes, keepdims=True)
@@ -150,7 +158,8 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training: bool,
             for p in (running_mean, running_var):
                 if not isinstance(p, Tensor) or p.op != "parameter":
                     raise GraphError("batch_norm's running statistics must be parameters")
-            n = ops.numel(x, axes, dtype=x.dtype)
+            if not sync:
+                n = ops.numel(x, axes, dtype=x.dtype)
             unbiased = var * n / ops.maximum(n - 1, 1)
             if momentum is None:
                 if num_batches_tracked is None:
@@ -167,6 +176,22 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training: bool,
                 y.graph.add_default_update(y.node, num_batches_tracked.node,
                                            (num_batches_tracked + 1).node)
         return y
+
+
+def _synced_moments(x: Tensor, axes: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean and biased variance per channel over the batch of every MPI process, and the
+    total count, by the two-pass formula batch norm uses in one process: the mean from one
+    allreduce of [Σx, n], then the variance from one allreduce of Σ(x - mean)²."""
+    from ..ops.collective import allreduce
+
+    bshape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    n = ops.numel(x, axes, dtype=x.dtype)
+    sums = allreduce(ops.concat([ops.sum(x, axes), ops.reshape(n, (1,))], 0), "sum")
+    channels = x.shape[1]
+    count = ops.reshape(sums[channels:channels + 1], ())
+    mu = ops.reshape(sums[:channels] / count, bshape)
+    var = ops.reshape(allreduce(ops.sum(ops.square(x - mu), axes), "sum") / count, bshape)
+    return mu, var, count
 
 
 def normalized_shape_tuple(normalized_shape, what: str = "layer_norm") -> tuple[int, ...]:

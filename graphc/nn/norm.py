@@ -67,6 +67,24 @@ class BatchNorm2d(_BatchNorm):
     ranks = (4,)
 
 
+class SyncBatchNorm(_BatchNorm):
+    """Batch norm whose training statistics are those of the whole batch across all MPI
+    processes (PyTorch's ``nn.SyncBatchNorm``): each process's sums are allreduced inside the
+    compiled step, so N processes with a batch of B each normalize exactly as one process with
+    a batch of N·B, running statistics included. Any input of rank 2 or more (N, C, ...). In
+    one process it is ``BatchNorm``. Plain ``BatchNorm1d/2d`` keep per-process statistics."""
+
+    ranks = (2, 3, 4, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim not in self.ranks:
+            raise ShapeError(f"SyncBatchNorm expects input of rank 2 to 5 (N, C, ...), got "
+                             f"shape {x.shape}")
+        return F.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
+                            training=self.training, momentum=self.momentum, eps=self.eps,
+                            num_batches_tracked=self.num_batches_tracked, sync=True)
+
+
 class LayerNorm(Module):
     """Layer normalization (PyTorch's ``nn.LayerNorm``): each sample is normalized over its
     last ``len(normalized_shape)`` axes — in a Transformer, each position over its features —

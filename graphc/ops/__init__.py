@@ -2,10 +2,13 @@
 
 Where is op X defined? ``graphc/ops/<family>.py``, found by ``REGISTRY[X]``:
 elementwise (sympy expressions), cast, reduce, shape_ops, linalg, conv, pool, indexing, random,
-sources (placeholder/parameter/constant).
+sources (placeholder/parameter/constant), collective (MPI allreduce/broadcast).
 """
 
-from . import scan_grad  # noqa: F401  (gives the scan op its gradient rule)
+from . import (
+    collective,  # noqa: F401  (allreduce, broadcast: graphc.distributed's ops)
+    scan_grad,  # noqa: F401  (gives the scan op its gradient rule)
+)
 from .cast import cast
 from .conv import conv_op, conv_transpose_op, conv_weight_grad
 from .creation import arange, full, full_like, ones, ones_like, zeros, zeros_like

@@ -147,6 +147,45 @@ def _geometry(node, kernel):
     return list(zip(a["stride"], a["dilation"], a["padding"]))
 
 
+#: The cost model of a convolution's host schedule: fixed, from the sizes only (the same
+#: graph compiles to the same program on any machine). A sample's GEMM computes every output
+#: channel at every output position from every (input channel, kernel tap): Cout·O·C·K
+#: multiply-adds, for the forward, the input gradient and the weight gradient alike.
+#: From WHOLE_BATCH_MIN_MACS (the size where the llvm backend lets the BLAS use its threads,
+#: backends/llvm/kernels_linalg.THREADED_GEMM) up to WHOLE_BATCH_MACS, the forward and the
+#: input gradient are lowered to one im2col/col2im and one GEMM over the whole batch, as the
+#: GPU schedule does: N threaded GEMM calls a step each pay the threads' hand-over, and on a
+#: busy 2-core machine that dominated (cnn32: conv 18.6G -> 2.5G cycles for 10 steps). Below
+#: it a GEMM runs on one thread, and the per-sample schedule's cache-resident columns win
+#: (one BLAS thread: whole-batch was 1.3-2x slower in every convolution kernel); above the
+#: cap the whole batch's columns would be too large. The weight gradient stays per sample:
+#: its whole-batch GEMM (a long inner dimension N·O, a small result) threads poorly
+#: (measured 2x slower).
+WHOLE_BATCH_MIN_MACS = 1 << 22
+WHOLE_BATCH_MACS = 1 << 24
+
+
+def whole_batch(node) -> bool:
+    """True when the cost model lowers this convolution (conv or conv_transpose) on the
+    host as whole-batch GEMMs (see WHOLE_BATCH_MACS). Sizes not known at compile time (a
+    symbolic image size) keep the per-sample schedule, whose scratch does not grow with
+    them."""
+    if node.op.name == "conv_transpose":
+        g, w = node.inputs
+        c, cout, kernel, out_sp = w.shape[1], w.shape[0], w.shape[2:], g.shape[2:]
+    elif node.op.name == "conv":
+        x, w = node.inputs
+        c, cout, kernel, out_sp = x.shape[1], w.shape[0], w.shape[2:], node.shape[2:]
+    else:
+        return False
+    macs = prod((c, cout, *kernel, *out_sp))
+    if isinstance(macs, sympy.Expr):
+        if not macs.is_Integer:
+            return False
+        macs = int(macs)
+    return WHOLE_BATCH_MIN_MACS <= macs < WHOLE_BATCH_MACS
+
+
 def _pointwise(node, kernel) -> bool:
     a = node.attrs
     return all(k == 1 for k in kernel) and all(s == 1 for s in a["stride"]) and \
@@ -262,7 +301,8 @@ def _conv_loops(node, program):
                       L.Gemm({"w": L.Buf(input=1), "col": _columns(node, kernel, out_sp, n),
                               "out": out}, "w", "col", "out", Cout, O, C * K,
                              offsets={"out": n * Cout * O})]
-    return L.Schedules(host=[L.Repeat(n, N, per_sample)], gpu=gpu)
+    host = gpu if whole_batch(node) else [L.Repeat(n, N, per_sample)]
+    return L.Schedules(host=host, gpu=gpu)
 
 
 def _conv_weight_grad_loops(node, program):
@@ -304,6 +344,8 @@ def _conv_transpose_loops(node, program):
                   "w", "g", "col", C * K, N * O, Cg, ta=True),
            _col2im_gather(node, kernel, g_sp)]
     n = L.index_symbols("n")[0]
+    if whole_batch(node):
+        return L.Schedules(host=gpu, gpu=gpu)
     if _pointwise(node, kernel):  # the columns are dx[n]
         return L.Schedules(host=[L.Repeat(n, N, [L.Gemm(
             {"w": L.Buf(input=1), "g": L.Buf(input=0), "out": L.Buf(output=True)},

@@ -47,6 +47,10 @@ class OpDef:
     # the kernel as loop nests (graphc/ops/loops.py): (node, program) -> LoopNest or a list
     loops: Callable | None = None
     hash_consed: bool = True
+    # the inputs whose memory `reference`'s result may share (it returns a view of them, or
+    # one of them): the NumPy backend's aliasing analysis reads this (passes/memory.py
+    # value_roots), and tests/core/test_views.py checks it against what every op case returns
+    reference_views: tuple[int, ...] = ()
     doc: str = ""
     extra: dict = field(default_factory=dict)
 

@@ -75,6 +75,7 @@ def _reshape_loops(node, program):
 RESHAPE = register(OpDef(
     "reshape", "shape", infer=_reshape_infer,
     reference=lambda x, *, shape: np.reshape(x, shape),
+    reference_views=(0,),  # a NumPy view of x
     grad=lambda ctx: [reshape(ctx.g, ctx.inputs[0].shape)],
     loops=_reshape_loops,
 ))
@@ -128,6 +129,7 @@ def _transpose_loops(node, program):
 TRANSPOSE = register(OpDef(
     "transpose", "shape", infer=_transpose_infer,
     reference=lambda x, *, axes: np.transpose(x, axes),
+    reference_views=(0,),  # a NumPy view of x
     grad=lambda ctx: [transpose(ctx.g, tuple(np.argsort(ctx.node.attrs["axes"])))],
     loops=_transpose_loops,
 ))
@@ -167,6 +169,7 @@ def _broadcast_loops(node, program):
 BROADCAST_TO = register(OpDef(
     "broadcast_to", "shape", infer=_broadcast_infer,
     reference=lambda x, *, shape: np.broadcast_to(x, shape),
+    reference_views=(0,),  # a NumPy view of x
     grad=lambda ctx: [sum_to_shape(ctx.g, ctx.inputs[0].shape)],
     loops=_broadcast_loops,
 ))
@@ -393,6 +396,7 @@ def _unslice_loops(node, program):
 SLICE = register(OpDef(
     "slice", "shape", infer=_slice_infer,
     reference=lambda x, *, starts, steps, sizes: x[_slices(starts, steps, sizes)],
+    reference_views=(0,),  # a NumPy view of x
     grad=lambda ctx: [unslice(ctx.g, tuple(ctx.inputs[0].shape), ctx.node.attrs["starts"],
                               ctx.node.attrs["steps"])],
     doc="x[start : start + step*size : step] on every axis.",

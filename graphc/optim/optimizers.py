@@ -166,9 +166,11 @@ class Optimizer:
             return self.lr_parameter
         return self.lr_parameter * self.schedule(k)
 
-    def gradients(self, cost: Tensor) -> list[Tensor | None]:
+    def gradients(self, cost: Tensor, distributed=False) -> list[Tensor | None]:
         """gc.grad of the cost, clipped as configured; None for a parameter the cost does not
-        use (PyTorch's ``p.grad is None``)."""
+        use (PyTorch's ``p.grad is None``). `distributed` (True or a
+        ``gc.distributed.DataParallel``) averages them across MPI processes before clipping,
+        as PyTorch's DDP averages them in the backward pass."""
         from ..ir.graph import topological
 
         reached = {n.uid for n in topological([cost.node])}
@@ -183,7 +185,13 @@ class Optimizer:
             names = ", ".join(p.name for p in self.params[:5])
             raise GraphError(f"{type(self).__name__}: the cost depends on none of its "
                              f"parameters ({names}{', ...' if len(self.params) > 5 else ''})")
-        grads = grad(cost, used)
+        if distributed:  # averaged across MPI processes, weighted by their sample counts
+            from ..distributed import DataParallel
+
+            wrapper = distributed if isinstance(distributed, DataParallel) else DataParallel(self)
+            grads = wrapper.gradients(cost, used)
+        else:
+            grads = grad(cost, used)
         with name_scope("clip"):
             if self.clip_value is not None:
                 grads = clip_by_value(grads, self.clip_value)
@@ -192,7 +200,8 @@ class Optimizer:
         by_param = {p.node.uid: g for p, g in zip(used, grads)}
         return [by_param.get(p.node.uid) for p in self.params]
 
-    def updates(self, cost: Tensor, skip_nonfinite: bool = False) -> dict[Tensor, Tensor]:
+    def updates(self, cost: Tensor, skip_nonfinite: bool = False,
+                distributed=False) -> dict[Tensor, Tensor]:
         """The update dict for ``gc.compile``: every parameter, every state slot, the step
         counter. Built in the cost's graph, under a name scope named after the optimizer.
 
@@ -204,13 +213,19 @@ class Optimizer:
         default updates the cost triggers (batch-norm statistics, dropout's random state) —
         those are taken into this dict, guarded too. `opt.skipped` is then a scalar bool
         tensor a step can output, and the state's ``nonfinite_steps`` counts the skips.
+
+        With `distributed` (True, or a ``gc.distributed.DataParallel`` for its bucket
+        options), the gradients are averaged across the MPI processes, weighted by each one's
+        sample count, before clipping and the update; compiling the step is then collective
+        (parameters and optimizer state are broadcast from rank 0). In one process it changes
+        nothing.
         """
         if not isinstance(cost, Tensor):
             raise GraphError(f"{type(self).__name__}.updates needs the symbolic cost, got "
                              f"{type(cost).__name__}")
         graph = cost.graph
         with graph:
-            grads = self.gradients(cost)
+            grads = self.gradients(cost, distributed)
             out: dict[Tensor, Tensor] = {}
             with name_scope(self.name):
                 k = ops.cast(self.step_count, np.float64)
@@ -224,6 +239,8 @@ class Optimizer:
                 out[self.step_count] = self.step_count + 1
                 if skip_nonfinite:
                     out = self._guarded(cost, [g for g in grads if g is not None], out)
+                elif distributed:  # in the step (unchanged), so compiling broadcasts it too
+                    out[self.nonfinite_steps] = self.nonfinite_steps
         return out
 
     def _guarded(self, cost: Tensor, grads: list[Tensor], out: dict) -> dict:

@@ -23,8 +23,9 @@ def batches(arrays: Sequence[np.ndarray], batch_size: int, shuffle: bool = False
             rng: np.random.Generator | None = None, drop_last: bool = False,
             order: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, ...]]:
     """Minibatches (tuples of slices along axis 0), in a random order when `shuffle` (drawn
-    from `rng`), or in the given `order` (a permutation of the examples)."""
-    n = len(arrays[0])
+    from `rng`), or in the given `order` (a permutation of the examples, or of a process's
+    shard of them under MPI)."""
+    n = len(arrays[0]) if order is None else len(order)
     if order is None and shuffle:
         order = (rng or np.random.default_rng()).permutation(n)
     stop = n - n % batch_size if drop_last else n

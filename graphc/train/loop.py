@@ -117,6 +117,14 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
     uninterrupted run. A resumed run first re-checks the restored state (patience exhausted,
     a non-finite last loss) and stops at once if the uninterrupted run would have stopped.
 
+    Under ``mpiexec`` (``gc.distributed.size() > 1``; compile the step with
+    ``opt.updates(cost, distributed=True)``), `batch_size` is per process, as PyTorch's DDP:
+    each process trains on its shard of every epoch's shuffled order (``shard_indices``: the
+    same seed everywhere, padded so that every process runs the same number of steps), the
+    epoch's metrics are averaged across processes, only rank 0 prints and writes
+    checkpoints, and rank 0's early-stopping decision is broadcast. A checkpoint must be
+    readable by every process to resume (a shared file system), with any process count.
+
     `on_nonfinite` says what a batch whose loss is NaN or infinite does: ``"stop"`` (the
     default) ends training after the epoch whose mean loss is not finite; ``"skip"`` leaves
     the batch out of the epoch's averages and goes on (``skipped_batches`` counts them) —
@@ -146,6 +154,13 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
         if not callable(getattr(cb, "on_epoch_end", None)):
             raise GraphError(f"a callback needs a method on_epoch_end(epoch, logs, history); "
                              f"{type(cb).__name__} has none")
+    from ..distributed import runtime as mpi
+    from ..distributed.sampler import average_logs, shard_indices
+
+    distributed = mpi.active()
+    main = mpi.rank() == 0
+    if not main:
+        verbose = 0
     val_arrays = _as_arrays(val_data, "val_data") if val_data is not None else None
     stopper = EarlyStopping(early_stopping) if isinstance(early_stopping, int) else early_stopping
     if isinstance(checkpoint, (str, Path)):
@@ -166,7 +181,9 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
         progress.monitor = stopper.monitor
     show_bar = verbose == 1 and sys.stderr.isatty()
     shuffler = _Shuffler(len(arrays[0]), seed)
-    n_batches = math.ceil(len(arrays[0]) / batch_size)
+    n_local = len(shard_indices(len(arrays[0]), mpi.rank(), mpi.size())) if distributed \
+        else len(arrays[0])
+    n_batches = math.ceil(n_local / batch_size)
 
     reason = _stop_reason(progress, stopper, history.last_epoch) if resume is not None else ""
     if reason:  # the uninterrupted run stopped here too
@@ -175,6 +192,9 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
         started = time.perf_counter()
         bar = _progress(n_batches, f"epoch {epoch}/{epochs}") if show_bar else None
         order = shuffler.order(epoch) if shuffle else None
+        if distributed:  # this process's shard of the epoch (every process: as many steps)
+            order = shard_indices(len(arrays[0]) if order is None else order, mpi.rank(),
+                                  mpi.size())
         running, skipped = _Running(), 0
         for b, batch in enumerate(batches(arrays, batch_size, order=order), start=1):
             outputs = _split_outputs(step_fn(*batch), len(batch[0]), "step_fn", True)
@@ -192,9 +212,15 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
         logs.setdefault("loss", math.nan)  # every batch skipped
         if on_nonfinite == "skip":
             logs["skipped_batches"] = skipped
+        if distributed:  # every process: the same averages (skipped batches: their sum)
+            logs = average_logs(logs, running.count)
+            if on_nonfinite == "skip":
+                logs["skipped_batches"] = int(mpi.allreduce_array(np.array([skipped]))[0])
         if val_arrays is not None:
-            logs.update({f"val_{k}": v for k, v in
-                         evaluate(eval_fn, val_arrays, batch_size, metrics).items()})
+            val_logs = evaluate(eval_fn, val_arrays, batch_size, metrics)
+            if distributed:  # the same data everywhere; batch-norm statistics may differ
+                val_logs = average_logs(val_logs, 1.0)
+            logs.update({f"val_{k}": v for k, v in val_logs.items()})
         logs["time"] = time.perf_counter() - started
         history.record(logs)
         if bar is not None:
@@ -221,7 +247,9 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
         else:
             progress.waited += 1
         reason = _stop_reason(progress, stopper, epoch, asked, skipped == n_batches)
-        if checkpoint is not None and epoch % checkpoint.every == 0 and (
+        if distributed:  # rank 0 decides for everyone: no process may leave alone
+            reason = mpi.broadcast_object(reason)
+        if checkpoint is not None and main and epoch % checkpoint.every == 0 and (
                 better or not checkpoint.best_only):
             save_checkpoint(step_fn, checkpoint.target(epoch), epoch, progress, callbacks)
         if reason:

@@ -12,7 +12,7 @@ from ..ops.sources import placeholder
 
 def supervised(model, loss_fn: Callable, optimizer, x_shape: Sequence, y_shape: Sequence = ("N",),
                y_dtype: str = "int64", *, penalty: Callable | None = None,
-               backend: str = "numpy") -> tuple[Function, Function]:
+               backend: str = "numpy", distributed: bool = False) -> tuple[Function, Function]:
     """Compile the two functions ``fit`` wants for a model trained on (x, y) pairs.
 
     The training step (model in train mode) returns ``[loss, predictions]`` and applies
@@ -20,7 +20,9 @@ def supervised(model, loss_fn: Callable, optimizer, x_shape: Sequence, y_shape: 
     dropout states); the evaluation function (model in eval mode) returns
     ``[loss, predictions]`` and updates nothing. The model is left in eval mode.
     `penalty` is called inside the training graph, e.g.
-    ``lambda: gc.optim.l2_penalty(model, 1e-4)``.
+    ``lambda: gc.optim.l2_penalty(model, 1e-4)``. `distributed`: the step averages its
+    gradients across MPI processes (``optimizer.updates(cost, distributed=True)``); compiling
+    it is then collective.
     """
     functions = []
     for training in (True, False):
@@ -33,7 +35,8 @@ def supervised(model, loss_fn: Callable, optimizer, x_shape: Sequence, y_shape: 
             updates = None
             if training:
                 cost = loss + penalty() if penalty is not None else loss
-                updates = optimizer.updates(cost)
+                updates = optimizer.updates(cost, distributed=distributed) if distributed \
+                    else optimizer.updates(cost)
             functions.append(compile_fn([x, y], [loss, pred], updates=updates,
                                         backend=backend))
     return functions[0], functions[1]

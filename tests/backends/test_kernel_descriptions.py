@@ -20,6 +20,7 @@ from graphc.backends.kernelgen.registry import lowering_for
 from graphc.ir.graph import Graph
 from graphc.ops import REGISTRY
 from graphc.ops import loops as L
+from graphc.ops.collective import COLLECTIVES
 
 ROOT = Path(__file__).resolve().parents[2]
 # GEMM and the scatter with atomics are hand-written library kernels (the issue's exception);
@@ -30,6 +31,9 @@ LEAVES = {"placeholder", "parameter", "constant"}
 # calls them inside one kernel, the GPU repeats their launches), with the control shared in
 # backends/kernelgen/loops.py (docs/scan-plan.md)
 CONTROL = {"scan", "scan_output"}
+# a collective is a call into MPI, not a kernel: the host step calls MPI itself
+# (backends/llvm/collectives.py), the GPU target stages it through host memory
+COMMUNICATION = set(COLLECTIVES)
 
 
 class _Node:
@@ -46,6 +50,15 @@ def test_every_kernel_but_the_library_ones_comes_from_a_description():
             continue
         if name in LIBRARY:
             assert op.loops is None, name
+            continue
+        if name in COMMUNICATION:
+            from graphc.backends.cuda import collectives as gpu_collectives
+            from graphc.backends.llvm import collectives as host_collectives
+
+            node = type("N", (), {"op": op, "loc": None})()
+            assert op.loops is None, name
+            assert lowering_for(node, "llvm") is getattr(host_collectives, name), name
+            assert lowering_for(node, "cuda") is gpu_collectives.host_step, name
             continue
         if name in CONTROL:
             from graphc.backends.cuda import loops as gpu_loops
@@ -195,11 +208,12 @@ def test_distinct_buffers_get_noalias_scopes():
 
 
 def test_conv_schedules_share_their_pieces():
-    """The host runs a convolution a sample at a time, the GPU the whole batch; both start
-    from the same im2col description (the window formula)."""
+    """A large convolution runs on the host a sample at a time, the GPU the whole batch; both
+    start from the same im2col description (the window formula). (A small one runs the
+    whole batch on the host too: tests/backends/test_llvm_conv_schedules.py.)"""
     with Graph():
-        x = gc.placeholder("x", ("N", 2, 6, 6))
-        w = gc.parameter("w", np.ones((3, 2, 3, 3), np.float32))
+        x = gc.placeholder("x", ("N", 64, 32, 32))
+        w = gc.parameter("w", np.ones((64, 64, 3, 3), np.float32))
         y = gc.nn.functional.conv2d(x, w, padding=1)
         node = y.node
         steps = node.op.loops(node, None)

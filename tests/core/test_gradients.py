@@ -112,6 +112,8 @@ NO_GRADIENT = {
     "random_uniform": "int state", "numel": "shape only",
     "isnan": "blocks", "isinf": "blocks", "isfinite": "blocks",
     "scan_output": "autodiff hands its gradient to its loop, whose rule takes them all",
+    "allreduce_start": "the split allreduce is built after differentiation (data parallel)",
+    "allreduce_wait": "the split allreduce is built after differentiation (data parallel)",
 }
 
 

@@ -1,0 +1,147 @@
+"""The NumPy backend's whole-batch convolution and pooling kernels against the ops' reference
+functions (the definition), over geometries the op table does not reach: every path of each
+kernel (tiling pools and the general loop over kernel offsets), ties, NaN and -inf in
+windows, 1x1 kernels, stride larger than the kernel, odd sizes, batch 1, an empty batch,
+1-d, 2-d and 3-d, float32, float64 and integers for max pooling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.backends.numpy import kernels as KN
+from graphc.ops.conv import (
+    conv_out_size,
+    conv_reference,
+    conv_transpose_reference,
+    conv_weight_grad_reference,
+)
+from graphc.ops.pool import (
+    avg_pool_reference,
+    max_pool_grad_reference,
+    max_pool_reference,
+    max_pool_select_reference,
+)
+
+CONV_GEOMETRIES = [  # (spatial, kernel, stride, padding, dilation)
+    ((7, 6), (3, 3), (1, 1), (1, 1), (1, 1)),
+    ((7, 6), (1, 1), (1, 1), (0, 0), (1, 1)),  # pointwise
+    ((9, 8), (2, 3), (3, 4), (0, 1), (1, 1)),  # stride > kernel
+    ((9, 9), (3, 2), (2, 1), (2, 0), (2, 3)),  # dilated, padded
+    ((10,), (3,), (2,), (1,), (2,)),  # 1-d
+    ((5, 4, 6), (2, 2, 3), (1, 2, 1), (1, 0, 1), (1, 1, 1)),  # 3-d
+]
+
+
+def _geometry_id(g):
+    return "x".join(map(str, g[0])) + f"-k{g[1]}-s{g[2]}-p{g[3]}-d{g[4]}"
+
+
+@pytest.mark.parametrize("geometry", CONV_GEOMETRIES, ids=_geometry_id)
+@pytest.mark.parametrize("batch", [3, 1, 0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_convolutions_match_the_reference(geometry, batch, dtype):
+    spatial, kernel, stride, padding, dilation = geometry
+    rng = np.random.default_rng(len(spatial) + batch)
+    geom = dict(stride=stride, padding=padding, dilation=dilation)
+    x = rng.normal(size=(batch, 3, *spatial)).astype(dtype)
+    w = rng.normal(size=(4, 3, *kernel)).astype(dtype)
+    scratch = KN.Scratch()
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    for _ in range(2):  # the second call reuses the scratch buffers
+        y = KN.conv(x, w, scratch=scratch, **geom)
+        want = conv_reference(x, w, **geom)
+        assert y.dtype == want.dtype and y.shape == want.shape
+        np.testing.assert_allclose(y, want, **tol)
+    g = rng.normal(size=y.shape).astype(dtype)
+    dw = KN.conv_weight_grad(x, g, kernel=kernel, scratch=scratch, **geom)
+    want = conv_weight_grad_reference(x, g, kernel=kernel, **geom)
+    assert dw.dtype == want.dtype and dw.shape == want.shape
+    np.testing.assert_allclose(dw, want, **tol)
+    dx = KN.conv_transpose(g, w, out_size=spatial, scratch=scratch, **geom)
+    want = conv_transpose_reference(g, w, out_size=spatial, **geom)
+    assert dx.dtype == want.dtype and dx.shape == want.shape
+    np.testing.assert_allclose(dx, want, **tol)
+
+
+POOL_GEOMETRIES = [  # (spatial, kernel, stride, padding)
+    ((8, 6), (2, 2), (2, 2), (0, 0)),  # tiles the input
+    ((9, 7), (2, 2), (2, 2), (0, 0)),  # tiles, with a remainder row and column
+    ((7, 7), (3, 3), (2, 2), (1, 1)),  # overlapping, padded
+    ((6, 9), (2, 3), (3, 1), (0, 1)),  # stride > kernel on one axis
+    ((6, 5), (1, 1), (2, 2), (0, 0)),
+    ((8,), (2,), (2,), (0,)),
+    ((7,), (3,), (1,), (1,)),
+    ((4, 4, 6), (2, 2, 2), (2, 2, 2), (0, 0, 0)),
+]
+
+
+def _pool_input(rng, batch, spatial, dtype, special: bool):
+    """Values with ties (small integers); with `special`, NaN and -inf in some windows."""
+    x = rng.integers(-3, 4, size=(batch, 2, *spatial)).astype(dtype)
+    if special and x.size and np.dtype(dtype).kind == "f":
+        flat = x.reshape(-1)
+        flat[rng.choice(flat.size, max(1, flat.size // 10), replace=False)] = np.nan
+        flat[rng.choice(flat.size, max(1, flat.size // 10), replace=False)] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("geometry", POOL_GEOMETRIES,
+                         ids=lambda g: "x".join(map(str, g[0])) + f"-k{g[1]}-s{g[2]}-p{g[3]}")
+@pytest.mark.parametrize("batch", [2, 1, 0])
+@pytest.mark.parametrize("dtype,special", [(np.float32, False), (np.float64, True),
+                                           (np.int32, False)], ids=["f32", "f64-nan-inf", "i32"])
+def test_pooling_matches_the_reference(geometry, batch, dtype, special):
+    spatial, kernel, stride, padding = geometry
+    rng = np.random.default_rng(batch + len(spatial))
+    geom = dict(kernel=kernel, stride=stride, padding=padding)
+    x = _pool_input(rng, batch, spatial, dtype, special)
+    scratch = KN.Scratch()
+    y = KN.max_pool(x, scratch=scratch, **geom)
+    want = max_pool_reference(x, **geom)
+    assert y.dtype == want.dtype and y.shape == want.shape
+    np.testing.assert_array_equal(y, want)
+    out = tuple(conv_out_size(s, k, st, p, 1) for s, k, st, p in zip(spatial, kernel, stride,
+                                                                     padding))
+    g = rng.normal(size=(batch, 2, *out)).astype(np.float64 if dtype == np.int32 else dtype)
+    # every window's gradient goes to its first maximum (NaN counting as the largest)
+    got = KN.max_pool_grad(x, g, scratch=scratch, **geom)
+    want = max_pool_grad_reference(x, g, **geom)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    h = rng.normal(size=x.shape).astype(g.dtype)
+    got = KN.max_pool_select(x, h, scratch=scratch, **geom)
+    want = max_pool_select_reference(x, h, **geom)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    if np.dtype(dtype).kind == "f" and not special:
+        got = KN.avg_pool(x, scratch=scratch, **geom)
+        want = avg_pool_reference(x, **geom)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_the_generated_step_calls_the_whole_batch_kernels_and_keeps_no_view():
+    """A LeNet-like step compiles to KN.* lines, and matches its float64 gradient check."""
+    x = gc.placeholder("x", ("N", 1, 10, 10))
+    w = gc.parameter("w", np.random.default_rng(0).normal(size=(4, 1, 3, 3)))
+    y = gc.nn.functional.max_pool2d(gc.relu(gc.nn.functional.conv2d(x, w, padding=1)), 2)
+    loss = (y * y).sum()
+    (gw,) = gc.grad(loss, [w])
+    fn = gc.compile([x], [loss, gw])
+    for name in ("KN.conv(", "KN.conv_weight_grad(", "KN.max_pool(", "KN.max_pool_grad("):
+        assert name in fn.source
+    data = np.random.default_rng(1).normal(size=(2, 1, 10, 10))
+    _, got = fn(data)
+    eps, w0 = 1e-6, w.value.copy()
+    probe = gc.compile([x], loss)
+    numeric = np.zeros_like(w0)
+    for idx in np.ndindex(*w0.shape):
+        for sign in (1, -1):
+            bumped = w0.copy()
+            bumped[idx] += sign * eps
+            w.value = bumped
+            numeric[idx] += sign * probe(data) / (2 * eps)
+    w.value = w0
+    np.testing.assert_allclose(got, numeric, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,134 @@
+"""The NumPy backend's view declarations are facts, not guesses, and Function uses them.
+
+Function decides at compile time which outputs and new parameter values may share memory
+with a parameter or an input (backends/numpy/lowering.py ``views``, followed back to the
+leaves by passes/memory.py ``value_roots``) and copies exactly those on every call. That is
+sound only if every array the generated program returns as a view of a leaf is declared:
+the first test runs every op case and checks each computed value against the leaves it
+actually shares memory with.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.passes.memory import value_roots
+from tests.helpers import build_case, case_arrays
+from tests.op_cases import CASES
+
+LEAVES = ("placeholder", "parameter", "constant")
+
+
+def _locals_of_step(fn, arrays) -> dict:
+    """Every local variable of the generated step at its return (optimize=False: no memory
+    plan, so no temporaries are deleted)."""
+    exe = fn._exe
+    seen: dict = {}
+
+    def profile(frame, event, arg):
+        if event == "return" and frame.f_code is exe._step.__code__:
+            seen.update(frame.f_locals)
+
+    sys.setprofile(profile)
+    try:
+        fn(*arrays)
+    finally:
+        sys.setprofile(None)
+    return seen
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_every_view_of_a_leaf_is_declared(case):
+    arrays = case_arrays(case)
+    graph, phs, out = build_case(case, arrays)
+    with graph:
+        fn = gc.compile(phs, out, optimize=False)
+    local = _locals_of_step(fn, arrays)
+    lines = fn._exe.source.splitlines()
+    var_of = {node.uid: lines[line - 1].split("=", 1)[0].strip()
+              for line, node in fn._exe._line_nodes.items()}
+    roots = value_roots(fn.graph, fn._exe.views)
+    index = {n.uid: k for k, n in enumerate(fn.graph.inputs)}
+    leaves = []
+    for n in fn.graph.nodes:
+        if n.op.name == "placeholder":
+            leaves.append((("input", index[n.uid]), local[var_of[n.uid]]))
+        elif n.op.name == "parameter":
+            leaves.append((("parameter", n.attrs["storage"].uid), n.attrs["storage"].value))
+        elif n.op.name == "constant":
+            leaves.append((("constant", n.uid), local[var_of[n.uid]]))
+    for n in fn.graph.nodes:
+        value = local.get(var_of[n.uid])
+        if n.op.name in LEAVES or not isinstance(value, np.ndarray):
+            continue
+        for key, leaf in leaves:
+            if isinstance(leaf, np.ndarray) and np.shares_memory(value, leaf):
+                assert key in roots[n.uid], (
+                    f"{case.name}: the value of {n.op.name} shares memory with {key}, but "
+                    f"its lowering declares views {fn._exe.views(n)}")
+
+
+def test_views_are_followed_through_chains():
+    W = gc.parameter("W", np.arange(6, dtype=np.float32).reshape(2, 3))
+    x = gc.placeholder("x", (2, 3))
+    fn = gc.compile([x], [W.T.reshape(6), x * 1, (x * 2).reshape(6), W + 0])
+    flat, same, fresh, plus0 = fn(np.ones((2, 3), np.float32))
+    roots = value_roots(fn.graph, fn._exe.views)
+    by_output = [roots[n.uid] for n in fn.graph.outputs]
+    assert by_output[0] == {("parameter", W.node.attrs["storage"].uid)}
+    assert by_output[1] == {("input", 0)}
+    assert by_output[2] == set()  # a view of a fresh array: nothing to copy
+    assert fn._copy_outputs == [True, True, False, True]
+    flat[0] = 99.0  # the caller owns its outputs
+    assert W.value[0, 0] == 0.0
+
+
+def test_new_values_that_view_an_input_fed_a_parameter_are_taken_first():
+    """fn(a.value) feeds a parameter's memory as an input; {b: x, a: a * 3} must still read
+    x's old value, so a new value that views an input is copied before any write."""
+    a = gc.parameter("a", np.array([1.0, 2.0], np.float32))
+    b = gc.parameter("b", np.zeros(2, np.float32))
+    x = gc.placeholder("x", (2,))
+    fn = gc.compile([x], x.sum(), updates={a: a * 3, b: x.reshape(2)})
+    assert fn._copy_news == [False, True]
+    fn(a.value)
+    np.testing.assert_array_equal(a.value, [3, 6])
+    np.testing.assert_array_equal(b.value, [1, 2])
+
+
+def test_a_failed_call_applies_no_update_with_static_aliasing():
+    """The output check and every conversion happen before the first write, whatever the
+    aliasing plan copies."""
+    a = gc.parameter("a", np.array([1.0, 2.0], np.float32))
+    b = gc.parameter("b", np.array([3.0, 4.0], np.float32))
+    x = gc.placeholder("x", ("N",))
+    fn = gc.compile([x], x.sum(), updates={a: b, b: a, })
+    fn(np.ones(3, np.float32))
+    np.testing.assert_array_equal(a.value, [3, 4])
+    np.testing.assert_array_equal(b.value, [1, 2])
+    with pytest.raises(gc.ShapeError):
+        fn(np.ones((3, 2), np.float32))
+    np.testing.assert_array_equal(a.value, [3, 4])
+    np.testing.assert_array_equal(b.value, [1, 2])
+
+
+def test_deep_adam_step_copies_nothing_it_made_itself():
+    """Per-call work grows with the values, not values x parameters: in an Adam step every
+    new value is a fresh array, so nothing is copied, and the loss output is fresh too."""
+    rng = np.random.default_rng(0)
+    x = gc.placeholder("x", ("N", 8))
+    h, params = x, []
+    for i in range(6):
+        W = gc.parameter(f"W{i}", rng.normal(size=(8, 8)).astype(np.float32) * 0.3)
+        params.append(W)
+        h = gc.tanh(h @ W)
+    loss = (h * h).mean()
+    opt = gc.optim.Adam(params, lr=1e-3)
+    fn = gc.compile([x], loss, updates=opt.updates(loss))
+    assert not any(fn._copy_news) and fn._copy_outputs == [False]
+    first = fn(rng.normal(size=(4, 8)).astype(np.float32))
+    assert np.isfinite(first)
