@@ -93,10 +93,17 @@ def active() -> bool:
 
 # -- failing processes end the job ---------------------------------------------------------
 
+#: seconds between writing an aborting process's message and MPI_Abort: the launcher forwards
+#: each process's output through its proxy, and an abort right after the write can kill the
+#: proxy before the message is through (seen on a loaded machine: an abort with no message)
+ABORT_GRACE = 1.0
+
+
 def abort(message: str, code: int = 1) -> None:
     """Print `message` on stderr and end every process of the job (MPI_Abort)."""
     sys.stderr.write(message if message.endswith("\n") else message + "\n")
     sys.stderr.flush()
+    time.sleep(ABORT_GRACE)
     MPI = mpi()
     if MPI is not None:
         MPI.COMM_WORLD.Abort(code)
@@ -114,6 +121,7 @@ def _install_excepthook(MPI) -> None:
         lines = "".join(f"{who} {line}\n" for line in text.rstrip("\n").splitlines())
         sys.stderr.write(lines + f"{who} aborting the MPI job\n")
         sys.stderr.flush()
+        time.sleep(ABORT_GRACE)
         if kind is KeyboardInterrupt:
             previous(kind, value, tb)
         MPI.COMM_WORLD.Abort(1)

@@ -326,7 +326,11 @@ EXAMPLE_TABLE = [
             claims={"skips help: +0.1 test accuracy": lambda v: v["skip_accuracy"] >
                     v["plain_accuracy"] + 0.1,
                     "skips help: a lower training loss": lambda v: v["loss"][0] < v["loss"][1]},
-            tol={"skip_accuracy": CHAOTIC_ACCURACY, "plain_accuracy": CHAOTIC_ACCURACY,
+            # the plain (skip-less) net after its one quick epoch is the most chaotic number
+            # of all: the NumPy backend's whole-batch convolutions (one GEMM over the batch,
+            # another summation order) moved it from 0.33 to 0.57 while llvm stayed at 0.33;
+            # the forward pass (resnet_forward) and the claims still hold on both
+            tol={"skip_accuracy": CHAOTIC_ACCURACY, "plain_accuracy": dict(rtol=0, atol=0.3),
                  "accuracy": CHAOTIC_ACCURACY, "loss": CHAOTIC_LOSS}),
     Example("model_selection.py", model_selection, [],
             ranges={"cv_mean": (0.6, 1), "folds": (3, 3), "best_val_accuracy": (0.85, 1),
