@@ -351,6 +351,12 @@ def _slice_infer(types, attrs, checks):
         if isinstance(n, int) and n == 0:
             continue
         last = s + (n - 1) * st
+        if all(isinstance(v, int) for v in (last, d)):  # the common, static case: no sympy
+            if last < 0:
+                raise ShapeError(f"slice on axis {axis} starts before 0")
+            if last >= d:
+                raise ShapeError(f"slice on axis {axis} runs past the end ({d})")
+            continue
         checks.holds(sympy.Ge(last, 0), f"slice on axis {axis} starts before 0")
         checks.holds(sympy.Lt(last, d), f"slice on axis {axis} runs past the end ({d})")
     return TensorType(x.dtype, sizes)
