@@ -27,7 +27,7 @@ def require_onnx():
     return onnx
 
 
-def load(model: Any):
+def load(path_or_model: Any):
     """Read an ONNX model (a path or a ``ModelProto``) as a callable graphc model.
 
     ``model = gc.onnx.load("net.onnx")``; ``x = model.placeholders()`` (one placeholder per
@@ -38,7 +38,7 @@ def load(model: Any):
     require_onnx()
     from .importer import load as _load
 
-    return _load(model)
+    return _load(path_or_model)
 
 
 def export(outputs_or_fn, path, inputs=None, opset: int | None = None):

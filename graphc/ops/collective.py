@@ -154,19 +154,19 @@ def _as_tensor(x, what: str) -> Tensor:
     return t
 
 
-def allreduce(x, op: str = "sum") -> Tensor:
-    """The element-wise ``"sum"``, ``"mean"`` or ``"max"`` of x over every MPI process; the
+def allreduce(t, op: str = "sum") -> Tensor:
+    """The element-wise ``"sum"``, ``"mean"`` or ``"max"`` of t over every MPI process; the
     same value on all of them. Differentiable; an identity in a single process."""
-    x = _as_tensor(x, "allreduce")
+    x = _as_tensor(t, "allreduce")
     if op not in ALLREDUCE_OPS:
         raise GraphError(f"allreduce: op must be one of {ALLREDUCE_OPS}, got {op!r}")
     return apply(ALLREDUCE, [x], reduction=op)
 
 
-def broadcast(x, root: int = 0) -> Tensor:
-    """Process `root`'s value of x, on every process. Differentiable (the gradient is summed
+def broadcast(t, root: int = 0) -> Tensor:
+    """Process `root`'s value of t, on every process. Differentiable (the gradient is summed
     onto `root`); an identity in a single process."""
-    return apply(BROADCAST, [_as_tensor(x, "broadcast")], root=_rank_attr(root))
+    return apply(BROADCAST, [_as_tensor(t, "broadcast")], root=_rank_attr(root))
 
 
 def reduce_root(x, root: int = 0) -> Tensor:
