@@ -56,7 +56,7 @@ from graphc.ir.node import Node
 from graphc.ir.shapes import prod
 from graphc.ir.tensor import Tensor, apply
 
-from .rewrite import Match, RuleSet, rebuild, remap_program
+from .rewrite import Match, RuleSet, rebuild, remap_program, rewrite_loop_bodies
 
 INV, STEP, VAR = "invariant", "step", "variant"
 
@@ -342,12 +342,7 @@ def hoist_program(program: Graph) -> tuple[Graph, dict]:
 
     def inner(body: Graph) -> Graph:
         """The body with its own loops' invariants hoisted into it."""
-        if not any(n.op.name == "scan" for n in body.nodes):
-            return body
-        target, mapping, fired = rebuild(body, rules)
-        if not fired:
-            return body
-        return remap_program(body, target, mapping)
+        return rewrite_loop_bodies(body, rules)
 
     @rules.rule("scan")
     def hoist_loop(m: Match):

@@ -215,3 +215,15 @@ def run_to_fixpoint(program: Graph, rules: RuleSet, max_rounds: int = 30) -> Sta
     result.graph = current
     result.seconds = time.perf_counter() - started
     return result
+
+
+def rewrite_loop_bodies(body: Graph, rules: RuleSet,
+                        roots: Iterable[Node] | None = None) -> Graph:
+    """`body` with one round of `rules` applied to the loops nested in it (the loop passes
+    rewrite inner loops before the loop holding them), or `body` itself when nothing fired."""
+    if not any(n.op.name == "scan" for n in body.nodes):
+        return body
+    target, mapping, fired = rebuild(body, rules, roots=roots)
+    if not fired:
+        return body
+    return remap_program(body, target, mapping)

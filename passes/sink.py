@@ -61,7 +61,7 @@ from graphc.ir.shapes import dims_equal, prod
 from graphc.ir.tensor import Tensor, apply
 
 from .hoist import INV, classify
-from .rewrite import Match, RuleSet, rebuild, remap_program
+from .rewrite import Match, RuleSet, rebuild, remap_program, rewrite_loop_bodies
 
 
 @dataclass(frozen=True)
@@ -320,12 +320,7 @@ def sink_program(program: Graph) -> tuple[Graph, dict]:
 
     def inner(body: Graph) -> Graph:
         """The body with its own loops' accumulations sunk into it."""
-        if not any(n.op.name == "scan" for n in body.nodes):
-            return body
-        target, mapping, fired = rebuild(body, rules, roots=body.outputs + body.inputs)
-        if not fired:
-            return body
-        return remap_program(body, target, mapping)
+        return rewrite_loop_bodies(body, rules, roots=body.outputs + body.inputs)
 
     @rules.rule("scan")
     def sink_loop(m: Match):
