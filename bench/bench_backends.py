@@ -38,7 +38,6 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import datetime
     import platform
-    import statistics
     import time
     import tracemalloc
 
@@ -46,6 +45,7 @@ def main(argv=None) -> int:
 
     import graphc as gc
     from bench import frameworks, handwritten_numpy
+    from bench.timing import round_robin
     from bench.workloads import BENCHMARKS
     from graphc.sysinfo import report
 
@@ -53,20 +53,7 @@ def main(argv=None) -> int:
     repeats = 5 if args.quick else 9
 
     def measure(steps: dict, batch) -> dict:
-        """Median ms/step of each step function, sampled round-robin: window after window,
-        every framework in turn, so a noisy moment of the machine hits all of them alike."""
-        for step in steps.values():
-            for _ in range(10):
-                step(*batch)
-        samples: dict = {label: [] for label in steps}
-        for _ in range(repeats):
-            for label, step in steps.items():
-                n, start = 0, time.perf_counter()
-                while time.perf_counter() - start < window:
-                    step(*batch)
-                    n += 1
-                samples[label].append((time.perf_counter() - start) / n)
-        return {label: statistics.median(v) * 1000 for label, v in samples.items()}
+        return round_robin(steps, batch, window, repeats, warmup=10)
 
     found = frameworks.available()
     machine = dict(report()[0][1] + report()[2][1])

@@ -15,9 +15,7 @@ noisy moment of a shared machine hits them alike; it prints median ms/step and m
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 
@@ -52,6 +50,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import graphc as gc
+    from bench.timing import round_robin
 
     window, repeats = (0.1, 5) if args.quick else (0.3, 7)
     backends = args.backends.split(",")
@@ -61,18 +60,7 @@ def main(argv=None) -> int:
         with gc.Graph(f"mlp{depth}"):
             inputs, loss, updates, batch = build(depth)
         steps = {b: gc.compile(inputs, loss, updates=updates, backend=b) for b in backends}
-        samples: dict = {b: [] for b in backends}
-        for step in steps.values():
-            for _ in range(5):
-                step(*batch)
-        for _ in range(repeats):
-            for b, step in steps.items():
-                n, start = 0, time.perf_counter()
-                while time.perf_counter() - start < window:
-                    step(*batch)
-                    n += 1
-                samples[b].append((time.perf_counter() - start) / n * 1000)
-        ms = {b: statistics.median(v) for b, v in samples.items()}
+        ms = round_robin(steps, batch, window, repeats)
         print(f"{depth:>5} {len(updates):>7} " + " ".join(f"{ms[b]:>10.3f} {ms[b] / depth:>7.3f}"
                                                           for b in backends), flush=True)
     return 0

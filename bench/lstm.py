@@ -173,25 +173,6 @@ def make_jax(w: dict, lr: float):
     return step
 
 
-def measure(steps: dict, batch, window: float, repeats: int) -> dict:
-    """Median ms/step of each step function, sampled round-robin (bench_backends.py's
-    scheme): window after window, every framework in turn."""
-    import statistics
-
-    for step in steps.values():
-        for _ in range(5):
-            step(*batch)
-    samples: dict = {label: [] for label in steps}
-    for _ in range(repeats):
-        for label, step in steps.items():
-            n, start = 0, time.perf_counter()
-            while time.perf_counter() - start < window:
-                step(*batch)
-                n += 1
-            samples[label].append((time.perf_counter() - start) / n)
-    return {label: statistics.median(v) * 1000 for label, v in samples.items()}
-
-
 def main(argv=None) -> int:
     args = _parse(argv)
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -204,6 +185,7 @@ def main(argv=None) -> int:
 
     import graphc as gc
     from bench import frameworks
+    from bench.timing import round_robin
     from graphc.passes import format_stats
     from graphc.sysinfo import report
 
@@ -291,7 +273,7 @@ def main(argv=None) -> int:
     if not found["jax"]:
         print("JAX jit: not installed")
 
-    for label, ms in measure(steps, batch, window, repeats).items():
+    for label, ms in round_robin(steps, batch, window, repeats).items():
         results[label]["ms"] = ms
     _print_table(results)
 
