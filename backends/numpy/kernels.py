@@ -171,6 +171,12 @@ def max_pool(x, *, kernel, stride, padding, scratch: Scratch):
     if _tiles(kernel, stride, padding) and x.size:
         return _blocks(x, kernel, out).max(axis=-1)
     xp = _padded(x, padding, _max_pad_value(x.dtype), scratch)
+    return _fold_windows(xp, kernel, stride, out, np.maximum)
+
+
+def _fold_windows(xp, kernel, stride, out, combine):
+    """``combine`` (an in-place ufunc) over every offset of a pooling window: one strided
+    view of `xp` per offset, accumulated into a fresh array."""
     dilation = (1,) * len(kernel)
     result = None
     for kidx in np.ndindex(*kernel):
@@ -178,7 +184,7 @@ def max_pool(x, *, kernel, stride, padding, scratch: Scratch):
         if result is None:
             result = part.copy()
         else:
-            np.maximum(result, part, out=result)
+            combine(result, part, out=result)
     return result
 
 
@@ -248,13 +254,6 @@ def avg_pool(x, *, kernel, stride, padding, scratch: Scratch):
     """The mean of each window; padding counts (count_include_pad)."""
     out = _pool_out(x, kernel, stride, padding)
     xp = _padded(x, padding, 0, scratch)
-    dilation = (1,) * len(kernel)
-    result = None
-    for kidx in np.ndindex(*kernel):
-        part = xp[_offset_slices(kidx, dilation, stride, out)]
-        if result is None:
-            result = part.copy()
-        else:
-            result += part
+    result = _fold_windows(xp, kernel, stride, out, np.add)
     result /= math.prod(kernel)
     return result.astype(x.dtype, copy=False)
