@@ -31,3 +31,13 @@ def run_case(case, backend: str = "numpy", dtype=np.float64, optimize: bool = Tr
         fn = gc.compile(phs, out, backend=backend, optimize=optimize,
                         backend_options=backend_options)
     return fn(*arrays), arrays, fn
+
+
+def scan_nodes(graph) -> list:
+    """The scan nodes of a program, outermost first, bodies included (depth first)."""
+    out = []
+    for n in graph.nodes:
+        if n.op.name == "scan":
+            out.append(n)
+            out += scan_nodes(n.attrs["body"])
+    return out

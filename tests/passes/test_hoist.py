@@ -16,6 +16,7 @@ from graphc.ops.random import RANDOM_UNIFORM
 from graphc.passes import format_stats
 from graphc.passes.hoist import INV, STEP, VAR, classify, pinned
 from graphc.passes.manager import PASS_NAMES
+from tests.helpers import scan_nodes
 
 # the hoisting alone: `sink` (run before it) would take the weight gradients' products out of
 # the reverse loops, which these tests count
@@ -27,16 +28,6 @@ RNG = np.random.RandomState(0)
 def _compile(inputs, outputs, backend, optimize=HOIST):
     opts = {"emulate": True} if backend == "cuda" else None
     return gc.compile(inputs, outputs, backend=backend, optimize=optimize, backend_options=opts)
-
-
-def _loops(graph):
-    """The scan nodes of a program, outermost first, bodies included (depth first)."""
-    out = []
-    for n in graph.nodes:
-        if n.op.name == "scan":
-            out.append(n)
-            out += _loops(n.attrs["body"])
-    return out
 
 
 def _count(graph, op):
@@ -95,10 +86,10 @@ def test_input_projection_leaves_forward_and_reverse_bodies(backend, reverse):
     # the carry history, an xs entry of the reverse loop)
     assert stat.details["input_projections"] == 3 and stat.details["hoisted"] == {"matmul": 3}
     assert "input_projection×3" in format_stats(hoisted.stats["passes"])
-    fwd, rev = _loops(hoisted.graph)
+    fwd, rev = scan_nodes(hoisted.graph)
     assert _count(fwd.attrs["body"], "matmul") == 1  # h @ U
     assert _count(rev.attrs["body"], "matmul") == 4  # dh, dW, dU, dx: all read the cotangent
-    p_fwd, p_rev = _loops(plain.graph)
+    p_fwd, p_rev = scan_nodes(plain.graph)
     assert (_count(p_fwd.attrs["body"], "matmul"), _count(p_rev.attrs["body"], "matmul")) == (2, 6)
     # the forward and the reverse loop read one projection, computed once
     assert {n.uid for n in fwd.inputs} & {n.uid for n in rev.inputs} - {
@@ -139,7 +130,7 @@ def test_invariants_and_products_through_transposes_and_reshapes(backend):
     details = _stat(hoisted).details
     assert details["hoisted"]["exp"] >= 1 and details["hoisted"]["transpose"] >= 2
     assert details["input_projections"] >= 1 and details["hoisted"]["matmul"] >= 2
-    fwd = _loops(hoisted.graph)[0].attrs["body"]
+    fwd = scan_nodes(hoisted.graph)[0].attrs["body"]
     assert _count(fwd, "matmul") == 1 and not any(n.op.name == "exp" for n in fwd.nodes)
     for T in (4, 1):
         args = [RNG.randn(T, 3, 2), RNG.randn(2, 4), RNG.randn(4, 4) * 0.3, RNG.randn(3, 4),
@@ -167,7 +158,7 @@ def test_biased_projection_and_hoisted_values_as_outputs(backend):
         plain = _compile([x, W, b, h0], outs, backend, NO_HOIST)
     details = _stat(hoisted).details
     assert details["hoisted"] == {"add": 1, "exp": 1, "matmul": 1, "mul": 1}
-    body = _loops(hoisted.graph)[0].attrs["body"]
+    body = scan_nodes(hoisted.graph)[0].attrs["body"]
     assert not any(n.op.name in ("matmul", "exp") for n in body.nodes)
     assert sum(o.op.name == "placeholder" for o in body.outputs) == 3  # kT, ps, es
     for T in (3, 0):
@@ -189,7 +180,7 @@ def test_what_reads_a_carry_stays():
         hoisted = gc.compile([x, W, h0], hT)
         plain = gc.compile([x, W, h0], hT, optimize=NO_HOIST)
     assert _stat(hoisted).details == {"hoisted": {}, "input_projections": 0, "loops": 0}
-    assert _count(_loops(hoisted.graph)[0].attrs["body"], "matmul") == 2
+    assert _count(scan_nodes(hoisted.graph)[0].attrs["body"], "matmul") == 2
     args = [RNG.randn(5, 3, 3), RNG.randn(3, 3), RNG.randn(3, 3) * 0.3]
     _same([hoisted(*args)], [plain(*args)])
 
@@ -211,7 +202,7 @@ def test_random_draws_stay_in_the_body():
         c, _ = gc.scan(step, gc.zeros((3,), "float64"), x)
         hoisted = gc.compile([x, W], c)
         plain = gc.compile([x, W], c, optimize=NO_HOIST)
-    body = _loops(hoisted.graph)[0].attrs["body"]
+    body = scan_nodes(hoisted.graph)[0].attrs["body"]
     assert any(n.op.name == "random_uniform" for n in body.nodes)
     assert _stat(hoisted).details["hoisted"] == {"exp": 1}
     args = [RNG.randn(4, 3), RNG.randn(3)]
@@ -256,7 +247,7 @@ def test_nested_loops_hoist_to_the_outermost(backend):
         outs = [c, ys, *gc.grad((c * c).sum() + ys.sum(), [x, W, V])]
         hoisted = _compile([x, W, V], outs, backend)
         plain = _compile([x, W, V], outs, backend, NO_HOIST)
-    loops = _loops(hoisted.graph)
+    loops = scan_nodes(hoisted.graph)
     fwd_outer, fwd_inner = loops[0], loops[1]
     assert _count(fwd_inner.attrs["body"], "matmul") == 0
     assert not any(n.op.name in ("matmul", "exp") for n in fwd_outer.attrs["body"].nodes
@@ -285,12 +276,12 @@ def test_switching_the_pass_off_reaches_nested_bodies(monkeypatch):
     x, W, c = build()
     for fn in (gc.compile([x, W], c, optimize=NO_HOIST),):
         assert "hoist" not in [s.name for s in fn.stats["passes"]]
-        assert [_count(n.attrs["body"], "matmul") for n in _loops(fn.graph)] == [0, 1]
+        assert [_count(n.attrs["body"], "matmul") for n in scan_nodes(fn.graph)] == [0, 1]
     monkeypatch.setenv("GRAPHC_DISABLE_PASSES", "hoist")
     x, W, c = build()
     fn = gc.compile([x, W], c)
-    assert [_count(n.attrs["body"], "matmul") for n in _loops(fn.graph)] == [0, 1]
+    assert [_count(n.attrs["body"], "matmul") for n in scan_nodes(fn.graph)] == [0, 1]
     monkeypatch.delenv("GRAPHC_DISABLE_PASSES")
     graph, stats = gc.optimize([c])
-    assert [_count(n.attrs["body"], "matmul") for n in _loops(graph)] == [0, 0]
+    assert [_count(n.attrs["body"], "matmul") for n in scan_nodes(graph)] == [0, 0]
     assert [s.name for s in stats][:3] == ["sink", "hoist", "loop_bodies"]

@@ -15,6 +15,7 @@ import pytest
 import graphc as gc
 from graphc.passes.manager import PASS_NAMES
 from graphc.passes.sink import accumulations
+from tests.helpers import scan_nodes
 
 NO_SINK = [p for p in PASS_NAMES if p != "sink"]
 RNG = np.random.RandomState(0)
@@ -23,16 +24,6 @@ RNG = np.random.RandomState(0)
 def _compile(inputs, outputs, backend="numpy", optimize=True):
     opts = {"emulate": True} if backend == "cuda" else None
     return gc.compile(inputs, outputs, backend=backend, optimize=optimize, backend_options=opts)
-
-
-def _loops(graph):
-    """The scan nodes of a program, outermost first, bodies included (depth first)."""
-    out = []
-    for n in graph.nodes:
-        if n.op.name == "scan":
-            out.append(n)
-            out += _loops(n.attrs["body"])
-    return out
 
 
 def _stat(fn):
@@ -60,10 +51,10 @@ def test_lstm_weight_gradients_leave_the_reverse_loop():
         sunk, plain = _compile([x], outs), _compile([x], outs, optimize=NO_SINK)
     assert _stat(sunk) == {"sunk_terms": {"matmul": 8, "sum": 8}, "sunk_accumulations": 16,
                            "emitted": 4, "loops": 1}
-    fwd, rev = _loops(sunk.graph)
+    fwd, rev = scan_nodes(sunk.graph)
     assert not fwd.attrs["reverse"] and rev.attrs["reverse"]
     assert rev.attrs["n_carry"] == 2  # the cotangents of h and c, no weight gradient
-    assert _loops(plain.graph)[1].attrs["n_carry"] == 18
+    assert scan_nodes(plain.graph)[1].attrs["n_carry"] == 18
     assert [tuple(p.shape) for p in rev.attrs["body"].inputs[:2]] == [(3, 5), (3, 5)]
     # the products land after the loop: one (K, T*N) @ (T*N, H) per weight slice
     flat = [n for n in sunk.graph.nodes if n.op.name == "matmul" and n.attrs["ta"]]
@@ -94,7 +85,7 @@ def test_rnn_gradient_on_every_backend(backend, reverse):
     sunk, plain = _rnn(backend, reverse)
     assert _stat(sunk)["sunk_accumulations"] == 3  # dW, dU, db
     assert _stat(sunk)["sunk_terms"] == {"matmul": 2, "sum": 1}
-    rev = _loops(sunk.graph)[1]
+    rev = scan_nodes(sunk.graph)[1]
     assert rev.attrs["reverse"] is not reverse and rev.attrs["n_carry"] == 1  # dh only
     assert not any(n.op.name == "matmul" and n.attrs["ta"] for n in rev.attrs["body"].nodes)
     for T in (4, 1, 0):  # one compiled function, symbolic T
@@ -134,7 +125,7 @@ def test_every_flag_combination_of_a_sunk_product():
         sunk, plain = _compile([x, P], outs), _compile([x, P], outs, optimize=NO_SINK)
     assert _stat(sunk) == {"sunk_terms": {"matmul": 5, "slice": 1, "sum": 1},
                            "sunk_accumulations": 6, "emitted": 2, "loops": 1}
-    assert _loops(sunk.graph)[0].attrs["n_carry"] == 2  # h and the scaled product
+    assert scan_nodes(sunk.graph)[0].attrs["n_carry"] == 2  # h and the scaled product
     for T in (3, 1, 0):
         args = [RNG.randn(T, 3, 2), RNG.randn(2, 2)]
         _same(sunk(*args), plain(*args))
@@ -156,9 +147,9 @@ def test_nested_loops_keep_their_values():
         sunk, plain = _compile([x, W], outs), _compile([x, W], outs, optimize=NO_SINK)
     # forward outer, its inner loop, reverse outer (dc, dW: dW adds the inner loop's result,
     # not a term), its inner forward recomputation, its inner reverse loop (ds; dW sunk)
-    carries = [(n.attrs["n_carry"], n.attrs["reverse"]) for n in _loops(sunk.graph)]
+    carries = [(n.attrs["n_carry"], n.attrs["reverse"]) for n in scan_nodes(sunk.graph)]
     assert carries == [(1, False), (1, False), (2, True), (1, False), (1, True)]
-    assert [n.attrs["n_carry"] for n in _loops(plain.graph)] == [1, 1, 2, 1, 2]
+    assert [n.attrs["n_carry"] for n in scan_nodes(plain.graph)] == [1, 1, 2, 1, 2]
     assert _stat(sunk)["sunk_accumulations"] == 1
     for T in (3, 1, 0):
         args = [RNG.randn(T, 2, 2, 3), RNG.randn(3, 3) * 0.5]
@@ -188,7 +179,7 @@ def test_a_carry_read_elsewhere_stays():
         return (acc + gc.transpose(xt) @ g,), acc.sum()  # the y reads the carry
 
     fn = _kept(step)
-    assert _loops(fn.graph)[0].attrs["n_carry"] == 1  # the loop kept it
+    assert scan_nodes(fn.graph)[0].attrs["n_carry"] == 1  # the loop kept it
     assert _stat(fn)["sunk_accumulations"] == 0
 
 
@@ -201,11 +192,11 @@ def test_nonlinear_and_self_reading_updates_stay():
                 d + gc.transpose(xt) @ (xt @ d)), None  # the summand reads the carry
 
     fn = _kept(step, carries=3)
-    assert _loops(fn.graph)[0].attrs["n_carry"] == 3
+    assert scan_nodes(fn.graph)[0].attrs["n_carry"] == 3
     assert _stat(fn)["sunk_accumulations"] == 0
     fn = _kept(step, carries=3, grad=True)  # the reverse loop's gradient of G is sunk
-    assert _loops(fn.graph)[0].attrs["n_carry"] == 3
-    assert _loops(fn.graph)[1].attrs["n_carry"] == 3 and _stat(fn)["sunk_accumulations"] == 1
+    assert scan_nodes(fn.graph)[0].attrs["n_carry"] == 3
+    assert scan_nodes(fn.graph)[1].attrs["n_carry"] == 3 and _stat(fn)["sunk_accumulations"] == 1
 
 
 def test_a_carry_whose_history_the_gradient_reads_stays_and_accumulations_helper():
@@ -217,7 +208,7 @@ def test_a_carry_whose_history_the_gradient_reads_stays_and_accumulations_helper
 
     assert _stat(_kept(step))["sunk_accumulations"] == 1  # alone, it is sunk
     fn = _kept(step, grad=True)
-    assert _loops(fn.graph)[0].attrs["n_carry"] == 1
+    assert scan_nodes(fn.graph)[0].attrs["n_carry"] == 1
     with gc.Graph():
         x = gc.placeholder("x", (4, 3, 2), "float64")
         G = gc.placeholder("G", (2, 2), "float64")
