@@ -86,8 +86,8 @@ def check_grad(f: Callable[[list[Tensor]], Tensor], inputs: Sequence, eps: float
 
         if runtime.active():
             return _check_distributed(cost_fn, arrays, analytic, eps, rtol, runtime)
-    worst, rows = 0.0, []
-    for i, a in enumerate(arrays):
+    numerics = []
+    for a in arrays:
         numeric = np.zeros_like(a)
         for idx in np.ndindex(a.shape):
             saved = a[idx]
@@ -97,13 +97,22 @@ def check_grad(f: Callable[[list[Tensor]], Tensor], inputs: Sequence, eps: float
             down = float(cost_fn(*arrays))
             a[idx] = saved
             numeric[idx] = (up - down) / (2 * eps)
+        numerics.append(numeric)
+    return _report(*_disagreements(analytic, numerics, rtol), rtol)
+
+
+def _disagreements(analytic, numerics, rtol) -> tuple[float, list]:
+    """The worst relative error of the analytic gradients against the differences, and a row
+    (error, input, index, analytic, numeric) for every element beyond `rtol`."""
+    worst, rows = 0.0, []
+    for i, numeric in enumerate(numerics):
         err = relative_error(analytic[i], numeric)
         if err.size:
             worst = max(worst, float(err.max()))
             for idx in np.argwhere(err > rtol):
                 idx = tuple(idx)
                 rows.append((float(err[idx]), i, idx, float(analytic[i][idx]), numeric[idx]))
-    return _report(worst, rows, rtol)
+    return worst, rows
 
 
 def _check_distributed(cost_fn, arrays, analytic, eps, rtol, runtime) -> float:
@@ -130,14 +139,7 @@ def _check_distributed(cost_fn, arrays, analytic, eps, rtol, runtime) -> float:
                 if me == q:
                     a[idx] = saved
                     numerics[i][idx] = (up - down) / (2 * eps)
-    worst, rows = 0.0, []
-    for i, numeric in enumerate(numerics):
-        err = relative_error(analytic[i], numeric)
-        if err.size:
-            worst = max(worst, float(err.max()))
-            for idx in np.argwhere(err > rtol):
-                idx = tuple(idx)
-                rows.append((float(err[idx]), i, idx, float(analytic[i][idx]), numeric[idx]))
+    worst, rows = _disagreements(analytic, numerics, rtol)
     worst = float(runtime.allreduce_array(np.array([worst]), "max")[0])
     if worst > rtol and not rows:  # another process failed: fail here too, saying so
         raise AssertionError(f"gradient check failed on another process (max relative error "
