@@ -144,6 +144,24 @@ def rnn(steps=6, hidden=16, seed=0):
     return [x, t], loss, sgd(loss, [Wx, Wh, b, V]), feed
 
 
+def lstm_classifier(steps="T", features=32, hidden=128, classes=10, seed=0):
+    """gc.nn.LSTM (a gc.scan; `steps` may be a dimension name) read out from the last state:
+    bench/lstm.py's workload without its PyTorch weights, for the GPU check's timing."""
+    gc.manual_seed(seed)
+    x = gc.placeholder("x", (steps, "N", features))
+    y = gc.placeholder("y", ("N",), "int64")
+    lstm, head = gc.nn.LSTM(features, hidden), gc.nn.Linear(hidden, classes)
+    _, (h_n, _) = lstm(x)
+    loss = F.cross_entropy(head(h_n[0]), y)
+    length = 32 if isinstance(steps, str) else steps
+
+    def feed(batch, rng):
+        return [rng.normal(size=(length, batch, features)).astype(np.float32),
+                rng.integers(0, classes, size=batch)]
+
+    return [x, y], loss, sgd(loss, [*lstm.parameters(), *head.parameters()]), feed
+
+
 # The benchmark table of the LLVM issue, and the smaller models used by tests.
 BENCHMARKS = {
     "tiny_mlp": (lambda: mlp((4, 16, 3), gc.tanh), 16),

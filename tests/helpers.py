@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import graphc as gc
+from graphc.sysinfo import cuda_devices
 
 
 def case_arrays(case, dtype=np.float64, seed: int = 0) -> list[np.ndarray]:
@@ -41,3 +43,21 @@ def scan_nodes(graph) -> list:
             out.append(n)
             out += scan_nodes(n.attrs["body"])
     return out
+
+
+# the `gpu` tests: run on a real CUDA device (./dev gpu-check), skipped without one
+ON_DEVICE = [pytest.mark.gpu,
+             pytest.mark.skipif(not cuda_devices()[1], reason="no CUDA device")]
+# the backends a loop test runs on: "cuda" is the emulation (the kernels and the launch plan
+# run on the host); "cuda-device" the same compilation on a real device
+LOOP_BACKENDS = ["numpy", "llvm", "cuda", pytest.param("cuda-device", marks=ON_DEVICE)]
+
+
+def compile_on(*args, backend: str, **kwargs):
+    """gc.compile on one of LOOP_BACKENDS."""
+    if backend == "cuda":
+        kwargs["backend_options"] = {"emulate": True}
+    elif backend == "cuda-device":
+        backend, kwargs["backend_options"] = "cuda", {"verify": False}
+    return gc.compile(*args, backend=backend, **kwargs)
+

@@ -37,7 +37,10 @@ REQUIRED = {"numpy": "numpy", "sympy": "sympy", "networkx": "networkx", "llvmlit
             "scipy": "scipy", "tqdm": "tqdm", "threadpoolctl": "threadpoolctl",
             "graphviz": "graphviz", "pytest": "pytest"}
 SETUPTOOLS = 77  # pyproject's build backend; the editable install runs it in this Python
-TEST_FILES = ("tests/backends/test_cuda.py",)  # where the `gpu` tests are
+# where the `gpu` tests are: the ops, kernels and training steps; the loops (scan, random draws
+# in loop bodies) on the device
+TEST_FILES = ("tests/backends/test_cuda.py", "tests/core/test_scan.py",
+              "tests/core/test_scan_random.py")
 TEST_BUDGET_S = 230  # the whole gpu test stage (the issue asks for under 4 minutes)
 TEST_TIMEOUT_S = 60  # one test (needs pytest-timeout; without it only the budget applies)
 NO_DEVICE, MISSING = 3, 4
@@ -208,12 +211,12 @@ def _bench(window_s: float = 0.2, rounds: int = 5) -> list[dict]:
     import graphc as gc
 
     sys.path.insert(0, str(ROOT))
-    from bench.workloads import BENCHMARKS
+    from bench.workloads import BENCHMARKS, lstm_classifier
 
     variants = {"llvm": ("llvm", None), "cuda cuBLAS": ("cuda", {"cublas": True}),
                 "cuda tiled": ("cuda", {"cublas": False})}
     rows = []
-    for name, (make, batch_size) in BENCHMARKS.items():
+    for name, (make, batch_size) in {**BENCHMARKS, "lstm": (lstm_classifier, 32)}.items():
         row: dict = {"workload": name, "batch": batch_size, "ms": {}, "compile": {},
                      "loss": {}}
         steps = {}

@@ -219,6 +219,40 @@ def test_real_device_training_matches_numpy(name, cublas):
     assert_training_matches_numpy(name, {"cublas": cublas}, TRAIN_TOL["device"])
 
 
+def _train_lstm(name, backend, options=None):
+    """TRAIN_STEPS steps of a 2-layer gc.nn.LSTM (two scans, symbolic T) with per-sequence
+    `lengths`, read out from the last state; each step a new sequence length."""
+    gc.manual_seed(0)
+    with gc.Graph(name):
+        x = gc.placeholder("x", ("T", "N", 3))
+        lengths = gc.placeholder("lengths", ("N",), "int64")
+        y = gc.placeholder("y", ("N",), "int64")
+        lstm, head = gc.nn.LSTM(3, 8, num_layers=2), gc.nn.Linear(8, 4)
+        out, (h_n, _) = lstm(x, lengths=lengths)
+        loss = gc.nn.functional.cross_entropy(head(h_n[-1]), y) + 0.1 * gc.mean(out * out)
+        params = [*lstm.parameters(), *head.parameters()]
+        initial = [np.array(p.value, copy=True) for p in params]
+        ups = {p: p - 0.5 * g for p, g in zip(params, gc.grad(loss, params))}
+        fn = gc.compile([x, lengths, y], loss, updates=ups, backend=backend,
+                        backend_options=options)
+    rng = np.random.default_rng(0)
+    losses = []
+    for T in range(4, 4 + TRAIN_STEPS):
+        losses.append(float(fn(rng.normal(size=(T, 8, 3)).astype(np.float32),
+                               rng.integers(1, T + 1, size=8), rng.integers(0, 4, size=8))))
+    return losses, [(p.name, a, np.array(p.value, copy=True)) for p, a in zip(params, initial)]
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("cublas", [True, False], ids=["cublas", "tiled"])
+def test_real_device_lstm_training_with_lengths_matches_numpy(cublas):
+    """The recurrent layer's loops (forward scans, the gradient's reverse scans) launched on
+    the device: one compiled step for five sequence lengths."""
+    assert_training_matches_numpy("lstm", {"cublas": cublas}, TRAIN_TOL["device"],
+                                  train=_train_lstm)
+
+
 @pytest.mark.gpu
 @needs_gpu
 @pytest.mark.parametrize("how", ["close", "garbage collection"])

@@ -8,16 +8,12 @@ import pytest
 
 import graphc as gc
 from graphc.ops.random import random_uniform_reference
+from tests.helpers import LOOP_BACKENDS, compile_on
 
 RNG = np.random.RandomState(3)
-BACKENDS = pytest.mark.parametrize("backend", ["numpy", "llvm", "cuda"])
+BACKENDS = pytest.mark.parametrize("backend", LOOP_BACKENDS)
 
 
-def _compile(*args, backend, **kwargs):
-    """gc.compile on a backend; "cuda" is the emulation (the tests run without a device)."""
-    if backend == "cuda":
-        kwargs["backend_options"] = {"emulate": True}
-    return gc.compile(*args, backend=backend, **kwargs)
 
 
 def _streams(loop_output: gc.Tensor) -> list[int]:
@@ -49,7 +45,7 @@ def test_each_step_draws_fresh_numbers_and_the_state_advances_by_all_draws(backe
             return c + u * xt, (u, b, n)
 
         c, (us, bs, ns) = gc.scan(step, gc.zeros((3,), "float32"), x)
-        f = _compile([x], [c, us, bs, ns], backend=backend)
+        f = compile_on([x], [c, us, bs, ns], backend=backend)
     s_u, s_b, s_n1, s_n2 = _streams(us)
     start = 0
     seen = []
@@ -115,7 +111,7 @@ def test_nested_scans_with_symbolic_lengths_draw_distinct_numbers(backend):
             return ci + a, (a, us)
 
         c, (a_s, u_s) = gc.scan(outer, gc.zeros((2,), "float64"), x)
-        f = _compile([x], [c, a_s, u_s], backend=backend)
+        f = compile_on([x], [c, a_s, u_s], backend=backend)
     s_a = _streams(a_s)[0]
     inner_body = next(n for n in a_s.node.inputs[0].attrs["body"].nodes if n.op.name == "scan")
     s_u = [n.attrs["stream"] for n in inner_body.attrs["body"].nodes
@@ -169,7 +165,7 @@ def test_dropout_gradient_uses_the_forward_masks(backend):
         weights = gc.placeholder("w", ("T", 1, 1), "float64")
         cost = (hs * hs * weights).sum() + hT.sum()
         gW, gU, gx = gc.grad(cost, [W, U, x])
-        f = _compile([x, h0, weights], [cost, gW, gU, gx, hs, ds], backend=backend)
+        f = compile_on([x, h0, weights], [cost, gW, gU, gx, hs, ds], backend=backend)
     xv, hv, wv = RNG.randn(T, N, D), RNG.randn(N, H), np.arange(1.0, T + 1).reshape(-1, 1, 1)
     cost_v, gW_v, gU_v, gx_v, hs_v, ds_v = f(xv, hv, wv)
     prev = np.concatenate([hv[None], hs_v[:-1]])
