@@ -16,9 +16,11 @@ through a child generator (its buffers are slots of the same table), and repeat 
                                                        is another carry entry: (a, b) -> (b, a))
 
 The host (backends/llvm/loops.py) emits this whole loop inside one kernel function of the
-step; the GPU (backends/cuda/loops.py) makes `enter`, `before_step` and `after_step` three
-single-thread kernels and the host repeats the launch sequence ``before, body..., after`` T
-times (the step counter lives in a device scratch slot, so nothing crosses the bus per step).
+step; the GPU (backends/cuda/loops.py) makes the same phases kernels whose threads share the
+copies (`copy=`; the pieces of `before_step` and `after_step` are separate functions so that
+a kernel boundary can fall between them) and the host repeats the launch sequence
+``before, body..., after`` T times (the step counter lives in a device scratch slot, so
+nothing crosses the bus per step).
 
 Captured placeholders are the loop's input slots themselves. Carries, ys and histories live in
 per-loop scratch slots (ys and histories T x their size, T evaluated with the other sizes when
@@ -49,8 +51,9 @@ from graphc.passes.memory import nbytes
 from .irutil import I8, PTR, i64, memcpy
 from .program import LEAVES
 
-__all__ = ["LoopBuffers", "Pointers", "after_step", "before_step", "enter", "loop_buffers",
-           "plan_in_place", "step_index"]
+__all__ = ["LoopBuffers", "Pointers", "after_step", "before_step", "enter", "host_copy",
+           "loop_buffers", "plan_in_place", "point_at_step", "save_histories", "stack_ys",
+           "step_index", "take_new_carries"]
 
 
 @dataclass
@@ -183,23 +186,41 @@ def _at(ctx, base: ir.Value, t: ir.Value, size, name: str = "") -> ir.Value:
     return ctx.b.gep(base, [ctx.b.mul(t, ctx.dim(size))], source_etype=I8, name=name)
 
 
-def enter(ctx, lb: LoopBuffers) -> None:
-    """The carry starts as init."""
+def host_copy(ctx, dst: ir.Value, src: ir.Value, nbytes: ir.Value) -> None:
+    """A copy by the one thread that runs the control (the host target's)."""
+    memcpy(ctx.b, ctx.module, dst, src, nbytes)
+
+
+def enter(ctx, lb: LoopBuffers, copy=host_copy) -> None:
+    """The carry starts as init. `copy(ctx, dst, src, nbytes)` moves bytes (the GPU passes a
+    copy that every thread of the grid shares)."""
     for i, slot in enumerate(lb.carry_slots):
-        memcpy(ctx.b, ctx.module, ctx.slot_ptr(slot, f"carry{i}"), ctx.in_ptr(i),
-               ctx.dim(lb.c_sizes[i]))
+        copy(ctx, ctx.slot_ptr(slot, f"carry{i}"), ctx.in_ptr(i), ctx.dim(lb.c_sizes[i]))
 
 
 def before_step(ctx, lb: LoopBuffers, t: ir.Value, ptr: Pointers | None = None) -> None:
     """Save the carries that entered step t (histories), point the body's x placeholders at
     ``xs_j[t]`` and the in-place ys' body slots at ``ys_j[t]`` (pointers written into the
     slot table)."""
-    b = ctx.b
+    ptr = ptr or Pointers(ctx)
+    save_histories(ctx, lb, t, ptr)
+    point_at_step(ctx, lb, t, ptr)
+
+
+def save_histories(ctx, lb: LoopBuffers, t: ir.Value, ptr: Pointers | None = None,
+                   copy=host_copy) -> None:
+    """carry -> history[t], for the histories some scan_output reads."""
     ptr = ptr or Pointers(ctx)
     for i, h in enumerate(lb.h_slots):
         if h is not None:
-            memcpy(b, ctx.module, _at(ctx, ctx.slot_ptr(h, f"history{i}"), t, lb.c_sizes[i]),
-                   ptr(lb.carry_slots[i], f"carry{i}"), ctx.dim(lb.c_sizes[i]))
+            copy(ctx, _at(ctx, ctx.slot_ptr(h, f"history{i}"), t, lb.c_sizes[i]),
+                 ptr(lb.carry_slots[i], f"carry{i}"), ctx.dim(lb.c_sizes[i]))
+
+
+def point_at_step(ctx, lb: LoopBuffers, t: ir.Value, ptr: Pointers | None = None) -> None:
+    """The x slots (and the in-place ys' body slots) point at step t's slices."""
+    b = ctx.b
+    ptr = ptr or Pointers(ctx)
     for j, slot in enumerate(lb.x_slots):
         b.store(_at(ctx, ctx.in_ptr(lb.n_carry + j), t, lb.x_sizes[j]), ptr.address(slot))
     for j, slot in lb.ys_in_place.items():
@@ -210,31 +231,54 @@ def before_step(ctx, lb: LoopBuffers, t: ir.Value, ptr: Pointers | None = None) 
 def after_step(ctx, lb: LoopBuffers, sub, t: ir.Value, ptr: Pointers | None = None) -> None:
     """Stack the ys of step t and make the new carries the carries. `sub`: the body's
     generator (where its values are). Every copy reads before any pointer swap."""
-    b, body, nc = ctx.b, lb.body, lb.n_carry
     ptr = ptr or Pointers(ctx)
+    stack_ys(ctx, lb, sub, t, ptr)
+    take_new_carries(ctx, lb, sub, t, ptr)
+
+
+def _body_value(ctx, lb: LoopBuffers, sub, t: ir.Value, ptr: Pointers):
+    """out -> where a body output is at step t."""
+    body, nc = lb.body, lb.n_carry
     x_index = {p.uid: j for j, p in enumerate(body.inputs[nc:nc + lb.n_xs])}
-    carry_index = {p.uid: i for i, p in enumerate(body.inputs[:nc])}
 
     def value(out) -> ir.Value:
-        """Where a body output is at this step."""
         if out.uid in x_index:  # an x slice passed through
             j = x_index[out.uid]
             return _at(ctx, ctx.in_ptr(nc + j), t, lb.x_sizes[j])
         return ptr(sub.layout.slot_of[out.uid], sub.value_name(out))
 
+    return value
+
+
+def stack_ys(ctx, lb: LoopBuffers, sub, t: ir.Value, ptr: Pointers | None = None,
+             copy=host_copy) -> None:
+    """y outputs -> ys_j[t] (those not computed in place), and the new carries that are
+    another carry entry -> their staging slots. (On the GPU every copy of this phase must end
+    before `take_new_carries` starts: a kernel boundary when anything is staged.)"""
+    ptr = ptr or Pointers(ctx)
+    body, nc = lb.body, lb.n_carry
+    value = _body_value(ctx, lb, sub, t, ptr)
     for j, y in enumerate(lb.y_slots):
         if y is not None and j not in lb.ys_in_place:
-            memcpy(b, ctx.module, _at(ctx, ctx.slot_ptr(y, f"ys{j}"), t, lb.y_sizes[j]),
-                   value(body.outputs[nc + j]), ctx.dim(lb.y_sizes[j]))
-    stage = {i: ctx.slot_ptr(s, f"stage{i}") for i, s in lb.staged.items()}
-    for i, dst in stage.items():
-        memcpy(b, ctx.module, dst, value(body.outputs[i]), ctx.dim(lb.c_sizes[i]))
+            copy(ctx, _at(ctx, ctx.slot_ptr(y, f"ys{j}"), t, lb.y_sizes[j]),
+                 value(body.outputs[nc + j]), ctx.dim(lb.y_sizes[j]))
+    for i, s in lb.staged.items():
+        copy(ctx, ctx.slot_ptr(s, f"stage{i}"), value(body.outputs[i]), ctx.dim(lb.c_sizes[i]))
+
+
+def take_new_carries(ctx, lb: LoopBuffers, sub, t: ir.Value, ptr: Pointers | None = None,
+                     copy=host_copy) -> None:
+    """New carries -> carry slots: copied (from the staging slot when staged), or (host) the
+    pointers swapped, after every copy."""
+    b, body, nc = ctx.b, lb.body, lb.n_carry
+    ptr = ptr or Pointers(ctx)
+    value = _body_value(ctx, lb, sub, t, ptr)
+    carry_index = {p.uid: i for i, p in enumerate(body.inputs[:nc])}
     for i, out in enumerate(body.outputs[:nc]):
         if carry_index.get(out.uid) == i or i in lb.swapped or i in lb.updated_in_place:
             continue  # the identity; a swap, below; updated where it is
-        src = stage[i] if i in stage else value(out)
-        memcpy(b, ctx.module, ptr(lb.carry_slots[i], f"carry{i}"), src,
-               ctx.dim(lb.c_sizes[i]))
+        src = ctx.slot_ptr(lb.staged[i], f"stage{i}") if i in lb.staged else value(out)
+        copy(ctx, ptr(lb.carry_slots[i], f"carry{i}"), src, ctx.dim(lb.c_sizes[i]))
     for i, slot in lb.swapped.items():
         carry, new = ptr.address(lb.carry_slots[i]), ptr.address(slot)
         old = b.load(carry, typ=PTR, name=f"carry{i}.old")
