@@ -35,6 +35,7 @@ from .fold import FOLD
 from .fuse import fuse_program
 from .hoist import hoist_program
 from .memory import memory_program
+from .prune import prune_loops_program
 from .rewrite import RuleSet, rebuild, remap_program, run_to_fixpoint
 from .simplify import SIMPLIFY, simplify_program
 from .sink import sink_program
@@ -89,6 +90,7 @@ def dce_program(program: Graph) -> tuple[Graph, dict]:
 
 # Each stage also runs the canonicalization rules, which clean up what its rewrites leave.
 PIPELINE: list[tuple[str, Callable[[Graph], tuple[Graph, dict]]]] = [
+    ("prune_loops", prune_loops_program),
     ("sink", sink_program),
     ("hoist", hoist_program),
     ("loop_bodies", loop_bodies_program),

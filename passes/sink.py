@@ -61,6 +61,7 @@ from graphc.ir.shapes import dims_equal, prod
 from graphc.ir.tensor import Tensor, apply
 
 from .hoist import INV, classify
+from .prune import result_reads
 from .rewrite import Match, RuleSet, rebuild, remap_program, rewrite_loop_bodies
 
 
@@ -287,32 +288,13 @@ class Sink:
         return loop, where
 
 
-def _history_reads(program: Graph) -> dict[int, set[int]]:
-    """scan node uid -> the result indices some scan_output reads, in the program and every
-    body nested in it."""
-    reads: dict[int, set[int]] = {}
-    graphs, done = [program], set()
-    while graphs:
-        g = graphs.pop()
-        if id(g) in done:
-            continue
-        done.add(id(g))
-        roots = g.roots() + list(g.inputs)
-        for n in topological(roots):
-            if n.op.name == "scan_output":
-                reads.setdefault(n.inputs[0].uid, set()).add(n.attrs["index"])
-            elif n.op.name == "scan":
-                graphs.append(n.attrs["body"])
-    return reads
-
-
 def sink_program(program: Graph) -> tuple[Graph, dict]:
     """Sink the accumulations of every scan body (innermost loops first). Statistics:
     ``sunk_accumulations`` (carry entries removed), ``sunk_terms`` (by kind: ``matmul``,
     ``sum``), ``emitted`` (per-step operands the bodies now emit as ys), ``loops``."""
     from graphc.ops.scan import SCAN
 
-    reads = _history_reads(program)
+    reads = result_reads(program)
     plans: dict[int, tuple[Tensor, dict[int, Tensor | int]]] = {}
     terms: Counter = Counter()
     totals = {"sunk_accumulations": 0, "emitted": 0, "loops": 0}

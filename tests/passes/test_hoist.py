@@ -284,4 +284,4 @@ def test_switching_the_pass_off_reaches_nested_bodies(monkeypatch):
     monkeypatch.delenv("GRAPHC_DISABLE_PASSES")
     graph, stats = gc.optimize([c])
     assert [_count(n.attrs["body"], "matmul") for n in scan_nodes(graph)] == [0, 0]
-    assert [s.name for s in stats][:3] == ["sink", "hoist", "loop_bodies"]
+    assert [s.name for s in stats][:4] == ["prune_loops", "sink", "hoist", "loop_bodies"]
