@@ -282,6 +282,7 @@ class GpuCodegen(ProgramGenerator):
                 ctx = GpuKernel(self, value, base + j, suffix=".snapshot",
                                 work=prod(value.shape))
                 self._copy(ctx, value, ctx.slot_ptr(snap, "snapshot"), ctx.ptr(value))
+                ctx.finish()
                 sources[j] = snap
         for j, (param, value) in enumerate(self.program.updates):
             if value.uid == param.uid:
