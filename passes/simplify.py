@@ -19,6 +19,7 @@ import numpy as np
 
 from graphc import ops
 from graphc.ir.graph import Graph
+from graphc.ir.shapes import dims_equal
 from graphc.ir.tensor import Tensor
 from graphc.ops.shape_ops import same_shape
 
@@ -119,6 +120,62 @@ def where_same_condition(m: Match):
     if d.node.op.name == "where" and d.node.inputs[0] is c.node:
         out = ops.where(c, a, _arg(d, 2))
         return _same_type(m, out)
+    return None
+
+
+def _tile(t: Tensor):
+    """(piece, starts) of an unslice with unit steps, else None."""
+    if t.node.op.name != "unslice" or any(st != 1 for st in t.node.attrs["steps"]):
+        return None
+    return _arg(t), t.node.attrs["starts"]
+
+
+def _joined(a: Tensor, b: Tensor) -> Tensor | None:
+    """unslice(p, at s) + unslice(q, at r), the two regions side by side along one axis (equal
+    elsewhere) -> unslice(concat(p, q), at the first's start); None otherwise."""
+    ta, tb = _tile(a), _tile(b)
+    if ta is None or tb is None or not same_shape(a.shape, b.shape) or a.dtype != b.dtype:
+        return None
+    (p, s), (q, r) = ta, tb
+    differ = [k for k in range(len(s)) if dims_equal(s[k], r[k]) is not True]
+    if len(differ) != 1:
+        return None
+    axis = differ[0]
+    if not all(same_shape((p.shape[k],), (q.shape[k],)) for k in range(len(s)) if k != axis):
+        return None
+    if dims_equal(s[axis] + p.shape[axis], r[axis]) is True:
+        first, parts = s, [p, q]
+    elif dims_equal(r[axis] + q.shape[axis], s[axis]) is True:
+        first, parts = r, [q, p]
+    else:
+        return None
+    pieces = []
+    for part in parts:  # (a concat of concats along the same axis: one concat)
+        if part.node.op.name == "concat" and part.node.attrs["axis"] == axis:
+            pieces += [Tensor(i, part.graph) for i in part.node.inputs]
+        else:
+            pieces.append(part)
+    return ops.unslice(ops.concat(pieces, axis=axis), a.shape, first, (1,) * len(first))
+
+
+@rule("add")
+def adjacent_unslices(m: Match):
+    """unslice(p) + unslice(q) over regions side by side -> unslice(concat(p, q)), also one
+    level into a sum: (x + unslice(p)) + unslice(q) -> x + unslice(concat(p, q)). The
+    gradient of a tensor used through slices (an LSTM's gates of one weight) is then one
+    concat, not one zero-filled full-size copy per slice and their sum. Exact: every element
+    is one piece's value plus zeros (up to the sign of a zero)."""
+    a, b = m.inputs
+    joined = _joined(a, b)
+    if joined is not None:
+        return _same_type(m, joined)
+    for outer, inner in ((a, b), (b, a)):
+        if outer.node.op.name != "add" or _tile(inner) is None:
+            continue
+        for k in (0, 1):
+            joined = _joined(_arg(outer, k), inner)
+            if joined is not None and same_shape(outer.shape, m.type.shape):
+                return _same_type(m, ops.add(_arg(outer, 1 - k), joined))
     return None
 
 

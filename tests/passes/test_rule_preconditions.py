@@ -108,6 +108,17 @@ NEGATIVES = {
     "div_neg_neg": [lambda x, y, c: (-x) / y, lambda x, y, c: x / (-y)],
     "div_by_power_of_two": [lambda x, y, c: x / 3.0, lambda x, y, c: x / 0.0,
                             lambda x, y, c: x / 2.0 ** -1030, lambda x, y, c: x / y],
+    "adjacent_unslices": [  # overlapping, a gap, a step, two axes apart, another shape
+        lambda x, y, c: gc.ops.unslice(x, (2, 5), (0, 0), (1, 1))
+        + gc.ops.unslice(y, (2, 5), (0, 2), (1, 1)),
+        lambda x, y, c: gc.ops.unslice(x[:, :1], (2, 5), (0, 0), (1, 1))
+        + gc.ops.unslice(y[:, :1], (2, 5), (0, 2), (1, 1)),
+        lambda x, y, c: gc.ops.unslice(x[:, :2], (2, 5), (0, 0), (1, 2))
+        + gc.ops.unslice(y[:, :1], (2, 5), (0, 4), (1, 1)),
+        lambda x, y, c: gc.ops.unslice(x[:1, :2], (2, 5), (0, 0), (1, 1))
+        + gc.ops.unslice(y[:1, :2], (2, 5), (1, 2), (1, 1)),
+        lambda x, y, c: gc.ops.unslice(x[:, :2], (2, 5), (0, 0), (1, 1))
+        + gc.ops.unslice(y[:1, :3], (2, 5), (0, 2), (1, 1))],
     "where_same_condition": [lambda x, y, c: gc.where(c, gc.where(x > y, x, y), x),
                              lambda x, y, c: gc.where(c, x, gc.where(x < y, y, x))],
 }

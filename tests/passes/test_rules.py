@@ -16,6 +16,12 @@ def ph(shape=(2, 3), dtype="float64", name="x"):
     return gc.placeholder(name, shape, dtype)
 
 
+def _two_tiles(x):
+    """x[:, :2] and exp(x) written side by side into zeros of (2, 5), summed."""
+    return (gc.ops.unslice(x[:, :2], (2, 5), (0, 0), (1, 1))
+            + gc.ops.unslice(gc.exp(x), (2, 5), (0, 2), (1, 1)))
+
+
 # rule name -> (builder returning (inputs, output), input arrays)
 CASES = {
     "add_zero": (lambda: (lambda x: ([x], x + 0.0))(ph()), [X]),
@@ -80,6 +86,8 @@ CASES = {
                            [X]),
     "div_neg_neg": (lambda: (lambda x, y: ([x, y], (-x) / (-y)))(ph(), ph(name="y")), [X, X + 3]),
     "div_by_power_of_two": (lambda: (lambda x: ([x], x / 4.0 + x / 0.125))(ph()), [X]),
+    "adjacent_unslices": (lambda: (lambda x: ([x], _two_tiles(x)))(ph()),
+                          [np.array([[0.5, -0.0, np.inf], [np.nan, 0.3, -0.7]])]),
     "where_same_condition": (lambda: (lambda x, y: ([x, y], gc.where(
         x > y, gc.where(x > y, x, y * 2), gc.where(x > y, y, x * 3))))(ph(), ph(name="y")),
                              [X, X.T[::-1].T]),
@@ -97,6 +105,21 @@ def test_rule_fires_and_preserves_results(name):
     raw = gc.compile(inputs, out, optimize=False)(*arrays)
     opt = gc.compile(inputs, out)(*arrays)
     np.testing.assert_allclose(opt, raw, rtol=1e-6 if raw.dtype == np.float32 else 1e-12)
+
+
+def test_adjacent_unslices_become_one_concat():
+    # the gradient of four column blocks of one tensor (an LSTM's gates): one concat, no
+    # zero-filled copies; in any order of the sum, and inside a larger sum
+    x = ph((2, 8))
+    y = ph((2, 8), name="y")
+    blocks = [gc.tanh(x[:, k * 2:(k + 1) * 2]) for k in range(4)]
+    g = gc.grad(sum(((b * b).sum() for b in blocks), gc.constant(0.0)) + (x * y).sum(), [x])[0]
+    graph, _ = gc.optimize(g)
+    names = [n.op.name for n in graph.nodes]
+    assert "unslice" not in names and names.count("concat") == 1
+    arrays = [X.repeat(3, 1)[:, :8], X.repeat(3, 1)[:, 1:9]]
+    raw = gc.compile([x, y], g, optimize=False)(*arrays)
+    np.testing.assert_allclose(gc.compile([x, y], g)(*arrays), raw, rtol=1e-12)
 
 
 def test_every_rule_has_a_case():
