@@ -64,6 +64,7 @@ def _masked(new, old, live: Tensor):
 
 class _Recurrent(Module):
     gates = 1
+    adds_terms = True  # the cell uses x W_ih + b_ih + h W_hh + b_hh only as a sum (not GRU)
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False,
@@ -89,13 +90,28 @@ class _Recurrent(Module):
         setattr(self, name, parameter(name, value))
 
     def _layer_weights(self, k: int) -> tuple[list, list, list, list]:
-        """Per-gate column blocks of layer k's weights and biases. Slicing the weights rather
-        than per-step activations keeps the backward pass free of full-size scatter buffers."""
-        def get(name):
-            return getattr(self, f"{name}_l{k}", None)
+        """Per-gate column blocks of layer k's weights and biases (the unrolled form)."""
+        return tuple(self._gates(w) for w in self._whole_weights(k))
 
-        return (self._gates(get("weight_ih")), self._gates(get("bias_ih")),
-                self._gates(get("weight_hh")), self._gates(get("bias_hh")))
+    def _whole_weights(self, k: int) -> tuple:
+        """Layer k's (weight_ih, bias_ih, weight_hh, bias_hh); a bias is None without bias."""
+        return tuple(getattr(self, f"{name}_l{k}", None)
+                     for name in ("weight_ih", "bias_ih", "weight_hh", "bias_hh"))
+
+    def _step_terms(self, x_t: Tensor, h: Tensor, w_ih, b_ih, w_hh, b_hh) -> tuple[list, list]:
+        """The cell's per-gate terms from one product per weight, split into the gates' column
+        blocks. A cell that only adds its two terms (RNN, LSTM) gets their sum split, and zeros
+        for the recurrent terms (folded away): one add and one slice per gate, forward, and one
+        concat of the gates' gradients, backward."""
+        xw, hw = F.linear(x_t, w_ih, b_ih), F.linear(h, w_hh, b_hh)
+
+        def split(z):
+            H = self.hidden_size
+            return [z[..., g * H:(g + 1) * H] for g in range(self.gates)]
+
+        if self.adds_terms:
+            return split(xw + hw), [0.0] * self.gates
+        return split(xw), split(hw)
 
     def forward(self, x: Tensor, state=None, lengths=None):
         """Returns ``(output, h_n)`` (LSTM: ``(output, (h_n, c_n))``); see the module doc.
@@ -154,20 +170,21 @@ class _Recurrent(Module):
 
         The input projection ``x_t W_ih + b_ih`` is computed inside the body from the x slice
         and the (captured) weight: the loop-invariant hoisting pass turns exactly that product
-        into one matrix product over all T before the loop. With `lengths`, a step counter
+        into one matrix product over all T before the loop. Each weight is one product for all
+        gates, whose result is sliced per gate: fewer, larger GEMMs, and the gradient's pieces
+        are joined by one concat (the `adjacent_unslices` rule). With `lengths`, a step counter
         rides in the carry and ``t < lengths`` selects, per sequence, the new state or the old
         one (and the output or zero)."""
-        w_ih, b_ih, w_hh, b_hh = self._layer_weights(k)
+        w_ih, b_ih, w_hh, b_hh = self._whole_weights(k)
         if state is None:  # zeros: exactly the unrolled form's first step (0 @ W = 0)
-            zero = ops.zeros((xs.shape[1], self.hidden_size), w_hh[0].dtype)
+            zero = ops.zeros((xs.shape[1], self.hidden_size), w_hh.dtype)
             state = (zero, zero) if self.gates == 4 else zero
         init = state if lengths is None else (state, ops.constant(np.int64(0)))
 
         def step(carry, x_t):
             old = carry if lengths is None else carry[0]
             h = old[0] if isinstance(old, tuple) else old
-            xw = [F.linear(x_t, w, b) for w, b in zip(w_ih, b_ih)]
-            hw = [F.linear(h, w, b) for w, b in zip(w_hh, b_hh)]
+            xw, hw = self._step_terms(x_t, h, w_ih, b_ih, w_hh, b_hh)
             new = self.cell(xw, hw, old)
             if lengths is None:
                 return new, (new[0] if isinstance(new, tuple) else new)
@@ -284,6 +301,7 @@ class GRU(_Recurrent):
     ``n = tanh(x W_in + b_in + r * (h W_hn + b_hn))``, ``h = (1 - z) * n + z * h``."""
 
     gates = 3
+    adds_terms = False
 
     def cell(self, xw, hw, h):
         (xr, xz, xn), (hr, hz, hn) = xw, hw
