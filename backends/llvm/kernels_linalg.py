@@ -33,7 +33,10 @@ from ..kernelgen.program import KernelContext
 from ..kernelgen.registry import lowering
 
 SMALL_GEMM = 8 * 8 * 8  # below this many multiply-adds, a loop beats the BLAS call overhead
-THREADED_GEMM = 1 << 22  # below this many, BLAS threads cost more than they save
+# below this many multiply-adds, BLAS threads cost more than they save. 2^19 (was 2^22):
+# an LSTM's per-step products (32x128x512) gain 6-15% on two cores from BLAS's threads;
+# the other benchmark steps did not move (round-robin A/B of 2^17, 2^19, 2^22, one run)
+THREADED_GEMM = 1 << 19
 
 
 def gemm_call(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m, n, k,
