@@ -382,6 +382,9 @@ case("broadcast_to", lambda x: gc.ops.broadcast_to(x, (2, 3, 4)), lambda r: [_u(
      lambda x: np.broadcast_to(x, (2, 3, 4)))
 case("concat", lambda a, b: gc.concat([a, b, a], axis=1), lambda r: [_u(r, 2, 3), _u(r, 2, 1)],
      lambda a, b: np.concatenate([a, b, a], axis=1))
+case("concat_runs_of_equal_shapes", lambda a, b: gc.concat([a, a * 2.0, b, a, a], axis=1),
+     lambda r: [_u(r, 2, 3, 2), _u(r, 2, 1, 2)],
+     lambda a, b: np.concatenate([a, a * 2.0, b, a, a], axis=1))
 case("stack", lambda a, b: gc.stack([a, b], axis=-1), lambda r: [_u(r, 2, 3), _u(r, 2, 3)],
      lambda a, b: np.stack([a, b], axis=-1))
 case("pad", lambda x: gc.pad(x, ((1, 0), (2, 3))), lambda r: [_u(r, 2, 3)],

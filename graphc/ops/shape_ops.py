@@ -238,19 +238,29 @@ def _concat_grad(ctx):
 
 
 def _concat_loops(node, program):
+    """Each input copied into its block of the output: out[..., start_k + i, ...] = x_k[..., i,
+    ...], one nest per run of equally shaped inputs (their copies share its points). Plain
+    copies, which vectorize, rather than a gather that picks the source element by element."""
     axis = node.attrs["axis"]
-
-    def source(idx):
-        cases, start = [], 0
-        for k, x in enumerate(node.inputs):
-            end = start + x.shape[axis]
-            at = [i - start if a == axis else i for a, i in enumerate(idx)]
-            cases.append((L.load(f"x{k}", *at), idx[axis] < end))
-            start = end
-        cases[-1] = (cases[-1][0], True)
-        return sympy.Piecewise(*cases)
-
-    return _gather(node, source, inputs=len(node.inputs))
+    idx = _idx(node.ndim)
+    bufs = {f"x{k}": L.Buf(input=k) for k in range(len(node.inputs))}
+    bufs["out"] = L.Buf(output=True)
+    nests, start, k = [], 0, 0
+    while k < len(node.inputs):
+        shape = node.inputs[k].shape
+        group = [k]
+        while (group[-1] + 1 < len(node.inputs)
+               and tuple(node.inputs[group[-1] + 1].shape) == tuple(shape)):
+            group.append(group[-1] + 1)
+        stores = []
+        for j in group:
+            at = tuple(i + start if a == axis else i for a, i in enumerate(idx))
+            stores.append(L.Store("out", at, L.load(f"x{j}", *idx)))
+            start = start + shape[axis]
+        nests.append(L.LoopNest(bufs, list(zip(idx, shape)), stores,
+                                name=f"part{len(nests)}" if len(group) < len(node.inputs) else ""))
+        k = group[-1] + 1
+    return nests if len(nests) > 1 else nests[0]
 
 
 CONCAT = register(OpDef(
