@@ -186,3 +186,16 @@ def test_unread_random_draws_still_advance_the_state():
     np.testing.assert_array_equal(advanced, state.value)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm", "cuda"])
+def test_a_loop_left_with_no_carry_runs_everywhere(backend):
+    # only the ys are read and they do not depend on the carry: the loop keeps no carry
+    with gc.Graph():
+        x = gc.placeholder("x", ("T", 3), "float64")
+        _, ys = gc.scan(lambda c, xt: (c + xt, gc.sin(xt) * 2.0), gc.zeros((3,), "float64"), x)
+        fn = _compile([x], ys, backend, optimize=["prune_loops", "loop_bodies", "dce"])
+    assert [n.attrs["n_carry"] for n in scan_nodes(fn.graph)] == [0]
+    for T in (4, 0):
+        xv = RNG.randn(T, 3)
+        np.testing.assert_allclose(fn(xv), np.sin(xv) * 2.0, rtol=1e-12)
