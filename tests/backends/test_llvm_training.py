@@ -172,3 +172,40 @@ def test_kernels_that_differ_only_in_their_buffers_are_one_function():
             p.value = v
         losses[b] = [float(fn(*batch)) for _ in range(4)]
     np.testing.assert_allclose(losses["llvm"], losses["numpy"], rtol=2e-5)
+
+
+def _small_lstm():
+    from bench.workloads import lstm_classifier
+
+    return lstm_classifier(features=3, hidden=8, classes=4)
+
+
+ALLOCATING = {**MODELS, "lstm_on_scan": _small_lstm}
+
+
+@pytest.mark.parametrize("name", sorted(ALLOCATING))
+def test_a_step_allocates_nothing_per_call(name):
+    """Buffers, scratch and a loop's per-step saved values are allocated once per batch size
+    (tracemalloc sees NumPy's and the executable's allocations): later calls allocate only the
+    returned loss and Python's bookkeeping, whatever the model's size. Counted, not timed."""
+    import tracemalloc
+
+    with gc.Graph(name):
+        ins, loss, ups, feed = ALLOCATING[name]()
+        fn = gc.compile(ins, loss, updates=ups, backend="llvm")
+    rng = np.random.default_rng(0)
+    batch, other = feed(8, rng), feed(9, rng)
+    fn(*batch)
+    fn(*batch)
+    tracemalloc.start()
+    try:
+        for _ in range(5):
+            fn(*batch)
+        steady = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        fn(*other)  # a new batch size: its buffers are allocated now, and seen
+        new_size = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert steady < 4096, f"{name}: {steady} bytes at peak over 5 steps"
+    assert new_size > 4 * steady, f"{name}: the count is blind ({new_size} for a new size)"
