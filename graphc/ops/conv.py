@@ -151,13 +151,17 @@ def _geometry(node, kernel):
 #: graph compiles to the same program on any machine). A sample's GEMM computes every output
 #: channel at every output position from every (input channel, kernel tap): Cout·O·C·K
 #: multiply-adds, for the forward, the input gradient and the weight gradient alike.
-#: From WHOLE_BATCH_MIN_MACS (the size where the llvm backend lets the BLAS use its threads,
-#: backends/llvm/kernels_linalg.THREADED_GEMM) up to WHOLE_BATCH_MACS, the forward and the
+#: From WHOLE_BATCH_MIN_MACS (the size where the llvm backend let the BLAS use its threads
+#: when this was measured; backends/llvm/kernels_linalg.THREADED_GEMM is 2^19 since, for an
+#: LSTM's per-step products) up to WHOLE_BATCH_MACS, the forward and the
 #: input gradient are lowered to one im2col/col2im and one GEMM over the whole batch, as the
 #: GPU schedule does: N threaded GEMM calls a step each pay the threads' hand-over, and on a
 #: busy 2-core machine that dominated (cnn32: conv 18.6G -> 2.5G cycles for 10 steps). Below
 #: it a GEMM runs on one thread, and the per-sample schedule's cache-resident columns win
-#: (one BLAS thread: whole-batch was 1.3-2x slower in every convolution kernel); above the
+#: (one BLAS thread: whole-batch was 1.3-2x slower in every convolution kernel; with BLAS
+#: threads from 2^19, cnn32's step took 85 ms with its first convolution, 0.88M
+#: multiply-adds a sample, per sample and 90 ms with it whole-batch, one round-robin run);
+#: above the
 #: cap the whole batch's columns would be too large. The weight gradient stays per sample:
 #: its whole-batch GEMM (a long inner dimension N·O, a small result) threads poorly
 #: (measured 2x slower).
