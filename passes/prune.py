@@ -62,27 +62,46 @@ def live_results(body: Graph, n_carry: int, read: set[int]) -> tuple[list[int], 
         carries = grown
 
 
-def pruned_body(body: Graph, n_carry: int, carries: list[int], ys: list[int]) -> Graph:
-    """The body computing only the kept carries' new values and the kept ys."""
+def body_keeping(body: Graph, n_carry: int, carries: list[int], outputs: list) -> Graph:
+    """A copy of a loop body whose inputs are the kept `carries`' placeholders and every
+    non-carry input (xs, captured values), whose outputs are `outputs` (body nodes: the kept
+    carries' new values first), and which holds only the nodes those need. (The loop passes
+    that change a loop's carries or results, prune_loops and sink, rebuild bodies with it.)"""
     nc = n_carry
     new = Graph(body.name)
     env: dict[int, object] = {}
-    roots = [body.outputs[i] for i in carries] + [body.outputs[nc + j] for j in ys]
     ins = [body.inputs[i] for i in carries] + list(body.inputs[nc:])
-    for n in topological(roots + ins):
+    for n in topological(list(outputs) + ins):
         env[n.uid] = new.adopt(n) if not n.inputs else new.make_node(
             n.op, [env[i.uid] for i in n.inputs], n.attrs, loc=n.loc, scope=n.scope)
     new.inputs = [env[n.uid] for n in ins]
-    new.outputs = [env[n.uid] for n in roots]
+    new.outputs = [env[n.uid] for n in outputs]
     new.set_nodes(topological(new.outputs + new.inputs))
     paths = body.meta.get("paths") or [ph.name for ph in body.inputs]
     new.meta = dict(body.meta, paths=[paths[i] for i in carries] + list(paths[nc:]))
     return new
 
 
+def moved_result(plans: dict, m: Match, pass_name: str):
+    """The rule body of a loop pass for ``scan_output(loop, i)``: None when the pass left the
+    loop alone, else result i of the rebuilt loop. `plans`: old loop uid -> (new loop, old
+    index -> new index, or a tensor computed after the loop)."""
+    from graphc.ops.scan import loop_output
+
+    plan = plans.get(m.node.inputs[0].uid)
+    if plan is None:
+        return None
+    loop, where = plan
+    index = m.attrs["index"]
+    if index not in where:
+        raise GraphError(f"internal: {pass_name} dropped result {index} of a loop that is read")
+    got = where[index]
+    return got if isinstance(got, Tensor) else loop_output(loop, got)
+
+
 def prune_loops_program(program: Graph) -> tuple[Graph, dict]:
     """Drop the results of every loop that nothing reads, and the work behind them."""
-    from graphc.ops.scan import SCAN, loop_output
+    from graphc.ops.scan import SCAN
 
     reads = result_reads(program)
     renumbered: dict[int, tuple[Tensor, dict[int, int]]] = {}
@@ -101,7 +120,8 @@ def prune_loops_program(program: Graph) -> tuple[Graph, dict]:
         carries, ys = live_results(inner, nc, reads.get(m.node.uid, set()))
         if len(carries) == nc and len(ys) == ny:
             return None if inner is body else apply(SCAN, m.inputs, **dict(m.attrs, body=inner))
-        new_body = pruned_body(inner, nc, carries, ys)
+        new_body = body_keeping(inner, nc, carries, [inner.outputs[i] for i in carries]
+                                + [inner.outputs[nc + j] for j in ys])
         with m.graph.building_for(m.node):
             loop = apply(SCAN, [m.inputs[i] for i in carries] + list(m.inputs[nc:]),
                          **dict(m.attrs, body=new_body, n_carry=len(carries)))
@@ -118,14 +138,7 @@ def prune_loops_program(program: Graph) -> tuple[Graph, dict]:
     @rules.rule("scan_output")
     def renumber_result(m: Match):
         """scan_output(loop, i) -> the same result of the pruned loop"""
-        plan = renumbered.get(m.node.inputs[0].uid)
-        if plan is None:
-            return None
-        loop, where = plan
-        if m.attrs["index"] not in where:
-            raise GraphError(f"internal: prune_loops dropped result {m.attrs['index']} of a "
-                             "loop that is read")
-        return loop_output(loop, where[m.attrs["index"]])
+        return moved_result(renumbered, m, "prune_loops")
 
     target, mapping, fired = rebuild(program, rules)
     out = remap_program(program, target, mapping) if fired else program
@@ -133,4 +146,5 @@ def prune_loops_program(program: Graph) -> tuple[Graph, dict]:
     return out, {"fired": stat, **totals}
 
 
-__all__ = ["live_results", "prune_loops_program", "pruned_body", "result_reads"]
+__all__ = ["body_keeping", "live_results", "moved_result", "prune_loops_program",
+           "result_reads"]

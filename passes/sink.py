@@ -54,14 +54,13 @@ from collections import Counter
 from collections.abc import Container
 from dataclasses import dataclass
 
-from graphc.errors import GraphError
 from graphc.ir.graph import Graph, topological
 from graphc.ir.node import Node
 from graphc.ir.shapes import dims_equal, prod
 from graphc.ir.tensor import Tensor, apply
 
 from .hoist import INV, classify
-from .prune import result_reads
+from .prune import body_keeping, moved_result, result_reads
 from .rewrite import Match, RuleSet, rebuild, remap_program, rewrite_loop_bodies
 
 
@@ -237,19 +236,9 @@ class Sink:
         ny = len(body.outputs) - nc
         sunk = {acc.index for acc in self.found}
         kept = [i for i in range(nc) if i not in sunk]
-        new = Graph(body.name)
-        env: dict[int, Node] = {}
-        roots = [body.outputs[i] for i in kept] + list(body.outputs[nc:]) + self.emitted
-        ins = [body.inputs[i] for i in kept] + list(body.inputs[nc:])
-        for n in topological(roots + ins):
-            env[n.uid] = new.adopt(n) if not n.inputs else new.make_node(
-                n.op, [env[i.uid] for i in n.inputs], n.attrs, loc=n.loc, scope=n.scope)
-        new.inputs = [env[n.uid] for n in ins]
-        new.outputs = [env[n.uid] for n in roots]
-        new.set_nodes(topological(new.outputs + new.inputs))
-        paths = body.meta.get("paths") or [ph.name for ph in body.inputs]
-        new.meta = dict(body.meta, paths=[paths[i] for i in kept] + list(paths[nc:]),
-                        sunk=True)
+        new = body_keeping(body, nc, kept, [body.outputs[i] for i in kept]
+                           + list(body.outputs[nc:]) + self.emitted)
+        new.meta["sunk"] = True
         attrs = dict(node.attrs, body=new, n_carry=len(kept))
         with graph.building_for(node):
             loop = apply(SCAN, [inputs[i] for i in kept] + list(inputs[nc:]), **attrs)
@@ -332,19 +321,7 @@ def sink_program(program: Graph) -> tuple[Graph, dict]:
     @rules.rule("scan_output")
     def sunk_result(m: Match):
         """scan_output(loop, i) -> the result's new index, or a sunk carry's final value"""
-        plan = plans.get(m.node.inputs[0].uid)
-        if plan is None:
-            return None
-        loop, where = plan
-        index = m.attrs["index"]
-        if index not in where:
-            raise GraphError(f"internal: sink dropped result {index} of a loop that is read")
-        got = where[index]
-        if isinstance(got, Tensor):
-            return got
-        from graphc.ops.scan import loop_output
-
-        return loop_output(loop, got)
+        return moved_result(plans, m, "sink")
 
     target, mapping, fired = rebuild(program, rules)
     out = remap_program(program, target, mapping) if fired else program
