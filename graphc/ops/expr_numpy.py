@@ -2,10 +2,10 @@
 
 The printer walks the tree and never rebuilds it (see expr.py): ``Add(a, b, c)`` is
 ``((a + b) + c)`` in that order, ``a * b**-1`` is ``a / b`` (one rounding, as the ``div`` op
-computes), a Piecewise is nested ``np.where``. A subexpression that occurs more than once is
-computed once (an assignment expression inside a ``lambda``, so the temporary dies with the
-line). Literals are plain Python numbers: NumPy treats them as "weak" scalars, so float32 and
-int32 arrays keep their dtype.
+computes), a Piecewise is nested ``_select`` (``np.where``'s values, branch-free). A
+subexpression that occurs more than once is computed once (an assignment expression inside a
+``lambda``, so the temporary dies with the line). Literals are plain Python numbers: NumPy
+treats them as "weak" scalars, so float32 and int32 arrays keep their dtype.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from sympy.core import relational
 
 from . import expr as E
 
-__all__ = ["NUMPY_NAMESPACE", "numpy_function", "numpy_source"]
+__all__ = ["NUMPY_NAMESPACE", "numpy_function", "numpy_source", "select"]
 
 _FUNCTIONS = {sympy.exp: "np.exp", sympy.log: "np.log", sympy.tanh: "np.tanh",
               sympy.Abs: "np.abs", sympy.sign: "np.sign", E.sigmoid: "_sigmoid",
@@ -92,9 +92,9 @@ class _Printer:
             *cases, (cond, last) = parts
             otherwise = "0" if self.integer else "np.nan"  # no case holds
             out = last if e.args[-1].cond is sympy.true else \
-                f"np.where({cond}, {last}, {otherwise})"
+                f"_select({cond}, {last}, {otherwise})"
             for c, v in reversed(cases):
-                out = f"np.where({c}, {v}, {out})"
+                out = f"_select({c}, {v}, {out})"
             return out
         if type(e) in _RELATIONS:
             return f"({self.p(e.lhs)} {_RELATIONS[type(e)]} {self.p(e.rhs)})"
@@ -184,7 +184,7 @@ def numpy_source(expr, names: dict | None = None, integer: bool = False) -> str:
 def _np_sigmoid(x):
     # exp of a non-positive number only: no overflow for large |x|.
     e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    return select(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
 def _np_softplus(x):
@@ -217,13 +217,50 @@ def _np_ipow(base, exponent):
     return out
 
 
+#: Below this many elements np.where's own speed is fine and its call is cheaper.
+_SELECT_MIN_SIZE = 1 << 14
+_SAME_WIDTH_INT = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
+
+
+def select(cond, a, b, out: np.ndarray | None = None):
+    """``np.where(cond, a, b)``, the same values bit for bit, computed with masks: np.where
+    branches on every element, and on a condition like ``x <= 0`` over random data (a ReLU
+    and its gradient) that branch is mispredicted half the time — 9x slower than the four
+    memory-speed passes here. The result keeps the condition's memory layout; with `out`
+    (of the result's shape and dtype) it is written there."""
+    if not isinstance(cond, np.ndarray) or cond.dtype != np.bool_ or cond.size < _SELECT_MIN_SIZE:
+        return _into(np.where(cond, a, b), out)
+    dtype = np.result_type(a, b)
+    bits = _SAME_WIDTH_INT.get(dtype.itemsize)
+    if bits is None or dtype.kind not in "fiu":
+        return _into(np.where(cond, a, b), out)
+    a, b = np.asarray(a, dtype).view(bits), np.asarray(b, dtype).view(bits)
+    shape = np.broadcast_shapes(cond.shape, a.shape, b.shape)
+    mask = np.empty_like(cond, bits) if cond.shape == shape else np.empty(shape, bits)
+    np.copyto(mask, cond)
+    np.negative(mask, out=mask)  # all ones where cond holds, zeros elsewhere
+    keep_a = np.bitwise_and(a, mask) if a.ndim or a.item() else None
+    np.invert(mask, out=mask)
+    if keep_a is None:  # the common where(c, 0, x): nothing to merge
+        return np.bitwise_and(b, mask, out=mask if out is None else out.view(bits)).view(dtype)
+    np.bitwise_and(b, mask, out=mask)
+    return np.bitwise_or(keep_a, mask, out=keep_a if out is None else out.view(bits)).view(dtype)
+
+
+def _into(value, out):
+    if out is None:
+        return value
+    out[...] = value
+    return out
+
+
 def _np_erf(x):
     """scipy's erf, in the input's float type (scipy computes float32 in float32)."""
     return scipy.special.erf(x)
 
 
 NUMPY_NAMESPACE = {"np": np, "_erf": _np_erf, "_sigmoid": _np_sigmoid, "_softplus": _np_softplus,
-                   "_power": _np_power, "_ipow": _np_ipow}
+                   "_power": _np_power, "_ipow": _np_ipow, "_select": select}
 
 
 @lru_cache(maxsize=4096)
