@@ -1,10 +1,13 @@
 """The NumPy backend's whole-batch convolution and pooling kernels against the ops' reference
 functions (the definition), over geometries the op table does not reach: every path of each
-kernel (tiling pools and the general loop over kernel offsets), ties, NaN and -inf in
-windows, 1x1 kernels, stride larger than the kernel, odd sizes, batch 1, an empty batch,
-1-d, 2-d and 3-d, float32, float64 and integers for max pooling."""
+kernel (overlapping and non-overlapping pools, batch-first and channels-first inputs), ties,
+NaN and -inf in windows, 1x1 kernels, stride larger than the kernel, odd sizes, batch 1, an
+empty batch, 1-d, 2-d and 3-d, float32, float64 and integers for max pooling; and the
+branch-free select the generated code uses for np.where."""
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 import pytest
@@ -38,15 +41,23 @@ def _geometry_id(g):
     return "x".join(map(str, g[0])) + f"-k{g[1]}-s{g[2]}-p{g[3]}-d{g[4]}"
 
 
+def _channels_first(a: np.ndarray) -> np.ndarray:
+    """The same values laid out channels first in memory, as the kernels' own results are."""
+    return np.ascontiguousarray(a.swapaxes(0, 1)).swapaxes(0, 1)
+
+
 @pytest.mark.parametrize("geometry", CONV_GEOMETRIES, ids=_geometry_id)
 @pytest.mark.parametrize("batch", [3, 1, 0])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_convolutions_match_the_reference(geometry, batch, dtype):
+@pytest.mark.parametrize("layout", ["batch-first", "channels-first"])
+def test_convolutions_match_the_reference(geometry, batch, dtype, layout):
     spatial, kernel, stride, padding, dilation = geometry
     rng = np.random.default_rng(len(spatial) + batch)
     geom = dict(stride=stride, padding=padding, dilation=dilation)
     x = rng.normal(size=(batch, 3, *spatial)).astype(dtype)
     w = rng.normal(size=(4, 3, *kernel)).astype(dtype)
+    if layout == "channels-first":
+        x = _channels_first(x)
     scratch = KN.Scratch()
     tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
     for _ in range(2):  # the second call reuses the scratch buffers
@@ -55,6 +66,8 @@ def test_convolutions_match_the_reference(geometry, batch, dtype):
         assert y.dtype == want.dtype and y.shape == want.shape
         np.testing.assert_allclose(y, want, **tol)
     g = rng.normal(size=y.shape).astype(dtype)
+    if layout == "channels-first":
+        g = _channels_first(g)
     dw = KN.conv_weight_grad(x, g, kernel=kernel, scratch=scratch, **geom)
     want = conv_weight_grad_reference(x, g, kernel=kernel, **geom)
     assert dw.dtype == want.dtype and dw.shape == want.shape
@@ -92,11 +105,14 @@ def _pool_input(rng, batch, spatial, dtype, special: bool):
 @pytest.mark.parametrize("batch", [2, 1, 0])
 @pytest.mark.parametrize("dtype,special", [(np.float32, False), (np.float64, True),
                                            (np.int32, False)], ids=["f32", "f64-nan-inf", "i32"])
-def test_pooling_matches_the_reference(geometry, batch, dtype, special):
+@pytest.mark.parametrize("layout", ["batch-first", "channels-first"])
+def test_pooling_matches_the_reference(geometry, batch, dtype, special, layout):
     spatial, kernel, stride, padding = geometry
     rng = np.random.default_rng(batch + len(spatial))
     geom = dict(kernel=kernel, stride=stride, padding=padding)
     x = _pool_input(rng, batch, spatial, dtype, special)
+    if layout == "channels-first":
+        x = _channels_first(x)
     scratch = KN.Scratch()
     y = KN.max_pool(x, scratch=scratch, **geom)
     want = max_pool_reference(x, **geom)
@@ -145,3 +161,53 @@ def test_the_generated_step_calls_the_whole_batch_kernels_and_keeps_no_view():
             numeric[idx] += sign * probe(data) / (2 * eps)
     w.value = w0
     np.testing.assert_allclose(got, numeric, rtol=1e-5, atol=1e-6)
+
+
+SELECT_VALUES = {  # hostile values: signed zeros, infinities, NaN, extremes
+    "f": [0.0, -0.0, 1.5, -2.0, np.inf, -np.inf, np.nan],
+    "i": [0, -1, 7, -(2**31), 2**31 - 1],
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int32, np.int64,
+                                   np.uint8])
+@pytest.mark.parametrize("form", ["arrays", "zero-then-array", "array-then-scalar",
+                                  "broadcast", "channels-first", "small", "into-a-view"])
+def test_select_is_np_where_bit_for_bit(dtype, form):
+    """The generated code's branch-free ``_select`` gives np.where's dtype, shape and bits
+    (NaN payloads and signed zeros included), on every form a Piecewise prints to."""
+    from graphc.ops.expr_numpy import NUMPY_NAMESPACE
+
+    select = NUMPY_NAMESPACE["_select"]  # graphc.ops.expr_numpy.select
+    rng = np.random.default_rng(zlib.crc32(f"{np.dtype(dtype).str} {form}".encode()))
+    shape = (3, 5, 40, 41) if form != "small" else (4, 5)
+    pool = SELECT_VALUES["f" if np.dtype(dtype).kind == "f" else "i"]
+    if np.dtype(dtype).kind == "u":
+        pool = [0, 1, 255]
+
+    def values(shape):
+        return np.array(rng.choice(np.array(pool, dtype=object), size=shape).tolist(), dtype)
+
+    a, b = values(shape), values(shape)
+    cond = rng.random(shape) < 0.5
+    if form == "zero-then-array":
+        a = 0
+    elif form == "array-then-scalar":
+        b = dtype(1)
+    elif form == "broadcast":
+        a = values(shape[1:])
+        cond = rng.random(shape[-1]) < 0.5
+    elif form == "channels-first":
+        a, b, cond = (np.ascontiguousarray(v.swapaxes(0, 1)).swapaxes(0, 1)
+                      for v in (a, b, cond))
+    want = np.where(cond, a, b)
+    if form == "into-a-view":  # written into a strided view, as max_pool_grad does
+        target = np.zeros(shape[:-1] + (2 * shape[-1],), want.dtype)
+        got = select(cond, a, b, out=target[..., ::2])
+        assert got.base is target or got.base is target.base
+    else:
+        got = select(cond, a, b)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert got.tobytes() == want.tobytes()
+    if form == "channels-first":  # the result keeps the operands' layout
+        assert got.strides == b.strides
