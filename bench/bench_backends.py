@@ -41,11 +41,12 @@ def main(argv=None) -> int:
     import time
     import tracemalloc
 
+    # isort: off
+    import graphc as gc  # before NumPy: graphc's BLAS policy must reach OpenBLAS's start
     import numpy as np
-
-    import graphc as gc
+    # isort: on
     from bench import frameworks, handwritten_numpy
-    from bench.timing import round_robin
+    from bench.timing import blas_settings, round_robin
     from bench.workloads import BENCHMARKS
     from graphc.sysinfo import report
 
@@ -60,6 +61,7 @@ def main(argv=None) -> int:
     print(f"graphc {gc.__version__} benchmark, {datetime.date.today()}, "
           f"{machine.get('host CPU')}, {machine.get('cpus')} cpus, {args.threads} threads, "
           f"numpy {np.__version__}, {platform.python_version()}")
+    print("BLAS:", blas_settings())
     print("comparisons:", ", ".join(f"{k} {'found' if v else 'not installed'}"
                                     for k, v in found.items()))
     names = args.workloads.split(",") if args.workloads else list(BENCHMARKS)

@@ -181,11 +181,12 @@ def main(argv=None) -> int:
     import datetime
     import platform
 
+    # isort: off
+    import graphc as gc  # before NumPy: graphc's BLAS policy must reach OpenBLAS's start
     import numpy as np
-
-    import graphc as gc
+    # isort: on
     from bench import frameworks
-    from bench.timing import round_robin
+    from bench.timing import blas_settings, round_robin
     from graphc.passes import format_stats
     from graphc.sysinfo import report
 
@@ -202,6 +203,7 @@ def main(argv=None) -> int:
     print(f"graphc {gc.__version__} LSTM benchmark, {datetime.date.today()}, "
           f"{machine.get('host CPU')}, {machine.get('cpus')} cpus, {args.threads} threads, "
           f"numpy {np.__version__}, {platform.python_version()}")
+    print("BLAS:", blas_settings())
     print(f"LSTM T={T} N={N} D={D} H={H}, {CLASSES} classes from the last state, "
           f"forward + backward + SGD, float32; graphc model: "
           f"{'gc.nn.LSTM' if use_layer else 'explicit gc.scan'}"

@@ -24,3 +24,18 @@ def round_robin(steps: dict[str, Callable], batch, window: float, repeats: int,
                 n += 1
             samples[label].append((time.perf_counter() - start) / n)
     return {label: statistics.median(v) * 1000 for label, v in samples.items()}
+
+
+def blas_settings() -> str:
+    """How OpenBLAS was configured for this run: its workers' spin timeout (graphc's policy,
+    graphc/blas_policy.py) and the variables that pick its kernel and blocking
+    (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE: they change NumPy's and graphc's GEMMs, not
+    PyTorch's own BLAS)."""
+    import os
+
+    from graphc import blas_policy
+
+    parts = [blas_policy.STATUS]
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        parts.append(f"{var}={os.environ[var]}" if var in os.environ else f"{var} unset")
+    return "; ".join(parts)

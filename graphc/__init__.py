@@ -11,6 +11,9 @@ NumPy semantics, gradient), graphc/passes (autodiff + optimization), graphc/back
 (numpy, llvm, cuda), graphc/nn, graphc/optim, graphc/train (the training stack).
 """
 
+# first, before anything imports NumPy: the BLAS threading policy must reach OpenBLAS's start
+from . import blas_policy as blas_policy  # isort: skip
+
 from . import (
     datasets,
     distributed,  # light: imports mpi4py only under mpiexec

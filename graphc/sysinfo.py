@@ -132,6 +132,8 @@ def report() -> list[tuple[str, list[tuple[str, str]]]]:
     import numpy as np
     import sympy
 
+    from graphc import blas_policy
+
     host_cpu = llvm.get_host_cpu_name()
     features = llvm.get_host_cpu_features().flatten()
     simd = [f for f in ("avx512f", "avx2", "fma", "avx", "sse4.2", "neon") if f"+{f}" in features]
@@ -163,6 +165,7 @@ def report() -> list[tuple[str, list[tuple[str, str]]]]:
         ("machine", [("platform", platform.platform()), ("python", platform.python_version()),
                      ("cpus", str(os.cpu_count()))]),
         ("numpy backend", [("numpy", np.__version__), ("BLAS", blas_info()),
+                           ("BLAS workers", blas_policy.STATUS),
                            ("sympy", sympy.__version__), ("available", "yes")]),
         ("llvm backend", [("llvmlite", llvmlite.__version__),
                           ("LLVM", ".".join(map(str, llvm.llvm_version_info))),

@@ -1,0 +1,47 @@
+"""graphc's BLAS threading policy (graphc/blas_policy.py): OpenBLAS's workers sleep after each
+product, set before NumPy loads OpenBLAS, never over the user's own choice, and reported
+truthfully when NumPy was imported first. Each case is a fresh interpreter (the policy acts
+once, at import)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROBE = ("import os, sys\n{first}\nimport graphc\n"
+         "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))\nprint(graphc.blas_policy.STATUS)\n")
+
+
+def _run(first: str, **env: str) -> tuple[str, str]:
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    environ.update(env)
+    out = subprocess.run([sys.executable, "-c", PROBE.format(first=first)], env=environ,
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    value, status = out.strip().splitlines()[-2:]
+    return value, status
+
+
+@pytest.mark.parametrize("case", ["graphc-first", "numpy-first", "user-choice"])
+def test_the_spin_timeout_is_set_only_when_it_can_reach_openblas(case):
+    if case == "graphc-first":
+        value, status = _run("")
+        assert value == "4" and "set by graphc" in status
+    elif case == "numpy-first":
+        value, status = _run("import numpy")
+        assert value == "None"
+        assert "NumPy was imported before graphc" in status
+        assert "OPENBLAS_THREAD_TIMEOUT=4" in status  # says how to get the policy
+    else:
+        value, status = _run("", OPENBLAS_THREAD_TIMEOUT="12")
+        assert value == "12" and "OPENBLAS_THREAD_TIMEOUT=12" in status
+
+
+def test_graphc_info_reports_the_policy():
+    from graphc import blas_policy
+    from graphc.sysinfo import report
+
+    lines = dict(report()[1][1])
+    assert lines["BLAS workers"] == blas_policy.STATUS
