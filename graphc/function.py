@@ -240,6 +240,8 @@ class Function:
         self.distributed = any(n.op.name in COLLECTIVES for n in program.nodes)
         if not self._native_updates:
             self._copy_outputs, self._copy_news = _aliasing(program, executable)
+            self._copies = any(self._copy_outputs) or any(self._copy_news)
+            self._storages = [storage for storage, _ in self._updates]
         self.stats: dict = {"nodes": len(program.nodes)}
         self.stats.update(getattr(executable, "stats", {}))
         plan = program.meta.get("memory")
@@ -332,15 +334,15 @@ class Function:
         if not self._native_updates:
             # which outputs and new values may share memory with a parameter or an input was
             # derived once, at compile time (_aliasing): copy exactly those, O(values) a call
-            outputs = [np.array(o, copy=True) if copy else o
-                       for o, copy in zip(outputs, self._copy_outputs)]
-            new_values = [np.array(v, copy=True) if copy else v
-                          for v, copy in zip(new_values, self._copy_news)]
+            if self._copies:
+                outputs = [np.array(o, copy=True) if copy else o
+                           for o, copy in zip(outputs, self._copy_outputs)]
+                new_values = [np.array(v, copy=True) if copy else v
+                              for v, copy in zip(new_values, self._copy_news)]
             # every output and new value exists and converts: now apply all updates (only now)
-            checked = [storage.checked(new) for (storage, _), new in zip(self._updates,
-                                                                         new_values)]
-            for (storage, _), new in zip(self._updates, checked):
-                storage.write(new)
+            checked = [storage.checked(new) for storage, new in zip(self._storages, new_values)]
+            for storage, new in zip(self._storages, checked):
+                storage.write_checked(new)
         return outputs[0] if self._single else outputs
 
     def _fast_sizes(self, args) -> list | None:

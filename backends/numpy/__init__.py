@@ -158,6 +158,9 @@ class NumpyExecutable(Executable):
             body = "\n".join("# " + line for line in loop.source.splitlines())
             self.source += f"\n# _loops[{k}]: the body of a scan, run once per step\n{body}\n"
         self._step = namespace["step"]
+        # the step reads parameters through read-only views of their host arrays (which
+        # never move: ParamStorage writes in place), made once
+        self._param_views = [s.value for s in self._params]
         self._dims: dict[tuple, dict] = {}
         self.stats = {}
 
@@ -170,7 +173,10 @@ class NumpyExecutable(Executable):
         if binding is not None:
             self._dims[key] = {s.name: v for s, v in binding.items()}
         dims = self._dims[key]
-        params = [s.value for s in self._params]
+        for storage in self._params:  # a device (a cuda function) may hold a newer copy
+            if storage.devices:
+                storage.host_buffer()
+        params = self._param_views
         try:
             with np.errstate(all="ignore"):
                 outputs, news = self._step(inputs, params, self._consts, dims)
@@ -182,9 +188,9 @@ class NumpyExecutable(Executable):
             node = self.program.nodes[position]
             raise BackendError(nonfinite_message(self.program, node, kind)) from None
         # Outputs are the caller's to keep: never hand out read-only broadcast views.
-        outputs = [o if isinstance(o, np.ndarray) and o.flags.writeable else np.array(o)
+        outputs = [o if type(o) is np.ndarray and o.flags.writeable else np.array(o)
                    for o in outputs]
-        return outputs, [np.asarray(v) for v in news]
+        return outputs, [v if type(v) is np.ndarray else np.asarray(v) for v in news]
 
     def _failing_node(self, tb):
         """The node whose line of the generated step was running when `tb` was raised."""

@@ -157,7 +157,11 @@ class ParamStorage:
 
     def write(self, new, key: str | None = None) -> None:
         """Copy a new value in, in place, after `checked`; every device copy is updated."""
-        value = self.checked(new, key)
+        self.write_checked(self.checked(new, key))
+
+    def write_checked(self, value: np.ndarray) -> None:
+        """`write` for a value `checked` has already returned (a step checks every new value
+        before it writes any)."""
         for device in self.devices:
             device.newer = False
         np.copyto(self._value, value)

@@ -184,7 +184,8 @@ def numpy_source(expr, names: dict | None = None, integer: bool = False) -> str:
 def _np_sigmoid(x):
     # exp of a non-positive number only: no overflow for large |x|.
     e = np.exp(-np.abs(x))
-    return select(x >= 0, 1 / (1 + e), e / (1 + e))
+    d = 1 + e
+    return select(x >= 0, 1 / d, e / d)
 
 
 def _np_softplus(x):
