@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # run in a child: time each workload's step (median ms of `repeats` windows)
 CHILD = r"""
 import json, os, statistics, sys, time
+import graphc as gc  # before NumPy, as a user's script would: a build's BLAS policy applies
 import numpy as np
-import graphc as gc
 from bench.workloads import BENCHMARKS
 from threadpoolctl import threadpool_limits
 threadpool_limits(int(os.environ.get("THREADS", "2")), user_api="blas")
