@@ -3,12 +3,12 @@
 OpenBLAS (the BLAS NumPy ships, which the llvm backend calls too) keeps its worker threads
 spinning for about 2^28 cycles (~0.1 s) after every threaded product, waiting for the next
 one. In a training step the next thing is usually not a product but an elementwise kernel, a
-pooling loop, or another framework, and a spinning worker takes a core from it: measured on
-this project's 2-core machine (README, "The BLAS threading policy"), the cnn32 llvm step went
-from 162-248 ms to 123-140 ms beside one busy process, the mlp_784 step from 5.5 to 3.0 ms on
-a quiet machine, and PyTorch eager ran 2.4x slower right after a NumPy step. The price is a
-worker's wake-up at the next threaded product: a step of many mid-sized products (the LSTM
-benchmark) is about 10% slower quiet.
+pooling loop, or another framework, and a spinning worker takes a core from it. On this
+project's 2-core machine (README, "The BLAS threading policy"), with one busy process beside
+the step, LeNet-5's llvm step went from 9.9 to 3.4 ms, cnn32's from 255 to 171 ms, and
+mlp_784's from 15.1 to 10.7 ms. PyTorch eager ran 2.4x slower right after a NumPy step.
+The price is a worker's wake-up at each threaded product: on a quiet machine, a step of a
+few large products is slower (mlp_784: 2.85 -> 3.84 ms, LeNet-5 10%, the LSTM 7%).
 
 The timeout can only be set before OpenBLAS is loaded, i.e. before NumPy is first imported:
 `apply` sets ``OPENBLAS_THREAD_TIMEOUT=4`` (OpenBLAS's minimum, 2^4 cycles) when it still
