@@ -25,6 +25,8 @@ def _parse(argv=None):
     p.add_argument("--quick", action="store_true", help="shorter timing windows")
     p.add_argument("--workloads", default=None, help="comma-separated subset")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-torch-compile", action="store_true",
+                   help="skip torch.compile (its first call compiles C++: 15-60 s a workload)")
     return p.parse_args(argv)
 
 
@@ -46,6 +48,7 @@ def main(argv=None) -> int:
     import numpy as np
     # isort: on
     from bench import frameworks, handwritten_numpy
+    from bench.flops import sgemm_peak, step_flops
     from bench.timing import blas_settings, round_robin
     from bench.workloads import BENCHMARKS
     from graphc.sysinfo import report
@@ -64,6 +67,8 @@ def main(argv=None) -> int:
     print("BLAS:", blas_settings())
     print("comparisons:", ", ".join(f"{k} {'found' if v else 'not installed'}"
                                     for k, v in found.items()))
+    peak = sgemm_peak()
+    print(f"sgemm peak (NumPy's BLAS, 1024x1024, {args.threads} threads): {peak:.0f} GFLOP/s")
     names = args.workloads.split(",") if args.workloads else list(BENCHMARKS)
     rows = []
     for name in names:
@@ -109,22 +114,33 @@ def main(argv=None) -> int:
             first = step(*batch)
             steps["PyTorch eager"] = step
             results["PyTorch eager"] = dict(first=first)
+            if not args.no_torch_compile:
+                step = frameworks.make_torch(name, [v.copy() for v in initial], args.threads,
+                                             compiled=True)
+                start = time.perf_counter()
+                first = step(*batch)
+                steps["torch.compile"] = step
+                results["torch.compile"] = dict(first=first, compile=time.perf_counter() - start)
         if found["jax"]:
             step = frameworks.make_jax(name, [v.copy() for v in initial])
             start = time.perf_counter()
             first = step(*batch)
             steps["JAX jit"] = step
             results["JAX jit"] = dict(first=first, compile=time.perf_counter() - start)
+        flops = step_flops(steps["graphc llvm"], {s.name: batch_size for s in inputs[0].shape
+                                                  if not isinstance(s, int)})
         for label, ms in measure(steps, batch).items():
             results[label]["ms"] = ms
+            results[label]["gflops"] = flops / ms / 1e6
         reference = results["graphc numpy"]["first"]
         for label, r in results.items():
             if abs(r["first"] - reference) > 1e-3 * max(1.0, abs(reference)):
                 print(f"  WARNING {name}/{label}: first loss {r['first']:.6f} differs from "
                       f"graphc numpy's {reference:.6f}")
         rows.append((name, batch_size, results))
-        _print_workload(name, batch_size, results)
-    _print_markdown(rows)
+        _print_workload(name, batch_size, results, flops, peak)
+    print(f"\nsgemm peak measured again after the steps: {sgemm_peak():.0f} GFLOP/s")
+    _print_markdown(rows, peak)
     return 0
 
 
@@ -132,35 +148,42 @@ def _fmt_bytes(n) -> str:
     return "—" if n is None else f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
 
 
-def _print_workload(name, batch, results) -> None:
+def _print_workload(name, batch, results, flops, peak) -> None:
     hand = results.get("hand-written NumPy", {}).get("ms")
     torch = results.get("PyTorch eager", {}).get("ms")
-    print(f"\n{name} (batch {batch}): first loss {results['graphc numpy']['first']:.5f}")
-    print(f"  {'framework':<20} {'ms/step':>9} {'vs NumPy':>9} {'vs torch':>9} "
-          f"{'compile s':>10} {'memory':>10}")
+    print(f"\n{name} (batch {batch}): first loss {results['graphc numpy']['first']:.5f}, "
+          f"{flops / 1e9:.3f} GFLOP a step in its products")
+    print(f"  {'framework':<20} {'ms/step':>9} {'GFLOP/s':>8} {'of peak':>8} {'vs NumPy':>9} "
+          f"{'vs torch':>9} {'compile s':>10} {'memory':>10}")
     for label, r in results.items():
         compile_s = "" if r.get("compile") is None else f"{r['compile']:.2f}"
         if r.get("cached") is not None:
             compile_s += f" ({r['cached']:.2f} cached)"
         vs_torch = f"{torch / r['ms']:.2f}x" if torch else "—"
         vs_hand = f"{hand / r['ms']:.2f}x" if hand else "—"
-        print(f"  {label:<20} {r['ms']:>9.3f} {vs_hand:>9} {vs_torch:>9} "
-              f"{compile_s:>10} {_fmt_bytes(r.get('memory')):>10}")
+        print(f"  {label:<20} {r['ms']:>9.3f} {r['gflops']:>8.1f} {r['gflops'] / peak:>8.0%} "
+              f"{vs_hand:>9} {vs_torch:>9} {compile_s:>10} {_fmt_bytes(r.get('memory')):>10}")
 
 
-def _print_markdown(rows) -> None:
-    labels = ["graphc llvm", "graphc numpy", "hand-written NumPy", "PyTorch eager", "JAX jit"]
-    print("\n| workload | " + " | ".join(labels) + " | llvm vs NumPy | llvm vs best other |")
-    print("|---|" + "---:|" * (len(labels) + 2))
+LABELS = ["graphc llvm", "graphc numpy", "hand-written NumPy", "PyTorch eager", "torch.compile",
+          "JAX jit"]
+OTHERS = ("PyTorch eager", "torch.compile", "JAX jit")
+
+
+def _print_markdown(rows, peak) -> None:
+    print("\n| workload | " + " | ".join(LABELS) +
+          " | llvm GFLOP/s (of peak) | llvm vs NumPy | llvm vs best other |")
+    print("|---|" + "---:|" * (len(LABELS) + 3))
     for name, batch, results in rows:
-        cells = [f"{results[k]['ms']:.3f}" if k in results else "—" for k in labels]
-        llvm = results["graphc llvm"]["ms"]
-        others = [results[k]["ms"] for k in ("PyTorch eager", "JAX jit") if k in results]
-        best = f"{min(others) / llvm:.2f}x" if others else "—"
+        cells = [f"{results[k]['ms']:.3f}" if k in results else "—" for k in LABELS]
+        llvm = results["graphc llvm"]
+        others = [results[k]["ms"] for k in OTHERS if k in results]
+        best = f"{min(others) / llvm['ms']:.2f}x" if others else "—"
         hand = results.get("hand-written NumPy", {}).get("ms")
-        vs_hand = f"{hand / llvm:.2f}x" if hand else "—"
+        vs_hand = f"{hand / llvm['ms']:.2f}x" if hand else "—"
+        rate = f"{llvm['gflops']:.1f} ({llvm['gflops'] / peak:.0%})"
         print(f"| {name} (batch {batch}) | " + " | ".join(cells) +
-              f" | {vs_hand} | {best} |")
+              f" | {rate} | {vs_hand} | {best} |")
 
 
 if __name__ == "__main__":

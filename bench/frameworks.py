@@ -22,7 +22,10 @@ def available() -> dict[str, bool]:
     return found
 
 
-def make_torch(name: str, params, threads: int = 2):
+def make_torch(name: str, params, threads: int = 2, compiled: bool = False):
+    """PyTorch eager, or with `compiled` the forward through ``torch.compile`` (Inductor's
+    default mode: it compiles the forward and, through AOTAutograd, the backward, on the
+    first call; the SGD step stays eager, as in a usual training loop)."""
     import torch
     import torch.nn.functional as F
 
@@ -66,6 +69,8 @@ def make_torch(name: str, params, threads: int = 2):
 
     forward = {"tiny_mlp": mlp(torch.tanh), "mlp_784": mlp(F.relu), "lenet5": lenet,
                "autoencoder": autoencoder, "cnn32": cnn32}[name]
+    if compiled:
+        forward = torch.compile(forward)
 
     def step(*batch):
         tensors = [torch.from_numpy(b) for b in batch]

@@ -1,0 +1,24 @@
+"""bench/flops.py counts a step's products: the GFLOP/s the benchmark reports rest on it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import graphc as gc
+from bench.flops import step_flops
+
+
+def test_products_of_a_training_step_are_counted_at_the_batch_size():
+    x = gc.placeholder("x", ("N", 3, 8, 8))
+    w = gc.parameter("w", np.zeros((4, 3, 3, 3), np.float32))
+    v = gc.parameter("v", np.zeros((4 * 6 * 6, 5), np.float32))
+    h = gc.nn.functional.conv2d(x, w)  # (N, 4, 6, 6): 4*6*6 * 3*3*3 multiply-adds a sample
+    loss = (h.reshape((-1, 4 * 6 * 6)) @ v).sum()
+    fn = gc.compile([x], [loss, *gc.grad(loss, [w, v])], backend="numpy", optimize=[])
+    conv = 4 * 36 * 27
+    dense = 144 * 5
+    # forward conv and matmul, the matmul's two gradients, the conv's weight gradient (the
+    # input gradient is not asked for)
+    per_sample = conv + dense + 2 * dense + conv
+    assert step_flops(fn, {"N": 7}) == 2 * 7 * per_sample
+    assert step_flops(fn, {"N": 1}) == 2 * per_sample
