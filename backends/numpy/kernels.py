@@ -31,6 +31,7 @@ import math
 
 import numpy as np
 
+from graphc.ops import REGISTRY
 from graphc.ops.conv import conv_out_size
 from graphc.ops.expr_numpy import select
 
@@ -295,3 +296,15 @@ def logsumexp(x, *, axes, keepdims):
     m = _stable_max(x, axes)
     out = np.log(np.add.reduce(np.exp(x - m), axis=axes, keepdims=True)) + m
     return (out if keepdims else np.squeeze(out, axis=axes)).astype(x.dtype, copy=False)
+
+
+# -- one_hot ------------------------------------------------------------------------------------
+
+
+def one_hot(labels, *, n, dtype):
+    """The reference's ``labels[..., None] == arange(n)``, its range check made of two ufunc
+    reductions; a label outside [0, n) goes to the reference, which names the first one."""
+    if labels.size and (np.minimum.reduce(labels, axis=None) < 0 or
+                        np.maximum.reduce(labels, axis=None) >= n):
+        return REGISTRY["one_hot"].reference(labels, n=n, dtype=dtype)  # raises
+    return (labels[..., None] == np.arange(n)).astype(dtype)

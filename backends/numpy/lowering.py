@@ -182,8 +182,8 @@ def _whole_batch_kernel(node, args, p):
     return f"KN.{node.op.name}({', '.join(args)}, {kw}, scratch=_scratch)"
 
 
-@lowers("log_softmax", "softmax", "logsumexp")
-def _softmax_family(node, args, p):
+@lowers("log_softmax", "softmax", "logsumexp", "one_hot")
+def _without_wrappers(node, args, p):
     """The reference's operations, without its Python overhead (backends/numpy/kernels.py)."""
     return f"KN.{node.op.name}({args[0]}, {p.kwargs(node)})"
 

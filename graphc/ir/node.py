@@ -162,10 +162,11 @@ class ParamStorage:
     def write_checked(self, value: np.ndarray) -> None:
         """`write` for a value `checked` has already returned (a step checks every new value
         before it writes any)."""
-        for device in self.devices:
-            device.newer = False
-        np.copyto(self._value, value)
-        self.changed_in_place()
+        self._value[...] = value  # (`checked` gave the same shape and dtype)
+        if self.devices:
+            for device in self.devices:
+                device.newer = False
+            self.changed_in_place()
 
     def changed_in_place(self) -> None:
         """The host array was written (by `write` or a native step): device copies follow."""

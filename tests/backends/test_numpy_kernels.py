@@ -240,3 +240,23 @@ def test_softmax_family_is_the_reference_bit_for_bit(op, dtype, rows):
             want, got = reference(x, **kw), ours(x, **kw)
         assert got.dtype == want.dtype and got.shape == want.shape
         assert got.tobytes() == want.tobytes(), kw
+
+
+@pytest.mark.parametrize("labels", [[2, 0, 1, 1], [[0], [3]], [], 2, [0, 4, -1], [-3, 1]],
+                         ids=["row", "column", "empty", "scalar", "too-large", "negative"])
+def test_one_hot_is_the_reference_and_names_the_same_bad_label(labels):
+    from graphc.errors import IndexRangeError
+    from graphc.ops import REGISTRY
+
+    labels = np.asarray(labels, np.int64)
+    reference = REGISTRY["one_hot"].reference
+    try:
+        want = reference(labels, n=4, dtype=np.float32)
+    except IndexRangeError as exc:
+        with pytest.raises(IndexRangeError) as got:
+            KN.one_hot(labels, n=4, dtype=np.float32)
+        assert (got.value.value, got.value.bound) == (exc.value, exc.bound)
+        return
+    got = KN.one_hot(labels, n=4, dtype=np.float32)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
