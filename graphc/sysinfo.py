@@ -133,6 +133,9 @@ def report() -> list[tuple[str, list[tuple[str, str]]]]:
     import sympy
 
     from graphc import blas_policy
+    from graphc.backends.llvm.threads import runtime as parallel_runtime
+
+    parallel_loops = parallel_runtime()
 
     host_cpu = llvm.get_host_cpu_name()
     features = llvm.get_host_cpu_features().flatten()
@@ -171,6 +174,7 @@ def report() -> list[tuple[str, list[tuple[str, str]]]]:
                           ("LLVM", ".".join(map(str, llvm.llvm_version_info))),
                           ("host CPU", f"{host_cpu} ({', '.join(simd) or 'baseline'})"),
                           ("triple", llvm.get_process_triple()),
+                          ("parallel loops", parallel_loops.source),
                           ("available", llvm_available)]),
         ("cuda backend", [("ptxas", f"{ptxas_path()} ({ptxas_version()})" if ptxas_path()
                            else "not found"),

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
@@ -7,6 +9,10 @@ import graphc as gc
 # Small matrix products throughout: one BLAS thread is faster, and does not stall when the
 # machine's cores are shared.
 threadpool_limits(1, user_api="blas")
+# The same for the llvm backend's parallel loops: pytest-xdist already runs a worker per core,
+# and a region's second thread would wait for a core at every barrier (the suite took 9
+# minutes instead of 6). tests/backends/test_llvm_parallel.py sets its own counts.
+os.environ.setdefault("GRAPHC_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)

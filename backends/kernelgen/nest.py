@@ -627,9 +627,50 @@ def render_host(ctx: KernelContext, nest: L.LoopNest, outer: dict | None = None)
         _memory_order(ctx, nest, buffers, plan)
         return
     counts = [ctx.dim(n) for _, n in nest.domain]
+    part = ctx.host_part() if not outer and splits_by_outer_index(ctx, nest) else None
+    if part is not None:  # the outermost loop in its own function, run on every thread
+        lo, hi = part.bounds
+        part_buffers = _buffers(part, nest)
+        with loop(part.b, hi, "d0", start=lo) as first:
+            with loops(part.b, [part.dim(n) for _, n in nest.domain[1:]], "d") as rest:
+                _point(part, nest, part_buffers,
+                       {sym: i for (sym, _), i in zip(nest.domain, [first, *rest])})
+        part.finish()
+        ctx.run_parallel(part, counts)
+        return
     with loops(ctx.b, counts, "d") as idx:
         _point(ctx, nest, buffers, {**outer, **{sym: i for (sym, _), i in zip(nest.domain,
                                                                               idx)}})
+
+
+def splits_by_outer_index(ctx: KernelContext, nest: L.LoopNest) -> bool:
+    """May the nest's outermost loop run in chunks on several threads, with the same
+    result? Yes when no point can fail (a check stops the step, and the first failure must
+    be the same one on any thread count), every store's index holds the outermost index
+    itself (points of different chunks write different elements), and no buffer the nest
+    writes is one it reads (so no point reads what another chunk writes), counting an
+    input and the output planned into the same memory as one buffer."""
+    if not nest.domain or nest.checks:
+        return False
+    first = nest.domain[0][0]
+    stores = [*nest.stores, *nest.inner_stores]
+    if not stores or any(first not in tuple(s.index) for s in stores):
+        return False
+    written = {_memory_of(ctx, nest, s.buffer) for s in stores}
+    exprs = [v for _, v in nest.lets] + [e for s in stores for e in (s.value, s.where,
+                                                                      *s.index)]
+    read = {_memory_of(ctx, nest, ld.args[0].name) for e in exprs
+            for ld in sympy.sympify(e).atoms(L.Load)}
+    return not written & read
+
+
+def _memory_of(ctx: KernelContext, nest: L.LoopNest, name: str):
+    """What memory a nest buffer names: its node value's slot, or its scratch key."""
+    spec = nest.buffers[name]
+    if spec.scratch is not None:
+        return ("scratch", spec.scratch)
+    value = ctx.node if spec.output else ctx.node.inputs[spec.input]
+    return ctx.layout.slot_of.get(value.uid, ("value", value.uid))
 
 
 def render_gpu(site, nest: L.LoopNest) -> None:

@@ -110,6 +110,14 @@ class KernelContext:
     def finish(self) -> None:
         raise NotImplementedError
 
+    def host_part(self):
+        """A function for a range of a nest's outermost loop, which `run_parallel` runs on
+        every thread; None where the target has no parallel host loops."""
+        return None
+
+    def run_parallel(self, part, counts: list) -> None:
+        raise NotImplementedError
+
     # -- data -------------------------------------------------------------------------------
     @property
     def inputs(self) -> list[Node]:

@@ -36,7 +36,7 @@ class LLVMBackend(Backend):
 
     def compile(self, program: Graph, options: dict) -> LLVMExecutable:
         from ..kernelgen import toolchain
-        from . import blas
+        from . import blas, threads
 
         unknown = set(options) - {"cache", "profile", "check_finite"}
         if unknown:
@@ -46,6 +46,7 @@ class LLVMBackend(Backend):
         self.check_coverage([n for n in program.nodes if n.op.name not in leaves])
         started = time.perf_counter()
         blas.blas()  # before code generation: the integer width of BLAS arguments matters
+        threads.runtime()  # the parallel loops' symbols, before linking
         gen = HostCodegen(program, host_math(), profile=options.get("profile", False),
                              check_finite=bool(options.get("check_finite", False)))
         module = gen.build()

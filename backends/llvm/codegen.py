@@ -39,7 +39,7 @@ from ..kernelgen.program import (
 )
 from ..kernelgen.registry import lowering_for
 
-__all__ = ["HostCodegen", "HostKernel"]
+__all__ = ["HostCodegen", "HostKernel", "HostKernelPart"]
 
 
 class HostKernel(KernelContext):
@@ -92,6 +92,63 @@ class HostKernel(KernelContext):
     def finish(self) -> None:
         if not self.b.block.is_terminated:
             self.b.ret(self.b.load(self._status, typ=I32))
+
+    # -- parallel loops (backends/llvm/threads.py) -------------------------------------------
+    def host_part(self) -> HostKernelPart:
+        """A new function for the outermost loop of one of this kernel's nests, over a range
+        [lo, hi) of it: what each thread of a parallel region runs."""
+        return HostKernelPart(self.gen, self.node, self.position,
+                              name=self.module.get_unique_name(f"{self.name}.part"))
+
+    def run_parallel(self, part: HostKernelPart, counts: list) -> None:
+        """Call the finished `part` over the whole outermost loop: on every thread when the
+        nest has PARALLEL_MIN_POINTS points or more and more than one thread may run, else
+        on this one (a fixed rule of the sizes: the same program on any machine)."""
+        from . import threads
+
+        gen, b = self.gen, self.b
+        fn = gen.intern(part.fn)
+        ids = gen._slot_ids(part)
+        slots, dims = self.fn.args[0], self.fn.args[1]
+        n = counts[0]
+        team = b.load(threads.thread_count(self.module), typ=I32, name="threads")
+        total = counts[0]
+        for c in counts[1:]:
+            total = b.mul(total, c)
+        wide = b.and_(b.icmp_signed(">=", total, i64(threads.PARALLEL_MIN_POINTS)),
+                      b.and_(b.icmp_signed(">", team, ir.Constant(I32, 1)),
+                             b.icmp_signed(">", n, i64(1))))
+        with b.if_else(wide) as (parallel, serial):
+            with parallel:
+                with b.goto_entry_block():
+                    data = b.alloca(I64, size=i64(threads.REGION_WORDS), name="region")
+                for k, v in enumerate((b.ptrtoint(slots, I64), b.ptrtoint(dims, I64),
+                                       b.ptrtoint(ids, I64), n, i64(0))):
+                    b.store(v, b.gep(data, [i64(k)]))
+                threads.start_region(self.module, b, fn, data, team)
+            with serial:
+                b.call(fn, [slots, dims, ids, i64(0), n])
+
+
+class HostKernelPart(HostKernel):
+    """The outermost loop of a kernel's nest over [lo, hi) (its last two arguments), as its
+    own function ``i32 (slots, dims, slot_ids, lo, hi)``: a parallel region's threads each
+    run it on their chunk (backends/llvm/threads.py). It reaches its buffers through its own
+    slot_ids table, like a kernel. Only nests that cannot fail are split."""
+
+    def make_function(self, name: str) -> ir.Function:
+        from .threads import PART
+
+        fn = ir.Function(self.module, PART, name=name)
+        fn.linkage = "internal"
+        fn.attributes.add("nounwind")
+        fn.attributes.add("noinline")
+        fn.args[3].name, fn.args[4].name = "lo", "hi"
+        return fn
+
+    @property
+    def bounds(self) -> tuple[ir.Value, ir.Value]:
+        return self.fn.args[3], self.fn.args[4]
 
 
 class HostCodegen(ProgramGenerator):

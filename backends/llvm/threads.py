@@ -1,0 +1,175 @@
+"""Parallel loops on the host: the OpenMP runtime (libgomp) runs a nest's outermost loop on
+every core, each thread a fixed chunk.
+
+Generated code names three functions and one variable, bound here when a program is
+compiled:
+
+* ``graphc_parallel(fn, data, threads, flags)`` starts a team of `threads` threads, each
+  calling ``fn(data)``, and returns when all are done: libgomp's ``GOMP_parallel``;
+* ``graphc_thread_num()`` / ``graphc_team_size()``: ``omp_get_thread_num`` and
+  ``omp_get_num_threads`` (a region sizes its chunks by the team);
+* ``graphc_num_threads`` (i32): how many threads a region may use, read at every call:
+  ``GRAPHC_NUM_THREADS``, default every core this process may run on.
+
+The program is the same for any thread count and on a machine without libgomp (then the
+count is 1 and the regions never start): a point of a nest computes the same value on any
+thread, and threads take chunks, ranges of whole points, from a shared counter, so results
+do not depend on the count or on which thread ran what.
+
+libgomp's workers wait for the next region passively (``OMP_WAIT_POLICY=PASSIVE``, set
+here before the library loads unless the user chose a policy): like the BLAS workers
+(graphc/blas_policy.py), they must not spin on a busy machine.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from dataclasses import dataclass
+from functools import cache
+
+from llvmlite import ir
+
+from ..kernelgen.irutil import I32, I64, PTR, declare, load
+from ..kernelgen.toolchain import add_symbol
+
+#: Fewer points than this run on the calling thread: a region's hand-over (waking the
+#: workers, ~10-50 µs here) costs more than it saves on a nest of a few hundred microseconds.
+PARALLEL_MIN_POINTS = 1 << 17
+
+
+@dataclass(frozen=True)
+class ThreadRuntime:
+    source: str  # where the parallel regions come from, for `graphc info`
+    threads: int  # the count regions start with (GRAPHC_NUM_THREADS, or every core)
+    openmp: bool  # False: no libgomp, every nest runs on the calling thread
+
+
+_keep: list = []  # the counter and the fallbacks' callbacks must outlive every program
+
+
+def _count() -> int:
+    chosen = os.environ.get("GRAPHC_NUM_THREADS", "").strip()
+    if chosen:
+        try:
+            return max(1, int(chosen))
+        except ValueError:
+            pass
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def set_threads(count: int) -> int:
+    """Let parallel regions use `count` threads from now on (at most 1 without libgomp);
+    returns the previous count. Results do not change with it."""
+    counter = _keep[0] if runtime() else None
+    previous = counter.value
+    counter.value = max(1, int(count)) if runtime().openmp else 1
+    return previous
+
+
+@cache
+def runtime() -> ThreadRuntime:
+    """Bind the generated code's parallel-loop symbols (once per process)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    count = _count()
+    gomp = None
+    for name in (ctypes.util.find_library("gomp"), "libgomp.so.1"):
+        if not name:
+            continue
+        try:
+            gomp = ctypes.CDLL(name)
+            break
+        except OSError:
+            continue
+    counter = ctypes.c_int32(count if gomp is not None else 1)
+    _keep.append(counter)
+    add_symbol("graphc_num_threads", ctypes.addressof(counter))
+    if gomp is not None:
+        for ours, theirs in (("graphc_parallel", "GOMP_parallel"),
+                             ("graphc_thread_num", "omp_get_thread_num"),
+                             ("graphc_team_size", "omp_get_num_threads")):
+            add_symbol(ours, ctypes.cast(getattr(gomp, theirs), ctypes.c_void_p).value)
+        return ThreadRuntime(f"OpenMP (libgomp), {count} thread(s)", count, True)
+    # no OpenMP runtime: every nest runs on the calling thread; the symbols still resolve
+    region = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+    fallbacks = (
+        ("graphc_parallel", ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p,
+                                             ctypes.c_uint32, ctypes.c_uint32)(
+            lambda fn, data, n, flags: region(fn)(data))),
+        ("graphc_thread_num", ctypes.CFUNCTYPE(ctypes.c_int32)(lambda: 0)),
+        ("graphc_team_size", ctypes.CFUNCTYPE(ctypes.c_int32)(lambda: 1)),
+    )
+    for name, fn in fallbacks:
+        _keep.append(fn)
+        add_symbol(name, ctypes.cast(fn, ctypes.c_void_p).value)
+    return ThreadRuntime("none (libgomp not found): one thread", 1, False)
+
+
+#: what a region's threads share, as five i64: the part's three kernel arguments (pointers),
+#: the count of outermost iterations, and the next iteration no thread has taken yet
+REGION_WORDS = 5
+PART = ir.FunctionType(I32, [PTR, PTR, PTR, I64, I64])
+
+
+def thread_count(module: ir.Module) -> ir.GlobalVariable:
+    existing = module.globals.get("graphc_num_threads")
+    if existing is not None:
+        return existing
+    var = ir.GlobalVariable(module, I32, name="graphc_num_threads")
+    var.linkage = "external"
+    return var
+
+
+#: chunks per thread: a thread that shares its core with another process takes fewer
+CHUNKS_PER_THREAD = 32
+
+
+def region_entry(module: ir.Module, part: ir.Function) -> ir.Function:
+    """``void <part>.region(ptr data)``: every thread of the team takes chunks of the
+    outermost loop from a shared counter (an atomic add) until none is left, and runs each
+    through `part`. A chunk is ceil(n / (team · CHUNKS_PER_THREAD)) iterations: which thread
+    runs a point changes nothing in its result, and a thread slowed by a busy core simply
+    takes fewer chunks."""
+    name = f"{part.name}.region"
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), name=name)
+    fn.linkage = "internal"
+    fn.attributes.add("nounwind")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    data = fn.args[0]
+    slots, dims, ids = (b.inttoptr(load(b, data, I64, ir.Constant(I64, k)), PTR)
+                        for k in range(3))
+    n = load(b, data, I64, ir.Constant(I64, 3))
+    counter = b.gep(data, [ir.Constant(I64, 4)], source_etype=I64)
+    team = b.sext(b.call(declare(module, "graphc_team_size", I32, []), []), I64)
+    pieces = b.mul(team, ir.Constant(I64, CHUNKS_PER_THREAD))
+    chunk = b.sdiv(b.add(n, b.sub(pieces, ir.Constant(I64, 1))), pieces)
+    chunk = b.select(b.icmp_signed("<", chunk, ir.Constant(I64, 1)), ir.Constant(I64, 1), chunk)
+    head = b.append_basic_block("take")
+    work = b.append_basic_block("work")
+    done = b.append_basic_block("done")
+    b.branch(head)
+    b.position_at_end(head)
+    lo = b.atomic_rmw("add", counter, chunk, "monotonic")
+    b.cbranch(b.icmp_signed("<", lo, n), work, done)
+    b.position_at_end(work)
+    end = b.add(lo, chunk)
+    hi = b.select(b.icmp_signed("<", end, n), end, n)
+    b.call(part, [slots, dims, ids, lo, hi])
+    b.branch(head)
+    b.position_at_end(done)
+    b.ret_void()
+    return fn
+
+
+def start_region(module: ir.Module, b: ir.IRBuilder, part: ir.Function, data: ir.Value,
+                 threads: ir.Value) -> None:
+    """Run `part` over the region `data` on `threads` threads; returns when all are done."""
+    fn = declare(module, "graphc_parallel", ir.VoidType(), [PTR, PTR, I32, I32])
+    b.call(fn, [region_entry(module, part), data, threads, ir.Constant(I32, 0)])

@@ -1,0 +1,142 @@
+"""Parallel host loops (backends/llvm/threads.py, nest.splits_by_outer_index): a nest's
+outermost loop runs in chunks on every thread when it has enough points. The results must be
+the same bits on any thread count, equal to the NumPy backend's, and the compiled program the
+same on any machine; nests whose chunks could interfere (a check that stops the step, a
+scatter, a buffer read and written) stay on one thread."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.backends.llvm import threads
+from graphc.nn import functional as F
+
+BIG = threads.PARALLEL_MIN_POINTS  # a nest of at least this many points runs in parallel
+
+
+def _conv_step(dtype):
+    """A CNN training step whose convolutions, pooling, ReLUs and their gradients all have
+    more than BIG points at batch 4: every kernel kind with a parallel part."""
+    rng = np.random.default_rng(0)
+    x = gc.placeholder("x", ("N", 3, 32, 32), dtype)
+    y = gc.placeholder("y", ("N",), "int64")
+    w1 = gc.parameter("w1", (rng.normal(size=(32, 3, 3, 3)) * 0.2).astype(dtype))
+    w2 = gc.parameter("w2", (rng.normal(size=(32, 32, 3, 3)) * 0.06).astype(dtype))
+    v = gc.parameter("v", (rng.normal(size=(32 * 16 * 16, 10)) * 0.01).astype(dtype))
+    h = gc.relu(F.conv2d(x, w1, padding=1))
+    h = F.max_pool2d(gc.relu(F.conv2d(h, w2, padding=1)), 2)
+    loss = F.cross_entropy(h.reshape(-1, 32 * 16 * 16) @ v, y)
+    outputs = [loss, *gc.grad(loss, [w1, w2, v])]
+    feed = [rng.normal(size=(4, 3, 32, 32)).astype(dtype), rng.integers(0, 10, size=4)]
+    return [x, y], outputs, feed
+
+
+def _wide_step(dtype):
+    """Elementwise groups, softmax, reductions and a broadcast over 512 x 1024."""
+    rng = np.random.default_rng(1)
+    x = gc.placeholder("x", ("N", 1024), dtype)
+    b = gc.parameter("b", rng.normal(size=1024).astype(dtype))
+    h = gc.tanh(x * 1.5 + b) * gc.sigmoid(x)
+    soft = F.softmax(h, axis=1)
+    loss = (soft * h).sum() + gc.log(gc.exp(h).sum(axis=0)).sum()
+    outputs = [loss, soft, *gc.grad(loss, [b])]
+    return [x], outputs, [rng.normal(size=(512, 1024)).astype(dtype)]
+
+
+@pytest.mark.parametrize("make", [_conv_step, _wide_step], ids=["conv", "wide"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_thread_count_gives_the_same_bits_as_one_thread(make, dtype):
+    inputs, outputs, feed = make(dtype)
+    fn = gc.compile(inputs, outputs, backend="llvm")
+    reference = gc.compile(inputs, outputs, backend="numpy")
+    assert re.search(r'define internal i32 @"k\d+\.\w+\.part', fn.source)
+    previous = threads.set_threads(1)
+    try:
+        serial = [np.array(o) for o in fn(*feed)]
+        for count in (2, 3, 8):
+            threads.set_threads(count)
+            for _ in range(2):
+                got = fn(*feed)
+                for a, b in zip(got, serial):
+                    assert a.tobytes() == b.tobytes()
+    finally:
+        threads.set_threads(previous)
+    tol = dict(rtol=2e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-9, atol=1e-11)
+    for a, b in zip(serial, reference(*feed)):
+        np.testing.assert_allclose(a, b, **tol)
+
+
+def _parts(fn) -> set[str]:
+    """The ops of the kernels with a parallel part."""
+    return set(re.findall(r'define internal i32 @"k\d+\.(\w+)\.part', fn.source))
+
+
+def test_nests_that_could_interfere_stay_on_one_thread():
+    n = BIG
+    labels = gc.placeholder("labels", ("N",), "int64")
+    ids = gc.placeholder("ids", ("N",), "int64")
+    table = gc.parameter("table", np.ones((50, 4), np.float32))
+    x = gc.placeholder("x", ("N", 4))
+    rows = gc.take(table, ids)  # a check per id; its gradient scatters rows into the table
+    loss = (rows * x).sum() + (gc.one_hot(labels, 10) * 2.0).sum()
+    outputs = [loss, gc.relu(x), *gc.grad(loss, [table])]
+    fn = gc.compile([labels, ids, x], outputs, backend="llvm")
+    parts = _parts(fn)
+    assert "relu" in parts  # (the positive case in the same program)
+    assert not parts & {"take", "one_hot", "scatter_add"}
+    rng = np.random.default_rng(2)
+    feed = [rng.integers(0, 10, n), rng.integers(0, 50, n),
+            rng.normal(size=(n, 4)).astype(np.float32)]
+    want = gc.compile([labels, ids, x], outputs, backend="numpy")(*feed)
+    for a, b in zip(fn(*feed), want):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-3)
+    bad = [feed[0].copy(), feed[1], feed[2]]
+    bad[0][n // 2] = 10  # an out-of-range label is still reported, whatever the threads
+    with pytest.raises(gc.BackendError, match="label"):
+        fn(*bad)
+
+
+PROBE = r"""
+import ctypes, hashlib, sys
+if sys.argv[1] == "no-openmp":  # a machine without libgomp
+    real = ctypes.CDLL
+    def refuse(name, *a, **k):
+        if name and "gomp" in str(name):
+            raise OSError("no libgomp here")
+        return real(name, *a, **k)
+    ctypes.CDLL = refuse
+import numpy as np
+import graphc as gc
+from graphc.backends.llvm import threads
+x = gc.placeholder("x", ("N", 512))
+w = gc.parameter("w", np.linspace(-1, 1, 512 * 512).reshape(512, 512).astype(np.float32))
+y = gc.relu(x @ w) * gc.tanh(x)
+fn = gc.compile([x], [y.sum(axis=1), y], backend="llvm", backend_options={"cache": False})
+out = fn(np.linspace(-2, 2, 512 * 512).reshape(512, 512).astype(np.float32))
+print(threads.runtime().threads)
+print(hashlib.sha256(fn.source.encode()).hexdigest())
+print(hashlib.sha256(b"".join(o.tobytes() for o in out)).hexdigest())
+"""
+
+
+def test_the_program_and_its_results_do_not_depend_on_the_machine_threads():
+    """The same IR and the same bits with libgomp and all cores, with GRAPHC_NUM_THREADS=1,
+    and without libgomp (the regions never start)."""
+    runs = {}
+    for case, env in (("default", {}), ("one", {"GRAPHC_NUM_THREADS": "1"}),
+                      ("no-openmp", {})):
+        environ = {k: v for k, v in os.environ.items() if k != "GRAPHC_NUM_THREADS"}
+        environ.update(env)
+        out = subprocess.run([sys.executable, "-c", PROBE, case], env=environ, text=True,
+                             capture_output=True, timeout=300, check=True).stdout.split()
+        runs[case] = out
+    assert runs["one"][0] == "1" and runs["no-openmp"][0] == "1"
+    assert len({r[1] for r in runs.values()}) == 1  # one program
+    assert len({r[2] for r in runs.values()}) == 1  # the same results
