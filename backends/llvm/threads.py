@@ -1,5 +1,5 @@
 """Parallel loops on the host: the OpenMP runtime (libgomp) runs a nest's outermost loop on
-every core, each thread a fixed chunk.
+every core, its threads taking chunks of it.
 
 Generated code names three functions and one variable, bound here when a program is
 compiled:
@@ -17,8 +17,11 @@ thread, and threads take chunks, ranges of whole points, from a shared counter, 
 do not depend on the count or on which thread ran what.
 
 libgomp's workers wait for the next region passively (``OMP_WAIT_POLICY=PASSIVE``, set
-here before the library loads unless the user chose a policy): like the BLAS workers
-(graphc/blas_policy.py), they must not spin on a busy machine.
+here before the library loads unless the user chose a policy). With libgomp's default (spin,
+then sleep) a worker still spinning after a region took the second core from the BLAS's
+worker in the next product: cnn32's step took 105 ms on two threads against 66 on one. The
+process has one libgomp (PyTorch's is libgomp.so.1 too, and the loader shares it), so the
+policy reaches PyTorch's regions as well; its cnn32 eager step took 50-54 ms either way.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from dataclasses import dataclass
 from functools import cache
 
 from llvmlite import ir
+
+from graphc.errors import BackendError
 
 from ..kernelgen.irutil import I32, I64, PTR, declare, load
 from ..kernelgen.toolchain import add_symbol
@@ -52,10 +57,10 @@ _keep: list = []  # the counter and the fallbacks' callbacks must outlive every 
 def _count() -> int:
     chosen = os.environ.get("GRAPHC_NUM_THREADS", "").strip()
     if chosen:
-        try:
-            return max(1, int(chosen))
-        except ValueError:
-            pass
+        if not chosen.isdigit() or int(chosen) < 1:
+            raise BackendError(f"GRAPHC_NUM_THREADS must be a whole number of threads, 1 or "
+                               f"more; it is {chosen!r}")
+        return int(chosen)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
@@ -65,9 +70,10 @@ def _count() -> int:
 def set_threads(count: int) -> int:
     """Let parallel regions use `count` threads from now on (at most 1 without libgomp);
     returns the previous count. Results do not change with it."""
-    counter = _keep[0] if runtime() else None
+    openmp = runtime().openmp  # (binds the counter, _keep[0], on first use)
+    counter = _keep[0]
     previous = counter.value
-    counter.value = max(1, int(count)) if runtime().openmp else 1
+    counter.value = max(1, int(count)) if openmp else 1
     return previous
 
 

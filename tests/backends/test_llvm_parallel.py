@@ -140,3 +140,12 @@ def test_the_program_and_its_results_do_not_depend_on_the_machine_threads():
     assert runs["one"][0] == "1" and runs["no-openmp"][0] == "1"
     assert len({r[1] for r in runs.values()}) == 1  # one program
     assert len({r[2] for r in runs.values()}) == 1  # the same results
+
+
+def test_a_thread_count_that_is_not_a_number_is_an_error():
+    environ = dict(os.environ, GRAPHC_NUM_THREADS="two")
+    done = subprocess.run([sys.executable, "-c", "from graphc.backends.llvm import threads; "
+                           "threads.runtime()"], env=environ, text=True, capture_output=True,
+                          timeout=120)
+    assert done.returncode != 0
+    assert "GRAPHC_NUM_THREADS must be a whole number of threads" in done.stderr
