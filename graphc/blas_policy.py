@@ -1,4 +1,5 @@
-"""graphc's BLAS threading policy: worker threads sleep as soon as their product is done.
+"""graphc's BLAS threading policy: worker threads sleep as soon as their product is done
+(and the OpenMP workers of its parallel loops wait passively, see the end of this module).
 
 OpenBLAS (the BLAS NumPy ships, which the llvm backend calls too) keeps its worker threads
 spinning for about 2^28 cycles (~0.1 s) after every threaded product, waiting for the next
@@ -42,3 +43,10 @@ def apply() -> str:
 
 
 STATUS = apply()
+
+#: The same for the OpenMP runtime (libgomp) of the llvm backend's parallel loops
+#: (backends/llvm/threads.py): its workers wait passively, and the variable must be set
+#: before the first library that uses OpenMP (PyTorch, for one) loads libgomp.
+OPENMP_WAIT_VARIABLE = "OMP_WAIT_POLICY"
+if "torch" not in sys.modules:
+    os.environ.setdefault(OPENMP_WAIT_VARIABLE, "PASSIVE")

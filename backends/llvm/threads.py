@@ -77,11 +77,29 @@ def set_threads(count: int) -> int:
     return previous
 
 
+def _loaded(name: str) -> bool:
+    """Is the shared library `name` already in this process?"""
+    try:
+        ctypes.CDLL(name, mode=os.RTLD_NOLOAD)
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
 @cache
 def runtime() -> ThreadRuntime:
     """Bind the generated code's parallel-loop symbols (once per process)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    preloaded = _loaded("libgomp.so.1")
+    # (graphc/blas_policy.py set it at import, unless something had loaded PyTorch first)
+    passive = os.environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive"
+    if not preloaded:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        passive = os.environ["OMP_WAIT_POLICY"].strip().lower() == "passive"
     count = _count()
+    if preloaded and not passive:
+        # another library loaded libgomp first, with spinning workers: regions would take the
+        # BLAS's cores (see above), so every nest runs on the calling thread
+        count = 1
     gomp = None
     for name in (ctypes.util.find_library("gomp"), "libgomp.so.1"):
         if not name:
@@ -99,6 +117,10 @@ def runtime() -> ThreadRuntime:
                              ("graphc_thread_num", "omp_get_thread_num"),
                              ("graphc_team_size", "omp_get_num_threads")):
             add_symbol(ours, ctypes.cast(getattr(gomp, theirs), ctypes.c_void_p).value)
+        if preloaded and not passive:
+            return ThreadRuntime("OpenMP (libgomp), 1 thread: libgomp was loaded before graphc "
+                                 "(by PyTorch?) with spinning workers; import graphc first or "
+                                 "set OMP_WAIT_POLICY=PASSIVE", 1, True)
         return ThreadRuntime(f"OpenMP (libgomp), {count} thread(s)", count, True)
     # no OpenMP runtime: every nest runs on the calling thread; the symbols still resolve
     region = ctypes.CFUNCTYPE(None, ctypes.c_void_p)

@@ -149,3 +149,23 @@ def test_a_thread_count_that_is_not_a_number_is_an_error():
                           timeout=120)
     assert done.returncode != 0
     assert "GRAPHC_NUM_THREADS must be a whole number of threads" in done.stderr
+
+
+@pytest.mark.parametrize("policy", ["unset", "PASSIVE"])
+def test_regions_stay_off_when_another_library_loaded_a_spinning_openmp_first(policy):
+    """PyTorch imported before graphc loads libgomp with spinning workers, which would take
+    the BLAS's cores: graphc then runs every nest on one thread and says why, unless the
+    user asked for passive workers."""
+    pytest.importorskip("torch")
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("OMP_WAIT_POLICY", "GRAPHC_NUM_THREADS")}
+    if policy == "PASSIVE":
+        environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    code = ("import torch, graphc\nfrom graphc.backends.llvm import threads\n"
+            "print(threads.runtime().source)")
+    source = subprocess.run([sys.executable, "-c", code], env=environ, text=True,
+                            capture_output=True, timeout=300, check=True).stdout
+    if policy == "unset":
+        assert "1 thread: libgomp was loaded before graphc" in source
+    else:
+        assert "libgomp was loaded before graphc" not in source
