@@ -58,22 +58,6 @@ def _offset_slices(kidx, dilation, stride, out):
         slice(k * d, k * d + s * (o - 1) + 1, s) for k, d, s, o in zip(kidx, dilation, stride, out))
 
 
-def _padded_channels_first(x: np.ndarray, padding, value, scratch: Scratch,
-                           purpose: str = "pad") -> np.ndarray:
-    """x (N, C, ...) with `padding` cells of `value` on both sides of every spatial dim, laid
-    out (C, N, ...) in a scratch buffer: the layout the columns and the GEMMs want, and the
-    one this module's convolutions return (so a convolution's output, through bias, ReLU and
-    pooling, comes back here without a transposing copy)."""
-    n, c = x.shape[:2]
-    shape = (c, n) + tuple(s + 2 * p for s, p in zip(x.shape[2:], padding))
-    out = scratch.array(purpose, shape, x.dtype)
-    if any(padding):
-        out.fill(value)
-    out[(slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in
-                                           zip(padding, x.shape[2:]))] = x.swapaxes(0, 1)
-    return out
-
-
 def _im2col(x, kernel, stride, padding, dilation, out, scratch, dtype) -> np.ndarray:
     """cols[(c, k), (n, o)] = x_padded[n, c, o·s + k·d], shape (C·prod(K), N·prod(O)): the
     whole batch side by side, so that a convolution is one large GEMM (BLAS splits one large
@@ -82,7 +66,7 @@ def _im2col(x, kernel, stride, padding, dilation, out, scratch, dtype) -> np.nda
     n, c = x.shape[:2]
     if all(k == 1 for k in kernel) and all(s == 1 for s in stride) and not any(padding):
         return x.swapaxes(0, 1).astype(dtype, copy=False).reshape(c, n * math.prod(out))
-    xp = _padded_channels_first(x, padding, 0, scratch)  # (C, N, ...)
+    xp = _padded(x, padding, 0, scratch, channels_first=True).swapaxes(0, 1)  # (C, N, ...)
     cols = scratch.array("cols", (c,) + tuple(kernel) + (n,) + tuple(out), dtype)
     for kidx in np.ndindex(*kernel):
         cols[(slice(None),) + kidx] = xp[_offset_slices(kidx, dilation, stride, out)]
@@ -136,7 +120,8 @@ def conv_transpose(g, w, *, stride, padding, dilation, out_size, scratch: Scratc
     in_sp = tuple(g.shape[2:])
     dtype = np.result_type(g, w)
     # (Cout, Cin, K) -> (K, Cin, Cout): rows ordered (offset, input channel)
-    w2 = w.reshape(co, ci, taps).transpose(2, 1, 0).reshape(taps * ci, co).astype(dtype)
+    w2 = w.reshape(co, ci, taps).transpose(2, 1, 0).reshape(taps * ci, co)
+    w2 = w2.astype(dtype, copy=False)
     cols = (w2 @ _channels_first(g, dtype)).reshape((taps, ci, n) + in_sp)
     full = tuple(max(o + 2 * p, (i - 1) * s + d * (k - 1) + 1)
                  for o, p, i, s, d, k in zip(out_size, padding, in_sp, stride, dilation, kernel))
@@ -160,27 +145,33 @@ def _pool_out(x, kernel, stride, padding):
     return _out_sizes(x.shape[2:], kernel, stride, padding, (1,) * len(kernel))
 
 
-def _padded(x, padding, value, scratch: Scratch, purpose: str = "pad") -> np.ndarray:
-    """x with `padding` cells of `value` around every spatial dim, in x's (N, C, ...) order and
-    laid out in memory as x is (channels first or not); x itself when there is no padding."""
-    if not any(padding):
+def _padded(x, padding, value, scratch: Scratch, purpose: str = "pad",
+            channels_first: bool | None = None) -> np.ndarray:
+    """x (N, C, ...) with `padding` cells of `value` around every spatial dim, in x's axis
+    order, laid out channels first in memory when `channels_first` (default: as x is) — the
+    layout the columns and the GEMMs want, and the one this module's convolutions return,
+    so a convolution's output comes back through bias, ReLU and pooling without a
+    transposing copy. x itself when there is nothing to pad or to lay out again; else a
+    scratch buffer."""
+    first = _is_channels_first(x)
+    channels_first = first if channels_first is None else channels_first
+    if not any(padding) and channels_first == first:
         return x
-    if _is_channels_first(x):
-        return _padded_channels_first(x, padding, value, scratch, purpose).swapaxes(0, 1)
-    return _padded_batch_first(x, padding, value, scratch, purpose)
+    n, c = x.shape[:2]
+    spatial = tuple(s + 2 * p for s, p in zip(x.shape[2:], padding))
+    if channels_first:
+        out = scratch.array(purpose, (c, n) + spatial, x.dtype).swapaxes(0, 1)
+    else:
+        out = scratch.array(purpose, (n, c) + spatial, x.dtype)
+    if any(padding):
+        out.fill(value)
+    out[(slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in
+                                           zip(padding, x.shape[2:]))] = x
+    return out
 
 
 def _is_channels_first(x) -> bool:
     return x.ndim >= 2 and x.strides[1] > x.strides[0]
-
-
-def _padded_batch_first(x, padding, value, scratch: Scratch, purpose: str) -> np.ndarray:
-    shape = x.shape[:2] + tuple(s + 2 * p for s, p in zip(x.shape[2:], padding))
-    out = scratch.array(purpose, shape, x.dtype)
-    out.fill(value)
-    out[(slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in
-                                           zip(padding, x.shape[2:]))] = x
-    return out
 
 
 def max_pool(x, *, kernel, stride, padding, scratch: Scratch):
@@ -206,14 +197,11 @@ def _fold_windows(xp, kernel, stride, out, combine):
 
 
 def _first_max_masks(xp, kernel, stride, out):
-    """For each kernel offset in row-major order, the offset's strided view of `xp` and the
-    windows whose first maximum is there (np.argmax's choice: the first NaN, else the first
-    largest value)."""
+    """For each kernel offset in row-major order, the windows whose first maximum is there
+    (np.argmax's choice: the first NaN, else the first largest value)."""
     dilation = (1,) * len(kernel)
     parts = [xp[_offset_slices(kidx, dilation, stride, out)] for kidx in np.ndindex(*kernel)]
-    top = parts[0].copy(order="K")
-    for part in parts[1:]:
-        np.maximum(top, part, out=top)
+    top = _fold_windows(xp, kernel, stride, out, np.maximum)
     nan = xp.dtype.kind == "f" and bool(np.isnan(top).any())
     taken = np.zeros(top.shape, bool)
     hit = np.empty(top.shape, bool)
@@ -223,7 +211,7 @@ def _first_max_masks(xp, kernel, stride, out):
             hit |= np.isnan(part)
         np.greater(hit, taken, out=hit)  # hit and not yet taken
         taken |= hit
-        yield kidx, part, hit
+        yield kidx, hit
 
 
 def _windows_overlap(kernel, stride) -> bool:
@@ -237,7 +225,7 @@ def max_pool_grad(x, g, *, kernel, stride, padding, scratch: Scratch):
     acc = np.zeros_like(xp, dtype=g.dtype)  # laid out as x is
     dilation = (1,) * len(kernel)
     overlap = _windows_overlap(kernel, stride)
-    for kidx, _, hit in _first_max_masks(xp, kernel, stride, out):
+    for kidx, hit in _first_max_masks(xp, kernel, stride, out):
         target = acc[_offset_slices(kidx, dilation, stride, out)]
         if overlap:
             target += select(hit, g, 0)
@@ -255,7 +243,7 @@ def max_pool_select(x, h, *, kernel, stride, padding, scratch: Scratch):
     hp = _padded(h, padding, 0, scratch, "pad_h")
     dilation = (1,) * len(kernel)
     result = np.zeros(x.shape[:2] + out, h.dtype)
-    for kidx, _, hit in _first_max_masks(xp, kernel, stride, out):
+    for kidx, hit in _first_max_masks(xp, kernel, stride, out):
         np.copyto(result, hp[_offset_slices(kidx, dilation, stride, out)], where=hit)
     return result
 
