@@ -45,8 +45,29 @@ def apply() -> str:
 STATUS = apply()
 
 #: The same for the OpenMP runtime (libgomp) of the llvm backend's parallel loops
-#: (backends/llvm/threads.py): its workers wait passively, and the variable must be set
-#: before the first library that uses OpenMP (PyTorch, for one) loads libgomp.
+#: (backends/llvm/threads.py): its workers must wait passively, which libgomp reads once,
+#: when the first library that uses OpenMP (PyTorch, for one) loads it.
 OPENMP_WAIT_VARIABLE = "OMP_WAIT_POLICY"
-if "torch" not in sys.modules:
-    os.environ.setdefault(OPENMP_WAIT_VARIABLE, "PASSIVE")
+
+
+def _openmp_loaded() -> bool:
+    import ctypes
+
+    try:
+        ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD)
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+def apply_openmp() -> bool:
+    """Ask for passive OpenMP workers while libgomp is not loaded and the user chose no
+    policy. True when it is too late: another library loaded libgomp before graphc without
+    a passive policy (its workers spin, and parallel regions would take the BLAS's cores)."""
+    if not _openmp_loaded():
+        os.environ.setdefault(OPENMP_WAIT_VARIABLE, "PASSIVE")
+        return False
+    return os.environ.get(OPENMP_WAIT_VARIABLE, "").strip().lower() != "passive"
+
+
+OPENMP_SPINS = apply_openmp()

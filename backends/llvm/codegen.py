@@ -26,6 +26,7 @@ from ..kernelgen.irutil import (
     load,
     loop,
     memcpy,
+    product,
     store,
 )
 from ..kernelgen.program import (
@@ -112,10 +113,7 @@ class HostKernel(KernelContext):
         slots, dims = self.fn.args[0], self.fn.args[1]
         n = counts[0]
         team = b.load(threads.thread_count(self.module), typ=I32, name="threads")
-        total = counts[0]
-        for c in counts[1:]:
-            total = b.mul(total, c)
-        wide = b.and_(b.icmp_signed(">=", total, i64(threads.PARALLEL_MIN_POINTS)),
+        wide = b.and_(b.icmp_signed(">=", product(b, counts), i64(threads.PARALLEL_MIN_POINTS)),
                       b.and_(b.icmp_signed(">", team, ir.Constant(I32, 1)),
                              b.icmp_signed(">", n, i64(1))))
         with b.if_else(wide) as (parallel, serial):

@@ -16,8 +16,9 @@ count is 1 and the regions never start): a point of a nest computes the same val
 thread, and threads take chunks, ranges of whole points, from a shared counter, so results
 do not depend on the count or on which thread ran what.
 
-libgomp's workers wait for the next region passively (``OMP_WAIT_POLICY=PASSIVE``, set
-here before the library loads unless the user chose a policy). With libgomp's default (spin,
+libgomp's workers wait for the next region passively (``OMP_WAIT_POLICY=PASSIVE``, set by
+``import graphc`` before the library loads unless the user chose a policy:
+graphc/blas_policy.py). With libgomp's default (spin,
 then sleep) a worker still spinning after a region took the second core from the BLAS's
 worker in the next product: cnn32's step took 105 ms on two threads against 66 on one. The
 process has one libgomp (PyTorch's is libgomp.so.1 too, and the loader shares it), so the
@@ -77,29 +78,14 @@ def set_threads(count: int) -> int:
     return previous
 
 
-def _loaded(name: str) -> bool:
-    """Is the shared library `name` already in this process?"""
-    try:
-        ctypes.CDLL(name, mode=os.RTLD_NOLOAD)
-        return True
-    except (OSError, AttributeError):
-        return False
-
-
 @cache
 def runtime() -> ThreadRuntime:
     """Bind the generated code's parallel-loop symbols (once per process)."""
-    preloaded = _loaded("libgomp.so.1")
-    # (graphc/blas_policy.py set it at import, unless something had loaded PyTorch first)
-    passive = os.environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive"
-    if not preloaded:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        passive = os.environ["OMP_WAIT_POLICY"].strip().lower() == "passive"
-    count = _count()
-    if preloaded and not passive:
-        # another library loaded libgomp first, with spinning workers: regions would take the
-        # BLAS's cores (see above), so every nest runs on the calling thread
-        count = 1
+    from graphc.blas_policy import OPENMP_SPINS
+
+    # libgomp loaded before graphc with spinning workers: regions would take the BLAS's cores
+    # (see above), so every nest runs on the calling thread
+    count = 1 if OPENMP_SPINS else _count()
     gomp = None
     for name in (ctypes.util.find_library("gomp"), "libgomp.so.1"):
         if not name:
@@ -117,7 +103,7 @@ def runtime() -> ThreadRuntime:
                              ("graphc_thread_num", "omp_get_thread_num"),
                              ("graphc_team_size", "omp_get_num_threads")):
             add_symbol(ours, ctypes.cast(getattr(gomp, theirs), ctypes.c_void_p).value)
-        if preloaded and not passive:
+        if OPENMP_SPINS:
             return ThreadRuntime("OpenMP (libgomp), 1 thread: libgomp was loaded before graphc "
                                  "(by PyTorch?) with spinning workers; import graphc first or "
                                  "set OMP_WAIT_POLICY=PASSIVE", 1, True)
