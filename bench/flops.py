@@ -13,22 +13,20 @@ import time
 
 import numpy as np
 
+PRODUCTS = ("matmul", "conv", "conv_transpose", "conv_weight_grad")
 
-def _mul_adds(node) -> int:
-    op, shape = node.op.name, tuple(int(d) for d in node.shape)
-    ins = [tuple(int(d) for d in i.shape) for i in node.inputs]
+
+def _mul_adds(op: str, attrs: dict, shape: tuple, ins: list[tuple]) -> int:
+    """Multiply-adds of one product node, from its output shape and its inputs' shapes."""
     if op == "matmul":  # out (..., M, N), the contracted K from a's last or first matrix axis
         a = ins[0]
-        k = a[-2] if node.attrs["ta"] else a[-1]
-        return math.prod(shape) * k
+        return math.prod(shape) * (a[-2] if attrs["ta"] else a[-1])
     if op == "conv":  # out (N, Cout, O...) from w (Cout, Cin, K...)
         return math.prod(shape) * math.prod(ins[1][1:])
     if op == "conv_transpose":  # g (N, Cout, I...), w (Cout, Cin, K...)
         return math.prod(ins[0]) * math.prod(ins[1][1:])
-    if op == "conv_weight_grad":  # out (Cout, Cin, K...) for every (n, o) of g (N, Cout, O...)
-        g = ins[1]
-        return math.prod(shape) * g[0] * math.prod(g[2:])
-    return 0
+    g = ins[1]  # conv_weight_grad: out (Cout, Cin, K...) for every (n, o) of g (N, Cout, O...)
+    return math.prod(shape) * g[0] * math.prod(g[2:])
 
 
 def step_flops(fn, sizes: dict[str, int]) -> int:
@@ -37,32 +35,13 @@ def step_flops(fn, sizes: dict[str, int]) -> int:
     from graphc.ir.shapes import sym
 
     binding = {sym(k): v for k, v in sizes.items()}
-    total = 0
-    for node in fn.graph.nodes:
-        if node.op.name in ("matmul", "conv", "conv_transpose", "conv_weight_grad"):
-            bound = node
-            if node.type.symbols or any(i.type.symbols for i in node.inputs):
-                bound = _Bound(node, binding)
-            total += 2 * _mul_adds(bound)
-    return total
 
+    def bound(shape) -> tuple:
+        return tuple(int(d.subs(binding)) if hasattr(d, "subs") else int(d) for d in shape)
 
-class _Bound:
-    """A node's shapes with its symbolic dims replaced by sizes."""
-
-    def __init__(self, node, binding) -> None:
-        self.op, self.attrs = node.op, node.attrs
-        self.shape = tuple(_size(d, binding) for d in node.shape)
-        self.inputs = [_Shaped(tuple(_size(d, binding) for d in i.shape)) for i in node.inputs]
-
-
-class _Shaped:
-    def __init__(self, shape) -> None:
-        self.shape = shape
-
-
-def _size(d, binding) -> int:
-    return int(d.subs(binding)) if hasattr(d, "subs") else int(d)
+    return sum(2 * _mul_adds(n.op.name, n.attrs, bound(n.shape), [bound(i.shape)
+                                                                  for i in n.inputs])
+               for n in fn.graph.nodes if n.op.name in PRODUCTS)
 
 
 def sgemm_peak(seconds: float = 1.0, n: int = 1024) -> float:
