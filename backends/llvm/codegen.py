@@ -67,6 +67,13 @@ class HostKernel(KernelContext):
         gemm(self, self.b, ty, step.ta, step.tb, self.dim(step.m), self.dim(step.n),
              self.dim(step.k), a, b, c, accumulate=step.accumulate)
 
+    def direct_conv(self, step) -> None:
+        """A description's DirectConv or DirectWeightGrad step: register tiles
+        (backends/llvm/direct_conv.py)."""
+        from .direct_conv import direct_conv
+
+        direct_conv(self, step)
+
     def make_function(self, name: str) -> ir.Function:
         # (slots, dims, slot_ids): the kernel reaches slot slot_ids[j] for its j-th buffer, so
         # kernels that differ only in their buffers (an RNN's time steps) are one function

@@ -39,9 +39,11 @@ import sympy
 
 from . import expr as E
 
-__all__ = ["ArgMax", "Buf", "Check", "Element", "Gemm", "Load", "LoopNest", "PhiloxUniform",
-           "Reduce", "Repeat", "Schedules", "Store", "covering", "elementwise_loops",
-           "index_symbols", "inside", "tap"]
+__all__ = ["DIRECT_ROW_MULTIPLE", "DIRECT_TILE", "DIRECT_TILE_VECTORS", "DIRECT_VECTOR_BYTES",
+           "ArgMax", "Buf", "Check", "DirectConv", "DirectGeometry", "DirectWeightGrad",
+           "Element", "Gemm", "Load", "LoopNest", "PhiloxUniform", "Reduce", "Repeat",
+           "Schedules", "Store", "covering", "direct_row_tiles", "direct_work",
+           "elementwise_loops", "index_symbols", "inside", "tap"]
 
 
 def index_symbols(names: str) -> tuple[sympy.Symbol, ...]:
@@ -179,6 +181,108 @@ class Gemm:
     name: str = "gemm"
     # where a matrix starts in its buffer (elements; an expression over a Repeat's index)
     offsets: dict = field(default_factory=dict)
+
+
+#: Output channels per register tile of a `DirectConv`: its weights are packed in blocks of
+#: this many channels (the packing is a loop nest of the op's description).
+DIRECT_TILE = 4
+#: A `DirectConv` tile holds DIRECT_TILE channels by two vectors of 32 bytes (8 floats, 4
+#: doubles) of a row: 8 accumulators, which leaves registers for loads and broadcasts.
+DIRECT_VECTOR_BYTES = 32
+DIRECT_TILE_VECTORS = 2
+
+
+def direct_row_tiles(width: int, itemsize: int) -> tuple[int, list[int]]:
+    """How a `DirectConv` covers a row of `width` output positions (at least one vector):
+    the number of full tiles, then the starts of the vectors of one edge tile (none, one or
+    two), the last one ending at the row's end. An edge vector may overlap the tile before
+    it: it computes those positions again, in the same order, and stores the same bits."""
+    lanes = DIRECT_VECTOR_BYTES // itemsize
+    count, rest = divmod(width, DIRECT_TILE_VECTORS * lanes)
+    if rest == 0:
+        return count, []
+    if rest <= lanes:
+        return count, [width - lanes]
+    return count, [width - rest, width - lanes]
+
+
+def direct_work(channels: int, width: int, itemsize: int) -> float:
+    """The share of a `DirectConv`'s multiply-adds that make output: the rest fill the last
+    channel tile and the overlapping edge vectors."""
+    lanes = DIRECT_VECTOR_BYTES // itemsize
+    count, edge = direct_row_tiles(width, itemsize)
+    covered = (count * DIRECT_TILE_VECTORS + len(edge)) * lanes
+    tiles = -(-channels // DIRECT_TILE)
+    return channels * width / (tiles * DIRECT_TILE * covered)
+
+
+@dataclass(frozen=True)
+class DirectGeometry:
+    """The sizes of a direct convolution step, every one known but the batch: `x` (padded)
+    viewed (batch, channels, *x_size), the output (batch, out_channels, *out_size), rows
+    read with stride 1 and kernel rows with `stride_h`; a 1-D convolution is a 2-D one of
+    height 1."""
+
+    batch: object
+    channels: int
+    out_channels: int
+    x_size: tuple[int, int]
+    out_size: tuple[int, int]
+    kernel: tuple[int, int]
+    stride_h: int = 1
+    dilation: tuple[int, int] = (1, 1)
+
+
+@dataclass
+class DirectConv:
+    """A 2-D correlation with stride 1 along the last axis, over an input whose padding is
+    already in memory (no edges to test):
+
+        out[n, co, oh, ow] = sum over c, kh, kw of
+            x[n, c, oh*stride_h + kh*dilation[0], ow + kw*dilation[1]] * w[co, c, kh, kw]
+
+    with sizes `geometry` and `w` packed by `DIRECT_TILE` output channels:
+    (ceil(out_channels / DIRECT_TILE), channels, *kernel, DIRECT_TILE), zero past the last
+    channel. A host-only step, like Gemm a contraction that each target renders
+    its own way: the llvm backend as register tiles of vector accumulators
+    (backends/llvm/direct_conv.py). A convolution uses it instead of im2col and a GEMM when
+    the cost model (graphc/ops/conv.py, `direct`) says so."""
+
+    buffers: dict[str, Buf]
+    x: str
+    w: str
+    out: str
+    geometry: DirectGeometry
+    name: str = "direct_conv"
+
+
+#: A `DirectWeightGrad` reads whole vectors of a row: its rows are a multiple of this many
+#: positions (a whole number of 32-byte vectors for 4- and 8-byte elements).
+DIRECT_ROW_MULTIPLE = 8
+
+
+@dataclass
+class DirectWeightGrad:
+    """The weight gradient of a convolution of `DirectConv`'s form:
+
+        out[co, c, kh, kw] = sum over n, oh, ow of
+            g[n, co, oh, ow] * x[n, c, oh*stride_h + kh*dilation[0], ow + kw*dilation[1]]
+
+    with sizes `geometry` (`g` viewed (batch, out_channels, *out_size)), rows of a multiple of
+    DIRECT_ROW_MULTIPLE positions. `partial` is a scratch
+    buffer of (channels, out_channels, *kernel, lanes) sums, lanes =
+    DIRECT_VECTOR_BYTES // itemsize: each lane sums its own positions, sample after sample,
+    and then the lanes are added in order. A host-only step (backends/llvm/direct_conv.py);
+    the threads split the input channels, so the sums run in the same order on any thread
+    count."""
+
+    buffers: dict[str, Buf]
+    x: str
+    g: str
+    out: str
+    partial: str
+    geometry: DirectGeometry
+    name: str = "direct_weight_grad"
 
 
 @dataclass

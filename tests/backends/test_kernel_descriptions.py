@@ -211,10 +211,10 @@ def test_conv_schedules_share_their_pieces():
     """A large convolution runs on the host a sample at a time, the GPU the whole batch; both
     start from the same im2col description (the window formula). (A small one runs the
     whole batch on the host too: tests/backends/test_llvm_conv_schedules.py.)"""
-    with Graph():
-        x = gc.placeholder("x", ("N", 64, 32, 32))
+    with Graph():  # (stride 2: not a direct convolution, tests/backends/test_llvm_direct_conv)
+        x = gc.placeholder("x", ("N", 64, 64, 64))
         w = gc.parameter("w", np.ones((64, 64, 3, 3), np.float32))
-        y = gc.nn.functional.conv2d(x, w, padding=1)
+        y = gc.nn.functional.conv2d(x, w, padding=1, stride=2)
         node = y.node
         steps = node.op.loops(node, None)
     assert isinstance(steps, L.Schedules)

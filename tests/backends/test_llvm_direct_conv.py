@@ -1,0 +1,134 @@
+"""The direct convolution schedule (graphc/ops/conv.direct, loops.DirectConv,
+backends/llvm/direct_conv.py): which convolutions the cost model sends there, and every
+geometry it takes against the NumPy backend, forward and both gradients, including the edge
+tiles (a last channel tile part empty, edge vectors overlapping the tile before them), no
+padding (the input read in place), padding larger than the kernel's reach, 1-D, batch 1,
+an empty batch, and the same bits on any thread count."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.backends.llvm import threads
+from graphc.ops import conv as conv_module
+from graphc.ops import loops as L
+
+F = gc.nn.functional
+
+
+def _nodes(x_shape, w_shape, dtype="float32", **geom):
+    with gc.Graph():
+        x = gc.placeholder("x", x_shape, dtype)
+        w = gc.parameter("w", np.ones(w_shape, dtype))
+        y = (F.conv2d if len(w_shape) == 4 else F.conv1d)(x, w, **geom)
+        gx, gw = gc.grad(y.sum(), [x, w])
+    return y.node, gx.node, gw.node
+
+
+def test_the_cost_model_takes_stride_one_rows_that_fill_the_tiles():
+    # cnn32's layers and their input gradients: no waste
+    conv, grad_x, grad_w = _nodes(("N", 32, 32, 32), (32, 32, 3, 3), padding=1)
+    assert conv_module.direct(conv) and conv_module.direct(grad_x)
+    assert conv_module.direct_weight_grad(grad_w) and not conv_module.direct(grad_w)
+    assert [type(s).__name__ for s in grad_w.op.loops(grad_w, None).host] == \
+        ["LoopNest", "DirectWeightGrad"]  # pad, the tiles
+    kinds = [type(s).__name__ for s in conv.op.loops(conv, None).host]
+    assert kinds == ["LoopNest", "LoopNest", "DirectConv"]  # pack, pad, the tiles
+    assert [type(s).__name__ for s in conv.op.loops(conv, None).gpu] == \
+        ["LoopNest", "Gemm", "LoopNest"]  # a GPU keeps im2col and a GEMM
+    # LeNet-5: its first layer (6 of 8 tile channels used) yes, the second layer's input
+    # gradient (6 channels of 12 positions: 0.56 of the work) no
+    lenet1, _, _ = _nodes(("N", 1, 28, 28), (6, 1, 5, 5))
+    _, lenet2_x, _ = _nodes(("N", 6, 12, 12), (16, 6, 5, 5))
+    assert L.direct_work(6, 24, 4) == 0.75 and conv_module.direct(lenet1)
+    assert L.direct_work(6, 12, 4) < 0.6 and not conv_module.direct(lenet2_x)
+    # outside the schedule: stride along a row, a strided input gradient, rows shorter
+    # than a vector, symbolic image sizes, 3-D
+    strided, strided_x, _ = _nodes(("N", 4, 33, 33), (8, 4, 3, 3), stride=2)
+    assert not conv_module.direct(strided) and not conv_module.direct(strided_x)
+    rows_strided, _, _ = _nodes(("N", 4, 33, 32), (8, 4, 3, 3), stride=(2, 1), padding=1)
+    assert conv_module.direct(rows_strided)
+    narrow, _, _ = _nodes(("N", 4, 8, 6), (8, 4, 3, 3), padding=1)
+    symbolic, _, _ = _nodes(("N", 4, "H", "W"), (8, 4, 3, 3), padding=1)
+    with gc.Graph():
+        x3 = gc.placeholder("x", ("N", 2, 8, 8, 8))
+        conv3 = gc.ops.conv.conv_op(x3, gc.parameter("w", np.ones((4, 2, 3, 3, 3), np.float32)),
+                                     (1, 1, 1), (1, 1, 1), (1, 1, 1)).node
+    assert not any(conv_module.direct(n) for n in (narrow, symbolic, conv3))
+
+
+GEOMETRIES = [  # (input shape, weight shape, dtype, keyword arguments)
+    ((2, 3, 9, 10), (5, 3, 3, 3), "float64", dict(padding=1)),  # 5 channels, overlap edge
+    ((2, 3, 7, 21), (6, 3, 3, 3), "float32", dict(padding=1)),  # a tile and a one-vector edge
+    ((3, 2, 6, 24), (8, 2, 2, 3), "float32", dict()),  # whole tiles: the input read in place
+    ((1, 2, 6, 8), (4, 2, 1, 1), "float64", dict()),  # 1x1, batch 1
+    ((2, 2, 9, 17), (3, 2, 3, 2), "float64", dict(stride=(2, 1), padding=(2, 0),
+                                                  dilation=(2, 3))),
+    ((2, 2, 5, 9), (3, 2, 3, 3), "float64", dict(padding=3)),  # padding past the kernel
+    ((0, 2, 9, 12), (3, 2, 3, 3), "float64", dict(padding=1)),  # empty batch
+    ((3, 2, 30), (5, 2, 4), "float64", dict(padding=3, dilation=2)),  # 1-D
+    # rows of whole vectors: the weight gradient takes the direct schedule too
+    ((2, 3, 7, 16), (5, 3, 3, 3), "float64", dict(padding=1)),
+    ((2, 2, 9, 24), (6, 2, 3, 5), "float32", dict(stride=(2, 1), padding=(1, 4),
+                                                  dilation=(1, 2))),  # 5 taps: 3 + 2
+    ((3, 2, 40), (5, 2, 3), "float32", dict(padding=1)),  # 1-D
+    ((1, 3, 5, 8), (4, 3, 1, 1), "float64", dict()),  # 1x1, batch 1, no padding
+    ((0, 2, 6, 8), (3, 2, 3, 3), "float64", dict(padding=1)),  # empty batch
+]
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=[
+    "3x3-5ch", "f32-edge", "no-padding", "1x1-batch1", "strided-rows-dilated", "wide-padding",
+    "empty-batch", "1d-dilated", "wgrad-3x3", "wgrad-5-taps-strided-rows", "wgrad-1d",
+    "wgrad-1x1-batch1", "wgrad-empty-batch"])
+def test_the_direct_schedule_matches_numpy_with_every_gradient(geometry, monkeypatch):
+    x_shape, w_shape, dtype, geom = geometry
+    monkeypatch.setattr(conv_module, "DIRECT_MIN_WORK", 0)  # odd sizes take the schedule too
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=x_shape).astype(dtype)
+    results, direct = {}, []
+    for backend in ("numpy", "llvm"):
+        with gc.Graph():
+            x = gc.placeholder("x", ("N",) + x_shape[1:], dtype)
+            w = gc.parameter("w", np.random.default_rng(1).normal(size=w_shape).astype(dtype))
+            y = (F.conv2d if len(x_shape) == 4 else F.conv1d)(x, w, **geom)
+            weights = np.random.default_rng(2).normal(size=tuple(y.shape[1:])).astype(dtype)
+            cost = (gc.tanh(y) * gc.constant(weights)).sum()
+            gx, gw = gc.grad(cost, [x, w])
+            direct = [conv_module.direct(t.node) for t in (y, gx)]
+            direct.append(conv_module.direct_weight_grad(gw.node))
+            options = {"cache": False} if backend == "llvm" else None
+            fn = gc.compile([x], [y, gx, gw], backend=backend, backend_options=options)
+        results[backend] = fn(data)
+    assert direct[0]  # the forward takes the schedule (and the input gradient unless strided)
+    assert direct[1] == all(s == 1 for s in np.atleast_1d(geom.get("stride", 1)))
+    assert direct[2] == (results["numpy"][0].shape[-1] % 8 == 0)  # rows of whole vectors
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == "float32" else dict(rtol=1e-12, atol=1e-12)
+    for got, want in zip(results["llvm"], results["numpy"]):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, **tol)
+
+
+def test_the_tiles_give_the_same_bits_on_any_thread_count():
+    if not threads.runtime().openmp:
+        pytest.skip("no libgomp here: the batch loop runs on the calling thread")
+    rng = np.random.default_rng(0)
+    x = gc.placeholder("x", ("N", 16, 32, 40), "float32")
+    w = gc.parameter("w", rng.normal(size=(12, 16, 3, 3)).astype(np.float32))
+    y = F.conv2d(x, w, padding=1)
+    gx = gc.grad((y * y).sum(), [x])[0]
+    assert conv_module.direct(y.node) and conv_module.direct(gx.node)
+    fn = gc.compile([x], [y, gx], backend="llvm", backend_options={"cache": False})
+    data = rng.normal(size=(9, 16, 32, 40)).astype(np.float32)
+    assert 9 * 12 * 32 * 40 >= threads.PARALLEL_MIN_POINTS  # both run on every thread
+    previous = threads.set_threads(1)
+    try:
+        serial = [np.array(o) for o in fn(data)]
+        for count in (2, 3, 8):
+            threads.set_threads(count)
+            for a, b in zip(fn(data), serial):
+                assert a.tobytes() == b.tobytes()
+    finally:
+        threads.set_threads(previous)
