@@ -81,7 +81,7 @@ def _no_unroll(module: ir.Module) -> ir.values.MDValue:
 
 @contextlib.contextmanager
 def loop(b: ir.IRBuilder, count: ir.Value, name: str = "i", start: ir.Value | None = None,
-         step: ir.Value | None = None) -> Iterator[ir.Value]:
+         step: ir.Value | None = None, unroll: bool = True) -> Iterator[ir.Value]:
     """``for (i = start; i < count; i += step) { body }`` as a canonical loop LLVM can vectorize.
 
     Yields the induction variable; the builder is left after the loop when the block ends.
@@ -91,7 +91,8 @@ def loop(b: ir.IRBuilder, count: ir.Value, name: str = "i", start: ir.Value | No
     checks: on the tiny MLP's step it was a third of LLVM's time, and no benchmark step ran
     faster for it (measured side by side, README issue 18). Loops of a known count (a pooling
     window, a kernel's taps) keep LLVM's full unrolling, which max pooling needs (9x slower
-    without it).
+    without it). ``unroll=False`` marks a loop of known count too (a kernel that is already
+    unrolled by hand into register tiles).
     """
     start = start if start is not None else i64(0)
     step = step if step is not None else i64(1)
@@ -109,7 +110,7 @@ def loop(b: ir.IRBuilder, count: ir.Value, name: str = "i", start: ir.Value | No
     nxt = b.add(idx, step, name=f"{name}.next", flags=["nsw"])
     idx.add_incoming(nxt, b.block)
     latch = b.branch(header)
-    if not isinstance(count, ir.Constant):
+    if not unroll or not isinstance(count, ir.Constant):
         latch.set_metadata("llvm.loop", _no_unroll(b.module))
     b.position_at_end(done)
 

@@ -11,7 +11,7 @@ from graphc.backends.kernelgen import toolchain
 from graphc.backends.kernelgen.irutil import F64, I64, PTR, i64, loop
 
 
-def _sum_module(count_is_constant: bool) -> str:
+def _sum_module(count_is_constant: bool, unroll: bool = True) -> str:
     """double total(double* x, i64 n): a sequential sum (LLVM may not reorder it, so it
     can only unroll it, never vectorize it)."""
     module = ir.Module("unroll_policy")
@@ -20,7 +20,7 @@ def _sum_module(count_is_constant: bool) -> str:
     acc = b.alloca(F64)
     b.store(ir.Constant(F64, 0.0), acc)
     count = i64(64) if count_is_constant else fn.args[1]
-    with loop(b, count) as i:
+    with loop(b, count, unroll=unroll) as i:
         x = b.load(b.gep(fn.args[0], [i], source_etype=F64), typ=F64)
         b.store(b.fadd(b.load(acc, typ=F64), x), acc)
     b.ret(b.load(acc, typ=F64))
@@ -46,6 +46,12 @@ def test_a_loop_of_known_count_keeps_llvm_s_unrolling():
     text = _sum_module(count_is_constant=True)
     assert "llvm.loop" not in text
     assert _fadds_after_o2(text) > 1  # 64 iterations: fully unrolled
+
+
+def test_a_loop_of_known_count_can_be_kept_rolled():
+    text = _sum_module(count_is_constant=True, unroll=False)
+    assert '!"llvm.loop.unroll.disable"' in text
+    assert _fadds_after_o2(text) == 1
 
 
 def test_a_step_with_a_symbolic_batch_marks_its_batch_loops_and_still_matches_numpy():
