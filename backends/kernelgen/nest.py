@@ -627,7 +627,8 @@ def render_host(ctx: KernelContext, nest: L.LoopNest, outer: dict | None = None)
         _memory_order(ctx, nest, buffers, plan)
         return
     counts = [ctx.dim(n) for _, n in nest.domain]
-    part = ctx.host_part() if not outer and splits_by_outer_index(ctx, nest) else None
+    part = ctx.host_part() if not outer and not _below_parallel_size(ctx, counts) and \
+        splits_by_outer_index(ctx, nest) else None
     if part is not None:  # the outermost loop in its own function, run on every thread
         lo, hi = part.bounds
         part_buffers = _buffers(part, nest)
@@ -641,6 +642,22 @@ def render_host(ctx: KernelContext, nest: L.LoopNest, outer: dict | None = None)
     with loops(ctx.b, counts, "d") as idx:
         _point(ctx, nest, buffers, {**outer, **{sym: i for (sym, _), i in zip(nest.domain,
                                                                               idx)}})
+
+
+def _below_parallel_size(ctx: KernelContext, counts: list) -> bool:
+    """A nest whose sizes are all known and below the target's threshold for a parallel
+    region (`ctx.parallel_min_points`) would always run on one thread: it gets no function
+    of its own for threads (one function fewer to optimize and compile)."""
+    least = ctx.parallel_min_points
+    return least is not None and all(isinstance(c, ir.Constant) for c in counts) and \
+        _static_product(counts) < least
+
+
+def _static_product(counts: list) -> int:
+    out = 1
+    for c in counts:
+        out *= int(c.constant)
+    return out
 
 
 def splits_by_outer_index(ctx: KernelContext, nest: L.LoopNest) -> bool:

@@ -115,6 +115,10 @@ class KernelContext:
         every thread; None where the target has no parallel host loops."""
         return None
 
+    #: the fewest points of a nest `run_parallel` may run on several threads (None: no
+    #: parallel host loops)
+    parallel_min_points: int | None = None
+
     def run_parallel(self, part, counts: list) -> None:
         raise NotImplementedError
 
@@ -233,7 +237,8 @@ class ProgramGenerator:
         if parent is None:
             self.module = ir.Module(name=ident(program.name))
             self.layout = Layout()
-            self._interned: dict[str, ir.Function] = {}
+            # a shape of code -> [canonical text (None until needed), function]
+            self._interned: dict[tuple, list[list]] = {}
         else:
             self.module, self.layout = parent.module, parent.layout
             self._interned = parent._interned
@@ -309,14 +314,34 @@ class ProgramGenerator:
         The unrolled steps of a recurrent network, or the layers of one shape, give many
         kernels that differ only in the buffers they touch; those are one function, so LLVM
         optimizes and compiles each once (an LSTM over 12 steps: about 8x fewer kernels).
+        Printing a function to compare it costs about as much as generating it, so only
+        functions of the same shape (`_shape`: equal canonical texts imply equal shapes) are
+        printed and compared.
         """
-        key = _canonical_text(fn)
-        found = self._interned.get(key)
-        if found is None:
-            self._interned[key] = fn
-            return fn
-        del self.module.globals[fn.name]
-        return found
+        candidates = self._interned.setdefault(_shape(fn), [])
+        if candidates:
+            text = _canonical_text(fn)
+            for entry in candidates:
+                if entry[0] is None:
+                    entry[0] = _canonical_text(entry[1])
+                if entry[0] == text:
+                    del self.module.globals[fn.name]
+                    return entry[1]
+            candidates.append([text, fn])
+        else:
+            candidates.append([None, fn])
+        return fn
+
+
+def _shape(fn: ir.Function) -> tuple:
+    """The function's type, the opcodes of its blocks and the constants and globals they
+    use: the same for any two functions whose canonical texts are the same."""
+    return (str(fn.function_type),
+            tuple((i.opname, *[o.get_reference() for o in i.operands
+                               if isinstance(o, (ir.Constant, ir.GlobalValue))])
+                  for block in fn.blocks for i in block.instructions),
+            tuple(len(block.instructions) for block in fn.blocks))
+
 
 _LOCAL_NAME = re.compile(r'%("(?:[^"\\]|\\.)*"|[-\w.$]+)')
 

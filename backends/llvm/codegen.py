@@ -108,6 +108,12 @@ class HostKernel(KernelContext):
         return HostKernelPart(self.gen, self.node, self.position,
                               name=self.module.get_unique_name(f"{self.name}.part"))
 
+    @property
+    def parallel_min_points(self) -> int:
+        from . import threads
+
+        return threads.PARALLEL_MIN_POINTS
+
     def run_parallel(self, part: HostKernelPart, counts: list) -> None:
         """Call the finished `part` over the whole outermost loop: on every thread when the
         nest has PARALLEL_MIN_POINTS points or more and more than one thread may run, else

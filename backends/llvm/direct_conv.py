@@ -148,14 +148,18 @@ class _Tiles:
             with loop(b, i64(KH), "kh") as kh:
                 x_row = b.add(x_base, b.mul(kh, i64(DH * XW)))
                 w_row = b.add(w_base, b.mul(kh, i64(KW * tile)))
+                # the accumulators in registers for a kernel row (LLVM promotes the slots)
+                sums = [[b.load(a, typ=self.vec) for a in row] for row in accs]
                 for kw in range(KW):
                     xs = [self.load(s.x, b.add(x_row, i64(kw * DW + start)), self.vec)
                           for start in starts]
                     for t in range(tile):
                         weight = self.splat(self.load(s.w, b.add(w_row, i64(kw * tile + t)),
                                                       self.ty))
-                        for x, a in zip(xs, accs[t]):
-                            b.store(self.fma(x, weight, b.load(a, typ=self.vec)), a)
+                        sums[t] = [self.fma(x, weight, acc) for x, acc in zip(xs, sums[t])]
+                for row, values in zip(accs, sums):
+                    for a, v in zip(row, values):
+                        b.store(v, a)
         # out[n, q*TILE + t, oh, ow0 + start]
         row0 = b.add(b.mul(b.add(b.mul(n, i64(CO)), b.mul(q, i64(tile))), i64(OH)), oh)
         for t in range(channels):

@@ -457,10 +457,18 @@ def _conv_loops(node, program):
     K, O = prod(kernel), prod(out_sp)
     out = L.Buf(output=True)
     t = _scratch(node, "t", (Cout, N, *out_sp))
-    gpu = [_im2col(node, kernel, out_sp),
-           L.Gemm({"w": L.Buf(input=1), "col": _columns(node, kernel, out_sp), "t": t},
-                  "w", "col", "t", Cout, N * O, C * K),
-           _permute(t, out, N, Cout, out_sp, to_channels=False)]
+
+    def gpu():
+        return [_im2col(node, kernel, out_sp),
+                L.Gemm({"w": L.Buf(input=1), "col": _columns(node, kernel, out_sp), "t": t},
+                       "w", "col", "t", Cout, N * O, C * K),
+                _permute(t, out, N, Cout, out_sp, to_channels=False)]
+
+    if direct(node):
+        return L.Schedules(host=_direct_steps(node), gpu=gpu)
+    if whole_batch(node):
+        steps = gpu()
+        return L.Schedules(host=steps, gpu=steps)
     n = L.index_symbols("n")[0]
     if _pointwise(node, kernel):
         per_sample = [L.Gemm({"w": L.Buf(input=1), "x": L.Buf(input=0), "out": out},
@@ -471,11 +479,7 @@ def _conv_loops(node, program):
                       L.Gemm({"w": L.Buf(input=1), "col": _columns(node, kernel, out_sp, n),
                               "out": out}, "w", "col", "out", Cout, O, C * K,
                              offsets={"out": n * Cout * O})]
-    if direct(node):
-        host = _direct_steps(node)
-    else:
-        host = gpu if whole_batch(node) else [L.Repeat(n, N, per_sample)]
-    return L.Schedules(host=host, gpu=gpu)
+    return L.Schedules(host=[L.Repeat(n, N, per_sample)], gpu=gpu)
 
 
 def _conv_weight_grad_loops(node, program):
@@ -487,10 +491,15 @@ def _conv_weight_grad_loops(node, program):
     K, O = prod(kernel), prod(out_sp)
     out = L.Buf(output=True)
     gp = _scratch(node, "g", (Cout, N, *out_sp))
-    gpu = [_im2col(node, kernel, out_sp),
-           _permute(L.Buf(input=1), gp, N, Cout, out_sp, to_channels=True),
-           L.Gemm({"g": gp, "col": _columns(node, kernel, out_sp), "out": out},
-                  "g", "col", "out", Cout, C * K, N * O, tb=True)]
+
+    def gpu():
+        return [_im2col(node, kernel, out_sp),
+                _permute(L.Buf(input=1), gp, N, Cout, out_sp, to_channels=True),
+                L.Gemm({"g": gp, "col": _columns(node, kernel, out_sp), "out": out},
+                       "g", "col", "out", Cout, C * K, N * O, tb=True)]
+
+    if direct_weight_grad(node):
+        return L.Schedules(host=_direct_weight_grad_steps(node), gpu=gpu)
     n = L.index_symbols("n")[0]
     if _pointwise(node, kernel):
         per_sample = [L.Gemm({"g": L.Buf(input=1), "x": L.Buf(input=0), "out": out},
@@ -501,8 +510,6 @@ def _conv_weight_grad_loops(node, program):
                       L.Gemm({"g": L.Buf(input=1), "col": _columns(node, kernel, out_sp, n),
                               "out": out}, "g", "col", "out", Cout, C * K, O, tb=True,
                              accumulate=True, offsets={"g": n * Cout * O})]
-    if direct_weight_grad(node):
-        return L.Schedules(host=_direct_weight_grad_steps(node), gpu=gpu)
     return L.Schedules(host=[_zero(node), L.Repeat(n, N, per_sample)], gpu=gpu)
 
 
@@ -514,15 +521,19 @@ def _conv_transpose_loops(node, program):
     N, Cg, C = g.shape[0], g.shape[1], node.shape[1]
     K, O = prod(kernel), prod(g_sp)
     gp = _scratch(node, "g", (Cg, N, *g_sp))
-    gpu = [_permute(L.Buf(input=0), gp, N, Cg, g_sp, to_channels=True),
-           L.Gemm({"w": L.Buf(input=1), "g": gp, "col": _columns(node, kernel, g_sp)},
-                  "w", "g", "col", C * K, N * O, Cg, ta=True),
-           _col2im_gather(node, kernel, g_sp)]
+
+    def gpu():
+        return [_permute(L.Buf(input=0), gp, N, Cg, g_sp, to_channels=True),
+                L.Gemm({"w": L.Buf(input=1), "g": gp, "col": _columns(node, kernel, g_sp)},
+                       "w", "g", "col", C * K, N * O, Cg, ta=True),
+                _col2im_gather(node, kernel, g_sp)]
+
     n = L.index_symbols("n")[0]
     if direct(node):
         return L.Schedules(host=_direct_steps(node), gpu=gpu)
     if whole_batch(node):
-        return L.Schedules(host=gpu, gpu=gpu)
+        steps = gpu()
+        return L.Schedules(host=steps, gpu=steps)
     if _pointwise(node, kernel):  # the columns are dx[n]
         return L.Schedules(host=[L.Repeat(n, N, [L.Gemm(
             {"w": L.Buf(input=1), "g": L.Buf(input=0), "out": L.Buf(output=True)},

@@ -32,6 +32,7 @@ window formula ``p = o*s + k*d - pad`` and of its inverse.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -297,14 +298,22 @@ class Repeat:
     steps: list
 
 
-@dataclass
 class Schedules:
     """One op's kernels in two orders: `host` steps and `gpu` steps (a thread per point, no
     write shared between points). Both are built from the same pieces (a convolution's
-    im2col, window formula and GEMM); a target renders its own."""
+    im2col, window formula and GEMM); a target renders its own. `gpu` may be given as a
+    function that builds the steps, called only if a GPU asks for them (building a window's
+    sympy expressions is a tenth of a host compile of cnn32)."""
 
-    host: list
-    gpu: list
+    def __init__(self, host: list, gpu: list | Callable[[], list]) -> None:
+        self.host = host
+        self._gpu = gpu
+
+    @property
+    def gpu(self) -> list:
+        if callable(self._gpu):
+            self._gpu = self._gpu()
+        return self._gpu
 
 
 def buffer(name: str) -> sympy.Symbol:
