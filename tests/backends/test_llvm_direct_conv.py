@@ -132,3 +132,36 @@ def test_the_tiles_give_the_same_bits_on_any_thread_count():
                 assert a.tobytes() == b.tobytes()
     finally:
         threads.set_threads(previous)
+
+
+def test_non_finite_values_come_out_where_numpy_puts_them():
+    """NaN and infinities in the image and in the gradient: each output is NaN, +inf, -inf
+    or finite exactly where the NumPy backend's is (the sums run in another order, so
+    finite values agree to rounding only)."""
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(2, 3, 6, 16))
+    data[0, 1, 2, 5] = np.nan
+    data[1, 0, 4, 9] = np.inf
+    data[1, 2, 0, 0] = -np.inf
+    seed = rng.normal(size=(2, 4, 6, 16))
+    seed[0, 2, 3, 7] = np.inf
+    results = {}
+    for backend in ("numpy", "llvm"):
+        with gc.Graph():
+            x = gc.placeholder("x", ("N", 3, 6, 16), "float64")
+            w = gc.parameter("w", np.random.default_rng(4).normal(size=(4, 3, 3, 3)))
+            y = F.conv2d(x, w, padding=1)
+            gx, gw = gc.grad((y * gc.constant(seed)).sum(), [x, w])
+            assert all(conv_module.direct(t.node) for t in (y, gx))
+            assert conv_module.direct_weight_grad(gw.node)
+            options = {"cache": False} if backend == "llvm" else None
+            fn = gc.compile([x], [y, gx, gw], backend=backend, backend_options=options)
+        with np.errstate(invalid="ignore", over="ignore"):
+            results[backend] = fn(data)
+    for got, want in zip(results["llvm"], results["numpy"]):
+        assert (np.isnan(got) == np.isnan(want)).all()
+        assert (np.isposinf(got) == np.isposinf(want)).all()
+        assert (np.isneginf(got) == np.isneginf(want)).all()
+        finite = np.isfinite(want)
+        assert finite.any() and not finite.all()
+        np.testing.assert_allclose(got[finite], want[finite], rtol=1e-12, atol=1e-12)
