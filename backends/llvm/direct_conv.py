@@ -3,8 +3,8 @@
 A tile is `DIRECT_TILE` output channels by a run of output positions along a row, held in
 vector accumulators for the whole reduction over (input channel, kernel row, kernel column):
 
-    for n in [lo, hi):                  (the batch, split between threads)
-      for q, oh, and each tile of positions ow0.. along the row:
+    for (n, q) in [lo, hi):             (samples by channel tiles, split between threads)
+      for oh, and each tile of positions ow0.. along the row:
         acc[t][v] = 0
         for c, kh:  for each kw:          (kw unrolled)
           xs[v]  = x[n, c, oh*s + kh*dh, ow0 + kw*dw + v*LANES ...]   (one vector load each)
@@ -46,8 +46,9 @@ def loop(b, count, name, start=None):
 
 def direct_conv(ctx, step) -> None:
     """Render a DirectConv or DirectWeightGrad `step` into the kernel `ctx` (a HostKernel):
-    its outer loop (the batch; the input channels of a weight gradient) in its own
-    function, run on every thread when the step is large enough (`run_parallel`)."""
+    its outer loop (over samples by channel tiles; the input channels of a weight gradient)
+    in its own function, run on every thread when the step is large enough
+    (`run_parallel`)."""
     part = ctx.host_part()
     lo, hi = part.bounds
     geo = step.geometry
@@ -59,9 +60,15 @@ def direct_conv(ctx, step) -> None:
                   product(ctx.b, [ctx.dim(geo.batch), i64(oh * ow)])]
     else:
         _Tiles(part, step, (step.x, step.w, step.out)).emit(lo, hi)
-        counts = [ctx.dim(geo.batch), i64(geo.out_channels), i64(oh), i64(ow)]
+        # the items: every (sample, channel tile) pair, of TILE x oh x ow outputs each
+        counts = [product(ctx.b, [ctx.dim(geo.batch), i64(channel_tiles(geo))]),
+                  i64(L.DIRECT_TILE * oh * ow)]
     part.finish()
     ctx.run_parallel(part, counts)
+
+
+def channel_tiles(geo: L.DirectGeometry) -> int:
+    return -(-geo.out_channels // L.DIRECT_TILE)
 
 
 class _Tiles:
@@ -107,14 +114,21 @@ class _Tiles:
         st.align = self.align
 
     def emit(self, lo, hi) -> None:
-        tiles = L.DIRECT_TILE
+        """Items lo..hi of (sample, channel tile) pairs, the tiles of a sample in order (a
+        batch of one still splits between threads)."""
+        b, tiles = self.b, L.DIRECT_TILE
         full_q, edge_channels = divmod(self.geo.out_channels, tiles)
-        with loop(self.b, hi, "n", start=lo) as n:
-            if full_q:
-                with loop(self.b, i64(full_q), "q") as q:
-                    self.channel_tile(n, q, tiles)
+        per_sample = i64(channel_tiles(self.geo))
+        with loop(b, hi, "j", start=lo) as j:
+            n, q = b.udiv(j, per_sample), b.urem(j, per_sample)
             if edge_channels:
-                self.channel_tile(n, i64(full_q), edge_channels)
+                with b.if_else(b.icmp_unsigned("<", q, i64(full_q))) as (full, edge):
+                    with full:
+                        self.channel_tile(n, q, tiles)
+                    with edge:
+                        self.channel_tile(n, q, edge_channels)
+            else:
+                self.channel_tile(n, q, tiles)
 
     def channel_tile(self, n, q, channels: int) -> None:
         """Every output position of channels q*TILE... (`channels` of them stored)."""

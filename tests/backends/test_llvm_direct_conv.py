@@ -111,27 +111,41 @@ def test_the_direct_schedule_matches_numpy_with_every_gradient(geometry, monkeyp
         np.testing.assert_allclose(got, want, **tol)
 
 
-def test_the_tiles_give_the_same_bits_on_any_thread_count():
-    if not threads.runtime().openmp:
-        pytest.skip("no libgomp here: the batch loop runs on the calling thread")
-    rng = np.random.default_rng(0)
-    x = gc.placeholder("x", ("N", 16, 32, 40), "float32")
-    w = gc.parameter("w", rng.normal(size=(12, 16, 3, 3)).astype(np.float32))
-    y = F.conv2d(x, w, padding=1)
-    gx = gc.grad((y * y).sum(), [x])[0]
-    assert conv_module.direct(y.node) and conv_module.direct(gx.node)
-    fn = gc.compile([x], [y, gx], backend="llvm", backend_options={"cache": False})
-    data = rng.normal(size=(9, 16, 32, 40)).astype(np.float32)
-    assert 9 * 12 * 32 * 40 >= threads.PARALLEL_MIN_POINTS  # both run on every thread
+def _same_bits_on_every_thread_count(fn, data, counts=(2, 3, 8)) -> list:
+    """The outputs on one thread, after checking every count in `counts` gives their bits."""
     previous = threads.set_threads(1)
     try:
         serial = [np.array(o) for o in fn(data)]
-        for count in (2, 3, 8):
+        for count in counts:
             threads.set_threads(count)
             for a, b in zip(fn(data), serial):
                 assert a.tobytes() == b.tobytes()
     finally:
         threads.set_threads(previous)
+    return serial
+
+
+@pytest.mark.parametrize("image, out_channels, batch", [
+    ((16, 32, 40), 12, 9),  # the forward and the input gradient split their samples
+    ((8, 64, 64), 32, 1),  # a batch of one splits its channel tiles
+], ids=["batch-of-9", "batch-of-1"])
+def test_the_tiles_give_the_same_bits_on_any_thread_count(image, out_channels, batch):
+    if not threads.runtime().openmp:
+        pytest.skip("no libgomp here: the loop runs on the calling thread")
+    rng = np.random.default_rng(0)
+    x = gc.placeholder("x", ("N", *image), "float32")
+    w = gc.parameter("w", rng.normal(size=(out_channels, image[0], 3, 3)).astype(np.float32))
+    y = F.conv2d(x, w, padding=1)
+    gx = gc.grad((y * y).sum(), [x])[0]
+    assert conv_module.direct(y.node) and conv_module.direct(gx.node)
+    # (samples by channel tiles) x tile x rows x columns: a parallel region
+    assert batch * out_channels * image[1] * image[2] >= threads.PARALLEL_MIN_POINTS
+    fn = gc.compile([x], [y, gx], backend="llvm", backend_options={"cache": False})
+    data = rng.normal(size=(batch, *image)).astype(np.float32)
+    serial = _same_bits_on_every_thread_count(fn, data)
+    want = gc.compile([x], [y, gx], backend="numpy")(data)
+    for got, expected in zip(serial, want):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
 
 
 def test_non_finite_values_come_out_where_numpy_puts_them():
