@@ -260,3 +260,35 @@ def test_one_hot_is_the_reference_and_names_the_same_bad_label(labels):
     got = KN.one_hot(labels, n=4, dtype=np.float32)
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("form", ["block", "channels-first", "strided", "scalar", "empty"])
+def test_sigmoid_is_the_select_of_two_quotients_bit_for_bit(dtype, form):
+    """The generated code's ``_sigmoid`` takes its numerator as max(e, x >= 0) on arrays:
+    the same bits, dtype, shape and layout as selecting 1/(1+e) or e/(1+e), e = exp(-|x|),
+    on hostile values (signed zeros, infinities, NaN, overflow and subnormal thresholds)."""
+    from graphc.ops.expr_numpy import NUMPY_NAMESPACE, select
+
+    sigmoid = NUMPY_NAMESPACE["_sigmoid"]
+    rng = np.random.default_rng(zlib.crc32(f"{np.dtype(dtype).str} {form}".encode()))
+    pool = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 88.7, -88.7, 745.2, -745.2, 1e-45,
+                     -5e-324, 11.0, -11.0, 1e38, -1e38])
+    with np.errstate(over="ignore"):
+        x = np.concatenate([rng.normal(size=4000) * 30, pool]).astype(dtype)
+    x = rng.permutation(x)[:3990].reshape(3, 35, 38)
+    if form == "channels-first":
+        x = np.ascontiguousarray(x.swapaxes(0, 1)).swapaxes(0, 1)
+    elif form == "strided":
+        x = x[:, ::2, 1::3]
+    elif form == "scalar":
+        x = x[1, 2, 3]
+    elif form == "empty":
+        x = x[:, :0]
+    with np.errstate(all="ignore"):
+        e = np.exp(-np.abs(x))
+        want = select(x >= 0, 1 / (1 + e), e / (1 + e))
+        got = sigmoid(x)
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert got.tobytes() == want.tobytes() and got.strides == want.strides
