@@ -183,13 +183,16 @@ class _Tiles:
 
 
 class _WeightGradTiles(_Tiles):
-    """A DirectWeightGrad: for each input channel c (split between threads), lane-wise sums
+    """A DirectWeightGrad: for the input channels c of a thread's range, lane-wise sums
 
         partial[c, co, kh, kw, :] += g[n, co, oh, ow:ow+LANES] * x[n, c, row, ow + kw*dw:...]
 
-    over every sample n, row oh and vector of a row, DIRECT_TILE output channels by up to
-    three kernel columns at a time in registers (loaded from `partial` before a sample's
-    rows and stored after), then out[co, c, kh, kw] = the lanes added in order."""
+    over every sample n (outermost, in order), row oh and vector of a row, DIRECT_TILE
+    output channels by up to three kernel columns at a time in registers (loaded from
+    `partial` before a sample's rows and stored after), then out[co, c, kh, kw] = the lanes
+    added in order. The loop order n, channel tile, c keeps a sample's tile of g in cache
+    for every c (64 input channels of 16x16: 58 -> 73 GFLOP/s on one thread, where c
+    outermost read all of g once per channel)."""
 
     TAPS = 3  # kernel columns per tile: 4 x 3 accumulators, 3 input vectors, 1 of g
 
@@ -204,17 +207,21 @@ class _WeightGradTiles(_Tiles):
         per_channel = CO * KH * KW * self.lanes
         tile = L.DIRECT_TILE
         full_q, edge_channels = divmod(CO, tile)
-        with loop(b, hi, "c", start=lo) as c:
-            start = b.mul(c, i64(per_channel))
-            memset_zero(b, self.k.module, b.gep(self.ptrs[s.partial], [start],
-                                                source_etype=self.ty),
-                        i64(per_channel * self.align))
-            with loop(b, self.k.dim(self.geo.batch), "n") as n:
-                if full_q:
-                    with loop(b, i64(full_q), "q") as q:
+        # this thread's input channels' sums, cleared
+        memset_zero(b, self.k.module, b.gep(self.ptrs[s.partial], [b.mul(lo, i64(per_channel))],
+                                            source_etype=self.ty),
+                    b.mul(b.sub(hi, lo), i64(per_channel * self.align)))
+        # a sample's gradient for a channel tile stays in cache while every input channel of
+        # the range reads it; each sum still adds the samples in order
+        with loop(b, self.k.dim(self.geo.batch), "n") as n:
+            if full_q:
+                with loop(b, i64(full_q), "q") as q:
+                    with loop(b, hi, "c", start=lo) as c:
                         self.sample(c, n, b.mul(q, i64(tile)), tile)
-                if edge_channels:
+            if edge_channels:
+                with loop(b, hi, "c", start=lo) as c:
                     self.sample(c, n, i64(full_q * tile), edge_channels)
+        with loop(b, hi, "c", start=lo) as c:
             self.reduce_lanes(c)
 
     def sample(self, c, n, co0, channels: int) -> None:
