@@ -609,11 +609,29 @@ def conv_transpose_reference(g, w, *, stride, padding, dilation, out_size):
 
 
 def _conv_transpose_grad(ctx):
+    """The convolution of the output's gradient gives dg, and its correlation with g gives
+    dw. With an output larger than the minimum (output_padding), that convolution has
+    floor(extra / stride) more positions than g per axis: dg drops them, and dw sees g
+    padded with as many zeros (terms that are zero in the adjoint)."""
+    from .shape_ops import pad
+
     g, w = ctx.inputs
     a = ctx.node.attrs
     geom = dict(stride=a["stride"], padding=a["padding"], dilation=a["dilation"])
+    kernel = tuple(w.shape[2:])
+    more = []
+    for y, x, k, s, p, d in zip(ctx.node.shape[2:], g.shape[2:], kernel, a["stride"],
+                                a["padding"], a["dilation"]):
+        extra = sympy.simplify(conv_out_size(y, int(k), s, p, d) - x)
+        if not extra.is_Integer or extra < 0:
+            raise GraphError(f"conv_transpose's gradient: cannot tell how far its output "
+                             f"({y}) reaches past its input ({x})")
+        more.append(int(extra))
     dg = conv_op(ctx.g, w, **geom)
-    dw = conv_weight_grad(ctx.g, g, kernel=tuple(w.shape[2:]), **geom)
+    if any(more):
+        dg = dg[(slice(None), slice(None), *[slice(None, -m if m else None) for m in more])]
+        g = pad(g, [(0, 0), (0, 0), *[(0, m) for m in more]])
+    dw = conv_weight_grad(ctx.g, g, kernel=kernel, **geom)
     return [dg, dw]
 
 
