@@ -15,6 +15,8 @@ another type than its parent's is emitted in its own and converted.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import sympy
 from llvmlite import ir
@@ -650,14 +652,7 @@ def _below_parallel_size(ctx: KernelContext, counts: list) -> bool:
     of its own for threads (one function fewer to optimize and compile)."""
     least = ctx.parallel_min_points
     return least is not None and all(isinstance(c, ir.Constant) for c in counts) and \
-        _static_product(counts) < least
-
-
-def _static_product(counts: list) -> int:
-    out = 1
-    for c in counts:
-        out *= int(c.constant)
-    return out
+        math.prod(int(c.constant) for c in counts) < least
 
 
 def splits_by_outer_index(ctx: KernelContext, nest: L.LoopNest) -> bool:

@@ -30,7 +30,17 @@ from llvmlite import ir
 from graphc.errors import BackendError
 from graphc.ops import loops as L
 
-from ..kernelgen.irutil import F32, I32, declare, i64, ir_type, memset_zero, product
+from ..kernelgen.irutil import (
+    F32,
+    I32,
+    contiguous_strides,
+    declare,
+    i64,
+    ir_type,
+    linear_index,
+    memset_zero,
+    product,
+)
 from ..kernelgen.irutil import loop as counted_loop
 from ..kernelgen.nest import buffer_slot
 
@@ -61,14 +71,11 @@ def direct_conv(ctx, step) -> None:
     else:
         _Tiles(part, step, (step.x, step.w, step.out)).emit(lo, hi)
         # the items: every (sample, channel tile) pair, of TILE x oh x ow outputs each
-        counts = [product(ctx.b, [ctx.dim(geo.batch), i64(channel_tiles(geo))]),
+        counts = [product(ctx.b, [ctx.dim(geo.batch),
+                                  i64(L.direct_channel_tiles(geo.out_channels))]),
                   i64(L.DIRECT_TILE * oh * ow)]
     part.finish()
     ctx.run_parallel(part, counts)
-
-
-def channel_tiles(geo: L.DirectGeometry) -> int:
-    return -(-geo.out_channels // L.DIRECT_TILE)
 
 
 class _Tiles:
@@ -83,6 +90,14 @@ class _Tiles:
         self.check_rows(self.geo.out_size[1])
         self.ptrs = {name: k.slot_ptr(buffer_slot(k.gen, k.node, step.buffers[name]), name)
                      for name in names}
+        # every buffer of a direct step has its shape, all of it known but the batch
+        self.strides = {name: contiguous_strides(k.b, [i64(1)] + [
+            i64(int(d)) for d in step.buffers[name].shape[1:]]) for name in names}
+
+    def at(self, name: str, *index):
+        """The element offset of `index` (values or ints) in buffer `name`."""
+        return linear_index(self.b, [i64(i) if isinstance(i, int) else i for i in index],
+                            self.strides[name])
 
     def check_rows(self, width: int) -> None:
         if width < self.lanes:  # graphc/ops/conv.DIRECT_MIN_WIDTH rules this out
@@ -105,10 +120,7 @@ class _Tiles:
         v.align = self.align
         return v
 
-    def store(self, value, offset) -> None:
-        self.store_at(self.step.out, value, offset)
-
-    def store_at(self, name: str, value, offset) -> None:
+    def store(self, name: str, value, offset) -> None:
         b = self.b
         st = b.store(value, b.gep(self.ptrs[name], [offset], source_etype=self.ty))
         st.align = self.align
@@ -118,7 +130,7 @@ class _Tiles:
         batch of one still splits between threads)."""
         b, tiles = self.b, L.DIRECT_TILE
         full_q, edge_channels = divmod(self.geo.out_channels, tiles)
-        per_sample = i64(channel_tiles(self.geo))
+        per_sample = i64(L.direct_channel_tiles(self.geo.out_channels))
         with loop(b, hi, "j", start=lo) as j:
             n, q = b.udiv(j, per_sample), b.urem(j, per_sample)
             if edge_channels:
@@ -146,8 +158,7 @@ class _Tiles:
         """Output positions ow0 + starts[v] (a vector each) of channels q*TILE..., of which
         the first `channels` are stored."""
         b, s, tile = self.b, self.step, L.DIRECT_TILE
-        C, CO = self.geo.channels, self.geo.out_channels
-        (XH, XW), (OH, OW), (KH, KW) = self.geo.x_size, self.geo.out_size, self.geo.kernel
+        C, XW, (KH, KW) = self.geo.channels, self.geo.x_size[1], self.geo.kernel
         DH, DW = self.geo.dilation
         with b.goto_entry_block():
             accs = [[b.alloca(self.vec) for _ in starts] for _ in range(tile)]
@@ -155,10 +166,8 @@ class _Tiles:
             for a in row:
                 b.store(ir.Constant(self.vec, [0.0] * self.lanes), a)
         with loop(b, i64(C), "c") as c:
-            # x[n, c, oh*s, ow0] and w[q, c, 0, 0, 0]
-            x_base = b.add(b.mul(b.add(b.mul(b.add(b.mul(n, i64(C)), c), i64(XH)),
-                                       b.mul(oh, i64(self.geo.stride_h))), i64(XW)), ow0)
-            w_base = b.mul(b.add(b.mul(q, i64(C)), c), i64(KH * KW * tile))
+            x_base = self.at(s.x, n, c, b.mul(oh, i64(self.geo.stride_h)), ow0)
+            w_base = self.at(s.w, q, c)
             with loop(b, i64(KH), "kh") as kh:
                 x_row = b.add(x_base, b.mul(kh, i64(DH * XW)))
                 w_row = b.add(w_base, b.mul(kh, i64(KW * tile)))
@@ -174,12 +183,10 @@ class _Tiles:
                 for row, values in zip(accs, sums):
                     for a, v in zip(row, values):
                         b.store(v, a)
-        # out[n, q*TILE + t, oh, ow0 + start]
-        row0 = b.add(b.mul(b.add(b.mul(n, i64(CO)), b.mul(q, i64(tile))), i64(OH)), oh)
         for t in range(channels):
-            base = b.add(b.mul(b.add(row0, i64(t * OH)), i64(OW)), ow0)
+            base = self.at(s.out, n, b.add(b.mul(q, i64(tile)), i64(t)), oh, ow0)
             for a, start in zip(accs[t], starts):
-                self.store(b.load(a, typ=self.vec), b.add(base, i64(start)))
+                self.store(s.out, b.load(a, typ=self.vec), b.add(base, i64(start)))
 
 
 class _WeightGradTiles(_Tiles):
@@ -227,14 +234,13 @@ class _WeightGradTiles(_Tiles):
     def sample(self, c, n, co0, channels: int) -> None:
         """One sample's contribution to channels co0.. (`channels` of them), every tap."""
         b, s = self.b, self.step
-        C, CO = self.geo.channels, self.geo.out_channels
-        (XH, XW), (OH, OW), (KH, KW) = self.geo.x_size, self.geo.out_size, self.geo.kernel
+        (OH, OW), (KH, KW) = self.geo.out_size, self.geo.kernel
         DH, DW = self.geo.dilation
         with loop(b, i64(KH), "kh") as kh:
             for kw0 in range(0, KW, self.TAPS):
                 taps = range(kw0, min(KW, kw0 + self.TAPS))
                 # partial[c, co0 + t, kh, kw, :]
-                spots = [[self.partial_offset(c, b.add(co0, i64(t)), kh, kw) for kw in taps]
+                spots = [[self.at(s.partial, c, b.add(co0, i64(t)), kh, kw) for kw in taps]
                          for t in range(channels)]
                 with b.goto_entry_block():
                     accs = [[b.alloca(self.vec) for _ in taps] for _ in range(channels)]
@@ -242,12 +248,9 @@ class _WeightGradTiles(_Tiles):
                     for a, place in zip(row, places):
                         b.store(self.load(s.partial, place, self.vec), a)
                 with loop(b, i64(OH), "oh") as oh:
-                    # x[n, c, oh*s + kh*dh, 0] and g[n, co0, oh, 0]
-                    x_row = b.mul(b.add(b.mul(b.add(b.mul(n, i64(C)), c), i64(XH)),
-                                        b.add(b.mul(oh, i64(self.geo.stride_h)),
-                                              b.mul(kh, i64(DH)))), i64(XW))
-                    g_row = b.mul(b.add(b.mul(b.add(b.mul(n, i64(CO)), co0), i64(OH)), oh),
-                                  i64(OW))
+                    x_row = self.at(s.x, n, c, b.add(b.mul(oh, i64(self.geo.stride_h)),
+                                                     b.mul(kh, i64(DH))))
+                    g_row = self.at(s.g, n, co0, oh)
                     with loop(b, i64(OW // self.lanes), "v") as v:
                         ow = b.mul(v, i64(self.lanes))
                         xs = [self.load(s.x, b.add(x_row, b.add(ow, i64(kw * DW))), self.vec)
@@ -259,25 +262,16 @@ class _WeightGradTiles(_Tiles):
                                 b.store(self.fma(gv, x, b.load(a, typ=self.vec)), a)
                 for row, places in zip(accs, spots):
                     for a, place in zip(row, places):
-                        self.store_at(s.partial, b.load(a, typ=self.vec), place)
-
-    def partial_offset(self, c, co, kh, kw: int):
-        b = self.b
-        CO, (KH, KW) = self.geo.out_channels, self.geo.kernel
-        taps = b.add(b.mul(b.add(b.mul(c, i64(CO)), co), i64(KH * KW)),
-                     b.add(b.mul(kh, i64(KW)), i64(kw)))
-        return b.mul(taps, i64(self.lanes))
+                        self.store(s.partial, b.load(a, typ=self.vec), place)
 
     def reduce_lanes(self, c) -> None:
         """out[co, c, kh, kw] = partial[c, co, kh, kw, 0] + ... + [lanes - 1], in order."""
         b, s = self.b, self.step
-        C, CO, (KH, KW) = self.geo.channels, self.geo.out_channels, self.geo.kernel
-        with loop(b, i64(CO), "co") as co:
-            with loop(b, i64(KH * KW), "tap") as tap:
-                at = b.mul(b.add(b.mul(b.add(b.mul(c, i64(CO)), co), i64(KH * KW)), tap),
-                           i64(self.lanes))
-                total = self.load(s.partial, at, self.ty)
-                for lane in range(1, self.lanes):
-                    total = b.fadd(total, self.load(s.partial, b.add(at, i64(lane)), self.ty))
-                out = b.add(b.mul(b.add(b.mul(co, i64(C)), c), i64(KH * KW)), tap)
-                self.store_at(s.out, total, out)
+        CO, (KH, KW) = self.geo.out_channels, self.geo.kernel
+        with loop(b, i64(CO), "co") as co, loop(b, i64(KH), "kh") as kh, \
+                loop(b, i64(KW), "kw") as kw:
+            at = self.at(s.partial, c, co, kh, kw)
+            total = self.load(s.partial, at, self.ty)
+            for lane in range(1, self.lanes):
+                total = b.fadd(total, self.load(s.partial, b.add(at, i64(lane)), self.ty))
+            self.store(s.out, total, self.at(s.out, co, c, kh, kw))

@@ -13,6 +13,8 @@ contracts them with ``tensordot``: no Python loops over elements.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import sympy
 from numpy.lib.stride_tricks import sliding_window_view
@@ -206,8 +208,13 @@ DIRECT_MIN_WIDTH = 8
 DIRECT_MIN_WORK = 0.75
 
 
-def _known(*sizes) -> bool:
-    return all(isinstance(d, (int, sympy.Integer)) for d in sizes)
+def _direct_form(node) -> bool:
+    """What every direct schedule needs: floats, 1-D or 2-D, stride 1 along rows, and every
+    size known but the batch."""
+    a = node.attrs
+    sizes = [d for t in (*node.inputs, node) for d in t.shape[1:]]
+    return np.dtype(node.dtype).kind == "f" and len(a["stride"]) in (1, 2) and \
+        a["stride"][-1] == 1 and all(isinstance(d, (int, sympy.Integer)) for d in sizes)
 
 
 def direct(node) -> bool:
@@ -216,15 +223,8 @@ def direct(node) -> bool:
     from . import loops as L
 
     name = node.op.name
-    if name not in ("conv", "conv_transpose") or np.dtype(node.dtype).kind != "f":
-        return False
-    x, w = node.inputs
-    nd = len(w.shape) - 2
-    strides = node.attrs["stride"]
-    if nd not in (1, 2) or (name == "conv_transpose" and any(s != 1 for s in strides)) \
-            or strides[-1] != 1:
-        return False
-    if not _known(*x.shape[1:], *w.shape, *node.shape[1:]):
+    if name not in ("conv", "conv_transpose") or not _direct_form(node) or \
+            (name == "conv_transpose" and any(s != 1 for s in node.attrs["stride"])):
         return False
     width, channels = int(node.shape[-1]), int(node.shape[1])
     return width >= DIRECT_MIN_WIDTH and \
@@ -237,17 +237,15 @@ def _as_2d(values, fill):
     return (fill, *values) if len(values) == 1 else values
 
 
-def _padded(node, image, geo, pad):
-    """The steps that put `image` (a (batch, channels, *spatial) node) with `pad` zeros
-    before each axis into a scratch buffer of the size `geo` reads (geo.x_size), and the
-    buffer and geometry the direct schedule reads: the image itself, at its own size, when
-    it needs no padding."""
-    import dataclasses
-
+def _padded(node, geo, pad):
+    """The steps that put the node's image (its first input, (batch, channels, *spatial))
+    with `pad` zeros before each axis into a scratch buffer of the size `geo` reads
+    (geo.x_size), and the buffer and geometry the direct schedule reads: the image itself,
+    at its own size, when it needs no padding."""
     from . import loops as L
 
-    size = _as_2d(image.shape[2:], 1)
-    src = L.Buf(input=node.inputs.index(image), shape=(geo.batch, geo.channels, *size))
+    size = _as_2d(node.inputs[0].shape[2:], 1)
+    src = L.Buf(input=0, shape=(geo.batch, geo.channels, *size))
     need = geo.x_size
     if not any(pad) and all(n <= s for n, s in zip(need, size)):
         return [], src, dataclasses.replace(geo, x_size=size)
@@ -272,8 +270,7 @@ def _packed_weights(node, w, channels, out_channels, kernel, flip: bool):
     `w` viewed (channels, out_channels, *kernel) with the kernel flipped."""
     from . import loops as L
 
-    tile = L.DIRECT_TILE
-    tiles = -(-out_channels // tile)
+    tile, tiles = L.DIRECT_TILE, L.direct_channel_tiles(out_channels)
     q, c, kh, kw, t = L.index_symbols("q c kh kw t")
     co = q * tile + t
     if flip:
@@ -320,7 +317,7 @@ def _direct_steps(node):
                                    (geo.out_channels, geo.channels)) + geo.kernel)
     pack, packed = _packed_weights(node, w_view, geo.channels, geo.out_channels, geo.kernel,
                                    transposed)
-    steps, x, geo = _padded(node, src, geo, pad)
+    steps, x, geo = _padded(node, geo, pad)
     out = L.Buf(output=True, shape=(geo.batch, geo.out_channels, *geo.out_size))
     return [pack, *steps, L.DirectConv({"x": x, "w": packed, "out": out}, "x", "w", "out", geo)]
 
@@ -331,14 +328,9 @@ def direct_weight_grad(node) -> bool:
     batch known, and rows of whole vectors (a multiple of DIRECT_ROW_MULTIPLE positions)."""
     from . import loops as L
 
-    if node.op.name != "conv_weight_grad" or np.dtype(node.dtype).kind != "f":
+    if node.op.name != "conv_weight_grad" or not _direct_form(node):
         return False
-    x, g = node.inputs
-    kernel = node.attrs["kernel"]
-    if len(kernel) not in (1, 2) or node.attrs["stride"][-1] != 1 or \
-            not _known(*x.shape[1:], *g.shape[1:]):
-        return False
-    return int(g.shape[-1]) % L.DIRECT_ROW_MULTIPLE == 0
+    return int(node.inputs[1].shape[-1]) % L.DIRECT_ROW_MULTIPLE == 0
 
 
 def _direct_weight_grad_steps(node):
@@ -347,7 +339,7 @@ def _direct_weight_grad_steps(node):
 
     x, g = node.inputs
     geo = _direct_geometry(node, x.shape, g.shape, _as_2d(node.attrs["stride"], 1)[0])
-    steps, xp, geo = _padded(node, x, geo, _as_2d(node.attrs["padding"], 0))
+    steps, xp, geo = _padded(node, geo, _as_2d(node.attrs["padding"], 0))
     lanes = L.DIRECT_VECTOR_BYTES // np.dtype(node.dtype).itemsize
     partial = _scratch(node, "partial", (geo.channels, geo.out_channels, *geo.kernel, lanes))
     buffers = {"x": xp, "g": L.Buf(input=1, shape=(geo.batch, geo.out_channels, *geo.out_size)),

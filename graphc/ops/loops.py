@@ -43,8 +43,8 @@ from . import expr as E
 __all__ = ["DIRECT_ROW_MULTIPLE", "DIRECT_TILE", "DIRECT_TILE_VECTORS", "DIRECT_VECTOR_BYTES",
            "ArgMax", "Buf", "Check", "DirectConv", "DirectGeometry", "DirectWeightGrad",
            "Element", "Gemm", "Load", "LoopNest", "PhiloxUniform", "Reduce", "Repeat",
-           "Schedules", "Store", "covering", "direct_row_tiles", "direct_work",
-           "elementwise_loops", "index_symbols", "inside", "tap"]
+           "Schedules", "Store", "covering", "direct_channel_tiles", "direct_row_tiles",
+           "direct_work", "elementwise_loops", "index_symbols", "inside", "tap"]
 
 
 def index_symbols(names: str) -> tuple[sympy.Symbol, ...]:
@@ -207,14 +207,18 @@ def direct_row_tiles(width: int, itemsize: int) -> tuple[int, list[int]]:
     return count, [width - rest, width - lanes]
 
 
+def direct_channel_tiles(out_channels: int) -> int:
+    """How many DIRECT_TILE-channel tiles cover `out_channels` (the last one part empty)."""
+    return -(-out_channels // DIRECT_TILE)
+
+
 def direct_work(channels: int, width: int, itemsize: int) -> float:
     """The share of a `DirectConv`'s multiply-adds that make output: the rest fill the last
     channel tile and the overlapping edge vectors."""
     lanes = DIRECT_VECTOR_BYTES // itemsize
     count, edge = direct_row_tiles(width, itemsize)
     covered = (count * DIRECT_TILE_VECTORS + len(edge)) * lanes
-    tiles = -(-channels // DIRECT_TILE)
-    return channels * width / (tiles * DIRECT_TILE * covered)
+    return channels * width / (direct_channel_tiles(channels) * DIRECT_TILE * covered)
 
 
 @dataclass(frozen=True)
