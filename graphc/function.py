@@ -232,14 +232,16 @@ class Function:
         self._closed = False
         self._symbols = sorted({d for n in self._inputs for d in n.type.symbols},
                                key=lambda s: s.name)
-        self._specs = [_InputSpec(n, self._symbols) for n in self._inputs]
+        self._specs = [_input_spec(n, self._symbols) for n in self._inputs]
         self._native_updates = getattr(executable, "applies_updates", False)
         from .ops.collective import COLLECTIVES
 
         #: does a call communicate with the other MPI processes (gc.distributed)?
         self.distributed = any(n.op.name in COLLECTIVES for n in program.nodes)
         if not self._native_updates:
-            self._copy_outputs, self._copy_news = _aliasing(program, executable)
+            from .passes.memory import leaving_copies
+
+            self._copy_outputs, self._copy_news = leaving_copies(program, executable.views)
             self._copies = any(self._copy_outputs) or any(self._copy_news)
             self._storages = [storage for storage, _ in self._updates]
         self.stats: dict = {"nodes": len(program.nodes)}
@@ -308,10 +310,10 @@ class Function:
 
     # -- calling ----------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
-        sizes = self._fast_sizes(args) if not kwargs else None
-        if sizes is not None:  # the common case of a training loop: arrays exactly as needed
-            arrays, key = args, tuple(sizes)
-            binding = dict(zip(self._symbols, sizes)) if key not in self._checked else None
+        key = self._fast_key(args) if not kwargs else None
+        if key is not None:  # the common case of a training loop: arrays exactly as needed
+            arrays = args
+            binding = dict(zip(self._symbols, key)) if key not in self._checked else None
         else:
             arrays, binding = self._validate(self._arrange(args, kwargs))
             key = tuple(binding[s] for s in self._symbols)
@@ -333,7 +335,7 @@ class Function:
             outputs, new_values = self._exe.run(arrays, binding, key)
         if not self._native_updates:
             # which outputs and new values may share memory with a parameter or an input was
-            # derived once, at compile time (_aliasing): copy exactly those, O(values) a call
+            # derived once, at compile time (leaving_copies): copy exactly those, O(values) a call
             if self._copies:
                 outputs = [np.array(o, copy=True) if copy else o
                            for o, copy in zip(outputs, self._copy_outputs)]
@@ -345,28 +347,30 @@ class Function:
                 storage.write_checked(new)
         return outputs[0] if self._single else outputs
 
-    def _fast_sizes(self, args) -> list | None:
-        """Symbol sizes if every argument is an array of exactly the right dtype, layout and
-        shape (else None: the general path converts or explains what is wrong)."""
+    def _fast_key(self, args) -> tuple | None:
+        """The sizes of the symbolic dims (the call's key) if every argument is an array of
+        exactly the right dtype, layout and shape; else None, and the general path converts
+        or explains what is wrong. It runs on every call, so the specs are plain tuples and
+        the loop does nothing else."""
         if len(args) != len(self._specs):
             return None
         sizes: list = [None] * len(self._symbols)
-        for a, spec in zip(args, self._specs):
-            if type(a) is not np.ndarray or a.dtype is not spec.dtype or \
-                    not a.flags.c_contiguous:
+        ndarray = np.ndarray
+        for a, (dtype, ndim, fixed, symbolic) in zip(args, self._specs):
+            if type(a) is not ndarray or a.dtype is not dtype or not a.flags.c_contiguous:
                 return None
             shape = a.shape
-            if len(shape) != spec.ndim:
+            if len(shape) != ndim:
                 return None
-            for axis, size in spec.fixed:
+            for axis, size in fixed:
                 if shape[axis] != size:
                     return None
-            for axis, k in spec.symbolic:
+            for axis, k in symbolic:
                 if sizes[k] is None:
                     sizes[k] = shape[axis]
                 elif sizes[k] != shape[axis]:
                     return None
-        return sizes
+        return tuple(sizes)
 
     def _arrange(self, args, kwargs) -> list:
         n = len(self._inputs)
@@ -404,38 +408,13 @@ class Function:
         self._checked.add(key)
 
 
-def _aliasing(program: Graph, executable) -> tuple[list[bool], list[bool]]:
-    """Which outputs, and which new parameter values, a call must copy, from the views the
-    backend declares per op (``executable.views``) followed back to the leaves.
-
-    An output is copied when it may share memory with any leaf: a parameter (the caller must
-    not hold a window onto a parameter that later steps overwrite), an input (the caller's
-    own array) or a constant (the function's own). A new value is copied when it may share
-    memory with a parameter that this call writes ({a: b, b: a} must swap: every new value
-    is taken before any parameter is written) or with an input (the caller may feed a
-    parameter's value, ``fn(W.value)``). Everything else is a fresh array the step made.
-    """
-    from .passes.memory import value_roots
-
-    roots = value_roots(program, executable.views)
-    written = {("parameter", p.attrs["storage"].uid) for p, _ in program.updates}
-    written |= {("input", k) for k in range(len(program.inputs))}
-    outputs = [bool(roots[n.uid]) for n in program.outputs]
-    news = [bool(roots[v.uid] & written) for _, v in program.updates]
-    return outputs, news
-
-
-class _InputSpec:
-    """What an input must look like, precomputed for the fast path of Function.__call__."""
-
-    __slots__ = ("dtype", "ndim", "fixed", "symbolic")
-
-    def __init__(self, node: Node, symbols: list) -> None:
-        self.dtype = node.dtype
-        self.ndim = len(node.shape)
-        self.fixed = tuple((a, d) for a, d in enumerate(node.shape) if isinstance(d, int))
-        self.symbolic = tuple((a, symbols.index(d)) for a, d in enumerate(node.shape)
-                              if not isinstance(d, int))
+def _input_spec(node: Node, symbols: list) -> tuple:
+    """What an input must look like, precomputed for the fast path of Function.__call__:
+    (dtype, rank, ((axis, size) for fixed sizes), ((axis, symbol's index) for symbolic))."""
+    fixed = tuple((a, d) for a, d in enumerate(node.shape) if isinstance(d, int))
+    symbolic = tuple((a, symbols.index(d)) for a, d in enumerate(node.shape)
+                     if not isinstance(d, int))
+    return node.dtype, len(node.shape), fixed, symbolic
 
 
 class _Missing:

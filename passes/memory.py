@@ -161,3 +161,22 @@ def value_roots(program: Graph, views) -> dict[int, frozenset]:
             shared = [roots[n.inputs[i].uid] for i in views(n)]
             roots[n.uid] = frozenset().union(*shared) if shared else empty
     return roots
+
+
+def leaving_copies(program: Graph, views) -> tuple[list[bool], list[bool]]:
+    """Which outputs, and which new parameter values, a call must copy, from the views the
+    backend declares per op (`views`, as for `value_roots`) followed back to the leaves.
+
+    An output is copied when it may share memory with any leaf: a parameter (the caller must
+    not hold a window onto a parameter that later steps overwrite), an input (the caller's
+    own array) or a constant (the function's own). A new value is copied when it may share
+    memory with a parameter that this call writes ({a: b, b: a} must swap: every new value
+    is taken before any parameter is written) or with an input (the caller may feed a
+    parameter's value, ``fn(W.value)``). Everything else is a fresh array the step made.
+    """
+    roots = value_roots(program, views)
+    written = {("parameter", p.attrs["storage"].uid) for p, _ in program.updates}
+    written |= {("input", k) for k in range(len(program.inputs))}
+    outputs = [bool(roots[n.uid]) for n in program.outputs]
+    news = [bool(roots[v.uid] & written) for _, v in program.updates]
+    return outputs, news

@@ -47,7 +47,6 @@ class Binding:
         self.table_ptr = self.table.ctypes.data
         self.dims_ptr = self.dims.ctypes.data
         self._error = int(self.table[layout.error_slot]) if layout.error_slot >= 0 else 0
-        self.param_arrays: list = [None] * len(layout.param_slots)
         # outputs: views into the arena (copied out after each call), or leaves
         self.outputs = []
         for node in program.outputs:
@@ -80,10 +79,12 @@ def failure_message(program: Graph, record: list[int], layout: Layout | None = N
     return nonfinite_message(program, node, "NaN" if code == FAILED_NAN else "inf")
 
 
-def address(array: np.ndarray) -> int:
-    """The data address of an array (c_char.from_buffer is 3x faster than .ctypes.data)."""
+def address(array: np.ndarray, _from_buffer=ctypes.c_char.from_buffer,
+            _addressof=ctypes.addressof) -> int:
+    """The data address of an array. c_char.from_buffer is 3x faster than .ctypes.data; bound
+    as defaults, it skips two global lookups, a third of its cost (it runs per input per call)."""
     try:
-        return ctypes.addressof(ctypes.c_char.from_buffer(array))
+        return _addressof(_from_buffer(array))
     except (TypeError, ValueError):  # read-only or empty arrays
         return array.ctypes.data
 

@@ -62,6 +62,10 @@ class LLVMExecutable(Executable):
         self._symbols = sorted({d for n in program.inputs for d in n.type.symbols},
                                key=lambda s: s.name)
         self._updated = [p.attrs["storage"] for p, _ in program.updates]
+        self._storages = [storage for _slot, storage in self._params]
+        leaves = ("placeholder", "parameter", "constant")
+        self._arena_outputs = all(n.op.name not in leaves for n in program.outputs)
+        self._recent: tuple[tuple, Binding] | None = None  # the last call's sizes and buffers
         self._profile: tuple[int, list[str]] | None = None
 
     def artifact(self) -> LLVMArtifact:
@@ -108,6 +112,7 @@ class LLVMExecutable(Executable):
     def close(self) -> None:
         """Free the machine code (the MCJIT engine) and every binding's buffers."""
         self._bindings.clear()
+        self._recent = None
         self._fn = None
         if self.engine is not None:
             self.engine.close()
@@ -116,36 +121,42 @@ class LLVMExecutable(Executable):
     def _binding(self, binding, key) -> Binding:
         """The buffers for these sizes: made on first use, the MAX_BINDINGS most recently used
         kept (a loop over many batch sizes does not keep an arena per size)."""
+        recent = self._recent
+        if recent is not None and recent[0] == key:  # a training loop: the same sizes again
+            return recent[1]
         state = self._bindings.pop(key, None)
         if state is None:
             if binding is None:  # seen before, evicted since: the key is the sizes
                 binding = dict(zip(self._symbols, key))
             state = Binding(self.program, self.layout, binding)
+            for slot, storage in self._params:  # host arrays never move (written in place)
+                state.table[slot] = storage.host_buffer().ctypes.data
         self._bindings[key] = state  # (most recent last)
         while len(self._bindings) > MAX_BINDINGS:
             self._bindings.pop(next(iter(self._bindings)))
+        self._recent = (key, state)
         return state
 
     def run(self, inputs, binding, key):
-        if self._fn is None:
+        fn = self._fn
+        if fn is None:
             raise BackendError("this function was closed (Function.close()): compile it again")
         state = self._binding(binding, key)
         table = state.table
         for slot, i in self._inputs:
             table[slot] = address(inputs[i])
-        seen = state.param_arrays
-        for k, (slot, storage) in enumerate(self._params):
-            value = storage.host_buffer()  # (up to date if a device held a newer copy)
-            if value is not seen[k]:
-                table[slot] = value.ctypes.data
-                seen[k] = value
-        before = {k: storage.value.copy() for k, storage in self._snapshots}
-        status = self._fn(state.table_ptr, state.dims_ptr)
-        if status:
+        for storage in self._storages:  # a device may hold a newer copy: bring it home first
+            if storage.devices:
+                storage.host_buffer()
+        before = {k: storage.value.copy() for k, storage in self._snapshots} \
+            if self._snapshots else {}
+        if fn(state.table_ptr, state.dims_ptr):
             raise BackendError(failure_message(self.program, state.error_record(), self.layout))
         for storage in self._updated:  # written in place: device copies must follow
             if storage.devices:
                 storage.changed_in_place()
+        if self._arena_outputs:  # every output is a value in the arena: copy it out
+            return [value.copy() for value, _shape in state.outputs], []
         outputs = []
         for k, ((value, _shape), node) in enumerate(zip(state.outputs, self.program.outputs)):
             if k in before:

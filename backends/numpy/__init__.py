@@ -9,7 +9,10 @@ the user's source line, so ``Function.source`` reads like a hand-written NumPy t
         p_W = params[0]                    # parameter (64, 10) float32
         t7 = x @ p_W                       # matmul (N, 10) float32   mlp.py:12
         ...
-        return [t12], [t15]
+        t15 = (p_W - (0.05 * t14))         # elemwise (64, 10) float32  mlp.py:20
+        # nothing below can fail: the new values are written in place
+        _targets[0][...] = t15  # W
+        return [t12]
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from graphc.ir.node import Node
 from graphc.ir.shapes import format_shape
 from graphc.ir.text import identifier, source_text
 from graphc.ops.expr_numpy import NUMPY_NAMESPACE
+from graphc.passes.memory import leaving_copies
 
 from ..base import Backend, Executable, nonfinite_message
 from . import kernels
@@ -33,7 +37,7 @@ from .loops import LoopRunner, check_outputs
 from .lowering import LOWERINGS, Printer, reference_kernels, views
 
 _RESERVED = {"np", "K", "KN", "_scratch", "math", "inputs", "params", "consts", "dims", "step",
-             "_loops",
+             "_loops", "_targets",
              *NUMPY_NAMESPACE}
 
 
@@ -63,7 +67,8 @@ def _check_finite(value, position: int) -> None:
         raise _NonFinite(position, "inf")
 
 
-def generate(program: Graph, check_finite: bool = False, loops: list | None = None
+def generate(program: Graph, check_finite: bool = False, loops: list | None = None,
+             copies: tuple[list[bool], list[bool]] | None = None
              ) -> tuple[str, list[np.ndarray], list, dict[int, Node]]:
     """Python source of the program, its constant arrays and parameter storages (in order),
     and the node computed on each line of the source (for errors raised while it runs).
@@ -71,7 +76,8 @@ def generate(program: Graph, check_finite: bool = False, loops: list | None = No
     source calls as ``_loops[k]``.
 
     With `check_finite`, every value is checked for NaN as soon as it is computed, and the
-    outputs and new parameter values for infinities too, before the step returns."""
+    outputs and new parameter values for infinities too, before the step returns.
+    `copies`: leaving_copies of the program, if the caller has it."""
     taken: set[str] = set()
     names: dict[int, str] = {}
     consts: list[np.ndarray] = []
@@ -135,22 +141,60 @@ def generate(program: Graph, check_finite: bool = False, loops: list | None = No
         for n in [*program.outputs, *(v for _, v in program.updates)]:
             if n.op.name not in leaves and n.dtype.kind == "f":
                 body.append(f"    _check_finite({names[n.uid]}, {position[n.uid]})")
+    body += _leaving(program, names, taken, copies or leaving_copies(program, views))
     outs = ", ".join(names[n.uid] for n in program.outputs)
-    news = ", ".join(names[v.uid] for _, v in program.updates)
-    body.append(f"    return [{outs}], [{news}]")
+    body.append(f"    return [{outs}]")
     source = "def step(inputs, params, consts, dims):\n" + "\n".join(body) + "\n"
     return source, consts, params, line_nodes
 
 
+def _leaving(program: Graph, names: dict[int, str], taken: set[str],
+             copies: tuple[list[bool], list[bool]]) -> list[str]:
+    """The step's last lines: the values that leave it, then the parameter updates, written in
+    place (``_targets[k]`` is the k-th updated parameter's host array), as a careful NumPy
+    programmer writes ``W -= lr * g``: no new array per parameter, no second pass over the
+    values in Python. Everything that can raise ran above, so a failed call writes nothing.
+
+    `copies` (graphc.passes.memory.leaving_copies, from the views each line may return) says
+    which outputs and new values must be copied first: an output sharing memory with a
+    parameter or an input, a new value sharing memory with something this call writes."""
+    copy_outputs, copy_news = copies
+    lines = []
+    for n, copy in zip(program.outputs, copy_outputs):
+        if copy:  # (a copy is also writable: never a read-only broadcast view)
+            var = _identifier(f"out_{names[n.uid]}", taken)
+            lines.append(f"    {var} = np.array({names[n.uid]})")
+            names[n.uid] = var
+    news = []
+    for (_, v), copy in zip(program.updates, copy_news):
+        var = names[v.uid]
+        if copy:
+            var = _identifier(f"new_{var}", taken)
+            lines.append(f"    {var} = np.array({names[v.uid]})")
+        news.append(var)
+    if news:
+        lines.append("    # nothing below can fail: the new values are written in place")
+    for k, ((param, _), var) in enumerate(zip(program.updates, news)):
+        lines.append(f"    _targets[{k}][...] = {var}  # {source_text(param.name, 60)}")
+    return lines
+
+
 class NumpyExecutable(Executable):
+    applies_updates = True  # the step's last lines write the parameters (see _leaving)
+
     def __init__(self, program: Graph, check_finite: bool = False) -> None:
         self.program = program
         self._loops: list[LoopRunner] = []
+        #: which outputs and new values the step copies before it writes the parameters
+        self.copies = leaving_copies(program, views)
         self.source, self._consts, self._params, self._line_nodes = generate(
-            program, check_finite, self._loops)
+            program, check_finite, self._loops, self.copies)
+        # (their host arrays never move: ParamStorage writes in place)
+        self._updated = [p.attrs["storage"] for p, _ in program.updates]
         namespace = {"np": np, "math": math, "K": types.SimpleNamespace(**reference_kernels()),
                      "_check_nan": _check_nan, "_check_finite": _check_finite,
-                     "_loops": self._loops, "KN": kernels, "_scratch": kernels.Scratch()}
+                     "_loops": self._loops, "KN": kernels, "_scratch": kernels.Scratch(),
+                     "_targets": [s.host_buffer() for s in self._updated]}
         namespace.update(NUMPY_NAMESPACE)
         filename = f"<graphc numpy program {source_text(program.name, 80)}>"
         exec(compile(self.source, filename, "exec"), namespace)
@@ -179,7 +223,7 @@ class NumpyExecutable(Executable):
         params = self._param_views
         try:
             with np.errstate(all="ignore"):
-                outputs, news = self._step(inputs, params, self._consts, dims)
+                outputs = self._step(inputs, params, self._consts, dims)
         except IndexRangeError as exc:  # an id or a label out of range: the node that read it
             node = self._failing_node(exc.__traceback__)
             raise BackendError(index_error_message(node, exc.value, exc.bound)) from None
@@ -187,10 +231,14 @@ class NumpyExecutable(Executable):
             position, kind = exc.args
             node = self.program.nodes[position]
             raise BackendError(nonfinite_message(self.program, node, kind)) from None
+        for storage in self._updated:  # written in place: device copies must follow
+            if storage.devices:
+                for device in storage.devices:
+                    device.newer = False
+                storage.changed_in_place()
         # Outputs are the caller's to keep: never hand out read-only broadcast views.
-        outputs = [o if type(o) is np.ndarray and o.flags.writeable else np.array(o)
-                   for o in outputs]
-        return outputs, [v if type(v) is np.ndarray else np.asarray(v) for v in news]
+        return [o if type(o) is np.ndarray and o.flags.writeable else np.array(o)
+                for o in outputs], []
 
     def _failing_node(self, tb):
         """The node whose line of the generated step was running when `tb` was raised."""

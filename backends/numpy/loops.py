@@ -58,7 +58,7 @@ class LoopRunner:
                 if h is not None:
                     h[t] = carries[i]
             with np.errstate(all="ignore"):
-                outs, _ = step([*carries, *[x[t] for x in xs], *caps], [], consts, dims)
+                outs = step([*carries, *[x[t] for x in xs], *caps], [], consts, dims)
             carries = [np.asarray(c) for c in outs[:nc]]
             for j, y in enumerate(ys):
                 if y is not None:

@@ -1,21 +1,26 @@
-"""The NumPy backend's view declarations are facts, not guesses, and Function uses them.
+"""The NumPy backend's view declarations are facts, not guesses, and the copies follow them.
 
-Function decides at compile time which outputs and new parameter values may share memory
-with a parameter or an input (backends/numpy/lowering.py ``views``, followed back to the
-leaves by passes/memory.py ``value_roots``) and copies exactly those on every call. That is
-sound only if every array the generated program returns as a view of a leaf is declared:
-the first test runs every op case and checks each computed value against the leaves it
-actually shares memory with.
+Which outputs and new parameter values may share memory with a parameter or an input is
+decided at compile time (backends/numpy/lowering.py ``views``, followed back to the leaves
+by passes/memory.py ``value_roots`` and ``leaving_copies``): the NumPy backend's generated
+step copies exactly those before it writes the parameters, and Function does the same for
+a backend that leaves the updates to its caller. That is sound only if every array the
+generated program returns as a view of a leaf is declared: the first test runs every op
+case and checks each computed value against the leaves it actually shares memory with.
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 
 import numpy as np
 import pytest
 
 import graphc as gc
+from graphc.backends.base import Executable
+from graphc.backends.numpy import NumpyExecutable
+from graphc.function import Function, build_program
 from graphc.passes.memory import value_roots
 from tests.helpers import build_case, case_arrays
 from tests.op_cases import CASES
@@ -82,7 +87,7 @@ def test_views_are_followed_through_chains():
     assert by_output[0] == {("parameter", W.node.attrs["storage"].uid)}
     assert by_output[1] == {("input", 0)}
     assert by_output[2] == set()  # a view of a fresh array: nothing to copy
-    assert fn._copy_outputs == [True, True, False, True]
+    assert fn._exe.copies[0] == [True, True, False, True]
     flat[0] = 99.0  # the caller owns its outputs
     assert W.value[0, 0] == 0.0
 
@@ -94,7 +99,7 @@ def test_new_values_that_view_an_input_fed_a_parameter_are_taken_first():
     b = gc.parameter("b", np.zeros(2, np.float32))
     x = gc.placeholder("x", (2,))
     fn = gc.compile([x], x.sum(), updates={a: a * 3, b: x.reshape(2)})
-    assert fn._copy_news == [False, True]
+    assert fn._exe.copies[1] == [False, True]
     fn(a.value)
     np.testing.assert_array_equal(a.value, [3, 6])
     np.testing.assert_array_equal(b.value, [1, 2])
@@ -129,6 +134,57 @@ def test_deep_adam_step_copies_nothing_it_made_itself():
     loss = (h * h).mean()
     opt = gc.optim.Adam(params, lr=1e-3)
     fn = gc.compile([x], loss, updates=opt.updates(loss))
-    assert not any(fn._copy_news) and fn._copy_outputs == [False]
+    assert not any(fn._exe.copies[1]) and fn._exe.copies[0] == [False]
     first = fn(rng.normal(size=(4, 8)).astype(np.float32))
     assert np.isfinite(first)
+
+
+class _CallerApplies(Executable):
+    """A backend's executable that returns the new values and leaves the writes to Function
+    (the Executable contract's default): the NumPy backend's step, with the updates turned
+    into extra outputs."""
+
+    def __init__(self, program) -> None:
+        returning = copy.copy(program)
+        returning.outputs = [*program.outputs, *(v for _, v in program.updates)]
+        returning.updates = []
+        self._inner = NumpyExecutable(returning)
+        self._count = len(program.outputs)
+
+    def views(self, node):
+        return self._inner.views(node)
+
+    def run(self, inputs, binding, key):
+        values, _ = self._inner.run(inputs, binding, key)
+        return values[:self._count], values[self._count:]
+
+
+def _caller_applies(inputs, outputs, updates):
+    program, single = build_program(inputs, outputs, updates)
+    return Function(program, _CallerApplies(program), single, "numpy")
+
+
+def test_a_caller_applied_step_swaps_checks_and_writes_nothing_on_failure():
+    a = gc.parameter("a", np.array([1.0, 2.0], np.float32))
+    b = gc.parameter("b", np.array([3.0, 4.0], np.float32))
+    x = gc.placeholder("x", ("N",))
+    fn = _caller_applies([x], x.sum(), {a: b, b: a})
+    assert not fn._native_updates and fn._copy_news == [True, True]
+    assert fn._copy_outputs == [False]
+    assert fn(np.ones(3, np.float32)) == 3.0
+    np.testing.assert_array_equal(a.value, [3, 4])
+    np.testing.assert_array_equal(b.value, [1, 2])
+    with pytest.raises(gc.ShapeError):
+        fn(np.ones((3, 2), np.float32))
+    np.testing.assert_array_equal(a.value, [3, 4])
+    np.testing.assert_array_equal(b.value, [1, 2])
+
+
+def test_a_caller_applied_step_copies_outputs_that_view_a_parameter():
+    W = gc.parameter("W", np.arange(6, dtype=np.float32).reshape(2, 3))
+    x = gc.placeholder("x", (2, 3))
+    fn = _caller_applies([x], [W.T.reshape(6), x * 2], {W: W + x})
+    assert fn._copy_outputs == [True, False] and fn._copy_news == [False]
+    flat, _ = fn(np.ones((2, 3), np.float32))
+    np.testing.assert_array_equal(flat, np.arange(6, dtype=np.float32).reshape(2, 3).T.ravel())
+    np.testing.assert_array_equal(W.value, np.arange(1, 7, dtype=np.float32).reshape(2, 3))
