@@ -343,9 +343,19 @@ class _TypedEmitter(ExprEmitter):
         super().__init__(point.b, point.ctx.module, ty, point.ctx.gen.math)
         self.point = point
         self._env = point.env
+        self._type_key = str(ty)
 
-    def _emit(self, e) -> ir.Value:  # memoized by the point emitter, per type
-        return self._dispatch(e)
+    def _emit(self, e) -> ir.Value:
+        """Memoized in the point emitter's table, per type, for every sub-expression: a
+        reduction that an expression reads three times (log_softmax's max: the shift and its
+        finiteness test) is one loop, not three for LLVM to merge. A point's code is straight
+        line (selects, no branches), so every value it emitted dominates the later ones."""
+        values = self.point._values
+        key = (e, self._type_key)
+        value = values.get(key)
+        if value is None:
+            value = values[key] = self._dispatch(e)
+        return value
 
     def _dispatch(self, e) -> ir.Value:
         p = self.point
