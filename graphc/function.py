@@ -10,9 +10,11 @@ none.
 
 from __future__ import annotations
 
+import contextlib
+import gc as garbage_collector
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import sympy
@@ -189,11 +191,12 @@ def compile(inputs, outputs, updates=None, backend: str = "numpy",
         executable = entry.executable(impl, options)
     else:
         stats = None
-        if isinstance(optimize, (list, tuple)):
-            program, stats = optimize_program(program, passes=optimize)
-        elif optimize:
-            program, stats = optimize_program(program)
-        executable = impl.compile(program, options)
+        with _collector_paused():
+            if isinstance(optimize, (list, tuple)):
+                program, stats = optimize_program(program, passes=optimize)
+            elif optimize:
+                program, stats = optimize_program(program)
+            executable = impl.compile(program, options)
         compile_memo.remember(key, program, stats, executable)
     fn = Function(program, executable, single, backend)
     if fn.distributed:  # a collective call: every process starts from rank 0's state
@@ -205,6 +208,22 @@ def compile(inputs, outputs, updates=None, backend: str = "numpy",
     fn.stats.update(compile_seconds=time.perf_counter() - started, passes=stats,
                     compile_memo_hit=entry is not None)
     return fn
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused while a program compiles. A compile makes
+    hundreds of thousands of short-lived objects (sympy expressions, IR instructions), and
+    every few thousand allocations the collector walks the live ones, the whole process at
+    times: that was half of cnn32's code generation (0.32 s -> 0.16 s without it). Reference
+    counting still frees what dies; cycles wait for the next collection after the compile."""
+    paused = garbage_collector.isenabled()
+    garbage_collector.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            garbage_collector.enable()
 
 
 class Function:
