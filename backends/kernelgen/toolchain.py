@@ -1,8 +1,9 @@
 """Everything that depends on the llvmlite version lives here (and only here).
 
 Initialization, the host target machine, the optimization pipeline (LLVM's new pass manager at
-O2 with loop and SLP vectorization), MCJIT engines, the on-disk object cache, and registering
-external symbols (BLAS) so generated code can call them.
+O2 with loop and SLP vectorization), compiling a module's parts on several threads, MCJIT
+engines linking their object code, the on-disk object cache, and registering external symbols
+(BLAS) so generated code can call them.
 """
 
 from __future__ import annotations
@@ -44,10 +45,10 @@ def host_description() -> str:
                      llvm.get_host_cpu_features().flatten(), llvmlite.__version__])
 
 
-def parse(ir_text: str) -> llvm.ModuleRef:
+def parse(ir_text: str, context=None) -> llvm.ModuleRef:
     initialize()
     try:
-        mod = llvm.parse_assembly(ir_text)
+        mod = llvm.parse_assembly(ir_text, context)
         mod.verify()
     except RuntimeError as exc:
         raise BackendError(f"generated LLVM IR is invalid: {exc}") from exc
@@ -59,15 +60,20 @@ def parse(ir_text: str) -> llvm.ModuleRef:
 OPT_LEVEL = 2
 
 
-def optimize(mod: llvm.ModuleRef, tm: llvm.TargetMachine, speed: int = OPT_LEVEL) -> None:
-    """Run the O2 pipeline with loop and SLP vectorization."""
+def optimize(mod: llvm.ModuleRef, tm: llvm.TargetMachine, speed: int = OPT_LEVEL,
+             run=None) -> None:
+    """Run the O2 pipeline with loop and SLP vectorization (`run`: the C function that runs
+    it, for compile_object to call it without llvmlite's lock)."""
     pto = llvm.PipelineTuningOptions(speed_level=speed)
     pto.loop_vectorization = True
     pto.slp_vectorization = True
     pb = llvm.create_pass_builder(tm, pto)
     pm = pb.getModulePassManager()
     try:
-        pm.run(mod, pb)
+        if run is None:
+            pm.run(mod, pb)
+        else:
+            run(pm, mod, pb)
     finally:  # (collected objects of llvmlite keep their LLVM side alive: close them)
         pm.close()
         pb.close()
@@ -95,10 +101,10 @@ def cache_key(ir_text: str) -> str:
 
 
 class ObjectCache:
-    """MCJIT object cache on disk: compiled code keyed by a hash of IR + target + versions.
+    """Compiled code on disk, keyed by a hash of IR + target + versions (one file a part).
 
     Each file is the object code behind a header of its length and SHA-256, checked before
-    MCJIT sees it: a truncated or corrupted file (a full disk, a killed process, a stray
+    the JIT links it: a truncated or corrupted file (a full disk, a killed process, a stray
     write) is a cache miss that gets rewritten, never an LLVM abort of the interpreter.
     """
 
@@ -108,7 +114,6 @@ class ObjectCache:
         self.path = cache_dir() / f"{key}.o"
         self.enabled = enabled and os.environ.get("GRAPHC_NO_CACHE", "") in ("", "0")
         self.cached = self._read() if self.enabled else None
-        self.hit = False
 
     def _read(self) -> bytes | None:
         try:
@@ -124,12 +129,7 @@ class ObjectCache:
             return None
         return data
 
-    def load(self, module) -> bytes | None:
-        if self.cached is not None:
-            self.hit = True
-        return self.cached
-
-    def store(self, module, data: bytes) -> None:
+    def store(self, data: bytes) -> None:
         if self.enabled:
             header = self.MAGIC + len(data).to_bytes(8, "little") + hashlib.sha256(data).digest()
             try:
@@ -138,17 +138,78 @@ class ObjectCache:
                 pass  # a read-only cache directory must not break compilation
 
 
-def jit(ir_text: str, use_cache: bool = True) -> tuple[llvm.ExecutionEngine, ObjectCache,
-                                                       llvm.ModuleRef]:
-    """Compile IR to machine code (or load it from the object cache) in an MCJIT engine."""
+def _unlocked(function):
+    """An llvmlite C function without llvmlite's lock, where this llvmlite has it.
+
+    llvmlite serializes every call into LLVM with one process-wide lock. LLVM itself compiles
+    modules on several threads at once when each has its own context, target machine and
+    pass pipeline, which compile_object gives it; so its two long calls (the optimization
+    pipeline and code generation, almost all of a compile) are made without the lock. Where
+    llvmlite wraps its functions differently, the wrapper is used: parts then compile one
+    after another, into the same code.
+    """
+    return getattr(function, "_cfn", function)
+
+
+def compile_object(ir_text: str) -> bytes:
+    """Object code of one module: parsed in a context of its own, optimized, emitted. Safe to
+    run on several threads at once (see _unlocked)."""
+    from ctypes import string_at
+
+    from llvmlite.binding import ffi
+
+    context = llvm.create_context()
+    try:
+        mod = parse(ir_text, context)
+        tm = host_target_machine()
+        try:
+            mod.triple = tm.triple
+            mod.data_layout = str(tm.target_data)
+            optimize(mod, tm, run=_unlocked(ffi.lib.LLVMPY_RunNewModulePassManager))
+            with ffi.OutputString() as error:
+                emit = _unlocked(ffi.lib.LLVMPY_TargetMachineEmitToMemory)
+                buffer = emit(tm, mod, 1, error)
+                if not buffer:
+                    raise BackendError(f"LLVM could not generate code: {error}")
+            try:
+                return string_at(ffi.lib.LLVMPY_GetBufferStart(buffer),
+                                 ffi.lib.LLVMPY_GetBufferSize(buffer))
+            finally:
+                ffi.lib.LLVMPY_DisposeMemoryBuffer(buffer)
+        finally:
+            mod.close()
+            tm.close()
+    finally:
+        context.close()
+
+
+def jit(parts: str | list[str], use_cache: bool = True, workers: int = 1
+        ) -> tuple[llvm.ExecutionEngine, bool]:
+    """Machine code for the module `parts` (one IR text, or the parts of one module, see
+    split.py), linked in an MCJIT engine; and whether every part came from the object cache.
+    Parts that must be compiled compile on up to `workers` threads at once; the code is the
+    same whatever their number."""
+    if isinstance(parts, str):
+        parts = [parts]
+    caches = [ObjectCache(cache_key(text), use_cache) for text in parts]
+    objects = [c.cached for c in caches]
+    missing = [k for k, data in enumerate(objects) if data is None]
+    if len(missing) > 1 and workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(workers, len(missing))) as pool:
+            done = list(pool.map(compile_object, [parts[k] for k in missing]))
+    else:
+        done = [compile_object(parts[k]) for k in missing]
+    for k, data in zip(missing, done):
+        objects[k] = data
+        caches[k].store(data)
     tm = host_target_machine()
-    cache = ObjectCache(cache_key(ir_text), use_cache)
-    mod = parse(ir_text)
-    mod.triple = tm.triple
-    mod.data_layout = str(tm.target_data)
-    if cache.cached is None:  # machine code will be generated: optimize first
-        optimize(mod, tm)
-    engine = llvm.create_mcjit_compiler(mod, tm)
-    engine.set_object_cache(cache.store, cache.load)
+    holder = parse("")
+    holder.triple = tm.triple
+    holder.data_layout = str(tm.target_data)
+    engine = llvm.create_mcjit_compiler(holder, tm)
+    for data in objects:
+        engine.add_object_file(llvm.ObjectFileRef.from_data(data))
     engine.finalize_object()
-    return engine, cache, mod
+    return engine, not missing

@@ -17,7 +17,10 @@ from graphc.errors import BackendError
 from graphc.ir.graph import Graph
 
 from ..base import Backend
-from ..kernelgen import lowerings  # noqa: F401  (the lowerings shared with cuda)
+from ..kernelgen import (
+    lowerings,  # noqa: F401  (the lowerings shared with cuda)
+    split,
+)
 from ..kernelgen.mathlib import host_math
 from ..kernelgen.registry import Coverage
 from . import (  # noqa: F401  (importing registers the lowerings)
@@ -50,11 +53,14 @@ class LLVMBackend(Backend):
         gen = HostCodegen(program, host_math(), profile=options.get("profile", False),
                              check_finite=bool(options.get("check_finite", False)))
         module = gen.build()
-        ir_text = str(module)
-        engine, cache, _ = toolchain.jit(ir_text, use_cache=options.get("cache", True))
+        pieces = split.global_texts(module)
+        ir_text = split.module_text(module, pieces)
+        parts = split.split(module, pieces, split.part_count(len(ir_text)), "graphc_step")
+        engine, hit = toolchain.jit(parts, use_cache=options.get("cache", True),
+                                    workers=threads.runtime().threads)
         stats = {"llvm_compile_seconds": time.perf_counter() - started,
-                 "llvm_cache_hit": cache.hit}
-        exe = LLVMExecutable(program, gen.layout, engine, ir_text, stats)
+                 "llvm_cache_hit": hit, "llvm_parts": len(parts)}
+        exe = LLVMExecutable(program, gen.layout, engine, ir_text, stats, tuple(parts))
         if gen.profile:
             exe.enable_profile(gen.profile_slot, gen.kernel_names)
         return exe

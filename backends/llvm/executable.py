@@ -33,23 +33,26 @@ from ..kernelgen.program import Layout
 class LLVMArtifact:
     """What code generation made of a program, enough to build another executable of it
     without generating the code again (graphc/compile_memo.py): the IR text, the slot layout
-    the code was generated against (read-only once built) and the profile counters' slot and
-    names (None unless profiling)."""
+    the code was generated against (read-only once built), the profile counters' slot and
+    names (None unless profiling) and the IR's parts as compiled."""
 
     ir_text: str
     layout: Layout
     profile: tuple[int, list[str]] | None
+    parts: tuple[str, ...]  # the module cut for compiling on several threads (split.py)
 
 
 class LLVMExecutable(Executable):
     applies_updates = True
 
-    def __init__(self, program: Graph, layout: Layout, engine, ir_text: str, stats: dict) -> None:
+    def __init__(self, program: Graph, layout: Layout, engine, ir_text: str, stats: dict,
+                 parts: tuple[str, ...]) -> None:
         self.program = program
         self.layout = layout
         self._snapshots = updated_parameter_outputs(program)
         self.engine = engine  # keeps the machine code alive
         self.source = ir_text
+        self.parts = parts
         self.stats = stats
         address = engine.get_function_address("graphc_step")
         self._fn = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)(address)
@@ -71,7 +74,7 @@ class LLVMExecutable(Executable):
     def artifact(self) -> LLVMArtifact:
         """The generated code this executable was built from (shared with the executables
         `from_artifact` builds; none of it changes after code generation)."""
-        return LLVMArtifact(self.source, self.layout, self._profile)
+        return LLVMArtifact(self.source, self.layout, self._profile, self.parts)
 
     @classmethod
     def from_artifact(cls, program: Graph, artifact: LLVMArtifact, options: dict
@@ -80,14 +83,15 @@ class LLVMExecutable(Executable):
         machine-code engine (from the on-disk cache when it holds this IR), buffers and
         pointer tables. `options`: the llvm backend's options it was generated with."""
         from ..kernelgen import toolchain
-        from . import blas
+        from . import blas, threads
 
         started = time.perf_counter()
         blas.blas()  # the BLAS symbols the code calls, registered before it is linked
-        engine, cache, _ = toolchain.jit(artifact.ir_text, use_cache=options.get("cache", True))
+        engine, hit = toolchain.jit(list(artifact.parts), use_cache=options.get("cache", True),
+                                    workers=threads.runtime().threads)
         stats = {"llvm_compile_seconds": time.perf_counter() - started,
-                 "llvm_cache_hit": cache.hit}
-        exe = cls(program, artifact.layout, engine, artifact.ir_text, stats)
+                 "llvm_cache_hit": hit, "llvm_parts": len(artifact.parts)}
+        exe = cls(program, artifact.layout, engine, artifact.ir_text, stats, artifact.parts)
         if artifact.profile is not None:
             exe.enable_profile(*artifact.profile)
         return exe
