@@ -109,7 +109,8 @@ def _elementwise_grad(ctx) -> list:
         if i in bool_inputs or x.dtype.kind != "f":
             results.append(ZERO)
             continue
-        d = E.derivative(expr, i)
+        of_output = node.op.extra.get("derivative_of_output")
+        d = of_output(y_sym) if of_output is not None else E.derivative(expr, i)
         if d == 0:
             results.append(ZERO)
             continue
@@ -123,11 +124,17 @@ def _elementwise_grad(ctx) -> list:
 
 
 def _define(name: str, arity: int, template, *, out: str = "same", float_only: bool = False,
-            bool_inputs: tuple = (), doc: str = "") -> OpDef:
+            bool_inputs: tuple = (), doc: str = "", derivative_of_output=None) -> OpDef:
+    """`derivative_of_output(y)`: for a one-input op, its derivative written with its output
+    y alone, where that is the same function of the input as the derivative of `template`
+    (NaN, infinities and signed zeros included): the gradient then reads the op's output,
+    not its input, and the input has no other reader left (relu's input fuses into the op
+    that makes it: a conv's bias and its ReLU are one pass)."""
     templ = template if callable(template) else (lambda attrs, _t=template: _t)
     op = OpDef(name, "elementwise", infer=None, expr=lru_cache(maxsize=256)(templ), doc=doc,
                loops=elementwise_loops, extra={"arity": arity, "out": out, "float_only": float_only,
-                      "bool_inputs": bool_inputs})
+                      "bool_inputs": bool_inputs,
+                      "derivative_of_output": derivative_of_output})
     op.infer = lambda types, attrs, checks, _op=op: _infer(types, attrs, checks, op=_op)
     op.reference = _reference(op)
     op.grad = _elementwise_grad
@@ -164,7 +171,10 @@ SIGMOID = _define("sigmoid", 1, E.sigmoid(x0), float_only=True)
 SOFTPLUS = _define("softplus", 1, E.softplus(x0), float_only=True, doc="log(1 + exp(x)), stable")
 LOG1P = _define("log1p", 1, E.log1p(x0), float_only=True)
 EXPM1 = _define("expm1", 1, E.expm1(x0), float_only=True)
-RELU = _define("relu", 1, _relu, doc="max(x, 0); relu'(0) = 0")
+# relu'(x) = 0 where x <= 0, else 1 (NaN included), and relu(x) <= 0 exactly where x <= 0
+# (relu(NaN) is NaN, relu(-0.0) is 0): the derivative is the same function of the output
+RELU = _define("relu", 1, _relu, doc="max(x, 0); relu'(0) = 0",
+               derivative_of_output=lambda y: sympy.Piecewise((0, y <= 0), (1, True)))
 LEAKY_RELU = _define(
     "leaky_relu", 1,
     lambda attrs: sympy.Piecewise((x0, x0 > 0), (sympy.Float(attrs["alpha"]) * x0, True)),

@@ -351,3 +351,19 @@ def test_gradient_of_log_one_minus_sigmoid_is_stable_however_written(write):
     value, g = gc.compile([x], [cost, gc.grad(cost, x)])(np.array([1000.0, -1000.0, 0.0]))
     assert np.isfinite(value)
     np.testing.assert_allclose(g, [-1, 0, -0.5], atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_relu_gradient_read_from_its_output_at_hostile_values(backend):
+    """relu' is written with relu's output (derivative_of_output): 0 where x <= 0 (-0.0,
+    -inf included), 1 elsewhere (NaN included, as PyTorch), exactly as the derivative of
+    relu's own expression; and the backward pass no longer reads relu's input."""
+    x = gc.placeholder("x", (8,), "float64")
+    h = x * 1.5
+    g = gc.grad((gc.relu(h) * 2.0).sum(), x)
+    fn = gc.compile([x], g, backend=backend)
+    got = fn(np.array([np.nan, -0.0, 0.0, np.inf, -np.inf, -1.0, 2.0, 1e-300]))
+    np.testing.assert_array_equal(got, [3.0, 0, 0, 3.0, 0, 0, 3.0, 3.0])
+    nodes = gc.compile([x], g, optimize=False).graph.nodes
+    (relu,) = [n for n in nodes if n.op.name == "relu"]
+    assert [n.op.name for n in nodes if relu.inputs[0] in n.inputs] == ["relu"]

@@ -20,17 +20,18 @@ def _group_sizes(fn):
 
 
 def test_mlp_training_step_groups():
-    # forward: (matmul + bias, relu) | backward: relu' (where), -exp(logp)*sum + g, and one
-    # "p - lr * g" group per parameter update (4), plus the scalar 1/N chain.
+    # forward: bias + relu (relu' reads relu's output, so the sum has one reader) | backward:
+    # relu' (where), -exp(logp)*sum + g, and one "p - lr * g" group per parameter update
+    # (4), plus the scalar 1/N chain.
     fn = _compiled(mlp)[-1]
-    assert _group_sizes(fn) == [3, 2, 2, 2, 2, 2, 2]
+    assert _group_sizes(fn) == [3, 2, 2, 2, 2, 2, 2, 2]
 
 
 def test_cnn_training_step_groups():
     fn = _compiled(small_cnn)[-1]
     sizes = _group_sizes(fn)
-    assert len(sizes) == 10 and sizes[0] == 3
-    assert sum(1 for n in fn.graph.nodes if n.op.name == "elemwise") == 10
+    assert len(sizes) == 12 and sizes[0] == 3  # (each conv's bias and ReLU: one group)
+    assert sum(1 for n in fn.graph.nodes if n.op.name == "elemwise") == 12
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -77,7 +78,7 @@ def test_fused_training_matches_unfused(name):
 def test_fused_groups_are_drawn_as_clusters():
     fn = _compiled(mlp)[-1]
     src = gc.viz.to_dot(fn).source
-    assert src.count("cluster_fused_") == 7
+    assert src.count("cluster_fused_") == 8  # the MLP groups above
     assert "fused: " in src
 
 
