@@ -2,7 +2,7 @@
 
 LLVM spends most of a cold compile optimizing and emitting code function by function, and
 llvmlite runs it on one thread. Cut into parts, the module compiles on several threads
-(toolchain.compile_parts): each part is a complete module of its own, whose functions that
+(toolchain.jit): each part is a complete module of its own, whose functions that
 another part calls are external there and declared where they are called. The machine code
 is then linked in one engine.
 
