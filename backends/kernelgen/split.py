@@ -85,10 +85,17 @@ def split(module: ir.Module, pieces: dict[str, str], parts: int, entry: str) -> 
 
 
 def _has_private_state(module: ir.Module) -> bool:
-    """A variable of the module's own (not constant, not external): copied into every part
-    it would be several variables, so such a module is not cut."""
-    return any(isinstance(g, ir.GlobalVariable) and not g.global_constant and
-               g.linkage not in ("", "external") for g in module.globals.values())
+    """A global variable that is not an internal constant nor a declaration of another
+    module's: copied into every part it would be several variables, or one symbol defined
+    several times, so such a module is not cut."""
+    for g in module.globals.values():
+        if not isinstance(g, ir.GlobalVariable):
+            continue
+        declared = g.linkage == "external" and g.initializer is None
+        internal_constant = g.global_constant and g.linkage in ("internal", "private")
+        if not (declared or internal_constant):
+            return True
+    return False
 
 
 def _header(module: ir.Module) -> list[str]:

@@ -81,15 +81,29 @@ def test_the_part_count_is_a_rule_of_the_size():
     assert split.part_count(10**9) == split.MAX_PARTS
 
 
-def test_a_module_with_a_variable_of_its_own_is_not_cut():
+@pytest.mark.parametrize(("linkage", "constant"), [("internal", False), ("", False),
+                                                   ("", True)])
+def test_a_module_with_a_variable_of_its_own_is_not_cut(linkage, constant):
+    """A variable (internal or exported) or an exported constant would be several variables,
+    or one symbol defined in several parts: such a module stays whole."""
     from llvmlite import ir
 
     module = _module()
     state = ir.GlobalVariable(module, ir.IntType(32), "graphc_test_state")
-    state.linkage = "internal"
+    state.linkage = linkage
+    state.global_constant = constant
     state.initializer = ir.Constant(ir.IntType(32), 0)
     pieces = split.global_texts(module)
     assert split.split(module, pieces, 3, "graphc_step") == [str(module)]
+
+
+def test_internal_constants_and_declared_globals_are_copied_into_every_part():
+    module = _module()
+    constants = [line for line in str(module).splitlines() if " = internal constant " in line]
+    declared = '@"graphc_num_threads" = external global i32'
+    assert constants and declared in str(module)
+    for text in split.split(module, split.global_texts(module), 3, "graphc_step"):
+        assert declared in text and all(c in text for c in constants)
 
 
 def test_parts_compile_to_the_same_code_on_any_number_of_threads():
