@@ -467,6 +467,12 @@ case("max_pool2d", lambda x: F.max_pool2d(x, 3, stride=2, padding=1),
      lambda r: [_u(r, 2, 3, 7, 6)], lambda x: pool2d_loops(x, (3, 3), (2, 2), (1, 1), "max"))
 case("max_pool2d_nonsquare", lambda x: F.max_pool2d(x, (2, 3), stride=(2, 1)),
      lambda r: [_u(r, 1, 2, 6, 7)], lambda x: pool2d_loops(x, (2, 3), (2, 1), (0, 0), "max"))
+# windows that do not overlap (the gradient is a gather on every backend): positions no
+# window covers (a gap between windows, the odd last row) and padding
+case("max_pool2d_gaps", lambda x: F.max_pool2d(x, 2, stride=3, padding=1),
+     lambda r: [_u(r, 2, 2, 7, 8)], lambda x: pool2d_loops(x, (2, 2), (3, 3), (1, 1), "max"))
+case("max_pool2d_odd", lambda x: F.max_pool2d(x, 2),
+     lambda r: [_u(r, 2, 3, 7, 5)], lambda x: pool2d_loops(x, (2, 2), (2, 2), (0, 0), "max"))
 case("max_pool1d", lambda x: F.max_pool1d(x, 2), lambda r: [_u(r, 2, 3, 8)],
      lambda x: pool2d_loops(x[:, :, None], (1, 2), (1, 2), (0, 0), "max")[:, :, 0])
 case("avg_pool2d", lambda x: F.avg_pool2d(x, 3, stride=2, padding=1),

@@ -254,8 +254,10 @@ def _max_pool_grad_loops(node, program):
         value = sympy.Piecewise((L.load("g", n, c, *outs), chosen), (0, True))
     bufs = {"x": L.Buf(input=0), "g": L.Buf(input=1), "out": L.Buf(output=True),
             "argmax": _record_buffer(node, x)}
-    # the host's form: every window adds its g at its argmax (a quarter of the points of the
-    # gather for 2x2 windows, and no search for the window that chose a position)
+    # the host's form where windows overlap: every window adds its g at its argmax (no search
+    # for the windows that chose a position). Where they do not, the gather above is one
+    # pass with no search either, and writes every position once (no memset, no read back):
+    # cnn32's first pooling gradient 1.6-1.8 -> 1.3-1.4 Mcycles
     gidx, gdomain = _pool_domain(node, g.shape)
     where = sympy.Symbol("_where", integer=True)
     plane = prod(x.shape[2:]) if x.ndim > 2 else 1
@@ -265,7 +267,8 @@ def _max_pool_grad_loops(node, program):
                                   accumulate=True)],
                          lets=[(where, _argmax_of(node, program, x, gidx[0], gidx[1],
                                                   gidx[2:]))], zero=("out",))
-    return L.LoopNest(bufs, domain, [L.Store("out", idx, value)], host=scatter)
+    return L.LoopNest(bufs, domain, [L.Store("out", idx, value)],
+                      host=scatter if bounds else None)
 
 
 def _avg_pool_loops(node, program):
