@@ -1,7 +1,8 @@
 """The host's rendering of a `DirectConv` step (graphc/ops/loops.py): register tiles.
 
-A tile is `DIRECT_TILE` output channels by a run of output positions along a row, held in
-vector accumulators for the whole reduction over (input channel, kernel row, kernel column):
+A tile is `geometry.tile` output channels (6, or 4: `loops.direct_tile`) by a run of output
+positions along a row, held in vector accumulators for the whole reduction over (input
+channel, kernel row, kernel column):
 
     for (n, q) in [lo, hi):             (samples by channel tiles, split between threads)
       for oh, and each tile of positions ow0.. along the row:
@@ -11,9 +12,10 @@ vector accumulators for the whole reduction over (input channel, kernel row, ker
           acc[t][v] += xs[v] * broadcast(w[q, c, kh, kw, t])          (fused multiply-adds)
         out[n, q*TILE + t, oh, ow0 + v*LANES ...] = acc[t][v]
 
-Per step of the reduction: two vector loads and four broadcasts feed eight fused
-multiply-adds, and the input rows and the tile's weights stay in the first-level cache. The
-input is already padded, so no load needs a bounds test. A row's positions go in tiles of two
+Per step of the reduction: two vector loads and six broadcasts feed twelve fused
+multiply-adds (four and eight with 4-channel tiles), and the input rows and the tile's
+weights stay in the first-level cache. The input is already padded, so no load needs a
+bounds test. A row's positions go in tiles of two
 vectors, then one edge tile whose last vector ends at the row's end (overlapping the tile
 before it when the row is not a whole number of vectors: `direct_row_tiles`); the last channel tile
 stores only the channels that exist (its packed weights are zero past them).
@@ -73,7 +75,7 @@ def direct_conv(ctx, step) -> None:
         # the items: every (sample, channel tile) pair, of TILE x oh x ow outputs each
         counts = [product(ctx.b, [ctx.dim(geo.batch),
                                   i64(L.direct_channel_tiles(geo.out_channels))]),
-                  i64(L.DIRECT_TILE * oh * ow)]
+                  i64(geo.tile * oh * ow)]
     part.finish()
     ctx.run_parallel(part, counts)
 
@@ -128,7 +130,7 @@ class _Tiles:
     def emit(self, lo, hi) -> None:
         """Items lo..hi of (sample, channel tile) pairs, the tiles of a sample in order (a
         batch of one still splits between threads)."""
-        b, tiles = self.b, L.DIRECT_TILE
+        b, tiles = self.b, self.geo.tile
         full_q, edge_channels = divmod(self.geo.out_channels, tiles)
         per_sample = i64(L.direct_channel_tiles(self.geo.out_channels))
         with loop(b, hi, "j", start=lo) as j:
@@ -157,7 +159,7 @@ class _Tiles:
     def tile(self, n, q, oh, ow0, starts: list[int], channels: int) -> None:
         """Output positions ow0 + starts[v] (a vector each) of channels q*TILE..., of which
         the first `channels` are stored."""
-        b, s, tile = self.b, self.step, L.DIRECT_TILE
+        b, s, tile = self.b, self.step, self.geo.tile
         C, XW, (KH, KW) = self.geo.channels, self.geo.x_size[1], self.geo.kernel
         DH, DW = self.geo.dilation
         with b.goto_entry_block():
@@ -194,7 +196,7 @@ class _WeightGradTiles(_Tiles):
 
         partial[c, co, kh, kw, :] += g[n, co, oh, ow:ow+LANES] * x[n, c, row, ow + kw*dw:...]
 
-    over every sample n (outermost, in order), row oh and vector of a row, DIRECT_TILE
+    over every sample n (outermost, in order), row oh and vector of a row, DIRECT_GRAD_TILE
     output channels by up to three kernel columns at a time in registers (loaded from
     `partial` before a sample's rows and stored after), then out[co, c, kh, kw] = the lanes
     added in order. The loop order n, channel tile, c keeps a sample's tile of g in cache
@@ -212,7 +214,7 @@ class _WeightGradTiles(_Tiles):
         b, s = self.b, self.step
         CO, (KH, KW) = self.geo.out_channels, self.geo.kernel
         per_channel = CO * KH * KW * self.lanes
-        tile = L.DIRECT_TILE
+        tile = L.DIRECT_GRAD_TILE
         full_q, edge_channels = divmod(CO, tile)
         # this thread's input channels' sums, cleared
         memset_zero(b, self.k.module, b.gep(self.ptrs[s.partial], [b.mul(lo, i64(per_channel))],

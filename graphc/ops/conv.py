@@ -199,13 +199,15 @@ def whole_batch(node) -> bool:
 #: but the batch is known, an output row fills a vector (DIRECT_MIN_WIDTH positions), and
 #: at least DIRECT_MIN_WORK of the tiles' multiply-adds make output (`loops.direct_work`:
 #: the rest fill the last channel tile and overlapping edge vectors).
-#: Measured on one thread of the 2-core AVX2 VM: cnn32's 3x3 layers (no waste) at 87-92
-#: GFLOP/s, where NumPy's sgemm ran the same layer's im2col GEMM at 61-79 (before counting
-#: the im2col) and a 1024^3 product at 92; LeNet-5's first layer (6 channels: 0.75 of the
-#: work makes output) 1.8x faster than im2col and a GEMM, its input gradient of the second
-#: (6 channels of 12 positions: 0.56) 2x slower.
+#: Measured on one thread of the 2-core AVX2 VM, with tiles of 4 channels: cnn32's 3x3
+#: layers (no waste) at 87-92 GFLOP/s, where NumPy's sgemm ran the same layer's im2col GEMM
+#: at 61-79 (before counting the im2col) and a 1024^3 product at 92; LeNet-5's first layer
+#: (6 channels: 0.75 of the work makes output) 1.8x faster than im2col and a GEMM, its input
+#: gradient of the second (6 channels of 12 positions: 0.56) 2x slower. With tiles of 6
+#: channels that input gradient is 0.75 of the work and still slower (1.99 against 1.33
+#: Mcycles a step): the bar is 0.8.
 DIRECT_MIN_WIDTH = 8
-DIRECT_MIN_WORK = 0.75
+DIRECT_MIN_WORK = 0.8
 
 
 def _direct_form(node) -> bool:
@@ -265,12 +267,12 @@ def _padded(node, geo, pad):
 
 
 def _packed_weights(node, w, channels, out_channels, kernel, flip: bool):
-    """The weights in the direct schedule's order: (tiles, channels, *kernel, DIRECT_TILE)
-    from `w` viewed (out_channels, channels, *kernel), or for a transposed convolution from
-    `w` viewed (channels, out_channels, *kernel) with the kernel flipped."""
+    """The weights in the direct schedule's order: (tiles, channels, *kernel, tile) from `w`
+    viewed (out_channels, channels, *kernel), or for a transposed convolution from `w` viewed
+    (channels, out_channels, *kernel) with the kernel flipped."""
     from . import loops as L
 
-    tile, tiles = L.DIRECT_TILE, L.direct_channel_tiles(out_channels)
+    tile, tiles = L.direct_tile(out_channels), L.direct_channel_tiles(out_channels)
     q, c, kh, kw, t = L.index_symbols("q c kh kw t")
     co = q * tile + t
     if flip:

@@ -40,11 +40,12 @@ import sympy
 
 from . import expr as E
 
-__all__ = ["DIRECT_ROW_MULTIPLE", "DIRECT_TILE", "DIRECT_TILE_VECTORS", "DIRECT_VECTOR_BYTES",
+__all__ = ["DIRECT_GRAD_TILE", "DIRECT_ROW_MULTIPLE", "DIRECT_TILES", "DIRECT_TILE_FILL",
+           "DIRECT_TILE_VECTORS", "DIRECT_VECTOR_BYTES",
            "ArgMax", "Buf", "Check", "DirectConv", "DirectGeometry", "DirectWeightGrad",
            "Element", "Gemm", "Load", "LoopNest", "PhiloxUniform", "Reduce", "Repeat",
            "Schedules", "Store", "covering", "direct_channel_tiles", "direct_row_tiles",
-           "direct_work", "elementwise_loops", "index_symbols", "inside", "tap"]
+           "direct_tile", "direct_work", "elementwise_loops", "index_symbols", "inside", "tap"]
 
 
 def index_symbols(names: str) -> tuple[sympy.Symbol, ...]:
@@ -184,13 +185,20 @@ class Gemm:
     offsets: dict = field(default_factory=dict)
 
 
-#: Output channels per register tile of a `DirectConv`: its weights are packed in blocks of
-#: this many channels (the packing is a loop nest of the op's description).
-DIRECT_TILE = 4
-#: A `DirectConv` tile holds DIRECT_TILE channels by two vectors of 32 bytes (8 floats, 4
-#: doubles) of a row: 8 accumulators, which leaves registers for loads and broadcasts.
+#: Output channels per register tile of a `DirectConv`, the first that fits (`direct_tile`):
+#: its weights are packed in blocks of this many channels (the packing is a loop nest of the
+#: op's description). A tile holds its channels by two vectors of 32 bytes (8 floats, 4
+#: doubles) of a row: 6 channels are 12 accumulators, enough independent fused multiply-adds
+#: to cover their latency on two FMA units (with 4 channels, 8 accumulators, a cnn32 layer
+#: ran 5-9% slower), and still leave registers for the loads and broadcasts.
+DIRECT_TILES = (6, 4)
+#: the least share of a tile's channels that a channel count must fill to use that tile
+DIRECT_TILE_FILL = 0.85
 DIRECT_VECTOR_BYTES = 32
 DIRECT_TILE_VECTORS = 2
+#: A `DirectWeightGrad` holds DIRECT_GRAD_TILE output channels by up to three kernel columns
+#: of lane-wise sums in registers (12 accumulators)
+DIRECT_GRAD_TILE = 4
 
 
 def direct_row_tiles(width: int, itemsize: int) -> tuple[int, list[int]]:
@@ -207,9 +215,19 @@ def direct_row_tiles(width: int, itemsize: int) -> tuple[int, list[int]]:
     return count, [width - rest, width - lanes]
 
 
+def direct_tile(out_channels: int) -> int:
+    """The channels of a `DirectConv` tile for `out_channels`: the first of DIRECT_TILES whose
+    tiles the channels fill to DIRECT_TILE_FILL (32 channels: 6, filled to 0.89; 8 channels:
+    4, where 6 would be filled to 0.67), else the last. A rule of the sizes."""
+    for tile in DIRECT_TILES:
+        if out_channels / (-(-out_channels // tile) * tile) >= DIRECT_TILE_FILL:
+            return tile
+    return DIRECT_TILES[-1]
+
+
 def direct_channel_tiles(out_channels: int) -> int:
-    """How many DIRECT_TILE-channel tiles cover `out_channels` (the last one part empty)."""
-    return -(-out_channels // DIRECT_TILE)
+    """How many tiles cover `out_channels` (the last one part empty)."""
+    return -(-out_channels // direct_tile(out_channels))
 
 
 def direct_work(channels: int, width: int, itemsize: int) -> float:
@@ -218,7 +236,7 @@ def direct_work(channels: int, width: int, itemsize: int) -> float:
     lanes = DIRECT_VECTOR_BYTES // itemsize
     count, edge = direct_row_tiles(width, itemsize)
     covered = (count * DIRECT_TILE_VECTORS + len(edge)) * lanes
-    return channels * width / (direct_channel_tiles(channels) * DIRECT_TILE * covered)
+    return channels * width / (direct_channel_tiles(channels) * direct_tile(channels) * covered)
 
 
 @dataclass(frozen=True)
@@ -237,6 +255,11 @@ class DirectGeometry:
     stride_h: int = 1
     dilation: tuple[int, int] = (1, 1)
 
+    @property
+    def tile(self) -> int:
+        """Output channels per register tile (`direct_tile`)."""
+        return direct_tile(self.out_channels)
+
 
 @dataclass
 class DirectConv:
@@ -246,12 +269,12 @@ class DirectConv:
         out[n, co, oh, ow] = sum over c, kh, kw of
             x[n, c, oh*stride_h + kh*dilation[0], ow + kw*dilation[1]] * w[co, c, kh, kw]
 
-    with sizes `geometry` and `w` packed by `DIRECT_TILE` output channels:
-    (ceil(out_channels / DIRECT_TILE), channels, *kernel, DIRECT_TILE), zero past the last
-    channel. A host-only step, like Gemm a contraction that each target renders
-    its own way: the llvm backend as register tiles of vector accumulators
-    (backends/llvm/direct_conv.py). A convolution uses it instead of im2col and a GEMM when
-    the cost model (graphc/ops/conv.py, `direct`) says so."""
+    with sizes `geometry` and `w` packed by `geometry.tile` output channels:
+    (ceil(out_channels / tile), channels, *kernel, tile), zero past the last channel. A
+    host-only step, like Gemm a contraction that each target renders its own way: the llvm
+    backend as register tiles of vector accumulators (backends/llvm/direct_conv.py). A
+    convolution uses it instead of im2col and a GEMM when the cost model
+    (graphc/ops/conv.py, `direct`) says so."""
 
     buffers: dict[str, Buf]
     x: str
