@@ -115,7 +115,8 @@ def _assign(functions: dict, inline: set[str], calls: dict[str, set[str]],
     owner: dict[str, int] = {}
     groups: list[list[str]] = []
     claimed = {entry}
-    for root in sorted(calls.get(entry, ()), key=list(functions).index):
+    order = {name: k for k, name in enumerate(functions)}
+    for root in sorted(calls.get(entry, ()), key=order.__getitem__):
         if root in inline or root in claimed:
             continue
         group, todo = [], [root]

@@ -67,8 +67,8 @@ def _check_finite(value, position: int) -> None:
         raise _NonFinite(position, "inf")
 
 
-def generate(program: Graph, check_finite: bool = False, loops: list | None = None,
-             copies: tuple[list[bool], list[bool]] | None = None
+def generate(program: Graph, copies: tuple[list[bool], list[bool]],
+             check_finite: bool = False, loops: list | None = None
              ) -> tuple[str, list[np.ndarray], list, dict[int, Node]]:
     """Python source of the program, its constant arrays and parameter storages (in order),
     and the node computed on each line of the source (for errors raised while it runs).
@@ -77,7 +77,7 @@ def generate(program: Graph, check_finite: bool = False, loops: list | None = No
 
     With `check_finite`, every value is checked for NaN as soon as it is computed, and the
     outputs and new parameter values for infinities too, before the step returns.
-    `copies`: leaving_copies of the program, if the caller has it."""
+    `copies`: leaving_copies of the program (what the step copies before its writes)."""
     taken: set[str] = set()
     names: dict[int, str] = {}
     consts: list[np.ndarray] = []
@@ -141,7 +141,7 @@ def generate(program: Graph, check_finite: bool = False, loops: list | None = No
         for n in [*program.outputs, *(v for _, v in program.updates)]:
             if n.op.name not in leaves and n.dtype.kind == "f":
                 body.append(f"    _check_finite({names[n.uid]}, {position[n.uid]})")
-    body += _leaving(program, names, taken, copies or leaving_copies(program, views))
+    body += _leaving(program, names, taken, copies)
     outs = ", ".join(names[n.uid] for n in program.outputs)
     body.append(f"    return [{outs}]")
     source = "def step(inputs, params, consts, dims):\n" + "\n".join(body) + "\n"
@@ -188,7 +188,7 @@ class NumpyExecutable(Executable):
         #: which outputs and new values the step copies before it writes the parameters
         self.copies = leaving_copies(program, views)
         self.source, self._consts, self._params, self._line_nodes = generate(
-            program, check_finite, self._loops, self.copies)
+            program, self.copies, check_finite, self._loops)
         # (their host arrays never move: ParamStorage writes in place)
         self._updated = [p.attrs["storage"] for p, _ in program.updates]
         namespace = {"np": np, "math": math, "K": types.SimpleNamespace(**reference_kernels()),
