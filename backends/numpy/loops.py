@@ -57,8 +57,8 @@ class LoopRunner:
             for i, h in enumerate(hist):
                 if h is not None:
                     h[t] = carries[i]
-            with np.errstate(all="ignore"):
-                outs = step([*carries, *[x[t] for x in xs], *caps], [], consts, dims)
+            # (inside the program's step, which runs in its executable's quiet_context)
+            outs = step([*carries, *[x[t] for x in xs], *caps], [], consts, dims)
             carries = [np.asarray(c) for c in outs[:nc]]
             for j, y in enumerate(ys):
                 if y is not None:

@@ -182,20 +182,22 @@ def numpy_source(expr, names: dict | None = None, integer: bool = False) -> str:
 
 
 def _np_sigmoid(x):
-    """1 / (1 + e) for x >= 0 and e / (1 + e) below, e = exp(-|x|): exp of a non-positive
-    number only, so no overflow for large |x|. On arrays, the numerator is max(e, x >= 0),
-    one pass instead of a select of two quotients (e is in [0, 1], NaN stays NaN): the same
-    bits, in 20 µs rather than 27 on a 32x64 float32 block."""
-    if not isinstance(x, np.ndarray) or x.ndim == 0 or x.dtype.kind != "f":
-        e = np.exp(-np.abs(x))
-        d = 1 + e
-        return select(x >= 0, 1 / d, e / d)
-    e = np.abs(x)
-    np.negative(e, out=e)
-    np.exp(e, out=e)
-    d = e + 1
-    np.maximum(e, x >= 0, out=e)
-    return np.divide(e, d, out=d)
+    """``1/(1 + exp(-x))`` on float32 and float64 arrays: four passes, as scipy's expit and
+    PyTorch compute it and as a careful NumPy programmer writes it, within 3.5 ulp where the
+    result is a normal number. Where exp(-x) overflows (x < -88.7 in float32, < -709.8 in
+    float64) it is 0, where the true value is a subnormal below 3e-39 (2e-308) and the
+    native backends' stable form gives that subnormal. The stable select of ``1/(1+e)`` and
+    ``e/(1+e)``, e = exp(-|x|), took seven passes, 10 µs of the autoencoder's 86 µs step.
+    float16 (whose exp overflows already at x < -11.1, where sigmoid is still 1.5e-5) and
+    scalars keep the stable select."""
+    if type(x) is np.ndarray and x.dtype.char in "fd" and x.ndim:
+        out = np.negative(x)
+        np.exp(out, out=out)
+        np.add(out, 1, out=out)
+        return np.divide(1, out, out=out)
+    e = np.exp(-np.abs(x))
+    d = 1 + e
+    return select(x >= 0, 1 / d, e / d)
 
 
 def _np_softplus(x):
