@@ -428,6 +428,15 @@ case("matmul_ta_tb", lambda a, b: gc.ops.matmul_t(a, b, ta=True, tb=True),
 case("matmul_ta", lambda a, b: gc.ops.matmul_t(a, b, ta=True), lambda r: [_u(r, 2, 4, 3),
                                                                          _u(r, 2, 4, 5)],
      lambda a, b: np.swapaxes(a, -1, -2) @ b)
+# products in the llvm backend's register tiles (6 rows by 16 floats / 8 doubles): the last
+# tile of rows and of columns overlaps the one before it; static sizes, then a symbolic batch
+# (the tiles chosen at run time); the gradients add the transposed forms
+case("matmul_tiles", lambda a, b: a @ b, lambda r: [_u(r, 13, 24), _u(r, 24, 37)],
+     lambda a, b: a @ b)
+case("matmul_tiles_ta", lambda a, b: gc.ops.matmul_t(a, b, ta=True),
+     lambda r: [_u(r, 24, 9), _u(r, 24, 20)], lambda a, b: a.T @ b)
+case("matmul_tiles_symbolic", lambda a, b: a @ b, lambda r: [_u(r, 7, 30), _u(r, 30, 17)],
+     lambda a, b: a @ b, shapes=(("N", 30), (30, 17)))
 
 case("conv2d", lambda x, w: F.conv2d(x, w), lambda r: [_u(r, 2, 3, 6, 5), _u(r, 4, 3, 3, 2)],
      conv2d_loops)

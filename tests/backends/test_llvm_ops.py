@@ -72,3 +72,30 @@ def test_integer_maximum_and_minimum_keep_ties(dtype, backend, options):
     for g, w in zip(got, want):
         assert g.dtype == w.dtype
         np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("ta", [False, True], ids=["nn", "tn"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_matmul_over_a_symbolic_batch_takes_every_path(dtype, ta):
+    """One compiled product, batch sizes that take each path the sizes choose at run time:
+    empty, the plain loop (tiny), register tiles (exact and with overlapping edge tiles,
+    fewer rows than two tiles), and BLAS (large); each against NumPy. In the tiles each
+    element is one sum over k in order: a row's bits do not depend on the batch around it."""
+    from graphc.backends.llvm.kernels_linalg import TILE_ROWS, TILED_GEMM
+
+    k, n = 30, 40
+    with gc.Graph():
+        a = gc.placeholder("a", (k, "N") if ta else ("N", k), np.dtype(dtype).name)
+        b = gc.placeholder("b", (k, n), np.dtype(dtype).name)
+        fn = gc.compile([a, b], gc.ops.matmul_t(a, b, ta=ta), backend="llvm")
+    rng = np.random.default_rng(7)
+    bv = rng.uniform(-1, 1, (k, n)).astype(dtype)
+    big = TILED_GEMM // (k * n) + 1
+    for rows in (0, 1, TILE_ROWS, TILE_ROWS + 1, 12, 13, 2 * TILE_ROWS - 1, big):
+        av = rng.uniform(-1, 1, (rows, k)).astype(dtype)
+        got = fn(np.ascontiguousarray(av.T) if ta else av, bv)
+        np.testing.assert_allclose(got, av.astype(np.float64) @ bv, **TOL[dtype])
+    av = rng.uniform(-1, 1, (13, k)).astype(dtype)
+    whole = fn(np.ascontiguousarray(av.T) if ta else av, bv)
+    part = fn(np.ascontiguousarray(av[:7].T) if ta else av[:7], bv)
+    assert part.tobytes() == whole[:7].tobytes()
