@@ -90,6 +90,17 @@ def _identity_input(node) -> tuple[int, ...]:
     return ()
 
 
+def elementwise_names(node, args: list[str]) -> dict | None:
+    """The names `_elementwise` prints the inputs of `node` with, where its line is the bare
+    expression (every input used, NumPy's own result dtype); else None."""
+    expr = node.op.expr(node.attrs)
+    names = {E.sym_input(i): a for i, a in enumerate(args)}
+    used = {s for s in expr.free_symbols if s in names}
+    if len(used) < len(args) or _result_dtype(node) != node.dtype or _integer(node):
+        return None
+    return names
+
+
 @lowers(*[name for name, op in REGISTRY.items() if op.is_elementwise], views=_identity_input)
 def _elementwise(node, args, p):
     expr = node.op.expr(node.attrs)

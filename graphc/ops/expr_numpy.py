@@ -20,7 +20,8 @@ from sympy.core import relational
 
 from . import expr as E
 
-__all__ = ["NUMPY_NAMESPACE", "numpy_function", "numpy_source", "select"]
+__all__ = ["NUMPY_NAMESPACE", "numpy_function", "numpy_outer_operation", "numpy_source",
+           "select"]
 
 _FUNCTIONS = {sympy.exp: "np.exp", sympy.log: "np.log", sympy.tanh: "np.tanh",
               sympy.Abs: "np.abs", sympy.sign: "np.sign", E.sigmoid: "_sigmoid",
@@ -179,6 +180,48 @@ def numpy_source(expr, names: dict | None = None, integer: bool = False) -> str:
     shared = _repeated(expr)
     text = _Printer(names or {}, integer, shared).p(expr)
     return f"(lambda: {text})()" if shared else text
+
+
+def numpy_outer_operation(expr, names: dict,
+                          integer: bool = False) -> tuple[str, list[str]] | None:
+    """The last operation `numpy_source` would evaluate, as ``(ufunc, operand sources)``:
+    ``ufunc(*operands)`` computes the same bits as the whole expression, and
+    ``ufunc(*operands, out=target)`` writes them into `target` without a temporary (the NumPy
+    backend writes a parameter's new value ``p - lr*g`` this way). Only for a sum or
+    difference, a product or quotient, or a negation at the top, with no subexpression
+    shared between the operands (their temporaries would cross); else None."""
+    if _repeated(expr):
+        return None
+    pr = _Printer(names, integer, {})
+    if expr.is_Add:
+        out = pr.p(expr.args[0])
+        for t in expr.args[1:-1]:
+            if t.is_Mul and len(t.args) == 2 and t.args[0] == -1:
+                out = f"{out} - {pr.p(t.args[1])}"
+            else:
+                out = f"{out} + {pr.p(t)}"
+        left = out if len(expr.args) == 2 else f"({out})"
+        last = expr.args[-1]
+        if last.is_Mul and len(last.args) == 2 and last.args[0] == -1:
+            return "np.subtract", [left, pr.p(last.args[1])]
+        return "np.add", [left, pr.p(last)]
+    if expr.is_Mul:
+        if len(expr.args) == 2 and expr.args[0] == -1:
+            return "np.negative", [pr.p(expr.args[1])]
+        num = [pr.p(f) for f in expr.args if not _negative_exponent(f)]
+        den = [pr.power(f.base, -f.exp) for f in expr.args if _negative_exponent(f)]
+        if not num:
+            return None
+        if den:
+            left = " * ".join(num)
+            for d in den[:-1]:
+                left = f"{left} / {d}"
+            return "np.divide", [f"({left})" if len(num) + len(den) > 2 else left, den[-1]]
+        if len(num) < 2:
+            return None
+        left = " * ".join(num[:-1])
+        return "np.multiply", [f"({left})" if len(num) > 2 else left, num[-1]]
+    return None
 
 
 def _np_sigmoid(x):

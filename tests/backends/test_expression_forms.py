@@ -153,3 +153,50 @@ def test_a_truth_value_beside_a_number_in_one_piecewise(dtype):
         got = gc.compile([a, b], [trunc, fix], backend=backend, backend_options=options)(av, bv)
         np.testing.assert_array_equal(got[0], np.trunc(av / bv).astype(dtype), err_msg=backend)
         np.testing.assert_array_equal(got[1], (np.remainder(av, bv) != 0) & ((av < 0) != (bv < 0)))
+
+
+OUTER_FORMS = {"sum_of_three": "np.add", "difference": "np.subtract",
+               "self_difference": "np.subtract", "quotient": "np.divide",
+               "scaled_product": "np.multiply", "negation": "np.negative",
+               "float_constant": "np.add", "functions": "np.add",
+               "graphc_functions": "np.add"}
+
+
+@pytest.mark.parametrize("name,expr,dtype", CASES, ids=[f"{n}-{d}" for n, _, d in CASES])
+def test_the_outer_operation_computes_the_whole_expression(name, expr, dtype):
+    """numpy_outer_operation's ``ufunc(*operands)`` (the NumPy backend writes a parameter's
+    new value so, ``out=`` the parameter) gives the bits of the whole printed expression, on
+    zeros, infinities and NaN; forms that do not end in one ufunc (a function, a select, a
+    shared subexpression, a power) give None."""
+    from graphc.ops.expr_numpy import NUMPY_NAMESPACE, numpy_outer_operation, numpy_source
+
+    integer = np.dtype(dtype).kind in "iu"
+    names = {x0: "a", x1: "b", x2: "c"}
+    outer = numpy_outer_operation(expr, names, integer=integer)
+    if name not in OUTER_FORMS or integer:
+        if outer is None:
+            return
+    assert outer is not None and outer[0] == OUTER_FORMS.get(name, outer[0]), outer
+    a, b, c = _arrays(dtype)
+    scope = {**NUMPY_NAMESPACE, "a": a, "b": b, "c": c}
+    with np.errstate(all="ignore"):
+        want = np.asarray(eval(numpy_source(expr, names, integer=integer), scope))
+        ufunc = eval(outer[0], scope)
+        operands = [eval(text, scope) for text in outer[1]]
+        got = np.asarray(ufunc(*operands))
+        into = np.full(np.broadcast_shapes(*(np.shape(o) for o in operands), (12,)), 7,
+                       want.dtype)
+        ufunc(*operands, out=into)
+    assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+    assert into.tobytes() == np.broadcast_to(want, into.shape).tobytes()
+
+
+def test_forms_that_end_in_no_single_ufunc_have_no_outer_operation():
+    from graphc.ops.expr_numpy import numpy_outer_operation
+
+    names = {x0: "a", x1: "b"}
+    for name in ("sqrt", "square", "reciprocal", "tensor_power", "relations", "sign",
+                 "reciprocal_of_repeated", "nan_constant", "power_of_two"):
+        assert numpy_outer_operation(FLOAT_FORMS[name], names) is None, name
+    shared = sympy.Add(x0 * x1, sympy.exp(x0 * x1), evaluate=False)  # a temporary for x0*x1
+    assert numpy_outer_operation(shared, names) is None

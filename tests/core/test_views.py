@@ -178,3 +178,98 @@ def test_a_caller_applied_step_copies_outputs_that_view_a_parameter():
     flat, _ = fn(np.ones((2, 3), np.float32))
     np.testing.assert_array_equal(flat, np.arange(6, dtype=np.float32).reshape(2, 3).T.ravel())
     np.testing.assert_array_equal(W.value, np.arange(1, 7, dtype=np.float32).reshape(2, 3))
+
+
+def _written_into(fn) -> list[bool]:
+    """Which updates the NumPy step writes by its new value's last operation (``out=``)."""
+    tail = fn.source.split("nothing below can fail")[1]
+    return [f"out=_targets[{k}])" in tail for k in range(len(fn._program.updates))]
+
+
+@pytest.mark.parametrize("optimizer", ["SGD", "momentum", "Adam"])
+def test_large_parameters_take_their_new_values_last_operation_bit_for_bit(optimizer,
+                                                                          monkeypatch):
+    """Parameters of WRITE_INTO_MIN_SIZE elements or more are written by the new value's last
+    ufunc with ``out=`` (no temporary, no copy), smaller ones by a copy; three steps give
+    the same bits as every parameter written by a copy."""
+    import graphc.backends.numpy as NB
+
+    def run(min_size):
+        monkeypatch.setattr(NB, "WRITE_INTO_MIN_SIZE", min_size)
+        rng = np.random.default_rng(1)
+        x = gc.placeholder("x", ("N", 128))
+        W = gc.parameter("W", rng.normal(size=(128, 128)).astype(np.float32) * 0.1)
+        V = gc.parameter("V", rng.normal(size=(128, 4)).astype(np.float32) * 0.1)
+        h = gc.tanh(x @ W) @ V
+        loss = (h * h).mean()
+        opt = {"SGD": lambda: gc.optim.SGD([W, V], lr=0.1),
+               "momentum": lambda: gc.optim.SGD([W, V], lr=0.1, momentum=0.9),
+               "Adam": lambda: gc.optim.Adam([W, V], lr=1e-2)}[optimizer]()
+        fn = gc.compile([x], loss, updates=opt.updates(loss), backend="numpy")
+        losses = [fn(rng.normal(size=(16, 128)).astype(np.float32)) for _ in range(3)]
+        return fn, losses, W.value.copy(), V.value.copy()
+
+    fn, losses, W, V = run(NB.WRITE_INTO_MIN_SIZE)
+    written = _written_into(fn)
+    names = [p.name for p, _ in fn._program.updates]
+    assert written[names.index("W")] and not written[names.index("V")]
+    plain, plain_losses, W0, V0 = run(1 << 62)
+    assert not any(_written_into(plain))
+    assert [float(v) for v in losses] == [float(v) for v in plain_losses]
+    assert W.tobytes() == W0.tobytes() and V.tobytes() == V0.tobytes()
+
+
+def test_a_new_value_is_written_into_its_parameter_only_where_its_operands_are_safe(
+        monkeypatch):
+    """Updates apply at once: a new value whose last operation would read another
+    parameter written before it in the tail ({a: a + b, b: b * 2}), read an input that may
+    be a parameter's array (fn(c.value)), or that is also an output keeps its copy; the rest
+    are written with out=. With check_finite nothing is (the checks come first)."""
+    import graphc.backends.numpy as NB
+
+    monkeypatch.setattr(NB, "WRITE_INTO_MIN_SIZE", 0)
+    a = gc.parameter("a", np.array([1.0, 2.0], np.float32))
+    b = gc.parameter("b", np.array([3.0, 4.0], np.float32))
+    c = gc.parameter("c", np.array([5.0, 6.0], np.float32))
+    d = gc.parameter("d", np.array([7.0, 8.0], np.float32))
+    x = gc.placeholder("x", (2,))
+    shown = d * 0.5
+    updates = {a: a + b, b: b * 2.0, c: c - x, d: shown}
+    fn = gc.compile([x], [x.sum(), shown], updates=updates, backend="numpy")
+    assert _written_into(fn) == [False, True, False, False]
+    total, half = fn(c.value)
+    assert total == 11.0
+    np.testing.assert_array_equal(half, [3.5, 4.0])
+    np.testing.assert_array_equal(a.value, [4, 6])
+    np.testing.assert_array_equal(b.value, [6, 8])
+    np.testing.assert_array_equal(c.value, [0, 0])
+    np.testing.assert_array_equal(d.value, [3.5, 4.0])
+    # the same updates with operands the body computes: every one is written into
+    fn = gc.compile([x], x.sum(), updates={a: a + b * 0.5, b: b * 2.0, c: c - x * 0.5},
+                    backend="numpy")
+    assert _written_into(fn) == [True, True, True]
+    fn(c.value)
+    np.testing.assert_array_equal(a.value, [7, 10])
+    np.testing.assert_array_equal(b.value, [12, 16])
+    np.testing.assert_array_equal(c.value, [0, 0])
+    checked = gc.compile([x], x.sum(), updates={b: b * 2.0}, backend="numpy",
+                         backend_options={"check_finite": True})
+    assert _written_into(checked) == [False]
+
+
+def test_a_failed_call_writes_no_parameter_computed_into(monkeypatch):
+    """The out= writes are the step's last lines: a label out of range raises before any."""
+    import graphc.backends.numpy as NB
+
+    monkeypatch.setattr(NB, "WRITE_INTO_MIN_SIZE", 0)
+    W = gc.parameter("W", np.ones((3, 4), np.float32))
+    x, y = gc.placeholder("x", ("N", 3)), gc.placeholder("y", ("N",), "int64")
+    loss = gc.nn.functional.cross_entropy(x @ W, y)
+    fn = gc.compile([x, y], loss, updates=gc.optim.SGD([W], lr=0.5).updates(loss),
+                    backend="numpy")
+    assert _written_into(fn)[[p.name for p, _ in fn._program.updates].index("W")]
+    with pytest.raises(gc.BackendError):
+        fn(np.ones((2, 3), np.float32), np.array([0, 9]))
+    np.testing.assert_array_equal(W.value, np.ones((3, 4), np.float32))
+    fn(np.ones((2, 3), np.float32), np.array([0, 3]))
+    assert not np.array_equal(W.value, np.ones((3, 4), np.float32))
