@@ -122,12 +122,17 @@ def conv_transpose(g, w, *, stride, padding, dilation, out_size, scratch: Scratc
     # (Cout, Cin, K) -> (K, Cin, Cout): rows ordered (offset, input channel)
     w2 = w.reshape(co, ci, taps).transpose(2, 1, 0).reshape(taps * ci, co)
     w2 = w2.astype(dtype, copy=False)
-    cols = (w2 @ _channels_first(g, dtype)).reshape((taps, ci, n) + in_sp)
+    g2 = _channels_first(g, dtype)
     full = tuple(max(o + 2 * p, (i - 1) * s + d * (k - 1) + 1)
                  for o, p, i, s, d, k in zip(out_size, padding, in_sp, stride, dilation, kernel))
     crop = (slice(None), slice(None)) + tuple(slice(p, p + o) for p, o in zip(padding, out_size))
     if taps == 1 and all(s == 1 for s in stride) and full == tuple(out_size):
-        return cols[0].swapaxes(0, 1).astype(g.dtype, copy=False)  # pointwise: no col2im
+        cols = (w2 @ g2).reshape((ci, n) + in_sp)  # pointwise: no col2im, the product is it
+        return cols.swapaxes(0, 1).astype(g.dtype, copy=False)
+    # the columns are a scratch buffer: a fresh one (38 MB for cnn32's second layer) cost
+    # its page faults on every call, more than the product that fills it
+    cols = np.matmul(w2, g2, out=scratch.array("cols", (taps * ci, g2.shape[1]), dtype))
+    cols = cols.reshape((taps, ci, n) + in_sp)
     acc = np.zeros((ci, n) + full, dtype)
     for t, kidx in enumerate(np.ndindex(*kernel)):
         acc[_offset_slices(kidx, dilation, stride, in_sp)] += cols[t]
