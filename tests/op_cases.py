@@ -435,8 +435,8 @@ case("matmul_tiles", lambda a, b: a @ b, lambda r: [_u(r, 13, 24), _u(r, 24, 37)
      lambda a, b: a @ b)
 case("matmul_tiles_ta", lambda a, b: gc.ops.matmul_t(a, b, ta=True),
      lambda r: [_u(r, 24, 9), _u(r, 24, 20)], lambda a, b: a.T @ b)
-case("matmul_tiles_symbolic", lambda a, b: a @ b, lambda r: [_u(r, 7, 30), _u(r, 30, 17)],
-     lambda a, b: a @ b, shapes=(("N", 30), (30, 17)))
+case("matmul_tiles_symbolic", lambda a, b: a @ b, lambda r: [_u(r, 7, 33), _u(r, 33, 40)],
+     lambda a, b: a @ b, shapes=(("N", 33), (33, 40)))
 
 case("conv2d", lambda x, w: F.conv2d(x, w), lambda r: [_u(r, 2, 3, 6, 5), _u(r, 4, 3, 3, 2)],
      conv2d_loops)

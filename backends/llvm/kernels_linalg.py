@@ -151,6 +151,10 @@ TILED_GEMM = 1 << 19
 #: function costs 20-25 ms of LLVM's time; products smaller than this per unit of a symbolic
 #: batch (the tiny MLP's 4x16 and 16x16 layers) ran no faster in it.
 TILED_GEMM_MIN = 1024
+#: A product with a size known only at run time (a batch) gets the tiles' branch only if it
+#: would still take it with that size at 64: mlp_784's 784x512 layers (BLAS at any real
+#: batch) paid 0.1 s of compile time for a branch they never took.
+TILED_GEMM_BATCH = 64
 
 
 def tile_columns(ty: ir.Type) -> int:
@@ -256,7 +260,8 @@ def gemm(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m
     dims = (m, n, k)
     static = _static_work(*dims)
     known = [int(d.constant) if isinstance(d, ir.Constant) else None for d in dims]
-    if (accumulate or tb or not TILED_GEMM_MIN <= static <= TILED_GEMM
+    at_batch = static * TILED_GEMM_BATCH ** known.count(None)
+    if (accumulate or tb or static < TILED_GEMM_MIN or at_batch > TILED_GEMM
             or (known[0] is not None and known[0] < TILE_ROWS)
             or (known[1] is not None and known[1] < tile_columns(ty))
             or (None not in known and not tiled_gemm_fits(ty, *known))):

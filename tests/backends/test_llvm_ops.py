@@ -88,6 +88,7 @@ def test_matmul_over_a_symbolic_batch_takes_every_path(dtype, ta):
         a = gc.placeholder("a", (k, "N") if ta else ("N", k), np.dtype(dtype).name)
         b = gc.placeholder("b", (k, n), np.dtype(dtype).name)
         fn = gc.compile([a, b], gc.ops.matmul_t(a, b, ta=ta), backend="llvm")
+    assert "graphc.gemm_tiles" in fn.source  # the branch to the tiles is there
     rng = np.random.default_rng(7)
     bv = rng.uniform(-1, 1, (k, n)).astype(dtype)
     big = TILED_GEMM // (k * n) + 1
