@@ -103,6 +103,7 @@ def generate(program: Graph, copies: tuple[list[bool], list[bool]],
     # values are named by their position in the schedule: the same program, the same source
     for position, node in enumerate(program.nodes):
         op = node.op.name
+        outer = None  # (ufunc, operands) where the node's last operation writes a parameter
         if op == "placeholder":
             var = _identifier(node.name, taken)
             code = f"inputs[{input_pos[node.uid]}]"
@@ -126,7 +127,7 @@ def generate(program: Graph, copies: tuple[list[bool], list[bool]],
         else:
             var = _identifier(f"t{position}", taken)
             args = [names[i.uid] for i in node.inputs]
-            outer = _outer_operation(node, args, into, names) if node.uid in into else None
+            outer = _outer_operation(node, args, into) if node.uid in into else None
             if outer is None:
                 code = LOWERINGS[op](node, args, printer)
             else:  # the operands now; the last operation writes the parameter (_leaving)
@@ -135,7 +136,7 @@ def generate(program: Graph, copies: tuple[list[bool], list[bool]],
         names[node.uid] = var
         where = f"  {source_text(node.loc.short(), 80)}" if node.loc is not None else ""
         comment = f"# {op} {format_shape(node.shape)} {node.dtype}{where}"
-        if code.endswith(",)") and node.uid in into and into[node.uid][0] in sunk:
+        if outer is not None:
             comment += " (its operands: the last operation writes the parameter below)"
         rows.append((f"    {var} = {code}", comment))
     width = min(max((len(a) for a, _ in rows), default=0) + 2, 72)
@@ -197,8 +198,7 @@ def _written_into(program: Graph, copy_news: list[bool]) -> dict[int, tuple[int,
     return into
 
 
-def _outer_operation(node: Node, args: list[str], into: dict, names: dict
-                     ) -> tuple[str, list[str]] | None:
+def _outer_operation(node: Node, args: list[str], into: dict) -> tuple[str, list[str]] | None:
     """(ufunc, operand sources) of a new value computed into its parameter, or None where
     its expression cannot end in one ufunc call (see numpy_outer_operation) or an operand
     read in the tail is not safe there."""
