@@ -14,9 +14,9 @@ the user's source line, so ``Function.source`` reads like a hand-written NumPy t
         _targets[0][...] = t15  # W
         return [t12]
 
-A parameter of WRITE_INTO_MIN_SIZE elements or more takes its new value's last operation
-instead, as ``W -= lr * g`` would: the line keeps its operands, ``t15 = (p_W, (0.05 * t14),)``,
-and the tail computes into the parameter, ``np.subtract(*t15, out=_targets[0])``.
+Where it can, a parameter takes its new value's last operation instead, as ``W -= lr * g``
+would: the line keeps its other operand, ``t15 = (0.05 * t14)``,
+and the tail computes into the parameter, ``np.subtract(_targets[0], t15, out=_targets[0])``.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def generate(program: Graph, copies: tuple[list[bool], list[bool]],
     needed = check_outputs(program)
     # new values whose last operation writes straight into their parameter (in _leaving)
     into = {} if check_finite else _written_into(program, copies[1])
-    sunk: dict[int, str] = {}  # update index -> the ufunc its tail line calls
+    sunk: dict[int, str] = {}  # update index -> its tail line's call, {var} for the line's
     loops = [] if loops is None else loops
     # values are named by their position in the schedule: the same program, the same source
     for position, node in enumerate(program.nodes):
@@ -131,8 +131,9 @@ def generate(program: Graph, copies: tuple[list[bool], list[bool]],
             if outer is None:
                 code = LOWERINGS[op](node, args, printer)
             else:  # the operands now; the last operation writes the parameter (_leaving)
-                sunk[into[node.uid][0]], operands = outer
-                code = f"({', '.join(operands)},)"
+                k = into[node.uid][0]
+                code, sunk[k] = _split_last_operation(outer, k, program.updates[k][0],
+                                                      dict(zip(args, node.inputs)))
         names[node.uid] = var
         where = f"  {source_text(node.loc.short(), 80)}" if node.loc is not None else ""
         comment = f"# {op} {format_shape(node.shape)} {node.dtype}{where}"
@@ -165,13 +166,6 @@ def generate(program: Graph, copies: tuple[list[bool], list[bool]],
     return source, consts, params, line_nodes
 
 
-#: A parameter's new value is computed into it from this many elements: the pass it saves
-#: (a copy of the new value) is then worth more than the ufunc call with ``out=`` costs over
-#: a copy (the tiny MLP's step was 3 µs slower with its four small parameters written so;
-#: mlp_784's 1.2 MB weights gain 0.2-0.4 ms a step).
-WRITE_INTO_MIN_SIZE = 1 << 14
-
-
 def _written_into(program: Graph, copy_news: list[bool]) -> dict[int, tuple[int, set[int]]]:
     """The new values that may be computed straight into their parameter: node uid -> (index
     of the update, uids of the inputs safe to read in the step's tail). A candidate is
@@ -183,9 +177,8 @@ def _written_into(program: Graph, copy_news: list[bool]) -> dict[int, tuple[int,
     for used in [*(i for n in program.nodes for i in n.inputs), *program.outputs,
                  *(v for _, v in program.updates)]:
         uses[used.uid] = uses.get(used.uid, 0) + 1
-    candidates = {v.uid: k for k, ((p, v), copy) in enumerate(zip(program.updates, copy_news))
-                  if not copy and v.op.is_elementwise and uses[v.uid] == 1
-                  and p.attrs["storage"].value.size >= WRITE_INTO_MIN_SIZE}
+    candidates = {v.uid: k for k, ((_, v), copy) in enumerate(zip(program.updates, copy_news))
+                  if not copy and v.op.is_elementwise and uses[v.uid] == 1}
     if not candidates:
         return {}
     roots = value_roots(program, views)
@@ -217,6 +210,25 @@ def _outer_operation(node: Node, args: list[str], into: dict) -> tuple[str, list
     return ufunc, operands
 
 
+def _split_last_operation(outer: tuple[str, list[str]], k: int, param: Node,
+                          inputs_by_name: dict) -> tuple[str, str]:
+    """The line that keeps a new value's operands, and the tail's call computing it into
+    parameter `k` (with ``{var}`` for the line's variable). The parameter itself is read in
+    the tail as ``_targets[k]``, the very array written: NumPy then sees an exact in-place
+    operation, where the step's read-only view of it cost an overlap check."""
+    ufunc, operands = outer
+    own = [text in inputs_by_name and inputs_by_name[text].op.name == "parameter"
+           and inputs_by_name[text].attrs["storage"] is param.attrs["storage"]
+           for text in operands]
+    kept = [text for text, is_own in zip(operands, own) if not is_own]
+    if len(kept) == 1:
+        line, refs = kept[0], iter(["{var}"])
+    else:
+        line, refs = f"({', '.join(kept)},)", iter(f"{{var}}[{i}]" for i in range(len(kept)))
+    args = [f"_targets[{k}]" if is_own else next(refs) for is_own in own]
+    return line, f"{ufunc}({', '.join(args)}, out=_targets[{k}])"
+
+
 def _leaving(program: Graph, names: dict[int, str], taken: set[str],
              copies: tuple[list[bool], list[bool]], sunk: dict[int, str]) -> list[str]:
     """The step's last lines: the values that leave it, then the parameter updates, written in
@@ -227,8 +239,8 @@ def _leaving(program: Graph, names: dict[int, str], taken: set[str],
     `copies` (graphc.passes.memory.leaving_copies, from the views each line may return) says
     which outputs and new values must be copied first: an output sharing memory with a
     parameter or an input, a new value sharing memory with something this call writes.
-    `sunk`: the updates whose new value's last operation (that ufunc) writes the parameter,
-    from the operands its line kept (_written_into)."""
+    `sunk`: the updates whose new value's last operation writes the parameter (that call,
+    on the operands its line kept: _written_into, _split_last_operation)."""
     copy_outputs, copy_news = copies
     lines = []
     for n, copy in zip(program.outputs, copy_outputs):
@@ -247,8 +259,7 @@ def _leaving(program: Graph, names: dict[int, str], taken: set[str],
         lines.append("    # nothing below can fail: the new values are written in place")
     for k, ((param, _), var) in enumerate(zip(program.updates, news)):
         if k in sunk:  # the new value's last operation, into the parameter: no temporary
-            lines.append(f"    {sunk[k]}(*{var}, out=_targets[{k}])  "
-                         f"# {source_text(param.name, 60)}")
+            lines.append(f"    {sunk[k].format(var=var)}  # {source_text(param.name, 60)}")
         else:
             lines.append(f"    _targets[{k}][...] = {var}  # {source_text(param.name, 60)}")
     return lines
