@@ -179,8 +179,10 @@ def _matmul(node, args, p):
 
 @lowers("numel")
 def _numel(node, args, p):
+    """A NumPy scalar of the count, as 0-d arithmetic returns anyway: np.asarray with a
+    dtype cost 2 µs more in the autoencoder's step (its mean)."""
     dims = " * ".join(f"{args[0]}.shape[{a}]" for a in node.attrs["axes"]) or "1"
-    return f"np.asarray({dims}, dtype={p.value(node.attrs['dtype'])})"
+    return f"{p.value(node.attrs['dtype'])}({dims})"
 
 
 @lowers("conv", "conv_weight_grad", "conv_transpose", "max_pool", "max_pool_grad",
