@@ -33,8 +33,13 @@ def _reduce_infer(types, attrs, checks, dtype=None):
 
 
 def _keep(g: Tensor, x: Tensor, attrs) -> Tensor:
-    """g reshaped so it broadcasts against x (reduced axes kept as size 1)."""
-    return reshape(g, reduced_shape(x.shape, attrs["axes"], True))
+    """g reshaped so it broadcasts against x (reduced axes kept as size 1). Where only
+    leading axes were reduced (a mean over everything, a sum over the batch), g broadcasts
+    against x as it is: no reshape."""
+    axes = tuple(attrs["axes"])
+    if axes == tuple(range(len(axes))) and not attrs.get("keepdims", False):
+        return g
+    return reshape(g, reduced_shape(x.shape, axes, True))
 
 
 # -- the kernels of the reduction family, as loop nests -------------------------------------

@@ -199,6 +199,9 @@ def sum_to_shape(g: Tensor, shape: Sequence) -> Tensor:
     for i, d in enumerate(shape):
         if is_one(d) and not is_one(g.shape[lead + i]):
             axes.append(lead + i)
+    if axes == list(range(lead)) and tuple(g.shape[lead:]) == shape:
+        # only new leading axes: the sum has the shape already (a bias's gradient), no reshape
+        return reduce_sum(g, axis=tuple(axes))
     out = reduce_sum(g, axis=tuple(axes), keepdims=True) if axes else g
     return reshape(out, shape)
 

@@ -208,6 +208,26 @@ def test_broadcasting_gradients_sum_back_to_input_shapes():
                   [rng.normal(size=(2, 1, 4)), rng.normal(size=(3, 1)), rng.normal()])
 
 
+def test_summing_leading_axes_needs_no_reshape_either_way():
+    """A bias's gradient (broadcasting over new leading axes undone) is one sum, and the
+    gradient of a sum over leading axes (a mean over everything, over the batch) broadcasts
+    g as it is: neither puts a reshape in the graph. Summing back a kept axis of size 1
+    still reshapes. Values: finite differences, above and in the op table."""
+    from graphc.ir.graph import topological
+
+    def ops_of(*outputs):
+        return {n.op.name for n in topological(t.node for t in outputs)}
+
+    x = gc.placeholder("x", ("N", 3), "float64")
+    b = gc.placeholder("b", (3,), "float64")
+    gb, gx = gc.grad(gc.mean((x + b) ** 2), [b, x])
+    assert gb.shape == (3,) and gx.shape == (x.shape[0], 3)
+    assert "reshape" not in ops_of(gb, gx)
+    col = gc.placeholder("col", (1, 3), "float64")
+    (gcol,) = gc.grad(gc.sum((x * col) ** 2, axis=1).sum(), [col])
+    assert gcol.shape == (1, 3) and "reshape" in ops_of(gcol)
+
+
 def test_symbolic_batch_gradients():
     x = gc.placeholder("x", ("N", 3), "float64")
     w = gc.placeholder("w", (3,), "float64")
