@@ -223,6 +223,8 @@ def _split_last_operation(outer: tuple[str, list[str]], k: int, param: Node,
     kept = [text for text, is_own in zip(operands, own) if not is_own]
     if len(kept) == 1:
         line, refs = kept[0], iter(["{var}"])
+    elif not kept:  # every operand is the parameter itself ({W: -W})
+        line, refs = "()", iter(())
     else:
         line, refs = f"({', '.join(kept)},)", iter(f"{{var}}[{i}]" for i in range(len(kept)))
     args = [f"_targets[{k}]" if is_own else next(refs) for is_own in own]

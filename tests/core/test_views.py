@@ -242,11 +242,14 @@ def test_a_new_value_is_written_into_its_parameter_only_where_its_operands_are_s
     np.testing.assert_array_equal(c.value, [0, 0])
     np.testing.assert_array_equal(d.value, [3.5, 4.0])
     # the same updates with operands the body computes: every one is written into
-    # (d's last operation reads two values computed above: the line keeps both)
+    # (d's last operation reads two values computed above: the line keeps both; e's reads
+    # only its own parameter: the line keeps nothing)
+    e = gc.parameter("e", np.array([1.0, -2.0], np.float32))
     fn = gc.compile([x], x.sum(), updates={a: a + b * 0.5, b: b * 2.0, c: c - x * 0.5,
-                                           d: b * 0.5 + x * 0.25}, backend="numpy")
-    assert _written_into(fn) == [True, True, True, True]
+                                           d: b * 0.5 + x * 0.25, e: -e}, backend="numpy")
+    assert _written_into(fn) == [True, True, True, True, True]
     fn(c.value)
+    np.testing.assert_array_equal(e.value, [-1, 2])
     np.testing.assert_array_equal(a.value, [7, 10])
     np.testing.assert_array_equal(b.value, [12, 16])
     np.testing.assert_array_equal(c.value, [0, 0])
