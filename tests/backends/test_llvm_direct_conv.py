@@ -183,3 +183,38 @@ def test_non_finite_values_come_out_where_numpy_puts_them():
         finite = np.isfinite(want)
         assert finite.any() and not finite.all()
         np.testing.assert_allclose(got[finite], want[finite], rtol=1e-12, atol=1e-12)
+
+
+def test_convolutions_of_one_kernel_width_share_their_tile_functions():
+    """Two layers of different channel counts, 3x3 kernels: one tile function and one
+    weight-gradient tile function in the module, called by each convolution with its own
+    sizes (and the results still those of the NumPy backend)."""
+    rng = np.random.default_rng(5)
+    first, second = (rng.normal(size=shape).astype(np.float32)
+                     for shape in [(8, 3, 3, 3), (8, 8, 3, 3)])
+    results, source = {}, ""
+    for backend in ("numpy", "llvm"):
+        with gc.Graph():
+            x = gc.placeholder("x", ("N", 3, 16, 16), "float32")
+            w1 = gc.parameter("w1", first)
+            w2 = gc.parameter("w2", second)
+            h = F.conv2d(x, w1, padding=1)
+            y = F.conv2d(gc.tanh(h), w2, padding=1)
+            grads = gc.grad((y * y).sum(), [x, w1, w2])
+            assert all(conv_module.direct(t.node) for t in (h, y))
+            options = {"cache": False} if backend == "llvm" else None
+            fn = gc.compile([x], [y, *grads], backend=backend, backend_options=options)
+        if backend == "llvm":
+            source = fn.source
+        results[backend] = fn(np.random.default_rng(6).normal(size=(2, 3, 16, 16))
+                              .astype(np.float32))
+    defined = {line.split('"')[1] for line in source.splitlines()
+               if line.startswith("define") and '@"graphc.direct_' in line}
+    # both layers and the second one's input gradient: tiles of 4 channels, 16-wide rows
+    # (the input gradient has the second layer's sizes, so it is that layer's kernel: two
+    # kernels of different input channels call the one function)
+    assert defined == {"graphc.direct_tile.f32.4x3.d1.e", "graphc.direct_grad_tile.f32.4x3.d1"}
+    assert source.count('call void @"graphc.direct_tile.f32.4x3.d1.e"(') >= 2
+    assert source.count('call void @"graphc.direct_grad_tile.f32.4x3.d1"(') >= 2
+    for got, want in zip(results["llvm"], results["numpy"]):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
