@@ -22,3 +22,16 @@ def test_products_of_a_training_step_are_counted_at_the_batch_size():
     per_sample = conv + dense + 2 * dense + conv
     assert step_flops(fn, {"N": 7}) == 2 * 7 * per_sample
     assert step_flops(fn, {"N": 1}) == 2 * per_sample
+
+
+def test_llvm_work_counts_the_parts_a_cold_compile_hands_llvm():
+    """bench/llvm_work.py counts LLVM's instructions over a workload's module parts (under
+    valgrind, not run here): the parts are those of the compile, complete modules that the
+    child script's own call compiles."""
+    from bench.llvm_work import module_parts
+    from graphc.backends.kernelgen import toolchain
+
+    parts = module_parts("tiny_mlp")
+    assert parts and all("\ndefine " in text for text in parts)  # each defines functions
+    assert sum('define i32 @"graphc_step"(' in text for text in parts) == 1
+    assert all(toolchain.compile_object(text) for text in parts)  # object code for each
