@@ -116,10 +116,13 @@ def loop(b: ir.IRBuilder, count: ir.Value, name: str = "i", start: ir.Value | No
 
 
 @contextlib.contextmanager
-def loops(b: ir.IRBuilder, counts: Sequence[ir.Value], name: str = "i") -> Iterator[list]:
-    """Nested loops over `counts` (outermost first); yields the list of indices."""
+def loops(b: ir.IRBuilder, counts: Sequence[ir.Value], name: str = "i",
+          unroll: bool = True) -> Iterator[list]:
+    """Nested loops over `counts` (outermost first); yields the list of indices. `unroll`:
+    see `loop`."""
     with contextlib.ExitStack() as stack:
-        idx = [stack.enter_context(loop(b, c, f"{name}{k}")) for k, c in enumerate(counts)]
+        idx = [stack.enter_context(loop(b, c, f"{name}{k}", unroll=unroll))
+               for k, c in enumerate(counts)]
         yield idx
 
 

@@ -639,19 +639,21 @@ def render_host(ctx: KernelContext, nest: L.LoopNest, outer: dict | None = None)
         _memory_order(ctx, nest, buffers, plan)
         return
     counts = [ctx.dim(n) for _, n in nest.domain]
+    rolled = nest.hints.get("rolled", False)
     part = ctx.host_part() if not outer and not _below_parallel_size(ctx, counts) and \
         splits_by_outer_index(ctx, nest) else None
     if part is not None:  # the outermost loop in its own function, run on every thread
         lo, hi = part.bounds
         part_buffers = _buffers(part, nest)
         with loop(part.b, hi, "d0", start=lo) as first:
-            with loops(part.b, [part.dim(n) for _, n in nest.domain[1:]], "d") as rest:
+            inner = [part.dim(n) for _, n in nest.domain[1:]]
+            with loops(part.b, inner, "d", unroll=not rolled) as rest:
                 _point(part, nest, part_buffers,
                        {sym: i for (sym, _), i in zip(nest.domain, [first, *rest])})
         part.finish()
         ctx.run_parallel(part, counts)
         return
-    with loops(ctx.b, counts, "d") as idx:
+    with loops(ctx.b, counts, "d", unroll=not rolled) as idx:
         _point(ctx, nest, buffers, {**outer, **{sym: i for (sym, _), i in zip(nest.domain,
                                                                               idx)}})
 

@@ -148,7 +148,9 @@ class LoopNest:
     inner_stores: list[Store] = field(default_factory=list)
     name: str = ""  # a suffix naming the kernel when an op has several
     # schedule choices a target may take: {"host": "memory_order"} lets the host run a plain
-    # reduction in the input's memory order, accumulating into the output
+    # reduction in the input's memory order, accumulating into the output; {"rolled": True}
+    # asks it to leave every loop of the domain rolled (LLVM still vectorizes the innermost:
+    # for a copy that is cheap to run and costly to unroll, conv.PACK_HINTS)
     hints: dict = field(default_factory=dict)
     # the same computation in the order of its sources, which the host runs instead: a
     # reduction whose terms each go to one place (a max pooling's gradient: every window's g

@@ -225,3 +225,25 @@ def test_conv_schedules_share_their_pieces():
     assert host_kinds == ["LoopNest", "Gemm"]
     assert gpu_kinds == ["LoopNest", "Gemm", "LoopNest"]
     assert repeat.steps[0].name == steps.gpu[0].name == "im2col"
+
+
+def test_packing_the_weights_keeps_its_loops_rolled(monkeypatch):
+    """A direct convolution's weight packing asks the host for rolled loops: each of its
+    five loops of known count is marked not to be unrolled, and without the hint none is
+    (the padding copy's loops are left to LLVM either way)."""
+    from graphc.ops import conv as conv_module
+
+    def marked_loops() -> int:
+        with Graph():
+            x = gc.placeholder("x", ("N", 3, 16, 16))
+            w = gc.parameter("w", np.ones((8, 3, 3, 3), np.float32))
+            y = gc.nn.functional.conv2d(x, w, padding=1)
+            assert conv_module.direct(y.node)
+            (pack,) = [s for s in y.node.op.loops(y.node, None).host
+                       if isinstance(s, L.LoopNest) and s.name == "pack"]
+            assert pack.hints == conv_module.PACK_HINTS
+            return _module_text([y], [x]).count("!llvm.loop")
+
+    rolled = marked_loops()
+    monkeypatch.setattr(conv_module, "PACK_HINTS", {})
+    assert rolled - marked_loops() == 5
