@@ -25,8 +25,9 @@ once per sample and channel tile (and input channel, for a weight gradient), wit
 reduction's sizes and the buffers' strides as arguments: every convolution of the same kernel
 width, dilation and row tiling calls the same one, which LLVM optimizes and compiles once.
 cnn32's five direct convolutions and four weight gradients were nine copies of the tile code,
-half of the module's IR; as two functions its cold compile took 0.2-0.35 s less (of 1.5-1.7),
-and its step about 2% longer (measured side by side, in one process).
+half of the module's IR. As two functions, LLVM does 24% less work on it (bench/llvm_work.py),
+its cold compile took 1.24 s rather than 1.67 (medians), and its step 1-3% longer (side by
+side, in one process).
 
 Vectors are 32 bytes (8 floats, 4 doubles) on every machine, so the IR does not depend on the
 host; LLVM splits them where the CPU's registers are narrower. Every output element is one
