@@ -12,7 +12,6 @@ Run:  python bench/llvm_work.py cnn32,tiny_mlp       (about a minute per workloa
 from __future__ import annotations
 
 import argparse
-import os
 import pickle
 import re
 import shutil
@@ -79,5 +78,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("GRAPHC_NO_CACHE", "1")
     main()

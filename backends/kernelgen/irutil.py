@@ -216,6 +216,20 @@ def declare(module: ir.Module, name: str, ret: ir.Type, args: Sequence[ir.Type])
     return ir.Function(module, ir.FunctionType(ret, list(args)), name=name)
 
 
+def vector_fma(module: ir.Module, vec: ir.VectorType) -> ir.Function:
+    """llvm.fma on float vectors of type `vec`: one fused multiply-add a lane (the register
+    tiles of the GEMM and the direct convolutions)."""
+    suffix = "f32" if vec.element == F32 else "f64"
+    return declare(module, f"llvm.fma.v{vec.count}{suffix}", vec, [vec] * 3)
+
+
+def splat(b: ir.IRBuilder, scalar: ir.Value, vec: ir.VectorType) -> ir.Value:
+    """A vector of type `vec` with `scalar` in every lane (one broadcast instruction)."""
+    undef = ir.Constant(vec, ir.Undefined)
+    zeros = ir.Constant(ir.VectorType(I32, vec.count), [0] * vec.count)
+    return b.shuffle_vector(b.insert_element(undef, scalar, i64(0)), undef, zeros)
+
+
 def float_intrinsic(module: ir.Module, name: str, ty: ir.Type, arity: int = 1) -> ir.Function:
     """llvm.<name>.f32/f64 taking `arity` operands of type `ty` (fabs, sqrt, maximum...)."""
     suffix = "f32" if ty == F32 else "f64"

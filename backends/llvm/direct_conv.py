@@ -43,17 +43,17 @@ from graphc.ops import loops as L
 
 from ..kernelgen.irutil import (
     F32,
-    I32,
     I64,
     PTR,
     VOID,
     contiguous_strides,
-    declare,
     i64,
     ir_type,
     linear_index,
     memset_zero,
     product,
+    splat,
+    vector_fma,
 )
 from ..kernelgen.irutil import loop as counted_loop
 from ..kernelgen.nest import buffer_slot
@@ -234,17 +234,10 @@ class _WeightGradTiles(_Tiles):
 
 
 def _vector_kit(module: ir.Module, ty: ir.Type):
-    """The vector type of a tile, a fused multiply-add of vectors, and a broadcast."""
+    """The vector type of a tile, its lane count and its fused multiply-add."""
     lanes = L.DIRECT_VECTOR_BYTES // (4 if ty == F32 else 8)
     vec = ir.VectorType(ty, lanes)
-    fma = declare(module, f"llvm.fma.v{lanes}{'f32' if ty == F32 else 'f64'}", vec, [vec] * 3)
-    undef = ir.Constant(vec, ir.Undefined)
-    zeros = ir.Constant(ir.VectorType(I32, lanes), [0] * lanes)
-
-    def splat(b, scalar):
-        return b.shuffle_vector(b.insert_element(undef, scalar, i64(0)), undef, zeros)
-
-    return vec, lanes, fma, splat
+    return vec, lanes, vector_fma(module, vec)
 
 
 def _shared_function(module: ir.Module, name: str, labels: list[str]):
@@ -284,7 +277,7 @@ def _tile_function(module: ir.Module, ty: ir.Type, tile: int, kw_count: int, dw:
     and strides are arguments; what shapes the registers (the tile, the kernel's columns,
     the edge tile's vectors) is in the name, so every convolution of the same kernel width
     and row tiling calls one function."""
-    vec, lanes, fma, splat = _vector_kit(module, ty)
+    vec, lanes, fma = _vector_kit(module, ty)
     name = (f"graphc.direct_tile.{_type_name(ty)}.{tile}x{kw_count}.d{dw}.e"
             + "_".join(map(str, edge)))
     fn, new = _shared_function(module, name, [
@@ -318,7 +311,7 @@ def _tile_function(module: ir.Module, ty: ir.Type, tile: int, kw_count: int, dw:
                 for kw in range(kw_count):
                     xs = [at(x, b.add(x_row, i64(kw * dw + start)), vec) for start in starts]
                     for t in range(tile):
-                        weight = splat(b, at(w, b.add(w_row, i64(kw * tile + t)), ty))
+                        weight = splat(b, at(w, b.add(w_row, i64(kw * tile + t)), ty), vec)
                         sums[t] = [b.call(fma, [xv, weight, acc]) for xv, acc in zip(xs, sums[t])]
                 for row, values in zip(accs, sums):
                     for a, v in zip(row, values):
@@ -360,7 +353,7 @@ def _grad_tile_function(module: ir.Module, ty: ir.Type, channels: int, kw_count:
 
     with partial, x and g already at the sample's, channel's and tile's first element, the
     group's sums held in registers over the whole sample."""
-    vec, lanes, fma, _ = _vector_kit(module, ty)
+    vec, lanes, fma = _vector_kit(module, ty)
     name = f"graphc.direct_grad_tile.{_type_name(ty)}.{channels}x{kw_count}.d{dw}"
     fn, new = _shared_function(module, name, [
         "partial", "x", "g", "KH", "OH", "vectors", "x_row", "x_kh", "p_channel", "p_kh",

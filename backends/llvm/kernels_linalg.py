@@ -27,7 +27,9 @@ from ..kernelgen.irutil import (
     loop,
     loops,
     product,
+    splat,
     store,
+    vector_fma,
 )
 from ..kernelgen.program import KernelContext
 from ..kernelgen.registry import lowering
@@ -179,7 +181,7 @@ def _tiled_gemm_function(module: ir.Module, ty: ir.Type) -> ir.Function:
     size = 4 if ty == F32 else 8
     lanes = TILE_VECTOR_BYTES // size
     vec = ir.VectorType(ty, lanes)
-    fma = declare(module, f"llvm.fma.v{lanes}{'f32' if ty == F32 else 'f64'}", vec, [vec] * 3)
+    fma = vector_fma(module, vec)
     accs = [[entry_alloca(b, vec, f"acc{r}.{v}") for v in range(2)] for r in range(TILE_ROWS)]
     rows, cols = i64(TILE_ROWS), i64(2 * lanes)
 
@@ -194,8 +196,6 @@ def _tiled_gemm_function(module: ir.Module, ty: ir.Type) -> ir.Function:
         return b.gep(ptr, [index], inbounds=True, source_etype=ty)
 
     zero = ir.Constant(vec, [0.0] * lanes)
-    undef = ir.Constant(vec, ir.Undefined)
-    splat_mask = ir.Constant(ir.VectorType(I32, lanes), [0] * lanes)
     with loop(b, tiles(m, rows), "ti", unroll=False) as ti:
         i0 = start(ti, rows, m)
         with loop(b, tiles(n, cols), "tj", unroll=False) as tj:
@@ -213,7 +213,7 @@ def _tiled_gemm_function(module: ir.Module, ty: ir.Type) -> ir.Function:
                 for r in range(TILE_ROWS):
                     i = b.add(i0, i64(r))
                     a = load(b, a_ptr, ty, b.add(b.mul(i, a_row), b.mul(p, a_col)))
-                    a = b.shuffle_vector(b.insert_element(undef, a, i64(0)), undef, splat_mask)
+                    a = splat(b, a, vec)
                     for v in range(2):
                         b.store(b.call(fma, [a, bv[v], b.load(accs[r][v], typ=vec)]), accs[r][v])
             for r in range(TILE_ROWS):
