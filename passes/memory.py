@@ -180,3 +180,148 @@ def leaving_copies(program: Graph, views) -> tuple[list[bool], list[bool]]:
     outputs = [bool(roots[n.uid]) for n in program.outputs]
     news = [bool(roots[v.uid] & written) for _, v in program.updates]
     return outputs, news
+
+
+def updates_in_place(program: Graph, plan: MemoryPlan, can_fail) -> dict[int, int]:
+    """The new parameter values a native step can compute straight into their parameter's
+    memory, so that no copy applies them at the end: value uid -> the parameter node's uid.
+
+    A step applies its updates only once nothing can fail any more, and only after every
+    read of the old values. Writing a value into its parameter keeps both rules when:
+
+    * no kernel that can fail (`can_fail(node)`: an id out of range...) runs at or after
+      the value's own: a failed call still leaves every parameter as it was;
+    * nothing after the value reads the parameter (a node of the same storage), and the
+      value's own kernel reads it only at the point it writes: an elementwise node whose
+      inputs of that storage have the value's shape;
+    * the value is its own kernel's result: not a leaf, not an alias of another buffer, not
+      aliased by a later reshape, not an output (those are read from the arena), the new
+      value of this one parameter only; and the parameter is not itself the new value of
+      another ({a: b, b: a} swaps through a snapshot).
+    """
+    nodes = program.nodes
+    position = {n.uid: k for k, n in enumerate(nodes)}
+
+    def storage(n: Node):
+        return n.attrs["storage"].uid if n.op.name == "parameter" else None
+
+    last_read: dict = {}  # storage -> the last position a node reads a parameter of it
+    for k, n in enumerate(nodes):
+        for i in n.inputs:
+            if storage(i) is not None:
+                last_read[storage(i)] = k
+    failing = [k for k, n in enumerate(nodes) if n.op.name not in LEAVES and can_fail(n)]
+    last_failure = max(failing, default=-1)
+    aliased = {n.inputs[0].uid for n in nodes if n.uid in plan.aliases}
+    outputs = {n.uid for n in program.outputs}
+    news = [v.uid for _, v in program.updates]
+    sources = {storage(v) for _, v in program.updates if storage(v) is not None}
+    targets = [storage(p) for p, _ in program.updates]
+    chosen: dict[int, int] = {}
+    for param, value in program.updates:
+        s = storage(param)
+        k = position.get(value.uid)
+        if (k is None or value.op.name in LEAVES or value.uid in plan.aliases
+                or value.uid in aliased or value.uid in outputs or news.count(value.uid) > 1
+                or s in sources or targets.count(s) > 1 or k <= last_failure
+                or last_read.get(s, -1) > k
+                or value.shape != param.shape or value.dtype != param.dtype):
+            continue
+        reads = [i for i in value.inputs if storage(i) == s]
+        if reads and not (value.op.is_elementwise and all(i.shape == value.shape
+                                                          for i in reads)):
+            continue
+        chosen[value.uid] = param.uid
+    return chosen
+
+
+def products_into_updates(program: Graph, plan: MemoryPlan, can_fail, chosen: dict[int, int],
+                          blas_sized) -> dict[int, tuple[int, float]]:
+    """Among the updates written in place (`chosen`, from updates_in_place), those of the
+    form ``p + c * (A @ B)`` (plain SGD on a weight: ``W - lr * X.T @ G``) whose product a
+    BLAS gemm can accumulate straight into the parameter: matmul uid -> (parameter uid, c).
+
+    The gemm then computes ``p + c * (A @ B)`` into p itself (alpha c, beta 1): the gradient
+    is never stored, and the elementwise pass over the weight and its gradient disappears.
+    The product must be a plain 2-d one, read only by this update, reading neither operand
+    from the parameter, that the backend sends to BLAS whatever the sizes known only at run
+    time (`blas_sized(m, n, k, tb, itemsize)`, the backend's rule); and the rules of
+    updates_in_place must hold at the product's position: nothing that can fail and no read
+    of the parameter at or after it, but the update itself.
+    """
+    nodes = program.nodes
+    position = {n.uid: k for k, n in enumerate(nodes)}
+    consumers: dict[int, list[Node]] = {}
+    for n in nodes:
+        for i in n.inputs:
+            consumers.setdefault(i.uid, []).append(n)
+    failing = [k for k, n in enumerate(nodes) if n.op.name not in LEAVES and can_fail(n)]
+    last_failure = max(failing, default=-1)
+    outputs = {n.uid for n in program.outputs}
+    aliased = {n.inputs[0].uid for n in nodes if n.uid in plan.aliases}
+    params = {p.uid: p for p, _ in program.updates}
+    found: dict[int, tuple[int, float]] = {}
+    for param, value in program.updates:
+        if chosen.get(value.uid) != param.uid or value.op.name != "elemwise":
+            continue
+        storage = param.attrs["storage"].uid
+        terms = _scaled_sum(value.attrs["expr"], value.inputs, storage)
+        if terms is None:
+            continue
+        product, scale = terms
+        if product.op.name != "matmul":
+            continue
+        k = position[product.uid]
+        a, b = product.inputs
+        if (len(product.shape) != 2 or len(a.shape) != 2
+                or len(b.shape) != 2 or product.dtype.name not in ("float32", "float64")
+                or product.dtype != params[param.uid].dtype
+                or [c.uid for c in consumers.get(product.uid, ())] != [value.uid]
+                or product.uid in outputs or product.uid in aliased or k <= last_failure
+                or any(i.op.name == "parameter" and i.attrs["storage"].uid == storage
+                       for i in (a, b))):
+            continue
+        late_reads = [n for n in nodes[k:] if n.uid != value.uid and any(
+            i.op.name == "parameter" and i.attrs["storage"].uid == storage for i in n.inputs)]
+        m, n = product.shape
+        inner = a.shape[0] if product.attrs["ta"] else a.shape[1]
+        if late_reads or not blas_sized(m, n, inner, product.attrs["tb"],
+                                        product.dtype.itemsize):
+            continue
+        found[product.uid] = (param.uid, scale)
+    return found
+
+
+def _scaled_sum(expr, inputs, storage):
+    """(the product input, c) when `expr`, over inputs x0..x{n-1}, is ``x_p + c * x_m``
+    with x_p a parameter of `storage` (and no other input of it); else None."""
+    if not isinstance(expr, sympy.Add) or len(expr.args) != 2:
+        return None
+
+    def input_of(sym):
+        if isinstance(sym, sympy.Symbol) and sym.name.startswith("x") and sym.name[1:].isdigit():
+            index = int(sym.name[1:])
+            return inputs[index] if index < len(inputs) else None
+        return None
+
+    own = [i for i in inputs if i.op.name == "parameter" and i.attrs["storage"].uid == storage]
+    for first, second in (expr.args, expr.args[::-1]):
+        param = input_of(first)
+        if param is None or len(own) != 1 or param is not own[0]:
+            continue
+        factors = _factors(second)
+        numbers = [f for f in factors if f.is_Number]
+        symbols = [f for f in factors if not f.is_Number]
+        product = input_of(symbols[0]) if len(symbols) == 1 else None
+        if product is None or product.op.name == "parameter" or product.shape != param.shape:
+            continue
+        return product, float(sympy.Mul(*numbers))
+    return None
+
+
+def _factors(expr) -> list:
+    """The factors of a product, nested products flattened (fused expressions are built
+    unevaluated: -(0.05 x0) is Mul(-1, Mul(0.05, x0)))."""
+    if isinstance(expr, sympy.Mul):
+        return [f for arg in expr.args for f in _factors(arg)]
+    return [expr]

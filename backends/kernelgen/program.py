@@ -271,6 +271,11 @@ class ProgramGenerator:
             self._loop_needs = check_outputs(self.program)
         return self._loop_needs.get(node.uid, set())
 
+    def updates_in_place(self) -> dict[int, int]:
+        """New parameter values whose kernels write into their parameter (value uid ->
+        parameter uid; passes/memory.updates_in_place): none unless a target says so."""
+        return {}
+
     def value_name(self, node: Node) -> str:
         return self._names.get(node.uid, f"v{node.uid}")
 
@@ -304,6 +309,8 @@ class ProgramGenerator:
             self._names[node.uid] = f"t{k}"
         if bound is not None:  # a loop body: its inputs are the loop's slots
             return
+        for value, param in self.updates_in_place().items():  # computed into the parameter
+            lay.slot_of[value] = lay.slot_of[param]
         input_slot = {n.uid: lay.slot_of[n.uid] for n in self.program.nodes
                       if n.op.name == "placeholder"}
         lay.input_slots = [input_slot.get(n.uid, -1) for n in self.program.inputs]

@@ -51,8 +51,13 @@ class LLVMBackend(Backend):
         blas.blas()  # before code generation: the integer width of BLAS arguments matters
         threads.runtime()  # the parallel loops' symbols, before linking
         gen = HostCodegen(program, host_math(), profile=options.get("profile", False),
-                             check_finite=bool(options.get("check_finite", False)))
+                          check_finite=bool(options.get("check_finite", False)))
         module = gen.build()
+        if gen.late_failure:  # (see HostCodegen.late_failure)
+            gen = HostCodegen(program, host_math(), profile=options.get("profile", False),
+                              check_finite=bool(options.get("check_finite", False)),
+                              in_place=False)
+            module = gen.build()
         pieces = split.global_texts(module)
         ir_text = split.module_text(module, pieces)
         parts = split.split(module, pieces, split.part_count(len(ir_text)), "graphc_step")

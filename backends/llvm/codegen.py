@@ -6,7 +6,9 @@
 Each node becomes one internal kernel function called in schedule order; kernels that can
 detect bad data (an embedding id out of range) set a status and the error record. Only when
 every kernel succeeded does the entry copy the new parameter values into the parameters — so a
-failed call never half-applies an update.
+failed call never half-applies an update. A new value that the step computes after the last
+kernel that can fail, and after the last read of its parameter, is written straight into the
+parameter instead, with no copy (`HostCodegen.updates_in_place`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,11 @@ from ..kernelgen.program import (
 )
 from ..kernelgen.registry import lowering_for
 
-__all__ = ["HostCodegen", "HostKernel", "HostKernelPart"]
+__all__ = ["CAN_FAIL", "HostCodegen", "HostKernel", "HostKernelPart"]
+
+#: the ops whose kernels can stop a step: an id or a label out of range, and a loop (its body
+#: may hold such a kernel)
+CAN_FAIL = frozenset({"take", "one_hot", "scatter_add", "scan"})
 
 
 class HostKernel(KernelContext):
@@ -89,6 +95,11 @@ class HostKernel(KernelContext):
         j = self.local_slots.setdefault(slot, len(self.local_slots))
         index = self.b.load(self.b.gep(self.fn.args[2], [i64(j)], source_etype=I64), typ=I64)
         return self.b.gep(self.fn.args[0], [index], source_etype=PTR)
+
+    def fail(self, code: int = 1, value: ir.Value | None = None,
+             bound: ir.Value | None = None) -> None:
+        self.gen.root.failing.add(self.position)  # (checked against the updates in place)
+        super().fail(code, value, bound)
 
     def begin(self) -> None:
         self._status = self.b.alloca(I32, name="status")
@@ -166,13 +177,56 @@ class HostCodegen(ProgramGenerator):
     """Builds the module of a program graph whose memory has been planned."""
 
     def __init__(self, program, math, profile: bool = False, check_finite: bool = False,
-                 parent: HostCodegen | None = None, bound: dict | None = None) -> None:
+                 parent: HostCodegen | None = None, bound: dict | None = None,
+                 in_place: bool = True) -> None:
+        self.check_finite = check_finite
+        self.in_place = in_place and parent is None and not check_finite
+        self.failing: set[int] = set()  # positions of the kernels that can fail (root only)
+        self.written_into: dict[int, int] = {}  # uid -> the parameter its kernel writes into
+        self.product_updates: dict[int, tuple[int, float]] = {}  # see updates_in_place
+        self.folded: set[int] = set()  # updates whose product computes them: no kernel
         super().__init__(program, math, parent, bound)
         self.root: HostCodegen = parent.root if parent is not None else self
         self.profile = profile if parent is None else parent.profile
-        self.check_finite = check_finite
         self.kernel_names: list[str] = []  # the profile's counters, by index (root only)
         self.profile_slot = -1
+
+    def updates_in_place(self) -> dict[int, int]:
+        """The new values computed straight into their parameters (passes/memory.py's rule):
+        a step's last updates, after every kernel that can fail (CAN_FAIL) and every read of
+        the old values, cost no copy. Not with check_finite, which looks at the new values
+        for infinities only after every kernel. `late_failure` checks the rule's premise
+        once the kernels exist."""
+        if not self.in_place:
+            return {}
+        from graphc.passes.memory import products_into_updates, updates_in_place
+
+        from .kernels_linalg import blas_sized
+
+        def can_fail(node):
+            return node.op.name in CAN_FAIL
+
+        values = updates_in_place(self.program, self.plan, can_fail)
+        # W - lr * (X.T @ G): the gemm accumulates into W (alpha -lr, beta 1), and the
+        # elementwise update has no kernel
+        self.product_updates = products_into_updates(self.program, self.plan, can_fail,
+                                                     values, blas_sized)
+        products = {m: p for m, (p, _) in self.product_updates.items()}
+        self.folded = {v for v, p in values.items() if p in products.values()}
+        self.written_into = {**values, **products}
+        return self.written_into
+
+    @property
+    def late_failure(self) -> bool:
+        """Did a kernel that can fail turn out to run after a value written into its
+        parameter? (Then the module is generated again without updates in place: an op
+        that learned to fail and is missing from CAN_FAIL costs compile time, never a
+        half-applied update.)"""
+        if not self.written_into:
+            return False
+        first = min(self.program.nodes.index(n) for n in self.program.nodes
+                    if n.uid in self.written_into)
+        return any(first <= p < len(self.program.nodes) for p in self.failing)
 
     def profile_entry(self, name: str) -> int:
         """Reserve the index of a profile counter named `name` (a loop body's kernels get
@@ -214,7 +268,8 @@ class HostCodegen(ProgramGenerator):
         b = ir.IRBuilder(entry.append_basic_block("entry"))
         record = b.load(b.gep(entry.args[0], [i64(self.error_slot)], source_etype=PTR), typ=PTR)
         store(b, i64(0), record, I64, i64(ERROR_CODE))  # nothing failed yet in this call
-        kernels = [(k, n) for k, n in enumerate(self.program.nodes) if n.op.name not in LEAVES]
+        kernels = [(k, n) for k, n in enumerate(self.program.nodes)
+                   if n.op.name not in LEAVES and n.uid not in self.folded]
         if self.profile:  # cycles spent in each kernel, accumulated in a scratch slot
             self.profile_slot = self.layout.new_slot()
             counters = b.load(b.gep(entry.args[0], [i64(self.profile_slot)], source_etype=PTR),
@@ -346,7 +401,7 @@ class HostCodegen(ProgramGenerator):
         targets = {p.uid for p, _ in self.program.updates}
         pending = []
         for param, value in self.program.updates:
-            if value.uid == param.uid:
+            if value.uid == param.uid or self.written_into.get(value.uid) == param.uid:
                 continue
             src_slot = lay.slot_of[value.uid]
             if value.op.name == "parameter" and value.uid in targets:

@@ -42,8 +42,8 @@ THREADED_GEMM = 1 << 19
 
 
 def gemm_call(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m, n, k,
-              a_ptr, lda, b_ptr, ldb, c_ptr, ldc, beta: float) -> None:
-    """Row-major C[m, n] = op(A) @ op(B) + beta * C through Fortran sgemm/dgemm."""
+              a_ptr, lda, b_ptr, ldb, c_ptr, ldc, beta: float, alpha: float = 1.0) -> None:
+    """Row-major C[m, n] = alpha * op(A) @ op(B) + beta * C through Fortran sgemm/dgemm."""
     from .blas import blas
 
     name = "graphc_sgemm" if ty == F32 else "graphc_dgemm"
@@ -72,7 +72,7 @@ def gemm_call(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bo
         b.call(fn, args)
 
     args = [char_arg(tb, "transb"), char_arg(ta, "transa"), int_arg(n, "n"), int_arg(m, "m"),
-            int_arg(k, "k"), scalar_arg(1.0, "alpha"), b_ptr, int_arg(at_least_one(ldb), "ldb"),
+            int_arg(k, "k"), scalar_arg(alpha, "alpha"), b_ptr, int_arg(at_least_one(ldb), "ldb"),
             a_ptr, int_arg(at_least_one(lda), "lda"), scalar_arg(beta, "beta"), c_ptr,
             int_arg(at_least_one(ldc), "ldc")]
     if not blas().local_threads:
@@ -248,12 +248,36 @@ def tiled_gemm_fits(ty: ir.Type, m: int, n: int, k: int) -> bool:
     return TILED_GEMM_MIN <= m * n * k <= TILED_GEMM and m >= TILE_ROWS and n >= tile_columns(ty)
 
 
+def blas_sized(m, n, k, tb: bool, itemsize: int) -> bool:
+    """Does a float product of these sizes (ints, or symbols known only at run time) go to
+    BLAS whatever the symbols' values? `gemm`'s choice, made on the graph's shapes."""
+    dims = (m, n, k)
+    known = [d if isinstance(d, int) else None for d in dims]
+    static = 1
+    for d in known:
+        static *= 1 if d is None else d
+    tiles_never = (tb or static < TILED_GEMM_MIN
+                   or static * TILED_GEMM_BATCH ** known.count(None) > TILED_GEMM
+                   or (known[0] is not None and known[0] < TILE_ROWS)
+                   or (known[1] is not None and known[1] < 2 * TILE_VECTOR_BYTES // itemsize)
+                   or (None not in known and not (TILED_GEMM_MIN <= static <= TILED_GEMM)))
+    return tiles_never and static > SMALL_GEMM
+
+
 def gemm(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m, n, k,
-         a_ptr, b_ptr, c_ptr, accumulate: bool = False) -> None:
+         a_ptr, b_ptr, c_ptr, accumulate: bool = False, alpha: float = 1.0) -> None:
     """C (+)= op(A) @ op(B) for contiguous row-major operands: a loop nest when tiny (or not a
     BLAS type), register tiles when small (`tiled_gemm_fits`; B not transposed), BLAS
     otherwise; decided at compile time where the static sizes settle it, else by a test of
-    the sizes at run time."""
+    the sizes at run time. `alpha` (C += alpha op(A) @ op(B), an update of a parameter:
+    codegen.HostCodegen.product_updates) only where `blas_sized` holds."""
+    if alpha != 1.0:
+        static = _static_work(m, n, k)
+        if not (accumulate and ty in (F32, F64) and static > SMALL_GEMM):
+            raise AssertionError("a scaled product is for BLAS only (blas_sized)")
+        gemm_call(ctx, b, ty, ta, tb, m, n, k, a_ptr, m if ta else k, b_ptr, k if tb else n,
+                  c_ptr, n, 1.0, alpha)
+        return
     if ty not in (F32, F64):
         loop_gemm(ctx, b, ty, ta, tb, m, n, k, a_ptr, b_ptr, c_ptr, accumulate)
         return
@@ -334,6 +358,8 @@ def matmul(ctx: KernelContext) -> None:
     sa, sb = batch_strides(a_node, a_shape), batch_strides(b_node, b_shape)
     sc = [b.mul(s, b.mul(m, n)) for s in contiguous_strides(b, batch + [i64(1)])[:-1]]
     A, B, C = ctx.in_ptr(0), ctx.in_ptr(1), ctx.out_ptr
+    # an SGD update p + scale * (A @ B) computed by the product into p (C is p's memory)
+    _param, scale = getattr(ctx.gen, "product_updates", {}).get(node.uid, (None, None))
     with loops(b, batch, "batch") as idx:
         def at(ptr, strides):
             off = i64(0)
@@ -341,4 +367,5 @@ def matmul(ctx: KernelContext) -> None:
                 off = b.add(off, b.mul(i, s))
             return b.gep(ptr, [off], inbounds=True, source_etype=ty)
 
-        gemm(ctx, b, ty, ta, tb, m, n, k, at(A, sa), at(B, sb), at(C, sc))
+        gemm(ctx, b, ty, ta, tb, m, n, k, at(A, sa), at(B, sb), at(C, sc),
+             accumulate=scale is not None, alpha=1.0 if scale is None else scale)

@@ -1,0 +1,345 @@
+"""New parameter values written straight into their parameters on the llvm backend.
+
+A step's last updates (after every kernel that can fail and every read of the old value) are
+computed into the parameter's memory instead of a buffer copied at the end
+(passes/memory.updates_in_place, backends/llvm/codegen.py). The rule is checked on its own,
+case by case, and through compiled steps: same values as the NumPy backend, and a failed
+call still changes no parameter.
+"""
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.backends.llvm import codegen
+from graphc.passes.memory import updates_in_place
+
+F = gc.nn.functional
+
+
+def _chosen(fn, can_fail=lambda n: n.op.name in codegen.CAN_FAIL) -> dict:
+    """The rule's choice on a compiled function's optimized program: parameter name -> new
+    value written into it."""
+    program = fn.graph
+    chosen = updates_in_place(program, program.meta["memory"], can_fail)
+    names = {p.uid: p.name for p, _ in program.updates}
+    return {names[p]: v for v, p in chosen.items()}
+
+
+def _mlp(seed=0):
+    rng = np.random.default_rng(seed)
+    x = gc.placeholder("x", ("N", 5))
+    y = gc.placeholder("y", ("N",), "int64")
+    W1 = gc.parameter("W1", rng.normal(size=(5, 7)).astype(np.float32))
+    b1 = gc.parameter("b1", np.zeros(7, np.float32))
+    W2 = gc.parameter("W2", rng.normal(size=(7, 3)).astype(np.float32))
+    loss = F.cross_entropy(gc.relu(x @ W1 + b1) @ W2, y)
+    params = [W1, b1, W2]
+    grads = gc.grad(loss, params)
+    feed = (rng.normal(size=(6, 5)).astype(np.float32), rng.integers(0, 3, 6))
+    return [x, y], loss, {p: p - 0.1 * g for p, g in zip(params, grads)}, feed
+
+
+def _train_both(inputs, loss, updates, params, feed, steps=3):
+    """Train from the same start on the NumPy and llvm backends: backend -> (losses, final
+    parameter values, the compiled step)."""
+    start = [p.value for p in params]
+    out = {}
+    for backend in ("numpy", "llvm"):
+        for p, v in zip(params, start):
+            p.value = v
+        fn = gc.compile(inputs, loss, updates=updates, backend=backend)
+        losses = [float(fn(*feed)) for _ in range(steps)]
+        out[backend] = losses, [p.value for p in params], fn
+    return out
+
+
+def test_an_sgd_step_writes_every_new_value_into_its_parameter_and_matches_numpy():
+    inputs, loss, updates, feed = _mlp()
+    trained = _train_both(inputs, loss, updates, list(updates), feed, steps=4)
+    assert trained["llvm"][2].stats["llvm_updates_in_place"] == len(updates)
+    np.testing.assert_allclose(trained["llvm"][0], trained["numpy"][0], rtol=1e-6)
+    for a, b in zip(trained["llvm"][1], trained["numpy"][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_nothing_is_written_in_place_when_any_kernel_may_fail_after_it():
+    inputs, loss, updates, _ = _mlp()
+    fn = gc.compile(inputs, loss, updates=updates)
+    assert set(_chosen(fn)) == {"W1", "b1", "W2"}
+    assert _chosen(fn, can_fail=lambda n: True) == {}
+
+
+def test_a_swap_and_a_new_value_that_is_also_an_output_are_copied():
+    x = gc.placeholder("x", (3,))
+    a = gc.parameter("a", np.arange(3, dtype=np.float32))
+    b = gc.parameter("b", np.ones(3, np.float32))
+    swap = gc.compile([x], gc.sum(x * a), updates={a: b, b: a}, backend="llvm")
+    assert _chosen(swap) == {} and swap.stats["llvm_updates_in_place"] == 0
+    swap(np.ones(3, np.float32))
+    np.testing.assert_array_equal(a.value, [1, 1, 1])
+    np.testing.assert_array_equal(b.value, [0, 1, 2])
+
+    new_a = a * 0.5 + x
+    out = gc.compile([x], [gc.sum(x), new_a], updates={a: new_a}, backend="llvm")
+    assert _chosen(out) == {}
+    total, returned = out(np.full(3, 2.0, np.float32))
+    np.testing.assert_array_equal(returned, [2.5, 2.5, 2.5])
+    np.testing.assert_array_equal(a.value, [2.5, 2.5, 2.5])
+
+
+def test_only_an_elementwise_value_may_read_the_parameter_it_overwrites():
+    rng = np.random.default_rng(1)
+    x = gc.placeholder("x", (4, 4))
+    W = gc.parameter("W", rng.normal(size=(4, 4)).astype(np.float32))
+    R = gc.constant(rng.normal(size=(4, 4)).astype(np.float32))
+    start = W.value
+    # W @ R reads rows of W while it writes others: never into W itself
+    product = gc.compile([x], gc.sum(x), updates={W: W @ R}, backend="llvm")
+    assert _chosen(product) == {}
+    product(np.ones((4, 4), np.float32))
+    np.testing.assert_allclose(W.value, start @ R.node.attrs["value"].array, rtol=1e-5)
+    # W - 0.1 (x @ x) reads W at the point it writes: into W
+    W.value = start
+    elementwise = gc.compile([x], gc.sum(x), updates={W: W - 0.1 * (x @ x)}, backend="llvm")
+    assert set(_chosen(elementwise)) == {"W"}
+    assert elementwise.stats["llvm_updates_in_place"] == 1
+    xs = rng.normal(size=(4, 4)).astype(np.float32)
+    elementwise(xs)
+    np.testing.assert_allclose(W.value, start - 0.1 * (xs @ xs), rtol=1e-5, atol=1e-6)
+
+
+def test_a_parameter_read_after_its_new_value_is_computed_is_copied():
+    x = gc.placeholder("x", (3,))
+    W = gc.parameter("W", np.arange(3, dtype=np.float32))
+    new = W * 2.0
+    late_read = gc.sum(new * gc.exp(W)) + gc.sum(x)  # exp(W) may run after `new`
+    fn = gc.compile([x], late_read, updates={W: new}, backend="llvm")
+    program = fn.graph
+    order = {n.uid: k for k, n in enumerate(program.nodes)}
+    (param, value), = program.updates
+    readers = [order[n.uid] for n in program.nodes if param in n.inputs]
+    assert max(readers) > order[value.uid]  # (the fused exp(W) * new runs after new)
+    assert _chosen(fn) == {} and fn.stats["llvm_updates_in_place"] == 0
+    loss = fn(np.zeros(3, np.float32))
+    w = np.arange(3, dtype=np.float32)
+    np.testing.assert_allclose(loss, np.sum(2 * w * np.exp(w)), rtol=1e-6)
+    np.testing.assert_array_equal(W.value, 2 * w)
+
+
+def _lookup_of_new_value():
+    """A step whose output looks rows up in the new value: the lookup (which fails on a bad
+    id) runs after the value is computed."""
+    ids = gc.placeholder("ids", (2,), "int64")
+    E = gc.parameter("E", np.ones((4, 2), np.float32))
+    new = E * 3.0
+    return [ids], gc.sum(F.embedding(ids, new)), {E: new}, E
+
+
+@pytest.mark.parametrize("rule_knows_take_fails", [True, False])
+def test_a_lookup_after_the_new_value_keeps_the_update_atomic(monkeypatch,
+                                                              rule_knows_take_fails):
+    """With `take` missing from CAN_FAIL the rule would choose the value; generation then
+    sees the failing kernel after it and generates the module again without it."""
+    if not rule_knows_take_fails:
+        monkeypatch.setattr(codegen, "CAN_FAIL", frozenset({"scan"}))
+    inputs, loss, updates, E = _lookup_of_new_value()
+    fn = gc.compile(inputs, loss, updates=updates, backend="llvm", backend_options={
+        "cache": False})
+    assert fn.stats["llvm_updates_in_place"] == 0
+    with pytest.raises(gc.BackendError, match=r"take: id 7 is outside \[0, 4\)"):
+        fn(np.array([0, 7]))
+    np.testing.assert_array_equal(E.value, np.ones((4, 2)))
+    assert float(fn(np.array([0, 3]))) == 12.0
+    np.testing.assert_array_equal(E.value, np.full((4, 2), 3.0))
+
+
+def test_an_embedding_step_fails_before_any_write_and_trains_like_numpy():
+    rng = np.random.default_rng(2)
+    ids = gc.placeholder("ids", ("N",), "int64")
+    E = gc.parameter("E", rng.normal(size=(6, 3)).astype(np.float32))
+    W = gc.parameter("W", rng.normal(size=(3, 2)).astype(np.float32))
+    loss = gc.mean(gc.tanh(F.embedding(ids, E) @ W))
+    gE, gW = gc.grad(loss, [E, W])
+    updates = {E: E - 0.5 * gE, W: W - 0.5 * gW}
+    start = E.value, W.value
+    step = gc.compile([ids], loss, updates=updates, backend="llvm")
+    assert step.stats["llvm_updates_in_place"] == 2
+    with pytest.raises(gc.BackendError, match="outside"):
+        step(np.array([1, 6, 2]))
+    np.testing.assert_array_equal(E.value, start[0])
+    np.testing.assert_array_equal(W.value, start[1])
+    good = np.array([1, 5, 2, 1])
+    native = [float(step(good)) for _ in range(3)], E.value, W.value
+    E.value, W.value = start
+    reference = gc.compile([ids], loss, updates=updates, backend="numpy")
+    expected = [float(reference(good)) for _ in range(3)], E.value, W.value
+    np.testing.assert_allclose(native[0], expected[0], rtol=1e-6)
+    np.testing.assert_allclose(native[1], expected[1], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(native[2], expected[2], rtol=1e-5, atol=1e-7)
+
+
+def test_check_finite_keeps_copying_the_new_values():
+    """check_finite looks for infinities in the new values after every kernel: they must
+    not be in the parameters yet."""
+    x = gc.placeholder("x", (3,))
+    W = gc.parameter("W", np.ones(3, np.float32))
+    fn = gc.compile([x], gc.sum(x * W), updates={W: W * x}, backend="llvm",
+                    backend_options={"check_finite": True})
+    assert fn.stats["llvm_updates_in_place"] == 0
+    with pytest.raises(gc.BackendError):
+        fn(np.array([1.0, np.inf, 1.0], np.float32))
+    np.testing.assert_array_equal(W.value, np.ones(3))
+
+
+def _random_step(seed: int):
+    """Three 4x4 parameters whose new values mix old and new values elementwise, in
+    products, transposed, reduced, swapped; a loss that looks rows up (which fails on a bad
+    id) in an old value, early, or in a new one, after it."""
+    rng = np.random.default_rng(seed)
+    x = gc.placeholder("x", (4, 4))
+    ids = gc.placeholder("ids", (3,), "int64")
+    params = [gc.parameter(f"p{k}", rng.normal(size=(4, 4)).astype(np.float32))
+              for k in range(3)]
+    pool = [x, *params]
+
+    def term():
+        a, b = (pool[int(k)] for k in rng.integers(0, len(pool), 2))
+        return [lambda: a * b, lambda: a @ b, lambda: gc.tanh(a) - b,
+                lambda: gc.transpose(a) + 0.5 * b, lambda: gc.sum(a, axis=0) * b,
+                lambda: b - 0.1 * (a @ x)][int(rng.integers(0, 6))]()
+
+    early = gc.sum(F.embedding(ids, params[0]))  # (a lookup scheduled before the updates)
+    news = {}
+    for p in params:
+        kind = int(rng.integers(0, 4))
+        if kind == 0:
+            news[p] = p - 0.1 * term()
+        elif kind == 1:
+            news[p] = term()
+        elif kind == 2:
+            news[p] = params[int(rng.integers(0, 3))]
+        if p in news and rng.random() < 0.4:
+            pool.append(news[p])  # later terms read the new value
+    loss = gc.sum(term())
+    if news and rng.random() < 0.3:
+        looked_up = list(news.values())[int(rng.integers(0, len(news)))]
+        loss = loss + gc.sum(F.embedding(ids, looked_up))
+    else:
+        loss = early + loss
+    return [x, ids], loss, news, params, rng.normal(size=(4, 4)).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(32))
+def test_random_updates_match_numpy_and_a_failed_call_writes_nothing(seed):
+    inputs, loss, news, params, xs = _random_step(seed)
+    if not news:
+        pytest.skip("no update drawn")
+    start = [p.value for p in params]
+    results = {}
+    for backend in ("numpy", "llvm"):
+        for p, v in zip(params, start):
+            p.value = v
+        step = gc.compile(inputs, loss, updates=news, backend=backend,
+                          backend_options={"cache": False} if backend == "llvm" else None)
+        losses = [float(step(xs, np.array([0, 3, 1]))) for _ in range(2)]
+        before = [p.value for p in params]
+        with pytest.raises(gc.BackendError, match="outside"):
+            step(xs, np.array([1, 4, 0]))
+        for p, v in zip(params, before):
+            np.testing.assert_array_equal(p.value, v)
+        results[backend] = losses, before
+    np.testing.assert_allclose(results["llvm"][0], results["numpy"][0], rtol=2e-5, atol=1e-5)
+    for a, b in zip(results["llvm"][1], results["numpy"][1]):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-5)
+
+
+# -- W - lr * (X.T @ G) as one gemm into W (passes/memory.products_into_updates) --------------
+
+
+def _dense_step(hidden=96, momentum=False, late_read=False, seed=3):
+    """x (N, 128) -> linear(hidden) -> tanh -> sum; SGD (or momentum) on W."""
+    rng = np.random.default_rng(seed)
+    x = gc.placeholder("x", ("N", 128))
+    W = gc.parameter("W", (rng.normal(size=(128, hidden)) * 0.1).astype(np.float32))
+    loss = gc.sum(gc.tanh(x @ W))
+    (g,) = gc.grad(loss, [W])
+    if late_read:  # a read of W built after its gradient: scheduled between the two
+        loss = loss + 0.0 * gc.sum(W)
+    updates = {W: W - 0.05 * g}
+    params = [W]
+    if momentum:
+        v = gc.parameter("v", np.zeros((128, hidden), np.float32))
+        new_v = 0.9 * v + g
+        updates = {v: new_v, W: W - 0.05 * new_v}
+        params.append(v)
+    return [x], loss, updates, params, rng.normal(size=(8, 128)).astype(np.float32)
+
+
+
+def test_an_sgd_weight_update_is_one_gemm_into_the_weight():
+    inputs, loss, updates, params, xs = _dense_step()
+    runs = _train_both(inputs, loss, updates, params, [xs])
+    fn = runs["llvm"][2]
+    assert fn.stats["llvm_products_into_updates"] == 1
+    assert fn.stats["llvm_updates_in_place"] == 1
+    # no kernel of its own for W - 0.05 g: the gemm's alpha is -0.05, its beta 1
+    profiled = gc.compile(inputs, loss, updates=updates, backend="llvm",
+                          backend_options={"profile": True})
+    (param, value), = profiled.graph.updates
+    position = profiled.graph.nodes.index(value)
+    kernels = [name for name, _ in profiled._exe.kernel_profile()]
+    assert f"k{position}.elemwise" not in kernels and len(kernels) > 3
+    np.testing.assert_allclose(runs["llvm"][0], runs["numpy"][0], rtol=1e-5)
+    np.testing.assert_allclose(runs["llvm"][1][0], runs["numpy"][1][0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["momentum", "late_read", "tiled"])
+def test_products_that_must_stay_whole_are_not_folded_into_the_update(case):
+    """The gradient read twice (momentum), the weight read after its gradient, and a product
+    small enough for the register tiles: each keeps its own result and update."""
+    options = {"momentum": dict(momentum=True), "late_read": dict(late_read=True),
+               "tiled": dict(hidden=16)}[case]
+    inputs, loss, updates, params, xs = _dense_step(**options)
+    runs = _train_both(inputs, loss, updates, params, [xs])
+    fn = runs["llvm"][2]
+    assert fn.stats["llvm_products_into_updates"] == 0
+    if case == "late_read":
+        program = fn.graph
+        order = {n.uid: k for k, n in enumerate(program.nodes)}
+        (W, value), = program.updates
+        product = value.inputs[0] if value.inputs[0].op.name == "matmul" else value.inputs[1]
+        assert any(order[product.uid] < order[n.uid] < order[value.uid] and W in n.inputs
+                   for n in program.nodes)
+    np.testing.assert_allclose(runs["llvm"][0], runs["numpy"][0], rtol=1e-5)
+    for a, b in zip(runs["llvm"][1], runs["numpy"][1]):  # (momentum's v grows to about 4)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-5)
+
+
+def test_a_product_that_reads_its_own_weight_is_not_folded():
+    rng = np.random.default_rng(4)
+    x = gc.placeholder("x", (128, 128))
+    W = gc.parameter("W", rng.normal(size=(128, 128)).astype(np.float32))
+    start = W.value
+    fn = gc.compile([x], gc.sum(x), updates={W: W - 0.01 * (W.T @ x)}, backend="llvm")
+    assert fn.stats["llvm_products_into_updates"] == 0
+    assert fn.stats["llvm_updates_in_place"] == 1  # the elementwise update still is
+    xs = rng.normal(size=(128, 128)).astype(np.float32)
+    fn(xs)
+    np.testing.assert_allclose(W.value, start - 0.01 * (start.T @ xs), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_folded_update_matches_numpy_on_hostile_values(seed):
+    """0, ±inf, NaN and huge values in the batch: the gemm's W + alpha (A @ B) gives what the
+    NumPy backend's gradient and update give, NaN for NaN."""
+    rng = np.random.default_rng(seed)
+    inputs, loss, updates, params, xs = _dense_step(seed=seed)
+    hostile = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 3e38, -3e38], np.float32)
+    mask = rng.random(xs.shape) < 0.05
+    xs = np.where(mask, rng.choice(hostile, xs.shape), xs).astype(np.float32)
+    with np.errstate(all="ignore"):
+        runs = _train_both(inputs, loss, updates, params, [xs], steps=1)
+    assert runs["llvm"][2].stats["llvm_products_into_updates"] == 1
+    np.testing.assert_allclose(runs["llvm"][1][0], runs["numpy"][1][0], rtol=1e-5, atol=1e-6,
+                               equal_nan=True)
