@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -63,6 +64,9 @@ def _layout(rev: str, into: Path) -> Path:
         tar.extractall(into, filter="data")
     (into / "passes").rename(into / "graphc" / "passes")
     (into / "backends").rename(into / "graphc" / "backends")
+    # the same training steps for both builds: this tree's workloads (an older revision may
+    # lack one, such as cnn32 before it was added)
+    shutil.copy(ROOT / "bench" / "workloads.py", into / "bench" / "workloads.py")
     return into
 
 
