@@ -35,3 +35,17 @@ def test_llvm_work_counts_the_parts_a_cold_compile_hands_llvm():
     assert parts and all("\ndefine " in text for text in parts)  # each defines functions
     assert sum('define i32 @"graphc_step"(' in text for text in parts) == 1
     assert all(toolchain.compile_object(text) for text in parts)  # object code for each
+
+
+def test_compare_builds_gives_an_older_build_this_trees_workloads(tmp_path):
+    """bench/compare_builds.py times two builds on the same steps: the revision's graphc
+    (with its passes and backends inside the package) and this tree's bench/workloads.py."""
+    from pathlib import Path
+
+    from bench.compare_builds import ROOT, _layout
+
+    layout = _layout("HEAD", Path(tmp_path))
+    assert (layout / "graphc" / "passes" / "memory.py").is_file()
+    assert (layout / "graphc" / "backends" / "llvm" / "codegen.py").is_file()
+    assert (layout / "bench" / "workloads.py").read_bytes() == \
+        (ROOT / "bench" / "workloads.py").read_bytes()
