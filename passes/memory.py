@@ -243,6 +243,10 @@ def products_into_updates(program: Graph, plan: MemoryPlan, can_fail, chosen: di
 
     The gemm then computes ``p + c * (A @ B)`` into p itself (alpha c, beta 1): the gradient
     is never stored, and the elementwise pass over the weight and its gradient disappears.
+    The values are the update's within rounding (the gemm rounds c * sum + p once, with a
+    fused multiply-add, and adds c times each partial sum where it blocks a long sum). Near
+    float overflow they can differ: a gradient whose sum overflows to inf while c times each
+    block's share does not leaves p finite here and makes it inf in the separate update.
     The product must be a plain 2-d one, read only by this update, reading neither operand
     from the parameter, that the backend sends to BLAS whatever the sizes known only at run
     time (`blas_sized(m, n, k, tb, itemsize)`, the backend's rule); and the rules of
@@ -259,7 +263,6 @@ def products_into_updates(program: Graph, plan: MemoryPlan, can_fail, chosen: di
     last_failure = max(failing, default=-1)
     outputs = {n.uid for n in program.outputs}
     aliased = {n.inputs[0].uid for n in nodes if n.uid in plan.aliases}
-    params = {p.uid: p for p, _ in program.updates}
     found: dict[int, tuple[int, float]] = {}
     for param, value in program.updates:
         if chosen.get(value.uid) != param.uid or value.op.name != "elemwise":
@@ -275,7 +278,7 @@ def products_into_updates(program: Graph, plan: MemoryPlan, can_fail, chosen: di
         a, b = product.inputs
         if (len(product.shape) != 2 or len(a.shape) != 2
                 or len(b.shape) != 2 or product.dtype.name not in ("float32", "float64")
-                or product.dtype != params[param.uid].dtype
+                or product.dtype != param.dtype
                 or [c.uid for c in consumers.get(product.uid, ())] != [value.uid]
                 or product.uid in outputs or product.uid in aliased or k <= last_failure
                 or any(i.op.name == "parameter" and i.attrs["storage"].uid == storage
@@ -294,7 +297,10 @@ def products_into_updates(program: Graph, plan: MemoryPlan, can_fail, chosen: di
 
 def _scaled_sum(expr, inputs, storage):
     """(the product input, c) when `expr`, over inputs x0..x{n-1}, is ``x_p + c * x_m``
-    with x_p a parameter of `storage` (and no other input of it); else None."""
+    with x_p a parameter of `storage` (and no other input of it) and c a real number with
+    |c| <= 1 (a learning rate); else None. (A gemm that blocks its sum adds c times each
+    block's partial sum into p: with |c| > 1 a block's share could overflow to inf where
+    the whole sum, times c, is finite.)"""
     if not isinstance(expr, sympy.Add) or len(expr.args) != 2:
         return None
 
@@ -313,9 +319,11 @@ def _scaled_sum(expr, inputs, storage):
         numbers = [f for f in factors if f.is_Number]
         symbols = [f for f in factors if not f.is_Number]
         product = input_of(symbols[0]) if len(symbols) == 1 else None
-        if product is None or product.op.name == "parameter" or product.shape != param.shape:
+        scale = sympy.Mul(*numbers)
+        if product is None or product.op.name == "parameter" or product.shape != param.shape \
+                or not (scale.is_real and abs(scale) <= 1):
             continue
-        return product, float(sympy.Mul(*numbers))
+        return product, float(scale)
     return None
 
 

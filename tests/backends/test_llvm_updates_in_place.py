@@ -257,7 +257,7 @@ def test_random_updates_match_numpy_and_a_failed_call_writes_nothing(seed):
 # -- W - lr * (X.T @ G) as one gemm into W (passes/memory.products_into_updates) --------------
 
 
-def _dense_step(hidden=96, momentum=False, late_read=False, seed=3):
+def _dense_step(hidden=96, momentum=False, late_read=False, seed=3, lr=0.05):
     """x (N, 128) -> linear(hidden) -> tanh -> sum; SGD (or momentum) on W."""
     rng = np.random.default_rng(seed)
     x = gc.placeholder("x", ("N", 128))
@@ -266,7 +266,7 @@ def _dense_step(hidden=96, momentum=False, late_read=False, seed=3):
     (g,) = gc.grad(loss, [W])
     if late_read:  # a read of W built after its gradient: scheduled between the two
         loss = loss + 0.0 * gc.sum(W)
-    updates = {W: W - 0.05 * g}
+    updates = {W: W - lr * g}
     params = [W]
     if momentum:
         v = gc.parameter("v", np.zeros((128, hidden), np.float32))
@@ -294,14 +294,17 @@ def test_an_sgd_weight_update_is_one_gemm_into_the_weight():
     np.testing.assert_allclose(runs["llvm"][1][0], runs["numpy"][1][0], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("case", ["momentum", "late_read", "tiled"])
+@pytest.mark.parametrize("case", ["momentum", "late_read", "tiled", "rate_over_one"])
 def test_products_that_must_stay_whole_are_not_folded_into_the_update(case):
-    """The gradient read twice (momentum), the weight read after its gradient, and a product
-    small enough for the register tiles: each keeps its own result and update."""
+    """The gradient read twice (momentum), the weight read after its gradient, a product
+    small enough for the register tiles, and a rate over 1 (a blocked gemm would scale each
+    partial sum by it): each keeps its own result and update."""
     options = {"momentum": dict(momentum=True), "late_read": dict(late_read=True),
-               "tiled": dict(hidden=16)}[case]
+               "tiled": dict(hidden=16), "rate_over_one": dict(lr=1.5)}[case]
     inputs, loss, updates, params, xs = _dense_step(**options)
-    runs = _train_both(inputs, loss, updates, params, [xs])
+    # (at a rate of 1.5 the steps after the first amplify rounding: one step)
+    runs = _train_both(inputs, loss, updates, params, [xs],
+                       steps=1 if case == "rate_over_one" else 3)
     fn = runs["llvm"][2]
     assert fn.stats["llvm_products_into_updates"] == 0
     if case == "late_read":
