@@ -182,7 +182,8 @@ def leaving_copies(program: Graph, views) -> tuple[list[bool], list[bool]]:
     return outputs, news
 
 
-def updates_in_place(program: Graph, plan: MemoryPlan, can_fail) -> dict[int, int]:
+def updates_in_place(program: Graph, plan: MemoryPlan, can_fail,
+                     computed_here=lambda node: True) -> dict[int, int]:
     """The new parameter values a native step can compute straight into their parameter's
     memory, so that no copy applies them at the end: value uid -> the parameter node's uid.
 
@@ -195,9 +196,11 @@ def updates_in_place(program: Graph, plan: MemoryPlan, can_fail) -> dict[int, in
       value's own kernel reads it only at the point it writes: an elementwise node whose
       inputs of that storage have the value's shape;
     * the value is its own kernel's result: not a leaf, not an alias of another buffer, not
-      aliased by a later reshape, not an output (those are read from the arena), the new
-      value of this one parameter only; and the parameter is not itself the new value of
-      another ({a: b, b: a} swaps through a snapshot).
+      a value the backend may leave where another kernel put it (`computed_here(node)`
+      false: a loop's result, read in the loop's own buffer), not aliased by a later
+      reshape, not an output (those are read from the arena), the new value of this one
+      parameter only; and the parameter is not itself the new value of another ({a: b,
+      b: a} swaps through a snapshot).
     """
     nodes = program.nodes
     position = {n.uid: k for k, n in enumerate(nodes)}
@@ -222,7 +225,8 @@ def updates_in_place(program: Graph, plan: MemoryPlan, can_fail) -> dict[int, in
         s = storage(param)
         k = position.get(value.uid)
         if (k is None or value.op.name in LEAVES or value.uid in plan.aliases
-                or value.uid in aliased or value.uid in outputs or news.count(value.uid) > 1
+                or not computed_here(value) or value.uid in aliased or value.uid in outputs
+                or news.count(value.uid) > 1
                 or s in sources or targets.count(s) > 1 or k <= last_failure
                 or last_read.get(s, -1) > k
                 or value.shape != param.shape or value.dtype != param.dtype):
@@ -288,8 +292,10 @@ def products_into_updates(program: Graph, plan: MemoryPlan, can_fail, chosen: di
             i.op.name == "parameter" and i.attrs["storage"].uid == storage for i in n.inputs)]
         m, n = product.shape
         inner = a.shape[0] if product.attrs["ta"] else a.shape[1]
-        if late_reads or not blas_sized(m, n, inner, product.attrs["tb"],
-                                        product.dtype.itemsize):
+        # (a rate that rounds to 0 in the dtype: BLAS skips a product scaled by 0, and with it
+        # the NaN that 0 * inf gives in the separate update)
+        if late_reads or product.dtype.type(scale) == 0 or not blas_sized(
+                m, n, inner, product.attrs["tb"], product.dtype.itemsize):
             continue
         found[product.uid] = (param.uid, scale)
     return found

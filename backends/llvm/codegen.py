@@ -47,6 +47,9 @@ __all__ = ["CAN_FAIL", "HostCodegen", "HostKernel", "HostKernelPart"]
 #: the ops whose kernels can stop a step: an id or a label out of range, and a loop (its body
 #: may hold such a kernel)
 CAN_FAIL = frozenset({"take", "one_hot", "scatter_add", "scan"})
+#: the ops whose value may stay where another kernel put it (a loop's result, read in the
+#: loop's buffer: loops.lower_scan_output): never written into a parameter
+READ_IN_PLACE = frozenset({"scan_output"})
 
 
 class HostKernel(KernelContext):
@@ -206,7 +209,8 @@ class HostCodegen(ProgramGenerator):
         def can_fail(node):
             return node.op.name in CAN_FAIL
 
-        values = updates_in_place(self.program, self.plan, can_fail)
+        values = updates_in_place(self.program, self.plan, can_fail,
+                                  lambda node: node.op.name not in READ_IN_PLACE)
         # W - lr * (X.T @ G): the gemm accumulates into W (alpha -lr, beta 1), and the
         # elementwise update has no kernel
         self.product_updates = products_into_updates(self.program, self.plan, can_fail,
@@ -224,8 +228,7 @@ class HostCodegen(ProgramGenerator):
         half-applied update.)"""
         if not self.written_into:
             return False
-        first = min(self.program.nodes.index(n) for n in self.program.nodes
-                    if n.uid in self.written_into)
+        first = min(k for k, n in enumerate(self.program.nodes) if n.uid in self.written_into)
         return any(first <= p < len(self.program.nodes) for p in self.failing)
 
     def profile_entry(self, name: str) -> int:
@@ -401,7 +404,8 @@ class HostCodegen(ProgramGenerator):
         targets = {p.uid for p, _ in self.program.updates}
         pending = []
         for param, value in self.program.updates:
-            if value.uid == param.uid or self.written_into.get(value.uid) == param.uid:
+            # (in its parameter already: the slots, as the kernels were generated, say so)
+            if value.uid == param.uid or lay.slot_of[value.uid] == lay.slot_of[param.uid]:
                 continue
             src_slot = lay.slot_of[value.uid]
             if value.op.name == "parameter" and value.uid in targets:

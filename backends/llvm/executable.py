@@ -56,10 +56,12 @@ class LLVMExecutable(Executable):
         # new values the code computes straight into their parameters, and the products
         # that compute them (W - lr * X.T @ G in one gemm): codegen.py
         targets = {layout.slot_of[p.uid] for p, _ in program.updates}
+        values = {v.uid for _, v in program.updates}
         self.stats = {**stats, "llvm_updates_in_place": sum(
             layout.slot_of[v.uid] == layout.slot_of[p.uid] for p, v in program.updates
             if v.uid != p.uid), "llvm_products_into_updates": sum(
-            n.op.name == "matmul" and layout.slot_of[n.uid] in targets for n in program.nodes)}
+            n.op.name == "matmul" and n.uid not in values and layout.slot_of[n.uid] in targets
+            for n in program.nodes)}
         address = engine.get_function_address("graphc_step")
         self._fn = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)(address)
         self._bindings: dict[tuple, Binding] = {}

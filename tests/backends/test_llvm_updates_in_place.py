@@ -346,3 +346,51 @@ def test_a_folded_update_matches_numpy_on_hostile_values(seed):
     assert runs["llvm"][2].stats["llvm_products_into_updates"] == 1
     np.testing.assert_allclose(runs["llvm"][1][0], runs["numpy"][1][0], rtol=1e-5, atol=1e-6,
                                equal_nan=True)
+
+
+@pytest.mark.parametrize("rule_knows_loop_results", [True, False])
+def test_a_loops_result_as_a_new_value_is_applied(monkeypatch, rule_knows_loop_results):
+    """A loop's final carry or stacked ys are read where the loop left them
+    (loops.lower_scan_output): never written into the parameter by the rule, and applied by
+    the copy at the end even if the rule did not know (the copy is skipped only where the
+    slots, as generated, are the parameter's)."""
+    if not rule_knows_loop_results:
+        monkeypatch.setattr(codegen, "READ_IN_PLACE", frozenset())
+    results = {}
+    for backend in ("numpy", "llvm"):
+        xs = gc.placeholder("xs", (3, 2))
+        h = gc.parameter("h", np.zeros(2, np.float32))
+        Y = gc.parameter("Y", np.zeros((3, 2), np.float32))
+        h_last, ys = gc.scan(lambda c, x: (c + x, c), h, xs)
+        fn = gc.compile([xs], gc.sum(ys), updates={h: h_last, Y: ys}, backend=backend,
+                        backend_options={"cache": False} if backend == "llvm" else None)
+        losses = [float(fn(np.ones((3, 2), np.float32))) for _ in range(2)]
+        results[backend] = losses, h.value, Y.value
+    np.testing.assert_array_equal(results["llvm"][0], results["numpy"][0])
+    np.testing.assert_array_equal(results["llvm"][1], [6, 6])
+    np.testing.assert_array_equal(results["llvm"][1], results["numpy"][1])
+    np.testing.assert_array_equal(results["llvm"][2], results["numpy"][2])
+
+
+def test_a_product_that_is_itself_the_new_value_is_not_counted_as_folded():
+    rng = np.random.default_rng(5)
+    x = gc.placeholder("x", (128, 128))
+    P = gc.parameter("P", rng.normal(size=(128, 128)).astype(np.float32))
+    start = P.value
+    fn = gc.compile([x], gc.sum(x), updates={P: x @ gc.tanh(P)}, backend="llvm")
+    assert fn.stats["llvm_updates_in_place"] == 1  # the gemm writes P: it reads tanh(P)
+    assert fn.stats["llvm_products_into_updates"] == 0
+    xs = rng.normal(size=(128, 128)).astype(np.float32)
+    fn(xs)
+    np.testing.assert_allclose(P.value, xs @ np.tanh(start), rtol=1e-4, atol=1e-4)
+
+
+def test_a_rate_that_rounds_to_zero_is_not_folded():
+    """BLAS skips a product scaled by 0, and with it the NaN of 0 * inf."""
+    inputs, loss, updates, params, xs = _dense_step(lr=1e-46)
+    xs[0, 0] = np.inf
+    with np.errstate(all="ignore"):
+        runs = _train_both(inputs, loss, updates, params, [xs], steps=1)
+    assert runs["llvm"][2].stats["llvm_products_into_updates"] == 0
+    assert np.isnan(runs["numpy"][1][0]).any()  # (0 * inf in the update)
+    np.testing.assert_array_equal(np.isnan(runs["llvm"][1][0]), np.isnan(runs["numpy"][1][0]))
