@@ -202,36 +202,22 @@ def updates_in_place(program: Graph, plan: MemoryPlan, can_fail,
       parameter only; and the parameter is not itself the new value of another ({a: b,
       b: a} swaps through a snapshot).
     """
-    nodes = program.nodes
-    position = {n.uid: k for k, n in enumerate(nodes)}
-
-    def storage(n: Node):
-        return n.attrs["storage"].uid if n.op.name == "parameter" else None
-
-    last_read: dict = {}  # storage -> the last position a node reads a parameter of it
-    for k, n in enumerate(nodes):
-        for i in n.inputs:
-            if storage(i) is not None:
-                last_read[storage(i)] = k
-    failing = [k for k, n in enumerate(nodes) if n.op.name not in LEAVES and can_fail(n)]
-    last_failure = max(failing, default=-1)
-    aliased = {n.inputs[0].uid for n in nodes if n.uid in plan.aliases}
-    outputs = {n.uid for n in program.outputs}
+    facts = _Schedule(program, plan, can_fail)
     news = [v.uid for _, v in program.updates]
-    sources = {storage(v) for _, v in program.updates if storage(v) is not None}
-    targets = [storage(p) for p, _ in program.updates]
+    sources = {_storage(v) for _, v in program.updates if _storage(v) is not None}
+    targets = [_storage(p) for p, _ in program.updates]
     chosen: dict[int, int] = {}
     for param, value in program.updates:
-        s = storage(param)
-        k = position.get(value.uid)
+        s = _storage(param)
+        k = facts.position.get(value.uid)
         if (k is None or value.op.name in LEAVES or value.uid in plan.aliases
-                or not computed_here(value) or value.uid in aliased or value.uid in outputs
-                or news.count(value.uid) > 1
-                or s in sources or targets.count(s) > 1 or k <= last_failure
-                or last_read.get(s, -1) > k
+                or not computed_here(value) or value.uid in facts.aliased
+                or value.uid in facts.outputs or news.count(value.uid) > 1
+                or s in sources or targets.count(s) > 1 or k <= facts.last_failure
+                or max(facts.reads.get(s, [-1])) > k
                 or value.shape != param.shape or value.dtype != param.dtype):
             continue
-        reads = [i for i in value.inputs if storage(i) == s]
+        reads = [i for i in value.inputs if _storage(i) == s]
         if reads and not (value.op.is_elementwise and all(i.shape == value.shape
                                                           for i in reads)):
             continue
@@ -257,48 +243,63 @@ def products_into_updates(program: Graph, plan: MemoryPlan, can_fail, chosen: di
     updates_in_place must hold at the product's position: nothing that can fail and no read
     of the parameter at or after it, but the update itself.
     """
-    nodes = program.nodes
-    position = {n.uid: k for k, n in enumerate(nodes)}
-    consumers: dict[int, list[Node]] = {}
-    for n in nodes:
+    facts = _Schedule(program, plan, can_fail)
+    consumers: dict[int, list[int]] = {}
+    for n in program.nodes:
         for i in n.inputs:
-            consumers.setdefault(i.uid, []).append(n)
-    failing = [k for k, n in enumerate(nodes) if n.op.name not in LEAVES and can_fail(n)]
-    last_failure = max(failing, default=-1)
-    outputs = {n.uid for n in program.outputs}
-    aliased = {n.inputs[0].uid for n in nodes if n.uid in plan.aliases}
+            consumers.setdefault(i.uid, []).append(n.uid)
     found: dict[int, tuple[int, float]] = {}
     for param, value in program.updates:
         if chosen.get(value.uid) != param.uid or value.op.name != "elemwise":
             continue
-        storage = param.attrs["storage"].uid
+        storage = _storage(param)
         terms = _scaled_sum(value.attrs["expr"], value.inputs, storage)
-        if terms is None:
+        if terms is None or terms[0].op.name != "matmul":
             continue
         product, scale = terms
-        if product.op.name != "matmul":
-            continue
-        k = position[product.uid]
+        k, k_value = facts.position[product.uid], facts.position[value.uid]
         a, b = product.inputs
-        if (len(product.shape) != 2 or len(a.shape) != 2
-                or len(b.shape) != 2 or product.dtype.name not in ("float32", "float64")
-                or product.dtype != param.dtype
-                or [c.uid for c in consumers.get(product.uid, ())] != [value.uid]
-                or product.uid in outputs or product.uid in aliased or k <= last_failure
-                or any(i.op.name == "parameter" and i.attrs["storage"].uid == storage
-                       for i in (a, b))):
-            continue
-        late_reads = [n for n in nodes[k:] if n.uid != value.uid and any(
-            i.op.name == "parameter" and i.attrs["storage"].uid == storage for i in n.inputs)]
-        m, n = product.shape
-        inner = a.shape[0] if product.attrs["ta"] else a.shape[1]
+        m, n = product.shape if len(product.shape) == 2 else (None, None)
         # (a rate that rounds to 0 in the dtype: BLAS skips a product scaled by 0, and with it
         # the NaN that 0 * inf gives in the separate update)
-        if late_reads or product.dtype.type(scale) == 0 or not blas_sized(
-                m, n, inner, product.attrs["tb"], product.dtype.itemsize):
+        if (m is None or len(a.shape) != 2 or len(b.shape) != 2
+                or product.dtype.name not in ("float32", "float64")
+                or product.dtype != param.dtype or product.dtype.type(scale) == 0
+                or consumers.get(product.uid) != [value.uid]
+                or product.uid in facts.outputs or product.uid in facts.aliased
+                or k <= facts.last_failure
+                or _storage(a) == storage or _storage(b) == storage
+                or any(k <= p != k_value for p in facts.reads.get(storage, ()))
+                or not blas_sized(m, n, a.shape[0] if product.attrs["ta"] else a.shape[1],
+                                  product.attrs["tb"], product.dtype.itemsize)):
             continue
         found[product.uid] = (param.uid, scale)
     return found
+
+
+def _storage(node: Node):
+    """The storage a parameter node names (two nodes of one storage are one memory); None
+    for any other node."""
+    return node.attrs["storage"].uid if node.op.name == "parameter" else None
+
+
+class _Schedule:
+    """What updates_in_place and products_into_updates read off the schedule: each node's
+    position, the last kernel that can fail, the positions reading each parameter storage,
+    the outputs, and the values a reshape aliases."""
+
+    def __init__(self, program: Graph, plan: MemoryPlan, can_fail) -> None:
+        nodes = program.nodes
+        self.position = {n.uid: k for k, n in enumerate(nodes)}
+        self.last_failure = max((k for k, n in enumerate(nodes)
+                                 if n.op.name not in LEAVES and can_fail(n)), default=-1)
+        self.reads: dict = {}  # storage -> positions of the nodes reading one of its nodes
+        for k, n in enumerate(nodes):
+            for i in n.inputs:
+                if _storage(i) is not None:
+                    self.reads.setdefault(_storage(i), []).append(k)
+        self.outputs = {n.uid for n in program.outputs}
+        self.aliased = {n.inputs[0].uid for n in nodes if n.uid in plan.aliases}
 
 
 def _scaled_sum(expr, inputs, storage):
@@ -316,7 +317,7 @@ def _scaled_sum(expr, inputs, storage):
             return inputs[index] if index < len(inputs) else None
         return None
 
-    own = [i for i in inputs if i.op.name == "parameter" and i.attrs["storage"].uid == storage]
+    own = [i for i in inputs if _storage(i) == storage]
     for first, second in (expr.args, expr.args[::-1]):
         param = input_of(first)
         if param is None or len(own) != 1 or param is not own[0]:

@@ -248,20 +248,28 @@ def tiled_gemm_fits(ty: ir.Type, m: int, n: int, k: int) -> bool:
     return TILED_GEMM_MIN <= m * n * k <= TILED_GEMM and m >= TILE_ROWS and n >= tile_columns(ty)
 
 
-def blas_sized(m, n, k, tb: bool, itemsize: int) -> bool:
-    """Does a float product of these sizes (ints, or symbols known only at run time) go to
-    BLAS whatever the symbols' values? `gemm`'s choice, made on the graph's shapes."""
-    dims = (m, n, k)
-    known = [d if isinstance(d, int) else None for d in dims]
+def _never_tiled(known: list, tb: bool, columns: int) -> bool:
+    """Does a product whose sizes (m, n, k) are `known` (ints, None where only the run time
+    knows) skip the register tiles whatever the unknown sizes are? (B transposed, too little
+    or too much work, too few rows or columns for one tile.)"""
     static = 1
     for d in known:
         static *= 1 if d is None else d
-    tiles_never = (tb or static < TILED_GEMM_MIN
-                   or static * TILED_GEMM_BATCH ** known.count(None) > TILED_GEMM
-                   or (known[0] is not None and known[0] < TILE_ROWS)
-                   or (known[1] is not None and known[1] < 2 * TILE_VECTOR_BYTES // itemsize)
-                   or (None not in known and not (TILED_GEMM_MIN <= static <= TILED_GEMM)))
-    return tiles_never and static > SMALL_GEMM
+    return (tb or static < TILED_GEMM_MIN
+            or static * TILED_GEMM_BATCH ** known.count(None) > TILED_GEMM
+            or (known[0] is not None and known[0] < TILE_ROWS)
+            or (known[1] is not None and known[1] < columns)
+            or (None not in known and not TILED_GEMM_MIN <= static <= TILED_GEMM))
+
+
+def blas_sized(m, n, k, tb: bool, itemsize: int) -> bool:
+    """Does a float product of these sizes (ints, or symbols known only at run time) go to
+    BLAS whatever the symbols' values? `gemm`'s choice, made on the graph's shapes."""
+    known = [d if isinstance(d, int) else None for d in (m, n, k)]
+    static = 1
+    for d in known:
+        static *= 1 if d is None else d
+    return _never_tiled(known, tb, 2 * TILE_VECTOR_BYTES // itemsize) and static > SMALL_GEMM
 
 
 def gemm(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m, n, k,
@@ -271,25 +279,12 @@ def gemm(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m
     otherwise; decided at compile time where the static sizes settle it, else by a test of
     the sizes at run time. `alpha` (C += alpha op(A) @ op(B), an update of a parameter:
     codegen.HostCodegen.product_updates) only where `blas_sized` holds."""
-    if alpha != 1.0:
-        static = _static_work(m, n, k)
-        if not (accumulate and ty in (F32, F64) and static > SMALL_GEMM):
-            raise AssertionError("a scaled product is for BLAS only (blas_sized)")
-        gemm_call(ctx, b, ty, ta, tb, m, n, k, a_ptr, m if ta else k, b_ptr, k if tb else n,
-                  c_ptr, n, 1.0, alpha)
-        return
     if ty not in (F32, F64):
         loop_gemm(ctx, b, ty, ta, tb, m, n, k, a_ptr, b_ptr, c_ptr, accumulate)
         return
-    dims = (m, n, k)
-    static = _static_work(*dims)
-    known = [int(d.constant) if isinstance(d, ir.Constant) else None for d in dims]
-    at_batch = static * TILED_GEMM_BATCH ** known.count(None)
-    if (accumulate or tb or static < TILED_GEMM_MIN or at_batch > TILED_GEMM
-            or (known[0] is not None and known[0] < TILE_ROWS)
-            or (known[1] is not None and known[1] < tile_columns(ty))
-            or (None not in known and not tiled_gemm_fits(ty, *known))):
-        _gemm_untiled(ctx, b, ty, ta, tb, m, n, k, a_ptr, b_ptr, c_ptr, accumulate)
+    known = [int(d.constant) if isinstance(d, ir.Constant) else None for d in (m, n, k)]
+    if accumulate or _never_tiled(known, tb, tile_columns(ty)):
+        _gemm_untiled(ctx, b, ty, ta, tb, m, n, k, a_ptr, b_ptr, c_ptr, accumulate, alpha)
         return
 
     def tiled():
@@ -310,16 +305,18 @@ def gemm(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m
 
 
 def _gemm_untiled(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m, n,
-                  k, a_ptr, b_ptr, c_ptr, accumulate: bool) -> None:
+                  k, a_ptr, b_ptr, c_ptr, accumulate: bool, alpha: float = 1.0) -> None:
     def blas_call():
         gemm_call(ctx, b, ty, ta, tb, m, n, k, a_ptr, m if ta else k, b_ptr, k if tb else n,
-                  c_ptr, n, 1.0 if accumulate else 0.0)
+                  c_ptr, n, 1.0 if accumulate else 0.0, alpha)
 
     static = _static_work(m, n, k)
     all_static = all(isinstance(d, ir.Constant) for d in (m, n, k))
     if static > SMALL_GEMM:
         blas_call()
         return
+    if alpha != 1.0:  # (the loop nest has no alpha: blas_sized keeps such products away)
+        raise AssertionError("a scaled product is for BLAS only (blas_sized)")
     if all_static:
         loop_gemm(ctx, b, ty, ta, tb, m, n, k, a_ptr, b_ptr, c_ptr, accumulate)
         return
