@@ -47,6 +47,7 @@ from .irutil import (
     loops,
     memset_zero,
     product,
+    short_row_width,
     store,
 )
 from .philox import philox
@@ -662,7 +663,12 @@ def render_host(ctx: KernelContext, nest: L.LoopNest, outer: dict | None = None)
         _memory_order(ctx, nest, buffers, plan)
         return
     counts = [ctx.dim(n) for _, n in nest.domain]
-    rolled = nest.hints.get("rolled", False)
+    rolled = nest.hints.get("rolled", False)  # every loop, or the axes named
+    rows = () if rolled is True else tuple(rolled or ())
+    unroll = [not (rolled is True or sym in rows) for sym, _ in nest.domain]
+    # a named axis short enough for LLVM to mask its vectors gets a width that fits it
+    widths = [short_row_width(c) if sym in rows else None
+              for (sym, _), c in zip(nest.domain, counts)]
     part = ctx.host_part() if not outer and not _below_parallel_size(ctx, counts) and \
         splits_by_outer_index(ctx, nest) else None
     if part is not None:  # the outermost loop in its own function, run on every thread
@@ -670,13 +676,13 @@ def render_host(ctx: KernelContext, nest: L.LoopNest, outer: dict | None = None)
         part_buffers = _buffers(part, nest)
         with loop(part.b, hi, "d0", start=lo) as first:
             inner = [part.dim(n) for _, n in nest.domain[1:]]
-            with loops(part.b, inner, "d", unroll=not rolled) as rest:
+            with loops(part.b, inner, "d", unroll=unroll[1:], widths=widths[1:]) as rest:
                 _point(part, nest, part_buffers,
                        {sym: i for (sym, _), i in zip(nest.domain, [first, *rest])})
         part.finish()
         ctx.run_parallel(part, counts)
         return
-    with loops(ctx.b, counts, "d", unroll=not rolled) as idx:
+    with loops(ctx.b, counts, "d", unroll=unroll, widths=widths) as idx:
         _point(ctx, nest, buffers, {**outer, **{sym: i for (sym, _), i in zip(nest.domain,
                                                                               idx)}})
 

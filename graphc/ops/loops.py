@@ -150,7 +150,9 @@ class LoopNest:
     # schedule choices a target may take: {"host": "memory_order"} lets the host run a plain
     # reduction in the input's memory order, accumulating into the output; {"rolled": True}
     # asks it to leave every loop of the domain rolled (LLVM still vectorizes the innermost:
-    # for a copy that is cheap to run and costly to unroll, conv.PACK_HINTS)
+    # for a copy that is cheap to run and costly to unroll, conv.PACK_HINTS), and
+    # {"rolled": (axes...)} the loops of those domain axes (a pooling's output rows: LLVM
+    # would unroll a short one whole rather than vectorize it)
     hints: dict = field(default_factory=dict)
     # the same computation in the order of its sources, which the host runs instead: a
     # reduction whose terms each go to one place (a max pooling's gradient: every window's g

@@ -152,16 +152,38 @@ def _pool_domain(node, shape):
     return idx, list(zip(idx, shape))
 
 
+def _window_local(ks, kernel):
+    """The window-local number of kernel offset `ks` (row-major over the kernel's sizes):
+    what the argmax record holds. Small and of the values' width (int32), so the search's
+    vector form keeps its index lanes beside the value lanes, and its gradient finds a
+    position's window without dividing the input's sizes."""
+    local = 0
+    for k, size in zip(ks, kernel):
+        local = local * size + k
+    return local
+
+
 def _argmax_of(node, program, x, n, c, out_index):
-    """Where the first maximum of a window is (flat in x's plane): read from the forward's
-    record when the program has one, else found again."""
+    """The window-local number (`_window_local`) of a window's first maximum: read from the
+    forward's record when the program has one, else found again."""
     from . import loops as L
 
     key = _record_key(node)
     if node.op.name != "max_pool" and _has(program, ("max_pool",), key):
         return L.load("argmax", n, c, *out_index)
-    bounds, taps, inside, flat = _window(node, x, out_index)
-    return L.argmax(L.load("x", n, c, *taps), flat, bounds, where=inside)
+    bounds, taps, inside, _ = _window(node, x, out_index)
+    local = _window_local([k for k, _ in bounds], node.attrs["kernel"])
+    return L.argmax(L.load("x", n, c, *taps), local, bounds, where=inside)
+
+
+def _argmax_taps(node, program, x, n, c, out_index):
+    """The input coordinates of a window's first maximum."""
+    from . import loops as L
+
+    a = node.attrs
+    ks = _unflatten(_argmax_of(node, program, x, n, c, out_index), list(a["kernel"]))
+    return [L.tap(o, k, s, 1, p) for o, k, s, p in zip(out_index, ks, a["stride"],
+                                                        a["padding"])]
 
 
 def _record_buffer(node, x):
@@ -169,47 +191,37 @@ def _record_buffer(node, x):
 
     shape = tuple(x.shape[:2]) + tuple(_out_sizes(x.shape, node.attrs["kernel"],
                                                   node.attrs["stride"], node.attrs["padding"]))
-    return L.Buf(scratch=_record_key(node), shape=shape, dtype=np.dtype(np.int64))
+    return L.Buf(scratch=_record_key(node), shape=shape, dtype=np.dtype(np.int32))
 
 
 def _max_pool_loops(node, program):
     """out = the first maximum of each window (the first NaN wins; padding never does); when
-    the program differentiates it, the window's argmax is recorded for the adjoints."""
+    the program differentiates it, the window-local number of that maximum is recorded for
+    the adjoints, by the same search (its comparisons are the value's: computed once)."""
     from . import loops as L
 
     (x,) = node.inputs
     idx, domain = _pool_domain(node, node.shape)
     n, c, out_index = idx[0], idx[1], idx[2:]
     bufs = {"x": L.Buf(input=0), "out": L.Buf(output=True)}
-    if not _has(program, ("max_pool_grad", "max_pool_select"), _record_key(node)):
-        bounds, taps, inside, _ = _window(node, x, out_index)
-        value = L.reduce_("max_first", L.load("x", n, c, *taps), bounds, where=inside)
-        return L.LoopNest(bufs, domain, [L.Store("out", idx, value)])
-    bufs["argmax"] = _record_buffer(node, x)
-    if _decodes_by_shifts(x):
-        where = sympy.Symbol("_where", integer=True)
-        at = _unflatten(where, list(x.shape[2:]))
-        return L.LoopNest(bufs, domain, [L.Store("argmax", idx, where),
-                                         L.Store("out", idx, L.load("x", n, c, *at))],
-                          lets=[(where, _argmax_of(node, program, x, n, c, out_index))])
-    bounds, taps, inside, flat = _window(node, x, out_index)
+    bounds, taps, inside, _ = _window(node, x, out_index)
     tap = L.load("x", n, c, *taps)
+    value = L.reduce_("max_first", tap, bounds, where=inside)
+    if not _has(program, ("max_pool_grad", "max_pool_select"), _record_key(node)):
+        return L.LoopNest(bufs, domain, [L.Store("out", idx, value)], hints=_ROWS_ROLLED(idx))
+    bufs["argmax"] = _record_buffer(node, x)
+    local = _window_local([k for k, _ in bounds], node.attrs["kernel"])
     return L.LoopNest(bufs, domain, [
-        L.Store("argmax", idx, L.argmax(tap, flat, bounds, where=inside)),
-        L.Store("out", idx, L.reduce_("max_first", tap, bounds, where=inside))])
+        L.Store("argmax", idx, L.argmax(tap, local, bounds, where=inside)),
+        L.Store("out", idx, value)], hints=_ROWS_ROLLED(idx))
 
 
-def _decodes_by_shifts(x) -> bool:
-    """Does the recording max pooling read its output back from x at the recorded argmax
-    (True), or keep the maximum its search found (False)? The same value either way; the
-    two differ in speed only, by a fixed rule of x's sizes. Reading back decodes the flat
-    argmax into coordinates: where every divisor is a power of two that is shifts, and the
-    loop vectorizes (cnn32's 32x32 planes: 3.2x faster than the search's own maximum, whose
-    vector form LLVM builds from shuffles there); any other divisor is a division per window
-    that keeps the loop scalar (LeNet-5's 24x24 planes: 2.5x slower). Measured on the llvm
-    backend, one thread, the argmax and output of a 2x2 pooling."""
-    divisors = [sympy.sympify(prod(x.shape[k:])) for k in range(3, x.ndim)]
-    return all(d.is_Integer and d > 0 and int(d) & (int(d) - 1) == 0 for d in divisors)
+def _ROWS_ROLLED(idx):
+    """The host keeps the loop along the output's rows rolled: LLVM vectorizes it (the
+    window's taps, unrolled, inside). Left to it, a row of 8 or 12 positions is unrolled
+    whole and its straight-line code vectorized across positions into gathers and
+    scatters (cnn32's second pooling gradient: 4.2x slower)."""
+    return {"rolled": (idx[-1],)}
 
 
 def _max_pool_select_loops(node, program):
@@ -221,7 +233,7 @@ def _max_pool_select_loops(node, program):
     n, c, out_index = idx[0], idx[1], idx[2:]
     bufs = {"x": L.Buf(input=0), "h": L.Buf(input=1), "out": L.Buf(output=True),
             "argmax": _record_buffer(node, x)}
-    at = _unflatten(_argmax_of(node, program, x, n, c, out_index), list(x.shape[2:]))
+    at = _argmax_taps(node, program, x, n, c, out_index)
     return L.LoopNest(bufs, domain, [L.Store("out", idx, L.load("h", n, c, *at))])
 
 
@@ -262,32 +274,64 @@ def _max_pool_grad_loops(node, program):
     x, g = node.inputs
     idx, domain = _pool_domain(node, node.shape)
     n, c, position = idx[0], idx[1], idx[2:]
+    a = node.attrs
     bounds, outs, covered = _covering_windows(node, g.shape[2:], position)
-    flat = 0
-    for p, d in zip(position, x.shape[2:]):
-        flat = flat * d + p
-    chosen = sympy.And(covered, sympy.Eq(_argmax_of(node, program, x, n, c, outs), flat))
+    # the number, in window o, of the kernel offset that reads this position
+    local = _window_local([p + pad - o * s for p, o, s, pad in zip(position, outs, a["stride"],
+                                                                   a["padding"])], a["kernel"])
+    chosen = sympy.And(covered, sympy.Eq(_argmax_of(node, program, x, n, c, outs), local))
     if bounds:
         value = L.reduce_("sum", L.load("g", n, c, *outs), bounds, where=chosen)
     else:
         value = sympy.Piecewise((L.load("g", n, c, *outs), chosen), (0, True))
     bufs = {"x": L.Buf(input=0), "g": L.Buf(input=1), "out": L.Buf(output=True),
             "argmax": _record_buffer(node, x)}
+    if not bounds:
+        return L.LoopNest(bufs, domain, [L.Store("out", idx, value)],
+                          host=_windows_grad_host(node, program, x, g, bufs))
     # the host's form where windows overlap: every window adds its g at its argmax (no search
-    # for the windows that chose a position). Where they do not, the gather above is one
-    # pass with no search either, and writes every position once (no memset, no read back):
-    # cnn32's first pooling gradient 1.6-1.8 -> 1.3-1.4 Mcycles
+    # for the windows that chose a position)
     gidx, gdomain = _pool_domain(node, g.shape)
     where = sympy.Symbol("_where", integer=True)
     plane = prod(x.shape[2:]) if x.ndim > 2 else 1
     flat_out = L.Buf(output=True, shape=(x.shape[0], x.shape[1], plane))  # (N, C, plane)
+    flat = 0
+    for p, d in zip(_argmax_taps(node, program, x, gidx[0], gidx[1], gidx[2:]), x.shape[2:]):
+        flat = flat * d + p
     scatter = L.LoopNest({**bufs, "out": flat_out}, gdomain,
                          [L.Store("out", (gidx[0], gidx[1], where), L.load("g", *gidx),
                                   accumulate=True)],
-                         lets=[(where, _argmax_of(node, program, x, gidx[0], gidx[1],
-                                                  gidx[2:]))], zero=("out",))
-    return L.LoopNest(bufs, domain, [L.Store("out", idx, value)],
-                      host=scatter if bounds else None)
+                         lets=[(where, flat)], zero=("out",))
+    return L.LoopNest(bufs, domain, [L.Store("out", idx, value)], host=scatter)
+
+
+def _windows_grad_host(node, program, x, g, bufs):
+    """The host's form of the gradient where windows do not overlap: window by window, each
+    of its taps gets g where it is the recorded maximum and 0 elsewhere, with the kernel
+    offsets inside the output axes (``o_h, k_h, o_w, k_w``): every position once, along
+    the rows, which LLVM vectorizes into contiguous loads of g and the record and
+    interleaved stores (the gather reads them at ``p // s``: gathers). Positions no window
+    covers (gaps, a last odd row, padding's side) are cleared first, only where there are
+    any."""
+    from . import loops as L
+
+    a = node.attrs
+    gidx, _ = _pool_domain(node, g.shape)
+    n, c, outs = gidx[0], gidx[1], gidx[2:]
+    ks = L.index_symbols(" ".join(f"w{d}" for d in range(len(outs))))
+    domain = [(n, x.shape[0]), (c, x.shape[1])]
+    for o, k, size, kernel in zip(outs, ks, g.shape[2:], a["kernel"]):
+        domain += [(o, size), (k, kernel)]
+    taps = [L.tap(o, k, s, 1, p) for o, k, s, p in zip(outs, ks, a["stride"], a["padding"])]
+    chosen = sympy.Eq(_argmax_of(node, program, x, n, c, outs), _window_local(ks, a["kernel"]))
+    value = sympy.Piecewise((L.load("g", n, c, *outs), chosen), (0, True))
+    padded = any(a["padding"])
+    where = sympy.And(*[L.inside(t, d) for t, d in zip(taps, x.shape[2:])]) if padded \
+        else sympy.true
+    tiled = not padded and all(s == k and o * s == d for s, k, o, d in zip(
+        a["stride"], a["kernel"], g.shape[2:], x.shape[2:]))
+    return L.LoopNest(bufs, domain, [L.Store("out", (n, c, *taps), value, where=where)],
+                      zero=() if tiled else ("out",), hints=_ROWS_ROLLED(outs))
 
 
 def _avg_pool_loops(node, program):

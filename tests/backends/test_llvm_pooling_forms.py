@@ -1,6 +1,7 @@
-"""The two forms of a recording max pooling (graphc/ops/pool.py, `_decodes_by_shifts`) and
-loads that need no clamp (backends/kernelgen/nest.py, `PointEmitter._inside`): both forms
-against the NumPy backend on hostile values, and the rules themselves, positive and negative."""
+"""A recording max pooling (graphc/ops/pool.py: the window-local argmax record that its
+gradient and select read) and loads that need no clamp (backends/kernelgen/nest.py,
+`PointEmitter._inside`): against the NumPy backend on hostile values, in every pooling
+geometry whose record decodes differently, and the clamp rule, positive and negative."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc.ops.pool import _decodes_by_shifts
 
 F = gc.nn.functional
 
@@ -38,25 +38,26 @@ def _step(shape, pool, seed):
 
 
 CASES = [
-    # (input shape, pooling, whether the plane's divisors are powers of two)
-    ((2, 3, 8, 8), lambda h: F.max_pool2d(h, 2), True),
-    ((2, 3, 6, 6), lambda h: F.max_pool2d(h, 2), False),
-    ((1, 2, 7, 5), lambda h: F.max_pool2d(h, 2), False),
-    ((2, 2, 16, 12), lambda h: F.max_pool2d(h, 3, stride=2, padding=1), False),
-    ((2, 2, 8, 16), lambda h: F.max_pool2d(h, 3, stride=2, padding=1), True),
-    ((2, 2, 8), lambda h: F.max_pool1d(h, 2), True),
-    ((1, 2, 4, 4, 4), lambda h: gc.ops.max_pool(h, (2, 2, 2)), True),
-    ((1, 2, 3, 4, 6), lambda h: gc.ops.max_pool(h, (2, 2, 2)), False),
-    ((1, 1, 4, 4), lambda h: F.max_pool2d(h, 1), True),  # 1x1 windows
-    ((3, 1, 6, 6), lambda h: F.max_pool2d(h, 2, stride=3), False),  # stride > kernel
+    # (input shape, pooling): windows that tile the input, odd sizes, overlapping and padded
+    # windows (the host scatters those), 1-d and 3-d, 1x1 windows, stride over kernel
+    ((2, 3, 8, 8), lambda h: F.max_pool2d(h, 2)),
+    ((2, 3, 6, 6), lambda h: F.max_pool2d(h, 2)),
+    ((1, 2, 7, 5), lambda h: F.max_pool2d(h, 2)),
+    ((2, 2, 16, 12), lambda h: F.max_pool2d(h, 3, stride=2, padding=1)),
+    ((2, 2, 8, 16), lambda h: F.max_pool2d(h, (2, 3), stride=(2, 1))),
+    ((2, 2, 9), lambda h: F.max_pool1d(h, 2)),
+    ((2, 2, 9), lambda h: F.max_pool1d(h, 3, stride=2, padding=1)),
+    ((1, 2, 4, 4, 4), lambda h: gc.ops.max_pool(h, (2, 2, 2))),
+    ((1, 2, 3, 5, 6), lambda h: gc.ops.max_pool(h, (2, 3, 2), stride=(1, 2, 2))),
+    ((1, 1, 4, 4), lambda h: F.max_pool2d(h, 1)),
+    ((3, 1, 6, 6), lambda h: F.max_pool2d(h, 2, stride=3)),
+    ((2, 2, 7, 7), lambda h: F.max_pool2d(h, 2, stride=3, padding=1)),
 ]
 
 
-@pytest.mark.parametrize("shape,pool,shifts", CASES, ids=[str(c[0]) for c in CASES])
-def test_both_forms_of_a_recording_max_pooling_match_numpy_on_hostile_values(shape, pool,
-                                                                          shifts):
+@pytest.mark.parametrize("shape,pool", CASES, ids=[str(c[0]) for c in CASES])
+def test_a_recording_max_pooling_and_its_gradient_match_numpy_on_hostile_values(shape, pool):
     inputs, outputs = _step(shape, pool, seed=len(shape))
-    assert _decodes_by_shifts(inputs[0]) == shifts
     ref = gc.compile(inputs, outputs, backend="numpy")
     fn = gc.compile(inputs, outputs, backend="llvm")
     for seed in range(3):
@@ -68,13 +69,24 @@ def test_both_forms_of_a_recording_max_pooling_match_numpy_on_hostile_values(sha
             np.testing.assert_allclose(got_g, want_g, rtol=1e-6, atol=1e-6)
 
 
-def test_the_rule_reads_static_sizes_only():
-    assert _decodes_by_shifts(gc.placeholder("a", ("N", 3, 16, 32)))
-    assert _decodes_by_shifts(gc.placeholder("b", ("N", 3, 5, 32)))  # the rows only divide
-    assert not _decodes_by_shifts(gc.placeholder("c", ("N", 3, 16, 24)))
-    assert not _decodes_by_shifts(gc.placeholder("d", ("N", 3, 16, "W")))  # symbolic
-    assert _decodes_by_shifts(gc.placeholder("e", ("N", 3, 6, 4, 4)))  # 3-d: by 16, then 4
-    assert not _decodes_by_shifts(gc.placeholder("f", ("N", 3, 4, 6, 4)))  # by 24, then 4
+def test_the_record_holds_the_window_local_number_of_the_maximum_as_int32():
+    """The record's element is the maximum's number inside its window, not its position in
+    the plane: its gradient finds a position's window with no division by the plane's
+    sizes, and the forward's vector form keeps 32-bit index lanes beside the values."""
+    from graphc.ops import loops as L
+    from graphc.ops.pool import _max_pool_loops
+
+    x = gc.placeholder("x", ("N", 2, 6, 6))
+    y = F.max_pool2d(x, 2)
+    fn = gc.compile([x], gc.grad((y * y).sum(), [x])[0], backend="numpy")
+    (node,) = [n for n in fn.graph.nodes if n.op.name == "max_pool"]
+    nest = _max_pool_loops(node, fn.graph)
+    assert nest.buffers["argmax"].dtype == np.int32
+    record = [st for st in nest.stores if st.buffer == "argmax"][0].value
+    assert isinstance(record, L.ArgMax)
+    body, key, where, bounds = L.argmax_parts(record)
+    (k0, _), (k1, _) = bounds
+    assert key == 2 * k0 + k1
 
 
 def _kernel_text(fn, op: str) -> str:
@@ -98,4 +110,42 @@ def test_a_window_tap_inside_the_input_loads_without_a_clamp(padding, clamped):
     assert ("icmp ult" in text) == clamped
     a = _hostile((3, 2, 8, 8), 0)
     ref = gc.compile([x], F.max_pool2d(x, 2, padding=padding).sum(), backend="numpy")
+    np.testing.assert_array_equal(fn(a), ref(a))
+
+
+@pytest.mark.parametrize("count,width", [(12, 4), (8, 8), (4, 4), (6, 4), (7, 4), (10, 8),
+                                         (3, 2), (2, 2), (15, 8), (1, None), (16, None),
+                                         (40, None)])
+def test_a_short_rolled_row_gets_a_vector_width_that_fits_it(count, width):
+    from llvmlite import ir
+
+    from graphc.backends.kernelgen.irutil import I64, short_row_width
+
+    assert short_row_width(ir.Constant(I64, count)) == width
+
+
+def test_a_run_time_row_length_gets_no_width():
+    from llvmlite import ir
+
+    from graphc.backends.kernelgen.irutil import I64, short_row_width
+
+    fn = ir.Function(ir.Module("m"), ir.FunctionType(I64, [I64]), "f")
+    assert short_row_width(fn.args[0]) is None
+
+
+def test_a_pooling_keeps_its_short_rows_rolled_at_a_width_that_divides_them():
+    """LeNet-5's first pooling (24x24 planes, rows of 12 windows): the row loop stays rolled
+    at width 4, where LLVM would mask 16-wide vectors into gathers and scatters; the loops
+    of the window's taps are not marked (LLVM unrolls them)."""
+    x = gc.placeholder("x", ("N", 2, 24, 24))
+    y = F.max_pool2d(x, 2)
+    fn = gc.compile([x], gc.grad((y * y).sum(), [x])[0], backend="llvm",
+                    backend_options={"cache": False})
+    text = "\n".join(fn._exe.parts)
+    assert re.search(r'!"llvm.loop.vectorize.width", i32 4', text)
+    for op in ("max_pool", "max_pool_grad"):
+        body = _kernel_text(fn, op)
+        assert body.count("!llvm.loop") >= 2  # the batch (run-time count) and the row
+    a = _hostile((5, 2, 24, 24), 3)
+    ref = gc.compile([x], gc.grad((y * y).sum(), [x])[0], backend="numpy")
     np.testing.assert_array_equal(fn(a), ref(a))
