@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import sympy
 
 import graphc as gc
 from graphc.ops import conv as conv_module
@@ -56,12 +57,16 @@ GEOMETRIES = [  # (input shape, weight shape, conv2d keyword arguments)
     ((2, 2, 9, 8), (3, 2, 2, 3), dict(stride=(3, 4), padding=(0, 1))),  # stride > kernel
     ((2, 2, 9, 9), (3, 2, 3, 2), dict(stride=(2, 1), padding=(2, 0), dilation=(2, 3))),
     ((0, 2, 6, 6), (3, 2, 3, 3), dict(padding=1)),  # empty batch
+    # unpadded: every tap inside, col2im adds whole rows with no test per element
+    ((2, 3, 12, 12), (4, 3, 5, 5), dict()),
+    ((2, 2, 9, 10), (3, 2, 3, 3), dict(stride=2)),  # the last column no window reaches
 ]
 
 
 @pytest.mark.parametrize("schedule", ["whole_batch", "per_sample"])
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=["3x3", "1x1-batch1", "stride>kernel",
-                                                      "dilated", "empty-batch"])
+                                                      "dilated", "empty-batch", "valid-5x5",
+                                                      "valid-strided"])
 def test_both_schedules_match_numpy_with_every_gradient(geometry, schedule, monkeypatch):
     x_shape, w_shape, geom = geometry
     # the thresholds decide the schedule: [0, default) sends these small convolutions down
@@ -110,3 +115,15 @@ def test_a_large_convolution_keeps_the_per_sample_schedule_and_matches():
         results[backend] = fn(data)
     for got, want in zip(results["llvm"], results["numpy"]):
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-6)
+
+
+@pytest.mark.parametrize("geometry,k,out_size,size,inside", [
+    ((1, 1, 0), 5, 8, 12, True),  # LeNet-5's second layer: 8 windows of 5 in 12
+    ((2, 1, 0), 3, 4, 10, True),  # strided, the last position unread
+    ((1, 1, 1), 3, 12, 12, False),  # padded: the edge taps fall outside
+    ((1, 2, 0), 3, 6, 9, False),  # dilated past the edge (a geometry no graph makes)
+    ((1, 1, 0), 5, 8, sympy.Symbol("W"), False),  # a size known at run time only
+])
+def test_col2im_drops_its_test_per_element_only_where_every_tap_is_inside(
+        geometry, k, out_size, size, inside):
+    assert conv_module._taps_inside(geometry, k, out_size, size) is inside
