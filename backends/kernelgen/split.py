@@ -129,7 +129,7 @@ def _assign(functions: dict, inline: set[str], calls: dict[str, set[str]],
             todo.extend(sorted(calls[name]))
         groups.append(group)
     rest = [name for name in functions if name not in claimed and name not in inline]
-    size = {name: len(pieces[name]) for name in functions}
+    size = {name: _weight(name, pieces, inline) for name in functions}
     load = [0] * parts
     for name in [entry, *rest]:  # the entry, and what no kernel reaches (none, normally)
         if name in functions:
@@ -142,6 +142,27 @@ def _assign(functions: dict, inline: set[str], calls: dict[str, set[str]],
             owner[name] = p
         load[p] += sum(size[n] for n in groups[g])
     return owner
+
+
+#: LLVM's work on a function beyond its text, in bytes of IR: the vectorizer's analysis and
+#: the code it emits for any loop (a one-line negation took about as long as a product's
+#: 3 KB of IR to compile, bench/llvm_work.py)
+FUNCTION_BYTES = 2000
+
+
+def _weight(name: str, pieces: dict[str, str], inline: set[str]) -> int:
+    """A function's share of LLVM's work, in bytes of IR: its own text with FUNCTION_BYTES,
+    and an inline helper's weight at each of its calls (LLVM optimizes the helper's body
+    once per call site: an exp, log or tanh inside a vectorized loop is several times the
+    loop's own text). By text alone, the tiny MLP's two parts took 0.43 and 0.78 billion
+    instructions of LLVM's work; weighed so, 0.56 and 0.65 (the cold compile waits for the
+    larger). LeNet-5's and cnn32's four parts moved by 2% either way."""
+    text = pieces[name]
+    total = len(text) + FUNCTION_BYTES
+    for helper in inline:
+        if helper != name:
+            total += text.count(f'@"{helper}"(') * _weight(helper, pieces, inline - {name})
+    return total
 
 
 def _inline_closure(own: list[str], inline: set[str], calls: dict[str, set[str]]) -> set[str]:

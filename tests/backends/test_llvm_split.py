@@ -155,3 +155,19 @@ def test_each_part_is_cached(monkeypatch, tmp_path):
             stats.append(fn.stats)
     assert [s["llvm_cache_hit"] for s in stats] == [False, True]
     assert len(list((tmp_path / "llvm").glob("*.o"))) == 3
+
+
+def test_a_function_weighs_its_text_and_each_inlined_helper_call():
+    """The parts are balanced by _weight: a function's text and FUNCTION_BYTES, with an
+    inline helper's weight added at each call (LLVM works on its body once per call site);
+    a mention that is not a call (a declaration's name) adds nothing."""
+    helper = 'define internal float @"h"(float %"x") alwaysinline\n{\n  ret float %"x"\n}\n'
+    plain = 'define i32 @"f"()\n{\n  ret i32 0\n}\n'
+    two = ('define float @"g"(float %"x")\n{\n  %"a" = call float @"h"(float %"x")\n'
+           '  %"b" = call float @"h"(float %"a")\n  ret float %"b"\n}\n')
+    pieces = {"h": helper, "f": plain, "g": two}
+    inline = {"h"}
+    h_weight = split._weight("h", pieces, inline)
+    assert h_weight == len(helper) + split.FUNCTION_BYTES
+    assert split._weight("f", pieces, inline) == len(plain) + split.FUNCTION_BYTES
+    assert split._weight("g", pieces, inline) == len(two) + split.FUNCTION_BYTES + 2 * h_weight
