@@ -208,19 +208,19 @@ def _max_pool_loops(node, program):
     tap = L.load("x", n, c, *taps)
     value = L.reduce_("max_first", tap, bounds, where=inside)
     if not _has(program, ("max_pool_grad", "max_pool_select"), _record_key(node)):
-        return L.LoopNest(bufs, domain, [L.Store("out", idx, value)], hints=_ROWS_ROLLED(idx))
+        return L.LoopNest(bufs, domain, [L.Store("out", idx, value)], hints=_rows_rolled(idx))
     bufs["argmax"] = _record_buffer(node, x)
     local = _window_local([k for k, _ in bounds], node.attrs["kernel"])
     return L.LoopNest(bufs, domain, [
         L.Store("argmax", idx, L.argmax(tap, local, bounds, where=inside)),
-        L.Store("out", idx, value)], hints=_ROWS_ROLLED(idx))
+        L.Store("out", idx, value)], hints=_rows_rolled(idx))
 
 
-def _ROWS_ROLLED(idx):
+def _rows_rolled(idx):
     """The host keeps the loop along the output's rows rolled: LLVM vectorizes it (the
     window's taps, unrolled, inside). Left to it, a row of 8 or 12 positions is unrolled
     whole and its straight-line code vectorized across positions into gathers and
-    scatters (cnn32's second pooling gradient: 4.2x slower)."""
+    scatters (the gradient of cnn32's second pooling, rows of 8: 6x slower)."""
     return {"rolled": (idx[-1],)}
 
 
@@ -331,7 +331,7 @@ def _windows_grad_host(node, program, x, g, bufs):
     tiled = not padded and all(s == k and o * s == d for s, k, o, d in zip(
         a["stride"], a["kernel"], g.shape[2:], x.shape[2:]))
     return L.LoopNest(bufs, domain, [L.Store("out", (n, c, *taps), value, where=where)],
-                      zero=() if tiled else ("out",), hints=_ROWS_ROLLED(outs))
+                      zero=() if tiled else ("out",), hints=_rows_rolled(outs))
 
 
 def _avg_pool_loops(node, program):
