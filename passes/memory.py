@@ -295,9 +295,9 @@ class _Schedule:
                                  if n.op.name not in LEAVES and can_fail(n)), default=-1)
         self.reads: dict = {}  # storage -> positions of the nodes reading one of its nodes
         for k, n in enumerate(nodes):
-            for i in n.inputs:
-                if _storage(i) is not None:
-                    self.reads.setdefault(_storage(i), []).append(k)
+            for storage in (_storage(i) for i in n.inputs):
+                if storage is not None:
+                    self.reads.setdefault(storage, []).append(k)
         self.outputs = {n.uid for n in program.outputs}
         self.aliased = {n.inputs[0].uid for n in nodes if n.uid in plan.aliases}
 
