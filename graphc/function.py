@@ -257,6 +257,12 @@ class Function:
 
         #: does a call communicate with the other MPI processes (gc.distributed)?
         self.distributed = any(n.op.name in COLLECTIVES for n in program.nodes)
+        # calls the executable's shorter path may serve (`Executable.run_again`): it applies
+        # its updates itself and does not communicate (that call runs under a watchdog)
+        from .backends.base import Executable
+
+        self._again = (self._native_updates and not self.distributed
+                       and type(executable).run_again is not Executable.run_again)
         if not self._native_updates:
             from .passes.memory import leaving_copies
 
@@ -330,7 +336,13 @@ class Function:
     # -- calling ----------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
         key = self._fast_key(args) if not kwargs else None
-        if key is not None:  # the common case of a training loop: arrays exactly as needed
+        if key is not None and self._again and key in self._checked:
+            # a training loop's call: arrays exactly as needed, the sizes checked before
+            with self._lock:
+                outputs = None if self._closed else self._exe.run_again(args, key)
+            if outputs is not None:
+                return outputs[0] if self._single else outputs
+        if key is not None:  # the arrays are exactly as needed
             arrays = args
             binding = dict(zip(self._symbols, key)) if key not in self._checked else None
         else:

@@ -149,6 +149,26 @@ class LLVMExecutable(Executable):
         self._recent = (key, state)
         return state
 
+    def run_again(self, inputs, key):
+        """`run` for the sizes of the last call, where every output is a value in the arena
+        (none is an updated parameter) and no parameter has a device copy; None otherwise,
+        and then nothing was done. About 1.3 µs less a call than `run` (a trivial step: 3.9
+        -> 2.6 µs), a tenth of the 64-32-64 autoencoder's step."""
+        recent, fn = self._recent, self._fn
+        if recent is None or recent[0] != key or fn is None or not self._arena_outputs \
+                or self._snapshots:
+            return None
+        for storage in self._storages:
+            if storage.devices:
+                return None
+        state = recent[1]
+        table = state.table
+        for slot, i in self._inputs:
+            table[slot] = address(inputs[i])
+        if fn(state.table_ptr, state.dims_ptr):
+            raise BackendError(failure_message(self.program, state.error_record(), self.layout))
+        return [value.copy() for value, _shape in state.outputs]
+
     def run(self, inputs, binding, key):
         fn = self._fn
         if fn is None:

@@ -328,3 +328,62 @@ def test_native_buffers_are_kept_for_a_bounded_number_of_batch_sizes():
         a = np.full((n, 4), 0.5, np.float32)
         np.testing.assert_allclose(fn(a), np.full(n, 4 * np.tanh(0.5)), rtol=1e-6)
     assert len(fn._exe._bindings) <= MAX_BINDINGS
+
+
+def _sgd_step(rng_seed: int, outputs_weight: bool = False):
+    """A small llvm training step of its own parameters (the same values for the same seed)."""
+    rng = np.random.default_rng(rng_seed)
+    x = gc.placeholder("x", ("N", 5))
+    W = gc.parameter("W", rng.standard_normal((5, 3)).astype(np.float32))
+    loss = gc.mean(gc.square(gc.tanh(x @ W)))
+    outputs = [loss, W] if outputs_weight else loss
+    return gc.compile([x], outputs, updates={W: W - 0.5 * gc.grad(loss, W)}, backend="llvm"), W
+
+
+@pytest.mark.parametrize("outputs_weight", [False, True], ids=["loss", "loss-and-weight"])
+def test_repeated_calls_take_the_short_path_and_match_the_full_one(outputs_weight):
+    """Calls with the sizes of the last one go through Executable.run_again; they return and
+    update exactly what the full path does, across batch sizes, converted inputs and an
+    output that is an updated parameter (which run_again leaves to the full path)."""
+    short, W_short = _sgd_step(0, outputs_weight)
+    full, W_full = _sgd_step(0, outputs_weight)
+    full._again = False  # every call the full way
+    served = []
+    run_again = short._exe.run_again
+
+    def spy(inputs, key):
+        out = run_again(inputs, key)
+        served.append(out is not None)
+        return out
+
+    short._exe.run_again = spy
+    rng = np.random.default_rng(1)
+    for n in (4, 4, 4, 3, 3, 4, 4):
+        a = rng.standard_normal((n, 5)).astype(np.float32)
+        for arg in (a, a.astype(np.float64), np.asfortranarray(a)):  # the last two converted
+            got, want = short(arg), full(arg)
+            for g, w in zip(*(v if outputs_weight else [v] for v in (got, want))):
+                np.testing.assert_array_equal(g, w)
+        np.testing.assert_array_equal(W_short.value, W_full.value)
+    if outputs_weight:  # the output is the weight before the update: the full path's work
+        assert served and not any(served)
+    else:
+        # the float32 arrays of each repeat of the last call's sizes (the first call of a
+        # size, and a return to a size after another, go the full way, as do conversions)
+        assert served == [True, True, True, False, True]
+
+
+def test_the_short_path_still_checks_every_input():
+    fn, W = _sgd_step(0)
+    a = np.ones((4, 5), np.float32)
+    fn(a)
+    fn(a)
+    before = W.value
+    with pytest.raises(gc.ShapeError, match="'x'"):
+        fn(np.ones((4, 6), np.float32))
+    with pytest.raises(gc.ArgumentError):
+        fn(a, a)
+    np.testing.assert_array_equal(W.value, before)
+    fn.close()
+    with pytest.raises(gc.BackendError, match="closed"):
+        fn(a)
