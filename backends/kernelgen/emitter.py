@@ -37,6 +37,21 @@ _RELATIONS = {relational.StrictLessThan: "<", relational.LessThan: "<=",
               relational.Equality: "==", relational.Unequality: "!="}
 
 
+#: the functions whose element is a polynomial and a reconstruction (mathlib.py), not an
+#: instruction or two: a point that calls one is worth several that do not
+_COSTLY = frozenset(f for f, name in _FUNCTIONS.items() if name not in ("floor", "ceil", "round"))
+
+
+def costly_calls(expr) -> int:
+    """How many distinct costly math functions (exp, tanh, a general power, ...) `expr`
+    computes, each counted once, as the emitter computes a repeated subexpression once."""
+    expr = sympy.sympify(expr)
+    calls = len([e for e in expr.atoms(*_COSTLY)])
+    powers = [p for p in expr.atoms(sympy.Pow)
+              if not (p.exp.is_Integer or p.exp in (sympy.Rational(1, 2), -sympy.Rational(1, 2)))]
+    return calls + len(powers)
+
+
 def _negative_exponent(f) -> bool:
     """A factor ``b**-n`` (n rational) of a product: the product divides by ``b**n``."""
     return f.is_Pow and f.exp.is_Rational and f.exp.is_negative

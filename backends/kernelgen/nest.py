@@ -27,7 +27,7 @@ from graphc.ops import expr as E
 from graphc.ops import loops as L
 
 from .elementwise import element_function
-from .emitter import ExprEmitter
+from .emitter import ExprEmitter, costly_calls
 from .irutil import (
     F32,
     F64,
@@ -669,7 +669,8 @@ def render_host(ctx: KernelContext, nest: L.LoopNest, outer: dict | None = None)
     # a named axis short enough for LLVM to mask its vectors gets a width that fits it
     widths = [short_row_width(c) if sym in rows else None
               for (sym, _), c in zip(nest.domain, counts)]
-    part = ctx.host_part() if not outer and not _below_parallel_size(ctx, counts) and \
+    worth = point_worth(ctx, nest)
+    part = ctx.host_part() if not outer and not _below_parallel_size(ctx, counts, worth) and \
         splits_by_outer_index(ctx, nest) else None
     if part is not None:  # the outermost loop in its own function, run on every thread
         lo, hi = part.bounds
@@ -680,20 +681,43 @@ def render_host(ctx: KernelContext, nest: L.LoopNest, outer: dict | None = None)
                 _point(part, nest, part_buffers,
                        {sym: i for (sym, _), i in zip(nest.domain, [first, *rest])})
         part.finish()
-        ctx.run_parallel(part, counts)
+        ctx.run_parallel(part, counts, (worth, 1))
         return
     with loops(ctx.b, counts, "d", unroll=unroll, widths=widths) as idx:
         _point(ctx, nest, buffers, {**outer, **{sym: i for (sym, _), i in zip(nest.domain,
                                                                               idx)}})
 
 
-def _below_parallel_size(ctx: KernelContext, counts: list) -> bool:
-    """A nest whose sizes are all known and below the target's threshold for a parallel
-    region (`ctx.parallel_min_points`) would always run on one thread: it gets no function
-    of its own for threads (one function fewer to optimize and compile)."""
+def _below_parallel_size(ctx: KernelContext, counts: list, worth: int = 1) -> bool:
+    """A nest whose sizes are all known and whose points, each worth `worth`, stay below the
+    target's threshold for a parallel region (`ctx.parallel_min_points`) would always run
+    on one thread: it gets no function of its own for threads (one function fewer to
+    optimize and compile)."""
     least = ctx.parallel_min_points
     return least is not None and all(isinstance(c, ir.Constant) for c in counts) and \
-        math.prod(int(c.constant) for c in counts) < least
+        math.prod(int(c.constant) for c in counts) * worth < least
+
+
+def point_worth(ctx: KernelContext, nest: L.LoopNest) -> int:
+    """What one point of `nest` is worth against the parallel threshold, whose unit is a
+    plain point (a load or two, a little arithmetic, a store): each costly math function it
+    computes (exp, tanh, ...: `emitter.costly_calls`, the node's element included) adds
+    `ctx.math_call_points`, and a reduction inside it multiplies by its length where the
+    length is known. A rule of the nest and the static sizes only."""
+    exprs = [sympy.sympify(e) for e in [v for _, v in nest.lets] +
+             [e for s in (*nest.stores, *nest.inner_stores) for e in (s.value, s.where)]]
+    calls = sum(costly_calls(e) for e in exprs)
+    expr = getattr(ctx.node.op, "expr", None)
+    if expr is not None and any(e.has(L.Element) for e in exprs):
+        calls += costly_calls(expr(ctx.node.attrs))
+    length = 1
+    for e in exprs:
+        for r in e.atoms(L.Reduce, L.ArgMax):
+            bounds = (L.reduce_parts(r) if isinstance(r, L.Reduce) else L.argmax_parts(r))[3]
+            # (an extent may depend on the point, a pooling window cut by the edge: not counted)
+            if all(isinstance(n, (int, sympy.Integer)) for _, n in bounds):
+                length = max(length, math.prod(int(n) for _, n in bounds))
+    return (1 + ctx.math_call_points * calls) * length
 
 
 def splits_by_outer_index(ctx: KernelContext, nest: L.LoopNest) -> bool:

@@ -118,8 +118,10 @@ class KernelContext:
     #: the fewest points of a nest `run_parallel` may run on several threads (None: no
     #: parallel host loops)
     parallel_min_points: int | None = None
+    #: what a call of a costly math function (emitter.costly_calls) adds to a point's worth
+    math_call_points: int = 0
 
-    def run_parallel(self, part, counts: list) -> None:
+    def run_parallel(self, part, counts: list, per_point: tuple[int, int] = (1, 1)) -> None:
         raise NotImplementedError
 
     # -- data -------------------------------------------------------------------------------

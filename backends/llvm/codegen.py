@@ -128,10 +128,18 @@ class HostKernel(KernelContext):
 
         return threads.PARALLEL_MIN_POINTS
 
-    def run_parallel(self, part: HostKernelPart, counts: list) -> None:
+    @property
+    def math_call_points(self) -> int:
+        from . import threads
+
+        return threads.MATH_CALL_POINTS
+
+    def run_parallel(self, part: HostKernelPart, counts: list,
+                     per_point: tuple[int, int] = (1, 1)) -> None:
         """Call the finished `part` over the whole outermost loop: on every thread when the
-        nest has PARALLEL_MIN_POINTS points or more and more than one thread may run, else
-        on this one (a fixed rule of the sizes: the same program on any machine)."""
+        nest's points, each worth ``per_point[0] / per_point[1]`` nest points, come to
+        PARALLEL_MIN_POINTS or more and more than one thread may run, else on this one (a
+        fixed rule of the sizes: the same program on any machine)."""
         from . import threads
 
         gen, b = self.gen, self.b
@@ -140,7 +148,9 @@ class HostKernel(KernelContext):
         slots, dims = self.fn.args[0], self.fn.args[1]
         n = counts[0]
         team = b.load(threads.thread_count(self.module), typ=I32, name="threads")
-        wide = b.and_(b.icmp_signed(">=", product(b, counts), i64(threads.PARALLEL_MIN_POINTS)),
+        worth, per = per_point
+        work = product(b, counts) if worth == 1 else b.mul(product(b, counts), i64(worth))
+        wide = b.and_(b.icmp_signed(">=", work, i64(threads.PARALLEL_MIN_POINTS * per)),
                       b.and_(b.icmp_signed(">", team, ir.Constant(I32, 1)),
                              b.icmp_signed(">", n, i64(1))))
         with b.if_else(wide) as (parallel, serial):

@@ -73,23 +73,29 @@ def direct_conv(ctx, step) -> None:
     its outer loop (over samples by channel tiles; the input channels of a weight gradient)
     in its own function, run on every thread when the step is large enough
     (`run_parallel`)."""
+    from .threads import MACS_PER_POINT
+
     part = ctx.host_part()
     lo, hi = part.bounds
     geo = step.geometry
     oh, ow = geo.out_size
+    kh, kw = geo.kernel
     if isinstance(step, L.DirectWeightGrad):
         _WeightGradTiles(part, step, (step.x, step.g, step.out, step.partial)).emit(lo, hi)
-        kh, kw = geo.kernel
+        # (every multiply-add is a point)
         counts = [i64(geo.channels), i64(geo.out_channels * kh * kw),
                   product(ctx.b, [ctx.dim(geo.batch), i64(oh * ow)])]
+        per_point = (1, MACS_PER_POINT)
     else:
         _Tiles(part, step, (step.x, step.w, step.out)).emit(lo, hi)
-        # the items: every (sample, channel tile) pair, of TILE x oh x ow outputs each
+        # the items: every (sample, channel tile) pair, of TILE x oh x ow outputs each, each
+        # output a sum of channels x kh x kw multiply-adds
         counts = [product(ctx.b, [ctx.dim(geo.batch),
                                   i64(L.direct_channel_tiles(geo.out_channels))]),
                   i64(geo.tile * oh * ow)]
+        per_point = (geo.channels * kh * kw, MACS_PER_POINT)
     part.finish()
-    ctx.run_parallel(part, counts)
+    ctx.run_parallel(part, counts, per_point)
 
 
 class _Tiles:

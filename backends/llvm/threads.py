@@ -40,9 +40,25 @@ from graphc.errors import BackendError
 from ..kernelgen.irutil import I32, I64, PTR, declare, load
 from ..kernelgen.toolchain import add_symbol
 
-#: Fewer points than this run on the calling thread: a region's hand-over (waking the
-#: workers, ~10-50 µs here) costs more than it saves on a nest of a few hundred microseconds.
-PARALLEL_MIN_POINTS = 1 << 17
+#: A nest of fewer points than this runs on the calling thread. A point is a plain one: a
+#: load or two, a little arithmetic and a store (about 0.6 cycles on one thread of the 2-core
+#: Zen 4 VM); other work says what its point is worth in these (`HostKernel.run_parallel`'s
+#: `per_point`). The bar is where a region's hand-over (waking the sleeping worker: 20-30 µs
+#: on that VM) pays: plain nests (a ReLU mask, a scaled sum, a row sum) ran 1.2-1.9x slower
+#: on two threads than on one from 2^17 to 2^19 points and 0.75x at 2^20 and 2^21; LeNet-5's
+#: max pooling (2^17.8 points) and its gradient took 1.5x as long on two. (It was 2^17 on
+#: the Zen 3 VM of the earlier sessions; measured one thread against two in one process,
+#: each nest compiled alone.)
+PARALLEL_MIN_POINTS = 1 << 20
+#: What a call of a costly math function adds to a point's worth (`nest.point_worth`): on
+#: that VM, a point of tanh(x) * y took 2.3 cycles, of exp(x) + y 1.3, of a mask 0.6; tanh
+#: paid on two threads from 2^17 points (0.90x, 0.75x at 2^18), exp from 2^19 (0.84x).
+MATH_CALL_POINTS = 4
+#: A register tile's multiply-adds worth one plain point: a direct convolution's tiles ran
+#: 13-16 of them a cycle on one thread. A direct convolution's output point is worth its
+#: reduction's length over this: LeNet-5's second layer, 64 samples of 16 channels of 8x8
+#: outputs, is 65536 outputs but 9.8M multiply-adds, 0.28 ms on one thread (0.71x on two).
+MACS_PER_POINT = 8
 
 
 @dataclass(frozen=True)

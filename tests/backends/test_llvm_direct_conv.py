@@ -142,8 +142,9 @@ def test_the_tiles_give_the_same_bits_on_any_thread_count(image, out_channels, b
     y = F.conv2d(x, w, padding=1)
     gx = gc.grad((y * y).sum(), [x])[0]
     assert conv_module.direct(y.node) and conv_module.direct(gx.node)
-    # (samples by channel tiles) x tile x rows x columns: a parallel region
-    assert batch * out_channels * image[1] * image[2] >= threads.PARALLEL_MIN_POINTS
+    # every output a sum of channels x 3 x 3 multiply-adds: worth a parallel region
+    macs = batch * out_channels * image[1] * image[2] * image[0] * 9
+    assert macs >= threads.PARALLEL_MIN_POINTS * threads.MACS_PER_POINT
     fn = gc.compile([x], [y, gx], backend="llvm", backend_options={"cache": False})
     data = rng.normal(size=(batch, *image)).astype(np.float32)
     serial = _same_bits_on_every_thread_count(fn, data)

@@ -22,8 +22,8 @@ BIG = threads.PARALLEL_MIN_POINTS  # a nest of at least this many points runs in
 
 
 def _conv_step(dtype):
-    """A CNN training step whose convolutions, pooling, ReLUs and their gradients all have
-    more than BIG points at batch 4: every kernel kind with a parallel part."""
+    """A CNN training step whose convolutions, pooling, ReLUs and their gradients are all
+    worth BIG points or more at batch 32: every kernel kind with a parallel part."""
     rng = np.random.default_rng(0)
     x = gc.placeholder("x", ("N", 3, 32, 32), dtype)
     y = gc.placeholder("y", ("N",), "int64")
@@ -34,7 +34,7 @@ def _conv_step(dtype):
     h = F.max_pool2d(gc.relu(F.conv2d(h, w2, padding=1)), 2)
     loss = F.cross_entropy(h.reshape(-1, 32 * 16 * 16) @ v, y)
     outputs = [loss, *gc.grad(loss, [w1, w2, v])]
-    feed = [rng.normal(size=(4, 3, 32, 32)).astype(dtype), rng.integers(0, 10, size=4)]
+    feed = [rng.normal(size=(32, 3, 32, 32)).astype(dtype), rng.integers(0, 10, size=32)]
     return [x, y], outputs, feed
 
 
@@ -81,7 +81,7 @@ def _parts(fn) -> set[str]:
 
 
 def test_nests_that_could_interfere_stay_on_one_thread():
-    n = BIG
+    n = BIG // 4  # (x and its ReLU: BIG points)
     labels = gc.placeholder("labels", ("N",), "int64")
     ids = gc.placeholder("ids", ("N",), "int64")
     table = gc.parameter("table", np.ones((50, 4), np.float32))
@@ -171,3 +171,67 @@ def test_regions_stay_off_when_another_library_loaded_a_spinning_openmp_first(po
         assert "1 thread: libgomp was loaded before graphc" in source
     else:
         assert "libgomp was loaded before graphc" not in source
+
+
+
+REGIONS = r"""
+import ctypes
+import numpy as np
+import graphc as gc
+from graphc.backends.kernelgen.toolchain import add_symbol
+from graphc.backends.llvm import threads
+from graphc.nn import functional as F
+
+threads.runtime()
+threads.set_threads(2)
+REGION = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32,
+                          ctypes.c_uint32)
+gomp = ctypes.CDLL("libgomp.so.1")
+real = REGION(ctypes.cast(gomp.GOMP_parallel, ctypes.c_void_p).value)
+started = []
+
+@REGION
+def counting(fn, data, team, flags):
+    started.append(team)
+    real(fn, data, team, flags)
+
+add_symbol("graphc_parallel", ctypes.cast(counting, ctypes.c_void_p).value)
+BIG, CALL, MACS = threads.PARALLEL_MIN_POINTS, threads.MATH_CALL_POINTS, threads.MACS_PER_POINT
+
+def regions(build, *shapes):
+    xs = [gc.placeholder(f"x{i}", ("N", *s[1:])) for i, s in enumerate(shapes)]
+    fn = gc.compile(xs, build(*xs), backend="llvm", backend_options={"cache": False})
+    data = [np.ones(s, np.float32) for s in shapes]
+    fn(*data)
+    started.clear()
+    fn(*data)
+    return len(started)
+
+rows = BIG // 64
+w = gc.parameter("w", np.full((16, 48, 3, 3), 0.01, np.float32))
+conv = lambda x: F.conv2d(x, w, padding=1)
+# a sample: 16 channels in three tiles of 6, 18 x 8 x 8 outputs of 48 x 9 multiply-adds
+per_sample = 18 * 64 * 48 * 9
+under, over = BIG * MACS // per_sample, BIG * MACS // per_sample + 2
+assert under * per_sample < BIG * MACS <= over * per_sample
+print(regions(lambda x: gc.relu(x) * 2.0, (rows, 32)),  # half the bar: no region
+      regions(lambda x: gc.relu(x) * 2.0, (rows, 64)),  # the bar
+      regions(lambda x: gc.tanh(x) * 2.0, (rows, 64 // (1 + CALL) + 1)),  # tanh: 1 + CALL
+      regions(lambda x: x * 2.0, (rows, 64 // (1 + CALL) + 1)),
+      regions(lambda x: gc.sum(x, axis=1), (rows, 64)),  # a row of 64: 64 points
+      regions(conv, (under, 48, 8, 8)),
+      regions(conv, (over, 48, 8, 8)))
+"""
+
+
+def test_the_threshold_weighs_what_a_point_costs():
+    """A region starts only when a nest's points, weighted by what each costs, reach the bar
+    (a fixed rule of the sizes): a plain point counts one, a costly math function adds
+    MATH_CALL_POINTS, a reduction multiplies by its length, and a direct convolution's
+    output counts its multiply-adds over MACS_PER_POINT. Counted by wrapping libgomp's
+    entry point, in a process of its own."""
+    if not threads.runtime().openmp:
+        pytest.skip("no libgomp here: every nest runs on the calling thread")
+    out = subprocess.run([sys.executable, "-c", REGIONS], text=True, capture_output=True,
+                         timeout=300, check=True).stdout.split()
+    assert out == ["0", "1", "1", "0", "1", "0", "1"]
