@@ -797,8 +797,10 @@ def render(ctx, steps, outer: dict | None = None) -> None:
         elif isinstance(step, L.Repeat):
             if ctx.target == "cuda":
                 raise NotImplementedError("Repeat is a host schedule (a GPU runs whole batches)")
-            with loop(ctx.b, ctx.dim(step.extent), "rep") as i:
-                render(ctx, step.steps, {**outer, step.index: i})
+            if outer or not ctx.parallel_repeat(
+                    step, lambda part, i, step=step: render(part, step.steps, {step.index: i})):
+                with loop(ctx.b, ctx.dim(step.extent), "rep") as i:
+                    render(ctx, step.steps, {**outer, step.index: i})
         elif ctx.target == "cuda":
             render_gpu(ctx, step)
         else:

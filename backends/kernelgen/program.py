@@ -124,6 +124,12 @@ class KernelContext:
     def run_parallel(self, part, counts: list, per_point: tuple[int, int] = (1, 1)) -> None:
         raise NotImplementedError
 
+    def parallel_repeat(self, step, body) -> bool:
+        """Render the `Repeat` `step` with its iterations split between threads, its body
+        written by ``body(context, index)``; False (nothing rendered) where the target does
+        not, and the caller loops on this thread."""
+        return False
+
     # -- data -------------------------------------------------------------------------------
     @property
     def inputs(self) -> list[Node]:

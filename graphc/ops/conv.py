@@ -497,7 +497,7 @@ def _conv_loops(node, program):
                       L.Gemm({"w": L.Buf(input=1), "col": _columns(node, kernel, out_sp, n),
                               "out": out}, "w", "col", "out", Cout, O, C * K,
                              offsets={"out": n * Cout * O})]
-    return L.Schedules(host=[L.Repeat(n, N, per_sample)], gpu=gpu)
+    return L.Schedules(host=[L.Repeat(n, N, per_sample, independent=True)], gpu=gpu)
 
 
 def _conv_weight_grad_loops(node, program):
@@ -555,13 +555,15 @@ def _conv_transpose_loops(node, program):
     if _pointwise(node, kernel):  # the columns are dx[n]
         return L.Schedules(host=[L.Repeat(n, N, [L.Gemm(
             {"w": L.Buf(input=1), "g": L.Buf(input=0), "out": L.Buf(output=True)},
-            "w", "g", "out", C, O, Cg, ta=True, offsets={"g": n * Cg * O, "out": n * C * O})])],
-            gpu=gpu)
+            "w", "g", "out", C, O, Cg, ta=True, offsets={"g": n * Cg * O, "out": n * C * O})],
+            independent=True)], gpu=gpu)
     per_sample = [L.Gemm({"w": L.Buf(input=1), "g": L.Buf(input=0),
                           "col": _columns(node, kernel, g_sp, n)},
                          "w", "g", "col", C * K, O, Cg, ta=True, offsets={"g": n * Cg * O}),
                   _col2im_scatter(node, kernel, g_sp, n)]
-    return L.Schedules(host=[_zero(node), L.Repeat(n, N, per_sample)], gpu=gpu)
+    # (each sample adds into its own image of the output, cleared before)
+    return L.Schedules(host=[_zero(node), L.Repeat(n, N, per_sample, independent=True)],
+                       gpu=gpu)
 
 
 CONV = register(OpDef("conv", "nn", infer=_conv_infer, reference=conv_reference, grad=_conv_grad,

@@ -322,11 +322,17 @@ class Repeat:
     """`steps` once for every `index` in [0, extent), in order: a host schedule (a GPU runs
     its whole-batch steps instead), e.g. a convolution a sample at a time, its columns small
     enough to stay in cache between the im2col that writes them and the GEMM that reads them.
-    The steps may use `index` in their expressions and Gemm offsets."""
+    The steps may use `index` in their expressions and Gemm offsets.
+
+    `independent`: no iteration reads what another writes, each writes its own part of the
+    output (the output's elements it stores hold the index), and its scratch buffers are
+    its own (written before they are read, within the iteration). A host may then run the
+    iterations on several threads, each with a copy of the scratch."""
 
     index: sympy.Symbol
     extent: object
     steps: list
+    independent: bool = False
 
 
 class Schedules:

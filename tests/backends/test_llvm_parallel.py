@@ -50,7 +50,24 @@ def _wide_step(dtype):
     return [x], outputs, [rng.normal(size=(512, 1024)).astype(dtype)]
 
 
-@pytest.mark.parametrize("make", [_conv_step, _wide_step], ids=["conv", "wide"])
+def _per_sample_step(dtype):
+    """LeNet-5's second layer and its gradients at batch 64: the input gradient runs a
+    sample at a time (an independent Repeat, its columns on each thread's stack)."""
+    from graphc.ops import conv as conv_module
+
+    rng = np.random.default_rng(2)
+    x = gc.placeholder("x", ("N", 6, 12, 12), dtype)
+    w = gc.parameter("w", (rng.normal(size=(16, 6, 5, 5)) * 0.1).astype(dtype))
+    y = F.conv2d(x, w)
+    loss = (gc.tanh(y) * y).sum()
+    gx, gw = gc.grad(loss, [x, w])
+    if dtype == np.float32:  # (float64 rows of 12 are three whole vectors: direct)
+        assert not conv_module.direct(gx.node) and not conv_module.whole_batch(gx.node)
+    return [x], [loss, gx, gw], [rng.normal(size=(64, 6, 12, 12)).astype(dtype)]
+
+
+@pytest.mark.parametrize("make", [_conv_step, _wide_step, _per_sample_step],
+                         ids=["conv", "wide", "per-sample"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_every_thread_count_gives_the_same_bits_as_one_thread(make, dtype):
     if not threads.runtime().openmp:
@@ -214,6 +231,25 @@ conv = lambda x: F.conv2d(x, w, padding=1)
 per_sample = 18 * 64 * 48 * 9
 under, over = BIG * MACS // per_sample, BIG * MACS // per_sample + 2
 assert under * per_sample < BIG * MACS <= over * per_sample
+# LeNet-5's second input gradient, a sample at a time (Repeat.independent): a sample is
+# worth its 16x150x64 product over MACS and its col2im's 6x5x5x8x8 points
+v = gc.parameter("v", np.full((16, 6, 5, 5), 0.01, np.float32))
+g = gc.placeholder("g", ("N", 16, 8, 8))
+
+def input_gradient(x):
+    return gc.grad((F.conv2d(x, v) * g).sum(), [x])[0]
+
+def repeat_regions(batch):
+    x = gc.placeholder("x", ("N", 6, 12, 12))
+    fn = gc.compile([x, g], input_gradient(x), backend="llvm", backend_options={"cache": False})
+    data = [np.ones((batch, 6, 12, 12), np.float32), np.ones((batch, 16, 8, 8), np.float32)]
+    fn(*data)
+    started.clear()
+    fn(*data)
+    return len(started)
+
+sample = 16 * 150 * 64 // MACS + 6 * 25 * 64
+print(repeat_regions(BIG // sample), repeat_regions(BIG // sample + 1), end=" ")
 print(regions(lambda x: gc.relu(x) * 2.0, (rows, 32)),  # half the bar: no region
       regions(lambda x: gc.relu(x) * 2.0, (rows, 64)),  # the bar
       regions(lambda x: gc.tanh(x) * 2.0, (rows, 64 // (1 + CALL) + 1)),  # tanh: 1 + CALL
@@ -228,10 +264,12 @@ def test_the_threshold_weighs_what_a_point_costs():
     """A region starts only when a nest's points, weighted by what each costs, reach the bar
     (a fixed rule of the sizes): a plain point counts one, a costly math function adds
     MATH_CALL_POINTS, a reduction multiplies by its length, and a direct convolution's
-    output counts its multiply-adds over MACS_PER_POINT. Counted by wrapping libgomp's
-    entry point, in a process of its own."""
+    output counts its multiply-adds over MACS_PER_POINT; an independent Repeat's iteration
+    (a convolution's input gradient, a sample at a time) counts its nests' points and its
+    products' multiply-adds over MACS_PER_POINT. Counted by wrapping libgomp's entry point,
+    in a process of its own."""
     if not threads.runtime().openmp:
         pytest.skip("no libgomp here: every nest runs on the calling thread")
     out = subprocess.run([sys.executable, "-c", REGIONS], text=True, capture_output=True,
                          timeout=300, check=True).stdout.split()
-    assert out == ["0", "1", "1", "0", "1", "0", "1"]
+    assert out == ["0", "1", "0", "1", "1", "0", "1", "0", "1"]
