@@ -140,7 +140,8 @@ class HostKernel(KernelContext):
         inside threads), no nest can fail, and the scratch fits PRIVATE_SCRATCH_BYTES. An
         iteration is worth its nests' points and its products' multiply-adds over
         MACS_PER_POINT. LeNet-5's second input gradient (64 samples of a 150x64x16 product
-        and a col2im): 0.74 -> 0.4 Mcycles on two threads."""
+        and a col2im): 0.70 -> 0.55 Mcycles on two threads of the Zen 4 VM (the second
+        vCPU wakes slowly there: no region came near half)."""
         from graphc.ops import loops as L
 
         from ..kernelgen.nest import buffer_slot, point_worth

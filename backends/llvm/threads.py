@@ -16,11 +16,13 @@ count is 1 and the regions never start): a point of a nest computes the same val
 thread, and threads take chunks, ranges of whole points, from a shared counter, so results
 do not depend on the count or on which thread ran what.
 
-libgomp's workers wait for the next region passively (``OMP_WAIT_POLICY=PASSIVE``, set by
-``import graphc`` before the library loads unless the user chose a policy:
-graphc/blas_policy.py). With libgomp's default (spin,
-then sleep) a worker still spinning after a region took the second core from the BLAS's
-worker in the next product: cnn32's step took 105 ms on two threads against 66 on one. The
+libgomp's workers spin briefly (``GOMP_SPINCOUNT=1000``, 10-20 µs) and then sleep until the
+next region, set by ``import graphc`` before the library loads unless the user chose a
+policy (graphc/blas_policy.py). With libgomp's default (spin for milliseconds, then sleep)
+a worker still spinning after a region took the second core from the BLAS's worker in the
+next product: cnn32's step took 105 ms on two threads against 66 on one. Sleeping at once
+(``OMP_WAIT_POLICY=PASSIVE`` alone, the policy until the eighth session) cost each region a
+wake-up of 30-77 µs on the Zen 4 VM. The
 process has one libgomp (PyTorch's is libgomp.so.1 too, and the loader shares it), so the
 policy reaches PyTorch's regions as well; its cnn32 eager step took 50-54 ms either way.
 """

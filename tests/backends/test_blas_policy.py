@@ -45,3 +45,24 @@ def test_graphc_info_reports_the_policy():
 
     lines = dict(report()[1][1])
     assert lines["BLAS workers"] == blas_policy.STATUS
+
+
+OPENMP_PROBE = ("import os\nimport graphc\n"
+                "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))\n")
+
+
+@pytest.mark.parametrize("chosen, expected", [
+    ({}, "PASSIVE 1000"),  # graphc's: sleep after a brief spin
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE None"),  # the user's policy, untouched
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, "PASSIVE None"),  # (passive without any spin)
+    ({"GOMP_SPINCOUNT": "50"}, "None 50"),
+], ids=["unset", "active", "passive", "spincount"])
+def test_openmp_workers_spin_briefly_unless_the_user_chose(chosen, expected):
+    """libgomp reads its policy once, when it loads: graphc sets a brief spin before a sleep
+    (GOMP_SPINCOUNT wins over OMP_WAIT_POLICY in libgomp) only when the user set neither."""
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    environ.update(chosen)
+    out = subprocess.run([sys.executable, "-c", OPENMP_PROBE], env=environ, capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    assert out.strip().splitlines()[-1] == expected
