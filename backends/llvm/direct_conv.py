@@ -70,9 +70,9 @@ def loop(b, count, name, start=None):
 
 def direct_conv(ctx, step) -> None:
     """Render a DirectConv or DirectWeightGrad `step` into the kernel `ctx` (a HostKernel):
-    its outer loop (over samples by channel tiles; the input channels of a weight gradient)
-    in its own function, run on every thread when the step is large enough
-    (`run_parallel`)."""
+    its outer loop (over samples by channel tiles; for a weight gradient, output channel
+    tiles by input channels) in its own function, run on every thread when the step is large
+    enough (`run_parallel`)."""
     from .threads import MACS_PER_POINT
 
     part = ctx.host_part()
@@ -82,8 +82,10 @@ def direct_conv(ctx, step) -> None:
     kh, kw = geo.kernel
     if isinstance(step, L.DirectWeightGrad):
         _WeightGradTiles(part, step, (step.x, step.g, step.out, step.partial)).emit(lo, hi)
-        # (every multiply-add is a point)
-        counts = [i64(geo.channels), i64(geo.out_channels * kh * kw),
+        # the items: every (output channel tile, input channel) pair; every multiply-add
+        # of a tile's channels is a point
+        tiles = -(-geo.out_channels // L.DIRECT_GRAD_TILE)
+        counts = [i64(tiles * geo.channels), i64(L.DIRECT_GRAD_TILE * kh * kw),
                   product(ctx.b, [ctx.dim(geo.batch), i64(oh * ow)])]
         per_point = (1, MACS_PER_POINT)
     else:
@@ -190,27 +192,41 @@ class _WeightGradTiles(_Tiles):
                                f"{width} positions")
 
     def emit(self, lo, hi) -> None:
+        """Items lo..hi of (output channel tile q, input channel c) pairs, q-major: a thread
+        that takes whole tiles runs them as n, q, c (a sample's tile of g in cache for every
+        c), and a layer of few input channels (LeNet-5's first: one) still splits between
+        threads by its tiles. Each sum adds the samples in order, on any split."""
         b, s = self.b, self.step
-        CO, (KH, KW) = self.geo.out_channels, self.geo.kernel
-        per_channel = CO * KH * KW * self.lanes
+        C = self.geo.channels
         tile = L.DIRECT_GRAD_TILE
-        full_q, edge_channels = divmod(CO, tile)
-        # this thread's input channels' sums, cleared
-        memset_zero(b, self.k.module, b.gep(self.ptrs[s.partial], [b.mul(lo, i64(per_channel))],
-                                            source_etype=self.ty),
-                    b.mul(b.sub(hi, lo), i64(per_channel * self.align)))
-        # a sample's gradient for a channel tile stays in cache while every input channel of
-        # the range reads it; each sum still adds the samples in order
-        with loop(b, self.k.dim(self.geo.batch), "n") as n:
-            if full_q:
-                with loop(b, i64(full_q), "q") as q:
-                    with loop(b, hi, "c", start=lo) as c:
-                        self.sample(c, n, b.mul(q, i64(tile)), tile)
+        full_q, edge_channels = divmod(self.geo.out_channels, tile)
+        taps = self.geo.kernel[0] * self.geo.kernel[1] * self.lanes
+
+        def item(u):
+            """(c, q, first output channel, its channel count) of item u."""
+            q, c = b.udiv(u, i64(C)), b.urem(u, i64(C))
+            count = b.select(b.icmp_unsigned("<", q, i64(full_q)), i64(tile),
+                             i64(edge_channels or tile))
+            return c, q, b.mul(q, i64(tile)), count
+
+        # the items' sums, cleared
+        with loop(b, hi, "u", start=lo) as u:
+            c, _q, co0, count = item(u)
+            memset_zero(b, self.k.module, self.pointer(s.partial, self.at(s.partial, c, co0, 0, 0)),
+                        b.mul(count, i64(taps * self.align)))
+        with loop(b, self.k.dim(self.geo.batch), "n") as n, loop(b, hi, "u", start=lo) as u:
+            c, q, co0, _count = item(u)
             if edge_channels:
-                with loop(b, hi, "c", start=lo) as c:
-                    self.sample(c, n, i64(full_q * tile), edge_channels)
-        with loop(b, hi, "c", start=lo) as c:
-            self.reduce_lanes(c)
+                with b.if_else(b.icmp_unsigned("<", q, i64(full_q))) as (full, edge):
+                    with full:
+                        self.sample(c, n, co0, tile)
+                    with edge:
+                        self.sample(c, n, co0, edge_channels)
+            else:
+                self.sample(c, n, co0, tile)
+        with loop(b, hi, "u", start=lo) as u:
+            c, _q, co0, count = item(u)
+            self.reduce_lanes(c, co0, count)
 
     def sample(self, c, n, co0, channels: int) -> None:
         """One sample's contribution to channels co0.. (`channels` of them), every tap: a
@@ -226,12 +242,14 @@ class _WeightGradTiles(_Tiles):
                     i64(KH), i64(OH), i64(OW // self.lanes), b.mul(xs[2], i64(geo.stride_h)),
                     b.mul(xs[2], i64(DH)), ps[1], ps[2], ps[3], gs[1], gs[2]])
 
-    def reduce_lanes(self, c) -> None:
-        """out[co, c, kh, kw] = partial[c, co, kh, kw, 0] + ... + [lanes - 1], in order."""
+    def reduce_lanes(self, c, co0, count) -> None:
+        """out[co, c, kh, kw] = partial[c, co, kh, kw, 0] + ... + [lanes - 1], in order, for
+        the `count` output channels from co0."""
         b, s = self.b, self.step
-        CO, (KH, KW) = self.geo.out_channels, self.geo.kernel
-        with loop(b, i64(CO), "co") as co, loop(b, i64(KH), "kh") as kh, \
+        KH, KW = self.geo.kernel
+        with loop(b, count, "co") as j, loop(b, i64(KH), "kh") as kh, \
                 loop(b, i64(KW), "kw") as kw:
+            co = b.add(co0, j)
             at = self.at(s.partial, c, co, kh, kw)
             total = self.load(s.partial, at, self.ty)
             for lane in range(1, self.lanes):
