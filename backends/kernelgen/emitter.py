@@ -46,10 +46,10 @@ def costly_calls(expr) -> int:
     """How many distinct costly math functions (exp, tanh, a general power, ...) `expr`
     computes, each counted once, as the emitter computes a repeated subexpression once."""
     expr = sympy.sympify(expr)
-    calls = len([e for e in expr.atoms(*_COSTLY)])
+    # (a power of an integer or of one half is a multiplication, a sqrt or a division)
     powers = [p for p in expr.atoms(sympy.Pow)
               if not (p.exp.is_Integer or p.exp in (sympy.Rational(1, 2), -sympy.Rational(1, 2)))]
-    return calls + len(powers)
+    return len(expr.atoms(*_COSTLY)) + len(powers)
 
 
 def _negative_exponent(f) -> bool:
