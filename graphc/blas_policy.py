@@ -75,12 +75,21 @@ def apply_openmp() -> bool:
     times) while libgomp is not loaded and the user chose no policy. True when it is too
     late: another library loaded libgomp before graphc without a passive policy (its
     workers spin for milliseconds, and parallel regions would take the BLAS's cores)."""
+    global OPENMP_STATUS
+    chosen = ", ".join(f"{name}={os.environ[name]}" for name in
+                       (OPENMP_WAIT_VARIABLE, OPENMP_SPIN_VARIABLE) if name in os.environ)
+    OPENMP_STATUS = f"{chosen} (set before graphc was imported)" if chosen else \
+        "libgomp's default (spin, then sleep)"
     if not _openmp_loaded():
-        if OPENMP_WAIT_VARIABLE not in os.environ and OPENMP_SPIN_VARIABLE not in os.environ:
+        if not chosen:
             os.environ[OPENMP_WAIT_VARIABLE] = "PASSIVE"
             os.environ[OPENMP_SPIN_VARIABLE] = BRIEF_SPINS  # (libgomp: this wins over PASSIVE)
+            OPENMP_STATUS = (f"{OPENMP_SPIN_VARIABLE}={BRIEF_SPINS} (set by graphc: workers "
+                             f"spin briefly, then sleep)")
         return False
     return os.environ.get(OPENMP_WAIT_VARIABLE, "").strip().lower() != "passive"
 
 
+#: how libgomp's workers wait, for ``graphc info``
+OPENMP_STATUS = ""
 OPENMP_SPINS = apply_openmp()

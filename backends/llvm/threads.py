@@ -125,7 +125,10 @@ def runtime() -> ThreadRuntime:
             return ThreadRuntime("OpenMP (libgomp), 1 thread: libgomp was loaded before graphc "
                                  "(by PyTorch?) with spinning workers; import graphc first or "
                                  "set OMP_WAIT_POLICY=PASSIVE", 1, True)
-        return ThreadRuntime(f"OpenMP (libgomp), {count} thread(s)", count, True)
+        from graphc.blas_policy import OPENMP_STATUS
+
+        return ThreadRuntime(f"OpenMP (libgomp), {count} thread(s); workers: {OPENMP_STATUS}",
+                             count, True)
     # no OpenMP runtime: every nest runs on the calling thread; the symbols still resolve
     region = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
     fallbacks = (

@@ -47,7 +47,8 @@ def test_graphc_info_reports_the_policy():
     assert lines["BLAS workers"] == blas_policy.STATUS
 
 
-OPENMP_PROBE = ("import os\nimport graphc\n"
+OPENMP_PROBE = ("import os\nimport graphc\nfrom graphc.backends.llvm import threads\n"
+                "print(threads.runtime().source)\n"
                 "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))\n")
 
 
@@ -65,4 +66,9 @@ def test_openmp_workers_spin_briefly_unless_the_user_chose(chosen, expected):
     environ.update(chosen)
     out = subprocess.run([sys.executable, "-c", OPENMP_PROBE], env=environ, capture_output=True,
                          text=True, timeout=120, check=True).stdout
-    assert out.strip().splitlines()[-1] == expected
+    source, variables = out.strip().splitlines()[-2:]
+    assert variables == expected
+    if "OpenMP (libgomp)" in source:  # (graphc info's line says how the workers wait)
+        assert ("set by graphc: workers spin briefly" in source) == (not chosen)
+        for name, value in chosen.items():
+            assert f"{name}={value}" in source
