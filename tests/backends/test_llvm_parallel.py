@@ -66,8 +66,25 @@ def _per_sample_step(dtype):
     return [x], [loss, gx, gw], [rng.normal(size=(64, 6, 12, 12)).astype(dtype)]
 
 
-@pytest.mark.parametrize("make", [_conv_step, _wide_step, _per_sample_step],
-                         ids=["conv", "wide", "per-sample"])
+def _strided_step(dtype):
+    """A stride-2 convolution and its gradients at batch 48: the forward (an im2col into each
+    thread's own columns and a GEMM) and the input gradient run a sample at a time on every
+    thread."""
+    from graphc.ops import conv as conv_module
+
+    rng = np.random.default_rng(3)
+    x = gc.placeholder("x", ("N", 8, 24, 24), dtype)
+    w = gc.parameter("w", (rng.normal(size=(16, 8, 3, 3)) * 0.1).astype(dtype))
+    y = F.conv2d(x, w, stride=2, padding=1)
+    loss = (gc.tanh(y) * y).sum()
+    gx, gw = gc.grad(loss, [x, w])
+    for node in (y.node, gx.node):
+        assert not conv_module.direct(node) and not conv_module.whole_batch(node)
+    return [x], [loss, y, gx, gw], [rng.normal(size=(48, 8, 24, 24)).astype(dtype)]
+
+
+@pytest.mark.parametrize("make", [_conv_step, _wide_step, _per_sample_step, _strided_step],
+                         ids=["conv", "wide", "per-sample", "strided"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_every_thread_count_gives_the_same_bits_as_one_thread(make, dtype):
     if not threads.runtime().openmp:
