@@ -306,31 +306,44 @@ def _max_pool_grad_loops(node, program):
 
 
 def _windows_grad_host(node, program, x, g, bufs):
-    """The host's form of the gradient where windows do not overlap: window by window, each
-    of its taps gets g where it is the recorded maximum and 0 elsewhere, with the kernel
-    offsets inside the output axes (``o_h, k_h, o_w, k_w``): every position once, along
-    the rows, which LLVM vectorizes into contiguous loads of g and the record and
-    interleaved stores (the gather reads them at ``p // s``: gathers). Positions no window
-    covers (gaps, a last odd row, padding's side) are cleared first, only where there are
-    any."""
+    """The host's form of the max pooling's gradient where windows do not overlap: each tap
+    of a window gets g where it is the recorded maximum and 0 elsewhere (`_by_windows`)."""
+    a = node.attrs
+
+    def value(n, c, outs, ks):
+        from . import loops as L
+
+        chosen = sympy.Eq(_argmax_of(node, program, x, n, c, outs),
+                          _window_local(ks, a["kernel"]))
+        return sympy.Piecewise((L.load("g", n, c, *outs), chosen), (0, True))
+
+    return _by_windows(node, x.shape, g, bufs, value)
+
+
+def _by_windows(node, x_shape, g, bufs, value):
+    """A pooling gradient where windows do not overlap, window by window: each tap of window
+    o (kernel offset k) gets ``value(n, c, o, k)``, with the kernel offsets inside the output
+    axes (``o_h, k_h, o_w, k_w``): every position once, along the rows, which LLVM
+    vectorizes into contiguous loads of g (and the record) and interleaved stores (the
+    gather reads them at ``p // s``: gathers). Positions no window covers (gaps, a last odd
+    row, padding's side) are cleared first, only where there are any."""
     from . import loops as L
 
     a = node.attrs
     gidx, _ = _pool_domain(node, g.shape)
     n, c, outs = gidx[0], gidx[1], gidx[2:]
     ks = L.index_symbols(" ".join(f"w{d}" for d in range(len(outs))))
-    domain = [(n, x.shape[0]), (c, x.shape[1])]
+    domain = [(n, x_shape[0]), (c, x_shape[1])]
     for o, k, size, kernel in zip(outs, ks, g.shape[2:], a["kernel"]):
         domain += [(o, size), (k, kernel)]
     taps = [L.tap(o, k, s, 1, p) for o, k, s, p in zip(outs, ks, a["stride"], a["padding"])]
-    chosen = sympy.Eq(_argmax_of(node, program, x, n, c, outs), _window_local(ks, a["kernel"]))
-    value = sympy.Piecewise((L.load("g", n, c, *outs), chosen), (0, True))
     padded = any(a["padding"])
-    where = sympy.And(*[L.inside(t, d) for t, d in zip(taps, x.shape[2:])]) if padded \
+    where = sympy.And(*[L.inside(t, d) for t, d in zip(taps, x_shape[2:])]) if padded \
         else sympy.true
     tiled = not padded and all(s == k and o * s == d for s, k, o, d in zip(
-        a["stride"], a["kernel"], g.shape[2:], x.shape[2:]))
-    return L.LoopNest(bufs, domain, [L.Store("out", (n, c, *taps), value, where=where)],
+        a["stride"], a["kernel"], g.shape[2:], x_shape[2:]))
+    return L.LoopNest(bufs, domain, [L.Store("out", (n, c, *taps), value(n, c, outs, ks),
+                                             where=where)],
                       zero=() if tiled else ("out",), hints=_rows_rolled(outs))
 
 
@@ -345,7 +358,7 @@ def _avg_pool_loops(node, program):
     total = L.reduce_("sum", L.load("x", n, c, *taps), bounds, where=inside)
     value = total * sympy.Rational(1, int(np.prod(node.attrs["kernel"])))
     return L.LoopNest({"x": L.Buf(input=0), "out": L.Buf(output=True)}, domain,
-                      [L.Store("out", idx, value)])
+                      [L.Store("out", idx, value)], hints=_rows_rolled(idx))
 
 
 def _avg_pool_grad_loops(node, program):
@@ -356,11 +369,14 @@ def _avg_pool_grad_loops(node, program):
     idx, domain = _pool_domain(node, node.shape)
     n, c, position = idx[0], idx[1], idx[2:]
     bounds, outs, covered = _covering_windows(node, g.shape[2:], position)
+    share = sympy.Rational(1, int(np.prod(node.attrs["kernel"])))
     total = L.reduce_("sum", L.load("g", n, c, *outs), bounds) if bounds else \
         sympy.Piecewise((L.load("g", n, c, *outs), covered), (0, True))
-    value = total * sympy.Rational(1, int(np.prod(node.attrs["kernel"])))
-    return L.LoopNest({"g": L.Buf(input=0), "out": L.Buf(output=True)}, domain,
-                      [L.Store("out", idx, value)])
+    bufs = {"g": L.Buf(input=0), "out": L.Buf(output=True)}
+    # where windows do not overlap, the host spreads window by window (as max pooling's)
+    host = None if bounds else _by_windows(
+        node, node.shape, g, bufs, lambda n, c, outs, ks: L.load("g", n, c, *outs) * share)
+    return L.LoopNest(bufs, domain, [L.Store("out", idx, total * share)], host=host)
 
 
 MAX_POOL = register(OpDef(

@@ -149,3 +149,36 @@ def test_a_pooling_keeps_its_short_rows_rolled_at_a_width_that_divides_them():
     a = _hostile((5, 2, 24, 24), 3)
     ref = gc.compile([x], gc.grad((y * y).sum(), [x])[0], backend="numpy")
     np.testing.assert_array_equal(fn(a), ref(a))
+
+
+
+# the same geometries, averaged
+AVG_CASES = [
+    ((2, 3, 8, 8), lambda h: F.avg_pool2d(h, 2)),
+    ((2, 3, 6, 6), lambda h: F.avg_pool2d(h, 2)),
+    ((1, 2, 7, 5), lambda h: F.avg_pool2d(h, 2)),
+    ((2, 2, 16, 12), lambda h: F.avg_pool2d(h, 3, stride=2, padding=1)),
+    ((2, 2, 8, 16), lambda h: F.avg_pool2d(h, (2, 3), stride=(2, 1))),
+    ((2, 2, 9), lambda h: F.avg_pool1d(h, 2)),
+    ((2, 2, 9), lambda h: F.avg_pool1d(h, 3, stride=2, padding=1)),
+    ((1, 2, 4, 4, 4), lambda h: gc.ops.avg_pool(h, (2, 2, 2))),
+    ((1, 2, 3, 5, 6), lambda h: gc.ops.avg_pool(h, (2, 3, 2), stride=(1, 2, 2))),
+    ((1, 1, 4, 4), lambda h: F.avg_pool2d(h, 1)),
+    ((3, 1, 6, 6), lambda h: F.avg_pool2d(h, 2, stride=3)),
+    ((2, 2, 7, 7), lambda h: F.avg_pool2d(h, 2, stride=3, padding=1)),
+]
+
+
+@pytest.mark.parametrize("shape,pool", AVG_CASES, ids=[str(c[0]) for c in AVG_CASES])
+def test_average_pooling_and_its_gradient_match_numpy_on_hostile_values(shape, pool):
+    """The same geometries averaged: the forward's rows rolled, and where windows do not
+    overlap the host's gradient spreads window by window (`_by_windows`), clearing what no
+    window covers; overlapping and padded windows gather."""
+    inputs, outputs = _step(shape, pool, seed=len(shape))
+    ref = gc.compile(inputs, outputs, backend="numpy")
+    fn = gc.compile(inputs, outputs, backend="llvm")
+    for seed in range(3):
+        for batch in (shape[0], 1, 0):
+            x = _hostile((batch,) + shape[1:], seed)
+            for got, want in zip(fn(x), ref(x)):
+                np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
