@@ -1,7 +1,8 @@
 """A recording max pooling (graphc/ops/pool.py: the window-local argmax record that its
-gradient and select read) and loads that need no clamp (backends/kernelgen/nest.py,
-`PointEmitter._inside`): against the NumPy backend on hostile values, in every pooling
-geometry whose record decodes differently, and the clamp rule, positive and negative."""
+gradient and select read), average pooling in the same geometries, and loads that need no
+clamp (backends/kernelgen/nest.py, `PointEmitter._inside`): against the NumPy backend on
+hostile values, in every pooling geometry whose record decodes differently, and the clamp
+rule, positive and negative."""
 
 from __future__ import annotations
 
@@ -37,22 +38,33 @@ def _step(shape, pool, seed):
     return [x], [y, grad]
 
 
-CASES = [
-    # (input shape, pooling): windows that tile the input, odd sizes, overlapping and padded
-    # windows (the host scatters those), 1-d and 3-d, 1x1 windows, stride over kernel
-    ((2, 3, 8, 8), lambda h: F.max_pool2d(h, 2)),
-    ((2, 3, 6, 6), lambda h: F.max_pool2d(h, 2)),
-    ((1, 2, 7, 5), lambda h: F.max_pool2d(h, 2)),
-    ((2, 2, 16, 12), lambda h: F.max_pool2d(h, 3, stride=2, padding=1)),
-    ((2, 2, 8, 16), lambda h: F.max_pool2d(h, (2, 3), stride=(2, 1))),
-    ((2, 2, 9), lambda h: F.max_pool1d(h, 2)),
-    ((2, 2, 9), lambda h: F.max_pool1d(h, 3, stride=2, padding=1)),
-    ((1, 2, 4, 4, 4), lambda h: gc.ops.max_pool(h, (2, 2, 2))),
-    ((1, 2, 3, 5, 6), lambda h: gc.ops.max_pool(h, (2, 3, 2), stride=(1, 2, 2))),
-    ((1, 1, 4, 4), lambda h: F.max_pool2d(h, 1)),
-    ((3, 1, 6, 6), lambda h: F.max_pool2d(h, 2, stride=3)),
-    ((2, 2, 7, 7), lambda h: F.max_pool2d(h, 2, stride=3, padding=1)),
+# (input shape, the pooling's arguments): windows that tile the input, odd sizes, overlapping
+# and padded windows (the host scatters those), 1-d and 3-d, 1x1 windows, stride over kernel
+GEOMETRIES = [
+    ((2, 3, 8, 8), (2,), {}),
+    ((2, 3, 6, 6), (2,), {}),
+    ((1, 2, 7, 5), (2,), {}),
+    ((2, 2, 16, 12), (3,), dict(stride=2, padding=1)),
+    ((2, 2, 8, 16), ((2, 3),), dict(stride=(2, 1))),
+    ((2, 2, 9), (2,), {}),
+    ((2, 2, 9), (3,), dict(stride=2, padding=1)),
+    ((1, 2, 4, 4, 4), ((2, 2, 2),), {}),
+    ((1, 2, 3, 5, 6), ((2, 3, 2),), dict(stride=(1, 2, 2))),
+    ((1, 1, 4, 4), (1,), {}),
+    ((3, 1, 6, 6), (2,), dict(stride=3)),
+    ((2, 2, 7, 7), (2,), dict(stride=3, padding=1)),
 ]
+
+
+def _pooling(kind: str, shape, args, kwargs):
+    """h -> the max or average pooling of this geometry (F's 1-d/2-d form, else gc.ops')."""
+    name = {3: f"{kind}_pool1d", 4: f"{kind}_pool2d"}.get(len(shape))
+    fn = getattr(F, name) if name else getattr(gc.ops, f"{kind}_pool")
+    return lambda h: fn(h, *args, **kwargs)
+
+
+CASES = [(shape, _pooling("max", shape, a, k)) for shape, a, k in GEOMETRIES]
+AVG_CASES = [(shape, _pooling("avg", shape, a, k)) for shape, a, k in GEOMETRIES]
 
 
 @pytest.mark.parametrize("shape,pool", CASES, ids=[str(c[0]) for c in CASES])
@@ -151,22 +163,6 @@ def test_a_pooling_keeps_its_short_rows_rolled_at_a_width_that_divides_them():
     np.testing.assert_array_equal(fn(a), ref(a))
 
 
-
-# the same geometries, averaged
-AVG_CASES = [
-    ((2, 3, 8, 8), lambda h: F.avg_pool2d(h, 2)),
-    ((2, 3, 6, 6), lambda h: F.avg_pool2d(h, 2)),
-    ((1, 2, 7, 5), lambda h: F.avg_pool2d(h, 2)),
-    ((2, 2, 16, 12), lambda h: F.avg_pool2d(h, 3, stride=2, padding=1)),
-    ((2, 2, 8, 16), lambda h: F.avg_pool2d(h, (2, 3), stride=(2, 1))),
-    ((2, 2, 9), lambda h: F.avg_pool1d(h, 2)),
-    ((2, 2, 9), lambda h: F.avg_pool1d(h, 3, stride=2, padding=1)),
-    ((1, 2, 4, 4, 4), lambda h: gc.ops.avg_pool(h, (2, 2, 2))),
-    ((1, 2, 3, 5, 6), lambda h: gc.ops.avg_pool(h, (2, 3, 2), stride=(1, 2, 2))),
-    ((1, 1, 4, 4), lambda h: F.avg_pool2d(h, 1)),
-    ((3, 1, 6, 6), lambda h: F.avg_pool2d(h, 2, stride=3)),
-    ((2, 2, 7, 7), lambda h: F.avg_pool2d(h, 2, stride=3, padding=1)),
-]
 
 
 @pytest.mark.parametrize("shape,pool", AVG_CASES, ids=[str(c[0]) for c in AVG_CASES])
