@@ -50,14 +50,16 @@ STATUS = apply()
 OPENMP_WAIT_VARIABLE = "OMP_WAIT_POLICY"
 #: ... but a worker that sleeps the moment a region ends costs each region a wake-up, and a
 #: woken vCPU is slow: an empty region of two threads took 30-77 µs with passive workers on
-#: the 2-core Zen 4 VM, 0.7-1.4 µs when they spin first. libgomp's workers (and the thread
-#: that waits for them at a region's end) spin this many times, about 10-20 µs there, then
-#: sleep: a region that follows another closely (or whose threads end together) pays no
-#: wake-up, and a busy machine loses at most that much of a core per region. LeNet-5's
-#: three parallel convolution kernels took 10-20% fewer cycles with it (four alternating runs
-#: of each policy; the whole step's time moved within the VM's noise).
+#: the 2-core Zen 4 VM, 0.7-1.4 µs when they spin for about 20 µs first. libgomp's workers,
+#: and the thread that waits for them at a region's end, spin this many times (a few µs)
+#: and then sleep: the threads of a region that end together meet without a wake-up. With
+#: 100 spins LeNet-5's three parallel convolution kernels took 10-20% fewer cycles than
+#: passive (three alternating runs; 1000 spins were no better), and with one busy process
+#: beside the step it ran as fast as passive, within the VM's noise. 1000 spins (10-20 µs)
+#: made that busy step 13% slower (medians of six alternating runs): a spin that bridges
+#: the gaps between regions takes a core a busy machine needs.
 OPENMP_SPIN_VARIABLE = "GOMP_SPINCOUNT"
-BRIEF_SPINS = "1000"
+BRIEF_SPINS = "100"
 
 
 def _openmp_loaded() -> bool:

@@ -16,7 +16,7 @@ count is 1 and the regions never start): a point of a nest computes the same val
 thread, and threads take chunks, ranges of whole points, from a shared counter, so results
 do not depend on the count or on which thread ran what.
 
-libgomp's workers spin briefly (``GOMP_SPINCOUNT=1000``, 10-20 µs) and then sleep until the
+libgomp's workers spin briefly (``GOMP_SPINCOUNT=100``, a few µs) and then sleep until the
 next region, set by ``import graphc`` before the library loads unless the user chose a
 policy (graphc/blas_policy.py). With libgomp's default (spin for milliseconds, then sleep)
 a worker still spinning after a region took the second core from the BLAS's worker in the

@@ -53,7 +53,7 @@ OPENMP_PROBE = ("import os\nimport graphc\nfrom graphc.backends.llvm import thre
 
 
 @pytest.mark.parametrize("chosen, expected", [
-    ({}, "PASSIVE 1000"),  # graphc's: sleep after a brief spin
+    ({}, "PASSIVE 100"),  # graphc's: sleep after a brief spin
     ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE None"),  # the user's policy, untouched
     ({"OMP_WAIT_POLICY": "PASSIVE"}, "PASSIVE None"),  # (passive without any spin)
     ({"GOMP_SPINCOUNT": "50"}, "None 50"),
