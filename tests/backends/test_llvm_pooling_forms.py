@@ -67,18 +67,24 @@ CASES = [(shape, _pooling("max", shape, a, k)) for shape, a, k in GEOMETRIES]
 AVG_CASES = [(shape, _pooling("avg", shape, a, k)) for shape, a, k in GEOMETRIES]
 
 
-@pytest.mark.parametrize("shape,pool", CASES, ids=[str(c[0]) for c in CASES])
-def test_a_recording_max_pooling_and_its_gradient_match_numpy_on_hostile_values(shape, pool):
+def _against_numpy(shape, pool):
+    """(llvm, numpy) results of the pooling step on hostile values: three seeds, batch n, 1
+    and 0."""
     inputs, outputs = _step(shape, pool, seed=len(shape))
     ref = gc.compile(inputs, outputs, backend="numpy")
     fn = gc.compile(inputs, outputs, backend="llvm")
     for seed in range(3):
         for batch in (shape[0], 1, 0):
             x = _hostile((batch,) + shape[1:], seed)
-            (want_y, want_g), (got_y, got_g) = ref(x), fn(x)
-            np.testing.assert_array_equal(got_y, want_y)  # the same maximum, NaN and -0 too
-            # overlapping windows add their shares in another order: rounding only
-            np.testing.assert_allclose(got_g, want_g, rtol=1e-6, atol=1e-6)
+            yield fn(x), ref(x)
+
+
+@pytest.mark.parametrize("shape,pool", CASES, ids=[str(c[0]) for c in CASES])
+def test_a_recording_max_pooling_and_its_gradient_match_numpy_on_hostile_values(shape, pool):
+    for (got_y, got_g), (want_y, want_g) in _against_numpy(shape, pool):
+        np.testing.assert_array_equal(got_y, want_y)  # the same maximum, NaN and -0 too
+        # overlapping windows add their shares in another order: rounding only
+        np.testing.assert_allclose(got_g, want_g, rtol=1e-6, atol=1e-6)
 
 
 def test_the_record_holds_the_window_local_number_of_the_maximum_as_int32():
@@ -169,12 +175,8 @@ def test_a_pooling_keeps_its_short_rows_rolled_at_a_width_that_divides_them():
 def test_average_pooling_and_its_gradient_match_numpy_on_hostile_values(shape, pool):
     """The same geometries averaged: the forward's rows rolled, and where windows do not
     overlap the host's gradient spreads window by window (`_by_windows`), clearing what no
-    window covers; overlapping and padded windows gather."""
-    inputs, outputs = _step(shape, pool, seed=len(shape))
-    ref = gc.compile(inputs, outputs, backend="numpy")
-    fn = gc.compile(inputs, outputs, backend="llvm")
-    for seed in range(3):
-        for batch in (shape[0], 1, 0):
-            x = _hostile((batch,) + shape[1:], seed)
-            for got, want in zip(fn(x), ref(x)):
-                np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    window covers; overlapping and padded windows gather. The window's sum runs in another
+    order than NumPy's: rounding only."""
+    for got, want in _against_numpy(shape, pool):
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
