@@ -53,7 +53,7 @@ OPENMP_WAIT_VARIABLE = "OMP_WAIT_POLICY"
 #: the 2-core Zen 4 VM, 0.7-1.4 µs when they spin for about 20 µs first. libgomp's workers,
 #: and the thread that waits for them at a region's end, spin this many times (a few µs)
 #: and then sleep: the threads of a region that end together meet without a wake-up. With
-#: 100 spins LeNet-5's three parallel convolution kernels took 10-20% fewer cycles than
+#: 100 spins LeNet-5's three parallel convolution kernels took 5-28% fewer cycles than
 #: passive (three alternating runs; 1000 spins were no better), and with one busy process
 #: beside the step it ran as fast as passive, within the VM's noise. 1000 spins (10-20 µs)
 #: made that busy step 13% slower (medians of six alternating runs): a spin that bridges

@@ -669,7 +669,8 @@ def render_host(ctx: KernelContext, nest: L.LoopNest, outer: dict | None = None)
     # a named axis short enough for LLVM to mask its vectors gets a width that fits it
     widths = [short_row_width(c) if sym in rows else None
               for (sym, _), c in zip(nest.domain, counts)]
-    worth = point_worth(ctx, nest)
+    # (a nest inside a Repeat's loop, or on a target without parallel loops, stays here)
+    worth = point_worth(ctx, nest) if not outer and ctx.parallel_min_points is not None else 1
     part = ctx.host_part() if not outer and not _below_parallel_size(ctx, counts, worth) and \
         splits_by_outer_index(ctx, nest) else None
     if part is not None:  # the outermost loop in its own function, run on every thread
