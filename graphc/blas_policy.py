@@ -62,6 +62,41 @@ OPENMP_SPIN_VARIABLE = "GOMP_SPINCOUNT"
 BRIEF_SPINS = "100"
 
 
+#: Workers that spin this many times or more before they sleep (libgomp's own default when
+#: no policy is set) keep a core between regions: cnn32's step took 105 ms on two threads
+#: against 66 on one on the 2-core VM. ``OMP_WAIT_POLICY=ACTIVE`` spins without end: on the
+#: 16-CPU GPU machine it made mlp_784's step 86 ms against 1.1 and cnn32's 109 against 16,
+#: the BLAS's 16 threads sharing cores with 15 spinning OpenMP workers.
+LONG_SPINS = 300_000
+_SPIN_SUFFIXES = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def _spin_count(text: str) -> float:
+    """GOMP_SPINCOUNT as libgomp reads it: a count with an optional k, M, G or T, or
+    "infinite"/"infinity"; what does not parse counts as no count (libgomp ignores it)."""
+    text = text.strip().lower()
+    if text in ("infinite", "infinity"):
+        return float("inf")
+    scale = _SPIN_SUFFIXES.get(text[-1:], 1) if text else 1
+    digits = text[:-1] if scale != 1 else text
+    return float(int(digits) * scale) if digits.isdigit() else -1.0
+
+
+def workers_keep_a_core(environ=os.environ) -> str:
+    """Why libgomp's workers, under the policy in `environ`, would spin on between regions
+    (the setting that makes them), or "" when they sleep after at most a brief spin."""
+    count = _spin_count(environ.get(OPENMP_SPIN_VARIABLE, ""))
+    if count >= LONG_SPINS:
+        return f"{OPENMP_SPIN_VARIABLE}={environ[OPENMP_SPIN_VARIABLE]}"
+    if count >= 0:  # a count the user chose wins over the policy's
+        return ""
+    policy = environ.get(OPENMP_WAIT_VARIABLE, "").strip().lower()
+    if policy == "passive":
+        return ""
+    return (f"{OPENMP_WAIT_VARIABLE}={environ[OPENMP_WAIT_VARIABLE]}" if policy == "active"
+            else f"no {OPENMP_WAIT_VARIABLE} (libgomp's default: a spin of milliseconds)")
+
+
 def _openmp_loaded() -> bool:
     import ctypes
 
@@ -72,26 +107,37 @@ def _openmp_loaded() -> bool:
         return False
 
 
-def apply_openmp() -> bool:
+def apply_openmp() -> str:
     """Ask for OpenMP workers that sleep after a brief spin (passive, spinning BRIEF_SPINS
-    times) while libgomp is not loaded and the user chose no policy. True when it is too
-    late: another library loaded libgomp before graphc without a passive policy (its
-    workers spin for milliseconds, and parallel regions would take the BLAS's cores)."""
+    times) while libgomp is not loaded and the user chose no policy. Returns why the
+    workers will spin on between regions anyway ("" when they will not): the user chose
+    so, or another library loaded libgomp before graphc without a passive policy. Then
+    every nest stays on the calling thread (backends/llvm/threads.py), since workers that
+    spin on take the BLAS's cores."""
     global OPENMP_STATUS
     chosen = ", ".join(f"{name}={os.environ[name]}" for name in
                        (OPENMP_WAIT_VARIABLE, OPENMP_SPIN_VARIABLE) if name in os.environ)
     OPENMP_STATUS = f"{chosen} (set before graphc was imported)" if chosen else \
         "libgomp's default (spin, then sleep)"
-    if not _openmp_loaded():
-        if not chosen:
-            os.environ[OPENMP_WAIT_VARIABLE] = "PASSIVE"
-            os.environ[OPENMP_SPIN_VARIABLE] = BRIEF_SPINS  # (libgomp: this wins over PASSIVE)
-            OPENMP_STATUS = (f"{OPENMP_SPIN_VARIABLE}={BRIEF_SPINS} (set by graphc: workers "
-                             f"spin briefly, then sleep)")
-        return False
-    return os.environ.get(OPENMP_WAIT_VARIABLE, "").strip().lower() != "passive"
+    loaded = _openmp_loaded()
+    if not loaded and not chosen:
+        os.environ[OPENMP_WAIT_VARIABLE] = "PASSIVE"
+        os.environ[OPENMP_SPIN_VARIABLE] = BRIEF_SPINS  # (libgomp: this wins over PASSIVE)
+        OPENMP_STATUS = (f"{OPENMP_SPIN_VARIABLE}={BRIEF_SPINS} (set by graphc: workers "
+                         f"spin briefly, then sleep)")
+        return ""
+    setting = workers_keep_a_core()
+    if not setting:
+        return ""
+    if loaded:
+        return (f"libgomp was loaded before graphc (by PyTorch?) with spinning workers "
+                f"({setting}); import graphc first or set {OPENMP_WAIT_VARIABLE}=PASSIVE")
+    return (f"with {setting}, libgomp's workers would spin between regions and take the "
+            f"BLAS's cores; unset {OPENMP_WAIT_VARIABLE} and {OPENMP_SPIN_VARIABLE} to have "
+            f"graphc choose (a brief spin, then sleep)")
 
 
 #: how libgomp's workers wait, for ``graphc info``
 OPENMP_STATUS = ""
+#: why every nest stays on the calling thread ("" when the regions may use every core)
 OPENMP_SPINS = apply_openmp()

@@ -25,6 +25,9 @@ next product: cnn32's step took 105 ms on two threads against 66 on one. Sleepin
 wake-up of 30-77 µs on the Zen 4 VM. The
 process has one libgomp (PyTorch's is libgomp.so.1 too, and the loader shares it), so the
 policy reaches PyTorch's regions as well; its cnn32 eager step took 50-54 ms either way.
+Where the workers would spin on between regions anyway (the user's ``OMP_WAIT_POLICY=ACTIVE``
+or a long ``GOMP_SPINCOUNT``, or libgomp loaded by another library before graphc), every
+nest runs on the calling thread and ``graphc info`` says why.
 """
 
 from __future__ import annotations
@@ -101,8 +104,9 @@ def runtime() -> ThreadRuntime:
     """Bind the generated code's parallel-loop symbols (once per process)."""
     from graphc.blas_policy import OPENMP_SPINS
 
-    # libgomp loaded before graphc with spinning workers: regions would take the BLAS's cores
-    # (see above), so every nest runs on the calling thread
+    # workers that spin on between regions (the user's policy, or libgomp loaded before
+    # graphc without a passive one) would take the BLAS's cores (see above), so every nest
+    # runs on the calling thread
     count = 1 if OPENMP_SPINS else _count()
     gomp = None
     for name in (ctypes.util.find_library("gomp"), "libgomp.so.1"):
@@ -122,9 +126,7 @@ def runtime() -> ThreadRuntime:
                              ("graphc_team_size", "omp_get_num_threads")):
             add_symbol(ours, ctypes.cast(getattr(gomp, theirs), ctypes.c_void_p).value)
         if OPENMP_SPINS:
-            return ThreadRuntime("OpenMP (libgomp), 1 thread: libgomp was loaded before graphc "
-                                 "(by PyTorch?) with spinning workers; import graphc first or "
-                                 "set OMP_WAIT_POLICY=PASSIVE", 1, True)
+            return ThreadRuntime(f"OpenMP (libgomp), 1 thread: {OPENMP_SPINS}", 1, True)
         from graphc.blas_policy import OPENMP_STATUS
 
         return ThreadRuntime(f"OpenMP (libgomp), {count} thread(s); workers: {OPENMP_STATUS}",

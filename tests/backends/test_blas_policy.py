@@ -72,3 +72,29 @@ def test_openmp_workers_spin_briefly_unless_the_user_chose(chosen, expected):
         assert ("set by graphc: workers spin briefly" in source) == (not chosen)
         for name, value in chosen.items():
             assert f"{name}={value}" in source
+        # workers that spin without end would take the BLAS's cores: one thread, and why
+        active = chosen.get("OMP_WAIT_POLICY") == "ACTIVE"
+        assert ("1 thread: with OMP_WAIT_POLICY=ACTIVE, libgomp's workers would spin" in
+                source) == active
+
+
+@pytest.mark.parametrize("environ, keeps", [
+    ({}, "no OMP_WAIT_POLICY"),  # libgomp's default: 300000 spins
+    ({"OMP_WAIT_POLICY": "active"}, "OMP_WAIT_POLICY=active"),
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, ""),
+    ({"GOMP_SPINCOUNT": "100", "OMP_WAIT_POLICY": "PASSIVE"}, ""),  # graphc's own
+    ({"GOMP_SPINCOUNT": "10000"}, ""),  # a count wins over the policy in libgomp
+    ({"GOMP_SPINCOUNT": "10000", "OMP_WAIT_POLICY": "ACTIVE"}, ""),
+    ({"GOMP_SPINCOUNT": "299999"}, ""),
+    ({"GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": "PASSIVE"}, "GOMP_SPINCOUNT=300000"),
+    ({"GOMP_SPINCOUNT": "1M"}, "GOMP_SPINCOUNT=1M"),
+    ({"GOMP_SPINCOUNT": "300k"}, "GOMP_SPINCOUNT=300k"),
+    ({"GOMP_SPINCOUNT": "Infinity"}, "GOMP_SPINCOUNT=Infinity"),
+    ({"GOMP_SPINCOUNT": "lots"}, "no OMP_WAIT_POLICY"),  # libgomp ignores what won't parse
+    ({"GOMP_SPINCOUNT": "lots", "OMP_WAIT_POLICY": "PASSIVE"}, ""),
+])
+def test_which_openmp_settings_keep_a_core_between_regions(environ, keeps):
+    from graphc.blas_policy import workers_keep_a_core
+
+    found = workers_keep_a_core(environ)
+    assert found.startswith(keeps) if keeps else found == ""

@@ -194,7 +194,7 @@ def test_regions_stay_off_when_another_library_loaded_a_spinning_openmp_first(po
     user asked for passive workers."""
     pytest.importorskip("torch")
     environ = {k: v for k, v in os.environ.items()
-               if k not in ("OMP_WAIT_POLICY", "GRAPHC_NUM_THREADS")}
+               if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "GRAPHC_NUM_THREADS")}
     if policy == "PASSIVE":
         environ["OMP_WAIT_POLICY"] = "PASSIVE"
     code = ("import torch, graphc\nfrom graphc.backends.llvm import threads\n"
