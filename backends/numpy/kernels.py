@@ -201,9 +201,11 @@ def _fold_windows(xp, kernel, stride, out, combine):
     return result
 
 
-def _first_max_masks(xp, kernel, stride, out):
+def _first_max_masks(xp, kernel, stride, out, inside=None):
     """For each kernel offset in row-major order, the windows whose first maximum is there
-    (np.argmax's choice: the first NaN, else the first largest value)."""
+    (the reference's choice: the first NaN, else the first largest value). `inside`: where
+    `xp` holds x rather than padding (None: everywhere); padding never wins, also where a
+    window's taps are all -inf and tie with it."""
     dilation = (1,) * len(kernel)
     parts = [xp[_offset_slices(kidx, dilation, stride, out)] for kidx in np.ndindex(*kernel)]
     top = _fold_windows(xp, kernel, stride, out, np.maximum)
@@ -214,9 +216,20 @@ def _first_max_masks(xp, kernel, stride, out):
         np.equal(part, top, out=hit)
         if nan:
             hit |= np.isnan(part)
+        if inside is not None:
+            hit &= inside[_offset_slices(kidx, dilation, stride, out)]
         np.greater(hit, taken, out=hit)  # hit and not yet taken
         taken |= hit
         yield kidx, hit
+
+
+def _inside(x, padding, scratch: Scratch) -> np.ndarray | None:
+    """True where the padded input holds x, False on its padding (None: no padding)."""
+    if not any(padding):
+        return None
+    mask = scratch.array("inside", x.shape, bool)
+    mask.fill(True)
+    return _padded(mask, padding, False, scratch, "pad_inside", channels_first=False)
 
 
 def _windows_overlap(kernel, stride) -> bool:
@@ -230,7 +243,7 @@ def max_pool_grad(x, g, *, kernel, stride, padding, scratch: Scratch):
     acc = np.zeros_like(xp, dtype=g.dtype)  # laid out as x is
     dilation = (1,) * len(kernel)
     overlap = _windows_overlap(kernel, stride)
-    for kidx, hit in _first_max_masks(xp, kernel, stride, out):
+    for kidx, hit in _first_max_masks(xp, kernel, stride, out, _inside(x, padding, scratch)):
         target = acc[_offset_slices(kidx, dilation, stride, out)]
         if overlap:
             target += select(hit, g, 0)
@@ -248,7 +261,7 @@ def max_pool_select(x, h, *, kernel, stride, padding, scratch: Scratch):
     hp = _padded(h, padding, 0, scratch, "pad_h")
     dilation = (1,) * len(kernel)
     result = np.zeros(x.shape[:2] + out, h.dtype)
-    for kidx, hit in _first_max_masks(xp, kernel, stride, out):
+    for kidx, hit in _first_max_masks(xp, kernel, stride, out, _inside(x, padding, scratch)):
         np.copyto(result, hp[_offset_slices(kidx, dilation, stride, out)], where=hit)
     return result
 

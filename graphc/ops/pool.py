@@ -59,11 +59,18 @@ def _flat_windows(x, kernel, stride, padding, pad_value):
 
 
 def _argmax_positions(x, kernel, stride, padding):
-    """For every window, the flat index into the padded input of its (first) maximum."""
+    """For every window, the flat index into the padded input of its first maximum: the
+    first NaN, else the first largest value, never a padding cell (a window whose taps are
+    all -inf, or all the integer minimum, ties with its padding: its first tap wins)."""
     nd = len(kernel)
     pad_value = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
     flat, out = _flat_windows(x, kernel, stride, padding, pad_value)
-    k = np.argmax(flat, axis=-1)  # (N, C, *out), index inside the window
+    inside, _ = _flat_windows(np.ones(x.shape, bool), kernel, stride, padding, False)
+    top = flat.max(axis=-1, keepdims=True)  # NaN if the window has one
+    hit = flat == top
+    if x.dtype.kind == "f":
+        hit |= np.isnan(flat)
+    k = np.argmax(hit & inside, axis=-1)  # (N, C, *out), index inside the window
     kcoords = np.unravel_index(k, kernel)
     ocoords = np.indices(out, sparse=True)
     padded = tuple(s + 2 * p for s, p in zip(x.shape[2:], padding))

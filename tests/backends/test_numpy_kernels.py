@@ -360,3 +360,31 @@ def test_step_ignores_floating_point_errors_whatever_its_caller_set():
     for got in (out, out_again):
         np.testing.assert_array_equal(got[0], want)
         np.testing.assert_array_equal(got[1], want_ys)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int32])
+def test_padding_never_wins_a_window_whose_taps_all_tie_with_it(dtype):
+    """A padded window whose taps are all -inf (or all the integer minimum) ties with its
+    padding: the first tap wins, as on the llvm backend and in PyTorch (whose max_pool1d
+    gives these gradients), so the gradient is not lost in the padding."""
+    low = -np.inf if np.dtype(dtype).kind == "f" else np.iinfo(dtype).min
+    geom = dict(kernel=(3,), stride=(1,), padding=(1,))
+    g = np.arange(1.0, 6.0).reshape(1, 1, 5).astype(np.float32 if dtype == np.float32
+                                                    else np.float64)
+    h = np.arange(10.0, 60.0, 10.0).reshape(1, 1, 5).astype(g.dtype)
+    for row, grad, picked in [([low, low, 0, 1, 2], [1, 0, 2, 3, 9], [10, 30, 40, 50, 50]),
+                              ([low] * 5, [3, 3, 4, 5, 0], [10, 10, 20, 30, 40])]:
+        x = np.array(row, dtype=dtype).reshape(1, 1, 5)
+        scratch = KN.Scratch()
+        for got in (max_pool_grad_reference(x, g, **geom),
+                    KN.max_pool_grad(x, g, scratch=scratch, **geom)):
+            np.testing.assert_array_equal(got.ravel(), grad)
+        for got in (max_pool_select_reference(x, h, **geom),
+                    KN.max_pool_select(x, h, scratch=scratch, **geom)):
+            np.testing.assert_array_equal(got.ravel(), picked)
+        xs = gc.placeholder("x", x.shape, x.dtype)
+        gs = gc.placeholder("g", g.shape, g.dtype)
+        spread = gc.ops.pool.max_pool_grad(xs, gs, **geom)
+        for backend in ("numpy", "llvm"):
+            got = gc.compile([xs, gs], spread, backend=backend)(x, g)
+            np.testing.assert_array_equal(got.ravel(), grad, err_msg=backend)
