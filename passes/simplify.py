@@ -123,6 +123,55 @@ def where_same_condition(m: Match):
     return None
 
 
+#: comparisons a pooled gradient's gate may be (with a scalar constant on one side)
+_GATES = ("less", "less_equal", "greater", "greater_equal", "equal", "not_equal")
+
+
+def _scalar_constant(t: Tensor) -> bool:
+    value = const_array(t)
+    return value is not None and value.size == 1
+
+
+@rule("where")
+def gate_pooled_gradient(m: Match):
+    """where(y <= 0, 0, max_pool_grad(y, g)) -> max_pool_grad(y, where(p <= 0, 0, g)) with
+    p = max_pool(y): a ReLU's backward mask applied to the pooled gradient, a quarter of the
+    size for 2x2 windows, before it is spread back over the windows.
+
+    Exact for any comparison of y with a scalar constant (either branch the gradient): the
+    spread puts g_w at the argmax i of each window w and sums the windows that share it, and
+    every such window has p_w = y_i (the first NaN wins a window, so a NaN y_i is its p_w
+    too), so each g_w is kept or zeroed alike either way, and the terms kept are summed in
+    the same order. A position that is no window's argmax is 0 either way, and the zero
+    branch must be +0.0 (the spread of zeroed terms sums to +0.0). The reverse of the
+    forward's max pooling is already in the graph (CSE shares it), and so is its record of
+    each window's argmax, which both spreads read (same input, same geometry)."""
+    from graphc.ops.pool import max_pool, max_pool_grad
+
+    cond, a, b = m.inputs
+    spread, zero = (b, a) if b.node.op.name == "max_pool_grad" else (a, b)
+    if spread.node.op.name != "max_pool_grad" or cond.node.op.name not in _GATES:
+        return None
+    zeros = const_array(zero)
+    if (zeros is None or zeros.size != 1 or zeros.dtype != spread.dtype
+            or float(zeros.reshape(())) != 0.0 or np.signbit(zeros.reshape(()))):
+        return None
+    y, g = _arg(spread, 0), _arg(spread, 1)
+    sides = [Tensor(n, m.graph) for n in cond.node.inputs]
+    at = [k for k, side in enumerate(sides) if side.node is y.node]
+    if len(at) != 1 or not _scalar_constant(sides[1 - at[0]]):
+        return None
+    geometry = {k: spread.node.attrs[k] for k in ("kernel", "stride", "padding")}
+    pooled = max_pool(y, **geometry)
+    sides[at[0]] = pooled
+    gate = Tensor(m.graph.make_node(cond.node.op, [t.node for t in sides], cond.node.attrs),
+                  m.graph)
+    if not same_shape(gate.shape, g.shape):  # (a constant that broadcasts y up: no)
+        return None
+    kept = ops.where(gate, zero, g) if spread is b else ops.where(gate, g, zero)
+    return _same_type(m, max_pool_grad(y, kept, **geometry))
+
+
 def _tile(t: Tensor):
     """(piece, starts) of an unslice with unit steps, else None."""
     if t.node.op.name != "unslice" or any(st != 1 for st in t.node.attrs["steps"]):

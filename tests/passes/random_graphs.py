@@ -34,6 +34,9 @@ UNARY = {
     "scaled": lambda x: (x * 2.0 + 1.0) / 3.0 - 0.5,
     "clip": lambda x: gc.clip(x, -0.7, 0.8), "where_pos": lambda x: gc.where(x > 0, x, 0.3 * x),
     "elu": gc.elu, "leaky": gc.leaky_relu,
+    # windows of 3 over rows of 4, padded: its gradient's ReLU mask moves onto the pooled side
+    "relu_pool": lambda x: gc.ops.max_pool(gc.relu(x).reshape((1,) + SHAPE), 3, 1, 1
+                                           ).reshape(SHAPE),
 }
 BINARY = {
     "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,

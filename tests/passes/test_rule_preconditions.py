@@ -32,6 +32,16 @@ def hot(depth, dtype="float64"):
     return gc.one_hot(gc.constant(np.array([2, 0])), depth, dtype=dtype)
 
 
+def spread(x, y):
+    """The gradient g = y[:, :2] of a max pooling (windows of 2, stride 1) of x as (1, 2, 3)."""
+    return gc.ops.pool.max_pool_grad(x.reshape(1, 2, 3), y[:, :2].reshape(1, 2, 2), (2,), (1,),
+                                     (0,))
+
+
+def x3(x):
+    return x.reshape(1, 2, 3)
+
+
 # rule -> [lookalike(x, y, c) -> output]; x, y float64 (2, 3), c bool (2, 3)
 NEGATIVES = {
     "add_zero": [lambda x, y, c: x[0] + gc.constant(np.zeros(S)),
@@ -121,6 +131,15 @@ NEGATIVES = {
         + gc.ops.unslice(y[:1, :3], (2, 5), (0, 2), (1, 1))],
     "where_same_condition": [lambda x, y, c: gc.where(c, gc.where(x > y, x, y), x),
                              lambda x, y, c: gc.where(c, x, gc.where(x < y, y, x))],
+    "gate_pooled_gradient": [
+        lambda x, y, c: gc.where(x3(y) <= 0, 0.0, spread(x, y)),  # gates another tensor
+        lambda x, y, c: gc.where(x3(x) <= 0, 0.5, spread(x, y)),  # not a zero
+        lambda x, y, c: gc.where(x3(x) <= 0, -0.0, spread(x, y)),  # -0.0: sums give +0.0
+        lambda x, y, c: gc.where(x3(x) <= gc.constant(np.array([[[0.0, 1, -1], [2, 0.5, 0]]])),
+                                 0.0, spread(x, y)),  # a bound per position, not a scalar
+        lambda x, y, c: gc.where(x3(x) <= x3(y), 0.0, spread(x, y)),
+        lambda x, y, c: gc.where(x3(c), 0.0, spread(x, y)),  # not a comparison of x
+        lambda x, y, c: gc.where(x3(x) <= 0, 0.0, spread(x, y) + 1.0)],  # not the spread
 }
 FEEDS = {"x": X, "y": Y, "c": C, "n": np.ones((4, 3))}
 CASES = [(rule, k) for rule, makers in NEGATIVES.items() for k in range(len(makers))]

@@ -91,6 +91,9 @@ CASES = {
     "where_same_condition": (lambda: (lambda x, y: ([x, y], gc.where(
         x > y, gc.where(x > y, x, y * 2), gc.where(x > y, y, x * 3))))(ph(), ph(name="y")),
                              [X, X.T[::-1].T]),
+    # a ReLU's mask in the gradient of a max pooling of it (1-d, windows of 2 overlapping)
+    "gate_pooled_gradient": (lambda: (lambda x: ([x], gc.grad(gc.sum(gc.square(gc.ops.max_pool(
+        gc.relu(x.reshape(1, 2, 3)), 2, 1))), [x])[0]))(ph()), [X]),
 }
 
 
