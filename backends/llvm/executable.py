@@ -110,8 +110,8 @@ class LLVMExecutable(Executable):
         self._profile = (slot, kernel_names)
 
     def kernel_profile(self) -> list[tuple[str, int]]:
-        """(kernel, CPU cycles) accumulated over all calls so far, most expensive first
-        (compile with ``backend_options={"profile": True}``)."""
+        """(kernel, time-stamp counter cycles) accumulated over all calls so far, most
+        expensive first (compile with ``backend_options={"profile": True}``)."""
         if self._profile is None:
             raise BackendError("compile with backend_options={'profile': True} to profile")
         slot, names = self._profile

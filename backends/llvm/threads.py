@@ -60,9 +60,10 @@ PARALLEL_MIN_POINTS = 1 << 20
 #: paid on two threads from 2^17 points (0.90x, 0.75x at 2^18), exp from 2^19 (0.84x).
 MATH_CALL_POINTS = 4
 #: A register tile's multiply-adds worth one plain point: a direct convolution's tiles ran
-#: 13-16 of them a cycle on one thread. A direct convolution's output point is worth its
-#: reduction's length over this: LeNet-5's second layer, 64 samples of 16 channels of 8x8
-#: outputs, is 65536 outputs but 9.8M multiply-adds, 0.28 ms on one thread (0.71x on two).
+#: 13-16 of them per time-stamp cycle (2.6 GHz) on one thread. A direct convolution's output
+#: point is worth its reduction's length over this: LeNet-5's second layer, 64 samples of 16
+#: channels of 8x8 outputs, is 65536 outputs but 9.8M multiply-adds, 0.28 ms on one thread
+#: (0.71x on two).
 MACS_PER_POINT = 8
 
 
