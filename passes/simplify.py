@@ -141,11 +141,12 @@ def gate_pooled_gradient(m: Match):
     Exact for any comparison of y with a scalar constant (either branch the gradient): the
     spread puts g_w at the argmax i of each window w and sums the windows that share it, and
     every such window has p_w = y_i (the first NaN wins a window, so a NaN y_i is its p_w
-    too), so each g_w is kept or zeroed alike either way, and the terms kept are summed in
+    too; a comparison does not see the sign of a zero, so a tie of 0.0 and -0.0 gates
+    alike), so each g_w is kept or zeroed alike either way, and the terms kept are summed in
     the same order. A position that is no window's argmax is 0 either way, and the zero
-    branch must be +0.0 (the spread of zeroed terms sums to +0.0). The reverse of the
-    forward's max pooling is already in the graph (CSE shares it), and so is its record of
-    each window's argmax, which both spreads read (same input, same geometry)."""
+    branch must be +0.0 (the spread of zeroed terms sums to +0.0). p is the forward's max
+    pooling, already in the graph (the rebuild's hash-consing shares it), and the new spread
+    reads the same record of each window's argmax (same input, same geometry)."""
     from graphc.ops.pool import max_pool, max_pool_grad
 
     cond, a, b = m.inputs
