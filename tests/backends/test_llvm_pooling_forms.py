@@ -180,3 +180,30 @@ def test_average_pooling_and_its_gradient_match_numpy_on_hostile_values(shape, p
     for got, want in _against_numpy(shape, pool):
         for a, b in zip(got, want):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+PADDED = [(shape, _pooling("max", shape, a, k)) for shape, a, k in GEOMETRIES
+          if k.get("padding")]
+
+
+@pytest.mark.parametrize("shape,pool", PADDED, ids=[str(c[0]) for c in PADDED])
+def test_a_padded_window_of_all_minus_infinity_sends_its_gradient_to_its_first_tap(shape,
+                                                                                   pool):
+    """Border windows whose taps are all -inf tie with their padding: no backend lets the
+    padding win (the NumPy reference once did, and dropped those windows' gradients)."""
+    x = gc.placeholder("x", ("N",) + shape[1:])
+    y = pool(x)
+    weights = gc.constant(np.random.default_rng(1).normal(
+        size=tuple(int(d) for d in y.shape[1:])).astype(np.float32))
+    outputs = [y, gc.grad((y * weights).sum(), [x])[0]]
+    data = _hostile(shape, 5)
+    data[..., :2] = -np.inf  # the first two columns (rows of a 1-d input): all -inf windows
+    if len(shape) > 3:
+        data[..., :2, :] = -np.inf
+    got_y, got_g = gc.compile([x], outputs, backend="llvm")(data)
+    want_y, want_g = gc.compile([x], outputs, backend="numpy")(data)
+    np.testing.assert_array_equal(got_y, want_y)
+    np.testing.assert_allclose(got_g, want_g, rtol=1e-6, atol=1e-6)
+    # every window's weight landed on an input position: nothing was lost in the padding
+    per_sample = want_g.sum(axis=tuple(range(1, want_g.ndim)))
+    np.testing.assert_allclose(per_sample, weights.node.attrs["value"].array.sum(), rtol=1e-4)
