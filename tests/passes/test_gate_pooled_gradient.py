@@ -15,7 +15,7 @@ import graphc as gc
 from graphc.ops.pool import max_pool_grad
 
 F = gc.nn.functional
-HOSTILE = np.array([0.0, -0.0, 1.0, -1.0, 0.5, np.inf, -np.inf, np.nan, 1e308, -1e308, 2.0])
+HOSTILE = [0.0, -0.0, 1.0, -1.0, 0.5, np.inf, -np.inf, np.nan, 2.0]  # and the dtype's largest
 COMPARISONS = {"<=": gc.less_equal, "<": gc.less, ">": gc.greater, ">=": gc.greater_equal,
                "==": gc.equal, "!=": gc.not_equal}
 # (input spatial shape, kernel, stride, padding)
@@ -29,8 +29,10 @@ def _fired(out) -> set:
 
 
 def _hostile(rng, shape, dtype):
-    """Values from HOSTILE, with runs of ties (a window's maximum twice)."""
-    values = rng.choice(HOSTILE, size=shape)
+    """Values from HOSTILE and the dtype's largest of either sign, with runs of ties (a
+    window's maximum twice)."""
+    huge = float(np.finfo(dtype).max)
+    values = rng.choice(np.array(HOSTILE + [huge, -huge]), size=shape)
     ties = rng.random(shape) < 0.2
     values[ties] = 1.0
     return values.astype(dtype)
