@@ -62,12 +62,20 @@ class Executable(ABC):
         holds nothing that the garbage collector does not free."""
         return None
 
-    def run_again(self, inputs: tuple, key: tuple) -> list | None:
-        """The outputs of a call with the same sizes as the last one, by a shorter path than
-        `run`'s, or None (nothing done) where that path does not apply; `inputs` are arrays
-        exactly as the program needs them. It runs on every call of a training loop, whose
-        own Python was a fifth of a small model's step; the default never applies."""
+    def again_lane(self, key: tuple):
+        """A function of the inputs that runs the step again for the sizes `key` of the last
+        call, by a shorter path than `run`'s, or None where no such path applies (the
+        default). The function returns the outputs, or None (nothing done) when the path
+        has stopped applying; it takes arrays exactly as the program needs them, and its
+        caller holds the function's lock and has checked that it is open. It runs on every
+        call of a training loop, whose own Python was a fifth of a small model's step:
+        gc.Function keeps it for as long as the arrays keep their dtypes and shapes."""
         return None
+
+    def run_again(self, inputs: tuple, key: tuple) -> list | None:
+        """`again_lane(key)(inputs)`: the outputs by the shorter path, or None."""
+        lane = self.again_lane(key)
+        return None if lane is None else lane(inputs)
 
     @abstractmethod
     def run(self, inputs: list[np.ndarray], binding: dict | None, key: tuple) -> tuple[list, list]:

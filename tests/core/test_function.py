@@ -342,21 +342,30 @@ def _sgd_step(rng_seed: int, outputs_weight: bool = False):
 
 @pytest.mark.parametrize("outputs_weight", [False, True], ids=["loss", "loss-and-weight"])
 def test_repeated_calls_take_the_short_path_and_match_the_full_one(outputs_weight):
-    """Calls with the sizes of the last one go through Executable.run_again; they return and
-    update exactly what the full path does, across batch sizes, converted inputs and an
-    output that is an updated parameter (which run_again leaves to the full path)."""
+    """Calls with the sizes of the last one go through the executable's lane
+    (Executable.again_lane), which gc.Function keeps while the arrays keep their dtypes and
+    shapes; they return and update exactly what the full path does, across batch sizes,
+    converted inputs and an output that is an updated parameter (which has no lane)."""
     short, W_short = _sgd_step(0, outputs_weight)
     full, W_full = _sgd_step(0, outputs_weight)
     full._again = False  # every call the full way
     served = []
-    run_again = short._exe.run_again
+    again_lane = short._exe.again_lane
 
-    def spy(inputs, key):
-        out = run_again(inputs, key)
-        served.append(out is not None)
-        return out
+    def spy(key):  # every call a lane serves, or that asked for one and got none
+        lane = again_lane(key)
+        if lane is None:
+            served.append(False)
+            return None
 
-    short._exe.run_again = spy
+        def counted(inputs):
+            out = lane(inputs)
+            served.append(out is not None)
+            return out
+
+        return counted
+
+    short._exe.again_lane = spy
     rng = np.random.default_rng(1)
     for n in (4, 4, 4, 3, 3, 4, 4):
         a = rng.standard_normal((n, 5)).astype(np.float32)
@@ -387,3 +396,38 @@ def test_the_short_path_still_checks_every_input():
     fn.close()
     with pytest.raises(gc.BackendError, match="closed"):
         fn(a)
+
+
+def test_a_parameter_with_a_device_copy_takes_the_full_path():
+    """While another function holds a parameter on a device, its copy may be newer and must
+    hear of every host update: the kept lane steps aside for the full path, which pulls the
+    newer copy first and tells the device after the step."""
+
+    class Device:  # what a device backend registers in `storage.devices`
+        newer = False
+        changes = 0
+
+        def pull(self, storage):
+            raise AssertionError("not newer: nothing to pull")
+
+        def host_changed(self, storage):
+            self.changes += 1
+
+    fn, W = _sgd_step(0)
+    a = np.ones((4, 5), np.float32)
+    fn(a)
+    fn(a)  # the short path, kept for the next calls
+    assert fn._lane is not None
+    device = Device()
+    storage = W.node.attrs["storage"]
+    storage.devices.append(device)
+    try:
+        fn(a)
+        fn(a)
+    finally:
+        storage.devices.remove(device)
+    assert device.changes == 2  # both updates reached the device copy
+    reference, W_ref = _sgd_step(0)
+    for _ in range(4):
+        reference(a)
+    np.testing.assert_array_equal(W.value, W_ref.value)
