@@ -72,11 +72,6 @@ class Executable(ABC):
         gc.Function keeps it for as long as the arrays keep their dtypes and shapes."""
         return None
 
-    def run_again(self, inputs: tuple, key: tuple) -> list | None:
-        """`again_lane(key)(inputs)`: the outputs by the shorter path, or None."""
-        lane = self.again_lane(key)
-        return None if lane is None else lane(inputs)
-
     @abstractmethod
     def run(self, inputs: list[np.ndarray], binding: dict | None, key: tuple) -> tuple[list, list]:
         """Compute every output and every update's new value.

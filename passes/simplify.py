@@ -127,9 +127,10 @@ def where_same_condition(m: Match):
 _GATES = ("less", "less_equal", "greater", "greater_equal", "equal", "not_equal")
 
 
-def _scalar_constant(t: Tensor) -> bool:
+def _scalar_constant(t: Tensor, ndim: int) -> bool:
+    """A constant of one element that broadcasts to `ndim` dims without adding any."""
     value = const_array(t)
-    return value is not None and value.size == 1
+    return value is not None and value.size == 1 and value.ndim <= ndim
 
 
 @rule("where")
@@ -160,15 +161,12 @@ def gate_pooled_gradient(m: Match):
     y, g = _arg(spread, 0), _arg(spread, 1)
     sides = [Tensor(n, m.graph) for n in cond.node.inputs]
     at = [k for k, side in enumerate(sides) if side.node is y.node]
-    if len(at) != 1 or not _scalar_constant(sides[1 - at[0]]):
+    if len(at) != 1 or not _scalar_constant(sides[1 - at[0]], y.ndim):
         return None
     geometry = {k: spread.node.attrs[k] for k in ("kernel", "stride", "padding")}
-    pooled = max_pool(y, **geometry)
-    sides[at[0]] = pooled
+    sides[at[0]] = max_pool(y, **geometry)  # g's shape, and the gate's with the constant
     gate = Tensor(m.graph.make_node(cond.node.op, [t.node for t in sides], cond.node.attrs),
                   m.graph)
-    if not same_shape(gate.shape, g.shape):  # (a constant that broadcasts y up: no)
-        return None
     kept = ops.where(gate, zero, g) if spread is b else ops.where(gate, g, zero)
     return _same_type(m, max_pool_grad(y, kept, **geometry))
 

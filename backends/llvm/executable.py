@@ -76,7 +76,7 @@ class LLVMExecutable(Executable):
         self._storages = [storage for _slot, storage in self._params]
         leaves = ("placeholder", "parameter", "constant")
         self._arena_outputs = all(n.op.name not in leaves for n in program.outputs)
-        # `run_again` serves this program: no output is an updated parameter's old value
+        # `again_lane` serves this program: no output is an updated parameter's old value
         self._again = self._arena_outputs and not self._snapshots
         self._recent: tuple[tuple, Binding] | None = None  # the last call's sizes and buffers
         self._profile: tuple[int, list[str]] | None = None

@@ -137,6 +137,8 @@ NEGATIVES = {
         lambda x, y, c: gc.where(x3(x) <= 0, -0.0, spread(x, y)),  # -0.0: sums give +0.0
         lambda x, y, c: gc.where(x3(x) <= gc.constant(np.array([[[0.0, 1, -1], [2, 0.5, 0]]])),
                                  0.0, spread(x, y)),  # a bound per position, not a scalar
+        lambda x, y, c: gc.where(x3(x) <= gc.constant(np.zeros((1, 1, 1, 1))), 0.0,
+                                 spread(x, y)),  # one element, but it adds a dim
         lambda x, y, c: gc.where(x3(x) <= x3(y), 0.0, spread(x, y)),
         lambda x, y, c: gc.where(x3(c), 0.0, spread(x, y)),  # not a comparison of x
         lambda x, y, c: gc.where(x3(x) <= 0, 0.0, spread(x, y) + 1.0)],  # not the spread
