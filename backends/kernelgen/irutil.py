@@ -81,14 +81,19 @@ def _no_unroll(module: ir.Module) -> ir.values.MDValue:
 
 def _short_row(module: ir.Module, width: int) -> ir.values.MDValue:
     """The module's loop-ID node for a rolled loop vectorized `width` lanes wide (shared by
-    every such loop of that width)."""
+    every such loop of that width).
+
+    The width is a hint, not a demand: no ``llvm.loop.vectorize.enable``. A forced loop that
+    LLVM cannot vectorize makes it print a warning and remarks on the user's terminal (54 of
+    240 pooling geometries did, the demo's CNN among them: 16 lines on a cold compile), and
+    it gains nothing: where the vectorizer can, it takes the hinted width either way (the
+    same vector code for 2x2 poolings of 8 to 32 positions a row), and two geometries that
+    failed when forced (3x3 windows, stride 2) are vectorized as a hint."""
     cache = module.__dict__.setdefault("_graphc_short_rows", {})
     if width not in cache:
         items = [module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")]),
                  module.add_metadata([ir.MetaDataString(module, "llvm.loop.vectorize.width"),
-                                      ir.Constant(ir.IntType(32), width)]),
-                 module.add_metadata([ir.MetaDataString(module, "llvm.loop.vectorize.enable"),
-                                      ir.Constant(ir.IntType(1), 1)])]
+                                      ir.Constant(ir.IntType(32), width)])]
         cache[width] = _LoopID(module, items, name=str(len(module.metadata)))
     return cache[width]
 
@@ -152,12 +157,23 @@ def short_row_width(count: ir.Value) -> int | None:
     row of 12 as three vectors of 4 ran 3x faster than one of 8 and four scalar steps),
     else the largest power of two in it. Left to choose, LLVM's vectorizer takes the widest
     vectors and masks the rest for such a loop, turning its strided loads and stores into
-    gathers and scatters (a 2x2 pooling of 24x24 planes, 12 positions a row: 5x slower)."""
-    if not isinstance(count, ir.Constant) or not 1 < int(count.constant) < 16:
+    gathers and scatters (a 2x2 pooling of 24x24 planes, 12 positions a row: 5x slower).
+
+    None for a row of two (see `unrolled_row`): LLVM rewrites a two-trip loop's counter
+    into a flag that its vectorizer cannot read, and then reports the hint it could not
+    follow on the terminal."""
+    if not isinstance(count, ir.Constant) or not 2 < int(count.constant) < 16:
         return None
     n = int(count.constant)
     divides = n & -n
     return divides if divides >= 4 else 1 << (n.bit_length() - 1)
+
+
+def unrolled_row(count: ir.Value) -> bool:
+    """Is a row that a nest asks to keep rolled short enough to unroll instead (two
+    iterations at most)? Rolled, it is not vectorized (`short_row_width`); unrolled, its two
+    positions are straight-line code."""
+    return isinstance(count, ir.Constant) and int(count.constant) <= 2
 
 
 def linear_index(b: ir.IRBuilder, idx: Sequence[ir.Value], strides: Sequence[ir.Value],

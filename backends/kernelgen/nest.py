@@ -49,6 +49,7 @@ from .irutil import (
     product,
     short_row_width,
     store,
+    unrolled_row,
 )
 from .philox import philox
 from .program import FAILED_INDEX, KernelContext
@@ -665,7 +666,8 @@ def render_host(ctx: KernelContext, nest: L.LoopNest, outer: dict | None = None)
     counts = [ctx.dim(n) for _, n in nest.domain]
     rolled = nest.hints.get("rolled", False)  # every loop, or the axes named
     rows = () if rolled is True else tuple(rolled or ())
-    unroll = [not (rolled is True or sym in rows) for sym, _ in nest.domain]
+    unroll = [not (rolled is True or sym in rows) or (sym in rows and unrolled_row(c))
+              for (sym, _), c in zip(nest.domain, counts)]
     # a named axis short enough for LLVM to mask its vectors gets a width that fits it
     widths = [short_row_width(c) if sym in rows else None
               for (sym, _), c in zip(nest.domain, counts)]
