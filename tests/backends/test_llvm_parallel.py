@@ -178,6 +178,52 @@ def test_the_program_and_its_results_do_not_depend_on_the_machine_threads():
     assert len({r[2] for r in runs.values()}) == 1  # the same results
 
 
+BLAS_SPY = r"""
+import ctypes, sys
+import numpy as np
+import graphc as gc
+from graphc.backends.llvm import blas, threads
+from graphc.backends.kernelgen.toolchain import add_symbol
+
+if not blas.blas().local_threads:
+    print("none"); sys.exit()
+threads.runtime()
+asked, held = [], [4]  # the spy's BLAS holds 4 threads for this thread
+
+@ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32)
+def spy(count):
+    asked.append(count)
+    previous, held[0] = held[0], count
+    return previous
+
+add_symbol("graphc_blas_threads", ctypes.cast(spy, ctypes.c_void_p).value)
+x = gc.placeholder("x", ("N", 256))
+w = gc.parameter("w", np.ones((256, 256), np.float32))
+small = gc.placeholder("s", (4, 4))
+fn = gc.compile([x, small], [x @ w, small @ small], backend="llvm",
+                backend_options={"cache": False})
+for team in (1, 3, 4, 8):
+    threads.set_threads(team)
+    del asked[:]
+    fn(np.ones((64, 256), np.float32), np.ones((4, 4), np.float32))
+    print(team, *asked)
+"""
+
+
+def test_a_step_s_products_use_no_more_blas_threads_than_the_runtime():
+    """GRAPHC_NUM_THREADS (or set_threads) bounds the BLAS's threads in a step's large
+    products too, never raising them above what the BLAS had; small products run on the
+    calling thread alone; each product puts the BLAS's count back. A spy stands in for
+    OpenBLAS's per-thread count (in a subprocess: the symbol is the process's)."""
+    out = subprocess.run([sys.executable, "-c", BLAS_SPY], text=True, capture_output=True,
+                         timeout=300, check=True).stdout.split("\n")
+    if out[0] == "none":
+        pytest.skip("this BLAS has no per-thread thread count")
+    # the 64x256x256 product: ask 1 (reading the count), set min(team, 4), put 4 back;
+    # the 4x4 product is written as a loop (no BLAS); nothing else calls the BLAS
+    assert out[:4] == ["1 1 1 4", "3 1 3 4", "4 1 4 4", "8 1 4 4"], out
+
+
 def test_a_thread_count_that_is_not_a_number_is_an_error():
     environ = dict(os.environ, GRAPHC_NUM_THREADS="two")
     done = subprocess.run([sys.executable, "-c", "from graphc.backends.llvm import threads; "
