@@ -15,12 +15,15 @@ The timeout can only be set before OpenBLAS is loaded, i.e. before NumPy is firs
 `apply` sets ``OPENBLAS_THREAD_TIMEOUT=4`` (OpenBLAS's minimum, 2^4 cycles) when it still
 can and the user has not chosen a value. `STATUS` says what happened (``graphc info`` prints
 it). Small products are a separate matter: the llvm backend runs them on the calling thread
-alone (backends/llvm/kernels_linalg.THREADED_GEMM).
+alone (backends/llvm/kernels_linalg.THREADED_GEMM). Where the workers do spin (`BLAS_SPINS`:
+NumPy first, or a long timeout of the user's), the llvm backend puts a step's products after
+its first parallel region on one BLAS thread (kernels_linalg.blas_to_one_thread_if_workers_spin).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 TIMEOUT_VARIABLE = "OPENBLAS_THREAD_TIMEOUT"
@@ -37,12 +40,34 @@ def apply() -> str:
     if "numpy" in sys.modules:
         return (f"OpenBLAS's default (workers spin ~0.1 s after each product): NumPy was "
                 f"imported before graphc; import graphc first or set {TIMEOUT_VARIABLE}="
-                f"{QUICK_SLEEP} to have them sleep at once")
+                f"{QUICK_SLEEP} to have them sleep at once (meanwhile the llvm backend runs a "
+                f"step's products after a parallel loop on one BLAS thread)")
     os.environ[TIMEOUT_VARIABLE] = QUICK_SLEEP
     return f"{TIMEOUT_VARIABLE}={QUICK_SLEEP} (set by graphc: workers sleep after each product)"
 
 
 STATUS = apply()
+
+#: OpenBLAS's timeout (log2 of cycles) from which a worker outspins the kernels between two
+#: products: 2^20 cycles is about 0.3 ms, OpenBLAS's default is 2^28 (~0.1 s)
+LONG_TIMEOUT = 20
+
+
+def blas_workers_spin(environ=os.environ) -> bool:
+    """Do OpenBLAS's workers spin on after a product, long enough to take a core from the
+    kernels that follow it? True under OpenBLAS's default (NumPy imported before graphc, the
+    variable unset) and for a timeout of LONG_TIMEOUT or more. The value is read as OpenBLAS
+    reads it: atoi, 0 or less meaning the default, the rest clamped to [4, 30]."""
+    number = re.match(r"\s*([+-]?\d+)", environ.get(TIMEOUT_VARIABLE, ""))
+    value = int(number.group(1)) if number else 0
+    if value <= 0:
+        return True
+    return min(max(value, 4), 30) >= LONG_TIMEOUT
+
+
+#: checked once: OpenBLAS reads its timeout when NumPy loads it, which has happened by now
+#: or happens under the variable `apply` set
+BLAS_SPINS = blas_workers_spin()
 
 #: The same for the OpenMP runtime (libgomp) of the llvm backend's parallel loops
 #: (backends/llvm/threads.py): its workers must not keep a core, which libgomp reads once,

@@ -65,7 +65,8 @@ class LLVMBackend(Backend):
                                     workers=threads.runtime().threads)
         stats = {"llvm_compile_seconds": time.perf_counter() - started,
                  "llvm_cache_hit": hit, "llvm_parts": len(parts)}
-        exe = LLVMExecutable(program, gen.layout, engine, ir_text, stats, tuple(parts))
+        exe = LLVMExecutable(program, gen.layout, engine, ir_text, stats, tuple(parts),
+                             regions=gen.regions)
         if gen.profile:
             exe.enable_profile(gen.profile_slot, gen.kernel_names)
         return exe

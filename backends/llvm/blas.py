@@ -13,7 +13,8 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cache
 
 from graphc.errors import BackendError
@@ -33,6 +34,8 @@ class Blas:
     int_bits: int  # 32 or 64: the integer type of the Fortran arguments
     addresses: tuple[tuple[str, int], ...]
     local_threads: bool = False  # graphc_blas_threads(n) sets this thread's BLAS thread count
+    #: the same from Python (n -> the previous count), where local_threads
+    set_local_threads: Callable[[int], int] | None = field(default=None, compare=False)
 
 
 def _numpy_blas_libraries() -> list[str]:
@@ -65,8 +68,10 @@ def _from_numpy() -> Blas | None:
             if local is not None:
                 addresses.append(("graphc_blas_threads",
                                   ctypes.cast(local, ctypes.c_void_p).value))
+            if local is not None:
+                local.argtypes, local.restype = [ctypes.c_int], ctypes.c_int
             return Blas(f"NumPy's {os.path.basename(path)}", bits, tuple(addresses),
-                        local is not None)
+                        local is not None, local)
     return None
 
 
@@ -90,10 +95,20 @@ def _from_scipy() -> Blas:
                                           ("graphc_dgemm", _capsule_pointer(caps["dgemm"]))))
 
 
+_keep: list = []  # ctypes objects whose addresses the generated code holds
+
+
 @cache
 def blas() -> Blas:
-    """Locate BLAS once and register its routines with the JIT's symbol table."""
+    """Locate BLAS once and register its routines with the JIT's symbol table, and
+    `graphc_blas_spins` (i32): 1 when OpenBLAS's workers spin on after a product
+    (graphc.blas_policy.BLAS_SPINS) and this BLAS has a per-thread count to lower."""
+    from graphc.blas_policy import BLAS_SPINS
+
     found = _from_numpy() or _from_scipy()
     for symbol, address in found.addresses:
         add_symbol(symbol, address)
+    spins = ctypes.c_int32(int(BLAS_SPINS and found.local_threads))
+    _keep.append(spins)
+    add_symbol("graphc_blas_spins", ctypes.addressof(spins))
     return found

@@ -205,8 +205,10 @@ class HostKernel(KernelContext):
         PARALLEL_MIN_POINTS or more and more than one thread may run, else on this one (a
         fixed rule of the sizes: the same program on any machine)."""
         from . import threads
+        from .kernels_linalg import blas_to_one_thread_if_workers_spin
 
         gen, b = self.gen, self.b
+        gen.root.regions += 1
         fn = gen.intern(part.fn)
         ids = gen._slot_ids(part)
         slots, dims = self.fn.args[0], self.fn.args[1]
@@ -224,6 +226,7 @@ class HostKernel(KernelContext):
                 for k, v in enumerate((b.ptrtoint(slots, I64), b.ptrtoint(dims, I64),
                                        b.ptrtoint(ids, I64), n, i64(0))):
                     b.store(v, b.gep(data, [i64(k)]))
+                blas_to_one_thread_if_workers_spin(self.module, b)
                 threads.start_region(self.module, b, fn, data, team)
             with serial:
                 b.call(fn, [slots, dims, ids, i64(0), n])
@@ -287,6 +290,7 @@ class HostCodegen(ProgramGenerator):
         self.profile = profile if parent is None else parent.profile
         self.kernel_names: list[str] = []  # the profile's counters, by index (root only)
         self.profile_slot = -1
+        self.regions = 0  # nests that may run on every thread (root only: run_parallel)
 
     def updates_in_place(self) -> dict[int, int]:
         """The new values computed straight into their parameters (passes/memory.py's rule):

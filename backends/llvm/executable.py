@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from graphc.blas_policy import BLAS_SPINS
 from graphc.errors import BackendError
 from graphc.ir.graph import Graph
 
@@ -27,6 +28,7 @@ from ..kernelgen.binding import (
     updated_parameter_outputs,
 )
 from ..kernelgen.program import Layout
+from .blas import blas
 
 
 @dataclass(frozen=True)
@@ -42,11 +44,28 @@ class LLVMArtifact:
     parts: tuple[str, ...]  # the module cut for compiling on several threads (split.py)
 
 
+def _restoring_blas_threads(native, set_blas_threads):
+    """The step, with the calling thread's BLAS thread count put back after it: a parallel
+    region lowers it to one while OpenBLAS's workers spin (NumPy imported before graphc),
+    and the user's own products on this thread must not keep that. cnn32's step took 51-56
+    ms in that case, against 30 with graphc imported first (fresh processes)."""
+
+    def step(table, dims):
+        previous = set_blas_threads(1)  # (the way to read it)
+        set_blas_threads(previous)
+        try:
+            return native(table, dims)
+        finally:
+            set_blas_threads(previous)
+
+    return step
+
+
 class LLVMExecutable(Executable):
     applies_updates = True
 
     def __init__(self, program: Graph, layout: Layout, engine, ir_text: str, stats: dict,
-                 parts: tuple[str, ...]) -> None:
+                 parts: tuple[str, ...], regions: int = 0) -> None:
         self.program = program
         self.layout = layout
         self._snapshots = updated_parameter_outputs(program)
@@ -64,6 +83,13 @@ class LLVMExecutable(Executable):
             for n in program.nodes)}
         address = engine.get_function_address("graphc_step")
         self._fn = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)(address)
+        set_blas_threads = blas().set_local_threads
+        # a region puts the thread's later products on one BLAS thread where OpenBLAS's
+        # workers spin (kernels_linalg.blas_to_one_thread_if_workers_spin): put it back
+        restores = bool(regions and BLAS_SPINS and set_blas_threads is not None)
+        if restores:
+            self._fn = _restoring_blas_threads(self._fn, set_blas_threads)
+        self.stats["llvm_blas_one_thread_after_a_region"] = restores
         self._bindings: dict[tuple, Binding] = {}
         input_index = {n.uid: i for i, n in enumerate(program.inputs)}
         self._inputs = [(slot, input_index[n.uid]) for n, slot in

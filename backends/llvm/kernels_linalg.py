@@ -97,6 +97,26 @@ def gemm_call(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bo
             b.call(threads, [previous])
 
 
+def blas_to_one_thread_if_workers_spin(module: ir.Module, b: ir.IRBuilder) -> None:
+    """Where OpenBLAS's workers spin on after a product (graphc_blas_spins: NumPy imported
+    before graphc), put the calling thread's later products on one BLAS thread: called as a
+    parallel region starts, since a worker woken by a product would spin through the
+    nests that follow it, on the core one of their threads needs. The executable puts the
+    thread's count back after the step (executable._restoring_blas_threads). A step whose
+    regions never start (mlp_784: only products at its sizes) keeps the BLAS's threads."""
+    from .blas import blas
+
+    if not blas().local_threads:
+        return
+    flag = module.globals.get("graphc_blas_spins")
+    if flag is None:
+        flag = ir.GlobalVariable(module, I32, name="graphc_blas_spins")
+        flag.linkage = "external"
+    threads = declare(module, "graphc_blas_threads", I32, [I32])
+    with b.if_then(b.icmp_signed("!=", b.load(flag, typ=I32), ir.Constant(I32, 0))):
+        b.call(threads, [ir.Constant(I32, 1)])
+
+
 def _gemm_function(module: ir.Module, name: str, extra: tuple[str, ...] = ()) -> ir.Function:
     """The module's function `name`(C, A, B, m, n, k, *extra) over noalias operands (the
     extra arguments are i64): the one already there (with its body), or a new declaration

@@ -98,3 +98,26 @@ def test_which_openmp_settings_keep_a_core_between_regions(environ, keeps):
 
     found = workers_keep_a_core(environ)
     assert found.startswith(keeps) if keeps else found == ""
+
+
+@pytest.mark.parametrize("value, spins", [
+    (None, True),  # NumPy imported first: OpenBLAS's default, 2^28 cycles
+    ("4", False),  # graphc's own
+    ("16", False),
+    ("19", False),
+    ("20", True),  # LONG_TIMEOUT: about 0.3 ms
+    ("28", True),
+    ("99", True),  # clamped to 30
+    ("1", False),  # clamped to 4
+    ("0", True),  # 0 or less: OpenBLAS's default
+    ("-5", True),
+    ("lots", True),  # atoi gives 0
+    (" 8", False),
+    ("12ms", False),  # atoi stops at the first non-digit
+])
+def test_which_openblas_timeouts_leave_its_workers_spinning(value, spins):
+    """Read as OpenBLAS reads it (blas_policy.blas_workers_spin)."""
+    from graphc.blas_policy import blas_workers_spin
+
+    environ = {} if value is None else {"OPENBLAS_THREAD_TIMEOUT": value}
+    assert blas_workers_spin(environ) is spins

@@ -224,6 +224,62 @@ def test_a_step_s_products_use_no_more_blas_threads_than_the_runtime():
     assert out[:4] == ["1 1 1 4", "3 1 3 4", "4 1 4 4", "8 1 4 4"], out
 
 
+SPINNING_BLAS = r"""
+import sys
+if sys.argv[1] == "numpy-first":
+    import numpy
+import graphc as gc
+import ctypes, dataclasses
+import numpy as np
+from graphc.backends.llvm import blas, executable, threads
+from graphc.backends.kernelgen.toolchain import add_symbol
+
+found = blas.blas()
+if not found.local_threads or not threads.runtime().openmp:
+    print("skip"); sys.exit()
+asked, held = [], [4]  # the spy's BLAS holds 4 threads for this thread
+
+def record(count):
+    asked.append(count)
+    previous, held[0] = held[0], count
+    return previous
+
+spy = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32)(record)
+add_symbol("graphc_blas_threads", ctypes.cast(spy, ctypes.c_void_p).value)
+executable.blas = lambda: dataclasses.replace(found, set_local_threads=record)
+threads.set_threads(2)
+x = gc.placeholder("x", ("N", 1024))
+w = gc.parameter("w", np.ones((1024, 64), np.float32))
+fn = gc.compile([x], gc.relu(x) @ w, backend="llvm", backend_options={"cache": False})
+for n in (1024, 4):  # a region (2^20 points) before a threaded product; neither
+    del asked[:]
+    fn(np.ones((n, 1024), np.float32))
+    print(*asked, "|", held[0])
+"""
+
+
+@pytest.mark.parametrize("order", ["numpy-first", "graphc-first"])
+def test_a_region_puts_later_products_on_one_blas_thread_while_blas_workers_spin(order):
+    """NumPy imported before graphc leaves OpenBLAS's workers spinning after a product
+    (blas_policy.BLAS_SPINS); one woken in a step would spin through its parallel nests on
+    the core they need. So a region, as it starts, lowers the thread's BLAS count to one
+    for the products after it, and the executable puts the count back after the step. With
+    graphc imported first the workers sleep, and nothing changes. A spy stands in for
+    OpenBLAS's per-thread count (a subprocess: the symbol is the process's)."""
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    out = subprocess.run([sys.executable, "-c", SPINNING_BLAS, order], env=environ, text=True,
+                         capture_output=True, timeout=300, check=True).stdout.split("\n")
+    if out[0] == "skip":
+        pytest.skip("no per-thread BLAS count or no OpenMP runtime")
+    if order == "numpy-first":
+        # the step reads the count (ask 1, put 4 back), the region asks 1, the product
+        # finds 1 and keeps it, the step puts 4 back; with no region nor threaded product,
+        # the small product's own 1 and 4 between the step's
+        assert out[:2] == ["1 4 1 1 1 1 4 | 4", "1 4 1 4 4 | 4"], out
+    else:
+        assert out[:2] == ["1 2 4 | 4", "1 4 | 4"], out
+
+
 def test_a_thread_count_that_is_not_a_number_is_an_error():
     environ = dict(os.environ, GRAPHC_NUM_THREADS="two")
     done = subprocess.run([sys.executable, "-c", "from graphc.backends.llvm import threads; "
