@@ -68,7 +68,6 @@ def _from_numpy() -> Blas | None:
             if local is not None:
                 addresses.append(("graphc_blas_threads",
                                   ctypes.cast(local, ctypes.c_void_p).value))
-            if local is not None:
                 local.argtypes, local.restype = [ctypes.c_int], ctypes.c_int
             return Blas(f"NumPy's {os.path.basename(path)}", bits, tuple(addresses),
                         local is not None, local)
