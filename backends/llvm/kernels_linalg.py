@@ -33,7 +33,7 @@ from ..kernelgen.irutil import (
 )
 from ..kernelgen.program import KernelContext
 from ..kernelgen.registry import lowering
-from .threads import thread_count
+from .threads import blas_team
 
 SMALL_GEMM = 8 * 8 * 8  # below this many multiply-adds, a loop beats the BLAS call overhead
 # below this many multiply-adds, BLAS threads cost more than they save. 2^19 (was 2^22):
@@ -87,11 +87,12 @@ def gemm_call(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bo
             call()
             b.call(threads, [previous])
         with otherwise:
-            # The BLAS's own threads, but no more than the runtime's (GRAPHC_NUM_THREADS or
-            # set_threads, read at every call): a step given one thread keeps its products on
-            # one too. Never more than the BLAS had: OpenBLAS would start the threads asked.
+            # The BLAS's own threads, but no more than the user's count (GRAPHC_NUM_THREADS or
+            # set_threads, read at every call: threads.blas_team): a step given one thread
+            # keeps its products on one too. Never more than the BLAS had: OpenBLAS would
+            # start the threads asked.
             previous = b.call(threads, [ir.Constant(I32, 1)])
-            team = b.load(thread_count(ctx.module))
+            team = b.load(blas_team(ctx.module))
             b.call(threads, [b.select(b.icmp_signed("<", team, previous), team, previous)])
             call()
             b.call(threads, [previous])

@@ -91,13 +91,32 @@ def _count() -> int:
 
 
 def set_threads(count: int) -> int:
-    """Let parallel regions use `count` threads from now on (at most 1 without libgomp);
-    returns the previous count. Results do not change with it."""
+    """Let parallel regions use `count` threads from now on (at most 1 without libgomp),
+    and the BLAS's products as many at most (`blas_team`); returns the previous count.
+    Results do not change with it."""
     openmp = runtime().openmp  # (binds the counter, _keep[0], on first use)
     counter = _keep[0]
     previous = counter.value
     counter.value = max(1, int(count)) if openmp else 1
+    _blas_team[0].value = max(1, int(count))
     return previous
+
+
+#: the most threads a step's BLAS products may use (`graphc_blas_team`): the user's count,
+#: GRAPHC_NUM_THREADS or set_threads, else every core. Not the regions' count, which is 1
+#: where libgomp's workers would spin or there is no libgomp: that says nothing of the
+#: BLAS's own threads (a PyTorch imported first made mlp_784's products one-threaded, 2.4
+#: -> 4.4 ms, when they shared it).
+_blas_team: list = []
+
+
+def blas_team(module: ir.Module) -> ir.GlobalVariable:
+    existing = module.globals.get("graphc_blas_team")
+    if existing is not None:
+        return existing
+    var = ir.GlobalVariable(module, I32, name="graphc_blas_team")
+    var.linkage = "external"
+    return var
 
 
 @cache
@@ -121,6 +140,8 @@ def runtime() -> ThreadRuntime:
     counter = ctypes.c_int32(count if gomp is not None else 1)
     _keep.append(counter)
     add_symbol("graphc_num_threads", ctypes.addressof(counter))
+    _blas_team.append(ctypes.c_int32(_count()))
+    add_symbol("graphc_blas_team", ctypes.addressof(_blas_team[0]))
     if gomp is not None:
         for ours, theirs in (("graphc_parallel", "GOMP_parallel"),
                              ("graphc_thread_num", "omp_get_thread_num"),
