@@ -33,7 +33,7 @@ from ..kernelgen.irutil import (
 )
 from ..kernelgen.program import KernelContext
 from ..kernelgen.registry import lowering
-from .threads import blas_team
+from .threads import blas_team, external_i32
 
 SMALL_GEMM = 8 * 8 * 8  # below this many multiply-adds, a loop beats the BLAS call overhead
 # below this many multiply-adds, BLAS threads cost more than they save. 2^19 (was 2^22):
@@ -109,10 +109,7 @@ def blas_to_one_thread_if_workers_spin(module: ir.Module, b: ir.IRBuilder) -> No
 
     if not blas().local_threads:
         return
-    flag = module.globals.get("graphc_blas_spins")
-    if flag is None:
-        flag = ir.GlobalVariable(module, I32, name="graphc_blas_spins")
-        flag.linkage = "external"
+    flag = external_i32(module, "graphc_blas_spins")
     threads = declare(module, "graphc_blas_threads", I32, [I32])
     with b.if_then(b.icmp_signed("!=", b.load(flag, typ=I32), ir.Constant(I32, 0))):
         b.call(threads, [ir.Constant(I32, 1)])

@@ -111,12 +111,7 @@ _blas_team: list = []
 
 
 def blas_team(module: ir.Module) -> ir.GlobalVariable:
-    existing = module.globals.get("graphc_blas_team")
-    if existing is not None:
-        return existing
-    var = ir.GlobalVariable(module, I32, name="graphc_blas_team")
-    var.linkage = "external"
-    return var
+    return external_i32(module, "graphc_blas_team")
 
 
 @cache
@@ -174,13 +169,18 @@ REGION_WORDS = 5
 PART = ir.FunctionType(I32, [PTR, PTR, PTR, I64, I64])
 
 
-def thread_count(module: ir.Module) -> ir.GlobalVariable:
-    existing = module.globals.get("graphc_num_threads")
+def external_i32(module: ir.Module, name: str) -> ir.GlobalVariable:
+    """The module's declaration of a runtime i32 the process binds by name (add_symbol)."""
+    existing = module.globals.get(name)
     if existing is not None:
         return existing
-    var = ir.GlobalVariable(module, I32, name="graphc_num_threads")
+    var = ir.GlobalVariable(module, I32, name=name)
     var.linkage = "external"
     return var
+
+
+def thread_count(module: ir.Module) -> ir.GlobalVariable:
+    return external_i32(module, "graphc_num_threads")
 
 
 #: chunks per thread: a thread that shares its core with another process takes fewer
