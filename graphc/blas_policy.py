@@ -138,13 +138,17 @@ def apply_openmp() -> str:
     workers will spin on between regions anyway ("" when they will not): the user chose
     so, or another library loaded libgomp before graphc without a passive policy. Then
     every nest stays on the calling thread (backends/llvm/threads.py), since workers that
-    spin on take the BLAS's cores."""
+    spin on take the BLAS's cores; except under libgomp's own default loaded first
+    (`OPENMP_DEFAULT_FIRST`), where the products after a region go to one BLAS thread
+    instead."""
     global OPENMP_STATUS
     chosen = ", ".join(f"{name}={os.environ[name]}" for name in
                        (OPENMP_WAIT_VARIABLE, OPENMP_SPIN_VARIABLE) if name in os.environ)
     OPENMP_STATUS = f"{chosen} (set before graphc was imported)" if chosen else \
         "libgomp's default (spin, then sleep)"
+    global OPENMP_DEFAULT_FIRST
     loaded = _openmp_loaded()
+    OPENMP_DEFAULT_FIRST = loaded and not chosen
     if not loaded and not chosen:
         os.environ[OPENMP_WAIT_VARIABLE] = "PASSIVE"
         os.environ[OPENMP_SPIN_VARIABLE] = BRIEF_SPINS  # (libgomp: this wins over PASSIVE)
@@ -162,7 +166,19 @@ def apply_openmp() -> str:
             f"graphc choose (a brief spin, then sleep)")
 
 
+#: libgomp was loaded before graphc (by PyTorch) with its default policy, which nobody
+#: chose: a spin of milliseconds after each region. Unlike a spin the user asked for, the
+#: llvm backend still runs regions then, with a step's products after a region on one BLAS
+#: thread (`ONE_BLAS_THREAD_AFTER_A_REGION`), so the spinning workers take no BLAS worker's
+#: core: cnn32 30-36 ms a step so, against 51-54 on one thread (PyTorch imported first).
+OPENMP_DEFAULT_FIRST = False
+
 #: how libgomp's workers wait, for ``graphc info``
 OPENMP_STATUS = ""
 #: why every nest stays on the calling thread ("" when the regions may use every core)
 OPENMP_SPINS = apply_openmp()
+
+#: a parallel region puts a step's later products on one BLAS thread (the llvm backend,
+#: kernels_linalg.blas_to_one_thread_if_workers_spin) when some workers spin on after their
+#: work: OpenBLAS's (NumPy imported first) or libgomp's (loaded first with its default)
+ONE_BLAS_THREAD_AFTER_A_REGION = BLAS_SPINS or OPENMP_DEFAULT_FIRST

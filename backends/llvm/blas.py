@@ -100,14 +100,16 @@ _keep: list = []  # ctypes objects whose addresses the generated code holds
 @cache
 def blas() -> Blas:
     """Locate BLAS once and register its routines with the JIT's symbol table, and
-    `graphc_blas_spins` (i32): 1 when OpenBLAS's workers spin on after a product
-    (graphc.blas_policy.BLAS_SPINS) and this BLAS has a per-thread count to lower."""
-    from graphc.blas_policy import BLAS_SPINS
+    `graphc_blas_spins` (i32): 1 when a parallel region is to put a step's later products
+    on one BLAS thread, because some workers spin on after their work
+    (graphc.blas_policy.ONE_BLAS_THREAD_AFTER_A_REGION) and this BLAS has a per-thread
+    count to lower."""
+    from graphc.blas_policy import ONE_BLAS_THREAD_AFTER_A_REGION
 
     found = _from_numpy() or _from_scipy()
     for symbol, address in found.addresses:
         add_symbol(symbol, address)
-    spins = ctypes.c_int32(int(BLAS_SPINS and found.local_threads))
+    spins = ctypes.c_int32(int(ONE_BLAS_THREAD_AFTER_A_REGION and found.local_threads))
     _keep.append(spins)
     add_symbol("graphc_blas_spins", ctypes.addressof(spins))
     return found

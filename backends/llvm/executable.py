@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from graphc.blas_policy import BLAS_SPINS
+from graphc.blas_policy import ONE_BLAS_THREAD_AFTER_A_REGION
 from graphc.errors import BackendError
 from graphc.ir.graph import Graph
 
@@ -46,8 +46,9 @@ class LLVMArtifact:
 
 def _restoring_blas_threads(native, set_blas_threads):
     """The step, with the calling thread's BLAS thread count put back after it: a parallel
-    region lowers it to one while OpenBLAS's workers spin (NumPy imported before graphc),
-    and the user's own products on this thread must not keep that. cnn32's step took 51-56
+    region lowers it to one while workers spin (OpenBLAS's with NumPy imported before
+    graphc, libgomp's with PyTorch imported before it), and the user's own products on
+    this thread must not keep that. cnn32's step took 51-56
     ms in that case, against 30 with graphc imported first (fresh processes)."""
 
     def step(table, dims):
@@ -86,7 +87,8 @@ class LLVMExecutable(Executable):
         set_blas_threads = blas().set_local_threads
         # a region puts the thread's later products on one BLAS thread where OpenBLAS's
         # workers spin (kernels_linalg.blas_to_one_thread_if_workers_spin): put it back
-        restores = bool(regions and BLAS_SPINS and set_blas_threads is not None)
+        restores = bool(regions and ONE_BLAS_THREAD_AFTER_A_REGION
+                        and set_blas_threads is not None)
         if restores:
             self._fn = _restoring_blas_threads(self._fn, set_blas_threads)
         self.stats["llvm_blas_one_thread_after_a_region"] = restores

@@ -99,12 +99,14 @@ def gemm_call(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bo
 
 
 def blas_to_one_thread_if_workers_spin(module: ir.Module, b: ir.IRBuilder) -> None:
-    """Where OpenBLAS's workers spin on after a product (graphc_blas_spins: NumPy imported
-    before graphc), put the calling thread's later products on one BLAS thread: called as a
-    parallel region starts, since a worker woken by a product would spin through the
-    nests that follow it, on the core one of their threads needs. The executable puts the
-    thread's count back after the step (executable._restoring_blas_threads). A step whose
-    regions never start (mlp_784: only products at its sizes) keeps the BLAS's threads."""
+    """Where workers spin on after their work (graphc_blas_spins: OpenBLAS's with NumPy
+    imported before graphc, libgomp's with PyTorch imported before it), put the calling
+    thread's later products on one BLAS thread: called as a parallel region starts, since
+    a BLAS worker woken by a product would spin through the nests that follow it, on the
+    core one of their threads needs, or find a region's worker spinning on its own. The
+    executable puts the thread's count back after the step
+    (executable._restoring_blas_threads). A step whose regions never start (mlp_784: only
+    products at its sizes) keeps the BLAS's threads."""
     from .blas import blas
 
     if not blas().local_threads:

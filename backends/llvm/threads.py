@@ -117,12 +117,18 @@ def blas_team(module: ir.Module) -> ir.GlobalVariable:
 @cache
 def runtime() -> ThreadRuntime:
     """Bind the generated code's parallel-loop symbols (once per process)."""
-    from graphc.blas_policy import OPENMP_SPINS
+    from graphc.blas_policy import OPENMP_DEFAULT_FIRST, OPENMP_SPINS
+
+    from .blas import blas
 
     # workers that spin on between regions (the user's policy, or libgomp loaded before
     # graphc without a passive one) would take the BLAS's cores (see above), so every nest
-    # runs on the calling thread
-    count = 1 if OPENMP_SPINS else _count()
+    # runs on the calling thread; but libgomp's own default, loaded first by PyTorch, spins
+    # for milliseconds only, and a step's products after a region then run on one BLAS
+    # thread (kernels_linalg.blas_to_one_thread_if_workers_spin): its regions run
+    default_first = OPENMP_DEFAULT_FIRST and blas().local_threads
+    spins = "" if default_first else OPENMP_SPINS
+    count = 1 if spins else _count()
     gomp = None
     for name in (ctypes.util.find_library("gomp"), "libgomp.so.1"):
         if not name:
@@ -142,9 +148,16 @@ def runtime() -> ThreadRuntime:
                              ("graphc_thread_num", "omp_get_thread_num"),
                              ("graphc_team_size", "omp_get_num_threads")):
             add_symbol(ours, ctypes.cast(getattr(gomp, theirs), ctypes.c_void_p).value)
-        if OPENMP_SPINS:
-            return ThreadRuntime(f"OpenMP (libgomp), 1 thread: {OPENMP_SPINS}", 1, True)
+        if spins:
+            return ThreadRuntime(f"OpenMP (libgomp), 1 thread: {spins}", 1, True)
         from graphc.blas_policy import OPENMP_STATUS
+
+        if default_first:
+            return ThreadRuntime(
+                f"OpenMP (libgomp), {count} thread(s); workers: libgomp's default (a spin of "
+                f"milliseconds), loaded before graphc (by PyTorch?): a step's products after "
+                f"a region run on one BLAS thread; import graphc first, or set "
+                f"OMP_WAIT_POLICY=PASSIVE, to keep the BLAS's threads there", count, True)
 
         return ThreadRuntime(f"OpenMP (libgomp), {count} thread(s); workers: {OPENMP_STATUS}",
                              count, True)
