@@ -175,7 +175,8 @@ OPENMP_DEFAULT_FIRST = False
 
 #: how libgomp's workers wait, for ``graphc info``
 OPENMP_STATUS = ""
-#: why every nest stays on the calling thread ("" when the regions may use every core)
+#: why libgomp's workers will spin on between regions ("" when they will not): every nest
+#: then stays on the calling thread, except under OPENMP_DEFAULT_FIRST (threads.runtime)
 OPENMP_SPINS = apply_openmp()
 
 #: a parallel region puts a step's later products on one BLAS thread (the llvm backend,
