@@ -141,12 +141,11 @@ def apply_openmp() -> str:
     spin on take the BLAS's cores; except under libgomp's own default loaded first
     (`OPENMP_DEFAULT_FIRST`), where the products after a region go to one BLAS thread
     instead."""
-    global OPENMP_STATUS
+    global OPENMP_STATUS, OPENMP_DEFAULT_FIRST
     chosen = ", ".join(f"{name}={os.environ[name]}" for name in
                        (OPENMP_WAIT_VARIABLE, OPENMP_SPIN_VARIABLE) if name in os.environ)
     OPENMP_STATUS = f"{chosen} (set before graphc was imported)" if chosen else \
         "libgomp's default (spin, then sleep)"
-    global OPENMP_DEFAULT_FIRST
     loaded = _openmp_loaded()
     OPENMP_DEFAULT_FIRST = loaded and not chosen
     if not loaded and not chosen:

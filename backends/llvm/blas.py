@@ -14,7 +14,7 @@ import ctypes
 import glob
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 
 from graphc.errors import BackendError
@@ -36,6 +36,9 @@ class Blas:
     local_threads: bool = False  # graphc_blas_threads(n) sets this thread's BLAS thread count
     #: the same from Python (n -> the previous count), where local_threads
     set_local_threads: Callable[[int], int] | None = field(default=None, compare=False)
+    #: a parallel region puts a step's later products on one BLAS thread (set by `blas`:
+    #: graphc.blas_policy.ONE_BLAS_THREAD_AFTER_A_REGION, where the count can be lowered)
+    one_thread_after_a_region: bool = False
 
 
 def _numpy_blas_libraries() -> list[str]:
@@ -107,9 +110,11 @@ def blas() -> Blas:
     from graphc.blas_policy import ONE_BLAS_THREAD_AFTER_A_REGION
 
     found = _from_numpy() or _from_scipy()
+    found = replace(found, one_thread_after_a_region=ONE_BLAS_THREAD_AFTER_A_REGION
+                    and found.local_threads)
     for symbol, address in found.addresses:
         add_symbol(symbol, address)
-    spins = ctypes.c_int32(int(ONE_BLAS_THREAD_AFTER_A_REGION and found.local_threads))
+    spins = ctypes.c_int32(int(found.one_thread_after_a_region))
     _keep.append(spins)
     add_symbol("graphc_blas_spins", ctypes.addressof(spins))
     return found

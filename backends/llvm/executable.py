@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from graphc.blas_policy import ONE_BLAS_THREAD_AFTER_A_REGION
 from graphc.errors import BackendError
 from graphc.ir.graph import Graph
 
@@ -48,8 +47,8 @@ def _restoring_blas_threads(native, set_blas_threads):
     """The step, with the calling thread's BLAS thread count put back after it: a parallel
     region lowers it to one while workers spin (OpenBLAS's with NumPy imported before
     graphc, libgomp's with PyTorch imported before it), and the user's own products on
-    this thread must not keep that. cnn32's step took 51-56
-    ms in that case, against 30 with graphc imported first (fresh processes)."""
+    this thread must not keep that. With NumPy imported first cnn32's step took 51-56 ms
+    before this, against 30 with graphc imported first (fresh processes)."""
 
     def step(table, dims):
         previous = set_blas_threads(1)  # (the way to read it)
@@ -84,13 +83,12 @@ class LLVMExecutable(Executable):
             for n in program.nodes)}
         address = engine.get_function_address("graphc_step")
         self._fn = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)(address)
-        set_blas_threads = blas().set_local_threads
-        # a region puts the thread's later products on one BLAS thread where OpenBLAS's
-        # workers spin (kernels_linalg.blas_to_one_thread_if_workers_spin): put it back
-        restores = bool(regions and ONE_BLAS_THREAD_AFTER_A_REGION
-                        and set_blas_threads is not None)
+        # a region puts the thread's later products on one BLAS thread where workers spin
+        # (kernels_linalg.blas_to_one_thread_if_workers_spin): put the count back after
+        found = blas()
+        restores = bool(regions and found.one_thread_after_a_region)
         if restores:
-            self._fn = _restoring_blas_threads(self._fn, set_blas_threads)
+            self._fn = _restoring_blas_threads(self._fn, found.set_local_threads)
         self.stats["llvm_blas_one_thread_after_a_region"] = restores
         self._bindings: dict[tuple, Binding] = {}
         input_index = {n.uid: i for i, n in enumerate(program.inputs)}

@@ -98,7 +98,7 @@ def set_threads(count: int) -> int:
     counter = _keep[0]
     previous = counter.value
     counter.value = max(1, int(count)) if openmp else 1
-    _blas_team[0].value = max(1, int(count))
+    _blas_team.value = max(1, int(count))
     return previous
 
 
@@ -107,7 +107,7 @@ def set_threads(count: int) -> int:
 #: where libgomp's workers would spin or there is no libgomp: that says nothing of the
 #: BLAS's own threads (a PyTorch imported first made mlp_784's products one-threaded, 2.4
 #: -> 4.4 ms, when they shared it).
-_blas_team: list = []
+_blas_team = ctypes.c_int32(1)
 
 
 def blas_team(module: ir.Module) -> ir.GlobalVariable:
@@ -141,8 +141,8 @@ def runtime() -> ThreadRuntime:
     counter = ctypes.c_int32(count if gomp is not None else 1)
     _keep.append(counter)
     add_symbol("graphc_num_threads", ctypes.addressof(counter))
-    _blas_team.append(ctypes.c_int32(_count()))
-    add_symbol("graphc_blas_team", ctypes.addressof(_blas_team[0]))
+    _blas_team.value = _count()
+    add_symbol("graphc_blas_team", ctypes.addressof(_blas_team))
     if gomp is not None:
         for ours, theirs in (("graphc_parallel", "GOMP_parallel"),
                              ("graphc_thread_num", "omp_get_thread_num"),
