@@ -126,7 +126,8 @@ def conv_transpose(g, w, *, stride, padding, dilation, out_size, scratch: Scratc
     full = tuple(max(o + 2 * p, (i - 1) * s + d * (k - 1) + 1)
                  for o, p, i, s, d, k in zip(out_size, padding, in_sp, stride, dilation, kernel))
     crop = (slice(None), slice(None)) + tuple(slice(p, p + o) for p, o in zip(padding, out_size))
-    if taps == 1 and all(s == 1 for s in stride) and full == tuple(out_size):
+    if taps == 1 and all(s == 1 for s in stride) and in_sp == tuple(out_size) and \
+            not any(padding):
         cols = (w2 @ g2).reshape((ci, n) + in_sp)  # pointwise: no col2im, the product is it
         return cols.swapaxes(0, 1).astype(g.dtype, copy=False)
     # the columns are a scratch buffer: a fresh one (38 MB for cnn32's second layer) cost

@@ -360,9 +360,16 @@ def _direct_weight_grad_steps(node):
 
 
 def _pointwise(node, kernel) -> bool:
+    """A 1x1 convolution of stride 1 without padding whose output has its input's positions:
+    a product of the channels at each position. (A transposed one's output may have more:
+    output_padding, possible with a dilation; those positions are zeros, not the product.)"""
     a = node.attrs
-    return all(k == 1 for k in kernel) and all(s == 1 for s in a["stride"]) and \
-        not any(a["padding"])
+    if not (all(k == 1 for k in kernel) and all(s == 1 for s in a["stride"]) and
+            not any(a["padding"])):
+        return False
+    first, second = node.inputs[0].shape[2:], (
+        node.inputs[1] if node.op.name == "conv_weight_grad" else node).shape[2:]
+    return tuple(first) == tuple(second)
 
 
 def _columns(node, kernel, out_sp, sample=None):

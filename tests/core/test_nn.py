@@ -438,3 +438,29 @@ def test_conv_transpose_gradients_with_output_padding(geom):
         return (gc.tanh(y) * gc.constant(weights[:, :, :h, :v])).sum()
 
     check_grad(f, [x, w], shapes=[("N", 3, 4, 5), None])
+
+
+@pytest.mark.parametrize("geom, x_shape, w_shape", [
+    (dict(output_padding=1, dilation=2), (2, 1, 5), (1, 2, 1)),
+    (dict(output_padding=2, dilation=3), (2, 5, 4), (5, 3, 1)),
+    (dict(output_padding=(1, 0), dilation=(2, 1)), (2, 3, 4, 5), (3, 2, 1, 1)),
+], ids=["1d", "1d-wide", "2d"])
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_a_1x1_transposed_convolution_keeps_its_output_padding(geom, x_shape, w_shape, backend):
+    """A 1x1 kernel of stride 1 with output_padding (allowed with a dilation): the output
+    is the channels' product at the input's positions and zeros past them. Both backends
+    took it for a product alone: the NumPy backend returned the input's size, the llvm
+    backend wrote the product with the wrong row stride."""
+    rng = np.random.default_rng(0)
+    xv, wv = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    conv_t = (gc.nn.functional.conv_transpose1d if len(x_shape) == 3 else
+              gc.nn.functional.conv_transpose2d)
+    x = gc.placeholder("x", ("N", *x_shape[1:]), "float64")
+    w = gc.placeholder("w", w_shape, "float64")
+    y = conv_t(x, w, **geom)
+    got = gc.compile([x, w], y, backend=backend)(xv, wv)
+    want = np.zeros(tuple(int(d) if i else x_shape[0] for i, d in enumerate(y.shape)))
+    product = np.einsum("nc...,co...->no...", xv, wv)  # (1x1: the kernel's one tap)
+    want[(slice(None), slice(None), *[slice(0, s) for s in x_shape[2:]])] = product
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
