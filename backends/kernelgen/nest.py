@@ -773,8 +773,9 @@ def render_gpu(site, nest: L.LoopNest) -> None:
 def render(ctx, steps, outer: dict | None = None) -> None:
     """Render a node's steps with its target's schedule: the host's in one kernel function,
     in order; a GPU's as one launch each. `Schedules` gives each target its own steps; a
-    `Repeat` (host only) loops over its steps; a `DirectConv` or `DirectWeightGrad` (host
-    only) goes to ``ctx.direct_conv(step)``; a `Gemm` goes to the target's library call,
+    `Repeat` (host only) loops over its steps; a `DirectConv`, `DirectWeightGrad`,
+    `ChannelsLastConv` or `ChannelsLastWeightGrad` (host only) goes to
+    ``ctx.direct_conv(step)``; a `Gemm` goes to the target's library call,
     ``ctx.gemm(step, slots, offsets)`` with the slots of its a, b and c buffers and the
     element offsets of the matrices in them (i64 values, None for 0)."""
     if isinstance(steps, L.Schedules):
@@ -792,7 +793,8 @@ def render(ctx, steps, outer: dict | None = None) -> None:
                 offsets = [None if o is None else point.index(o) for o in offsets]
             ctx.gemm(step, [buffer_slot(ctx.gen, ctx.node, step.buffers[name])
                             for name in names], offsets)
-        elif isinstance(step, (L.DirectConv, L.DirectWeightGrad)):
+        elif isinstance(step, (L.DirectConv, L.DirectWeightGrad, L.ChannelsLastConv,
+                               L.ChannelsLastWeightGrad)):
             if ctx.target == "cuda":
                 raise NotImplementedError("direct convolutions are a host schedule (a GPU "
                                           "runs im2col and a GEMM)")

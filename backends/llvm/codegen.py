@@ -84,8 +84,16 @@ class HostKernel(KernelContext):
              self.dim(step.k), a, b, c, accumulate=step.accumulate)
 
     def direct_conv(self, step) -> None:
-        """A description's DirectConv or DirectWeightGrad step: register tiles
-        (backends/llvm/direct_conv.py)."""
+        """A description's DirectConv or DirectWeightGrad step (backends/llvm/direct_conv.py)
+        or ChannelsLastConv or ChannelsLastWeightGrad step
+        (backends/llvm/channels_last_conv.py): register tiles."""
+        from graphc.ops.loops import ChannelsLastConv, ChannelsLastWeightGrad
+
+        if isinstance(step, (ChannelsLastConv, ChannelsLastWeightGrad)):
+            from .channels_last_conv import channels_last_conv
+
+            channels_last_conv(self, step)
+            return
         from .direct_conv import direct_conv
 
         direct_conv(self, step)

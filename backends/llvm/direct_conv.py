@@ -43,29 +43,15 @@ from graphc.ops import loops as L
 
 from ..kernelgen.irutil import (
     F32,
-    I64,
-    PTR,
-    VOID,
-    contiguous_strides,
     i64,
-    ir_type,
-    linear_index,
     memset_zero,
     product,
     splat,
-    vector_fma,
 )
-from ..kernelgen.irutil import loop as counted_loop
-from ..kernelgen.nest import buffer_slot
+from .register_tiles import StepBuffers, shared_function, type_name, vector_kit, while_present
+from .register_tiles import rolled_loop as loop
 
 __all__ = ["direct_conv"]
-
-
-def loop(b, count, name, start=None):
-    """A counted loop LLVM leaves rolled: the tiles are unrolled by hand already, and
-    unrolling the loops around them cost 12-15% of cnn32's compile time for no faster step
-    (measured side by side)."""
-    return counted_loop(b, count, name, start=start, unroll=False)
 
 
 def direct_conv(ctx, step) -> None:
@@ -100,25 +86,14 @@ def direct_conv(ctx, step) -> None:
     ctx.run_parallel(part, counts, per_point)
 
 
-class _Tiles:
+class _Tiles(StepBuffers):
     """A DirectConv's tiles, in the part function `k` of the kernel."""
 
     def __init__(self, k, step, names) -> None:
-        self.k, self.b, self.step, self.geo = k, k.b, step, step.geometry
-        self.ty = ir_type(k.node.dtype)
+        super().__init__(k, step, names)
         self.lanes = L.DIRECT_VECTOR_BYTES // k.node.dtype.itemsize
         self.align = k.node.dtype.itemsize
         self.check_rows(self.geo.out_size[1])
-        self.ptrs = {name: k.slot_ptr(buffer_slot(k.gen, k.node, step.buffers[name]), name)
-                     for name in names}
-        # every buffer of a direct step has its shape, all of it known but the batch
-        self.strides = {name: contiguous_strides(k.b, [i64(1)] + [
-            i64(int(d)) for d in step.buffers[name].shape[1:]]) for name in names}
-
-    def at(self, name: str, *index):
-        """The element offset of `index` (values or ints) in buffer `name`."""
-        return linear_index(self.b, [i64(i) if isinstance(i, int) else i for i in index],
-                            self.strides[name])
 
     def check_rows(self, width: int) -> None:
         if width < self.lanes:  # graphc/ops/conv.DIRECT_MIN_WIDTH rules this out
@@ -167,9 +142,6 @@ class _Tiles:
                     i64(channels), i64(geo.channels), i64(KH), i64(geo.out_size[0]),
                     i64(count), xs[1], b.mul(xs[2], i64(DH)), b.mul(xs[2], i64(geo.stride_h)),
                     ws[1], outs[1], outs[2]])
-
-    def pointer(self, name: str, offset):
-        return self.b.gep(self.ptrs[name], [offset], source_etype=self.ty)
 
 
 class _WeightGradTiles(_Tiles):
@@ -257,35 +229,6 @@ class _WeightGradTiles(_Tiles):
             self.store(s.out, total, self.at(s.out, co, c, kh, kw))
 
 
-def _vector_kit(module: ir.Module, ty: ir.Type):
-    """The vector type of a tile, its lane count and its fused multiply-add."""
-    lanes = L.DIRECT_VECTOR_BYTES // (4 if ty == F32 else 8)
-    vec = ir.VectorType(ty, lanes)
-    return vec, lanes, vector_fma(module, vec)
-
-
-def _shared_function(module: ir.Module, name: str, labels: list[str]):
-    """The module's function `name`(three pointers, then i64 `labels`), and whether its body
-    is still to be written. One copy a module, not inlined: every convolution of the same
-    kernel width, dilation and row tiling calls it, so LLVM optimizes and compiles it once
-    (cnn32's step has five such convolutions)."""
-    existing = module.globals.get(name)
-    if existing is not None:
-        return existing, False
-    fn = ir.Function(module, ir.FunctionType(VOID, [PTR] * 3 + [I64] * (len(labels) - 3)),
-                     name=name)
-    fn.linkage = "internal"
-    fn.attributes.add("noinline")
-    fn.attributes.add("nounwind")
-    for arg, label in zip(fn.args, labels):
-        arg.name = label
-    return fn, True
-
-
-def _type_name(ty: ir.Type) -> str:
-    return "f32" if ty == F32 else "f64"
-
-
 def _tile_function(module: ir.Module, ty: ir.Type, tile: int, kw_count: int, dw: int,
                    edge: tuple[int, ...]) -> ir.Function:
     """Every register tile of one sample's channel tile of a direct convolution (see the
@@ -301,10 +244,10 @@ def _tile_function(module: ir.Module, ty: ir.Type, tile: int, kw_count: int, dw:
     and strides are arguments; what shapes the registers (the tile, the kernel's columns,
     the edge tile's vectors) is in the name, so every convolution of the same kernel width
     and row tiling calls one function."""
-    vec, lanes, fma = _vector_kit(module, ty)
-    name = (f"graphc.direct_tile.{_type_name(ty)}.{tile}x{kw_count}.d{dw}.e"
+    vec, lanes, fma = vector_kit(module, ty)
+    name = (f"graphc.direct_tile.{type_name(ty)}.{tile}x{kw_count}.d{dw}.e"
             + "_".join(map(str, edge)))
-    fn, new = _shared_function(module, name, [
+    fn, new = shared_function(module, name, [
         "x", "w", "out", "channels", "C", "KH", "OH", "count", "x_channel", "x_kh", "x_oh",
         "w_channel", "out_channel", "out_row"])
     if not new:
@@ -340,19 +283,14 @@ def _tile_function(module: ir.Module, ty: ir.Type, tile: int, kw_count: int, dw:
                 for row, values in zip(accs, sums):
                     for a, v in zip(row, values):
                         b.store(v, a)
-        done = fn.append_basic_block("stored")
-        for t in range(tile):
-            if t:  # (the channels past the last stored one end the tile)
-                more = fn.append_basic_block(f"store{t}")
-                b.cbranch(b.icmp_signed("<", i64(t), channels), more, done)
-                b.position_at_end(more)
+        def store_channel(t):  # (the channels past the last one that exists end the tile)
             base = b.add(out_at, b.mul(i64(t), out_channel))
             for a, start in zip(accs[t], starts):
                 st = b.store(b.load(a, typ=vec),
                              b.gep(out, [b.add(base, i64(start))], source_etype=ty))
                 st.align = align
-        b.branch(done)
-        b.position_at_end(done)
+
+        while_present(b, fn, tile, channels, store_channel)
 
     full = [v * lanes for v in range(L.DIRECT_TILE_VECTORS)]
     with loop(b, OH, "oh") as oh:
@@ -377,9 +315,9 @@ def _grad_tile_function(module: ir.Module, ty: ir.Type, channels: int, kw_count:
 
     with partial, x and g already at the sample's, channel's and tile's first element, the
     group's sums held in registers over the whole sample."""
-    vec, lanes, fma = _vector_kit(module, ty)
-    name = f"graphc.direct_grad_tile.{_type_name(ty)}.{channels}x{kw_count}.d{dw}"
-    fn, new = _shared_function(module, name, [
+    vec, lanes, fma = vector_kit(module, ty)
+    name = f"graphc.direct_grad_tile.{type_name(ty)}.{channels}x{kw_count}.d{dw}"
+    fn, new = shared_function(module, name, [
         "partial", "x", "g", "KH", "OH", "vectors", "x_row", "x_kh", "p_channel", "p_kh",
         "p_tap", "g_channel", "g_row"])
     if not new:

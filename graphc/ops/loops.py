@@ -40,12 +40,14 @@ import sympy
 
 from . import expr as E
 
-__all__ = ["DIRECT_GRAD_TILE", "DIRECT_ROW_MULTIPLE", "DIRECT_TILES", "DIRECT_TILE_FILL",
-           "DIRECT_TILE_VECTORS", "DIRECT_VECTOR_BYTES",
-           "ArgMax", "Buf", "Check", "DirectConv", "DirectGeometry", "DirectWeightGrad",
-           "Element", "Gemm", "Load", "LoopNest", "PhiloxUniform", "Reduce", "Repeat",
-           "Schedules", "Store", "covering", "direct_channel_tiles", "direct_row_tiles",
-           "direct_tile", "direct_work", "elementwise_loops", "index_symbols", "inside", "tap"]
+__all__ = ["CHANNELS_LAST_POSITIONS", "CHANNELS_LAST_VECTORS", "DIRECT_GRAD_TILE",
+           "DIRECT_ROW_MULTIPLE", "DIRECT_TILES", "DIRECT_TILE_FILL", "DIRECT_TILE_VECTORS",
+           "DIRECT_VECTOR_BYTES", "ArgMax", "Buf", "ChannelsLastConv", "ChannelsLastGeometry",
+           "ChannelsLastWeightGrad", "Check", "ConvGeometry", "DirectConv", "DirectGeometry",
+           "DirectWeightGrad", "Element", "Gemm", "Load", "LoopNest", "PhiloxUniform",
+           "Reduce", "Repeat", "Schedules", "Store", "channels_last_tile", "covering",
+           "direct_channel_tiles", "direct_row_tiles", "direct_tile", "direct_work",
+           "elementwise_loops", "index_symbols", "inside", "tap"]
 
 
 def index_symbols(names: str) -> tuple[sympy.Symbol, ...]:
@@ -244,11 +246,10 @@ def direct_work(channels: int, width: int, itemsize: int) -> float:
 
 
 @dataclass(frozen=True)
-class DirectGeometry:
-    """The sizes of a direct convolution step, every one known but the batch: `x` (padded)
-    viewed (batch, channels, *x_size), the output (batch, out_channels, *out_size), rows
-    read with stride 1 and kernel rows with `stride_h`; a 1-D convolution is a 2-D one of
-    height 1."""
+class ConvGeometry:
+    """The sizes of a convolution's register-tile step, every one known but the batch: the
+    input (padded) of spatial size `x_size` and `channels`, the output (batch, out_channels,
+    *out_size), the kernel's size; a 1-D convolution is a 2-D one of height 1."""
 
     batch: object
     channels: int
@@ -256,6 +257,13 @@ class DirectGeometry:
     x_size: tuple[int, int]
     out_size: tuple[int, int]
     kernel: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class DirectGeometry(ConvGeometry):
+    """A direct convolution step's `ConvGeometry`: `x` viewed (batch, channels, *x_size),
+    rows read with stride 1 and kernel rows with `stride_h`."""
+
     stride_h: int = 1
     dilation: tuple[int, int] = (1, 1)
 
@@ -291,6 +299,76 @@ class DirectConv:
 #: A `DirectWeightGrad` reads whole vectors of a row: its rows are a multiple of this many
 #: positions (a whole number of 32-byte vectors for 4- and 8-byte elements).
 DIRECT_ROW_MULTIPLE = 8
+
+
+#: A `ChannelsLastConv` tile: CHANNELS_LAST_POSITIONS output positions by two vectors of
+#: output channels (16 floats, 8 doubles), twelve accumulators as in a DirectConv tile
+CHANNELS_LAST_POSITIONS = 6
+CHANNELS_LAST_VECTORS = 2
+
+
+def channels_last_tile(itemsize: int) -> int:
+    """Output channels in one `ChannelsLastConv` tile: two 32-byte vectors."""
+    return CHANNELS_LAST_VECTORS * DIRECT_VECTOR_BYTES // itemsize
+
+
+@dataclass(frozen=True)
+class ChannelsLastGeometry(ConvGeometry):
+    """A channels-last convolution step's `ConvGeometry`: `x` (padded, channels last)
+    viewed (batch, *x_size, channels), the output as the graph has it (NCHW); output
+    position (oh, ow) reads the input from (oh*stride[0], ow*stride[1])."""
+
+    stride: tuple[int, int] = (1, 1)
+    dilation: tuple[int, int] = (1, 1)
+
+
+@dataclass
+class ChannelsLastConv:
+    """A 2-D correlation over an input stored channels last (NHWC), its padding in memory:
+
+        out[n, co, oh, ow] = sum over kh, kw, c of
+            x[n, oh*stride[0] + kh*dilation[0], ow*stride[1] + kw*dilation[1], c]
+            * w[co, c, kh, kw]
+
+    with `w` packed by tiles of `channels_last_tile` output channels: (tiles, *kernel,
+    channels, tile), zero past the last channel. The layout the cost model chooses
+    (graphc/ops/conv.py, `channels_last`) where the rows of the graph's NCHW layout are too
+    short to fill a `DirectConv`'s tile: a tile holds CHANNELS_LAST_POSITIONS output
+    positions (anywhere in the image: consecutive in row-major order) by a tile of output
+    channels, so the row's length does not shape the registers. A host-only step
+    (backends/llvm/channels_last_conv.py); the output keeps the graph's layout, so nothing
+    outside the step sees the channels-last copy."""
+
+    buffers: dict[str, Buf]
+    x: str
+    w: str
+    out: str
+    geometry: ChannelsLastGeometry
+    name: str = "channels_last_conv"
+
+
+@dataclass
+class ChannelsLastWeightGrad:
+    """The weight gradient of a convolution, from its input stored channels last (NHWC,
+    padded, the channels padded with zeros to whole vectors) and the gradient as the graph
+    has it (NCHW):
+
+        out[co, c, kh, kw] = sum over n, oh, ow of
+            g[n, co, oh, ow] * x[n, oh*stride[0] + kh*dilation[0], ow*stride[1] + kw*dilation[1], c]
+
+    A tile holds CHANNELS_LAST_POSITIONS output channels by `channels_last_tile` input
+    channels (two vectors of x's row) for one kernel tap, summed over every output position
+    of the batch in order (n, oh, ow): the sum is as long as the batch's positions, however
+    small the image or large the stride. The tiles are split between threads, each sum
+    computed by one: the same bits on any thread count. A host-only step
+    (backends/llvm/channels_last_conv.py)."""
+
+    buffers: dict[str, Buf]
+    x: str
+    g: str
+    out: str
+    geometry: ChannelsLastGeometry
+    name: str = "channels_last_weight_grad"
 
 
 @dataclass

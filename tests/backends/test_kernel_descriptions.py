@@ -211,9 +211,11 @@ def test_conv_schedules_share_their_pieces():
     """A large convolution runs on the host a sample at a time, the GPU the whole batch; both
     start from the same im2col description (the window formula). (A small one runs the
     whole batch on the host too: tests/backends/test_llvm_conv_schedules.py.)"""
-    with Graph():  # (stride 2: not a direct convolution, tests/backends/test_llvm_direct_conv)
-        x = gc.placeholder("x", ("N", 64, 64, 64))
-        w = gc.parameter("w", np.ones((64, 64, 3, 3), np.float32))
+    # (stride 2: not a direct convolution, tests/backends/test_llvm_direct_conv; sums of
+    # 3 x 3 x 3 terms: not a channels-last one, test_llvm_channels_last_conv)
+    with Graph():
+        x = gc.placeholder("x", ("N", 3, 64, 64))
+        w = gc.parameter("w", np.ones((64, 3, 3, 3), np.float32))
         y = gc.nn.functional.conv2d(x, w, padding=1, stride=2)
         node = y.node
         steps = node.op.loops(node, None)

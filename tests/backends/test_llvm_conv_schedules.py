@@ -24,10 +24,13 @@ def _conv_node(x_shape, w_shape, **geom):
 
 
 def test_the_cost_model_depends_on_the_sizes_only(monkeypatch):
-    # these schedules serve the convolutions the direct one does not take
-    # (tests/backends/test_llvm_direct_conv.py); here every convolution is one of them
+    # these schedules serve the convolutions the direct and channels-last ones do not take
+    # (tests/backends/test_llvm_direct_conv.py, test_llvm_channels_last_conv.py); here every
+    # convolution is one of them
     monkeypatch.setattr(conv_module, "direct", lambda node: False)
+    monkeypatch.setattr(conv_module, "channels_last", lambda node: False)
     monkeypatch.setattr(conv_module, "direct_weight_grad", lambda node: False)
+    monkeypatch.setattr(conv_module, "channels_last_weight_grad", lambda node: False)
     mid = _conv_node(("N", 32, 32, 32), (32, 32, 3, 3), padding=1)  # cnn32's conv: 9.4M
     tiny = _conv_node(("N", 1, 28, 28), (6, 1, 5, 5))  # LeNet's first: 86k, one BLAS thread
     large = _conv_node(("N", 64, 32, 32), (64, 64, 3, 3), padding=1)  # 37.7M multiply-adds
@@ -72,7 +75,9 @@ def test_both_schedules_match_numpy_with_every_gradient(geometry, schedule, monk
     # the thresholds decide the schedule: [0, default) sends these small convolutions down
     # the whole-batch path, an empty range every one down the per-sample path
     monkeypatch.setattr(conv_module, "direct", lambda node: False)
+    monkeypatch.setattr(conv_module, "channels_last", lambda node: False)
     monkeypatch.setattr(conv_module, "direct_weight_grad", lambda node: False)
+    monkeypatch.setattr(conv_module, "channels_last_weight_grad", lambda node: False)
     if schedule == "whole_batch":
         monkeypatch.setattr(conv_module, "WHOLE_BATCH_MIN_MACS", 0)
     else:

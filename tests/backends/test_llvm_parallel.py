@@ -371,10 +371,14 @@ def regions(build, *shapes):
 rows = BIG // 64
 w = gc.parameter("w", np.full((16, 48, 3, 3), 0.01, np.float32))
 conv = lambda x: F.conv2d(x, w, padding=1)
-# a sample: 16 channels in three tiles of 6, 18 x 8 x 8 outputs of 48 x 9 multiply-adds
+# a sample: 16 channels in three tiles of 6, 18 x 4 x 16 outputs of 48 x 9 multiply-adds
 per_sample = 18 * 64 * 48 * 9
 under, over = BIG * MACS // per_sample, BIG * MACS // per_sample + 2
 assert under * per_sample < BIG * MACS <= over * per_sample
+# rows of 8 positions: channels last, one tile of 16 channels, 16 x 8 x 8 outputs
+per_sample_last = 16 * 64 * 48 * 9
+under_last, over_last = BIG * MACS // per_sample_last, BIG * MACS // per_sample_last + 2
+assert under_last * per_sample_last < BIG * MACS <= over_last * per_sample_last
 # LeNet-5's second input gradient, a sample at a time (Repeat.independent): a sample is
 # worth its 16x150x64 product over MACS and its col2im's 6x5x5x8x8 points
 v = gc.parameter("v", np.full((16, 6, 5, 5), 0.01, np.float32))
@@ -399,21 +403,23 @@ print(regions(lambda x: gc.relu(x) * 2.0, (rows, 32)),  # half the bar: no regio
       regions(lambda x: gc.tanh(x) * 2.0, (rows, 64 // (1 + CALL) + 1)),  # tanh: 1 + CALL
       regions(lambda x: x * 2.0, (rows, 64 // (1 + CALL) + 1)),
       regions(lambda x: gc.sum(x, axis=1), (rows, 64)),  # a row of 64: 64 points
-      regions(conv, (under, 48, 8, 8)),
-      regions(conv, (over, 48, 8, 8)))
+      regions(conv, (under, 48, 4, 16)),
+      regions(conv, (over, 48, 4, 16)),
+      regions(conv, (under_last, 48, 8, 8)),
+      regions(conv, (over_last, 48, 8, 8)))
 """
 
 
 def test_the_threshold_weighs_what_a_point_costs():
     """A region starts only when a nest's points, weighted by what each costs, reach the bar
     (a fixed rule of the sizes): a plain point counts one, a costly math function adds
-    MATH_CALL_POINTS, a reduction multiplies by its length, and a direct convolution's
-    output counts its multiply-adds over MACS_PER_POINT; an independent Repeat's iteration
-    (a convolution's input gradient, a sample at a time) counts its nests' points and its
-    products' multiply-adds over MACS_PER_POINT. Counted by wrapping libgomp's entry point,
-    in a process of its own."""
+    MATH_CALL_POINTS, a reduction multiplies by its length, and a direct or channels-last
+    convolution's output counts its multiply-adds over MACS_PER_POINT; an independent
+    Repeat's iteration (a convolution's input gradient, a sample at a time) counts its
+    nests' points and its products' multiply-adds over MACS_PER_POINT. Counted by wrapping
+    libgomp's entry point, in a process of its own."""
     if not threads.runtime().openmp:
         pytest.skip("no libgomp here: every nest runs on the calling thread")
     out = subprocess.run([sys.executable, "-c", REGIONS], text=True, capture_output=True,
                          timeout=300, check=True).stdout.split()
-    assert out == ["0", "1", "0", "1", "1", "0", "1", "0", "1"]
+    assert out == ["0", "1", "0", "1", "1", "0", "1", "0", "1", "0", "1"]

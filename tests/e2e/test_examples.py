@@ -419,7 +419,15 @@ EXAMPLE_TABLE = [
                     "without it, a one-pixel shift costs 0.25 accuracy": lambda v:
                     v["plain_shifted"] < v["plain_test"] - 0.25,
                     "with it, the shift costs under 0.1": lambda v: v["aug_test"] -
-                    v["aug_shifted"] < 0.1}),
+                    v["aug_shifted"] < 0.1},
+            # The augmented model's training amplifies float32 rounding: its gradients agree
+            # to 5e-7 at each step (the first three batches, both halves), its losses by
+            # epoch 1.6183 / 1.0037 / 0.7143 / 0.4941 (numpy) and 1.6154 / 0.9937 / 0.7039 /
+            # 0.4918 (llvm, its convolution's weight gradient summed channels last), test
+            # accuracies 0.8774 and 0.8607 (6 of the 359 digits). The plain model's agree to
+            # every printed digit.
+            tol={"loss": dict(rtol=0.03, atol=0), "accuracy": dict(rtol=0.03, atol=0),
+                 "aug_test": dict(rtol=0, atol=0.025), "aug_shifted": dict(rtol=0, atol=0.025)}),
 ]
 IDS = [e.name for e in EXAMPLE_TABLE]
 # Under pytest-xdist (./dev test runs `--dist loadgroup`), an example's numpy and llvm runs go
