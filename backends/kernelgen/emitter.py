@@ -52,6 +52,13 @@ def costly_calls(expr) -> int:
     return len(expr.atoms(*_COSTLY)) + len(powers)
 
 
+def _fractional(e) -> bool:
+    """Has a sum (or product) a fractional coefficient in one of its own terms?"""
+    terms = e.args if e.is_Add else (e,)
+    return any(coeff.is_Rational and not coeff.is_Integer
+               for coeff in (t.as_coeff_Mul()[0] for t in terms))
+
+
 def _negative_exponent(f) -> bool:
     """A factor ``b**-n`` (n rational) of a product: the product divides by ``b**n``."""
     return f.is_Pow and f.exp.is_Rational and f.exp.is_negative
@@ -91,6 +98,10 @@ class ExprEmitter:
             return ir.Constant(I1, int(e is sympy.true))
         if e.is_Number:
             return self._number(e)
+        if not self.float:
+            exact = self._integer_quotient(e)
+            if exact is not None:
+                return exact
         if e.is_Add:
             acc = self._emit(e.args[0])
             for t in e.args[1:]:
@@ -154,6 +165,25 @@ class ExprEmitter:
         if isinstance(e, sympy.Not):
             return b.xor(self._truth(self._emit(e.args[0])), ir.Constant(I1, 1))
         raise BackendError(f"the LLVM emitter cannot lower {type(e).__name__} in {e}")
+
+    def _integer_quotient(self, e) -> ir.Value | None:
+        """An integer expression with fractions, as sympy writes a symbolic size (a strided
+        convolution's ``floor(H/2 - 3/2) + 1``, a transposed one's ``3*H - 1/3 ...``):
+        ``floor(P/q)`` and ``ceiling(P/q)`` by floor division of the integer polynomial P by
+        q > 0, and a sum with fractional coefficients, which is an integer where it is a size,
+        as P // q. None for everything else."""
+        if isinstance(e, (sympy.floor, sympy.ceiling)):
+            num, den = sympy.fraction(sympy.together(e.args[0]))
+            if not (den.is_Integer and den > 0):
+                return None
+            if isinstance(e, sympy.ceiling):  # ceiling(P/q) = -floor(-P/q)
+                return self.b.neg(self._divmod(self._emit(-num), const(self.ty, int(den)))[0])
+            return self._divmod(self._emit(num), const(self.ty, int(den)))[0]
+        if (e.is_Add or e.is_Mul) and _fractional(e):
+            num, den = sympy.fraction(sympy.together(e))
+            if den.is_Integer and den > 1:
+                return self._divmod(self._emit(sympy.expand(num)), const(self.ty, int(den)))[0]
+        return None
 
     # -- leaves and arithmetic ----------------------------------------------------------------
     def _number(self, e) -> ir.Value:
