@@ -40,9 +40,16 @@ def conv_transpose_base_size(size, k: int, s: int, p: int, d: int):
 
 
 def int_tuple(v, n: int, what: str) -> tuple[int, ...]:
-    """`v` (an int, or n ints, NumPy integers included) as a tuple of n Python ints."""
-    t = (v,) * n if isinstance(v, (int, np.integer)) else tuple(v)
-    if len(t) != n or not all(isinstance(i, (int, np.integer)) for i in t):
+    """`v` (an int, or n ints, NumPy integers included) as a tuple of n Python ints; a
+    GraphError for anything else (a float, which PyTorch refuses too; a string)."""
+    integer = (int, np.integer)
+    if isinstance(v, integer):
+        t = (v,) * n
+    elif hasattr(v, "__iter__") and not isinstance(v, (str, bytes)):
+        t = tuple(v)
+    else:  # (a float: tuple() of it would be a TypeError)
+        t = ()
+    if len(t) != n or not all(isinstance(i, integer) for i in t):
         raise GraphError(f"{what} must be an int or {n} ints, got {v!r}")
     return tuple(int(i) for i in t)
 

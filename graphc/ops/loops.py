@@ -66,7 +66,8 @@ class Reduce(sympy.Function):
 
 class ArgMax(sympy.Function):
     """``ArgMax(body, key, where, (k, extent), ...)``: `key` (an index expression) at the first
-    maximum of `body` in scan order; the first NaN wins (numpy.argmax, PyTorch's pooling)."""
+    maximum of `body` in scan order; the first NaN wins (numpy.argmax; PyTorch's CPU pooling
+    sends a window's gradient to its last NaN instead)."""
 
 
 class Element(sympy.Function):

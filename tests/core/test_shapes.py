@@ -33,6 +33,27 @@ def test_matmul_and_conv_errors():
         F.conv2d(gc.placeholder("flat", (3, 8)), gc.placeholder("w3", (4, 3, 3, 3)))
 
 
+@pytest.mark.parametrize("make", [
+    lambda x, w: F.conv1d(x, w, stride=2.0),
+    lambda x, w: F.conv1d(x, w, padding=1.0),
+    lambda x, w: F.conv1d(x, w, dilation=1.5),
+    lambda x, w: F.conv1d(x, w, stride="2"),
+    lambda x, w: F.conv1d(x, w, stride=(2, 2)),
+    lambda x, w: F.max_pool1d(x, 2.0),
+    lambda x, w: F.avg_pool1d(x, 2, stride=1.0),
+], ids=["float-stride", "float-padding", "float-dilation", "string", "two-for-one-axis",
+        "float-kernel", "float-pool-stride"])
+def test_a_geometry_that_is_not_ints_is_a_graph_error(make):
+    """As PyTorch, a float geometry is refused; a GraphError naming the argument (it was a
+    bare TypeError from taking a float for a tuple)."""
+    x = gc.placeholder("x", (2, 3, 8))
+    w = gc.placeholder("w", (4, 3, 3))
+    with pytest.raises(gc.GraphError, match="must be an int or 1 ints"):
+        make(x, w)
+    # NumPy integers and tuples of them are ints
+    assert F.conv1d(x, w, stride=np.int64(2), padding=(np.int32(1),)).shape == (2, 4, 4)
+
+
 def test_broadcasting_shapes():
     a = gc.placeholder("a", (2, 1, 4))
     b = gc.placeholder("b", (3, 1))
