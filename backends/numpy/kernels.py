@@ -284,7 +284,9 @@ def avg_pool(x, *, kernel, stride, padding, scratch: Scratch):
 
 
 def _stable_max(x, axis):
-    m = np.maximum.reduce(x, axis=axis, keepdims=True)
+    """The maximum to shift by: 0 where it is not finite, and where the axis is empty (a
+    softmax over no elements is empty, a logsumexp -inf; ``maximum.reduce`` would raise)."""
+    m = np.maximum.reduce(x, axis=axis, keepdims=True, initial=-np.inf)
     return m if np.isfinite(m).all() else np.where(np.isfinite(m), m, 0)
 
 

@@ -218,13 +218,42 @@ def _extremum_grad(ctx):
     return [mul(hit, broadcast_to(share, x.shape))]
 
 
+def _not_empty(shape, axes, checks, what: str) -> None:
+    """Each reduced axis must have an element: a maximum, minimum or argmax of none is
+    undefined (NumPy and PyTorch refuse it too). Decided now for a fixed size; for a
+    symbolic one a fact checked at call time (the symbols are positive for simplification,
+    but a batch may be bound to 0), so no backend runs the reduction (the NumPy backend
+    raised NumPy's ValueError, the llvm backend returned -inf, inf or index 0)."""
+    from ..errors import ShapeError
+    from ..ir.shapes import format_dim
+
+    for axis in axes:
+        size = shape[axis]
+        if isinstance(size, (int, sympy.Integer)):
+            if int(size) == 0:
+                raise ShapeError(f"{what} over axis {axis} of size 0: {what} of no elements "
+                                 f"is undefined")
+            continue
+        checks.assumptions.append((sympy.Ge(size, 1, evaluate=False), (
+            f"the reduced axis {axis} has an element ({format_dim(size)} >= 1; {what} of no "
+            f"elements is undefined)")))
+
+
+def _extremum_infer(what: str):
+    def infer(types, attrs, checks):
+        _not_empty(types[0].shape, attrs["axes"], checks, what)
+        return _reduce_infer(types, attrs, checks)
+
+    return infer
+
+
 MAX = register(OpDef(
-    "max", "reduction", infer=_reduce_infer,
+    "max", "reduction", infer=_extremum_infer("a maximum"),
     reference=lambda x, *, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims),
     grad=_extremum_grad, loops=_reduce_loops,
 ))
 MIN = register(OpDef(
-    "min", "reduction", infer=_reduce_infer,
+    "min", "reduction", infer=_extremum_infer("a minimum"),
     reference=lambda x, *, axes, keepdims: np.min(x, axis=axes, keepdims=keepdims),
     grad=_extremum_grad, loops=_reduce_loops,
 ))
@@ -248,10 +277,14 @@ def min(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
 
 # -- argmax ----------------------------------------------------------------------------------
 
+def _argmax_infer(types, attrs, checks):
+    _not_empty(types[0].shape, (attrs["axis"],), checks, "an argmax")
+    return TensorType(np.dtype(np.int64), reduced_shape(types[0].shape, (attrs["axis"],), False))
+
+
 ARGMAX = register(OpDef(
     "argmax", "reduction",
-    infer=lambda types, attrs, checks: TensorType(
-        np.dtype(np.int64), reduced_shape(types[0].shape, (attrs["axis"],), False)),
+    infer=_argmax_infer,
     reference=lambda x, *, axis: np.argmax(x, axis=axis).astype(np.int64),
     grad=lambda ctx: [BLOCKED],
     doc="Index of the first largest element along an axis (int64). Not differentiable.",
@@ -273,7 +306,7 @@ def argmax(x, axis=None) -> Tensor:
 
 
 def _stable_max(x, axis):
-    m = np.max(x, axis=axis, keepdims=True)
+    m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)  # (-inf over an empty axis)
     return np.where(np.isfinite(m), m, 0)
 
 

@@ -162,3 +162,29 @@ def test_zero_size_batch_through_a_whole_cnn_step(backend, options):
     out = fn(np.zeros((0, 1, 4, 4), np.float32), np.zeros(0, np.int64))
     assert out[0].shape == (0, 3) and out[1].shape == (0, 4, 2)
     assert [g.shape for g in out[2:]] == [tuple(p.shape) for p in model.parameters()]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_reductions_over_an_empty_axis(backend):
+    """A maximum, minimum or argmax over an axis bound to size 0 has no value: a ShapeError
+    naming the op and the size, before any backend runs (the NumPy backend raised NumPy's
+    ValueError, the llvm backend returned -inf, inf and 0). Sums, means, logsumexp and
+    softmax have values: 0, NaN, -inf and an empty array, on both backends; an empty axis
+    that is not reduced is an empty result."""
+    empty = np.zeros((0, 4), np.float32)
+    x = gc.placeholder("x", ("N", 4))
+    for op in (lambda t: t.max(axis=0), lambda t: t.max(), lambda t: gc.min(t, axis=0),
+               lambda t: gc.argmax(t, 0), lambda t: gc.argmax(t)):
+        fn = gc.compile([x], op(x), backend=backend)
+        with pytest.raises(gc.ShapeError, match=r"reduced axis 0 has an element .*N=0"):
+            fn(empty)
+        assert fn(np.ones((2, 4), np.float32)).shape in ((), (4,))  # (the same function)
+    with np.errstate(all="ignore"):
+        got = gc.compile([x], [x.sum(axis=0), x.mean(axis=0), gc.logsumexp(x, axis=0),
+                               gc.softmax(x, axis=0), x.max(axis=1), gc.argmax(x, 1)],
+                         backend=backend)(empty)
+    np.testing.assert_array_equal(got[0], np.zeros(4, np.float32))
+    assert np.isnan(got[1]).all() and np.isneginf(got[2]).all()
+    assert got[3].shape == (0, 4) and got[4].shape == (0,) and got[5].shape == (0,)
+    with pytest.raises(gc.ShapeError, match="a maximum over axis 1 of size 0"):
+        gc.placeholder("e", (3, 0)).max(axis=1)  # a fixed empty axis: when the graph is built
