@@ -89,16 +89,24 @@ def channels_last_conv(ctx, step: L.ChannelsLastConv) -> None:
     ctx.run_parallel(part, counts, per_point)
 
 
-class _Tiles(StepBuffers):
-    """A ChannelsLastConv's items, in the part function `k` of the kernel."""
+class _Items(StepBuffers):
+    """A channels-last step's items, in the part function `k` of the kernel: its buffers
+    `names`, and the channels of a tile's two vectors."""
 
-    def __init__(self, k, step: L.ChannelsLastConv) -> None:
-        super().__init__(k, step, (step.x, step.w, step.out))
+    def __init__(self, k, step, names) -> None:
+        super().__init__(k, step, names)
         self.tile = L.channels_last_tile(k.node.dtype.itemsize)
 
     def pointer_to(self, name: str, *index):
         """The address of element `index` of buffer `name`."""
         return self.pointer(name, self.at(name, *index))
+
+
+class _Tiles(_Items):
+    """A ChannelsLastConv's items."""
+
+    def __init__(self, k, step: L.ChannelsLastConv) -> None:
+        super().__init__(k, step, (step.x, step.w, step.out))
 
     def emit(self, lo, hi) -> None:
         """Items lo..hi of (sample, channel tile) pairs, a sample's tiles in order."""
@@ -123,12 +131,11 @@ class _Tiles(StepBuffers):
                         b.mul(xs[1], i64(DH)), b.mul(xs[2], i64(DW))])
 
 
-class _WeightGradTiles(_Tiles):
-    """A ChannelsLastWeightGrad's items, in the part function `k` of the kernel."""
+class _WeightGradTiles(_Items):
+    """A ChannelsLastWeightGrad's items."""
 
     def __init__(self, k, step: L.ChannelsLastWeightGrad) -> None:
-        StepBuffers.__init__(self, k, step, (step.x, step.g, step.out))
-        self.tile = L.channels_last_tile(k.node.dtype.itemsize)
+        super().__init__(k, step, (step.x, step.g, step.out))
 
     def emit(self, lo, hi) -> None:
         """Items lo..hi of (kernel tap, input channel tile, output channel tile), the output
