@@ -172,12 +172,22 @@ def leaving_copies(program: Graph, views) -> tuple[list[bool], list[bool]]:
     own array) or a constant (the function's own). A new value is copied when it may share
     memory with a parameter that this call writes ({a: b, b: a} must swap: every new value
     is taken before any parameter is written) or with an input (the caller may feed a
-    parameter's value, ``fn(W.value)``). Everything else is a fresh array the step made.
+    parameter's value, ``fn(W.value)``). An output is also copied when it may share memory
+    with an earlier output (the same value twice, or a view of another output: each output
+    is the caller's own array, as the native backends return it). Everything else is a fresh
+    array the step made.
     """
     roots = value_roots(program, views)
     written = {("parameter", p.attrs["storage"].uid) for p, _ in program.updates}
     written |= {("input", k) for k in range(len(program.inputs))}
-    outputs = [bool(roots[n.uid]) for n in program.outputs]
+    made: dict[int, frozenset] = {}  # the values (node uids) whose memory a node's may be
+    for n in program.nodes:
+        shared = [made[n.inputs[i].uid] for i in views(n)] if n.inputs else []
+        made[n.uid] = frozenset().union(*shared) if shared else frozenset({n.uid})
+    outputs, earlier = [], set()
+    for n in program.outputs:
+        outputs.append(bool(roots[n.uid]) or not made[n.uid].isdisjoint(earlier))
+        earlier |= made[n.uid]
     news = [bool(roots[v.uid] & written) for _, v in program.updates]
     return outputs, news
 

@@ -159,9 +159,9 @@ def generate(program: Graph, copies: tuple[list[bool], list[bool]],
         for n in [*program.outputs, *(v for _, v in program.updates)]:
             if n.op.name not in leaves and n.dtype.kind == "f":
                 body.append(f"    _check_finite({names[n.uid]}, {position[n.uid]})")
-    body += _leaving(program, names, taken, copies, sunk)
-    outs = ", ".join(names[n.uid] for n in program.outputs)
-    body.append(f"    return [{outs}]")
+    leaving, outs = _leaving(program, names, taken, copies, sunk)
+    body += leaving
+    body.append(f"    return [{', '.join(outs)}]")
     source = "def step(inputs, params, consts, dims):\n" + "\n".join(body) + "\n"
     return source, consts, params, line_nodes
 
@@ -232,8 +232,10 @@ def _split_last_operation(outer: tuple[str, list[str]], k: int, param: Node,
 
 
 def _leaving(program: Graph, names: dict[int, str], taken: set[str],
-             copies: tuple[list[bool], list[bool]], sunk: dict[int, str]) -> list[str]:
-    """The step's last lines: the values that leave it, then the parameter updates, written in
+             copies: tuple[list[bool], list[bool]],
+             sunk: dict[int, str]) -> tuple[list[str], list[str]]:
+    """The step's last lines, and the name each output leaves under: the values that leave
+    it, then the parameter updates, written in
     place (``_targets[k]`` is the k-th updated parameter's host array), as a careful NumPy
     programmer writes ``W -= lr * g``: no new array per parameter, no second pass over the
     values in Python. Everything that can raise ran above, so a failed call writes nothing.
@@ -244,12 +246,14 @@ def _leaving(program: Graph, names: dict[int, str], taken: set[str],
     `sunk`: the updates whose new value's last operation writes the parameter (that call,
     on the operands its line kept: _written_into, _split_last_operation)."""
     copy_outputs, copy_news = copies
-    lines = []
+    lines, outs = [], []  # (each output position its own name: a value listed twice)
     for n, copy in zip(program.outputs, copy_outputs):
         if copy:  # (a copy is also writable: never a read-only broadcast view)
             var = _identifier(f"out_{names[n.uid]}", taken)
             lines.append(f"    {var} = np.array({names[n.uid]})")
-            names[n.uid] = var
+            outs.append(var)
+        else:
+            outs.append(names[n.uid])
     news = []
     for (_, v), copy in zip(program.updates, copy_news):
         var = names[v.uid]
@@ -264,7 +268,7 @@ def _leaving(program: Graph, names: dict[int, str], taken: set[str],
             lines.append(f"    {sunk[k].format(var=var)}  # {source_text(param.name, 60)}")
         else:
             lines.append(f"    _targets[{k}][...] = {var}  # {source_text(param.name, 60)}")
-    return lines
+    return lines, outs
 
 
 def quiet_context() -> contextvars.Context:

@@ -272,3 +272,30 @@ def test_a_failed_call_writes_no_parameter_computed_into():
     np.testing.assert_array_equal(W.value, np.ones((3, 4), np.float32))
     fn(np.ones((2, 3), np.float32), np.array([0, 3]))
     assert not np.array_equal(W.value, np.ones((3, 4), np.float32))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_the_outputs_of_one_call_are_independent_arrays(backend):
+    """A value listed twice, its transpose, a slice and a reshape of it, and views of an
+    input and a parameter: each output is an array of its own, so writing into one changes
+    no other and nothing the step keeps (the NumPy backend returned one array object twice
+    and views of each other)."""
+    x = gc.placeholder("x", ("N", 3))
+    W = gc.parameter("W", np.eye(3, dtype=np.float32))
+    h = gc.tanh(x @ W)
+    outs = [h, h, h.T, h[:, 1:3], h.reshape((-1,)), x.T, W[0], h * 2.0]
+    fn = gc.compile([x], outs, backend=backend)
+    data = np.arange(6, dtype=np.float32).reshape(2, 3) / 10
+    got = fn(data)
+    want = [np.array(o) for o in got]
+    for k, out in enumerate(got):
+        others = [o for j, o in enumerate(got) if j != k]
+        assert not any(np.shares_memory(out, o) for o in others), k
+        out[...] = -7.0
+        for j, o in enumerate(got):
+            if j > k:
+                np.testing.assert_array_equal(o, want[j])
+    np.testing.assert_array_equal(W.value, np.eye(3, dtype=np.float32))
+    np.testing.assert_array_equal(data, np.arange(6, dtype=np.float32).reshape(2, 3) / 10)
+    for again, expected in zip(fn(data), want):
+        np.testing.assert_array_equal(again, expected)
