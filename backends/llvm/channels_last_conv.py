@@ -228,7 +228,8 @@ def _grad_tile_function(module: ir.Module, ty: ir.Type) -> ir.Function:
             at = b.add(b.mul(i64(r), out_co), b.mul(i64(t), out_c))
             b.store(value, b.gep(out, [at], source_etype=ty)).align = size
 
-        while_present(b, fn, tile, c_count, store_lane, name=f"row{r}.lane")
+        while_present(b, fn, tile, c_count, store_lane, name=f"row{r}.lane",
+                      done=f"row{r}.stored")
 
     while_present(b, fn, rows, co_count, store_row, name="row")
     b.ret_void()

@@ -96,11 +96,11 @@ def fma_into(b: ir.IRBuilder, fma, slots, scale, vectors) -> None:
 
 
 def while_present(b: ir.IRBuilder, fn: ir.Function, count: int, present, body,
-                  name: str = "store") -> None:
+                  name: str = "store", done: str = "stored") -> None:
     """body(t) for t = 0, 1, ... count - 1 while t < `present` (an i64 value, at least 1): a
-    chain of tests that leaves at the first t past it, as a tile stores only the channels
-    that exist."""
-    done = fn.append_basic_block(f"{name}.done")
+    chain of tests that leaves at the first t past it (blocks `name`1, `name`2, ... and
+    `done`), as a tile stores only the channels that exist."""
+    done = fn.append_basic_block(done)
     for t in range(count):
         if t:
             more = fn.append_basic_block(f"{name}{t}")
