@@ -368,19 +368,22 @@ def _direct_weight_grad_steps(node):
 
 #: The channels-last schedule (`loops.ChannelsLastConv`): a tile of output positions by a
 #: tile of output channels, from a channels-last copy of the padded input. The layout the
-#: cost model picks for a convolution of stride 1 (or the input gradient of one) that the
-#: direct schedule would cover with half its accumulators: rows of one vector to less than
-#: two (8 to 15 floats, 4 to 7 doubles), where a DirectConv tile holds one vector of a row.
-#: It also needs the channels to fill a channel tile (at least CHANNELS_LAST_FILL of the
-#: tiles' output channels exist), sums of CHANNELS_LAST_MIN_TERMS products or more (the
-#: tile's scalar stores to the NCHW output are amortized), and CHANNELS_LAST_POSITIONS
-#: output positions. Measured on the 2-core VM, a step's kernels (least cycles of 25 steps,
-#: batch 32, 128 channels of 8x8, 3x3, both cores): the forward 0.93x the direct
-#: schedule's, the input gradient 0.89x. Where the rows are shorter than a vector (256
-#: channels of 4x4), im2col and one GEMM over the batch run at the BLAS's speed and the
-#: channels-last tiles were no faster (forward even, input gradient 1.24x slower);
-#: strided convolutions keep im2col and a GEMM a sample at a time (64 to 128 channels,
-#: 16x16 at stride 2: 1.11x slower channels last), as do 1x1 kernels (1.7x slower).
+#: cost model picks for a convolution of stride 1 (or the input gradient of one) whose rows
+#: hold one vector to less than two (8 to 15 floats, 4 to 7 doubles) where the direct
+#: schedule would cover them with one vector (rows of 8: six accumulators, half the fused
+#: multiply-adds in flight) or not at all (rows of 9 to 12, whose two-vector tile would be
+#: a third empty: im2col and a GEMM). It also needs the channels to fill a channel tile (at
+#: least CHANNELS_LAST_FILL of the tiles' output channels exist), sums of
+#: CHANNELS_LAST_MIN_TERMS products or more (the tile's scalar stores to the NCHW output are
+#: amortized), and CHANNELS_LAST_POSITIONS output positions. Measured on the 2-core VM, a
+#: step's kernels (least cycles of 25 steps, batch 32, 3x3 unless said, both cores),
+#: forward / input gradient against the schedule before: 128 channels of 8x8 0.93x /
+#: 0.89x; 64 of 12x12 0.53x / 0.76x; 32 to 64 of 12x12 0.30x / 0.47x; 16 to 32 of 12x12,
+#: 5x5, 0.18x / 0.26x; 128 of 10x10 0.95x / 0.80x. Not taken: rows of 13 to 15, where the
+#: direct tiles were faster (64 of 14x14: channels last 1.08x / 1.05x, of 15x15 1.14x /
+#: 1.09x); rows shorter than a vector (256 of 4x4: im2col and one GEMM over the batch run
+#: at the BLAS's speed, channels last even / 1.24x); strided convolutions (64 to 128 of
+#: 16x16 at stride 2: 1.11x against im2col a sample at a time); 1x1 kernels (1.7x).
 CHANNELS_LAST_FILL = 0.8
 CHANNELS_LAST_MIN_TERMS = 32
 
@@ -399,12 +402,13 @@ def channels_last(node) -> bool:
     if not all(isinstance(d, (int, sympy.Integer)) for d in sizes):
         return False
     kernel = tuple(int(k) for k in node.inputs[1].shape[2:])
-    if any(s != 1 for s in a["stride"]) or prod(kernel) == 1:
+    if any(s != 1 for s in a["stride"]) or prod(kernel) == 1 or not _direct_form(node):
         return False
     itemsize = np.dtype(node.dtype).itemsize
     lanes, tile = L.DIRECT_VECTOR_BYTES // itemsize, L.channels_last_tile(itemsize)
-    if not direct(node) or int(node.shape[-1]) >= L.DIRECT_TILE_VECTORS * lanes:
-        return False  # NCHW rows that fill whole tiles, or too short for a direct tile
+    width = int(node.shape[-1])
+    if not lanes <= width < L.DIRECT_TILE_VECTORS * lanes or (width > lanes and direct(node)):
+        return False  # rows shorter than a vector, or a direct tile of two vectors
     out_channels, channels = int(node.shape[1]), int(node.inputs[0].shape[1])
     filled = out_channels / (-(-out_channels // tile) * tile)
     return filled >= CHANNELS_LAST_FILL and channels * prod(kernel) >= \

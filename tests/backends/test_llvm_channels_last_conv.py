@@ -36,11 +36,13 @@ def _host_steps(node) -> list[str]:
 
 def test_the_cost_model_lays_out_channels_last_where_nchw_rows_do_not_fill_a_tile():
     # rows of one vector (8 floats: a DirectConv would hold six accumulators), with the
-    # input gradient (a stride-1 transposed convolution); LeNet-5's second layer
+    # input gradient (a stride-1 transposed convolution); LeNet-5's second layer; rows of
+    # 12 (a two-vector direct tile would be a third empty: im2col and a GEMM before)
     vector, vector_x, _ = _nodes(("N", 128, 8, 8), (128, 128, 3, 3), padding=1)
     lenet2, _, _ = _nodes(("N", 6, 12, 12), (16, 6, 5, 5))
-    assert conv_module.direct(vector)  # (what the NCHW schedule would take)
-    for node in (vector, vector_x, lenet2):
+    twelve, twelve_x, _ = _nodes(("N", 64, 12, 12), (64, 64, 3, 3), padding=1)
+    assert conv_module.direct(vector) and not conv_module.direct(twelve)
+    for node in (vector, vector_x, lenet2, twelve, twelve_x):
         assert conv_module.channels_last(node)
         assert _host_steps(node) == ["LoopNest", "LoopNest", "ChannelsLastConv"]  # pack, copy
         assert [type(s).__name__ for s in node.op.loops(node, None).gpu] == \
@@ -59,10 +61,14 @@ def test_the_cost_model_lays_out_channels_last_where_nchw_rows_do_not_fill_a_til
     for node in (strided_w, shortcut_w):
         assert conv_module.channels_last_weight_grad(node)
         assert _host_steps(node) == ["LoopNest", "ChannelsLastWeightGrad"]  # the copy
-    # NCHW rows that fill the tiles (cnn32's layers, 32 and 16 positions a row) stay there
+    # NCHW rows that fill the tiles (cnn32's layers, 32 and 16 positions a row) stay there,
+    # as do rows of 13 to 15 (a direct tile of two vectors, faster there)
     cnn32, cnn32_x, _ = _nodes(("N", 32, 32, 32), (32, 32, 3, 3), padding=1)
     cnn32b, _, _ = _nodes(("N", 64, 16, 16), (64, 64, 3, 3), padding=1)
-    assert not any(conv_module.channels_last(n) for n in (cnn32, cnn32_x, cnn32b))
+    fourteen, fourteen_x, _ = _nodes(("N", 64, 14, 14), (64, 64, 3, 3), padding=1)
+    assert conv_module.direct(fourteen) and conv_module.direct(fourteen_x)
+    assert not any(conv_module.channels_last(n)
+                   for n in (cnn32, cnn32_x, cnn32b, fourteen, fourteen_x))
     cnn32_w = _nodes(("N", 32, 32, 32), (32, 32, 3, 3), padding=1)[2]
     assert conv_module.direct_weight_grad(cnn32_w)
     assert not conv_module.channels_last_weight_grad(cnn32_w)
@@ -134,12 +140,9 @@ GEOMETRIES = [  # (input shape, weight shape, dtype, keyword arguments, which ta
     "1x1-padded"])
 def test_the_channels_last_schedules_match_numpy_with_every_gradient(geometry, monkeypatch):
     x_shape, w_shape, dtype, geom, expected = geometry
-    # odd sizes take the schedules too: every fill, every length of sum, and every row the
-    # direct schedule would cover with one vector (9 to 15 floats, 4 to 7 doubles)
+    # odd sizes take the schedules too: every fill and every length of sum
     monkeypatch.setattr(conv_module, "CHANNELS_LAST_FILL", 0)
     monkeypatch.setattr(conv_module, "CHANNELS_LAST_MIN_TERMS", 0)
-    monkeypatch.setattr(conv_module, "DIRECT_MIN_WORK", 0)
-    monkeypatch.setattr(conv_module, "DIRECT_MIN_WIDTH", 4)
     rng = np.random.default_rng(0)
     data = rng.normal(size=x_shape).astype(dtype)
     results, taken = {}, []
@@ -167,12 +170,10 @@ def test_the_channels_last_schedules_match_numpy_with_every_gradient(geometry, m
         np.testing.assert_allclose(got, want, **tol)
 
 
-def test_a_stride_one_input_gradient_takes_the_schedule_with_the_flipped_kernel(monkeypatch):
+def test_a_stride_one_input_gradient_takes_the_schedule_with_the_flipped_kernel():
     """A 3x2 kernel over rows of one vector of doubles: the forward and its input gradient
     (a stride-1 transposed convolution of the flipped kernel) are both channels last;
     against the NumPy backend."""
-    monkeypatch.setattr(conv_module, "DIRECT_MIN_WORK", 0)  # rows of 4 and 5 doubles
-    monkeypatch.setattr(conv_module, "DIRECT_MIN_WIDTH", 4)
     weights = np.random.default_rng(7).normal(size=(32, 24, 3, 2))
     results = {}
     for backend in ("numpy", "llvm"):
@@ -219,9 +220,7 @@ def test_the_tiles_give_the_same_bits_on_any_thread_count():
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
 
 
-def test_non_finite_values_come_out_where_numpy_puts_them(monkeypatch):
-    monkeypatch.setattr(conv_module, "DIRECT_MIN_WORK", 0)  # rows of 6 doubles
-    monkeypatch.setattr(conv_module, "DIRECT_MIN_WIDTH", 4)
+def test_non_finite_values_come_out_where_numpy_puts_them():
     rng = np.random.default_rng(3)
     data = rng.normal(size=(2, 16, 6, 6))
     data[0, 1, 2, 5] = np.nan
