@@ -369,21 +369,21 @@ def _direct_weight_grad_steps(node):
 #: The channels-last schedule (`loops.ChannelsLastConv`): a tile of output positions by a
 #: tile of output channels, from a channels-last copy of the padded input. The layout the
 #: cost model picks for a convolution of stride 1 (or the input gradient of one) whose rows
-#: hold one vector to less than two (8 to 15 floats, 4 to 7 doubles) where the direct
-#: schedule would cover them with one vector (rows of 8: six accumulators, half the fused
-#: multiply-adds in flight) or not at all (rows of 9 to 12, whose two-vector tile would be
-#: a third empty: im2col and a GEMM). It also needs the channels to fill a channel tile (at
-#: least CHANNELS_LAST_FILL of the tiles' output channels exist), sums of
+#: are shorter than two vectors (16 floats, 8 doubles) where the direct schedule would
+#: cover them with one vector (rows of 8: six accumulators, half the fused multiply-adds in
+#: flight) or not at all (rows of 9 to 12, whose two-vector tile would be a third empty,
+#: and rows shorter than a vector: im2col and a GEMM). It also needs the channels to fill a
+#: channel tile (at least CHANNELS_LAST_FILL of the tiles' output channels exist), sums of
 #: CHANNELS_LAST_MIN_TERMS products or more (the tile's scalar stores to the NCHW output are
 #: amortized), and CHANNELS_LAST_POSITIONS output positions. Measured on the 2-core VM, a
 #: step's kernels (least cycles of 25 steps, batch 32, 3x3 unless said, both cores),
 #: forward / input gradient against the schedule before: 128 channels of 8x8 0.93x /
-#: 0.89x; 64 of 12x12 0.53x / 0.76x; 32 to 64 of 12x12 0.30x / 0.47x; 16 to 32 of 12x12,
-#: 5x5, 0.18x / 0.26x; 128 of 10x10 0.95x / 0.80x. Not taken: rows of 13 to 15, where the
-#: direct tiles were faster (64 of 14x14: channels last 1.08x / 1.05x, of 15x15 1.14x /
-#: 1.09x); rows shorter than a vector (256 of 4x4: im2col and one GEMM over the batch run
-#: at the BLAS's speed, channels last even / 1.24x); strided convolutions (64 to 128 of
-#: 16x16 at stride 2: 1.11x against im2col a sample at a time); 1x1 kernels (1.7x).
+#: 0.89x; 64 of 12x12 0.53x / 0.76x; 16 to 32 of 12x12, 5x5, 0.18x / 0.26x; 128 of 10x10
+#: 0.95x / 0.80x; 64 of 7x7 0.32x / 0.57x; 512 of 7x7 0.81x / 0.78x; 128 of 6x6 0.72x /
+#: 0.87x; 64 of 4x4 0.59x / 0.78x; 256 of 4x4 (one GEMM over the batch before) 0.93x /
+#: 1.14x. Not taken: rows of 13 to 15, where the direct tiles were faster (64 of 14x14:
+#: channels last 1.08x / 1.05x, of 15x15 1.14x / 1.09x); strided convolutions (64 to 128
+#: of 16x16 at stride 2: 1.11x against im2col a sample at a time); 1x1 kernels (1.7x).
 CHANNELS_LAST_FILL = 0.8
 CHANNELS_LAST_MIN_TERMS = 32
 
@@ -407,8 +407,8 @@ def channels_last(node) -> bool:
     itemsize = np.dtype(node.dtype).itemsize
     lanes, tile = L.DIRECT_VECTOR_BYTES // itemsize, L.channels_last_tile(itemsize)
     width = int(node.shape[-1])
-    if not lanes <= width < L.DIRECT_TILE_VECTORS * lanes or (width > lanes and direct(node)):
-        return False  # rows shorter than a vector, or a direct tile of two vectors
+    if width >= L.DIRECT_TILE_VECTORS * lanes or (width > lanes and direct(node)):
+        return False  # a direct tile of two vectors
     out_channels, channels = int(node.shape[1]), int(node.inputs[0].shape[1])
     filled = out_channels / (-(-out_channels // tile) * tile)
     return filled >= CHANNELS_LAST_FILL and channels * prod(kernel) >= \

@@ -41,8 +41,13 @@ def test_the_cost_model_lays_out_channels_last_where_nchw_rows_do_not_fill_a_til
     vector, vector_x, _ = _nodes(("N", 128, 8, 8), (128, 128, 3, 3), padding=1)
     lenet2, _, _ = _nodes(("N", 6, 12, 12), (16, 6, 5, 5))
     twelve, twelve_x, _ = _nodes(("N", 64, 12, 12), (64, 64, 3, 3), padding=1)
+    # rows shorter than a vector (im2col and a GEMM before), even where one GEMM over the
+    # batch took the forward
+    short, short_x, short_w = _nodes(("N", 256, 4, 4), (256, 256, 3, 3), padding=1)
+    seven, seven_x, _ = _nodes(("N", 64, 7, 7), (64, 64, 3, 3), padding=1)
     assert conv_module.direct(vector) and not conv_module.direct(twelve)
-    for node in (vector, vector_x, lenet2, twelve, twelve_x):
+    assert conv_module.whole_batch(short) and conv_module.channels_last_weight_grad(short_w)
+    for node in (vector, vector_x, lenet2, twelve, twelve_x, short, short_x, seven, seven_x):
         assert conv_module.channels_last(node)
         assert _host_steps(node) == ["LoopNest", "LoopNest", "ChannelsLastConv"]  # pack, copy
         assert [type(s).__name__ for s in node.op.loops(node, None).gpu] == \
@@ -54,10 +59,6 @@ def test_the_cost_model_lays_out_channels_last_where_nchw_rows_do_not_fill_a_til
     shortcut, shortcut_x, shortcut_w = _nodes(("N", 64, 16, 16), (128, 64, 1, 1), stride=2)
     assert not any(conv_module.channels_last(n)
                    for n in (strided, strided_x, strided_w, shortcut, shortcut_x))
-    # rows shorter than a vector: im2col and one GEMM over the batch (the BLAS's speed)
-    short, short_x, short_w = _nodes(("N", 256, 4, 4), (256, 256, 3, 3), padding=1)
-    assert not conv_module.channels_last(short) and not conv_module.channels_last(short_x)
-    assert conv_module.whole_batch(short) and conv_module.channels_last_weight_grad(short_w)
     for node in (strided_w, shortcut_w):
         assert conv_module.channels_last_weight_grad(node)
         assert _host_steps(node) == ["LoopNest", "ChannelsLastWeightGrad"]  # the copy
@@ -80,10 +81,11 @@ def test_the_cost_model_lays_out_channels_last_where_nchw_rows_do_not_fill_a_til
     sixteen, _, _ = _nodes(("N", 16, 8, 8), (16, 16, 3, 3), padding=1)
     assert not conv_module.channels_last(few) and not conv_module.channels_last(twenty)
     assert conv_module.channels_last(sixteen)
-    # too few terms a sum (3 x 3 x 3 = 27 < 32), too few positions (5), a 1x1 of stride 1
-    # (a GEMM per sample), symbolic image sizes, integers, 3-D
+    # too few terms a sum (3 x 3 x 3 = 27 < 32), too few positions (5 at stride 2, 4 of
+    # 2x2), a 1x1 of stride 1 (a GEMM per sample), symbolic image sizes, integers, 3-D
     first, _, _ = _nodes(("N", 3, 32, 32), (64, 3, 3, 3), stride=2, padding=1)
     tiny, _, _ = _nodes(("N", 32, 10), (32, 32, 3), stride=2, padding=1)
+    corner, _, _ = _nodes(("N", 64, 2, 2), (64, 64, 3, 3), padding=1)
     pointwise, _, _ = _nodes(("N", 64, 4, 4), (64, 64, 1, 1))
     symbolic, _, _ = _nodes(("N", 64, "H", "W"), (64, 64, 3, 3), stride=2)
     with gc.Graph():
@@ -95,7 +97,7 @@ def test_the_cost_model_lays_out_channels_last_where_nchw_rows_do_not_fill_a_til
                                     (1, 1, 1), (1, 1, 1), (1, 1, 1)).node
     assert tiny.shape[-1] == 5
     assert not any(conv_module.channels_last(n)
-                   for n in (first, tiny, pointwise, symbolic, integers, conv3))
+                   for n in (first, tiny, corner, pointwise, symbolic, integers, conv3))
     # weight gradients: the input channels fill their tile of 16 floats (8 doubles) and the
     # output channels their tile of 6, each to 0.8; not a 1x1 of stride 1, nor symbolic
     def weight_grad(x_shape, w_shape, dtype="float32", **geom):
