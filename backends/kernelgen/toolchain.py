@@ -38,6 +38,14 @@ def host_target_machine() -> llvm.TargetMachine:
                                         opt=3, reloc="default", codemodel="jitdefault")
 
 
+def wide_tiles() -> bool:
+    """Has this CPU 32 vector registers of 32 bytes (AVX-512VL), room for register tiles of
+    24 accumulators? (16 registers, AVX2's, hold tiles of 12.) A fact of the machine, like
+    its vector width: part of the cache key through `host_description`."""
+    initialize()
+    return "+avx512vl" in llvm.get_host_cpu_features().flatten().split(",")
+
+
 def host_description() -> str:
     """Triple, CPU and features: part of every cache key (code for AVX2 won't run elsewhere)."""
     initialize()
