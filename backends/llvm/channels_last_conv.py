@@ -112,6 +112,20 @@ class _Items(StepBuffers):
         """The address of element `index` of buffer `name`."""
         return self.pointer(name, self.at(name, *index))
 
+    def call_tiles(self, make, first, count: int, args) -> None:
+        """Call the tile function `make(module, ty, pair)` on `args`: the pair form where
+        the CPU holds pairs and the tile after `first` (an i64 value) is one of the `count`,
+        else the single form (an odd last tile)."""
+        b, single = self.b, make(self.k.module, self.ty, False)
+        if not wide_tiles():
+            b.call(single, args)
+            return
+        with b.if_else(b.icmp_unsigned("<", b.add(first, i64(1)), i64(count))) as (two, one):
+            with two:
+                b.call(make(self.k.module, self.ty, True), args)
+            with one:
+                b.call(single, args)
+
 
 class _Tiles(_Items):
     """A ChannelsLastConv's items."""
@@ -142,16 +156,7 @@ class _Tiles(_Items):
                     i64(taps), i64(OH * OW), i64(OW), b.mul(xs[1], i64(SH)),
                     b.mul(xs[2], i64(SW)), b.mul(xs[1], i64(DH)), b.mul(xs[2], i64(DW)),
                     self.strides[s.w][0]]
-            single = _tile_function(self.k.module, self.ty)
-            if width == 1:
-                b.call(single, args)
-            else:
-                last = b.icmp_unsigned("<", b.add(q, i64(1)), i64(tiles))
-                with b.if_else(last) as (two, one):
-                    with two:
-                        b.call(_tile_function(self.k.module, self.ty, pair=True), args)
-                    with one:  # (an odd last tile)
-                        b.call(single, args)
+            self.call_tiles(_tile_function, q, tiles, args)
 
 
 class _WeightGradTiles(_Items):
@@ -173,7 +178,6 @@ class _WeightGradTiles(_Items):
         # two input channel tiles an item where the CPU has the registers for them
         width = 2 if wide_tiles() else 1
         c_items = -(-c_tiles // width)
-        single = _grad_tile_function(self.k.module, self.ty)
         with loop(b, hi, "u", start=lo) as u:
             q, rest = b.urem(u, i64(co_tiles)), b.udiv(u, i64(co_tiles))
             ci, tap = b.urem(rest, i64(c_items)), b.udiv(rest, i64(c_items))
@@ -189,15 +193,7 @@ class _WeightGradTiles(_Items):
                     self.k.dim(geo.batch), i64(OH), i64(OW), xs[0],
                     b.mul(xs[1], i64(SH)), b.mul(xs[2], i64(SW)), gs[0], gs[1],
                     i64(C * KH * KW), i64(KH * KW)]
-            if width == 1:
-                b.call(single, args)
-            else:
-                both = b.icmp_unsigned("<", b.add(ct, i64(1)), i64(c_tiles))
-                with b.if_else(both) as (two, one):
-                    with two:
-                        b.call(_grad_tile_function(self.k.module, self.ty, pair=True), args)
-                    with one:  # (an odd last tile: the next one's channels are not in x)
-                        b.call(single, args)
+            self.call_tiles(_grad_tile_function, ct, c_tiles, args)
 
 
 def _tile_body(module: ir.Module, fn: ir.Function, ty: ir.Type, width: int = 1):
