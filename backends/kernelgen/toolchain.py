@@ -38,6 +38,7 @@ def host_target_machine() -> llvm.TargetMachine:
                                         opt=3, reloc="default", codemodel="jitdefault")
 
 
+@cache
 def wide_tiles() -> bool:
     """Has this CPU 32 vector registers of 32 bytes (AVX-512VL), room for register tiles of
     24 accumulators? (16 registers, AVX2's, hold tiles of 12.) A fact of the machine, like

@@ -60,53 +60,28 @@ from .register_tiles import rolled_loop as loop
 __all__ = ["channels_last_conv"]
 
 
-def channels_last_conv(ctx, step: L.ChannelsLastConv) -> None:
-    """Render a ChannelsLastConv `step` into the kernel `ctx` (a HostKernel): its loop over
-    (sample, channel tile) items in its own function, run on every thread when the step is
-    large enough (`run_parallel`)."""
-    from .threads import MACS_PER_POINT
-
+def channels_last_conv(ctx, step) -> None:
+    """Render a ChannelsLastConv or ChannelsLastWeightGrad `step` into the kernel `ctx` (a
+    HostKernel): its loop over items in its own function, run on every thread when the
+    step is large enough (`run_parallel`)."""
     part = ctx.host_part()
     lo, hi = part.bounds
-    geo = step.geometry
-    tile = L.channels_last_tile(ctx.node.dtype.itemsize)
-    if isinstance(step, L.ChannelsLastWeightGrad):
-        rows = L.CHANNELS_LAST_POSITIONS
-        _WeightGradTiles(part, step).emit(lo, hi)
-        # the items: every (kernel tap, input channel tiles, output channel tile), of
-        # c_tiles x tile x rows sums a tap and output tile, each over every output position
-        # of the batch
-        c_tiles = -(-geo.channels // tile)
-        c_items = -(-c_tiles // (2 if wide_tiles() else 1))  # (pairs of tiles, or one)
-        items = geo.kernel[0] * geo.kernel[1] * c_items * -(-geo.out_channels // rows)
-        counts = [i64(items), i64(c_tiles * tile * rows // c_items),
-                  product(ctx.b, [ctx.dim(geo.batch), i64(geo.out_size[0] * geo.out_size[1])])]
-        part.finish()
-        ctx.run_parallel(part, counts, (1, MACS_PER_POINT))
-        return
-    positions = geo.out_size[0] * geo.out_size[1]
-    if positions < L.CHANNELS_LAST_POSITIONS:  # graphc/ops/conv.channels_last rules this out
-        raise BackendError(f"a channels-last convolution needs {L.CHANNELS_LAST_POSITIONS} "
-                           f"output positions or more, got {positions}")
-    _Tiles(part, step).emit(lo, hi)
-    tiles = -(-geo.out_channels // tile)
-    items = -(-tiles // (2 if wide_tiles() else 1))
-    # the items: every (sample, channel tiles) pair, of tiles x tile x positions outputs a
-    # sample, each output a sum of channels x kh x kw multiply-adds
-    counts = [product(ctx.b, [ctx.dim(geo.batch), i64(items)]),
-              i64(tiles * tile * positions // items)]
-    per_point = (geo.channels * geo.kernel[0] * geo.kernel[1], MACS_PER_POINT)
+    kind = _WeightGradTiles if isinstance(step, L.ChannelsLastWeightGrad) else _Tiles
+    items = kind(part, step)
+    items.emit(lo, hi)
     part.finish()
-    ctx.run_parallel(part, counts, per_point)
+    ctx.run_parallel(part, *items.work(ctx))
 
 
 class _Items(StepBuffers):
     """A channels-last step's items, in the part function `k` of the kernel: its buffers
-    `names`, and the channels of a tile's two vectors."""
+    `names`, the channels of a tile's two vectors, and how many tiles an item holds (two
+    where the CPU has the registers: `wide_tiles`)."""
 
     def __init__(self, k, step, names) -> None:
         super().__init__(k, step, names)
         self.tile = L.channels_last_tile(k.node.dtype.itemsize)
+        self.width = 2 if wide_tiles() else 1
 
     def pointer_to(self, name: str, *index):
         """The address of element `index` of buffer `name`."""
@@ -114,10 +89,10 @@ class _Items(StepBuffers):
 
     def call_tiles(self, make, first, count: int, args) -> None:
         """Call the tile function `make(module, ty, pair)` on `args`: the pair form where
-        the CPU holds pairs and the tile after `first` (an i64 value) is one of the `count`,
+        items hold pairs and the tile after `first` (an i64 value) is one of the `count`,
         else the single form (an odd last tile)."""
         b, single = self.b, make(self.k.module, self.ty, False)
-        if not wide_tiles():
+        if self.width == 1:
             b.call(single, args)
             return
         with b.if_else(b.icmp_unsigned("<", b.add(first, i64(1)), i64(count))) as (two, one):
@@ -128,27 +103,42 @@ class _Items(StepBuffers):
 
 
 class _Tiles(_Items):
-    """A ChannelsLastConv's items."""
+    """A ChannelsLastConv's items: (sample, channel tiles) pairs."""
 
     def __init__(self, k, step: L.ChannelsLastConv) -> None:
         super().__init__(k, step, (step.x, step.w, step.out))
+        geo = self.geo
+        self.positions = geo.out_size[0] * geo.out_size[1]
+        if self.positions < L.CHANNELS_LAST_POSITIONS:  # conv.channels_last rules this out
+            raise BackendError(f"a channels-last convolution needs "
+                               f"{L.CHANNELS_LAST_POSITIONS} output positions or more, got "
+                               f"{self.positions}")
+        self.tiles = -(-geo.out_channels // self.tile)
+        self.items = -(-self.tiles // self.width)  # a sample's: item j holds tile j*width..
+
+    def work(self, ctx):
+        """`run_parallel`'s counts and cost of a point: every (sample, channel tiles) item,
+        the tiles' outputs of a sample shared between its items, each output a sum of
+        channels x kh x kw multiply-adds."""
+        from .threads import MACS_PER_POINT
+
+        geo = self.geo
+        counts = [product(ctx.b, [ctx.dim(geo.batch), i64(self.items)]),
+                  i64(self.tiles * self.tile * self.positions // self.items)]
+        return counts, (geo.channels * geo.kernel[0] * geo.kernel[1], MACS_PER_POINT)
 
     def emit(self, lo, hi) -> None:
-        """Items lo..hi of (sample, channel tile) pairs, a sample's tiles in order."""
+        """Items lo..hi, a sample's tiles in order."""
         b, s, geo, tile = self.b, self.step, self.geo, self.tile
-        tiles = -(-geo.out_channels // tile)
         (OH, OW), (KH, KW) = geo.out_size, geo.kernel
         (SH, SW), (DH, DW) = geo.stride, geo.dilation
         xs = self.strides[s.x]  # (n, i, j, c): xs[1] a row, xs[2] a position
         # with no dilation along rows, a kernel row's taps read one run of the input row
         # ((kw, c) -> kw*C + c) and of the packed weights: one loop of KW*C terms
         taps, terms = (1, KW * geo.channels) if DW == 1 else (KW, geo.channels)
-        # two channel tiles an item where the CPU has the registers for them
-        width = 2 if wide_tiles() else 1
-        items = -(-tiles // width)  # an item's tiles: q0 = its index times width
         with loop(b, hi, "j", start=lo) as j:
-            n, k = b.udiv(j, i64(items)), b.urem(j, i64(items))
-            q = b.mul(k, i64(width))
+            n, k = b.udiv(j, i64(self.items)), b.urem(j, i64(self.items))
+            q = b.mul(k, i64(self.width))
             co0 = b.mul(q, i64(tile))
             channels = b.sub(i64(geo.out_channels), co0)  # (the tile function stops there)
             args = [self.pointer_to(s.x, n, 0, 0, 0), self.pointer_to(s.w, q, 0, 0, 0, 0),
@@ -156,32 +146,44 @@ class _Tiles(_Items):
                     i64(taps), i64(OH * OW), i64(OW), b.mul(xs[1], i64(SH)),
                     b.mul(xs[2], i64(SW)), b.mul(xs[1], i64(DH)), b.mul(xs[2], i64(DW)),
                     self.strides[s.w][0]]
-            self.call_tiles(_tile_function, q, tiles, args)
+            self.call_tiles(_tile_function, q, self.tiles, args)
 
 
 class _WeightGradTiles(_Items):
-    """A ChannelsLastWeightGrad's items."""
+    """A ChannelsLastWeightGrad's items: (kernel tap, input channel tiles, output channel
+    tile), the output channel tiles innermost (consecutive items read the same input
+    vectors)."""
 
     def __init__(self, k, step: L.ChannelsLastWeightGrad) -> None:
         super().__init__(k, step, (step.x, step.g, step.out))
+        geo, self.rows = self.geo, L.CHANNELS_LAST_POSITIONS
+        self.c_tiles = -(-geo.channels // self.tile)
+        self.c_items = -(-self.c_tiles // self.width)
+        self.co_tiles = -(-geo.out_channels // self.rows)
+        self.items = geo.kernel[0] * geo.kernel[1] * self.c_items * self.co_tiles
+
+    def work(self, ctx):
+        """`run_parallel`'s counts and cost of a point: every item, the sums of a tap and
+        output channel tile shared between its items, each sum over every output position
+        of the batch (a point each)."""
+        from .threads import MACS_PER_POINT
+
+        geo = self.geo
+        counts = [i64(self.items), i64(self.c_tiles * self.tile * self.rows // self.c_items),
+                  product(ctx.b, [ctx.dim(geo.batch), i64(geo.out_size[0] * geo.out_size[1])])]
+        return counts, (1, MACS_PER_POINT)
 
     def emit(self, lo, hi) -> None:
-        """Items lo..hi of (kernel tap, input channel tile, output channel tile), the output
-        channel tiles innermost (consecutive items read the same input vectors)."""
-        b, s, geo, tile = self.b, self.step, self.geo, self.tile
-        rows = L.CHANNELS_LAST_POSITIONS
+        """Items lo..hi."""
+        b, s, geo, tile, rows = self.b, self.step, self.geo, self.tile, self.rows
         C, CO = geo.channels, geo.out_channels
-        c_tiles, co_tiles = -(-C // tile), -(-CO // rows)
         (OH, OW), (KH, KW) = geo.out_size, geo.kernel
         (SH, SW), (DH, DW) = geo.stride, geo.dilation
         xs, gs = self.strides[s.x], self.strides[s.g]  # x (n, i, j, c); g (n, co, oh, ow)
-        # two input channel tiles an item where the CPU has the registers for them
-        width = 2 if wide_tiles() else 1
-        c_items = -(-c_tiles // width)
         with loop(b, hi, "u", start=lo) as u:
-            q, rest = b.urem(u, i64(co_tiles)), b.udiv(u, i64(co_tiles))
-            ci, tap = b.urem(rest, i64(c_items)), b.udiv(rest, i64(c_items))
-            ct = b.mul(ci, i64(width))
+            q, rest = b.urem(u, i64(self.co_tiles)), b.udiv(u, i64(self.co_tiles))
+            ci, tap = b.urem(rest, i64(self.c_items)), b.udiv(rest, i64(self.c_items))
+            ct = b.mul(ci, i64(self.width))
             kh, kw = b.udiv(tap, i64(KW)), b.urem(tap, i64(KW))
             co0, c0 = b.mul(q, i64(rows)), b.mul(ct, i64(tile))
             co_count = b.select(b.icmp_unsigned("<", q, i64(CO // rows)), i64(rows),
@@ -193,7 +195,7 @@ class _WeightGradTiles(_Items):
                     self.k.dim(geo.batch), i64(OH), i64(OW), xs[0],
                     b.mul(xs[1], i64(SH)), b.mul(xs[2], i64(SW)), gs[0], gs[1],
                     i64(C * KH * KW), i64(KH * KW)]
-            self.call_tiles(_grad_tile_function, ct, c_tiles, args)
+            self.call_tiles(_grad_tile_function, ct, self.c_tiles, args)
 
 
 def _tile_body(module: ir.Module, fn: ir.Function, ty: ir.Type, width: int = 1):

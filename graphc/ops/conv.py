@@ -225,13 +225,17 @@ DIRECT_MIN_WORK = 0.8
 PACK_HINTS = {"rolled": True}
 
 
-def _direct_form(node) -> bool:
-    """What every direct schedule needs: floats, 1-D or 2-D, stride 1 along rows, and every
-    size known but the batch."""
-    a = node.attrs
+def _tile_form(node) -> bool:
+    """What every register-tile schedule (direct or channels last) needs: floats, 1-D or
+    2-D, and every size known but the batch."""
     sizes = [d for t in (*node.inputs, node) for d in t.shape[1:]]
-    return np.dtype(node.dtype).kind == "f" and len(a["stride"]) in (1, 2) and \
-        a["stride"][-1] == 1 and all(isinstance(d, (int, sympy.Integer)) for d in sizes)
+    return np.dtype(node.dtype).kind == "f" and len(node.attrs["stride"]) in (1, 2) and \
+        all(isinstance(d, (int, sympy.Integer)) for d in sizes)
+
+
+def _direct_form(node) -> bool:
+    """What every direct schedule needs: a tile form (`_tile_form`) of stride 1 along rows."""
+    return _tile_form(node) and node.attrs["stride"][-1] == 1
 
 
 def direct(node) -> bool:
@@ -394,15 +398,10 @@ def channels_last(node) -> bool:
     (CHANNELS_LAST_FILL). A rule of the sizes and geometry only."""
     from . import loops as L
 
-    a, name = node.attrs, node.op.name
-    if name not in ("conv", "conv_transpose") or len(a["stride"]) not in (1, 2) or \
-            np.dtype(node.dtype).kind != "f":
-        return False
-    sizes = [d for t in (*node.inputs, node) for d in t.shape[1:]]
-    if not all(isinstance(d, (int, sympy.Integer)) for d in sizes):
+    if node.op.name not in ("conv", "conv_transpose") or not _tile_form(node):
         return False
     kernel = tuple(int(k) for k in node.inputs[1].shape[2:])
-    if any(s != 1 for s in a["stride"]) or prod(kernel) == 1 or not _direct_form(node):
+    if any(s != 1 for s in node.attrs["stride"]) or prod(kernel) == 1:
         return False
     itemsize = np.dtype(node.dtype).itemsize
     lanes, tile = L.DIRECT_VECTOR_BYTES // itemsize, L.channels_last_tile(itemsize)
@@ -494,14 +493,8 @@ def channels_last_weight_grad(node) -> bool:
     0.67x, 128 to 256 of 8x8 at stride 2 0.70x, a 1x1 of stride 2 0.89x."""
     from . import loops as L
 
-    a = node.attrs
-    if node.op.name != "conv_weight_grad" or len(a["stride"]) not in (1, 2) or \
-            np.dtype(node.dtype).kind != "f":
-        return False
-    sizes = [d for t in (*node.inputs, node) for d in t.shape[1:]]
-    if not all(isinstance(d, (int, sympy.Integer)) for d in sizes):
-        return False
-    if direct_weight_grad(node) or _pointwise(node, a["kernel"]):
+    if node.op.name != "conv_weight_grad" or not _tile_form(node) or \
+            direct_weight_grad(node) or _pointwise(node, node.attrs["kernel"]):
         return False
     channels, out_channels = int(node.shape[1]), int(node.shape[0])
     tile, rows = L.channels_last_tile(np.dtype(node.dtype).itemsize), L.CHANNELS_LAST_POSITIONS
