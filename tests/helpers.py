@@ -61,3 +61,32 @@ def compile_on(*args, backend: str, **kwargs):
         backend, kwargs["backend_options"] = "cuda", {"verify": False}
     return gc.compile(*args, backend=backend, **kwargs)
 
+
+
+def assert_conv_non_finite_like_numpy(data: np.ndarray, seed: np.ndarray, out_channels: int,
+                                      taken) -> None:
+    """A padded 3x3 float64 convolution of `data` (NaN and infinities in it) with both
+    gradients, of a cost weighted by `seed` (infinities in it too), on the llvm backend:
+    each output NaN, +inf, -inf or finite exactly where the NumPy backend's is, the finite
+    values to rounding (the sums run in another order). `taken(y, gx, gw)` asserts which
+    schedule the llvm backend's nodes take."""
+    results = {}
+    for backend in ("numpy", "llvm"):
+        with gc.Graph():
+            x = gc.placeholder("x", ("N", *data.shape[1:]), "float64")
+            w = gc.parameter("w", np.random.default_rng(4).normal(
+                size=(out_channels, data.shape[1], 3, 3)))
+            y = gc.nn.functional.conv2d(x, w, padding=1)
+            gx, gw = gc.grad((y * gc.constant(seed)).sum(), [x, w])
+            taken(y.node, gx.node, gw.node)
+            options = {"cache": False} if backend == "llvm" else None
+            fn = gc.compile([x], [y, gx, gw], backend=backend, backend_options=options)
+        with np.errstate(invalid="ignore", over="ignore"):
+            results[backend] = fn(data)
+    for got, want in zip(results["llvm"], results["numpy"]):
+        assert (np.isnan(got) == np.isnan(want)).all()
+        assert (np.isposinf(got) == np.isposinf(want)).all()
+        assert (np.isneginf(got) == np.isneginf(want)).all()
+        finite = np.isfinite(want)
+        assert finite.any() and not finite.all()
+        np.testing.assert_allclose(got[finite], want[finite], rtol=1e-12, atol=1e-12)
