@@ -13,8 +13,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cache
 
 from graphc.errors import BackendError
@@ -34,8 +33,6 @@ class Blas:
     int_bits: int  # 32 or 64: the integer type of the Fortran arguments
     addresses: tuple[tuple[str, int], ...]
     local_threads: bool = False  # graphc_blas_threads(n) sets this thread's BLAS thread count
-    #: the same from Python (n -> the previous count), where local_threads
-    set_local_threads: Callable[[int], int] | None = field(default=None, compare=False)
     #: a parallel region puts a step's later products on one BLAS thread (set by `blas`:
     #: graphc.blas_policy.ONE_BLAS_THREAD_AFTER_A_REGION, where the count can be lowered)
     one_thread_after_a_region: bool = False
@@ -73,7 +70,7 @@ def _from_numpy() -> Blas | None:
                                   ctypes.cast(local, ctypes.c_void_p).value))
                 local.argtypes, local.restype = [ctypes.c_int], ctypes.c_int
             return Blas(f"NumPy's {os.path.basename(path)}", bits, tuple(addresses),
-                        local is not None, local)
+                        local is not None)
     return None
 
 

@@ -234,7 +234,8 @@ class HostKernel(KernelContext):
                 for k, v in enumerate((b.ptrtoint(slots, I64), b.ptrtoint(dims, I64),
                                        b.ptrtoint(ids, I64), n, i64(0))):
                     b.store(v, b.gep(data, [i64(k)]))
-                blas_to_one_thread_if_workers_spin(self.module, b)
+                blas_to_one_thread_if_workers_spin(
+                    self.module, b, self.slot_ptr(gen.root.blas_count_slot(), "blas_count"))
                 threads.start_region(self.module, b, fn, data, team)
             with serial:
                 b.call(fn, [slots, dims, ids, i64(0), n])
@@ -299,6 +300,16 @@ class HostCodegen(ProgramGenerator):
         self.kernel_names: list[str] = []  # the profile's counters, by index (root only)
         self.profile_slot = -1
         self.regions = 0  # nests that may run on every thread (root only: run_parallel)
+        self._blas_count_slot = -1  # see blas_count_slot
+
+    def blas_count_slot(self) -> int:
+        """The scratch slot of the BLAS thread count a region lowered in this step, plus one
+        (0: nothing to put back; kernels_linalg.blas_to_one_thread_if_workers_spin), made
+        by the first region (root only)."""
+        if self._blas_count_slot < 0:
+            self._blas_count_slot = self.layout.new_slot()
+            self.layout.scratch[self._blas_count_slot] = 8
+        return self._blas_count_slot
 
     def updates_in_place(self) -> dict[int, int]:
         """The new values computed straight into their parameters (passes/memory.py's rule):
@@ -414,9 +425,27 @@ class HostCodegen(ProgramGenerator):
                     self._stop_unless(b, entry, b.not_(bad), k, ir.Constant(I32, FAILED_INF))
         self._emit_updates(b, entry)
         b.ret(ir.Constant(I32, 0))
+        if self._blas_count_slot >= 0:  # a region may lower the BLAS count: every return
+            self._before_each_return(entry, self._restore_blas_threads)  # puts it back
         if self.profile:  # (a loop's body kernels have counters too: sized at the end)
             self.layout.scratch[self.profile_slot] = 8 * max(len(self.kernel_names), 1)
         return self.module
+
+    def _restore_blas_threads(self, b: ir.IRBuilder, entry: ir.Function) -> None:
+        from .kernels_linalg import restore_blas_threads
+
+        word = b.load(b.gep(entry.args[0], [i64(self._blas_count_slot)], source_etype=PTR),
+                      typ=PTR)
+        b.call(restore_blas_threads(self.module), [word])
+
+    @staticmethod
+    def _before_each_return(entry: ir.Function, emit) -> None:
+        """Call ``emit(builder, entry)`` before each `ret` of the step function."""
+        for block in entry.blocks:
+            if isinstance(block.terminator, ir.Ret):
+                b = ir.IRBuilder(block)
+                b.position_before(block.terminator)
+                emit(b, entry)
 
     def _stop_unless(self, b: ir.IRBuilder, entry: ir.Function, ok: ir.Value, position: int,
                      code: ir.Value) -> None:

@@ -43,24 +43,6 @@ class LLVMArtifact:
     parts: tuple[str, ...]  # the module cut for compiling on several threads (split.py)
 
 
-def _restoring_blas_threads(native, set_blas_threads):
-    """The step, with the calling thread's BLAS thread count put back after it: a parallel
-    region lowers it to one while workers spin (OpenBLAS's with NumPy imported before
-    graphc, libgomp's with PyTorch imported before it), and the user's own products on
-    this thread must not keep that. With NumPy imported first cnn32's step took 51-56 ms
-    before this, against 30 with graphc imported first (fresh processes)."""
-
-    def step(table, dims):
-        previous = set_blas_threads(1)  # (the way to read it)
-        set_blas_threads(previous)
-        try:
-            return native(table, dims)
-        finally:
-            set_blas_threads(previous)
-
-    return step
-
-
 class LLVMExecutable(Executable):
     applies_updates = True
 
@@ -83,12 +65,10 @@ class LLVMExecutable(Executable):
             for n in program.nodes)}
         address = engine.get_function_address("graphc_step")
         self._fn = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)(address)
-        # a region puts the thread's later products on one BLAS thread where workers spin
-        # (kernels_linalg.blas_to_one_thread_if_workers_spin): put the count back after
-        found = blas()
-        restores = bool(regions and found.one_thread_after_a_region)
-        if restores:
-            self._fn = _restoring_blas_threads(self._fn, found.set_local_threads)
+        # a region puts the thread's later products on one BLAS thread where workers spin,
+        # and the step puts the count back as it returns
+        # (kernels_linalg.blas_to_one_thread_if_workers_spin)
+        restores = bool(regions and blas().one_thread_after_a_region)
         self.stats["llvm_blas_one_thread_after_a_region"] = restores
         self._bindings: dict[tuple, Binding] = {}
         input_index = {n.uid: i for i, n in enumerate(program.inputs)}

@@ -98,15 +98,18 @@ def gemm_call(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bo
             b.call(threads, [previous])
 
 
-def blas_to_one_thread_if_workers_spin(module: ir.Module, b: ir.IRBuilder) -> None:
+def blas_to_one_thread_if_workers_spin(module: ir.Module, b: ir.IRBuilder,
+                                       count_to_restore: ir.Value) -> None:
     """Where workers spin on after their work (graphc_blas_spins: OpenBLAS's with NumPy
     imported before graphc, libgomp's with PyTorch imported before it), put the calling
     thread's later products on one BLAS thread: called as a parallel region starts, since
     a BLAS worker woken by a product would spin through the nests that follow it, on the
     core one of their threads needs, or find a region's worker spinning on its own. The
-    executable puts the thread's count back after the step
-    (executable._restoring_blas_threads). A step whose regions never start (mlp_784: only
-    products at its sizes) keeps the BLAS's threads."""
+    first region of a step keeps the count it found, plus one, in `count_to_restore` (an
+    i64 of the step's scratch, 0 when nothing is to be put back), and the step puts it back
+    as it returns (`restore_blas_threads`). A step whose regions never start (mlp_784: only
+    products at its sizes; the autoencoder at its batch) keeps the BLAS's threads and pays
+    nothing."""
     from .blas import blas
 
     if not blas().local_threads:
@@ -114,7 +117,32 @@ def blas_to_one_thread_if_workers_spin(module: ir.Module, b: ir.IRBuilder) -> No
     flag = external_i32(module, "graphc_blas_spins")
     threads = declare(module, "graphc_blas_threads", I32, [I32])
     with b.if_then(b.icmp_signed("!=", b.load(flag, typ=I32), ir.Constant(I32, 0))):
-        b.call(threads, [ir.Constant(I32, 1)])
+        found = b.sext(b.call(threads, [ir.Constant(I32, 1)]), I64)
+        with b.if_then(b.icmp_signed("==", b.load(count_to_restore, typ=I64), i64(0))):
+            b.store(b.add(found, i64(1)), count_to_restore)
+
+
+def restore_blas_threads(module: ir.Module) -> ir.Function:
+    """``void graphc.restore_blas_threads(ptr count_to_restore)``: give the calling thread
+    back the BLAS thread count a region lowered in this step (see
+    `blas_to_one_thread_if_workers_spin`), if one did. Every return of the step calls it, a
+    failed step's too. It was done in Python around each call, by three calls of OpenBLAS's
+    setter, 1 µs a step on every step (0.9 µs of the autoencoder's 13)."""
+    name = "graphc.restore_blas_threads"
+    fn = module.globals.get(name)
+    if fn is not None:
+        return fn
+    fn = ir.Function(module, ir.FunctionType(VOID, [PTR]), name=name)
+    fn.linkage = "internal"
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    word = fn.args[0]
+    count = b.load(word, typ=I64)
+    with b.if_then(b.icmp_signed("!=", count, i64(0))):
+        threads = declare(module, "graphc_blas_threads", I32, [I32])
+        b.call(threads, [b.trunc(b.sub(count, i64(1)), I32)])
+        b.store(i64(0), word)
+    b.ret_void()
+    return fn
 
 
 def _gemm_function(module: ir.Module, name: str, extra: tuple[str, ...] = ()) -> ir.Function:

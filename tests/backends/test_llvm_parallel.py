@@ -245,9 +245,9 @@ import sys
 if sys.argv[1] == "numpy-first":
     import numpy
 import graphc as gc
-import ctypes, dataclasses
+import ctypes
 import numpy as np
-from graphc.backends.llvm import blas, executable, threads
+from graphc.backends.llvm import blas, threads
 from graphc.backends.kernelgen.toolchain import add_symbol
 
 found = blas.blas()
@@ -262,7 +262,6 @@ def record(count):
 
 spy = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32)(record)
 add_symbol("graphc_blas_threads", ctypes.cast(spy, ctypes.c_void_p).value)
-executable.blas = lambda: dataclasses.replace(found, set_local_threads=record)
 threads.set_threads(2)
 x = gc.placeholder("x", ("N", 1024))
 w = gc.parameter("w", np.ones((1024, 64), np.float32))
@@ -270,6 +269,15 @@ fn = gc.compile([x], gc.relu(x) @ w, backend="llvm", backend_options={"cache": F
 for n in (1024, 4):  # a region (2^20 points) before a threaded product; neither
     del asked[:]
     fn(np.ones((n, 1024), np.float32))
+    print(*asked, "|", held[0])
+held[0] = 4  # a failed step puts the count back too (an index out of range, after a region)
+ids = gc.placeholder("ids", ("M",), "int64")
+failing = gc.compile([x, ids], gc.take(gc.relu(x) @ w, ids), backend="llvm",
+                     backend_options={"cache": False})
+del asked[:]
+try:
+    failing(np.ones((1024, 1024), np.float32), np.array([5000]))
+except gc.BackendError:
     print(*asked, "|", held[0])
 """
 
@@ -279,21 +287,22 @@ def test_a_region_puts_later_products_on_one_blas_thread_while_blas_workers_spin
     """NumPy imported before graphc leaves OpenBLAS's workers spinning after a product
     (blas_policy.BLAS_SPINS); one woken in a step would spin through its parallel nests on
     the core they need. So a region, as it starts, lowers the thread's BLAS count to one
-    for the products after it, and the executable puts the count back after the step. With
-    graphc imported first the workers sleep, and nothing changes. A spy stands in for
-    OpenBLAS's per-thread count (a subprocess: the symbol is the process's)."""
+    for the products after it, and the step puts the count back as it returns, a failed
+    step too; a step whose regions do not start leaves the count alone. With graphc
+    imported first the workers sleep, and nothing changes. A spy stands in for OpenBLAS's
+    per-thread count (a subprocess: the symbol is the process's)."""
     environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
     out = subprocess.run([sys.executable, "-c", SPINNING_BLAS, order], env=environ, text=True,
                          capture_output=True, timeout=300, check=True).stdout.split("\n")
     if out[0] == "skip":
         pytest.skip("no per-thread BLAS count or no OpenMP runtime")
     if order == "numpy-first":
-        # the step reads the count (ask 1, put 4 back), the region asks 1, the product
-        # finds 1 and keeps it, the step puts 4 back; with no region nor threaded product,
-        # the small product's own 1 and 4 between the step's
-        assert out[:2] == ["1 4 1 1 1 1 4 | 4", "1 4 1 4 4 | 4"], out
+        # the region asks 1 (finding 4), the product finds 1 and keeps it, the step puts 4
+        # back; with no region nor threaded product, only the small product's own 1 and 4;
+        # the failing step (its gather fails after the product) the same as the first
+        assert out[:3] == ["1 1 1 1 4 | 4", "1 4 | 4", "1 1 1 1 4 | 4"], out
     else:
-        assert out[:2] == ["1 2 4 | 4", "1 4 | 4"], out
+        assert out[:3] == ["1 2 4 | 4", "1 4 | 4", "1 2 4 | 4"], out
 
 
 def test_a_thread_count_that_is_not_a_number_is_an_error():
