@@ -6,8 +6,6 @@ order and layout) and returns ``step(*batch) -> float loss`` (JAX compiles on th
 
 from __future__ import annotations
 
-import time
-
 LR = 0.05
 
 
@@ -149,11 +147,3 @@ def make_jax(name: str, params):
         return float(value)  # waits for the result: honest timing
 
     return step
-
-
-def timed_first_call(step, batch) -> float:
-    """Seconds of the first call (JAX traces and compiles there)."""
-    start = time.perf_counter()
-    step(*batch)
-    return time.perf_counter() - start
-

@@ -298,12 +298,6 @@ def _static_work(*dims) -> int:
     return out
 
 
-def tiled_gemm_fits(ty: ir.Type, m: int, n: int, k: int) -> bool:
-    """Does C[m, n] = op(A) @ B (k terms) run in register tiles? A fixed rule of the sizes:
-    from TILED_GEMM_MIN multiply-adds to TILED_GEMM, and at least one whole tile."""
-    return TILED_GEMM_MIN <= m * n * k <= TILED_GEMM and m >= TILE_ROWS and n >= tile_columns(ty)
-
-
 def _never_tiled(known: list, tb: bool, columns: int) -> bool:
     """Does a product whose sizes (m, n, k) are `known` (ints, None where only the run time
     knows) skip the register tiles whatever the unknown sizes are? (B transposed, too little
@@ -331,9 +325,10 @@ def blas_sized(m, n, k, tb: bool, itemsize: int) -> bool:
 def gemm(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m, n, k,
          a_ptr, b_ptr, c_ptr, accumulate: bool = False, alpha: float = 1.0) -> None:
     """C (+)= op(A) @ op(B) for contiguous row-major operands: a loop nest when tiny (or not a
-    BLAS type), register tiles when small (`tiled_gemm_fits`; B not transposed), BLAS
-    otherwise; decided at compile time where the static sizes settle it, else by a test of
-    the sizes at run time. `alpha` (C += alpha op(A) @ op(B), an update of a parameter:
+    BLAS type), register tiles when small (TILED_GEMM_MIN to TILED_GEMM multiply-adds, at
+    least one whole tile, B not transposed: `_never_tiled`), BLAS otherwise; decided at
+    compile time where the static sizes settle it, else by a test of the sizes at run time.
+    `alpha` (C += alpha op(A) @ op(B), an update of a parameter:
     codegen.HostCodegen.product_updates) only where `blas_sized` holds."""
     if ty not in (F32, F64):
         loop_gemm(ctx, b, ty, ta, tb, m, n, k, a_ptr, b_ptr, c_ptr, accumulate)

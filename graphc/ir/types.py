@@ -48,10 +48,6 @@ def is_float(dtype: np.dtype) -> bool:
     return dtype.kind == "f"
 
 
-def is_int(dtype: np.dtype) -> bool:
-    return dtype.kind in "iu"
-
-
 def promote(*dtypes: np.dtype) -> np.dtype:
     """The common dtype of several tensor dtypes (see the module docstring)."""
     return max((np.dtype(d) for d in dtypes), key=lambda d: _RANK[d])
