@@ -62,13 +62,16 @@ class _NonFinite(Exception):
 
 
 def _check_nan(value, position: int) -> None:
-    if isinstance(value, np.ndarray) and value.dtype.kind == "f" and np.isnan(value).any():
+    # (a reduction to a scalar gives a NumPy scalar, np.float32, not an array)
+    if isinstance(value, (np.ndarray, np.generic)) and value.dtype.kind == "f" and \
+            np.isnan(value).any():
         raise _NonFinite(position, "NaN")
 
 
 def _check_finite(value, position: int) -> None:
     _check_nan(value, position)
-    if isinstance(value, np.ndarray) and value.dtype.kind == "f" and np.isinf(value).any():
+    if isinstance(value, (np.ndarray, np.generic)) and value.dtype.kind == "f" and \
+            np.isinf(value).any():
         raise _NonFinite(position, "inf")
 
 

@@ -69,3 +69,21 @@ def test_without_the_option_nan_flows_through():
     assert np.isnan(out[0]) and out[1] == 2.0
     with pytest.raises(gc.BackendError, match="unknown numpy backend options"):
         gc.compile([x], gc.sqrt(x), backend_options={"check_nans": True})
+
+
+@pytest.mark.parametrize("backend,options", BACKENDS, ids=IDS)
+@pytest.mark.parametrize("reduce", [gc.sum, gc.max, gc.mean])
+def test_a_reduction_to_a_scalar_is_checked_too(backend, options, reduce):
+    """A whole reduction is a scalar (on the NumPy backend a NumPy scalar, not an array:
+    the check once skipped it, returned the NaN and wrote it into the parameter)."""
+    x = gc.placeholder("x", (2,))
+    s = gc.parameter("s", np.float32(1.0))
+    total = reduce(1.0 / x)
+    fn = gc.compile([x], total, updates={s: s + total}, backend=backend,
+                    backend_options={**options, "check_finite": True})
+    assert fn(np.array([1.0, 2.0], np.float32)) > 0
+    before = s.value
+    for bad, what in (([0.0, -0.0], "NaN" if reduce is not gc.max else "inf"), ([0.0, 1.0], "inf")):
+        with pytest.raises(gc.BackendError, match=f"first {what}"):
+            fn(np.array(bad, np.float32))
+        np.testing.assert_array_equal(s.value, before)
