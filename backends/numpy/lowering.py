@@ -32,6 +32,9 @@ class Printer:
         if isinstance(v, sympy.Expr):
             if v.is_Integer:
                 return str(int(v))
+            numerator, denominator = sympy.fraction(sympy.together(v))
+            if denominator.is_Integer and denominator != 1:  # a size such as N/2: (N)//2,
+                return f"({self.value(numerator)})//{int(denominator)}"  # an int, as NumPy needs
             return pycode(v.xreplace(self.renamed), fully_qualified_modules=True)
         if isinstance(v, np.dtype):
             return "np.bool_" if v.kind == "b" else f"np.{v.name}"

@@ -17,7 +17,7 @@ import numpy as np
 import sympy
 
 from ..errors import ShapeError
-from ..ir.shapes import as_dim, prod
+from ..ir.shapes import as_dim, format_dim, prod
 from ..ir.tensor import Tensor, apply
 from ..ir.types import TensorType
 from .conv import conv_out_size, int_tuple, windows
@@ -36,7 +36,19 @@ def _pool_out(shape, attrs, checks):
         raise ShapeError("padding must be between 0 and half the kernel size")
     out = []
     for i in range(nd):
-        o = conv_out_size(shape[2 + i], kernel[i], stride[i], padding[i], 1)
+        size = shape[2 + i]
+        # an empty image has no element for a window to take (a max pooling window of
+        # padding alone has no value); PyTorch refuses it too. A symbolic size is positive
+        # for simplification but may be bound to 0: checked at call time
+        if isinstance(size, (int, sympy.Integer)):
+            if int(size) < 1:
+                raise ShapeError(f"spatial dim {i} is empty: pooling needs an element in "
+                                 f"every window")
+        else:
+            checks.assumptions.append((sympy.Ge(size, 1, evaluate=False), (
+                f"spatial dim {i} has an element ({format_dim(size)} >= 1: pooling an empty "
+                f"image is undefined)")))
+        o = conv_out_size(size, kernel[i], stride[i], padding[i], 1)
         checks.holds(sympy.Ge(o, 1), f"spatial dim {i} is smaller than the pooling window")
         out.append(o)
     return tuple(shape[:2]) + tuple(out)

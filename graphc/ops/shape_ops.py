@@ -12,7 +12,7 @@ import numpy as np
 import sympy
 
 from ..errors import GraphError, ShapeError
-from ..ir.shapes import as_dim, dims_equal, format_shape, is_one, prod
+from ..ir.shapes import as_dim, dims_equal, format_dim, format_shape, is_one, prod
 from ..ir.tensor import Tensor, apply
 from ..ir.types import TensorType
 from . import loops as L
@@ -56,6 +56,11 @@ def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
 def _reshape_infer(types, attrs, checks):
     (x,) = types
     checks.equal(prod(x.shape), prod(attrs["shape"]), "reshape must keep the number of elements")
+    for d in attrs["shape"]:  # a -1 over a symbolic size: (N, 4) -> (N/2, 8) needs N even
+        numerator, denominator = sympy.fraction(sympy.together(sympy.sympify(d)))
+        if denominator != 1:
+            checks.holds(sympy.Eq(sympy.Mod(numerator, denominator), 0),
+                         f"reshape needs {format_dim(d)} to be a whole number")
     return TensorType(x.dtype, attrs["shape"])
 
 

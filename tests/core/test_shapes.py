@@ -188,3 +188,51 @@ def test_reductions_over_an_empty_axis(backend):
     assert got[3].shape == (0, 4) and got[4].shape == (0,) and got[5].shape == (0,)
     with pytest.raises(gc.ShapeError, match="a maximum over axis 1 of size 0"):
         gc.placeholder("e", (3, 0)).max(axis=1)  # a fixed empty axis: when the graph is built
+
+
+@pytest.mark.parametrize("backend,options", [("numpy", None), ("llvm", None),
+                                             ("cuda", {"emulate": True})],
+                         ids=["numpy", "llvm", "cuda"])
+def test_a_reshape_with_minus_one_over_a_symbolic_size(backend, options):
+    """(N, 4) -> (-1, 8) is (N/2, 8) and (M, 3) -> (-1, 2) is (3M/2, 2): whole numbers for an
+    even N or M, which the call checks (a ShapeError naming the size) before any backend
+    runs. The NumPy backend once printed such a size as float arithmetic, which NumPy
+    refused with a TypeError even for an even N."""
+    x = gc.placeholder("x", ("N", 4))
+    z = gc.placeholder("z", ("M", 3))
+    fn = gc.compile([x, z], [x.reshape(-1, 8) * 2.0, (z.reshape(-1, 2) + 1.0).sum(0)],
+                    backend=backend, backend_options=options)
+    xs = np.arange(16, dtype=np.float32).reshape(4, 4)
+    halves, sums = fn(xs, np.ones((4, 3), np.float32))
+    np.testing.assert_array_equal(halves, xs.reshape(2, 8) * 2)
+    np.testing.assert_array_equal(sums, [12.0, 12.0])
+    with pytest.raises(gc.ShapeError, match=r"reshape needs N/2 to be a whole number.*N=3"):
+        fn(np.ones((3, 4), np.float32), np.ones((4, 3), np.float32))
+    with pytest.raises(gc.ShapeError, match=r"3\*M/2 to be a whole number.*M=3"):
+        fn(xs, np.ones((3, 3), np.float32))
+
+
+@pytest.mark.parametrize("backend,options", [("numpy", None), ("llvm", None),
+                                             ("cuda", {"emulate": True})],
+                         ids=["numpy", "llvm", "cuda"])
+def test_pooling_an_empty_image_is_a_shape_error(backend, options):
+    """A spatial size of 0 has no element for a window (PyTorch refuses it too): when the
+    graph is built for a fixed size, at the call for a symbolic one, before any backend
+    runs. A fuzz found a symbolic size bound to 0 passed (the NumPy backend raised NumPy's
+    ValueError, llvm returned an empty array), and a max pooling window of padding alone
+    gave -inf on the NumPy backend and 0 on llvm."""
+    F = gc.nn.functional
+    for pool in (F.max_pool1d, F.avg_pool1d):
+        with pytest.raises(gc.ShapeError, match="spatial dim 0 is empty"):
+            pool(gc.placeholder("x", (1, 1, 0)), 2, stride=1, padding=1)
+        x = gc.placeholder("x", (1, 1, "L"))
+        fn = gc.compile([x], pool(x, 3, stride=2, padding=1), backend=backend,
+                        backend_options=options)
+        assert fn(np.ones((1, 1, 5), np.float32)).shape == (1, 1, 3)
+        with pytest.raises(gc.ShapeError, match=r"spatial dim 0 has an element.*L=0"):
+            fn(np.zeros((1, 1, 0), np.float32))
+    image = gc.placeholder("img", ("N", 1, "H", "W"))
+    fn = gc.compile([image], F.max_pool2d(image, 2), backend=backend, backend_options=options)
+    assert fn(np.ones((0, 1, 4, 4), np.float32)).shape == (0, 1, 2, 2)  # an empty batch: fine
+    with pytest.raises(gc.ShapeError, match="spatial dim 1 has an element"):
+        fn(np.ones((2, 1, 4, 0), np.float32))
