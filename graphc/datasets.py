@@ -183,11 +183,14 @@ def fashion_mnist(path: _PathLike, *, flatten: bool = True, dtype: DTypeLike = n
                     "(see https://github.com/zalandoresearch/fashion-mnist)", flatten, dtype)
 
 
-def cifar10(path: _PathLike, *, flatten: bool = False, dtype: DTypeLike = np.float32) -> Split:
-    """CIFAR-10 from its *binary* version: 50000 training and 10000 test colour images,
-    ``(n, 3, 32, 32)`` (NCHW, RGB planes) with pixels in 0..255, labels 0..9 (int64; names in
-    ``CIFAR10_CLASSES``). ``flatten=True`` gives ``(n, 3072)`` in the same channel-major order.
-    `dtype` as in ``mnist()`` (float32 training images take 614 MB; ``np.uint8`` a quarter).
+def cifar10(path: _PathLike, *, flatten: bool = True, dtype: DTypeLike = np.float32) -> Split:
+    """CIFAR-10 from its *binary* version: 50000 training and 10000 test colour images with
+    pixels in 0..255, labels 0..9 (int64; names in ``CIFAR10_CLASSES``).
+
+    Images are ``(n, 3072)`` in the records' channel-major order (the red plane, then green,
+    then blue), the same form as ``digits()`` and ``mnist()``; ``flatten=False`` gives
+    ``(n, 3, 32, 32)`` (NCHW, what a CNN takes). `dtype` as in ``mnist()`` (float32 training
+    images take 614 MB; ``np.uint8`` a quarter).
 
     `path` is the folder ``cifar-10-batches-bin`` (``data_batch_1.bin`` .. ``data_batch_5.bin``,
     ``test_batch.bin``) or the directory that contains it: what extracting

@@ -210,7 +210,7 @@ def test_malformed_idx_files_raise_format_error(tmp_path, rng, case, message):
 def test_cifar10_binary_records_as_nchw_rgb(tmp_path, rng):
     x_train, y_train, x_test, y_test = write_cifar(tmp_path / "cifar-10-batches-bin", rng)
     for path in (tmp_path, str(tmp_path / "cifar-10-batches-bin")):  # parent or the folder
-        (xtr, ytr), (xte, yte) = D.cifar10(path)
+        (xtr, ytr), (xte, yte) = D.cifar10(path, flatten=False)
         assert xtr.dtype == np.float32 and ytr.dtype == np.int64
         assert xtr.shape == (9, 3, 32, 32) and xte.shape == (3, 3, 32, 32)
         np.testing.assert_array_equal(xtr, x_train)  # batches 1..5 concatenated in order
@@ -220,8 +220,9 @@ def test_cifar10_binary_records_as_nchw_rgb(tmp_path, rng):
     # record layout: byte 1 + 32*r + c is red at (r, c), + 1024 green, + 2048 blue
     raw = (tmp_path / "cifar-10-batches-bin" / "data_batch_1.bin").read_bytes()
     assert xtr[0, 1, 2, 3] == raw[1 + 1024 + 32 * 2 + 3]
-    (flat, _), _ = D.cifar10(tmp_path, flatten=True, dtype=np.uint8)
-    assert flat.shape == (9, 3072) and flat.dtype == np.uint8
+    # by default flat, the same form as digits() and mnist() (API.md)
+    (flat, _), (flat_test, _) = D.cifar10(tmp_path, dtype=np.uint8)
+    assert flat.shape == (9, 3072) and flat.dtype == np.uint8 and flat_test.shape == (3, 3072)
     np.testing.assert_array_equal(flat, x_train.reshape(9, -1))
     assert D.CIFAR10_CLASSES[0] == "airplane" and len(D.CIFAR10_CLASSES) == 10
 
