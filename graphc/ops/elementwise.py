@@ -397,8 +397,22 @@ def where(cond, a, b) -> Tensor:
 
 
 def clip(x, lo, hi) -> Tensor:
-    """Clamp x into [lo, hi] (lo/hi may be scalars or tensors)."""
-    return _call(CLIP, x, lo, hi)
+    """Clamp x into [lo, hi] (lo/hi may be scalars or tensors). As in NumPy, None leaves that
+    side open: the bound is then the farthest value of x's dtype (-inf/inf for floats), so
+    the result keeps clip's dtype, NaN and gradient rules; with both None, x itself."""
+    if lo is not None and hi is not None:
+        return _call(CLIP, x, lo, hi)
+    (t,) = lift(x)
+    if lo is None and hi is None:
+        return t
+    if t.dtype.kind == "f":
+        low, high = -math.inf, math.inf
+    elif t.dtype.kind in "iu":
+        info = np.iinfo(t.dtype)
+        low, high = int(info.min), int(info.max)
+    else:  # bool
+        low, high = False, True
+    return _call(CLIP, t, low if lo is None else lo, high if hi is None else hi)
 
 
 def less(a, b) -> Tensor:

@@ -174,3 +174,23 @@ def test_nan_propagates_as_in_numpy_and_pytorch(backend, options):
     # d/dx: relu passes 1 at NaN, maximum 1 at NaN, clip 0 at NaN, max over a NaN: NaN
     assert np.isnan(gx).all()
     np.testing.assert_array_equal(gl, [1.0, 1.0, 2.0])  # NaN: maximum full g, clip 0
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_clip_with_an_open_side_is_numpy_s(backend):
+    """gc.clip(x, None, hi) and (x, lo, None), as np.clip: one side open, the dtype kept
+    (an int32 stays int32), NaN kept; both None give x. The gradient is clip's (1 inside
+    and on the bound, 0 outside, 0 at a NaN)."""
+    x = gc.placeholder("x", (5,))
+    i = gc.placeholder("i", (4,), "int32")
+    xs = np.array([-2, -0.5, np.nan, 0.5, 3], np.float32)
+    iv = np.array([-5, 0, 3, 9], np.int32)
+    fn = gc.compile([x, i], [gc.clip(x, None, 0.7), gc.clip(x, -1, None), gc.clip(x, None, None),
+                             gc.clip(i, None, 2), gc.clip(i, 0, None),
+                             gc.grad(gc.sum(gc.clip(x, None, 0.5) * 3.0), x)], backend=backend)
+    got = fn(xs, iv)
+    want = [np.clip(xs, None, 0.7), np.clip(xs, -1, None), xs, np.clip(iv, None, 2),
+            np.clip(iv, 0, None), np.array([3, 3, 0, 3, 0], np.float32)]
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)
