@@ -179,8 +179,9 @@ class Optimizer:
         used = [p for p in self.params if p.node.uid in reached and
                 p.node.attrs["storage"].requires_grad]
         if not used and any(p.node.uid in reached for p in self.params):
-            raise GraphError(f"{type(self).__name__}: every parameter the cost depends on is "
-                             "frozen (requires_grad_(False)); there is nothing to train")
+            # every parameter the cost uses is frozen: skipped as given (PyTorch's step
+            # leaves parameters without a gradient alone), so the step changes none of them
+            return [None] * len(self.params)
         if not used:
             names = ", ".join(p.name for p in self.params[:5])
             raise GraphError(f"{type(self).__name__}: the cost depends on none of its "
@@ -206,7 +207,8 @@ class Optimizer:
         counter. Built in the cost's graph, under a name scope named after the optimizer.
 
         As in PyTorch, a parameter the cost does not use is skipped (neither it nor its state
-        changes: no weight decay, no momentum); a cost that uses none of them is an error.
+        changes: no weight decay, no momentum), and so is a frozen one, even when every
+        parameter the cost uses is frozen; a cost that uses none of them is an error.
 
         With `skip_nonfinite`, a step whose cost or any gradient holds a NaN or an infinity
         changes nothing at all: no parameter, optimizer state or step counter, and none of the

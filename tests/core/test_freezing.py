@@ -8,7 +8,6 @@ gradient op for it. freeze() also keeps the module in eval mode under a parent's
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 import graphc as gc
 
@@ -85,11 +84,19 @@ def test_train_supervised_leaves_a_frozen_part_in_eval_mode():
     np.testing.assert_array_equal(model[0].weight.value, w)
 
 
-def test_everything_frozen_is_a_clear_error_and_flags_survive_to_dtype():
+def test_everything_frozen_changes_nothing_and_flags_survive_to_dtype():
+    """An optimizer skips frozen parameters even when every one it is given is frozen
+    (API.md; PyTorch's step leaves parameters without gradients alone): the step runs,
+    holds no gradient op and changes no parameter or statistic (once it was an error)."""
     model = _model()
     model.freeze()
-    with pytest.raises(gc.GraphError, match="frozen"):
-        _step(model, gc.optim.SGD(model.parameters(), lr=0.1))
+    state = {k: v.copy() for k, v in model.state().items()}
+    step, *_ = _step(model, gc.optim.Adam(model.parameters(), lr=0.1))
+    ops_used = [n.op.name for n in step.graph.nodes]
+    assert "conv_weight_grad" not in ops_used and ops_used.count("matmul") == 1  # the forward
+    assert np.isfinite(step(*_data()))
+    for key, value in model.state().items():
+        np.testing.assert_array_equal(value, state[key], err_msg=key)
     model.unfreeze()
     model[0].requires_grad_(False)
     model.to("float64")
