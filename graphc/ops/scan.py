@@ -152,9 +152,12 @@ def _infer_scan(types, attrs, checks) -> TensorType:
     for i, (t, ph) in enumerate(zip(types, body.inputs)):
         want = ph.type
         if nc <= i < nc + nx:  # an xs entry: T slices of the body's x
-            if not t.shape or dims_equal(t.shape[0], length) is not True:
+            if not t.shape:
                 raise ShapeError(f"xs entry {i - nc} has shape {format_shape(t.shape)}: its "
                                  f"leading axis must be the length {length}")
+            # a symbolic leading axis may be the length: checked at call time
+            checks.equal(t.shape[0], length, f"xs entry {i - nc}'s leading axis must be the "
+                         f"loop's length")
             t = TensorType(t.dtype, t.shape[1:])
         if not _same_type(t, want):
             raise ShapeError(f"loop input {i} ({ph.name}) is {t}, the body expects {want}")
@@ -435,8 +438,8 @@ def _length(xs_leaves: list[Tensor], xs_paths: list[str], length):
     else:
         raise GraphError("scan: with xs=None, give the number of steps as length= (an int or "
                          "a dimension name)")
-    for d, p in dims:
-        if dims_equal(d, T) is not True:
+    for d, p in dims:  # (a symbolic one that may differ is checked at call time: _infer_scan)
+        if dims_equal(d, T) is False:
             source = "length=" + repr(length) if length is not None else f"{dims[0][1]}"
             raise ShapeError(f"scan: {p} has {d} steps (leading axis) but {source} says {T}")
     return T

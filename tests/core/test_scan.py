@@ -110,6 +110,30 @@ def test_length_zero_returns_init_and_empty_ys(backend):
 
 
 @BACKENDS
+def test_a_symbolic_leading_axis_may_be_the_length(backend):
+    """API.md: T static or symbolic, `length` an int or a dim name. xs of ("T", 3) with
+    length=4, and two xs of ("T", 3) and ("S", 3), build; the call checks T == 4 and
+    S == T (a ShapeError naming the sizes) before running."""
+    with gc.Graph():
+        xs = gc.placeholder("xs", ("T", 3), "float64")
+        zs = gc.placeholder("zs", ("S", 3), "float64")
+        c, ys = gc.scan(lambda c, x: (c + x, c * 2.0), gc.zeros((3,), "float64"), xs, length=4)
+        both, _ = gc.scan(lambda c, x: (c + x[0] * x[1], None), gc.zeros((3,), "float64"),
+                          (xs, zs))
+        f = compile_on([xs], [c, ys], backend=backend)
+        g = compile_on([xs, zs], both, backend=backend)
+    a = RNG.randn(4, 3)
+    got_c, got_ys = f(a)
+    np.testing.assert_allclose(got_c, a.sum(0))
+    np.testing.assert_allclose(got_ys, 2 * np.concatenate([np.zeros((1, 3)), a.cumsum(0)[:-1]]))
+    np.testing.assert_allclose(g(a, a), (a * a).sum(0))
+    with pytest.raises(gc.ShapeError, match="T=5"):
+        f(RNG.randn(5, 3))
+    with pytest.raises(gc.ShapeError, match="S=3"):
+        g(a, RNG.randn(3, 3))
+
+
+@BACKENDS
 def test_nested_scan(backend):
     with gc.Graph():
         x = gc.placeholder("x", (3, 4), "float64")
