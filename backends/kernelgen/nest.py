@@ -53,7 +53,7 @@ from .irutil import (
 )
 from .philox import philox
 from .program import FAILED_INDEX, KernelContext
-from .reductions import combine, identity
+from .reductions import combine, flat_reduce, identity
 
 __all__ = ["render", "render_gpu", "render_host"]
 
@@ -251,18 +251,18 @@ class PointEmitter:
         if op == "max_first":
             best = self.argmax_parts(body, sympy.Integer(0), where, bounds, ty)[0]
             return best
-        acc = entry_alloca(b, ty, "acc")
-        b.store(identity(op, ty), acc)
         flat = self._contiguous_tail(body, where, bounds)
         if flat is not None:  # one flat loop over contiguous memory (vectorized)
             buf, base, count = flat
-            with loop(b, count, "rf") as f:
+
+            def term(f):
                 v = load(b, buf.ptr, buf.ty, b.add(base, f))
                 _alias(self.ctx, self.buffers, buf, v)
-                v = convert(b, v, buf.ty, ty) if v.type != ty else v
-                b.store(combine(b, self.ctx.module, op, ty, b.load(acc, typ=ty), v,
-                                reassoc=True), acc)
-            return b.load(acc, typ=ty)
+                return convert(b, v, buf.ty, ty) if v.type != ty else v
+
+            return flat_reduce(b, self.ctx.module, op, ty, count, term)
+        acc = entry_alloca(b, ty, "acc")
+        b.store(identity(op, ty), acc)
 
         def visit(inner: PointEmitter):
             v = inner.emit(body, ty)
@@ -542,18 +542,14 @@ def _memory_order(ctx: KernelContext, nest: L.LoopNest, buffers: dict, plan) -> 
     while tail < len(index) and index[len(index) - 1 - tail] in set(reduced):
         tail += 1
     outer, inner = list(index[:len(index) - tail]), list(index[len(index) - tail:])
-    acc = entry_alloca(b, out.ty, "acc")
     with loops(b, [ctx.dim(extents[i]) for i in outer], "m") as idx:
         point = PointEmitter(ctx, buffers, dict(zip(outer, idx)))
         at = out.offset(b, [point.index(i) for i in store_.index])
         if inner:  # one flat loop over the contiguous tail
             base = src.offset(b, list(idx) + [i64(0)] * len(inner))
-            b.store(identity(op, out.ty), acc)
-            with loop(b, product(b, [ctx.dim(extents[i]) for i in inner]), "f") as f:
-                v = load(b, src.ptr, src.ty, b.add(base, f))
-                b.store(combine(b, ctx.module, op, out.ty, b.load(acc, typ=out.ty), v,
-                                reassoc=True), acc)
-            value = b.load(acc, typ=out.ty)
+            value = flat_reduce(b, ctx.module, op, out.ty,
+                                product(b, [ctx.dim(extents[i]) for i in inner]),
+                                lambda f: load(b, src.ptr, src.ty, b.add(base, f)), "f")
         else:
             value = load(b, src.ptr, src.ty, src.offset(b, list(idx)))
         store(b, combine(b, ctx.module, op, out.ty, load(b, out.ptr, out.ty, at), value),

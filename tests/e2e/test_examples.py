@@ -329,8 +329,10 @@ EXAMPLE_TABLE = [
             # the plain (skip-less) net after its one quick epoch is the most chaotic number
             # of all: the NumPy backend's whole-batch convolutions (one GEMM over the batch,
             # another summation order) moved it from 0.33 to 0.57 while llvm stayed at 0.33;
+            # llvm's long sums in float64 blocks (flat_reduce) moved llvm's from 0.46 to 0.29
+            # against NumPy's 0.63, with the epoch's loss still within 2% (1.581 / 1.554);
             # the forward pass (resnet_forward) and the claims still hold on both
-            tol={"skip_accuracy": CHAOTIC_ACCURACY, "plain_accuracy": dict(rtol=0, atol=0.3),
+            tol={"skip_accuracy": CHAOTIC_ACCURACY, "plain_accuracy": dict(rtol=0, atol=0.45),
                  "accuracy": CHAOTIC_ACCURACY, "loss": CHAOTIC_LOSS}),
     Example("model_selection.py", model_selection, [],
             ranges={"cv_mean": (0.6, 1), "folds": (3, 3), "best_val_accuracy": (0.85, 1),
