@@ -60,7 +60,7 @@ def _reshape_infer(types, attrs, checks):
         numerator, denominator = sympy.fraction(sympy.together(sympy.sympify(d)))
         if denominator != 1:
             checks.holds(sympy.Eq(sympy.Mod(numerator, denominator), 0),
-                         f"reshape needs {format_dim(d)} to be a whole number")
+                         f"the size {format_dim(d)} made by -1 is a whole number")
     return TensorType(x.dtype, attrs["shape"])
 
 
