@@ -183,6 +183,9 @@ def compile(inputs, outputs, updates=None, backend: str = "numpy",
         raise GraphError(f"optimize must be True, False or a list of pass names, got "
                          f"{optimize!r}")
     options = dict(backend_options or {})
+    # the shape facts of the program as declared: a rewrite may drop the node that carried
+    # one (a loop's sum sunk out of it, x - x), and the call must still check it
+    declared_facts = _facts(program)
     key = compile_memo.fingerprint(program, optimize, backend, options)
     entry = compile_memo.lookup(key)
     if entry is not None:  # passes and code generation done before: a new executable only
@@ -198,7 +201,7 @@ def compile(inputs, outputs, updates=None, backend: str = "numpy",
                 program, stats = optimize_program(program)
             executable = impl.compile(program, options)
         compile_memo.remember(key, program, stats, executable)
-    fn = Function(program, executable, single, backend)
+    fn = Function(program, executable, single, backend, declared_facts)
     if fn.distributed:  # a collective call: every process starts from rank 0's state
         from .distributed import runtime
 
@@ -208,6 +211,12 @@ def compile(inputs, outputs, updates=None, backend: str = "numpy",
     fn.stats.update(compile_seconds=time.perf_counter() - started, passes=stats,
                     compile_memo_hit=entry is not None)
     return fn
+
+
+def _facts(program: Graph) -> list[tuple]:
+    """(relation, why, node) for every shape fact a node of `program` records for the call
+    to check (symbolic sizes its shape rule could not decide)."""
+    return [(rel, why, n) for n in program.nodes for rel, why in n.assumptions]
 
 
 @contextlib.contextmanager
@@ -242,7 +251,8 @@ def _same_arrays(args: tuple, signature: tuple) -> bool:
 class Function:
     """A compiled graph. Call it with arrays (positionally or by input name)."""
 
-    def __init__(self, program: Graph, executable, single: bool, backend: str) -> None:
+    def __init__(self, program: Graph, executable, single: bool, backend: str,
+                 declared_facts: list | None = None) -> None:
         self._program = program
         self._exe = executable
         self._single = single
@@ -252,7 +262,11 @@ class Function:
         self._index = {n.name: i for i, n in enumerate(self._inputs)}
         self._updates = [(p.attrs["storage"], v) for p, v in program.updates]
         self._params = [n.attrs["storage"] for n in program.nodes if n.op.name == "parameter"]
-        self._assumptions = [(rel, why, n) for n in program.nodes for rel, why in n.assumptions]
+        # what the program's nodes need of the sizes, and what the declared program's did
+        # (gc.compile: an optimization may have removed a node that needed it)
+        self._assumptions = _facts(program)
+        known = {(rel, why) for rel, why, _ in self._assumptions}
+        self._assumptions += [f for f in declared_facts or () if (f[0], f[1]) not in known]
         for param, value in program.updates:  # a symbolic new value must fit its parameter
             for d, p in zip(value.shape, param.shape):
                 if not isinstance(d, int):

@@ -113,7 +113,8 @@ def test_length_zero_returns_init_and_empty_ys(backend):
 def test_a_symbolic_leading_axis_may_be_the_length(backend):
     """API.md: T static or symbolic, `length` an int or a dim name. xs of ("T", 3) with
     length=4, and two xs of ("T", 3) and ("S", 3), build; the call checks T == 4 and
-    S == T (a ShapeError naming the sizes) before running."""
+    S == T (a ShapeError naming the sizes) before running, also where the optimizer has
+    replaced the loop (the carry alone: a sum sunk out of it, over all of xs)."""
     with gc.Graph():
         xs = gc.placeholder("xs", ("T", 3), "float64")
         zs = gc.placeholder("zs", ("S", 3), "float64")
@@ -122,13 +123,17 @@ def test_a_symbolic_leading_axis_may_be_the_length(backend):
                           (xs, zs))
         f = compile_on([xs], [c, ys], backend=backend)
         g = compile_on([xs, zs], both, backend=backend)
+        carry_only = compile_on([xs], c, backend=backend)
     a = RNG.randn(4, 3)
     got_c, got_ys = f(a)
     np.testing.assert_allclose(got_c, a.sum(0))
     np.testing.assert_allclose(got_ys, 2 * np.concatenate([np.zeros((1, 3)), a.cumsum(0)[:-1]]))
     np.testing.assert_allclose(g(a, a), (a * a).sum(0))
+    np.testing.assert_allclose(carry_only(a), a.sum(0))
     with pytest.raises(gc.ShapeError, match="T=5"):
         f(RNG.randn(5, 3))
+    with pytest.raises(gc.ShapeError, match="T=5"):
+        carry_only(RNG.randn(5, 3))
     with pytest.raises(gc.ShapeError, match="S=3"):
         g(a, RNG.randn(3, 3))
 
