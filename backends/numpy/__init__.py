@@ -38,6 +38,7 @@ from graphc.passes.memory import leaving_copies, value_roots
 
 from ..base import Backend, Executable, nonfinite_message
 from . import kernels
+from .checks import NonFinite, check_finite_value, check_nan
 from .loops import LoopRunner, check_outputs
 from .lowering import LOWERINGS, Printer, elementwise_names, reference_kernels, views
 
@@ -57,34 +58,18 @@ def _identifier(name: str, taken: set[str], prefix: str = "") -> str:
     return out
 
 
-class _NonFinite(Exception):
-    """Raised by the checks ``check_finite`` adds: (position of the node, "NaN" or "inf")."""
-
-
-def _check_nan(value, position: int) -> None:
-    # (a reduction to a scalar gives a NumPy scalar, np.float32, not an array)
-    if isinstance(value, (np.ndarray, np.generic)) and value.dtype.kind == "f" and \
-            np.isnan(value).any():
-        raise _NonFinite(position, "NaN")
-
-
-def _check_finite(value, position: int) -> None:
-    _check_nan(value, position)
-    if isinstance(value, (np.ndarray, np.generic)) and value.dtype.kind == "f" and \
-            np.isinf(value).any():
-        raise _NonFinite(position, "inf")
-
-
 def generate(program: Graph, copies: tuple[list[bool], list[bool]],
-             check_finite: bool = False, loops: list | None = None
-             ) -> tuple[str, list[np.ndarray], list, dict[int, Node]]:
+             check_finite: bool = False, loops: list | None = None,
+             loop_body: bool = False) -> tuple[str, list[np.ndarray], list, dict[int, Node]]:
     """Python source of the program, its constant arrays and parameter storages (in order),
     and the node computed on each line of the source (for errors raised while it runs).
     The program's loops (scan nodes) are appended to `loops` as LoopRunners, which the
     source calls as ``_loops[k]``.
 
     With `check_finite`, every value is checked for NaN as soon as it is computed, and the
-    outputs and new parameter values for infinities too, before the step returns.
+    outputs and new parameter values for infinities too, before the step returns (not those
+    of a `loop_body`, whose outputs stay inside the program: a running maximum's carry may
+    start at -inf).
     `copies`: leaving_copies of the program (what the step copies before its writes)."""
     taken: set[str] = set()
     names: dict[int, str] = {}
@@ -157,7 +142,8 @@ def generate(program: Graph, copies: tuple[list[bool], list[bool]],
                 if u not in pinned]
         if dead:  # free temporaries as soon as the memory plan says they are dead
             body.append(f"    del {', '.join(dead)}")
-    if check_finite:  # infinities are legitimate inside; not in what leaves the step
+    if check_finite and not loop_body:  # infinities are legitimate inside; not in what
+        # leaves the step
         position = {n.uid: k for k, n in enumerate(program.nodes)}
         for n in [*program.outputs, *(v for _, v in program.updates)]:
             if n.op.name not in leaves and n.dtype.kind == "f":
@@ -289,17 +275,18 @@ def quiet_context() -> contextvars.Context:
 class NumpyExecutable(Executable):
     applies_updates = True  # the step's last lines write the parameters (see _leaving)
 
-    def __init__(self, program: Graph, check_finite: bool = False) -> None:
+    def __init__(self, program: Graph, check_finite: bool = False,
+                 loop_body: bool = False) -> None:
         self.program = program
         self._loops: list[LoopRunner] = []
         #: which outputs and new values the step copies before it writes the parameters
         self.copies = leaving_copies(program, views)
         self.source, self._consts, self._params, self._line_nodes = generate(
-            program, self.copies, check_finite, self._loops)
+            program, self.copies, check_finite, self._loops, loop_body)
         # (their host arrays never move: ParamStorage writes in place)
         self._updated = [p.attrs["storage"] for p, _ in program.updates]
         namespace = {"np": np, "math": math, "K": types.SimpleNamespace(**reference_kernels()),
-                     "_check_nan": _check_nan, "_check_finite": _check_finite,
+                     "_check_nan": check_nan, "_check_finite": check_finite_value,
                      "_loops": self._loops, "KN": kernels, "_scratch": kernels.Scratch(),
                      "_targets": [s.host_buffer() for s in self._updated]}
         namespace.update(NUMPY_NAMESPACE)
@@ -334,9 +321,9 @@ class NumpyExecutable(Executable):
         except IndexRangeError as exc:  # an id or a label out of range: the node that read it
             node = self._failing_node(exc.__traceback__)
             raise BackendError(index_error_message(node, exc.value, exc.bound)) from None
-        except _NonFinite as exc:
-            position, kind = exc.args
-            node = self.program.nodes[position]
+        except NonFinite as exc:
+            where, kind = exc.args  # (a loop names the node of its body itself)
+            node = where if isinstance(where, Node) else self.program.nodes[where]
             raise BackendError(nonfinite_message(self.program, node, kind)) from None
         for storage in self._updated:  # written in place: device copies must follow
             if storage.devices:

@@ -16,6 +16,8 @@ from graphc.ir.node import Node
 from graphc.ir.shapes import evaluate_shape, sym
 from graphc.ops.scan import scan_results
 
+from .checks import NonFinite
+
 
 class LoopRunner:
     """One scan node of a program: its body compiled once, run T times per call."""
@@ -30,7 +32,7 @@ class LoopRunner:
         self.reverse = a["reverse"]
         self.types = scan_results(node)
         self.needed = needed
-        self.exe = NumpyExecutable(self.body, check_finite)
+        self.exe = NumpyExecutable(self.body, check_finite, loop_body=True)
 
     @property
     def source(self) -> str:
@@ -58,7 +60,13 @@ class LoopRunner:
                 if h is not None:
                     h[t] = carries[i]
             # (inside the program's step, which runs in its executable's quiet_context)
-            outs = step([*carries, *[x[t] for x in xs], *caps], [], consts, dims)
+            try:
+                outs = step([*carries, *[x[t] for x in xs], *caps], [], consts, dims)
+            except NonFinite as exc:  # a position in the body: name the body's node
+                where, kind = exc.args
+                if isinstance(where, int):
+                    raise NonFinite(self.body.nodes[where], kind) from None
+                raise
             carries = [np.asarray(c) for c in outs[:nc]]
             for j, y in enumerate(ys):
                 if y is not None:

@@ -87,3 +87,24 @@ def test_a_reduction_to_a_scalar_is_checked_too(backend, options, reduce):
         with pytest.raises(gc.BackendError, match=f"first {what}"):
             fn(np.array(bad, np.float32))
         np.testing.assert_array_equal(s.value, before)
+
+
+@pytest.mark.parametrize("backend,options", BACKENDS, ids=IDS)
+def test_a_loop_s_nan_is_named_at_its_line_and_its_inner_infinities_pass(backend, options):
+    """A NaN made in a scan's body is named with the scan's line (the NumPy backend once
+    named the outer node at the body node's position: a constant); an infinity in a body's
+    carry stays inside the program (a running maximum from -inf), so it passes, as on
+    llvm (the NumPy backend once checked a body's outputs as if they left the step)."""
+    opts = {**options, "check_finite": True}
+    xs = gc.placeholder("xs", ("T", 2), "float64")
+    w = gc.placeholder("w", (2,), "float64")
+    init = gc.constant(np.zeros(2))
+    c, _ = gc.scan(lambda c, x: (c + gc.log(x), c), init, xs)  # the line to name
+    fn = gc.compile([xs, w], (c * w).sum(), backend=backend, backend_options=opts)
+    assert np.isfinite(fn(np.ones((2, 2)), np.ones(2)))
+    with pytest.raises(gc.BackendError, match=r"(?s)first NaN.*gc\.scan\(lambda c, x: \(c \+ "):
+        fn(np.array([[1.0, 2.0], [-1.0, 3.0]]), np.ones(2))
+    lowest = gc.constant(np.full(2, -np.inf))
+    top, _ = gc.scan(lambda c, x: (gc.maximum(c, x), None), lowest, xs)
+    fn = gc.compile([xs], top, backend=backend, backend_options=opts)
+    np.testing.assert_array_equal(fn(np.array([[-np.inf, -np.inf], [1.0, 3.0]])), [1.0, 3.0])
