@@ -49,6 +49,21 @@ def _depends_on(order: list[Node], sources: set[int]) -> set[int]:
     return out
 
 
+def _where_floats_end(node: Node) -> Node:
+    """The op whose integer or boolean result a non-float cost comes from, nearest the cost
+    (an argmax, a comparison, a cast), or the cost's own node if none reads floats."""
+    todo, seen = [node], set()
+    while todo:
+        n = todo.pop(0)
+        if n.uid in seen:
+            continue
+        seen.add(n.uid)
+        if any(i.dtype.kind == "f" for i in n.inputs):
+            return n
+        todo += [i for i in n.inputs if i.dtype.kind != "f"]
+    return node
+
+
 def grad(cost: Tensor, wrt, *, allow_unused: bool = False, stabilize: bool = True):
     """Symbolic gradient of a scalar `cost` w.r.t. a tensor or a list of tensors.
 
@@ -66,7 +81,10 @@ def grad(cost: Tensor, wrt, *, allow_unused: bool = False, stabilize: bool = Tru
         raise GraphError(f"gc.grad needs a scalar cost, got shape {cost.shape} "
                          f"(reduce it first, e.g. with .sum() or .mean()){at(cost.node.loc)}")
     if cost.dtype.kind != "f":
-        raise GraphError(f"the cost must be a float tensor, got {cost.dtype}")
+        edge = _where_floats_end(cost.node)
+        raise GraphError(f"the cost must be a float tensor, got {cost.dtype}: "
+                         f"{edge.op.name} {edge.name} turns floats into {edge.dtype}, which "
+                         f"has no gradient{at(edge.loc)}")
     for t in targets:
         if not isinstance(t, Tensor):
             raise GraphError(f"gc.grad: wrt must hold tensors, got {type(t).__name__}")

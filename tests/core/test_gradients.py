@@ -156,6 +156,19 @@ def test_non_differentiable_paths_raise_naming_the_op(make, culprit):
     assert repr(culprit) in str(err.value) and "test_gradients.py" in str(err.value)
 
 
+@pytest.mark.parametrize("make, culprit", [
+    (lambda x: gc.argmax(x, 0), "argmax"),
+    (lambda x: gc.cast(x, "int64").sum(), "cast"),
+    (lambda x: (x < 1).sum(), "less"),
+])
+def test_a_cost_that_is_not_a_float_names_the_op_it_comes_from(make, culprit):
+    """An integer or boolean cost (an argmax, a comparison, an integer cast, then perhaps
+    a sum) names the op where the floats end and its line, not only the dtype."""
+    x = gc.placeholder("x", (3,), "float64")
+    with pytest.raises(gc.GraphError, match=rf"(?s)float tensor.*{culprit} .*test_gradients"):
+        gc.grad(make(x), x)
+
+
 def test_where_condition_gets_zero_not_an_error():
     x = gc.placeholder("x", (3,), "float64")
     y = gc.placeholder("y", (3,), "float64")
