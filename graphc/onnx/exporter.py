@@ -37,6 +37,8 @@ from . import dtypes
 from .errors import UnsupportedError
 
 DEFAULT_OPSET = 18
+#: the oldest opset the writers produce (Softmax over one axis, ReduceSum's axes as an input)
+MIN_OPSET = 13
 EXPORTERS: dict[str, Callable] = {}
 
 
@@ -215,11 +217,15 @@ def _gelu(w, node, ins):
     approximate = node.attrs.get("approximate", "none")
     if w.opset >= 20:
         return w.add("Gelu", ins, approximate=approximate)
-    if approximate != "none":
-        _fail(node, "with approximate='tanh' needs opset >= 20")
     dt = node.type.dtype
-    inner = w.add("Erf", [w.add("Mul", [ins[0], w.const(np.sqrt(0.5), dt)])])
-    half_x = w.add("Mul", [ins[0], w.const(0.5, dt)])
+    x = ins[0]
+    if approximate == "tanh":  # tanh(sqrt(2/pi) (x + 0.044715 x^3)), as graphc's gelu
+        cube = w.add("Mul", [w.add("Mul", [x, x]), x])
+        inner = w.add("Add", [x, w.add("Mul", [cube, w.const(0.044715, dt)])])
+        inner = w.add("Tanh", [w.add("Mul", [inner, w.const(np.sqrt(2 / np.pi), dt)])])
+    else:
+        inner = w.add("Erf", [w.add("Mul", [x, w.const(np.sqrt(0.5), dt)])])
+    half_x = w.add("Mul", [x, w.const(0.5, dt)])
     return w.add("Mul", [half_x, w.add("Add", [inner, w.const(1, dt)])])
 
 
@@ -813,6 +819,11 @@ def export(outputs_or_fn, path, inputs=None, opset: int | None = None) -> onnx.M
     if not outs:
         raise UnsupportedError("export: no outputs")
     _refuse_state(outs)
+    newest = onnx.defs.onnx_opset_version()
+    if opset is not None and not MIN_OPSET <= opset <= newest:
+        # (the writers use opset 13's forms: Softmax over one axis, ReduceSum's axes input)
+        raise UnsupportedError(f"export: opset {opset}: graphc writes opsets {MIN_OPSET} to "
+                               f"{newest} (this onnx's newest)")
     w = Writer(opset or DEFAULT_OPSET)
     order = topological([o.node for o in outs])
     placeholders = [n for n in order if n.op.name == "placeholder"]

@@ -183,3 +183,26 @@ def test_scan_lstm_exports_as_onnx_scan(tmp_path):
     xs = rng.normal(size=(2, 3, 4)).astype(np.float32)
     for a, b in zip(back(xs), fn(xs)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_gelu_s_tanh_form_exports_below_opset_20():
+    """Opset 20 has Gelu; before it, the erf form was written node by node and the tanh form
+    refused, so the default opset (18) could not export an API.md op. Both are written from
+    primitives now."""
+    x = gc.placeholder("x", ("N",))
+    for approximate in ("none", "tanh"):
+        y = gc.gelu(x, approximate=approximate)
+        fn = gc.compile([x], y)
+        for opset in (None, 13, 20):
+            proto = gc.onnx.export(y, None, inputs=[x], opset=opset)
+            _check_in_ort(proto, fn, np.linspace(-5, 5, 41).astype(np.float32), tol=1e-6)
+
+
+@pytest.mark.parametrize("opset", [7, 11, 12, 999])
+def test_an_opset_the_writers_do_not_produce_is_refused(opset):
+    """The writers use opset 13's forms (Softmax over one axis, ReduceSum's axes as an
+    input): an older opset wrote a file onnxruntime ran with other results (softmax over
+    axis 1 of a 3-d input: 0.40 off) or one the checker refused, with no graphc error."""
+    x = gc.placeholder("x", ("N", 4, 3))
+    with pytest.raises(gc.onnx.UnsupportedError, match=rf"opset {opset}: graphc writes opsets 13"):
+        gc.onnx.export(gc.softmax(x, axis=1), None, inputs=[x], opset=opset)
