@@ -60,6 +60,7 @@ def mpi():
         return None
     if MPI.COMM_WORLD.Get_size() > 1:
         _install_excepthook(MPI)
+        _install_exit_guard(MPI)
     return MPI
 
 
@@ -129,6 +130,23 @@ def _install_excepthook(MPI) -> None:
     sys.excepthook = hook
     threading.excepthook = lambda args: hook(args.exc_type, args.exc_value,
                                              args.exc_traceback)
+
+
+def _install_exit_guard(MPI) -> None:
+    """``sys.exit`` with a failure status on one process ends them all too: SystemExit never
+    reaches the excepthook, and the others would wait for it in their next collective (a
+    job of two where one rank called sys.exit(3) spun until killed). A zero or None status
+    exits as before; so does a thread other than the main one (it only ends that thread)."""
+    plain_exit = sys.exit
+
+    def exit(status=None):
+        if status not in (None, 0) and threading.current_thread() is threading.main_thread():
+            who = f"[graphc rank {MPI.COMM_WORLD.Get_rank()} of {MPI.COMM_WORLD.Get_size()}]"
+            code = status if isinstance(status, int) else 1
+            abort(f"{who} sys.exit({status!r}): aborting the MPI job", code)
+        plain_exit(status)
+
+    sys.exit = exit
 
 
 def set_timeout(seconds: float | None) -> None:

@@ -243,6 +243,12 @@ def main() -> None:
         if RANK == 1:
             raise RuntimeError("rank 1 fails on purpose")
         fn(np.ones(2))  # rank 0 waits here for rank 1, which is gone: MPI_Abort ends it
+    elif case == "exit":
+        fn = gc.compile([x], D.allreduce(x))
+        fn(np.ones(2))
+        if RANK == 1:
+            sys.exit(3)  # SystemExit never reaches the excepthook: the exit guard aborts
+        fn(np.ones(2))
     elif case == "bad-input":
         fn = gc.compile([x], D.allreduce(x))
         fn(np.ones(2) if RANK == 0 else np.ones((2, 2)))  # rank 1: a ShapeError

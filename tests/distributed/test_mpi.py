@@ -66,6 +66,7 @@ def test_two_processes_train_as_one_and_resume_in_one(tmp_path):
 
 @pytest.mark.parametrize("case, message", [
     ("raise", "RuntimeError: rank 1 fails on purpose"),
+    ("exit", "sys.exit(3): aborting the MPI job"),
     ("bad-input", "ShapeError"),
     ("timeout", "did not complete within 2 s"),
 ])
