@@ -8,6 +8,8 @@ import runpy
 import sys
 from pathlib import Path
 
+from .errors import BackendError, GraphError
+
 
 def _onnx_tables() -> None:
     """Load every ONNX translation module (the control-flow and recurrent ones included)."""
@@ -245,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except (GraphError, BackendError) as exc:  # graphc's own message (a bad setting, a file)
+        print(f"graphc {args.command}: {exc}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `graphc info | head`: the reader left, which is not an error
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -77,12 +77,18 @@ class ThreadRuntime:
 _keep: list = []  # the counter and the fallbacks' callbacks must outlive every program
 
 
+#: the most threads GRAPHC_NUM_THREADS or set_threads may ask for: libgomp would try to
+#: start them all (99999999999 asked it for 272 GB and ended the process; 2^31 wrapped to a
+#: negative count)
+MAX_THREADS = 4096
+
+
 def _count() -> int:
     chosen = os.environ.get("GRAPHC_NUM_THREADS", "").strip()
     if chosen:
-        if not chosen.isdigit() or int(chosen) < 1:
-            raise BackendError(f"GRAPHC_NUM_THREADS must be a whole number of threads, 1 or "
-                               f"more; it is {chosen!r}")
+        if not chosen.isdigit() or not 1 <= int(chosen) <= MAX_THREADS:
+            raise BackendError(f"GRAPHC_NUM_THREADS must be a whole number of threads, 1 to "
+                               f"{MAX_THREADS}; it is {chosen!r}")
         return int(chosen)
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -94,6 +100,9 @@ def set_threads(count: int) -> int:
     """Let parallel regions use `count` threads from now on (at most 1 without libgomp),
     and the BLAS's products as many at most (`blas_team`); returns the previous count.
     Results do not change with it."""
+    if not 1 <= int(count) <= MAX_THREADS:
+        raise BackendError(f"set_threads: a count of threads from 1 to {MAX_THREADS}, not "
+                           f"{count!r}")
     openmp = runtime().openmp  # (binds the counter, _keep[0], on first use)
     counter = _keep[0]
     previous = counter.value

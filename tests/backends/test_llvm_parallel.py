@@ -305,13 +305,21 @@ def test_a_region_puts_later_products_on_one_blas_thread_while_blas_workers_spin
         assert out[:3] == ["1 2 4 | 4", "1 4 | 4", "1 2 4 | 4"], out
 
 
-def test_a_thread_count_that_is_not_a_number_is_an_error():
-    environ = dict(os.environ, GRAPHC_NUM_THREADS="two")
+@pytest.mark.parametrize("count", ["two", "99999999999", "4294967296"])
+def test_a_thread_count_that_is_not_a_number_of_threads_is_an_error(count):
+    """Not a number, or more threads than libgomp could start (99999999999 asked it for 272
+    GB and ended the process; 2^32 wrapped to 0): a BackendError, and `graphc info` says it
+    in one line, not a traceback."""
+    environ = dict(os.environ, GRAPHC_NUM_THREADS=count)
     done = subprocess.run([sys.executable, "-c", "from graphc.backends.llvm import threads; "
                            "threads.runtime()"], env=environ, text=True, capture_output=True,
                           timeout=120)
     assert done.returncode != 0
-    assert "GRAPHC_NUM_THREADS must be a whole number of threads" in done.stderr
+    assert "GRAPHC_NUM_THREADS must be a whole number of threads, 1 to 4096" in done.stderr
+    info = subprocess.run([sys.executable, "-m", "graphc", "info"], env=environ, text=True,
+                          capture_output=True, timeout=120)
+    assert info.returncode == 1 and "Traceback" not in info.stderr
+    assert info.stderr.startswith("graphc info: GRAPHC_NUM_THREADS must be"), info.stderr
 
 
 @pytest.mark.parametrize("policy", ["unset", "PASSIVE", "ACTIVE"])
