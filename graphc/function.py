@@ -184,7 +184,8 @@ def compile(inputs, outputs, updates=None, backend: str = "numpy",
                          f"{optimize!r}")
     options = dict(backend_options or {})
     # the shape facts of the program as declared: a rewrite may drop the node that carried
-    # one (a loop's sum sunk out of it, x - x), and the call must still check it
+    # one (the sink pass replaces a loop by a sum over its xs), and the call must still
+    # check it
     declared_facts = _facts(program)
     key = compile_memo.fingerprint(program, optimize, backend, options)
     entry = compile_memo.lookup(key)

@@ -90,3 +90,20 @@ def assert_conv_non_finite_like_numpy(data: np.ndarray, seed: np.ndarray, out_ch
         finite = np.isfinite(want)
         assert finite.any() and not finite.all()
         np.testing.assert_allclose(got[finite], want[finite], rtol=1e-12, atol=1e-12)
+
+
+def same_bits_on_every_thread_count(fn, data, counts=(2, 3, 8)) -> list:
+    """The outputs of `fn(data)` on one thread, after checking that every count of the llvm
+    backend's threads in `counts` gives the same bits."""
+    from graphc.backends.llvm import threads
+
+    previous = threads.set_threads(1)
+    try:
+        serial = [np.array(o) for o in fn(data)]
+        for count in counts:
+            threads.set_threads(count)
+            for a, b in zip(fn(data), serial):
+                assert a.tobytes() == b.tobytes()
+    finally:
+        threads.set_threads(previous)
+    return serial

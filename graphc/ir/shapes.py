@@ -154,6 +154,18 @@ class ShapeChecks:
         if verdict is None:
             self.assumptions.append((relation, what))
 
+    def not_empty(self, size: Dim, empty: str, needed: str) -> None:
+        """Require a size of 1 or more: a ShapeError saying `empty` now for a fixed size of
+        0; for a symbolic one, the fact (`needed`) checked at call time and never decided
+        here: the symbols are positive for simplification, but a batch may be bound to 0."""
+        from ..errors import ShapeError
+
+        if isinstance(size, (int, sympy.Integer)):
+            if int(size) < 1:
+                raise ShapeError(empty)
+            return
+        self.assumptions.append((sympy.Ge(size, 1, evaluate=False), needed))
+
     def broadcast(self, *shapes: Shape) -> Shape:
         """NumPy broadcasting over possibly symbolic shapes."""
         from ..errors import ShapeError

@@ -38,16 +38,11 @@ def _pool_out(shape, attrs, checks):
     for i in range(nd):
         size = shape[2 + i]
         # an empty image has no element for a window to take (a max pooling window of
-        # padding alone has no value); PyTorch refuses it too. A symbolic size is positive
-        # for simplification but may be bound to 0: checked at call time
-        if isinstance(size, (int, sympy.Integer)):
-            if int(size) < 1:
-                raise ShapeError(f"spatial dim {i} is empty: pooling needs an element in "
-                                 f"every window")
-        else:
-            checks.assumptions.append((sympy.Ge(size, 1, evaluate=False), (
-                f"spatial dim {i} has an element ({format_dim(size)} >= 1: pooling an empty "
-                f"image is undefined)")))
+        # padding alone has no value); PyTorch refuses it too
+        checks.not_empty(size, f"spatial dim {i} is empty: pooling needs an element in every "
+                               f"window",
+                         f"spatial dim {i} has an element ({format_dim(size)} >= 1: pooling "
+                         f"an empty image is undefined)")
         o = conv_out_size(size, kernel[i], stride[i], padding[i], 1)
         checks.holds(sympy.Ge(o, 1), f"spatial dim {i} is smaller than the pooling window")
         out.append(o)

@@ -220,23 +220,16 @@ def _extremum_grad(ctx):
 
 def _not_empty(shape, axes, checks, what: str) -> None:
     """Each reduced axis must have an element: a maximum, minimum or argmax of none is
-    undefined (NumPy and PyTorch refuse it too). Decided now for a fixed size; for a
-    symbolic one a fact checked at call time (the symbols are positive for simplification,
-    but a batch may be bound to 0), so no backend runs the reduction (the NumPy backend
-    raised NumPy's ValueError, the llvm backend returned -inf, inf or index 0)."""
-    from ..errors import ShapeError
+    undefined (NumPy and PyTorch refuse it too), so no backend runs the reduction (the NumPy
+    backend raised NumPy's ValueError, the llvm backend returned -inf, inf or index 0)."""
     from ..ir.shapes import format_dim
 
     for axis in axes:
         size = shape[axis]
-        if isinstance(size, (int, sympy.Integer)):
-            if int(size) == 0:
-                raise ShapeError(f"{what} over axis {axis} of size 0: {what} of no elements "
-                                 f"is undefined")
-            continue
-        checks.assumptions.append((sympy.Ge(size, 1, evaluate=False), (
-            f"the reduced axis {axis} has an element ({format_dim(size)} >= 1; {what} of no "
-            f"elements is undefined)")))
+        checks.not_empty(size, f"{what} over axis {axis} of size 0: {what} of no elements is "
+                               f"undefined",
+                         f"the reduced axis {axis} has an element ({format_dim(size)} >= 1; "
+                         f"{what} of no elements is undefined)")
 
 
 def _extremum_infer(what: str):

@@ -17,7 +17,7 @@ import graphc as gc
 from graphc.backends.llvm import threads
 from graphc.ops import conv as conv_module
 from graphc.ops import loops as L
-from tests.helpers import assert_conv_non_finite_like_numpy
+from tests.helpers import assert_conv_non_finite_like_numpy, same_bits_on_every_thread_count
 
 F = gc.nn.functional
 
@@ -218,15 +218,7 @@ def test_the_tiles_give_the_same_bits_on_any_thread_count():
     assert macs >= threads.PARALLEL_MIN_POINTS * threads.MACS_PER_POINT
     fn = gc.compile([x], [y, h, gx, gw], backend="llvm", backend_options={"cache": False})
     data = rng.normal(size=(batch, 64, 8, 8)).astype(np.float32)
-    previous = threads.set_threads(1)
-    try:
-        serial = [np.array(o) for o in fn(data)]
-        for count in (2, 3, 8):
-            threads.set_threads(count)
-            for a, b in zip(fn(data), serial):
-                assert a.tobytes() == b.tobytes()
-    finally:
-        threads.set_threads(previous)
+    serial = same_bits_on_every_thread_count(fn, data)
     want = gc.compile([x], [y, h, gx, gw], backend="numpy")(data)
     for got, expected in zip(serial, want):  # (float32 sums of 576 terms, in another order)
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())

@@ -14,7 +14,7 @@ import graphc as gc
 from graphc.backends.llvm import threads
 from graphc.ops import conv as conv_module
 from graphc.ops import loops as L
-from tests.helpers import assert_conv_non_finite_like_numpy
+from tests.helpers import assert_conv_non_finite_like_numpy, same_bits_on_every_thread_count
 
 F = gc.nn.functional
 
@@ -116,20 +116,6 @@ def test_the_direct_schedule_matches_numpy_with_every_gradient(geometry, monkeyp
         np.testing.assert_allclose(got, want, **tol)
 
 
-def _same_bits_on_every_thread_count(fn, data, counts=(2, 3, 8)) -> list:
-    """The outputs on one thread, after checking every count in `counts` gives their bits."""
-    previous = threads.set_threads(1)
-    try:
-        serial = [np.array(o) for o in fn(data)]
-        for count in counts:
-            threads.set_threads(count)
-            for a, b in zip(fn(data), serial):
-                assert a.tobytes() == b.tobytes()
-    finally:
-        threads.set_threads(previous)
-    return serial
-
-
 @pytest.mark.parametrize("image, out_channels, batch", [
     ((16, 32, 40), 12, 9),  # the forward and the input gradient split their samples
     ((8, 64, 64), 32, 1),  # a batch of one splits its channel tiles
@@ -148,7 +134,7 @@ def test_the_tiles_give_the_same_bits_on_any_thread_count(image, out_channels, b
     assert macs >= threads.PARALLEL_MIN_POINTS * threads.MACS_PER_POINT
     fn = gc.compile([x], [y, gx], backend="llvm", backend_options={"cache": False})
     data = rng.normal(size=(batch, *image)).astype(np.float32)
-    serial = _same_bits_on_every_thread_count(fn, data)
+    serial = same_bits_on_every_thread_count(fn, data)
     want = gc.compile([x], [y, gx], backend="numpy")(data)
     for got, expected in zip(serial, want):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
