@@ -62,14 +62,15 @@ class Executable(ABC):
         holds nothing that the garbage collector does not free."""
         return None
 
-    def again_lane(self, key: tuple):
+    def again_lane(self, key: tuple, inputs: list):
         """A function of the inputs that runs the step again for the sizes `key` of the last
         call, by a shorter path than `run`'s, or None where no such path applies (the
-        default). The function returns the outputs, or None (nothing done) when the path
-        has stopped applying; it takes arrays exactly as the program needs them, and its
+        default). The function serves arrays of the dtypes and shapes of `inputs` (arrays
+        exactly as the program needs them) and returns the outputs; for other arrays, or
+        once the path has stopped applying, it returns None and has done nothing. Its
         caller holds the function's lock and has checked that it is open. It runs on every
         call of a training loop, whose own Python was a fifth of a small model's step:
-        gc.Function keeps it for as long as the arrays keep their dtypes and shapes."""
+        gc.Function keeps it until it answers None."""
         return None
 
     @abstractmethod

@@ -236,19 +236,6 @@ def _collector_paused() -> Iterator[None]:
             garbage_collector.enable()
 
 
-def _same_arrays(args: tuple, signature: tuple) -> bool:
-    """Are `args` contiguous arrays of exactly these (dtype, shape)s? (Then they are what
-    the last call's were to the program: the same sizes, no conversion.)"""
-    if len(args) != len(signature):
-        return False
-    ndarray = np.ndarray
-    for a, (dtype, shape) in zip(args, signature):
-        if type(a) is not ndarray or a.dtype is not dtype or a.shape != shape \
-                or not a.flags.c_contiguous:
-            return False
-    return True
-
-
 class Function:
     """A compiled graph. Call it with arrays (positionally or by input name)."""
 
@@ -291,8 +278,8 @@ class Function:
 
         self._again = (self._native_updates and not self.distributed
                        and type(executable).again_lane is not Executable.again_lane)
-        #: (the dtype and shape of each array, the lane) of the last call the short path served
-        self._lane: tuple | None = None
+        #: the lane of the last call the short path served (Executable.again_lane)
+        self._lane = None
         if not self._native_updates:
             from .passes.memory import leaving_copies
 
@@ -369,20 +356,21 @@ class Function:
     # -- calling ----------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
         lane = self._lane
-        if lane is not None and not kwargs and _same_arrays(args, lane[0]):
-            # a training loop's call: arrays of the last call's dtypes and shapes, contiguous
+        if lane is not None and not kwargs:
+            # a training loop's call: the lane serves arrays of the last call's dtypes and
+            # shapes, contiguous, and answers None to others
             with self._lock:
-                outputs = None if self._closed else lane[1](args)
+                outputs = None if self._closed else lane(args)
             if outputs is not None:
                 return outputs[0] if self._single else outputs
         key = self._fast_key(args) if not kwargs else None
         if key is not None and self._again and key in self._checked:
             # arrays exactly as needed, the sizes checked before: the short path, kept
             with self._lock:
-                run = None if self._closed else self._exe.again_lane(key)
+                run = None if self._closed else self._exe.again_lane(key, args)
                 outputs = None if run is None else run(args)
             if outputs is not None:
-                self._lane = (tuple((a.dtype, a.shape) for a in args), run)
+                self._lane = run
                 return outputs[0] if self._single else outputs
         self._lane = None
         if key is not None:  # the arrays are exactly as needed

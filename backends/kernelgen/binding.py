@@ -15,8 +15,8 @@ from graphc.ir.shapes import evaluate_dim, evaluate_shape
 from ..base import nonfinite_message
 from .program import FAILED_INDEX, FAILED_NAN, Layout
 
-__all__ = ["MAX_BINDINGS", "Binding", "address", "failure_message", "size_value",
-           "updated_parameter_outputs"]
+__all__ = ["MAX_BINDINGS", "Binding", "address", "failure_message", "same_arrays",
+           "size_value", "updated_parameter_outputs"]
 
 
 #: per-binding buffers kept: enough for a training loop's batch sizes (full and last batch),
@@ -87,6 +87,19 @@ def address(array: np.ndarray, _from_buffer=ctypes.c_char.from_buffer,
         return _addressof(_from_buffer(array))
     except (TypeError, ValueError):  # read-only or empty arrays
         return array.ctypes.data
+
+
+def same_arrays(arrays, signature: tuple) -> bool:
+    """Are `arrays` C-contiguous ndarrays (not subclasses) of exactly these (dtype, shape)s?
+    Then they are what an earlier call's were to the program: the same sizes, no conversion."""
+    if len(arrays) != len(signature):
+        return False
+    ndarray = np.ndarray
+    for a, (dtype, shape) in zip(arrays, signature):
+        if type(a) is not ndarray or a.dtype is not dtype or a.shape != shape \
+                or not a.flags.c_contiguous:
+            return False
+    return True
 
 
 def size_value(expr, binding) -> int:

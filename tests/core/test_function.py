@@ -349,18 +349,18 @@ def test_repeated_calls_take_the_short_path_and_match_the_full_one(outputs_weigh
     short, W_short = _sgd_step(0, outputs_weight)
     full, W_full = _sgd_step(0, outputs_weight)
     full._again = False  # every call the full way
-    served = []
+    served, declined = [], []
     again_lane = short._exe.again_lane
 
-    def spy(key):  # every call a lane serves, or that asked for one and got none
-        lane = again_lane(key)
+    def spy(key, inputs):  # every call a lane serves, or that asked for one and got none
+        lane = again_lane(key, inputs)
         if lane is None:
             served.append(False)
             return None
 
-        def counted(inputs):
-            out = lane(inputs)
-            served.append(out is not None)
+        def counted(arrays):
+            out = lane(arrays)
+            (served if out is not None else declined).append(True)
             return out
 
         return counted
@@ -380,6 +380,9 @@ def test_repeated_calls_take_the_short_path_and_match_the_full_one(outputs_weigh
         # the float32 arrays of each repeat of the last call's sizes (the first call of a
         # size, and a return to a size after another, go the full way, as do conversions)
         assert served == [True, True, True, False, True]
+        # a kept lane answers None to arrays of another form (the float64 array after
+        # each served call): they go the full way, and the lane is dropped
+        assert len(declined) == len(served) - served.count(False)
 
 
 def test_the_short_path_still_checks_every_input():
