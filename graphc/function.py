@@ -157,6 +157,21 @@ def build_program(inputs, outputs, updates=None, name: str | None = None) -> tup
     return program, single
 
 
+def _check_sizes_bound(program: Graph) -> None:
+    """Every size a compiled program computes must follow from its inputs' shapes: a
+    dimension only the graph names (``x.reshape(("M",))`` with inputs of N) has no size at
+    a call (the numpy backend raised KeyError 'M' there, llvm a ShapeError about a buffer's
+    bytes). gc.optimize of bare outputs does not check it: their inputs are not known."""
+    bound = set().union(*[n.type.symbols for n in program.inputs])
+    for n in program.nodes:
+        unbound = sorted(s.name for s in n.type.symbols - bound)
+        if unbound:
+            raise ShapeError(f"{n.op.name}: its shape {format_shape(n.shape)} uses the "
+                             f"dimension(s) {', '.join(unbound)}, which no input's shape binds "
+                             f"(inputs: {', '.join(x.name for x in program.inputs) or 'none'})"
+                             f"{at(n.loc)}")
+
+
 def compile(inputs, outputs, updates=None, backend: str = "numpy",
             optimize: bool | Sequence[str] = True,
             backend_options: dict | None = None) -> Function:  # noqa: A001 - the public name
@@ -179,6 +194,7 @@ def compile(inputs, outputs, updates=None, backend: str = "numpy",
     started = time.perf_counter()
     impl = get_backend(backend)
     program, single = build_program(inputs, outputs, updates)
+    _check_sizes_bound(program)
     if not isinstance(optimize, (list, tuple, bool, np.bool_)):
         raise GraphError(f"optimize must be True, False or a list of pass names, got "
                          f"{optimize!r}")
@@ -261,7 +277,8 @@ class Function:
                     why = (f"the new value of {param.name!r} (shape {format_shape(value.shape)}) "
                            f"must have the parameter's shape {format_shape(param.shape)}")
                     self._assumptions.append((sympy.Eq(d, p), why, value))
-        self._checked: set[tuple] = set()
+        self._checked: set[tuple] = set()  # keys whose shape facts hold
+        self._ran: set[tuple] = set()  # keys the executable has run a step for
         self._lock = threading.Lock()
         self._closed = False
         self._symbols = sorted({d for n in self._inputs for d in n.type.symbols},
@@ -375,7 +392,9 @@ class Function:
         self._lane = None
         if key is not None:  # the arrays are exactly as needed
             arrays = args
-            binding = dict(zip(self._symbols, key)) if key not in self._checked else None
+            # the executable knows the sizes of a key it has run with; another thread may
+            # have checked this key but not run it yet
+            binding = None if key in self._ran else dict(zip(self._symbols, key))
         else:
             arrays, binding = self._validate(self._arrange(args, kwargs))
             key = tuple(binding[s] for s in self._symbols)
@@ -385,7 +404,9 @@ class Function:
             if self._closed:
                 raise BackendError("this function was closed (Function.close()): compile it "
                                    "again to call it")
-            return self._run(arrays, binding, key)
+            outputs = self._run(arrays, binding, key)
+            self._ran.add(key)
+            return outputs
 
     def _run(self, arrays, binding, key):
         if self.distributed:  # bounded by gc.distributed.set_timeout, if one is set

@@ -296,6 +296,42 @@ def test_one_function_called_from_two_threads(backend):
 
 
 @pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_threads_calling_with_a_size_none_has_run_yet(backend):
+    """A thread that finds a new size's shape facts already checked (by another thread,
+    still waiting for the lock) must not leave the executable without the sizes: the
+    numpy backend raised KeyError((1017,)) here (found by an audit)."""
+    import sys
+    import threading
+
+    x = gc.placeholder("x", ("N", 64))
+    fn = gc.compile([x], gc.tanh(x * 2.0).sum(axis=1), backend=backend)
+    errors = []
+
+    def work(n, barrier):
+        a = np.ones((n, 64), np.float32)
+        barrier.wait()
+        for _ in range(5):
+            try:
+                np.testing.assert_allclose(fn(a), np.full(n, 64 * np.tanh(2.0)), rtol=1e-5)
+            except Exception as exc:  # noqa: BLE001 -- every failure is the finding
+                errors.append(repr(exc))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        for n in range(1000, 1100):
+            barrier = threading.Barrier(6)
+            threads = [threading.Thread(target=work, args=(n, barrier)) for _ in range(6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors[:3]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
 def test_close_frees_the_function_and_keeps_the_parameters(backend):
     import gc as python_gc
     import weakref
@@ -434,3 +470,19 @@ def test_a_parameter_with_a_device_copy_takes_the_full_path():
     for _ in range(4):
         reference(a)
     np.testing.assert_array_equal(W.value, W_ref.value)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+@pytest.mark.parametrize("form", ["reshape", "zeros", "through a product"])
+def test_a_size_no_input_binds_is_refused_at_compile_time(backend, form):
+    """A dimension that only the graph names ("M", with inputs of N) has no size at a call:
+    the numpy backend raised KeyError 'M' from its generated program, llvm a ShapeError
+    about a buffer's byte size (found by an audit)."""
+    x = gc.placeholder("x", ("N",))
+    W = gc.parameter("W", np.ones((3, 2), np.float32))
+    out = {"reshape": lambda: x.reshape(("M",)),
+           "zeros": lambda: x.sum() + gc.zeros(("M",)),
+           "through a product": lambda: gc.zeros(("M", 3)) @ W}[form]()
+    with pytest.raises(gc.ShapeError, match=r"dimension\(s\) M, which no input's shape binds "
+                                            r"\(inputs: x\)"):
+        gc.compile([x], out, backend=backend)
