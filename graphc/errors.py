@@ -30,6 +30,11 @@ class ArgumentError(GraphError, TypeError):
     """A compiled function was called with missing, unknown or duplicated arguments."""
 
 
+class ScalarRangeError(GraphError, OverflowError):
+    """A Python number that the dtype it meets cannot hold (``int32_tensor + 2**40``): an
+    OverflowError, as NumPy raises for the same expression, rather than a wrapped value."""
+
+
 class BackendError(Exception):
     """A backend cannot compile or run here: missing lowering, no device, missing toolchain."""
 

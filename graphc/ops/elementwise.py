@@ -20,7 +20,7 @@ from functools import lru_cache
 import numpy as np
 import sympy
 
-from ..errors import GraphError
+from ..errors import GraphError, ScalarRangeError
 from ..ir.node import Attrs
 from ..ir.tensor import Tensor, apply, graph_of
 from ..ir.types import DEFAULT_FLOAT, TensorType, promote, scalar_dtype
@@ -282,8 +282,26 @@ def lift(*values, float_only: bool = False) -> list[Tensor]:
         if isinstance(v, Tensor):
             out.append(v if v.dtype == common else cast(v, common))
         else:
-            out.append(constant(np.asarray(v).astype(common), graph=graph))
+            out.append(constant(_literal(v, common), graph=graph))
     return out
+
+
+_FLOAT_MAX = int(np.finfo(np.float64).max)
+
+
+def _literal(value, dtype: np.dtype) -> np.ndarray:
+    """`value` as an array of `dtype`. A Python int must fit it, as in NumPy 2: ``i + 2**40``
+    on int32 raised nothing and added 0 (the constant wrapped); now it is refused."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            if not info.min <= value <= info.max:
+                raise ScalarRangeError(f"the Python integer {value} is out of bounds for "
+                                       f"{dtype} (cast the tensor to a wider dtype first, as in "
+                                       f"NumPy)")
+        elif dtype.kind == "f" and not -_FLOAT_MAX <= value <= _FLOAT_MAX:
+            raise ScalarRangeError(f"the Python integer {value} is too large for any float")
+    return np.asarray(value).astype(dtype)
 
 
 def _bool_condition(c) -> Tensor:

@@ -149,3 +149,37 @@ def test_loading_refuses_a_finite_value_made_infinite_and_writes_nothing():
     infinite = dict(state, **{"0.bias": np.array([np.inf, np.nan])})  # already non-finite: kept
     model.load_state(infinite)
     assert np.isinf(model[0].bias.value[0]) and np.isnan(model[0].bias.value[1])
+
+
+@pytest.mark.parametrize("build", [lambda i: i + 2**40, lambda i: i * 2**32,
+                                   lambda i: i + 2**31, lambda i: i - (2**31 + 1),
+                                   lambda i: 2**40 - i, lambda i: gc.where(i > 0, i, 2**40),
+                                   lambda i: gc.clip(i, 0, 2**31), lambda i: gc.maximum(i, -2**63)],
+                         ids=["add", "mul", "add 2^31", "sub", "rsub", "where", "clip", "maximum"])
+def test_a_python_int_the_dtype_cannot_hold_is_refused_as_numpy_does(build):
+    """int32 + 2**40 added 0 on both backends (the constant wrapped); NumPy 2 raises
+    OverflowError (found by an audit)."""
+    i = gc.placeholder("i", (2,), "int32")
+    with pytest.raises(OverflowError, match="out of bounds for int32"):
+        build(i)
+    with pytest.raises(gc.GraphError, match="out of bounds for int32"):
+        build(i)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_python_ints_that_fit_keep_their_values(backend):
+    i = gc.placeholder("i", (2,), "int32")
+    j = gc.placeholder("j", (2,), "int64")
+    f = gc.placeholder("f", (2,), "float32")
+    fn = gc.compile([i, j, f], [i + (2**31 - 10) - (2**31 - 10), i - (2**31 - 10) + (2**31 - 10),
+                                j + 2**40,
+                                f + 2**1000, f * -(2**1000)], backend=backend)
+    a = np.array([1, -5], np.int32)
+    out = fn(a, a.astype(np.int64), np.ones(2, np.float32))
+    np.testing.assert_array_equal(out[0], a)
+    np.testing.assert_array_equal(out[1], a)
+    np.testing.assert_array_equal(out[2], a.astype(np.int64) + 2**40)
+    np.testing.assert_array_equal(out[3], [np.inf, np.inf])  # as NumPy: the float rounds
+    np.testing.assert_array_equal(out[4], [-np.inf, -np.inf])
+    with pytest.raises(OverflowError, match="too large for any float"):
+        f + 2**1024
