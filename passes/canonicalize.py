@@ -232,6 +232,8 @@ def sum_of_broadcast(m: Match):
         if padded[a] != 1 or not isinstance(target[a], int):
             return None
         count *= target[a]
+    if count == 0:  # an empty sum is 0, but x * 0 is NaN for an infinite or NaN x
+        return None
     kept = tuple(1 if i in axes else d for i, d in enumerate(padded))
     scaled = ops.reshape(x, kept) * count if count != 1 else ops.reshape(x, kept)
     out_full = tuple(1 if i in axes else d for i, d in enumerate(target))

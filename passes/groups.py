@@ -106,8 +106,8 @@ def scalar_constant(node: Node):
         return sympy.Integer(int(value))
     if arr.dtype.kind in "iu":
         return sympy.Integer(int(value))
-    if not np.isfinite(value):
-        return None
+    if not np.isfinite(value) or (value == 0 and np.signbit(value)):
+        return None  # sympy has no -0.0 (Float(-0.0) is 0): x / -0.0 would become x / 0.0
     return sympy.Float(float(value), 17)
 
 

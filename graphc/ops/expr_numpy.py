@@ -220,20 +220,30 @@ def numpy_outer_operation(expr, names: dict,
     return None
 
 
+#: below these, exp(-x) overflows: sigmoid(x) = exp(x) / (1 + exp(x)) rounds to exp(x)
+_SIGMOID_EXP_LIMIT = {"f": -88.72, "d": -709.78}
+
+
 def _np_sigmoid(x):
     """``1/(1 + exp(-x))`` on float32 and float64 arrays: four passes, as scipy's expit and
     PyTorch compute it and as a careful NumPy programmer writes it, within 3.5 ulp where the
     result is a normal number. Where exp(-x) overflows (x < -88.7 in float32, < -709.8 in
-    float64) it is 0, where the true value is a subnormal below 3e-39 (2e-308) and the
-    native backends' stable form gives that subnormal. The stable select of ``1/(1+e)`` and
-    ``e/(1+e)``, e = exp(-|x|), took seven passes: 9 µs more of the autoencoder's 86.6 µs step.
-    float16 (whose exp overflows already at x < -11.1, where sigmoid is still 1.5e-5) and
-    scalars keep the stable select."""
+    float64) that gives 0, but the true value is a subnormal (under 3e-39 or 2e-308), which
+    the native backends' stable form gives, and log(sigmoid(x)) became -inf instead of about
+    x (found by a fuzz): one more pass, a minimum, finds such lanes and they get exp(x). The
+    stable select of ``1/(1+e)`` and ``e/(1+e)``, e = exp(-|x|), took seven passes: 9 µs more
+    of the autoencoder's 86.6 µs step. float16 (whose exp overflows already at x < -11.1,
+    where sigmoid is still 1.5e-5) and scalars keep the stable select."""
     if type(x) is np.ndarray and x.dtype.char in "fd" and x.ndim:
         out = np.negative(x)
         np.exp(out, out=out)
         np.add(out, 1, out=out)
-        return np.divide(1, out, out=out)
+        np.divide(1, out, out=out)
+        limit = _SIGMOID_EXP_LIMIT[x.dtype.char]
+        if x.size and np.fmin.reduce(x, axis=None) < limit:  # (fmin: NaN lanes ignored)
+            below = x < limit
+            out[below] = np.exp(x[below])
+        return out
     e = np.exp(-np.abs(x))
     d = 1 + e
     return select(x >= 0, 1 / d, e / d)

@@ -452,8 +452,9 @@ def elementwise_loops(node, program) -> LoopNest:
     buffers = {"out": Buf(output=True)}
     values = []
     for j, x in enumerate(node.inputs):
-        if x.op.name == "constant" and x.attrs["value"].array.ndim == 0:
-            values.append(_number(x.attrs["value"].array.item()))
+        scalar = x.attrs["value"].array if x.op.name == "constant" else None
+        if scalar is not None and scalar.ndim == 0 and not (scalar == 0 and np.signbit(scalar)):
+            values.append(_number(scalar.item()))  # (sympy has no -0.0: that one is loaded)
             continue
         lead = node.ndim - x.ndim
         index = [0 if d == 1 and node.shape[a + lead] != 1 else idx[a + lead]

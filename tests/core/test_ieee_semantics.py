@@ -194,3 +194,37 @@ def test_clip_with_an_open_side_is_numpy_s(backend):
     for g, w in zip(got, want):
         assert g.dtype == w.dtype
         np.testing.assert_array_equal(g, w)
+
+
+def test_a_negative_zero_constant_keeps_its_sign():
+    """sympy has no -0.0 (Float(-0.0) == 0 with no sign): x / -0.0 gave x / +0.0 on llvm,
+    optimized or not, and on numpy once folding made a -0.0 constant (found by a fuzz).
+    A -0.0 scalar is now read from its buffer rather than written into the expression."""
+    x = gc.placeholder("x", (3,), "float32")
+    c = gc.constant(np.float32(0.0))
+    xv = np.array([1.0, -2.0, 0.0], np.float32)
+    neg = np.float32(-0.0)
+    cases = [(x / -0.0, xv / neg), ((-x) / (-c), (-xv) / neg),
+             (1.0 / (x * -0.0), 1.0 / (xv * neg)),
+             (1.0 / gc.where(x > 0, -0.0, 1.0), 1.0 / np.where(xv > 0, neg, 1.0)),
+             (1.0 / (x * 0.0 + -0.0), 1.0 / (xv * 0.0 + neg)),
+             (1.0 / (-0.0 - x * 0.0), 1.0 / (neg - xv * 0.0))]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for k, (y, want) in enumerate(cases):
+            for label, (got,) in _everywhere([x], [y], [xv]):
+                np.testing.assert_array_equal(got, want.astype(np.float32),
+                                              err_msg=f"case {k}, {label}")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sigmoid_of_a_large_negative_is_its_subnormal_value_on_every_backend(dtype):
+    """The numpy backend's four-pass sigmoid gave 0 where exp(-x) overflows, and
+    log(sigmoid(x)) -inf, where llvm gives the subnormal value and about x (a fuzz)."""
+    x = gc.placeholder("x", (6,), dtype)
+    xv = np.array([-710.0, -745.0, -89.0, -103.0, -5.0, np.nan] if dtype == "float64" else
+                  [-89.0, -103.0, -88.73, -100.0, -5.0, np.nan], dtype)
+    want = np.exp(xv.astype(np.float64)) / (1 + np.exp(xv.astype(np.float64)))
+    for label, (s, log_s) in _everywhere([x], [gc.sigmoid(x), gc.log(gc.sigmoid(x))], [xv]):
+        np.testing.assert_allclose(s, want.astype(dtype), rtol=4e-7 if dtype == "float32"
+                                   else 1e-15, atol=0, err_msg=label)
+        assert np.isfinite(log_s[:5]).all() and np.isnan(log_s[5]), label
