@@ -11,6 +11,7 @@ its op type and the opset.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Sequence
@@ -21,8 +22,10 @@ import onnx
 from onnx import numpy_helper
 
 from .. import ops
+from ..errors import GraphError
 from ..ir.graph import get_default_graph, name_scope
 from ..ir.tensor import Tensor
+from ..ir.text import MAX_IDENTIFIER, identifier, is_identifier
 from . import dtypes
 from .errors import StaticValueNeeded, UnsupportedError
 from .table import HANDLERS
@@ -33,6 +36,48 @@ Value = Any  # Tensor | np.ndarray (known at import) | None (an omitted optional
 def _identifier(name: str, fallback: str) -> str:
     ident = re.sub(r"\W", "_", name or "") or fallback
     return ident if not ident[0].isdigit() else "d" + ident
+
+
+def _dim_name(text: str) -> str:
+    """A graphc dimension name for an ONNX dim_param (or an unnamed dim's made-up name): the
+    text itself when it already is one (an ASCII identifier of at most MAX_IDENTIFIER
+    characters); otherwise its readable escape (``größe`` -> ``gr_xf6_xdfe``) followed by a
+    digest of the exact text, so that two different texts (``a-b``, ``a_b``) never meet in one
+    name and the same text always gives the same name."""
+    if is_identifier(text):
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{identifier(text, default='d', max_length=MAX_IDENTIFIER - 9)}_{digest}"
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """`name`, or `name` with the first free ``_2``, ``_3``... suffix, never one of `taken`."""
+    out, k = name, 2
+    while out in taken:
+        suffix = f"_{k}"
+        out, k = name[:MAX_IDENTIFIER - len(suffix)] + suffix, k + 1
+    taken.add(out)
+    return out
+
+
+def _dim_names(inputs) -> dict:
+    """The dimension name of every symbolic dim of the model inputs: by dim_param (one name
+    per distinct dim_param, the same dim_param the same name), and by (input, axis) for the
+    dims that have neither a value nor a dim_param (each a name of its own). Distinct
+    dim_params always get distinct names; the mapping depends only on the file."""
+    tensors = [vi for vi in inputs if vi.type.HasField("tensor_type")]
+    names: dict = {}
+    taken: set[str] = set()
+    for vi in tensors:
+        for d in vi.type.tensor_type.shape.dim:
+            if not d.HasField("dim_value") and d.dim_param and d.dim_param not in names:
+                names[d.dim_param] = _unique(_dim_name(d.dim_param), taken)
+    for vi in tensors:
+        for i, d in enumerate(vi.type.tensor_type.shape.dim):
+            if not d.HasField("dim_value") and not d.dim_param:
+                names[(vi.name, i)] = _unique(identifier(f"{vi.name}_{i}", default="d",
+                                                         max_length=MAX_IDENTIFIER - 4), taken)
+    return names
 
 
 class NodeContext:
@@ -55,6 +100,48 @@ class NodeContext:
 
     def attr(self, name: str, default=None):
         return self.attrs.get(name, default)
+
+    def axis(self, value, rank: int, what: str = "axis") -> int:
+        """An axis from the file, checked against `rank` (``-rank <= axis < rank``) and made
+        non-negative; anything else fails naming the node (never wraps around)."""
+        try:
+            a = int(value)
+        except (TypeError, ValueError, OverflowError):
+            self.fail(f"{what} {value!r} is not an integer")
+        if not -rank <= a < rank:
+            self.fail(f"{what} {a} is out of range for rank {rank} (valid: {-rank}..{rank - 1})")
+        return a % rank
+
+    def axes(self, values, rank: int, what: str = "axes") -> list[int]:
+        """Several axes, each checked as `axis`, none repeated."""
+        values = list(np.asarray(values, dtype=object).ravel())
+        out = [self.axis(v, rank, f"{what} {[_plain(v) for v in values]}: axis")
+               for v in values]
+        if len(set(out)) != len(out):
+            self.fail(f"{what} {list(values)} repeat an axis")
+        return out
+
+    def ints(self, value, what: str, length: int | None = None) -> list[int]:
+        """An int list attribute (or a known array) with `length` entries when given."""
+        try:
+            out = [int(v) for v in np.asarray(value).ravel()]
+        except (TypeError, ValueError, OverflowError):
+            self.fail(f"{what} {value!r} are not integers")
+        if length is not None and len(out) != length:
+            self.fail(f"{what} {out} have {len(out)} entries, expected {length}")
+        return out
+
+    def check_size(self, dims, dtype, what: str = "the result") -> int:
+        """The number of elements of a tensor of known `dims`, failing when a dim is
+        negative or when no array of that many elements of `dtype` can exist."""
+        n = 1
+        for d in dims:
+            if d < 0:
+                self.fail(f"{what} has a negative dim in {list(dims)}")
+            n *= int(d)
+        if n * np.dtype(dtype).itemsize > np.iinfo(np.intp).max:
+            self.fail(f"{what} of shape {list(dims)} has {n} elements: larger than any array")
+        return n
 
     def refuse_attrs(self, **supported) -> None:
         """Fail on an attribute whose value differs from the only one(s) graphc supports."""
@@ -97,6 +184,14 @@ class NodeContext:
         return all(v is None or isinstance(v, np.ndarray) for v in values)
 
 
+def _plain(v):
+    """An int from the file as a plain int for messages (NumPy ints print as themselves)."""
+    try:
+        return int(v)
+    except (TypeError, ValueError, OverflowError):
+        return v
+
+
 def _attribute(a: onnx.AttributeProto):
     value = onnx.helper.get_attribute_value(a)
     if a.type == onnx.AttributeProto.TENSOR:
@@ -117,23 +212,94 @@ def default_opset(model: onnx.ModelProto) -> int:
     return 1
 
 
+_ATTR_TYPES = {int(t): name for name, t in onnx.AttributeProto.AttributeType.items()}
+
+
+def check_node(ctx: NodeContext) -> None:
+    """Check a node against its ONNX schema at the model's opset before translating it: the
+    number of inputs and outputs, the required inputs given, the required attributes present
+    and every attribute of the type the schema says. (An op whose schema is not at this opset
+    is left to its table entry.)"""
+    node = ctx.node
+    try:
+        schema = onnx.defs.get_schema(node.op_type, ctx.opset, "")
+    except onnx.defs.SchemaError:
+        return
+    n_in, n_out = len(node.input), len(node.output)
+    if not schema.min_input <= n_in <= schema.max_input:
+        ctx.fail(f"it has {n_in} inputs; the op takes {_count(schema.min_input, schema.max_input)}")
+    if not schema.min_output <= n_out <= schema.max_output:
+        ctx.fail(f"it has {n_out} outputs; the op gives "
+                 f"{_count(schema.min_output, schema.max_output)}")
+    single = onnx.defs.OpSchema.FormalParameterOption.Single
+    for i, (name, formal) in enumerate(zip(node.input, schema.inputs)):
+        if not name and formal.option == single:
+            ctx.fail(f"its required input {i} ({formal.name}) is empty")
+    for a in node.attribute:
+        spec = schema.attributes.get(a.name)
+        if spec is not None and int(a.type) != int(spec.type) and not (
+                a.type == onnx.AttributeProto.UNDEFINED):
+            ctx.fail(f"attribute {a.name} is of type {_ATTR_TYPES.get(int(a.type), a.type)}; the "
+                     f"op takes {_ATTR_TYPES.get(int(spec.type), spec.type)}")
+    for name, spec in schema.attributes.items():
+        if spec.required and name not in ctx.attrs:
+            ctx.fail(f"the required attribute {name} is missing")
+
+
+def _count(lo: int, hi: int) -> str:
+    if lo == hi:
+        return str(lo)
+    return f"at least {lo}" if hi >= 2**31 - 1 else f"{lo} to {hi}"
+
+
+#: what a table entry raises on input it did not expect (an index past a list, a missing key,
+#: a value NumPy refuses): reported as the node's error, never as a raw Python one
+_RAW_ERRORS = (IndexError, KeyError, ValueError, TypeError, AttributeError, ArithmeticError,
+               MemoryError)
+
+
+def translate(ctx: NodeContext, handler, inputs: list):
+    """Run a table entry; any error it raises names the node (a graphc error keeps its class,
+    a raw Python error becomes an UnsupportedError)."""
+    try:
+        return handler(ctx, *inputs)
+    except GraphError as exc:
+        message = str(exc)
+        if message.startswith("ONNX node") or ctx.where() in message:
+            raise
+        try:
+            error = type(exc)(f"{ctx.where()}: {message}")
+        except Exception:  # noqa: BLE001 - a class that does not take a message: keep it
+            raise exc from None
+        raise error from exc
+    except _RAW_ERRORS as exc:
+        raise UnsupportedError(
+            f"{ctx.where()}: the node cannot be translated: its inputs or attributes are "
+            f"malformed or not supported ({type(exc).__name__}: {exc})") from exc
+
+
 def run_nodes(nodes: Sequence[onnx.NodeProto], env: dict, opset: int) -> None:
     """Translate `nodes` in order, reading and writing `env` (ONNX name -> value)."""
     for node in nodes:
-        ctx = NodeContext(node, opset)
+        try:
+            ctx = NodeContext(node, opset)
+        except Exception as exc:  # noqa: BLE001 - an attribute onnx cannot decode
+            raise UnsupportedError(f"ONNX node {node.name or node.op_type!r} ({node.op_type}, "
+                                   f"opset {opset}): unreadable attribute ({exc})") from exc
         ctx.env = env  # what a subgraph (an If branch, a loop body) reads from outside
         if node.domain not in ("", "ai.onnx"):
             ctx.fail(f"domain {node.domain!r} is not supported (only the default ONNX domain)")
         handler = HANDLERS.get(node.op_type)
         if handler is None:
             ctx.fail("graphc has no translation for this op type")
+        check_node(ctx)
         inputs = []
         for name in node.input:
             if name and name not in env:
                 ctx.fail(f"input {name!r} is not defined before the node")
             inputs.append(env[name] if name else None)
         with name_scope(_identifier(node.name or node.op_type, node.op_type)):
-            out = handler(ctx, *inputs)
+            out = translate(ctx, handler, inputs)
         outs = list(out) if isinstance(out, (list, tuple)) else [out]
         # a NumPy scalar (np.take with a scalar index, ...) is a known 0-d array
         outs = [np.asarray(o) if isinstance(o, np.generic) else o for o in outs]
@@ -170,6 +336,14 @@ class OnnxModel:
         self.initializers = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
         self.inputs = [vi for vi in graph.input if vi.name not in self.initializers]
         self.output_names = [vi.name for vi in graph.output]
+        defined = set(self.initializers) | {vi.name for vi in graph.input}
+        defined.update(name for node in graph.node for name in node.output)
+        defined.discard("")
+        for name in self.output_names:
+            if name not in defined:
+                raise UnsupportedError(f"ONNX model output {name!r} is not produced by any node "
+                                       "and is not a model input or initializer")
+        self._dim_names = _dim_names(self.inputs)
         self._frozen = bn_statistics(graph)
         self._params: dict[int, dict[str, Tensor]] = {}
 
@@ -192,9 +366,9 @@ class OnnxModel:
                 if d.HasField("dim_value"):
                     shape.append(int(d.dim_value))
                 elif d.dim_param:
-                    shape.append(_identifier(d.dim_param, f"{vi.name}_{i}"))
+                    shape.append(self._dim_names[d.dim_param])
                 else:
-                    shape.append(_identifier(f"{vi.name}_{i}", f"d{i}"))
+                    shape.append(self._dim_names[(vi.name, i)])
             out.append((vi.name, tuple(shape), dtype))
         return out
 

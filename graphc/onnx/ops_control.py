@@ -233,7 +233,11 @@ def _scan_op(ctx, *inputs):
     out_dirs = [int(d) for d in ctx.attr("scan_output_directions", [0] * k)]
     if m == 0:
         ctx.fail("a Scan without scan inputs has no number of steps")
-    xs = [_move_axis(x, a % x.ndim, 0) for x, a in zip(xs, in_axes)]
+    if len(in_axes) != m or len(in_dirs) != m or len(out_axes) != k or len(out_dirs) != k:
+        ctx.fail(f"scan_input_axes/directions need {m} entries and scan_output_axes/"
+                 f"directions {k}; got {len(in_axes)}, {len(in_dirs)}, {len(out_axes)}, "
+                 f"{len(out_dirs)}")
+    xs = [_move_axis(x, ctx.axis(a, x.ndim, "scan input axis"), 0) for x, a in zip(xs, in_axes)]
     # one direction for the whole loop when every input agrees; others are flipped
     reverse = all(d == 1 for d in in_dirs)
     xs = [_flip0(ctx, x, f"scan input {i}") if d == 1 and not reverse else x
@@ -247,5 +251,5 @@ def _scan_op(ctx, *inputs):
     for j, (y, a, d) in enumerate(zip(ys, out_axes, out_dirs)):
         if (d == 1) != reverse:  # ONNX: a reverse output holds step t's value at T-1-t
             y = _flip0(ctx, y, f"scan output {j}")
-        results.append(_move_axis(y, 0, a % y.ndim))
+        results.append(_move_axis(y, 0, ctx.axis(a, y.ndim, "scan output axis")))
     return results

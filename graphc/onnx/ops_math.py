@@ -175,10 +175,10 @@ def _hardmax(ctx, x):
     x = ctx.tensor(x)
     _float_only(ctx, x)
     if ctx.opset >= 13:
-        axis = int(ctx.attr("axis", -1)) % x.ndim
+        axis = ctx.axis(ctx.attr("axis", -1), x.ndim)
         flat = x
     else:
-        cut = int(ctx.attr("axis", 1)) % max(x.ndim, 1)
+        cut = ctx.axis(ctx.attr("axis", 1), max(x.ndim, 1))
         flat = ops.reshape(x, (math.prod(x.shape[:cut]) if cut else 1, -1))
         axis = 1
     idx = ops.argmax(flat, axis)
@@ -275,7 +275,7 @@ def _softmax(ctx, x):
     if ctx.opset >= 13:
         return fn(x, int(ctx.attr("axis", -1)))
     # before opset 13: the input is seen as 2-d, [prod(shape[:axis]), prod(shape[axis:])]
-    axis = int(ctx.attr("axis", 1)) % max(x.ndim, 1)
+    axis = ctx.axis(ctx.attr("axis", 1), max(x.ndim, 1))
     rows = math.prod(x.shape[:axis]) if axis else 1
     flat = ops.reshape(x, (rows, -1))
     return ops.reshape(fn(flat, 1), x.shape)
@@ -483,7 +483,7 @@ def _reduce(ctx, x, axes=None):
         if ctx.attr("noop_with_empty_axes", 0):
             return x
         axes = list(range(x.ndim))
-    axes = sorted({int(a) % max(x.ndim, 1) for a in axes})
+    axes = sorted(ctx.axes(axes, max(x.ndim, 1)))
     if x.dtype == bool:
         ctx.fail("boolean inputs are not supported")
     if any(d == 0 for d in x.shape):
@@ -501,7 +501,10 @@ def _cumulative(ctx, x, axis):
     """Running sums (products) along an axis: the prefix of every position combined slice by
     slice, as graphc has no scan-free cumulative op (ONNX's cases are short axes)."""
     x = ctx.tensor(x)
-    axis = int(np.asarray(ctx.static(axis, "axis")).ravel()[0]) % x.ndim
+    axis = np.asarray(ctx.static(axis, "axis"))
+    if axis.size != 1:
+        ctx.fail(f"axis has {axis.size} elements, not 1")
+    axis = ctx.axis(axis.reshape(-1)[0], x.ndim)
     n = x.shape[axis]
     if not isinstance(n, int):
         ctx.fail("a cumulative op along a symbolic dim is not supported")
@@ -531,7 +534,7 @@ def _cumulative(ctx, x, axis):
 @onnx_op("ArgMax", "ArgMin")
 def _argmax(ctx, x):
     x = ctx.tensor(x)
-    axis = int(ctx.attr("axis", 0)) % x.ndim
+    axis = ctx.axis(ctx.attr("axis", 0), x.ndim)
     keepdims = bool(ctx.attr("keepdims", 1))
     if x.dtype == bool:
         ctx.fail("boolean inputs are not supported")

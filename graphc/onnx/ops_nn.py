@@ -94,6 +94,13 @@ def _grouped(ctx, x: Tensor, w: Tensor, group: int, conv, w_axis: int) -> Tensor
     return ops.concat(outs, 1)
 
 
+def _group(ctx) -> int:
+    group = int(ctx.attr("group", 1))
+    if group < 1:
+        ctx.fail(f"group={group} must be at least 1")
+    return group
+
+
 def _bias(y: Tensor, b) -> Tensor:
     if b is None:
         return y
@@ -107,10 +114,32 @@ def _conv_arguments(ctx, x, w, b):
     b = None if b is None else ctx.tensor(b)
     _float(ctx, x, w, b)
     nd = w.ndim - 2
-    kernel = [int(k) for k in ctx.attr("kernel_shape", w.shape[2:])]
-    strides = [int(s) for s in ctx.attr("strides", [1] * nd)]
-    dilations = [int(d) for d in ctx.attr("dilations", [1] * nd)]
+    if nd < 1 or x.ndim != w.ndim:
+        ctx.fail(f"input of rank {x.ndim} and weight of rank {w.ndim}: both must be "
+                 "(N, C, *spatial) and (C_out, C_in, *kernel) of the same rank, at least 3")
+    kernel, strides, dilations = _geometry(ctx, nd, w.shape[2:])
+    if list(kernel) != list(w.shape[2:]):
+        ctx.fail(f"kernel_shape {kernel} does not match the weight's {tuple(w.shape[2:])}")
+    if b is not None and b.ndim != 1:
+        ctx.fail(f"the bias has rank {b.ndim}, not 1")
     return x, w, b, nd, kernel, strides, dilations
+
+
+def _geometry(ctx, nd: int, kernel_default=None):
+    """kernel_shape, strides and dilations, each checked: nd entries, all at least 1; and the
+    pads (when given) checked: 2 * nd entries, none negative."""
+    kernel = ctx.ints(ctx.attr("kernel_shape", kernel_default), "kernel_shape", nd)
+    strides = ctx.ints(ctx.attr("strides", [1] * nd), "strides", nd)
+    dilations = ctx.ints(ctx.attr("dilations", [1] * nd), "dilations", nd)
+    for what, values in (("kernel_shape", kernel), ("strides", strides),
+                         ("dilations", dilations)):
+        if any(v < 1 for v in values):
+            ctx.fail(f"{what} {values} must all be at least 1")
+    if "pads" in ctx.attrs:
+        pads = ctx.ints(ctx.attr("pads"), "pads", 2 * nd)
+        if any(p < 0 for p in pads):
+            ctx.fail(f"pads {pads} must not be negative")
+    return kernel, strides, dilations
 
 
 @onnx_op("Conv")
@@ -121,7 +150,7 @@ def _conv(ctx, x, w, b=None):
         x, padding = _padded(x, begin, end, None), [0] * nd
     else:
         padding = begin
-    group = int(ctx.attr("group", 1))
+    group = _group(ctx)
     y = _grouped(ctx, x, w, group,
                  lambda xs, ws: ops.conv_op(xs, ws, strides, padding, dilations), 0)
     return _bias(y, b)
@@ -130,13 +159,15 @@ def _conv(ctx, x, w, b=None):
 @onnx_op("ConvTranspose")
 def _conv_transpose(ctx, x, w, b=None):
     x, w, b, nd, kernel, strides, dilations = _conv_arguments(ctx, x, w, b)
-    out_pad = [int(p) for p in ctx.attr("output_padding", [0] * nd)]
+    out_pad = ctx.ints(ctx.attr("output_padding", [0] * nd), "output_padding", nd)
     sizes = list(x.shape[2:])
     full = [(sizes[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 for i in range(nd)]
     output_shape = ctx.attr("output_shape", None)
     auto = ctx.attr("auto_pad", "NOTSET")
     if output_shape is not None or auto in ("SAME_UPPER", "SAME_LOWER"):
         _static_sizes(ctx, x)
+        if output_shape is not None and len(output_shape) < nd:
+            ctx.fail(f"output_shape {list(output_shape)} has fewer than {nd} entries")
         target = ([int(s) for s in output_shape][-nd:] if output_shape is not None
                   else [sizes[i] * strides[i] for i in range(nd)])
         begin, end = [], []
@@ -163,7 +194,7 @@ def _conv_transpose(ctx, x, w, b=None):
     def conv_t(xs, ws):
         return ops.conv_transpose_op(xs, ws, strides, [0] * nd, dilations, extended)
 
-    y = _grouped(ctx, x, w, int(ctx.attr("group", 1)), conv_t, 0)
+    y = _grouped(ctx, x, w, _group(ctx), conv_t, 0)
     if any(begin) or any(end):
         index = (slice(None), slice(None)) + tuple(
             slice(begin[i], extended[i] - end[i]) for i in range(nd))
@@ -175,12 +206,11 @@ def _conv_transpose(ctx, x, w, b=None):
 
 
 def _pool_geometry(ctx, x: Tensor):
-    kernel = [int(k) for k in ctx.attr("kernel_shape")]
+    kernel = ctx.ints(ctx.attr("kernel_shape"), "kernel_shape")
     nd = len(kernel)
-    if x.ndim != nd + 2:
+    if nd < 1 or x.ndim != nd + 2:
         ctx.fail(f"kernel_shape {kernel} does not fit an input of rank {x.ndim}")
-    strides = [int(s) for s in ctx.attr("strides", [1] * nd)]
-    dilations = [int(d) for d in ctx.attr("dilations", [1] * nd)]
+    kernel, strides, dilations = _geometry(ctx, nd)
     if any(d != 1 for d in dilations):
         ctx.fail(f"dilations {dilations} are not supported in pooling")
     begin, end = _pads(ctx, x, kernel, strides, dilations)

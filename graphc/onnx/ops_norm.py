@@ -44,7 +44,7 @@ def _layer_norm(ctx, x, scale, bias=None):
     x, scale = ctx.tensor(x), ctx.tensor(scale)
     bias = None if bias is None else ctx.tensor(bias)
     _float(ctx, x, scale, bias)
-    axis = int(ctx.attr("axis", -1)) % x.ndim
+    axis = ctx.axis(ctx.attr("axis", -1), x.ndim)
     stash = _stash(ctx, x)
     xs = x if x.dtype == stash else ops.cast(x, stash)
     y, mean, inv = _normalized(xs, tuple(range(axis, x.ndim)), float(ctx.attr("epsilon", 1e-5)))
@@ -60,7 +60,7 @@ def _layer_norm(ctx, x, scale, bias=None):
 def _rms_norm(ctx, x, scale):
     x, scale = ctx.tensor(x), ctx.tensor(scale)
     _float(ctx, x, scale)
-    axis = int(ctx.attr("axis", -1)) % x.ndim
+    axis = ctx.axis(ctx.attr("axis", -1), x.ndim)
     stash = _stash(ctx, x)
     xs = x if x.dtype == stash else ops.cast(x, stash)
     ms = ops.mean(xs * xs, tuple(range(axis, x.ndim)), keepdims=True)
@@ -89,6 +89,8 @@ def _group_norm(ctx, x, scale, bias):
     if ctx.opset < 21:
         ctx.fail("opset < 21 (scale and bias per group) is not supported")
     groups = int(ctx.attr("num_groups"))
+    if groups < 1:
+        ctx.fail(f"num_groups={groups} must be at least 1")
     n, c = x.shape[0], x.shape[1]
     if not isinstance(c, int) or c % groups:
         ctx.fail(f"num_groups={groups} does not divide the {c} channels")
@@ -104,7 +106,7 @@ def _group_norm(ctx, x, scale, bias):
 def _mvn(ctx, x):
     x = ctx.tensor(x)
     _float(ctx, x)
-    axes = tuple(int(a) % x.ndim for a in ctx.attr("axes", [0, 2, 3]))
+    axes = tuple(ctx.axes(ctx.attr("axes", [0, 2, 3]), x.ndim))
     # ONNX's function body: (x - E[x]) / (sqrt(E[x^2] - E[x]^2) + 1e-9)
     mean = ops.mean(x, axes, keepdims=True)
     var = ops.mean(x * x, axes, keepdims=True) - mean * mean
@@ -115,7 +117,7 @@ def _mvn(ctx, x):
 def _lp_norm(ctx, x):
     x = ctx.tensor(x)
     _float(ctx, x)
-    axis = int(ctx.attr("axis", -1)) % x.ndim
+    axis = ctx.axis(ctx.attr("axis", -1), x.ndim)
     p = int(ctx.attr("p", 2))
     if p == 1:
         norm = ops.sum(ops.abs(x), axis, keepdims=True)

@@ -19,6 +19,26 @@ from ..ir.tensor import Tensor
 from . import dtypes
 from .table import onnx_op
 
+#: the most elements a value computed at import is folded into (a NumPy array); larger
+#: constants (ConstantOfShape, Expand, Tile of known values) stay graphc ops
+FOLD_LIMIT = 1 << 20
+
+
+def _scalar_int(ctx, value, what: str) -> int:
+    arr = np.asarray(ctx.static(value, what))
+    if arr.size != 1:
+        ctx.fail(f"{what} has {arr.size} elements, not 1")
+    return int(arr.reshape(-1)[0])
+
+
+def _blocksize(ctx, t) -> int:
+    b = int(ctx.attr("blocksize"))
+    if b < 1:
+        ctx.fail(f"blocksize {b} must be at least 1")
+    if t.ndim != 4:
+        ctx.fail(f"the input has rank {t.ndim}; it must be 4-d (N, C, H, W)")
+    return b
+
 
 def _dims_array(dims) -> np.ndarray:
     """A shape as an int64 array, or an object array when some dims are symbolic."""
@@ -47,7 +67,7 @@ def _axes(ctx, axes_input, rank: int | None, attr_until: int):
         axes = None if axes_input is None else ctx.static(axes_input, "axes").ravel().tolist()
     if axes is None:
         return None
-    return [int(a) % rank if rank else int(a) for a in axes]
+    return ctx.ints(axes, "axes") if rank is None else ctx.axes(axes, rank)
 
 
 @onnx_op("Constant")
@@ -92,6 +112,9 @@ def _reshape(ctx, x, shape=None):
     for i, d in enumerate(target):
         d = _dim(d)
         if isinstance(d, int) and d == 0 and not allowzero:
+            if i >= len(in_shape):
+                ctx.fail(f"target shape {[_dim(t) for t in target]}: the 0 at position {i} "
+                         f"copies dim {i} of the input, which has rank {len(in_shape)}")
             d = in_shape[i]
         elif isinstance(d, int) and d == 0:
             ctx.fail("a 0 dim (allowzero=1) is not supported: graphc has no empty tensors")
@@ -107,6 +130,9 @@ def _reshape(ctx, x, shape=None):
 def _flatten(ctx, x):
     shape = _shape_of(x)
     axis = int(ctx.attr("axis", 1))
+    if not -len(shape) <= axis <= len(shape):
+        ctx.fail(f"axis {axis} is out of range for rank {len(shape)} "
+                 f"(valid: {-len(shape)}..{len(shape)})")
     axis = axis + len(shape) if axis < 0 else axis
     dims = (math.prod(shape[:axis]) if axis else 1, math.prod(shape[axis:]))
     if isinstance(x, np.ndarray):
@@ -118,7 +144,9 @@ def _flatten(ctx, x):
 def _transpose(ctx, x):
     rank = len(_shape_of(x))
     perm = ctx.attr("perm", None)
-    perm = list(range(rank))[::-1] if perm is None else [int(p) for p in perm]
+    perm = list(range(rank))[::-1] if perm is None else ctx.ints(perm, "perm")
+    if sorted(perm) != list(range(rank)):
+        ctx.fail(f"perm {perm} is not a permutation of the {rank} axes of the input")
     if isinstance(x, np.ndarray):
         return np.transpose(x, perm)
     return ops.transpose(ctx.tensor(x), tuple(perm))
@@ -126,7 +154,10 @@ def _transpose(ctx, x):
 
 @onnx_op("Concat")
 def _concat(ctx, *xs):
-    axis = int(ctx.attr("axis"))
+    ranks = {len(_shape_of(x)) for x in xs}
+    if len(ranks) != 1:
+        ctx.fail(f"the inputs have different ranks {sorted(ranks)}")
+    axis = ctx.axis(ctx.attr("axis"), ranks.pop())
     if ctx.is_static(*xs):
         arrs = [np.asarray(x) for x in xs]
         if any(a.dtype == object for a in arrs):
@@ -161,7 +192,7 @@ def _unsqueeze(ctx, x, axes=None):
     if axes is None:
         ctx.fail("axes are required")
     rank = len(shape) + len(axes)
-    axes = sorted(a % rank for a in axes)
+    axes = sorted(ctx.axes(axes, rank))
     dims = list(shape)
     for a in axes:
         dims.insert(a, 1)
@@ -172,8 +203,14 @@ def _unsqueeze(ctx, x, axes=None):
 
 def _slices(ctx, shape, starts, ends, axes, steps):
     rank = len(shape)
-    axes = list(range(len(starts))) if axes is None else [int(a) % rank for a in axes]
-    steps = [1] * len(starts) if steps is None else [int(s) for s in steps]
+    starts, ends = list(starts or []), list(ends or [])
+    axes = list(range(len(starts))) if axes is None else ctx.axes(axes, rank)
+    steps = [1] * len(starts) if steps is None else ctx.ints(steps, "steps")
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        ctx.fail(f"starts, ends, axes and steps have different lengths ({len(starts)}, "
+                 f"{len(ends)}, {len(axes)}, {len(steps)})")
+    if len(axes) > rank:
+        ctx.fail(f"{len(axes)} axes are sliced in an input of rank {rank}")
     index = [slice(None)] * rank
     big = 2**62
     for a, s, e, st in zip(axes, starts, ends, steps):
@@ -226,7 +263,13 @@ def _slice(ctx, x, starts=None, ends=None, axes=None, steps=None):
 @onnx_op("Gather")
 def _gather(ctx, data, indices):
     shape = _shape_of(data)
-    axis = int(ctx.attr("axis", 0)) % len(shape)
+    axis = ctx.axis(ctx.attr("axis", 0), len(shape))
+    if isinstance(indices, np.ndarray) and isinstance(shape[axis], int) and indices.size:
+        known = np.asarray(indices).astype(np.int64)
+        bad = known[(known < -shape[axis]) | (known >= shape[axis])]
+        if bad.size:
+            ctx.fail(f"index {int(bad.ravel()[0])} is out of range for axis {axis} of size "
+                     f"{shape[axis]}")
     if ctx.is_static(data, indices):
         ids = np.asarray(indices).astype(np.int64)
         return np.asarray(np.take(np.asarray(data), ids, axis=axis))  # 0-d stays an array
@@ -256,22 +299,30 @@ def _gather(ctx, data, indices):
     return ops.transpose(out, tuple(order))
 
 
-def _broadcast_shape(a, b):
+def _broadcast_shape(ctx, a, b):
     n = max(len(a), len(b))
     a = (1,) * (n - len(a)) + tuple(a)
     b = (1,) * (n - len(b)) + tuple(b)
+    for x, y in zip(a, b):
+        if isinstance(x, int) and isinstance(y, int) and x != y and 1 not in (x, y):
+            ctx.fail(f"the input's shape {a} does not broadcast to the target shape {b}")
     return tuple(y if x == 1 else x for x, y in zip(a, b))
 
 
 @onnx_op("Expand")
 def _expand(ctx, x, shape):
     target = [_dim(d) for d in ctx.static(shape, "the target shape").ravel()]
-    out = _broadcast_shape(_shape_of(x), target)
-    if isinstance(x, np.ndarray) and all(isinstance(d, int) for d in out):
+    if any(isinstance(d, int) and d < 0 for d in target):
+        ctx.fail(f"the target shape {target} has a negative dim")
+    out = _broadcast_shape(ctx, _shape_of(x), target)
+    if isinstance(x, np.ndarray) and all(isinstance(d, int) for d in out) and ctx.check_size(
+            out, x.dtype) <= FOLD_LIMIT:
         return np.broadcast_to(x, out).copy()
     t = ctx.tensor(x)
     if tuple(out) == tuple(t.shape):
         return t
+    if all(isinstance(d, int) for d in out):
+        ctx.check_size(out, t.dtype)
     return ops.broadcast_to(t, tuple(as_dim(d) for d in out))
 
 
@@ -282,10 +333,16 @@ def _constant_of_shape(ctx, shape):
     value = np.zeros(1, np.float32) if value is None else np.asarray(value)
     if value.dtype not in dtypes.NUMPY_TO_ONNX:
         ctx.fail(f"a value of dtype {value.dtype} is not supported")
+    if value.size != 1:
+        ctx.fail(f"the value attribute has {value.size} elements, not 1")
+    if any(isinstance(d, int) and d < 0 for d in dims):
+        ctx.fail(f"the shape {dims} has a negative dim")
     if any(d == 0 for d in dims):
         ctx.fail("an empty tensor is not supported: graphc has no size-0 dims")
     if all(isinstance(d, int) for d in dims):
-        return np.full(dims, value.ravel()[0], dtype=value.dtype)
+        if ctx.check_size(dims, value.dtype, "the constant") <= FOLD_LIMIT:
+            return np.full(dims, value.ravel()[0], dtype=value.dtype)
+        return ops.full(tuple(dims), value.ravel()[0].item(), dtype=value.dtype)
     return ops.full(tuple(as_dim(d) for d in dims), value.ravel()[0].item(), dtype=value.dtype)
 
 
@@ -293,8 +350,18 @@ def _constant_of_shape(ctx, shape):
 def _range(ctx, start, limit, delta):
     s, lim, d = (ctx.static(v, n) for v, n in ((start, "start"), (limit, "limit"),
                                                (delta, "delta")))
+    if any(np.asarray(v).size != 1 for v in (s, lim, d)):
+        ctx.fail("start, limit and delta must be scalars")
+    s, lim, d = (np.asarray(v).reshape(()) for v in (s, lim, d))
     dtype = np.asarray(s).dtype
-    n = max(int(math.ceil((float(lim) - float(s)) / float(d))), 0)
+    if float(d) == 0:
+        ctx.fail("delta 0 gives an endless range")
+    span = (float(lim) - float(s)) / float(d)
+    if not math.isfinite(span):
+        ctx.fail(f"the range from {s} to {lim} by {d} has no finite length")
+    n = max(int(math.ceil(span)), 0)
+    if n > FOLD_LIMIT:
+        ctx.check_size([n], dtype, "the range")
     if n == 0:
         ctx.fail("an empty range is not supported: graphc has no size-0 dims")
     return (np.asarray(s, dtype) + np.arange(n, dtype=np.int64).astype(dtype) *
@@ -322,7 +389,7 @@ def _take_along(x, ids: np.ndarray, axis: int):
 @onnx_op("Split")
 def _split(ctx, x, split=None):
     shape = _shape_of(x)
-    axis = int(ctx.attr("axis", 0)) % len(shape)
+    axis = ctx.axis(ctx.attr("axis", 0), len(shape))
     n = shape[axis]
     if not isinstance(n, int):
         ctx.fail("splitting a symbolic dim is not supported")
@@ -341,7 +408,9 @@ def _split(ctx, x, split=None):
             ctx.fail(f"{n} does not split into {parts} equal parts")
         else:
             sizes = [n // parts] * parts
-    sizes = [int(s) for s in sizes]
+    sizes = ctx.ints(sizes, "split sizes")
+    if len(sizes) != ctx.outputs:
+        ctx.fail(f"{len(sizes)} split sizes {sizes} for {ctx.outputs} outputs")
     if sum(sizes) != n:
         ctx.fail(f"split sizes {sizes} do not add up to {n}")
     if any(s < 0 for s in sizes):
@@ -368,7 +437,12 @@ def _split(ctx, x, split=None):
 @onnx_op("Tile")
 def _tile(ctx, x, repeats):
     reps = _static_ints(ctx, repeats, "repeats")
-    if isinstance(x, np.ndarray):
+    if len(reps) != len(_shape_of(x)):
+        ctx.fail(f"repeats {reps} do not match the rank {len(_shape_of(x))}")
+    if any(r < 1 for r in reps):
+        ctx.fail("a repeat of 0 is not supported: graphc has no size-0 dims")
+    if isinstance(x, np.ndarray) and ctx.check_size(
+            [r * d for r, d in zip(reps, x.shape)], x.dtype) <= FOLD_LIMIT:
         return np.tile(x, reps)
     t = ctx.tensor(x)
     if len(reps) != t.ndim:
@@ -387,18 +461,23 @@ def _pad(ctx, x, pads=None, value=None, axes=None):
     t = ctx.tensor(x)
     mode = ctx.attr("mode", "constant")
     if ctx.opset < 11:
-        widths = [int(p) for p in ctx.attr("pads")]
+        widths = ctx.ints(ctx.attr("pads"), "pads")
         value = ctx.attr("value", 0.0)
     else:
         widths = _static_ints(ctx, pads, "pads")
     rank = t.ndim
-    axes = list(range(rank)) if axes is None else [a % rank for a in _static_ints(ctx, axes,
-                                                                                    "axes")]
+    axes = list(range(rank)) if axes is None else ctx.axes(_static_ints(ctx, axes, "axes"), rank)
     if len(widths) != 2 * len(axes):
         ctx.fail(f"pads {widths} do not fit axes {axes}")
     begin, end = [0] * rank, [0] * rank
     for i, a in enumerate(axes):
         begin[a], end[a] = widths[i], widths[i + len(axes)]
+    for a, (b, e, d) in enumerate(zip(begin, end, t.shape)):
+        if isinstance(d, int) and d + b + e < 1:
+            ctx.fail(f"pads {widths} leave nothing of axis {a} (size {d}): graphc has no "
+                     "size-0 dims")
+        if not isinstance(d, int) and (b < 0 or e < 0):
+            ctx.fail(f"negative pads {widths} on a symbolic dim are not supported")
     if any(p < 0 for p in begin + end):  # negative pads crop first
         index = tuple(slice(max(-b, 0), (d + e) if e < 0 else None)
                       for b, e, d in zip(begin, end, t.shape))
@@ -436,7 +515,9 @@ def _pad(ctx, x, pads=None, value=None, axes=None):
 @onnx_op("Trilu")
 def _trilu(ctx, x, k=None):
     t = ctx.tensor(x)
-    k = 0 if k is None else int(np.asarray(ctx.static(k, "k")).ravel()[0])
+    if t.ndim < 2:
+        ctx.fail(f"the input has rank {t.ndim}; Trilu needs at least 2")
+    k = 0 if k is None else _scalar_int(ctx, k, "k")
     n, m = t.shape[-2], t.shape[-1]
     if not isinstance(n, int) or not isinstance(m, int):
         ctx.fail("symbolic matrix sizes are not supported")
@@ -451,7 +532,7 @@ def _trilu(ctx, x, k=None):
 @onnx_op("DepthToSpace")
 def _depth_to_space(ctx, x):
     t = ctx.tensor(x)
-    b = int(ctx.attr("blocksize"))
+    b = _blocksize(ctx, t)
     n, c, h, w = t.shape
     if not isinstance(c, int) or c % (b * b):
         ctx.fail(f"{c} channels are not a multiple of blocksize^2 = {b * b}")
@@ -467,7 +548,7 @@ def _depth_to_space(ctx, x):
 @onnx_op("SpaceToDepth")
 def _space_to_depth(ctx, x):
     t = ctx.tensor(x)
-    b = int(ctx.attr("blocksize"))
+    b = _blocksize(ctx, t)
     n, c, h, w = t.shape
     if not isinstance(h, int) or not isinstance(w, int) or h % b or w % b:
         ctx.fail(f"spatial sizes {(h, w)} are not multiples of blocksize {b}")
@@ -508,25 +589,29 @@ def _move_last(t, axis: int):
 
 @onnx_op("OneHot")
 def _one_hot(ctx, indices, depth, values):
-    depth = int(np.asarray(ctx.static(depth, "depth")).ravel()[0])
+    depth = _scalar_int(ctx, depth, "depth")
     if depth < 1:
         ctx.fail("depth must be positive")
     ids = ctx.tensor(indices)
     values = ctx.tensor(values)
+    if tuple(values.shape) != (2,):
+        ctx.fail(f"values has shape {tuple(values.shape)}; it must be (2,): [off, on]")
     if ids.dtype.kind == "f":
         ids = ops.cast(ids, np.int64)  # ONNX casts float indices to integers
     ids = ops.where(ops.less(ids, ops.constant(np.asarray(0, ids.dtype))),
                     ids + ops.constant(np.asarray(depth, ids.dtype)), ids)
     hot = _hot(ids, depth)
     out = ops.where(hot, values[1], values[0])
-    axis = int(ctx.attr("axis", -1)) % out.ndim
+    axis = ctx.axis(ctx.attr("axis", -1), out.ndim)
     return _move_last(out, axis)
 
 
 @onnx_op("GatherElements")
 def _gather_elements(ctx, data, indices):
     t, ids = ctx.tensor(data), ctx.tensor(indices)
-    axis = int(ctx.attr("axis", 0)) % t.ndim
+    axis = ctx.axis(ctx.attr("axis", 0), t.ndim)
+    if ids.ndim != t.ndim:
+        ctx.fail(f"indices of rank {ids.ndim} do not fit data of rank {t.ndim}")
     n = t.shape[axis]
     if not isinstance(n, int):
         ctx.fail("gathering along a symbolic dim is not supported")
@@ -555,7 +640,9 @@ def _center_crop_pad(ctx, x, shape):
     from the start rounded down, a pad adds the extra half at the start rounded down."""
     t = ctx.tensor(x)
     target = _static_ints(ctx, shape, "shape")
-    axes = [int(a) % t.ndim for a in ctx.attr("axes", list(range(t.ndim)))]
+    axes = ctx.axes(ctx.attr("axes", list(range(t.ndim))), t.ndim)
+    if any(w < 1 for w in target):
+        ctx.fail(f"shape {target} has a dim below 1 (graphc has no size-0 dims)")
     if len(axes) != len(target):
         ctx.fail(f"shape {target} does not fit axes {axes}")
     index = [slice(None)] * t.ndim
@@ -611,6 +698,10 @@ def _einsum(ctx, *xs):
         rhs = dots + "".join(sorted(c for c, n in counts.items() if n == 1 and c not in dots))
     else:
         rhs = rhs.replace("...", dots)
+        unknown = sorted(set(rhs) - set("".join(expanded)))
+        if unknown or len(set(rhs)) != len(rhs):
+            ctx.fail(f"equation {eq!r}: the output names letters no operand has ({unknown}) "
+                     "or repeats one")
     order = list(dict.fromkeys(rhs + "".join(expanded)))
     sizes: dict[str, object] = {}
     laid = []
