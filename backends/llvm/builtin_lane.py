@@ -28,7 +28,7 @@ are not where this module expects them no lane is made (the ctypes path serves).
 from __future__ import annotations
 
 import ctypes
-from functools import cache
+import threading
 
 import numpy as np
 from llvmlite import ir
@@ -134,27 +134,39 @@ def array_fields_as_expected() -> bool:
             and not contiguous(strided) and contiguous(np.zeros((3, 5))))
 
 
-@cache
+_made: list = []  # [(engine, method definition)] once compiled: never freed (lanes point at it)
+_making = threading.Lock()
+
+
 def _lane_function() -> tuple[object, _MethodDef] | None:
-    """The compiled ``graphc_lane`` and its method definition (kept for the process: every
-    lane's function object points at them), or None where the arrays' fields are not where
-    it reads them."""
-    if not array_fields_as_expected():
-        return None
-    for name in _PYTHON_API:
-        toolchain.add_symbol(name, ctypes.cast(getattr(ctypes.pythonapi, name),
-                                               ctypes.c_void_p).value)
-    engine, _hit = toolchain.jit(_lane_ir())
-    method = _MethodDef(b"graphc_lane", engine.get_function_address("graphc_lane"),
-                        _METH_FASTCALL, None)
-    return engine, method
+    """The compiled ``graphc_lane`` and its method definition, or None where the arrays'
+    fields are not where it reads them. Made once per process, under a lock (two threads
+    making their first lanes at once compiled it twice, and the lanes of the copy the cache
+    did not keep pointed at freed code), and kept for the process: every lane's function
+    object points at them, and each lane's record holds them too."""
+    with _making:
+        if not _made:
+            if not array_fields_as_expected():
+                _made.append(None)
+            else:
+                for name in _PYTHON_API:
+                    toolchain.add_symbol(name, ctypes.cast(getattr(ctypes.pythonapi, name),
+                                                           ctypes.c_void_p).value)
+                engine, _hit = toolchain.jit(_lane_ir())
+                _made.append((engine, _MethodDef(b"graphc_lane",
+                                                 engine.get_function_address("graphc_lane"),
+                                                 _METH_FASTCALL, None)))
+        return _made[0]
 
 
 class LaneRecord:
-    """The description `graphc_lane` checks a call against: one binding of one step."""
+    """The description `graphc_lane` checks a call against: one binding of one step. It
+    holds what its addresses point at (`owners`: the executable with its machine code, the
+    binding with its table and buffers) and the dtypes whose addresses it compares, so that
+    a lane is never left pointing at freed memory; its words are read-only."""
 
     def __init__(self, step: int, table: int, dims: int,
-                 inputs: list[tuple[int, np.dtype, tuple[int, ...]]]) -> None:
+                 inputs: list[tuple[int, np.dtype, tuple[int, ...]]], owners: tuple = ()) -> None:
         """`inputs`: (table slot, dtype, shape) of each argument, in the call's order."""
         header = [step, table, dims, id(np.ndarray), len(inputs)]
         offsets, body = [], []
@@ -163,17 +175,30 @@ class LaneRecord:
             offsets.append(start + len(body))
             body += [slot, id(dtype), len(shape), *shape]
         self.words = np.array(header + offsets + body, dtype=np.int64)
-        self.dtypes = [dtype for _slot, dtype, _shape in inputs]  # kept alive: ids above
+        self.words.flags.writeable = False
+        self.dtypes = [dtype for _slot, dtype, _shape in inputs]
+        self.owners = owners
+
+
+class _Words(np.ndarray):
+    """A record's words as the lane's ``self``: an int64 array (its data where `graphc_lane`
+    reads it) that also holds the record, and so everything the record holds."""
+
+    record: LaneRecord
 
 
 def native_lane(record: LaneRecord):
     """A builtin function of the arrays that runs the step for `record` (answers: RAN,
-    FAILED, NOT_THIS_FORM), or None where no lane can be made here."""
+    FAILED, NOT_THIS_FORM), or None where no lane can be made here. It holds the record,
+    and through it what the record's addresses point at and the compiled lane itself."""
     made = _lane_function()
     if made is None:
         return None
+    record.owners = (*record.owners, made)
+    words = record.words.view(_Words)
+    words.record = record
     _engine, method = made
-    return _new_function(ctypes.addressof(method), record.words, None)
+    return _new_function(ctypes.addressof(method), words, None)
 
 
 #: PyCFunction_NewEx(method, self, module), called with the GIL held

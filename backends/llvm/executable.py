@@ -174,12 +174,15 @@ class LLVMExecutable(Executable):
         storages, outputs = self._storages, state.outputs
         index = dict((i, slot) for slot, i in self._inputs)
         record = LaneRecord(self._address, state.table_ptr, state.dims_ptr,
-                            [(index.get(i, -1), a.dtype, a.shape) for i, a in enumerate(inputs)])
+                            [(index.get(i, -1), a.dtype, a.shape) for i, a in enumerate(inputs)],
+                            owners=(self, state))
         native = native_lane(record)
         if native is None:  # NumPy's arrays are not laid out as the builtin lane reads them
             return self._python_lane(state, inputs)
 
         def lane(arrays):
+            if self._fn is None:  # closed: the machine code is gone
+                return None
             for storage in storages:
                 if storage.devices:
                     return None
@@ -191,7 +194,7 @@ class LLVMExecutable(Executable):
                 return None
             return [value.copy() for value, _shape in outputs]
 
-        lane.record = record  # what the builtin reads: kept with it
+        lane.record = record  # (for tests: what the builtin reads)
         return lane
 
     def _python_lane(self, state: Binding, inputs):
@@ -200,7 +203,7 @@ class LLVMExecutable(Executable):
         signature = tuple((a.dtype, a.shape) for a in inputs)
 
         def lane(arrays):
-            if not same_arrays(arrays, signature):
+            if self._fn is None or not same_arrays(arrays, signature):
                 return None
             for storage in storages:
                 if storage.devices:

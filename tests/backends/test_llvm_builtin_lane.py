@@ -152,3 +152,52 @@ def test_a_lane_record_describes_each_input():
     first, second = words[5], words[6]
     assert words[first:first + 5] == [4, id(np.dtype(np.float32)), 2, 2, 3]
     assert words[second:second + 3] == [-1, id(np.dtype(np.int64)), 0]
+
+
+def test_threads_making_their_first_lanes_at_once_compile_it_once(monkeypatch):
+    """Two threads compiled graphc_lane twice (functools.cache does not lock), and the lanes
+    of the copy it did not keep pointed at freed code: a segfault (found by a review)."""
+    import threading
+    import time
+
+    from graphc.backends.kernelgen import toolchain
+
+    compiled = []
+    jit = toolchain.jit
+
+    def slow_jit(*args, **kwargs):
+        compiled.append(1)
+        time.sleep(0.05)  # widen the window
+        return jit(*args, **kwargs)
+
+    monkeypatch.setattr(builtin_lane, "_made", [])
+    monkeypatch.setattr(toolchain, "jit", slow_jit)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(builtin_lane._lane_function()))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(compiled) == 1 and len({id(g) for g in got}) == 1
+
+
+def test_a_lane_holds_what_it_points_at_and_a_closed_one_does_nothing():
+    import gc as python_gc
+
+    fn, W, E = _step()
+    arrays = _arrays()
+    native = _native(fn, arrays)  # held alone: no gc.Function, no lane closure
+    before = W.value
+    del fn
+    python_gc.collect()
+    assert native(*arrays) == RAN  # the executable, its buffers and code are still there
+    assert not np.array_equal(W.value, before)
+    with pytest.raises(ValueError):
+        native.__self__[0] = 0  # its words are read-only
+    fn2, _, _ = _step()
+    native2 = _native(fn2, arrays)
+    lane2 = fn2._lane
+    fn2.close()
+    assert lane2(arrays) is None
+    del native2

@@ -284,10 +284,10 @@ def _sigmoid_inputs(dtype, form):
 @pytest.mark.parametrize("form", ["block", "channels-first", "strided", "scalar", "empty"])
 def test_sigmoid_formula_per_dtype_bit_for_bit(dtype, form):
     """The generated code's ``_sigmoid``: ``1/(1+exp(-x))`` on float32/float64 arrays (four
-    passes, and exp(x) where exp(-x) overflows), the stable select of 1/(1+e) and e/(1+e), e = exp(-|x|), on float16 and scalars;
-    the same bits, dtype, shape and layout as those formulas on hostile values (signed zeros,
-    infinities, NaN, overflow and subnormal thresholds). Each element's result depends on
-    that element alone."""
+    passes, and exp(x) where exp(-x) overflows), the stable select of 1/(1+e) and e/(1+e),
+    e = exp(-|x|), on float16 and scalars; the same bits, dtype, shape and layout as those
+    formulas on hostile values (signed zeros, infinities, NaN, overflow and subnormal
+    thresholds). Each element's result depends on that element alone."""
     from graphc.ops.expr_numpy import NUMPY_NAMESPACE, select
 
     sigmoid = NUMPY_NAMESPACE["_sigmoid"]
