@@ -77,7 +77,8 @@ class FormatError(GraphError):
 
 def _state_doc(tensors: Mapping[str, Tensor], table: ArrayTable) -> dict:
     # a tensor listed under several keys (a tie) is stored once
-    return {key: table.put(t.value, t.node.attrs["storage"]) for key, t in tensors.items()}
+    return {key: table.put(t.value, t.node.attrs["storage"], f"state {key!r}")
+            for key, t in tensors.items()}
 
 
 def _encode(obj, table: ArrayTable) -> tuple[str, dict]:
@@ -118,12 +119,14 @@ def _encode(obj, table: ArrayTable) -> tuple[str, dict]:
         outs = [t.node for t in tensors]
         if all(n.op.name == "parameter" for n in outs):
             keys = parameter_keys(outs)
-            return "parameters", {"state": {k: table.put(n.attrs["storage"].value)
+            return "parameters", {"state": {k: table.put(n.attrs["storage"].value,
+                                                         what=f"parameter {k!r}")
                                             for k, n in keys.items()}}
         return "graph", {"graph": encode_graph(tensors[0].graph.name, topological(outs), table,
                                                outputs=outs)}
     if isinstance(obj, Mapping) and all(isinstance(k, str) for k in obj):
-        return "arrays", {"arrays": {k: table.put(np.asarray(v)) for k, v in obj.items()}}
+        return "arrays", {"arrays": {k: table.put(v, what=f"array {k!r}")
+                                     for k, v in obj.items()}}
     raise GraphError(f"gc.save cannot write a {type(obj).__name__}: save a Module, an "
                      "Optimizer, a compiled Function, a Graph, tensors or a dict of arrays")
 
@@ -135,25 +138,45 @@ def save(obj, path: str | os.PathLike, metadata: Mapping | None = None,
     JSON-serializable dict kept in the manifest (``read_metadata``), e.g. a checkpoint's epoch;
     `extra_arrays` named arrays kept beside the object (``read_extra_arrays``), e.g. the best
     parameters early stopping will restore.
+
+    Only what ``gc.load`` reads back is written: every array and the JSON parts are checked
+    first (an array holding Python objects, which np.savez would pickle, or metadata JSON
+    cannot hold is a FormatError naming it), and a refused save leaves `path` as it was.
     """
     from .. import __version__
 
     table = ArrayTable()
     kind, content = _encode(obj, table)
     if extra_arrays:
-        if not all(isinstance(k, str) for k in extra_arrays):
+        if not isinstance(extra_arrays, Mapping) or not all(
+                isinstance(k, str) for k in extra_arrays):
             raise GraphError("extra_arrays must be a dict with str keys")
-        content["extra_arrays"] = {k: table.put(np.asarray(v)) for k, v in extra_arrays.items()}
+        content["extra_arrays"] = {k: table.put(v, what=f"extra_arrays[{k!r}]")
+                                   for k, v in extra_arrays.items()}
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise FormatError(f"gc.save: metadata must be a dict, not {type(metadata).__name__}")
     manifest = {"format": FORMAT, "version": VERSION, "kind": kind, "graphc": __version__,
                 "metadata": dict(metadata or {})}
+    manifest_text = _json_text(manifest, "the metadata", indent=1)
+    content_text = _json_text(content, f"the {kind}'s structure")
     arrays = _bytes_io.BytesIO()
-    np.savez(arrays, **table.arrays)
+    np.savez(arrays, **table.arrays)  # (no object arrays: ArrayTable.put refused them)
     buffer = _bytes_io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("manifest.json", json.dumps(manifest, indent=1))
-        z.writestr("content.json", json.dumps(content))
+        z.writestr("manifest.json", manifest_text)
+        z.writestr("content.json", content_text)
         z.writestr("arrays.npz", arrays.getvalue())
     return atomic_write(path, buffer.getvalue())
+
+
+def _json_text(doc: dict, what: str, indent: int | None = None) -> str:
+    """`doc` as JSON, or a FormatError (before anything is written) when `what` holds a value
+    JSON cannot (a set, an array, an object) or a cycle."""
+    try:
+        return json.dumps(doc, indent=indent)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise FormatError(f"gc.save: {what} cannot be written as JSON ({type(exc).__name__}: "
+                          f"{short(str(exc))})") from None
 
 
 # -- loading ----------------------------------------------------------------------------------
@@ -330,6 +353,13 @@ def _saved_parameters(table, program) -> dict:
 
 
 def _restore_parameters(fn, saved: dict) -> object:
+    _checked_restore(fn, saved)()
+    return fn
+
+
+def _checked_restore(fn, saved: dict):
+    """Check the saved values of every parameter of `fn` (keys, shapes, dtypes) and return
+    the function that writes them: nothing is written before every one was checked."""
     targets = parameter_keys(fn.graph.nodes)
     missing, extra = sorted(set(targets) - set(saved)), sorted(set(saved) - set(targets))
     if missing or extra:
@@ -342,10 +372,43 @@ def _restore_parameters(fn, saved: dict) -> object:
         if value.shape != storage.value.shape or value.dtype != storage.value.dtype:
             raise FormatError(f"parameter {key}: the function has {storage.value.shape} "
                               f"{storage.value.dtype}, the file {value.shape} {value.dtype}")
-        pairs.append((storage, storage.checked(value, key), key))
-    for storage, value, key in pairs:  # everything checked: now write
-        storage.write(value, key)
-    return fn
+        pairs.append((storage, storage.checked(value, key)))
+
+    def write() -> None:
+        for storage, value in pairs:  # everything checked: now write
+            storage.write_checked(value)
+
+    return write
+
+
+def read_function_checkpoint(path: str | os.PathLike, fn):
+    """``(metadata, extra_arrays, write)`` of a compiled function saved at `path`, read
+    once: its metadata, its extra arrays, and a function that writes the saved parameter
+    values into `fn`'s parameters — every key, shape and dtype already checked, nothing
+    written yet (``gc.train.fit(resume=...)`` checks the rest of a run's state before it
+    calls `write`). A file that is not a saved function fitting `fn` is a FormatError."""
+    from ..function import Function
+
+    if not isinstance(fn, Function):
+        raise GraphError(f"read_function_checkpoint restores a compiled Function, not a "
+                         f"{type(fn).__name__}")
+    manifest, content, table = _read(path)
+    kind = manifest["kind"]
+    try:
+        if kind != "function":
+            raise FormatError(f"the file holds a {kind}; cannot load it into a Function")
+        try:
+            extra = _arrays_of(content.get("extra_arrays", {}), table)
+        except GraphError as exc:
+            raise FormatError(f"extra_arrays: {exc}") from None
+        program = decode_graph(content["graph"], table)
+        write = _checked_restore(fn, _saved_parameters(content.get("parameters"), program))
+    except FormatError as exc:
+        raise FormatError(f"{path} ({kind}): {exc}") from None
+    except (GraphError, *_READ_ERRORS) as exc:
+        raise FormatError(f"{path} ({kind}): {exc}") from None
+    meta = manifest.get("metadata", {})
+    return (meta if isinstance(meta, dict) else {}), extra, write
 
 
 def _restore_by_display_name(into, saved: dict) -> object:

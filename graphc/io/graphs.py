@@ -10,10 +10,10 @@ rules check the file as they check user code — and an unknown op or attribute 
 error, never a guess.
 
 A file is data: every field is type-checked (a wrong type is a GraphError, which ``gc.load``
-reports as a FormatError), integers are bounded, arrays must have a dtype graphc supports,
-and nesting is bounded (tuples `MAX_TUPLE_DEPTH`, sub-graphs `MAX_GRAPH_DEPTH`). Names,
-scopes, labels and source locations are free text: kept as they are, and escaped by
-``graphc.ir.text`` wherever a backend puts them into code.
+reports as a FormatError; an attribute's value by ``ATTR_TYPES``), integers are bounded,
+arrays must have a dtype graphc supports, and nesting is bounded (tuples `MAX_TUPLE_DEPTH`,
+sub-graphs `MAX_GRAPH_DEPTH`). Names, scopes, labels and source locations are free text: kept
+as they are, and escaped by ``graphc.ir.text`` wherever a backend puts them into code.
 """
 
 from __future__ import annotations
@@ -49,12 +49,15 @@ class ArrayTable:
         self._ids: dict[int, str] = {}
         self._storages: dict[str, ParamStorage] = {}
 
-    def put(self, array: np.ndarray, owner: object | None = None) -> str:
-        """Store `array` (once per `owner`, e.g. a parameter's storage) and return its key."""
+    def put(self, array: np.ndarray, owner: object | None = None, what: str = "an array") -> str:
+        """Store `array` (once per `owner`, e.g. a parameter's storage) and return its key.
+        Only what ``gc.load`` reads back is stored: an array (or a value NumPy makes one of)
+        with no Python objects in it, since the file's arrays are read without pickle; else a
+        FormatError naming `what`, raised before anything is written."""
         if owner is not None and id(owner) in self._ids:
             return self._ids[id(owner)]
         key = f"a{len(self.arrays)}"
-        self.arrays[key] = np.asarray(array, order="C")  # (ascontiguousarray makes 0-d 1-d)
+        self.arrays[key] = _storable(array, what)
         if owner is not None:
             self._ids[id(owner)] = key
         return key
@@ -77,6 +80,30 @@ class ArrayTable:
         if key not in self._storages:
             self._storages[key] = ParamStorage(name, array)
         return self._storages[key]
+
+
+def _storable(value, what: str) -> np.ndarray:
+    """`value` as the C-ordered array the file stores, or a FormatError: arrays holding
+    Python objects (object dtype, or a structured dtype with an object field) would be
+    pickled by ``np.savez`` and refused by ``gc.load``, which reads without pickle."""
+    from ..ir.tensor import Tensor
+    from . import FormatError
+
+    if isinstance(value, Tensor):
+        raise FormatError(f"gc.save: {what} is the symbolic tensor {short(value.name)}, not an "
+                          f"array (a parameter's array is its .value)")
+    try:
+        array = np.asarray(value, order="C")  # (ascontiguousarray makes 0-d 1-d)
+    except Exception as exc:  # a ragged nested list, an object whose __array__ fails ...
+        raise FormatError(f"gc.save: {what} is not an array ({type(exc).__name__}: "
+                          f"{short(str(exc))})") from None
+    if array.dtype.hasobject:
+        found = (f"an array of dtype {array.dtype}" if isinstance(value, np.ndarray)
+                 else f"a {type(value).__name__}")
+        raise FormatError(f"gc.save: {what} is {found}, which cannot be saved: a graphc file "
+                          f"holds arrays without Python objects (numbers, bools, strings, "
+                          f"bytes), read back without pickle")
+    return array
 
 
 def parameter_keys(nodes: Iterable[Node]) -> dict[str, Node]:
@@ -153,7 +180,8 @@ def encode_graph(name: str, nodes: list[Node], table: ArrayTable, *, inputs=(), 
 
     entries = []
     for n in nodes:
-        check_attrs(n.op, n.attrs)  # (what gc.load would refuse is refused now)
+        check_attrs(n.op, n.attrs, [i.type for i in n.inputs])  # (what gc.load would refuse
+        # is refused now)
         expression_inputs = len(n.inputs) if n.op.is_elementwise else None
         entry = {"op": n.op.name, "inputs": [idx(i) for i in n.inputs],
                  "attrs": {k: encode_attr(v, table, depth=depth, free_text=k in FREE_TEXT,
@@ -257,7 +285,7 @@ def decode_graph(tree, table: ArrayTable, *, depth: int = 0) -> Graph:
             attrs = Attrs({k: decode_attr(v, table, name, depth=depth, free_text=k in FREE_TEXT,
                                           inputs=expression_inputs if k == "expr" else None)
                            for k, v in raw.items()})
-            check_attrs(op, attrs)
+            check_attrs(op, attrs, [n.type for n in inputs])
         except GraphError as exc:
             raise GraphError(f"node {i} ({op_name}): {exc}") from None
         loc = entry.get("loc")
@@ -321,11 +349,68 @@ def _reference_attrs(op_name: str) -> tuple[frozenset, frozenset] | None:
             frozenset(p.name for p in keywords))
 
 
-def check_attrs(op, attrs: Attrs) -> None:
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_dim(value) -> bool:
+    """A dimension: an int or a sympy expression of integers and dimension names."""
+    return _is_int(value) or (isinstance(value, sympy.Expr) and not value.atoms(sympy.Float))
+
+
+def _tuple_of(check):
+    return lambda v: isinstance(v, tuple) and all(check(e) for e in v)
+
+
+#: The type of every attribute a non-leaf op takes, by name: one name means one kind of value
+#: in every op (the ops' reference kernels name the attributes, `_reference_attrs`; a test
+#: checks that every name they use has an entry here and that every op case the DSL builds
+#: fits it). (description, check) pairs; a value that fails its check is refused on save and
+#: on load, so a file cannot hand a kernel a "yes" where it expects a bool.
+ATTR_TYPES: dict[str, tuple[str, object]] = {
+    **{k: ("a bool", lambda v: isinstance(v, (bool, np.bool_)))
+       for k in ("keepdims", "ta", "tb", "reverse")},
+    **{k: ("an int", _is_int)
+       for k in ("axis", "n", "rows", "root", "stream", "index", "n_carry", "n_xs")},
+    **{k: ("a tuple of ints", _tuple_of(_is_int))
+       for k in ("axes", "kernel", "stride", "padding", "dilation")},
+    **{k: ("a tuple of ints or dimension expressions", _tuple_of(_is_dim))
+       for k in ("shape", "sizes", "starts", "steps", "in_size", "out_size")},
+    "length": ("a dimension", _is_dim),
+    "widths": ("a tuple of (int, int) pairs",
+               _tuple_of(lambda p: isinstance(p, tuple) and len(p) == 2
+                         and all(_is_int(e) for e in p))),
+    "dtype": ("a dtype", lambda v: isinstance(v, np.dtype)),
+    "alpha": ("a float", lambda v: isinstance(v, (float, np.floating))),
+    "approximate": ("'none' or 'tanh'", lambda v: v in ("none", "tanh")),
+    "reduction": ("a str", lambda v: isinstance(v, str)),
+    "expr": ("a sympy expression", lambda v: isinstance(v, sympy.Expr)),
+    "body": ("a graph", lambda v: isinstance(v, Graph)),
+}
+
+
+def _check_axis_attrs(attrs: Attrs, types) -> None:
+    """`axis` / `axes` against the first input's rank, by the shape rules' own checks
+    (graphc.ops.shape_ops.check_axis / check_axes: transpose's and concat's rules run them;
+    the reductions' rules in reduce.py do not yet, so a file is checked here all the same)."""
+    from ..ops.shape_ops import check_axes, check_axis
+
+    if not types:
+        return
+    ndim = len(types[0].shape)
+    if "axis" in attrs:
+        check_axis(attrs["axis"], ndim)
+    if "axes" in attrs:
+        check_axes(attrs["axes"], ndim)
+
+
+def check_attrs(op, attrs: Attrs, types=None) -> None:
     """Raise GraphError unless `attrs` are attributes `op` takes: names that are identifiers
     (the NumPy backend writes them as keywords), exactly the leaf ops' attributes with their
-    types, the keywords of the op's reference kernel, and for elementwise ops attributes its
-    expression can be built from."""
+    types, the keywords of the op's reference kernel, each value of the type `ATTR_TYPES`
+    gives its name (every attribute of an op with a reference kernel has one), axes in range
+    of the first input's rank when `types` (the inputs' TensorTypes) are given, and for
+    elementwise ops attributes its expression can be built from."""
     bad = [k for k in attrs if not is_identifier(k) or keyword.iskeyword(k)]
     if bad:
         raise GraphError(f"bad attribute name {short(bad[0])}")
@@ -336,6 +421,9 @@ def check_attrs(op, attrs: Attrs) -> None:
                              f"{', '.join(f'{k} ({t.__name__})' for k, t in leaf.items())}")
         if op.name == "placeholder" and not attrs["name"]:
             raise GraphError("a placeholder's name is empty")
+        if op.name == "placeholder" and not _tuple_of(_is_dim)(attrs["shape"]):
+            raise GraphError(f"attribute shape must be a tuple of dimensions, not "
+                             f"{short(attrs['shape'])}")
         return
     schema = _reference_attrs(op.name) if op.reference is not None else None
     if schema is not None:
@@ -343,6 +431,18 @@ def check_attrs(op, attrs: Attrs) -> None:
         if not required <= set(attrs) <= allowed:
             raise GraphError(f"the attributes of {op.name} are {sorted(allowed)} (required "
                              f"{sorted(required)}), not {sorted(attrs)}")
+    for k, v in attrs.items():
+        kind = ATTR_TYPES.get(k)
+        if kind is None:
+            if schema is not None or not op.is_elementwise:
+                raise GraphError(f"attribute {k}: no type is known for it (graphc.io.graphs."
+                                 f"ATTR_TYPES)")
+            continue  # (an elementwise op's own attribute: its expression checks it)
+        what, fits = kind
+        if not fits(v):
+            raise GraphError(f"attribute {k} must be {what}, not {short(v)}")
+    if types is not None:
+        _check_axis_attrs(attrs, types)
     if op.is_elementwise:
         try:
             op.expr(attrs)

@@ -13,7 +13,14 @@ from ..ir.shapes import prod
 from ..ir.tensor import Tensor, apply
 from ..ir.types import DEFAULT_FLOAT, TensorType, as_dtype
 from .registry import BLOCKED, ZERO, OpDef, register
-from .shape_ops import broadcast_to, normalize_axes, normalize_axis, reshape
+from .shape_ops import (
+    broadcast_to,
+    check_axes,
+    check_axis,
+    normalize_axes,
+    normalize_axis,
+    reshape,
+)
 
 
 def reduced_shape(shape, axes, keepdims: bool) -> tuple:
@@ -24,11 +31,7 @@ def reduced_shape(shape, axes, keepdims: bool) -> tuple:
 
 def _reduce_infer(types, attrs, checks, dtype=None):
     (x,) = types
-    axes = attrs["axes"]
-    if any(a >= x.ndim for a in axes):
-        from ..errors import ShapeError
-
-        raise ShapeError(f"axes {axes} out of range for rank {x.ndim}")
+    axes = check_axes(attrs["axes"], x.ndim)  # also for a node read from a file or rewritten
     return TensorType(dtype or x.dtype, reduced_shape(x.shape, axes, attrs["keepdims"]))
 
 
@@ -171,9 +174,14 @@ def _numel_loops(node, program):
     return L.LoopNest({"out": L.Buf(output=True)}, [], [L.Store("out", (), count)])
 
 
+def _numel_infer(types, attrs, checks):
+    check_axes(attrs["axes"], types[0].ndim)
+    return TensorType(attrs["dtype"], ())
+
+
 NUMEL = register(OpDef(
     "numel", "reduction", loops=_numel_loops,
-    infer=lambda types, attrs, checks: TensorType(attrs["dtype"], ()),
+    infer=_numel_infer,
     reference=lambda x, *, axes, dtype: np.asarray(
         np.prod([np.shape(x)[a] for a in axes], dtype=np.int64), dtype=dtype),
     grad=lambda ctx: [ZERO],
@@ -271,6 +279,7 @@ def min(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
 # -- argmax ----------------------------------------------------------------------------------
 
 def _argmax_infer(types, attrs, checks):
+    check_axis(attrs["axis"], types[0].ndim)
     _not_empty(types[0].shape, (attrs["axis"],), checks, "an argmax")
     return TensorType(np.dtype(np.int64), reduced_shape(types[0].shape, (attrs["axis"],), False))
 
@@ -361,7 +370,9 @@ def _log_softmax_grad(ctx):
     return [sub(ctx.g, mul(exp(ctx.out), sum(ctx.g, axis, keepdims=True)))]
 
 
-_axis_infer = lambda types, attrs, checks: types[0]  # noqa: E731
+def _axis_infer(types, attrs, checks):
+    check_axis(attrs["axis"], types[0].ndim)
+    return types[0]
 
 SOFTMAX = register(OpDef("softmax", "reduction", infer=_axis_infer, reference=_softmax_ref,
                          grad=_softmax_grad, doc="exp(x) / sum(exp(x)) along axis, stable.",

@@ -50,6 +50,35 @@ def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_axis(axis, ndim: int) -> int:
+    """A shape rule's check of a node's `axis` attribute, as `normalize_axis` makes it (an
+    int in [0, ndim), 0 for a 0-d tensor): the same check for a node the DSL builds and
+    one read from a file or made by a rewrite."""
+    if not _is_int(axis):
+        raise GraphError(f"axis must be an int, got {axis!r}")
+    if not 0 <= axis < max(ndim, 1):
+        raise ShapeError(f"axis {axis} is out of range for a tensor of rank {ndim}")
+    return int(axis)
+
+
+def check_axes(axes, ndim: int) -> tuple[int, ...]:
+    """A shape rule's check of a node's `axes` attribute, as `normalize_axes` makes it: a
+    tuple of distinct ints in [0, ndim) (a repeated axis is refused however the node was
+    built: NumPy refuses it at run time, a loop nest would reduce the axis once)."""
+    if not isinstance(axes, tuple) or not all(_is_int(a) for a in axes):
+        raise GraphError(f"axes must be a tuple of ints, got {axes!r}")
+    for a in axes:
+        if not 0 <= a < ndim:
+            raise ShapeError(f"axis {a} in {axes} is out of range for a tensor of rank {ndim}")
+    if len(set(axes)) != len(axes):
+        raise GraphError(f"repeated axis in {axes!r}")
+    return axes
+
+
 # -- reshape ---------------------------------------------------------------------------------
 
 
@@ -114,6 +143,8 @@ def reshape(x: Tensor, shape: Sequence) -> Tensor:
 def _transpose_infer(types, attrs, checks):
     (x,) = types
     axes = attrs["axes"]
+    if not isinstance(axes, tuple) or not all(_is_int(a) for a in axes):
+        raise GraphError(f"axes must be a tuple of ints, got {axes!r}")
     if sorted(axes) != list(range(x.ndim)):
         raise ShapeError(f"axes {axes} are not a permutation of {x.ndim} axes")
     return TensorType(x.dtype, tuple(x.shape[a] for a in axes))
@@ -215,8 +246,10 @@ def sum_to_shape(g: Tensor, shape: Sequence) -> Tensor:
 
 
 def _concat_infer(types, attrs, checks):
-    axis = attrs["axis"]
     first = types[0]
+    if first.ndim == 0:
+        raise ShapeError("cannot concatenate 0-d tensors (stack them)")
+    axis = check_axis(attrs["axis"], first.ndim)
     if len({t.dtype for t in types}) != 1:
         raise GraphError("concat inputs must share one dtype")
     total = 0

@@ -78,15 +78,19 @@ def _field(meta: dict, key: str, kind: type, path) -> object:
 
 def resume(path, step_fn: Function, storages: list, callbacks: Sequence,
            initial_epoch: int, monitor: str | None = None) -> tuple[int, Progress]:
-    """Restore a run from the checkpoint at `path`: the step's parameters (``gc.load(path,
+    """Restore a run from the checkpoint at `path`: the step's parameters (as ``gc.load(path,
     into=step_fn)``), and return the checkpoint's epoch and the run's ``Progress``; the
     callbacks get their saved state back. Everything is read and checked before anything is
-    written. `storages`: every parameter of the step and evaluation functions, for the best
-    parameters early stopping may restore; `monitor`: what early stopping now monitors, if
-    it says (it must be what the checkpoint's run monitored)."""
-    from ..io import load, read_extra_arrays, read_metadata
+    written: the file is read once; the metadata, the best parameters and every parameter of
+    the step are checked; then the callbacks' states are loaded (a callback checks its state
+    in ``load_state``: when one refuses, those already loaded get back the state they had);
+    the step's parameters are written last. A failed resume changes nothing. `storages`:
+    every parameter of the step and evaluation functions, for the best parameters early
+    stopping may restore; `monitor`: what early stopping now monitors, if it says (it must
+    be what the checkpoint's run monitored)."""
+    from ..io import read_function_checkpoint
 
-    meta = read_metadata(path)
+    meta, extra, write_parameters = read_function_checkpoint(path, step_fn)  # (checks, no writes)
     _field(meta, FORMAT_KEY, int, path)
     epoch = _field(meta, "epoch", int, path)
     records = _field(meta, "history", dict, path)
@@ -97,7 +101,8 @@ def resume(path, step_fn: Function, storages: list, callbacks: Sequence,
                          f"epoch {epoch + 1}, so initial_epoch must be 0 or {epoch}, not "
                          f"{initial_epoch} (the parameters are those of epoch {epoch})")
     if len(saved_callbacks) != len(callbacks) or any(
-            state is not None and not callable(getattr(cb, "load_state", None))
+            state is not None and not (callable(getattr(cb, "load_state", None))
+                                       and callable(getattr(cb, "state", None)))
             for cb, state in zip(callbacks, saved_callbacks)):
         raise GraphError(f"{path} holds the state of {len(saved_callbacks)} callback(s); pass "
                          f"the same callbacks, in the same order ({len(callbacks)} given)")
@@ -105,19 +110,23 @@ def resume(path, step_fn: Function, storages: list, callbacks: Sequence,
     if monitor and saved_monitor and monitor != saved_monitor:
         raise GraphError(f"{path} was monitoring {saved_monitor!r}; early stopping now "
                          f"monitors {monitor!r}")
-    history = History({str(k): [float(v) for v in values] for k, values in records.items()},
-                      best_epoch=stopping.get("best_epoch"),
-                      initial_epoch=int(meta.get("initial_epoch", 0)))
+    try:
+        history = History({str(k): [float(v) for v in values] for k, values in records.items()},
+                          best_epoch=stopping.get("best_epoch"),
+                          initial_epoch=int(meta.get("initial_epoch", 0)))
+        best = stopping.get("best")
+        progress = Progress(history, monitor=saved_monitor,
+                            best=None if best is None else float(best),
+                            waited=int(stopping.get("waited", 0)))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise GraphError(f"{path}: a bad history or early-stopping state in the checkpoint "
+                         f"({type(exc).__name__}: {exc})") from None
     if history.last_epoch != epoch:
         raise GraphError(f"{path}: the history records epochs {history.initial_epoch + 1}.."
                          f"{history.last_epoch}, but the checkpoint is of epoch {epoch}")
-    best = stopping.get("best")
-    progress = Progress(history, monitor=saved_monitor,
-                        best=None if best is None else float(best),
-                        waited=int(stopping.get("waited", 0)))
     best_arrays = None
     if stopping.get("best_parameters"):
-        extra, keys = read_extra_arrays(path), _step_keys(step_fn)
+        keys = _step_keys(step_fn)
         missing = sorted(set(keys.values()) - set(extra))
         if missing:
             raise GraphError(f"{path}: the best parameters of {missing} are not in the file")
@@ -125,10 +134,25 @@ def resume(path, step_fn: Function, storages: list, callbacks: Sequence,
         for storage in storages:  # check them as they will be written at the end
             if id(storage) in best_arrays:
                 storage.checked(best_arrays[id(storage)], keys[id(storage)])
-    load(path, into=step_fn)  # checks every key, shape and dtype before writing any
+    _load_callback_states(callbacks, saved_callbacks)  # all or none
+    write_parameters()  # (checked above: cannot fail)
     if best_arrays is not None:  # parameters only the evaluation uses are not trained
         progress.best_state = {id(s): best_arrays.get(id(s), s.value.copy()) for s in storages}
-    for callback, state in zip(callbacks, saved_callbacks):
-        if state is not None:
-            callback.load_state(state)
     return epoch, progress
+
+
+def _load_callback_states(callbacks: Sequence, states: Sequence) -> None:
+    """``load_state`` each callback's saved state (None: nothing saved); when one refuses
+    its state, the callbacks already loaded get back what ``state()`` said they had, and
+    the error goes on: the callbacks are left as they were."""
+    loaded = []
+    try:
+        for callback, state in zip(callbacks, states):
+            if state is not None:
+                before = callback.state()
+                loaded.append((callback, before))
+                callback.load_state(state)
+    except BaseException:
+        for callback, before in reversed(loaded):
+            callback.load_state(before)
+        raise

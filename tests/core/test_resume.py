@@ -1,6 +1,8 @@
 """Resuming reproduces the uninterrupted run: per-(seed, epoch) shuffling, initial_epoch,
 checkpoints that hold the epoch, the history, the early-stopping and callback state."""
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -182,3 +184,88 @@ def test_callbacks_see_each_epoch_can_stop_and_are_checkpointed(tmp_path):
         gc.train.fit(step2, np.ones((5, 2)), 4, 5, verbose=0, resume=tmp_path / "c-2.graphc")
     with pytest.raises(gc.GraphError, match="on_epoch_end"):
         gc.train.fit(step2, np.ones((5, 2)), 4, 5, verbose=0, callbacks=[object()])
+
+
+class Strict:
+    """A callback whose load_state writes part of a state before it checks it (the worst
+    case: resume must still leave it as it was when it refuses)."""
+
+    def __init__(self, tag, count=0):
+        self.tag, self.count = tag, count
+
+    def on_epoch_end(self, epoch, logs, history):
+        self.count += 1
+        return False
+
+    def state(self):
+        return {"tag": self.tag, "count": self.count}
+
+    def load_state(self, state):
+        self.count = state["count"]
+        if state["tag"] != self.tag:
+            raise gc.GraphError(f"the saved Strict has tag {state['tag']!r}; this one "
+                                f"{self.tag!r}")
+
+
+def _snapshot(step, callbacks):
+    """Every parameter of the step (weights, batch-norm statistics, dropout state, Adam's
+    moments, step counter and learning rate) and every callback's attributes, copied."""
+    params = {p.name: p.value.copy() for p in step.parameters()}
+    attrs = [{k: copy.deepcopy(v) for k, v in vars(cb).items() if k != "optimizer"}
+             for cb in callbacks]
+    return params, attrs
+
+
+def _assert_same(before, after):
+    assert before[0].keys() == after[0].keys()
+    for name, value in before[0].items():
+        assert value.dtype == after[0][name].dtype, name
+        assert value.tobytes() == after[0][name].tobytes(), name  # bitwise
+    assert repr(before[1]) == repr(after[1])  # (repr: NaN-safe, exact floats)
+
+
+@pytest.mark.parametrize("refusing", ["plateau mode", "strict tag"])
+def test_a_refused_resume_leaves_parameters_optimizer_and_callbacks_unchanged(tmp_path,
+                                                                               refusing):
+    _, step, ev = build()
+    ck = tmp_path / "ck.graphc"
+    plateau_opt = gc.optim.SGD([gc.parameter("p", np.ones(2, np.float32))], lr=0.1)
+    fit(step, ev, 2, checkpoint=ck,
+        callbacks=[Recorder(), gc.optim.ReduceLROnPlateau(plateau_opt, monitor="loss"),
+                   Strict("a")])
+    _, step2, ev2 = build()
+    fit(step2, ev2, 1)  # a live run whose state differs from the checkpoint's everywhere
+    recorder = Recorder()
+    recorder.seen = [7]
+    plateau = gc.optim.ReduceLROnPlateau(
+        plateau_opt, monitor="loss", mode="max" if refusing == "plateau mode" else "min")
+    plateau.best, plateau.num_bad_epochs, plateau.last_epoch = 0.25, 3, 9
+    strict = Strict("b" if refusing == "strict tag" else "a", count=11)
+    callbacks = [recorder, plateau, strict]
+    before = _snapshot(step2, callbacks)
+    lr = plateau_opt.lr_parameter.value.copy()
+    with pytest.raises(gc.GraphError, match="mode 'min'" if refusing == "plateau mode"
+                       else "tag 'a'"):
+        fit(step2, ev2, 4, resume=ck, callbacks=callbacks)
+    _assert_same(before, _snapshot(step2, callbacks))
+    assert recorder.seen == [7] and strict.count == 11  # loaded, then put back
+    assert plateau_opt.lr_parameter.value.tobytes() == lr.tobytes()
+    # the same callbacks as the checkpoint's: the resume goes through
+    ok = [Recorder(), gc.optim.ReduceLROnPlateau(plateau_opt, monitor="loss"), Strict("a")]
+    fit(step2, ev2, 3, resume=ck, callbacks=ok)
+    assert ok[0].seen == [1, 2, 3] and ok[2].count == 3
+
+
+def test_a_resume_into_a_step_it_does_not_fit_loads_no_callback_state(tmp_path):
+    step, ev, _, _ = walker()
+    walk(step, ev, 2, checkpoint=tmp_path / "c-{epoch}.graphc", callbacks=[Strict("a")])
+    w = gc.parameter("w", np.zeros(3))  # another shape: the file's w does not fit
+    with gc.Graph("walk"):
+        x = gc.placeholder("x", ("N", 2), "float64")
+        other = gc.compile([x], gc.sum(w) + gc.sum(x * 0.0), updates={w: w + 1.0})
+    strict = Strict("a", count=5)
+    before = _snapshot(other, [strict])
+    with pytest.raises(gc.GraphError, match="parameters do not match|shape"):
+        gc.train.fit(other, np.ones((5, 2)), 4, 5, verbose=0, callbacks=[strict],
+                     resume=tmp_path / "c-2.graphc")
+    _assert_same(before, _snapshot(other, [strict]))
