@@ -22,6 +22,7 @@ and the tail computes into the parameter, ``np.subtract(_targets[0], t15, out=_t
 from __future__ import annotations
 
 import contextvars
+import functools
 import math
 import types
 
@@ -33,7 +34,12 @@ from graphc.ir.graph import Graph
 from graphc.ir.node import Node
 from graphc.ir.shapes import format_shape
 from graphc.ir.text import identifier, source_text
-from graphc.ops.expr_numpy import NUMPY_NAMESPACE, numpy_outer_operation
+from graphc.ops.expr_numpy import (
+    NUMPY_NAMESPACE,
+    OverflowCounter,
+    numpy_outer_operation,
+    numpy_sigmoid,
+)
 from graphc.passes.memory import leaving_copies, value_roots
 
 from ..base import Backend, Executable, nonfinite_message
@@ -260,15 +266,16 @@ def _leaving(program: Graph, names: dict[int, str], taken: set[str],
     return lines, outs
 
 
-def quiet_context() -> contextvars.Context:
+def quiet_context(overflows: OverflowCounter) -> contextvars.Context:
     """A context in which NumPy ignores floating-point errors (infinities and NaN are values
     inside a step, not warnings), made once per executable: ``context.run(step, ...)`` costs
     a context switch, where entering ``np.errstate(all="ignore")`` on every call builds its
     error state again — 6 µs of the tiny MLP's 75 µs call. It is a fresh context, so the
     step reads no context variable of its caller's (numpy >= 2 keeps its error state in one).
-    One thread at a time may run in it: Function calls a step under its lock."""
+    One thread at a time may run in it: Function calls a step under its lock. Overflows are
+    counted by `overflows` (its sigmoid reads the count, see expr_numpy.numpy_sigmoid)."""
     context = contextvars.Context()
-    context.run(np.errstate(all="ignore").__enter__)
+    context.run(np.errstate(all="ignore", over="call", call=overflows).__enter__)
     return context
 
 
@@ -290,6 +297,8 @@ class NumpyExecutable(Executable):
                      "_loops": self._loops, "KN": kernels, "_scratch": kernels.Scratch(),
                      "_targets": [s.host_buffer() for s in self._updated]}
         namespace.update(NUMPY_NAMESPACE)
+        self._overflows = OverflowCounter()
+        namespace["_sigmoid"] = functools.partial(numpy_sigmoid, overflows=self._overflows)
         filename = f"<graphc numpy program {source_text(program.name, 80)}>"
         exec(compile(self.source, filename, "exec"), namespace)
         for k, loop in enumerate(self._loops):  # Function.source shows each loop's body
@@ -300,7 +309,7 @@ class NumpyExecutable(Executable):
         # never move: ParamStorage writes in place), made once
         self._param_views = [s.value for s in self._params]
         self._dims: dict[tuple, dict] = {}
-        self._quiet = quiet_context()
+        self._quiet = quiet_context(self._overflows)
         self.stats = {}
 
     def views(self, node: Node) -> tuple[int, ...]:
