@@ -391,8 +391,9 @@ ATTR_TYPES: dict[str, tuple[str, object]] = {
 
 def _check_axis_attrs(attrs: Attrs, types) -> None:
     """`axis` / `axes` against the first input's rank, by the shape rules' own checks
-    (graphc.ops.shape_ops.check_axis / check_axes: transpose's and concat's rules run them;
-    the reductions' rules in reduce.py do not yet, so a file is checked here all the same)."""
+    (graphc.ops.shape_ops.check_axis / check_axes, which the rules of transpose, concat, the
+    reductions, softmax and argmax run): here for every op that takes an axis, whether or
+    not its rule checks it."""
     from ..ops.shape_ops import check_axes, check_axis
 
     if not types:
