@@ -18,8 +18,9 @@ Each body node gets a class:
   values (elementwise ops, casts, reshape, transpose, broadcast_to, slice, sum/max/min
   and matmul: see `Split._stacked`);
 * VAR: everything else: anything that reads a carry, and every *pinned* node (random draws,
-  ops marked ``random``/``stateful``, the trigger of a default update, a nested scan whose
-  body holds such a node) and what depends on it. A random draw is never hoisted: it must
+  ops marked ``random``/``stateful``, ops that check ids (``checks_ids``: take, one_hot,
+  scatter_add), the trigger of a default update, a nested scan whose body holds such a
+  node) and what depends on it. A random draw is never hoisted: it must
   give fresh numbers at every step.
 
 Moved out of the body: the INV nodes the remaining body reads (or outputs) whose cone holds
@@ -67,10 +68,13 @@ _BATCHED = {"cast", "reshape", "transpose", "broadcast_to", "slice", "sum", "max
 
 def pinned(node: Node, body: Graph) -> bool:
     """Whether `node` must stay inside the loop whatever its inputs: a random draw (it gives
-    fresh numbers per step), any op marked random or stateful, the trigger of a default
-    update, and a nested scan whose body holds such a node."""
+    fresh numbers per step), any op marked random or stateful, an op that checks ids or
+    labels (``checks_ids``: outside the loop a bad id would stop a loop of 0 steps, which
+    never ran it), the trigger of a default update, and a nested scan whose body holds such
+    a node."""
     op = node.op
-    if op.kind == "random" or op.extra.get("random") or op.extra.get("stateful"):
+    if op.kind == "random" or op.extra.get("random") or op.extra.get("stateful") \
+            or op.extra.get("checks_ids"):
         return True
     if node in body.default_updates:
         return True

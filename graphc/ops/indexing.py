@@ -63,6 +63,7 @@ def _take_loops(node, program):
 
 TAKE = register(OpDef(
     "take", "index", infer=_take_infer, reference=_take_reference, loops=_take_loops,
+    extra={"checks_ids": True},
     grad=lambda ctx: [scatter_add(ctx.g, ctx.inputs[1], ctx.inputs[0].shape[0]), BLOCKED],
     doc="table[ids]: rows of `table` picked by integer ids (embedding lookup).",
 ))
@@ -87,6 +88,7 @@ def _scatter_reference(g, ids, *, rows):
 
 SCATTER_ADD = register(OpDef(
     "scatter_add", "index", infer=_scatter_infer, reference=_scatter_reference,
+    extra={"checks_ids": True},
     grad=lambda ctx: [take(ctx.g, ctx.inputs[1]), BLOCKED],
     doc="zeros(rows, ...) with g[i] added to row ids[i]; repeated ids accumulate.",
 ))
@@ -106,7 +108,7 @@ def _one_hot_loops(node, program):
 
 
 ONE_HOT = register(OpDef(
-    "one_hot", "index", loops=_one_hot_loops,
+    "one_hot", "index", loops=_one_hot_loops, extra={"checks_ids": True},
     infer=lambda types, attrs, checks: TensorType(attrs["dtype"], tuple(types[0].shape) +
                                                   (attrs["n"],)),
     reference=lambda labels, *, n, dtype: _one_hot_reference(labels, n, dtype),

@@ -209,6 +209,32 @@ def test_random_draws_stay_in_the_body():
     _same([hoisted(*args)], [plain(*args)])
 
 
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_a_lookup_that_checks_ids_stays_in_the_body(backend):
+    """An embedding of captured ids reads invariants only, but a bad id stops the step: moved
+    out of a loop of 0 steps (which never runs it) it raised where the unoptimized program
+    returned the initial carry (found by a fuzz of loops)."""
+    F = gc.nn.functional
+    with gc.Graph():
+        xs = gc.placeholder("xs", ("T", 3), "float64")
+        ids = gc.placeholder("ids", (2,), "int64")
+        table = gc.parameter("table", np.ones((4, 3)))
+        c, _ = gc.scan(lambda c, x: (c + x * F.embedding(ids, table).sum(0)
+                                     + gc.one_hot(ids, 3, "float64").sum(0), None),
+                       gc.zeros((3,), "float64"), xs)
+        hoisted = _compile([xs, ids], c, backend)
+        plain = _compile([xs, ids], c, backend, optimize=False)
+    body = scan_nodes(hoisted.graph)[0].attrs["body"]
+    assert {"take", "one_hot"} <= {n.op.name for n in body.nodes}
+    bad = np.array([1, 99])
+    for f in (hoisted, plain):
+        np.testing.assert_array_equal(f(np.ones((0, 3)), bad), np.zeros(3))
+        with pytest.raises(gc.BackendError, match="99"):
+            f(np.ones((2, 3)), bad)
+    _same([hoisted(np.ones((2, 3)), np.array([1, 2]))], [plain(np.ones((2, 3)),
+                                                            np.array([1, 2]))])
+
+
 def test_pinned_and_classify():
     with gc.Graph() as g:
         u = gc.random.uniform((2,), seed=1)
