@@ -328,7 +328,7 @@ class NumpyExecutable(Executable):
         try:
             outputs = self._quiet.run(self._step, inputs, params, self._consts, dims)
         except IndexRangeError as exc:  # an id or a label out of range: the node that read it
-            node = self._failing_node(exc.__traceback__)
+            node = getattr(exc, "node", None) or self.failing_node(exc.__traceback__)
             raise BackendError(index_error_message(node, exc.value, exc.bound)) from None
         except NonFinite as exc:
             where, kind = exc.args  # (a loop names the node of its body itself)
@@ -343,8 +343,9 @@ class NumpyExecutable(Executable):
         return [o if type(o) is np.ndarray and o.flags.writeable else np.array(o)
                 for o in outputs], []
 
-    def _failing_node(self, tb):
-        """The node whose line of the generated step was running when `tb` was raised."""
+    def failing_node(self, tb):
+        """The node whose line of the generated step was running when `tb` was raised (a
+        loop's runner asks its body's executable, and names the body's node)."""
         line = None
         while tb is not None:
             if tb.tb_frame.f_code is self._step.__code__:

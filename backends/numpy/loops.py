@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphc.errors import GraphError
+from graphc.errors import GraphError, IndexRangeError
 from graphc.ir.graph import Graph
 from graphc.ir.node import Node
 from graphc.ir.shapes import evaluate_shape, sym
@@ -66,6 +66,10 @@ class LoopRunner:
                 where, kind = exc.args
                 if isinstance(where, int):
                     raise NonFinite(self.body.nodes[where], kind) from None
+                raise
+            except IndexRangeError as exc:  # the body's node that read the id (innermost)
+                if getattr(exc, "node", None) is None:
+                    exc.node = self.exe.failing_node(exc.__traceback__)
                 raise
             carries = [np.asarray(c) for c in outs[:nc]]
             for j, y in enumerate(ys):
