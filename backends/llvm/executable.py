@@ -171,7 +171,7 @@ class LLVMExecutable(Executable):
         if not self._again or recent is None or recent[0] != key or self._fn is None:
             return None
         state = recent[1]
-        storages, outputs = self._storages, state.outputs
+        outputs = state.outputs
         index = dict((i, slot) for slot, i in self._inputs)
         record = LaneRecord(self._address, state.table_ptr, state.dims_ptr,
                             [(index.get(i, -1), a.dtype, a.shape) for i, a in enumerate(inputs)],
@@ -180,19 +180,22 @@ class LLVMExecutable(Executable):
         if native is None:  # NumPy's arrays are not laid out as the builtin lane reads them
             return self._python_lane(state, inputs)
 
+        # each parameter's list of device copies (mutated in place, never replaced): any()
+        # of them is one C loop, where a Python loop over the storages took 0.16 µs of 11
+        device_lists = tuple(storage.devices for storage in self._storages)
+        values = [value for value, _shape in outputs]
+        only = values[0] if len(values) == 1 else None  # a loss: one copy, no comprehension
+
         def lane(arrays):
-            if self._fn is None:  # closed: the machine code is gone
+            if self._fn is None or any(device_lists):  # closed, or a newer copy elsewhere
                 return None
-            for storage in storages:
-                if storage.devices:
-                    return None
             answer = native(*arrays)
             if answer:
                 if answer == FAILED:
                     raise BackendError(failure_message(self.program, state.error_record(),
                                                        self.layout))
                 return None
-            return [value.copy() for value, _shape in outputs]
+            return [only.copy()] if only is not None else [value.copy() for value in values]
 
         lane.record = record  # (for tests: what the builtin reads)
         return lane
