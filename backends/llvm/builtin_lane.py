@@ -6,7 +6,7 @@ time, and on a small model the Python around the native step was a fifth of the 
 ctypes path compared each array's dtype, shape and layout with the last call's in Python
 (0.4 µs for one input), wrote each data address into the step's pointer table (0.3 µs an
 input) and called the step through ctypes (about 0.5 µs): the autoencoder's 12.2 µs call
-held 2.5 µs of it, the tiny MLP's 4.0 µs call 2.8.
+held 2.5 µs of it, the tiny MLP's 4.2 µs call 2.8.
 
 How: one function, ``graphc_lane``, is compiled once per process as a METH_FASTCALL
 C function; each lane is a builtin function object (``PyCFunction_NewEx``) whose ``self``
