@@ -266,16 +266,24 @@ def _leaving(program: Graph, names: dict[int, str], taken: set[str],
     return lines, outs
 
 
-def quiet_context(overflows: OverflowCounter) -> contextvars.Context:
+#: NumPy's overflows in every step, counted for the sigmoid (expr_numpy.numpy_sigmoid), which
+#: compares the count before and after its exp. One counter for all: a loop body's step runs
+#: in its program's context, not its own; a count another thread adds only makes a sigmoid
+#: look for lanes to mend, and find none.
+OVERFLOWS = OverflowCounter()
+_COUNTING_SIGMOID = functools.partial(numpy_sigmoid, overflows=OVERFLOWS)
+
+
+def quiet_context() -> contextvars.Context:
     """A context in which NumPy ignores floating-point errors (infinities and NaN are values
     inside a step, not warnings), made once per executable: ``context.run(step, ...)`` costs
     a context switch, where entering ``np.errstate(all="ignore")`` on every call builds its
     error state again — 6 µs of the tiny MLP's 75 µs call. It is a fresh context, so the
     step reads no context variable of its caller's (numpy >= 2 keeps its error state in one).
     One thread at a time may run in it: Function calls a step under its lock. Overflows are
-    counted by `overflows` (its sigmoid reads the count, see expr_numpy.numpy_sigmoid)."""
+    counted (`OVERFLOWS`)."""
     context = contextvars.Context()
-    context.run(np.errstate(all="ignore", over="call", call=overflows).__enter__)
+    context.run(np.errstate(all="ignore", over="call", call=OVERFLOWS).__enter__)
     return context
 
 
@@ -297,8 +305,7 @@ class NumpyExecutable(Executable):
                      "_loops": self._loops, "KN": kernels, "_scratch": kernels.Scratch(),
                      "_targets": [s.host_buffer() for s in self._updated]}
         namespace.update(NUMPY_NAMESPACE)
-        self._overflows = OverflowCounter()
-        namespace["_sigmoid"] = functools.partial(numpy_sigmoid, overflows=self._overflows)
+        namespace["_sigmoid"] = _COUNTING_SIGMOID
         filename = f"<graphc numpy program {source_text(program.name, 80)}>"
         exec(compile(self.source, filename, "exec"), namespace)
         for k, loop in enumerate(self._loops):  # Function.source shows each loop's body
@@ -309,7 +316,7 @@ class NumpyExecutable(Executable):
         # never move: ParamStorage writes in place), made once
         self._param_views = [s.value for s in self._params]
         self._dims: dict[tuple, dict] = {}
-        self._quiet = quiet_context(self._overflows)
+        self._quiet = quiet_context()
         self.stats = {}
 
     def views(self, node: Node) -> tuple[int, ...]:

@@ -228,3 +228,14 @@ def test_sigmoid_of_a_large_negative_is_its_subnormal_value_on_every_backend(dty
         np.testing.assert_allclose(s, want.astype(dtype), rtol=4e-7 if dtype == "float32"
                                    else 1e-15, atol=0, err_msg=label)
         assert np.isfinite(log_s[:5]).all() and np.isnan(log_s[5]), label
+
+
+def test_sigmoid_inside_a_loop_keeps_its_subnormal_value():
+    """A loop body's step runs in its program's error state: a counter of its own never saw
+    the overflow, and the numpy backend's body gave 0 (found reading the change again)."""
+    xs = gc.placeholder("xs", (2, 3), "float32")
+    _, ys = gc.scan(lambda c, x: (c, gc.sigmoid(x)), gc.zeros((3,)), xs)
+    xv = np.full((2, 3), -89.0, np.float32)
+    want = np.float32(np.exp(-89.0))
+    for label, (got,) in _everywhere([xs], [ys], [xv]):
+        np.testing.assert_allclose(got, np.full((2, 3), want), rtol=4e-7, err_msg=label)
