@@ -32,6 +32,7 @@ from ..ir.node import Attrs, ConstValue, Node, ParamStorage
 from ..ir.text import is_identifier
 from ..ir.types import SUPPORTED_DTYPES, as_dtype
 from ..ops.registry import REGISTRY
+from ..ops.shape_ops import check_axes, check_axis, is_int_value
 from .expressions import MAX_INT_BITS, from_json, short, to_json
 
 MAX_TUPLE_DEPTH = 32  # tuples inside tuples in one attribute
@@ -349,13 +350,9 @@ def _reference_attrs(op_name: str) -> tuple[frozenset, frozenset] | None:
             frozenset(p.name for p in keywords))
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def _is_dim(value) -> bool:
     """A dimension: an int or a sympy expression of integers and dimension names."""
-    return _is_int(value) or (isinstance(value, sympy.Expr) and not value.atoms(sympy.Float))
+    return is_int_value(value) or (isinstance(value, sympy.Expr) and not value.atoms(sympy.Float))
 
 
 def _tuple_of(check):
@@ -370,16 +367,16 @@ def _tuple_of(check):
 ATTR_TYPES: dict[str, tuple[str, object]] = {
     **{k: ("a bool", lambda v: isinstance(v, (bool, np.bool_)))
        for k in ("keepdims", "ta", "tb", "reverse")},
-    **{k: ("an int", _is_int)
+    **{k: ("an int", is_int_value)
        for k in ("axis", "n", "rows", "root", "stream", "index", "n_carry", "n_xs")},
-    **{k: ("a tuple of ints", _tuple_of(_is_int))
+    **{k: ("a tuple of ints", _tuple_of(is_int_value))
        for k in ("axes", "kernel", "stride", "padding", "dilation")},
     **{k: ("a tuple of ints or dimension expressions", _tuple_of(_is_dim))
        for k in ("shape", "sizes", "starts", "steps", "in_size", "out_size")},
     "length": ("a dimension", _is_dim),
     "widths": ("a tuple of (int, int) pairs",
                _tuple_of(lambda p: isinstance(p, tuple) and len(p) == 2
-                         and all(_is_int(e) for e in p))),
+                         and all(is_int_value(e) for e in p))),
     "dtype": ("a dtype", lambda v: isinstance(v, np.dtype)),
     "alpha": ("a float", lambda v: isinstance(v, (float, np.floating))),
     "approximate": ("'none' or 'tanh'", lambda v: v in ("none", "tanh")),
@@ -394,7 +391,6 @@ def _check_axis_attrs(attrs: Attrs, types) -> None:
     (graphc.ops.shape_ops.check_axis / check_axes, which the rules of transpose, concat, the
     reductions, softmax and argmax run): here for every op that takes an axis, whether or
     not its rule checks it."""
-    from ..ops.shape_ops import check_axes, check_axis
 
     if not types:
         return

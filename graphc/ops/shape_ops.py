@@ -50,7 +50,8 @@ def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _is_int(value) -> bool:
+def is_int_value(value) -> bool:
+    """An int (Python's or NumPy's), not a bool: what an axis or a size attribute holds."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
@@ -58,7 +59,7 @@ def check_axis(axis, ndim: int) -> int:
     """A shape rule's check of a node's `axis` attribute, as `normalize_axis` makes it (an
     int in [0, ndim), 0 for a 0-d tensor): the same check for a node the DSL builds and
     one read from a file or made by a rewrite."""
-    if not _is_int(axis):
+    if not is_int_value(axis):
         raise GraphError(f"axis must be an int, got {axis!r}")
     if not 0 <= axis < max(ndim, 1):
         raise ShapeError(f"axis {axis} is out of range for a tensor of rank {ndim}")
@@ -69,7 +70,7 @@ def check_axes(axes, ndim: int) -> tuple[int, ...]:
     """A shape rule's check of a node's `axes` attribute, as `normalize_axes` makes it: a
     tuple of distinct ints in [0, ndim) (a repeated axis is refused however the node was
     built: NumPy refuses it at run time, a loop nest would reduce the axis once)."""
-    if not isinstance(axes, tuple) or not all(_is_int(a) for a in axes):
+    if not isinstance(axes, tuple) or not all(is_int_value(a) for a in axes):
         raise GraphError(f"axes must be a tuple of ints, got {axes!r}")
     for a in axes:
         if not 0 <= a < ndim:
@@ -143,7 +144,7 @@ def reshape(x: Tensor, shape: Sequence) -> Tensor:
 def _transpose_infer(types, attrs, checks):
     (x,) = types
     axes = attrs["axes"]
-    if not isinstance(axes, tuple) or not all(_is_int(a) for a in axes):
+    if not isinstance(axes, tuple) or not all(is_int_value(a) for a in axes):
         raise GraphError(f"axes must be a tuple of ints, got {axes!r}")
     if sorted(axes) != list(range(x.ndim)):
         raise ShapeError(f"axes {axes} are not a permutation of {x.ndim} axes")

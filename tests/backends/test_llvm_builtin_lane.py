@@ -40,8 +40,12 @@ def _arrays(n=4):
 def _native(fn, arrays):
     fn(*arrays)
     fn(*arrays)  # the second call of these sizes makes the lane gc.Function keeps
-    assert fn._lane is not None and hasattr(fn._lane, "record"), "no builtin lane was made"
-    return native_lane(fn._lane.record)
+    assert fn._lane is not None and _is_builtin(fn._lane.step), "no builtin lane was made"
+    return native_lane(fn._lane.step.__self__.record)
+
+
+def _is_builtin(step) -> bool:
+    return type(step).__name__ == "builtin_function_or_method"
 
 
 def test_numpy_arrays_are_laid_out_as_the_lane_reads_them():
@@ -135,13 +139,19 @@ def test_without_the_builtin_the_python_lane_serves_the_same(monkeypatch):
     arrays = _arrays()
     for _ in range(3):
         np.testing.assert_array_equal(fn(*arrays), ref(*arrays))
-    assert fn._lane is not None and not hasattr(fn._lane, "record")
+    assert fn._lane is not None and not _is_builtin(fn._lane.step)
     for what, others in _other_forms(arrays):
         if what == "another batch":
             np.testing.assert_array_equal(fn(*others), ref(*others), err_msg=what)
         else:
             assert fn._lane is None or fn._lane(others) is None, what
     np.testing.assert_array_equal(W.value, W_ref.value)
+    fn(*arrays)
+    fn(*arrays)  # the Python lane again, then a step that fails in it
+    step, before = fn._lane.step, W.value
+    with pytest.raises(gc.BackendError, match="no parameter was updated"):
+        step(arrays[0], np.array([0, 1, 2, 7], np.int64), arrays[2])
+    np.testing.assert_array_equal(W.value, before)
 
 
 def test_a_lane_record_describes_each_input():
