@@ -26,14 +26,27 @@ def _matmul(ctx, a, b):
 @onnx_op("Gemm")
 def _gemm(ctx, a, b, c=None):
     a, b = ctx.tensor(a), ctx.tensor(b)
+    if a.ndim != 2 or b.ndim != 2:
+        ctx.fail(f"A has rank {a.ndim} and B rank {b.ndim}: Gemm takes two matrices (use "
+                 "MatMul for batched products)")
     alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
     y = ops.matmul_t(a, b, ta=bool(ctx.attr("transA", 0)), tb=bool(ctx.attr("transB", 0)))
     if alpha != 1.0:
         y = y * const_like(y, alpha)
     if c is not None and beta != 0.0:
         c = ctx.tensor(c)
+        _check_unidirectional(ctx, c, y)
         y = y + (c if beta == 1.0 else c * const_like(c, beta))
     return y
+
+
+def _check_unidirectional(ctx, c: Tensor, y: Tensor) -> None:
+    """Gemm's C must broadcast to Y's shape (M, N) without changing it (ONNX's
+    unidirectional broadcasting): rank at most 2, each dim 1 or Y's."""
+    if c.ndim > 2 or any(not (dc == 1 or dc == dy)
+                         for dc, dy in zip(c.shape[::-1], y.shape[::-1])):
+        ctx.fail(f"C of shape {tuple(c.shape)} does not broadcast to the product's shape "
+                 f"{tuple(y.shape)} (unidirectionally)")
 
 
 # -- geometry shared by convolutions and pooling ----------------------------------------------

@@ -70,16 +70,27 @@ def _rms_norm(ctx, x, scale):
     return y * scale
 
 
-def _per_channel(v: Tensor, ndim: int) -> Tensor:
-    return ops.reshape(v, (1, v.shape[0]) + (1,) * (ndim - 2))
+def _per_channel(ctx, v: Tensor, x: Tensor, what: str) -> Tensor:
+    """A per-channel vector (C,) shaped to multiply or add to x (N, C, *spatial)."""
+    if v.ndim != 1 or v.shape[0] != x.shape[1]:
+        ctx.fail(f"the {what} has shape {tuple(v.shape)}; it must be ({x.shape[1]},), one "
+                 f"value per channel of the input of shape {tuple(x.shape)}")
+    return ops.reshape(v, (1, v.shape[0]) + (1,) * (x.ndim - 2))
+
+
+def _channels_first(ctx, x: Tensor, least: int) -> None:
+    if x.ndim < least:
+        ctx.fail(f"the input has rank {x.ndim}; it must be (N, C, ...) of rank {least} or more")
 
 
 @onnx_op("InstanceNormalization")
 def _instance_norm(ctx, x, scale, bias):
     x, scale, bias = ctx.tensor(x), ctx.tensor(scale), ctx.tensor(bias)
     _float(ctx, x, scale, bias)
+    _channels_first(ctx, x, 3)
+    scale, bias = _per_channel(ctx, scale, x, "scale"), _per_channel(ctx, bias, x, "bias")
     y, _, _ = _normalized(x, tuple(range(2, x.ndim)), float(ctx.attr("epsilon", 1e-5)))
-    return y * _per_channel(scale, x.ndim) + _per_channel(bias, x.ndim)
+    return y * scale + bias
 
 
 @onnx_op("GroupNormalization")
@@ -88,6 +99,7 @@ def _group_norm(ctx, x, scale, bias):
     _float(ctx, x, scale, bias)
     if ctx.opset < 21:
         ctx.fail("opset < 21 (scale and bias per group) is not supported")
+    _channels_first(ctx, x, 2)
     groups = int(ctx.attr("num_groups"))
     if groups < 1:
         ctx.fail(f"num_groups={groups} must be at least 1")
@@ -99,7 +111,7 @@ def _group_norm(ctx, x, scale, bias):
     gs = grouped if grouped.dtype == stash else ops.cast(grouped, stash)
     y, _, _ = _normalized(gs, (2,), float(ctx.attr("epsilon", 1e-5)))
     y = ops.reshape(y if y.dtype == x.dtype else ops.cast(y, x.dtype), x.shape)
-    return y * _per_channel(scale, x.ndim) + _per_channel(bias, x.ndim)
+    return y * _per_channel(ctx, scale, x, "scale") + _per_channel(ctx, bias, x, "bias")
 
 
 @onnx_op("MeanVarianceNormalization")
@@ -139,6 +151,10 @@ def _nll(ctx, logp: Tensor, target: Tensor, weight: Tensor | None) -> Tensor:
     target may lie outside [0, C)), weighted, ignored targets counting zero."""
     if target.dtype.kind not in "iu":
         ctx.fail(f"target of type {target.dtype} is not supported (int32/int64)")
+    _channels_first(ctx, logp, 2)
+    if tuple(target.shape) != (logp.shape[0],) + tuple(logp.shape[2:]):
+        ctx.fail(f"target of shape {tuple(target.shape)} does not match the input of shape "
+                 f"{tuple(logp.shape)} (it must be (N, d1, ...) of the input's (N, C, d1, ...))")
     c = logp.shape[1]
     if not isinstance(c, int):
         ctx.fail("a symbolic number of classes is not supported")
@@ -147,7 +163,7 @@ def _nll(ctx, logp: Tensor, target: Tensor, weight: Tensor | None) -> Tensor:
     perm = (0, logp.ndim - 1) + tuple(range(1, logp.ndim - 1))
     hot = ops.transpose(ops.cast(hot, logp.dtype), perm)  # (N, C, d...)
     picked = ops.sum(hot * logp, 1)
-    w = ops.sum(hot * _per_channel(weight, logp.ndim), 1) if weight is not None else None
+    w = ops.sum(hot * _per_channel(ctx, weight, logp, "weight"), 1) if weight is not None else None
     ignore = ctx.attr("ignore_index", None)
     if ignore is not None:
         kept = ops.cast(ops.not_equal(target, ops.constant(np.asarray(ignore, target.dtype))),

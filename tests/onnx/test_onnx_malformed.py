@@ -125,9 +125,30 @@ CASES = [
                                                            _floats("b", [1] * 4)]),
      "num_groups=0"),
     ("scan-body-missing", _one("Scan", ["x"], {"num_scan_inputs": 1}), "required attribute body"),
-    # what no table entry foresaw still names the node (a raw error turned into graphc's)
+    ("gemm-rank-3", _one("Gemm", ["x", "w"], shape=(2, 3, 4),
+                         inits=[_floats("w", np.ones((4, 5)))]),
+     "Gemm takes two matrices"),
+    ("gemm-c-widens", _one("Gemm", ["x", "w", "c"], shape=(2, 3),
+                           inits=[_floats("w", np.ones((3, 5))), _floats("c", np.ones((4, 5)))]),
+     "does not broadcast to the product's shape"),
+    ("gemm-c-rank-3", _one("Gemm", ["x", "w", "c"], shape=(2, 3),
+                           inits=[_floats("w", np.ones((3, 5))), _floats("c", np.ones((1, 1, 5)))]),
+     "does not broadcast"),
     ("instance-norm-scalar-scale", _one("InstanceNormalization", ["x", "s", "s"], ins=_X4,
-                                        inits=[_floats("s", 1.0)]), "IndexError"),
+                                        inits=[_floats("s", 1.0)]), "one value per channel"),
+    ("instance-norm-wrong-length", _one("InstanceNormalization", ["x", "s", "s"], ins=_X4,
+                                        inits=[_floats("s", [1, 1, 1])]), "must be (4,)"),
+    ("instance-norm-rank-2", _one("InstanceNormalization", ["x", "s", "s"],
+                                  inits=[_floats("s", [1, 1, 1])]), "rank 2"),
+    ("group-norm-scale-length", _one("GroupNormalization", ["x", "s", "b"], {"num_groups": 2},
+                                     ins=_X4, opset=21, inits=[_floats("s", [1] * 3),
+                                                               _floats("b", [1] * 4)]),
+     "scale has shape (3,)"),
+    ("nll-target-shape", _one("NegativeLogLikelihoodLoss", ["x", "t"], shape=(2, 3),
+                              inits=[_ints("t", [0, 1, 2])]), "target of shape (3,)"),
+    ("nll-weight-length", _one("NegativeLogLikelihoodLoss", ["x", "t", "w"], shape=(2, 3),
+                               inits=[_ints("t", [0, 1]), _floats("w", [1, 1])]),
+     "weight has shape (2,)"),
 ]
 
 
@@ -207,3 +228,18 @@ def test_unnamed_dims_never_meet_a_dim_param():
         fn = gc.compile(xs, imported(*xs))
         outs = fn(*(np.ones((n, 2), np.float32) for n in (3, 4, 5)))
     assert [o.shape[0] for o in outs] == [3, 4, 5]
+
+
+def test_a_raw_error_no_check_foresaw_still_names_the_node(monkeypatch):
+    """The net under every translation: an IndexError from a case no check foresaw becomes
+    graphc's error naming the node and the raw error."""
+    from graphc.onnx import table
+
+    def broken(ctx, x):
+        return [][0]
+
+    monkeypatch.setitem(table.HANDLERS, "Relu", broken)
+    with gc.Graph():
+        imported = gc.onnx.load(_one("Relu", ["x"]))
+        with pytest.raises(GraphError, match=r"(?s)'n1' \(Relu.*IndexError"):
+            imported(*imported.placeholders())
