@@ -5,9 +5,9 @@ OpenBLAS (the BLAS NumPy ships, which the llvm backend calls too) keeps its work
 spinning for about 2^28 cycles (~0.1 s) after every threaded product, waiting for the next
 one. In a training step the next thing is usually not a product but an elementwise kernel, a
 pooling loop, or another framework, and a spinning worker takes a core from it. On this
-project's 2-core machine (README, "The BLAS threading policy"), with one busy process beside
-the step, LeNet-5's llvm step went from 9.9 to 3.4 ms, cnn32's from 255 to 171 ms, and
-mlp_784's from 15.1 to 10.7 ms. PyTorch eager ran 2.4x slower right after a NumPy step.
+project's 2-core machine (docs/performance.md, "The BLAS threading policy"), with one busy
+process beside the step, LeNet-5's llvm step went from 9.9 to 3.4 ms, cnn32's from 255 to
+171 ms, and mlp_784's from 15.1 to 10.7 ms. PyTorch eager ran 2.4x slower right after a NumPy step.
 The price is a worker's wake-up at each threaded product: on a quiet machine, a step of a
 few large products is slower (mlp_784: 2.85 -> 3.84 ms, LeNet-5 10%, the LSTM 7%).
 

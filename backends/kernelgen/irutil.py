@@ -109,7 +109,7 @@ def loop(b: ir.IRBuilder, count: ir.Value, name: str = "i", start: ir.Value | No
     A loop whose count is known only at run time is marked not to be unrolled (it is still
     vectorized and interleaved). Unrolling such a loop adds a remainder loop and run-time
     checks: on the tiny MLP's step it was a third of LLVM's time, and no benchmark step ran
-    faster for it (measured side by side, README issue 18). Loops of a known count (a pooling
+    faster for it (measured side by side, docs/performance.md). Loops of a known count (a pooling
     window, a kernel's taps) keep LLVM's full unrolling, which max pooling needs (9x slower
     without it). ``unroll=False`` marks a loop of known count too (a kernel that is already
     unrolled by hand into register tiles).
