@@ -199,6 +199,12 @@ def _loop_gemm_function(module: ir.Module, ty: ir.Type, ta: bool, tb: bool,
 #: Register tiles of small products: TILE_ROWS rows of C by two vectors of 32 bytes (16
 #: floats, 8 doubles): twelve accumulators, enough to cover the fused multiply-adds' latency.
 TILE_ROWS = 6
+#: The short tiles that finish the rows six-row tiles leave: eight accumulators, still
+#: enough for two multiply-add pipes of four cycles' latency. A 32-row product in six-row
+#: tiles computed 36 rows and took as long as a 36-row one (3.3k counter cycles for
+#: 32x64 @ 64x32, 2.8k for 30 rows); in five six-row tiles and two four-row ones it
+#: computes each row once.
+SHORT_TILE_ROWS = 4
 TILE_VECTOR_BYTES = 32
 #: Up to this many multiply-adds a product runs in register tiles on one thread; above it,
 #: BLAS on every core. Below it BLAS runs on one thread too, and its call and packing cost
@@ -213,6 +219,12 @@ TILED_GEMM_MIN = 1024
 #: would still take it with that size at 64: mlp_784's 784x512 layers (BLAS at any real
 #: batch) paid 0.1 s of compile time for a branch they never took.
 TILED_GEMM_BATCH = 64
+#: How m rows (m >= TILE_ROWS) split into six-row and four-row tiles, by m mod 6: the
+#: six-row tiles' count is m // 6 plus the first entry, the four-row tiles' count the
+#: second. The tiles of each kind follow each other from row 0, the last one of a kind
+#: ending at most at m (so it may overlap the one before), four-row tiles after six-row ones.
+#: Rows computed: m exactly where m mod 6 is even, else m + 1 to m + 3.
+ROW_SPLIT = ((0, 0), (0, 1), (-1, 2), (0, 1), (0, 1), (1, 0))
 
 
 def tile_columns(ty: ir.Type) -> int:
@@ -222,12 +234,13 @@ def tile_columns(ty: ir.Type) -> int:
 
 def _tiled_gemm_function(module: ir.Module, ty: ir.Type) -> ir.Function:
     """C = A @ B in register tiles, A(i, p) at ``A[i*a_row + p*a_col]`` (so op(A) may be a
-    transpose), for m >= TILE_ROWS and n >= tile_columns (checked by the caller):
-    TILE_ROWS rows by two vectors of C held in registers for the whole sum over k, one
-    broadcast of A and two vector loads of B's row feeding twelve fused multiply-adds per
-    step. The last tile of rows and of columns ends at the matrix's edge, overlapping the
-    tile before it (those elements are computed twice, the same way). Each element of C is
-    one sum over k in order, so the result does not depend on the tiling or the sizes."""
+    transpose), for m >= TILE_ROWS and n >= tile_columns (checked by the caller): six rows
+    (TILE_ROWS) or four (SHORT_TILE_ROWS, `ROW_SPLIT`) by two vectors of C held in registers
+    for the whole sum over k, one broadcast of A per row and two vector loads of B's row
+    feeding the fused multiply-adds of each step. The last tile of columns ends at the
+    matrix's edge, overlapping the tile before it, as may the last tile of rows of each
+    kind (those elements are computed twice, the same way). Each element of C is one sum
+    over k in order, so the result does not depend on the tiling or the sizes."""
     fn = _gemm_function(module, f"graphc.gemm_tiles.{ty}", ("a_row", "a_col"))
     if fn.blocks:
         return fn
@@ -239,45 +252,136 @@ def _tiled_gemm_function(module: ir.Module, ty: ir.Type) -> ir.Function:
     vec = ir.VectorType(ty, lanes)
     fma = vector_fma(module, vec)
     accs = [[entry_alloca(b, vec, f"acc{r}.{v}") for v in range(2)] for r in range(TILE_ROWS)]
-    rows, cols = i64(TILE_ROWS), i64(2 * lanes)
+    cols = i64(2 * lanes)
 
     def tiles(count, width):
         return b.sdiv(b.add(count, b.sub(width, i64(1))), width)
 
-    def start(t, width, count):  # the last tile ends at the edge
-        return b.select(b.icmp_signed("<", b.mul(t, width), b.sub(count, width)),
-                        b.mul(t, width), b.sub(count, width))
+    def start(first, t, width, count):  # the last tile ends at the edge
+        at = b.add(first, b.mul(t, width))
+        return b.select(b.icmp_signed("<", at, b.sub(count, width)), at, b.sub(count, width))
 
     def vector_at(ptr, index):
         return b.gep(ptr, [index], inbounds=True, source_etype=ty)
 
+    def split(column):
+        table = ir.Constant(ir.ArrayType(I64, len(ROW_SPLIT)),
+                            [i64(pair[column]) for pair in ROW_SPLIT])
+        slot = entry_alloca(b, table.type, f"row_split{column}")
+        b.store(table, slot)
+        return b.load(b.gep(slot, [i64(0), b.srem(m, i64(TILE_ROWS))], inbounds=True,
+                            source_etype=table.type), typ=I64)
+
+    six_tiles = b.add(b.sdiv(m, i64(TILE_ROWS)), split(0))
+    four_tiles = split(1)
     zero = ir.Constant(vec, [0.0] * lanes)
-    with loop(b, tiles(m, rows), "ti", unroll=False) as ti:
-        i0 = start(ti, rows, m)
-        with loop(b, tiles(n, cols), "tj", unroll=False) as tj:
-            j0 = start(tj, cols, n)
-            for row in accs:
-                for slot in row:
-                    b.store(zero, slot)
-            with loop(b, k, "p", unroll=False) as p:
-                brow = b.add(b.mul(p, n), j0)
-                bv = []
-                for v in range(2):
-                    x = b.load(vector_at(b_ptr, b.add(brow, i64(v * lanes))), typ=vec)
-                    x.align = size
-                    bv.append(x)
-                for r in range(TILE_ROWS):
-                    i = b.add(i0, i64(r))
-                    a = load(b, a_ptr, ty, b.add(b.mul(i, a_row), b.mul(p, a_col)))
-                    a = splat(b, a, vec)
+
+    def row_tiles(count, first, rows):
+        height = i64(rows)
+        with loop(b, count, f"ti{rows}", unroll=False) as ti:
+            i0 = start(first, ti, height, m)
+            with loop(b, tiles(n, cols), f"tj{rows}", unroll=False) as tj:
+                j0 = start(i64(0), tj, cols, n)
+                for row in accs[:rows]:
+                    for slot in row:
+                        b.store(zero, slot)
+                with loop(b, k, f"p{rows}", unroll=False) as p:
+                    brow = b.add(b.mul(p, n), j0)
+                    bv = []
                     for v in range(2):
-                        b.store(b.call(fma, [a, bv[v], b.load(accs[r][v], typ=vec)]), accs[r][v])
-            for r in range(TILE_ROWS):
-                crow = b.add(b.mul(b.add(i0, i64(r)), n), j0)
-                for v in range(2):
-                    st = b.store(b.load(accs[r][v], typ=vec),
-                                 vector_at(c_ptr, b.add(crow, i64(v * lanes))))
-                    st.align = size
+                        x = b.load(vector_at(b_ptr, b.add(brow, i64(v * lanes))), typ=vec)
+                        x.align = size
+                        bv.append(x)
+                    for r in range(rows):
+                        i = b.add(i0, i64(r))
+                        a = load(b, a_ptr, ty, b.add(b.mul(i, a_row), b.mul(p, a_col)))
+                        a = splat(b, a, vec)
+                        for v in range(2):
+                            b.store(b.call(fma, [a, bv[v], b.load(accs[r][v], typ=vec)]),
+                                    accs[r][v])
+                for r in range(rows):
+                    crow = b.add(b.mul(b.add(i0, i64(r)), n), j0)
+                    for v in range(2):
+                        st = b.store(b.load(accs[r][v], typ=vec),
+                                     vector_at(c_ptr, b.add(crow, i64(v * lanes))))
+                        st.align = size
+
+    row_tiles(six_tiles, i64(0), TILE_ROWS)
+    row_tiles(four_tiles, b.mul(six_tiles, i64(TILE_ROWS)), SHORT_TILE_ROWS)
+    b.ret_void()
+    return fn
+
+
+#: A product with B transposed gets the register tiles too where B (n x k) has at most this
+#: many elements, known at compile time: B is first transposed into a stack buffer of the
+#: kernel (32 KiB of floats), in square blocks of a vector's lanes. The autoencoder's
+#: d2 @ W2.T (32x64 @ 64x32) took 4.2k counter cycles in BLAS, ... in the tiles.
+TRANSPOSED_B_TILED = 8192
+
+
+def _transpose_function(module: ir.Module, ty: ir.Type) -> ir.Function:
+    """``dst (cols x rows) = src (rows x cols)^T``, both contiguous: square blocks of L x L
+    (L the lanes of a 32-byte vector) loaded as L vectors, transposed by log2(L) stages of
+    shuffles (each swaps the off-diagonal halves of the blocks of the stage), stored as L
+    vectors; the rows and columns past the last whole block one element at a time."""
+    name = f"graphc.transpose.{ty}"
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    fn = ir.Function(module, ir.FunctionType(VOID, [PTR, PTR, I64, I64]), name=name)
+    fn.linkage = "internal"
+    fn.attributes.add("nounwind")
+    fn.attributes.add("noinline")
+    dst, src, rows, cols = fn.args
+    for arg, label in zip(fn.args, ("dst", "src", "rows", "cols")):
+        arg.name = label
+    for arg in (dst, src):
+        arg.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    size = 4 if ty == F32 else 8
+    lanes = TILE_VECTOR_BYTES // size
+    vec = ir.VectorType(ty, lanes)
+    whole_rows = b.mul(b.sdiv(rows, i64(lanes)), i64(lanes))
+    whole_cols = b.mul(b.sdiv(cols, i64(lanes)), i64(lanes))
+
+    def masks(h):
+        low = [q if not q & h else lanes + (q ^ h) for q in range(lanes)]
+        high = [q ^ h if not q & h else lanes + q for q in range(lanes)]
+        return [ir.Constant(ir.VectorType(I32, lanes), m) for m in (low, high)]
+
+    with loop(b, b.sdiv(rows, i64(lanes)), "tr", unroll=False) as rb:
+        with loop(b, b.sdiv(cols, i64(lanes)), "tc", unroll=False) as cb:
+            r0, c0 = b.mul(rb, i64(lanes)), b.mul(cb, i64(lanes))
+            block = []
+            for i in range(lanes):
+                at = b.add(b.mul(b.add(r0, i64(i)), cols), c0)
+                v = b.load(b.gep(src, [at], inbounds=True, source_etype=ty), typ=vec)
+                v.align = size
+                block.append(v)
+            h = lanes // 2
+            while h:
+                low, high = masks(h)
+                for i in range(lanes):
+                    if not i & h:
+                        x, y = block[i], block[i + h]
+                        block[i] = b.shuffle_vector(x, y, low)
+                        block[i + h] = b.shuffle_vector(x, y, high)
+                h //= 2
+            for j in range(lanes):
+                at = b.add(b.mul(b.add(c0, i64(j)), rows), r0)
+                st = b.store(block[j], b.gep(dst, [at], inbounds=True, source_etype=ty))
+                st.align = size
+
+    def one_by_one(row_from, row_to, col_from):
+        with loop(b, b.sub(row_to, row_from), "er", unroll=False) as r:
+            r = b.add(r, row_from)
+            with loop(b, b.sub(cols, col_from), "ec", unroll=False) as c:
+                c = b.add(c, col_from)
+                value = load(b, src, ty, b.add(b.mul(r, cols), c))
+                store(b, value, dst, ty, b.add(b.mul(c, rows), r))
+
+    one_by_one(i64(0), whole_rows, whole_cols)  # the columns right of the blocks
+    one_by_one(whole_rows, rows, i64(0))  # the rows below them
     b.ret_void()
     return fn
 
@@ -300,12 +404,13 @@ def _static_work(*dims) -> int:
 
 def _never_tiled(known: list, tb: bool, columns: int) -> bool:
     """Does a product whose sizes (m, n, k) are `known` (ints, None where only the run time
-    knows) skip the register tiles whatever the unknown sizes are? (B transposed, too little
-    or too much work, too few rows or columns for one tile.)"""
+    knows) skip the register tiles whatever the unknown sizes are? (B transposed and not
+    known small, too little or too much work, too few rows or columns for one tile.)"""
     static = 1
     for d in known:
         static *= 1 if d is None else d
-    return (tb or static < TILED_GEMM_MIN
+    transposed_too_big = tb and (None in known[1:] or known[1] * known[2] > TRANSPOSED_B_TILED)
+    return (transposed_too_big or static < TILED_GEMM_MIN
             or static * TILED_GEMM_BATCH ** known.count(None) > TILED_GEMM
             or (known[0] is not None and known[0] < TILE_ROWS)
             or (known[1] is not None and known[1] < columns)
@@ -326,8 +431,9 @@ def gemm(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m
          a_ptr, b_ptr, c_ptr, accumulate: bool = False, alpha: float = 1.0) -> None:
     """C (+)= op(A) @ op(B) for contiguous row-major operands: a loop nest when tiny (or not a
     BLAS type), register tiles when small (TILED_GEMM_MIN to TILED_GEMM multiply-adds, at
-    least one whole tile, B not transposed: `_never_tiled`), BLAS otherwise; decided at
-    compile time where the static sizes settle it, else by a test of the sizes at run time.
+    least one whole tile, a transposed B only if known small: `_never_tiled`), BLAS
+    otherwise; decided at compile time where the static sizes settle it, else by a test of
+    the sizes at run time.
     `alpha` (C += alpha op(A) @ op(B), an update of a parameter:
     codegen.HostCodegen.product_updates) only where `blas_sized` holds."""
     if ty not in (F32, F64):
@@ -340,7 +446,11 @@ def gemm(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m
 
     def tiled():
         a_row, a_col = (i64(1), m) if ta else (k, i64(1))
-        b.call(_tiled_gemm_function(ctx.module, ty), [c_ptr, a_ptr, b_ptr, m, n, k, a_row, a_col])
+        b_rows = b_ptr
+        if tb:  # B (n x k) into a k x n buffer of the kernel's stack (_never_tiled: small)
+            b_rows = entry_alloca(b, ir.ArrayType(ty, known[1] * known[2]), "b_transposed")
+            b.call(_transpose_function(ctx.module, ty), [b_rows, b_ptr, n, k])
+        b.call(_tiled_gemm_function(ctx.module, ty), [c_ptr, a_ptr, b_rows, m, n, k, a_row, a_col])
 
     if None not in known:
         tiled()

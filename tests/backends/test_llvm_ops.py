@@ -74,32 +74,67 @@ def test_integer_maximum_and_minimum_keep_ties(dtype, backend, options):
         np.testing.assert_array_equal(g, w)
 
 
-@pytest.mark.parametrize("ta", [False, True], ids=["nn", "tn"])
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True)],
+                         ids=["nn", "tn", "nt"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_matmul_over_a_symbolic_batch_takes_every_path(dtype, ta):
+def test_matmul_over_a_symbolic_batch_takes_every_path(dtype, ta, tb):
     """One compiled product, batch sizes that take each path the sizes choose at run time:
-    empty, the plain loop (tiny), register tiles (exact and with overlapping edge tiles,
-    fewer rows than two tiles), and BLAS (large); each against NumPy. In the tiles each
-    element is one sum over k in order: a row's bits do not depend on the batch around it."""
+    empty, the plain loop (tiny), register tiles (every row count mod 6, so every split into
+    six- and four-row tiles, exact and with overlapping edge tiles), and BLAS (large); each
+    against NumPy. In the tiles each element is one sum over k in order: a row's bits do not
+    depend on the batch around it, nor on the kind of tile that computed it. A transposed B
+    (n x k, 40 x 30: neither a whole number of vector blocks) is transposed into the tiles'
+    layout first."""
     from graphc.backends.llvm.kernels_linalg import TILE_ROWS, TILED_GEMM
 
     k, n = 30, 40
     with gc.Graph():
         a = gc.placeholder("a", (k, "N") if ta else ("N", k), np.dtype(dtype).name)
-        b = gc.placeholder("b", (k, n), np.dtype(dtype).name)
-        fn = gc.compile([a, b], gc.ops.matmul_t(a, b, ta=ta), backend="llvm")
+        b = gc.placeholder("b", (n, k) if tb else (k, n), np.dtype(dtype).name)
+        fn = gc.compile([a, b], gc.ops.matmul_t(a, b, ta=ta, tb=tb), backend="llvm")
     assert "graphc.gemm_tiles" in fn.source  # the branch to the tiles is there
+    assert ("graphc.transpose" in fn.source) == tb
     rng = np.random.default_rng(7)
-    bv = rng.uniform(-1, 1, (k, n)).astype(dtype)
+    b_stored = rng.uniform(-1, 1, (n, k) if tb else (k, n)).astype(dtype)
+    bv = b_stored.T if tb else b_stored
     big = TILED_GEMM // (k * n) + 1
-    for rows in (0, 1, TILE_ROWS, TILE_ROWS + 1, 12, 13, 2 * TILE_ROWS - 1, big):
+    for rows in (0, 1, *range(TILE_ROWS, 3 * TILE_ROWS + 2), 32, big):
         av = rng.uniform(-1, 1, (rows, k)).astype(dtype)
-        got = fn(np.ascontiguousarray(av.T) if ta else av, bv)
+        got = fn(np.ascontiguousarray(av.T) if ta else av, b_stored)
         np.testing.assert_allclose(got, av.astype(np.float64) @ bv, **TOL[dtype])
     av = rng.uniform(-1, 1, (13, k)).astype(dtype)
-    whole = fn(np.ascontiguousarray(av.T) if ta else av, bv)
-    part = fn(np.ascontiguousarray(av[:7].T) if ta else av[:7], bv)
+    whole = fn(np.ascontiguousarray(av.T) if ta else av, b_stored)
+    part = fn(np.ascontiguousarray(av[:7].T) if ta else av[:7], b_stored)
     assert part.tobytes() == whole[:7].tobytes()
+    av = rng.uniform(-1, 1, (32, k)).astype(dtype)  # six-row tiles and two four-row ones
+    whole = fn(np.ascontiguousarray(av.T) if ta else av, b_stored)
+    for rows in (8, 10):  # four-row tiles only; one six-row tile and one four-row tile
+        for some in (slice(0, rows), slice(32 - rows, 32)):
+            part = fn(np.ascontiguousarray(av[some].T) if ta else av[some], b_stored)
+            assert part.tobytes() == whole[some].tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("sizes", [(3, 12, 24, 20), (2, 33, 17, 9), (4, 7, 65, 63)])
+def test_batched_products_with_b_transposed_in_the_tiles(sizes, dtype):
+    """Batched and broadcast A @ B.T whose B is transposed into the tiles' layout at each
+    batch index (odd sizes: the blocks' edges one element at a time), against NumPy."""
+    batch, m, n, k = sizes
+    name = np.dtype(dtype).name
+    with gc.Graph():
+        a = gc.placeholder("a", (batch, m, k), name)
+        b = gc.placeholder("b", (batch, n, k), name)
+        shared = gc.placeholder("shared", (n, k), name)
+        fn = gc.compile([a, b, shared], [gc.ops.matmul_t(a, b, tb=True),
+                                         gc.ops.matmul_t(a, shared, tb=True)], backend="llvm")
+    assert "graphc.transpose" in fn.source
+    rng = np.random.default_rng(5)
+    av, bv, sv = (rng.uniform(-1, 1, s).astype(dtype)
+                  for s in ((batch, m, k), (batch, n, k), (n, k)))
+    per_batch, broadcast = fn(av, bv, sv)
+    np.testing.assert_allclose(per_batch, av.astype(np.float64) @ bv.transpose(0, 2, 1),
+                               **TOL[dtype])
+    np.testing.assert_allclose(broadcast, av.astype(np.float64) @ sv.T, **TOL[dtype])
 
 
 @pytest.mark.parametrize("symbolic", [False, True], ids=["static", "symbolic"])
