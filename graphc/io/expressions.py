@@ -191,16 +191,33 @@ def _from_json(tree, inputs, budget: _Budget, depth: int) -> sympy.Basic:
         # exactly the saved computation: sympy's automatic rewriting would turn x0/2.0 into
         # 0.5*x0, x > 0.0 into x > 0 or y - y into 0 (fused expressions are composed
         # unevaluated)
-        if cls in (ExprCondPair, sympy.And, sympy.Or, sympy.Not):
-            built = cls(*rebuilt)
-        else:
-            built = cls(*rebuilt, evaluate=False)
-            _check_literal(built)  # (a numeric power)
+        _check_structure(cls, rebuilt)
+        built = E.unevaluated(cls, tuple(rebuilt))
+        _check_literal(built)  # (a numeric power)
     except GraphError:
         raise
     except Exception as exc:  # sympy refused the arguments (arity, types): the file is bad
         raise GraphError(f"bad {t} node: {type(exc).__name__}: {short(str(exc))}") from None
     return built
+
+
+def _check_structure(cls: type, args: list) -> None:
+    """What the constructors of the node types built without evaluation would have checked:
+    a Piecewise of (expression, condition) pairs, conditions and logic over booleans."""
+    boolean = sympy.logic.boolalg.Boolean
+    if cls is sympy.Piecewise:
+        ok = bool(args) and all(isinstance(a, ExprCondPair) for a in args)
+    elif cls is ExprCondPair:
+        ok = len(args) == 2 and isinstance(args[0], sympy.Expr) and isinstance(args[1], boolean)
+    elif cls in (sympy.And, sympy.Or):
+        ok = len(args) >= 2 and all(isinstance(a, boolean) for a in args)
+    elif cls is sympy.Not:
+        ok = len(args) == 1 and isinstance(args[0], boolean)
+    else:
+        return
+    if not ok:
+        raise GraphError(f"bad {cls.__name__} node: its arguments are "
+                         f"{short([type(a).__name__ for a in args])}")
 
 
 def _checked(e):

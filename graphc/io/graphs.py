@@ -381,7 +381,9 @@ ATTR_TYPES: dict[str, tuple[str, object]] = {
     "alpha": ("a float", lambda v: isinstance(v, (float, np.floating))),
     "approximate": ("'none' or 'tanh'", lambda v: v in ("none", "tanh")),
     "reduction": ("a str", lambda v: isinstance(v, str)),
-    "expr": ("a sympy expression", lambda v: isinstance(v, sympy.Expr)),
+    # (a fused comparison is a sympy Boolean, not an Expr; check_expression says the rest)
+    "expr": ("a sympy expression",
+             lambda v: isinstance(v, (sympy.Expr, sympy.logic.boolalg.Boolean))),
     "body": ("a graph", lambda v: isinstance(v, Graph)),
 }
 

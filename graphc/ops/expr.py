@@ -255,20 +255,27 @@ def _short(e) -> str:
 # -- composition without evaluation ------------------------------------------------------------
 
 
-def _raw(e, args: tuple):
-    """A node of e's type with these args, built without any of sympy's rewriting."""
-    cls = type(e)
-    if isinstance(e, ExprCondPair):
-        return sympy.Tuple.__new__(ExprCondPair, *args)  # (its __new__ folds piecewise conds)
-    if isinstance(e, sympy.Piecewise):
+def unevaluated(cls: type, args: tuple):
+    """A node of type `cls` with these args, built without any of sympy's rewriting: how
+    fusion composes expressions, and how a file's expressions are rebuilt (graphc.io), so
+    that what is loaded is exactly what was saved."""
+    if issubclass(cls, ExprCondPair):
+        # (its __new__ folds a Piecewise inside a condition into ITE, which no backend lowers)
+        return sympy.Tuple.__new__(ExprCondPair, *args)
+    if issubclass(cls, sympy.Piecewise):
         return sympy.Basic.__new__(sympy.Piecewise, *args)
-    if isinstance(e, (sympy.And, sympy.Or)):  # (their __new__ finds "tautologies" of reals)
+    if issubclass(cls, (sympy.And, sympy.Or)):  # (their __new__ finds "tautologies" of reals)
         obj = sympy.Basic.__new__(cls, *args)
         obj._argset = frozenset(args)
         return obj
-    if isinstance(e, sympy.Not):  # (Not(x > y) would become x <= y: wrong for NaN)
+    if issubclass(cls, sympy.Not):  # (Not(x > y) would become x <= y: wrong for NaN)
         return sympy.Basic.__new__(sympy.Not, *args)
     return cls(*args, evaluate=False)
+
+
+def _raw(e, args: tuple):
+    """A node of e's type with these args, built without any of sympy's rewriting."""
+    return unevaluated(type(e), args)
 
 
 def compose(expr, subs: dict):

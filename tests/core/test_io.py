@@ -351,3 +351,32 @@ def test_extra_arrays_are_kept_beside_the_object(tmp_path):
     with pytest.raises(FormatError, match="extra_arrays"):
         gc.io.read_extra_arrays(bad)
     np.testing.assert_array_equal(gc.load(bad).state()["0.weight"], model.state()["0.weight"])
+
+
+def test_fused_comparisons_of_piecewise_values_round_trip(tmp_path):
+    """A fused comparison is a sympy Boolean, and a Piecewise (relu, maximum) inside a
+    condition must be rebuilt as it was saved, not folded into ITE (which no backend
+    lowers): warmup(cosine(...))'s rate, a ReLU6, a mask of a ReLU all save and load, and
+    so does a training step using the schedule."""
+    from graphc.optim import schedules as S
+
+    x = gc.placeholder("x", (5,), "float64")
+    xs = np.array([-1.0, 0.25, 0.5, 2.0, np.nan])
+    for out in (gc.relu(x) > 0.5, gc.minimum(gc.relu(x), 1.0),
+                gc.where(gc.maximum(x, 0.0) < 1.0, x, 0.0 * x)):
+        fn = gc.compile([x], out)
+        gc.save(fn, tmp_path / "f.graphc")
+        loaded = gc.load(tmp_path / "f.graphc")
+        np.testing.assert_array_equal(loaded(xs), fn(xs))
+    with gc.Graph():
+        xb = gc.placeholder("xb", ("N", 3))
+        w = gc.parameter("w", np.ones((3, 1), np.float32))
+        loss = gc.mean(gc.square(xb @ w))
+        opt = gc.optim.SGD([w], lr=S.warmup(S.cosine(0.1, 90, 0.001), 10))
+        step = gc.compile([xb], loss, updates=opt.updates(loss))
+    batch = np.ones((4, 3), np.float32)
+    for _ in range(3):
+        step(batch)
+    gc.save(step, tmp_path / "step.graphc")
+    again = gc.load(tmp_path / "step.graphc")
+    assert again(batch) == step(batch)

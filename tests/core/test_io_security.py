@@ -316,6 +316,10 @@ def _deep(depth: int) -> dict:
     return tree
 
 
+_X0 = {"t": "Symbol", "name": "x0", "assumptions": {}}
+_ONE = {"t": "Integer", "v": "1"}
+
+
 def _fused_set(tree):
     return lambda c: next(n for n in nodes(c) if n["op"] == "elemwise")["attrs"].update(
         expr={"sympy": tree})
@@ -345,6 +349,14 @@ def _tuples(depth: int):
     (_fused_set({"t": "Float", "v": 1.5, "p": 53}), "float literal"),
     (_fused_set({"t": "exp", "args": []}), "bad exp node"),
     (_fused_set({"t": "Function", "args": []}), "unsupported sympy node type"),
+    (_fused_set({"t": "Piecewise", "args": [_X0]}), "bad Piecewise node"),
+    (_fused_set({"t": "Piecewise", "args": []}), "bad Piecewise node"),
+    (_fused_set({"t": "Piecewise", "args": [{"t": "ExprCondPair", "args": [_X0, _ONE]}]}),
+     "bad ExprCondPair node"),
+    (_fused_set({"t": "Piecewise", "args": [{"t": "ExprCondPair", "args": [_X0]}]}),
+     "bad ExprCondPair node"),
+    (_fused_set({"t": "Not", "args": [_ONE]}), "bad Not node"),
+    (_fused_set({"t": "And", "args": [{"t": "atom", "v": "true"}, _ONE]}), "bad And node"),
     (_fused_set({"t": "Symbol", "name": ["x0"], "assumptions": {}}), "symbol"),
     (_fused_set({"t": "Symbol", "name": "x0"}), "fields"),
     (lambda c: nodes(c)[-1]["attrs"].update(axes=_tuples(40)), "nested more than"),
