@@ -236,20 +236,22 @@ def updates_in_place(program: Graph, plan: MemoryPlan, can_fail,
 
 
 def products_into_updates(program: Graph, plan: MemoryPlan, can_fail, chosen: dict[int, int],
-                          blas_sized) -> dict[int, tuple[int, float]]:
+                          accumulates_scaled) -> dict[int, tuple[int, float]]:
     """Among the updates written in place (`chosen`, from updates_in_place), those of the
-    form ``p + c * (A @ B)`` (plain SGD on a weight: ``W - lr * X.T @ G``) whose product a
-    BLAS gemm can accumulate straight into the parameter: matmul uid -> (parameter uid, c).
+    form ``p + c * (A @ B)`` (plain SGD on a weight: ``W - lr * X.T @ G``) whose product the
+    backend can accumulate straight into the parameter: matmul uid -> (parameter uid, c).
 
     The gemm then computes ``p + c * (A @ B)`` into p itself (alpha c, beta 1): the gradient
     is never stored, and the elementwise pass over the weight and its gradient disappears.
-    The values are the update's within rounding (the gemm rounds c * sum + p once, with a
-    fused multiply-add, and adds c times each partial sum where it blocks a long sum). Near
-    float overflow they can differ: a gradient whose sum overflows to inf while c times each
+    The values are the update's within rounding (a BLAS gemm rounds c * sum + p once, with a
+    fused multiply-add, and adds c times each partial sum where it blocks a long sum; the
+    llvm backend's register tiles round exactly as the separate update). Near float
+    overflow they can differ: a gradient whose sum overflows to inf while c times each
     block's share does not leaves p finite here and makes it inf in the separate update.
     The product must be a plain 2-d one, read only by this update, reading neither operand
-    from the parameter, that the backend sends to BLAS whatever the sizes known only at run
-    time (`blas_sized(m, n, k, tb, itemsize)`, the backend's rule); and the rules of
+    from the parameter, whose sizes the backend accumulates scaled whatever the sizes known
+    only at run time (`accumulates_scaled(m, n, k, tb, itemsize)`, the backend's rule); and
+    the rules of
     updates_in_place must hold at the product's position: nothing that can fail and no read
     of the parameter at or after it, but the update itself.
     """
@@ -280,8 +282,9 @@ def products_into_updates(program: Graph, plan: MemoryPlan, can_fail, chosen: di
                 or k <= facts.last_failure
                 or _storage(a) == storage or _storage(b) == storage
                 or any(k <= p != k_value for p in facts.reads.get(storage, ()))
-                or not blas_sized(m, n, a.shape[0] if product.attrs["ta"] else a.shape[1],
-                                  product.attrs["tb"], product.dtype.itemsize)):
+                or not accumulates_scaled(m, n,
+                                          a.shape[0] if product.attrs["ta"] else a.shape[1],
+                                          product.attrs["tb"], product.dtype.itemsize)):
             continue
         found[product.uid] = (param.uid, scale)
     return found

@@ -321,17 +321,17 @@ class HostCodegen(ProgramGenerator):
             return {}
         from graphc.passes.memory import products_into_updates, updates_in_place
 
-        from .kernels_linalg import blas_sized
+        from .kernels_linalg import scaled_update_sized
 
         def can_fail(node):
             return node.op.name in CAN_FAIL
 
         values = updates_in_place(self.program, self.plan, can_fail,
                                   lambda node: node.op.name not in READ_IN_PLACE)
-        # W - lr * (X.T @ G): the gemm accumulates into W (alpha -lr, beta 1), and the
-        # elementwise update has no kernel
+        # W - lr * (X.T @ G): the gemm (BLAS, or the register tiles) accumulates into W
+        # (alpha -lr, beta 1), and the elementwise update has no kernel
         self.product_updates = products_into_updates(self.program, self.plan, can_fail,
-                                                     values, blas_sized)
+                                                     values, scaled_update_sized)
         products = {m: p for m, (p, _) in self.product_updates.items()}
         self.folded = {v for v, p in values.items() if p in products.values()}
         self.written_into = {**values, **products}

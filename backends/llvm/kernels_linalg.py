@@ -145,16 +145,17 @@ def restore_blas_threads(module: ir.Module) -> ir.Function:
     return fn
 
 
-def _gemm_function(module: ir.Module, name: str, extra: tuple[str, ...] = ()) -> ir.Function:
-    """The module's function `name`(C, A, B, m, n, k, *extra) over noalias operands (the
-    extra arguments are i64): the one already there (with its body), or a new declaration
-    whose body the caller writes."""
+def _gemm_function(module: ir.Module, name: str, extra: tuple[str, ...] = (),
+                   scalar: ir.Type | None = None) -> ir.Function:
+    """The module's function `name`(C, A, B, m, n, k, *extra[, alpha]) over noalias operands
+    (the extra arguments are i64; `scalar`: a last argument `alpha` of that type): the one
+    already there (with its body), or a new declaration whose body the caller writes."""
     existing = module.globals.get(name)
     if existing is not None:
         return existing
-    labels = ("C", "A", "B", "m", "n", "k", *extra)
-    fn = ir.Function(module, ir.FunctionType(VOID, [PTR] * 3 + [I64] * (len(labels) - 3)),
-                     name=name)
+    labels = ("C", "A", "B", "m", "n", "k", *extra) + (("alpha",) if scalar else ())
+    types = [PTR] * 3 + [I64] * (len(labels) - 3 - bool(scalar)) + ([scalar] if scalar else [])
+    fn = ir.Function(module, ir.FunctionType(VOID, types), name=name)
     fn.linkage = "internal"
     fn.attributes.add("nounwind")
     for arg, label in zip(fn.args, labels):
@@ -232,7 +233,7 @@ def tile_columns(ty: ir.Type) -> int:
     return 2 * TILE_VECTOR_BYTES // (4 if ty == F32 else 8)
 
 
-def _tiled_gemm_function(module: ir.Module, ty: ir.Type) -> ir.Function:
+def _tiled_gemm_function(module: ir.Module, ty: ir.Type, update: bool = False) -> ir.Function:
     """C = A @ B in register tiles, A(i, p) at ``A[i*a_row + p*a_col]`` (so op(A) may be a
     transpose), for m >= TILE_ROWS and n >= tile_columns (checked by the caller): six rows
     (TILE_ROWS) or four (SHORT_TILE_ROWS, `ROW_SPLIT`) by two vectors of C held in registers
@@ -240,12 +241,19 @@ def _tiled_gemm_function(module: ir.Module, ty: ir.Type) -> ir.Function:
     feeding the fused multiply-adds of each step. The last tile of columns ends at the
     matrix's edge, overlapping the tile before it, as may the last tile of rows of each
     kind (those elements are computed twice, the same way). Each element of C is one sum
-    over k in order, so the result does not depend on the tiling or the sizes."""
-    fn = _gemm_function(module, f"graphc.gemm_tiles.{ty}", ("a_row", "a_col"))
+    over k in order, so the result does not depend on the tiling or the sizes.
+
+    `update`: C = C + alpha * (A @ B) instead, each tile's sums multiplied by alpha and added
+    to C as it is stored (an SGD step of a parameter C: `tiles_update_sized`). Rounded as the
+    separate update ``alpha * g + C`` would round it (a product, then a sum), but with no
+    gradient stored and no second pass over C. Only for tiles that never overlap (m even, n
+    a whole number of tiles), since an element stored twice would be updated twice."""
+    fn = _gemm_function(module, f"graphc.gemm_tiles.{ty}" + (".update" if update else ""),
+                        ("a_row", "a_col"), ty if update else None)
     if fn.blocks:
         return fn
     fn.attributes.add("noinline")  # one copy a module: inlined at each call it cost 25 ms each
-    c_ptr, a_ptr, b_ptr, m, n, k, a_row, a_col = fn.args
+    c_ptr, a_ptr, b_ptr, m, n, k, a_row, a_col = fn.args[:8]
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     size = 4 if ty == F32 else 8
     lanes = TILE_VECTOR_BYTES // size
@@ -272,6 +280,7 @@ def _tiled_gemm_function(module: ir.Module, ty: ir.Type) -> ir.Function:
         return b.load(b.gep(slot, [i64(0), b.srem(m, i64(TILE_ROWS))], inbounds=True,
                             source_etype=table.type), typ=I64)
 
+    alpha = splat(b, fn.args[8], vec) if update else None
     six_tiles = b.add(b.sdiv(m, i64(TILE_ROWS)), split(0))
     four_tiles = split(1)
     zero = ir.Constant(vec, [0.0] * lanes)
@@ -302,8 +311,13 @@ def _tiled_gemm_function(module: ir.Module, ty: ir.Type) -> ir.Function:
                 for r in range(rows):
                     crow = b.add(b.mul(b.add(i0, i64(r)), n), j0)
                     for v in range(2):
-                        st = b.store(b.load(accs[r][v], typ=vec),
-                                     vector_at(c_ptr, b.add(crow, i64(v * lanes))))
+                        at = vector_at(c_ptr, b.add(crow, i64(v * lanes)))
+                        value = b.load(accs[r][v], typ=vec)
+                        if update:
+                            old = b.load(at, typ=vec)
+                            old.align = size
+                            value = b.fadd(b.fmul(alpha, value), old)
+                        st = b.store(value, at)
                         st.align = size
 
     row_tiles(six_tiles, i64(0), TILE_ROWS)
@@ -417,6 +431,29 @@ def _never_tiled(known: list, tb: bool, columns: int) -> bool:
             or (None not in known and not TILED_GEMM_MIN <= static <= TILED_GEMM))
 
 
+def tiles_update_sized(known: list, tb: bool, columns: int) -> bool:
+    """Can the register tiles compute C + alpha * (A @ B) into C for these sizes (`known` as
+    in `_never_tiled`), whatever the unknown ones are? Tiles that never overlap (m even and
+    known, n a known whole number of tiles), and where the run time may choose otherwise, a
+    product large enough for BLAS, which takes alpha too."""
+    static = 1
+    for d in known:
+        static *= 1 if d is None else d
+    return (not _never_tiled(known, tb, columns)
+            and known[0] is not None and known[0] % 2 == 0
+            and known[1] is not None and known[1] % columns == 0
+            and (None not in known or static > SMALL_GEMM))
+
+
+def scaled_update_sized(m, n, k, tb: bool, itemsize: int) -> bool:
+    """Does the product of these sizes (ints, or symbols known only at run time) take
+    ``C += alpha * (A @ B)`` into C whatever the symbols' values (passes/memory.py's
+    products_into_updates)? BLAS products, and register tiles that do not overlap."""
+    known = [d if isinstance(d, int) else None for d in (m, n, k)]
+    columns = 2 * TILE_VECTOR_BYTES // itemsize
+    return blas_sized(m, n, k, tb, itemsize) or tiles_update_sized(known, tb, columns)
+
+
 def blas_sized(m, n, k, tb: bool, itemsize: int) -> bool:
     """Does a float product of these sizes (ints, or symbols known only at run time) go to
     BLAS whatever the symbols' values? `gemm`'s choice, made on the graph's shapes."""
@@ -435,12 +472,13 @@ def gemm(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m
     otherwise; decided at compile time where the static sizes settle it, else by a test of
     the sizes at run time.
     `alpha` (C += alpha op(A) @ op(B), an update of a parameter:
-    codegen.HostCodegen.product_updates) only where `blas_sized` holds."""
+    codegen.HostCodegen.product_updates) only where `scaled_update_sized` holds."""
     if ty not in (F32, F64):
         loop_gemm(ctx, b, ty, ta, tb, m, n, k, a_ptr, b_ptr, c_ptr, accumulate)
         return
     known = [int(d.constant) if isinstance(d, ir.Constant) else None for d in (m, n, k)]
-    if accumulate or _never_tiled(known, tb, tile_columns(ty)):
+    update = accumulate and tiles_update_sized(known, tb, tile_columns(ty))
+    if accumulate and not update or _never_tiled(known, tb, tile_columns(ty)):
         _gemm_untiled(ctx, b, ty, ta, tb, m, n, k, a_ptr, b_ptr, c_ptr, accumulate, alpha)
         return
 
@@ -450,7 +488,9 @@ def gemm(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m
         if tb:  # B (n x k) into a k x n buffer of the kernel's stack (_never_tiled: small)
             b_rows = entry_alloca(b, ir.ArrayType(ty, known[1] * known[2]), "b_transposed")
             b.call(_transpose_function(ctx.module, ty), [b_rows, b_ptr, n, k])
-        b.call(_tiled_gemm_function(ctx.module, ty), [c_ptr, a_ptr, b_rows, m, n, k, a_row, a_col])
+        args = [c_ptr, a_ptr, b_rows, m, n, k, a_row, a_col]
+        b.call(_tiled_gemm_function(ctx.module, ty, update),
+               args + [const(ty, alpha)] if update else args)
 
     if None not in known:
         tiled()
@@ -462,7 +502,7 @@ def gemm(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m
         with then:
             tiled()
         with otherwise:
-            _gemm_untiled(ctx, b, ty, ta, tb, m, n, k, a_ptr, b_ptr, c_ptr, accumulate)
+            _gemm_untiled(ctx, b, ty, ta, tb, m, n, k, a_ptr, b_ptr, c_ptr, accumulate, alpha)
 
 
 def _gemm_untiled(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m, n,
@@ -476,8 +516,9 @@ def _gemm_untiled(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb
     if static > SMALL_GEMM:
         blas_call()
         return
-    if alpha != 1.0:  # (the loop nest has no alpha: blas_sized keeps such products away)
-        raise AssertionError("a scaled product is for BLAS only (blas_sized)")
+    if alpha != 1.0:  # (the loop nest has no alpha: scaled_update_sized keeps them away)
+        raise AssertionError("a scaled product is for BLAS or the tiles only "
+                             "(scaled_update_sized)")
     if all_static:
         loop_gemm(ctx, b, ty, ta, tb, m, n, k, a_ptr, b_ptr, c_ptr, accumulate)
         return

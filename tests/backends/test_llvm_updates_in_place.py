@@ -294,13 +294,15 @@ def test_an_sgd_weight_update_is_one_gemm_into_the_weight():
     np.testing.assert_allclose(runs["llvm"][1][0], runs["numpy"][1][0], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("case", ["momentum", "late_read", "tiled", "rate_over_one"])
+@pytest.mark.parametrize("case", ["momentum", "late_read", "overlapping_tiles",
+                                  "rate_over_one"])
 def test_products_that_must_stay_whole_are_not_folded_into_the_update(case):
-    """The gradient read twice (momentum), the weight read after its gradient, a product
-    small enough for the register tiles, and a rate over 1 (a blocked gemm would scale each
-    partial sum by it): each keeps its own result and update."""
+    """The gradient read twice (momentum), the weight read after its gradient, a product in
+    register tiles that overlap (24 columns: a 16-column tile and one ending at the edge,
+    whose shared columns would be updated twice), and a rate over 1 (a blocked gemm would
+    scale each partial sum by it): each keeps its own result and update."""
     options = {"momentum": dict(momentum=True), "late_read": dict(late_read=True),
-               "tiled": dict(hidden=16), "rate_over_one": dict(lr=1.5)}[case]
+               "overlapping_tiles": dict(hidden=24), "rate_over_one": dict(lr=1.5)}[case]
     inputs, loss, updates, params, xs = _dense_step(**options)
     # (at a rate of 1.5 the steps after the first amplify rounding: one step)
     runs = _train_both(inputs, loss, updates, params, [xs],
@@ -320,6 +322,56 @@ def test_products_that_must_stay_whole_are_not_folded_into_the_update(case):
     np.testing.assert_allclose(runs["llvm"][0], runs["numpy"][0], rtol=1e-5, atol=1e-5)
     for a, b in zip(runs["llvm"][1], runs["numpy"][1]):  # (momentum's v grows to about 4)
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("rows,hidden", [(128, 16), (32, 32), (64, 48), (8, 128)])
+def test_an_sgd_update_in_the_register_tiles_rounds_as_the_separate_update(rows, hidden,
+                                                                           dtype, monkeypatch):
+    """A product small enough for the register tiles whose tiles do not overlap (rows even,
+    columns a whole number of tiles) adds alpha times each tile's sums into W as it stores
+    them: the same bits as the unfolded step (a product, then a sum, as the separate update
+    rounds them), also on hostile inputs; and NumPy's values within rounding."""
+    from graphc.backends.llvm import kernels_linalg
+
+    monkeypatch.setenv("GRAPHC_COMPILE_MEMO", "0")  # (each compile generates its code)
+
+    rng = np.random.default_rng(rows + hidden)
+    x = gc.placeholder("x", ("N", rows), dtype)
+    W = gc.parameter("W", (rng.normal(size=(rows, hidden)) * 0.1).astype(dtype))
+    loss = gc.sum(gc.tanh(x @ W))
+    (g,) = gc.grad(loss, [W])
+    updates = {W: W - 0.05 * g}
+    xs = rng.normal(size=(12, rows)).astype(dtype)
+    hostile = xs.copy()  # a last step with 0, -0, ±inf, NaN and huge inputs
+    hostile[rng.random(xs.shape) < 0.05] = rng.choice(
+        np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 3e38, -3e38], dtype), 1)
+    start = W.value
+    values = {}
+    for name in ("folded", "separate", "numpy"):
+        W.value = start
+        with monkeypatch.context() as patch:
+            if name == "separate":  # the same program with the update's own kernel
+                patch.setattr(kernels_linalg, "tiles_update_sized", lambda *args: False)
+            fn = gc.compile([x], loss, updates=updates,
+                            backend="numpy" if name == "numpy" else "llvm",
+                            backend_options=None if name == "numpy" else {"cache": False})
+        if name != "numpy":
+            assert fn.stats["llvm_products_into_updates"] == (name == "folded")
+            assert ("gemm_tiles" in fn.source) and ("gemm_tiles.float.update" in fn.source or
+                                                   "gemm_tiles.double.update" in fn.source) \
+                == (name == "folded")
+        for _ in range(3):
+            fn(xs)
+        values[name] = W.value
+        with np.errstate(all="ignore"):
+            fn(hostile)
+        values[name + ".hostile"] = W.value
+    assert values["folded"].tobytes() == values["separate"].tobytes()
+    np.testing.assert_allclose(values["folded"], values["numpy"],
+                               rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-6)
+    assert values["folded.hostile"].tobytes() == values["separate.hostile"].tobytes()
+    assert np.array_equal(np.isnan(values["folded.hostile"]), np.isnan(values["numpy.hostile"]))
 
 
 def test_a_product_that_reads_its_own_weight_is_not_folded():
