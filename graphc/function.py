@@ -208,7 +208,6 @@ def compile(inputs, outputs, updates=None, backend: str = "numpy",
     if entry is not None:  # passes and code generation done before: a new executable only
         program = entry.program
         stats = list(entry.pass_stats) if entry.pass_stats is not None else None
-        executable = entry.executable(impl, options)
     else:
         stats = None
         with _collector_paused():
@@ -216,6 +215,15 @@ def compile(inputs, outputs, updates=None, backend: str = "numpy",
                 program, stats = optimize_program(program, passes=optimize)
             elif optimize:
                 program, stats = optimize_program(program)
+    from .distributed import consistency
+
+    found = consistency.collectives(program)
+    if found:  # (collective) every process runs the same collectives, with roots that exist
+        consistency.check_program(program, found)
+    if entry is not None:
+        executable = entry.executable(impl, options)
+    else:
+        with _collector_paused():
             executable = impl.compile(program, options)
         compile_memo.remember(key, program, stats, executable)
     fn = Function(program, executable, single, backend, declared_facts)
@@ -285,10 +293,13 @@ class Function:
                                key=lambda s: s.name)
         self._specs = [_input_spec(n, self._symbols) for n in self._inputs]
         self._native_updates = getattr(executable, "applies_updates", False)
-        from .ops.collective import COLLECTIVES
+        from .distributed import consistency
 
+        found = consistency.collectives(program)  # (scan bodies included)
         #: does a call communicate with the other MPI processes (gc.distributed)?
-        self.distributed = any(n.op.name in COLLECTIVES for n in program.nodes)
+        self.distributed = bool(found)
+        # collectives with symbolic sizes: a call compares them across processes first
+        self._collective_sizes = consistency.symbolic_sizes(found)
         # calls the executable's shorter path may serve (`Executable.again_lane`): it applies
         # its updates itself and does not communicate (that call runs under a watchdog)
         from .backends.base import Executable
@@ -413,6 +424,11 @@ class Function:
             from .distributed import runtime
 
             with runtime.watchdog(f"a call of the distributed step {self._program.name!r}"):
+                if self._collective_sizes and runtime.active():
+                    from .distributed import consistency
+
+                    sizes = binding if binding is not None else dict(zip(self._symbols, key))
+                    consistency.check_sizes(self._collective_sizes, sizes, self._program.name)
                 outputs, new_values = self._exe.run(arrays, binding, key)
         else:
             outputs, new_values = self._exe.run(arrays, binding, key)

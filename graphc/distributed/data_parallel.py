@@ -23,7 +23,7 @@ import numpy as np
 from .. import ops
 from ..errors import GraphError
 from ..ir.graph import name_scope, topological
-from ..ir.shapes import prod
+from ..ir.shapes import format_shape, prod
 from ..ir.tensor import Tensor
 from ..ops.collective import allreduce, allreduce_start, allreduce_wait
 from . import runtime
@@ -32,15 +32,32 @@ DEFAULT_BUCKET_MB = 25.0  # PyTorch DDP's bucket_cap_mb
 
 
 def sample_count(cost: Tensor) -> Tensor:
-    """This process's number of samples: the leading size of the first batched placeholder the
-    cost depends on (a scalar float64 tensor; symbolic sizes are read at run time)."""
+    """This process's number of samples (a scalar float64 tensor; symbolic sizes are read at
+    run time): the batch dimension of the placeholders the cost depends on.
+
+    The batch is the *symbolic* leading dimension those placeholders share (``x: (N, 3)``
+    and ``y: (N,)`` give N); placeholders with a static leading size (a per-class weight of
+    shape (2,)) are not batches and are ignored, whatever order they were created in. When
+    no placeholder has a symbolic leading dimension, the static leading sizes must agree.
+    Anything else is ambiguous — placeholders leading with different dimensions (time-major
+    ``(T, N, F)`` next to labels ``(N,)``), or none batched at all — and a GraphError asks for
+    ``samples=`` (``gc.distributed.DataParallel(opt, samples=...)``), never a guess."""
     batched = [n for n in topological([cost.node])
                if n.op.name == "placeholder" and len(n.shape) >= 1]
+    hint = ("pass this process's sample count as samples= to gc.distributed.DataParallel "
+            "(a number or a scalar tensor, e.g. gc.numel(x, axis=1) for time-major inputs)")
     if not batched:
         raise GraphError("distributed gradients are weighted by each process's sample count, "
-                         "but the cost depends on no batched placeholder: pass samples= to "
-                         "gc.distributed.DataParallel")
-    return ops.numel(Tensor(batched[0], cost.graph), axis=0, dtype=np.float64)
+                         f"but the cost depends on no batched placeholder: {hint}")
+    symbolic = [n for n in batched if not isinstance(n.shape[0], int)]
+    chosen = symbolic or batched
+    leading = {str(n.shape[0]) for n in chosen}
+    if len(leading) > 1:
+        which = ", ".join(f"{n.name}: {format_shape(n.shape)}" for n in chosen)
+        raise GraphError("distributed gradients are weighted by each process's sample count, "
+                         "the batch dimension that leads the cost's inputs, but their leading "
+                         f"dimensions differ ({which}), so the batch is ambiguous: {hint}")
+    return ops.numel(Tensor(chosen[0], cost.graph), axis=0, dtype=np.float64)
 
 
 def weighted_gradients(cost: Tensor, wrt: Sequence[Tensor], *, samples=None,
@@ -133,8 +150,9 @@ class DataParallel:
 
     `bucket_mb`: the size of a fused bucket (one allreduce each); `overlap`: non-blocking
     collectives placed as early as their gradients allow (False: one blocking allreduce per
-    bucket); `samples`: this process's weight in the average (default its batch size, read
-    from the cost's first batched input); `build_alone`: build the buckets in a single
+    bucket); `samples`: this process's weight in the average (default its batch size: the
+    symbolic leading dimension of the cost's inputs, see `sample_count`; an ambiguous one is
+    an error asking for `samples`); `build_alone`: build the buckets in a single
     process too (to inspect the schedule)."""
 
     def __init__(self, optimizer, *, bucket_mb: float = DEFAULT_BUCKET_MB, overlap: bool = True,

@@ -31,12 +31,21 @@ def shard_indices(order, rank: int, size: int) -> np.ndarray:
 def average_logs(logs: dict[str, float], weight: float) -> dict[str, float]:
     """Per-process metrics averaged over the processes, weighted by `weight` (the examples
     each one saw); the same dict on every process. Identity in one process."""
+    from ..errors import GraphError
     from . import runtime
 
     if not runtime.active():
         return dict(logs)
     keys = sorted(logs)
-    values = np.array([float(logs[k]) * weight for k in keys] + [float(weight)])
+    # the same keys everywhere, or the allreduce below would mix arrays of different lengths
+    every = runtime.comm().allgather(keys)
+    if any(k != every[0] for k in every):
+        which = "; ".join(f"rank {r}: {k}" for r, k in enumerate(every))
+        raise GraphError(f"the processes recorded different metrics ({which}): every process "
+                         "must compute the same outputs")
+    # a process that saw nothing (weight 0) adds nothing, not NaN·0
+    values = np.array([float(logs[k]) * weight if weight else 0.0 for k in keys]
+                      + [float(weight)])
     total = runtime.allreduce_array(values, "sum")
     merged = {k: float(v / total[-1]) if total[-1] else float("nan")
               for k, v in zip(keys, total[:-1])}

@@ -240,18 +240,25 @@ class Optimizer:
                     out.update({self._slots[i][s]: v for s, v in slots.items()})
                 out[self.step_count] = self.step_count + 1
                 if skip_nonfinite:
-                    out = self._guarded(cost, [g for g in grads if g is not None], out)
+                    out = self._guarded(cost, [g for g in grads if g is not None], out,
+                                        distributed)
                 elif distributed:  # in the step (unchanged), so compiling broadcasts it too
                     out[self.nonfinite_steps] = self.nonfinite_steps
         return out
 
-    def _guarded(self, cost: Tensor, grads: list[Tensor], out: dict) -> dict:
-        """Every update as ``where(all finite, new, old)``, the default updates included."""
+    def _guarded(self, cost: Tensor, grads: list[Tensor], out: dict, distributed=False) -> dict:
+        """Every update as ``where(all finite, new, old)``, the default updates included.
+
+        Distributed, the decision is the same on every process: the gradients are the averaged
+        ones already, and the cost's part is the cost of the whole batch, which is not finite
+        iff some process *with samples* has a non-finite cost (one scalar allreduce); a process
+        with an empty batch (its mean cost is NaN) neither skips alone nor makes the others
+        skip, as one process holding the whole batch would not."""
         from ..function import default_updates
 
         with name_scope("skip_nonfinite"):
             # one scalar that is NaN iff anything is not finite: x * 0 is NaN for inf and NaN
-            flag = cost * 0.0
+            flag = self._global_cost_flag(cost, distributed)
             for g in grads:
                 flag = flag + ops.cast(ops.sum(g * 0.0), cost.dtype)
             finite = ops.isfinite(flag)
@@ -264,6 +271,30 @@ class Optimizer:
             guarded[self.nonfinite_steps] = self.nonfinite_steps + ops.cast(self._skipped,
                                                                             np.int64)
         return guarded
+
+    @staticmethod
+    def _global_cost_flag(cost: Tensor, distributed) -> Tensor:
+        """``cost * 0``, NaN iff the cost is not finite; distributed (several processes, or
+        a DataParallel built alone), the cost of all processes' samples together."""
+        if not distributed:
+            return cost * 0.0
+        from ..distributed import DataParallel, runtime
+        from ..distributed.data_parallel import _weight
+        from ..ops.collective import allreduce, allreduce_start, allreduce_wait
+
+        wrapper = distributed if isinstance(distributed, DataParallel) else None
+        if runtime.size() == 1 and not (wrapper is not None and wrapper.build_alone):
+            return cost * 0.0
+        n = _weight(cost, wrapper.samples if wrapper is not None else None)
+        has_samples = ops.cast(n > 0.0, np.float64)
+        bad = has_samples * (1.0 - ops.cast(ops.isfinite(cost), np.float64))
+        # how many processes with samples have a bad cost (split, as the gradient buckets: the
+        # schedule starts it after the forward pass and waits where the guard reads it)
+        if wrapper is None or wrapper.overlap:
+            total = allreduce_wait(allreduce_start(bad, "sum"), bad)
+        else:
+            total = allreduce(bad, "sum")
+        return ops.cast(ops.where(total > 0.0, total * np.nan, total * 0.0), cost.dtype)
 
     @property
     def skipped(self) -> Tensor:

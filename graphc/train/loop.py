@@ -41,7 +41,15 @@ from ..errors import GraphError
 from ..function import Function
 from .checkpoints import Checkpoint, save_checkpoint
 from .checkpoints import resume as resume_from
-from .evaluation import _as_arrays, _labels_of, _Running, _split_outputs, batches, evaluate
+from .evaluation import (
+    _METRICS,
+    _as_arrays,
+    _labels_of,
+    _Running,
+    _split_outputs,
+    batches,
+    evaluate,
+)
 from .history import EarlyStopping, History, Progress
 from .history import improved as _improved
 
@@ -124,6 +132,12 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
     epoch's metrics are averaged across processes, only rank 0 prints and writes
     checkpoints, and rank 0's early-stopping decision is broadcast. A checkpoint must be
     readable by every process to resume (a shared file system), with any process count.
+    Under ``mpiexec`` a step that updates parameters but was not compiled distributed is a
+    GraphError (each process would train its own model on its shard); a step that updates
+    nothing may run (its metrics are averaged). With ``on_nonfinite`` "skip" or "raise" the
+    decision is taken for the batch of all processes together (one small allreduce per
+    batch): non-finite if any process's part is, so every process skips or raises together
+    and the histories are identical, as one process holding the whole batch would have them.
 
     `on_nonfinite` says what a batch whose loss is NaN or infinite does: ``"stop"`` (the
     default) ends training after the epoch whose mean loss is not finite; ``"skip"`` leaves
@@ -133,22 +147,46 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
     the batch (that batch's update has been applied unless the step skips it). `callbacks`:
     see the module docstring. Returns the ``History``.
     """
-    arrays = _as_arrays(data, "data")
     if not isinstance(step_fn, Function):
         raise GraphError(f"step_fn must be a compiled gc.Function, got {type(step_fn).__name__}")
+    arrays = _as_arrays(data, "data")
     if len(step_fn.input_names) != len(arrays):
         raise GraphError(f"step_fn takes {len(step_fn.input_names)} inputs "
                          f"{step_fn.input_names}, but data has {len(arrays)} arrays")
+    if eval_fn is not None and not isinstance(eval_fn, Function):
+        raise GraphError(f"eval_fn must be a compiled gc.Function or None, got "
+                         f"{type(eval_fn).__name__}")
     if (eval_fn is None) != (val_data is None):
         raise GraphError("validation needs both eval_fn and val_data")
-    if epochs < 0 or batch_size < 1:
-        raise GraphError(f"need epochs >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
-    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) \
-            or initial_epoch < 0:
-        raise GraphError(f"initial_epoch must be an int >= 0, got {initial_epoch!r}")
+    _check_int("epochs", epochs, 0)
+    _check_int("batch_size", batch_size, 1)
+    _check_int("initial_epoch", initial_epoch, 0)
+    _check_int("seed", seed, None)
+    if verbose not in (0, 1, 2) or isinstance(verbose, float):
+        raise GraphError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise GraphError(f"shuffle must be True or False, got {shuffle!r}")
+    if isinstance(metrics, str) or not isinstance(metrics, Sequence) or \
+            not all(isinstance(m, str) for m in metrics):
+        raise GraphError(f"metrics must be a list of metric names (e.g. ['accuracy']), got "
+                         f"{metrics!r}")
+    unknown = [m for m in metrics if m not in _METRICS]
+    if unknown:
+        raise GraphError(f"metrics: unknown metric(s) {unknown}; choose from {sorted(_METRICS)}")
+    if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
+        _check_int("early_stopping (a patience)", early_stopping, 0,
+                   "an EarlyStopping, a patience (an int >= 0) or None")
+    if checkpoint is not None and not isinstance(checkpoint, (Checkpoint, str, Path)):
+        raise GraphError(f"checkpoint must be a Checkpoint, a path or None, got "
+                         f"{type(checkpoint).__name__}")
+    if resume is not None and not isinstance(resume, (str, Path)):
+        raise GraphError(f"resume must be a checkpoint's path or None, got "
+                         f"{type(resume).__name__}")
     if on_nonfinite not in NONFINITE_POLICIES:
         raise GraphError(f"on_nonfinite must be one of {NONFINITE_POLICIES}, got "
                          f"{on_nonfinite!r}")
+    if isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
+        raise GraphError(f"callbacks must be a list of callbacks, got {callbacks!r}")
     callbacks = list(callbacks)
     for cb in callbacks:
         if not callable(getattr(cb, "on_epoch_end", None)):
@@ -158,6 +196,12 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
     from ..distributed.sampler import average_logs, shard_indices
 
     distributed = mpi.active()
+    if distributed and not step_fn.distributed and step_fn.parameters():
+        raise GraphError(
+            f"fit runs under mpiexec ({mpi.size()} processes) and shards the data, but step_fn "
+            "does not average its gradients across the processes: each process would train its "
+            "own model on its own shard. Compile the step with opt.updates(cost, "
+            "distributed=True) (or gc.distributed.DataParallel(opt).updates(cost))")
     main = mpi.rank() == 0
     if not main:
         verbose = 0
@@ -198,7 +242,12 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
         running, skipped = _Running(), 0
         for b, batch in enumerate(batches(arrays, batch_size, order=order), start=1):
             outputs = _split_outputs(step_fn(*batch), len(batch[0]), "step_fn", True)
-            if on_nonfinite != "stop" and not math.isfinite(outputs.loss):
+            bad = on_nonfinite != "stop" and not math.isfinite(outputs.loss)
+            if distributed and on_nonfinite != "stop":
+                # the batch of all processes together: non-finite if any process's part is
+                # (as one process holding it would see), so that all skip (or raise) together
+                bad = bool(mpi.allreduce_array(np.array([int(bad)]), "max")[0])
+            if bad:
                 if on_nonfinite == "raise":
                     raise FloatingPointError(f"epoch {epoch}, batch {b} of {n_batches}: the "
                                              f"loss is {outputs.loss}")
@@ -212,10 +261,10 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
         logs.setdefault("loss", math.nan)  # every batch skipped
         if on_nonfinite == "skip":
             logs["skipped_batches"] = skipped
-        if distributed:  # every process: the same averages (skipped batches: their sum)
-            logs = average_logs(logs, running.count)
-            if on_nonfinite == "skip":
-                logs["skipped_batches"] = int(mpi.allreduce_array(np.array([skipped]))[0])
+        if distributed:  # every process: the same averages (skips are decided together, so
+            # skipped_batches, the steps all processes skipped, is already the same everywhere)
+            kept = {k: logs.pop(k) for k in ("skipped_batches",) if k in logs}
+            logs = {**average_logs(logs, running.count), **kept}
         if val_arrays is not None:
             val_logs = evaluate(eval_fn, val_arrays, batch_size, metrics)
             if distributed:  # the same data everywhere; batch-norm statistics may differ
@@ -267,6 +316,13 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
         print(f"restored the parameters of epoch {history.best_epoch} ({progress.monitor} "
               f"{progress.best:.4f})")
     return history
+
+
+def _check_int(name: str, value, low: int | None, what: str | None = None) -> None:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or (
+            low is not None and value < low):
+        want = what or ("an int" if low is None else f"an int >= {low}")
+        raise GraphError(f"{name} must be {want}, got {value!r}")
 
 
 def _stop_reason(progress: Progress, stopper: EarlyStopping | None, epoch: int,

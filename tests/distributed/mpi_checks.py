@@ -5,7 +5,9 @@ excepthook) at the first failure; tests/distributed/test_mpi.py launches them.
 Cases: ``train`` (data-parallel steps equal one process's steps, numpy and llvm; the ops'
 values and gradients; the schedule; fit's shards, metrics, checkpoints), ``raise`` (one rank
 raises), ``bad-input`` (one rank feeds a wrong shape), ``timeout`` (one rank never reaches the
-collective; the timeout aborts the job).
+collective; the timeout aborts the job), ``audit`` (the fixes of the distributed audit:
+processes that skip together, mismatched collectives and bad roots refused on every process,
+scan bodies' collectives, sample weights, fit's global skip decision, scalar shapes).
 """
 
 from __future__ import annotations
@@ -230,6 +232,217 @@ def train(out: Path) -> None:
     print(f"rank {RANK}: train checks passed", flush=True)
 
 
+# -- the audit's defects (one launch: every expected error is raised on every process, so
+# each is caught and the next check runs) -----------------------------------------------------
+
+def refused(kind, fn, *args, must=(), **kwargs) -> str:
+    """fn(...) raises `kind` on this process; the message contains every string of `must`."""
+    try:
+        fn(*args, **kwargs)
+    except kind as exc:
+        text = str(exc)
+        check(all(m in text for m in must), f"{kind.__name__} without {must}: {text}")
+        return text
+    raise AssertionError(f"rank {RANK}: {fn} did not raise {kind.__name__}")
+
+
+def same_everywhere(value, what: str) -> None:
+    every = D.broadcast_object(value, root=0)
+    check(np.array_equal(np.asarray(every), np.asarray(value), equal_nan=True)
+          if not isinstance(value, (dict, str)) else every == value, f"{what}: {value} vs {every}")
+
+
+def skip_nonfinite_together() -> None:
+    """Defect 1: skip_nonfinite + distributed with rank 1's batch empty (its mean cost is NaN):
+    both processes update, as one process with the whole batch does; a NaN cost on a process
+    with samples makes both skip."""
+    rng = np.random.default_rng(0)
+    xs, ys = rng.normal(size=(8, 3)), rng.normal(size=(8, 2))
+    for backend in ("numpy", "llvm"):
+        gc.reset_default_graph()
+        w = gc.parameter("w", np.ones((3, 2)))
+        x = gc.placeholder("x", ("N", 3), "float64")
+        y = gc.placeholder("y", ("N", 2), "float64")
+        loss = gc.mean((x @ w - y) ** 2)
+        opt = gc.optim.SGD([w], lr=0.1)
+        step = gc.compile([x, y], loss, backend=backend,
+                          updates=opt.updates(loss, skip_nonfinite=True, distributed=True))
+        mine = slice(0, 8) if RANK == 0 else slice(8, 8)
+        step(xs[mine], ys[mine])
+        want = np.ones((3, 2)) - 0.1 * 2 * xs.T @ (xs @ np.ones((3, 2)) - ys) / ys.size
+        check(np.allclose(w.value, want, rtol=0, atol=1e-12), f"{backend}: updated {w.value}")
+        check(int(opt.state()["nonfinite_steps"]) == 0, f"{backend}: nobody skips")
+        bad = ys[:4].copy()
+        bad[0, 0] = np.inf if RANK == 1 else 0.0  # a non-finite cost on rank 1 only
+        before = w.value.copy()
+        step(xs[:4], bad)
+        check(np.array_equal(w.value, before), f"{backend}: both skip a bad global batch")
+        check(int(opt.state()["nonfinite_steps"]) == 1, f"{backend}: counted once")
+        same_everywhere(w.value, f"{backend} weights")
+
+
+def mismatched_collectives() -> None:
+    """Defect 2: processes whose collectives disagree get a BackendError on every process,
+    naming the difference and the ranks, at compile time (op, dtype, kind, static shape,
+    count; inside scans too) or, for symbolic sizes, at the call, before any data moves."""
+    for backend in ("numpy", "llvm", "cuda-emulated"):
+        gc.reset_default_graph()
+        n = gc.placeholder("n", ("N",), "float64")
+        fn = compile_on(backend, [n], D.allreduce(n))
+        text = refused(gc.BackendError, fn, np.ones(3 + RANK),
+                       must=("differ", "(3,) on rank 0", "(4,) on rank 1"))
+        check("allreduce" in text, text)
+        np.testing.assert_array_equal(fn(np.ones(2)), 2 * np.ones(2))  # still in step
+        fb = compile_on(backend, [n], D.broadcast(n, 1))
+        refused(gc.BackendError, fb, np.ones(3 + RANK), must=("broadcast",))
+        if backend != "cuda-emulated":  # a symbolic loop length around a collective
+            t = gc.placeholder("t", ("T", 2), "float64")
+            c, _ = gc.scan(lambda c, v: (c + D.allreduce(v), c), gc.constant(np.zeros(2)), t)
+            fs = compile_on(backend, [t], c)
+            refused(gc.BackendError, fs, np.ones((2 + RANK, 2)),
+                    must=("inside a scan of length T", "(2, 2) on rank 0", "(3, 2) on rank 1"))
+    cases = {  # what rank 0 builds vs what rank 1 builds, from a float64 (3,) x
+        "op": (lambda x: D.allreduce(x), lambda x: D.allreduce(x, "max"), "'max'"),
+        "dtype": (lambda x: D.allreduce(x), lambda x: D.allreduce(gc.cast(x, "float32")),
+                  "float32"),
+        "kind": (lambda x: D.allreduce(x), lambda x: D.broadcast(x), "broadcast"),
+        "shape": (lambda x: D.allreduce(x), lambda x: D.allreduce(gc.concat([x, x], 0)),
+                  "(6,)"),
+        "count": (lambda x: D.allreduce(x) + D.allreduce(x * 2),
+                  lambda x: D.allreduce(x) * 2, "no more collectives"),
+        "scan": (lambda x: gc.scan(lambda c, v: (c + D.allreduce(v), c), x, gc.stack([x, x]))[0],
+                 lambda x: gc.scan(lambda c, v: (c + D.allreduce(v, "max"), c), x,
+                                   gc.stack([x, x]))[0], "inside a scan"),
+    }
+    for backend in ("numpy", "llvm"):
+        for zero, one, detail in cases.values():
+            gc.reset_default_graph()
+            x = gc.placeholder("x", (3,), "float64")
+            out = (zero if RANK == 0 else one)(x)
+            refused(gc.BackendError, compile_on, backend, [x], out,
+                    must=("different collectives", "rank 0", "rank 1", detail))
+
+
+def bad_roots() -> None:
+    """Defect 7: a root that is not a process is a compile-time BackendError everywhere."""
+    for backend in ("numpy", "llvm", "cuda-emulated"):
+        for build in (lambda x: D.broadcast(x, 2), lambda x: D.reduce_root(x, 5)):
+            gc.reset_default_graph()
+            x = gc.placeholder("x", (3,), "float64")
+            refused(gc.BackendError, compile_on, backend, [x], build(x),
+                    must=("root", "size 2"))
+    refused(gc.BackendError, D.broadcast_array, np.ones(2), 3, must=("root 3", "size 2"))
+
+
+def scan_collectives_distribute() -> None:
+    """Defect 3: a collective only inside a scan body makes a distributed function: compiling
+    broadcasts rank 0's parameters, and check_grad perturbs one process at a time."""
+    for backend in ("numpy", "llvm"):
+        gc.reset_default_graph()
+        xs = gc.placeholder("xs", (3, 2), "float64")
+        w = gc.parameter("w", np.full(2, 1.0 + RANK))
+        c, _ = gc.scan(lambda c, x, w=w: (c + D.allreduce(x * w), c), gc.constant(np.zeros(2)),
+                       xs)
+        fn = compile_on(backend, [xs], c)
+        check(fn.distributed, f"{backend}: a scan's collective makes a distributed function")
+        check(np.array_equal(w.value, np.ones(2)), f"{backend}: rank 0's parameter: {w.value}")
+    a = 1.0 + 2.0 * RANK
+
+    def f(v):
+        c, _ = gc.scan(lambda c, x: (c + D.allreduce(x), c), gc.constant(np.zeros(2)), v[0])
+        return gc.sum(c) * a
+
+    check(gc.check_grad(f, [np.arange(6.0).reshape(3, 2)]) < 1e-6, "check_grad")
+
+
+def sample_weights() -> None:
+    """Defect 4: the weight is the batch (the symbolic leading dim), not a fixed-size
+    placeholder built first; an ambiguous batch asks for samples=."""
+    rng = np.random.default_rng(0)
+    xs, ys = rng.normal(size=(8, 3)), rng.normal(size=(8, 2))
+    w0, scale = rng.normal(size=(3, 2)), np.array([1.0, 3.0])
+    gc.reset_default_graph()
+    s = gc.placeholder("s", (2,), "float64")
+    x = gc.placeholder("x", ("N", 3), "float64")
+    y = gc.placeholder("y", ("N", 2), "float64")
+    w = gc.parameter("w", w0.copy())
+    loss = gc.mean(((x @ w - y) ** 2) * s)
+    step = gc.compile([s, x, y], loss,
+                      updates=gc.optim.SGD([w], lr=0.1).updates(loss, distributed=True))
+    mine = slice(0, 5) if RANK == 0 else slice(5, 8)
+    step(scale, xs[mine], ys[mine])
+    r = (xs @ w0 - ys) * scale
+    check(np.allclose(w.value, w0 - 0.1 * 2 * xs.T @ r / r.size, rtol=0, atol=1e-12),
+          "weighted by 5 and 3")
+    gc.reset_default_graph()
+    v = gc.parameter("v", np.ones(3))
+    seq = gc.placeholder("seq", ("T", "N", 3), "float64")
+    lab = gc.placeholder("lab", ("N",), "float64")
+    cost = gc.mean((gc.sum(seq * v, 0)[:, 0] - lab) ** 2)
+    refused(gc.GraphError, gc.optim.SGD([v]).updates, cost, distributed=True,
+            must=("ambiguous", "samples=", "seq", "lab"))
+
+
+def _untimed(history) -> str:
+    return repr({k: v for k, v in history.history.items() if k != "time"})
+
+
+def fit_together(out: Path) -> None:
+    """Defects 5 and 8: fit(on_nonfinite="skip") decides per batch for all processes
+    (identical histories, stopping as one process with the whole batch); a step that is not
+    distributed is refused."""
+    gc.reset_default_graph()
+    gc.manual_seed(0)
+    model = nn.Linear(3, 2, dtype="float64")
+    x = gc.placeholder("x", ("N", 3), "float64")
+    y = gc.placeholder("y", ("N",), "int64")
+    loss = nn.functional.cross_entropy(model(x), y)
+    opt = gc.optim.SGD(model.parameters(), lr=0.1)
+    step = gc.compile([x, y], [loss, model(x)],
+                      updates=opt.updates(loss, skip_nonfinite=True, distributed=True))
+    xs = np.random.default_rng(0).normal(size=(8, 3))
+    ys = np.arange(8) % 2
+    xs[1::2, 0] = np.nan  # rank 1's shard (shuffle=False: the odd rows) is all NaN
+    h = gc.train.fit(step, (xs, ys), epochs=2, batch_size=2, shuffle=False, verbose=0,
+                     on_nonfinite="skip")
+    check(h.stop_reason == "every batch of epoch 1 had a non-finite loss", h.stop_reason)
+    check(h["skipped_batches"] == [2], f"{h.history}")
+    same_everywhere(_untimed(h), "fit history")
+    xs[1::2, 0] = 0.0
+    xs[5, 0] = np.nan  # one bad global batch of four
+    h = gc.train.fit(step, (xs, ys), epochs=1, batch_size=2, shuffle=False, verbose=0,
+                     on_nonfinite="skip")
+    check(h["skipped_batches"] == [1] and np.isfinite(h["loss"][0]), f"{h.history}")
+    same_everywhere(_untimed(h), "fit history with one bad batch")
+    plain = gc.compile([x, y], loss, updates=gc.optim.SGD(model.parameters()).updates(loss))
+    refused(gc.GraphError, gc.train.fit, plain, (xs, ys), epochs=1, batch_size=2, verbose=0,
+            must=("distributed=True",))
+    frozen = gc.compile([x, y], loss)  # updates nothing: nothing diverges, it may run
+    gc.train.fit(frozen, (np.zeros((8, 3)), ys), epochs=1, batch_size=2, verbose=0)
+
+
+def scalar_shapes() -> None:
+    """Defect 6: a collective of a 0-d tensor keeps shape () on numpy too."""
+    for backend in ("numpy", "llvm", "cuda-emulated"):
+        gc.reset_default_graph()
+        x = gc.placeholder("x", (), "float64")
+        got = compile_on(backend, [x], [D.allreduce(x), D.broadcast(x), D.allreduce(x, "max")])(
+            np.float64(RANK + 1))
+        check([g.shape for g in got] == [()] * 3 and float(got[0]) == 3.0, f"{backend}: {got}")
+    check(D.allreduce_array(np.float64(2)).shape == (), "host allreduce of a scalar")
+
+
+def audit(out: Path) -> None:
+    skip_nonfinite_together()
+    mismatched_collectives()
+    bad_roots()
+    scan_collectives_distribute()
+    sample_weights()
+    fit_together(out)
+    scalar_shapes()
+    print(f"rank {RANK}: audit checks passed", flush=True)
+
+
 def main() -> None:
     case = sys.argv[1]
     out = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(".")
@@ -237,6 +450,8 @@ def main() -> None:
     x = gc.placeholder("x", ("N",), "float64")
     if case == "train":
         train(out)
+    elif case == "audit":
+        audit(out)
     elif case == "raise":
         fn = gc.compile([x], D.allreduce(x))
         fn(np.ones(2))

@@ -59,6 +59,35 @@ def test_root_beyond_the_job_is_a_compile_error_on_llvm():
     np.testing.assert_array_equal(fn(np.ones(2)), np.ones(2))
 
 
+def test_host_collectives_keep_a_scalar_scalar():
+    for got in (D.allreduce_array(np.float64(2)), D.broadcast_array(np.float64(2)),
+                runtime.reduce_array(np.int64(3)), D.allreduce_array(np.ones(0), "max")):
+        assert got.shape == (() if got.size else (0,))
+
+
+def test_sample_count_is_the_symbolic_batch_dim_or_an_error():
+    """The weight of a process is the batch: the symbolic leading dim its inputs share (a
+    fixed-size placeholder built first is not it); different leading dims are ambiguous."""
+    from graphc.distributed.data_parallel import sample_count
+
+    s = gc.placeholder("s", (2,), "float64")
+    x = gc.placeholder("x", ("N", 3), "float64")
+    fn = gc.compile([s, x], sample_count(gc.sum(x) * gc.sum(s)))
+    assert float(fn(np.ones(2), np.ones((5, 3)))) == 5.0
+    a = gc.placeholder("a", (4, 3), "float64")
+    assert float(gc.compile([a], sample_count(gc.sum(a)))(np.ones((4, 3)))) == 4.0
+    seq = gc.placeholder("seq", ("T", "N", 3), "float64")
+    lab = gc.placeholder("lab", ("N",), "float64")
+    with pytest.raises(gc.GraphError, match=r"ambiguous.*samples="):
+        sample_count(gc.sum(seq) + gc.sum(lab))
+    with pytest.raises(gc.GraphError, match=r"ambiguous.*samples="):
+        sample_count(gc.sum(a) + gc.sum(s))  # static leading sizes 4 and 2
+    v = gc.parameter("v", np.ones(3))
+    opt = D.DataParallel(gc.optim.SGD([v], lr=0.1), samples=gc.numel(seq, axis=1),
+                         build_alone=True)
+    opt.updates(gc.mean((gc.sum(seq * v, 0)[:, 0] - lab) ** 2))  # samples= settles it
+
+
 def test_gradients_alone_are_the_identity_rules():
     """One process: sum/mean/max/broadcast/reduce are identities, and so are their gradients
     (max's with itself as the only holder); check_grad by finite differences."""

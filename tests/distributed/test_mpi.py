@@ -64,6 +64,19 @@ def test_two_processes_train_as_one_and_resume_in_one(tmp_path):
     np.testing.assert_allclose(history["loss"], saved["loss"], rtol=1e-12)
 
 
+def test_audit_fixes_hold_on_two_processes(tmp_path):
+    """One launch (mpi_checks.py audit): skip_nonfinite decided together (an empty batch on
+    one process), mismatched collectives (op, dtype, kind, shape, count, inside a scan, and
+    symbolic sizes at the call) and bad roots refused on every process with a BackendError,
+    a scan body's collective makes a distributed function, sample weights from the batch
+    dim, fit's global skip decision and its refusal of a non-distributed step, scalar
+    shapes. Every expected error is raised on both processes, so each is caught there."""
+    run = launch("audit", tmp_path, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr[-4000:]
+    assert "rank 0: audit checks passed" in run.stdout
+    assert "rank 1: audit checks passed" in run.stdout
+
+
 @pytest.mark.parametrize("case, message", [
     ("raise", "RuntimeError: rank 1 fails on purpose"),
     ("exit", "sys.exit(3): aborting the MPI job"),
