@@ -19,15 +19,31 @@ import os
 import sys
 from pathlib import Path
 
+#: the keys of bench/workloads.py's BENCHMARKS (a test keeps them equal), named here so that
+#: --help lists them and a wrong name is refused before graphc, NumPy and the slow set-up
+#: (sgemm peak, backend start-up) run: the thread variables must be set before NumPy loads
+WORKLOADS = ("tiny_mlp", "mlp_784", "lenet5", "autoencoder", "cnn32")
+
 
 def _parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="shorter timing windows")
-    p.add_argument("--workloads", default=None, help="comma-separated subset")
+    p.add_argument("--workloads", default=None,
+                   help=f"comma-separated subset of {', '.join(WORKLOADS)} (default: all)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-torch-compile", action="store_true",
                    help="skip torch.compile (its first call compiles C++: 15-60 s a workload)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.workloads is not None:
+        names = [n.strip() for n in args.workloads.split(",")]
+        unknown = [n for n in names if n not in WORKLOADS]
+        if unknown:
+            p.error(f"--workloads: unknown workload(s) {', '.join(map(repr, unknown))}; "
+                    f"choose from {', '.join(WORKLOADS)}")
+        args.workloads = ",".join(names)
+    if args.threads < 1:
+        p.error(f"--threads must be at least 1, got {args.threads}")
+    return args
 
 
 def main(argv=None) -> int:

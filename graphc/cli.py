@@ -238,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="compare backends (and PyTorch/JAX when installed)")
     bench.add_argument("--quick", action="store_true", help="fewer repetitions")
-    bench.add_argument("--workloads", default=None, help="comma-separated subset")
+    bench.add_argument("--workloads", default=None,
+                       help="comma-separated subset of tiny_mlp, mlp_784, lenet5, autoencoder, "
+                            "cnn32 (default: all)")
     bench.set_defaults(func=_cmd_bench)
     return parser
 

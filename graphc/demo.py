@@ -8,6 +8,7 @@ gc.train.fit to train, gc.viz / gc.plot / gc.save for the files in --out.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -44,7 +45,19 @@ def main(args) -> int:
         print(f"graphc demo: {exc}", file=sys.stderr)
         return 2
     epochs = DEFAULT_EPOCHS if args.epochs is None else args.epochs
+    if epochs < 0:
+        print(f"graphc demo: --epochs must be 0 or more, got {epochs}", file=sys.stderr)
+        return 2
     out = Path(args.out)
+    try:  # checked before training, not after it: the pictures and the model go here
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise PermissionError("not writable")
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        print(f"graphc demo: --out {str(out)!r} cannot be the output folder: {why}",
+              file=sys.stderr)
+        return 2
     threadpool_limits(1, user_api="blas")  # small GEMMs: threads cost more than they save
     gc.manual_seed(0)
 
@@ -70,14 +83,16 @@ def main(args) -> int:
 
     compare_speed(step, (x_fit[:32], y_fit[:32]), ("numpy", "llvm"))
 
-    out.mkdir(parents=True, exist_ok=True)
     picture = out / ("demo_train_step.svg" if gc.viz.dot_available() else "demo_train_step.dot")
     gc.viz.render(step, picture)
     print(f"graph of the training step: {picture}")
-    try:
-        print(f"loss curves: {gc.plot.curves(history, out / 'demo_loss.png', title='LeNet')}")
-    except gc.plot.MissingDependencyError as exc:
-        print(f"loss curves not drawn: {exc}")
+    if not epochs:
+        print("loss curves not drawn: no epoch was trained (--epochs 0)")
+    else:
+        try:
+            print(f"loss curves: {gc.plot.curves(history, out / 'demo_loss.png', title='LeNet')}")
+        except gc.plot.MissingDependencyError as exc:
+            print(f"loss curves not drawn: {exc}")
     print(f"trained model: {gc.save(model, out / 'demo_lenet.graphc')} (gc.load it back)")
     print(f"done in {time.perf_counter() - started:.1f}s")
     return 0 if np.isfinite(test["loss"]) else 1

@@ -39,13 +39,20 @@ def _pyplot():
 
 def curves(history, path: str | os.PathLike, title: str | None = None) -> Path:
     """Write the loss curves (training and validation) and, when recorded, the accuracy
-    curves of a ``gc.train.History`` (or a dict of per-epoch lists) to a PNG/SVG/PDF."""
+    curves of a ``gc.train.History`` (or a dict of per-epoch lists) to a PNG/SVG/PDF.
+
+    A history with no loss or accuracy values (``fit`` for 0 epochs) is a GraphError saying
+    so: there is nothing to draw, and an empty picture would hide that."""
+    from .errors import GraphError
+
     plt = _pyplot()
     logs = history.history if hasattr(history, "history") else dict(history)
-    panels = [[k for k in ("loss", "val_loss") if k in logs]]
-    metric = [k for k in ("accuracy", "val_accuracy") if k in logs]
-    if metric:
-        panels.append(metric)
+    logs = {k: v for k, v in logs.items() if len(v)}  # a key with no epochs draws nothing
+    panels = [keys for keys in ([k for k in ("loss", "val_loss") if k in logs],
+                                [k for k in ("accuracy", "val_accuracy") if k in logs]) if keys]
+    if not panels:
+        raise GraphError("gc.plot.curves: the history holds no loss or accuracy values (no "
+                         "epoch was trained), so there are no curves to draw")
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, keys in zip(axes[0], panels):
         for key in keys:

@@ -11,7 +11,10 @@ requested dtype, so that backends differ only by their log and cos in the last b
 
 A uniform draw carries 24 random bits (multiples of 2**-24 in [0, 1)), the same for float32
 and float64; normal draws therefore reach at most ``sqrt(2 * 24 * ln 2)`` = 5.77 standard
-deviations from the mean.
+deviations from the mean. ``uniform(low, high)`` computes ``low + (high - low) * u`` in the
+output dtype, which can round up to `high` (e.g. float32 [1000, 1001)); such a value is
+replaced by the largest number below `high` in that dtype, so the interval stays half-open
+and every backend gives the same bits.
 
 ``seed=None`` takes a seed from the global sequence that ``gc.manual_seed`` sets; ``seed=``
 fixes it. ``state=`` draws from a state the caller holds (``gc.rng_state()``), e.g. a module's
@@ -29,6 +32,7 @@ from .errors import GraphError
 from .ir.tensor import Tensor
 from .ir.types import DEFAULT_FLOAT, as_dtype
 from .ops.creation import as_shape
+from .ops.random import check_seed
 
 __all__ = ["bernoulli", "bernoulli_like", "normal", "normal_like", "uniform", "uniform_like"]
 
@@ -49,7 +53,22 @@ def _state(seed, state, name: str) -> Tensor:
         if seed is not None:
             raise GraphError("give a seed or a state, not both")
         return state
+    if seed is not None:
+        check_seed(seed)  # an int64; a float is refused, not truncated
     return ops.rng_state(seed, name=name)
+
+
+def _number(value, name: str, what: str) -> float:
+    """A Python number argument as a float; a tensor (or anything else) is a GraphError, as
+    these arguments are fixed when the graph is built."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                      np.floating)):
+        kind = "a tensor" if isinstance(value, Tensor) else type(value).__name__
+        raise GraphError(f"gc.random.{what}: {name} must be a number (fixed when the graph is "
+                         f"built), got {kind}")
+    return float(value)
 
 
 def _unit(shape, dtype, seed, state, name: str) -> Tensor:
@@ -61,18 +80,25 @@ def uniform(shape, low: float = 0.0, high: float = 1.0, dtype=DEFAULT_FLOAT, see
             state: Tensor | None = None) -> Tensor:
     """Numbers drawn uniformly from [low, high): ``low + (high - low) * u``."""
     dt = _float_dtype(dtype, "uniform")
+    low, high = _number(low, "low", "uniform"), _number(high, "high", "uniform")
     if not (math.isfinite(low) and math.isfinite(high) and low <= high):
         raise GraphError(f"gc.random.uniform: need finite low <= high, got [{low}, {high})")
     u = _unit(shape, dt, seed, state, "uniform_rng")
     if (low, high) == (0.0, 1.0):
-        return u
-    return u * (float(high) - float(low)) + float(low)
+        return u  # u < 1 exactly
+    r = u * (high - low) + low
+    top, below = dt.type(high), np.nextafter(dt.type(high), dt.type(-np.inf))
+    if dt.type(low) >= top:  # low == high (in this dtype): the constant low, nothing to clamp
+        return r
+    # a value that rounded up to `high` (or past it) becomes the largest one below it
+    return ops.where(r < float(top), r, float(max(below, dt.type(low))))
 
 
 def normal(shape, mean: float = 0.0, std: float = 1.0, dtype=DEFAULT_FLOAT, seed=None, *,
            state: Tensor | None = None) -> Tensor:
     """Numbers drawn from the normal distribution N(mean, std**2) (Box–Muller)."""
     dt = _float_dtype(dtype, "normal")
+    mean, std = _number(mean, "mean", "normal"), _number(std, "std", "normal")
     if not (math.isfinite(mean) and math.isfinite(std) and std >= 0):
         raise GraphError(f"gc.random.normal: need a finite mean and std >= 0, got "
                          f"mean={mean}, std={std}")
@@ -97,7 +123,8 @@ def bernoulli(shape, p=0.5, dtype=DEFAULT_FLOAT, seed=None, *,
             raise GraphError(f"gc.random.bernoulli: p must be a float tensor, got {p.dtype}")
         prob = ops.cast(p, np.float64) if p.dtype != np.float64 else p
     else:
-        if not 0.0 <= float(p) <= 1.0:
+        p = _number(p, "p", "bernoulli")
+        if not 0.0 <= p <= 1.0:
             raise GraphError(f"gc.random.bernoulli: p must lie in [0, 1], got {p}")
         prob = float(p)
     u = _unit(shape, np.float64, seed, state, "bernoulli_rng")

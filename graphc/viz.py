@@ -5,6 +5,11 @@ outputs have their own styles; gradient nodes (built by gc.grad) are drawn in a 
 nodes are grouped into clusters by name scope (modules, "grad/...", fused groups), which keeps
 pictures of a few hundred nodes legible. Parameter updates of a training step are drawn as
 dashed edges back to the parameter.
+
+Every piece of text that reaches the dot source (graph and scope names, node labels, titles,
+tooltips) goes through `_text`: names are the user's (or an ONNX file's), and dot would
+otherwise read a trailing backslash as escaping the closing quote (a syntax error), expand
+``\\N``/``\\G``/``\\l`` in labels, and take ``<...>`` as an HTML-like label.
 """
 
 from __future__ import annotations
@@ -34,6 +39,12 @@ _STYLE = {
 }
 
 
+def _text(value) -> str:
+    """`value` as literal dot text: backslashes doubled (no ``\\N``-style escapes, no quote
+    swallowed by a trailing backslash) and never read as an HTML-like ``<...>`` label."""
+    return graphviz.escape(str(value))
+
+
 def _collect(obj) -> tuple[list[Node], list[Node], list[tuple[Node, Node]], str, dict]:
     """(nodes, outputs, updates, title, fusion info) for whatever the user wants drawn."""
     from .function import Function
@@ -57,6 +68,11 @@ def _collect(obj) -> tuple[list[Node], list[Node], list[tuple[Node, Node]], str,
 
 
 def _label(node: Node, show_dtype: bool) -> str:
+    """The node's label, escaped for dot (see `_text`)."""
+    return _text(_raw_label(node, show_dtype))
+
+
+def _raw_label(node: Node, show_dtype: bool) -> str:
     op = node.op.name
     shape = format_shape(node.shape)
     kind = f"{shape} {node.dtype}" if show_dtype else shape
@@ -95,8 +111,8 @@ def to_dot(graph_or_outputs, *, show_dtype: bool = True, clusters: bool = True,
     it was made of (its label shows the fused expression).
     """
     nodes, outputs, updates, name, fusion = _collect(graph_or_outputs)
-    dot = graphviz.Digraph(name=name)
-    dot.attr(rankdir=rankdir, fontname="Helvetica", fontsize="11", label=title or name,
+    dot = graphviz.Digraph(name=_text(name))
+    dot.attr(rankdir=rankdir, fontname="Helvetica", fontsize="11", label=_text(title or name),
              labelloc="t", compound="true")
     dot.attr("node", fontname="Helvetica", fontsize="10", height="0.3")
     dot.attr("edge", color="#777777", arrowsize="0.6")
@@ -110,7 +126,7 @@ def to_dot(graph_or_outputs, *, show_dtype: bool = True, clusters: bool = True,
         style = dict(_STYLE[_kind(node)])
         if node.uid in output_ids:
             style.update(penwidth="2.5", peripheries="2")
-        tooltip = f"{node.op.name} %{node.uid}" + (f" at {node.loc}" if node.loc else "")
+        tooltip = _text(f"{node.op.name} %{node.uid}" + (f" at {node.loc}" if node.loc else ""))
         if node.uid in fusion:
             _emit_fused(target, node, fusion[node.uid], style, tooltip)
             return
@@ -131,9 +147,9 @@ def to_dot(graph_or_outputs, *, show_dtype: bool = True, clusters: bool = True,
             emit(target, n)
         for part, sub in level.items():
             child = f"{path}/{part}" if path else part
-            with target.subgraph(name=f"cluster_{child}") as c:
+            with target.subgraph(name=_text(f"cluster_{child}")) as c:
                 grad = child.startswith("grad")
-                c.attr(label=part, style="rounded,dashed" if grad else "rounded",
+                c.attr(label=_text(part), style="rounded,dashed" if grad else "rounded",
                        color="#d9731a" if grad else "#9e9e9e", fontsize="10")
                 draw(c, child, sub)
 
@@ -165,7 +181,7 @@ def _emit_fused(target, node: Node, info: dict, style: dict, tooltip: str) -> No
     with target.subgraph(name=f"cluster_fused_{node.uid}") as c:
         expr = str(node.attrs["expr"])
         expr = expr if len(expr) <= 70 else expr[:67] + "..."
-        c.attr(label=f"fused: {expr}", style="rounded,filled", fillcolor="#faf4fb",
+        c.attr(label=_text(f"fused: {expr}"), style="rounded,filled", fillcolor="#faf4fb",
                color="#7b1fa2", fontsize="9")
         last = len(info["ops"]) - 1
         for m, op in enumerate(info["ops"]):
@@ -175,7 +191,7 @@ def _emit_fused(target, node: Node, info: dict, style: dict, tooltip: str) -> No
                                                                           "peripheries")})
             consts = [ref[1] for ref in op["inputs"] if ref[0] == "const"]
             label = op["op"] + (f" ({', '.join(consts)})" if consts else "")
-            c.node(f"n{node.uid}_{m}", f"{label}\n{format_shape(op['shape'])}",
+            c.node(f"n{node.uid}_{m}", _text(f"{label}\n{format_shape(op['shape'])}"),
                    tooltip=tooltip, **member_style)
             for ref in op["inputs"]:
                 if ref[0] == "op":
@@ -190,7 +206,7 @@ def _emit_loop(target, node: Node, ident: str, show_dtype: bool, style: dict,
     length = format_shape((node.attrs["length"],)).strip("(),")
     direction = ", reverse" if node.attrs["reverse"] else ""
     with target.subgraph(name=f"cluster_{ident}") as c:
-        c.attr(label=f"scan over {length} steps{direction}", style="rounded,filled",
+        c.attr(label=_text(f"scan over {length} steps{direction}"), style="rounded,filled",
                fillcolor="#f1f8ff", color="#3d6fb6", fontsize="10")
         c.node(ident, f"scan\n{nc} carry, {len(body.outputs) - nc} y", tooltip=tooltip,
                **style)
@@ -227,6 +243,16 @@ def render(graph_or_outputs, path, **kwargs) -> Path:
             "drawing needs graphviz's 'dot' program (Debian/Ubuntu: apt-get install graphviz); "
             f"or render to {path.with_suffix('.dot')} instead"
         )
-    data = dot.pipe(format=fmt)
+    try:
+        data = dot.pipe(format=fmt)
+    except graphviz.ExecutableNotFound as exc:  # on PATH but not runnable
+        raise BackendError(f"graphviz's 'dot' program could not run ({exc}); render to "
+                           f"{path.with_suffix('.dot')} instead") from None
+    except graphviz.CalledProcessError as exc:
+        # `dot` refused the source or crashed: one line naming why, not a subprocess traceback
+        why = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+        raise BackendError(f"graphviz's 'dot' failed to draw {path.name}"
+                           + (f": {why[0]}" if why else f" (exit status {exc.returncode})")
+                           ) from None
     atomic_write(path, data)
     return path

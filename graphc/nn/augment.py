@@ -9,10 +9,12 @@ modules follow their mode (``.train()`` / ``.eval()``), so an evaluation functio
 the same model sees the images unchanged.
 
 Images are NCHW (``(N, C, H, W)``; ``(N, H, W)`` is taken as one channel). Each sample of a
-batch gets its own crop offset, flip and noise. A crop is written as two products with 0/1
-selection matrices, ``S_y[n] @ x[n] @ S_x[n]^T`` (``S_y[n][i, h] = (h == top[n] + i)``): every
-backend already runs batched matrix products at full speed, and the gradient with respect to
-the images (for a model that learns its inputs) comes out of the product rule.
+batch gets its own crop offset, flip and noise. A crop picks its window along each axis with a
+"barrel shifter" (`_window`): one stage per bit of the largest offset, each a per-sample
+``where`` between two static slices. Pixel values are only moved, never multiplied: a product
+with 0/1 selection matrices would turn an inf or NaN pixel, even one outside the window, into
+NaN across its row and column (``0 * inf``). Slices, pads and ``where`` all have gradients, and
+run the same on every backend.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ __all__ = ["GaussianNoise", "RandomCrop", "RandomFlip", "RandomShift", "gaussian
 
 
 def _pair(v, what: str) -> tuple[int, int]:
-    pair = (v, v) if isinstance(v, (int, np.integer)) else tuple(v)
-    if len(pair) != 2 or not all(isinstance(d, (int, np.integer)) and d >= 0 for d in pair):
+    pair = (v, v) if isinstance(v, (int, np.integer)) else tuple(v) if isinstance(
+        v, (tuple, list)) else ()
+    if len(pair) != 2 or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
+                                 and d >= 0 for d in pair):
         raise GraphError(f"{what} must be an int >= 0 or a pair of them, got {v!r}")
     return int(pair[0]), int(pair[1])
 
@@ -63,17 +67,40 @@ def _offsets(state: Tensor, n, count: int) -> Tensor:
     return ops.cast(u * float(count), np.int64)  # u < 1: at most count - 1
 
 
-def _selection(offset: Tensor, size: int, extent: int, dtype) -> Tensor:
-    """S[n, i, h] = (h == offset[n] + i): rows `size`, columns `extent`, (N, size, extent)."""
-    rows = ops.reshape(ops.arange(size), (1, size, 1))
-    cols = ops.reshape(ops.arange(extent), (1, 1, extent))
-    return ops.cast(ops.equal(cols, offset + rows), dtype)
+def _slice(x: Tensor, axis: int, start: int, length: int) -> Tensor:
+    return x[(slice(None),) * axis + (slice(start, start + length),)]
+
+
+def _window(x: Tensor, offset: Tensor, size: int, axis: int) -> Tensor:
+    """``x[n, ..., offset[n] : offset[n] + size, ...]`` along `axis` for every sample n, where
+    `offset` (N, 1, 1, 1) int64 lies in 0..extent-size.
+
+    A barrel shifter: each stage keeps, per sample (``where``), the slice of the current
+    tensor that starts at 0 or the one that starts at the stage's step, and is that step
+    shorter. The steps are ``span - (2**(b-1) - 1)`` (taken when the offset reaches it), then
+    ``2**(b-2), ..., 2, 1`` (the offset's remaining bits), where ``span = extent - size`` has
+    b bits: they add up to `span`, so the last stage has `size` rows and no padding is needed,
+    and every offset 0..span is a sum of some of them. log2(span) stages of static slices,
+    whose gradients (``unslice``) and values are exact on every backend: values are moved, not
+    combined, so a non-finite pixel stays where it is (see the module docstring)."""
+    span = int(x.shape[axis]) - size  # the largest offset
+    if span == 0:
+        return x
+    low_bits = span.bit_length() - 1
+    steps = [span - ((1 << low_bits) - 1)] + [1 << j for j in reversed(range(low_bits))]
+    length, rest = int(x.shape[axis]), offset
+    for step in steps:
+        length -= step
+        hit = rest >= step  # after the first step, the offset's bit of this weight
+        rest = ops.where(hit, rest - step, rest)
+        x = ops.where(hit, _slice(x, axis, step, length), _slice(x, axis, 0, length))
+    return x
 
 
 def _state(seed, state, name: str) -> Tensor:
-    if state is not None:
-        return state
-    return ops.rng_state(seed, name=name)
+    """The random state to draw from: gc.random's rules (a seed or a state, not both; a state
+    from gc.rng_state; an int64 seed), so a seed is never silently ignored."""
+    return grandom._state(seed, state, name)
 
 
 @user_facing("random_crop")
@@ -93,18 +120,18 @@ def random_crop(x, size, padding=0, training: bool = True, seed: int | None = No
                          f"{(H, W)} padded by {(ph, pw)}")
     if not training:
         if (sh, sw) != (H, W):
-            raise GraphError(f"random_crop with training=False is the identity, which needs "
-                             f"size == the image size {(H, W)}, got {(sh, sw)}; crop the "
-                             "evaluation images to the same size another way (e.g. a slice)")
+            raise GraphError(f"random_crop with training=False (nn.RandomCrop in eval mode) is "
+                             f"the identity, which needs size == the image size {(H, W)}, got "
+                             f"{(sh, sw)}; crop the evaluation images to the same size another "
+                             "way (e.g. a slice)")
         return x
     with name_scope("random_crop"):
         st = _state(seed, state, "random_crop_rng")
         padded = ops.pad(imgs, [(0, 0), (0, 0), (ph, ph), (pw, pw)]) if ph or pw else imgs
         n = imgs.shape[0]
-        rows = _selection(_offsets(st, n, Hp - sh + 1), sh, Hp, imgs.dtype)  # (N, sh, Hp)
-        cols = _selection(_offsets(st, n, Wp - sw + 1), sw, Wp, imgs.dtype)  # (N, sw, Wp)
-        out = ops.expand_dims(rows, 1) @ padded @ ops.transpose(ops.expand_dims(cols, 1),
-                                                                (0, 1, 3, 2))
+        top = ops.expand_dims(_offsets(st, n, Hp - sh + 1), 1)  # (N, 1, 1, 1)
+        left = ops.expand_dims(_offsets(st, n, Wp - sw + 1), 1)
+        out = _window(_window(padded, top, sh, 2), left, sw, 3)
         return ops.reshape(out, (n, sh, sw)) if squeezed else out
 
 
@@ -177,16 +204,18 @@ class _Augmentation(Module):
 
 class RandomCrop(_Augmentation):
     """``F.random_crop`` in training mode; the identity in evaluation mode (so `size` must be
-    the image size there: use it with `padding`, as ``RandomCrop(28, padding=2)``)."""
+    the image size there: use it with `padding`, as ``RandomCrop(28, padding=2)``). Eval mode
+    checks that as ``F.random_crop(..., training=False)`` does, so a wrong size is a clear
+    GraphError here rather than an unrelated shape error further down the model."""
 
     def __init__(self, size, padding=0, rng: init.RngLike = None) -> None:
+        _pair(size, "RandomCrop: size")  # bad arguments are refused here, not at first use
+        _pair(padding, "RandomCrop: padding")
         super().__init__(rng)
         self.size, self.padding = size, padding
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training:
-            return x
-        return random_crop(x, self.size, self.padding, True, state=self.rng)
+        return random_crop(x, self.size, self.padding, self.training, state=self.rng)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, padding={self.padding}"
@@ -196,6 +225,7 @@ class RandomShift(_Augmentation):
     """``F.random_shift`` in training mode; the identity in evaluation mode."""
 
     def __init__(self, max_shift, rng: init.RngLike = None) -> None:
+        _pair(max_shift, "RandomShift: max_shift")
         super().__init__(rng)
         self.max_shift = max_shift
 

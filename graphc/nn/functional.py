@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
+from .. import random as grandom
 from ..errors import GraphError, ShapeError, user_facing
 from ..ir.graph import name_scope
 from ..ir.tensor import Tensor
@@ -252,7 +253,7 @@ def dropout(x, p: float, training: bool, seed: int | None = None, state: Tensor 
     with name_scope("dropout"):
         if p == 1.0:
             return x * 0.0
-        state = state if state is not None else ops.rng_state(seed, name="dropout_rng")
+        state = grandom._state(seed, state, "dropout_rng")  # a seed is never silently ignored
         keep = ops.random_uniform(state, x.shape, x.dtype) >= p
         return ops.where(keep, x * (1.0 / (1.0 - p)), 0.0)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import GraphError
 from ..ir.shapes import as_dim
 from ..ir.tensor import Tensor, apply
 from ..ir.types import DEFAULT_FLOAT, TensorType, as_dtype
@@ -75,8 +76,27 @@ RANDOM_UNIFORM = register(OpDef(
 _global = {"seed": 0, "count": 0}
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_seed(seed, what: str = "seed") -> int:
+    """`seed` as a Python int, or a GraphError naming it: a state holds its seed as int64, so
+    a seed must be an integer in that range. A float is refused rather than truncated (1.5
+    would silently replay seed 1), and so is a larger int (it would not fit, or wrap)."""
+    if not _is_int(seed):
+        raise GraphError(f"{what} must be an int (or None), got {type(seed).__name__} "
+                         f"{seed!r}")
+    if not -(2**63) <= int(seed) < 2**63:
+        raise GraphError(f"{what} must lie in [-2**63, 2**63 - 1] (an int64), got {seed}")
+    return int(seed)
+
+
 def manual_seed(seed: int) -> None:
     """Seed the sequence from which new random states (dropout, init) take their seeds."""
+    if not _is_int(seed):  # any int: it only enters splitmix64, modulo 2**64
+        raise GraphError(f"manual_seed: seed must be an int, got {type(seed).__name__} "
+                         f"{seed!r}")
     _global["seed"] = int(seed)
     _global["count"] = 0
 
@@ -95,7 +115,7 @@ def rng_state(seed: int | None = None, name: str = "rng") -> Tensor:
     """A new random-state parameter [seed, step=0]."""
     from .sources import parameter
 
-    seed = next_seed() if seed is None else int(seed)
+    seed = next_seed() if seed is None else check_seed(seed)
     return parameter(name, np.array([seed, 0], dtype=np.int64))
 
 

@@ -73,7 +73,12 @@ class Results(Mapping):
     def __init__(self, rows: Sequence[dict[str, Any]], params: Sequence[dict[str, Any]],
                  histories: Sequence[tuple[History, ...]], splits: Sequence[Split],
                  monitor: str, mode: str, index: str, param_names: Sequence[str]) -> None:
-        names = list(dict.fromkeys(k for row in rows for k in row))
+        # the index, then the hyper-parameters in the space's order, then the scores: over a
+        # union of spaces a hyper-parameter may be missing from the first rows, so the
+        # order of first appearance would put it after `time`
+        present = {k for row in rows for k in row}
+        names = list(dict.fromkeys([n for n in (index, *param_names) if n in present] +
+                                   [k for row in rows for k in row]))
         _check_monitor(monitor, [n for n in names if n not in (index, *param_names)])
         self.monitor, self.mode = monitor, _resolve_mode(monitor, mode)
         key = np.array([_as_float(row.get(monitor)) for row in rows])
@@ -310,10 +315,17 @@ def _check_values(name: str, values, strategy: str) -> None:
             raise GraphError(f"hyper-parameter {name!r} is a distribution: a grid needs a list "
                              f"of values (or use strategy='random')")
         return
-    if isinstance(values, (str, bytes, Mapping)) or not hasattr(values, "__iter__"):
-        raise GraphError(f"hyper-parameter {name!r} needs a list of values or a scipy.stats "
-                         f"distribution, got {values!r}")
-    if len(list(values)) == 0:
+    # a list, tuple, range or 1-d array, as ParameterGrid/ParameterSampler take: a set has no
+    # order (the trials would depend on hashing) and a generator or iterator is used up by
+    # the first look at it; both are refused here rather than by scikit-learn's TypeError
+    if isinstance(values, np.ndarray) and values.ndim != 1 or not isinstance(
+            values, (list, tuple, range, np.ndarray)):
+        got = (f"a {values.ndim}-d array" if isinstance(values, np.ndarray)
+               else f"{type(values).__name__} {values!r}")
+        raise GraphError(f"hyper-parameter {name!r} needs a list of values (a list, tuple or "
+                         f"1-d array) or a scipy.stats distribution, got {got}; pass "
+                         f"sorted(...) or list(...) of a set or generator")
+    if len(values) == 0:
         raise GraphError(f"hyper-parameter {name!r} has no values to try")
 
 

@@ -49,3 +49,24 @@ def test_compare_builds_gives_an_older_build_this_trees_workloads(tmp_path):
     assert (layout / "graphc" / "backends" / "llvm" / "codegen.py").is_file()
     assert (layout / "bench" / "workloads.py").read_bytes() == \
         (ROOT / "bench" / "workloads.py").read_bytes()
+
+
+def test_an_unknown_workload_is_refused_before_the_benchmark_starts(capsys):
+    """`graphc bench --workloads nope`: an argparse error listing the workloads, at once (not
+    a KeyError after the sgemm peak and the backends' start-up)."""
+    import pytest
+
+    from bench.bench_backends import WORKLOADS, _parse
+    from bench.workloads import BENCHMARKS
+    from graphc.cli import build_parser, main
+
+    assert WORKLOADS == tuple(BENCHMARKS)  # --help and the check name the real workloads
+    assert _parse(["--workloads", "lenet5, tiny_mlp"]).workloads == "lenet5,tiny_mlp"
+    with pytest.raises(SystemExit) as exc:
+        _parse(["--workloads", "tiny_mlp,nope"])
+    assert exc.value.code == 2
+    assert "unknown workload(s) 'nope'; choose from tiny_mlp, mlp_784" in capsys.readouterr().err
+    assert main(["bench", "--workloads", "nope"]) == 2
+    assert "choose from" in capsys.readouterr().err
+    bench_help = build_parser()._subparsers._group_actions[0].choices["bench"].format_help()
+    assert all(name in bench_help for name in BENCHMARKS)

@@ -125,3 +125,72 @@ def test_bad_arguments_are_clear():
         F.random_crop(x, 4, training=False)
     with pytest.raises(gc.ShapeError, match="images"):
         F.random_crop(gc.placeholder("v", ("N", 6)), 4)
+
+
+def _crop_and_shift(imgs, backend, opts=None):
+    """A crop with padding and a shift of `imgs`, drawn from fixed seeds (the same windows at
+    every call of this helper)."""
+    with gc.Graph():
+        x = gc.placeholder("x", ("N", 2, 5, 6))
+        f = gc.compile([x], [F.random_crop(x, (3, 4), padding=1, seed=11),
+                             F.random_shift(x, (2, 1), seed=12)],
+                       backend=backend, backend_options=opts)
+    return f(imgs)
+
+
+def test_non_finite_pixels_are_moved_not_spread():
+    """An inf or NaN pixel (inside the window or not) turns up only where the window put it:
+    the crop moves values, it does not multiply them by 0/1 (0 * inf = NaN)."""
+    finite = (np.random.default_rng(0).normal(size=(40, 2, 5, 6)) + 10).astype(np.float32)
+    odd = finite.copy()
+    odd[:, 0, 4, 5], odd[:, 1, 2, 3], odd[:, 0, 0, 0] = np.inf, np.nan, -np.inf
+    marked = finite.copy()  # the same images with the odd pixels marked by finite sentinels
+    marked[:, 0, 4, 5], marked[:, 1, 2, 3], marked[:, 0, 0, 0] = 1e30, 2e30, -1e30
+    outs = _crop_and_shift(odd, "numpy")
+    for got, ref in zip(outs, _crop_and_shift(marked, "numpy")):
+        want = np.select([ref == 1e30, ref == 2e30, ref == -1e30], [np.inf, np.nan, -np.inf], ref)
+        np.testing.assert_array_equal(got, want)
+        assert np.isnan(got).sum() == (ref == 2e30).sum() < got[:, 1].size // 4
+    for backend, opts in [("llvm", None), ("cuda", {"emulate": True})]:  # the same everywhere
+        for a, b in zip(outs, _crop_and_shift(odd, backend, opts)):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("size, padding", [((2, 3), 0), ((4, 4), (2, 1)), ((4, 5), 0)])
+def test_crop_gradient_matches_finite_differences(size, padding):
+    imgs = np.random.default_rng(1).normal(size=(3, 2, 4, 5))
+    gc.check_grad(lambda xs: gc.sum(gc.sin(F.random_crop(xs[0], size, padding, seed=2))),
+                  [imgs], shapes=[("N", 2, 4, 5)])
+    gc.check_grad(lambda xs: gc.sum(gc.sin(F.random_shift(xs[0], (1, 3), seed=3))), [imgs])
+
+
+def test_random_crop_module_in_eval_mode_agrees_with_the_function():
+    """Eval mode is the identity, as F.random_crop(training=False): a size other than the
+    image size is refused there too, not passed on as an uncropped image."""
+    x = gc.placeholder("x", ("N", 1, 5, 5))
+    crop = nn.RandomCrop(3)
+    crop.eval()
+    with pytest.raises(gc.GraphError, match="eval mode.*size == the image size"):
+        crop(x)
+    padded = nn.RandomCrop(5, padding=1)
+    padded.eval()
+    assert padded(x) is x
+    padded.train()
+    assert tuple(padded(x).shape) == tuple(crop.train()(x).shape[:2]) + (5, 5)
+    with pytest.raises(gc.GraphError, match="RandomCrop: size"):
+        nn.RandomCrop(-1)
+    with pytest.raises(gc.GraphError, match="RandomCrop: padding"):
+        nn.RandomCrop(3, padding=(1, 2, 3))
+    with pytest.raises(gc.GraphError, match="RandomShift: max_shift"):
+        nn.RandomShift(1.5)
+
+
+def test_seed_and_state_together_are_refused():
+    x = gc.placeholder("x", ("N", 1, 5, 5))
+    for fn in (lambda **kw: F.random_crop(x, 3, **kw), lambda **kw: F.random_shift(x, 1, **kw),
+               lambda **kw: F.random_flip(x, **kw), lambda **kw: F.gaussian_noise(x, 0.1, **kw)):
+        with pytest.raises(gc.GraphError, match="seed or a state"):
+            fn(seed=1, state=gc.rng_state(2))
+        with pytest.raises(gc.GraphError, match="seed must"):
+            fn(seed=1.5)
+        assert tuple(fn(state=gc.rng_state(2)).shape)[1] == 1

@@ -68,3 +68,22 @@ def test_demo_runs(tmp_path, backend):
 def test_demo_names_an_unavailable_backend(capsys):
     assert main(["demo", "--backend", "no-such-backend", "--epochs", "1"]) == 2
     assert "unknown backend 'no-such-backend'" in capsys.readouterr().err
+
+
+def test_demo_refuses_bad_epochs_and_out_before_training(tmp_path, capsys, monkeypatch):
+    """--epochs -1 and an --out that cannot be a folder are one-line errors before anything
+    is trained (training is stubbed out here: reaching it would fail the test)."""
+    import graphc as gc
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the demo trained before checking its options")
+
+    monkeypatch.setattr(gc.train, "supervised", no_training)
+    assert main(["demo", "--epochs", "-1", "--out", str(tmp_path)]) == 2
+    assert "--epochs must be 0 or more, got -1" in capsys.readouterr().err
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for bad in (afile, afile / "sub"):
+        assert main(["demo", "--epochs", "1", "--out", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert "cannot be the output folder" in err and err.count("\n") == 1

@@ -146,3 +146,44 @@ def test_a_random_state_held_by_a_module_is_a_saved_buffer(tmp_path):
         x2 = gc.placeholder("x", ("N", 3))
         replay = gc.compile([x2], again(x2))(np.zeros((2, 3), np.float32))
     np.testing.assert_array_equal(replay, first)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_uniform_never_reaches_high_and_stays_bit_identical(dtype):
+    """low + (high - low) * u rounds up to `high` in float32 for [1000, 1001) (and in float64
+    for a wide enough low): such values become the largest number below high."""
+    low, high = (1000.0, 1001.0) if dtype == "float32" else (2.0**40, 2.0**40 + 2.0**-10)
+    outs = [gc.random.uniform((200_000,), low, high, dtype, seed=0),
+            gc.random.uniform((4,), 5.0, 5.0, dtype, seed=1)]  # low == high: the constant
+    results = {be: _run_fresh(outs, backend=be, options=opts) for be, opts in BACKENDS}
+    below = np.nextafter(np.dtype(dtype).type(high), -np.inf)
+    u, const = results["numpy"]
+    assert u.dtype == np.dtype(dtype) and u.min() >= low and u.max() == below
+    np.testing.assert_array_equal(const, np.full(4, 5.0, dtype))
+    for be, got in results.items():
+        for a, b in zip(got, results["numpy"]):
+            np.testing.assert_array_equal(a, b, err_msg=be)
+
+
+def test_bad_seeds_and_arguments_are_graph_errors():
+    for seed in (1.5, "a", 2**63, -(2**63) - 1, True):
+        with pytest.raises(gc.GraphError, match="seed must"):
+            gc.random.uniform((2,), seed=seed)
+    with pytest.raises(gc.GraphError, match="seed must"):
+        gc.rng_state(2.0)
+    with pytest.raises(gc.GraphError, match="seed must"):
+        gc.manual_seed(0.5)
+    for seed in (2**63 - 1, -(2**63), np.int64(7)):  # the whole int64 range is fine
+        assert gc.random.uniform((2,), seed=seed).shape == (2,)
+    with pytest.raises(gc.GraphError, match="low must be a number.*got a tensor"):
+        gc.random.uniform((2,), low=gc.constant(1.0))
+    with pytest.raises(gc.GraphError, match="high must be a number"):
+        gc.random.uniform((2,), high="2")
+    with pytest.raises(gc.GraphError, match="std must be a number"):
+        gc.random.normal((2,), std=gc.constant(1.0))
+    with pytest.raises(gc.GraphError, match="p must be a number"):
+        gc.random.bernoulli((2,), "0.5")
+    assert gc.random.uniform((2,), np.float32(1), np.array(2.0)).shape == (2,)
+    x = gc.placeholder("x", (3,))
+    with pytest.raises(gc.GraphError, match="seed or a state"):  # dropout uses the same rule
+        gc.nn.functional.dropout(x, 0.5, True, seed=1, state=gc.rng_state(2))

@@ -247,3 +247,28 @@ def test_build_must_return_fresh_compiled_functions(iris):
         gc.train.cross_validate(lambda params: kept, iris, k=2, **FIT)
     with pytest.raises(gc.GraphError, match=r"must return \(step_fn, eval_fn\)"):
         gc.train.search(lambda params: build(params)[0], {"lr": [0.1]}, iris, **FIT)
+
+
+def test_a_union_of_spaces_puts_every_hyperparameter_before_the_scores(iris):
+    """The first trial of [{"hidden": ...}, {"lr": ...}] has no lr: the column still comes
+    right after the other hyper-parameters, not after `time`."""
+    x, y = iris
+    res = gc.train.search(build, [{"hidden": [4]}, {"lr": [0.2]}], (x, y), epochs=1,
+                          batch_size=32)
+    assert list(res) == ["trial", "hidden", "lr", "val_loss", "val_accuracy",
+                         "trained_epochs", "time"]
+    assert sorted(map(str, res.params)) == ["{'hidden': 4}", "{'lr': 0.2}"]
+
+
+def test_space_values_must_be_ordered_lists(iris):
+    """A set (no order: the trials would depend on hashing), a generator (used up by a first
+    look) or a 2-d array are GraphErrors naming the hyper-parameter; a tuple, a range and a
+    1-d array are lists of values."""
+    x, y = iris
+    for bad, what in (({0.1, 0.2}, "set"), ((v for v in [0.1]), "generator"),
+                      (np.ones((2, 2)), "2-d array"), (iter([0.1]), "iterator")):
+        with pytest.raises(gc.GraphError, match=f"hyper-parameter 'lr' needs a list.*{what}"):
+            gc.train.search(build, {"lr": bad}, (x, y), **FIT)
+    res = gc.train.search(build, {"lr": np.array([0.1]), "hidden": range(2, 3)}, (x, y),
+                          epochs=1, batch_size=32)
+    assert res.best_params == {"lr": 0.1, "hidden": 2}

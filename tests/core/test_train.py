@@ -283,3 +283,14 @@ def test_each_epoch_is_shuffled_from_the_seed_and_its_number():
     rng = np.random.default_rng(11)
     for epoch in (1, 2, 3):
         np.testing.assert_array_equal(gc.train.epoch_order(7, 11, epoch), rng.permutation(7))
+
+
+def test_curves_of_an_empty_history_is_a_clear_error(tmp_path):
+    """fit(..., epochs=0) returns an empty History: nothing to draw, said as a GraphError."""
+    pytest.importorskip("matplotlib")
+    for empty in (gc.train.History(), {}, {"loss": [], "val_loss": []}):
+        with pytest.raises(gc.GraphError, match="no loss or accuracy values"):
+            gc.plot.curves(empty, tmp_path / "c.png")
+    # accuracy alone (or loss alone) still draws its one panel
+    w, h = png_size(gc.plot.curves({"accuracy": [0.5, 0.7], "loss": []}, tmp_path / "a.png"))
+    assert h > 100

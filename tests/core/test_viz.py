@@ -78,3 +78,66 @@ def test_large_graph_stays_clustered():
     clusters = re.findall(r'subgraph "?cluster_([^" ]+)', src)
     assert sum(c.startswith("grad/layer") for c in clusters) >= 60  # grad/layerI, .../linear
     assert sum(c.startswith("layer") for c in clusters) >= 60
+
+
+_ODD_NAMES = ["img\\N", "a\\Gb", "left\\lx", "ab\\", '"];evil[label="', "<b>tag</b>"]
+
+
+def _odd_graph():
+    """A graph whose name, scope, placeholders and title hold dot escapes and HTML."""
+    with gc.Graph("C:\\runs\\") as g:
+        xs = [gc.placeholder(nm, (3,), "float32") for nm in _ODD_NAMES]
+        with gc.name_scope("block\\"):
+            y = gc.exp(sum(xs[1:], xs[0]))
+    return g, y
+
+
+def test_names_reach_dot_escaped():
+    """Backslashes are doubled (no \\N, \\G, \\l expansion, no quote swallowed by a trailing
+    backslash) and <...> is quoted, not taken as an HTML-like label."""
+    _, y = _odd_graph()
+    src = gc.viz.to_dot(y, title="<b>x</b>").source
+    assert src.startswith('digraph "C:\\\\runs\\\\" {')
+    assert 'label="<b>x</b>"' in src and "label=<" not in src
+    assert 'subgraph "cluster_block\\\\"' in src and 'label="block\\\\"' in src
+    assert "placeholder img\\\\N" in src and "placeholder ab\\\\\n" in src
+    # a name with no odd character is still written as before
+    x, y2, W, loss = _model()
+    assert "matmul\n(N, 3) float32" in gc.viz.to_dot(loss).source
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz 'dot' not installed")
+def test_odd_names_are_drawn_literally(tmp_path):
+    _, y = _odd_graph()
+    svg = gc.viz.render(y, tmp_path / "g.svg", title="<i>title</i>").read_text()
+    import html
+
+    texts = [html.unescape(t) for t in re.findall(r"<text[^>]*>(.*?)</text>", svg)]
+    for nm in _ODD_NAMES:
+        assert f"placeholder {nm}" in texts, (nm, texts)
+    assert "<i>title</i>" in texts and "block\\" in texts
+    # the .dot output is valid dot too: dot itself reads it back
+    import subprocess
+
+    dot_file = gc.viz.render(y, tmp_path / "g.dot")
+    assert subprocess.run(["dot", "-Tsvg", str(dot_file)], capture_output=True).returncode == 0
+
+
+def test_a_dot_failure_is_a_backend_error(tmp_path, monkeypatch):
+    """`dot` refusing the source is one BackendError line (the CLI prints it), not graphviz's
+    CalledProcessError traceback."""
+    import graphviz
+
+    from graphc.cli import main
+
+    def refuse(self, *args, **kwargs):
+        raise graphviz.CalledProcessError(1, ["dot"], stderr=b"Error: syntax error in line 1\n")
+
+    monkeypatch.setattr(graphviz.Digraph, "pipe", refuse)
+    monkeypatch.setattr(gc.viz, "dot_available", lambda: True)
+    *_, loss = _model()
+    with pytest.raises(gc.BackendError, match="'dot' failed to draw g.svg: Error: syntax"):
+        gc.viz.render(loss, tmp_path / "g.svg")
+    script = tmp_path / "m.py"
+    script.write_text("import graphc as gc\nz = gc.exp(gc.placeholder('q', (2,)))\n")
+    assert main(["viz", f"{script}:z", "-o", str(tmp_path / "z.svg")]) == 1

@@ -101,3 +101,20 @@ def test_viz_of_a_model_graphc_cannot_import_says_why(tmp_path):
                  [vi("x", F32, [3])], [vi("y", F32, [None])])
     with pytest.raises(SystemExit, match=r"'u' \(Unique, opset 17\)"):
         main(["viz", path, "-o", str(tmp_path / "u.dot")])
+
+
+def test_viz_of_a_file_whose_name_holds_dot_escapes(tmp_path, capsys):
+    """The file's stem names the graph (``onnx:m\\``): it reaches dot escaped, so the picture
+    is drawn (not a dot syntax error) and the .dot file is valid."""
+    import shutil
+    import subprocess
+
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="r")]
+    path = _save(tmp_path, "m\\.onnx", nodes, [helper.make_tensor_value_info("x", F32, [2])],
+                 [helper.make_tensor_value_info("y", F32, [2])])
+    dot_out = tmp_path / "m.dot"
+    assert main(["viz", path, "-o", str(dot_out)]) == 0
+    assert dot_out.read_text().startswith('digraph "onnx:m\\\\" {')
+    if shutil.which("dot"):
+        assert subprocess.run(["dot", "-Tsvg", str(dot_out)], capture_output=True).returncode == 0
+        assert main(["viz", path, "-o", str(tmp_path / "m.svg")]) == 0
