@@ -36,8 +36,6 @@ def _as_list(outputs) -> tuple[list[Tensor], bool]:
 
 
 def _normalize_updates(updates) -> list[tuple[Tensor, Tensor]]:
-    from .ops import cast
-
     if updates is None:
         return []
     pairs = list(updates.items()) if isinstance(updates, Mapping) else list(updates)
@@ -50,19 +48,28 @@ def _normalize_updates(updates) -> list[tuple[Tensor, Tensor]]:
         seen.add(param.node.uid)
         if not isinstance(value, Tensor):
             raise GraphError(f"the new value of {param.name!r} must be a tensor")
-        if value.dtype != param.dtype:
-            if value.dtype.kind != param.dtype.kind:
-                raise GraphError(f"update of {param.name!r}: value is {value.dtype}, parameter "
-                                 f"is {param.dtype}")
-            value = cast(value, param.dtype)
-        if len(value.shape) != len(param.shape) or any(
-            isinstance(d, int) and d != p for d, p in zip(value.shape, param.shape)
-        ):
-            raise ShapeError(f"update of {param.name!r}: value has shape "
-                             f"{format_shape(value.shape)}, parameter has "
-                             f"{format_shape(param.shape)}{at(value.node.loc)}")
-        out.append((param, value))
+        out.append((param, _conformed(param, value, "update")))
     return out
+
+
+def _conformed(param: Tensor, value: Tensor, what: str) -> Tensor:
+    """`value` as the new value of `param`: of its dtype (a cast within the same kind: a
+    float64 running mean of a float32 parameter) and of its shape. The native backends write
+    the value into the parameter's own memory, so anything else would write past it."""
+    from .ops import cast
+
+    if value.dtype != param.dtype:
+        if value.dtype.kind != param.dtype.kind:
+            raise GraphError(f"{what} of {param.name!r}: value is {value.dtype}, parameter "
+                             f"is {param.dtype}")
+        value = cast(value, param.dtype)
+    if len(value.shape) != len(param.shape) or any(
+        isinstance(d, int) and d != p for d, p in zip(value.shape, param.shape)
+    ):  # (a symbolic size is checked at each call, before anything is applied)
+        raise ShapeError(f"{what} of {param.name!r}: value has shape "
+                         f"{format_shape(value.shape)}, parameter has "
+                         f"{format_shape(param.shape)}{at(value.node.loc)}")
+    return value
 
 
 def default_updates(graph: Graph, roots: list[Node], explicit: set[int] | None = None
@@ -135,7 +142,9 @@ def build_program(inputs, outputs, updates=None, name: str | None = None) -> tup
     roots = [o.node for o in outs] + [v.node for _, v in pairs]
     explicit = {p.node.uid for p, _ in pairs}
     update_nodes = [(p.node, v.node) for p, v in pairs]
-    update_nodes += default_updates(graph, roots, explicit)
+    for param, value in default_updates(graph, roots, explicit):
+        value = _conformed(Tensor(param, graph), Tensor(value, graph), "default update")
+        update_nodes.append((param, value.node))
 
     program = Graph(name or graph.name)
     program.inputs = [x.node for x in ins]

@@ -358,6 +358,30 @@ case("argmax", lambda x: gc.argmax(x, 1), lambda r: [_u(r, 4, 5)], lambda x: np.
      grad=False)
 case("argmax_flat", lambda x: gc.argmax(x), lambda r: [_u(r, 4, 5)], lambda x: np.argmax(x),
      grad=False)
+# reductions of a mask (bool: False < True; a signed 1-bit True is -1, which made max over
+# a mask False on the native backends) and of integers
+for _name, _build, _ref in [
+    ("max_bool", lambda x: gc.max(x > 0), lambda x: np.max(x > 0)),
+    ("min_bool_0", lambda x: gc.min(x > 0, 0), lambda x: np.min(x > 0, 0)),
+    ("max_bool_1_keep", lambda x: gc.max(x < 0, 1, keepdims=True),
+     lambda x: np.max(x < 0, 1, keepdims=True)),
+    ("argmax_bool_1", lambda x: gc.argmax(x > 0, 1), lambda x: np.argmax(x > 0, 1)),
+    ("argmax_bool_0", lambda x: gc.argmax(x > 0, 0), lambda x: np.argmax(x > 0, 0)),
+    ("max_int_1", lambda x: gc.max(gc.cast(x * 9, "int32"), 1),
+     lambda x: np.max((x * 9).astype(np.int32), 1)),
+    ("argmin_int_0", lambda x: gc.argmax(-gc.cast(x * 9, "int64"), 0),
+     lambda x: np.argmax(-(x * 9).astype(np.int64), 0)),
+]:
+    case(_name, _build, lambda r: [_u(r, 4, 5)], _ref, grad=False)
+# integer products (they wrap as NumPy's do), plain, transposed and batched
+case("matmul_int32", lambda x, y: gc.cast(x * 9, "int32") @ gc.cast(y * 9, "int32"),
+     lambda r: [_u(r, 5, 7), _u(r, 7, 3)],
+     lambda x, y: (x * 9).astype(np.int32) @ (y * 9).astype(np.int32), grad=False)
+case("matmul_int64_batched_tb",
+     lambda x, y: gc.ops.matmul_t(gc.cast(x * 9, "int64"), gc.cast(y * 9, "int64"), tb=True),
+     lambda r: [_u(r, 2, 5, 7), _u(r, 2, 3, 7)],
+     lambda x, y: (x * 9).astype(np.int64) @ (y * 9).astype(np.int64).transpose(0, 2, 1),
+     grad=False)
 case("logsumexp", lambda x: gc.logsumexp(x, 1), lambda r: [_u(r, 3, 5) * 3],
      lambda x: np.log(np.exp(x).sum(1)))
 case("logsumexp_keep", lambda x: gc.logsumexp(x, (0, 2), keepdims=True),

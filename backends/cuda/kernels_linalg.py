@@ -23,7 +23,18 @@ from llvmlite import ir
 from graphc.ir.node import Node
 from graphc.ir.shapes import prod
 
-from ..kernelgen.irutil import F32, I64, PTR, VOID, const, i64, load, loop, store
+from ..kernelgen.irutil import (
+    F32,
+    I64,
+    PTR,
+    VOID,
+    const,
+    i64,
+    is_float_type,
+    load,
+    loop,
+    store,
+)
 from ..kernelgen.registry import lowering
 from .codegen import GpuCodegen, GpuKernel, GpuNode
 
@@ -37,8 +48,16 @@ def _phase_functions(module: ir.Module, ty: ir.Type, ta: bool, tb: bool, accumul
 
     Signature: (A, B, C, m, n, k, kt, shared, private, tx, ty, bx, by) -> void.
     """
-    tag = f"{'f32' if ty == F32 else 'f64'}.{'t' if ta else 'n'}{'t' if tb else 'n'}" \
-          f"{'.acc' if accumulate else ''}"
+    kind = ("f32" if ty == F32 else "f64") if is_float_type(ty) else f"i{ty.width}"
+    tag = f"{kind}.{'t' if ta else 'n'}{'t' if tb else 'n'}{'.acc' if accumulate else ''}"
+    flt = is_float_type(ty)  # integers (int32, int64) wrap as NumPy's products and sums do
+
+    def add(x, y):
+        return b.fadd(x, y) if flt else b.add(x, y)
+
+    def mul(x, y):
+        return b.fmul(x, y) if flt else b.mul(x, y)
+
     names = {p: f"graphc.gemm.{tag}.{p}" for p in PHASES}
     if names["init"] in module.globals:
         return {p: module.globals[n] for p, n in names.items()}
@@ -55,8 +74,10 @@ def _phase_functions(module: ir.Module, ty: ir.Type, ta: bool, tb: bool, accumul
             arg.name = label
         fns[phase] = fn
     T = i64(TILE)
+    b = None  # the builder of the phase being written (add and mul use it)
 
     def body(phase):
+        nonlocal b
         fn = fns[phase]
         A, B, C, m, n, k, kt, shared, private, tx, tyi, bx, by = fn.args
         b = ir.IRBuilder(fn.append_basic_block())
@@ -82,7 +103,7 @@ def _phase_functions(module: ir.Module, ty: ir.Type, ta: bool, tb: bool, accumul
             for j in range(TILE):  # unrolled dot product of a tile row and a tile column
                 a = load(b, tile_a, ty, b.add(b.mul(tyi, T), i64(j)))
                 c = load(b, tile_b, ty, b.add(i64(j * TILE), tx))
-                total = b.fadd(total, b.fmul(a, c))
+                total = add(total, mul(a, c))
             store(b, total, private, ty, i64(0))
         else:
             ok = b.and_(b.icmp_signed("<", row, m), b.icmp_signed("<", col, n))
@@ -90,7 +111,7 @@ def _phase_functions(module: ir.Module, ty: ir.Type, ta: bool, tb: bool, accumul
                 idx = b.add(b.mul(row, n), col)
                 value = load(b, private, ty, i64(0))
                 if accumulate:
-                    value = b.fadd(load(b, C, ty, idx), value)
+                    value = add(load(b, C, ty, idx), value)
                 store(b, value, C, ty, idx)
         b.ret_void()
 
@@ -114,8 +135,10 @@ def emit_gemm(gen: GpuCodegen, node: Node, k: int, suffix: str, operands, m, n, 
     instead of launching the kernel.
     """
     ctx = GpuKernel(gen, node, k, suffix=suffix, kind="gemm")
+    # (cuBLAS only for float32/float64: an integer product is always the kernel below)
     ctx.launch.gemm = dict(m=m, n=n, k=kdim, batch=batch, ta=ta, tb=tb, accumulate=accumulate,
-                           slots=host_slots, itemsize=node.dtype.itemsize)
+                           slots=host_slots if node.dtype.kind == "f" else None,
+                           itemsize=node.dtype.itemsize)
     b = ctx.b
     ty = ctx.ty()
     phases = _phase_functions(gen.module, ty, ta, tb, accumulate)

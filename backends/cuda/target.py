@@ -86,5 +86,9 @@ def verify(ptx_text: str, arch: str) -> str | None:
         res = subprocess.run([tool, f"-arch={arch}", src, "-o", os.path.join(tmp, "step.cubin")],
                              capture_output=True, text=True, timeout=300)
     if res.returncode != 0:
+        if "is not defined for option 'gpu-name'" in res.stderr:  # the toolkit, not the code
+            raise BackendError(f"the installed ptxas ({tool}) does not know the architecture "
+                               f"{arch} (newer CUDA toolkits drop old GPUs): choose a newer "
+                               "arch= (e.g. sm_80), or verify=False to skip ptxas")
         raise BackendError(f"ptxas rejected the generated PTX for {arch}:\n{res.stderr[-2000:]}")
     return res.stdout + res.stderr

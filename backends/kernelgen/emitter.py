@@ -135,8 +135,9 @@ class ExprEmitter:
             zero = const(self.ty, 0)
             pos = self._cmp(">", x, zero)
             neg = self._cmp("<", x, zero)
-            # sign(0) = 0 and sign(NaN) = NaN, as NumPy: pass x through in those cases
-            return b.select(pos, const(self.ty, 1), b.select(neg, const(self.ty, -1), x))
+            # sign(±0) = +0 and sign(NaN) = NaN, as NumPy: x + 0 in those cases (-0 + 0 is +0)
+            rest = b.fadd(x, zero) if self.float else x
+            return b.select(pos, const(self.ty, 1), b.select(neg, const(self.ty, -1), rest))
         if isinstance(e, E.floordiv):
             return self._divmod(self._emit(e.args[0]), self._emit(e.args[1]))[0]
         if isinstance(e, E.mod):

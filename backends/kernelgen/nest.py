@@ -53,7 +53,7 @@ from .irutil import (
 )
 from .philox import philox
 from .program import FAILED_INDEX, KernelContext
-from .reductions import combine, flat_reduce, identity
+from .reductions import combine, flat_reduce, greater, identity
 
 __all__ = ["render", "render_gpu", "render_host"]
 
@@ -315,7 +315,7 @@ class PointEmitter:
                 bigger = b.or_(b.fcmp_ordered(">", v, cur), b.and_(
                     b.fcmp_unordered("uno", v, v), b.fcmp_ordered("ord", cur, cur)))
             else:
-                bigger = b.icmp_signed(">", v, cur)
+                bigger = greater(b, ">", v, cur)
             take = b.or_(b.not_(b.load(found, typ=I1)), bigger)
             if where is not sympy.true:
                 take = b.and_(take, inner.emit(where, I1))

@@ -23,8 +23,18 @@ def identity(op: str, ty: ir.Type) -> ir.Constant:
         return const(ty, 0)
     if is_float_type(ty):
         return ir.Constant(ty, float("-inf") if op == "max" else float("inf"))
+    if ty.width == 1:  # bool: False < True
+        return ir.Constant(ty, 0 if op == "max" else 1)
     bits = ty.width
     return ir.Constant(ty, -(1 << (bits - 1)) if op == "max" else (1 << (bits - 1)) - 1)
+
+
+def greater(b: ir.IRBuilder, op: str, x, y):
+    """``x > y`` (op "<": ``x < y``) of two integers of the same type: signed, but a bool
+    (i1) unsigned, since as a signed 1-bit number True is -1 (max over a mask was False)."""
+    if x.type.width == 1:
+        return b.icmp_unsigned(op, x, y)
+    return b.icmp_signed(op, x, y)
 
 
 def combine(b: ir.IRBuilder, module, op: str, ty: ir.Type, acc, v, reassoc: bool = False):
@@ -36,7 +46,7 @@ def combine(b: ir.IRBuilder, module, op: str, ty: ir.Type, acc, v, reassoc: bool
         name = "maximum" if op == "max" else "minimum"
         return b.call(float_intrinsic(module, name, ty, 2), [acc, v])
     cmp = ">" if op == "max" else "<"
-    return b.select(b.icmp_signed(cmp, acc, v), acc, v)
+    return b.select(greater(b, cmp, acc, v), acc, v)
 
 
 def flat_reduce(b: ir.IRBuilder, module, op: str, ty: ir.Type, count: ir.Value, term,

@@ -327,3 +327,20 @@ def test_an_unknown_arch_is_refused_up_front(arch):
     x = gc.placeholder("x", (3,))
     with pytest.raises(gc.BackendError, match="sm_70 or newer"):
         gc.compile([x], gc.exp(x), backend="cuda", backend_options={"arch": arch})
+
+
+def test_an_architecture_the_toolkit_dropped_is_named_as_such(monkeypatch):
+    """ptxas 13 refuses sm_70 as an unknown -arch value: that is the toolkit, not the
+    generated code, and the message says so."""
+    import subprocess
+
+    from graphc.backends.cuda import target
+
+    def fake_ptxas(*args, **kwargs):
+        return subprocess.CompletedProcess(args, 255, "", "ptxas fatal   : Value 'sm_70' is not "
+                                           "defined for option 'gpu-name'\n")
+
+    monkeypatch.setattr(target, "ptxas_path", lambda: "/opt/cuda/bin/ptxas")
+    monkeypatch.setattr(target.subprocess, "run", fake_ptxas)
+    with pytest.raises(gc.BackendError, match="does not know the architecture sm_70"):
+        target.verify(".version 8.0\n", "sm_70")

@@ -74,6 +74,19 @@ def test_integer_maximum_and_minimum_keep_ties(dtype, backend, options):
         np.testing.assert_array_equal(g, w)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("backend,options", [("llvm", None), ("cuda", {"emulate": True})],
+                         ids=["llvm", "cuda"])
+def test_sign_of_a_negative_zero_is_a_positive_zero(dtype, backend, options):
+    """np.sign(-0.0) is +0.0 (and NaN stays NaN): the kernels passed -0.0 through."""
+    x = gc.placeholder("x", (5,), dtype)
+    xs = np.array([-0.0, 0.0, np.nan, -2.5, np.inf], dtype)
+    got = gc.compile([x], gc.sign(x), backend=backend, backend_options=options)(xs)
+    want = np.sign(xs)
+    np.testing.assert_array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True)],
                          ids=["nn", "tn", "nt"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])

@@ -486,3 +486,31 @@ def test_a_size_no_input_binds_is_refused_at_compile_time(backend, form):
     with pytest.raises(gc.ShapeError, match=r"dimension\(s\) M, which no input's shape binds "
                                             r"\(inputs: x\)"):
         gc.compile([x], out, backend=backend)
+
+
+@pytest.mark.parametrize("backend,options", [("numpy", None), ("llvm", None),
+                                             ("cuda", {"emulate": True})],
+                         ids=["numpy", "llvm", "cuda"])
+def test_a_default_update_of_another_dtype_is_cast_to_its_parameter(backend, options):
+    """A float32 batch norm fed float64 computes its running statistics in float64: the
+    default update is cast to the parameter's dtype, as an explicit one is (the native
+    backends wrote the float64 values over the float32 buffer: garbage statistics, then a
+    corrupted heap)."""
+    bn = gc.nn.BatchNorm1d(2)
+    x = gc.placeholder("x", ("N", 2), "float64")
+    fn = gc.compile([x], gc.sum(bn(x)), backend=backend, backend_options=options)
+    xs = np.random.default_rng(0).normal(size=(16, 2))
+    fn(xs)
+    assert bn.running_mean.value.dtype == np.float32
+    np.testing.assert_allclose(bn.running_mean.value, 0.1 * xs.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(bn.running_var.value, 0.9 + 0.1 * xs.var(axis=0, ddof=1),
+                               rtol=1e-5)
+
+
+def test_an_update_must_have_its_parameters_shape_and_kind():
+    w = gc.parameter("w", np.zeros(4, np.float32))
+    x = gc.placeholder("x", ("N",))
+    with pytest.raises(gc.ShapeError, match=r"value has shape \(3,\), parameter has \(4,\)"):
+        gc.compile([x], gc.sum(x), updates={w: x[:3]})
+    with pytest.raises(gc.GraphError, match="value is int64, parameter is float32"):
+        gc.compile([x], gc.sum(x), updates={w: gc.cast(w, "int64")})
