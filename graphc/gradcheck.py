@@ -51,9 +51,18 @@ def _compile_frozen(inputs, outputs):
 
 
 def relative_error(analytic, numeric, floor: float = 1e-3):
-    """|a - n| / max(|a|, |n|, floor): relative for large values, absolute-ish near zero."""
-    a, n = np.asarray(analytic), np.asarray(numeric)
-    return np.abs(a - n) / np.maximum(np.maximum(np.abs(a), np.abs(n)), floor)
+    """|a - n| / max(|a|, |n|, floor): relative for large values, absolute-ish near zero.
+
+    Never NaN, so that a check cannot pass on a NaN (``err > rtol`` and Python's ``max`` are
+    both false/blind for NaN): elements that agree exactly (the same infinity) or are both NaN
+    have error 0; a NaN or infinity on one side only (NaN against inf, inf against -inf, a
+    finite value against either) has error inf."""
+    a, n = np.asarray(analytic, dtype=np.float64), np.asarray(numeric, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs(a - n) / np.maximum(np.maximum(np.abs(a), np.abs(n)), floor)
+    agree = (a == n) | (np.isnan(a) & np.isnan(n))
+    err = np.where(agree, 0.0, np.where(np.isfinite(a) & np.isfinite(n), err, np.inf))
+    return err
 
 
 def check_grad(f: Callable[[list[Tensor]], Tensor], inputs: Sequence, eps: float = 1e-6,
@@ -200,7 +209,7 @@ def check_vjp(f: Callable[[list[Tensor]], Tensor], inputs: Sequence, directions:
         lhs = float(np.sum((up - down) / (2 * eps) * cv))
         feed = cv.reshape(np.shape(cv) if c_input is c else -1)
         rhs = float(sum(np.sum(d * v) for d, v in zip(t, vjp_fn(*arrays, feed))))
-        err = abs(lhs - rhs) / max(abs(lhs), abs(rhs), 1e-8)
+        err = float(relative_error(lhs, rhs, floor=1e-8))  # (inf, never NaN, for NaN)
         worst = max(worst, err)
         if err > rtol:
             raise AssertionError(f"vector-Jacobian check failed: <J t, c> = {lhs:.10g} but "

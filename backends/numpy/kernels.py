@@ -283,21 +283,27 @@ def avg_pool(x, *, kernel, stride, padding, scratch: Scratch):
 # hand-written NumPy.
 
 
-def _stable_max(x, axis):
+def _stable_max(x, axis, posinf: bool = False):
     """The maximum to shift by: 0 where it is not finite, and where the axis is empty (a
-    softmax over no elements is empty, a logsumexp -inf; ``maximum.reduce`` would raise)."""
+    softmax over no elements is empty, a logsumexp -inf; ``maximum.reduce`` would raise).
+    With `posinf` (softmax, log_softmax) a +inf maximum stays: its row is NaN, as PyTorch's
+    (graphc.ops.reduce._shift)."""
     m = np.maximum.reduce(x, axis=axis, keepdims=True, initial=-np.inf)
-    return m if np.isfinite(m).all() else np.where(np.isfinite(m), m, 0)
+    if np.isfinite(m).all():
+        return m
+    if posinf:
+        return np.where(np.isnan(m) | (m == -np.inf), 0, m)
+    return np.where(np.isfinite(m), m, 0)
 
 
 def log_softmax(x, *, axis):
-    z = x - _stable_max(x, axis)
+    z = x - _stable_max(x, axis, posinf=True)
     return (z - np.log(np.add.reduce(np.exp(z), axis=axis, keepdims=True))).astype(
         x.dtype, copy=False)
 
 
 def softmax(x, *, axis):
-    e = np.exp(x - _stable_max(x, axis))
+    e = np.exp(x - _stable_max(x, axis, posinf=True))
     return (e / np.add.reduce(e, axis=axis, keepdims=True)).astype(x.dtype, copy=False)
 
 

@@ -32,7 +32,8 @@ def load(path_or_model: Any):
 
     ``model = gc.onnx.load("net.onnx")``; ``x = model.placeholders()`` (one placeholder per
     model input, ``dim_param``s as symbolic dims); ``y = model(*x)`` adds the model's ops to
-    the current graph. Float initializers become parameters (``model.parameters()``), so the
+    the current graph. Float initializers become parameters (``model.parameters()``, made once
+    and shared by every graph the model is called in, as a module's), so the
     imported model can be differentiated, trained and compiled on every backend.
     """
     require_onnx()

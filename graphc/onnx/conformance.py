@@ -65,7 +65,6 @@ EXCLUDED: dict[str, str] = {
     "test_loop13_seq": "sequence values", "test_loop16_seq_none": "optional sequence values",
     "test_loop11": "a Slice inside the body bounded by the iteration counter (a data-dependent "
                    "slice; graphc's slices are static)",
-    "test_mod_int64_fmod": "fmod=1 on integers (C's truncated remainder; not yet)",
     "test_pow_types_int32_float32": "integer base with a float exponent (not yet)",
     "test_pow_types_int64_float32": "integer base with a float exponent (not yet)",
     "test_convtranspose_output_shape": "ConvTranspose output_shape beyond the stride's reach "

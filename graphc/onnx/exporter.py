@@ -161,7 +161,7 @@ _SIMPLE = {
     "sqrt": "Sqrt", "abs": "Abs", "sign": "Sign", "tanh": "Tanh", "sigmoid": "Sigmoid",
     "softplus": "Softplus", "relu": "Relu", "sin": "Sin", "cos": "Cos", "tan": "Tan",
     "arctan": "Atan", "erf": "Erf", "floor": "Floor", "ceil": "Ceil", "round": "Round",
-    "reciprocal": "Reciprocal", "softsign": "Softsign", "pow": "Pow", "less": "Less",
+    "reciprocal": "Reciprocal", "softsign": "Softsign", "less": "Less",
     "greater": "Greater", "less_equal": "LessOrEqual", "greater_equal": "GreaterOrEqual",
     "equal": "Equal", "isnan": "IsNaN", "isinf": "IsInf", "maximum": "Max", "minimum": "Min",
 }
@@ -170,6 +170,29 @@ _SIMPLE = {
 @exports(*_SIMPLE)
 def _simple(w: Writer, node: Node, ins: list[str]) -> str:
     return w.add(_SIMPLE[node.op.name], ins)
+
+
+@exports("pow")
+def _pow(w, node, ins):
+    """Pow; for integers, a negative exponent gives graphc's truncated ``1 / a**-b`` (1 for
+    a = 1, +-1 for a = -1, 0 otherwise, 0 ** -n included: onnxruntime's Pow gave INT_MIN
+    there), and Pow only ever sees exponents >= 0."""
+    if node.type.dtype.kind == "f":
+        return w.add("Pow", ins)
+    a, b = ins
+    dt = node.inputs[1].dtype
+    out_dt = node.type.dtype
+
+    def c(v, d=out_dt):
+        return w.const(np.asarray(v, dtype=d))
+
+    negative = w.add("Less", [b, c(0, dt)])
+    powered = w.add("Pow", [a, w.add("Where", [negative, c(0, dt), b])])
+    odd = w.add("Equal", [w.add("Mod", [b, c(2, dt)]), c(1, dt)])
+    minus_one = w.add("Where", [odd, c(-1), c(1)])
+    inverse = w.add("Where", [w.add("Equal", [a, c(1)]), c(1),
+                              w.add("Where", [w.add("Equal", [a, c(-1)]), minus_one, c(0)])])
+    return w.add("Where", [negative, inverse, powered])
 
 
 @exports("div")
@@ -417,8 +440,9 @@ def _pool(w, node, ins):
 @exports("one_hot")
 def _one_hot(w, node, ins):
     n = int(node.attrs["n"])
-    eq = w.add("Equal", [w.add("Unsqueeze", [ins[0], w.ints([-1], "axes")]),
-                         w.ints(range(n), "classes")])
+    # the classes in the ids' own dtype (int32 or int64): Equal takes one type
+    classes = w.const(np.arange(n, dtype=node.inputs[0].dtype), base="classes")
+    eq = w.add("Equal", [w.add("Unsqueeze", [ins[0], w.ints([-1], "axes")]), classes])
     return w.add("Cast", [eq], to=dtypes.to_onnx(node.attrs["dtype"]))
 
 
@@ -439,8 +463,9 @@ class ExpressionWriter:
     in the expression's own order (nothing is simplified: IEEE results stay graphc's).
 
     Values are computed in `dtype` (the node's value dtype), comparisons and logic in bool.
-    log1p and expm1 use the accurate compositions (Goldberg's ``x*log(u)/(u-1)``, Kahan's
-    ``(u-1)*x/log(u)``) rather than ``log(1+x)``; integer ``//`` and ``%`` follow NumPy
+    log1p and expm1 use the accurate compositions (Goldberg's ``log(u)*(x/(u-1))``, Kahan's
+    ``(u-1)*(x/log(u))``, the quotient first so that no product overflows) rather than
+    ``log(1+x)``; integer ``//`` and ``%`` follow NumPy
     (floor, divisor's sign, 0 for a zero divisor), as graphc computes them."""
 
     def __init__(self, w: Writer, node: Node, inputs: list[str], dtype) -> None:
@@ -564,7 +589,8 @@ class ExpressionWriter:
         w = self.w
         u = w.add("Add", [x, self.const(1)])
         um1 = w.add("Sub", [u, self.const(1)])
-        ratio = w.add("Div", [w.add("Mul", [x, w.add("Log", [u])]), um1])
+        # log(u) * (x / (u - 1)): the product x * log(u) first overflowed for x >= ~4e36
+        ratio = w.add("Mul", [w.add("Log", [u]), w.add("Div", [x, um1])])
         # u == 1: x is below the rounding of 1 + x, and log1p(x) = x; u = inf: log(u)
         exact = w.add("Or", [w.add("Equal", [um1, self.const(0)]),
                              w.add("IsInf", [u])])
@@ -575,20 +601,76 @@ class ExpressionWriter:
         w = self.w
         u = w.add("Exp", [x])
         um1 = w.add("Sub", [u, self.const(1)])
-        ratio = w.add("Div", [w.add("Mul", [um1, x]), w.add("Log", [u])])
+        # (u - 1) * (x / log(u)): the product (u - 1) * x first overflowed near x = 88 (float32)
+        ratio = w.add("Mul", [um1, w.add("Div", [x, w.add("Log", [u])])])
         small = w.add("Equal", [u, self.const(1)])
         plain = w.add("Or", [w.add("Equal", [um1, self.const(-1)]), w.add("IsInf", [u])])
         return w.add("Where", [small, x, w.add("Where", [plain, um1, ratio])])
 
+    def _safe_divisor(self, a: str, b: str) -> tuple[str, str]:
+        """(b == 0, a divisor ONNX's integer Div and Mod never trap on): 1 where b is 0 and
+        where a is INT_MIN and b is -1 (x86's idiv raises SIGFPE for both, and onnxruntime
+        divides natively, killing the host process). a / 1 is then INT_MIN with remainder 0,
+        NumPy's (and graphc's) INT_MIN // -1 and INT_MIN % -1; by zero is masked to 0 after."""
+        w = self.w
+        is_zero = w.add("Equal", [b, self.const(0)])
+        lowest = self.const(int(np.iinfo(self.dtype).min))
+        overflow = w.add("And", [w.add("Equal", [a, lowest]),
+                                 w.add("Equal", [b, self.const(-1)])])
+        safe = w.add("Where", [w.add("Or", [is_zero, overflow]), self.const(1), b])
+        return is_zero, safe
+
+    def _float_divmod(self, a: str, b: str) -> tuple[str, str]:
+        """NumPy's float ``(a // b, a % b)`` as its npy_divmod computes them (the llvm
+        kernels do the same): C's fmod (ONNX ``Mod(fmod=1)``), the quotient ``(a - fmod) / b``
+        corrected to the divisor's sign and snapped to an integer, signed zeros as NumPy's.
+        ``Floor(a / b)`` is not it: ``1 // 0.1`` is 9 (a / b rounds up to 10), ``inf // 2`` is
+        NaN and ``-1 // inf`` is -1.
+
+        A value that may be -0.0 is always Where's second branch, under a condition that is no
+        ``Not``: onnxruntime's Where gives +0.0 when it picks a -0.0 from its first branch,
+        and its optimizer swaps the branches of a Where whose condition is a Not."""
+        key = ("divmod", a, b)
+        if key in self.memo:
+            return self.memo[key]
+        w = self.w
+        zero, one = self.const(0), self.const(1)
+
+        def nonzero(v):  # v != 0, true for NaN, without a Not
+            return w.add("Or", [w.add("Or", [w.add("Less", [v, zero]),
+                                             w.add("Greater", [v, zero])]),
+                                w.add("IsNaN", [v])])
+
+        m = w.add("Mod", [a, b], fmod=1)  # the sign of a; NaN for b == 0 or an infinite a
+        quotient = w.add("Div", [a, b])
+        div = w.add("Div", [w.add("Sub", [a, m]), b])
+        m_nonzero = nonzero(m)
+        fix = w.add("And", [m_nonzero, w.add("Xor", [w.add("Less", [b, zero]),
+                                                     w.add("Less", [m, zero])])])
+        # a zero remainder takes the divisor's sign (b is neither 0 nor NaN there)
+        signed_zero = w.add("Where", [w.add("Greater", [b, zero]), zero, self.const(-0.0)])
+        m = w.add("Where", [fix, w.add("Add", [m, b]),
+                            w.add("Where", [m_nonzero, m, signed_zero])])
+        div = w.add("Where", [fix, w.add("Sub", [div, one]), div])
+        floor = w.add("Floor", [div])
+        snapped = w.add("Where", [w.add("Greater", [w.add("Sub", [div, floor]),
+                                                    self.const(0.5)]),
+                                  w.add("Add", [floor, one]), floor])  # (never -0.0)
+        # a zero quotient takes the sign of a / b (finite there: |a| < |b| or b infinite)
+        q = w.add("Where", [nonzero(div), snapped, w.add("Mul", [quotient, zero])])
+        q = w.add("Where", [w.add("Equal", [b, zero]), quotient, q])
+        self.memo[key] = (q, m)
+        return q, m
+
     def _floordiv(self, a: str, b: str) -> str:
         w = self.w
         if self.dtype.kind == "f":
-            return w.add("Floor", [w.add("Div", [a, b])])
+            return self._float_divmod(a, b)[0]
         zero = self.const(0)
-        is_zero = w.add("Equal", [b, zero])
-        safe = w.add("Where", [is_zero, self.const(1), b])
+        is_zero, safe = self._safe_divisor(a, b)
         q = w.add("Div", [a, safe])  # truncates
-        r = w.add("Mod", [a, safe], fmod=1)  # the sign of a
+        # the remainder, the sign of a (no Mod(fmod=1): |q * safe| <= |a| cannot overflow)
+        r = w.add("Sub", [a, w.add("Mul", [q, safe])])
         off = w.add("And", [w.add("Not", [w.add("Equal", [r, zero])]),
                             w.add("Xor", [w.add("Less", [r, zero]),
                                           w.add("Less", [safe, zero])])])
@@ -597,15 +679,11 @@ class ExpressionWriter:
 
     def _mod(self, a: str, b: str) -> str:
         w = self.w
-        zero = self.const(0)
         if self.dtype.kind != "f":
-            is_zero = w.add("Equal", [b, zero])
-            safe = w.add("Where", [is_zero, self.const(1), b])
-            return w.add("Where", [is_zero, zero, w.add("Mod", [a, safe], fmod=0)])
-        r = w.add("Mod", [a, b], fmod=1)  # C's fmod: the sign of a; NumPy's: the sign of b
-        off = w.add("And", [w.add("Not", [w.add("Equal", [r, zero])]),
-                            w.add("Xor", [w.add("Less", [r, zero]), w.add("Less", [b, zero])])])
-        return w.add("Where", [off, w.add("Add", [r, b]), r])
+            is_zero, safe = self._safe_divisor(a, b)
+            return w.add("Where", [is_zero, self.const(0),
+                                   w.add("Mod", [a, safe], fmod=0)])
+        return self._float_divmod(a, b)[1]
 
 
 def _negated(term) -> bool:
@@ -690,7 +768,9 @@ def _scan(w, node, ins):
     direction = 1 if a["reverse"] else 0  # (reverse in and out: ys[t] is step t's)
     w.nodes.append(helper.make_node(
         "Scan", ins[:nc + nx], outs, w.fresh("scan"), body=graph, num_scan_inputs=nx,
-        scan_input_directions=[direction] * nx, scan_output_directions=[direction] * k))
+        scan_input_directions=[direction] * nx,
+        # (no ys: the attribute is left out, as helper.make_node cannot type an empty list)
+        **({"scan_output_directions": [direction] * k} if k else {})))
     w.results[node.uid] = outs[:nc + ny] + [None] * nc
     for i, name in zip(history, outs[nc + ny:]):
         w.results[node.uid][nc + ny + i] = name
@@ -753,11 +833,40 @@ def _declared(outputs_or_fn, inputs):
                                    "pass its output tensors instead")
         outs, ins = declared
         return outs, (inputs if inputs is not None else ins)
-    outs = [outputs_or_fn] if isinstance(outputs_or_fn, Tensor) else list(outputs_or_fn)
+    if callable(outputs_or_fn) and not isinstance(outputs_or_fn, Tensor):
+        raise UnsupportedError(
+            f"export: outputs_or_fn is a Python {type(outputs_or_fn).__name__}: pass the "
+            "output tensors or a compiled gc.Function (gc.compile(...))")
+    if isinstance(outputs_or_fn, Tensor):
+        outs = [outputs_or_fn]
+    elif isinstance(outputs_or_fn, (list, tuple)):
+        outs = list(outputs_or_fn)
+    else:
+        raise UnsupportedError(f"export: outputs must be a tensor, a list of tensors or a "
+                               f"gc.Function, got {type(outputs_or_fn).__name__}")
     for o in outs:
         if not isinstance(o, Tensor):
             raise UnsupportedError(f"export: outputs must be tensors, got {type(o).__name__}")
     return outs, inputs
+
+
+def _check_arguments(inputs, opset) -> None:
+    """Argument mistakes as graphc errors naming the argument (they were raw TypeErrors and
+    AttributeErrors from deep inside the writer)."""
+    if opset is not None and (not isinstance(opset, (int, np.integer)) or
+                              isinstance(opset, (bool, np.bool_))):
+        raise UnsupportedError(f"export: opset must be an int (or None for {DEFAULT_OPSET}), "
+                               f"got {opset!r} ({type(opset).__name__})")
+    if inputs is None:
+        return
+    if isinstance(inputs, Tensor) or not isinstance(inputs, (list, tuple)):
+        raise UnsupportedError(f"export: inputs must be a list of placeholder tensors, got "
+                               f"{type(inputs).__name__}")
+    for i, t in enumerate(inputs):
+        if not isinstance(t, Tensor) or t.op != "placeholder":
+            what = f"a {t.op} tensor" if isinstance(t, Tensor) else type(t).__name__
+            raise UnsupportedError(f"export: inputs[{i}] must be a placeholder tensor "
+                                   f"(gc.placeholder), got {what}")
 
 
 def _refuse_state(outs: list[Tensor]) -> None:
@@ -816,6 +925,7 @@ def _write_nodes(w: Writer, order: list[Node]) -> None:
 def export(outputs_or_fn, path, inputs=None, opset: int | None = None) -> onnx.ModelProto:
     """Write the declared graph of `outputs_or_fn` to `path` (None: do not write)."""
     outs, inputs = _declared(outputs_or_fn, inputs)
+    _check_arguments(inputs, opset)
     if not outs:
         raise UnsupportedError("export: no outputs")
     _refuse_state(outs)
@@ -824,7 +934,7 @@ def export(outputs_or_fn, path, inputs=None, opset: int | None = None) -> onnx.M
         # (the writers use opset 13's forms: Softmax over one axis, ReduceSum's axes input)
         raise UnsupportedError(f"export: opset {opset}: graphc writes opsets {MIN_OPSET} to "
                                f"{newest} (this onnx's newest)")
-    w = Writer(opset or DEFAULT_OPSET)
+    w = Writer(DEFAULT_OPSET if opset is None else int(opset))
     order = topological([o.node for o in outs])
     placeholders = [n for n in order if n.op.name == "placeholder"]
     if inputs is not None:

@@ -23,7 +23,7 @@ from onnx import numpy_helper
 
 from .. import ops
 from ..errors import GraphError
-from ..ir.graph import get_default_graph, name_scope
+from ..ir.graph import name_scope
 from ..ir.tensor import Tensor
 from ..ir.text import MAX_IDENTIFIER, identifier, is_identifier
 from . import dtypes
@@ -159,11 +159,28 @@ class NodeContext:
             try:
                 arr = arr.astype(np.int64)
             except TypeError:
-                self.fail("a value with symbolic dims is used as data; graphc folds shapes "
-                          "only into shape arguments (Reshape, Expand, ...)")
+                return self._symbolic_tensor(arr)
         if arr.dtype not in dtypes.NUMPY_TO_ONNX:
             self.fail(f"dtype {arr.dtype} is not supported by graphc")
         return ops.constant(arr, dtype=arr.dtype)
+
+    def _symbolic_tensor(self, arr: np.ndarray) -> Tensor:
+        """An int64 tensor of shape arithmetic over symbolic dims used as data (a mean's
+        element count, a computed bound): each element computed when the model runs from
+        the dims' sizes (`dim_tensor`)."""
+        import sympy
+
+        elems = []
+        for v in arr.ravel():
+            try:
+                elems.append(dim_tensor(sympy.sympify(v)))
+            except (TypeError, ValueError, GraphError):
+                self.fail(f"a value with symbolic dims ({v}) is used as data, and graphc "
+                          "cannot compute it as a tensor")
+        if arr.ndim == 0:
+            return elems[0]
+        flat = ops.stack(elems) if len(elems) > 1 else ops.reshape(elems[0], (1,))
+        return ops.reshape(flat, arr.shape)
 
     def static(self, value: Value, what: str) -> np.ndarray:
         """`value` as an array known at import time (constants, integer initializers,
@@ -182,6 +199,38 @@ class NodeContext:
 
     def is_static(self, *values: Value) -> bool:
         return all(v is None or isinstance(v, np.ndarray) for v in values)
+
+
+def dim_tensor(e) -> Tensor:
+    """A sympy expression over symbolic dims (sums, products, Max, Min, integer powers) as an
+    int64 scalar tensor, computed when the model runs: a symbol is the element count of a
+    broadcast zero of that size (graphc's numel, which reads only the shape), the rest graphc
+    ops. Anything else (floor, a symbol of no size) raises TypeError."""
+    import sympy
+
+    if e.is_Integer:
+        return ops.constant(np.asarray(int(e), dtype=np.int64))
+    if e.is_Symbol:
+        return ops.numel(ops.full((e,), 0, np.int64), 0, np.int64)
+    if e.is_Add or e.is_Mul:
+        parts = [dim_tensor(a) for a in e.args]
+        out = parts[0]
+        for p in parts[1:]:
+            out = ops.add(out, p) if e.is_Add else ops.mul(out, p)
+        return out
+    if isinstance(e, (sympy.Max, sympy.Min)):
+        parts = [dim_tensor(a) for a in e.args]
+        out = parts[0]
+        for p in parts[1:]:
+            out = ops.maximum(out, p) if isinstance(e, sympy.Max) else ops.minimum(out, p)
+        return out
+    if e.is_Pow and e.exp.is_Integer and e.exp > 0:
+        base = dim_tensor(e.base)
+        out = base
+        for _ in range(int(e.exp) - 1):
+            out = ops.mul(out, base)
+        return out
+    raise TypeError(f"{e} cannot be computed as a tensor")
 
 
 def _plain(v):
@@ -345,7 +394,9 @@ class OnnxModel:
                                        "and is not a model input or initializer")
         self._dim_names = _dim_names(self.inputs)
         self._frozen = bn_statistics(graph)
-        self._params: dict[int, dict[str, Tensor]] = {}
+        # the parameters, made at the first call and then shared by every graph (as a
+        # module's): None until then
+        self._params: dict[str, Tensor] | None = None
 
     @property
     def input_names(self) -> list[str]:
@@ -377,8 +428,13 @@ class OnnxModel:
         return [ops.placeholder(name, shape, dtype) for name, shape, dtype in self.input_types()]
 
     def _initializer_values(self) -> dict[str, Value]:
-        graph = get_default_graph()
-        params = self._params.get(id(graph))
+        """The initializers by name: float ones as the model's parameters, the rest as known
+        arrays. The parameters are made once, at the first call, and every later call uses
+        the same ones in whatever graph it builds (docs/semantics.md, "Parameters shared
+        between graphs"): a model fine-tuned in a training graph is evaluated with its trained
+        values in another graph. They were once made per graph, so a new graph silently read
+        the file's original weights."""
+        params = self._params
         if params is None:
             params = {}
             for name, arr in self.initializers.items():
@@ -387,14 +443,15 @@ class OnnxModel:
                     if name in self._frozen:
                         p.requires_grad_(False)
                     params[name] = p
-            self._params[id(graph)] = params
+            self._params = params
         env: dict[str, Value] = {}
         for name, arr in self.initializers.items():
             env[name] = params.get(name, arr)
         return env
 
     def parameters(self) -> list[Tensor]:
-        """The parameters (float initializers) in the current graph, in the file's order."""
+        """The parameters (float initializers), in the file's order: the same tensors in
+        every graph (made at the first call when none has been made yet)."""
         env = self._initializer_values()
         return [v for v in env.values() if isinstance(v, Tensor)]
 

@@ -88,14 +88,28 @@ def _mod(ctx, a, b):
         return np.asarray(fold(a, b)).astype(np.result_type(a, b))
     a, b = ctx.tensor(a), ctx.tensor(b)
     if ctx.attr("fmod", 0):
-        if a.dtype.kind != "f":
-            ctx.fail("fmod=1 on integers is not supported")
-        # C fmod: the sign of the dividend
-        r = ops.remainder(a, b)
-        fix = _and(ops.not_equal(r, const_like(r, 0)),
-                   ops.not_equal(ops.less(a, const_like(a, 0)), ops.less(b, const_like(b, 0))))
-        return ops.where(fix, r - b, r)
+        return _fmod(a, b)
     return ops.remainder(a, b)  # the sign of the divisor, as NumPy's %
+
+
+def _fmod(a: Tensor, b: Tensor) -> Tensor:
+    """C's fmod (the sign of the dividend), exactly, from NumPy's remainder.
+
+    Floats: ``remainder(|a|, |b|)`` is fmod of the magnitudes (no sign correction happens
+    there, so nothing is rounded: correcting ``remainder(a, b)`` by ``- b`` instead cancels
+    to 0 when |a| << |b|, ``fmod(-0.001, 1e5)``, and gives NaN for an infinite b), then the
+    sign of a; a zero result is a signed zero, ``a * 0`` (a is finite there). NaN and
+    infinite a, and b == 0, give NaN as fmod. Integers: the remainder is exact, so it is
+    corrected by b when its sign differs from a's (0 for b == 0, as graphc's %)."""
+    zero = const_like(a, 0)
+    if a.dtype.kind != "f":
+        r = ops.remainder(a, b)
+        fix = _and(ops.not_equal(r, zero),
+                   ops.not_equal(ops.less(a, zero), ops.less(b, const_like(b, 0))))
+        return ops.where(fix, r - b, r)
+    r = ops.remainder(ops.abs(a), ops.abs(b))
+    signed = ops.where(ops.less(a, zero), ops.neg(r), r)
+    return ops.where(ops.equal(r, zero), a * zero, signed)
 
 
 # -- unary math ---------------------------------------------------------------------------------
@@ -397,6 +411,18 @@ def _variadic(ctx, *xs):
         for x in xs[1:]:
             acc = _VARIADIC_NP[ctx.op_type](acc, x)
         return np.asarray(acc)
+    if ctx.op_type in _VARIADIC_NP and ctx.is_static(*xs) and all(
+            np.asarray(x).dtype.kind in "iuO" for x in xs):
+        # shape arithmetic over symbolic dims (graphc writes the bounds of a slice of a
+        # symbolic axis with Max/Min): folded with sympy, as Add and Mul are
+        import sympy
+
+        fold = np.frompyfunc({"Max": sympy.Max, "Min": sympy.Min, "Sum": sympy.Add}[
+            ctx.op_type], 2, 1)
+        acc = np.asarray(xs[0], dtype=object)
+        for x in xs[1:]:
+            acc = fold(acc, np.asarray(x, dtype=object))
+        return np.asarray(acc, dtype=object)
     ts = [ctx.tensor(x) for x in xs]
     fn = {"Max": ops.maximum, "Min": ops.minimum, "Sum": ops.add, "Mean": ops.add}[ctx.op_type]
     acc = ts[0]
@@ -418,7 +444,12 @@ def _cast(ctx, x):
         ctx.fail("saturate=0 only concerns float8 types, which graphc does not have")
     if ctx.is_static(x):
         arr = np.asarray(x)
-        return arr if arr.dtype == object and to.kind == "i" else arr.astype(to)
+        if arr.dtype == object and to.kind == "i":
+            return arr
+        if arr.dtype != object or all(isinstance(v, (int, np.integer)) for v in arr.flat):
+            return arr.astype(to)
+        # a symbolic count as data (graphc's mean over a symbolic dim divides by it)
+        return ops.cast(ctx.tensor(arr), to)
     x = ctx.tensor(x)
     return x if x.dtype == to else ops.cast(x, to)
 
@@ -473,12 +504,21 @@ _FLOAT_REDUCE = {"ReduceMean", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp"}
 
 @onnx_op(*_REDUCE)
 def _reduce(ctx, x, axes=None):
-    x = ctx.tensor(x)
     if ctx.opset >= _AXES_INPUT_SINCE.get(ctx.op_type, 18):
         axes = None if axes is None else [int(a) for a in ctx.static(axes, "axes").ravel()]
     else:
         axes = ctx.attr("axes", None)
     keepdims = bool(ctx.attr("keepdims", 1))
+    if ctx.op_type == "ReduceProd" and isinstance(x, np.ndarray) and x.dtype == object:
+        # the product of dims read with Shape (graphc writes a mean's element count so):
+        # folded, symbolic dims included, as the other shape arithmetic
+        rank = max(x.ndim, 1)
+        if not axes:
+            axes = [] if ctx.attr("noop_with_empty_axes", 0) else list(range(x.ndim))
+        axes = ctx.axes(axes, rank) if x.ndim else []
+        return np.asarray(np.prod(x, axis=tuple(axes), keepdims=keepdims) if axes else x,
+                          dtype=object)
+    x = ctx.tensor(x)
     if not axes:
         if ctx.attr("noop_with_empty_axes", 0):
             return x

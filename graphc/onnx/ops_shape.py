@@ -216,14 +216,16 @@ def _slices(ctx, shape, starts, ends, axes, steps):
     for a, s, e, st in zip(axes, starts, ends, steps):
         if st == 0:
             ctx.fail("step 0 is invalid")
-        s, e = _bound(ctx, s, shape[a]), _bound(ctx, e, shape[a])
+        s, e = _bound(ctx, s, shape[a], st), _bound(ctx, e, shape[a], st, start=s)
         index[a] = slice(max(min(s, big), -big), max(min(e, big), -big), st)
     return tuple(index)
 
 
-def _bound(ctx, value, dim) -> int:
+def _bound(ctx, value, dim, step: int = 1, start=None) -> int:
     """A slice bound as an int. A bound folded from Shape may be symbolic (``T - 1``): it is
-    usable when it is the axis' size plus a constant (then a bound counted from the end)."""
+    usable when it is the axis' size plus a constant (then a bound counted from the end), or
+    (positive steps) when an int bound selects the same elements at every size
+    (`_clamped_bound`; `start` is the start bound when `value` is the end)."""
     try:
         return int(value)
     except TypeError:
@@ -233,8 +235,61 @@ def _bound(ctx, value, dim) -> int:
     offset = sympy.simplify(sympy.sympify(value) - sympy.sympify(dim))
     if offset.is_integer and offset.is_number and offset <= 0:
         return int(offset) if offset < 0 else 2**62
+    same = _clamped_bound(value, dim, start) if step > 0 else None
+    if same is not None:
+        return same
     ctx.fail(f"a slice bound {value} that depends on symbolic dims other than the axis' "
              f"size {dim} is not supported")
+
+
+def _clamped_bound(value, dim, start=None):
+    """An int bound (or 2**62, "to the end") that selects what the symbolic ONNX bound
+    `value` selects on an axis of symbolic size `dim` (positive steps), for every size, or
+    None. graphc's own exports write bounds such as ``Max(0, T - 2)`` (``x[:, -2:]``) and
+    ``Min(2, N*T)``: ONNX clamps a bound (a negative one counted from the end) to
+    ``[0, dim]``, and so does a Python slice; the candidate is read off at large sizes and
+    checked at every combination of sizes around the expressions' constants and one large
+    size (at most three symbols). That is a check, not a proof, but an exact one for the
+    bounds graphc writes: Max/Min of a dim and a constant, which change form only at their
+    constants. An end bound is
+    compared above its `start` only: an end at or below the start is an empty slice either
+    way (``x[:, 1:-1]`` ends at ``1 + Max(0, T - 2)``, which is 1, not 0, for T = 1)."""
+    import itertools
+
+    import sympy
+
+    value, dim = sympy.sympify(value), sympy.sympify(dim)
+    start = sympy.sympify(-(2**62) if start is None else start)
+    symbols = sorted(value.free_symbols | dim.free_symbols | start.free_symbols, key=str)
+    if not symbols or len(symbols) > 3:
+        return None
+    consts = {abs(int(c)) for e in (value, dim, start) for c in e.atoms(sympy.Integer)
+              if abs(int(c)) < 2**20}
+    grid = sorted({k for c in consts | {0} for k in (c - 1, c, c + 1, c + 2) if k >= 1} |
+                  set(range(1, 6)))
+    try:
+        f = sympy.lambdify(symbols, (value, dim, start), modules=[
+            {"Max": max, "Min": min, "floor": math.floor, "ceiling": math.ceil}, "math"])
+    except Exception:  # noqa: BLE001 - an expression the printer cannot write: not supported
+        return None
+
+    def clamp(v, d):
+        v = int(v)
+        return min(max(v + d if v < 0 else v, 0), d)
+
+    big = [1000 + 37 * i for i in range(len(symbols))]
+    v, d, _ = (int(e) for e in f(*big))
+    e = clamp(v, d)
+    candidate = e if e <= d // 2 else (e - d if e < d else 2**62)
+    for point in itertools.product(grid + [1000], repeat=len(symbols)):
+        try:
+            v, d, lo = (int(x) for x in f(*point))
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+            return None
+        lo = clamp(lo, d) if d >= 0 else 0
+        if d < 0 or max(clamp(v, d), lo) != max(clamp(min(candidate, d), d), lo):
+            return None
+    return candidate
 
 
 @onnx_op("Slice")

@@ -335,6 +335,14 @@ class _pow(sympy.Function):
     sympy writes d(b**e)/db as ``b**e*e/b``, NaN at b = 0 even for e = 2. Here it is
     ``e*b**(e-1)``, and 0 where e = 0 (PyTorch's ``pow_backward_self``); d(b**e)/de is
     ``b**e*log(b)``, and 0 where b = 0 and e >= 0 (``pow_backward_exponent``).
+
+    The power in the e != 0 branch is ``b**(e - sign(e)**2)``: ``b**(e-1)`` for every e but
+    0 (sign(e)**2 is exactly 1; NaN for a NaN e), and ``b**0`` at e = 0, where the branch is
+    not taken. The branch's own derivative (a second derivative) still flows through the
+    select, as 0 * d/db b**(e-1), and b**(-1) at b = 0 made that 0 * inf = NaN (``x**0``'s
+    second derivative at 0). The exponent is 0 at every further order, so the untaken branch
+    stays finite. (Written with sign, not a Piecewise, which the gradient's piecewise_fold
+    would merge into the outer condition and undo.)
     """
 
     nargs = 2
@@ -342,7 +350,7 @@ class _pow(sympy.Function):
     def fdiff(self, argindex: int = 1):
         b, e = self.args
         if argindex == 1:
-            return sympy.Piecewise((0, sympy.Eq(e, 0)), (e * b ** (e - 1), True))
+            return sympy.Piecewise((0, sympy.Eq(e, 0)), (e * b ** (e - sympy.sign(e) ** 2), True))
         full = b**e * sympy.log(b)
         return sympy.Piecewise((full, sympy.Ne(b, 0)), (0, e >= 0), (full, True))
 

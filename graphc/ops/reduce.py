@@ -60,10 +60,16 @@ def _reduction_points(x, axes, keepdims):
     return idx, kept, out_index, reduced
 
 
-def _shift(m):
-    """The max a stable exp subtracts: 0 where it is not finite (an all -inf row)."""
+def _shift(m, posinf: bool = False):
+    """The max a stable exp subtracts: 0 where it is not finite (an all -inf row). With
+    `posinf` (softmax, log_softmax) a +inf max is kept: x - inf makes the whole row NaN, as
+    PyTorch and ONNX give, where a shift of 0 gave 0 (-inf) beside one NaN. logsumexp keeps
+    its 0: the log of a sum holding inf is inf, PyTorch's."""
     from . import expr as E
 
+    if posinf:
+        return sympy.Piecewise((0, sympy.Or(E.isnan(m), sympy.And(E.isinf(m), m < 0))),
+                               (m, True))
     return sympy.Piecewise((m, sympy.Not(sympy.Or(E.isnan(m), E.isinf(m)))), (0, True))
 
 
@@ -114,7 +120,7 @@ def _softmax_loops(node, program):
     value = sympy.exp(shifted) / total if node.op.name == "softmax" else \
         sympy.Add(shifted, -sympy.log(total), evaluate=False)
     return L.LoopNest({"x": L.Buf(input=0), "out": L.Buf(output=True)}, rows,
-                      lets=[(m, _shift(L.reduce_("max", xj, [(j, length)]))),
+                      lets=[(m, _shift(L.reduce_("max", xj, [(j, length)]), posinf=True)),
                             (total, L.reduce_("sum", sympy.exp(xj - m), [(j, length)]))],
                       inner=(j, length), inner_stores=[L.Store("out", at, value)])
 
@@ -214,13 +220,20 @@ def mean(x, axis=None, keepdims: bool = False) -> Tensor:
 
 def _extremum_grad(ctx):
     """Ties share the gradient evenly, as torch.amax: ``hit * (g / count)``. Where the result
-    is NaN nothing equals it, count is 0 and the gradient is NaN (0 * inf), as in PyTorch."""
-    from .cast import cast
-    from .elementwise import div, equal, mul
+    is NaN nothing equals it, count is 0 and the gradient is NaN (0 * inf), as in PyTorch.
+
+    ``hit`` is ``where(x == max, 1, 0)``, not a cast of the comparison: where's condition
+    takes a zero gradient, so the gradient is piecewise constant in x and a second derivative
+    (a Hessian-vector product) is 0, as for relu, abs and max_pool; a cast of a comparison
+    is a path autodiff refuses."""
+    from .elementwise import div, equal, mul, where
+    from .sources import constant
 
     (x,) = ctx.inputs
     attrs = ctx.node.attrs
-    hit = cast(equal(x, broadcast_to(_keep(ctx.out, x, attrs), x.shape)), x.dtype)
+    one = constant(np.ones((), x.dtype), graph=x.graph)
+    zero = constant(np.zeros((), x.dtype), graph=x.graph)
+    hit = where(equal(x, broadcast_to(_keep(ctx.out, x, attrs), x.shape)), one, zero)
     count = sum(hit, tuple(attrs["axes"]), keepdims=True)
     share = div(_keep(ctx.g, x, attrs), count)
     return [mul(hit, broadcast_to(share, x.shape))]
@@ -307,8 +320,11 @@ def argmax(x, axis=None) -> Tensor:
 # -- logsumexp, softmax, log_softmax ---------------------------------------------------------
 
 
-def _stable_max(x, axis):
+def _stable_max(x, axis, posinf: bool = False):
+    """`_shift` on NumPy arrays."""
     m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)  # (-inf over an empty axis)
+    if posinf:
+        return np.where(np.isnan(m) | (m == -np.inf), 0, m)
     return np.where(np.isfinite(m), m, 0)
 
 
@@ -344,13 +360,13 @@ def logsumexp(x, axis=None, keepdims: bool = False) -> Tensor:
 
 def _softmax_ref(x, *, axis):
     with np.errstate(all="ignore"):
-        e = np.exp(x - _stable_max(x, axis))
+        e = np.exp(x - _stable_max(x, axis, posinf=True))
         return (e / np.sum(e, axis=axis, keepdims=True)).astype(x.dtype)
 
 
 def _log_softmax_ref(x, *, axis):
     with np.errstate(all="ignore"):
-        z = x - _stable_max(x, axis)
+        z = x - _stable_max(x, axis, posinf=True)
         return (z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))).astype(x.dtype)
 
 

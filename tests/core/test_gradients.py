@@ -104,6 +104,71 @@ def test_check_grad_shapes_are_checked_against_the_arrays():
         gc.check_grad(lambda xs: gc.sum(xs[0]), [x], shapes=[("N", 3), ("N", 3)])
 
 
+def test_check_grad_fails_on_a_non_finite_gradient_the_differences_do_not_have():
+    """A NaN error passed every test (``err > rtol`` and Python's max are blind to NaN), so
+    check_grad returned 0.0 for a NaN or inf analytic gradient. Now one side non-finite and
+    the other not, or NaN against inf, is an infinite error; exact agreement (the same
+    infinity, NaN on both sides) is 0."""
+    cases = [(lambda xs: gc.sqrt(xs[0] * xs[0]).sum(), [0.0, 1.0]),  # analytic NaN, numeric 0
+             (lambda xs: gc.sqrt(xs[0]).sum(), [0.0, 1.0]),  # analytic inf, numeric NaN
+             (lambda xs: (xs[0] * gc.constant(np.array([np.nan, 1.0]))).sum(), [1.0, 1.0])]
+    for f, x in cases:
+        with pytest.raises(AssertionError, match=r"max relative error inf > rtol"):
+            gc.check_grad(f, [np.array(x)])
+    with pytest.raises(AssertionError, match="relative error inf"):
+        gc.check_vjp(lambda xs: gc.sqrt(xs[0]), [np.array([0.0, 1.0])])
+    assert gc.check_grad(lambda xs: gc.sqrt(xs[0]).sum(), [np.array([1.0, 4.0])]) < 1e-6
+    err = gc.gradcheck.relative_error(np.array([np.nan, np.inf, 1.0, np.inf, np.nan, 2.0]),
+                                      np.array([np.nan, np.inf, np.nan, -np.inf, np.inf, 2.0]))
+    np.testing.assert_array_equal(err, [0, 0, np.inf, np.inf, np.inf, 0])
+
+
+def test_hessian_vector_products_through_max_and_min_reductions():
+    """The max/min gradient's mask was cast(x == max), a path autodiff refuses, so a second
+    derivative raised GraphError even from gc.hessian_vector_product. The mask is piecewise
+    constant: the Hessian of sum(max) is 0 (as relu's, PyTorch's), and where the reduction
+    feeds a curved function the HVP is that function's, at the maximum."""
+    x_ = np.array([[1.0, -2.0, 0.3, 4.0], [-1.0, 2.0, 0.7, -0.2]])
+    v_ = np.array([[0.5, 1.0, -1.0, 2.0], [3.0, -1.5, 1.0, 0.25]])
+    with gc.Graph():
+        x = gc.placeholder("x", (2, 4), "float64")
+        v = gc.placeholder("v", (2, 4), "float64")
+        flat = [gc.hessian_vector_product(f(x), x, v) for f in (
+            lambda x: x.max(axis=1).sum(), lambda x: gc.min(x, axis=0).sum(),
+            lambda x: x.max())]
+        curved = gc.hessian_vector_product((x.max(axis=1) ** 2).sum(), x, v)
+        fn = gc.compile([x, v], flat + [curved])
+    *zeros, got = fn(x_, v_)
+    for z in zeros:
+        np.testing.assert_array_equal(z, np.zeros((2, 4)))
+    want = np.zeros((2, 4))
+    want[0, 3], want[1, 1] = 2 * v_[0, 3], 2 * v_[1, 1]  # d2/dm2 m**2 = 2, at the argmax
+    np.testing.assert_allclose(got, want)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_second_derivative_of_a_zero_power_is_zero_at_zero(backend):
+    """d/dx x**0 is 0 (the where's taken branch); its untaken branch y*x**(y-1) is inf at
+    x = 0, and the second derivative flowed through it as 0 * inf = NaN. The untaken
+    branch's power is x**0 there now: the Hessian is 0, as PyTorch's for x ** 0.0, for a
+    scalar and a tensor exponent; other exponents keep their derivatives."""
+    x_ = np.array([0.0, 1.0, -2.0, 3.0])
+    with gc.Graph():
+        x = gc.placeholder("x", (4,), "float64")
+        y = gc.placeholder("y", (4,), "float64")
+        outs = []
+        for power in (x ** 0.0, x ** y):
+            g = gc.grad(power.sum(), x)
+            outs += [g, gc.grad(g.sum(), x)]
+        fn = gc.compile([x, y], outs, backend=backend)
+    for out in fn(x_, np.zeros(4)):
+        np.testing.assert_array_equal(out, np.zeros(4))
+    y_ = np.array([2.0, 3.0, 2.0, 0.5])
+    *_, g, h = fn(x_, y_)
+    np.testing.assert_allclose(g, y_ * x_ ** (y_ - 1))
+    np.testing.assert_allclose(h, y_ * (y_ - 1) * np.where(x_ == 0, 0.0, x_) ** (y_ - 2))
+
+
 # Ops that take no gradient themselves, and why.
 NO_GRADIENT = {
     "placeholder": "leaf", "parameter": "leaf", "constant": "leaf",

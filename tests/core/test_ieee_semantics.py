@@ -154,6 +154,24 @@ def test_log_softmax_keeps_its_digits(backend, options):
 
 
 @pytest.mark.parametrize("backend,options", BACKENDS, ids=IDS)
+def test_softmax_of_a_row_holding_plus_inf_is_nan_as_pytorch_s(backend, options):
+    """A +inf max was shifted by 0 like an all -inf row's: softmax [0, 0, nan, 0] and
+    log_softmax [-inf, -inf, nan, -inf]; PyTorch and ONNX give NaN for the whole row. An all
+    -inf row and a row with -inf entries keep their values; logsumexp of a row holding
+    +inf stays +inf (PyTorch's)."""
+    z = gc.placeholder("z", (3, 4))
+    fn = gc.compile([z], [gc.softmax(z, 1), gc.log_softmax(z, 1), gc.logsumexp(z, 1)],
+                    backend=backend, backend_options=options)
+    inf = np.inf
+    soft, log_soft, lse = fn(np.array([[1, 2, inf, 3], [-inf, 0, -inf, 0], [-inf] * 4],
+                                      np.float32))
+    assert np.isnan(soft[0]).all() and np.isnan(log_soft[0]).all() and lse[0] == inf
+    np.testing.assert_array_equal(soft[1], [0, 0.5, 0, 0.5])
+    np.testing.assert_allclose(log_soft[1], [-inf, -np.log(2), -inf, -np.log(2)])
+    assert np.isnan(soft[2]).all() and lse[2] == -inf
+
+
+@pytest.mark.parametrize("backend,options", BACKENDS, ids=IDS)
 def test_nan_propagates_as_in_numpy_and_pytorch(backend, options):
     """Values: relu(NaN), clip(1, NaN, NaN), maximum(NaN, 1), max over a NaN are NaN.
     Gradients (PyTorch's): relu passes g at NaN; maximum gives each side the full g; clip

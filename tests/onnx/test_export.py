@@ -206,3 +206,239 @@ def test_an_opset_the_writers_do_not_produce_is_refused(opset):
     x = gc.placeholder("x", ("N", 4, 3))
     with pytest.raises(gc.onnx.UnsupportedError, match=rf"opset {opset}: graphc writes opsets 13"):
         gc.onnx.export(gc.softmax(x, axis=1), None, inputs=[x], opset=opset)
+
+
+def _same_bits(got, want):
+    """Equal values, NaN where NumPy has NaN, and the same sign of every zero."""
+    np.testing.assert_array_equal(got, want)
+    both = ~np.isnan(want)
+    np.testing.assert_array_equal(np.signbit(got[both]), np.signbit(want[both]))
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64"])
+def test_integer_floordiv_and_mod_never_trap_in_onnxruntime(tmp_path, dtype):
+    """INT_MIN // -1 and division by zero: onnxruntime divides natively, and Div(INT_MIN, -1)
+    killed its process with SIGFPE (no Python exception). The file selects a safe divisor
+    and gives graphc's documented results (INT_MIN, 0). Run in a child process, so that a
+    regression fails this test instead of killing pytest."""
+    import subprocess
+    import sys
+
+    lo = np.iinfo(dtype).min
+    a_ = np.array([lo, lo, 7, -7, 7, -7, 0, lo], dtype)
+    b_ = np.array([-1, 1, 2, 2, 0, 0, -1, lo], dtype)
+    with gc.Graph():
+        a, b = gc.placeholder("a", (8,), dtype), gc.placeholder("b", (8,), dtype)
+        outs = [a // b, a % b, a // -1]
+        want = gc.compile([a, b], outs)(a_, b_)
+        gc.onnx.export(outs, tmp_path / "div.onnx", inputs=[a, b])
+    np.testing.assert_array_equal(want[0], [lo, lo, 3, -4, 0, 0, 0, 1])
+    np.save(tmp_path / "a.npy", a_)
+    np.save(tmp_path / "b.npy", b_)
+    code = ("import sys, numpy as np, onnxruntime as ort\n"
+            "d = sys.argv[1]\n"
+            "s = ort.InferenceSession(d + '/div.onnx', providers=['CPUExecutionProvider'])\n"
+            "outs = s.run(None, {'a': np.load(d + '/a.npy'), 'b': np.load(d + '/b.npy')})\n"
+            "np.savez(d + '/out.npz', *outs)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr[-500:])
+    got = np.load(tmp_path / "out.npz")
+    for i, w in enumerate(want):
+        np.testing.assert_array_equal(got[f"arr_{i}"], w)
+    # and graphc reads its own file back (no Mod(fmod=1) it could not import)
+    model = gc.onnx.load(tmp_path / "div.onnx")
+    with gc.Graph():
+        ph = model.placeholders()
+        back = gc.compile(ph, model(*ph))(a_, b_)
+    for g, w in zip(back, want):
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_floordiv_and_mod_are_numpy_s_in_onnxruntime_and_back(dtype):
+    """Float // and % are NumPy's npy_divmod (docs/semantics.md). Floor(a / b) was written
+    before: 1 // 0.1 was 10 (a / b rounds up; NumPy's is 9), inf // 2 inf (NaN), -1 // inf
+    -0 (-1); -4 % 2 was -0.0 (0.0). onnxruntime and the re-imported file give NumPy's
+    values, zeros' signs included."""
+    big = np.finfo(dtype).max
+    a_ = np.array([1, np.inf, -1, 5, -4, 4, -2.5, 7, 1, -0.0, 0.0, np.nan, 3, -np.inf, 1e-8,
+                   -1e-8, 0.5, -0.5, 1e30, -3, big, -big, 5, -5], dtype)
+    b_ = np.array([0.1, 2, np.inf, -np.inf, 2, -2, 1e30, 0.7, 0, 3, -3, 1, np.nan, np.inf, 1,
+                   -1, -np.inf, np.inf, 1e-30, 0.0, 0.5, 3, -0.0, 1.5], dtype)
+    with np.errstate(all="ignore"):
+        want = [np.floor_divide(a_, b_), np.remainder(a_, b_)]
+    assert want[0][0] == 9 and np.isnan(want[0][1]) and want[0][2] == -1
+    with gc.Graph():
+        a, b = gc.placeholder("a", a_.shape, dtype), gc.placeholder("b", a_.shape, dtype)
+        outs = [a // b, a % b]
+        fn = gc.compile([a, b], outs)
+        proto = gc.onnx.export(outs, None, inputs=[a, b])
+    onnx.checker.check_model(proto, full_check=True)
+    for g, w in zip(fn(a_, b_), want):
+        _same_bits(g, w)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    for g, w in zip(sess.run(None, {"a": a_, "b": b_}), want):
+        _same_bits(g, w)
+    model = gc.onnx.load(proto)
+    with gc.Graph():
+        ph = model.placeholders()
+        back = gc.compile(ph, model(*ph))(a_, b_)
+    for g, w in zip(back, want):
+        _same_bits(g, w)
+
+
+def test_graphc_re_imports_its_own_symbolic_shape_arithmetic():
+    """Slices of a symbolic axis (bounds written with Max/Min over Shape values) and means
+    over a symbolic dim (a count written Shape -> Gather -> ReduceProd -> Cast) were refused
+    by gc.onnx.load: "a value with symbolic dims is used as data". The importer folds
+    Max/Min/ReduceProd over symbolic dims, matches such bounds to int bounds, and computes
+    a symbolic count used as data when the model runs: the round trip gives graphc's values
+    at several sizes."""
+    rng = np.random.default_rng(7)
+    with gc.Graph():
+        x = gc.placeholder("x", ("N", "T", 4))
+        outs = [x[:, -2:], x[:, 1:-1], x.reshape((-1, 4))[2:], x.mean(axis=0),
+                x.mean(axis=(0, 1)), gc.nn.functional.mse_loss(x, gc.zeros_like(x))]
+        fn = gc.compile([x], outs)
+        proto = gc.onnx.export(outs, None, inputs=[x])
+    assert {"Max", "Min", "ReduceProd"} <= {n.op_type for n in proto.graph.node}
+    model = gc.onnx.load(proto)
+    with gc.Graph():
+        ph = model.placeholders()
+        back = gc.compile(ph, model(*ph))
+    for shape in [(2, 5, 4), (3, 3, 4), (1, 7, 4)]:
+        xs = rng.normal(size=shape).astype(np.float32)
+        for g, w in zip(back(xs), fn(xs)):
+            assert g.shape == w.shape
+            np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+
+
+def test_a_symbolic_slice_bound_of_another_dim_is_still_refused():
+    """The bound matching is exact, not a guess: a bound that selects something else at
+    some size (x[:, :N] on the axis T, a Max over another dim) stays an UnsupportedError."""
+    from onnx import TensorProto, helper
+
+    def model_with(ends_nodes):
+        nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+                 helper.make_node("Constant", [], ["i0"], value=helper.make_tensor(
+                     "i0", TensorProto.INT64, [1], [0])),
+                 helper.make_node("Gather", ["shape", "i0"], ["n"]),
+                 helper.make_node("Constant", [], ["two"], value=helper.make_tensor(
+                     "two", TensorProto.INT64, [1], [2])),
+                 helper.make_node("Constant", [], ["zero"], value=helper.make_tensor(
+                     "zero", TensorProto.INT64, [1], [0])),
+                 helper.make_node("Constant", [], ["ax"], value=helper.make_tensor(
+                     "ax", TensorProto.INT64, [1], [1])),
+                 *ends_nodes,
+                 helper.make_node("Slice", ["x", "zero", "end", "ax"], ["y"])]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+            "x", TensorProto.FLOAT, ["N", "T"])], [helper.make_tensor_value_info(
+                "y", TensorProto.FLOAT, None)])
+        return gc.onnx.load(helper.make_model(graph, opset_imports=[
+            helper.make_opsetid("", 18)]))
+
+    for ends in ([helper.make_node("Identity", ["n"], ["end"])],
+                 [helper.make_node("Max", ["n", "two"], ["end"])]):
+        model = model_with(ends)
+        with gc.Graph(), pytest.raises(gc.onnx.UnsupportedError, match="slice bound"):
+            model(*model.placeholders())
+
+
+def test_an_imported_model_s_parameters_are_shared_across_graphs():
+    """As a module's (docs/semantics.md, "Parameters shared between graphs"): the model
+    fine-tuned in one graph gives its trained values in a new gc.Graph, where
+    parameters()/state() are the same tensors. They were made per graph, so a new graph
+    silently used the file's original weights."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    W = numpy_helper.from_array(np.ones((4, 3), np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [W])
+    model = gc.onnx.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    x_ = np.ones((1, 4), np.float32)
+    with gc.Graph():
+        (x,) = model.placeholders()
+        y = model(x)
+        loss = (y * y).sum()
+        params = model.parameters()
+        step = gc.compile([x], loss, updates=gc.optim.SGD(params, lr=0.01).updates(loss))
+        for _ in range(3):
+            step(x_)
+        trained = gc.compile([x], y)(x_)
+    assert not np.allclose(trained, 4.0)
+    with gc.Graph():
+        (x,) = model.placeholders()
+        np.testing.assert_array_equal(gc.compile([x], model(x))(x_), trained)
+        assert [p.node for p in model.parameters()] == [p.node for p in params]
+        np.testing.assert_array_equal(model.state()["W"], params[0].value)
+    assert not np.array_equal(model.state()["W"], np.ones((4, 3), np.float32))
+
+
+def test_one_hot_of_int32_ids_and_a_scan_without_ys_export():
+    """one_hot compared int32 ids with int64 classes (onnx's InferenceError from the
+    checker); a scan with no ys wrote an empty scan_output_directions (onnx.helper's
+    ValueError). Both export and run with graphc's values."""
+    with gc.Graph():
+        ids = gc.placeholder("ids", ("N",), "int32")
+        xs = gc.placeholder("xs", ("T", 3))
+        hot = gc.one_hot(ids, 4)
+        carry, _ = gc.scan(lambda c, x: (c * 0.5 + x, None), gc.zeros((3,)), xs)
+        fn = gc.compile([ids, xs], [hot, carry])
+        proto = gc.onnx.export([hot, carry], None, inputs=[ids, xs])
+    _check_in_ort(proto, fn, np.array([0, 3, 1], np.int32), np.ones((4, 3), np.float32))
+
+
+@pytest.mark.parametrize("bad", ["opset", "opset_float", "outputs", "inputs", "function",
+                                 "input_tensor"])
+def test_export_argument_mistakes_are_graphc_errors(bad):
+    """Mistaken arguments raised raw TypeError/AttributeError from inside the writer; each is
+    an UnsupportedError (a GraphError) naming the argument."""
+    x = gc.placeholder("x", (2,))
+    args = {"opset": ((x * 2, None), {"inputs": [x], "opset": "18"}, "opset must be an int"),
+            "opset_float": ((x * 2, None), {"inputs": [x], "opset": 18.0}, "opset must be"),
+            "outputs": ((3.0, None), {"inputs": [x]}, "outputs must be a tensor"),
+            "inputs": ((x * 2, None), {"inputs": [np.ones(2)]}, r"inputs\[0\] must be a "),
+            "function": ((lambda t: t * 2, None), {"inputs": [x]}, "Python function"),
+            "input_tensor": ((x * 2, None), {"inputs": x}, "inputs must be a list")}
+    positional, keywords, message = args[bad]
+    with pytest.raises(gc.onnx.UnsupportedError, match=message):
+        gc.onnx.export(*positional, **keywords)
+    assert isinstance(gc.onnx.UnsupportedError("x"), gc.GraphError)
+    gc.onnx.export(x * 2, None, inputs=[x], opset=np.int64(17))  # a NumPy int is an int
+
+
+def test_exported_log1p_and_expm1_do_not_overflow_for_large_finite_inputs():
+    """Goldberg's x*log(u)/(u-1) and Kahan's (u-1)*x/log(u) formed the product first: inf in
+    onnxruntime for log1p(1e38) and expm1(88) (float32), where NumPy's are finite. The small
+    arguments keep their accuracy."""
+    x_ = np.array([1e38, 4e36, 3.4e38, 88.0, 88.7, 80.0, 1e-7, -1e-7, 1e-3, 0.5, -0.5, 0.0],
+                  np.float32)
+    with gc.Graph():
+        x = gc.placeholder("x", x_.shape)
+        outs = [gc.ops.log1p(gc.abs(x)), gc.ops.expm1(gc.minimum(x, 88.7))]
+        fn = gc.compile([x], outs)
+        proto = gc.onnx.export(outs, None, inputs=[x])
+    with np.errstate(over="ignore"):
+        want = [np.log1p(np.abs(x_)), np.expm1(np.minimum(x_, np.float32(88.7)))]
+    assert np.isfinite(want[1]).all()
+    _check_in_ort(proto, fn, x_, tol=1e-6)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    for g, w in zip(sess.run(None, {"x": x_}), want):
+        np.testing.assert_allclose(g, w, rtol=2e-6, atol=0)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64"])
+def test_integer_pow_with_negative_exponents_exports_graphc_s_values(dtype):
+    """An integer to a negative power is the truncated 1/a**n (docs/semantics.md): 0 for
+    0 ** -1, where onnxruntime's Pow gave INT_MIN; 1 and -1 ** n keep theirs."""
+    a_ = np.array([0, 1, -1, 2, -1, 3, 0, -2, 5], dtype)
+    b_ = np.array([-1, -3, -3, -1, -2, 2, 0, 3, 1], dtype)
+    with gc.Graph():
+        a, b = gc.placeholder("a", (9,), dtype), gc.placeholder("b", (9,), dtype)
+        fn = gc.compile([a, b], a ** b)
+        proto = gc.onnx.export(a ** b, None, inputs=[a, b])
+    np.testing.assert_array_equal(fn(a_, b_), [0, 1, -1, 0, 1, 9, 1, -8, 5])
+    _check_in_ort(proto, fn, a_, b_, tol=0)

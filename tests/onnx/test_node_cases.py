@@ -139,6 +139,41 @@ def test_llvm_fmod_of_mixed_signs():
                                    np.fmod(x, y).astype(dtype), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("backend", _BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64])
+def test_imported_fmod_is_c_s_fmod(backend, dtype):
+    """Mod(fmod=1) (torch.fmod; graphc's own float % export) is C's fmod exactly. It was
+    NumPy's remainder corrected by - b: 0 for fmod(-0.001, 1e5) and fmod(-2.5, 1e30) (the
+    remainder had rounded to b) and NaN for fmod(1, -inf); integers were refused."""
+    from onnx import helper
+
+    if np.dtype(dtype).kind == "f":
+        a = np.array([-0.001, -1e-8, 1e-8, -2.5, 1, -1, 5.5, -5.5, -4, -0.0, np.inf, 3, 7, 0],
+                     dtype)
+        b = np.array([1e5, 1, -1, 1e30, -np.inf, np.inf, 2, -2, 2, 3, 2, 0, np.nan, -1],
+                     dtype)
+    else:
+        lo = np.iinfo(dtype).min
+        a = np.array([7, -7, 7, -7, lo, lo, 0, 5], dtype)
+        b = np.array([2, 2, -2, -3, -1, 3, 4, 0], dtype)
+    elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    graph = helper.make_graph(
+        [helper.make_node("Mod", ["a", "b"], ["r"], fmod=1)], "fmod",
+        [helper.make_tensor_value_info(n, elem, [len(a)]) for n in "ab"],
+        [helper.make_tensor_value_info("r", elem, [len(a)])])
+    model = gc.onnx.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+    with gc.Graph():
+        ph = model.placeholders()
+        got = gc.compile(ph, model(*ph), backend=backend)(a, b)
+    with np.errstate(all="ignore"):
+        want = np.fmod(a, b) if np.dtype(dtype).kind == "f" else np.where(
+            b == 0, 0, np.fmod(a, np.where(b == 0, 1, b)))
+    np.testing.assert_array_equal(got, want)
+    if np.dtype(dtype).kind == "f":
+        finite = ~np.isnan(want)
+        np.testing.assert_array_equal(np.signbit(got[finite]), np.signbit(want[finite]))
+
+
 def test_markdown_counts_are_generated():
     results = {"test_a": ("Abs", "pass", ""), "test_b": ("Abs", "excluded", "strings"),
                "test_c": ("Relu", "fail", "wrong")}
