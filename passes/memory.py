@@ -250,8 +250,9 @@ def products_into_updates(program: Graph, plan: MemoryPlan, can_fail, chosen: di
     block's share does not leaves p finite here and makes it inf in the separate update.
     The product must be a plain 2-d one, read only by this update, reading neither operand
     from the parameter, whose sizes the backend accumulates scaled whatever the sizes known
-    only at run time (`accumulates_scaled(m, n, k, tb, itemsize)`, the backend's rule); and
-    the rules of
+    only at run time (`accumulates_scaled(m, n, k, tb, itemsize, exact)`, the backend's rule;
+    `exact`: c is one number in the expression, or one times -1, so that the separate update
+    rounds c * g once too); and the rules of
     updates_in_place must hold at the product's position: nothing that can fail and no read
     of the parameter at or after it, but the update itself.
     """
@@ -268,7 +269,7 @@ def products_into_updates(program: Graph, plan: MemoryPlan, can_fail, chosen: di
         terms = _scaled_sum(value.attrs["expr"], value.inputs, storage)
         if terms is None or terms[0].op.name != "matmul":
             continue
-        product, scale = terms
+        product, scale, exact = terms
         k, k_value = facts.position[product.uid], facts.position[value.uid]
         a, b = product.inputs
         m, n = product.shape if len(product.shape) == 2 else (None, None)
@@ -284,7 +285,8 @@ def products_into_updates(program: Graph, plan: MemoryPlan, can_fail, chosen: di
                 or any(k <= p != k_value for p in facts.reads.get(storage, ()))
                 or not accumulates_scaled(m, n,
                                           a.shape[0] if product.attrs["ta"] else a.shape[1],
-                                          product.attrs["tb"], product.dtype.itemsize)):
+                                          product.attrs["tb"], product.dtype.itemsize,
+                                          exact)):
             continue
         found[product.uid] = (param.uid, scale)
     return found
@@ -343,7 +345,10 @@ def _scaled_sum(expr, inputs, storage):
         if product is None or product.op.name == "parameter" or product.shape != param.shape \
                 or not (scale.is_real and abs(scale) <= 1):
             continue
-        return product, float(scale)
+        # one rounding in the separate update too: at most one factor other than -1
+        # (0.1 * (0.3 * g) rounds 0.3 * g first; c * g with c = 0.03 would not)
+        exact = len([f for f in numbers if f != -1]) <= 1
+        return product, float(scale), exact
     return None
 
 

@@ -377,6 +377,8 @@ for _name, _build, _ref in [
 case("matmul_int32", lambda x, y: gc.cast(x * 9, "int32") @ gc.cast(y * 9, "int32"),
      lambda r: [_u(r, 5, 7), _u(r, 7, 3)],
      lambda x, y: (x * 9).astype(np.int32) @ (y * 9).astype(np.int32), grad=False)
+case("matmul_bool", lambda x, y: (x > 0.3) @ (y < 0.3),  # (any of ands; a sum wrapped at 256)
+     lambda r: [_u(r, 4, 300), _u(r, 300, 3)], lambda x, y: (x > 0.3) @ (y < 0.3), grad=False)
 case("matmul_int64_batched_tb",
      lambda x, y: gc.ops.matmul_t(gc.cast(x * 9, "int64"), gc.cast(y * 9, "int64"), tb=True),
      lambda r: [_u(r, 2, 5, 7), _u(r, 2, 3, 7)],

@@ -25,6 +25,7 @@ from graphc.ir.shapes import prod
 
 from ..kernelgen.irutil import (
     F32,
+    I8,
     I64,
     PTR,
     VOID,
@@ -51,12 +52,13 @@ def _phase_functions(module: ir.Module, ty: ir.Type, ta: bool, tb: bool, accumul
     kind = ("f32" if ty == F32 else "f64") if is_float_type(ty) else f"i{ty.width}"
     tag = f"{kind}.{'t' if ta else 'n'}{'t' if tb else 'n'}{'.acc' if accumulate else ''}"
     flt = is_float_type(ty)  # integers (int32, int64) wrap as NumPy's products and sums do
+    logical = ty == I8  # bools (0/1 bytes): NumPy's product is any(a and b)
 
     def add(x, y):
-        return b.fadd(x, y) if flt else b.add(x, y)
+        return b.fadd(x, y) if flt else b.or_(x, y) if logical else b.add(x, y)
 
     def mul(x, y):
-        return b.fmul(x, y) if flt else b.mul(x, y)
+        return b.fmul(x, y) if flt else b.and_(x, y) if logical else b.mul(x, y)
 
     names = {p: f"graphc.gemm.{tag}.{p}" for p in PHASES}
     if names["init"] in module.globals:

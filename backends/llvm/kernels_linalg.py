@@ -189,10 +189,15 @@ def _loop_gemm_function(module: ir.Module, ty: ir.Type, ta: bool, tb: bool,
             with loop(b, n, "mj") as j:
                 b_idx = b.add(b.mul(j, k), p) if tb else b.add(b.mul(p, n), j)
                 bv = load(b, b_ptr, ty, b_idx)
-                prod = b.fmul(a, bv) if flt else b.mul(a, bv)
                 c_idx = b.add(row, j)
                 cur = load(b, c_ptr, ty, c_idx)
-                store(b, b.fadd(cur, prod) if flt else b.add(cur, prod), c_ptr, ty, c_idx)
+                if flt:
+                    value = b.fadd(cur, b.fmul(a, bv))
+                elif ty == I8:  # bools (0/1 bytes): NumPy's product is any(a and b)
+                    value = b.or_(cur, b.and_(a, bv))
+                else:
+                    value = b.add(cur, b.mul(a, bv))
+                store(b, value, c_ptr, ty, c_idx)
     b.ret_void()
     return fn
 
@@ -445,13 +450,16 @@ def tiles_update_sized(known: list, tb: bool, columns: int) -> bool:
             and (None not in known or static > SMALL_GEMM))
 
 
-def scaled_update_sized(m, n, k, tb: bool, itemsize: int) -> bool:
+def scaled_update_sized(m, n, k, tb: bool, itemsize: int, exact: bool = True) -> bool:
     """Does the product of these sizes (ints, or symbols known only at run time) take
     ``C += alpha * (A @ B)`` into C whatever the symbols' values (passes/memory.py's
-    products_into_updates)? BLAS products, and register tiles that do not overlap."""
+    products_into_updates)? BLAS products (the update's values within rounding), and
+    register tiles that do not overlap, where the separate update rounds ``alpha * g`` once
+    as the tiles do (`exact`: alpha is one number of the expression)."""
     known = [d if isinstance(d, int) else None for d in (m, n, k)]
     columns = 2 * TILE_VECTOR_BYTES // itemsize
-    return blas_sized(m, n, k, tb, itemsize) or tiles_update_sized(known, tb, columns)
+    return blas_sized(m, n, k, tb, itemsize) or (exact and
+                                                 tiles_update_sized(known, tb, columns))
 
 
 def blas_sized(m, n, k, tb: bool, itemsize: int) -> bool:
@@ -471,8 +479,10 @@ def gemm(ctx: KernelContext, b: ir.IRBuilder, ty: ir.Type, ta: bool, tb: bool, m
     least one whole tile, a transposed B only if known small: `_never_tiled`), BLAS
     otherwise; decided at compile time where the static sizes settle it, else by a test of
     the sizes at run time.
-    `alpha` (C += alpha op(A) @ op(B), an update of a parameter:
-    codegen.HostCodegen.product_updates) only where `scaled_update_sized` holds."""
+    `accumulate`: C += alpha op(A) @ op(B): an update of a parameter
+    (codegen.HostCodegen.product_updates, only where `scaled_update_sized` holds), or a sum
+    a loop accumulates in place (loops.py, alpha 1); register tiles that never overlap do it
+    as they store (`tiles_update_sized`), else BLAS (beta 1) or the loop nest (alpha 1)."""
     if ty not in (F32, F64):
         loop_gemm(ctx, b, ty, ta, tb, m, n, k, a_ptr, b_ptr, c_ptr, accumulate)
         return

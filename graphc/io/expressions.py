@@ -203,7 +203,9 @@ def _from_json(tree, inputs, budget: _Budget, depth: int) -> sympy.Basic:
 
 def _check_structure(cls: type, args: list) -> None:
     """What the constructors of the node types built without evaluation would have checked:
-    a Piecewise of (expression, condition) pairs, conditions and logic over booleans."""
+    a Piecewise of (expression, condition) pairs, conditions and logic over booleans. (An
+    input symbol is a sympy Boolean too: a condition may be an input itself, `where`'s mask,
+    which every backend reads as nonzero, as NumPy reads a mask.)"""
     boolean = sympy.logic.boolalg.Boolean
     if cls is sympy.Piecewise:
         ok = bool(args) and all(isinstance(a, ExprCondPair) for a in args)

@@ -374,6 +374,32 @@ def test_an_sgd_update_in_the_register_tiles_rounds_as_the_separate_update(rows,
     assert np.array_equal(np.isnan(values["folded.hostile"]), np.isnan(values["numpy.hostile"]))
 
 
+@pytest.mark.parametrize("scaled", [lambda g: 0.1 * (0.3 * g), lambda g: 1e-10 * (1e9 * g)],
+                         ids=["two_rates", "overflowing_factor"])
+def test_a_rate_of_several_factors_is_not_folded_into_the_tiles(scaled):
+    """The separate update rounds 0.3 * g (or overflows 1e9 * g) before the next factor; the
+    tiles would multiply by the constants' product at once: only a single factor (times -1)
+    is folded into them, so the update keeps its bits (and its inf)."""
+    rng = np.random.default_rng(1)
+    W = gc.parameter("W", np.ones((16, 16), np.float32))
+    a, b = gc.placeholder("a", (16, 32)), gc.placeholder("b", (32, 16))
+    updates = {W: W - scaled(a @ b)}
+    feeds = [[rng.normal(size=(16, 32)), rng.normal(size=(32, 16))],
+             [np.full((16, 32), 1e15), np.full((32, 16), 1e14)]]
+    results = {}
+    for backend in ("numpy", "llvm"):
+        W.value = np.ones((16, 16), np.float32)
+        fn = gc.compile([a, b], gc.sum(a), updates=updates, backend=backend)
+        for feed in feeds:
+            with np.errstate(all="ignore"):
+                fn(*[f.astype(np.float32) for f in feed])
+            results.setdefault(backend, []).append(W.value)
+        if backend == "llvm":
+            assert fn.stats["llvm_products_into_updates"] == 0
+    for got, want in zip(results["llvm"], results["numpy"]):  # (BLAS's sums differ in order)
+        np.testing.assert_allclose(got, want, rtol=1e-6)  # inf where NumPy's is (overflow)
+
+
 def test_a_product_that_reads_its_own_weight_is_not_folded():
     rng = np.random.default_rng(4)
     x = gc.placeholder("x", (128, 128))
