@@ -144,6 +144,9 @@ def conv_transpose(g, w, *, stride, padding, dilation, out_size, scratch: Scratc
 
 
 def _max_pad_value(dtype):
+    """The value that never wins a max: -inf, the least integer, or False for a mask."""
+    if dtype.kind == "b":
+        return False
     return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
 
 

@@ -70,13 +70,15 @@ def as_mask(mask, dtype, what: str, true_means: str = "keep") -> Mask:
             return Mask(mask if true_means == "keep" else ops.equal(mask, False))
         if mask.dtype.kind == "f":
             bias = mask if mask.dtype == dtype else ops.cast(mask, dtype)
-            return Mask(ops.greater(mask, -np.inf), bias)
+            return Mask(ops.greater(bias, -np.inf), bias)  # (in the scores' dtype, as below)
         raise GraphError(f"{what} must be a bool or float mask, got dtype {mask.dtype}")
     arr = np.asarray(mask)
     if arr.dtype == np.bool_:
         keep = arr if true_means == "keep" else ~arr
         return Mask(None if keep.all() else keep)
     if arr.dtype.kind == "f":
+        with np.errstate(over="ignore"):  # in the scores' dtype first: -1e39 is -inf in float32
+            arr = arr.astype(dtype)
         keep = arr > -np.inf  # NaN and -inf remove their pair
         bias = np.where(keep, arr, 0).astype(dtype)
         return Mask(None if keep.all() else keep, bias if bias.any() else None)

@@ -139,6 +139,8 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training: bool,
         raise ShapeError(f"batch_norm expects (N, C, ...) input, got shape {x.shape}")
     axes = (0,) + tuple(range(2, x.ndim))
     bshape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    if x.dtype.kind != "f":  # (as a mean of ints is: the counts and statistics are floats;
+        x = ops.cast(x, np.float32)  # a bool count was True, the cumulative counter 1)
     with name_scope("batch_norm"):
         if training and sync:
             mu, var, n = _synced_moments(x, axes)
@@ -254,7 +256,9 @@ def dropout(x, p: float, training: bool, seed: int | None = None, state: Tensor 
         if p == 1.0:
             return x * 0.0
         state = grandom._state(seed, state, "dropout_rng")  # a seed is never silently ignored
-        keep = ops.random_uniform(state, x.shape, x.dtype) >= p
+        # (drawn in a float type: a draw in [0, 1) cast to an int is 0, to a bool undefined)
+        draw = x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
+        keep = ops.random_uniform(state, x.shape, draw) >= p
         return ops.where(keep, x * (1.0 / (1.0 - p)), 0.0)
 
 

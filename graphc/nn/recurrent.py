@@ -43,6 +43,7 @@ from ..errors import GraphError, ShapeError
 from ..ir.graph import name_scope
 from ..ir.shapes import dims_equal, format_shape
 from ..ir.tensor import Tensor
+from ..ir.types import promote
 from ..ops.scan import scan
 from ..ops.sources import constant, parameter
 from . import functional as F
@@ -177,7 +178,8 @@ class _Recurrent(Module):
         one (and the output or zero)."""
         w_ih, b_ih, w_hh, b_hh = self._whole_weights(k)
         if state is None:  # zeros: exactly the unrolled form's first step (0 @ W = 0)
-            zero = ops.zeros((xs.shape[1], self.hidden_size), w_hh.dtype)
+            # (the dtype the unrolled form's first step has: float64 inputs give float64)
+            zero = ops.zeros((xs.shape[1], self.hidden_size), promote(xs.dtype, w_hh.dtype))
             state = (zero, zero) if self.gates == 4 else zero
         init = state if lengths is None else (state, ops.constant(np.int64(0)))
 

@@ -57,6 +57,11 @@ def _infer(types: list[TensorType], attrs: Attrs, checks, *, op: OpDef) -> Tenso
                 f"got {', '.join(sorted(str(d) for d in dtypes))}"
             )
         dtype = value_types[0].dtype
+        if spec.get("no_bool") and dtype == np.dtype(bool):
+            # (NumPy refuses -a and sign(a) of booleans, and its // and % of two would be
+            # int8, a dtype graphc lacks: the native kernels' 1-bit arithmetic gave others)
+            raise GraphError(f"{op.name} of booleans is not defined (as in NumPy): cast them "
+                             "to an integer dtype first")
     return TensorType(dtype, shape)
 
 
@@ -124,7 +129,8 @@ def _elementwise_grad(ctx) -> list:
 
 
 def _define(name: str, arity: int, template, *, out: str = "same", float_only: bool = False,
-            bool_inputs: tuple = (), doc: str = "", derivative_of_output=None) -> OpDef:
+            bool_inputs: tuple = (), doc: str = "", derivative_of_output=None,
+            no_bool: bool = False) -> OpDef:
     """`derivative_of_output(y)`: for a one-input op, its derivative written with its output
     y alone, where that is the same function of the input as the derivative of `template`
     (NaN, infinities and signed zeros included): the gradient then reads the op's output,
@@ -133,7 +139,7 @@ def _define(name: str, arity: int, template, *, out: str = "same", float_only: b
     templ = template if callable(template) else (lambda attrs, _t=template: _t)
     op = OpDef(name, "elementwise", infer=None, expr=lru_cache(maxsize=256)(templ), doc=doc,
                loops=elementwise_loops, extra={"arity": arity, "out": out, "float_only": float_only,
-                      "bool_inputs": bool_inputs,
+                      "bool_inputs": bool_inputs, "no_bool": no_bool,
                       "derivative_of_output": derivative_of_output})
     op.infer = lambda types, attrs, checks, _op=op: _infer(types, attrs, checks, op=_op)
     op.reference = _reference(op)
@@ -154,9 +160,9 @@ def _nan_propagating_choice(larger: bool):
                            (x0 + x1, True))
 
 
-NEG = _define("neg", 1, -x0, doc="-x")
+NEG = _define("neg", 1, -x0, doc="-x", no_bool=True)
 ADD = _define("add", 2, x0 + x1, doc="a + b")
-SUB = _define("sub", 2, x0 - x1, doc="a - b")
+SUB = _define("sub", 2, x0 - x1, doc="a - b", no_bool=True)
 MUL = _define("mul", 2, x0 * x1, doc="a * b")
 DIV = _define("div", 2, x0 / x1, float_only=True, doc="a / b (true division)")
 POW = _define("pow", 2, x0**x1, doc="a ** b")
@@ -164,7 +170,7 @@ EXP = _define("exp", 1, sympy.exp(x0), float_only=True)
 LOG = _define("log", 1, sympy.log(x0), float_only=True)
 SQRT = _define("sqrt", 1, sympy.sqrt(x0), float_only=True)
 ABS = _define("abs", 1, sympy.Abs(x0))
-SIGN = _define("sign", 1, sympy.sign(x0))
+SIGN = _define("sign", 1, sympy.sign(x0), no_bool=True)
 SQUARE = _define("square", 1, x0**2)
 TANH = _define("tanh", 1, sympy.tanh(x0), float_only=True)
 SIGMOID = _define("sigmoid", 1, E.sigmoid(x0), float_only=True)
@@ -178,6 +184,7 @@ RELU = _define("relu", 1, _relu, doc="max(x, 0); relu'(0) = 0",
 LEAKY_RELU = _define(
     "leaky_relu", 1,
     lambda attrs: sympy.Piecewise((x0, x0 > 0), (sympy.Float(attrs["alpha"]) * x0, True)),
+    float_only=True,  # (its slope is a fraction: an int input gives float32, as elu's)
 )
 ELU = _define(
     "elu", 1,
@@ -204,8 +211,10 @@ ISNAN = _define("isnan", 1, E.isnan(x0), out="bool")
 ISINF = _define("isinf", 1, E.isinf(x0), out="bool")
 ISFINITE = _define("isfinite", 1, sympy.Not(sympy.Or(E.isnan(x0), E.isinf(x0))), out="bool")
 # NumPy's floor division and modulo, for integers (by zero: 0, never a trap) and floats
-FLOOR_DIVIDE = _define("floor_divide", 2, E.floordiv(x0, x1), doc="a // b, as NumPy")
-REMAINDER = _define("remainder", 2, E.mod(x0, x1), doc="a % b (sign of b), as NumPy")
+FLOOR_DIVIDE = _define("floor_divide", 2, E.floordiv(x0, x1), doc="a // b, as NumPy",
+                       no_bool=True)
+REMAINDER = _define("remainder", 2, E.mod(x0, x1), doc="a % b (sign of b), as NumPy",
+                    no_bool=True)
 # The math of the course: each one sympy expression; its derivative is sympy's.
 SIN = _define("sin", 1, sympy.sin(x0), float_only=True)
 COS = _define("cos", 1, sympy.cos(x0), float_only=True)
