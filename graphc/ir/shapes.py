@@ -101,6 +101,13 @@ def dims_equal(a: Dim, b: Dim) -> bool | None:
     return None
 
 
+def _with_zero_allowed(relation):
+    """`relation` evaluated with its dimension symbols nonnegative rather than positive."""
+    zero_allowed = {s: sympy.Dummy(s.name, integer=True, nonnegative=True)
+                    for s in relation.free_symbols}
+    return type(relation)(*(a.xreplace(zero_allowed) for a in relation.args))
+
+
 def decide(relation) -> bool | None:
     """Decide a sympy relation (or a plain bool) now, if possible."""
     if isinstance(relation, (bool, np.bool_)):
@@ -145,10 +152,21 @@ class ShapeChecks:
         return a if isinstance(a, int) or not isinstance(b, int) else b
 
     def holds(self, relation, what: str) -> None:
-        """Require a relation (e.g. ``out_size >= 1``) to hold."""
+        """Require a relation (e.g. ``out_size >= 1``) to hold. Give it unevaluated
+        (``sympy.Ge(a, b, evaluate=False)``): a relation sympy settles with the symbols
+        positive, as they are declared, is checked again with them allowed to be 0, since a
+        call may bind a batch to 0 (``x[-1]`` of an empty batch read before its data); if
+        it may fail then, it is checked at call time."""
         from ..errors import ShapeError
 
         verdict = decide(relation)
+        if verdict is None and isinstance(relation, sympy.Rel):
+            settled = decide(type(relation)(*relation.args))  # with the symbols positive
+            if settled is False:
+                raise ShapeError(what)
+            if settled is True and decide(_with_zero_allowed(relation)) is True:
+                return  # it holds for every size, 0 included
+            verdict = None
         if verdict is False:
             raise ShapeError(what)
         if verdict is None:

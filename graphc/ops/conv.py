@@ -81,7 +81,8 @@ def _conv_infer(types, attrs, checks):
             raise ShapeError("kernel sizes must be known ints")
         o = conv_out_size(x.shape[2 + i], k, attrs["stride"][i], attrs["padding"][i],
                           attrs["dilation"][i])
-        checks.holds(sympy.Ge(o, 1), f"spatial dim {i} is too small for the kernel (output {o})")
+        checks.holds(sympy.Ge(o, 1, evaluate=False),
+                     f"spatial dim {i} is too small for the kernel (output {o})")
         out.append(o)
     return TensorType(x.dtype, (x.shape[0], w.shape[0], *out))
 
@@ -776,10 +777,11 @@ def _conv_transpose_infer(types, attrs, checks):
         s, d = attrs["stride"][i], attrs["dilation"][i]
         base = conv_transpose_base_size(g.shape[2 + i], k, s, attrs["padding"][i], d)
         extra = out[i] - base
-        checks.holds(sympy.Ge(extra, 0), f"output size {out[i]} is below the minimum {base}")
-        checks.holds(sympy.Lt(extra, builtins_max(s, d)),
+        checks.holds(sympy.Ge(extra, 0, evaluate=False),
+                     f"output size {out[i]} is below the minimum {base}")
+        checks.holds(sympy.Lt(extra, builtins_max(s, d), evaluate=False),
                      f"output size {out[i]} exceeds {base} by stride/dilation or more")
-        checks.holds(sympy.Ge(out[i], 1), "output size must be >= 1")
+        checks.holds(sympy.Ge(out[i], 1, evaluate=False), "output size must be >= 1")
     return TensorType(g.dtype, (g.shape[0], w.shape[1], *out))
 
 

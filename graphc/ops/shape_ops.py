@@ -409,8 +409,13 @@ def _slice_infer(types, attrs, checks):
             if last >= d:
                 raise ShapeError(f"slice on axis {axis} runs past the end ({d})")
             continue
-        checks.holds(sympy.Ge(last, 0), f"slice on axis {axis} starts before 0")
-        checks.holds(sympy.Lt(last, d), f"slice on axis {axis} runs past the end ({d})")
+        if not isinstance(n, int):  # (x[1:] of an empty batch would have -1 elements)
+            checks.holds(sympy.Ge(n, 0, evaluate=False),
+                         f"slice on axis {axis} has {format_dim(n)} >= 0 elements (the axis "
+                         f"is {format_dim(d)})")
+        checks.holds(sympy.Ge(last, 0, evaluate=False), f"slice on axis {axis} starts before 0")
+        checks.holds(sympy.Lt(last, d, evaluate=False),
+                     f"slice on axis {axis} runs past the end ({d})")
     return TensorType(x.dtype, sizes)
 
 
