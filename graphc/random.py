@@ -32,7 +32,7 @@ from .errors import GraphError
 from .ir.tensor import Tensor
 from .ir.types import DEFAULT_FLOAT, as_dtype
 from .ops.creation import as_shape
-from .ops.random import check_seed
+from .ops.random import state_for
 
 __all__ = ["bernoulli", "bernoulli_like", "normal", "normal_like", "uniform", "uniform_like"]
 
@@ -42,20 +42,6 @@ def _float_dtype(dtype, what: str) -> np.dtype:
     if dt.kind != "f":
         raise GraphError(f"gc.random.{what}: dtype must be float32 or float64, got {dt}")
     return dt
-
-
-def _state(seed, state, name: str) -> Tensor:
-    if state is not None:
-        if not (isinstance(state, Tensor) and state.op == "parameter" and
-                state.dtype == np.int64 and tuple(state.shape) == (2,)):
-            raise GraphError("state must be a random state from gc.rng_state() (an int64 "
-                             "[seed, step] parameter)")
-        if seed is not None:
-            raise GraphError("give a seed or a state, not both")
-        return state
-    if seed is not None:
-        check_seed(seed)  # an int64; a float is refused, not truncated
-    return ops.rng_state(seed, name=name)
 
 
 def _number(value, name: str, what: str) -> float:
@@ -73,7 +59,7 @@ def _number(value, name: str, what: str) -> float:
 
 def _unit(shape, dtype, seed, state, name: str) -> Tensor:
     """Uniform [0, 1) numbers (24 random bits) of `dtype` and their state."""
-    return ops.random_uniform(_state(seed, state, name), as_shape(shape), dtype)
+    return ops.random_uniform(state_for(seed, state, name), as_shape(shape), dtype)
 
 
 def uniform(shape, low: float = 0.0, high: float = 1.0, dtype=DEFAULT_FLOAT, seed=None, *,
@@ -102,7 +88,7 @@ def normal(shape, mean: float = 0.0, std: float = 1.0, dtype=DEFAULT_FLOAT, seed
     if not (math.isfinite(mean) and math.isfinite(std) and std >= 0):
         raise GraphError(f"gc.random.normal: need a finite mean and std >= 0, got "
                          f"mean={mean}, std={std}")
-    st = _state(seed, state, "normal_rng")
+    st = state_for(seed, state, "normal_rng")
     dims = as_shape(shape)
     u1 = ops.random_uniform(st, dims, np.float64)
     u2 = ops.random_uniform(st, dims, np.float64)

@@ -7,6 +7,8 @@ is never copied. Batched products loop over the (broadcast) batch axes around th
 
 from __future__ import annotations
 
+import math
+
 from llvmlite import ir
 
 from ..kernelgen.irutil import (
@@ -421,13 +423,16 @@ def _static_work(*dims) -> int:
     return out
 
 
+def _known_work(known: list) -> int:
+    """The product of the sizes known at compile time (None: known only at run time)."""
+    return math.prod(d for d in known if d is not None)
+
+
 def _never_tiled(known: list, tb: bool, columns: int) -> bool:
     """Does a product whose sizes (m, n, k) are `known` (ints, None where only the run time
     knows) skip the register tiles whatever the unknown sizes are? (B transposed and not
     known small, too little or too much work, too few rows or columns for one tile.)"""
-    static = 1
-    for d in known:
-        static *= 1 if d is None else d
+    static = _known_work(known)
     transposed_too_big = tb and (None in known[1:] or known[1] * known[2] > TRANSPOSED_B_TILED)
     return (transposed_too_big or static < TILED_GEMM_MIN
             or static * TILED_GEMM_BATCH ** known.count(None) > TILED_GEMM
@@ -441,9 +446,7 @@ def tiles_update_sized(known: list, tb: bool, columns: int) -> bool:
     in `_never_tiled`), whatever the unknown ones are? Tiles that never overlap (m even and
     known, n a known whole number of tiles), and where the run time may choose otherwise, a
     product large enough for BLAS, which takes alpha too."""
-    static = 1
-    for d in known:
-        static *= 1 if d is None else d
+    static = _known_work(known)
     return (not _never_tiled(known, tb, columns)
             and known[0] is not None and known[0] % 2 == 0
             and known[1] is not None and known[1] % columns == 0
@@ -466,9 +469,7 @@ def blas_sized(m, n, k, tb: bool, itemsize: int) -> bool:
     """Does a float product of these sizes (ints, or symbols known only at run time) go to
     BLAS whatever the symbols' values? `gemm`'s choice, made on the graph's shapes."""
     known = [d if isinstance(d, int) else None for d in (m, n, k)]
-    static = 1
-    for d in known:
-        static *= 1 if d is None else d
+    static = _known_work(known)
     return _never_tiled(known, tb, 2 * TILE_VECTOR_BYTES // itemsize) and static > SMALL_GEMM
 
 

@@ -76,18 +76,33 @@ def weighted_gradients(cost: Tensor, wrt: Sequence[Tensor], *, samples=None,
     if runtime.size() == 1 and not build_alone:
         return grad(cost, list(wrt))
     with name_scope("data_parallel"):
-        n = _weight(cost, samples)
+        n = process_weight(cost, samples)
         scaled = cost * (ops.cast(n, cost.dtype) if cost.dtype != n.dtype else n)
     grads = grad(scaled, list(wrt))
     return average_gradients(grads, n, bucket_mb=bucket_mb, overlap=overlap)
 
 
-def _weight(cost: Tensor, samples) -> Tensor:
+def process_weight(cost: Tensor, samples) -> Tensor:
+    """This process's weight in an average over the processes (a scalar float64 tensor):
+    `samples` as given (a number or a tensor), or its batch size (`sample_count`)."""
     if samples is None:
         return sample_count(cost)
     if isinstance(samples, Tensor):
         return ops.cast(samples, np.float64) if samples.dtype != np.float64 else samples
     return ops.constant(np.asarray(float(samples)), graph=cost.graph)
+
+
+def cost_flag_of_all(cost: Tensor, samples, overlap: bool) -> Tensor:
+    """A scalar of the cost's dtype, NaN iff the cost of some process *with samples* is not
+    finite and 0 otherwise (one scalar allreduce: skip_nonfinite's decision, the same on
+    every process; a process with an empty batch, whose mean cost is NaN, neither skips
+    alone nor makes the others skip). `overlap`: split into start and wait, as the gradient
+    buckets are, so the schedule starts it after the forward pass."""
+    n = process_weight(cost, samples)
+    bad = ops.cast(n > 0.0, np.float64) * (1.0 - ops.cast(ops.isfinite(cost), np.float64))
+    total = allreduce_wait(allreduce_start(bad, "sum"), bad) if overlap else \
+        allreduce(bad, "sum")
+    return ops.cast(ops.where(total > 0.0, total * np.nan, total * 0.0), cost.dtype)
 
 
 def average_gradients(grads: Sequence[Tensor | None], n: Tensor, *,

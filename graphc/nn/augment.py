@@ -26,6 +26,7 @@ from .. import random as grandom
 from ..errors import GraphError, ShapeError, user_facing
 from ..ir.graph import name_scope
 from ..ir.tensor import Tensor
+from ..ops.random import state_for
 from .module import Module
 
 __all__ = ["GaussianNoise", "RandomCrop", "RandomFlip", "RandomShift", "gaussian_noise",
@@ -97,12 +98,6 @@ def _window(x: Tensor, offset: Tensor, size: int, axis: int) -> Tensor:
     return x
 
 
-def _state(seed, state, name: str) -> Tensor:
-    """The random state to draw from: gc.random's rules (a seed or a state, not both; a state
-    from gc.rng_state; an int64 seed), so a seed is never silently ignored."""
-    return grandom._state(seed, state, name)
-
-
 @user_facing("random_crop")
 def random_crop(x, size, padding=0, training: bool = True, seed: int | None = None,
                 state: Tensor | None = None) -> Tensor:
@@ -126,7 +121,7 @@ def random_crop(x, size, padding=0, training: bool = True, seed: int | None = No
                              "way (e.g. a slice)")
         return x
     with name_scope("random_crop"):
-        st = _state(seed, state, "random_crop_rng")
+        st = state_for(seed, state, "random_crop_rng")
         padded = ops.pad(imgs, [(0, 0), (0, 0), (ph, ph), (pw, pw)]) if ph or pw else imgs
         n = imgs.shape[0]
         top = ops.expand_dims(_offsets(st, n, Hp - sh + 1), 1)  # (N, 1, 1, 1)
@@ -147,7 +142,7 @@ def random_shift(x, max_shift, training: bool = True, seed: int | None = None,
         return x
     H, W = int(imgs.shape[2]), int(imgs.shape[3])
     with name_scope("random_shift"):
-        st = _state(seed, state, "random_shift_rng")
+        st = state_for(seed, state, "random_shift_rng")
         return random_crop(x, (H, W), (dy, dx), training=True, state=st)
 
 
@@ -167,7 +162,7 @@ def random_flip(x, axis: int = -1, p: float = 0.5, training: bool = True,
     if not training or p == 0.0:
         return x
     with name_scope("random_flip"):
-        st = _state(seed, state, "random_flip_rng")
+        st = state_for(seed, state, "random_flip_rng")
         index = tuple(slice(None, None, -1) if i == ax else slice(None) for i in range(x.ndim))
         flipped = x[index]
         if p == 1.0:
@@ -188,7 +183,7 @@ def gaussian_noise(x, std: float, training: bool = True, seed: int | None = None
     if not training or std == 0:
         return x
     with name_scope("gaussian_noise"):
-        st = _state(seed, state, "gaussian_noise_rng")
+        st = state_for(seed, state, "gaussian_noise_rng")
         return x + grandom.normal_like(x, 0.0, float(std), state=st)
 
 

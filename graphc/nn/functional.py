@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
-from .. import random as grandom
 from ..errors import GraphError, ShapeError, user_facing
 from ..ir.graph import name_scope
 from ..ir.tensor import Tensor
+from ..ops.random import state_for
 
 __all__ = [
     "linear", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "max_pool1d",
@@ -255,7 +255,7 @@ def dropout(x, p: float, training: bool, seed: int | None = None, state: Tensor 
     with name_scope("dropout"):
         if p == 1.0:
             return x * 0.0
-        state = grandom._state(seed, state, "dropout_rng")  # a seed is never silently ignored
+        state = state_for(seed, state, "dropout_rng")
         # (drawn in a float type: a draw in [0, 1) cast to an int is 0, to a bool undefined)
         draw = x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
         keep = ops.random_uniform(state, x.shape, draw) >= p

@@ -111,6 +111,22 @@ def next_seed() -> int:
     return (z ^ (z >> 31)) & 0x7FFFFFFFFFFFFFFF
 
 
+def state_for(seed, state, name: str) -> Tensor:
+    """The random state a draw reads: `state` (from ``gc.rng_state``), or a new one seeded by
+    `seed` (an int64; None: the next of the ``gc.manual_seed`` sequence). Both given is an
+    error, so a seed is never silently ignored (gc.random, dropout and augmentation share
+    these rules)."""
+    if state is not None:
+        if not (isinstance(state, Tensor) and state.op == "parameter" and
+                state.dtype == np.int64 and tuple(state.shape) == (2,)):
+            raise GraphError("state must be a random state from gc.rng_state() (an int64 "
+                             "[seed, step] parameter)")
+        if seed is not None:
+            raise GraphError("give a seed or a state, not both")
+        return state
+    return rng_state(seed, name=name)
+
+
 def rng_state(seed: int | None = None, name: str = "rng") -> Tensor:
     """A new random-state parameter [seed, step=0]."""
     from .sources import parameter

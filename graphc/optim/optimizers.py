@@ -279,22 +279,13 @@ class Optimizer:
         if not distributed:
             return cost * 0.0
         from ..distributed import DataParallel, runtime
-        from ..distributed.data_parallel import _weight
-        from ..ops.collective import allreduce, allreduce_start, allreduce_wait
+        from ..distributed.data_parallel import cost_flag_of_all
 
         wrapper = distributed if isinstance(distributed, DataParallel) else None
         if runtime.size() == 1 and not (wrapper is not None and wrapper.build_alone):
             return cost * 0.0
-        n = _weight(cost, wrapper.samples if wrapper is not None else None)
-        has_samples = ops.cast(n > 0.0, np.float64)
-        bad = has_samples * (1.0 - ops.cast(ops.isfinite(cost), np.float64))
-        # how many processes with samples have a bad cost (split, as the gradient buckets: the
-        # schedule starts it after the forward pass and waits where the guard reads it)
-        if wrapper is None or wrapper.overlap:
-            total = allreduce_wait(allreduce_start(bad, "sum"), bad)
-        else:
-            total = allreduce(bad, "sum")
-        return ops.cast(ops.where(total > 0.0, total * np.nan, total * 0.0), cost.dtype)
+        return cost_flag_of_all(cost, wrapper.samples if wrapper is not None else None,
+                                overlap=wrapper is None or wrapper.overlap)
 
     @property
     def skipped(self) -> Tensor:
