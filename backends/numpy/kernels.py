@@ -34,6 +34,7 @@ import numpy as np
 from graphc.ops import REGISTRY
 from graphc.ops.conv import conv_out_size
 from graphc.ops.expr_numpy import select
+from graphc.ops.reduce import stable_max
 
 
 class Scratch:
@@ -286,32 +287,19 @@ def avg_pool(x, *, kernel, stride, padding, scratch: Scratch):
 # hand-written NumPy.
 
 
-def _stable_max(x, axis, posinf: bool = False):
-    """The maximum to shift by: 0 where it is not finite, and where the axis is empty (a
-    softmax over no elements is empty, a logsumexp -inf; ``maximum.reduce`` would raise).
-    With `posinf` (softmax, log_softmax) a +inf maximum stays: its row is NaN, as PyTorch's
-    (graphc.ops.reduce._shift)."""
-    m = np.maximum.reduce(x, axis=axis, keepdims=True, initial=-np.inf)
-    if np.isfinite(m).all():
-        return m
-    if posinf:
-        return np.where(np.isnan(m) | (m == -np.inf), 0, m)
-    return np.where(np.isfinite(m), m, 0)
-
-
 def log_softmax(x, *, axis):
-    z = x - _stable_max(x, axis, posinf=True)
+    z = x - stable_max(x, axis, posinf=True)
     return (z - np.log(np.add.reduce(np.exp(z), axis=axis, keepdims=True))).astype(
         x.dtype, copy=False)
 
 
 def softmax(x, *, axis):
-    e = np.exp(x - _stable_max(x, axis, posinf=True))
+    e = np.exp(x - stable_max(x, axis, posinf=True))
     return (e / np.add.reduce(e, axis=axis, keepdims=True)).astype(x.dtype, copy=False)
 
 
 def logsumexp(x, *, axes, keepdims):
-    m = _stable_max(x, axes)
+    m = stable_max(x, axes)
     out = np.log(np.add.reduce(np.exp(x - m), axis=axes, keepdims=True)) + m
     return (out if keepdims else np.squeeze(out, axis=axes)).astype(x.dtype, copy=False)
 

@@ -76,12 +76,9 @@ def check_program(program: Graph, found: list[tuple[Node, tuple]] | None = None)
             f"#{k + 1} is {here} on rank 0 but {there} on rank {r} (rank 0 has {len(first)} "
             f"collective(s), rank {r} {len(other)}); every process must build the same step: "
             "the same collectives in the same order, with the same op, root, dtype and shape")
-    size = runtime.size()
     for n, _ in found:
-        root = n.attrs.get("root")
-        if root is not None and root >= size:
-            raise BackendError(f"{n.op.name}: root {root} is not a process of this job "
-                               f"(size {size}): a root is a rank 0 … {size - 1}")
+        if n.attrs.get("root") is not None:
+            runtime.check_root(n.attrs["root"], n.op.name)
 
 
 def symbolic_sizes(found: list[tuple[Node, tuple]]) -> list[tuple[str, tuple]]:

@@ -217,9 +217,11 @@ def _contiguous(x) -> np.ndarray:
     return np.asarray(x, order="C")  # (np.ascontiguousarray would make a 0-d array 1-d)
 
 
-def _check_root(root, what: str) -> int:
-    if isinstance(root, (bool, np.bool_)) or not isinstance(root, (int, np.integer)) \
-            or not 0 <= root < size():
+def check_root(root, what: str) -> int:
+    """`root` as a rank of this job, or a BackendError naming it and the job's size."""
+    from ..ops.shape_ops import is_int_value
+
+    if not is_int_value(root) or not 0 <= root < size():
         raise BackendError(f"{what}: root {root!r} is not a process of this job (size "
                            f"{size()}): a root is a rank 0 … {size() - 1}")
     return int(root)
@@ -260,7 +262,7 @@ def broadcast_array(x, root: int = 0) -> np.ndarray:
     c = comm()
     if c is None or c.Get_size() == 1:
         return x
-    root = _check_root(root, "broadcast")
+    root = check_root(root, "broadcast")
     wait(c.Ibcast(x, root=root), f"broadcast of {x.size} values from rank {root}")
     return x
 
@@ -273,7 +275,7 @@ def reduce_array(x, root: int = 0) -> np.ndarray:
     if c is None or c.Get_size() == 1:
         out[...] = x
         return out
-    root = _check_root(root, "reduce")
+    root = check_root(root, "reduce")
     wait(c.Ireduce(x, out, op=mpi().SUM, root=root), f"reduce of {x.size} values to {root}")
     if c.Get_rank() != root:
         out[...] = 0

@@ -161,12 +161,9 @@ class ShapeChecks:
 
         verdict = decide(relation)
         if verdict is None and isinstance(relation, sympy.Rel):
-            settled = decide(type(relation)(*relation.args))  # with the symbols positive
-            if settled is False:
-                raise ShapeError(what)
-            if settled is True and decide(_with_zero_allowed(relation)) is True:
-                return  # it holds for every size, 0 included
-            verdict = None
+            verdict = decide(type(relation)(*relation.args))  # with the symbols positive
+            if verdict is True and decide(_with_zero_allowed(relation)) is not True:
+                verdict = None  # it may fail for a size of 0: checked at the call
         if verdict is False:
             raise ShapeError(what)
         if verdict is None:

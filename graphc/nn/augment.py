@@ -26,7 +26,9 @@ from .. import random as grandom
 from ..errors import GraphError, ShapeError, user_facing
 from ..ir.graph import name_scope
 from ..ir.tensor import Tensor
+from ..ops.conv import int_tuple
 from ..ops.random import state_for
+from ..ops.shape_ops import is_int_value
 from .module import Module
 
 __all__ = ["GaussianNoise", "RandomCrop", "RandomFlip", "RandomShift", "gaussian_noise",
@@ -34,12 +36,10 @@ __all__ = ["GaussianNoise", "RandomCrop", "RandomFlip", "RandomShift", "gaussian
 
 
 def _pair(v, what: str) -> tuple[int, int]:
-    pair = (v, v) if isinstance(v, (int, np.integer)) else tuple(v) if isinstance(
-        v, (tuple, list)) else ()
-    if len(pair) != 2 or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
-                                 and d >= 0 for d in pair):
+    items = v if isinstance(v, (tuple, list)) else (v,)
+    if not all(is_int_value(d) and d >= 0 for d in items):
         raise GraphError(f"{what} must be an int >= 0 or a pair of them, got {v!r}")
-    return int(pair[0]), int(pair[1])
+    return int_tuple(v, 2, what)  # (its message for a wrong count)
 
 
 def _images(x, what: str) -> tuple[Tensor, bool]:

@@ -33,6 +33,7 @@ from ..ir.node import Node
 from ..ir.shapes import as_dim
 from ..ir.tensor import Tensor
 from ..ops import expr as E
+from ..ops.shape_ops import is_int_value
 from . import dtypes
 from .errors import UnsupportedError
 
@@ -853,8 +854,7 @@ def _declared(outputs_or_fn, inputs):
 def _check_arguments(inputs, opset) -> None:
     """Argument mistakes as graphc errors naming the argument (they were raw TypeErrors and
     AttributeErrors from deep inside the writer)."""
-    if opset is not None and (not isinstance(opset, (int, np.integer)) or
-                              isinstance(opset, (bool, np.bool_))):
+    if opset is not None and not is_int_value(opset):
         raise UnsupportedError(f"export: opset must be an int (or None for {DEFAULT_OPSET}), "
                                f"got {opset!r} ({type(opset).__name__})")
     if inputs is None:

@@ -16,6 +16,7 @@ from ..ir.shapes import as_dim
 from ..ir.tensor import Tensor, apply
 from ..ir.types import DEFAULT_FLOAT, TensorType, as_dtype
 from .registry import ZERO, OpDef, register
+from .shape_ops import is_int_value
 
 PHILOX_M = (0xD2511F53, 0xCD9E8D57)
 PHILOX_W = (0x9E3779B9, 0xBB67AE85)
@@ -76,15 +77,11 @@ RANDOM_UNIFORM = register(OpDef(
 _global = {"seed": 0, "count": 0}
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def check_seed(seed, what: str = "seed") -> int:
     """`seed` as a Python int, or a GraphError naming it: a state holds its seed as int64, so
     a seed must be an integer in that range. A float is refused rather than truncated (1.5
     would silently replay seed 1), and so is a larger int (it would not fit, or wrap)."""
-    if not _is_int(seed):
+    if not is_int_value(seed):
         raise GraphError(f"{what} must be an int (or None), got {type(seed).__name__} "
                          f"{seed!r}")
     if not -(2**63) <= int(seed) < 2**63:
@@ -94,7 +91,7 @@ def check_seed(seed, what: str = "seed") -> int:
 
 def manual_seed(seed: int) -> None:
     """Seed the sequence from which new random states (dropout, init) take their seeds."""
-    if not _is_int(seed):  # any int: it only enters splitmix64, modulo 2**64
+    if not is_int_value(seed):  # any int: it only enters splitmix64, modulo 2**64
         raise GraphError(f"manual_seed: seed must be an int, got {type(seed).__name__} "
                          f"{seed!r}")
     _global["seed"] = int(seed)

@@ -320,9 +320,15 @@ def argmax(x, axis=None) -> Tensor:
 # -- logsumexp, softmax, log_softmax ---------------------------------------------------------
 
 
-def _stable_max(x, axis, posinf: bool = False):
-    """`_shift` on NumPy arrays."""
-    m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)  # (-inf over an empty axis)
+def stable_max(x, axis, posinf: bool = False):
+    """`_shift` on NumPy arrays (the reference's, and the numpy backend's kernels'): the
+    maximum to shift by, 0 where it is not finite or the axis is empty; with `posinf`
+    (softmax, log_softmax) a +inf maximum stays, so its row is NaN as PyTorch's."""
+    # (-inf over an empty axis; the ufunc's reduce, without np.max's wrapper: the numpy
+    # backend's softmax calls this every step)
+    m = np.maximum.reduce(x, axis=axis, keepdims=True, initial=-np.inf)
+    if np.isfinite(m).all():
+        return m
     if posinf:
         return np.where(np.isnan(m) | (m == -np.inf), 0, m)
     return np.where(np.isfinite(m), m, 0)
@@ -330,7 +336,7 @@ def _stable_max(x, axis, posinf: bool = False):
 
 def _logsumexp_ref(x, *, axes, keepdims):
     with np.errstate(all="ignore"):
-        m = _stable_max(x, axes)
+        m = stable_max(x, axes)
         out = np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True)) + m
     return (out if keepdims else np.squeeze(out, axis=axes)).astype(x.dtype)
 
@@ -360,13 +366,13 @@ def logsumexp(x, axis=None, keepdims: bool = False) -> Tensor:
 
 def _softmax_ref(x, *, axis):
     with np.errstate(all="ignore"):
-        e = np.exp(x - _stable_max(x, axis, posinf=True))
+        e = np.exp(x - stable_max(x, axis, posinf=True))
         return (e / np.sum(e, axis=axis, keepdims=True)).astype(x.dtype)
 
 
 def _log_softmax_ref(x, *, axis):
     with np.errstate(all="ignore"):
-        z = x - _stable_max(x, axis, posinf=True)
+        z = x - stable_max(x, axis, posinf=True)
         return (z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))).astype(x.dtype)
 
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import GraphError
 from ..function import Function
+from ..ops.shape_ops import is_int_value
 from .checkpoints import Checkpoint, save_checkpoint
 from .checkpoints import resume as resume_from
 from .evaluation import (
@@ -161,7 +162,7 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
     _check_int("epochs", epochs, 0)
     _check_int("batch_size", batch_size, 1)
     _check_int("initial_epoch", initial_epoch, 0)
-    _check_int("seed", seed, None)
+    _check_int("seed", seed, 0)
     if verbose not in (0, 1, 2) or isinstance(verbose, float):
         raise GraphError(f"verbose must be 0, 1 or 2, got {verbose!r}")
     if not isinstance(shuffle, (bool, np.bool_)):
@@ -263,7 +264,8 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
             logs["skipped_batches"] = skipped
         if distributed:  # every process: the same averages (skips are decided together, so
             # skipped_batches, the steps all processes skipped, is already the same everywhere)
-            kept = {k: logs.pop(k) for k in ("skipped_batches",) if k in logs}
+            kept = {"skipped_batches": logs.pop("skipped_batches")} \
+                if "skipped_batches" in logs else {}
             logs = {**average_logs(logs, running.count), **kept}
         if val_arrays is not None:
             val_logs = evaluate(eval_fn, val_arrays, batch_size, metrics)
@@ -319,8 +321,7 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
 
 
 def _check_int(name: str, value, low: int | None, what: str | None = None) -> None:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or (
-            low is not None and value < low):
+    if not is_int_value(value) or (low is not None and value < low):
         want = what or ("an int" if low is None else f"an int >= {low}")
         raise GraphError(f"{name} must be {want}, got {value!r}")
 
