@@ -235,7 +235,7 @@ def compile(inputs, outputs, updates=None, backend: str = "numpy",
         with _collector_paused():
             executable = impl.compile(program, options)
         compile_memo.remember(key, program, stats, executable)
-    fn = Function(program, executable, single, backend, declared_facts)
+    fn = Function(program, executable, single, backend, declared_facts, found)
     if fn.distributed:  # a collective call: every process starts from rank 0's state
         from .distributed import runtime
 
@@ -273,7 +273,7 @@ class Function:
     """A compiled graph. Call it with arrays (positionally or by input name)."""
 
     def __init__(self, program: Graph, executable, single: bool, backend: str,
-                 declared_facts: list | None = None) -> None:
+                 declared_facts: list | None = None, collectives: list | None = None) -> None:
         self._program = program
         self._exe = executable
         self._single = single
@@ -304,11 +304,13 @@ class Function:
         self._native_updates = getattr(executable, "applies_updates", False)
         from .distributed import consistency
 
-        found = consistency.collectives(program)  # (scan bodies included)
+        # (scan bodies included; compile passes what its own check walked)
+        found = consistency.collectives(program) if collectives is None else collectives
         #: does a call communicate with the other MPI processes (gc.distributed)?
         self.distributed = bool(found)
         # collectives with symbolic sizes: a call compares them across processes first
         self._collective_sizes = consistency.symbolic_sizes(found)
+        self._local_sizes: dict[tuple, list] = {}  # key -> those sizes bound (one per key)
         # calls the executable's shorter path may serve (`Executable.again_lane`): it applies
         # its updates itself and does not communicate (that call runs under a watchdog)
         from .backends.base import Executable
@@ -436,8 +438,12 @@ class Function:
                 if self._collective_sizes and runtime.active():
                     from .distributed import consistency
 
-                    sizes = binding if binding is not None else dict(zip(self._symbols, key))
-                    consistency.check_sizes(self._collective_sizes, sizes, self._program.name)
+                    mine = self._local_sizes.get(key)
+                    if mine is None:  # (sympy's substitution once per key, not per call)
+                        sizes = binding if binding is not None else dict(zip(self._symbols, key))
+                        mine = consistency.local_sizes(self._collective_sizes, sizes)
+                        self._local_sizes[key] = mine
+                    consistency.check_sizes(self._collective_sizes, mine, self._program.name)
                 outputs, new_values = self._exe.run(arrays, binding, key)
         else:
             outputs, new_values = self._exe.run(arrays, binding, key)

@@ -92,11 +92,9 @@ def symbolic_sizes(found: list[tuple[Node, tuple]]) -> list[tuple[str, tuple]]:
     return out
 
 
-def check_sizes(checks: list[tuple[str, tuple]], binding: dict, name: str) -> None:
-    """Call time: the concrete sizes of the symbolic collectives, equal on every process (one
-    allgather); a BackendError on every process, before any data moves, otherwise."""
-    if not checks or not runtime.active():
-        return
+def local_sizes(checks: list[tuple[str, tuple]], binding: dict) -> list[tuple]:
+    """The sizes of `checks` (from `symbolic_sizes`) under one call's binding of the symbols:
+    what `check_sizes` compares across the processes (a Function keeps it per binding)."""
 
     def value(d):
         if isinstance(d, int):
@@ -107,7 +105,15 @@ def check_sizes(checks: list[tuple[str, tuple]], binding: dict, name: str) -> No
         except TypeError:  # (a size no input binds: compared by name)
             return str(v)
 
-    mine = [tuple(value(d) for d in dims) for _, dims in checks]
+    return [tuple(value(d) for d in dims) for _, dims in checks]
+
+
+def check_sizes(checks: list[tuple[str, tuple]], mine: list[tuple], name: str) -> None:
+    """Call time: the concrete sizes of the symbolic collectives (`local_sizes`), equal on
+    every process (one allgather); a BackendError on every process, before any data moves,
+    otherwise."""
+    if not checks or not runtime.active():
+        return
     every = runtime.comm().allgather(mine)
     for r in range(1, len(every)):
         if every[r] == every[0]:
