@@ -70,6 +70,9 @@ class Writer:
         # a symbol -> (graph input name, axis) where it is a whole dim
         self.dim_sources: dict = parent.dim_sources if parent else {}
         self._dims: dict = {}  # a symbol -> the name of its (1,) int64 value, in this graph
+        #: values that expressions of several nodes may share, by what they compute from which
+        #: names (an integer division's safe divisor), in this graph
+        self.shared: dict = {}
 
     def fresh(self, base: str) -> str:
         base = base or "t"
@@ -612,13 +615,18 @@ class ExpressionWriter:
         """(b == 0, a divisor ONNX's integer Div and Mod never trap on): 1 where b is 0 and
         where a is INT_MIN and b is -1 (x86's idiv raises SIGFPE for both, and onnxruntime
         divides natively, killing the host process). a / 1 is then INT_MIN with remainder 0,
-        NumPy's (and graphc's) INT_MIN // -1 and INT_MIN % -1; by zero is masked to 0 after."""
+        NumPy's (and graphc's) INT_MIN // -1 and INT_MIN % -1; by zero is masked to 0 after.
+        Built once per operand pair in a graph (`a // b` and `a % b` share it)."""
         w = self.w
+        key = ("safe_divisor", a, b, self.dtype)
+        if key in w.shared:
+            return w.shared[key]
         is_zero = w.add("Equal", [b, self.const(0)])
         lowest = self.const(int(np.iinfo(self.dtype).min))
         overflow = w.add("And", [w.add("Equal", [a, lowest]),
                                  w.add("Equal", [b, self.const(-1)])])
         safe = w.add("Where", [w.add("Or", [is_zero, overflow]), self.const(1), b])
+        w.shared[key] = (is_zero, safe)
         return is_zero, safe
 
     def _float_divmod(self, a: str, b: str) -> tuple[str, str]:

@@ -255,6 +255,32 @@ def test_integer_floordiv_and_mod_never_trap_in_onnxruntime(tmp_path, dtype):
         np.testing.assert_array_equal(g, w)
 
 
+def test_integer_floordiv_and_mod_of_the_same_operands_share_one_guard():
+    """``a // b`` and ``a % b`` (two nodes) select one safe divisor between them, as the
+    file's reader would write it: the guard was written once per node. Other operands get
+    their own."""
+    with gc.Graph():
+        a, b = gc.placeholder("a", (8,), "int32"), gc.placeholder("b", (8,), "int32")
+        model = gc.onnx.export([a // b + a % b, b // a], None, inputs=[a, b])
+    zero_tests = [list(n.input) for n in model.graph.node
+                  if n.op_type == "Equal" and n.input[0] in ("a", "b")]
+    divisions = [n for n in model.graph.node if n.op_type in ("Div", "Mod")]
+    assert len(divisions) == 3
+    assert len({n.input[1] for n in divisions[:2]}) == 1  # the same safe divisor
+    assert divisions[2].input[1] != divisions[0].input[1]
+    assert len(zero_tests) == 6  # (b == 0, a == INT_MIN, b == -1) for b, then for a
+    a_ = np.array([-2**31, 7, -7, 7, 0, 5, -5, 3], np.int32)
+    b_ = np.array([-1, 2, 2, 0, -1, -3, 3, 3], np.int32)
+    ort = pytest.importorskip("onnxruntime")
+    got = ort.InferenceSession(model.SerializeToString(),
+                               providers=["CPUExecutionProvider"]).run(None, {"a": a_, "b": b_})
+    with gc.Graph():
+        a, b = gc.placeholder("a", (8,), "int32"), gc.placeholder("b", (8,), "int32")
+        want = gc.compile([a, b], [a // b + a % b, b // a])(a_, b_)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_float_floordiv_and_mod_are_numpy_s_in_onnxruntime_and_back(dtype):
     """Float // and % are NumPy's npy_divmod (docs/semantics.md). Floor(a / b) was written
