@@ -26,6 +26,7 @@ from ..errors import GraphError
 from ..ir.graph import name_scope
 from ..ir.tensor import Tensor
 from ..ir.text import MAX_IDENTIFIER, identifier, is_identifier
+from ..ops.reduce import size_scalar
 from . import dtypes
 from .errors import StaticValueNeeded, UnsupportedError
 from .table import HANDLERS
@@ -208,10 +209,8 @@ def dim_tensor(e) -> Tensor:
     ops. Anything else (floor, a symbol of no size) raises TypeError."""
     import sympy
 
-    if e.is_Integer:
-        return ops.constant(np.asarray(int(e), dtype=np.int64))
-    if e.is_Symbol:
-        return ops.numel(ops.full((e,), 0, np.int64), 0, np.int64)
+    if e.is_Integer or e.is_Symbol:
+        return size_scalar(e)
     if e.is_Add or e.is_Mul:
         parts = [dim_tensor(a) for a in e.args]
         out = parts[0]

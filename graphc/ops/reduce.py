@@ -207,6 +207,18 @@ def numel(x: Tensor, axis=None, dtype=None) -> Tensor:
     return apply(NUMEL, [x], axes=axes, dtype=dtype)
 
 
+def size_scalar(d) -> Tensor:
+    """A size (an int, or a symbol such as a batch dim N) as an int64 scalar tensor: a
+    constant, or the `numel` of a broadcast zero of shape (d,), which reads only its input's
+    shape when the step runs. (A scan's step count; an imported model's shape arithmetic.)"""
+    from .creation import full
+    from .sources import constant
+
+    if isinstance(d, (int, np.integer)) or (isinstance(d, sympy.Expr) and d.is_Integer):
+        return constant(np.asarray(int(d), dtype=np.int64))
+    return numel(full((d,), 0, np.int64), 0, np.int64)
+
+
 def mean(x, axis=None, keepdims: bool = False) -> Tensor:
     """Arithmetic mean over `axis` (None: all axes)."""
     from .elementwise import div, lift

@@ -398,27 +398,17 @@ def _state_carries(body: Graph, capture: _Capture, outs: list[Node]) -> list[_St
     return states
 
 
-def _steps(T) -> Tensor:
-    """T as an int64 scalar tensor: a constant, or for a symbolic T the `numel` of a broadcast
-    zero of shape (T,), which reads only its input's shape when the step runs."""
-    from .creation import full
-    from .reduce import numel
-
-    if isinstance(T, (int, np.integer)) or (isinstance(T, sympy.Expr) and T.is_Integer):
-        return constant(np.int64(int(T)))
-    return numel(full((T,), 0, np.int64), 0, np.int64)
-
-
 def _advance(loop: Tensor, state: _StateCarry, T) -> None:
     """Give the state parameter the loop's default update: ``state + T * increment``."""
     from .elementwise import add, mul
+    from .reduce import size_scalar
 
     with loop.graph:
         terms = _copy_nodes(state.increments, {})
         step = terms[0]
         for term in terms[1:]:
             step = add(step, term)
-        value = add(state.param, mul(step, _steps(T)))
+        value = add(state.param, mul(step, size_scalar(T)))
     loop.graph.add_default_update(loop.node, state.param.node, value.node)
 
 
