@@ -29,6 +29,7 @@ import numpy as np
 
 from . import ops
 from .errors import GraphError
+from .ir.graph import graph_for
 from .ir.tensor import Tensor
 from .ir.types import DEFAULT_FLOAT, as_dtype
 from .ops.creation import as_shape
@@ -133,7 +134,7 @@ def uniform_like(x: Tensor, low: float = 0.0, high: float = 1.0, dtype=None, see
                  state: Tensor | None = None) -> Tensor:
     """`uniform` with x's shape (symbolic dimensions included) and float dtype."""
     x = _like(x, "uniform_like")
-    with x.graph:
+    with graph_for(x):
         return uniform(x.shape, low, high, dtype or _default_dtype(x), seed, state=state)
 
 
@@ -141,7 +142,7 @@ def normal_like(x: Tensor, mean: float = 0.0, std: float = 1.0, dtype=None, seed
                 state: Tensor | None = None) -> Tensor:
     """`normal` with x's shape and float dtype (the VAE's ``eps = normal_like(mu)``)."""
     x = _like(x, "normal_like")
-    with x.graph:
+    with graph_for(x):
         return normal(x.shape, mean, std, dtype or _default_dtype(x), seed, state=state)
 
 
@@ -149,7 +150,7 @@ def bernoulli_like(x: Tensor, p=0.5, dtype=None, seed=None, *,
                    state: Tensor | None = None) -> Tensor:
     """`bernoulli` with x's shape and dtype."""
     x = _like(x, "bernoulli_like")
-    with x.graph:
+    with graph_for(x):
         return bernoulli(x.shape, p, dtype or x.dtype, seed, state=state)
 
 

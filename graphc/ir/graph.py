@@ -249,6 +249,15 @@ def get_default_graph() -> Graph:
     return stack[-1] if stack else _DEFAULT
 
 
+def graph_for(x) -> Graph:
+    """The graph an op made from tensor x (``normal_like(x)``, ``zeros_like(x)``) goes into:
+    the loop body gc.scan is tracing, when there is one (x may be a tensor it captures from
+    an enclosing graph: a draw built there would run once per call, not at every step),
+    else x's own graph (so that such ops need no ``with gc.Graph():`` around them)."""
+    current = get_default_graph()
+    return current if current.capture is not None else x.graph
+
+
 def reset_default_graph() -> Graph:
     """Start a fresh module-wide default graph (handy in notebooks and tests)."""
     global _DEFAULT

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import GraphError
+from ..ir.graph import graph_for
 from ..ir.shapes import as_dim
 from ..ir.tensor import Tensor
 from ..ir.types import DEFAULT_FLOAT, as_dtype
@@ -74,7 +75,7 @@ def full_like(x: Tensor, fill_value, dtype=None) -> Tensor:
     """A tensor of x's shape (symbolic dimensions included) and dtype (unless given) holding
     `fill_value`; x's values are not read."""
     x = _like(x, "full_like")
-    with x.graph:
+    with graph_for(x):
         return full(x.shape, fill_value, x.dtype if dtype is None else dtype)
 
 

@@ -68,6 +68,37 @@ def test_each_step_draws_fresh_numbers_and_the_state_advances_by_all_draws(backe
     assert len({r.tobytes() for r in rows}) == len(rows)  # every step, every call: fresh
 
 
+@BACKENDS
+def test_draws_shaped_like_a_captured_tensor_are_fresh_at_every_step(backend):
+    """normal_like / uniform_like / bernoulli_like / gaussian_noise of a tensor the body
+    captures (weight noise in a recurrent cell) were built in the captured tensor's graph,
+    outside the body: one draw per call, the same numbers at every step. They are the
+    body's own draws now, as those like the x slice, and advance the state per step."""
+    with gc.Graph():
+        xs = gc.placeholder("xs", ("T", 3), "float64")
+        W = gc.parameter("W", np.ones((3,)))
+        state = gc.rng_state(seed=5)
+
+        def step(h, x):
+            return h, (gc.random.normal_like(W, state=state),
+                       gc.random.uniform_like(W, state=state),
+                       gc.random.bernoulli_like(W, 0.5, "float64", state=state),
+                       gc.nn.functional.gaussian_noise(W, 0.1, True, state=state),
+                       gc.random.normal_like(x, state=state))
+
+        _, ys = gc.scan(step, gc.zeros((3,), "float64"), xs)
+        f = compile_on([xs], list(ys), backend=backend)
+    outs = f(np.zeros((6, 3)))
+    assert state.value[1] > 0
+    body = ys[0].node.inputs[0].attrs["body"]
+    assert sum(n.op.name == "random_uniform" for n in body.nodes) >= 8  # all in the body
+    for out in (outs[0], outs[1], outs[3], outs[4]):
+        assert len({r.tobytes() for r in out}) == 6, out
+    assert len({r.tobytes() for r in outs[2]}) >= 4  # 0/1 rows of 3: repeats are possible
+    again = f(np.zeros((6, 3)))
+    assert not np.array_equal(again[0], outs[0])  # the next call: fresh too
+
+
 def test_seeds_replay_and_calls_differ_with_functional_dropout():
     # F.dropout with a seed and gc.random.normal with a seed, created inside the body
     def build():
