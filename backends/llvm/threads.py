@@ -86,7 +86,8 @@ MAX_THREADS = 4096
 def _count() -> int:
     chosen = os.environ.get("GRAPHC_NUM_THREADS", "").strip()
     if chosen:
-        if not chosen.isdigit() or not 1 <= int(chosen) <= MAX_THREADS:
+        # (ASCII digits only: isdigit() is True for '²', which int() refuses)
+        if not (chosen.isascii() and chosen.isdigit()) or not 1 <= int(chosen) <= MAX_THREADS:
             raise BackendError(f"GRAPHC_NUM_THREADS must be a whole number of threads, 1 to "
                                f"{MAX_THREADS}; it is {chosen!r}")
         return int(chosen)

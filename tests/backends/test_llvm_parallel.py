@@ -305,10 +305,11 @@ def test_a_region_puts_later_products_on_one_blas_thread_while_blas_workers_spin
         assert out[:3] == ["1 2 4 | 4", "1 4 | 4", "1 2 4 | 4"], out
 
 
-@pytest.mark.parametrize("count", ["two", "99999999999", "4294967296"])
+@pytest.mark.parametrize("count", ["two", "99999999999", "4294967296", "\u00b2", "\u0663"])
 def test_a_thread_count_that_is_not_a_number_of_threads_is_an_error(count):
     """Not a number, or more threads than libgomp could start (99999999999 asked it for 272
-    GB and ended the process; 2^32 wrapped to 0): a BackendError, and `graphc info` says it
+    GB and ended the process; 2^32 wrapped to 0; a superscript or Arabic-Indic digit, which
+    isdigit() accepts and int() refuses or reads): a BackendError, and `graphc info` says it
     in one line, not a traceback."""
     environ = dict(os.environ, GRAPHC_NUM_THREADS=count)
     done = subprocess.run([sys.executable, "-c", "from graphc.backends.llvm import threads; "
