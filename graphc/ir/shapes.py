@@ -102,10 +102,18 @@ def dims_equal(a: Dim, b: Dim) -> bool | None:
 
 
 def _with_zero_allowed(relation):
-    """`relation` evaluated with its dimension symbols nonnegative rather than positive."""
+    """`relation` with its dimension symbols nonnegative rather than positive."""
     zero_allowed = {s: sympy.Dummy(s.name, integer=True, nonnegative=True)
                     for s in relation.free_symbols}
-    return type(relation)(*(a.xreplace(zero_allowed) for a in relation.args))
+    return relation.xreplace(zero_allowed)
+
+
+def _evaluated(relation):
+    """`relation` (a relation, or And/Or/Not of relations, built unevaluated) evaluated
+    with the assumptions of its symbols: True, False, or a relation sympy cannot settle."""
+    if isinstance(relation, (sympy.Rel, sympy.And, sympy.Or, sympy.Not)):
+        return type(relation)(*(_evaluated(a) for a in relation.args))
+    return relation
 
 
 def decide(relation) -> bool | None:
@@ -160,9 +168,9 @@ class ShapeChecks:
         from ..errors import ShapeError
 
         verdict = decide(relation)
-        if verdict is None and isinstance(relation, sympy.Rel):
-            verdict = decide(type(relation)(*relation.args))  # with the symbols positive
-            if verdict is True and decide(_with_zero_allowed(relation)) is not True:
+        if verdict is None and isinstance(relation, (sympy.Rel, sympy.And, sympy.Or)):
+            verdict = decide(_evaluated(relation))  # with the symbols positive
+            if verdict is True and decide(_evaluated(_with_zero_allowed(relation))) is not True:
                 verdict = None  # it may fail for a size of 0: checked at the call
         if verdict is False:
             raise ShapeError(what)

@@ -413,9 +413,14 @@ def _slice_infer(types, attrs, checks):
             checks.holds(sympy.Ge(n, 0, evaluate=False),
                          f"slice on axis {axis} has {format_dim(n)} >= 0 elements (the axis "
                          f"is {format_dim(d)})")
-        checks.holds(sympy.Ge(last, 0, evaluate=False), f"slice on axis {axis} starts before 0")
-        checks.holds(sympy.Lt(last, d, evaluate=False),
-                     f"slice on axis {axis} runs past the end ({d})")
+        starts_in = sympy.Ge(last, 0, evaluate=False)
+        ends_in = sympy.Lt(last, d, evaluate=False)
+        if not isinstance(n, int):  # an empty slice (n = 0, e.g. an empty batch) is in range
+            empty = sympy.Eq(n, 0, evaluate=False)
+            starts_in = sympy.Or(empty, starts_in, evaluate=False)
+            ends_in = sympy.Or(empty, ends_in, evaluate=False)
+        checks.holds(starts_in, f"slice on axis {axis} starts before 0")
+        checks.holds(ends_in, f"slice on axis {axis} runs past the end ({d})")
     return TensorType(x.dtype, sizes)
 
 

@@ -45,3 +45,29 @@ def test_a_transposed_convolution_of_an_empty_image_is_a_shape_error(backend, op
     assert np.isfinite(fn(np.ones((1, 2, 2, 2), np.float32)))
     with pytest.raises(gc.ShapeError, match="output size must be >= 1.*H=0"):
         fn(np.ones((1, 2, 0, 0), np.float32))
+
+
+@pytest.mark.parametrize("backend,options", BACKENDS, ids=[b for b, _ in BACKENDS])
+def test_slices_of_a_whole_empty_batch_are_empty_not_shape_errors(backend, options):
+    """A slice of N rows (the gradient of gc.stack takes ``s[i:i+1, 0:N]``; so a 2-layer
+    LSTM's gradient of h_n) is in range for N = 0: it was refused ("starts before 0", its
+    last row N - 1 being -1) though the forward ran. x[1:] of one row is empty too, and
+    x[1:] of none still an error."""
+    x = gc.placeholder("x", ("N", 3), "float64")
+    s = gc.stack([x, 2 * x], 0)  # (2, N, 3)
+    fn = gc.compile([x], gc.grad(s.sum(), x), backend=backend, backend_options=options)
+    assert fn(np.zeros((0, 3))).shape == (0, 3)
+    np.testing.assert_array_equal(fn(np.ones((1, 3))), np.full((1, 3), 3.0))
+    lstm = gc.nn.LSTM(3, 4, num_layers=2, dtype="float64", rng=1)
+    with gc.Graph():
+        xs = gc.placeholder("xs", ("T", "N", 3), "float64")
+        _, (h, c) = lstm(xs)
+        step = gc.compile([xs], gc.grad(h.sum() + c.sum(), lstm.weight_ih_l0),
+                          backend=backend, backend_options=options)
+        np.testing.assert_array_equal(step(np.zeros((3, 0, 3))), np.zeros((3, 16)))
+    with gc.Graph():
+        y = gc.placeholder("y", ("N", 3), "float64")
+        tail = gc.compile([y], y[1:], backend=backend, backend_options=options)
+        assert tail(np.ones((1, 3))).shape == (0, 3)
+        with pytest.raises(gc.ShapeError, match="N=0"):
+            tail(np.zeros((0, 3)))
