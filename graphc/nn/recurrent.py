@@ -63,6 +63,19 @@ def _masked(new, old, live: Tensor):
     return pick(new, old), ops.where(live, new, 0.0)
 
 
+def _padding_zeroed(xs: Tensor, lengths: Tensor) -> Tensor:
+    """The (T, N, features) sequence with every step past its sequence's length set to 0.
+
+    PyTorch's packed sequences never read the padding; the masked recurrence does (the
+    input projection over all T, and the gradient's ``xs^T @ g``), so a NaN or inf in the
+    padding made every weight gradient NaN (0 * NaN), though the outputs were right. The
+    step index comes from a loop of T steps, so T may be symbolic."""
+    _, steps = scan(lambda t, _x: (t + 1, t), ops.constant(np.int64(0)), xs)
+    live = ops.less(ops.reshape(steps, (xs.shape[0], 1, 1)),
+                    ops.reshape(lengths, (1, xs.shape[1], 1)))
+    return ops.where(live, xs, 0.0)
+
+
 class _Recurrent(Module):
     gates = 1
     adds_terms = True  # the cell uses x W_ih + b_ih + h W_hh + b_hh only as a sum (not GRU)
@@ -132,6 +145,8 @@ class _Recurrent(Module):
             output = ops.stack(sequence, axis=time_axis)
         else:
             sequence = ops.transpose(x, (1, 0, 2)) if self.batch_first else x
+            if lengths is not None:  # (the later layers read outputs zeroed past the end)
+                sequence = _padding_zeroed(sequence, lengths)
             finals = []
             for k in range(self.num_layers):
                 with name_scope(f"l{k}") if self.num_layers > 1 else nullcontext():
@@ -215,6 +230,9 @@ class _Recurrent(Module):
             outputs = []
             for t, x_t in enumerate(sequence):
                 with name_scope(f"l{k}/t{t}" if self.num_layers > 1 else f"t{t}"):
+                    if lengths is not None and k == 0:  # the padding never read (as
+                        # _padding_zeroed; later layers read outputs zeroed past the end)
+                        x_t = ops.where(ops.expand_dims(ops.greater(lengths, t), 1), x_t, 0.0)
                     xw = [F.linear(x_t, w, b) for w, b in zip(w_ih, b_ih)]
                     h = layer_state[0] if isinstance(layer_state, tuple) else layer_state
                     hw = ([b if b is not None else 0.0 for b in b_hh] if h is None

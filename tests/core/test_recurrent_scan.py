@@ -145,6 +145,24 @@ def test_matches_pytorch_outputs_states_and_gradients(cell, config):
             assert not out[n:, j].any()
 
 
+@pytest.mark.parametrize("cell,unroll,backend", [
+    ("lstm", False, "numpy"), ("gru", False, "numpy"), ("rnn_tanh", True, "numpy"),
+    ("lstm", True, "numpy"), ("lstm", False, "llvm")])
+def test_nan_and_inf_in_the_padding_are_never_read(cell, unroll, backend):
+    """PyTorch's packed sequences never read past a sequence's length. The masked
+    recurrence did (the input projection over all steps, the gradient's xs^T @ g): a NaN
+    in the padding made every weight gradient NaN, though the outputs were right."""
+    ours, theirs = make(cell, 2, False, unroll=unroll)
+    x, states, cot = arrays(cell, 2, False, seed=3)
+    for j, n in enumerate(LENGTHS):
+        x[n:, j] = [np.nan, np.inf, -np.inf][j % 3]
+    want, want_grads = torch_reference(theirs, x, states, LENGTHS, cot, False)
+    got, grads, _ = graphc_results(ours, x, states, LENGTHS, cot, backend=backend)
+    assert_match(got, grads, want, want_grads)
+    for key, g in grads.items():
+        assert np.isfinite(g).all(), key
+
+
 def test_lengths_as_a_constant_array():
     ours, theirs = make("gru", 2, True)
     x, states, cot = arrays("gru", 2, True, seed=1)
