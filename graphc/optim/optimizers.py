@@ -102,6 +102,16 @@ class Optimizer:
         self._state[f"{i}.{slot}"] = tensor
         return tensor
 
+    def _step_slot(self, i: int) -> Tensor:
+        """Parameter `i`'s own update count (int64), the ``t`` of its bias corrections and
+        first-step rules: PyTorch's ``state["step"]``, which starts when the parameter first
+        gets a gradient. The optimizer's ``step`` counts every update (the schedules' clock);
+        a parameter frozen for a while, or used by only some of the steps sharing the
+        optimizer, has taken fewer."""
+        tensor = parameter(f"{self.name}.{self.params[i].name}.step", np.array(0, np.int64))
+        self._slots[i]["step"] = self._state[f"{i}.step"] = tensor
+        return tensor
+
     def state_tensors(self) -> dict[str, Tensor]:
         """Every state parameter by key: ``"step"`` and ``"<param index>.<slot>"``."""
         return dict(self._state)
@@ -113,7 +123,11 @@ class Optimizer:
     def load_state(self, state: Mapping[str, np.ndarray]) -> Optimizer:
         """Set the state from ``state()`` output; checked completely before anything is set."""
         # (a state saved before the skip counter or the learning-rate parameter existed has no
-        # "nonfinite_steps", "lr" or "lr_scale": those are kept as they are)
+        # "nonfinite_steps", "lr" or "lr_scale": those are kept as they are; one saved before
+        # the per-parameter counts "<i>.step" gets the optimizer's count, what it used then)
+        counts = {key for key in self._state if key.endswith(".step") and key not in state}
+        if counts and "step" in state:
+            state = {**state, **{key: np.asarray(state["step"]) for key in counts}}
         missing = sorted(set(self._state) - set(state) - {"nonfinite_steps", "lr", "lr_scale"})
         extra = sorted(set(state) - set(self._state))
         if missing or extra:
@@ -235,7 +249,12 @@ class Optimizer:
                 for i, (p, g) in enumerate(zip(self.params, grads)):
                     if g is None:
                         continue
-                    new_p, slots = self._update(i, p, g, lr, k)
+                    own = self._slots[i].get("step")
+                    # t - 1 of the update formulas: the parameter's own count where it has one
+                    k_i = k if own is None else ops.cast(own, np.float64)
+                    new_p, slots = self._update(i, p, g, lr, k_i)
+                    if own is not None:
+                        slots["step"] = own + 1
                     out[p] = new_p
                     out.update({self._slots[i][s]: v for s, v in slots.items()})
                 out[self.step_count] = self.step_count + 1
@@ -297,6 +316,9 @@ class Optimizer:
         return self._skipped
 
     def _update(self, i: int, p: Tensor, g: Tensor, lr, k) -> tuple[Tensor, dict]:
+        """Parameter `i`'s new value and slots from its gradient `g`, at learning rate `lr`;
+        `k` (float64) is the number of updates it has had (its own "step" slot, if the
+        optimizer keeps one: `_step_slot`)."""
         raise NotImplementedError
 
     @staticmethod
@@ -324,6 +346,8 @@ class SGD(Optimizer):
         if self.momentum:
             for i in range(len(self.params)):
                 self._slot(i, "momentum_buffer")
+                if self.dampening:  # (the first update starts the buffer at g)
+                    self._step_slot(i)
 
     def _update(self, i, p, g, lr, k):
         g = self._decayed(g, p, self.weight_decay)
@@ -350,6 +374,8 @@ class Adagrad(Optimizer):
         self.lr_decay, self.weight_decay, self.eps = float(lr_decay), float(weight_decay), eps
         for i in range(len(self.params)):
             self._slot(i, "sum", float(initial_accumulator_value))
+            if self.lr_decay:
+                self._step_slot(i)
 
     def _update(self, i, p, g, lr, k):
         g = self._decayed(g, p, self.weight_decay)
@@ -435,6 +461,7 @@ class Adam(Optimizer):
             self._slot(i, "exp_avg_sq")
             if amsgrad:
                 self._slot(i, "max_exp_avg_sq")
+            self._step_slot(i)
 
     def _update(self, i, p, g, lr, k):
         b1, b2 = self.betas
@@ -490,6 +517,7 @@ class NAdam(Optimizer):
             # the product of all mu so far; float64 as PyTorch's Python-float arithmetic
             self._slots[i]["mu_product"] = self._state[f"{i}.mu_product"] = parameter(
                 f"{self.name}.{self.params[i].name}.mu_product", np.array(1.0, np.float64))
+            self._step_slot(i)
 
     def _update(self, i, p, g, lr, k):
         b1, b2 = self.betas
