@@ -15,8 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import GraphError
 from ..function import Function
+from ..ops.shape_ops import is_int_value
 from .history import History, Progress
 
 FORMAT_KEY = "fit_checkpoint"  # metadata marker and layout version of a fit checkpoint
@@ -27,13 +30,26 @@ LAYOUT = 1
 class Checkpoint:
     """Save the step function (graph and every parameter: weights, optimizer state, ...)
     with ``gc.save`` every `every` epochs, atomically. `path` may contain ``{epoch}``.
-    With `best_only`, save only when the early-stopping monitor (or `monitor`) improves.
+    With `best_only`, save only when the monitored value improves: the early-stopping
+    monitor, else the validation loss (the validation accuracy, else the training loss, when
+    there is none).
     Continue a run with ``fit(..., resume=path)``; ``gc.load(path, into=step_fn)`` restores
     the parameters alone, and ``gc.io.read_metadata(path)`` has the epoch and the history."""
 
     path: str | Path
     every: int = 1
     best_only: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, (str, Path)):
+            raise GraphError(f"Checkpoint: path must be a str or a Path, got "
+                             f"{type(self.path).__name__}")
+        if not is_int_value(self.every) or self.every < 1:
+            raise GraphError(f"Checkpoint: every must be a whole number of epochs >= 1, got "
+                             f"{self.every!r}")
+        if not isinstance(self.best_only, (bool, np.bool_)):
+            raise GraphError(f"Checkpoint: best_only must be True or False, got "
+                             f"{self.best_only!r}")
 
     def target(self, epoch: int) -> Path:
         """The file of `epoch`'s checkpoint (``{epoch}`` in the path filled in)."""

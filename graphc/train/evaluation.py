@@ -56,12 +56,31 @@ class _Outputs:
     scalars: dict[str, float]
 
 
-def _split_outputs(out, n: int, fn_name: str, loss_required: bool) -> _Outputs:
+def _loss_first(fn) -> bool | None:
+    """Is `fn`'s first output a loss by its declared shape (every dim a static 1, or 0-d),
+    rather than one row per example (a first dim the batch decides)? None when `fn` is no
+    compiled Function (then a size-1 first output is a loss unless it has one row per
+    example)."""
+    program = getattr(fn, "graph", None)
+    outputs = getattr(program, "outputs", None)
+    if not outputs:
+        return None
+    return all(isinstance(d, int) and d == 1 for d in outputs[0].type.shape)
+
+
+def _split_outputs(out, n: int, fn_name: str, loss_required: bool,
+                   loss_first: bool | None = None) -> _Outputs:
+    """The outputs of one call on a batch of `n` examples by role: the loss (the first
+    output, of one element), scores (one row per example), named scalars. `loss_first`:
+    `_loss_first` of the function, which settles a first output of one element on a batch
+    of one (a (1,) loss, or one example's scores)."""
     outs = [np.asarray(o) for o in (out if isinstance(out, list) else [out])]
     loss, scores, scalars = None, None, {}
     for k, value in enumerate(outs):
-        if k == 0 and value.size == 1:
-            loss = float(value)
+        if k == 0 and value.size == 1 and (
+                value.ndim == 0 or loss_required or loss_first
+                or (loss_first is None and len(value) != n)):
+            loss = float(value.reshape(()))  # (NumPy 2 refuses float() of a (1,) array)
         elif value.ndim == 0:
             scalars[f"out{k}"] = float(value)
         elif scores is None and len(value) == n and value.ndim <= 2:
@@ -114,7 +133,8 @@ def evaluate(eval_fn: Function, data, batch_size: int = 256,
     arrays = _as_arrays(data, "evaluation data")
     running, scores = _Running(), []
     for batch in batches(arrays, batch_size):
-        outputs = _split_outputs(eval_fn(*batch), len(batch[0]), "eval_fn", False)
+        outputs = _split_outputs(eval_fn(*batch), len(batch[0]), "eval_fn", False,
+                                 _loss_first(eval_fn))
         running.add(outputs, len(batch[0]), None)
         if outputs.scores is not None:
             scores.append(outputs.scores)

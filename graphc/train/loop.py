@@ -159,6 +159,11 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
                          f"{type(eval_fn).__name__}")
     if (eval_fn is None) != (val_data is None):
         raise GraphError("validation needs both eval_fn and val_data")
+    if val_data is not None and len(eval_fn.input_names) != len(_as_arrays(val_data,
+                                                                           "val_data")):
+        raise GraphError(f"eval_fn takes {len(eval_fn.input_names)} inputs "
+                         f"{eval_fn.input_names}, but val_data has "
+                         f"{len(_as_arrays(val_data, 'val_data'))} arrays")
     _check_int("epochs", epochs, 0)
     _check_int("batch_size", batch_size, 1)
     _check_int("initial_epoch", initial_epoch, 0)

@@ -129,6 +129,16 @@ def test_fit_argument_errors():
         gc.train.fit(step, (np.ones((3, 2)), np.ones(3)), 1, 2)
     with pytest.raises(gc.GraphError, match="both eval_fn and val_data"):
         gc.train.fit(step, np.ones((3, 2)), 1, 2, eval_fn=ev)
+    before = step.parameters()[0].value.copy()
+    with pytest.raises(gc.GraphError, match="eval_fn takes 1 inputs"):  # before any epoch
+        gc.train.fit(step, np.ones((3, 2)), 1, 2, eval_fn=ev,
+                     val_data=(np.ones((3, 2)), np.ones(3)))
+    np.testing.assert_array_equal(step.parameters()[0].value, before)
+    for every in (0, -1, 1.5, True):
+        with pytest.raises(gc.GraphError, match="every must be a whole number"):
+            gc.train.Checkpoint("ck.graphc", every=every)
+    with pytest.raises(gc.GraphError, match="best_only must be"):
+        gc.train.Checkpoint("ck.graphc", best_only="yes")
     with pytest.raises(gc.GraphError, match="monitor 'val_f1'"):
         gc.train.fit(step, np.ones((3, 2)), 1, 2, verbose=0,
                      early_stopping=gc.train.EarlyStopping(monitor="val_f1"))
@@ -201,6 +211,29 @@ def test_outputs_by_role_scores_only_and_scalar_metrics():
         bad = gc.compile([x], gc.sum(x, axis=0))
     with pytest.raises(gc.GraphError, match="neither a scalar loss first nor scores"):
         gc.train.evaluate(bad, xte[:5])
+
+
+def test_a_one_example_last_batch_and_a_one_element_loss():
+    """Scores (or predicted labels) of a one-example last batch are scores, not a loss (it
+    was a TypeError from float() of a (1,) array under NumPy 2, after a trained epoch), and
+    a step whose loss has shape (1,) trains."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((21, 3)), rng.integers(0, 2, 21)
+    with gc.Graph():
+        x, y = gc.placeholder("x", ("N", 3), "float64"), gc.placeholder("y", ("N",), "int64")
+        w = gc.parameter("w_ex", rng.standard_normal((3, 2)))
+        logits = x @ w
+        labels = gc.compile([x, y], gc.argmax(logits, 1) + 0 * y)
+        scores = gc.compile([x, y], logits + 0.0 * gc.cast(gc.reshape(y, ("N", 1)), "float64"))
+        loss = gc.reshape(F.cross_entropy(logits, y), (1,))
+        step = gc.compile([x, y], loss, updates={w: w - 0.1 * gc.grad(loss.sum(), w)})
+    want = float((np.argmax(X @ w.value, 1) == Y).mean())
+    for fn in (labels, scores):
+        for batch in (10, 16, 21):
+            assert gc.train.evaluate(fn, (X, Y), batch) == {"accuracy": pytest.approx(want)}
+    history = gc.train.fit(step, (X, Y), 1, 10, labels, (X, Y), verbose=0)
+    assert set(history.keys()) == {"loss", "val_accuracy", "time"}
+    assert np.isfinite(history["loss"][0])
 
 
 def test_after_early_stopping_the_model_scores_its_best_validation_loss():
