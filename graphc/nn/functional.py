@@ -13,6 +13,7 @@ import numpy as np
 from .. import ops
 from ..errors import GraphError, ShapeError, user_facing
 from ..ir.graph import name_scope
+from ..ir.shapes import format_shape, prod
 from ..ir.tensor import Tensor
 from ..ops.random import state_for
 
@@ -128,7 +129,10 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training: bool,
     the unbiased batch variance. Eval mode normalizes with the running statistics.
     ``num_batches_tracked`` (an int64 scalar parameter, optional) counts the training batches;
     ``momentum=None`` needs it and makes the running statistics a cumulative average
-    (factor 1/(batches + 1)), as PyTorch does.
+    (factor 1/(batches + 1)), as PyTorch does. A batch with one value per channel has no
+    variance: PyTorch refuses it; here a fixed shape of one value per channel is a
+    ShapeError, and a batch that has one at a call (``fit``'s last partial batch of one
+    example) leaves the running statistics and the count as they are.
 
     `sync` (``nn.SyncBatchNorm``): in training mode the statistics are those of the whole
     batch across all MPI processes — each process's sums allreduced — so two processes with
@@ -161,8 +165,15 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training: bool,
             for p in (running_mean, running_var):
                 if not isinstance(p, Tensor) or p.op != "parameter":
                     raise GraphError("batch_norm's running statistics must be parameters")
+            count = prod(x.shape[a] for a in axes)
+            if isinstance(count, int) and count == 1:
+                raise ShapeError(f"batch_norm in training mode needs more than one value per "
+                                 f"channel, got shape {format_shape(x.shape)} (as PyTorch)")
             if not sync:
                 n = ops.numel(x, axes, dtype=x.dtype)
+            # one value per channel (a batch of one, fit's last partial batch) has no variance:
+            # the running statistics keep theirs (a variance of 0 pulled them down by m)
+            informative = ops.greater(n, 1.0)
             unbiased = var * n / ops.maximum(n - 1, 1)
             if momentum is None:
                 if num_batches_tracked is None:
@@ -173,11 +184,13 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training: bool,
                 m = float(momentum)
             new_mean = (1 - m) * running_mean + m * ops.reshape(mu, running_mean.shape)
             new_var = (1 - m) * running_var + m * ops.reshape(unbiased, running_var.shape)
+            new_mean = ops.where(informative, new_mean, running_mean)
+            new_var = ops.where(informative, new_var, running_var)
             y.graph.add_default_update(y.node, running_mean.node, new_mean.node)
             y.graph.add_default_update(y.node, running_var.node, new_var.node)
             if num_batches_tracked is not None:
-                y.graph.add_default_update(y.node, num_batches_tracked.node,
-                                           (num_batches_tracked + 1).node)
+                counted = ops.where(informative, num_batches_tracked + 1, num_batches_tracked)
+                y.graph.add_default_update(y.node, num_batches_tracked.node, counted.node)
         return y
 
 

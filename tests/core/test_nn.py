@@ -409,6 +409,34 @@ def test_batch_norm_momentum_none_is_a_cumulative_average():
                                     momentum=None)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_a_batch_of_one_value_per_channel_leaves_the_running_statistics(backend, momentum):
+    """fit's last partial batch of one example: its variance (n - 1 = 0) is undefined, and
+    blending a 0 in pulled running_var down by the momentum every epoch. PyTorch refuses
+    such a batch; here it leaves the statistics and the count alone, and a fixed shape of one
+    value per channel is a ShapeError."""
+    bn = nn.BatchNorm1d(3, momentum=momentum)
+    with gc.Graph():
+        x = gc.placeholder("x", ("N", 3))
+        fn = gc.compile([x], bn(x), backend=backend)
+    rng = np.random.default_rng(0)
+    fn(rng.standard_normal((8, 3)).astype(np.float32))
+    state = [bn.running_mean.value.copy(), bn.running_var.value.copy(),
+             int(bn.num_batches_tracked.value)]
+    fn(rng.standard_normal((1, 3)).astype(np.float32))
+    np.testing.assert_array_equal(bn.running_mean.value, state[0])
+    np.testing.assert_array_equal(bn.running_var.value, state[1])
+    assert int(bn.num_batches_tracked.value) == state[2] == 1
+    fn(rng.standard_normal((2, 3)).astype(np.float32))  # two values: counted
+    assert int(bn.num_batches_tracked.value) == 2
+    assert not np.array_equal(bn.running_var.value, state[1])
+    with gc.Graph():
+        one = gc.placeholder("one", (1, 3))
+        with pytest.raises(gc.ShapeError, match="more than one value per channel"):
+            bn(one)
+
+
 def test_layer_sizes_and_seeds_of_numpy_types():
     conv = nn.Conv2d(np.int64(1), np.int64(2), np.int64(3), stride=np.int32(1))
     assert conv.weight.shape == (2, 1, 3, 3) and conv.kernel_size == (3, 3)
