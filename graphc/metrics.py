@@ -52,7 +52,9 @@ def precision_recall_f1(y_true, pred, n_classes: int | None = None, average: str
     """Per-class precision, recall and F1, or their unweighted mean (``average="macro"``).
 
     A class never predicted has precision 0; a class absent from `y_true` has recall 0 (as
-    scikit-learn's ``zero_division=0``).
+    scikit-learn's ``zero_division=0``). The macro mean is over the classes that occur in
+    the labels or the predictions, as scikit-learn's, or over all `n_classes` when given
+    (a class that occurs in neither counts as 0 then).
     """
     cm = confusion_matrix(y_true, pred, n_classes).astype(np.float64)
     tp = np.diag(cm)
@@ -64,7 +66,16 @@ def precision_recall_f1(y_true, pred, n_classes: int | None = None, average: str
         return precision, recall, f1
     if average != "macro":
         raise ValueError(f"average must be 'macro' or None, got {average!r}")
-    return float(precision.mean()), float(recall.mean()), float(f1.mean())
+    seen = _averaged(cm, n_classes)
+    return float(precision[seen].mean()), float(recall[seen].mean()), float(f1[seen].mean())
+
+
+def _averaged(cm: np.ndarray, n_classes: int | None) -> np.ndarray:
+    """Which classes a macro mean covers: those in the labels or the predictions (the rows
+    and columns of the confusion matrix that count something), or all of `n_classes`."""
+    if n_classes is not None:
+        return np.ones(len(cm), bool)
+    return (cm.sum(axis=0) + cm.sum(axis=1)) > 0
 
 
 def report(y_true, pred, n_classes: int | None = None) -> str:
@@ -75,6 +86,7 @@ def report(y_true, pred, n_classes: int | None = None) -> str:
     lines = ["class  precision  recall     f1  support"]
     lines += [f"{c:5d}  {p[c]:9.3f}  {r[c]:6.3f}  {f[c]:5.3f}  {support[c]:7d}"
               for c in range(len(p))]
+    seen = _averaged(confusion_matrix(y_true, pred, n_classes), n_classes)
     lines.append(f"accuracy {accuracy(y_true, pred):.4f} over {len(y_true_l)} examples; "
-                 f"macro F1 {f.mean():.4f}")
+                 f"macro F1 {f[seen].mean():.4f}")
     return "\n".join(lines)

@@ -68,3 +68,20 @@ def test_bundled_files_read_as_scikit_learn_reads_them(name, monkeypatch):
         assert xa.dtype == xb.dtype and ya.dtype == yb.dtype
         np.testing.assert_array_equal(xa, xb)
         np.testing.assert_array_equal(ya, yb)
+
+
+def test_macro_means_cover_the_classes_that_occur_as_scikit_learn():
+    """A class in neither the labels nor the predictions is not averaged in (perfect
+    predictions of classes {0, 2} scored 0.667); with n_classes given, every class is."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    rng = np.random.default_rng(0)
+    cases = [(np.array([0, 2, 2, 0]), np.array([0, 2, 2, 0]))]
+    cases += [(rng.choice([1, 3, 4], 30), rng.choice([0, 3, 4], 30)) for _ in range(5)]
+    for y, pred in cases:
+        want = precision_recall_fscore_support(y, pred, average="macro", zero_division=0)[:3]
+        np.testing.assert_allclose(M.precision_recall_f1(y, pred), want)
+        assert f"macro F1 {want[2]:.4f}" in M.report(y, pred)
+        every = precision_recall_fscore_support(y, pred, labels=range(6), average="macro",
+                                                zero_division=0)[:3]
+        np.testing.assert_allclose(M.precision_recall_f1(y, pred, n_classes=6), every)
