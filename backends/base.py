@@ -26,11 +26,16 @@ def describe_node(program: Graph, node: Node) -> str:
     return "\n".join(lines)
 
 
-def nonfinite_message(program: Graph, node: Node, kind: str) -> str:
+def nonfinite_message(program: Graph, node: Node, kind: str, body: Graph | None = None) -> str:
     """The one message of ``backend_options={"check_finite": True}`` on every backend.
 
     `kind` is "NaN" (any node) or "inf" (an output or a new parameter value: infinities are
-    legitimate inside a graph, as masks and padding)."""
+    legitimate inside a graph, as masks and padding). `body`: the gc.scan body that holds
+    `node` (the NumPy backend checks the nodes of loop bodies too)."""
+    if body is not None:
+        return (f"check_finite: the first {kind} of this call came from "
+                f"{describe_node(body, node)} (in the body of a gc.scan loop)\n"
+                "  no parameter was updated")
     role = ""
     if any(node is o for o in program.outputs):
         role = " (an output)"

@@ -338,9 +338,10 @@ class NumpyExecutable(Executable):
             node = getattr(exc, "node", None) or self.failing_node(exc.__traceback__)
             raise BackendError(index_error_message(node, exc.value, exc.bound)) from None
         except NonFinite as exc:
-            where, kind = exc.args  # (a loop names the node of its body itself)
+            where, kind, *body = exc.args  # (a loop names the node of its body itself)
             node = where if isinstance(where, Node) else self.program.nodes[where]
-            raise BackendError(nonfinite_message(self.program, node, kind)) from None
+            raise BackendError(nonfinite_message(self.program, node, kind,
+                                                 body[0] if body else None)) from None
         for storage in self._updated:  # written in place: device copies must follow
             if storage.devices:
                 for device in storage.devices:

@@ -8,7 +8,7 @@ import numpy as np
 
 class NonFinite(Exception):
     """Raised by the checks: (the node's position in its program, or the node itself once
-    a loop has named the node of its body, "NaN" or "inf")."""
+    a loop has named the node of its body, "NaN" or "inf"[, that body's graph])."""
 
 
 def check_nan(value, position: int) -> None:

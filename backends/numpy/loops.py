@@ -64,8 +64,8 @@ class LoopRunner:
                 outs = step([*carries, *[x[t] for x in xs], *caps], [], consts, dims)
             except NonFinite as exc:  # a position in the body: name the body's node
                 where, kind = exc.args
-                if isinstance(where, int):
-                    raise NonFinite(self.body.nodes[where], kind) from None
+                if isinstance(where, int):  # (the body: its fused groups' ops)
+                    raise NonFinite(self.body.nodes[where], kind, self.body) from None
                 raise
             except IndexRangeError as exc:  # the body's node that read the id (innermost)
                 if getattr(exc, "node", None) is None:

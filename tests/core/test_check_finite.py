@@ -102,8 +102,12 @@ def test_a_loop_s_nan_is_named_at_its_line_and_its_inner_infinities_pass(backend
     c, _ = gc.scan(lambda c, x: (c + gc.log(x), c), init, xs)  # the line to name
     fn = gc.compile([xs, w], (c * w).sum(), backend=backend, backend_options=opts)
     assert np.isfinite(fn(np.ones((2, 2)), np.ones(2)))
-    with pytest.raises(gc.BackendError, match=r"(?s)first NaN.*gc\.scan\(lambda c, x: \(c \+ "):
+    with pytest.raises(gc.BackendError, match=r"(?s)first NaN.*gc\.scan\(lambda c, x: \(c \+ ") \
+            as caught:
         fn(np.array([[1.0, 2.0], [-1.0, 3.0]]), np.ones(2))
+    if backend == "numpy":  # the body's node, with its fused group's ops (not "elemwise")
+        assert "log, created at" in str(caught.value), str(caught.value)
+        assert "in the body of a gc.scan loop" in str(caught.value)
     lowest = gc.constant(np.full(2, -np.inf))
     top, _ = gc.scan(lambda c, x: (gc.maximum(c, x), None), lowest, xs)
     fn = gc.compile([xs], top, backend=backend, backend_options=opts)
