@@ -179,7 +179,7 @@ def test_errors_name_the_entry():
             gc.scan(lambda c, x: c, h, x)
         bn = gc.nn.BatchNorm1d(2)
         with pytest.raises(gc.GraphError, match="batch norm in training mode.*eval"):
-            gc.scan(lambda c, x: (c + bn(x.reshape((1, 2)))[0], None), h, x)
+            gc.scan(lambda c, x: (c + bn(gc.stack([x, 2.0 * x]))[0], None), h, x)
 
 
 @BACKENDS
