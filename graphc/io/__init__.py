@@ -357,10 +357,30 @@ def _restore_parameters(fn, saved: dict) -> object:
     return fn
 
 
+def _optimizer_counts(targets: dict, saved: dict) -> dict:
+    """For a step saved before optimizers counted each parameter's updates (PyTorch's
+    per-parameter ``state["step"]``; "adam.0.weight.step" beside the optimizer's
+    "adam.step"): each such count the file lacks, from the optimizer's count, what the
+    saving version used for every parameter. Int64 scalars named ``<optimizer>.<...>.step``
+    only."""
+    found = {}
+    for key, node in targets.items():
+        value = node.attrs["storage"].value
+        if key in saved or not key.endswith(".step") or value.shape != () or \
+                value.dtype != np.int64:
+            continue
+        owners = [k for k in saved if k.endswith(".step") and k.count(".") == 1
+                  and key.startswith(k[:-len("step")])]
+        if len(owners) == 1:
+            found[key] = saved[owners[0]]
+    return found
+
+
 def _checked_restore(fn, saved: dict):
     """Check the saved values of every parameter of `fn` (keys, shapes, dtypes) and return
     the function that writes them: nothing is written before every one was checked."""
     targets = parameter_keys(fn.graph.nodes)
+    saved = {**saved, **_optimizer_counts(targets, saved)}
     missing, extra = sorted(set(targets) - set(saved)), sorted(set(saved) - set(targets))
     if missing or extra:
         raise FormatError(f"the saved function's parameters do not match: missing {missing}, "

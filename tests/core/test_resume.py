@@ -269,3 +269,32 @@ def test_a_resume_into_a_step_it_does_not_fit_loads_no_callback_state(tmp_path):
         gc.train.fit(other, np.ones((5, 2)), 4, 5, verbose=0, callbacks=[strict],
                      resume=tmp_path / "c-2.graphc")
     _assert_same(before, _snapshot(other, [strict]))
+
+
+def test_a_checkpoint_from_before_the_per_parameter_counts_resumes(tmp_path, monkeypatch):
+    """Adam's per-parameter step counts ("adam.<param>.step") are newer than some
+    checkpoints: a step saved without them resumes, each count taken from the optimizer's
+    "adam.step" (what the saving version used for every parameter)."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((32, 3)).astype(np.float32), rng.integers(0, 2, 32)
+
+    def build():
+        with gc.Graph():
+            gc.manual_seed(0)
+            model = gc.nn.Sequential(gc.nn.Linear(3, 4), gc.nn.Tanh(), gc.nn.Linear(4, 2))
+            x, y = gc.placeholder("x", ("N", 3)), gc.placeholder("y", ("N",), "int64")
+            loss = gc.nn.functional.cross_entropy(model(x), y)
+            opt = gc.optim.Adam(model.parameters(), lr=0.01)
+            return gc.compile([x, y], loss, updates=opt.updates(loss)), opt
+
+    with monkeypatch.context() as m:  # the optimizer as it was: one count for all
+        m.setattr(gc.optim.Adam, "_step_slot", lambda self, i: None)
+        old, old_opt = build()
+        assert not any(k.endswith(".step") and k != "step" for k in old_opt.state())
+        gc.train.fit(old, (X, Y), 2, 8, verbose=0, checkpoint=tmp_path / "old.graphc")
+    step, opt = build()
+    history = gc.train.fit(step, (X, Y), 3, 8, verbose=0, resume=tmp_path / "old.graphc")
+    assert len(history["loss"]) == 3 and np.isfinite(history["loss"]).all()
+    state = opt.state()
+    assert int(state["step"]) == 12
+    assert all(int(state[f"{i}.step"]) == 12 for i in range(4))  # 8 restored + 4 more
