@@ -108,7 +108,7 @@ def elementwise_names(node, args: list[str]) -> dict | None:
 def _elementwise(node, args, p):
     expr = node.op.expr(node.attrs)
     names = {E.sym_input(i): a for i, a in enumerate(args)}
-    text = numpy_source(expr, names, integer=_integer(node))
+    text = numpy_source(expr, names, integer=_integer(node), dtype=_value_dtype(node))
     used = {s for s in expr.free_symbols if s in names}
     if len(used) < len(args):
         shape = p.value(tuple(node.shape))
@@ -119,13 +119,18 @@ def _elementwise(node, args, p):
 
 
 def _integer(node) -> bool:
-    return value_dtype(i.dtype for i in node.inputs).kind in "iu"
+    return _value_dtype(node).kind in "iu"
+
+
+def _value_dtype(node) -> np.dtype:
+    """The dtype an elementwise group computes in: its inputs' value dtype."""
+    return np.dtype(value_dtype(i.dtype for i in node.inputs))
 
 
 def _result_dtype(node) -> np.dtype:
     """What NumPy itself would return for this expression on inputs of these dtypes."""
     expr = node.op.expr(node.attrs)
-    fn = numpy_function(expr, len(node.inputs), _integer(node))
+    fn = numpy_function(expr, len(node.inputs), _integer(node), _value_dtype(node))
     probes = [np.ones(1, dtype=i.dtype) for i in node.inputs]
     with np.errstate(all="ignore"):
         return np.asarray(fn(*probes)).dtype

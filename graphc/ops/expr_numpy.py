@@ -42,9 +42,14 @@ def _negative_exponent(f) -> bool:
 
 
 class _Printer:
-    def __init__(self, names: dict, integer: bool, shared: dict) -> None:
+    def __init__(self, names: dict, integer: bool, shared: dict, dtype=None) -> None:
         self.names = names
         self.integer = integer
+        # the group's value dtype: a select's constant branches are printed in it, since
+        # np.where(c, 0.5, 2.0) is float64 (and np.where(c, 1, 2) int64) whatever the rest
+        # is, and would carry a float32 group into float64 (an overflow erased)
+        self.scalar = (f"np.{np.dtype(dtype).name}" if dtype is not None
+                       and np.dtype(dtype).kind in "fiu" else None)
         self.shared = shared  # repeated subexpression -> temporary name
         self.defined: set = set()
 
@@ -83,9 +88,9 @@ class _Printer:
             return f"({' + '.join(self.p(a) for a in e.args)})"
         if isinstance(e, sympy.Piecewise):
             # printed in evaluation order: temporaries are defined where first evaluated
-            parts = [(self.p(c), self.p(v)) for v, c in e.args]
+            parts = [(self.p(c), self.typed(v)) for v, c in e.args]
             *cases, (cond, last) = parts
-            otherwise = "0" if self.integer else "np.nan"  # no case holds
+            otherwise = self.typed(sympy.Integer(0) if self.integer else sympy.nan)  # no case
             out = last if e.args[-1].cond is sympy.true else \
                 f"_select({cond}, {last}, {otherwise})"
             for c, v in reversed(cases):
@@ -105,6 +110,13 @@ class _Printer:
         if fn is not None:
             return f"{fn}({', '.join(self.p(a) for a in e.args)})"
         raise TypeError(f"no NumPy form for {type(e).__name__} ({e})")
+
+    def typed(self, e) -> str:
+        """`e` printed; a number as a scalar of the group's dtype (see __init__)."""
+        text = self.p(e)
+        if self.scalar is not None and (e.is_Number or e in (sympy.oo, -sympy.oo)):
+            return f"{self.scalar}({text})"
+        return text
 
     def terms(self, e) -> list[tuple[str, str]]:
         """A sum's terms in order, as (sign, text): ``a + (-1)*b`` is ``a - b``."""
@@ -183,12 +195,13 @@ def _repeated(expr) -> dict:
     return shared
 
 
-def numpy_source(expr, names: dict | None = None, integer: bool = False) -> str:
+def numpy_source(expr, names: dict | None = None, integer: bool = False, dtype=None) -> str:
     """One NumPy expression computing `expr`; symbols printed with `names` (x_i by default).
 
-    `integer`: the expression computes in an integer dtype (``**`` then follows `_ipow`)."""
+    `integer`: the expression computes in an integer dtype (``**`` then follows `_ipow`).
+    `dtype`: the dtype it computes in (its inputs' value dtype), for its selects' constants."""
     shared = _repeated(expr)
-    text = _Printer(names or {}, integer, shared).p(expr)
+    text = _Printer(names or {}, integer, shared, dtype).p(expr)
     return f"(lambda: {text})()" if shared else text
 
 
@@ -344,11 +357,13 @@ NUMPY_NAMESPACE = {"np": np, "_erf": _np_erf, "_sigmoid": numpy_sigmoid, "_softp
 
 
 @lru_cache(maxsize=4096)
-def numpy_function(expr, arity: int, integer: bool = False):
-    """A Python function of `arity` arrays evaluating `expr` with NumPy broadcasting."""
+def numpy_function(expr, arity: int, integer: bool = False, dtype=None):
+    """A Python function of `arity` arrays evaluating `expr` with NumPy broadcasting
+    (`dtype`: as `numpy_source`'s)."""
     E.check_expression(expr, arity)
     args = [f"x{i}" for i in range(arity)]
-    src = f"def _f({', '.join(args)}):\n    return {numpy_source(expr, integer=integer)}\n"
+    text = numpy_source(expr, integer=integer, dtype=dtype)
+    src = f"def _f({', '.join(args)}):\n    return {text}\n"
     namespace = dict(NUMPY_NAMESPACE)
     exec(compile(src, "<graphc elementwise expression>", "exec"), namespace)
     return namespace["_f"]

@@ -391,3 +391,27 @@ def test_padding_never_wins_a_window_whose_taps_all_tie_with_it(dtype):
         for backend in ("numpy", "llvm"):
             got = gc.compile([xs, gs], spread, backend=backend)(x, g)
             np.testing.assert_array_equal(got.ravel(), grad, err_msg=backend)
+
+
+@pytest.mark.parametrize("dtype,x_values,want_nonfinite", [
+    ("float32", [1e20, -1e20, 3.0], True), ("int32", [50000, 3, -7], False)])
+def test_a_fused_group_computes_in_its_own_dtype(dtype, x_values, want_nonfinite):
+    """A select between two constants (``where(x > 0, 0.5, 2.0)``) was printed as
+    np.where of Python numbers, a float64 (int64) array that carried the whole fused float32
+    (int32) group into the wider type: an overflow to inf was erased, an int32 product did
+    not wrap, and the optimized program disagreed with the unoptimized one and with llvm."""
+    x = gc.placeholder("x", (3,), dtype)
+    if dtype == "float32":
+        y = ((gc.where(x > 0, 0.5, 2.0) * x) * x) / x
+    else:
+        one, two = gc.constant(np.int32(1)), gc.constant(np.int32(2))
+        y = ((gc.where(x > 0, one, two) * x) * x) // 7
+    xv = np.array(x_values, dtype)
+    with np.errstate(all="ignore"):
+        plain = gc.compile([x], y, optimize=False)(xv)
+        fused = gc.compile([x], y)(xv)
+        native = gc.compile([x], y, backend="llvm")(xv)
+    assert fused.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(fused, plain)
+    np.testing.assert_array_equal(native, plain)
+    assert (not np.isfinite(plain).all()) == want_nonfinite
