@@ -44,13 +44,24 @@ def _zeros(m: Match) -> Tensor:
     return ops.broadcast_to(zero, m.type.shape)
 
 
+def is_zero_of_sign(t: Tensor, negative: bool) -> bool:
+    """t is a constant zero that leaves every x as it is when added (`negative`: x + (-0.0)
+    is x bit for bit, while x + 0.0 turns -0.0 into +0.0) or subtracted (x - 0.0 is x,
+    x - (-0.0) is not): an integer zero, or a float zero of that sign everywhere. The sign
+    of a zero reaches a division's infinity (1 / (x + 0.0) at x = -0.0 is +inf)."""
+    arr = const_array(t)
+    if arr is None or arr.size == 0 or not bool(np.all(arr == 0)):
+        return False
+    return arr.dtype.kind != "f" or bool(np.all(np.signbit(arr) == negative))
+
+
 @rule("add")
 def add_zero(m: Match):
-    """x + 0 -> x and 0 + x -> x"""
+    """x + (-0.0) -> x and (-0.0) + x -> x (any zero for integers; see is_zero_of_sign)"""
     a, b = m.inputs
-    if is_const(b, 0):
+    if is_zero_of_sign(b, negative=True):
         return _keeps(m, a)
-    if is_const(a, 0):
+    if is_zero_of_sign(a, negative=True):
         return _keeps(m, b)
     return None
 
@@ -68,11 +79,12 @@ def add_neg_to_sub(m: Match):
 
 @rule("sub")
 def sub_zero(m: Match):
-    """x - 0 -> x and 0 - x -> -x"""
+    """x - 0.0 -> x and (-0.0) - x -> -x (any zero for integers): (+0.0) - x is +0.0, not
+    -0.0, at x = +0.0, and x - (-0.0) is +0.0 at x = -0.0 (see is_zero_of_sign)"""
     a, b = m.inputs
-    if is_const(b, 0):
+    if is_zero_of_sign(b, negative=False):
         return _keeps(m, a)
-    if is_const(a, 0) and same_shape(b.shape, m.type.shape):
+    if is_zero_of_sign(a, negative=True) and same_shape(b.shape, m.type.shape):
         return ops.neg(b)
     return None
 
@@ -236,6 +248,8 @@ def sum_of_broadcast(m: Match):
         return None
     kept = tuple(1 if i in axes else d for i, d in enumerate(padded))
     scaled = ops.reshape(x, kept) * count if count != 1 else ops.reshape(x, kept)
+    if x.dtype.kind == "f":  # a sum starts from +0.0: of -0.0 terms it is +0.0, not -0.0
+        scaled = scaled + 0.0
     out_full = tuple(1 if i in axes else d for i, d in enumerate(target))
     result = ops.broadcast_to(scaled, out_full)
     return ops.reshape(result, m.type.shape)

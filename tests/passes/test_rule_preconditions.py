@@ -45,9 +45,13 @@ def x3(x):
 # rule -> [lookalike(x, y, c) -> output]; x, y float64 (2, 3), c bool (2, 3)
 NEGATIVES = {
     "add_zero": [lambda x, y, c: x[0] + gc.constant(np.zeros(S)),
-                 lambda x, y, c: x + 1e-300],
+                 lambda x, y, c: x + 1e-300,
+                 lambda x, y, c: x + 0.0,  # +0.0 turns -0.0 into +0.0
+                 lambda x, y, c: 0.0 + x],
     "add_neg_to_sub": [lambda x, y, c: x + gc.abs(y), lambda x, y, c: x + 1.0 * y],
-    "sub_zero": [lambda x, y, c: gc.constant(np.zeros((2, 2, 3))) - x, lambda x, y, c: x - 5e-324],
+    "sub_zero": [lambda x, y, c: gc.constant(np.zeros((2, 2, 3))) - x, lambda x, y, c: x - 5e-324,
+                 lambda x, y, c: 0.0 - x,  # +0.0 - (+0.0) is +0.0, not -0.0
+                 lambda x, y, c: x - gc.constant(np.float64(-0.0))],
     "sub_neg_to_add": [lambda x, y, c: x - gc.abs(y)],
     "sub_self_int": [lambda x, y, c: x - x],
     "mul_one": [lambda x, y, c: x[0] * gc.constant(np.ones(S)),
