@@ -104,7 +104,8 @@ def div_by_power_of_two(m: Match):
         return None
     mantissa, exponent = np.frexp(abs(c))
     info = np.finfo(m.type.dtype)
-    if mantissa != 0.5 or not info.tiny <= 1.0 / abs(c) <= info.max:
+    # (Python floats: a float32 bound would cast 1/c to float32, warning of its overflow)
+    if mantissa != 0.5 or not float(info.tiny) <= 1.0 / abs(c) <= float(info.max):
         return None
     return ops.mul(a, ops.constant(np.asarray(1.0 / c, dtype=m.type.dtype), graph=m.graph))
 

@@ -166,3 +166,16 @@ def test_rewrites_keep_the_sign_of_a_zero(build):
             got = gc.compile([x], y, backend=backend)(xv)
             np.testing.assert_array_equal(got, want)
             np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
+def test_a_power_of_two_whose_reciprocal_overflows_compiles_without_a_warning():
+    """x / 2**-130 in float32 (1 / 2**-130 overflows float32): the rule's range test cast
+    the reciprocal to float32, a RuntimeWarning in the user's log at compile time."""
+    import warnings
+
+    x = gc.placeholder("x", (3,), "float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fn = gc.compile([x], x / gc.constant(np.float32(2.0**-130)))
+    with np.errstate(over="ignore"):
+        assert np.isinf(fn(np.ones(3, np.float32))).all()
