@@ -80,8 +80,8 @@ def test_every_view_of_a_leaf_is_declared(case):
 def test_views_are_followed_through_chains():
     W = gc.parameter("W", np.arange(6, dtype=np.float32).reshape(2, 3))
     x = gc.placeholder("x", (2, 3))
-    fn = gc.compile([x], [W.T.reshape(6), x * 1, (x * 2).reshape(6), W + 0])
-    flat, same, fresh, plus0 = fn(np.ones((2, 3), np.float32))
+    fn = gc.compile([x], [W.T.reshape(6), x * 1, (x * 2).reshape(6), W * 1])
+    flat, same, fresh, times1 = fn(np.ones((2, 3), np.float32))
     roots = value_roots(fn.graph, fn._exe.views)
     by_output = [roots[n.uid] for n in fn.graph.outputs]
     assert by_output[0] == {("parameter", W.node.attrs["storage"].uid)}
