@@ -401,6 +401,10 @@ class _TypedEmitter(ExprEmitter):
             return p.philox_uniform(e)
         if isinstance(e, L.Element):
             return p.element(e)
+        if isinstance(e, (E.isnan, E.isinf)):  # a float's test, in a condition of any type:
+            arg = p.type_of(e.args[0])  # its argument in its own type, not converted to this
+            if arg is not None and arg != self.ty and is_float_type(arg):
+                return p._emitter(arg)._emit(e)
         if isinstance(e, relational.Relational):
             t = _join(p.type_of(e.lhs), p.type_of(e.rhs)) or I64
             return self._cmp(_RELATIONS[type(e)], p.emit(e.lhs, t), p.emit(e.rhs, t))

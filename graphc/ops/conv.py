@@ -325,7 +325,8 @@ def _direct_geometry(node, x_shape, out_shape, stride_h: int):
 
 def _direct_steps(node):
     """The direct schedule of a conv or a stride-1 conv_transpose: pack the weights, pad
-    the input (or the gradient), one DirectConv."""
+    the input (or the gradient), one DirectConv (then, for a conv_transpose, the repair of
+    what inf or NaN weights break: `_non_finite_weights`)."""
     from . import loops as L
 
     a = node.attrs
@@ -342,7 +343,8 @@ def _direct_steps(node):
                                    transposed)
     steps, x, geo = _padded(node, geo, pad)
     out = L.Buf(output=True, shape=(geo.batch, geo.out_channels, *geo.out_size))
-    return [pack, *steps, L.DirectConv({"x": x, "w": packed, "out": out}, "x", "w", "out", geo)]
+    return [pack, *steps, L.DirectConv({"x": x, "w": packed, "out": out}, "x", "w", "out", geo),
+            *_non_finite_weights(node)]
 
 
 def direct_weight_grad(node) -> bool:
@@ -417,7 +419,8 @@ def channels_last(node) -> bool:
 
 def _channels_last_steps(node):
     """Pack the weights by output channel tiles, copy the input (or the gradient) padded
-    and channels last, one ChannelsLastConv."""
+    and channels last, one ChannelsLastConv (then, for a conv_transpose,
+    `_non_finite_weights`)."""
     from . import loops as L
 
     a = node.attrs
@@ -454,7 +457,79 @@ def _channels_last_steps(node):
     copy, x = _channels_last_copy(node, pad, need, channels)
     out = L.Buf(output=True, shape=(batch, out_channels, *out_sp))
     return [pack, copy, L.ChannelsLastConv({"x": x, "w": packed, "out": out}, "x", "w", "out",
-                                           geo)]
+                                           geo), *_non_finite_weights(node)]
+
+
+def _non_finite_weights(node):
+    """What a register-tile schedule of a stride-1 transposed convolution (`_direct_steps`,
+    `_channels_last_steps`) runs after its tiles: nothing for a convolution, and for a
+    transposed one a nest that sets right what an inf or NaN weight breaks.
+
+    The tiles correlate the gradient, padded by d*(k-1) - p zeros, with the flipped kernel:
+    an output position near the edge also sums the taps that land in that padding, 0 * w,
+    which the transposed convolution (the NumPy backend's col2im, PyTorch's) does not have.
+    For a finite w those terms are +-0 and change no bit (the tiles' sums start at +0, and
+    a sum that starts at +0 is never -0), but 0 * inf and 0 * NaN are NaN, where the true
+    sum may be finite or +-inf. So in each (sample, channel) plane of the output, each
+    position with a tap in the padding whose tiles' sum is NaN is summed again over its
+    taps inside the gradient only (`covering`, as the col2im gather does). A term of inf or
+    NaN makes a sum inf or NaN in any order, so that sum is NaN, +inf, -inf or finite where
+    the NumPy backend's is; every other position keeps the tiles' bits (its sum is not NaN
+    only if it has no term 0 * inf or 0 * NaN).
+
+    Only a plane whose first or last position is NaN can need it: a tap in the padding of
+    any position is in the padding of one of these two too (along some axis, the tap falls
+    before the gradient's start at the plane's first position if it does anywhere, past
+    its end at the last), and every sum over such a tap of an inf or NaN weight is NaN. So
+    the normal case costs two loads and tests a plane; the loop over the plane's positions
+    runs only where one of them is NaN, and its sums only at NaN positions of the border."""
+    from . import expr as E
+    from . import loops as L
+
+    if node.op.name != "conv_transpose":
+        return []
+    g, w = node.inputs
+    kernel, g_sp, out_sp = (tuple(int(v) for v in t.shape[2:]) for t in (w, g, node))
+    g_channels, channels = int(g.shape[1]), int(node.shape[1])
+    geometry = _geometry(node, kernel)
+    # along each axis, the positions [first, last) whose every tap is inside the gradient
+    # (p + pad - k*d in [0, size) for every k < K); the others have taps in the padding
+    whole = [(min(max(0, d * (k - 1) - pad), out), max(0, min(out, size - pad)))
+             for k, (_, d, pad), size, out in zip(kernel, geometry, g_sp, out_sp)]
+    before = any(first > 0 for first, _ in whole)
+    after = any(last < out for (_, last), out in zip(whole, out_sp))
+    if not (before or after):
+        return []
+    n, c, r, t = L.index_symbols("n c r t")
+    ends = [(0,) * len(out_sp)] * before + [tuple(o - 1 for o in out_sp)] * after
+    suspect = sympy.Or(*[E.isnan(L.load("out", n, c, *end)) for end in ends])
+    # the plane's positions as one run r, and the taps (the gradient's channel, the kernel's
+    # offsets) as one run t: a rolled loop each
+    ps, rest = [], r
+    for size in reversed(out_sp):
+        ps.insert(0, E.mod(rest, size))
+        rest = E.floordiv(rest, size)
+    ks, co = [], t
+    for k in reversed(kernel):
+        ks.insert(0, E.mod(co, k))
+        co = E.floordiv(co, k)
+    border = sympy.Or(*[sympy.Or(*([p < first] if first > 0 else []),
+                                 *([p >= last] if last < out else []))
+                        for p, (first, last), out in zip(ps, whole, out_sp)])
+    redo = sympy.And(border, E.isnan(L.load("out", n, c, *ps)))
+    outs, inside = [], []
+    for p, k, (s, d, pad), size in zip(ps, ks, geometry, g_sp):
+        o, ok = L.covering(p, k, s, d, pad, size)
+        outs.append(o)
+        inside.append(ok)
+    value = L.reduce_("sum", L.load("g", n, co, *outs) * L.load("w", co, c, *ks),
+                      [(t, sympy.Piecewise((g_channels * prod(kernel), redo), (0, True)))],
+                      where=sympy.And(*inside))
+    return [L.LoopNest({"g": L.Buf(input=0), "w": L.Buf(input=1), "out": L.Buf(output=True)},
+                       [(n, node.shape[0]), (c, channels)],
+                       inner=(r, sympy.Piecewise((prod(out_sp), suspect), (0, True))),
+                       inner_stores=[L.Store("out", (n, c, *ps), value, where=redo)],
+                       name="non_finite", hints={"rolled": True})]
 
 
 def _channels_last_copy(node, pad, need, channels: int):

@@ -50,7 +50,9 @@ def test_the_cost_model_lays_out_channels_last_where_nchw_rows_do_not_fill_a_til
     assert conv_module.whole_batch(short) and conv_module.channels_last_weight_grad(short_w)
     for node in (vector, vector_x, lenet2, twelve, twelve_x, short, short_x, seven, seven_x):
         assert conv_module.channels_last(node)
-        assert _host_steps(node) == ["LoopNest", "LoopNest", "ChannelsLastConv"]  # pack, copy
+        # pack, copy, the tiles (and a transposed one's repair: conv._non_finite_weights)
+        repair = ["LoopNest"] if node.op.name == "conv_transpose" else []
+        assert _host_steps(node) == ["LoopNest", "LoopNest", "ChannelsLastConv", *repair]
         assert [type(s).__name__ for s in node.op.loops(node, None).gpu] == \
             ["LoopNest", "Gemm", "LoopNest"]  # a GPU keeps im2col and a GEMM
     # strided convolutions and 1x1 kernels keep im2col and a GEMM forward and back; their
@@ -238,3 +240,24 @@ def test_non_finite_values_come_out_where_numpy_puts_them():
         assert conv_module.channels_last_weight_grad(gw)
 
     assert_conv_non_finite_like_numpy(data, seed, 16, taken)
+
+
+@pytest.mark.parametrize("kind, shape, w_shape, dtype, bad, geom", [
+    ("grad", (2, 32, 8, 8), (16, 32, 3, 3), "float32", {(0, 0, 1, 1): np.inf}, {}),
+    ("grad", (2, 16, 7, 7), (32, 16, 3, 3), "float64",
+     {(1, 2, 0, 0): -np.inf, (2, 1, 2, 2): np.nan}, dict(padding=1, dilation=2)),
+    # +inf and -inf in the centre tap of two input channels of the transposed convolution
+    ("transpose", (2, 16, 6, 6), (16, 32, 3, 3), "float32",
+     {(0, 0, 1, 1): np.inf, (3, 0, 1, 1): -np.inf}, {}),
+    ("transpose", (2, 16, 6), (16, 32, 3), "float32", {(2, 5, 0): np.nan, (4, 7, 2): np.inf},
+     {}),
+], ids=["grad-centre-inf", "grad-corners-f64-dilated", "transpose-inf-and-minus-inf",
+        "transpose-1d"])
+def test_inf_and_nan_weights_come_out_where_numpy_puts_them(kind, shape, w_shape, dtype, bad,
+                                                            geom, monkeypatch):
+    """As the direct schedule's (tests/backends/test_llvm_direct_conv.py): the channels-last
+    tiles of a stride-1 transposed convolution read the padded gradient too."""
+    from tests.backends.test_llvm_direct_conv import assert_weights_non_finite_like_numpy
+
+    assert_weights_non_finite_like_numpy(monkeypatch, kind, shape, w_shape, dtype, bad,
+                                         "channels_last_tile", **geom)

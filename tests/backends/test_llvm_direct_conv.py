@@ -192,3 +192,92 @@ def test_convolutions_of_one_kernel_width_share_their_tile_functions():
     assert source.count('call void @"graphc.direct_grad_tile.f32.4x3.d1"(') >= 2
     for got, want in zip(results["llvm"], results["numpy"]):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+
+
+def assert_weights_non_finite_like_numpy(monkeypatch, kind, shape, w_shape, dtype, bad,
+                                         tile, **geom) -> None:
+    """A stride-1 transposed convolution on a register-tile schedule whose weights hold inf
+    or NaN (`bad`: {index: value}): the input gradient of a conv2d/conv1d of an input of
+    `shape` and weights of `w_shape` (`kind` "grad"), or a conv_transpose2d/1d of them
+    ("transpose"). On the llvm backend, which calls the tile function named `tile`, each
+    result is NaN, +inf, -inf or finite exactly where the NumPy backend's is (the finite
+    ones to rounding), where the tiles alone (without conv._non_finite_weights) turn some
+    into NaN; every element the tiles alone leave other than NaN keeps their bits, and with
+    finite weights the bits are the tiles' alone."""
+    monkeypatch.setenv("GRAPHC_COMPILE_MEMO", "0")  # (each compile builds its own steps)
+    nd = len(shape) - 2
+    rng = np.random.default_rng(len(bad) + sum(shape))
+    data = rng.normal(size=shape).astype(dtype)
+    weights = rng.normal(size=w_shape).astype(dtype)
+    broken = weights.copy()
+    for index, value in bad.items():
+        broken[index] = value
+
+    def build(backend):
+        with gc.Graph():
+            x = gc.placeholder("x", ("N", *shape[1:]), dtype)
+            w = gc.placeholder("w", w_shape, dtype)
+            if kind == "grad":
+                y = (F.conv2d if nd == 2 else F.conv1d)(x, w, **geom)
+                seed = np.random.default_rng(1).normal(size=(shape[0], *y.shape[1:]))
+                out = gc.grad((y * gc.constant(seed.astype(dtype))).sum(), [x])[0]
+                assert "non_finite" not in [s.name for s in _host_nests(y.node)]
+            else:
+                out = (F.conv_transpose2d if nd == 2 else F.conv_transpose1d)(x, w, **geom)
+            options = {"cache": False} if backend == "llvm" else None
+            return out.node, gc.compile([x, w], [out], backend=backend, backend_options=options)
+
+    node, fn = build("llvm")
+    assert node.op.name == "conv_transpose"
+    if tile == "direct_tile":
+        assert conv_module.direct(node) and not conv_module.channels_last(node)
+    else:
+        assert conv_module.channels_last(node)
+    assert f'call void @"graphc.{tile}.' in fn.source
+    assert _host_nests(node)[-1].name == "non_finite"
+    reference = build("numpy")[1]
+    with monkeypatch.context() as m:
+        m.setattr(conv_module, "_non_finite_weights", lambda node: [])
+        alone = build("llvm")[1]
+        assert f'call void @"graphc.{tile}.' in alone.source
+    with np.errstate(invalid="ignore", over="ignore"):
+        got, want, tiles = (f(data, broken)[0] for f in (fn, reference, alone))
+    for test in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(test(got), test(want))
+    assert (np.isnan(tiles) & ~np.isnan(want)).any()  # what the repair is for
+    finite = np.isfinite(want)
+    assert finite.any() and not finite.all()
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == "float32" else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got[finite], want[finite], **tol)
+    kept = ~np.isnan(tiles)
+    assert got[kept].tobytes() == tiles[kept].tobytes()
+    assert fn(data, weights)[0].tobytes() == alone(data, weights)[0].tobytes()
+
+
+def _host_nests(node) -> list:
+    """The node's host steps that are loop nests."""
+    return [s for s in node.op.loops(node, None).host if isinstance(s, L.LoopNest)]
+
+
+@pytest.mark.parametrize("kind, shape, w_shape, dtype, bad, geom", [
+    ("grad", (2, 4, 6, 16), (6, 4, 3, 3), "float32", {(0, 0, 1, 1): np.inf}, {}),
+    ("grad", (2, 4, 5, 8), (5, 4, 3, 3), "float64",
+     {(1, 2, 0, 0): -np.inf, (2, 1, 2, 2): np.nan}, dict(padding=1)),
+    # +inf and -inf in one tap of two output channels: NaN, +inf or -inf by the signs
+    ("grad", (2, 4, 9, 20), (3, 4, 3, 3), "float32",
+     {(0, 1, 0, 2): np.inf, (1, 1, 0, 2): -np.inf}, dict(padding=1, dilation=2)),
+    ("grad", (2, 4, 24), (6, 4, 5), "float64", {(0, 1, 0): np.nan, (3, 2, 4): np.inf},
+     dict(padding=1)),
+    ("transpose", (2, 4, 6, 14), (4, 8, 3, 3), "float32", {(0, 0, 1, 1): np.inf}, {}),
+    ("transpose", (2, 3, 20), (3, 4, 3), "float32", {(1, 0, 2): -np.inf, (2, 3, 0): np.inf},
+     dict(padding=1, dilation=2, output_padding=1)),
+], ids=["grad-centre-inf", "grad-corners-f64", "grad-inf-and-minus-inf-dilated",
+        "grad-1d-nan", "transpose-centre-inf", "transpose-1d-output-padding"])
+def test_inf_and_nan_weights_come_out_where_numpy_puts_them(kind, shape, w_shape, dtype, bad,
+                                                            geom, monkeypatch):
+    """The input gradient and a stride-1 transposed convolution sum the padded gradient
+    with the flipped kernel: taps in the padding add 0 * w, NaN for an inf or NaN weight,
+    which the transposed convolution does not have (conv._non_finite_weights sums those
+    positions again)."""
+    assert_weights_non_finite_like_numpy(monkeypatch, kind, shape, w_shape, dtype, bad,
+                                         "direct_tile", **geom)
