@@ -63,7 +63,7 @@ class LoopRunner:
             try:
                 outs = step([*carries, *[x[t] for x in xs], *caps], [], consts, dims)
             except NonFinite as exc:  # a position in the body: name the body's node
-                where, kind = exc.args
+                where, kind = exc.args[:2]  # (an inner loop's adds its body)
                 if isinstance(where, int):  # (the body: its fused groups' ops)
                     raise NonFinite(self.body.nodes[where], kind, self.body) from None
                 raise

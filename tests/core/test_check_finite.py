@@ -108,6 +108,14 @@ def test_a_loop_s_nan_is_named_at_its_line_and_its_inner_infinities_pass(backend
     if backend == "numpy":  # the body's node, with its fused group's ops (not "elemwise")
         assert "log, created at" in str(caught.value), str(caught.value)
         assert "in the body of a gc.scan loop" in str(caught.value)
+    # a NaN in a nested loop's body (the inner loop names its node; the outer passes it on)
+    outer, _ = gc.scan(lambda c, x: (c + gc.scan(lambda d, y: (d + gc.log(y), None),
+                                                 gc.constant(np.zeros(())), x)[0], None),
+                       gc.constant(np.zeros(())), xs)
+    fn = gc.compile([xs], outer, backend=backend, backend_options=opts)
+    assert np.isfinite(fn(np.ones((2, 2))))
+    with pytest.raises(gc.BackendError, match="first NaN"):
+        fn(np.array([[1.0, 2.0], [-1.0, 3.0]]))
     lowest = gc.constant(np.full(2, -np.inf))
     top, _ = gc.scan(lambda c, x: (gc.maximum(c, x), None), lowest, xs)
     fn = gc.compile([xs], top, backend=backend, backend_options=opts)
