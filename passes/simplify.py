@@ -1,7 +1,7 @@
 """Algebraic simplification by identities that are exact in IEEE arithmetic.
 
 Each rule here gives the same value as the expression it replaces for *every* input — zeros,
-infinities and NaN included (up to the sign of a zero result and NaN payloads) — so NaN and inf
+infinities, NaN and the sign of a zero included (up to NaN payloads) — so NaN and inf
 appear in exactly the same places before and after (docs/passes.md, "What a rewrite may
 change"). That rules out most of school algebra: ``x - x -> 0`` (inf - inf is NaN),
 ``(x*x - y*y)/(x - y) -> x + y`` (0/0 at x == y), ``sqrt(x)**2 -> x`` (NaN for x < 0),
@@ -213,11 +213,11 @@ def adjacent_unslices(m: Match):
     level into a sum: (x + unslice(p)) + unslice(q) -> x + unslice(concat(p, q)). The
     gradient of a tensor used through slices (an LSTM's gates of one weight) is then one
     concat, not one zero-filled full-size copy per slice and their sum. Exact: every element
-    is one piece's value plus zeros (up to the sign of a zero)."""
+    is one piece's value plus +0.0 (`_plus_zero`: the sum turned a -0.0 piece into +0.0)."""
     a, b = m.inputs
     joined = _joined(a, b)
     if joined is not None:
-        return _same_type(m, joined)
+        return _same_type(m, _plus_zero(joined))
     for outer, inner in ((a, b), (b, a)):
         if outer.node.op.name != "add" or _tile(inner) is None:
             continue
@@ -226,6 +226,11 @@ def adjacent_unslices(m: Match):
             if joined is not None and same_shape(outer.shape, m.type.shape):
                 return _same_type(m, ops.add(_arg(outer, 1 - k), joined))
     return None
+
+
+def _plus_zero(t: Tensor) -> Tensor:
+    """t + 0.0 for floats: what a sum of t with zeros gives (-0.0 becomes +0.0)."""
+    return t + 0.0 if t.dtype.kind == "f" else t
 
 
 def simplify_program(program: Graph) -> tuple[Graph, dict]:

@@ -119,8 +119,8 @@ def log_one_plus(m: Match):
     if a.node.op.name == "add":
         x, y = _arg(a, 0), _arg(a, 1)
         for one, other in ((x, y), (y, x)):
-            if _scalar_one(one, m, other):
-                return ops.log1p(other)
+            if _scalar_one(one, m, other):  # (+0.0: log(1 + -0.0) is +0.0, log1p(-0.0) -0.0)
+                return ops.log1p(other) + 0.0
     return None
 
 
@@ -142,8 +142,8 @@ def log1p_exp(m: Match):
 def exp_minus_one(m: Match):
     """exp(x) - 1 -> expm1(x)"""
     e, one = m.inputs
-    if e.node.op.name == "exp" and _scalar_one(one, m, e):
-        return ops.expm1(_arg(e))
+    if e.node.op.name == "exp" and _scalar_one(one, m, e):  # (exp(-0.0) - 1 is +0.0)
+        return ops.expm1(_arg(e)) + 0.0
     return None
 
 

@@ -24,7 +24,7 @@ UNARY = {
     "tanh": gc.tanh, "sigmoid": gc.sigmoid, "relu": gc.relu, "neg": lambda x: -x,
     "square": gc.square, "abs": gc.abs, "softplus": gc.softplus,
     "exp_tanh": lambda x: gc.exp(gc.tanh(x)), "log1p_sq": lambda x: gc.log(1 + x * x),
-    "mul_one": lambda x: x * 1.0, "add_zero": lambda x: x + 0.0, "double_neg": lambda x: -(-x),
+    "mul_one": lambda x: x * 1.0, "add_zero": lambda x: x + (-0.0), "double_neg": lambda x: -(-x),
     "self_mul": lambda x: x * x, "transpose_pair": lambda x: x.T.T,
     "reshape_chain": lambda x: x.reshape(12).reshape(2, 6).reshape(SHAPE),
     "log_softmax": lambda x: gc.log(gc.softmax(x, axis=-1)), "expm1": lambda x: gc.exp(x) - 1,
