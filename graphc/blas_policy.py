@@ -104,7 +104,8 @@ def _spin_count(text: str) -> float:
         return float("inf")
     scale = _SPIN_SUFFIXES.get(text[-1:], 1) if text else 1
     digits = text[:-1] if scale != 1 else text
-    return float(int(digits) * scale) if digits.isdigit() else -1.0
+    # (ASCII digits only: isdigit() is True for '²', which int() refuses)
+    return float(int(digits) * scale) if digits.isascii() and digits.isdigit() else -1.0
 
 
 def workers_keep_a_core(environ=os.environ) -> str:

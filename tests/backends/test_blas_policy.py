@@ -92,6 +92,8 @@ def test_openmp_workers_spin_briefly_unless_the_user_chose(chosen, expected):
     ({"GOMP_SPINCOUNT": "Infinity"}, "GOMP_SPINCOUNT=Infinity"),
     ({"GOMP_SPINCOUNT": "lots"}, "no OMP_WAIT_POLICY"),  # libgomp ignores what won't parse
     ({"GOMP_SPINCOUNT": "lots", "OMP_WAIT_POLICY": "PASSIVE"}, ""),
+    ({"GOMP_SPINCOUNT": "\u00b2", "OMP_WAIT_POLICY": "PASSIVE"}, ""),  # (int() refuses '²')
+    ({"GOMP_SPINCOUNT": "\u00b2k"}, "no OMP_WAIT_POLICY"),
 ])
 def test_which_openmp_settings_keep_a_core_between_regions(environ, keeps):
     from graphc.blas_policy import workers_keep_a_core
