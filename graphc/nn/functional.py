@@ -165,8 +165,8 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training: bool,
             for p in (running_mean, running_var):
                 if not isinstance(p, Tensor) or p.op != "parameter":
                     raise GraphError("batch_norm's running statistics must be parameters")
-            count = prod(x.shape[a] for a in axes)
-            if isinstance(count, int) and count == 1:
+            count = prod(x.shape[a] for a in axes)  # (synced: the processes' sum is what counts)
+            if not sync and isinstance(count, int) and count == 1:
                 raise ShapeError(f"batch_norm in training mode needs more than one value per "
                                  f"channel, got shape {format_shape(x.shape)} (as PyTorch)")
             if not sync:

@@ -435,6 +435,15 @@ def test_a_batch_of_one_value_per_channel_leaves_the_running_statistics(backend,
         one = gc.placeholder("one", (1, 3))
         with pytest.raises(gc.ShapeError, match="more than one value per channel"):
             bn(one)
+    # SyncBatchNorm: one example per process is fine (the processes' sum counts); alone,
+    # the batch of one leaves the statistics as they are
+    sync = nn.SyncBatchNorm(3)
+    with gc.Graph():
+        one = gc.placeholder("one", (1, 3))
+        step = gc.compile([one], sync(one), backend=backend)
+    before = sync.running_var.value.copy()
+    step(np.ones((1, 3), np.float32))
+    np.testing.assert_array_equal(sync.running_var.value, before)
 
 
 def test_layer_sizes_and_seeds_of_numpy_types():
