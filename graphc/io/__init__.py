@@ -359,20 +359,18 @@ def _restore_parameters(fn, saved: dict) -> object:
 
 def _optimizer_counts(targets: dict, saved: dict) -> dict:
     """For a step saved before optimizers counted each parameter's updates (PyTorch's
-    per-parameter ``state["step"]``; "adam.0.weight.step" beside the optimizer's
-    "adam.step"): each such count the file lacks, from the optimizer's count, what the
-    saving version used for every parameter. Int64 scalars named ``<optimizer>.<...>.step``
-    only."""
+    per-parameter ``state["step"]``): each such count the file lacks, from its own
+    optimizer's count (`graphc.optim.optimizers.STEP_COUNT_OF`), the count the saving version
+    used for every parameter."""
+    from ..optim.optimizers import STEP_COUNT_OF
+
+    key_of = {id(node.attrs["storage"]): key for key, node in targets.items()}
     found = {}
     for key, node in targets.items():
-        value = node.attrs["storage"].value
-        if key in saved or not key.endswith(".step") or value.shape != () or \
-                value.dtype != np.int64:
-            continue
-        owners = [k for k in saved if k.endswith(".step") and k.count(".") == 1
-                  and key.startswith(k[:-len("step")])]
-        if len(owners) == 1:
-            found[key] = saved[owners[0]]
+        owner = STEP_COUNT_OF.get(node.attrs["storage"]) if key not in saved else None
+        owner_key = key_of.get(id(owner)) if owner is not None else None
+        if owner_key in saved:
+            found[key] = saved[owner_key]
     return found
 
 

@@ -30,6 +30,7 @@ counter, as PyTorch computes them in Python floats, then cast to each parameter'
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 
 import numpy as np
@@ -49,6 +50,12 @@ __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW"
 def _coef(x, dtype: np.dtype):
     """A scalar coefficient in a parameter's dtype (Python floats stay weak constants)."""
     return ops.cast(x, dtype) if isinstance(x, Tensor) and x.dtype != dtype else x
+
+
+#: a per-parameter step count's storage -> the storage of its optimizer's count: how a step
+#: saved before the per-parameter counts is restored (graphc.io gives each missing count the
+#: optimizer's, the count that version used for every parameter)
+STEP_COUNT_OF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class Optimizer:
@@ -110,6 +117,7 @@ class Optimizer:
         optimizer, has taken fewer."""
         tensor = parameter(f"{self.name}.{self.params[i].name}.step", np.array(0, np.int64))
         self._slots[i]["step"] = self._state[f"{i}.step"] = tensor
+        STEP_COUNT_OF[tensor.node.attrs["storage"]] = self.step_count.node.attrs["storage"]
         return tensor
 
     def state_tensors(self) -> dict[str, Tensor]:

@@ -298,3 +298,35 @@ def test_a_checkpoint_from_before_the_per_parameter_counts_resumes(tmp_path, mon
     state = opt.state()
     assert int(state["step"]) == 12
     assert all(int(state[f"{i}.step"]) == 12 for i in range(4))  # 8 restored + 4 more
+
+
+def test_two_optimizers_of_one_name_each_give_their_own_count(tmp_path, monkeypatch):
+    """Two Adams (both "adam", on two unnamed models) in one step saved before the
+    per-parameter counts: each parameter's count comes from its own optimizer's, not from
+    whichever optimizer's name matches first."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((8, 3)).astype(np.float32)
+
+    def build():
+        with gc.Graph():
+            gc.manual_seed(0)
+            a, b = gc.nn.Linear(3, 2), gc.nn.Linear(3, 2)
+            x = gc.placeholder("x", ("N", 3))
+            loss = gc.sum(gc.square(a(x))) + gc.sum(gc.square(b(x)))
+            opt_a = gc.optim.Adam(a.parameters(), lr=0.01)
+            opt_b = gc.optim.Adam(b.parameters(), lr=0.01)
+            step = gc.compile([x], loss, updates={**opt_a.updates(loss),
+                                                  **opt_b.updates(loss)})
+            return step, opt_a, opt_b
+
+    with monkeypatch.context() as m:
+        m.setattr(gc.optim.Adam, "_step_slot", lambda self, i: None)
+        old, old_a, old_b = build()
+        for _ in range(3):
+            old(X)
+        old_b.load_state({**old_b.state(), "step": np.array(7, np.int64)})
+        gc.save(old, tmp_path / "two.graphc")
+    step, opt_a, opt_b = build()
+    gc.load(tmp_path / "two.graphc", into=step)
+    assert [int(opt_a.state()[f"{i}.step"]) for i in range(2)] == [3, 3]
+    assert [int(opt_b.state()[f"{i}.step"]) for i in range(2)] == [7, 7]
