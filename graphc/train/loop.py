@@ -159,11 +159,10 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
                          f"{type(eval_fn).__name__}")
     if (eval_fn is None) != (val_data is None):
         raise GraphError("validation needs both eval_fn and val_data")
-    if val_data is not None and len(eval_fn.input_names) != len(_as_arrays(val_data,
-                                                                           "val_data")):
+    val_arrays = _as_arrays(val_data, "val_data") if val_data is not None else None
+    if val_arrays is not None and len(eval_fn.input_names) != len(val_arrays):
         raise GraphError(f"eval_fn takes {len(eval_fn.input_names)} inputs "
-                         f"{eval_fn.input_names}, but val_data has "
-                         f"{len(_as_arrays(val_data, 'val_data'))} arrays")
+                         f"{eval_fn.input_names}, but val_data has {len(val_arrays)} arrays")
     _check_int("epochs", epochs, 0)
     _check_int("batch_size", batch_size, 1)
     _check_int("initial_epoch", initial_epoch, 0)
@@ -211,7 +210,6 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
     main = mpi.rank() == 0
     if not main:
         verbose = 0
-    val_arrays = _as_arrays(val_data, "val_data") if val_data is not None else None
     stopper = EarlyStopping(early_stopping) if isinstance(early_stopping, int) else early_stopping
     if isinstance(checkpoint, (str, Path)):
         checkpoint = Checkpoint(checkpoint)
