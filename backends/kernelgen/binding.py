@@ -76,7 +76,23 @@ def failure_message(program: Graph, record: list[int], layout: Layout | None = N
         return f"the compiled step failed (code {code}); no parameter was updated"
     if code == FAILED_INDEX:
         return index_error_message(node, value, bound)
-    return nonfinite_message(program, node, "NaN" if code == FAILED_NAN else "inf")
+    return nonfinite_message(program, node, "NaN" if code == FAILED_NAN else "inf",
+                             _body_holding(program, node))
+
+
+def _body_holding(program: Graph, node) -> Graph | None:
+    """The gc.scan body (nested ones included) whose nodes include `node`, or None when
+    `node` is the program's own: a loop's check_finite names its body's node."""
+    for n in program.nodes:
+        body = n.attrs.get("body") if n.op.name == "scan" else None
+        if body is None:
+            continue
+        if any(m is node for m in body.nodes):
+            return body
+        inner = _body_holding(body, node)
+        if inner is not None:
+            return inner
+    return None
 
 
 def address(array: np.ndarray, _from_buffer=ctypes.c_char.from_buffer,

@@ -475,6 +475,25 @@ class HostCodegen(ProgramGenerator):
         b.cbranch(ok, go, block)
         b.position_at_end(go)
 
+    def stop_if_nan(self, b: ir.IRBuilder, fn: ir.Function, node: Node, position: int) -> None:
+        """check_finite inside a loop (`loops.lower_scan`, in the scan kernel `fn`): after a
+        body kernel, a NaN in its value records the body node's `position` (unless an error
+        is recorded already) and returns FAILED_NAN, so the message names the body's op, as
+        the NumPy backend's does."""
+        nan = self._scan(b, fn, node, "nan")
+        bad = fn.append_basic_block(f"nan{position}")
+        fine = fn.append_basic_block(f"fine{position}")
+        b.cbranch(nan, bad, fine)
+        b.position_at_end(bad)
+        record = b.load(b.gep(fn.args[0], [i64(self.root.error_slot)], source_etype=PTR),
+                        typ=PTR)
+        first = b.icmp_signed("==", load(b, record, I64, i64(ERROR_CODE)), i64(0))
+        with b.if_then(first):
+            store(b, i64(FAILED_NAN), record, I64, i64(ERROR_CODE))
+            store(b, i64(position), record, I64, i64(ERROR_POSITION))
+        b.ret(ir.Constant(I32, FAILED_NAN))
+        b.position_at_end(fine)
+
     def _scan(self, b: ir.IRBuilder, entry: ir.Function, node: Node, what: str) -> ir.Value:
         """i1: does the node's value hold a NaN ("nan") or any non-finite ("nonfinite")?"""
         ty = ir_type(node.dtype)

@@ -65,6 +65,9 @@ def lower_scan(ctx) -> None:
             b.position_at_end(stop)
             b.ret(status)
             b.position_at_end(go)
+            node = lb.body.nodes[position - sub.position_base]
+            if gen.root.check_finite and node.dtype.kind == "f" and node.uid not in overrides:
+                sub.stop_if_nan(b, fn, node, position)  # (the body's op named, not the loop)
         after_step(ctx, lb, sub, t, ptr)
 
 

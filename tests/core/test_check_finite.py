@@ -105,7 +105,7 @@ def test_a_loop_s_nan_is_named_at_its_line_and_its_inner_infinities_pass(backend
     with pytest.raises(gc.BackendError, match=r"(?s)first NaN.*gc\.scan\(lambda c, x: \(c \+ ") \
             as caught:
         fn(np.array([[1.0, 2.0], [-1.0, 3.0]]), np.ones(2))
-    if backend == "numpy":  # the body's node, with its fused group's ops (not "elemwise")
+    if backend in ("numpy", "llvm"):  # the body's node, with its fused group's ops
         assert "log, created at" in str(caught.value), str(caught.value)
         assert "in the body of a gc.scan loop" in str(caught.value)
     # a NaN in a nested loop's body (the inner loop names its node; the outer passes it on)
