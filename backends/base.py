@@ -31,19 +31,18 @@ def nonfinite_message(program: Graph, node: Node, kind: str, body: Graph | None 
 
     `kind` is "NaN" (any node) or "inf" (an output or a new parameter value: infinities are
     legitimate inside a graph, as masks and padding). `body`: the gc.scan body that holds
-    `node` (the NumPy backend checks the nodes of loop bodies too)."""
-    if body is not None:
-        return (f"check_finite: the first {kind} of this call came from "
-                f"{describe_node(body, node)} (in the body of a gc.scan loop)\n"
-                "  no parameter was updated")
+    `node` (the NumPy and llvm backends check the nodes of loop bodies too)."""
     role = ""
-    if any(node is o for o in program.outputs):
+    if body is not None:
+        role = " (in the body of a gc.scan loop)"
+    elif any(node is o for o in program.outputs):
         role = " (an output)"
     elif any(node is v for _, v in program.updates):
         params = ", ".join(repr(p.name) for p, v in program.updates if v is node)
         role = f" (the new value of {params})"
-    return (f"check_finite: the first {kind} of this call came from "
-            f"{describe_node(program, node)}{role}\n  no parameter was updated")
+    where = describe_node(program if body is None else body, node)
+    return (f"check_finite: the first {kind} of this call came from {where}{role}\n"
+            "  no parameter was updated")
 
 
 class Executable(ABC):

@@ -457,15 +457,8 @@ class HostCodegen(ProgramGenerator):
             block = entry.append_basic_block("fail")
             fb = ir.IRBuilder(block)
             codes, positions = fb.phi(I32, "code"), fb.phi(I64, "position")
-            record = fb.load(fb.gep(entry.args[0], [i64(self.error_slot)], source_etype=PTR),
-                             typ=PTR)
-            first = fb.icmp_signed("==", load(fb, record, I64, i64(ERROR_CODE)), i64(0))
-            store(fb, fb.select(first, fb.zext(codes, I64), load(fb, record, I64,
-                                                                 i64(ERROR_CODE))),
-                  record, I64, i64(ERROR_CODE))
             # (a kernel that failed recorded its own position: a loop's, the body node's)
-            store(fb, fb.select(first, positions, load(fb, record, I64, i64(ERROR_POSITION))),
-                  record, I64, i64(ERROR_POSITION))
+            self._record_first_error(fb, entry, fb.zext(codes, I64), positions)
             fb.ret(codes)
             self._fail = (block, codes, positions)
         block, codes, positions = self._fail
@@ -485,14 +478,22 @@ class HostCodegen(ProgramGenerator):
         fine = fn.append_basic_block(f"fine{position}")
         b.cbranch(nan, bad, fine)
         b.position_at_end(bad)
+        self._record_first_error(b, fn, i64(FAILED_NAN), i64(position))
+        b.ret(ir.Constant(I32, FAILED_NAN))
+        b.position_at_end(fine)
+
+    def _record_first_error(self, b: ir.IRBuilder, fn: ir.Function, code: ir.Value,
+                            position: ir.Value) -> None:
+        """Write `code` and `position` (i64) into the call's error record, unless an error is
+        recorded already (the first failure is the one a message names). `fn`: a function
+        whose first argument is the slot table (the step, or a kernel)."""
         record = b.load(b.gep(fn.args[0], [i64(self.root.error_slot)], source_etype=PTR),
                         typ=PTR)
         first = b.icmp_signed("==", load(b, record, I64, i64(ERROR_CODE)), i64(0))
-        with b.if_then(first):
-            store(b, i64(FAILED_NAN), record, I64, i64(ERROR_CODE))
-            store(b, i64(position), record, I64, i64(ERROR_POSITION))
-        b.ret(ir.Constant(I32, FAILED_NAN))
-        b.position_at_end(fine)
+        store(b, b.select(first, code, load(b, record, I64, i64(ERROR_CODE))),
+              record, I64, i64(ERROR_CODE))
+        store(b, b.select(first, position, load(b, record, I64, i64(ERROR_POSITION))),
+              record, I64, i64(ERROR_POSITION))
 
     def _scan(self, b: ir.IRBuilder, entry: ir.Function, node: Node, what: str) -> ir.Value:
         """i1: does the node's value hold a NaN ("nan") or any non-finite ("nonfinite")?"""
