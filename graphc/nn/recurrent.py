@@ -70,7 +70,7 @@ def _padding_zeroed(xs: Tensor, lengths: Tensor) -> Tensor:
     input projection over all T, and the gradient's ``xs^T @ g``), so a NaN or inf in the
     padding made every weight gradient NaN (0 * NaN), though the outputs were right. The
     step index comes from a loop of T steps, so T may be symbolic."""
-    _, steps = scan(lambda t, _x: (t + 1, t), ops.constant(np.int64(0)), xs)
+    _, steps = scan(lambda t, _: (t + 1, t), ops.constant(np.int64(0)), length=xs.shape[0])
     live = ops.less(ops.reshape(steps, (xs.shape[0], 1, 1)),
                     ops.reshape(lengths, (1, xs.shape[1], 1)))
     return ops.where(live, xs, 0.0)

@@ -132,9 +132,9 @@ def evaluate(eval_fn: Function, data, batch_size: int = 256,
     the requested metrics (accuracy, precision, recall, f1; macro-averaged)."""
     arrays = _as_arrays(data, "evaluation data")
     running, scores = _Running(), []
+    loss_first = _loss_first(eval_fn)
     for batch in batches(arrays, batch_size):
-        outputs = _split_outputs(eval_fn(*batch), len(batch[0]), "eval_fn", False,
-                                 _loss_first(eval_fn))
+        outputs = _split_outputs(eval_fn(*batch), len(batch[0]), "eval_fn", False, loss_first)
         running.add(outputs, len(batch[0]), None)
         if outputs.scores is not None:
             scores.append(outputs.scores)
