@@ -26,6 +26,7 @@ from ..base import Executable, nonfinite_message
 from ..kernelgen.binding import (
     Binding,
     address,
+    body_holding,
     failure_message,
     size_value,
     updated_parameter_outputs,
@@ -54,7 +55,9 @@ def geometry(launch: Launch, binding: dict) -> tuple[tuple, tuple]:
 
 class FiniteChecks:
     """What ``check_finite`` looks at, and when: after the last launch of a node, its value
-    (NaN); before the update launches, the outputs and new values (inf too)."""
+    (NaN); before the update launches, the outputs and new values (inf too). A loop body's
+    node is checked after its last launch at every step (the plan repeats the body's
+    launches), so the message names the body's op, as on the NumPy and llvm backends."""
 
     def __init__(self, program: Graph, after: dict, leaving: list, first_update: int) -> None:
         self.program = program
@@ -70,16 +73,16 @@ class FiniteChecks:
     def check(self, node, read, kinds=("NaN",)) -> None:
         """`read(node)` gives the node's value as a host array; raise at the first NaN/inf."""
         value = read(node)
-        if "NaN" in kinds and np.isnan(value).any():
-            raise BackendError(nonfinite_message(self.program, node, "NaN"))
-        if "inf" in kinds and np.isinf(value).any():
-            raise BackendError(nonfinite_message(self.program, node, "inf"))
+        for kind, test in (("NaN", np.isnan), ("inf", np.isinf)):
+            if kind in kinds and test(value).any():
+                raise BackendError(nonfinite_message(self.program, node, kind,
+                                                     body_holding(self.program, node)))
 
 
 def finite_checks(program: Graph, gen) -> FiniteChecks:
     leaves = ("placeholder", "parameter", "constant")
     after: dict = {}
-    ours = {n.uid for n in program.nodes}  # (a loop's body values are checked as its results)
+    ours = {n.uid for n in _nodes_and_bodies(program)}
     for i, launch in enumerate(gen.launches[:gen.first_update_launch]):
         node = launch.node
         if node.uid in ours and node.op.name not in leaves and node.dtype.kind == "f":
@@ -88,6 +91,15 @@ def finite_checks(program: Graph, gen) -> FiniteChecks:
     leaving = [n for n in [*program.outputs, *(v for _, v in program.updates)]
                if n.op.name not in leaves and n.dtype.kind == "f"]
     return FiniteChecks(program, after, leaving, gen.first_update_launch)
+
+
+def _nodes_and_bodies(program: Graph) -> list:
+    """The program's nodes and those of its loops' bodies, nested ones included."""
+    nodes = list(program.nodes)
+    for node in program.nodes:
+        if node.op.name == "scan":
+            nodes += _nodes_and_bodies(node.attrs["body"])
+    return nodes
 
 
 ERROR_RECORD = 32  # bytes: code, node position, value, bound (int64 each; llvm's codegen.ERROR_*)

@@ -77,19 +77,20 @@ def failure_message(program: Graph, record: list[int], layout: Layout | None = N
     if code == FAILED_INDEX:
         return index_error_message(node, value, bound)
     return nonfinite_message(program, node, "NaN" if code == FAILED_NAN else "inf",
-                             _body_holding(program, node))
+                             body_holding(program, node))
 
 
-def _body_holding(program: Graph, node) -> Graph | None:
+def body_holding(program: Graph, node) -> Graph | None:
     """The gc.scan body (nested ones included) whose nodes include `node`, or None when
-    `node` is the program's own: a loop's check_finite names its body's node."""
+    `node` is the program's own: a loop's check_finite names its body's node (llvm's error
+    record and cuda's host-side checks alike)."""
     for n in program.nodes:
         body = n.attrs.get("body") if n.op.name == "scan" else None
         if body is None:
             continue
         if any(m is node for m in body.nodes):
             return body
-        inner = _body_holding(body, node)
+        inner = body_holding(body, node)
         if inner is not None:
             return inner
     return None

@@ -91,7 +91,8 @@ def test_a_reduction_to_a_scalar_is_checked_too(backend, options, reduce):
 
 @pytest.mark.parametrize("backend,options", BACKENDS, ids=IDS)
 def test_a_loop_s_nan_is_named_at_its_line_and_its_inner_infinities_pass(backend, options):
-    """A NaN made in a scan's body is named with the scan's line (the NumPy backend once
+    """A NaN made in a scan's body is named with the scan's line and the body's op, on every
+    backend (the NumPy backend once
     named the outer node at the body node's position: a constant); an infinity in a body's
     carry stays inside the program (a running maximum from -inf), so it passes, as on
     llvm (the NumPy backend once checked a body's outputs as if they left the step)."""
@@ -105,18 +106,36 @@ def test_a_loop_s_nan_is_named_at_its_line_and_its_inner_infinities_pass(backend
     with pytest.raises(gc.BackendError, match=r"(?s)first NaN.*gc\.scan\(lambda c, x: \(c \+ ") \
             as caught:
         fn(np.array([[1.0, 2.0], [-1.0, 3.0]]), np.ones(2))
-    if backend in ("numpy", "llvm"):  # the body's node, with its fused group's ops
-        assert "log, created at" in str(caught.value), str(caught.value)
-        assert "in the body of a gc.scan loop" in str(caught.value)
+    # the body's node, with its fused group's ops (cuda once named the loop's output)
+    assert "log, created at" in str(caught.value), str(caught.value)
+    assert "in the body of a gc.scan loop" in str(caught.value)
     # a NaN in a nested loop's body (the inner loop names its node; the outer passes it on)
     outer, _ = gc.scan(lambda c, x: (c + gc.scan(lambda d, y: (d + gc.log(y), None),
                                                  gc.constant(np.zeros(())), x)[0], None),
                        gc.constant(np.zeros(())), xs)
     fn = gc.compile([xs], outer, backend=backend, backend_options=opts)
     assert np.isfinite(fn(np.ones((2, 2))))
-    with pytest.raises(gc.BackendError, match="first NaN"):
+    with pytest.raises(gc.BackendError, match="first NaN") as caught:
         fn(np.array([[1.0, 2.0], [-1.0, 3.0]]))
+    assert "in the body of a gc.scan loop" in str(caught.value), str(caught.value)
+    assert "log" in str(caught.value).split("in the body")[0]  # the inner body's op
     lowest = gc.constant(np.full(2, -np.inf))
     top, _ = gc.scan(lambda c, x: (gc.maximum(c, x), None), lowest, xs)
     fn = gc.compile([xs], top, backend=backend, backend_options=opts)
     np.testing.assert_array_equal(fn(np.array([[-np.inf, -np.inf], [1.0, 3.0]])), [1.0, 3.0])
+
+
+@pytest.mark.parametrize("backend,options", BACKENDS, ids=IDS)
+def test_a_loop_body_s_nan_gives_the_same_message_on_every_backend(backend, options):
+    """The body's fused group, its ops and lines: cuda's host-side checks read the body's
+    values after their launches at every step, as llvm's step checks them in native code."""
+    def run(backend, options):
+        xs = gc.placeholder("xs", ("T", 2), "float64")
+        c, _ = gc.scan(lambda c, x: (c + gc.log(x) * 2.0, c), gc.constant(np.zeros(2)), xs)
+        fn = gc.compile([xs], c.sum(), backend=backend,
+                        backend_options={**options, "check_finite": True})
+        with pytest.raises(gc.BackendError) as caught:
+            fn(np.array([[1.0, 2.0], [-1.0, 3.0]]))
+        return str(caught.value)
+
+    assert run(backend, options) == run("numpy", {})
