@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -142,13 +143,31 @@ def loops(b: ir.IRBuilder, counts: Sequence[ir.Value], name: str = "i",
           unroll: bool | Sequence[bool] = True,
           widths: Sequence[int | None] | None = None) -> Iterator[list]:
     """Nested loops over `counts` (outermost first); yields the list of indices. `unroll`
-    and `widths` (vector_width): see `loop`; `unroll` one for every loop or one per loop."""
+    and `widths` (vector_width): see `loop`; `unroll` one for every loop or one per loop.
+
+    Nothing runs when an inner count is zero, so the outer loops are skipped too: a
+    (2**40, 0) array is empty, and its 2**40 empty rows must not be walked."""
     flags = [unroll] * len(counts) if isinstance(unroll, bool) else list(unroll)
     widths = widths or [None] * len(counts)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(unless_empty(b, counts[1:]))
         idx = [stack.enter_context(loop(b, c, f"{name}{k}", unroll=u, vector_width=w))
                for k, (c, u, w) in enumerate(zip(counts, flags, widths))]
         yield idx
+
+
+@contextlib.contextmanager
+def unless_empty(b: ir.IRBuilder, counts: Sequence[ir.Value]) -> Iterator[None]:
+    """The code emitted inside runs only when none of `counts` is zero: loops around loops
+    of these counts would run empty iterations (2**40 of them for a (2**40, 0) array).
+    Counts known to be positive need no test."""
+    may_be_zero = [c for c in counts if not (isinstance(c, ir.Constant) and int(c.constant) > 0)]
+    if not may_be_zero:
+        yield
+        return
+    nonzero = [b.icmp_signed("!=", c, ir.Constant(c.type, 0)) for c in may_be_zero]
+    with b.if_then(functools.reduce(b.and_, nonzero)):
+        yield
 
 
 def short_row_width(count: ir.Value) -> int | None:

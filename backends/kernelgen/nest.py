@@ -49,6 +49,7 @@ from .irutil import (
     product,
     short_row_width,
     store,
+    unless_empty,
     unrolled_row,
 )
 from .philox import philox
@@ -678,8 +679,8 @@ def render_host(ctx: KernelContext, nest: L.LoopNest, outer: dict | None = None)
     if part is not None:  # the outermost loop in its own function, run on every thread
         lo, hi = part.bounds
         part_buffers = _buffers(part, nest)
-        with loop(part.b, hi, "d0", start=lo) as first:
-            inner = [part.dim(n) for _, n in nest.domain[1:]]
+        inner = [part.dim(n) for _, n in nest.domain[1:]]
+        with unless_empty(part.b, inner), loop(part.b, hi, "d0", start=lo) as first:
             with loops(part.b, inner, "d", unroll=unroll[1:], widths=widths[1:]) as rest:
                 _point(part, nest, part_buffers,
                        {sym: i for (sym, _), i in zip(nest.domain, [first, *rest])})

@@ -71,3 +71,36 @@ def test_slices_of_a_whole_empty_batch_are_empty_not_shape_errors(backend, optio
         assert tail(np.ones((1, 3))).shape == (0, 3)
         with pytest.raises(gc.ShapeError, match="N=0"):
             tail(np.zeros((0, 3)))
+
+
+_HUGE_EMPTY = r'''
+import sys
+import numpy as np
+import graphc as gc
+F = gc.nn.functional
+backend = sys.argv[1]
+options = {"emulate": True} if backend == "cuda" else None
+x = gc.placeholder("x", ("a", "b", "c"))
+img = gc.placeholder("img", ("n", "k", "h", "w"))
+outs = [x * 2, (x * 2).sum(0), x.sum(2), x.max(2), gc.softmax(x, 0),
+        gc.concat([x, x], 1), F.max_pool2d(img, 2), gc.grad(F.avg_pool2d(img, 2).sum(), img)]
+fn = gc.compile([x, img], outs, backend=backend, backend_options=options)
+got = fn(np.empty((2**40, 0, 3), np.float32), np.empty((2**34, 0, 4, 4), np.float32))
+print([g.shape for g in got])
+'''
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm", "cuda"])
+def test_an_empty_array_with_a_huge_axis_returns_at_once(backend):
+    """A (2**40, 0, 3) array holds nothing; llvm once walked its 2**40 empty rows (a loop
+    nest's outer loops ran around an inner loop of 0 iterations: a hang). In a child
+    process with a timeout, so that a regression fails instead of hanging the suite."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _HUGE_EMPTY, backend], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    big, small = 2**40, 2**34
+    assert done.stdout.strip() == str([(big, 0, 3), (0, 3), (big, 0), (big, 0), (big, 0, 3),
+                                       (big, 0, 3), (small, 0, 2, 2), (small, 0, 4, 4)])
