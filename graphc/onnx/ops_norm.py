@@ -26,9 +26,16 @@ def _float(ctx, *xs) -> None:
 
 
 def _stash(ctx, x: Tensor) -> np.dtype:
-    """The type LayerNormalization computes its statistics in (``stash_type``)."""
+    """The type of the statistics outputs (``stash_type``, float32 by default)."""
     stash = int(ctx.attr("stash_type", 1))
     return dtypes.to_numpy(stash, ctx.where()) if stash != 1 else np.dtype(np.float32)
+
+
+def _computing(ctx, x: Tensor) -> np.dtype:
+    """The type the statistics are computed in: the stash type widens a float32 input,
+    never narrows a float64 one (as onnxruntime and onnx.reference compute: a float64
+    model exported with the default stash_type keeps float64 accuracy)."""
+    return np.promote_types(_stash(ctx, x), x.dtype)
 
 
 def _normalized(x: Tensor, axes: tuple, eps: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -45,15 +52,15 @@ def _layer_norm(ctx, x, scale, bias=None):
     bias = None if bias is None else ctx.tensor(bias)
     _float(ctx, x, scale, bias)
     axis = ctx.axis(ctx.attr("axis", -1), x.ndim)
-    stash = _stash(ctx, x)
-    xs = x if x.dtype == stash else ops.cast(x, stash)
+    computing, stash = _computing(ctx, x), _stash(ctx, x)
+    xs = x if x.dtype == computing else ops.cast(x, computing)
     y, mean, inv = _normalized(xs, tuple(range(axis, x.ndim)), float(ctx.attr("epsilon", 1e-5)))
     if y.dtype != x.dtype:
         y = ops.cast(y, x.dtype)
     y = y * scale
     if bias is not None:
         y = y + bias
-    return [y, mean, inv]
+    return [y, *(v if v.dtype == stash else ops.cast(v, stash) for v in (mean, inv))]
 
 
 @onnx_op("RMSNormalization")
@@ -61,8 +68,8 @@ def _rms_norm(ctx, x, scale):
     x, scale = ctx.tensor(x), ctx.tensor(scale)
     _float(ctx, x, scale)
     axis = ctx.axis(ctx.attr("axis", -1), x.ndim)
-    stash = _stash(ctx, x)
-    xs = x if x.dtype == stash else ops.cast(x, stash)
+    computing = _computing(ctx, x)
+    xs = x if x.dtype == computing else ops.cast(x, computing)
     ms = ops.mean(xs * xs, tuple(range(axis, x.ndim)), keepdims=True)
     y = xs * ops.rsqrt(ms + const_like(xs, float(ctx.attr("epsilon", 1e-5))))
     if y.dtype != x.dtype:
@@ -107,8 +114,8 @@ def _group_norm(ctx, x, scale, bias):
     if not isinstance(c, int) or c % groups:
         ctx.fail(f"num_groups={groups} does not divide the {c} channels")
     grouped = ops.reshape(x, (n, groups, -1))
-    stash = _stash(ctx, x)
-    gs = grouped if grouped.dtype == stash else ops.cast(grouped, stash)
+    computing = _computing(ctx, x)
+    gs = grouped if grouped.dtype == computing else ops.cast(grouped, computing)
     y, _, _ = _normalized(gs, (2,), float(ctx.attr("epsilon", 1e-5)))
     y = ops.reshape(y if y.dtype == x.dtype else ops.cast(y, x.dtype), x.shape)
     return y * _per_channel(ctx, scale, x, "scale") + _per_channel(ctx, bias, x, "bias")

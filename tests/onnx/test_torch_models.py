@@ -163,3 +163,35 @@ def test_lstm_and_gru_equal_pytorch(tmp_path, cls, kwargs):
         imported = gc.onnx.load(proto)
         y = imported(*imported.placeholders())
         assert any(n.op.name == "scan" for n in y.graph.nodes)
+
+
+def test_float64_layer_norm_keeps_float64_accuracy_under_the_default_stash_type(tmp_path):
+    """stash_type (default 1, float32) types the Mean and InvStdDev outputs; the statistics
+    of a float64 input are computed in float64, as onnxruntime and onnx.reference compute
+    (the import once cast the input down to float32: 1e-7 errors in float64 models)."""
+    from onnx import TensorProto, helper
+
+    ln = torch.nn.LayerNorm((5, 8), dtype=torch.float64).eval()
+    with torch.no_grad():
+        ln.weight.uniform_(0.5, 1.5)
+        ln.bias.uniform_(-1, 1)
+    x = torch.randn(3, 5, 8, dtype=torch.float64) * 3 + 1
+    imported = _export(ln, x, tmp_path / "ln.onnx", dynamic_batch=False)
+    (xp,) = imported.placeholders()
+    got = gc.compile([xp], imported(xp))(x.numpy())
+    np.testing.assert_allclose(got, ln(x).detach().numpy(), rtol=1e-12, atol=1e-12)
+    node = helper.make_node("LayerNormalization", ["x", "s"], ["y", "mean", "inv"], axis=-1)
+    graph = helper.make_graph(
+        [node], "ln", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [2, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [2, 6]),
+         helper.make_tensor_value_info("mean", TensorProto.FLOAT, [2, 1]),
+         helper.make_tensor_value_info("inv", TensorProto.FLOAT, [2, 1])],
+        [helper.make_tensor("s", TensorProto.DOUBLE, [6], np.ones(6).tolist())])
+    model = gc.onnx.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    (xp,) = model.placeholders()
+    y, mean, inv = gc.compile([xp], model(xp))(
+        np.array([[1.0, 2, 3, 4, 5, 6], [1e8, 1e8 + 1, 1e8 + 2, 1e8, 1e8, 1e8]]))
+    assert y.dtype == np.float64 and mean.dtype == inv.dtype == np.float32
+    row = np.array([0.0, 1, 2, 0, 0, 0])  # the second row, less its 1e8 (lost in float32)
+    expected = (row - row.mean()) / np.sqrt(row.var() + 1e-5)
+    np.testing.assert_allclose(y[1], expected, rtol=1e-7)
