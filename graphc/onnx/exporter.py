@@ -258,6 +258,9 @@ def _gelu(w, node, ins):
 
 @exports("where")
 def _where(w, node, ins):
+    if node.dtype == np.bool_:  # as logic: onnxruntime implements no Where on booleans
+        c, a, b = ins
+        return w.add("Or", [w.add("And", [c, a]), w.add("And", [w.add("Not", [c]), b])])
     return w.add("Where", ins)
 
 

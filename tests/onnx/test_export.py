@@ -468,3 +468,27 @@ def test_integer_pow_with_negative_exponents_exports_graphc_s_values(dtype):
         proto = gc.onnx.export(a ** b, None, inputs=[a, b])
     np.testing.assert_array_equal(fn(a_, b_), [0, 1, -1, 0, 1, 9, 1, -8, 5])
     _check_in_ort(proto, fn, a_, b_, tol=0)
+
+
+def test_a_where_of_booleans_runs_in_onnxruntime(tmp_path):
+    """A `where` choosing between booleans (two attention masks combined: a tensor mask and
+    is_causal, or a key-padding mask and an attention mask) is exported as And/Or/Not:
+    onnxruntime implements Where for numbers only, and refused to load the model."""
+    rng = np.random.default_rng(0)
+    with gc.Graph():
+        c = gc.placeholder("c", (3, 4), "bool")
+        a = gc.placeholder("a", (3, 4), "bool")
+        b = gc.placeholder("b", (1, 4), "bool")
+        both = [gc.where(c, a, b), gc.where(c, a, True), gc.where(c, False, b)]
+        fn = gc.compile([c, a, b], both)
+        proto = gc.onnx.export(both, None, inputs=[c, a, b])
+        _check_in_ort(proto, fn, rng.random((3, 4)) > 0.5, rng.random((3, 4)) > 0.5,
+                      rng.random((1, 4)) > 0.5)
+    with gc.Graph():
+        q = gc.placeholder("q", (2, 4, 8))
+        m = gc.placeholder("m", (4, 4), "bool")
+        y = F.scaled_dot_product_attention(q, q, q, mask=m, is_causal=True)
+        fn = gc.compile([q, m], y)
+        proto = gc.onnx.export(y, None, inputs=[q, m])
+        _check_in_ort(proto, fn, rng.normal(size=(2, 4, 8)).astype(np.float32),
+                      rng.random((4, 4)) > 0.3)
