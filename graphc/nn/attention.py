@@ -150,6 +150,47 @@ def _static_equal(a, b) -> bool:
     return not (isinstance(a, (int, np.integer)) and isinstance(b, (int, np.integer))) or a == b
 
 
+def _shape_of(mask) -> tuple:
+    return tuple(mask.shape) if isinstance(mask, Tensor) else np.shape(mask)
+
+
+def _check_broadcasts(mask, target: tuple, what: str) -> None:
+    """A mask must broadcast to the scores' shape `target` (NumPy's rules, as PyTorch asks):
+    checked on the mask as given, before a mask that removes nothing is dropped."""
+    shape = _shape_of(mask)
+    fits = len(shape) <= len(target) and all(
+        m == 1 or _static_equal(m, t) for m, t in zip(shape[::-1], target[::-1]))
+    if not fits:
+        raise ShapeError(f"{what} of shape {shape} does not broadcast to the attention "
+                         f"scores' shape {tuple(target)} (..., L, S)")
+
+
+def _broadcast_dims(a: tuple, b: tuple) -> tuple:
+    """The leading dims of the scores of q (*a, L, E) and k (*b, S, E): a dim of 1 takes the
+    other's (whether they broadcast is the matmul's check)."""
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
+    return tuple(y if _is_one(x) else x for x, y in zip(a, b))
+
+
+def _is_one(d) -> bool:
+    return isinstance(d, (int, np.integer)) and d == 1
+
+
+def _same_batch(a, b) -> bool:
+    """Could two batch sizes be equal? Known ones must be; a known 1 against a symbolic size
+    would broadcast silently (symbolic against symbolic is the call's check)."""
+    return _static_equal(a, b) and (_is_one(a) == _is_one(b) or a == b)
+
+
+def _require(shape: tuple, expected: tuple, what: str) -> None:
+    """`shape` must be `expected` (dims equal where both are known: no broadcasting)."""
+    if len(shape) != len(expected) or not all(_static_equal(a, b)
+                                               for a, b in zip(shape, expected)):
+        raise ShapeError(f"MultiheadAttention: {what} must have shape {tuple(expected)}, got "
+                         f"{tuple(shape)}")
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, mask: Mask | None = None,
               scale: float | None = None,
               dropout_p: float = 0.0, dropout_state: Tensor | None = None
@@ -220,6 +261,10 @@ def scaled_dot_product_attention(q, k, v, mask=None, is_causal: bool = False,
             raise GraphError("scaled_dot_product_attention: give mask= or attn_mask=, not both")
         mask = attn_mask
     q, k, v = (x if isinstance(x, Tensor) else ops.constant(np.asarray(x)) for x in (q, k, v))
+    if mask is not None and q.ndim >= 2 and k.ndim >= 2:
+        scores = _broadcast_dims(tuple(q.shape[:-2]), tuple(k.shape[:-2])) + \
+            (q.shape[-2], k.shape[-2])
+        _check_broadcasts(mask, scores, "the mask")
     m = as_mask(mask, q.dtype, "scaled_dot_product_attention's mask")
     if is_causal:
         m = combine(m, causal_mask(q.shape[-2], k.shape[-2]))
@@ -343,22 +388,30 @@ class MultiheadAttention(Module):
                batched: bool) -> Mask:
         """Both masks as one Mask broadcastable to (N, H, L, S)."""
         m = as_mask(attn_mask, dtype, "attn_mask", true_means="masked")
+        H, batch = self.num_heads, (n if batched else 1)
         if attn_mask is not None:
-            shape = tuple(np.shape(attn_mask) if not isinstance(attn_mask, Tensor)
-                          else attn_mask.shape)
+            shape = _shape_of(attn_mask)
             if len(shape) == 3:  # (N * heads, L, S) -> (N, heads, L, S)
+                _require(shape, (batch * H, L, S), "a 3-d attn_mask (N*num_heads, L, S)")
+
                 def split(part):
                     if part is None:
                         return None
-                    if isinstance(part, np.ndarray):
-                        return part.reshape((-1, self.num_heads) + part.shape[1:])
-                    return ops.reshape(part, (n if batched else 1, self.num_heads) + shape[1:])
+                    if isinstance(part, np.ndarray) and isinstance(batch, (int, np.integer)):
+                        return part.reshape((batch, H) + part.shape[1:])
+                    if isinstance(part, np.ndarray):  # N symbolic: N * H == shape[0]
+                        part = ops.constant(part)  # is the call's check, after the reshape
+                    return ops.reshape(part, (batch, H) + shape[1:])
                 m = Mask(split(m.keep), split(m.bias))
-            elif len(shape) != 2:
+            elif len(shape) == 2:
+                _require(shape, (L, S), "a 2-d attn_mask (L, S)")
+            else:
                 raise ShapeError(f"attn_mask must be (L, S) or (N*num_heads, L, S), got {shape}")
         elif is_causal:
             m = causal_mask(L, S)
         if key_padding_mask is not None:
+            _require(_shape_of(key_padding_mask), (n, S) if batched else (S,),
+                     "key_padding_mask (N, S), or (S,) for an unbatched query,")
             kpm = as_mask(key_padding_mask, dtype, "key_padding_mask", true_means="masked")
             if batched:  # (N, S) -> (N, 1, 1, S)
 
@@ -380,6 +433,14 @@ class MultiheadAttention(Module):
         q_in = self._batch_first(query, "query", self.embed_dim, batched)
         k_in = self._batch_first(key, "key", self.kdim, batched)
         v_in = self._batch_first(value, "value", self.vdim, batched)
+        for given, x, what in ((key, k_in, "key"), (value, v_in, "value")):
+            if not _same_batch(x.shape[0], q_in.shape[0]):  # PyTorch's check: no broadcasting
+                raise ShapeError(f"MultiheadAttention: the {what}'s batch size {x.shape[0]} "
+                                 f"differs from the query's {q_in.shape[0]} (shapes "
+                                 f"{tuple(query.shape)} and {tuple(given.shape)})")
+        if not _static_equal(k_in.shape[1], v_in.shape[1]):
+            raise ShapeError(f"MultiheadAttention: key and value must have the same length S, "
+                             f"got shapes {tuple(key.shape)} and {tuple(value.shape)}")
         (wq, bq), (wk, bk), (wv, bv) = self._projections()
         q, k, v = F.linear(q_in, wq, bq), F.linear(k_in, wk, bk), F.linear(v_in, wv, bv)
         n, L, S = q.shape[0], q.shape[1], k.shape[1]

@@ -584,3 +584,59 @@ def test_encoder_copies_draw_their_own_dropout_masks():
     assert len(seeds) == 8  # 4 random states per layer, all different
     np.testing.assert_array_equal(encoder.layers[1].linear2.weight.value,
                                   layer.linear2.weight.value)
+
+
+_BAD_MASKS = {  # for batch_first MultiheadAttention(8, 2) on (3, 5, 8): PyTorch refuses each
+    "3-d, not N*heads": {"attn_mask": np.zeros((5, 5, 5), bool)},
+    "3-d, one head's": {"attn_mask": np.zeros((2, 5, 5), bool)},
+    "3-d, one": {"attn_mask": np.zeros((1, 5, 5), bool)},
+    "2-d (1, S)": {"attn_mask": np.array([[0, 0, 0, 0, 1]], bool)},
+    "padding (S,)": {"key_padding_mask": np.array([0, 0, 0, 0, 1], bool)},
+    "padding (1, S)": {"key_padding_mask": np.array([[0, 0, 0, 0, 1]], bool)},
+    "padding removing nothing": {"key_padding_mask": np.zeros((7, 9), bool)},
+    "float, removing nothing": {"attn_mask": np.zeros((7, 9), np.float32)},
+}
+
+
+@pytest.mark.parametrize("kwargs", list(_BAD_MASKS.values()), ids=list(_BAD_MASKS))
+def test_multihead_masks_of_the_wrong_shape_are_shape_errors(kwargs):
+    """No broadcasting of a mask the layer's contract does not allow (a per-head mask was
+    applied to every batch element; a NumPy error, or a mask removing nothing was dropped
+    before any check)."""
+    m = gc.nn.MultiheadAttention(8, 2, batch_first=True)
+    x = gc.placeholder("x", (3, 5, 8))
+    with pytest.raises(gc.ShapeError, match="must have shape"):
+        m(x, x, x, **kwargs)
+
+
+def test_multihead_batch_sizes_must_agree():
+    m = gc.nn.MultiheadAttention(8, 2)
+    q, kv = gc.placeholder("q", (5, 3, 8)), gc.placeholder("kv", (6, 1, 8))
+    with pytest.raises(gc.ShapeError, match="the key's batch size 1 differs"):
+        m(q, kv, kv)
+    with pytest.raises(gc.ShapeError, match="same length S"):
+        m(q, gc.placeholder("k", (6, 3, 8)), gc.placeholder("v", (4, 3, 8)))
+    y = gc.placeholder("y", (5, "N", 8))  # a known 1 against a symbolic batch: refused too
+    with pytest.raises(gc.ShapeError, match="batch size 1 differs from the query's N"):
+        m(y, kv, kv)
+
+
+def test_a_per_sample_mask_with_a_symbolic_batch_is_checked_at_the_call():
+    m = gc.nn.MultiheadAttention(8, 2, batch_first=True)
+    y = gc.placeholder("y", ("N", 5, 8))
+    mask = np.zeros((6, 5, 5), bool)
+    mask[0, :, -1] = True
+    fn = gc.compile([y], m(y, y, y, attn_mask=mask)[0])
+    assert fn(np.ones((3, 5, 8), np.float32)).shape == (3, 5, 8)
+    with pytest.raises(gc.ShapeError, match="N=2"):
+        fn(np.ones((2, 5, 8), np.float32))
+
+
+@pytest.mark.parametrize("mask", [np.ones((7, 9), bool), np.zeros((7, 9), np.float32),
+                                  np.ones((2, 1, 5, 5), bool)])
+def test_an_attention_mask_must_broadcast_to_the_scores(mask):
+    x = gc.placeholder("x", (3, 5, 8))
+    with pytest.raises(gc.ShapeError, match="does not broadcast"):
+        F.scaled_dot_product_attention(x, x, x, mask=mask)
+    for fine in (np.ones((1, 5, 1), bool), np.ones(5, bool), np.zeros((3, 5, 5), np.float32)):
+        F.scaled_dot_product_attention(x, x, x, mask=fine)
