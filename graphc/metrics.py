@@ -13,19 +13,40 @@ __all__ = ["predicted_labels", "accuracy", "confusion_matrix", "precision_recall
 
 def predicted_labels(pred: np.ndarray) -> np.ndarray:
     """Labels from labels (n,) or from scores (n, classes) by argmax; a single score column
-    (n, 1) is a binary logit, thresholded at 0."""
+    (n, 1) is a binary logit, thresholded at 0. Labels given as floats must be whole numbers:
+    a float (n,) of probabilities or logits is ambiguous (0.5 or 0 as the threshold?) and is
+    refused, as scikit-learn refuses it, rather than read one way."""
     pred = np.asarray(pred)
     if pred.ndim == 2 and pred.shape[1] == 1:
         return (pred[:, 0] > 0).astype(np.int64)
     if pred.ndim == 2:
         return pred.argmax(axis=1)
     if pred.ndim == 1:
-        return pred.astype(np.int64) if pred.dtype.kind in "iub" else (pred > 0).astype(np.int64)
+        return class_labels(pred, "predictions (n,)", hint="; for a binary classifier give its "
+                            "logit as scores (n, 1), thresholded at 0, or its labels")
     raise ValueError(f"predictions must be labels (n,) or scores (n, classes), got {pred.shape}")
 
 
+def class_labels(values, what: str = "labels", hint: str = "") -> np.ndarray:
+    """`values` as int64 class labels 0, 1, ...: integers, bools, or floats holding whole
+    numbers; anything else is a ValueError naming `what` (a -1 once counted as the last
+    class, a 0.7 as class 0)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind == "f":
+        whole = np.isfinite(arr) & (arr == np.round(arr))
+        if not whole.all():
+            raise ValueError(f"{what} must be class labels (whole numbers), got "
+                             f"{float(arr[~whole][0])}{hint}")
+    elif arr.dtype.kind not in "iub":
+        raise ValueError(f"{what} must be class labels, got dtype {arr.dtype}")
+    labels = arr.astype(np.int64)
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"{what} must be class labels 0, 1, ..., got {labels.min()}")
+    return labels
+
+
 def _labels(y_true, pred) -> tuple[np.ndarray, np.ndarray]:
-    y_true = np.asarray(y_true).astype(np.int64).ravel()
+    y_true = class_labels(y_true, "the true labels").ravel()
     y_pred = predicted_labels(pred)
     if y_true.shape != y_pred.shape:
         raise ValueError(f"{len(y_true)} labels but {len(y_pred)} predictions")
@@ -38,11 +59,23 @@ def accuracy(y_true, pred) -> float:
     return float((y_true == y_pred).mean()) if len(y_true) else float("nan")
 
 
+#: the most classes a confusion matrix takes from its labels alone (a 1e9 label would ask
+#: for 8e18 bytes): above it, `n_classes` must be given
+MAX_INFERRED_CLASSES = 1 << 14
+
+
 def confusion_matrix(y_true, pred, n_classes: int | None = None) -> np.ndarray:
     """``C[i, j]`` = how many examples of class i were predicted as class j (rows: truth)."""
     y_true, y_pred = _labels(y_true, pred)
+    largest = int(max(y_true.max(initial=-1), y_pred.max(initial=-1)))
     if n_classes is None:
-        n_classes = int(max(y_true.max(initial=-1), y_pred.max(initial=-1))) + 1
+        n_classes = largest + 1
+        if n_classes > MAX_INFERRED_CLASSES:
+            raise ValueError(f"a label of {largest} asks for a {n_classes} x {n_classes} "
+                             f"confusion matrix; relabel the classes 0..k-1 or pass n_classes")
+    elif largest >= n_classes:
+        raise ValueError(f"a label of {largest} is not one of the n_classes={n_classes} "
+                         f"classes 0..{n_classes - 1}")
     cm = np.zeros((n_classes, n_classes), np.int64)
     np.add.at(cm, (y_true, y_pred), 1)
     return cm

@@ -85,3 +85,27 @@ def test_macro_means_cover_the_classes_that_occur_as_scikit_learn():
         every = precision_recall_fscore_support(y, pred, labels=range(6), average="macro",
                                                 zero_division=0)[:3]
         np.testing.assert_allclose(M.precision_recall_f1(y, pred, n_classes=6), every)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: M.accuracy([0, 1, 1], np.array([0.1, 0.9, 0.8])),
+     r"predictions \(n,\) must be class labels"),
+    (lambda: M.confusion_matrix([0, 1, -1], [0, 1, 1]), "got -1"),
+    (lambda: M.confusion_matrix([0.7, 1], [0, 1]), r"\(whole numbers\), got 0.7"),
+    (lambda: M.confusion_matrix([0, 1, 2], [0, 1, 2], n_classes=2), "not one of the n_classes"),
+    (lambda: M.confusion_matrix([0, 10**9], [0, 1]), "relabel the classes"),
+    (lambda: M.precision_recall_f1([0, 1], [0, np.nan]), r"\(whole numbers\), got nan"),
+])
+def test_what_is_not_a_class_label_is_refused(call, match):
+    """sigmoid probabilities (n,) were thresholded at 0 (all class 1: accuracy 0.6 for
+    perfect predictions), float labels 0., 1., 2. read as 0, 1, 1, a -1 counted as the
+    last class; scikit-learn refuses each."""
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_whole_float_labels_are_labels():
+    assert M.accuracy([0, 1, 2], np.array([0.0, 1.0, 2.0])) == 1.0
+    assert M.accuracy([1, 0], np.array([[2.0], [-1.0]])) == 1.0  # a logit column, as before
+    np.testing.assert_array_equal(M.confusion_matrix(np.array([0.0, 1.0]), [0, 1], 3),
+                                  [[1, 0, 0], [0, 1, 0], [0, 0, 0]])
