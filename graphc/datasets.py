@@ -268,17 +268,23 @@ def _idx_set(what: str, path: _PathLike, torchvision_folder: str, source: str, f
             f"{names} in {root}, as downloaded (gzipped, with .gz) or unpacked; get them from "
             f"{source}. graphc never downloads anything.")
     out_dtype = _pixel_dtype(dtype)
+    # the headers first: a small gzip file that claims (and holds) millions of images must
+    # not be decompressed before its count is compared with its labels'
+    dims = {role: _idx_dims(found[role], ndim) for role, _, ndim in _IDX_FILES}
+    for part in ("training", "test"):
+        images, labels = found[f"{part} images"], found[f"{part} labels"]
+        n_images, n_labels = dims[f"{part} images"][0], dims[f"{part} labels"][0]
+        if n_images != n_labels:
+            raise FormatError(f"{what}: {images} holds {n_images} images but {labels} holds "
+                              f"{n_labels} labels")
+    train, test = dims["training images"][1:], dims["test images"][1:]
+    if train != test:
+        raise FormatError(f"{what}: training images are {train[0]}x{train[1]} but test images "
+                          f"{test[0]}x{test[1]}")
     x_train, y_train, x_test, y_test = (_read_idx(found[role], ndim)
                                         for role, _, ndim in _IDX_FILES)
-    for x, y, part in ((x_train, y_train, "training"), (x_test, y_test, "test")):
-        images, labels = found[f"{part} images"], found[f"{part} labels"]
-        if len(x) != len(y):
-            raise FormatError(f"{what}: {images} holds {len(x)} images but {labels} holds "
-                              f"{len(y)} labels")
-        _check_labels(y, labels)
-    if x_train.shape[1:] != x_test.shape[1:]:
-        raise FormatError(f"{what}: training images are {x_train.shape[1]}x{x_train.shape[2]} "
-                          f"but test images {x_test.shape[1]}x{x_test.shape[2]}")
+    for y, part in ((y_train, "training"), (y_test, "test")):
+        _check_labels(y, found[f"{part} labels"])
 
     def images(x: np.ndarray) -> np.ndarray:
         shape = (len(x), -1) if flatten else (len(x), 1, *x.shape[1:])
@@ -297,20 +303,10 @@ def _check_labels(y: np.ndarray, file: Path) -> None:
 def _read_idx(path: Path, ndim: int) -> np.ndarray:
     """An IDX file of unsigned bytes with `ndim` dimensions (3: images, 1: labels), gzipped or
     not: magic ``00 00 08 ndim``, `ndim` big-endian uint32 sizes, then exactly the data."""
-    magic = (_IDX_UBYTE << 8) | ndim
     kind = "images" if ndim == 3 else "labels"
     with _open_maybe_gzipped(path) as f:
         try:
-            got = struct.unpack(">I", _read_exactly(f, 4, path, "magic number"))[0]
-            if got != magic:
-                raise FormatError(
-                    f"{path} is not an IDX file of {kind}: magic number 0x{got:08x}, expected "
-                    f"0x{magic:08x}" + (" (a labels file?)" if got == 0x801 else
-                                        " (an images file?)" if got == 0x803 else ""))
-            dims = struct.unpack(f">{ndim}I", _read_exactly(f, 4 * ndim, path, "sizes"))
-            if dims[0] == 0 or 0 in dims[1:]:
-                raise FormatError(f"{path}: the header says {' x '.join(map(str, dims))}: "
-                                  f"no {kind}")
+            dims = _idx_header(f, path, ndim)
             size = math.prod(dims)  # Python ints: a lying header cannot overflow it
             data = _read_exactly(f, size, path, f"{kind} ({' x '.join(map(str, dims))} bytes)")
             if f.read(1):
@@ -319,6 +315,31 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
         except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
             raise FormatError(f"{path}: corrupt or truncated gzip data ({exc})") from None
     return np.frombuffer(data, np.uint8).reshape(dims)
+
+
+def _idx_dims(path: Path, ndim: int) -> tuple[int, ...]:
+    """The sizes an IDX file's header gives (nothing past the header is read): the four files
+    of a set are checked against each other before any data is decompressed."""
+    with _open_maybe_gzipped(path) as f:
+        try:
+            return _idx_header(f, path, ndim)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise FormatError(f"{path}: corrupt or truncated gzip data ({exc})") from None
+
+
+def _idx_header(f: BinaryIO, path: Path, ndim: int) -> tuple[int, ...]:
+    magic = (_IDX_UBYTE << 8) | ndim
+    kind = "images" if ndim == 3 else "labels"
+    got = struct.unpack(">I", _read_exactly(f, 4, path, "magic number"))[0]
+    if got != magic:
+        raise FormatError(
+            f"{path} is not an IDX file of {kind}: magic number 0x{got:08x}, expected "
+            f"0x{magic:08x}" + (" (a labels file?)" if got == 0x801 else
+                                " (an images file?)" if got == 0x803 else ""))
+    dims = struct.unpack(f">{ndim}I", _read_exactly(f, 4 * ndim, path, "sizes"))
+    if dims[0] == 0 or 0 in dims[1:]:
+        raise FormatError(f"{path}: the header says {' x '.join(map(str, dims))}: no {kind}")
+    return dims
 
 
 def _open_maybe_gzipped(path: Path) -> BinaryIO:

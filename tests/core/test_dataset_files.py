@@ -159,7 +159,7 @@ def _idx_set_with(tmp_path, rng, which: int, data: bytes, gz: bool = False) -> P
     ("short_header", "is truncated: its sizes take 12 bytes, only 2"),
     ("truncated", r"is truncated: its images \(3 x 28 x 28 bytes\) take 2352 bytes, only 2000"),
     ("truncated_gz", "corrupt or truncated gzip data"),
-    ("huge_claim", "is truncated"),  # read in pieces: a lying header allocates nothing huge
+    ("huge_claim", "holds 4294967295 images but"),  # the headers are compared first
     ("trailing", "is longer than its header says"),
     ("empty", "no images"),
     ("bad_gzip", "corrupt or truncated gzip data"),
@@ -273,3 +273,26 @@ def test_pixel_dtype_must_hold_0_to_255(tmp_path, rng):
             D.cifar10(tmp_path, dtype=bad)
     (x, _), _ = D.cifar10(tmp_path, dtype=np.float64)
     assert x.dtype == np.float64
+
+
+def test_the_headers_are_compared_before_any_data_is_decompressed(tmp_path, rng):
+    """A 150 kB gzip file that claims and holds 200,000 images (157 MB) beside 3 labels: the
+    counts differ, which the headers say; the images were decompressed first (1.6 GB peak
+    for 2,000,000 of them). Counted with tracemalloc, not timed."""
+    import tracemalloc
+    import zlib
+
+    folder = _idx_set_with(tmp_path, rng, 0, b"")
+    (folder / IDX_NAMES[0]).unlink()
+    packer = zlib.compressobj(1, zlib.DEFLATED, 31)  # gzip framing
+    parts = [packer.compress(struct.pack(">4I", 0x803, 200_000, 28, 28))]
+    parts += [packer.compress(bytes(28 * 28 * 1000)) for _ in range(200)]
+    (folder / (IDX_NAMES[0] + ".gz")).write_bytes(b"".join(parts) + packer.flush())
+    tracemalloc.start()
+    try:
+        with pytest.raises(FormatError, match="holds 200000 images but .* holds 3 labels"):
+            D.mnist(folder)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20, peak
