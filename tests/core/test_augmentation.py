@@ -194,3 +194,19 @@ def test_seed_and_state_together_are_refused():
         with pytest.raises(gc.GraphError, match="seed must"):
             fn(seed=1.5)
         assert tuple(fn(state=gc.rng_state(2)).shape)[1] == 1
+
+
+@pytest.mark.parametrize("make", [
+    lambda x: F.random_flip(x, axis=1.5, p=1.0),  # once accepted, and flipped nothing
+    lambda x: F.random_flip(x, axis=True),
+    lambda x: F.random_flip(x, p="0.5"),
+    lambda x: F.gaussian_noise(x, float("nan")),
+    lambda x: gc.nn.RandomFlip(p=2),  # refused when built, as RandomCrop, not at first use
+    lambda x: gc.nn.RandomFlip(axis=0),
+    lambda x: gc.nn.RandomFlip(axis=1.5),
+    lambda x: gc.nn.GaussianNoise(-1),
+])
+def test_bad_augmentation_arguments_are_refused(make):
+    x = gc.placeholder("x", (4, 1, 2, 3))
+    with pytest.raises(gc.GraphError):
+        make(x)
