@@ -103,6 +103,10 @@ def _kind(node: Node) -> str:
     return "grad" if node.scope.startswith("grad") else "op"
 
 
+#: the node count above which dot's layout passes are bounded (`to_dot`)
+LARGE_GRAPH = 150
+
+
 def to_dot(graph_or_outputs, *, show_dtype: bool = True, clusters: bool = True,
            rankdir: str = "TB", title: str | None = None) -> graphviz.Digraph:
     """A `graphviz.Digraph` of a graph, a compiled function's graph, or some tensors.
@@ -114,6 +118,11 @@ def to_dot(graph_or_outputs, *, show_dtype: bool = True, clusters: bool = True,
     dot = graphviz.Digraph(name=_text(name))
     dot.attr(rankdir=rankdir, fontname="Helvetica", fontsize="11", label=_text(title or name),
              labelloc="t", compound="true")
+    if len(nodes) > LARGE_GRAPH:
+        # dot's ranking (network simplex) and crossing minimization take minutes on deep
+        # graphs where one node feeds every layer (an unrolled RNN's weights: 80 steps ran
+        # over 100 s); bounded passes draw them in seconds, by size alone (deterministic)
+        dot.attr(nslimit="1", nslimit1="1", mclimit="0.1")
     dot.attr("node", fontname="Helvetica", fontsize="10", height="0.3")
     dot.attr("edge", color="#777777", arrowsize="0.6")
     output_ids = {n.uid for n in outputs}

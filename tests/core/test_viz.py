@@ -141,3 +141,20 @@ def test_a_dot_failure_is_a_backend_error(tmp_path, monkeypatch):
     script = tmp_path / "m.py"
     script.write_text("import graphc as gc\nz = gc.exp(gc.placeholder('q', (2,)))\n")
     assert main(["viz", f"{script}:z", "-o", str(tmp_path / "z.svg")]) == 1
+
+
+def test_large_graphs_get_bounded_layout_passes():
+    """dot took minutes on an unrolled RNN of 80 steps (its weights feed every step); above
+    LARGE_GRAPH nodes its ranking and crossing passes are bounded. Decided by size alone."""
+    def rnn(steps):
+        with gc.Graph():
+            xs = gc.placeholder("xs", (steps, 2, 4))
+            W = gc.parameter("W", np.ones((4, 8), np.float32))
+            h = gc.zeros((2, 8))
+            for t in range(steps):
+                h = gc.tanh(xs[t] @ W + h)
+            return gc.viz.to_dot(h.sum()).source
+
+    assert "nslimit" not in rnn(5)
+    big = rnn(80)
+    assert "nslimit=1" in big and "mclimit=0.1" in big
