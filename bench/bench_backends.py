@@ -25,8 +25,8 @@ from pathlib import Path
 WORKLOADS = ("tiny_mlp", "mlp_784", "lenet5", "autoencoder", "cnn32")
 
 
-def _parse(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _parse(argv=None, prog=None):
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="shorter timing windows")
     p.add_argument("--workloads", default=None,
                    help=f"comma-separated subset of {', '.join(WORKLOADS)} (default: all)")
@@ -46,8 +46,9 @@ def _parse(argv=None):
     return args
 
 
-def main(argv=None) -> int:
-    args = _parse(argv)
+def main(argv=None, prog=None) -> int:
+    """`prog`: the command named in usage lines (``graphc bench`` runs this file)."""
+    args = _parse(argv, prog)
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
     # JAX runs with XLA's defaults (a thread per core): the Eigen flags we used to pass here

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import runpy
-import sys
 from pathlib import Path
 
 
@@ -13,14 +12,10 @@ def main(args) -> int:
         print("the benchmarks ship with the graphc repository (bench/bench_backends.py); "
               "run `graphc bench` from an editable install of a checkout")
         return 1
-    argv = ["bench_backends.py"] + (["--quick"] if args.quick else []) + (
+    argv = (["--quick"] if args.quick else []) + (
         ["--workloads", args.workloads] if args.workloads else [])
-    saved = sys.argv
-    sys.argv = argv
-    try:
-        runpy.run_path(str(script), run_name="__main__")
+    script_main = runpy.run_path(str(script), run_name="graphc_bench")["main"]
+    try:  # (usage lines and errors name `graphc bench`, the command the user typed)
+        return int(script_main(argv, prog="graphc bench") or 0)
     except SystemExit as exc:
         return int(exc.code or 0)
-    finally:
-        sys.argv = saved
-    return 0

@@ -232,8 +232,8 @@ def search(build: Build, space: Mapping[str, Any] | Sequence[Mapping[str, Any]],
             for split in splits:
                 scores, history = _train_and_score(build, params, arrays, split, fit_kwargs,
                                                    seed, guard)
-                if trial == 0 and not fold_scores:
-                    _check_monitor(monitor, scores)
+                if trial == 0 and not fold_scores:  # (a k-fold search adds <score>_std)
+                    _check_monitor(monitor, _combine([scores], k is not None))
                 fold_scores.append(scores)
                 fold_histories.append(history)
             row = {"trial": trial, **params, **_combine(fold_scores, k is not None)}
@@ -429,7 +429,8 @@ def _resolve_mode(monitor: str, mode: str) -> str:
         raise GraphError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
     if mode != "auto":
         return mode
-    return "min" if any(word in monitor for word in _MINIMIZED) else "max"
+    # a spread over the folds is best small, whatever it spreads
+    return "min" if monitor.endswith("_std") or any(w in monitor for w in _MINIMIZED) else "max"
 
 
 def _as_float(value) -> float:

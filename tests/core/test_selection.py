@@ -272,3 +272,14 @@ def test_space_values_must_be_ordered_lists(iris):
     res = gc.train.search(build, {"lr": np.array([0.1]), "hidden": range(2, 3)}, (x, y),
                           epochs=1, batch_size=32)
     assert res.best_params == {"lr": 0.1, "hidden": 2}
+
+
+def test_a_kfold_search_may_monitor_a_spread(iris):
+    """The `<score>_std` columns of a k-fold search are monitors too (once refused as
+    unknown), best small."""
+    res = gc.train.search(build, {"lr": [0.01, 0.3]}, iris, k=2, seed=4,
+                          monitor="val_accuracy_std", **FIT)
+    assert res.mode == "min"
+    assert_sorted(res["val_accuracy_std"], descending=False)
+    with pytest.raises(gc.GraphError, match="unknown monitor 'val_loss_std'"):
+        gc.train.search(build, {"lr": [0.1]}, iris, monitor="val_loss_std", **FIT)  # held out
