@@ -61,7 +61,8 @@ class Mask(NamedTuple):
 def as_mask(mask, dtype, what: str, true_means: str = "keep") -> Mask:
     """Read a user's mask: a bool array/tensor (``true_means`` "keep" as
     ``scaled_dot_product_attention``'s, or "masked" as ``MultiheadAttention``'s), or a float one
-    that is added to the scores (``-inf`` entries remove their pair). NumPy masks are resolved
+    that is added to the scores (``-inf`` entries remove their pair; a NaN is kept, and its
+    row's weights are NaN, as PyTorch's: never erased). NumPy masks are resolved
     now, so the graph holds only finite constants."""
     if mask is None:
         return Mask()
@@ -70,7 +71,7 @@ def as_mask(mask, dtype, what: str, true_means: str = "keep") -> Mask:
             return Mask(mask if true_means == "keep" else ops.equal(mask, False))
         if mask.dtype.kind == "f":
             bias = mask if mask.dtype == dtype else ops.cast(mask, dtype)
-            return Mask(ops.greater(bias, -np.inf), bias)  # (in the scores' dtype, as below)
+            return Mask(ops.not_equal(bias, -np.inf), bias)  # (in the scores' dtype, as below)
         raise GraphError(f"{what} must be a bool or float mask, got dtype {mask.dtype}")
     arr = np.asarray(mask)
     if arr.dtype == np.bool_:
@@ -79,8 +80,8 @@ def as_mask(mask, dtype, what: str, true_means: str = "keep") -> Mask:
     if arr.dtype.kind == "f":
         with np.errstate(over="ignore"):  # in the scores' dtype first: -1e39 is -inf in float32
             arr = arr.astype(dtype)
-        keep = arr > -np.inf  # NaN and -inf remove their pair
-        bias = np.where(keep, arr, 0).astype(dtype)
+        keep = arr != -np.inf  # -inf removes its pair; a NaN stays, and makes its row NaN
+        bias = np.where(keep, arr, 0).astype(dtype)  # (as PyTorch: a NaN is not erased)
         return Mask(None if keep.all() else keep, bias if bias.any() else None)
     raise GraphError(f"{what} must be a bool or float mask, got dtype {arr.dtype}")
 

@@ -640,3 +640,21 @@ def test_an_attention_mask_must_broadcast_to_the_scores(mask):
         F.scaled_dot_product_attention(x, x, x, mask=mask)
     for fine in (np.ones((1, 5, 1), bool), np.ones(5, bool), np.zeros((3, 5, 5), np.float32)):
         F.scaled_dot_product_attention(x, x, x, mask=fine)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+@pytest.mark.parametrize("as_tensor", [False, True], ids=["numpy-mask", "tensor-mask"])
+def test_a_nan_in_a_float_mask_makes_its_row_nan_as_in_pytorch(backend, as_tensor):
+    """A NaN in an additive mask once removed its pair (erasing the NaN); -inf removes it."""
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(2, 3, 4))
+    mask = np.zeros((3, 3))
+    mask[1, 2], mask[0, 1] = np.nan, -np.inf
+    want = TF.scaled_dot_product_attention(*(torch.tensor(q),) * 3,
+                                           attn_mask=torch.tensor(mask)).numpy()
+    x = gc.placeholder("x", (2, 3, 4), "float64")
+    m = gc.constant(mask) if as_tensor else mask
+    got = gc.compile([x], F.scaled_dot_product_attention(x, x, x, mask=m), backend=backend)(q)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(got[:, 1]).all() and not np.isnan(got[:, [0, 2]]).any()
+    np.testing.assert_allclose(got[:, [0, 2]], want[:, [0, 2]], **TOL)
