@@ -63,7 +63,7 @@ def as_mask(mask, dtype, what: str, true_means: str = "keep") -> Mask:
     ``scaled_dot_product_attention``'s, or "masked" as ``MultiheadAttention``'s), or a float one
     that is added to the scores (``-inf`` entries remove their pair; a NaN is kept, and its
     row's weights are NaN, as PyTorch's: never erased). NumPy masks are resolved
-    now, so the graph holds only finite constants."""
+    now, so no -inf enters the graph."""
     if mask is None:
         return Mask()
     if isinstance(mask, Tensor):
