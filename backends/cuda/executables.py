@@ -88,8 +88,8 @@ def finite_checks(program: Graph, gen) -> FiniteChecks:
         if node.uid in ours and node.op.name not in leaves and node.dtype.kind == "f":
             after.pop(next((k for k, n in after.items() if n is node), None), None)
             after[i] = node  # (a node's last launch completes it)
-    leaving = [n for n in [*program.outputs, *(v for _, v in program.updates)]
-               if n.op.name not in leaves and n.dtype.kind == "f"]
+    leaving = [n for n in dict.fromkeys([*program.outputs, *(v for _, v in program.updates)])
+               if n.dtype.kind == "f"]  # (inputs and parameters too, as numpy's)
     return FiniteChecks(program, after, leaving, gen.first_update_launch)
 
 

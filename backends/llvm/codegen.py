@@ -418,9 +418,13 @@ class HostCodegen(ProgramGenerator):
                 nan = self._scan(b, entry, node, "nan")
                 self._stop_unless(b, entry, b.not_(nan), k, ir.Constant(I32, FAILED_NAN))
         if self.check_finite:  # infinities: only in what leaves the step
-            for node in [*self.program.outputs, *(v for _, v in self.program.updates)]:
-                if node.op.name not in LEAVES and node.dtype.kind == "f":
+            for node in dict.fromkeys([*self.program.outputs,
+                                       *(v for _, v in self.program.updates)]):
+                if node.dtype.kind == "f":  # (inputs and parameters too, as numpy's)
                     k = self.program.nodes.index(node)
+                    if node.op.name in LEAVES:  # not checked for NaN above: NaN comes first
+                        nan = self._scan(b, entry, node, "nan")
+                        self._stop_unless(b, entry, b.not_(nan), k, ir.Constant(I32, FAILED_NAN))
                     bad = self._scan(b, entry, node, "nonfinite")
                     self._stop_unless(b, entry, b.not_(bad), k, ir.Constant(I32, FAILED_INF))
         self._emit_updates(b, entry)

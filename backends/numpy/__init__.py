@@ -151,8 +151,9 @@ def generate(program: Graph, copies: tuple[list[bool], list[bool]],
     if check_finite and not loop_body:  # infinities are legitimate inside; not in what
         # leaves the step
         position = {n.uid: k for k, n in enumerate(program.nodes)}
-        for n in [*program.outputs, *(v for _, v in program.updates)]:
-            if n.op.name not in leaves and n.dtype.kind == "f":
+        for n in dict.fromkeys([*program.outputs, *(v for _, v in program.updates)]):
+            if n.dtype.kind == "f":  # (an input or a parameter too: a fed NaN, once let
+                # through into a parameter when `x * 1.0 -> x` had made it a bare input)
                 body.append(f"    _check_finite({names[n.uid]}, {position[n.uid]})")
     leaving, outs = _leaving(program, names, taken, copies, sunk)
     body += leaving

@@ -139,3 +139,24 @@ def test_a_loop_body_s_nan_gives_the_same_message_on_every_backend(backend, opti
         return str(caught.value)
 
     assert run(backend, options) == run("numpy", {})
+
+
+@pytest.mark.parametrize("backend,options", BACKENDS, ids=IDS)
+@pytest.mark.parametrize("optimize", [True, False])
+def test_a_fed_nan_is_caught_where_it_leaves_even_as_a_bare_input(backend, options, optimize):
+    """`updates={P: x * 1.0}`: optimized, the new value is the placeholder itself, which the
+    check once skipped (as every input, parameter and constant): the fed NaN went into P."""
+    x = gc.placeholder("x", (3,))
+    P = gc.parameter("P", np.zeros(3, np.float32))
+    fn = gc.compile([x], [], updates={P: x * 1.0}, optimize=optimize, backend=backend,
+                    backend_options={**options, "check_finite": True})
+    fn(np.ones(3, np.float32))
+    with pytest.raises(gc.BackendError, match="first NaN") as caught:
+        fn(np.array([np.inf, np.nan, 1], np.float32))
+    assert ("placeholder x" if optimize else "mul") in str(caught.value)
+    np.testing.assert_array_equal(P.value, [1, 1, 1])
+    Q = gc.parameter("Q", np.array([-np.inf, 0.0], np.float32))
+    shown = gc.compile([], Q * 1.0, backend=backend,
+                       backend_options={**options, "check_finite": True})
+    with pytest.raises(gc.BackendError, match=r"(?s)first inf .*\(an output\)"):
+        shown()
