@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import gc as garbage_collector
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import sympy
 
+from .call_groups import group_for
 from .errors import ArgumentError, BackendError, GraphError, ShapeError, at
 from .ir.graph import Graph, topological
 from .ir.node import Node
@@ -296,7 +296,9 @@ class Function:
                     self._assumptions.append((sympy.Eq(d, p), why, value))
         self._checked: set[tuple] = set()  # keys whose shape facts hold
         self._ran: set[tuple] = set()  # keys the executable has run a step for
-        self._lock = threading.Lock()
+        # one call at a time, of this function and of every function sharing a parameter
+        self._group = group_for([*self._params, *(p.attrs["storage"]
+                                                  for p, _ in program.updates)])
         self._closed = False
         self._symbols = sorted({d for n in self._inputs for d in n.type.symbols},
                                key=lambda s: s.name)
@@ -335,9 +337,12 @@ class Function:
         """Free what this function holds — its machine code, buffers, device memory — now
         rather than when it is garbage-collected. Calling it afterwards is a BackendError;
         its parameters live on (they belong to the graph)."""
-        with self._lock:
+        group = self._group.acquire()
+        try:
             self._exe.close()
             self._closed = True
+        finally:
+            group.lock.release()
 
     def parameters(self) -> list[Tensor]:
         """The parameters this function updates (explicit and default updates), in a stable
@@ -398,16 +403,22 @@ class Function:
         if lane is not None and not kwargs:
             # a training loop's call: the lane serves arrays of the last call's dtypes and
             # shapes, contiguous, and answers None to others
-            with self._lock:
+            group = self._group.acquire()
+            try:
                 outputs = None if self._closed else lane(args)
+            finally:
+                group.lock.release()
             if outputs is not None:
                 return outputs[0] if self._single else outputs
         key = self._fast_key(args) if not kwargs else None
         if key is not None and self._again and key in self._checked:
             # arrays exactly as needed, the sizes checked before: the short path, kept
-            with self._lock:
+            group = self._group.acquire()
+            try:
                 run = None if self._closed else self._exe.again_lane(key, args)
                 outputs = None if run is None else run(args)
+            finally:
+                group.lock.release()
             if outputs is not None:
                 self._lane = run
                 return outputs[0] if self._single else outputs
@@ -422,13 +433,18 @@ class Function:
             key = tuple(binding[s] for s in self._symbols)
         if key not in self._checked:
             self._check_assumptions(binding, key)
-        with self._lock:  # one step at a time: the native backends reuse their buffers
+        # one step at a time: the native backends reuse their buffers, and the updates of
+        # functions sharing a parameter must not interleave
+        group = self._group.acquire()
+        try:
             if self._closed:
                 raise BackendError("this function was closed (Function.close()): compile it "
                                    "again to call it")
             outputs = self._run(arrays, binding, key)
             self._ran.add(key)
             return outputs
+        finally:
+            group.lock.release()
 
     def _run(self, arrays, binding, key):
         if self.distributed:  # bounded by gc.distributed.set_timeout, if one is set

@@ -99,7 +99,7 @@ class ParamStorage:
     """
 
     __slots__ = ("name", "_value", "uid", "next_stream", "devices", "requires_grad",
-                 "__weakref__")
+                 "call_group", "__weakref__")
 
     def __init__(self, name: str, value: np.ndarray) -> None:
         self.name = name
@@ -110,6 +110,8 @@ class ParamStorage:
         # False: frozen. Kept here, with the value, so that every module, optimizer and
         # function sharing the parameter sees it (read when an update graph is built)
         self.requires_grad = True
+        # the lock shared by the compiled functions using this parameter (call_groups.py)
+        self.call_group = None
 
     @property
     def value(self) -> np.ndarray:

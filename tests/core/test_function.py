@@ -515,3 +515,52 @@ def test_an_update_must_have_its_parameters_shape_and_kind():
         gc.compile([y], gc.sum(y), updates={w: y})
     with pytest.raises(gc.GraphError, match="value is int64, parameter is float32"):
         gc.compile([x], gc.sum(x), updates={w: gc.cast(w, "int64")})
+
+
+@pytest.mark.parametrize("backend,options", [("numpy", None), ("llvm", None),
+                                             ("cuda", {"emulate": True})])
+def test_functions_sharing_a_parameter_run_one_at_a_time_across_threads(backend, options):
+    """Two steps updating one parameter, called from two threads: each call sees the other's
+    whole update (every function sharing a parameter takes one lock, call_groups.py). Each
+    function had its own lock: 300 + 300 increments ended anywhere from 300 to 600."""
+    import threading
+
+    P = gc.parameter("P", np.zeros(100_000, np.float32))
+    steps = [gc.compile([], [], updates={P: P + 1.0}, backend=backend, backend_options=options)
+             for _ in range(2)]
+    threads = [threading.Thread(target=lambda f=f: [f() for _ in range(150)]) for f in steps]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    np.testing.assert_array_equal(P.value, np.full(100_000, 300, np.float32))
+
+
+def test_call_groups_merge_and_a_waiting_call_follows_the_merge():
+    import threading
+
+    from graphc.call_groups import group_for
+    from graphc.ir.node import ParamStorage
+
+    a, b, c = (ParamStorage(n, np.zeros(1)) for n in "abc")
+    first, second = group_for([a]), group_for([b])
+    assert first is not second
+    held = second.acquire()  # a call of b's function in flight
+    locked = []
+
+    def call():  # another call of b's function: waits, then runs under whichever group
+        group = second.acquire()
+        locked.append(group)
+        group.lock.release()
+
+    waiter = threading.Thread(target=call)
+    waiter.start()
+    merging = threading.Thread(target=group_for, args=([a, b, c],))
+    merging.start()  # waits for the call in flight to end
+    held.lock.release()
+    merging.join()
+    waiter.join()
+    assert {s.call_group.root() for s in (a, b, c)} == {first}
+    assert second.root() is first and locked[0] in (first, second)
+    call()  # after the merge, b's function runs under the merged group's lock
+    assert locked[-1] is first
