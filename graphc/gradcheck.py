@@ -34,13 +34,19 @@ def _placeholders(arrays: Sequence[np.ndarray], shapes: Sequence | None = None) 
 
 
 def _frozen_state(roots: Sequence[Tensor]) -> dict:
-    """Identity updates for every parameter the roots use: random states and batch-norm
-    statistics must not advance between the many evaluations of a check."""
+    """Identity updates for every parameter the roots use or would update by default: random
+    states and batch-norm statistics must not advance between the many evaluations of a
+    check (a training-mode batch norm never reads its running statistics, so they were
+    missed and advanced at every evaluation)."""
+    from .function import default_updates
     from .ir.graph import topological
 
     graph = roots[0].graph
-    params = [n for n in topological([r.node for r in roots]) if n.op.name == "parameter"]
-    return {Tensor(p, graph): Tensor(p, graph) for p in params}
+    nodes = [r.node for r in roots]
+    params = {n.uid: n for n in topological(nodes) if n.op.name == "parameter"}
+    for param, _ in default_updates(graph, nodes):
+        params.setdefault(param.uid, param)
+    return {Tensor(p, graph): Tensor(p, graph) for p in params.values()}
 
 
 def _compile_frozen(inputs, outputs):
