@@ -100,13 +100,19 @@ def glorot_uniform(shape, rng: RngLike = None, gain: float = 1.0, dtype="float32
     """Glorot/Xavier uniform: U(±gain*sqrt(6/(fan_in+fan_out))); keeps activation and gradient
     variance balanced through tanh/sigmoid layers (torch.nn.init.xavier_uniform_)."""
     fan_in, fan_out = fans(shape)
-    return uniform(shape, rng, gain * math.sqrt(6.0 / (fan_in + fan_out)), dtype)
+    return uniform(shape, rng, gain * math.sqrt(_per(6.0, fan_in + fan_out)), dtype)
 
 
 def glorot_normal(shape, rng: RngLike = None, gain: float = 1.0, dtype="float32") -> np.ndarray:
     """Glorot/Xavier normal: N(0, gain^2 * 2/(fan_in+fan_out)) (xavier_normal_)."""
     fan_in, fan_out = fans(shape)
-    return normal(shape, rng, gain * math.sqrt(2.0 / (fan_in + fan_out)), dtype=dtype)
+    return normal(shape, rng, gain * math.sqrt(_per(2.0, fan_in + fan_out)), dtype=dtype)
+
+
+def _per(numerator: float, fan: int) -> float:
+    """numerator / fan, or 0 for a fan of 0: such a weight has no elements (a (0, 3) Linear
+    weight), and its spread does not matter (it raised ZeroDivisionError)."""
+    return numerator / fan if fan else 0.0
 
 
 def _he_gain(a: float) -> float:
@@ -117,13 +123,13 @@ def he_uniform(shape, rng: RngLike = None, a: float = 0.0, dtype="float32") -> n
     """He/Kaiming uniform for ReLU-like layers: U(±gain*sqrt(3/fan_in)), gain = sqrt(2/(1+a²))
     (kaiming_uniform_ in fan_in mode; `a` is the negative slope of a leaky ReLU)."""
     fan_in, _ = fans(shape)
-    return uniform(shape, rng, _he_gain(a) * math.sqrt(3.0 / fan_in), dtype)
+    return uniform(shape, rng, _he_gain(a) * math.sqrt(_per(3.0, fan_in)), dtype)
 
 
 def he_normal(shape, rng: RngLike = None, a: float = 0.0, dtype="float32") -> np.ndarray:
     """He/Kaiming normal: N(0, gain^2/fan_in) (kaiming_normal_ in fan_in mode)."""
     fan_in, _ = fans(shape)
-    return normal(shape, rng, _he_gain(a) / math.sqrt(fan_in), dtype=dtype)
+    return normal(shape, rng, _he_gain(a) / math.sqrt(fan_in) if fan_in else 0.0, dtype=dtype)
 
 
 def torch_default(shape, rng: RngLike = None, fan_in: int | None = None,

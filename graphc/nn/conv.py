@@ -39,9 +39,15 @@ class _ConvNd(Module):
                      if bias else None)
 
     def extra_repr(self) -> str:
+        """PyTorch's: the arguments, with those at their defaults left out after padding."""
         k = self.kernel_size if self.nd > 1 else self.kernel_size[0]
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={k}, stride={self.stride}, "
-                f"padding={self.padding}")
+        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={k}, "
+                f"stride={self.stride}, padding={self.padding}")
+        if any(p != 0 for p in getattr(self, "output_padding", ())):
+            text += f", output_padding={self.output_padding}"
+        if any(d != 1 for d in self.dilation):
+            text += f", dilation={self.dilation}"
+        return text + (", bias=False" if self.bias is None else "")
 
 
 class Conv1d(_ConvNd):

@@ -289,6 +289,11 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0) -> Tensor:
     """
     if logits.ndim != 2:
         raise ShapeError(f"cross_entropy expects logits (N, C), got shape {logits.shape}")
+    if isinstance(label_smoothing, (bool, np.bool_)) or not isinstance(
+            label_smoothing, (int, float, np.integer, np.floating)) or \
+            not 0.0 <= label_smoothing <= 1.0:  # (PyTorch's range)
+        raise GraphError(f"cross_entropy: label_smoothing must be a number in [0, 1], got "
+                         f"{label_smoothing!r}")
     with name_scope("cross_entropy"):
         logp = ops.log_softmax(logits, axis=1)
         n_classes = logits.shape[1]

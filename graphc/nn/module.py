@@ -295,8 +295,14 @@ class Module:
     # -- state -------------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, Tensor]:
         """Parameters and buffers by qualified name: what ``state()`` and ``gc.save`` store.
-        A tied tensor is listed under every key that reaches it (PyTorch's ``state_dict``)."""
-        return dict(self._named("_params", unique=False) + self._named("_buffers", unique=False))
+        A tied tensor is listed under every key that reaches it, module by module, each
+        module's parameters then its buffers: PyTorch's ``state_dict`` order, so the two zip
+        key for key (all parameters came first once)."""
+        out: dict[str, Tensor] = {}
+        for prefix, module in self._every_place():
+            for local, tensor in [*module._params.items(), *module._buffers.items()]:
+                out[f"{prefix}.{local}" if prefix else local] = tensor
+        return out
 
     def state(self) -> dict[str, np.ndarray]:
         """A copy of every parameter's and buffer's value, by qualified name (a tied one under
@@ -444,7 +450,14 @@ class Sequential(Module):
     def __len__(self) -> int:
         return len(self._modules)
 
-    def __getitem__(self, i: int) -> Module:
+    def __getitem__(self, i: int | slice) -> Module:
+        """The i-th module, or a Sequential of a slice of them (PyTorch's): the same modules,
+        under their keys here (they keep their names: a slice does not rename them)."""
+        if isinstance(i, slice):
+            part = Sequential()
+            for key, module in list(self._modules.items())[i]:
+                part._modules[key] = module
+            return part
         return list(self._modules.values())[i]
 
     def __iter__(self) -> Iterator[Module]:

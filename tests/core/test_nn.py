@@ -501,3 +501,43 @@ def test_a_1x1_transposed_convolution_keeps_its_output_padding(geom, x_shape, w_
     want[(slice(None), slice(None), *[slice(0, s) for s in x_shape[2:]])] = product
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_state_is_in_pytorch_order_and_a_slice_of_a_sequential_is_one():
+    """state() went all parameters first, then all buffers: zipped with a torch state_dict
+    it paired the wrong tensors. seq[:2] gave a list, which cannot be called."""
+    torch = pytest.importorskip("torch")
+    seq = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 2))
+    ref = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.BatchNorm1d(5),
+                              torch.nn.ReLU(), torch.nn.Linear(5, 2))
+    assert list(seq.state()) == list(ref.state_dict())
+    head = seq[:2]
+    assert isinstance(head, nn.Sequential) and len(head) == 2 and head[1] is seq[1]
+    assert list(head.state()) == ["0.weight", "0.bias", "1.weight", "1.bias",
+                                  "1.running_mean", "1.running_var", "1.num_batches_tracked"]
+    assert seq[0].weight.name == "0.weight"  # the slice renamed nothing
+    x = gc.placeholder("x", (3, 4))
+    assert gc.compile([x], head.eval()(x))(np.ones((3, 4), np.float32)).shape == (3, 5)
+
+
+@pytest.mark.parametrize("init", [gc.init.he_uniform, gc.init.he_normal,
+                                  gc.init.glorot_uniform, gc.init.glorot_normal])
+@pytest.mark.parametrize("shape", [(0, 3), (0,), (3, 0, 2, 2)])
+def test_initializers_of_empty_shapes_give_empty_arrays(init, shape):
+    """A fan of 0 raised ZeroDivisionError (PyTorch returns an empty tensor)."""
+    assert init(shape, rng=0).shape == shape
+
+
+@pytest.mark.parametrize("smoothing", [-0.1, 1.5, True, "0.1"])
+def test_label_smoothing_outside_0_1_is_refused(smoothing):
+    logits, labels = gc.placeholder("z", (2, 3)), gc.placeholder("y", (2,), "int64")
+    with pytest.raises(gc.GraphError, match="label_smoothing must be a number in"):
+        gc.nn.functional.cross_entropy(logits, labels, smoothing)
+
+
+def test_conv_layers_print_every_argument_away_from_its_default():
+    assert repr(nn.Conv2d(3, 4, 3, dilation=2, bias=False)) == (
+        "Conv2d(3, 4, kernel_size=(3, 3), stride=(1, 1), padding=(0, 0), dilation=(2, 2), "
+        "bias=False)")
+    assert "output_padding=(1, 1)" in repr(nn.ConvTranspose2d(3, 4, 3, stride=2,
+                                                              output_padding=1))
