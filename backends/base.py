@@ -26,6 +26,15 @@ def describe_node(program: Graph, node: Node) -> str:
     return "\n".join(lines)
 
 
+def check_flags(backend: str, options: dict, flags) -> None:
+    """Options that are switches must be True or False: ``check_finite="no"`` read as true
+    on two backends, and was refused on the third."""
+    for flag in flags:
+        if flag in options and not isinstance(options[flag], (bool, np.bool_)):
+            raise BackendError(f"{backend} backend option {flag!r} must be True or False, got "
+                               f"{options[flag]!r}")
+
+
 def nonfinite_message(program: Graph, node: Node, kind: str, body: Graph | None = None) -> str:
     """The one message of ``backend_options={"check_finite": True}`` on every backend.
 

@@ -207,6 +207,9 @@ def compile(inputs, outputs, updates=None, backend: str = "numpy",
     if not isinstance(optimize, (list, tuple, bool, np.bool_)):
         raise GraphError(f"optimize must be True, False or a list of pass names, got "
                          f"{optimize!r}")
+    if backend_options is not None and not isinstance(backend_options, Mapping):
+        raise GraphError(f"backend_options must be a dict of option names to values, got "
+                         f"{type(backend_options).__name__} {backend_options!r}")
     options = dict(backend_options or {})
     # the shape facts of the program as declared: a rewrite may drop the node that carried
     # one (the sink pass replaces a loop by a sum over its xs), and the call must still
@@ -558,6 +561,9 @@ _MISSING = _Missing()
 def _convert(node: Node, value, binding: dict, bound_by: dict) -> np.ndarray:
     """Check one input against its placeholder and convert it (dtype, contiguity)."""
     name, want = node.name, node.type
+    if isinstance(value, np.ma.MaskedArray):
+        raise ShapeError(f"input {name!r}: a masked array, whose mask would be dropped; pass "
+                         f"its .filled(value) or its .data")
     try:
         arr = np.asarray(value)
     except (ValueError, TypeError) as exc:
@@ -591,4 +597,12 @@ def _convert(node: Node, value, binding: dict, bound_by: dict) -> np.ndarray:
             bound_by[d] = name
         else:
             raise ShapeError(f"input {name!r}: placeholder dims must be ints or names, got {d}")
-    return np.asarray(arr, dtype=want.dtype, order="C")  # (ascontiguousarray makes 0-d 1-d)
+    with np.errstate(over="ignore"):  # (an overflow is refused below)
+        out = np.asarray(arr, dtype=want.dtype, order="C")  # (ascontiguousarray: 0-d -> 1-d)
+    if arr.dtype.kind == "f" and out.dtype.itemsize < arr.dtype.itemsize and out.size:
+        overflow = np.isinf(out)  # a finite float64 beyond float32's range, as a parameter's
+        if overflow.any() and np.isfinite(arr[overflow]).any():  # write refuses it
+            big = arr[overflow & np.isfinite(arr)].flat[0]
+            raise ShapeError(f"input {name!r}: the {arr.dtype} value {float(big)!r} overflows "
+                             f"{out.dtype} (it would become inf)")
+    return out

@@ -27,7 +27,7 @@ import time
 from graphc.errors import BackendError
 from graphc.ir.graph import Graph
 
-from ..base import Backend, Executable
+from ..base import Backend, Executable, check_flags
 from ..kernelgen import lowerings  # noqa: F401  (the lowerings shared with llvm)
 from ..kernelgen.mathlib import libdevice_math
 from ..kernelgen.registry import Coverage
@@ -69,10 +69,7 @@ class CUDABackend(Backend):
         if unknown:
             raise BackendError(f"unknown cuda backend options {sorted(unknown)}; known: "
                                f"{sorted(OPTIONS)}")
-        for flag in FLAGS:
-            if flag in options and not isinstance(options[flag], bool):
-                raise BackendError(f"cuda backend option {flag!r} must be True or False, got "
-                                   f"{options[flag]!r}")
+        check_flags("cuda", options, FLAGS)
         leaves = {"placeholder", "parameter", "constant"}
         self.check_coverage([n for n in program.nodes if n.op.name not in leaves])
         arch = options.get("arch", DEFAULT_ARCH)

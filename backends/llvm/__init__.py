@@ -16,7 +16,7 @@ import time
 from graphc.errors import BackendError
 from graphc.ir.graph import Graph
 
-from ..base import Backend
+from ..base import Backend, check_flags
 from ..kernelgen import (
     lowerings,  # noqa: F401  (the lowerings shared with cuda)
     split,
@@ -45,6 +45,7 @@ class LLVMBackend(Backend):
         if unknown:
             raise BackendError(f"unknown llvm backend options {sorted(unknown)}; known: cache, "
                                "profile, check_finite")
+        check_flags("llvm", options, ("cache", "profile", "check_finite"))
         leaves = {"placeholder", "parameter", "constant"}
         self.check_coverage([n for n in program.nodes if n.op.name not in leaves])
         started = time.perf_counter()

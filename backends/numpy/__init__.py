@@ -42,7 +42,7 @@ from graphc.ops.expr_numpy import (
 )
 from graphc.passes.memory import leaving_copies, value_roots
 
-from ..base import Backend, Executable, nonfinite_message
+from ..base import Backend, Executable, check_flags, nonfinite_message
 from . import kernels
 from .checks import NonFinite, check_finite_value, check_nan
 from .loops import LoopRunner, check_outputs
@@ -371,6 +371,7 @@ class NumpyBackend(Backend):
         unknown = sorted(set(options) - {"check_finite"})
         if unknown:
             raise BackendError(f"unknown numpy backend options {unknown}; known: check_finite")
+        check_flags("numpy", options, ("check_finite",))
         leaves = {"placeholder", "parameter", "constant"}
         self.check_coverage([n for n in program.nodes if n.op.name not in leaves])
         return NumpyExecutable(program, bool(options.get("check_finite", False)))

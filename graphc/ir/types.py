@@ -69,8 +69,9 @@ def can_feed(src: np.dtype, dst: np.dtype) -> bool:
 
     Allowed: the same kind (any width: float64 -> float32 included), or a widening of kind
     (bool -> int -> float). Refused: float -> int/bool, int -> bool, anything complex/object,
-    and between signed and unsigned integers unless every value fits (uint8 -> int16 yes,
-    uint64 -> int64 no: that is neither the same kind nor a widening).
+    and between signed and unsigned integers unless the cast is safe for every value of the
+    type (uint8 -> int16 yes, uint64 -> int64 no). Values are not looked at here: the call
+    checks that narrowed integers fit and narrowed floats stay finite (function._convert).
     """
     order = "biuf"
     if src.kind not in order or dst.kind not in order:

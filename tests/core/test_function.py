@@ -564,3 +564,26 @@ def test_call_groups_merge_and_a_waiting_call_follows_the_merge():
     assert second.root() is first and locked[0] in (first, second)
     call()  # after the merge, b's function runs under the merged group's lock
     assert locked[-1] is first
+
+
+def test_inputs_that_would_silently_change_are_shape_errors():
+    """A finite float64 beyond float32's range became inf (a parameter's write refuses the
+    same conversion); a masked array lost its mask."""
+    x = gc.placeholder("x", (3,))
+    f = gc.compile([x], x * 2)
+    with pytest.raises(gc.ShapeError, match="1e\\+300 overflows float32"):
+        f(np.array([1e300, 1.0, 2.0]))
+    with pytest.raises(gc.ShapeError, match="masked array"):
+        f(np.ma.masked_array([1.0, 2.0, 3.0], [0, 1, 0]))
+    out = f(np.array([np.inf, 1.0, 2.0]))  # an infinity fed is an infinity
+    np.testing.assert_array_equal(out, [np.inf, 2.0, 4.0])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm", "cuda"])
+def test_backend_switches_must_be_bools(backend):
+    x = gc.placeholder("x", (3,))
+    with pytest.raises(gc.BackendError, match="'check_finite' must be True or False"):
+        gc.compile([x], x * 2, backend=backend, backend_options={"check_finite": "no"})
+    for options in ("check_finite", [("check_finite", True)]):
+        with pytest.raises(gc.GraphError, match="backend_options must be a dict"):
+            gc.compile([x], x * 2, backend=backend, backend_options=options)
