@@ -12,37 +12,38 @@ __all__ = ["predicted_labels", "accuracy", "confusion_matrix", "precision_recall
 
 
 def predicted_labels(pred: np.ndarray) -> np.ndarray:
-    """Labels from labels (n,) or from scores (n, classes) by argmax; a single score column
-    (n, 1) is a binary logit, thresholded at 0. Labels given as floats must be whole numbers:
-    a float (n,) of probabilities or logits is ambiguous (0.5 or 0 as the threshold?) and is
-    refused, as scikit-learn refuses it, rather than read one way."""
+    """Labels from labels (n,) or from scores (n, classes) by argmax. A binary classifier's
+    logit, a single score column (n, 1) or a float (n,) that is not all whole numbers, is
+    thresholded at 0 (so give logits, not probabilities). Floats that are all whole numbers
+    are labels (0., 1., 2. once read as a logit: 0, 1, 1)."""
     pred = np.asarray(pred)
     if pred.ndim == 2 and pred.shape[1] == 1:
         return (pred[:, 0] > 0).astype(np.int64)
     if pred.ndim == 2:
         return pred.argmax(axis=1)
     if pred.ndim == 1:
-        return class_labels(pred, "predictions (n,)", hint="; for a binary classifier give its "
-                            "logit as scores (n, 1), thresholded at 0, or its labels")
+        if pred.dtype.kind == "f" and not _whole(pred).all():
+            return (pred > 0).astype(np.int64)
+        return class_labels(pred, "predictions (n,)")
     raise ValueError(f"predictions must be labels (n,) or scores (n, classes), got {pred.shape}")
 
 
-def class_labels(values, what: str = "labels", hint: str = "") -> np.ndarray:
-    """`values` as int64 class labels 0, 1, ...: integers, bools, or floats holding whole
-    numbers; anything else is a ValueError naming `what` (a -1 once counted as the last
-    class, a 0.7 as class 0)."""
+def _whole(arr: np.ndarray) -> np.ndarray:
+    return np.isfinite(arr) & (arr == np.round(arr))
+
+
+def class_labels(values, what: str = "labels") -> np.ndarray:
+    """`values` as int64 class labels: integers, bools, or floats holding whole numbers;
+    anything else is a ValueError naming `what` (a true label 0.7 once counted as class 0)."""
     arr = np.asarray(values)
     if arr.dtype.kind == "f":
-        whole = np.isfinite(arr) & (arr == np.round(arr))
+        whole = _whole(arr)
         if not whole.all():
             raise ValueError(f"{what} must be class labels (whole numbers), got "
-                             f"{float(arr[~whole][0])}{hint}")
+                             f"{float(arr[~whole][0])}")
     elif arr.dtype.kind not in "iub":
         raise ValueError(f"{what} must be class labels, got dtype {arr.dtype}")
-    labels = arr.astype(np.int64)
-    if labels.size and labels.min() < 0:
-        raise ValueError(f"{what} must be class labels 0, 1, ..., got {labels.min()}")
-    return labels
+    return arr.astype(np.int64)
 
 
 def _labels(y_true, pred) -> tuple[np.ndarray, np.ndarray]:
@@ -67,6 +68,10 @@ MAX_INFERRED_CLASSES = 1 << 14
 def confusion_matrix(y_true, pred, n_classes: int | None = None) -> np.ndarray:
     """``C[i, j]`` = how many examples of class i were predicted as class j (rows: truth)."""
     y_true, y_pred = _labels(y_true, pred)
+    lowest = int(min(y_true.min(initial=0), y_pred.min(initial=0)))
+    if lowest < 0:  # (accuracy takes any labels; a matrix is indexed by them)
+        raise ValueError(f"a confusion matrix needs class labels 0, 1, ..., got {lowest} (a -1 "
+                         f"was counted as the last class)")
     largest = int(max(y_true.max(initial=-1), y_pred.max(initial=-1)))
     if n_classes is None:
         n_classes = largest + 1

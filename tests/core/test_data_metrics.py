@@ -88,24 +88,25 @@ def test_macro_means_cover_the_classes_that_occur_as_scikit_learn():
 
 
 @pytest.mark.parametrize("call,match", [
-    (lambda: M.accuracy([0, 1, 1], np.array([0.1, 0.9, 0.8])),
-     r"predictions \(n,\) must be class labels"),
     (lambda: M.confusion_matrix([0, 1, -1], [0, 1, 1]), "got -1"),
     (lambda: M.confusion_matrix([0.7, 1], [0, 1]), r"\(whole numbers\), got 0.7"),
     (lambda: M.confusion_matrix([0, 1, 2], [0, 1, 2], n_classes=2), "not one of the n_classes"),
     (lambda: M.confusion_matrix([0, 10**9], [0, 1]), "relabel the classes"),
-    (lambda: M.precision_recall_f1([0, 1], [0, np.nan]), r"\(whole numbers\), got nan"),
+    (lambda: M.precision_recall_f1([0, np.nan], [0, 1]), r"\(whole numbers\), got nan"),
 ])
 def test_what_is_not_a_class_label_is_refused(call, match):
-    """sigmoid probabilities (n,) were thresholded at 0 (all class 1: accuracy 0.6 for
-    perfect predictions), float labels 0., 1., 2. read as 0, 1, 1, a -1 counted as the
-    last class; scikit-learn refuses each."""
+    """A -1 was counted as the last class of a confusion matrix, a true label 0.7 as class 0,
+    a label beyond n_classes raised an IndexError, a 1e9 label asked for an exabyte."""
     with pytest.raises(ValueError, match=match):
         call()
 
 
-def test_whole_float_labels_are_labels():
+def test_whole_float_labels_are_labels_and_other_floats_a_binary_logit():
+    """0., 1., 2. were read as a logit (0, 1, 1); a float (n,) that is not whole is a binary
+    classifier's logit, as the (n, 1) column (fit's running accuracy of such a model)."""
     assert M.accuracy([0, 1, 2], np.array([0.0, 1.0, 2.0])) == 1.0
     assert M.accuracy([1, 0], np.array([[2.0], [-1.0]])) == 1.0  # a logit column, as before
+    assert M.accuracy([1, 0, 1], np.array([0.5, -2.25, 3.0])) == 1.0
+    assert M.accuracy([-1, 1, 1], [-1, 1, -1]) == pytest.approx(2 / 3)  # any labels, as sklearn
     np.testing.assert_array_equal(M.confusion_matrix(np.array([0.0, 1.0]), [0, 1], 3),
                                   [[1, 0, 0], [0, 1, 0], [0, 0, 0]])
