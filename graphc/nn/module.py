@@ -452,11 +452,14 @@ class Sequential(Module):
 
     def __getitem__(self, i: int | slice) -> Module:
         """The i-th module, or a Sequential of a slice of them (PyTorch's): the same modules,
-        under their keys here (they keep their names: a slice does not rename them)."""
+        under the keys "0", "1", ... as a Sequential built from them has (so it saves and
+        loads as one); their parameters keep their names (a slice renames nothing)."""
         if isinstance(i, slice):
+            modules = tuple(self._modules.values())[i]
             part = Sequential()
-            for key, module in list(self._modules.items())[i]:
-                part._modules[key] = module
+            part.__dict__["_config"] = (modules, {})  # what gc.save records to rebuild it
+            for key, module in enumerate(modules):
+                part._modules[str(key)] = module
             return part
         return list(self._modules.values())[i]
 

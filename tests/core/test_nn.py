@@ -503,7 +503,7 @@ def test_a_1x1_transposed_convolution_keeps_its_output_padding(geom, x_shape, w_
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
-def test_state_is_in_pytorch_order_and_a_slice_of_a_sequential_is_one():
+def test_state_is_in_pytorch_order_and_a_slice_of_a_sequential_is_one(tmp_path):
     """state() went all parameters first, then all buffers: zipped with a torch state_dict
     it paired the wrong tensors. seq[:2] gave a list, which cannot be called."""
     torch = pytest.importorskip("torch")
@@ -518,6 +518,13 @@ def test_state_is_in_pytorch_order_and_a_slice_of_a_sequential_is_one():
     assert seq[0].weight.name == "0.weight"  # the slice renamed nothing
     x = gc.placeholder("x", (3, 4))
     assert gc.compile([x], head.eval()(x))(np.ones((3, 4), np.float32)).shape == (3, 5)
+    tail = seq[2:]  # keys "0", "1" as a Sequential built from them: it saves and loads
+    assert list(tail.state()) == ["1.weight", "1.bias"]  # (ReLU, Linear)
+    path = tmp_path / "tail.graphc"
+    gc.save(tail, path)
+    back = gc.load(path)
+    assert isinstance(back, nn.Sequential) and len(back) == 2
+    np.testing.assert_array_equal(back.state()["1.weight"], seq[3].weight.value)
 
 
 @pytest.mark.parametrize("init", [gc.init.he_uniform, gc.init.he_normal,
