@@ -45,7 +45,8 @@ def geometry(launch: Launch, binding: dict) -> tuple[tuple, tuple]:
         return (1, 1, 1), (1, 1, 1)
     if launch.kind == "gemm":
         m, n = size_value(launch.gemm["m"], binding), size_value(launch.gemm["n"], binding)
-        batch = size_value(launch.gemm["batch"], binding)
+        # an empty C needs no block per batch entry (2**40 of them for an empty batch of rows)
+        batch = size_value(launch.gemm["batch"], binding) if m and n else 1
         return ((n + TILE - 1) // TILE or 1, (m + TILE - 1) // TILE or 1, batch or 1), (TILE,
                                                                                         TILE, 1)
     work = size_value(launch.work, binding)

@@ -165,7 +165,7 @@ def unless_empty(b: ir.IRBuilder, counts: Sequence[ir.Value]) -> Iterator[None]:
     if not may_be_zero:
         yield
         return
-    nonzero = [b.icmp_signed("!=", c, ir.Constant(c.type, 0)) for c in may_be_zero]
+    nonzero = [b.icmp_signed(">", c, ir.Constant(c.type, 0)) for c in may_be_zero]
     with b.if_then(functools.reduce(b.and_, nonzero)):
         yield
 

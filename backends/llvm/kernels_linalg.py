@@ -31,6 +31,7 @@ from ..kernelgen.irutil import (
     product,
     splat,
     store,
+    unless_empty,
     vector_fma,
 )
 from ..kernelgen.program import KernelContext
@@ -570,7 +571,9 @@ def matmul(ctx: KernelContext) -> None:
     A, B, C = ctx.in_ptr(0), ctx.in_ptr(1), ctx.out_ptr
     # an SGD update p + scale * (A @ B) computed by the product into p (C is p's memory)
     _param, scale = getattr(ctx.gen, "product_updates", {}).get(node.uid, (None, None))
-    with loops(b, batch, "batch") as idx:
+    # an empty C (m or n of 0) needs nothing, not one call per batch entry (2**40 of them);
+    # k of 0 still needs the zeroed C that the GEMM writes
+    with unless_empty(b, [m, n]), loops(b, batch, "batch") as idx:
         def at(ptr, strides):
             off = i64(0)
             for i, s in zip(idx, strides):

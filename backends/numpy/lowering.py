@@ -182,7 +182,7 @@ def _concat(node, args, p):
 def _matmul(node, args, p):
     a = f"{args[0]}.mT" if node.attrs["ta"] else args[0]
     b = f"{args[1]}.mT" if node.attrs["tb"] else args[1]
-    return f"{a} @ {b}"
+    return f"KN.batched_matmul({a}, {b})" if node.ndim > 2 else f"{a} @ {b}"
 
 
 @lowers("numel")
