@@ -36,6 +36,7 @@ from ..ir.graph import name_scope
 from ..ir.tensor import Tensor
 from ..ops.sources import parameter
 from . import functional as F
+from .arguments import fraction
 from .layers import Linear
 from .module import Module
 
@@ -328,8 +329,7 @@ class MultiheadAttention(Module):
         if E < 1 or H < 1 or E % H:
             raise GraphError(f"MultiheadAttention: embed_dim ({embed_dim}) must be a positive "
                              f"multiple of num_heads ({num_heads})")
-        if not 0.0 <= dropout <= 1.0:
-            raise GraphError(f"dropout probability must be in [0, 1], got {dropout}")
+        fraction(dropout, "dropout probability")
         self.embed_dim, self.num_heads, self.head_dim = E, H, E // H
         self.kdim = E if kdim is None else int(kdim)
         self.vdim = E if vdim is None else int(vdim)

@@ -29,6 +29,7 @@ from ..ir.tensor import Tensor
 from ..ops.conv import int_tuple
 from ..ops.random import state_for
 from ..ops.shape_ops import is_int_value
+from .arguments import fraction, spread
 from .module import Module
 
 __all__ = ["GaussianNoise", "RandomCrop", "RandomFlip", "RandomShift", "gaussian_noise",
@@ -153,7 +154,7 @@ def random_flip(x, axis: int = -1, p: float = 0.5, training: bool = True,
     with probability `p`. Identity when not `training`."""
     if not isinstance(x, Tensor):
         raise GraphError(f"random_flip takes a tensor, got {type(x).__name__}")
-    _probability(p, "random_flip: p")
+    fraction(p, "random_flip: p")
     if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
         raise GraphError(f"random_flip: axis must be an int, got {axis!r}")
     ax = axis + x.ndim if axis < 0 else axis
@@ -179,25 +180,12 @@ def gaussian_noise(x, std: float, training: bool = True, seed: int | None = None
     `training`."""
     if not isinstance(x, Tensor) or x.dtype.kind != "f":
         raise GraphError("gaussian_noise takes a float tensor")
-    _std(std, "gaussian_noise: std")
+    spread(std, "gaussian_noise: std")
     if not training or std == 0:
         return x
     with name_scope("gaussian_noise"):
         st = state_for(seed, state, "gaussian_noise_rng")
         return x + grandom.normal_like(x, 0.0, float(std), state=st)
-
-
-def _probability(p, what: str) -> None:
-    if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.integer,
-                                                            np.floating)) or not 0.0 <= p <= 1.0:
-        raise GraphError(f"{what} must be a number in [0, 1], got {p!r}")
-
-
-def _std(std, what: str) -> None:
-    if isinstance(std, (bool, np.bool_)) or not isinstance(std, (int, float, np.integer,
-                                                                np.floating)) or \
-            not (np.isfinite(std) and std >= 0):
-        raise GraphError(f"{what} must be a finite number >= 0, got {std!r}")
 
 
 class _Augmentation(Module):
@@ -252,7 +240,7 @@ class RandomFlip(_Augmentation):
                 axis == 0:  # bad arguments are refused here, not at first use
             raise GraphError(f"RandomFlip: axis must be an int other than 0 (the batch), got "
                              f"{axis!r}")
-        _probability(p, "RandomFlip: p")
+        fraction(p, "RandomFlip: p")
         super().__init__(rng)
         self.axis, self.p = int(axis), float(p)
 
@@ -267,7 +255,7 @@ class GaussianNoise(_Augmentation):
     """``F.gaussian_noise`` in training mode; the identity in evaluation mode."""
 
     def __init__(self, std: float, rng: init.RngLike = None) -> None:
-        _std(std, "GaussianNoise: std")
+        spread(std, "GaussianNoise: std")
         super().__init__(rng)
         self.std = float(std)
 

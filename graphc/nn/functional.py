@@ -16,6 +16,7 @@ from ..ir.graph import name_scope
 from ..ir.shapes import format_shape, prod
 from ..ir.tensor import Tensor
 from ..ops.random import state_for
+from .arguments import fraction
 
 __all__ = [
     "linear", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "max_pool1d",
@@ -261,8 +262,7 @@ def dropout(x, p: float, training: bool, seed: int | None = None, state: Tensor 
     The mask comes from a counter-based generator: the same seed gives the same masks on every
     backend. Pass `state` (from ``gc.rng_state``) to share one state, or `seed` to fix it.
     """
-    if not 0.0 <= p <= 1.0:
-        raise GraphError(f"dropout probability must be in [0, 1], got {p}")
+    fraction(p, "dropout probability")
     if not training or p == 0.0:
         return x
     with name_scope("dropout"):
@@ -289,11 +289,7 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0) -> Tensor:
     """
     if logits.ndim != 2:
         raise ShapeError(f"cross_entropy expects logits (N, C), got shape {logits.shape}")
-    if isinstance(label_smoothing, (bool, np.bool_)) or not isinstance(
-            label_smoothing, (int, float, np.integer, np.floating)) or \
-            not 0.0 <= label_smoothing <= 1.0:  # (PyTorch's range)
-        raise GraphError(f"cross_entropy: label_smoothing must be a number in [0, 1], got "
-                         f"{label_smoothing!r}")
+    fraction(label_smoothing, "cross_entropy: label_smoothing")  # (PyTorch's range)
     with name_scope("cross_entropy"):
         logp = ops.log_softmax(logits, axis=1)
         n_classes = logits.shape[1]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from .. import init, ops
-from ..errors import GraphError
 from ..ir.tensor import Tensor
 from ..ops.sources import parameter
 from . import functional as F
+from .arguments import fraction
 from .module import Module
 
 
@@ -58,9 +58,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, rng: init.RngLike = None) -> None:
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise GraphError(f"dropout probability must be in [0, 1], got {p}")
-        self.p = float(p)
+        self.p = fraction(p, "dropout probability")
         seed = int(init.as_rng(rng).integers(0, 2**62))
         self.register_buffer("rng", ops.rng_state(seed, name="rng"))
 

@@ -546,24 +546,18 @@ def test_call_groups_merge_and_a_waiting_call_follows_the_merge():
     first, second = group_for([a]), group_for([b])
     assert first is not second
     held = second.acquire()  # a call of b's function in flight
-    locked = []
-
-    def call():  # another call of b's function: waits, then runs under whichever group
-        group = second.acquire()
-        locked.append(group)
-        group.lock.release()
-
-    waiter = threading.Thread(target=call)
-    waiter.start()
     merging = threading.Thread(target=group_for, args=([a, b, c],))
-    merging.start()  # waits for the call in flight to end
+    merging.start()
+    merging.join(0.5)
+    assert merging.is_alive()  # the merge waits for the call in flight (never ends before it)
+    assert second.merged_into is None
     held.lock.release()
     merging.join()
-    waiter.join()
+    assert second.merged_into is first
     assert {s.call_group.root() for s in (a, b, c)} == {first}
-    assert second.root() is first and locked[0] in (first, second)
-    call()  # after the merge, b's function runs under the merged group's lock
-    assert locked[-1] is first
+    locked = second.acquire()  # b's function, called again: under the merged group's lock
+    assert locked is first and first.lock.locked() and not second.lock.locked()
+    first.lock.release()
 
 
 def test_inputs_that_would_silently_change_are_shape_errors():

@@ -1,0 +1,31 @@
+"""Checks of the numeric arguments layers and functions take, in one place: the same
+question (a probability? a spread?) gets the same answer and the same message everywhere."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import GraphError
+
+_NUMBERS = (int, float, np.integer, np.floating)
+
+
+def _number(value) -> bool:
+    return isinstance(value, _NUMBERS) and not isinstance(value, (bool, np.bool_))
+
+
+def fraction(value, what: str) -> float:
+    """`value` as a float in [0, 1] (a probability, a dropout rate, label smoothing), or a
+    GraphError naming `what` (a bool, a string, NaN or 1.5 is not one)."""
+    if not _number(value) or not 0.0 <= value <= 1.0:
+        raise GraphError(f"{what} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def spread(value, what: str) -> float:
+    """`value` as a finite float >= 0 (a standard deviation), or a GraphError naming `what`."""
+    if not _number(value) or not (math.isfinite(value) and value >= 0):
+        raise GraphError(f"{what} must be a finite number >= 0, got {value!r}")
+    return float(value)
