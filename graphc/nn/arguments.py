@@ -29,3 +29,10 @@ def spread(value, what: str) -> float:
     if not _number(value) or not (math.isfinite(value) and value >= 0):
         raise GraphError(f"{what} must be a finite number >= 0, got {value!r}")
     return float(value)
+
+
+def maybe_equal(a, b) -> bool:
+    """False only for two sizes known to differ: symbolic sizes are checked when the compiled
+    function is called, so at build time they may equal anything."""
+    known = (int, np.integer)
+    return not (isinstance(a, known) and isinstance(b, known)) or a == b

@@ -36,7 +36,7 @@ from ..ir.graph import name_scope
 from ..ir.tensor import Tensor
 from ..ops.sources import parameter
 from . import functional as F
-from .arguments import fraction
+from .arguments import fraction, maybe_equal
 from .layers import Linear
 from .module import Module
 
@@ -147,9 +147,6 @@ def _pad_keys(mask: Mask) -> Mask:
 # -- the computation -------------------------------------------------------------------------
 
 
-def _static_equal(a, b) -> bool:
-    """False only when two dims are known to differ (symbolic ones are checked at call time)."""
-    return not (isinstance(a, (int, np.integer)) and isinstance(b, (int, np.integer))) or a == b
 
 
 def _shape_of(mask) -> tuple:
@@ -161,7 +158,7 @@ def _check_broadcasts(mask, target: tuple, what: str) -> None:
     checked on the mask as given, before a mask that removes nothing is dropped."""
     shape = _shape_of(mask)
     fits = len(shape) <= len(target) and all(
-        m == 1 or _static_equal(m, t) for m, t in zip(shape[::-1], target[::-1]))
+        m == 1 or maybe_equal(m, t) for m, t in zip(shape[::-1], target[::-1]))
     if not fits:
         raise ShapeError(f"{what} of shape {shape} does not broadcast to the attention "
                          f"scores' shape {tuple(target)} (..., L, S)")
@@ -182,12 +179,12 @@ def _is_one(d) -> bool:
 def _same_batch(a, b) -> bool:
     """Could two batch sizes be equal? Known ones must be; a known 1 against a symbolic size
     would broadcast silently (symbolic against symbolic is the call's check)."""
-    return _static_equal(a, b) and (_is_one(a) == _is_one(b) or a == b)
+    return maybe_equal(a, b) and (_is_one(a) == _is_one(b) or a == b)
 
 
 def _require(shape: tuple, expected: tuple, what: str) -> None:
     """`shape` must be `expected` (dims equal where both are known: no broadcasting)."""
-    if len(shape) != len(expected) or not all(_static_equal(a, b)
+    if len(shape) != len(expected) or not all(maybe_equal(a, b)
                                                for a, b in zip(shape, expected)):
         raise ShapeError(f"MultiheadAttention: {what} must have shape {tuple(expected)}, got "
                          f"{tuple(shape)}")
@@ -208,7 +205,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Mask | None = None,
     if q.ndim < 2 or k.ndim < 2 or v.ndim < 2:
         raise ShapeError(f"attention needs q (..., L, E), k (..., S, E), v (..., S, Ev); got "
                          f"shapes {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    if not _static_equal(q.shape[-1], k.shape[-1]) or not _static_equal(k.shape[-2],
+    if not maybe_equal(q.shape[-1], k.shape[-1]) or not maybe_equal(k.shape[-2],
                                                                          v.shape[-2]):
         raise ShapeError(f"attention: q (..., L, E) and k (..., S, E) must share E, and k and "
                          f"v (..., S, Ev) must share S; got {tuple(q.shape)}, "
@@ -372,7 +369,7 @@ class MultiheadAttention(Module):
 
     def _batch_first(self, x: Tensor, what: str, width: int, batched: bool) -> Tensor:
         """x as (N, T, width)."""
-        if x.ndim != (3 if batched else 2) or not _static_equal(x.shape[-1], width):
+        if x.ndim != (3 if batched else 2) or not maybe_equal(x.shape[-1], width):
             layout = ("(N, T, {})" if self.batch_first else "(T, N, {})") if batched else "(T, {})"
             raise ShapeError(f"MultiheadAttention: {what} must be {layout.format(width)} like the "
                              f"query's layout, got {tuple(x.shape)}")
@@ -439,7 +436,7 @@ class MultiheadAttention(Module):
                 raise ShapeError(f"MultiheadAttention: the {what}'s batch size {x.shape[0]} "
                                  f"differs from the query's {q_in.shape[0]} (shapes "
                                  f"{tuple(query.shape)} and {tuple(given.shape)})")
-        if not _static_equal(k_in.shape[1], v_in.shape[1]):
+        if not maybe_equal(k_in.shape[1], v_in.shape[1]):
             raise ShapeError(f"MultiheadAttention: key and value must have the same length S, "
                              f"got shapes {tuple(key.shape)} and {tuple(value.shape)}")
         (wq, bq), (wk, bk), (wv, bv) = self._projections()

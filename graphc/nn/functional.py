@@ -8,6 +8,8 @@ really compute (grouped under a name scope).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .. import ops
@@ -16,7 +18,7 @@ from ..ir.graph import name_scope
 from ..ir.shapes import format_shape, prod
 from ..ir.tensor import Tensor
 from ..ops.random import state_for
-from .arguments import fraction
+from .arguments import fraction, maybe_equal
 
 __all__ = [
     "linear", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "max_pool1d",
@@ -142,6 +144,12 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training: bool,
     """
     if x.ndim < 2:
         raise ShapeError(f"batch_norm expects (N, C, ...) input, got shape {x.shape}")
+    for what, v in (("weight", gamma), ("bias", beta), ("running_mean", running_mean),
+                    ("running_var", running_var)):
+        if isinstance(v, Tensor) and (v.ndim != 1 or not maybe_equal(v.shape[0], x.shape[1])):
+            raise ShapeError(f"batch_norm: the input has {x.shape[1]} channels (shape "
+                             f"{format_shape(x.shape)}), its {what} has shape "
+                             f"{format_shape(v.shape)}: one value per channel")
     axes = (0,) + tuple(range(2, x.ndim))
     bshape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
     if x.dtype.kind != "f":  # (as a mean of ints is: the counts and statistics are floats;
@@ -305,6 +313,10 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0) -> Tensor:
             if not isinstance(n_classes, int):
                 raise ShapeError(f"cross_entropy with integer labels needs a static number of "
                                  f"classes, got logits {logits.shape}")
+            if isinstance(labels, Tensor) and not maybe_equal(labels.shape[0],
+                                                               logits.shape[0]):
+                raise ShapeError(f"cross_entropy: {labels.shape[0]} labels for "
+                                 f"{logits.shape[0]} rows of logits {logits.shape}")
             target = ops.one_hot(labels, n_classes, dtype=logits.dtype)
         if label_smoothing:
             eps = float(label_smoothing)
@@ -319,9 +331,20 @@ def binary_cross_entropy_with_logits(logits, targets) -> Tensor:
         return ops.mean(ops.softplus(logits) - logits * targets)
 
 
+def _warn_if_broadcast(pred, target, loss: str) -> None:
+    """PyTorch's warning: a target of another shape than the prediction is broadcast, and a
+    (N, 1) prediction against an (N,) target averages N x N differences."""
+    shapes = [tuple(getattr(t, "shape", np.shape(t))) for t in (pred, target)]
+    if shapes[0] != shapes[1] and all(len(s) for s in shapes):
+        warnings.warn(f"{loss}: the target's shape {shapes[1]} differs from the prediction's "
+                      f"{shapes[0]}; they are broadcast, which is likely not what you want",
+                      UserWarning, stacklevel=4)
+
+
 @user_facing("mse_loss")
 def mse_loss(pred, target) -> Tensor:
     """Mean of squared differences over all elements."""
+    _warn_if_broadcast(pred, target, "mse_loss")
     with name_scope("mse_loss"):
         return ops.mean(ops.square(pred - target))
 
@@ -329,6 +352,7 @@ def mse_loss(pred, target) -> Tensor:
 @user_facing("l1_loss")
 def l1_loss(pred, target) -> Tensor:
     """Mean of absolute differences over all elements."""
+    _warn_if_broadcast(pred, target, "l1_loss")
     with name_scope("l1_loss"):
         return ops.mean(ops.abs(pred - target))
 

@@ -47,6 +47,7 @@ from ..ir.types import promote
 from ..ops.scan import scan
 from ..ops.sources import constant, parameter
 from . import functional as F
+from .arguments import maybe_equal
 from .module import Module
 
 
@@ -139,6 +140,7 @@ class _Recurrent(Module):
             layout = "(N, T, features)" if self.batch_first else "(T, N, features)"
             raise ShapeError(f"{type(self).__name__} expects {layout}, got {x.shape}")
         time_axis = 1 if self.batch_first else 0
+        self._check_state(state, x.shape[1 - time_axis])
         lengths = self._lengths(lengths, x.shape[1 - time_axis])
         if self.unroll:
             sequence, finals = self._unrolled(x, state, lengths)
@@ -249,19 +251,26 @@ class _Recurrent(Module):
             sequence = outputs
         return sequence, finals
 
-    def _initial(self, state, k: int):
-        """Layer k's slice of the initial state (None: zeros)."""
+    def _check_state(self, state, batch) -> None:
+        """The initial state must be (num_layers, N, hidden) for the input's batch N: a wrong
+        batch or width was reported by an inner add's broadcast."""
         if state is None:
-            return None
+            return
         if isinstance(state, tuple) != (self.gates == 4):
             want = "a pair (h0, c0)" if self.gates == 4 else "one tensor h0"
             raise GraphError(f"{type(self).__name__}: the initial state must be {want}")
-        parts = state if isinstance(state, tuple) else (state,)
-        for p in parts:
-            if p.ndim != 3 or p.shape[0] != self.num_layers:
+        want = (self.num_layers, batch, self.hidden_size)
+        for p in state if isinstance(state, tuple) else (state,):
+            if p.ndim != 3 or not all(maybe_equal(a, b) for a, b in zip(p.shape, want)):
                 raise ShapeError(f"{type(self).__name__}: an initial state has shape "
-                                 f"(num_layers={self.num_layers}, N, {self.hidden_size}), got "
-                                 f"{p.shape}")
+                                 f"(num_layers={self.num_layers}, N={batch}, "
+                                 f"hidden_size={self.hidden_size}), got {p.shape}")
+
+    def _initial(self, state, k: int):
+        """Layer k's slice of the initial state (None: zeros; checked by `_check_state`)."""
+        if state is None:
+            return None
+        parts = state if isinstance(state, tuple) else (state,)
         sliced = tuple(p[k] for p in parts)
         return sliced if isinstance(state, tuple) else sliced[0]
 

@@ -548,3 +548,20 @@ def test_conv_layers_print_every_argument_away_from_its_default():
         "bias=False)")
     assert "output_padding=(1, 1)" in repr(nn.ConvTranspose2d(3, 4, 3, stride=2,
                                                               output_padding=1))
+
+
+def test_mismatched_layer_arguments_are_named_in_the_error():
+    """Each once failed inside an inner reshape or broadcast, whose message named neither the
+    layer's argument nor the sizes that disagree."""
+    with pytest.raises(gc.ShapeError, match="the input has 4 channels .* its weight has shape"):
+        nn.BatchNorm2d(3)(gc.placeholder("x", ("N", 4, 5, 5)))
+    with pytest.raises(gc.ShapeError, match="7 labels for 8 rows of logits"):
+        gc.nn.functional.cross_entropy(gc.placeholder("z", (8, 3)),
+                                       gc.placeholder("y", (7,), "int64"))
+    rnn = nn.RNN(4, 6, num_layers=2)
+    xs = gc.placeholder("xs", (5, 3, 4))
+    with pytest.raises(gc.ShapeError, match=r"initial state has shape \(num_layers=2, N=3"):
+        rnn(xs, gc.placeholder("h0", (2, 2, 6)))
+    rnn(xs, gc.placeholder("h0", (2, 3, 6)))  # the right one
+    with pytest.warns(UserWarning, match="mse_loss: the target's shape \\(3,\\) differs"):
+        gc.nn.functional.mse_loss(gc.placeholder("p", (3, 1)), gc.placeholder("t", (3,)))
