@@ -41,8 +41,11 @@ _STYLE = {
 
 def _text(value) -> str:
     """`value` as literal dot text: backslashes doubled (no ``\\N``-style escapes, no quote
-    swallowed by a trailing backslash) and never read as an HTML-like ``<...>`` label."""
-    return graphviz.escape(str(value))
+    swallowed by a trailing backslash), never read as an HTML-like ``<...>`` label, and
+    control characters shown as ``\\xNN`` (raw, a NUL made dot fail and left a .dot file
+    it could not read back)."""
+    text = "".join(c if c in "\n\t" or ord(c) >= 32 else f"\\x{ord(c):02x}" for c in str(value))
+    return graphviz.escape(text)
 
 
 def _collect(obj) -> tuple[list[Node], list[Node], list[tuple[Node, Node]], str, dict]:

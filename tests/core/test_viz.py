@@ -158,3 +158,18 @@ def test_large_graphs_get_bounded_layout_passes():
     assert "nslimit" not in rnn(5)
     big = rnn(80)
     assert "nslimit=1" in big and "mclimit=0.1" in big
+
+
+def test_a_control_character_in_a_name_gives_a_dot_file_dot_can_read(tmp_path):
+    """Control characters reached the dot source raw (an audit saw dot fail on a NUL in a
+    name, leaving a .dot file it could not read back); they are shown as \\xNN now."""
+    import subprocess
+
+    with gc.Graph():
+        x = gc.placeholder("a\x00b\x01", (2,))
+        gc.viz.render(x * 2, tmp_path / "g.dot")
+        gc.viz.render(x * 2, tmp_path / "g.svg")
+    text = (tmp_path / "g.dot").read_text()
+    assert "\x00" not in text and "\x01" not in text and "placeholder a\\\\x00b" in text
+    done = subprocess.run(["dot", "-Tsvg", str(tmp_path / "g.dot")], capture_output=True)
+    assert done.returncode == 0, done.stderr
