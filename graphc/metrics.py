@@ -12,17 +12,18 @@ __all__ = ["predicted_labels", "accuracy", "confusion_matrix", "precision_recall
 
 
 def predicted_labels(pred: np.ndarray) -> np.ndarray:
-    """Labels from labels (n,) or from scores (n, classes) by argmax. A binary classifier's
-    logit, a single score column (n, 1) or a float (n,) that is not all whole numbers, is
-    thresholded at 0 (so give logits, not probabilities). Floats that are all whole numbers
-    are labels (0., 1., 2. once read as a logit: 0, 1, 1)."""
+    """Labels from labels (n,) or from scores (n, classes) by argmax. Labels are integers or
+    bools; a float prediction of one score per example, (n, 1) or (n,), is a binary
+    classifier's logit, thresholded at 0 (so give logits, not probabilities). Decided by the
+    dtype alone, never by the values: a model's output is read the same way in every batch
+    (whole-number logits such as 2.0 and -1.0 were once read as labels in some)."""
     pred = np.asarray(pred)
     if pred.ndim == 2 and pred.shape[1] == 1:
         return (pred[:, 0] > 0).astype(np.int64)
     if pred.ndim == 2:
         return pred.argmax(axis=1)
     if pred.ndim == 1:
-        if pred.dtype.kind == "f" and not _whole(pred).all():
+        if pred.dtype.kind == "f":
             return (pred > 0).astype(np.int64)
         return class_labels(pred, "predictions (n,)")
     raise ValueError(f"predictions must be labels (n,) or scores (n, classes), got {pred.shape}")

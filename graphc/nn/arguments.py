@@ -16,9 +16,17 @@ def _number(value) -> bool:
     return isinstance(value, _NUMBERS) and not isinstance(value, (bool, np.bool_))
 
 
+def _scalar(value):
+    """A 0-d NumPy array as its number (np.array(0.5) is a probability too)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value.item()
+    return value
+
+
 def fraction(value, what: str) -> float:
     """`value` as a float in [0, 1] (a probability, a dropout rate, label smoothing), or a
     GraphError naming `what` (a bool, a string, NaN or 1.5 is not one)."""
+    value = _scalar(value)
     if not _number(value) or not 0.0 <= value <= 1.0:
         raise GraphError(f"{what} must be a number in [0, 1], got {value!r}")
     return float(value)
@@ -26,6 +34,7 @@ def fraction(value, what: str) -> float:
 
 def spread(value, what: str) -> float:
     """`value` as a finite float >= 0 (a standard deviation), or a GraphError naming `what`."""
+    value = _scalar(value)
     if not _number(value) or not (math.isfinite(value) and value >= 0):
         raise GraphError(f"{what} must be a finite number >= 0, got {value!r}")
     return float(value)

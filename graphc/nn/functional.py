@@ -335,7 +335,9 @@ def _warn_if_broadcast(pred, target, loss: str) -> None:
     """PyTorch's warning: a target of another shape than the prediction is broadcast, and a
     (N, 1) prediction against an (N,) target averages N x N differences."""
     shapes = [tuple(getattr(t, "shape", np.shape(t))) for t in (pred, target)]
-    if shapes[0] != shapes[1] and all(len(s) for s in shapes):
+    differ = len(shapes[0]) != len(shapes[1]) or not all(
+        maybe_equal(a, b) for a, b in zip(*shapes))  # (a symbolic N may be 4)
+    if differ and all(len(s) for s in shapes):
         warnings.warn(f"{loss}: the target's shape {shapes[1]} differs from the prediction's "
                       f"{shapes[0]}; they are broadcast, which is likely not what you want",
                       UserWarning, stacklevel=4)

@@ -451,9 +451,10 @@ class Sequential(Module):
         return len(self._modules)
 
     def __getitem__(self, i: int | slice) -> Module:
-        """The i-th module, or a Sequential of a slice of them (PyTorch's): the same modules,
-        under the keys "0", "1", ... as a Sequential built from them has (so it saves and
-        loads as one); their parameters keep their names (a slice renames nothing)."""
+        """The i-th module, or a Sequential of a slice of them: the same modules, under the
+        keys "0", "1", ... that a Sequential built from them has, so it saves and loads as one
+        (PyTorch's slice keeps the original keys, "3.weight" where this one says
+        "1.weight"); the parameters keep their display names (a slice renames nothing)."""
         if isinstance(i, slice):
             modules = tuple(self._modules.values())[i]
             part = Sequential()

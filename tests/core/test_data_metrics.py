@@ -101,12 +101,13 @@ def test_what_is_not_a_class_label_is_refused(call, match):
         call()
 
 
-def test_whole_float_labels_are_labels_and_other_floats_a_binary_logit():
-    """0., 1., 2. were read as a logit (0, 1, 1); a float (n,) that is not whole is a binary
-    classifier's logit, as the (n, 1) column (fit's running accuracy of such a model)."""
-    assert M.accuracy([0, 1, 2], np.array([0.0, 1.0, 2.0])) == 1.0
+def test_a_float_prediction_per_example_is_a_binary_logit_by_its_dtype():
+    """A float (n,) is a binary classifier's logit, as the (n, 1) column (fit's running
+    accuracy of such a model), whatever its values: whole-number logits are not labels."""
     assert M.accuracy([1, 0], np.array([[2.0], [-1.0]])) == 1.0  # a logit column, as before
     assert M.accuracy([1, 0, 1], np.array([0.5, -2.25, 3.0])) == 1.0
+    assert M.accuracy([1, 1, 0], np.array([2.0, 3.0, -1.0])) == 1.0
+    assert M.accuracy([0, 1, 2], np.array([0, 1, 2])) == 1.0  # integer labels
     assert M.accuracy([-1, 1, 1], [-1, 1, -1]) == pytest.approx(2 / 3)  # any labels, as sklearn
     np.testing.assert_array_equal(M.confusion_matrix(np.array([0.0, 1.0]), [0, 1], 3),
                                   [[1, 0, 0], [0, 1, 0], [0, 0, 0]])

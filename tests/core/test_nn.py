@@ -565,3 +565,12 @@ def test_mismatched_layer_arguments_are_named_in_the_error():
     rnn(xs, gc.placeholder("h0", (2, 3, 6)))  # the right one
     with pytest.warns(UserWarning, match="mse_loss: the target's shape \\(3,\\) differs"):
         gc.nn.functional.mse_loss(gc.placeholder("p", (3, 1)), gc.placeholder("t", (3,)))
+
+
+def test_no_broadcast_warning_for_sizes_that_may_match_and_0d_probabilities():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ("N", 1) against (4, 1): N may be 4
+        gc.nn.functional.mse_loss(gc.placeholder("p", ("N", 1)), gc.placeholder("t", (4, 1)))
+    assert nn.Dropout(np.array(0.5)).p == 0.5  # a 0-d array is a number
