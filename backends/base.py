@@ -35,6 +35,14 @@ def check_flags(backend: str, options: dict, flags) -> None:
                                f"{options[flag]!r}")
 
 
+def leaving_values(program: Graph) -> list[Node]:
+    """The float values that leave a step, each once: its outputs and its new parameter
+    values, inputs and parameters among them. check_finite looks at these for infinities on
+    every backend (a leaf once went unchecked, and a fed NaN into a parameter)."""
+    leaving = dict.fromkeys([*program.outputs, *(v for _, v in program.updates)])
+    return [n for n in leaving if n.dtype.kind == "f"]
+
+
 def nonfinite_message(program: Graph, node: Node, kind: str, body: Graph | None = None) -> str:
     """The one message of ``backend_options={"check_finite": True}`` on every backend.
 

@@ -22,12 +22,13 @@ from graphc.errors import BackendError
 from graphc.ir.graph import Graph
 from graphc.ir.shapes import evaluate_shape
 
-from ..base import Executable, nonfinite_message
+from ..base import Executable, leaving_values, nonfinite_message
 from ..kernelgen.binding import (
     Binding,
     address,
     body_holding,
     failure_message,
+    loop_bodies,
     size_value,
     updated_parameter_outputs,
 )
@@ -83,24 +84,13 @@ class FiniteChecks:
 def finite_checks(program: Graph, gen) -> FiniteChecks:
     leaves = ("placeholder", "parameter", "constant")
     after: dict = {}
-    ours = {n.uid for n in _nodes_and_bodies(program)}
+    ours = {n.uid for g in (program, *loop_bodies(program)) for n in g.nodes}
     for i, launch in enumerate(gen.launches[:gen.first_update_launch]):
         node = launch.node
         if node.uid in ours and node.op.name not in leaves and node.dtype.kind == "f":
             after.pop(next((k for k, n in after.items() if n is node), None), None)
             after[i] = node  # (a node's last launch completes it)
-    leaving = [n for n in dict.fromkeys([*program.outputs, *(v for _, v in program.updates)])
-               if n.dtype.kind == "f"]  # (inputs and parameters too, as numpy's)
-    return FiniteChecks(program, after, leaving, gen.first_update_launch)
-
-
-def _nodes_and_bodies(program: Graph) -> list:
-    """The program's nodes and those of its loops' bodies, nested ones included."""
-    nodes = list(program.nodes)
-    for node in program.nodes:
-        if node.op.name == "scan":
-            nodes += _nodes_and_bodies(node.attrs["body"])
-    return nodes
+    return FiniteChecks(program, after, leaving_values(program), gen.first_update_launch)
 
 
 ERROR_RECORD = 32  # bytes: code, node position, value, bound (int64 each; llvm's codegen.ERROR_*)

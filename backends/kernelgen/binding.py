@@ -80,20 +80,21 @@ def failure_message(program: Graph, record: list[int], layout: Layout | None = N
                              body_holding(program, node))
 
 
+def loop_bodies(program: Graph) -> list[Graph]:
+    """The gc.scan bodies of a program, nested ones included, outermost first."""
+    bodies = []
+    for n in program.nodes:
+        if n.op.name == "scan":
+            bodies += [n.attrs["body"], *loop_bodies(n.attrs["body"])]
+    return bodies
+
+
 def body_holding(program: Graph, node) -> Graph | None:
     """The gc.scan body (nested ones included) whose nodes include `node`, or None when
     `node` is the program's own: a loop's check_finite names its body's node (llvm's error
     record and cuda's host-side checks alike)."""
-    for n in program.nodes:
-        body = n.attrs.get("body") if n.op.name == "scan" else None
-        if body is None:
-            continue
-        if any(m is node for m in body.nodes):
-            return body
-        inner = body_holding(body, node)
-        if inner is not None:
-            return inner
-    return None
+    return next((body for body in loop_bodies(program) if any(m is node for m in body.nodes)),
+                None)
 
 
 def address(array: np.ndarray, _from_buffer=ctypes.c_char.from_buffer,

@@ -22,6 +22,7 @@ from llvmlite import ir
 from graphc.ir.node import Node
 from graphc.ir.shapes import prod
 
+from ..base import leaving_values
 from ..kernelgen.irutil import (
     I32,
     I64,
@@ -418,15 +419,13 @@ class HostCodegen(ProgramGenerator):
                 nan = self._scan(b, entry, node, "nan")
                 self._stop_unless(b, entry, b.not_(nan), k, ir.Constant(I32, FAILED_NAN))
         if self.check_finite:  # infinities: only in what leaves the step
-            for node in dict.fromkeys([*self.program.outputs,
-                                       *(v for _, v in self.program.updates)]):
-                if node.dtype.kind == "f":  # (inputs and parameters too, as numpy's)
-                    k = self.program.nodes.index(node)
-                    if node.op.name in LEAVES:  # not checked for NaN above: NaN comes first
-                        nan = self._scan(b, entry, node, "nan")
-                        self._stop_unless(b, entry, b.not_(nan), k, ir.Constant(I32, FAILED_NAN))
-                    bad = self._scan(b, entry, node, "nonfinite")
-                    self._stop_unless(b, entry, b.not_(bad), k, ir.Constant(I32, FAILED_INF))
+            for node in leaving_values(self.program):
+                k = self.program.nodes.index(node)
+                if node.op.name in LEAVES:  # not checked for NaN above: NaN comes first
+                    nan = self._scan(b, entry, node, "nan")
+                    self._stop_unless(b, entry, b.not_(nan), k, ir.Constant(I32, FAILED_NAN))
+                bad = self._scan(b, entry, node, "nonfinite")
+                self._stop_unless(b, entry, b.not_(bad), k, ir.Constant(I32, FAILED_INF))
         self._emit_updates(b, entry)
         b.ret(ir.Constant(I32, 0))
         if self._blas_count_slot >= 0:  # a region may lower the BLAS count: every return

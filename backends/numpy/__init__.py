@@ -42,7 +42,7 @@ from graphc.ops.expr_numpy import (
 )
 from graphc.passes.memory import leaving_copies, value_roots
 
-from ..base import Backend, Executable, check_flags, nonfinite_message
+from ..base import Backend, Executable, check_flags, leaving_values, nonfinite_message
 from . import kernels
 from .checks import NonFinite, check_finite_value, check_nan
 from .loops import LoopRunner, check_outputs
@@ -151,10 +151,8 @@ def generate(program: Graph, copies: tuple[list[bool], list[bool]],
     if check_finite and not loop_body:  # infinities are legitimate inside; not in what
         # leaves the step
         position = {n.uid: k for k, n in enumerate(program.nodes)}
-        for n in dict.fromkeys([*program.outputs, *(v for _, v in program.updates)]):
-            if n.dtype.kind == "f":  # (an input or a parameter too: a fed NaN, once let
-                # through into a parameter when `x * 1.0 -> x` had made it a bare input)
-                body.append(f"    _check_finite({names[n.uid]}, {position[n.uid]})")
+        for n in leaving_values(program):
+            body.append(f"    _check_finite({names[n.uid]}, {position[n.uid]})")
     leaving, outs = _leaving(program, names, taken, copies, sunk)
     body += leaving
     body.append(f"    return [{', '.join(outs)}]")

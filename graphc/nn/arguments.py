@@ -45,3 +45,9 @@ def maybe_equal(a, b) -> bool:
     function is called, so at build time they may equal anything."""
     known = (int, np.integer)
     return not (isinstance(a, known) and isinstance(b, known)) or a == b
+
+
+def shape_of(value) -> tuple:
+    """The shape of a tensor or of anything NumPy reads as an array (a mask, a target)."""
+    shape = getattr(value, "shape", None)
+    return tuple(np.shape(value) if shape is None else shape)

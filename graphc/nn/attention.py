@@ -36,7 +36,7 @@ from ..ir.graph import name_scope
 from ..ir.tensor import Tensor
 from ..ops.sources import parameter
 from . import functional as F
-from .arguments import fraction, maybe_equal
+from .arguments import fraction, maybe_equal, shape_of
 from .layers import Linear
 from .module import Module
 
@@ -149,14 +149,10 @@ def _pad_keys(mask: Mask) -> Mask:
 
 
 
-def _shape_of(mask) -> tuple:
-    return tuple(mask.shape) if isinstance(mask, Tensor) else np.shape(mask)
-
-
 def _check_broadcasts(mask, target: tuple, what: str) -> None:
     """A mask must broadcast to the scores' shape `target` (NumPy's rules, as PyTorch asks):
     checked on the mask as given, before a mask that removes nothing is dropped."""
-    shape = _shape_of(mask)
+    shape = shape_of(mask)
     fits = len(shape) <= len(target) and all(
         m == 1 or maybe_equal(m, t) for m, t in zip(shape[::-1], target[::-1]))
     if not fits:
@@ -388,7 +384,7 @@ class MultiheadAttention(Module):
         m = as_mask(attn_mask, dtype, "attn_mask", true_means="masked")
         H, batch = self.num_heads, (n if batched else 1)
         if attn_mask is not None:
-            shape = _shape_of(attn_mask)
+            shape = shape_of(attn_mask)
             if len(shape) == 3:  # (N * heads, L, S) -> (N, heads, L, S)
                 _require(shape, (batch * H, L, S), "a 3-d attn_mask (N*num_heads, L, S)")
 
@@ -408,7 +404,7 @@ class MultiheadAttention(Module):
         elif is_causal:
             m = causal_mask(L, S)
         if key_padding_mask is not None:
-            _require(_shape_of(key_padding_mask), (n, S) if batched else (S,),
+            _require(shape_of(key_padding_mask), (n, S) if batched else (S,),
                      "key_padding_mask (N, S), or (S,) for an unbatched query,")
             kpm = as_mask(key_padding_mask, dtype, "key_padding_mask", true_means="masked")
             if batched:  # (N, S) -> (N, 1, 1, S)

@@ -18,7 +18,7 @@ from ..ir.graph import name_scope
 from ..ir.shapes import format_shape, prod
 from ..ir.tensor import Tensor
 from ..ops.random import state_for
-from .arguments import fraction, maybe_equal
+from .arguments import fraction, maybe_equal, shape_of
 
 __all__ = [
     "linear", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "max_pool1d",
@@ -334,7 +334,7 @@ def binary_cross_entropy_with_logits(logits, targets) -> Tensor:
 def _warn_if_broadcast(pred, target, loss: str) -> None:
     """PyTorch's warning: a target of another shape than the prediction is broadcast, and a
     (N, 1) prediction against an (N,) target averages N x N differences."""
-    shapes = [tuple(getattr(t, "shape", np.shape(t))) for t in (pred, target)]
+    shapes = [shape_of(t) for t in (pred, target)]
     differ = len(shapes[0]) != len(shapes[1]) or not all(
         maybe_equal(a, b) for a, b in zip(*shapes))  # (a symbolic N may be 4)
     if differ and all(len(s) for s in shapes):
