@@ -6,15 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .. import ops
-from ..errors import GraphError
 from ..ir.tensor import Tensor
+from .schedules import number
 
 
 def clip_by_value(grads: Sequence[Tensor], clip_value: float) -> list[Tensor]:
     """Clamp every gradient element into [-clip_value, clip_value]."""
-    if clip_value <= 0:
-        raise GraphError(f"clip_value must be > 0, got {clip_value}")
-    return [ops.clip(g, -float(clip_value), float(clip_value)) for g in grads]
+    clip_value = number(clip_value, "clip_value", above=0.0)
+    return [ops.clip(g, -clip_value, clip_value) for g in grads]
 
 
 def global_norm(grads: Sequence[Tensor]) -> Tensor:
@@ -29,8 +28,7 @@ def global_norm(grads: Sequence[Tensor]) -> Tensor:
 def clip_by_global_norm(grads: Sequence[Tensor], max_norm: float) -> list[Tensor]:
     """Rescale all gradients by ``min(1, max_norm / (global_norm + 1e-6))`` (PyTorch's
     clip_grad_norm_): the direction is kept, only a too-long step is shortened."""
-    if max_norm <= 0:
-        raise GraphError(f"clip_norm must be > 0, got {max_norm}")
+    max_norm = number(max_norm, "clip_norm", above=0.0)
     norm = global_norm(grads)
-    scale = ops.minimum(float(max_norm) / (norm + 1e-6), 1.0)
+    scale = ops.minimum(max_norm / (norm + 1e-6), 1.0)
     return [g * (scale if scale.dtype == g.dtype else ops.cast(scale, g.dtype)) for g in grads]

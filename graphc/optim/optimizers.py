@@ -42,7 +42,7 @@ from ..ir.tensor import Tensor
 from ..ops.sources import parameter
 from ..passes.autodiff import grad
 from .clip import clip_by_global_norm, clip_by_value
-from .schedules import Schedule
+from .schedules import Schedule, number
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "NAdam"]
 
@@ -83,10 +83,14 @@ class Optimizer:
                 self.params.append(p)
         if not self.params:
             raise GraphError(f"{type(self).__name__} got an empty parameter list")
-        if not isinstance(lr, Schedule) and not float(lr) >= 0:
-            raise GraphError(f"learning rate must be >= 0, got {lr}")
+        if not isinstance(lr, Schedule):
+            lr = number(lr, f"{type(self).__name__}: the learning rate", least=0.0)
         self.schedule: Schedule | None = lr if isinstance(lr, Schedule) else None
-        self.clip_value, self.clip_norm = clip_value, clip_norm
+        # checked here, not first in updates(): a bad value is the constructor's argument
+        self.clip_value = None if clip_value is None else self._hyper("clip_value", clip_value,
+                                                                      above=0.0)
+        self.clip_norm = None if clip_norm is None else self._hyper("clip_norm", clip_norm,
+                                                                    above=0.0)
         self._state: dict[str, Tensor] = {}
         self._slots: list[dict[str, Tensor]] = [{} for _ in self.params]
         self.step_count = parameter(f"{self.name}.step", np.array(0, np.int64))
@@ -98,6 +102,18 @@ class Optimizer:
         self.lr_parameter = parameter(f"{self.name}.{lr_key}", np.array(lr_value, np.float64))
         self._state[lr_key] = self.lr_parameter
         self._skipped: Tensor | None = None
+
+    def _hyper(self, what: str, value, **bounds) -> float:
+        """A hyperparameter as a float, refused at once where torch.optim refuses it (out of
+        range, NaN, a string): the error names the optimizer and the argument."""
+        return number(value, f"{type(self).__name__}: {what}", **bounds)
+
+    def _betas(self, betas) -> tuple[float, float]:
+        if isinstance(betas, (str, bytes)) or np.ndim(betas) != 1 or len(betas) != 2:
+            raise GraphError(f"{type(self).__name__}: betas must be a pair of numbers, got "
+                             f"{betas!r}")
+        return (self._hyper("betas[0]", betas[0], least=0.0, below=1.0),
+                self._hyper("betas[1]", betas[1], least=0.0, below=1.0))
 
     # -- state -------------------------------------------------------------------------------
     def _slot(self, i: int, slot: str, fill: float = 0.0, shape=None) -> Tensor:
@@ -147,6 +163,8 @@ class Optimizer:
                 raise ShapeError(f"optimizer state {key}: expected shape {tuple(t.shape)}, got "
                                  f"{np.shape(state[key])}")
             t.node.attrs["storage"].checked(state[key], key)
+            if key in ("lr", "lr_scale"):  # what the setter refuses, a file may not bring in
+                self._hyper(f"state {key!r}", np.asarray(state[key]).item(), least=0.0)
         for key, t in present.items():
             t.node.attrs["storage"].write(state[key], key)
         return self
@@ -164,10 +182,10 @@ class Optimizer:
             raise GraphError(f"{type(self).__name__} follows the schedule {self.schedule!r}, "
                              "which is part of its compiled update graph; scale it instead "
                              "through opt.lr_parameter (the multiplier lr_scale, 1.0 at first)")
-        if isinstance(value, Schedule) or not float(value) >= 0 or not np.isfinite(value):
-            raise GraphError(f"learning rate must be a finite float >= 0, got {value!r} (a "
-                             "schedule is given when the optimizer is built)")
-        self.lr_parameter.value = float(value)
+        if isinstance(value, Schedule):
+            raise GraphError(f"{type(self).__name__}: a learning rate schedule is given when "
+                             f"the optimizer is built, not assigned to opt.lr (got {value!r})")
+        self.lr_parameter.value = self._hyper("the learning rate", value, least=0.0)
 
     def current_lr(self) -> float:
         """The learning rate the next update will use (from the step counter, the schedule
@@ -193,6 +211,13 @@ class Optimizer:
         use (PyTorch's ``p.grad is None``). `distributed` (True or a
         ``gc.distributed.DataParallel``) averages them across MPI processes before clipping,
         as PyTorch's DDP averages them in the backward pass."""
+        return self._gradients(cost, distributed)[1]
+
+    def _gradients(self, cost: Tensor, distributed=False
+                   ) -> tuple[list[Tensor | None], list[Tensor | None]]:
+        """The gradients as gc.grad gives them (averaged, if distributed) and clipped: the
+        finiteness check of skip_nonfinite reads the first, since clipping turns an infinity
+        into a finite clip_value."""
         from ..ir.graph import topological
 
         reached = {n.uid for n in topological([cost.node])}
@@ -203,7 +228,7 @@ class Optimizer:
         if not used and any(p.node.uid in reached for p in self.params):
             # every parameter the cost uses is frozen: skipped as given (PyTorch's step
             # leaves parameters without a gradient alone), so the step changes none of them
-            return [None] * len(self.params)
+            return [None] * len(self.params), [None] * len(self.params)
         if not used:
             names = ", ".join(p.name for p in self.params[:5])
             raise GraphError(f"{type(self).__name__}: the cost depends on none of its "
@@ -215,13 +240,18 @@ class Optimizer:
             grads = wrapper.gradients(cost, used)
         else:
             grads = grad(cost, used)
+        raw = grads
         with name_scope("clip"):
             if self.clip_value is not None:
                 grads = clip_by_value(grads, self.clip_value)
             if self.clip_norm is not None:
                 grads = clip_by_global_norm(grads, self.clip_norm)
-        by_param = {p.node.uid: g for p, g in zip(used, grads)}
-        return [by_param.get(p.node.uid) for p in self.params]
+
+        def by_param(values):
+            found = {p.node.uid: g for p, g in zip(used, values)}
+            return [found.get(p.node.uid) for p in self.params]
+
+        return by_param(raw), by_param(grads)
 
     def updates(self, cost: Tensor, skip_nonfinite: bool = False,
                 distributed=False) -> dict[Tensor, Tensor]:
@@ -249,7 +279,7 @@ class Optimizer:
                              f"{type(cost).__name__}")
         graph = cost.graph
         with graph:
-            grads = self.gradients(cost, distributed)
+            raw, grads = self._gradients(cost, distributed)
             out: dict[Tensor, Tensor] = {}
             with name_scope(self.name):
                 k = ops.cast(self.step_count, np.float64)
@@ -267,7 +297,7 @@ class Optimizer:
                     out.update({self._slots[i][s]: v for s, v in slots.items()})
                 out[self.step_count] = self.step_count + 1
                 if skip_nonfinite:
-                    out = self._guarded(cost, [g for g in grads if g is not None], out,
+                    out = self._guarded(cost, [g for g in raw if g is not None], out,
                                         distributed)
                 elif distributed:  # in the step (unchanged), so compiling broadcasts it too
                     out[self.nonfinite_steps] = self.nonfinite_steps
@@ -346,11 +376,13 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0, dampening: float = 0.0, **clip) -> None:
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise GraphError("Nesterov momentum requires a momentum > 0 and zero dampening")
         super().__init__(params, lr, **clip)
-        self.momentum, self.dampening = float(momentum), float(dampening)
-        self.nesterov, self.weight_decay = bool(nesterov), float(weight_decay)
+        self.momentum = self._hyper("momentum", momentum, least=0.0)
+        self.dampening = self._hyper("dampening", dampening)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise GraphError("Nesterov momentum requires a momentum > 0 and zero dampening")
+        self.weight_decay = self._hyper("weight_decay", weight_decay, least=0.0)
         if self.momentum:
             for i in range(len(self.params)):
                 self._slot(i, "momentum_buffer")
@@ -379,9 +411,12 @@ class Adagrad(Optimizer):
     def __init__(self, params, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
                  initial_accumulator_value: float = 0.0, eps: float = 1e-10, **clip) -> None:
         super().__init__(params, lr, **clip)
-        self.lr_decay, self.weight_decay, self.eps = float(lr_decay), float(weight_decay), eps
+        self.lr_decay = self._hyper("lr_decay", lr_decay, least=0.0)
+        self.weight_decay = self._hyper("weight_decay", weight_decay, least=0.0)
+        self.eps = self._hyper("eps", eps, least=0.0)
+        initial = self._hyper("initial_accumulator_value", initial_accumulator_value, least=0.0)
         for i in range(len(self.params)):
-            self._slot(i, "sum", float(initial_accumulator_value))
+            self._slot(i, "sum", initial)
             if self.lr_decay:
                 self._step_slot(i)
 
@@ -402,7 +437,9 @@ class Adadelta(Optimizer):
     def __init__(self, params, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
                  weight_decay: float = 0.0, **clip) -> None:
         super().__init__(params, lr, **clip)
-        self.rho, self.eps, self.weight_decay = float(rho), float(eps), float(weight_decay)
+        self.rho = self._hyper("rho", rho, least=0.0, most=1.0)
+        self.eps = self._hyper("eps", eps, least=0.0)
+        self.weight_decay = self._hyper("weight_decay", weight_decay, least=0.0)
         for i in range(len(self.params)):
             self._slot(i, "square_avg")
             self._slot(i, "acc_delta")
@@ -427,8 +464,11 @@ class RMSprop(Optimizer):
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
                  **clip) -> None:
         super().__init__(params, lr, **clip)
-        self.alpha, self.eps, self.weight_decay = float(alpha), float(eps), float(weight_decay)
-        self.momentum, self.centered = float(momentum), bool(centered)
+        self.alpha = self._hyper("alpha", alpha, least=0.0)
+        self.eps = self._hyper("eps", eps, least=0.0)
+        self.weight_decay = self._hyper("weight_decay", weight_decay, least=0.0)
+        self.momentum = self._hyper("momentum", momentum, least=0.0)
+        self.centered = bool(centered)
         for i in range(len(self.params)):
             self._slot(i, "square_avg")
             if self.momentum:
@@ -462,8 +502,10 @@ class Adam(Optimizer):
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
                  **clip) -> None:
         super().__init__(params, lr, **clip)
-        self.betas = (float(betas[0]), float(betas[1]))
-        self.eps, self.weight_decay, self.amsgrad = float(eps), float(weight_decay), amsgrad
+        self.betas = self._betas(betas)
+        self.eps = self._hyper("eps", eps, least=0.0)
+        self.weight_decay = self._hyper("weight_decay", weight_decay, least=0.0)
+        self.amsgrad = bool(amsgrad)
         for i in range(len(self.params)):
             self._slot(i, "exp_avg")
             self._slot(i, "exp_avg_sq")
@@ -516,9 +558,10 @@ class NAdam(Optimizer):
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3,
                  **clip) -> None:
         super().__init__(params, lr, **clip)
-        self.betas = (float(betas[0]), float(betas[1]))
-        self.eps, self.weight_decay = float(eps), float(weight_decay)
-        self.momentum_decay = float(momentum_decay)
+        self.betas = self._betas(betas)
+        self.eps = self._hyper("eps", eps, least=0.0)
+        self.weight_decay = self._hyper("weight_decay", weight_decay, least=0.0)
+        self.momentum_decay = self._hyper("momentum_decay", momentum_decay, least=0.0)
         for i in range(len(self.params)):
             self._slot(i, "exp_avg")
             self._slot(i, "exp_avg_sq")

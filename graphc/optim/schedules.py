@@ -52,9 +52,8 @@ class step(Schedule):  # noqa: N801 - the public name is a verb, as gc.optim.sch
     """``lr * gamma ** floor(k / step_size)``: multiply by gamma every `step_size` updates."""
 
     def __init__(self, lr: float, step_size: int, gamma: float = 0.1) -> None:
-        if step_size < 1:
-            raise GraphError(f"step_size must be >= 1, got {step_size}")
-        self.lr, self.step_size, self.gamma = float(lr), int(step_size), float(gamma)
+        self.lr, self.gamma = _rate(lr, "lr"), _rate(gamma, "gamma")
+        self.step_size = _count(step_size, "step_size", 1)
 
     def __call__(self, k):
         return self.lr * self.gamma ** _floor(k / self.step_size)
@@ -67,7 +66,7 @@ class exponential(Schedule):  # noqa: N801
     """``lr * gamma ** k``: multiply by gamma after every update."""
 
     def __init__(self, lr: float, gamma: float) -> None:
-        self.lr, self.gamma = float(lr), float(gamma)
+        self.lr, self.gamma = _rate(lr, "lr"), _rate(gamma, "gamma")
 
     def __call__(self, k):
         return self.lr * self.gamma ** k
@@ -80,9 +79,7 @@ class inverse_time(Schedule):  # noqa: N801
     """``lr / (1 + decay * k)``: the 1/t decay of stochastic approximation (Robbins-Monro)."""
 
     def __init__(self, lr: float, decay: float) -> None:
-        if decay < 0:
-            raise GraphError(f"decay must be >= 0, got {decay}")
-        self.lr, self.decay = float(lr), float(decay)
+        self.lr, self.decay = _rate(lr, "lr"), _rate(decay, "decay")
 
     def __call__(self, k):
         return self.lr / (1.0 + self.decay * k)
@@ -100,14 +97,33 @@ def _count(value, what: str, least: int) -> int:
 
 
 def _rate(value, what: str) -> float:
-    """A finite float >= 0, or a GraphError."""
+    """A finite float >= 0, or a GraphError: a negative rate or factor would turn descent into
+    ascent (or alternate its sign), a NaN would reach every parameter."""
+    return number(value, what, least=0.0)
+
+
+def number(value, what: str, least: float | None = None, *, above: float | None = None,
+           most: float | None = None, below: float | None = None) -> float:
+    """`value` as a finite float within the bounds given (``least <= value``, ``above <
+    value``, ``value <= most``, ``value < below``), or a GraphError naming `what`: the one
+    check of the optimizers' and schedules' hyperparameters, as torch.optim makes it. Strings
+    and bools are refused."""
+    if isinstance(value, (str, bytes, bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating)) and np.ndim(value) != 0:
+        raise GraphError(f"{what} must be a number, got {value!r}")
     try:
-        rate = float(value)
+        x = float(value)
     except (TypeError, ValueError):
         raise GraphError(f"{what} must be a number, got {value!r}") from None
-    if not (math.isfinite(rate) and rate >= 0):
-        raise GraphError(f"{what} must be a finite number >= 0, got {value!r}")
-    return rate
+    bounds = [f">= {least}" if least is not None else "", f"> {above}" if above is not None else "",
+              f"<= {most}" if most is not None else "", f"< {below}" if below is not None else ""]
+    if not math.isfinite(x) or (least is not None and x < least) or \
+            (above is not None and x <= above) or (most is not None and x > most) or \
+            (below is not None and x >= below):
+        wanted = " and ".join(b for b in bounds if b)
+        raise GraphError(f"{what} must be a finite number{' ' + wanted if wanted else ''}, "
+                         f"got {value!r}")
+    return x
 
 
 class cosine(Schedule):  # noqa: N801

@@ -387,3 +387,70 @@ def test_a_parameter_unfrozen_later_counts_its_own_steps_as_pytorch(name):
                                rtol=0, atol=1e-9)
     np.testing.assert_allclose(model[2].weight.value, l2.weight.detach().numpy().T,
                                rtol=0, atol=1e-9)
+
+
+BAD_HYPERPARAMETERS = [
+    (O.SGD, {"momentum": -0.5}, "momentum"),
+    (O.SGD, {"weight_decay": -0.1}, "weight_decay"),
+    (O.SGD, {"dampening": float("nan")}, "dampening"),
+    (O.SGD, {"lr": float("inf")}, "learning rate"),
+    (O.SGD, {"lr": "0.1"}, "learning rate must be a number"),
+    (O.SGD, {"clip_value": 0.0}, "clip_value"),
+    (O.SGD, {"clip_value": "1"}, "clip_value must be a number"),
+    (O.SGD, {"clip_norm": float("nan")}, "clip_norm"),
+    (O.Adam, {"betas": (1.0, 0.999)}, r"betas\[0\]"),
+    (O.Adam, {"betas": (0.9, 1.0)}, r"betas\[1\]"),
+    (O.Adam, {"betas": (-0.1, 0.999)}, r"betas\[0\]"),
+    (O.Adam, {"betas": 0.9}, "pair"),
+    (O.Adam, {"eps": -1e-8}, "eps"),
+    (O.Adam, {"eps": float("nan")}, "eps"),
+    (O.AdamW, {"weight_decay": -0.1}, "weight_decay"),
+    (O.RMSprop, {"alpha": -0.1}, "alpha"),
+    (O.RMSprop, {"momentum": -0.1}, "momentum"),
+    (O.RMSprop, {"eps": -1.0}, "eps"),
+    (O.Adagrad, {"lr_decay": -0.1}, "lr_decay"),
+    (O.Adagrad, {"initial_accumulator_value": -1.0}, "initial_accumulator_value"),
+    (O.Adadelta, {"rho": 1.5}, "rho"),
+    (O.Adadelta, {"rho": -0.1}, "rho"),
+    (O.NAdam, {"momentum_decay": -1.0}, "momentum_decay"),
+    (O.NAdam, {"betas": (0.9, 1.5)}, r"betas\[1\]"),
+]
+
+
+@pytest.mark.parametrize("opt_cls,kwargs,message", BAD_HYPERPARAMETERS,
+                         ids=[f"{c.__name__}-{next(iter(k))}-{i}"
+                              for i, (c, k, _) in enumerate(BAD_HYPERPARAMETERS)])
+def test_hyperparameters_torch_refuses_are_refused_at_construction(opt_cls, kwargs, message):
+    """Values torch.optim refuses with a ValueError (a beta of 1 gives NaN at once, a negative
+    weight decay grows unused weights) are GraphErrors naming the optimizer and argument."""
+    w = gc.parameter("w", np.ones(2))
+    with pytest.raises(gc.GraphError, match=f"{opt_cls.__name__}: .*{message}"):
+        opt_cls([w], **{"lr": 0.1, **kwargs})
+
+
+def test_edge_values_torch_accepts_are_accepted():
+    w = gc.parameter("w", np.ones(2))
+    O.Adam([w], lr=0.0, betas=(0.0, 0.0), eps=0.0, weight_decay=0.0)
+    O.Adadelta([w], rho=1.0)
+    O.SGD([w], lr=np.float32(0.1), momentum=np.float64(0.9), dampening=0.5)
+    O.SGD([w], lr=0.1, clip_value=np.array(2.0), clip_norm=1)
+
+
+def test_a_state_cannot_bring_in_a_rate_the_setter_refuses(tmp_path):
+    w = gc.parameter("w", np.zeros(2))
+    opt = O.SGD([w], lr=0.1)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(gc.GraphError, match="'lr'"):
+            opt.load_state({**opt.state(), "lr": np.array(bad)})
+        assert opt.lr == 0.1
+    scaled = O.SGD([w], lr=gc.optim.schedules.step(0.1, 2))
+    with pytest.raises(gc.GraphError, match="'lr_scale'"):
+        scaled.load_state({**scaled.state(), "lr_scale": np.array(-2.0)})
+    bad = O.SGD([w], lr=0.1)
+    bad.lr_parameter.value = -1.0  # (as a hand-edited file would hold it)
+    gc.save(bad, tmp_path / "opt.gco")
+    with pytest.raises(gc.GraphError, match="'lr'"):
+        gc.load(tmp_path / "opt.gco", into=opt)
+    assert opt.lr == 0.1
+    with pytest.raises(gc.GraphError, match="learning rate must be a number"):
+        opt.lr = "x"

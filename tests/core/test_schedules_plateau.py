@@ -298,3 +298,17 @@ def test_bad_arguments_are_clear():
         plateau.on_epoch_end(1, {"loss": 1.0, "time": 0.1}, None)
     with pytest.raises(gc.GraphError, match="monitor"):
         plateau.load_state(gc.optim.ReduceLROnPlateau(opt).state())
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: S.step(-0.1, 2), "lr"), (lambda: S.step(float("nan"), 2), "lr"),
+    (lambda: S.step(0.1, 2.5), "step_size"), (lambda: S.step(0.1, True), "step_size"),
+    (lambda: S.step(0.1, 2, gamma=-1), "gamma"), (lambda: S.exponential(-0.1, 0.9), "lr"),
+    (lambda: S.exponential(0.1, -2), "gamma"), (lambda: S.inverse_time(-0.1, 0.5), "lr"),
+    (lambda: S.inverse_time(0.1, float("nan")), "decay"),
+    (lambda: S.warmup(S.step(-0.1, 2), 2), "lr")])
+def test_schedules_refuse_rates_that_would_climb_or_alternate(make, message):
+    """A negative rate or factor would turn the compiled step into gradient ascent (or flip
+    its sign every update), a NaN would reach every parameter: refused, as cosine does."""
+    with pytest.raises(gc.GraphError, match=message):
+        make()

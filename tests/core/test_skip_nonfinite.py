@@ -66,6 +66,23 @@ def test_an_infinite_gradient_is_skipped_too():
     assert not bool(skipped) and not np.array_equal(w.value, [1.0, 2.0])
 
 
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+@pytest.mark.parametrize("clip", [{"clip_value": 1.0}, {"clip_norm": 1.0},
+                                  {"clip_value": 1.0, "clip_norm": 1.0}])
+def test_an_infinite_gradient_is_skipped_before_clipping_hides_it(backend, clip):
+    """Clipping by value turns +inf into clip_value: the finiteness check must read the
+    gradient before clipping, as PyTorch's GradScaler does."""
+    w = gc.parameter("w", np.zeros(2))
+    x = gc.placeholder("x", (2,), "float64")
+    opt = gc.optim.SGD([w], lr=0.1, **clip)
+    loss = gc.sum(gc.sqrt(x * w))  # 0 at w = 0, its gradient +inf there
+    step = gc.compile([x], [loss],
+                      updates=opt.updates(loss, skip_nonfinite=True), backend=backend)
+    step(np.array([1.0, 1.0]))
+    np.testing.assert_array_equal(w.value, [0.0, 0.0])
+    assert opt.state()["nonfinite_steps"] == 1 and opt.state()["step"] == 0
+
+
 def test_skipped_exists_once_the_guarded_updates_are_built():
     opt = gc.optim.SGD([gc.parameter("w", np.ones(2))], lr=0.1)
     with pytest.raises(gc.GraphError, match="skip_nonfinite=True"):
