@@ -9,15 +9,14 @@ engines linking their object code, the on-disk object cache, and registering ext
 from __future__ import annotations
 
 import hashlib
-import os
 from functools import cache
-from pathlib import Path
 
 import llvmlite
 import llvmlite.binding as llvm
 
 from graphc.errors import BackendError
-from graphc.files import atomic_write
+
+from .object_cache import ObjectCache
 
 
 @cache
@@ -93,12 +92,6 @@ def add_symbol(name: str, address: int) -> None:
     llvm.add_symbol(name, address)
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("GRAPHC_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "graphc")
-    return Path(base) / "llvm"
-
-
 def cache_key(ir_text: str) -> str:
     from graphc import __version__
 
@@ -107,44 +100,6 @@ def cache_key(ir_text: str) -> str:
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()
-
-
-class ObjectCache:
-    """Compiled code on disk, keyed by a hash of IR + target + versions (one file a part).
-
-    Each file is the object code behind a header of its length and SHA-256, checked before
-    the JIT links it: a truncated or corrupted file (a full disk, a killed process, a stray
-    write) is a cache miss that gets rewritten, never an LLVM abort of the interpreter.
-    """
-
-    MAGIC = b"graphc-object-v1\n"
-
-    def __init__(self, key: str, enabled: bool = True) -> None:
-        self.path = cache_dir() / f"{key}.o"
-        self.enabled = enabled and os.environ.get("GRAPHC_NO_CACHE", "") in ("", "0")
-        self.cached = self._read() if self.enabled else None
-
-    def _read(self) -> bytes | None:
-        try:
-            blob = self.path.read_bytes()
-        except OSError:
-            return None
-        head = len(self.MAGIC) + 8 + 32
-        if len(blob) <= head or not blob.startswith(self.MAGIC):
-            return None
-        size = int.from_bytes(blob[len(self.MAGIC):len(self.MAGIC) + 8], "little")
-        data = blob[head:]
-        if size != len(data) or hashlib.sha256(data).digest() != blob[head - 32:head]:
-            return None
-        return data
-
-    def store(self, data: bytes) -> None:
-        if self.enabled:
-            header = self.MAGIC + len(data).to_bytes(8, "little") + hashlib.sha256(data).digest()
-            try:
-                atomic_write(self.path, header + data)
-            except OSError:
-                pass  # a read-only cache directory must not break compilation
 
 
 def _unlocked(function):

@@ -43,6 +43,7 @@ class LLVMArtifact:
     layout: Layout
     profile: tuple[int, list[str]] | None
     parts: tuple[str, ...]  # the module cut for compiling on several threads (split.py)
+    regions: int = 0  # its parallel regions (what the stats report of BLAS threads)
 
 
 class LLVMExecutable(Executable):
@@ -56,6 +57,7 @@ class LLVMExecutable(Executable):
         self.engine = engine  # keeps the machine code alive
         self.source = ir_text
         self.parts = parts
+        self._regions = regions
         # new values the code computes straight into their parameters, and the products
         # that compute them (W - lr * X.T @ G in one gemm): codegen.py
         targets = {layout.slot_of[p.uid] for p, _ in program.updates}
@@ -66,6 +68,8 @@ class LLVMExecutable(Executable):
             n.op.name == "matmul" and n.uid not in values and layout.slot_of[n.uid] in targets
             for n in program.nodes)}
         self._address = engine.get_function_address("graphc_step")
+        if not self._address:  # (a call through address 0 would take the interpreter down)
+            raise BackendError("the linked machine code has no graphc_step function")
         self._fn = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)(
             self._address)
         # a region puts the thread's later products on one BLAS thread where workers spin,
@@ -93,7 +97,7 @@ class LLVMExecutable(Executable):
     def artifact(self) -> LLVMArtifact:
         """The generated code this executable was built from (shared with the executables
         `from_artifact` builds; none of it changes after code generation)."""
-        return LLVMArtifact(self.source, self.layout, self._profile, self.parts)
+        return LLVMArtifact(self.source, self.layout, self._profile, self.parts, self._regions)
 
     @classmethod
     def from_artifact(cls, program: Graph, artifact: LLVMArtifact, options: dict
@@ -110,7 +114,8 @@ class LLVMExecutable(Executable):
                                     workers=threads.runtime().threads)
         stats = {"llvm_compile_seconds": time.perf_counter() - started,
                  "llvm_cache_hit": hit, "llvm_parts": len(artifact.parts)}
-        exe = cls(program, artifact.layout, engine, artifact.ir_text, stats, artifact.parts)
+        exe = cls(program, artifact.layout, engine, artifact.ir_text, stats, artifact.parts,
+                  artifact.regions)
         if artifact.profile is not None:
             exe.enable_profile(*artifact.profile)
         return exe
