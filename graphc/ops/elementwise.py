@@ -181,14 +181,22 @@ EXPM1 = _define("expm1", 1, E.expm1(x0), float_only=True)
 # (relu(NaN) is NaN, relu(-0.0) is 0): the derivative is the same function of the output
 RELU = _define("relu", 1, _relu, doc="max(x, 0); relu'(0) = 0",
                derivative_of_output=lambda y: sympy.Piecewise((0, y <= 0), (1, True)))
+def _scaled(alpha: float, e: sympy.Expr) -> sympy.Expr:
+    """``alpha * e``, kept a product when alpha is 0: ``0 * e`` is NaN for a NaN or infinite
+    e and -0.0 for a negative one (IEEE, PyTorch), where sympy would fold it to the number 0
+    and so erase a NaN."""
+    c = sympy.Float(alpha)
+    return E.unevaluated(sympy.Mul, (c, e)) if alpha == 0 else c * e
+
+
 LEAKY_RELU = _define(
     "leaky_relu", 1,
-    lambda attrs: sympy.Piecewise((x0, x0 > 0), (sympy.Float(attrs["alpha"]) * x0, True)),
+    lambda attrs: sympy.Piecewise((x0, x0 > 0), (_scaled(attrs["alpha"], x0), True)),
     float_only=True,  # (its slope is a fraction: an int input gives float32, as elu's)
 )
 ELU = _define(
     "elu", 1,
-    lambda attrs: sympy.Piecewise((x0, x0 > 0), (sympy.Float(attrs["alpha"]) * E.expm1(x0), True)),
+    lambda attrs: sympy.Piecewise((x0, x0 > 0), (_scaled(attrs["alpha"], E.expm1(x0)), True)),
     float_only=True,
 )
 # Ties split the gradient evenly between the two inputs, as PyTorch does.

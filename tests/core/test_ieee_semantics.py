@@ -194,6 +194,32 @@ def test_nan_propagates_as_in_numpy_and_pytorch(backend, options):
     np.testing.assert_array_equal(gl, [1.0, 1.0, 2.0])  # NaN: maximum full g, clip 0
 
 
+@pytest.mark.parametrize("optimize", [True, False], ids=["optimized", "as-built"])
+@pytest.mark.parametrize("backend,options", BACKENDS, ids=IDS)
+def test_a_zero_slope_keeps_nan_and_the_sign_of_zero(backend, options, optimize):
+    """leaky_relu(x, 0) and elu(x, 0) are ``0 * x`` and ``0 * expm1(x)`` below 0 (PyTorch):
+    NaN stays NaN, -inf gives NaN (leaky) or -0.0 (elu), a negative gives -0.0. sympy would
+    fold the product to the number 0, and check_finite could not see the NaN it erased."""
+    xs = np.array([np.nan, -np.inf, -1.0, -0.0, 2.0], np.float32)
+    x = gc.placeholder("x", (5,))
+    leaky, elu = gc.leaky_relu(x, alpha=0.0), gc.elu(x, alpha=0.0)
+    fused = gc.sum(gc.leaky_relu(x * 2.0, alpha=0.0) + 1.0)  # (inside a fused group)
+    grad = gc.grad(gc.sum(leaky) + gc.sum(elu), x)
+    fn = gc.compile([x], [leaky, elu, fused, grad], backend=backend, backend_options=options,
+                    optimize=optimize)
+    got_leaky, got_elu, got_fused, got_grad = fn(xs)
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(got_leaky, np.where(xs > 0, xs, 0.0 * xs))
+        np.testing.assert_array_equal(np.signbit(got_leaky[2:]), [True, True, False])
+        np.testing.assert_array_equal(got_elu, np.where(xs > 0, xs, 0.0 * np.expm1(xs)))
+        np.testing.assert_array_equal(np.signbit(got_elu[1:]), [True, True, True, False])
+    assert np.isnan(got_fused)
+    np.testing.assert_array_equal(got_grad[1:], [0.0, 0.0, 0.0, 2.0])
+    with pytest.raises(gc.BackendError, match="NaN"):
+        gc.compile([x], gc.sum(leaky), backend=backend, backend_options={
+            **(options or {}), "check_finite": True})(np.array([np.nan, 1, 1, 1, 1], np.float32))
+
+
 @pytest.mark.parametrize("backend", ["numpy", "llvm"])
 def test_clip_with_an_open_side_is_numpy_s(backend):
     """gc.clip(x, None, hi) and (x, lo, None), as np.clip: one side open, the dtype kept
