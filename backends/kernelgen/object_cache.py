@@ -90,9 +90,10 @@ def _open_directory(path: Path) -> int | None:
     return fd
 
 
-def _read_regular(dir_fd: int, name: str, limit: int) -> bytes | None:
-    """The bytes of the regular file `name`, if it is one of at most `limit` bytes: no
-    symbolic link followed, no FIFO or device waited on or read without end."""
+def _read_regular(dir_fd: int, name: str, limit: int, private: bool = False) -> bytes | None:
+    """The bytes of the regular file `name`, if it is one of at most `limit` bytes (and,
+    `private`, readable by its owner only): no symbolic link followed, no FIFO or device
+    waited on or read without end."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(name, flags, dir_fd=dir_fd)
@@ -100,7 +101,8 @@ def _read_regular(dir_fd: int, name: str, limit: int) -> bytes | None:
         return None
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit or \
+                (private and info.st_mode & 0o077):
             return None
         with os.fdopen(os.dup(fd), "rb") as f:
             return f.read(limit + 1)
@@ -115,12 +117,15 @@ def _secret(dir_fd: int) -> bytes | None:
     processes starting at once read the same one), or None if the one there is not private
     to the user."""
     for _ in range(2):
-        data = _read_regular(dir_fd, _SECRET, _SECRET_BYTES)
-        if data is not None:
-            info = os.stat(_SECRET, dir_fd=dir_fd, follow_symlinks=False)
-            if len(data) == _SECRET_BYTES and not info.st_mode & 0o077:
-                return data
+        try:
+            os.stat(_SECRET, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+        except OSError:
             return None
+        else:
+            data = _read_regular(dir_fd, _SECRET, _SECRET_BYTES, private=True)
+            return data if data is not None and len(data) == _SECRET_BYTES else None
         temporary = f".{_SECRET}.{os.getpid()}.{time.monotonic_ns()}.tmp"
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dir_fd)
