@@ -147,3 +147,70 @@ def make_jax(name: str, params):
         return float(value)  # waits for the result: honest timing
 
     return step
+
+
+def make_torch_deep(params, threads: int = 2, compiled: bool = False, lr: float = 1e-3):
+    """bench/depth_scaling.py's workload in PyTorch: a tanh MLP of ``len(params) // 2``
+    layers, cross-entropy, torch.optim.Adam (graphc's Adam is its formula); `compiled` puts
+    the forward through torch.compile, the optimizer stays eager."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    ps = [torch.tensor(p, requires_grad=True) for p in params]
+    opt = torch.optim.Adam(ps, lr=lr)
+
+    def forward(x, y):
+        h, pairs = x, list(zip(ps[0::2], ps[1::2]))
+        for i, (W, b) in enumerate(pairs):
+            h = h @ W + b
+            if i < len(pairs) - 1:
+                h = torch.tanh(h)
+        return F.cross_entropy(h, y)
+
+    if compiled:
+        forward = torch.compile(forward)
+
+    def step(x, y):
+        opt.zero_grad(set_to_none=True)
+        loss = forward(torch.from_numpy(x), torch.from_numpy(y))
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return step
+
+
+def make_jax_deep(params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8):
+    """The same in JAX: forward, backward and torch.optim.Adam's update in one jit."""
+    import jax
+    import jax.numpy as jnp
+
+    def loss_fn(ps, x, y):
+        h, pairs = x, list(zip(ps[0::2], ps[1::2]))
+        for i, (W, b) in enumerate(pairs):
+            h = h @ W + b
+            if i < len(pairs) - 1:
+                h = jnp.tanh(h)
+        logp = jax.nn.log_softmax(h, axis=1)
+        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+
+    @jax.jit
+    def update(state, x, y):
+        ps, m, v, t = state
+        value, grads = jax.value_and_grad(loss_fn)(ps, x, y)
+        t = t + 1
+        m = [betas[0] * a + (1 - betas[0]) * g for a, g in zip(m, grads)]
+        v = [betas[1] * a + (1 - betas[1]) * g * g for a, g in zip(v, grads)]
+        c1, c2 = 1 - betas[0] ** t, 1 - betas[1] ** t
+        ps = [p - lr * (a / c1) / (jnp.sqrt(b / c2) + eps) for p, a, b in zip(ps, m, v)]
+        return (ps, m, v, t), value
+
+    zeros = [jnp.zeros_like(jnp.asarray(p)) for p in params]
+    state = [([jnp.asarray(p) for p in params], zeros, list(zeros), jnp.float32(0))]
+
+    def step(x, y):
+        state[0], value = update(state[0], x, y)
+        return float(value)  # waits for the result: honest timing
+
+    return step

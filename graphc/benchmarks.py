@@ -13,7 +13,9 @@ def main(args) -> int:
               "run `graphc bench` from an editable install of a checkout")
         return 1
     argv = (["--quick"] if args.quick else []) + (
-        ["--workloads", args.workloads] if args.workloads else [])
+        ["--workloads", args.workloads] if args.workloads else []) + (
+        ["--threads", str(args.threads)] if getattr(args, "threads", None) is not None
+        else []) + (["--no-torch-compile"] if getattr(args, "no_torch_compile", False) else [])
     script_main = runpy.run_path(str(script), run_name="graphc_bench")["main"]
     try:  # (usage lines and errors name `graphc bench`, the command the user typed)
         return int(script_main(argv, prog="graphc bench") or 0)

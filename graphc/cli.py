@@ -241,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--workloads", default=None,
                        help="comma-separated subset of tiny_mlp, mlp_784, lenet5, autoencoder, "
                             "cnn32 (default: all)")
+    bench.add_argument("--threads", type=int, default=2,
+                       help="threads for every framework's BLAS and runtime (default: 2)")
+    bench.add_argument("--no-torch-compile", action="store_true",
+                       help="skip torch.compile (its first call compiles C++: 15-60 s a "
+                            "workload)")
     bench.set_defaults(func=_cmd_bench)
     return parser
 
