@@ -38,6 +38,7 @@ import os
 from dataclasses import dataclass
 from functools import cache
 
+import numpy as np
 from llvmlite import ir
 
 from graphc.errors import BackendError
@@ -101,7 +102,8 @@ def set_threads(count: int) -> int:
     """Let parallel regions use `count` threads from now on (at most 1 without libgomp),
     and the BLAS's products as many at most (`blas_team`); returns the previous count.
     Results do not change with it."""
-    if not 1 <= int(count) <= MAX_THREADS:
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or \
+            not 1 <= int(count) <= MAX_THREADS:  # (1.5 or "2": what GRAPHC_NUM_THREADS refuses)
         raise BackendError(f"set_threads: a count of threads from 1 to {MAX_THREADS}, not "
                            f"{count!r}")
     openmp = runtime().openmp  # (binds the counter, _keep[0], on first use)

@@ -441,3 +441,9 @@ def test_the_threshold_weighs_what_a_point_costs():
     out = subprocess.run([sys.executable, "-c", REGIONS], text=True, capture_output=True,
                          timeout=300, check=True).stdout.split()
     assert out == ["0", "1", "0", "1", "1", "0", "1", "0", "1", "0", "1"]
+
+
+@pytest.mark.parametrize("count", [1.5, "2", True, 0, 5000])
+def test_set_threads_refuses_what_the_environment_variable_refuses(count):
+    with pytest.raises(gc.BackendError, match="set_threads: a count of threads"):
+        threads.set_threads(count)
