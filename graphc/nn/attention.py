@@ -31,12 +31,12 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import init, ops
+from ..arguments import fraction, maybe_equal, shape_of
 from ..errors import GraphError, ShapeError, user_facing
 from ..ir.graph import name_scope
 from ..ir.tensor import Tensor
 from ..ops.sources import parameter
 from . import functional as F
-from .arguments import fraction, maybe_equal, shape_of
 from .layers import Linear
 from .module import Module
 

@@ -23,13 +23,13 @@ import numpy as np
 
 from .. import init, ops
 from .. import random as grandom
+from ..arguments import fraction, spread
 from ..errors import GraphError, ShapeError, user_facing
 from ..ir.graph import name_scope
 from ..ir.tensor import Tensor
 from ..ops.conv import int_tuple
 from ..ops.random import state_for
 from ..ops.shape_ops import is_int_value
-from .arguments import fraction, spread
 from .module import Module
 
 __all__ = ["GaussianNoise", "RandomCrop", "RandomFlip", "RandomShift", "gaussian_noise",

@@ -13,12 +13,12 @@ import warnings
 import numpy as np
 
 from .. import ops
+from ..arguments import fraction, maybe_equal, shape_of
 from ..errors import GraphError, ShapeError, user_facing
 from ..ir.graph import name_scope
 from ..ir.shapes import format_shape, prod
 from ..ir.tensor import Tensor
 from ..ops.random import state_for
-from .arguments import fraction, maybe_equal, shape_of
 
 __all__ = [
     "linear", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "max_pool1d",

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from .. import init, ops
+from ..arguments import fraction
 from ..ir.tensor import Tensor
 from ..ops.sources import parameter
 from . import functional as F
-from .arguments import fraction
 from .module import Module
 
 

@@ -39,6 +39,7 @@ from contextlib import nullcontext
 import numpy as np
 
 from .. import init, ops
+from ..arguments import maybe_equal
 from ..errors import GraphError, ShapeError
 from ..ir.graph import name_scope
 from ..ir.shapes import dims_equal, format_shape
@@ -47,7 +48,6 @@ from ..ir.types import promote
 from ..ops.scan import scan
 from ..ops.sources import constant, parameter
 from . import functional as F
-from .arguments import maybe_equal
 from .module import Module
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .. import ops
+from ..arguments import number
 from ..ir.tensor import Tensor
-from .schedules import number
 
 
 def clip_by_value(grads: Sequence[Tensor], clip_value: float) -> list[Tensor]:

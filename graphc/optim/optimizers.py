@@ -36,13 +36,14 @@ from collections.abc import Mapping
 import numpy as np
 
 from .. import ops
+from ..arguments import number
 from ..errors import GraphError, ShapeError
 from ..ir.graph import name_scope
 from ..ir.tensor import Tensor
 from ..ops.sources import parameter
 from ..passes.autodiff import grad
 from .clip import clip_by_global_norm, clip_by_value
-from .schedules import Schedule, number
+from .schedules import Schedule
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "NAdam"]
 

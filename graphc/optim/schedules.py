@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from .. import ops
+from ..arguments import number
 from ..errors import GraphError
 from ..ir.tensor import Tensor
 
@@ -102,28 +103,6 @@ def _rate(value, what: str) -> float:
     return number(value, what, least=0.0)
 
 
-def number(value, what: str, least: float | None = None, *, above: float | None = None,
-           most: float | None = None, below: float | None = None) -> float:
-    """`value` as a finite float within the bounds given (``least <= value``, ``above <
-    value``, ``value <= most``, ``value < below``), or a GraphError naming `what`: the one
-    check of the optimizers' and schedules' hyperparameters, as torch.optim makes it. Strings
-    and bools are refused."""
-    if isinstance(value, (str, bytes, bool, np.bool_)) or not isinstance(
-            value, (int, float, np.integer, np.floating)) and np.ndim(value) != 0:
-        raise GraphError(f"{what} must be a number, got {value!r}")
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise GraphError(f"{what} must be a number, got {value!r}") from None
-    bounds = [f">= {least}" if least is not None else "", f"> {above}" if above is not None else "",
-              f"<= {most}" if most is not None else "", f"< {below}" if below is not None else ""]
-    if not math.isfinite(x) or (least is not None and x < least) or \
-            (above is not None and x <= above) or (most is not None and x > most) or \
-            (below is not None and x >= below):
-        wanted = " and ".join(b for b in bounds if b)
-        raise GraphError(f"{what} must be a finite number{' ' + wanted if wanted else ''}, "
-                         f"got {value!r}")
-    return x
 
 
 class cosine(Schedule):  # noqa: N801
