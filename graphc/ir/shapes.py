@@ -88,7 +88,7 @@ def dims_equal(a: Dim, b: Dim) -> bool | None:
     """True/False when decidable now, None when it depends on the symbols' values."""
     if isinstance(a, int) and isinstance(b, int):
         return a == b
-    diff = sympy.expand(sympy.sympify(a) - sympy.sympify(b))
+    diff = sympy.expand(sympy.sympify(a, strict=True) - sympy.sympify(b, strict=True))
     if diff == 0:
         return True
     if diff.is_number:
@@ -131,7 +131,7 @@ def prod(dims: Iterable[Dim]) -> Dim:
     out: Dim = 1
     for d in dims:
         out = out * d
-    return as_dim(sympy.sympify(out)) if not isinstance(out, int) else out
+    return as_dim(sympy.sympify(out, strict=True)) if not isinstance(out, int) else out
 
 
 def is_one(d: Dim) -> bool:
@@ -223,7 +223,7 @@ def evaluate_dim(d: Dim, binding: dict) -> int:
     """The concrete size of a dim once the symbols are bound."""
     if isinstance(d, (int, np.integer)):
         return int(d)
-    value = sympy.sympify(sympy.sympify(d).xreplace(binding))
+    value = sympy.sympify(sympy.sympify(d).xreplace(binding), strict=True)
     if not value.is_Integer:
         from ..errors import ShapeError
 

@@ -34,6 +34,25 @@ def to_numpy(elem_type: int, where: str) -> np.dtype:
             "(supported: BOOL, INT32, INT64, FLOAT, DOUBLE)") from None
 
 
+def array_of(tensor: TensorProto, where: str) -> np.ndarray:
+    """A tensor's values from the file, refused unless they are booleans or numbers: a STRING
+    tensor would carry Python strings into the importer's shape arithmetic, where sympy
+    parses (evaluates) strings, and graphc has no string tensors to give it anyway."""
+    from onnx import numpy_helper
+
+    from .errors import UnsupportedError
+
+    if tensor.data_type in (TensorProto.STRING, TensorProto.COMPLEX64, TensorProto.COMPLEX128):
+        raise UnsupportedError(f"{where}: ONNX tensor {tensor.name!r} holds "
+                               f"{type_name(tensor.data_type)} values, which graphc does not "
+                               "support (supported: BOOL, INT32, INT64, FLOAT, DOUBLE)")
+    values = numpy_helper.to_array(tensor)
+    if values.dtype.kind not in "biuf":
+        raise UnsupportedError(f"{where}: ONNX tensor {tensor.name!r} holds {values.dtype} "
+                               "values, which graphc does not support")
+    return values
+
+
 def to_onnx(dtype) -> int:
     from .errors import UnsupportedError
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from .. import ops
 from ..errors import GraphError
@@ -174,7 +173,7 @@ class NodeContext:
         elems = []
         for v in arr.ravel():
             try:
-                elems.append(dim_tensor(sympy.sympify(v)))
+                elems.append(dim_tensor(sympy.sympify(v, strict=True)))
             except (TypeError, ValueError, GraphError):
                 self.fail(f"a value with symbolic dims ({v}) is used as data, and graphc "
                           "cannot compute it as a tensor")
@@ -243,7 +242,9 @@ def _plain(v):
 def _attribute(a: onnx.AttributeProto):
     value = onnx.helper.get_attribute_value(a)
     if a.type == onnx.AttributeProto.TENSOR:
-        return numpy_helper.to_array(value)
+        return dtypes.array_of(value, f"attribute {a.name!r}")
+    if a.type == onnx.AttributeProto.TENSORS:
+        return [dtypes.array_of(t, f"attribute {a.name!r}") for t in value]
     if isinstance(value, bytes):
         return value.decode()
     if a.type == onnx.AttributeProto.STRINGS:
@@ -381,7 +382,8 @@ class OnnxModel:
                 raise UnsupportedError(f"ONNX model uses operator set domain {imp.domain!r} "
                                        f"(version {imp.version}); graphc supports only the "
                                        "default domain")
-        self.initializers = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        self.initializers = {t.name: dtypes.array_of(t, "initializer")
+                             for t in graph.initializer}
         self.inputs = [vi for vi in graph.input if vi.name not in self.initializers]
         self.output_names = [vi.name for vi in graph.output]
         defined = set(self.initializers) | {vi.name for vi in graph.input}

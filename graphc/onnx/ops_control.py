@@ -21,12 +21,12 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 import sympy
-from onnx import numpy_helper
 
 from .. import ops
 from ..errors import GraphError
 from ..ir.tensor import Tensor
 from ..ops.scan import scan
+from . import dtypes
 from .errors import StaticValueNeeded, UnsupportedError
 from .table import onnx_op
 
@@ -47,7 +47,7 @@ def run_subgraph(ctx, graph: onnx.GraphProto, env: dict, bound: dict) -> list:
 
     local = dict(env)
     for t in graph.initializer:
-        local[t.name] = numpy_helper.to_array(t)
+        local[t.name] = dtypes.array_of(t, f"subgraph {graph.name!r}'s initializer")
     local.update(bound)
     run_nodes(graph.node, local, ctx.opset)
     outs = []

@@ -319,7 +319,7 @@ def _decided_equal(a, b) -> np.ndarray | None:
     a, b = np.broadcast_arrays(np.asarray(a, dtype=object), np.asarray(b, dtype=object))
     out = np.empty(a.shape, dtype=bool)
     for i, (x, y) in enumerate(zip(a.ravel(), b.ravel())):
-        diff = sympy.simplify(sympy.sympify(x) - sympy.sympify(y))
+        diff = sympy.simplify(sympy.sympify(x, strict=True) - sympy.sympify(y, strict=True))
         if not diff.is_number:
             return None
         out.flat[i] = diff == 0

@@ -232,7 +232,7 @@ def _bound(ctx, value, dim, step: int = 1, start=None) -> int:
         pass
     import sympy
 
-    offset = sympy.simplify(sympy.sympify(value) - sympy.sympify(dim))
+    offset = sympy.simplify(sympy.sympify(value, strict=True) - sympy.sympify(dim, strict=True))
     if offset.is_integer and offset.is_number and offset <= 0:
         return int(offset) if offset < 0 else 2**62
     same = _clamped_bound(value, dim, start) if step > 0 else None
@@ -258,8 +258,8 @@ def _clamped_bound(value, dim, start=None):
 
     import sympy
 
-    value, dim = sympy.sympify(value), sympy.sympify(dim)
-    start = sympy.sympify(-(2**62) if start is None else start)
+    value, dim = sympy.sympify(value, strict=True), sympy.sympify(dim, strict=True)
+    start = sympy.sympify(-(2**62) if start is None else start, strict=True)
     symbols = sorted(value.free_symbols | dim.free_symbols | start.free_symbols, key=str)
     if not symbols or len(symbols) > 3:
         return None

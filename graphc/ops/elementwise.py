@@ -700,7 +700,7 @@ def from_expr(expression, env: dict, dtype, graph=None) -> Tensor:
         mapping = {s: E.sym_input(i) for i, s in enumerate(symbols)}
         return elemwise(e.xreplace(mapping), [env[s] for s in symbols], dtype=dtype)
 
-    return build(sympy.sympify(expression))
+    return build(sympy.sympify(expression, strict=True))
 
 
 def _is_negative(term) -> bool:

@@ -87,7 +87,7 @@ def _reshape_infer(types, attrs, checks):
     (x,) = types
     checks.equal(prod(x.shape), prod(attrs["shape"]), "reshape must keep the number of elements")
     for d in attrs["shape"]:  # a -1 over a symbolic size: (N, 4) -> (N/2, 8) needs N even
-        numerator, denominator = sympy.fraction(sympy.together(sympy.sympify(d)))
+        numerator, denominator = sympy.fraction(sympy.together(sympy.sympify(d, strict=True)))
         if denominator != 1:
             checks.holds(sympy.Eq(sympy.Mod(numerator, denominator), 0),
                          f"the size {format_dim(d)} made by -1 is a whole number")
@@ -125,7 +125,8 @@ def reshape(x: Tensor, shape: Sequence) -> Tensor:
     if unknown:
         known = [as_dim(d) for i, d in enumerate(shape) if i != unknown[0]]
         total, rest = prod(x.shape), prod(known)
-        missing = sympy.simplify(sympy.sympify(total) / sympy.sympify(rest))
+        missing = sympy.simplify(sympy.sympify(total, strict=True) /
+                                 sympy.sympify(rest, strict=True))
         if missing.is_Rational and not missing.is_Integer:
             raise ShapeError(
                 f"cannot reshape {format_shape(x.shape)} to {shape}: "
@@ -519,7 +520,7 @@ def _slice_bounds(sl: slice, dim):
 
     start, stop = bound(sl.start, 0), bound(sl.stop, dim)
     size = sympy.Max(0, sympy.ceiling((stop - start) / step))
-    return as_dim(sympy.sympify(start)), step, as_dim(size)
+    return as_dim(sympy.sympify(start, strict=True)), step, as_dim(size)
 
 
 def getitem(x: Tensor, index) -> Tensor:

@@ -243,3 +243,49 @@ def test_a_raw_error_no_check_foresaw_still_names_the_node(monkeypatch):
         imported = gc.onnx.load(_one("Relu", ["x"]))
         with pytest.raises(GraphError, match=r"(?s)'n1' \(Relu.*IndexError"):
             imported(*imported.placeholders())
+
+
+def _string(name, text):
+    return helper.make_tensor(name, TensorProto.STRING, [1], [text.encode()])
+
+
+@pytest.mark.parametrize("where", ["initializer", "constant", "subgraph"])
+def test_a_string_tensor_is_refused_and_never_evaluated(tmp_path, where):
+    """A STRING tensor compared by Equal reached sympy's parser, which evaluates a string:
+    the file ran code at import. graphc has no string tensors, so they are refused at the
+    file's boundary, wherever a tensor value can sit, and nothing is run."""
+    marker = tmp_path / "ran"
+    payload = f"__import__('pathlib').Path({str(marker)!r}).touch()"
+    equal = helper.make_node("Equal", ["s", "t"], ["e"])
+    tail = [helper.make_node("Cast", ["e"], ["ef"], to=TensorProto.FLOAT),
+            helper.make_node("Add", ["x", "ef"], ["y"])]
+    inits = [_string("s", payload), _string("t", "1")]
+    if where == "initializer":
+        model = _model([equal, *tail], [_vi("x", [1])], [_vi("y", [1])], inits)
+    elif where == "constant":
+        constants = [helper.make_node("Constant", [], [t.name], value=t) for t in inits]
+        model = _model([*constants, equal, *tail], [_vi("x", [1])], [_vi("y", [1])])
+    else:
+        branch = helper.make_graph([equal], "then", [], [_vi("e", [1], TensorProto.BOOL)],
+                                   inits)
+        cond = helper.make_node("If", ["c"], ["e"], then_branch=branch, else_branch=branch)
+        model = _model([helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(
+            np.array(True), "c")), cond, *tail], [_vi("x", [1])], [_vi("y", [1])])
+    path = tmp_path / "model.onnx"
+    onnx.save(model, path)
+    with pytest.raises(UnsupportedError, match="STRING"):
+        imported = gc.onnx.load(path)
+        with gc.Graph():
+            imported(*imported.placeholders())
+    assert not marker.exists()
+
+
+def test_shape_arithmetic_never_parses_a_string():
+    """Defense behind the boundary: the importer's and the IR's sympy conversions are strict,
+    so a string that got that far would be an error, not code."""
+    import sympy
+
+    from graphc.onnx.ops_math import _decided_equal
+
+    with pytest.raises(sympy.SympifyError):
+        _decided_equal(np.array(["__import__('os')"], dtype=object), np.array([1]))
