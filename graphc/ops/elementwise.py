@@ -298,8 +298,9 @@ def lift(*values, float_only: bool = False) -> list[Tensor]:
     for v in values:
         if isinstance(v, Tensor):
             out.append(v if v.dtype == common else cast(v, common))
-        else:
-            out.append(constant(_literal(v, common), graph=graph))
+        else:  # (a NumPy scalar is weak too: checked as the Python number it holds)
+            value = v.item() if _is_weak(v) and isinstance(v, (np.ndarray, np.generic)) else v
+            out.append(constant(_literal(value, common), graph=graph))
     return out
 
 
@@ -450,28 +451,64 @@ def clip(x, lo, hi) -> Tensor:
     return _call(CLIP, t, low if lo is None else lo, high if hi is None else hi)
 
 
+def _out_of_range(tensor, value) -> int:
+    """+1 or -1 when `value` is an integer (Python or NumPy, not bool) beyond what the
+    integer `tensor` can hold, above or below; 0 otherwise."""
+    if isinstance(value, (np.ndarray, np.generic)) and np.ndim(value) == 0:
+        value = value.item()
+    if not isinstance(tensor, Tensor) or tensor.dtype.kind not in "iu" or \
+            not isinstance(value, int) or isinstance(value, bool):
+        return 0
+    info = np.iinfo(tensor.dtype)
+    return 1 if value > info.max else -1 if value < info.min else 0
+
+
+def _compare(op: OpDef, a, b) -> Tensor:
+    """A comparison, where an integer beyond the tensor's dtype is compared as the number it
+    is (NumPy 2's answer: ``int32 < 2**40`` is all true): the tensor widens to int64 when
+    that holds the number, and beyond int64 the answer is the same for every element."""
+    for tensor, value, flipped in ((a, b, False), (b, a, True)):
+        side = _out_of_range(tensor, value)
+        if not side:
+            continue
+        scalar = value.item() if isinstance(value, (np.ndarray, np.generic)) else value
+        if np.iinfo(np.int64).min <= scalar <= np.iinfo(np.int64).max:
+            from .cast import cast
+
+            wide = cast(tensor, np.int64)
+            return _call(op, scalar, wide) if flipped else _call(op, wide, scalar)
+        # every element is below the number (side +1) or above it (side -1)
+        below = side > 0
+        if flipped:  # number OP tensor
+            below = not below
+        verdict = {"less": below, "less_equal": below, "greater": not below,
+                   "greater_equal": not below, "equal": False, "not_equal": True}[op.name]
+        return _call(EQUAL if verdict else NOT_EQUAL, tensor, tensor)
+    return _call(op, a, b)
+
+
 def less(a, b) -> Tensor:
-    return _call(LESS, a, b)
+    return _compare(LESS, a, b)
 
 
 def less_equal(a, b) -> Tensor:
-    return _call(LESS_EQUAL, a, b)
+    return _compare(LESS_EQUAL, a, b)
 
 
 def greater(a, b) -> Tensor:
-    return _call(GREATER, a, b)
+    return _compare(GREATER, a, b)
 
 
 def greater_equal(a, b) -> Tensor:
-    return _call(GREATER_EQUAL, a, b)
+    return _compare(GREATER_EQUAL, a, b)
 
 
 def equal(a, b) -> Tensor:
-    return _call(EQUAL, a, b)
+    return _compare(EQUAL, a, b)
 
 
 def not_equal(a, b) -> Tensor:
-    return _call(NOT_EQUAL, a, b)
+    return _compare(NOT_EQUAL, a, b)
 
 
 def isnan(x) -> Tensor:

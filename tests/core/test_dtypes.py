@@ -166,6 +166,42 @@ def test_a_python_int_the_dtype_cannot_hold_is_refused_as_numpy_does(build):
         build(i)
 
 
+@pytest.mark.parametrize("big", [np.int64(2**40), np.array(2**40), np.int64(-(2**31) - 1)],
+                         ids=["np.int64", "0-d array", "below"])
+@pytest.mark.parametrize("build", [lambda i, v: i + v, lambda i, v: gc.clip(i, -5, v),
+                                   lambda i, v: gc.where(i > 0, i, v), lambda i, v: i ** v],
+                         ids=["add", "clip", "where", "pow"])
+def test_a_numpy_int_the_dtype_cannot_hold_is_refused_as_a_python_int_is(build, big):
+    """A NumPy scalar is weak too (it takes the tensor's dtype), so it is checked as the
+    number it holds: np.int64(2**40) + int32 wrapped to 0 and added nothing."""
+    i = gc.placeholder("i", (3,), "int32")
+    with pytest.raises(OverflowError, match="out of bounds for int32"):
+        build(i, big)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_comparing_with_an_int_beyond_the_dtype_answers_as_numpy_2(backend):
+    """NumPy 2 compares an integer array with any Python integer exactly (``int32 < 2**40``
+    is all true); graphc refused it, and np.int64(2**32 + 1) wrapped to 1 and equalled 1."""
+    i = gc.placeholder("i", (3,), "int32")
+    j = gc.placeholder("j", (3,), "int64")
+    values = np.array([1, 5, -3], np.int32)
+    # (each with its answer, as Python's exact integers give it for 1, 5, -3)
+    cases = [(lambda a: a < 2**40, [1, 1, 1]), (lambda a: a > np.int64(2**40), [0, 0, 0]),
+             (lambda a: gc.equal(a, np.int64(2**32 + 1)), [0, 0, 0]),
+             (lambda a: a >= -(2**40), [1, 1, 1]), (lambda a: 2**70 > a, [1, 1, 1]),
+             (lambda a: a <= 2**70, [1, 1, 1]), (lambda a: gc.not_equal(a, 2**70), [1, 1, 1]),
+             (lambda a: a == -(2**70), [0, 0, 0]), (lambda a: a > -(2**70), [1, 1, 1]),
+             (lambda a: a < 2**31 - 1, [1, 1, 1])]
+    fn = gc.compile([i, j], [c(i) for c, _ in cases] + [c(j) for c, _ in cases[4:]],
+                    backend=backend)
+    got = fn(values, values.astype(np.int64))
+    want = [w for _, w in cases] + [w for _, w in cases[4:]]
+    for g, w in zip(got, want):
+        assert g.dtype == bool
+        np.testing.assert_array_equal(g, np.array(w, dtype=bool))
+
+
 @pytest.mark.parametrize("backend", ["numpy", "llvm"])
 def test_python_ints_that_fit_keep_their_values(backend):
     i = gc.placeholder("i", (2,), "int32")
