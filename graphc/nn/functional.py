@@ -272,7 +272,10 @@ def dropout(x, p: float, training: bool, seed: int | None = None, state: Tensor 
     """
     fraction(p, "dropout probability")
     if not training or p == 0.0:
-        return x
+        # (int and bool inputs give float32 in evaluation too, as in training: a model's
+        # training step and its evaluation function return the same dtype)
+        x = ops.lift(x)[0] if not isinstance(x, Tensor) else x
+        return x if x.dtype.kind == "f" else ops.cast(x, np.float32)
     with name_scope("dropout"):
         if p == 1.0:
             return x * 0.0

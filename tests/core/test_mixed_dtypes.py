@@ -30,6 +30,23 @@ def test_dropout_of_ints_and_masks_keeps_about_half_the_same_way_everywhere(dtyp
         np.testing.assert_array_equal(out, outs[0])
 
 
+@pytest.mark.parametrize("dtype", ["int32", "bool", "float64"])
+def test_dropout_gives_the_same_dtype_in_training_and_evaluation(dtype):
+    """Evaluation (and p=0) returned an int input unchanged: a model's training step gave
+    float32 and its evaluation function int32."""
+    x = gc.placeholder("x", (3,), dtype)
+    want = np.float64 if dtype == "float64" else np.float32
+    for training, p in ((True, 0.5), (False, 0.5), (True, 0.0), (True, 1.0)):
+        assert F.dropout(x, p, training=training, seed=0).dtype == want
+    model = gc.nn.Dropout(0.5)
+    assert model(x).dtype == want
+    model.eval()
+    assert model(x).dtype == want
+    got = gc.compile([x], model(x))(np.array([1, 0, 1], dtype))
+    assert got.dtype == want
+    np.testing.assert_array_equal(got, [1, 0, 1])
+
+
 @pytest.mark.parametrize("batch", [4, "N"])
 def test_batch_norm_of_a_mask_counts_in_floats(batch):
     """A bool input made the element count a bool (True) and the cumulative counter 1:
