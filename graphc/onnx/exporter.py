@@ -171,8 +171,15 @@ _SIMPLE = {
 }
 
 
+#: arithmetic on booleans, which ONNX's Add, Mul, Max and Min do not define, as the logic it
+#: is in NumPy (True + True is True: or; True * False is False: and)
+_BOOLEAN = {"add": "Or", "mul": "And", "maximum": "Or", "minimum": "And"}
+
+
 @exports(*_SIMPLE)
 def _simple(w: Writer, node: Node, ins: list[str]) -> str:
+    if node.op.name in _BOOLEAN and node.type.dtype == bool:
+        return w.add(_BOOLEAN[node.op.name], ins)
     return w.add(_SIMPLE[node.op.name], ins)
 
 
@@ -378,9 +385,13 @@ def _reduce(w, node, ins):
     axes = [int(a) for a in node.attrs["axes"]]
     keep = int(bool(node.attrs["keepdims"]))
     op = _REDUCE[node.op.name]
+    boolean = node.type.dtype == bool  # (max/min of a mask: ONNX reduces numbers only)
+    x = w.add("Cast", ins, to=onnx.TensorProto.INT32) if boolean else ins[0]
     if op == "ReduceSum" or w.opset >= 18:
-        return w.add(op, [ins[0], w.ints(axes, "axes")], keepdims=keep)
-    return w.add(op, ins, axes=axes, keepdims=keep)
+        out = w.add(op, [x, w.ints(axes, "axes")], keepdims=keep)
+    else:
+        out = w.add(op, [x], axes=axes, keepdims=keep)
+    return w.add("Cast", [out], to=onnx.TensorProto.BOOL) if boolean else out
 
 
 @exports("numel")

@@ -133,6 +133,21 @@ def test_elementwise_expressions_export_node_by_node():
                   rng.integers(-10, 10, size=(3, 5)))
 
 
+def test_arithmetic_on_booleans_exports_as_logic():
+    """graphc computes bool + bool, bool * bool, maximum/minimum and max/min of masks as
+    NumPy does (or, and, any, all); ONNX's Add, Mul, Max, Min and ReduceMax take numbers
+    only, and the export was a model onnx's checker refused."""
+    with gc.Graph():
+        a = gc.placeholder("a", ("N", 3), "bool")
+        b = gc.placeholder("b", ("N", 3), "bool")
+        outs = [a + b, a * b, a * True, gc.maximum(a, b), gc.minimum(a, b), gc.max(a, axis=1),
+                gc.min(b, axis=0), gc.max(a), gc.sum(a * b)]
+        fn = gc.compile([a, b], outs)
+        proto = gc.onnx.export(outs, None, inputs=[a, b])
+    rng = np.random.default_rng(0)
+    _check_in_ort(proto, fn, rng.random((4, 3)) < 0.5, rng.random((4, 3)) < 0.5)
+
+
 def test_symbolic_reshapes_broadcasts_and_slices():
     """Shape arguments with several symbolic dims (and slice bounds such as T - 1) are
     computed in the file from the inputs' shapes: the file runs at any N and T."""
