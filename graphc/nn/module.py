@@ -92,6 +92,12 @@ class Module:
         if "_modules" not in self.__dict__:
             raise GraphError(f"{type(self).__name__}: call super().__init__() before assigning "
                              "attributes of a module")
+        if "." in name and (isinstance(value, Module) or _is_parameter(value)):
+            # (state keys join names with dots: "a.b" beside a child "a" holding "b" would
+            # be one key for two tensors, and a save would keep one of them; PyTorch refuses
+            # it too)
+            raise GraphError(f"{type(self).__name__}: a submodule, parameter or buffer name "
+                             f"cannot contain '.', got {name!r}")
         # a name that changes registry leaves the old one; one that stays keeps its place in
         # the order (as PyTorch: ``seq[2].weight = seq[0].weight`` keeps "2.weight" first)
         if not isinstance(value, Module):
@@ -126,6 +132,9 @@ class Module:
         states. Optimizers never see buffers; ``state()`` and ``gc.save`` do."""
         if not _is_parameter(tensor):
             raise GraphError(f"buffer {name!r} must be a gc.parameter tensor")
+        if "." in name:
+            raise GraphError(f"{type(self).__name__}: a submodule, parameter or buffer name "
+                             f"cannot contain '.', got {name!r}")
         self._params.pop(name, None)
         self._buffers[name] = tensor
         self._label(name, tensor)

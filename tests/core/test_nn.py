@@ -574,3 +574,22 @@ def test_no_broadcast_warning_for_sizes_that_may_match_and_0d_probabilities():
         warnings.simplefilter("error")  # ("N", 1) against (4, 1): N may be 4
         gc.nn.functional.mse_loss(gc.placeholder("p", ("N", 1)), gc.placeholder("t", (4, 1)))
     assert nn.Dropout(np.array(0.5)).p == 0.5  # a 0-d array is a number
+
+
+def test_a_name_with_a_dot_is_refused_as_its_state_key_could_collide():
+    """A child "a" holding "b" beside an attribute named "a.b" gave two tensors the state key
+    "a.b.weight": state() listed 2 of 4 parameters and a save/load lost the other two."""
+    class Inner(gc.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = gc.nn.Linear(2, 2)
+
+    outer = gc.nn.Module()
+    outer.a = Inner()
+    for value in (gc.nn.Linear(2, 2), gc.parameter("w", np.zeros(2, np.float32))):
+        with pytest.raises(gc.GraphError, match="cannot contain '.', got 'a.b'"):
+            setattr(outer, "a.b", value)
+    with pytest.raises(gc.GraphError, match="cannot contain '.'"):
+        outer.register_buffer("a.count", gc.parameter("c", np.zeros((), np.int64)))
+    setattr(outer, "a.note", "text")  # (a plain attribute is no state)
+    assert len(outer.state()) == len(outer.parameters()) == 2
