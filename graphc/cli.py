@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .errors import BackendError, GraphError
+from .ir.text import terminal_text
 
 
 def _onnx_tables() -> None:
@@ -126,7 +127,7 @@ def onnx_report(path: str) -> tuple[list[str], bool]:
 def _cmd_info(args) -> int:
     if args.model:
         lines, ok = onnx_report(args.model)
-        print("\n".join(lines))
+        print(terminal_text("\n".join(lines)))  # (names in the file are the file's)
         return 0 if ok else 1
     from .sysinfo import report
 
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (GraphError, BackendError) as exc:  # graphc's own message (a bad setting, a file)
-        print(f"graphc {args.command}: {exc}", file=sys.stderr)
+        print(terminal_text(f"graphc {args.command}: {exc}"), file=sys.stderr)
         return 1
     except BrokenPipeError:  # `graphc info | head`: the reader left, which is not an error
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -64,6 +64,15 @@ def source_text(text: object, max_length: int | None = None) -> str:
     return "".join(out)
 
 
+def terminal_text(text: object) -> str:
+    """`text` with every character a terminal would act on rather than show — control
+    characters (ESC, BEL, CR, NUL), format characters (a right-to-left override) and line or
+    paragraph separators — written as ``\\xNN`` / ``\\uNNNN``; newlines are kept, and so is
+    every printable character of any script. For names a file supplies, printed by the CLI:
+    a model must not retitle, clear or overwrite the user's screen."""
+    return "".join(c if c == "\n" or c.isprintable() else _escape(c) for c in str(text))
+
+
 def identifier(text: object, *, extra: str = "", reserved: frozenset[str] | set[str] = frozenset(),
                default: str = "v", max_length: int = MAX_IDENTIFIER) -> str:
     """A name made from free text: ``[A-Za-z_][A-Za-z0-9_]*`` (plus the characters of

@@ -118,3 +118,28 @@ def test_viz_of_a_file_whose_name_holds_dot_escapes(tmp_path, capsys):
     if shutil.which("dot"):
         assert subprocess.run(["dot", "-Tsvg", str(dot_out)], capture_output=True).returncode == 0
         assert main(["viz", path, "-o", str(tmp_path / "m.svg")]) == 0
+
+
+def test_info_shows_the_files_control_characters_escaped(tmp_path, capsys):
+    """Names in a file reached the terminal raw: an ESC sequence could retitle, clear or
+    overwrite the screen. They are escaped; printable text of any script is kept."""
+    hostile = "\x1b]0;owned\x07\x1b[2J\u202eévil\r\x00\u2028"
+    nodes = [helper.make_node("Relu", [hostile], ["y"], name="n\x1b[31m")]
+    path = _save(tmp_path, "esc.onnx", nodes, [helper.make_tensor_value_info(hostile, F32,
+                                                                          [hostile, 3])],
+                 [helper.make_tensor_value_info("y", F32, [hostile, 3])])
+    model = onnx.load(path)
+    model.producer_name = hostile
+    onnx.save(model, path)
+    main(["info", path])
+    captured = capsys.readouterr()
+    for stream in (captured.out, captured.err):
+        assert not any(c in stream for c in "\x1b\x07\r\x00\u202e\u2028")
+    assert "\\x1b]0;owned\\x07" in captured.out and "évil" in captured.out
+    unsupported = [helper.make_node("NoSuchOp\x1b[2J", ["x"], ["y"], name="bad\x1b[2J")]
+    path = _save(tmp_path, "bad.onnx", unsupported, [helper.make_tensor_value_info("x", F32,
+                                                                               [2])],
+                 [helper.make_tensor_value_info("y", F32, [2])])
+    assert main(["info", path]) == 1
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out + captured.err and "bad\\x1b[2J" in captured.out
