@@ -43,9 +43,17 @@ def _text(value) -> str:
     """`value` as literal dot text: backslashes doubled (no ``\\N``-style escapes, no quote
     swallowed by a trailing backslash), never read as an HTML-like ``<...>`` label, and
     control characters shown as ``\\xNN`` (raw, a NUL made dot fail and left a .dot file
-    it could not read back)."""
+    it could not read back). Text beyond `MAX_TEXT` characters is cut, ending ``...``: dot
+    refuses a quoted string over 16384 bytes, and a label that long shows nothing anyway."""
     text = "".join(c if c in "\n\t" or ord(c) >= 32 else f"\\x{ord(c):02x}" for c in str(value))
+    if len(text) > MAX_TEXT:
+        text = text[:MAX_TEXT - 3] + "..."
     return graphviz.escape(text)
+
+
+#: the longest text of one label or name in a picture (`_text`); escaped, with every
+#: character up to 4 bytes of UTF-8 doubled, it stays within dot's 16384-byte strings
+MAX_TEXT = 1000
 
 
 def _collect(obj) -> tuple[list[Node], list[Node], list[tuple[Node, Node]], str, dict]:

@@ -173,3 +173,19 @@ def test_a_control_character_in_a_name_gives_a_dot_file_dot_can_read(tmp_path):
     assert "\x00" not in text and "\x01" not in text and "placeholder a\\\\x00b" in text
     done = subprocess.run(["dot", "-Tsvg", str(tmp_path / "g.dot")], capture_output=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_very_long_name_is_cut_so_dot_still_draws(tmp_path):
+    """dot refuses quoted strings over 16384 bytes: a 20,000-character name (from a file,
+    say) made the .dot unreadable and the .svg an error."""
+    import shutil
+    import subprocess
+
+    x = gc.placeholder("é" * 20000, (2,))
+    y = gc.tanh(x * 2.0)
+    source = gc.viz.to_dot(y).source
+    assert max(len(line) for line in source.splitlines()) < 8000
+    if shutil.which("dot"):
+        path = tmp_path / "g.dot"
+        path.write_text(source)
+        assert subprocess.run(["dot", "-Tsvg", str(path)], capture_output=True).returncode == 0
