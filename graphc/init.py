@@ -23,14 +23,16 @@ Embedding tables are ``N(0, 1)``; BatchNorm scales are ones and shifts zeros.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 
 from .errors import GraphError
 
 __all__ = ["as_rng", "float_dtype", "fans", "uniform", "normal", "glorot_uniform", "glorot_normal",
-           "he_uniform", "he_normal", "zeros", "ones", "torch_default"]
+           "he_uniform", "he_normal", "zeros", "ones", "full", "torch_default"]
 
 RngLike = np.random.Generator | int | None
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -72,6 +74,37 @@ def _shape(shape: Sequence[int] | int) -> tuple[int, ...]:
     return tuple(int(d) for d in shape)
 
 
+#: bytes the arrays made from here on may take, and what is being built (None: no bound)
+_budget: ContextVar[list | None] = ContextVar("graphc_init_budget", default=None)
+
+
+@contextmanager
+def allocation_budget(nbytes: int, what: str) -> Iterator[None]:
+    """Bound the arrays the initializers make inside the block to `nbytes` in all (counted
+    as float64 draws): how ``gc.load`` rebuilds a model from a file's spec. A file of a
+    kilobyte naming ``Linear(60000, 60000)`` would otherwise allocate and draw 27 GB before
+    its state could be compared with the model's."""
+    token = _budget.set([int(nbytes), what])
+    try:
+        yield
+    finally:
+        _budget.reset(token)
+
+
+def _made(shape: Sequence[int] | int) -> tuple[int, ...]:
+    """`shape`, checked, for an array about to be made: charged to the budget if one is set
+    (`allocation_budget`), an error before anything is allocated if it would exceed it."""
+    shape = _shape(shape)
+    budget = _budget.get()
+    if budget is not None:
+        need = math.prod(shape) * 8
+        if need > budget[0]:
+            raise GraphError(f"{budget[1]}: a {shape} array would take {need:,} bytes, more "
+                             f"than the {budget[0]:,} left for it")
+        budget[0] -= need
+    return shape
+
+
 def fans(shape: Sequence[int] | int) -> tuple[int, int]:
     """(fan_in, fan_out) of a weight of this shape, by graphc's layouts (module docstring)."""
     shape = _shape(shape)
@@ -87,12 +120,12 @@ def fans(shape: Sequence[int] | int) -> tuple[int, int]:
 
 def uniform(shape, rng: RngLike, bound: float, dtype="float32") -> np.ndarray:
     """U(-bound, bound)."""
-    return as_rng(rng).uniform(-bound, bound, _shape(shape)).astype(float_dtype(dtype))
+    return as_rng(rng).uniform(-bound, bound, _made(shape)).astype(float_dtype(dtype))
 
 
 def normal(shape, rng: RngLike, std: float, mean: float = 0.0, dtype="float32") -> np.ndarray:
     """N(mean, std^2)."""
-    draws = mean + std * as_rng(rng).standard_normal(_shape(shape))
+    draws = mean + std * as_rng(rng).standard_normal(_made(shape))
     return draws.astype(float_dtype(dtype))
 
 
@@ -142,9 +175,14 @@ def torch_default(shape, rng: RngLike = None, fan_in: int | None = None,
 
 def zeros(shape, rng: RngLike = None, dtype="float32") -> np.ndarray:
     """All zeros (biases, BatchNorm shifts). `rng` is accepted for a uniform signature."""
-    return np.zeros(_shape(shape), float_dtype(dtype))
+    return np.zeros(_made(shape), float_dtype(dtype))
 
 
 def ones(shape, rng: RngLike = None, dtype="float32") -> np.ndarray:
     """All ones (BatchNorm scales)."""
-    return np.ones(_shape(shape), float_dtype(dtype))
+    return np.ones(_made(shape), float_dtype(dtype))
+
+
+def full(shape, value: float, rng: RngLike = None, dtype="float32") -> np.ndarray:
+    """All `value` (PReLU's initial slope)."""
+    return np.full(_made(shape), value, float_dtype(dtype))

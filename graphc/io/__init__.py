@@ -53,6 +53,7 @@ import numpy as np
 
 from ..errors import GraphError
 from ..files import atomic_write
+from ..init import allocation_budget
 from ..ir.graph import Graph, topological
 from ..ir.tensor import Tensor
 from .expressions import short
@@ -285,7 +286,11 @@ def _load_module(content, table, into, backend):
             raise FormatError(f"this file holds a {cls_name}, which is not made of gc.nn classes "
                               f"only ({why}); build the model in code and load into it: "
                               f"gc.load(path, into=model)")
-        into = build_module(content["spec"])
+        # the file's state is all the model holds: building it may not make much more (a
+        # kilobyte spec of Linear(60000, 60000) would allocate 27 GB before any check)
+        held = sum(int(a.nbytes) for a in state.values())
+        with allocation_budget(4 * held + (64 << 20), f"the {cls_name} this file describes"):
+            into = build_module(content["spec"])
         for key, canonical in ties.items():
             into._tie(key, canonical)
     return into.load_state(state)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from .. import init, ops
 from ..errors import GraphError, ShapeError
-from ..init import float_dtype
+from ..init import full
 from ..ir.tensor import Tensor
 from ..ops.sources import parameter
 from . import functional as F
@@ -113,8 +111,7 @@ class PReLU(Module):
                  dtype="float32") -> None:
         super().__init__()
         self.num_parameters = int(num_parameters)
-        self.weight = parameter("weight", np.full(self.num_parameters, init,
-                                                  float_dtype(dtype)))
+        self.weight = parameter("weight", full(self.num_parameters, init, dtype=dtype))
 
     def forward(self, x: Tensor) -> Tensor:
         a = self.weight

@@ -339,7 +339,8 @@ class MultiheadAttention(Module):
                                            init.glorot_uniform((self.kdim, E), rng, dtype=dt))
             self.v_proj_weight = parameter("v_proj_weight",
                                            init.glorot_uniform((self.vdim, E), rng, dtype=dt))
-        self.in_proj_bias = parameter("in_proj_bias", np.zeros(3 * E, dt)) if bias else None
+        self.in_proj_bias = parameter("in_proj_bias", init.zeros(3 * E, dtype=dt)) if bias \
+            else None
         if add_bias_kv:  # xavier_normal_ of a (1, 1, E) tensor: std sqrt(1/E)
             std = math.sqrt(1.0 / E)
             self.bias_k = parameter("bias_k", init.normal((1, 1, E), rng, std, dtype=dt))
@@ -348,7 +349,7 @@ class MultiheadAttention(Module):
             self.bias_k = self.bias_v = None
         self.out_proj = Linear(E, E, bias=bias, rng=rng, dtype=dt)
         if bias:
-            self.out_proj.bias.value = np.zeros(E, dt)
+            self.out_proj.bias.value = init.zeros(E, dtype=dt)
         if self.dropout > 0.0:
             self.register_buffer("rng", ops.rng_state(int(rng.integers(0, 2**62)), name="rng"))
 

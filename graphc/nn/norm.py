@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
-from ..init import float_dtype
+from ..init import float_dtype, ones, zeros
 from ..ir.tensor import Tensor
 from ..ops.sources import parameter
 from . import functional as F
@@ -33,12 +33,11 @@ class _BatchNorm(Module):
         super().__init__()
         dt = float_dtype(dtype)
         self.num_features, self.eps, self.momentum = int(num_features), float(eps), momentum
-        self.weight = parameter("weight", np.ones(num_features, dt)) if affine else None
-        self.bias = parameter("bias", np.zeros(num_features, dt)) if affine else None
-        self.register_buffer("running_mean", parameter("running_mean",
-                                                       np.zeros(num_features, dt)))
-        self.register_buffer("running_var", parameter("running_var",
-                                                      np.ones(num_features, dt)))
+        n = self.num_features
+        self.weight = parameter("weight", ones(n, dtype=dt)) if affine else None
+        self.bias = parameter("bias", zeros(n, dtype=dt)) if affine else None
+        self.register_buffer("running_mean", parameter("running_mean", zeros(n, dtype=dt)))
+        self.register_buffer("running_var", parameter("running_var", ones(n, dtype=dt)))
         self.register_buffer("num_batches_tracked",
                              parameter("num_batches_tracked", np.array(0, np.int64)))
 
@@ -102,9 +101,9 @@ class LayerNorm(Module):
         dt = float_dtype(dtype)
         self.normalized_shape = F.normalized_shape_tuple(normalized_shape, "LayerNorm")
         self.eps, self.elementwise_affine = float(eps), bool(elementwise_affine)
-        self.weight = (parameter("weight", np.ones(self.normalized_shape, dt))
+        self.weight = (parameter("weight", ones(self.normalized_shape, dtype=dt))
                        if elementwise_affine else None)
-        self.bias = (parameter("bias", np.zeros(self.normalized_shape, dt))
+        self.bias = (parameter("bias", zeros(self.normalized_shape, dtype=dt))
                      if elementwise_affine and bias else None)
 
     def forward(self, x: Tensor) -> Tensor:

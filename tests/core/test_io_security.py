@@ -572,3 +572,39 @@ def test_identifier_examples():
     assert identifier("k1.matmul", extra=".") == "k1.matmul"
     assert source_text("a\nb'\\") == r"a\x0ab\'\\"
     assert source_text("x" * 20, 8) == "xxxxxxxx..."
+
+
+@pytest.mark.parametrize("spec_args", [
+    ("Linear", [60000, 60000]), ("BatchNorm1d", [10**10]), ("PReLU", [10**10]),
+    ("Embedding", [10**7, 10**4]), ("LayerNorm", [10**10])])
+def test_a_spec_that_would_build_a_huge_model_is_refused_before_allocating(tmp_path,
+                                                                          spec_args):
+    """A kilobyte file naming Linear(60000, 60000) made gc.load draw a 27 GB weight before
+    comparing it with the file's state: a MemoryError, or the process killed. What a spec
+    builds is bounded by the state the file holds."""
+    import tracemalloc
+
+    cls, args = spec_args
+    path = gc.save(gc.nn.Linear(2, 2), tmp_path / "small.gcz")
+    files = members(path)
+    content = json.loads(files["content.json"])
+    content["spec"] = {**content["spec"], "class": cls, "args": args}
+    files["content.json"] = json.dumps(content).encode()
+    write_zip(tmp_path / "big.gcz", files)
+    tracemalloc.start()
+    try:
+        with pytest.raises(FormatError, match="would take .* bytes, more than"):
+            gc.load(tmp_path / "big.gcz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 << 20
+
+
+def test_a_large_model_still_loads_from_its_own_file(tmp_path):
+    model = gc.nn.Sequential(gc.nn.Linear(300, 400), gc.nn.BatchNorm1d(400), gc.nn.PReLU(400),
+                             gc.nn.Embedding(50, 8))
+    again = gc.load(gc.save(model, tmp_path / "model.gcz"))
+    for (k, a), (j, b) in zip(model.state().items(), again.state().items()):
+        assert k == j
+        np.testing.assert_array_equal(a, b)
