@@ -62,9 +62,9 @@ def onnx_report(path: str) -> tuple[list[str], bool]:
     from collections import Counter
 
     import numpy as np
-    from onnx import numpy_helper
 
     from .errors import GraphError
+    from .onnx.dtypes import array_of
     from .onnx.importer import bn_statistics, default_opset, load
     from .onnx.table import HANDLERS
 
@@ -81,8 +81,11 @@ def onnx_report(path: str) -> tuple[list[str], bool]:
               if vi.name not in inits]
     lines.append("outputs:")
     lines += [f"  {vi.name:<{width}}  {_type_text(vi)}" for vi in graph.output]
-    floats = {n: numpy_helper.to_array(t) for n, t in inits.items()
-              if t.data_type in (1, 11)}  # FLOAT, DOUBLE: what becomes a gc.parameter
+    try:
+        floats = {n: array_of(t, "initializer") for n, t in inits.items()
+                  if t.data_type in (1, 11)}  # FLOAT, DOUBLE: what becomes a gc.parameter
+    except GraphError as exc:
+        return lines + [f"graphc cannot import it: {exc}"], False
     frozen = bn_statistics(graph) & set(floats)
     total = sum(int(np.prod(a.shape)) for a in floats.values())
     frozen_count = sum(int(np.prod(floats[n].shape)) for n in frozen)

@@ -443,7 +443,12 @@ class Function:
             if self._closed:
                 raise BackendError("this function was closed (Function.close()): compile it "
                                    "again to call it")
-            outputs = self._run(arrays, binding, key)
+            try:
+                outputs = self._run(arrays, binding, key)
+            except MemoryError as exc:  # (buffers of the sizes asked, before any update)
+                raise BackendError(f"{self._program.name}: not enough memory for a call with "
+                                   f"sizes {dict(zip((s.name for s in self._symbols), key))} "
+                                   f"({exc}); no parameter was changed") from None
             self._ran.add(key)
             return outputs
         finally:

@@ -184,7 +184,53 @@ def _json_text(doc: dict, what: str, indent: int | None = None) -> str:
 
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, KeyError, ValueError, TypeError,
                 IndexError, AttributeError, RecursionError, json.JSONDecodeError, OSError,
-                NotImplementedError, ArithmeticError)
+                NotImplementedError, ArithmeticError, MemoryError)
+
+#: the most a deflated member may expand (deflate's own bound is about 1032:1; a file that
+#: claims more is a bomb, which bzip2 or LZMA members, never written by gc.save, would allow)
+MAX_EXPANSION = 1100
+_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+
+
+def _members(z: zipfile.ZipFile, where: str) -> set[str]:
+    """The member names of `z`, once each checked: no name twice (two readers could see
+    different members), only stored or deflated members, none claiming to expand beyond what
+    deflate can. zipfile reads no more than a member's declared size, so the declared sizes
+    bound what reading can allocate."""
+    names: set[str] = set()
+    for info in z.infolist():
+        if info.filename in names:
+            raise FormatError(f"{where} holds {info.filename!r} twice")
+        names.add(info.filename)
+        if info.compress_type not in _METHODS:
+            raise FormatError(f"{where}: member {info.filename!r} is compressed with method "
+                              f"{info.compress_type}; graphc files use only stored or deflated "
+                              "members")
+        limit = info.compress_size if info.compress_type == zipfile.ZIP_STORED else \
+            MAX_EXPANSION * info.compress_size + (1 << 20)
+        if info.file_size > limit:
+            raise FormatError(f"{where}: member {info.filename!r} claims {info.file_size:,} "
+                              f"bytes from {info.compress_size:,} compressed (a zip bomb?)")
+    return names
+
+
+def _npz_arrays(data: bytes, where: str) -> dict[str, np.ndarray]:
+    """The arrays of an .npz held in `data`, each array's header compared with its member's
+    size before NumPy allocates what the header claims."""
+    with zipfile.ZipFile(_bytes_io.BytesIO(data)) as inner:
+        _members(inner, f"{where}'s arrays")
+        for info in inner.infolist():
+            with inner.open(info) as stream:
+                version = np.lib.format.read_magic(stream)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0  # (np.save writes 1.0, 2.0 past 64 KB)
+                shape, _, dtype = read_header(stream)
+            claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if claimed > info.file_size:
+                raise FormatError(f"{where}: array {info.filename!r} claims shape {shape} "
+                                  f"({claimed:,} bytes) in a member of {info.file_size:,}")
+    with np.load(_bytes_io.BytesIO(data), allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
 
 
 def _read(path) -> tuple[dict, dict, ArrayTable]:
@@ -192,7 +238,7 @@ def _read(path) -> tuple[dict, dict, ArrayTable]:
     where = f"{path}"
     try:
         with zipfile.ZipFile(_bytes_io.BytesIO(data)) as z:
-            names = set(z.namelist())
+            names = _members(z, where)
             if "manifest.json" not in names:
                 raise FormatError(f"{where} is not a graphc file (no manifest.json)")
             manifest = json.loads(z.read("manifest.json"))
@@ -209,8 +255,7 @@ def _read(path) -> tuple[dict, dict, ArrayTable]:
             if not isinstance(manifest.get("metadata", {}), dict):
                 raise FormatError(f"{where}: the manifest's metadata is not an object")
             content = json.loads(z.read("content.json"))
-            with np.load(_bytes_io.BytesIO(z.read("arrays.npz")), allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
+            arrays = _npz_arrays(z.read("arrays.npz"), where)
     except FormatError:
         raise
     except zipfile.BadZipFile as exc:

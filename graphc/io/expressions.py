@@ -88,10 +88,16 @@ def _check_literal(e) -> None:
             raise GraphError(f"the number {e} does not fit in {MAX_INT_BITS} bits")
     elif isinstance(e, sympy.Float) and not 1 <= e._prec <= MAX_FLOAT_PRECISION:
         raise GraphError(f"a float of {e._prec} bits of precision")
-    elif type(e) is sympy.Pow and e.base.is_Number and e.exp.is_Rational and (
-            abs(int(e.exp.p)) > MAX_POWER or int(e.exp.q) > MAX_POWER):
-        raise GraphError(f"the numeric power {e.base}**{e.exp} has too large an exponent "
-                         f"(at most {MAX_POWER})")
+    elif type(e) is sympy.Pow and e.base.is_number and e.exp.is_number:
+        # a power of numbers is evaluated exactly (Python integers) when the code is made:
+        # its base must be a number written out and its exponent a bounded rational, or
+        # ((2**1024)**1024)**1024 would take the loader minutes and gigabytes
+        if not (e.base.is_Number and e.exp.is_Rational):
+            raise GraphError(f"a power of numbers {short(e)} whose base or exponent is itself "
+                             "computed")
+        if abs(int(e.exp.p)) > MAX_POWER or int(e.exp.q) > MAX_POWER:
+            raise GraphError(f"the numeric power {e.base}**{e.exp} has too large an exponent "
+                             f"(at most {MAX_POWER})")
 
 
 class _Budget:

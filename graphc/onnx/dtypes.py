@@ -46,7 +46,20 @@ def array_of(tensor: TensorProto, where: str) -> np.ndarray:
         raise UnsupportedError(f"{where}: ONNX tensor {tensor.name!r} holds "
                                f"{type_name(tensor.data_type)} values, which graphc does not "
                                "support (supported: BOOL, INT32, INT64, FLOAT, DOUBLE)")
-    values = numpy_helper.to_array(tensor)
+    if tensor.data_location == TensorProto.EXTERNAL:
+        # (onnx.load of a path reads external data, inside the model's folder only; handed
+        # bytes or a proto, numpy_helper would read the location from the current directory)
+        raise UnsupportedError(f"{where}: ONNX tensor {tensor.name!r} keeps its data in an "
+                               "external file; load the model from its path, which reads it")
+    if any(d < 0 for d in tensor.dims):
+        raise UnsupportedError(f"{where}: ONNX tensor {tensor.name!r} has a negative dim in "
+                               f"{list(tensor.dims)}")
+    try:
+        values = numpy_helper.to_array(tensor)
+    except (ValueError, TypeError, MemoryError) as exc:
+        raise UnsupportedError(f"{where}: ONNX tensor {tensor.name!r} of dims "
+                               f"{list(tensor.dims)} does not hold its values "
+                               f"({type(exc).__name__}: {str(exc)[:200]})") from None
     if values.dtype.kind not in "biuf":
         raise UnsupportedError(f"{where}: ONNX tensor {tensor.name!r} holds {values.dtype} "
                                "values, which graphc does not support")

@@ -12,6 +12,7 @@ its op type and the opset.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -198,7 +199,20 @@ class NodeContext:
             "has no data-dependent shapes")
 
     def is_static(self, *values: Value) -> bool:
-        return all(v is None or isinstance(v, np.ndarray) for v in values)
+        """Are these values known arrays, to fold with NumPy at import? Not when broadcasting
+        them together would make an array larger than FOLD_LIMIT and than each of them: two
+        ConstantOfShape of [40000, 1] and [1, 20000] (a 205-byte file) would fold into 3 GB.
+        Such an operation stays a graph operation, computed when the model runs."""
+        if not all(v is None or isinstance(v, np.ndarray) for v in values):
+            return False
+        from .ops_shape import FOLD_LIMIT
+
+        arrays = [v for v in values if v is not None]
+        try:
+            out = math.prod(np.broadcast_shapes(*(a.shape for a in arrays)))
+        except ValueError:
+            return True  # (the handler reports shapes that do not broadcast)
+        return out <= max([FOLD_LIMIT] + [a.size for a in arrays])
 
 
 def dim_tensor(e) -> Tensor:
@@ -497,13 +511,23 @@ class OnnxModel:
 
 def load(model) -> OnnxModel:
     """A path (str or PathLike), bytes, or a ``ModelProto`` -> an OnnxModel."""
-    if isinstance(model, (str, os.PathLike)):
-        proto = onnx.load(os.fspath(model))
-    elif isinstance(model, bytes):
-        proto = onnx.load_from_string(model)
-    elif isinstance(model, onnx.ModelProto):
-        proto = model
-    else:
-        raise TypeError(f"gc.onnx.load takes a path or an onnx.ModelProto, got "
-                        f"{type(model).__name__}")
+    from google.protobuf.message import DecodeError
+
+    try:
+        if isinstance(model, (str, os.PathLike)):
+            proto = onnx.load(os.fspath(model))
+        elif isinstance(model, bytes):
+            proto = onnx.load_from_string(model)
+        elif isinstance(model, onnx.ModelProto):
+            proto = model
+        else:
+            raise TypeError(f"gc.onnx.load takes a path or an onnx.ModelProto, got "
+                            f"{type(model).__name__}")
+    except (DecodeError, onnx.checker.ValidationError) as exc:
+        # (a file that is not ONNX, or external data outside the model's folder)
+        raise UnsupportedError(f"not a readable ONNX model: {type(exc).__name__}: "
+                               f"{str(exc)[:300]}") from None
+    if not proto.graph.output and not proto.graph.node:
+        raise UnsupportedError("the ONNX model is empty: no nodes, no outputs (an empty or "
+                               "truncated file?)")
     return OnnxModel(proto)

@@ -415,8 +415,9 @@ def _range(ctx, start, limit, delta):
     if not math.isfinite(span):
         ctx.fail(f"the range from {s} to {lim} by {d} has no finite length")
     n = max(int(math.ceil(span)), 0)
-    if n > FOLD_LIMIT:
-        ctx.check_size([n], dtype, "the range")
+    if n > FOLD_LIMIT:  # (graphc computes a Range at import: a 178-byte file asked for 7 GB)
+        ctx.fail(f"a range of {n:,} elements: graphc computes Range when it imports the model, "
+                 f"up to {FOLD_LIMIT:,} elements")
     if n == 0:
         ctx.fail("an empty range is not supported: graphc has no size-0 dims")
     return (np.asarray(s, dtype) + np.arange(n, dtype=np.int64).astype(dtype) *
@@ -578,10 +579,28 @@ def _trilu(ctx, x, k=None):
         ctx.fail("symbolic matrix sizes are not supported")
     if n == 0 or m == 0:
         ctx.fail("an empty matrix is not supported: graphc has no size-0 dims")
-    ones = np.ones((n, m), dtype=bool)
-    keep = np.triu(ones, k) if int(ctx.attr("upper", 1)) else np.tril(ones, k)
     zero = ops.constant(np.zeros((), dtype=t.dtype), dtype=t.dtype)
-    return ops.where(ops.constant(keep), t, zero)
+    return ops.where(_diagonals(ctx, n, m, k, "upper" if int(ctx.attr("upper", 1)) else
+                                "lower"), t, zero)
+
+
+def _diagonals(ctx, n: int, m: int, k: int, which: str):
+    """The bool (n, m) mask of column - row >= k ("upper"), <= k ("lower") or == k
+    ("diagonal"): a small one folded, a large one computed when the model runs from a row
+    and a column of indices (a Trilu over a declared 60000 x 60000 input built a 3.6 GB mask
+    at import)."""
+    if n > FOLD_LIMIT or m > FOLD_LIMIT:
+        ctx.fail(f"a {n} x {m} matrix: graphc builds its diagonals from indices of at most "
+                 f"{FOLD_LIMIT:,}")
+    offsets = np.arange(m, dtype=np.int64)[None, :] - np.arange(n, dtype=np.int64)[:, None] \
+        if n * m <= FOLD_LIMIT else None
+    if offsets is not None:
+        return ops.constant({"upper": offsets >= k, "lower": offsets <= k,
+                             "diagonal": offsets == k}[which])
+    cols = ops.constant(np.arange(m, dtype=np.int64).reshape(1, m))
+    rows = ops.constant(np.arange(n, dtype=np.int64).reshape(n, 1) + k)
+    return {"upper": ops.greater_equal, "lower": ops.less_equal,
+            "diagonal": ops.equal}[which](cols, rows)
 
 
 @onnx_op("DepthToSpace")
@@ -623,7 +642,10 @@ def _eye_like(ctx, x):
     dtype = np.dtype(x.dtype)
     if "dtype" in ctx.attrs:
         dtype = dtypes.to_numpy(int(ctx.attr("dtype")), ctx.where())
-    return np.eye(shape[0], shape[1], int(ctx.attr("k", 0)), dtype=dtype)
+    k = int(ctx.attr("k", 0))
+    if shape[0] * shape[1] <= FOLD_LIMIT:
+        return np.eye(shape[0], shape[1], k, dtype=dtype)
+    return ops.cast(_diagonals(ctx, shape[0], shape[1], k, "diagonal"), dtype)
 
 
 def _hot(ids, n: int):
@@ -647,6 +669,8 @@ def _one_hot(ctx, indices, depth, values):
     depth = _scalar_int(ctx, depth, "depth")
     if depth < 1:
         ctx.fail("depth must be positive")
+    if depth > FOLD_LIMIT:  # (its indices are a constant: a 160-byte file asked for 4.8 GB)
+        ctx.fail(f"depth {depth:,} is more classes than graphc supports ({FOLD_LIMIT:,})")
     ids = ctx.tensor(indices)
     values = ctx.tensor(values)
     if tuple(values.shape) != (2,):

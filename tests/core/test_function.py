@@ -581,3 +581,16 @@ def test_backend_switches_must_be_bools(backend):
     for options in ("check_finite", [("check_finite", True)]):
         with pytest.raises(gc.GraphError, match="backend_options must be a dict"):
             gc.compile([x], x * 2, backend=backend, backend_options=options)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_a_call_needing_more_memory_than_there_is_is_a_backend_error(backend):
+    """A broadcast to 2**40 elements (a shape a file may declare) raised NumPy's raw
+    MemoryError from the call; it is graphc's error, and nothing was updated."""
+    w = gc.parameter("w", np.ones(3, np.float32))
+    x = gc.placeholder("x", (3, 1))
+    huge = x + gc.zeros((1, 2**40))
+    fn = gc.compile([x], gc.sum(huge), updates={w: w + 1.0}, backend=backend)
+    with pytest.raises(gc.BackendError, match="not enough memory for a call"):
+        fn(np.ones((3, 1), np.float32))
+    np.testing.assert_array_equal(w.value, np.ones(3))

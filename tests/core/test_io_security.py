@@ -608,3 +608,71 @@ def test_a_large_model_still_loads_from_its_own_file(tmp_path):
     for (k, a), (j, b) in zip(model.state().items(), again.state().items()):
         assert k == j
         np.testing.assert_array_equal(a, b)
+
+
+def _rezip(src, dst, compress_type=zipfile.ZIP_DEFLATED, extra=()):
+    with zipfile.ZipFile(src) as z, zipfile.ZipFile(dst, "w") as out:
+        for info in z.infolist():
+            out.writestr(info.filename, z.read(info), compress_type=compress_type)
+        for name, data in extra:
+            out.writestr(name, data)
+    return dst
+
+
+def test_a_zip_bomb_member_is_refused_before_it_is_read(tmp_path):
+    """A 1.7 kB file with a bzip2 member of 3 GB loaded at a 3 GB peak: members must be
+    stored or deflated (gc.save writes deflate, whose expansion is bounded) and no member
+    may claim more than deflate can give."""
+    path = gc.save(gc.nn.Linear(2, 2), tmp_path / "ok.gcz")
+    bz = _rezip(path, tmp_path / "bz.gcz", zipfile.ZIP_BZIP2)
+    with pytest.raises(FormatError, match="compressed with method 12"):
+        gc.load(bz)
+    dup = _rezip(path, tmp_path / "dup.gcz", extra=[("content.json", b"{}")])
+    with pytest.raises(FormatError, match="holds 'content.json' twice"):
+        gc.load(dup)
+    # deflate's own bound (about 1032:1) is honest; a member claiming more is refused
+    data = bytearray(path.read_bytes())
+    entry = data.rfind(b"PK\x01\x02")  # the last central-directory entry: arrays.npz
+    data[entry + 24:entry + 28] = (2**31).to_bytes(4, "little")  # its uncompressed size
+    bomb = tmp_path / "bomb.gcz"
+    bomb.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="claims 2,147,483,648 bytes"):
+        gc.load(bomb)
+
+
+def test_an_array_header_claiming_more_than_its_member_is_refused(tmp_path):
+    """numpy preallocates what an .npy header claims before reading: a 554-byte file
+    claiming (2**40,) float64 raised a raw MemoryError for 8 TiB."""
+    import io as bytes_io
+
+    path = gc.save(gc.nn.Linear(2, 2), tmp_path / "ok.gcz")
+    files = members(path)
+    header = bytes_io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False,
+                                                  "shape": (2**40,)})
+    npz = bytes_io.BytesIO()
+    with zipfile.ZipFile(npz, "w") as z:
+        for name in zipfile.ZipFile(bytes_io.BytesIO(files["arrays.npz"])).namelist():
+            z.writestr(name, b"\x93NUMPY\x01\x00" + header.getvalue()[8:] + bytes(16))
+    files["arrays.npz"] = npz.getvalue()
+    write_zip(tmp_path / "huge.gcz", files)
+    with pytest.raises(FormatError, match=r"claims shape \(1099511627776,\)"):
+        gc.load(tmp_path / "huge.gcz")
+
+
+def test_a_power_of_computed_numbers_in_a_file_is_refused():
+    """((2**1024)**1024)**1024 passed the bound on numeric powers (its base was not a
+    number written out) and the load then spent minutes and gigabytes on Python integers."""
+    from graphc.io.expressions import from_json, to_json
+    from graphc.ops import expr as E
+
+    power = {"t": "Integer", "v": "2"}
+    for _ in range(3):
+        power = {"t": "Pow", "args": [power, {"t": "Integer", "v": "1024"}]}
+    with pytest.raises(gc.GraphError, match="whose base or exponent is itself computed"):
+        from_json({"t": "Mul", "args": [to_json(E.sym_input(0), inputs=1), power]}, inputs=1)
+    exponent = {"t": "Pow", "args": [{"t": "Integer", "v": "2"}, {"t": "Integer", "v": "60"}]}
+    with pytest.raises(gc.GraphError, match="whose base or exponent is itself computed"):
+        from_json({"t": "Pow", "args": [{"t": "Integer", "v": "3"}, exponent]}, inputs=0)
+    assert from_json({"t": "Pow", "args": [{"t": "Integer", "v": "2"},
+                                           {"t": "Integer", "v": "10"}]}, inputs=0).doit() == 1024

@@ -111,7 +111,7 @@ CASES = [
                            inits=[_ints("a", 0), _ints("b", 5), _ints("c", 0)]), "delta 0"),
     ("range-huge", _one("Range", ["a", "b", "c"],
                         inits=[_ints("a", 0), _ints("b", 2**62), _ints("c", 1)]),
-     "larger than any array"),
+     "graphc computes Range when it imports the model"),
     ("expand-incompatible", _one("Expand", ["x", "s"], inits=[_ints("s", [4, 5])]),
      "does not broadcast"),
     ("tile-huge", _one("Tile", ["a", "r"], inits=[_ints("a", [1]), _ints("r", [2**62])]),
@@ -289,3 +289,93 @@ def test_shape_arithmetic_never_parses_a_string():
 
     with pytest.raises(sympy.SympifyError):
         _decided_equal(np.array(["__import__('os')"], dtype=object), np.array([1]))
+
+
+def _run(model, *arrays):
+    with gc.Graph():
+        imported = gc.onnx.load(model)
+        inputs = imported.placeholders()
+        out = imported(*inputs)
+        return gc.compile(inputs, out)(*arrays)
+
+
+@pytest.mark.parametrize("case", ["range", "one_hot"])
+def test_a_small_file_cannot_make_the_import_build_a_huge_constant(case):
+    """Range(0, 3e8) in a 178-byte file took 7 GB at import; OneHot of depth 3e8 4.8 GB."""
+    if case == "range":
+        nodes = [helper.make_node("Range", ["s", "l", "d"], ["y"], name="n1")]
+        inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+                 (("s", 0), ("l", 300_000_000), ("d", 1))]
+        model = _model(nodes, [], [_vi("y", None, TensorProto.INT64)], inits)
+    else:
+        nodes = [helper.make_node("OneHot", ["x", "depth", "values"], ["y"], name="n1")]
+        inits = [numpy_helper.from_array(np.array(300_000_000, np.int64), "depth"),
+                 _floats("values", [0, 1])]
+        model = _model(nodes, [_vi("x", [2], TensorProto.INT64)], [_vi("y", None)], inits)
+    with pytest.raises(UnsupportedError, match="300,000,000"):
+        _run(model, *([np.array([1, 2])] if case == "one_hot" else []))
+
+
+def test_broadcast_folds_that_would_grow_stay_graph_operations():
+    """Two ConstantOfShape of [2000, 1] and [1, 1000] folded into a 2,000,000-element array at
+    import (a 205-byte file of [40000, 1] and [1, 20000] into 3 GB): beyond the fold limit
+    the sum is computed when the model runs."""
+    shapes = [numpy_helper.from_array(np.array(s, np.int64), n)
+              for n, s in (("sa", [2000, 1]), ("sb", [1, 1000]))]
+    one = numpy_helper.from_array(np.array([1.5], np.float32), "one")
+    nodes = [helper.make_node("ConstantOfShape", ["sa"], ["a"], value=one),
+             helper.make_node("ConstantOfShape", ["sb"], ["b"], value=one),
+             helper.make_node("Add", ["a", "b"], ["y"], name="n1")]
+    model = _model(nodes, [], [_vi("y", None)], shapes)
+    with gc.Graph():
+        imported = gc.onnx.load(model)
+        out = imported()
+        assert isinstance(out, gc.Tensor) and out.node.op.name != "constant"
+        np.testing.assert_array_equal(gc.compile([], out)(), np.full((2000, 1000), 3.0))
+
+
+@pytest.mark.parametrize("op,upper,k", [("Trilu", 1, 3), ("Trilu", 0, -2), ("EyeLike", None, 1)])
+def test_large_diagonal_masks_are_built_when_the_model_runs(op, upper, k):
+    """Trilu's mask and EyeLike's matrix were folded at import whatever the input's declared
+    size (a 60000 x 60000 Trilu built 3.6 GB there); past the fold limit they come from a row
+    and a column of indices, with the same values."""
+    n, m = 1100, 1000
+    if op == "Trilu":
+        node = helper.make_node("Trilu", ["x", "k"], ["y"], name="n1", upper=upper)
+        inits = [numpy_helper.from_array(np.array(k, np.int64), "k")]
+    else:
+        node = helper.make_node("EyeLike", ["x"], ["y"], name="n1", k=k)
+        inits = []
+    model = _model([node], [_vi("x", [n, m])], [_vi("y", None)], inits)
+    x = np.random.default_rng(0).normal(size=(n, m)).astype(np.float32)
+    want = (np.triu(x, k) if upper else np.tril(x, k)) if op == "Trilu" else \
+        np.eye(n, m, k, dtype=np.float32)
+    np.testing.assert_array_equal(_run(model, x), want)
+
+
+def test_external_data_negative_dims_and_empty_files_are_refused(tmp_path):
+    """Handed bytes, an initializer with external data was read from the current directory
+    (/etc/passwd from /); a dim of -4 loaded as 4; an empty file loaded as an empty model."""
+    ext = numpy_helper.from_array(np.zeros(4, np.float32), "w")
+    ext.data_location = TensorProto.EXTERNAL
+    ext.ClearField("raw_data")
+    ext.external_data.add(key="location", value="etc/passwd")
+    ext.external_data.add(key="length", value="16")
+    nodes = [helper.make_node("Add", ["x", "w"], ["y"])]
+    model = _model(nodes, [_vi("x", [4])], [_vi("y", [4])], [ext])
+    with pytest.raises(UnsupportedError, match="external file"):
+        gc.onnx.load(model.SerializeToString())
+    negative = numpy_helper.from_array(np.zeros(4, np.float32), "w")
+    negative.dims[:] = [-4]
+    with pytest.raises(UnsupportedError, match="negative dim"):
+        gc.onnx.load(_model(nodes, [_vi("x", [4])], [_vi("y", [4])], [negative]))
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(UnsupportedError, match="is empty"):
+        gc.onnx.load(tmp_path / "empty.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"\xff" * 64)
+    with pytest.raises(UnsupportedError, match="not a readable ONNX model"):
+        gc.onnx.load(tmp_path / "junk.onnx")
+    short = numpy_helper.from_array(np.zeros(1, np.float32), "w")
+    short.dims[:] = [2**40]
+    with pytest.raises(UnsupportedError, match="does not hold its values"):
+        gc.onnx.load(_model(nodes, [_vi("x", [4])], [_vi("y", [4])], [short]))
