@@ -21,9 +21,11 @@ and the tail computes into the parameter, ``np.subtract(_targets[0], t15, out=_t
 
 from __future__ import annotations
 
+import builtins
 import contextvars
 import functools
 import math
+import re
 import types
 
 import numpy as np
@@ -48,15 +50,23 @@ from .checks import NonFinite, check_finite_value, check_nan
 from .loops import LoopRunner, check_outputs
 from .lowering import LOWERINGS, Printer, elementwise_names, reference_kernels, views
 
+#: every name the generated source reads that is not a value of the program: its namespace
+#: (see NumPyExecutable), Python's builtins (symbolic bounds print as max/min) and the
+#: temporaries of repeated subexpressions (_r0, _r1, ...: graphc.ops.expr_numpy)
 _RESERVED = {"np", "K", "KN", "_scratch", "math", "inputs", "params", "consts", "dims", "step",
-             "_loops", "_targets",
-             *NUMPY_NAMESPACE}
+             "_loops", "_targets", "_check_nan", "_check_finite",
+             *NUMPY_NAMESPACE, *dir(builtins)}
+_TEMPORARY = re.compile(r"_r[0-9]+")
 
 
 def _identifier(name: str, taken: set[str], prefix: str = "") -> str:
     """A fresh variable name for free text (a placeholder's name comes from the user or a
-    file): graphc.ir.text makes it a plain token, this makes it unique in the program."""
+    file): graphc.ir.text makes it a plain token, this makes it unique in the program and
+    distinct from every name the source reads for itself (an input named ``_r0`` or ``max``
+    was taken for a temporary or a builtin: wrong values, or a TypeError)."""
     base = identifier(prefix + name, reserved=_RESERVED)
+    if _TEMPORARY.fullmatch(base):
+        base = "v" + base
     out, k = base, 2
     while out in taken:
         out, k = f"{base}_{k}", k + 1

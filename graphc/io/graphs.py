@@ -308,6 +308,8 @@ def decode_graph(tree, table: ArrayTable, *, depth: int = 0) -> Graph:
             node.label = label
         nodes.append(node)
 
+    _check_dims_are_declared(nodes)
+
     def at(j) -> Node:
         return nodes[_index(j, len(nodes), "bad node index")]
 
@@ -323,6 +325,32 @@ def decode_graph(tree, table: ArrayTable, *, depth: int = 0) -> Graph:
     for t, p, v in rows("default_updates", 3):
         graph.add_default_update(at(t), at(p), at(v))
     return graph
+
+
+def _check_dims_are_declared(nodes: list[Node]) -> None:
+    """Every dimension name an attribute uses (a slice's start, a reshape's target) must be
+    a placeholder's: sizes are bound from the inputs, and a name no input binds had no value
+    (the NumPy backend looked it up among Python's globals: ``__debug__`` read as True)."""
+    import sympy
+
+    declared = {s.name for n in nodes if n.op.name == "placeholder"
+                for d in n.attrs["shape"] if isinstance(d, sympy.Basic) for s in d.free_symbols}
+
+    def names(value):
+        if isinstance(value, sympy.Basic):
+            return {s.name for s in value.free_symbols}
+        if isinstance(value, (tuple, list)):
+            return set().union(*(names(v) for v in value)) if value else set()
+        return set()
+
+    for i, n in enumerate(nodes):
+        for key, value in n.attrs.items():
+            if key == "expr":  # (an elementwise expression's symbols are its inputs)
+                continue
+            unknown = sorted(names(value) - declared)
+            if unknown:
+                raise GraphError(f"node {i} ({n.op.name}): attribute {key} uses the dimension "
+                                 f"{short(unknown[0])}, which no placeholder declares")
 
 
 #: Attributes whose string values are free text (kept as they are; escaped by graphc.ir.text).

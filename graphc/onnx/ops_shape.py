@@ -268,8 +268,11 @@ def _clamped_bound(value, dim, start=None):
     grid = sorted({k for c in consts | {0} for k in (c - 1, c, c + 1, c + 2) if k >= 1} |
                   set(range(1, 6)))
     try:
+        # (dummify: the file's dim names never reach the generated function, where one named
+        # Max or floor would hide the function of that name)
         f = sympy.lambdify(symbols, (value, dim, start), modules=[
-            {"Max": max, "Min": min, "floor": math.floor, "ceiling": math.ceil}, "math"])
+            {"Max": max, "Min": min, "floor": math.floor, "ceiling": math.ceil}, "math"],
+            dummify=True)
     except Exception:  # noqa: BLE001 - an expression the printer cannot write: not supported
         return None
 

@@ -676,3 +676,38 @@ def test_a_power_of_computed_numbers_in_a_file_is_refused():
         from_json({"t": "Pow", "args": [{"t": "Integer", "v": "3"}, exponent]}, inputs=0)
     assert from_json({"t": "Pow", "args": [{"t": "Integer", "v": "2"},
                                            {"t": "Integer", "v": "10"}]}, inputs=0).doit() == 1024
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+@pytest.mark.parametrize("name", ["_r0", "_r1", "max", "min", "_check_nan", "_check_finite",
+                                  "len", "print"])
+def test_an_input_named_like_a_name_the_generated_step_uses(backend, name):
+    """The NumPy backend's source names repeated subexpressions _r0, _r1, ... and reads max,
+    min and its check functions: an input (from a file, say) of such a name was replaced by
+    the temporary (wrong values) or hid the function (a TypeError)."""
+    def build(input_name):
+        x = gc.placeholder(input_name, ("T",), "float64")
+        y = gc.placeholder("y", ("T",), "float64")
+        z = gc.exp(y * y) + gc.exp(y * y) * x
+        return gc.compile([x, y], [z, gc.tanh(x * y) + gc.tanh(x * y), x[1:] * 2.0],
+                          backend=backend, backend_options={"check_finite": True})
+
+    a, b = np.array([1.0, 2.0, 3.0]), np.array([0.5, -0.25, 0.1])
+    for got, want in zip(build(name)(a, b), build("plain")(a, b)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_dimension_no_placeholder_declares_is_refused(tmp_path):
+    """A slice start naming a dimension no input binds loaded, and the NumPy backend then
+    read the name among Python's globals (__debug__ as True)."""
+    x = gc.placeholder("x", ("T", 3), "float64")
+    path = gc.save([x[1:2] * 1.0], tmp_path / "g.gcz")
+    files = members(path)
+    content = json.loads(files["content.json"])
+    starts = next(n for n in content["graph"]["nodes"] if n["op"] == "slice")["attrs"]["starts"]
+    declared = json.dumps(content["graph"]["nodes"][0]["attrs"]["shape"]["tuple"][0])
+    starts["tuple"][0] = json.loads(declared.replace('"T"', '"__debug__"'))
+    files["content.json"] = json.dumps(content).encode()
+    write_zip(tmp_path / "bad.gcz", files)
+    with pytest.raises(FormatError, match="uses the dimension '__debug__', which no placeholder"):
+        gc.load(tmp_path / "bad.gcz")

@@ -379,3 +379,18 @@ def test_external_data_negative_dims_and_empty_files_are_refused(tmp_path):
     short.dims[:] = [2**40]
     with pytest.raises(UnsupportedError, match="does not hold its values"):
         gc.onnx.load(_model(nodes, [_vi("x", [4])], [_vi("y", [4])], [short]))
+
+
+@pytest.mark.parametrize("dim", ["T", "Min", "Max", "floor"])
+def test_a_dim_named_like_a_function_imports(dim):
+    """The slice-bound check evaluated its bounds through sympy.lambdify with the file's dim
+    names as arguments: a dim named Min hid the function Min, and the model did not import."""
+    const = [helper.make_node("Constant", [], [n], value=numpy_helper.from_array(
+        np.array(v, np.int64))) for n, v in (("zero", [0]), ("two", [2]))]
+    nodes = const + [helper.make_node("Shape", ["x"], ["shape"]),
+                     helper.make_node("Gather", ["shape", "zero"], ["t"]),
+                     helper.make_node("Min", ["two", "t"], ["end"]),
+                     helper.make_node("Slice", ["x", "zero", "end", "zero"], ["y"], name="n1")]
+    model = _model(nodes, [_vi("x", [dim, 3])], [_vi("y", None)])
+    x = np.arange(15, dtype=np.float32).reshape(5, 3)
+    np.testing.assert_array_equal(_run(model, x), x[:2])
