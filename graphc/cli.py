@@ -147,6 +147,10 @@ def _load_target(spec: str):
     path, name = spec.rsplit(":", 1)
     if not Path(path).exists():
         raise SystemExit(f"graphc viz: no such file {path!r}")
+    if Path(path).suffix != ".py":  # (runpy would run any file's code: a .gcz with a
+        # __main__.py inside is a zip Python runs; only what is plainly a script is run)
+        raise SystemExit(f"graphc viz: FILE.py:NAME runs FILE.py as Python to find NAME; "
+                         f"{path!r} is not a .py file")
     namespace = runpy.run_path(path, run_name="__graphc_viz__")
     if name not in namespace:
         raise SystemExit(f"graphc viz: {path} defines no name {name!r}")

@@ -87,3 +87,17 @@ def test_demo_refuses_bad_epochs_and_out_before_training(tmp_path, capsys, monke
         assert main(["demo", "--epochs", "1", "--out", str(bad)]) == 2
         err = capsys.readouterr().err
         assert "cannot be the output folder" in err and err.count("\n") == 1
+
+
+def test_viz_runs_only_a_python_script(tmp_path):
+    """FILE.py:NAME runs FILE.py; any other file was run too (runpy runs a zip holding a
+    __main__.py, which a saved model file can be made to hold)."""
+    import zipfile
+
+    marker = tmp_path / "ran"
+    model = tmp_path / "model.gcz"
+    with zipfile.ZipFile(model, "w") as z:
+        z.writestr("__main__.py", f"open({str(marker)!r}, 'w').close()\ng = 1\n")
+    with pytest.raises(SystemExit, match="is not a .py file"):
+        main(["viz", f"{model}:g", "-o", str(tmp_path / "g.dot")])
+    assert not marker.exists()
