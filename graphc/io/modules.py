@@ -19,6 +19,7 @@ _SCALARS = (bool, int, float, str, type(None))
 
 
 MAX_SPEC_DEPTH = 32  # modules inside modules (and tuples inside arguments) in a spec
+MAX_SPEC_MODULES = 100_000  # modules in a spec (the largest nets have a few thousand)
 _SPEC_FIELDS = {"class", "args", "kwargs", "training", "name"}
 
 
@@ -70,14 +71,14 @@ def _spec(module, depth: int) -> dict:
             "training": module.training, "name": module._name}
 
 
-def _decode_arg(value, depth: int):
+def _decode_arg(value, depth: int, built: list[int]):
     if isinstance(value, dict):
         if set(value) == {"module"}:
-            return _build(value["module"], depth + 1)
+            return _build(value["module"], depth + 1, built)
         if set(value) == {"tuple"} and isinstance(value["tuple"], list):
             if depth >= MAX_SPEC_DEPTH:
                 raise GraphError(f"constructor arguments nested more than {MAX_SPEC_DEPTH} deep")
-            return tuple(_decode_arg(v, depth + 1) for v in value["tuple"])
+            return tuple(_decode_arg(v, depth + 1, built) for v in value["tuple"])
         raise GraphError(f"bad constructor argument {short(value)}")
     if not isinstance(value, _SCALARS):
         raise GraphError(f"bad constructor argument {short(value)}")
@@ -86,13 +87,18 @@ def _decode_arg(value, depth: int):
 
 def build_module(spec: dict):
     """Instantiate the gc.nn class a spec names, with its arguments (a fresh initial state).
-    Only gc.nn's own Module classes are ever instantiated; every field is type-checked."""
-    return _build(spec, 0)
+    Only gc.nn's own Module classes are ever instantiated; every field is type-checked, and
+    at most MAX_SPEC_MODULES are built (a 300 kB file listing a million ReLUs took 37 s and
+    1.6 GB)."""
+    return _build(spec, 0, [0])
 
 
-def _build(spec, depth: int):
+def _build(spec, depth: int, built: list[int]):
     if depth >= MAX_SPEC_DEPTH:
         raise GraphError(f"modules nested more than {MAX_SPEC_DEPTH} deep")
+    built[0] += 1
+    if built[0] > MAX_SPEC_MODULES:
+        raise GraphError(f"a module spec of more than {MAX_SPEC_MODULES:,} modules")
     if not isinstance(spec, dict):
         raise GraphError(f"a module spec must be an object, not {type(spec).__name__}")
     if set(spec) != _SPEC_FIELDS:
@@ -106,8 +112,8 @@ def _build(spec, depth: int):
     if not isinstance(args, list) or not isinstance(kwargs, dict) \
             or not isinstance(training, bool) or not isinstance(label, (str, type(None))):
         raise GraphError(f"bad module spec for {name}")
-    module = classes[name](*[_decode_arg(a, depth) for a in args],
-                           **{k: _decode_arg(v, depth) for k, v in kwargs.items()})
+    module = classes[name](*[_decode_arg(a, depth, built) for a in args],
+                           **{k: _decode_arg(v, depth, built) for k, v in kwargs.items()})
     if label:
         module.name = label
     return module.train(training)

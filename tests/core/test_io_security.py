@@ -711,3 +711,14 @@ def test_a_dimension_no_placeholder_declares_is_refused(tmp_path):
     write_zip(tmp_path / "bad.gcz", files)
     with pytest.raises(FormatError, match="uses the dimension '__debug__', which no placeholder"):
         gc.load(tmp_path / "bad.gcz")
+
+
+def test_a_spec_of_too_many_modules_is_refused(tmp_path, monkeypatch):
+    """A 300 kB file listing a Sequential of a million ReLUs took 37 s and 1.6 GB to load."""
+    from graphc.io import modules
+
+    monkeypatch.setattr(modules, "MAX_SPEC_MODULES", 50)
+    path = gc.save(gc.nn.Sequential(*[gc.nn.ReLU() for _ in range(60)]), tmp_path / "m.gcz")
+    with pytest.raises(FormatError, match="more than 50 modules"):
+        gc.load(path)
+    gc.load(gc.save(gc.nn.Sequential(*[gc.nn.ReLU() for _ in range(40)]), tmp_path / "ok.gcz"))
