@@ -45,19 +45,23 @@ def number(value, what: str, least: float | None = None, *, above: float | None 
     optimizers and schedules check their hyperparameters where torch.optim does (a negative
     rate would turn descent into ascent, a NaN reach every parameter). Strings and bools are
     not numbers; a 0-d array is."""
-    value = _scalar(value)
-    if not _number(value) or not math.isfinite(value) or \
-            (least is not None and value < least) or (above is not None and value <= above) or \
-            (most is not None and value > most) or (below is not None and value >= below):
+    if isinstance(value, (str, bytes, bool, np.bool_)) or np.ndim(value) != 0:
+        raise GraphError(f"{what} must be a number, got {value!r}")
+    try:  # (a 0-d tensor of another library, a Fraction or a Decimal is a number too)
+        x = float(value)
+    except (TypeError, ValueError):
+        raise GraphError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(x) or (least is not None and x < least) or \
+            (above is not None and x <= above) or (most is not None and x > most) or \
+            (below is not None and x >= below):
         bounds = [f">= {least}" if least is not None else "",
                   f"> {above}" if above is not None else "",
                   f"<= {most}" if most is not None else "",
                   f"< {below}" if below is not None else ""]
         wanted = " and ".join(b for b in bounds if b)
-        kind = "a finite number" if _number(value) else "a number"
-        raise GraphError(f"{what} must be {kind}{' ' + wanted if wanted else ''}, "
+        raise GraphError(f"{what} must be a finite number{' ' + wanted if wanted else ''}, "
                          f"got {value!r}")
-    return float(value)
+    return x
 
 
 def maybe_equal(a, b) -> bool:

@@ -265,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     except (GraphError, BackendError) as exc:  # graphc's own message (a bad setting, a file)
         print(terminal_text(f"graphc {args.command}: {exc}"), file=sys.stderr)
         return 1
+    except SystemExit as exc:  # a message of the commands' own (it may quote a file's names)
+        if not isinstance(exc.code, str):
+            raise
+        print(terminal_text(exc.code), file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `graphc info | head`: the reader left, which is not an error
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -3,9 +3,10 @@
 Object code read from the cache is linked and executed, so a file there is code, not data: it
 is used only when this user's graphc wrote it for this very key.
 
-- **The directory is the user's own.** It is created 0700. One owned by another user, or
-  writable by group or others (``GRAPHC_CACHE_DIR=/tmp``), turns the cache off with a
-  warning: anyone who can write there could plant code for this process to run.
+- **The directory is the user's own.** It is created 0700, and one of the user's that group
+  or others could write (an older graphc made it so under umask 002) is made 0700. One
+  owned by another user (``GRAPHC_CACHE_DIR=/tmp``) turns the cache off with a warning: its
+  owner could plant code for this process to run.
 - **Each file is signed.** Its header carries an HMAC-SHA256, over the key and the code, with a
   secret of 32 random bytes kept in the directory (0600). A file written under another key's
   name (two files swapped), junk behind a copied header, a truncated file, or one left by
@@ -79,21 +80,33 @@ def _open_directory(path: Path) -> int | None:
     except OSError:
         return None  # (an unwritable home: compile without a cache)
     info = os.fstat(fd)
-    owner = os.geteuid() if hasattr(os, "geteuid") else info.st_uid
-    if info.st_uid != owner or info.st_mode & 0o022:
+    if info.st_uid != _owner(info):
         os.close(fd)
-        _warn_once(f"the machine-code cache {str(path)!r} is not used: it is "
-                   + ("another user's" if info.st_uid != owner else
-                      "writable by other users") + " directory, and object code read from it "
-                   "would be run (set GRAPHC_CACHE_DIR to a directory of your own)")
+        _warn_once(f"the machine-code cache {str(path)!r} is not used: the directory belongs "
+                   "to another user, who could plant object code this process would run (set "
+                   "GRAPHC_CACHE_DIR to a directory of your own)")
         return None
+    if info.st_mode & 0o077:
+        try:  # (the user's own: made private, as it is created)
+            os.fchmod(fd, stat.S_IMODE(info.st_mode) & 0o700)
+        except OSError:
+            os.close(fd)
+            _warn_once(f"the machine-code cache {str(path)!r} is not used: others may write "
+                       "to it and it cannot be made private (chmod 700 it)")
+            return None
     return fd
+
+
+def _owner(info: os.stat_result) -> int:
+    """The user files must belong to: this process's (where there is no such notion, the
+    file's own owner, which passes)."""
+    return os.geteuid() if hasattr(os, "geteuid") else info.st_uid
 
 
 def _read_regular(dir_fd: int, name: str, limit: int, private: bool = False) -> bytes | None:
     """The bytes of the regular file `name`, if it is one of at most `limit` bytes (and,
-    `private`, readable by its owner only): no symbolic link followed, no FIFO or device
-    waited on or read without end."""
+    `private`, the user's and readable by the user only): no symbolic link followed, no FIFO
+    or device waited on or read without end."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(name, flags, dir_fd=dir_fd)
@@ -102,7 +115,7 @@ def _read_regular(dir_fd: int, name: str, limit: int, private: bool = False) -> 
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_size > limit or \
-                (private and info.st_mode & 0o077):
+                (private and (info.st_mode & 0o077 or info.st_uid != _owner(info))):
             return None
         with os.fdopen(os.dup(fd), "rb") as f:
             return f.read(limit + 1)
@@ -125,7 +138,11 @@ def _secret(dir_fd: int) -> bytes | None:
             return None
         else:
             data = _read_regular(dir_fd, _SECRET, _SECRET_BYTES, private=True)
-            return data if data is not None and len(data) == _SECRET_BYTES else None
+            if data is None or len(data) != _SECRET_BYTES:
+                _warn_once("the machine-code cache is not used: its secret file is not the "
+                           "user's own, private, 32-byte file (delete it to start afresh)")
+                return None
+            return data
         temporary = f".{_SECRET}.{os.getpid()}.{time.monotonic_ns()}.tmp"
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dir_fd)
@@ -140,7 +157,9 @@ def _secret(dir_fd: int) -> bytes | None:
                 pass  # another process published its secret first: read that one
             finally:
                 os.unlink(temporary, dir_fd=dir_fd)
-        except OSError:
+        except OSError as exc:
+            _warn_once(f"the machine-code cache is not used: its secret could not be made "
+                       f"({type(exc).__name__}: {exc})")
             return None
     return None
 

@@ -60,7 +60,8 @@ def array_of(tensor: TensorProto, where: str) -> np.ndarray:
         raise UnsupportedError(f"{where}: ONNX tensor {tensor.name!r} of dims "
                                f"{list(tensor.dims)} does not hold its values "
                                f"({type(exc).__name__}: {str(exc)[:200]})") from None
-    if values.dtype.kind not in "biuf":
+    if values.dtype.kind in "OSUc":  # (bfloat16 and the float8 types come as NumPy's
+        # extension dtypes, numbers a Cast can take; strings and objects never reach sympy)
         raise UnsupportedError(f"{where}: ONNX tensor {tensor.name!r} holds {values.dtype} "
                                "values, which graphc does not support")
     return values

@@ -16,6 +16,7 @@ import math
 import os
 import re
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -81,6 +82,12 @@ def _dim_names(inputs) -> dict:
     return names
 
 
+#: the elements the import-time arrays of one model (Range, OneHot's classes, diagonal masks'
+#: indices) may take beyond FOLD_LIMIT each: 512 MB of int64 in all, whatever the file claims
+FOLD_BUDGET = 1 << 26
+_fold_budget: ContextVar[list[int] | None] = ContextVar("graphc_onnx_fold_budget", default=None)
+
+
 class NodeContext:
     """What a table entry sees of the node it translates: attributes, opset, errors, and the
     conversions between known arrays and tensors."""
@@ -98,6 +105,18 @@ class NodeContext:
 
     def fail(self, message: str):
         raise UnsupportedError(f"{self.where()}: {message}")
+
+    def charge_fold(self, n: int, what: str) -> None:
+        """Count `n` elements a handler is about to build at import against the model's
+        budget (FOLD_BUDGET): a Range(0, 3e8) of a 178-byte file asked for 7 GB, and many
+        such nodes would ask for any amount."""
+        box = _fold_budget.get()
+        if box is None:  # (a node translated outside a model's import: its own budget)
+            box = [FOLD_BUDGET]
+        if n > box[0]:
+            self.fail(f"{what} of {n:,} elements: more than graphc builds when it imports a "
+                      f"model ({FOLD_BUDGET:,} elements in all)")
+        box[0] -= n
 
     def attr(self, name: str, default=None):
         return self.attrs.get(name, default)
@@ -198,21 +217,23 @@ class NodeContext:
             "an initializer or a shape; or pass a NumPy array for that model input); graphc "
             "has no data-dependent shapes")
 
-    def is_static(self, *values: Value) -> bool:
-        """Are these values known arrays, to fold with NumPy at import? Not when broadcasting
-        them together would make an array larger than FOLD_LIMIT and than each of them: two
-        ConstantOfShape of [40000, 1] and [1, 20000] (a 205-byte file) would fold into 3 GB.
-        Such an operation stays a graph operation, computed when the model runs."""
+    def is_static(self, *values: Value, size: int | None = None) -> bool:
+        """Are these values known arrays, to fold with NumPy at import? Not when the result
+        — `size` elements, or by default the values broadcast together — would be larger
+        than FOLD_LIMIT and than each of them: two ConstantOfShape of [40000, 1] and
+        [1, 20000] (a 205-byte file) would fold into 3 GB, a Gather of 200 rows of 2^20 into
+        1.6 GB. Such an operation stays a graph operation, computed when the model runs."""
         if not all(v is None or isinstance(v, np.ndarray) for v in values):
             return False
         from .ops_shape import FOLD_LIMIT
 
         arrays = [v for v in values if v is not None]
-        try:
-            out = math.prod(np.broadcast_shapes(*(a.shape for a in arrays)))
-        except ValueError:
-            return True  # (the handler reports shapes that do not broadcast)
-        return out <= max([FOLD_LIMIT] + [a.size for a in arrays])
+        if size is None:
+            try:
+                size = math.prod(np.broadcast_shapes(*(a.shape for a in arrays)))
+            except ValueError:
+                return True  # (the handler reports shapes that do not broadcast)
+        return size <= max([FOLD_LIMIT] + [a.size for a in arrays])
 
 
 def dim_tensor(e) -> Tensor:
@@ -495,7 +516,11 @@ class OnnxModel:
             raise UnsupportedError(f"missing model inputs: {', '.join(missing)}")
         env = self._initializer_values()
         env.update(given)
-        run_nodes(self.proto.graph.node, env, self.opset)
+        budget = _fold_budget.set([FOLD_BUDGET])
+        try:
+            run_nodes(self.proto.graph.node, env, self.opset)
+        finally:
+            _fold_budget.reset(budget)
         outs = []
         for name in self.output_names:
             v = env[name]

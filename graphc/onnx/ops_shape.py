@@ -328,7 +328,9 @@ def _gather(ctx, data, indices):
         if bad.size:
             ctx.fail(f"index {int(bad.ravel()[0])} is out of range for axis {axis} of size "
                      f"{shape[axis]}")
-    if ctx.is_static(data, indices):
+    rows = math.prod(d for i, d in enumerate(shape) if i != axis) \
+        if all(isinstance(d, int) for d in shape) else 0
+    if ctx.is_static(data, indices, size=rows * np.size(indices)):
         ids = np.asarray(indices).astype(np.int64)
         return np.asarray(np.take(np.asarray(data), ids, axis=axis))  # 0-d stays an array
     table = ctx.tensor(data)
@@ -419,8 +421,8 @@ def _range(ctx, start, limit, delta):
         ctx.fail(f"the range from {s} to {lim} by {d} has no finite length")
     n = max(int(math.ceil(span)), 0)
     if n > FOLD_LIMIT:  # (graphc computes a Range at import: a 178-byte file asked for 7 GB)
-        ctx.fail(f"a range of {n:,} elements: graphc computes Range when it imports the model, "
-                 f"up to {FOLD_LIMIT:,} elements")
+        ctx.check_size([n], dtype, "the range")
+        ctx.charge_fold(n, "a range")
     if n == 0:
         ctx.fail("an empty range is not supported: graphc has no size-0 dims")
     return (np.asarray(s, dtype) + np.arange(n, dtype=np.int64).astype(dtype) *
@@ -592,9 +594,9 @@ def _diagonals(ctx, n: int, m: int, k: int, which: str):
     ("diagonal"): a small one folded, a large one computed when the model runs from a row
     and a column of indices (a Trilu over a declared 60000 x 60000 input built a 3.6 GB mask
     at import)."""
-    if n > FOLD_LIMIT or m > FOLD_LIMIT:
-        ctx.fail(f"a {n} x {m} matrix: graphc builds its diagonals from indices of at most "
-                 f"{FOLD_LIMIT:,}")
+    if n * m > FOLD_LIMIT:
+        ctx.charge_fold(n + m, "the indices of a diagonal mask")
+        k = max(-n, min(k, m))  # (beyond the matrix every k means the same: no overflow)
     offsets = np.arange(m, dtype=np.int64)[None, :] - np.arange(n, dtype=np.int64)[:, None] \
         if n * m <= FOLD_LIMIT else None
     if offsets is not None:
@@ -673,7 +675,7 @@ def _one_hot(ctx, indices, depth, values):
     if depth < 1:
         ctx.fail("depth must be positive")
     if depth > FOLD_LIMIT:  # (its indices are a constant: a 160-byte file asked for 4.8 GB)
-        ctx.fail(f"depth {depth:,} is more classes than graphc supports ({FOLD_LIMIT:,})")
+        ctx.charge_fold(depth, "OneHot's classes")
     ids = ctx.tensor(indices)
     values = ctx.tensor(values)
     if tuple(values.shape) != (2,):

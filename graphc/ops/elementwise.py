@@ -456,10 +456,10 @@ def _out_of_range(tensor, value) -> int:
     integer `tensor` can hold, above or below; 0 otherwise."""
     if isinstance(value, (np.ndarray, np.generic)) and np.ndim(value) == 0:
         value = value.item()
-    if not isinstance(tensor, Tensor) or tensor.dtype.kind not in "iu" or \
+    if not isinstance(tensor, Tensor) or tensor.dtype.kind not in "iub" or \
             not isinstance(value, int) or isinstance(value, bool):
         return 0
-    info = np.iinfo(tensor.dtype)
+    info = np.iinfo(np.int64 if tensor.dtype == bool else tensor.dtype)  # (bool meets int64)
     return 1 if value > info.max else -1 if value < info.min else 0
 
 

@@ -95,22 +95,22 @@ def test_an_oversized_file_is_a_miss(cache, monkeypatch):
     assert ObjectCache(KEY_A).cached is None
 
 
-def test_a_directory_others_can_write_is_not_used(cache):
+def test_a_directory_of_the_users_that_others_can_write_is_made_private(cache):
+    """An older graphc made the directory under the user's umask (group-writable under 002):
+    it is the user's, so it is made 0700 rather than left open or given up."""
     cache.mkdir(parents=True)
     cache.chmod(0o777)
-    with pytest.warns(RuntimeWarning, match="writable by other users"):
-        ObjectCache(KEY_A).store(CODE_A)
-    assert list(cache.iterdir()) == []
-    assert ObjectCache(KEY_A).cached is None
-    cache.chmod(0o700)
     ObjectCache(KEY_A).store(CODE_A)
+    assert cache.stat().st_mode & 0o777 == 0o700
     assert ObjectCache(KEY_A).cached == CODE_A
 
 
-def test_a_secret_others_can_read_turns_the_cache_off(cache):
+def test_a_secret_others_can_read_turns_the_cache_off(cache, monkeypatch):
+    monkeypatch.setattr(object_cache, "_warned", set())
     ObjectCache(KEY_A).store(CODE_A)
     (cache / "secret").chmod(0o644)
-    assert ObjectCache(KEY_A).cached is None
+    with pytest.warns(RuntimeWarning, match="secret file"):
+        assert ObjectCache(KEY_A).cached is None
     (cache / "secret").chmod(0o600)
     assert ObjectCache(KEY_A).cached == CODE_A
 
@@ -195,5 +195,17 @@ def test_two_processes_making_the_secret_at_once_agree(tmp_path):
 def test_another_users_directory_is_not_used(cache):
     cache.mkdir(parents=True, mode=0o700)
     os.chown(cache, 65534, 65534)
-    with pytest.warns(RuntimeWarning, match="another user's"):
+    with pytest.warns(RuntimeWarning, match="belongs to another user"):
+        assert ObjectCache(KEY_A).cached is None
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="giving a file to another user needs root")
+def test_a_secret_another_user_owns_turns_the_cache_off(cache, monkeypatch):
+    """In a directory others could once write, one could have put a secret of their own
+    (0600, theirs) and signed files with it: a secret must be the user's."""
+    monkeypatch.setattr(object_cache, "_warned", set())
+    ObjectCache(KEY_A).store(CODE_A)
+    os.chown(cache / "secret", 65534, 65534)
+    with pytest.warns(RuntimeWarning, match="secret file is not the user's own"):
         assert ObjectCache(KEY_A).cached is None

@@ -202,6 +202,14 @@ def test_comparing_with_an_int_beyond_the_dtype_answers_as_numpy_2(backend):
         np.testing.assert_array_equal(g, np.array(w, dtype=bool))
 
 
+def test_a_mask_compared_with_a_huge_integer_answers_as_numpy_2():
+    b = gc.placeholder("b", (3,), "bool")
+    fn = gc.compile([b], [b < 2**70, b > 2**40, gc.equal(b, -(2**70)), b >= 1])
+    got = fn(np.array([True, False, True]))
+    for g, w in zip(got, [[1, 1, 1], [0, 0, 0], [0, 0, 0], [1, 0, 1]]):
+        np.testing.assert_array_equal(g, np.array(w, dtype=bool))
+
+
 @pytest.mark.parametrize("backend", ["numpy", "llvm"])
 def test_python_ints_that_fit_keep_their_values(backend):
     i = gc.placeholder("i", (2,), "int32")

@@ -454,3 +454,19 @@ def test_a_state_cannot_bring_in_a_rate_the_setter_refuses(tmp_path):
     assert opt.lr == 0.1
     with pytest.raises(gc.GraphError, match="learning rate must be a number"):
         opt.lr = "x"
+
+
+def test_a_learning_rate_of_any_numeric_kind_is_a_number():
+    """torch.optim takes a 0-d tensor as lr; Fractions and Decimals are numbers too (the
+    first version of the check refused them)."""
+    import decimal
+    import fractions
+
+    torch = pytest.importorskip("torch")
+    w = gc.parameter("w", np.ones(2))
+    for lr in (torch.tensor(0.25), fractions.Fraction(1, 4), decimal.Decimal("0.25"),
+               np.array(0.25), np.float32(0.25)):
+        assert O.SGD([w], lr=lr, clip_norm=torch.tensor(1.0)).lr == 0.25
+    for bad in (np.array([0.25]), torch.tensor([0.25, 0.5]), "0.25", True):
+        with pytest.raises(gc.GraphError, match="must be a number"):
+            O.SGD([w], lr=bad)
