@@ -51,6 +51,16 @@ def _text(value) -> str:
     return graphviz.escape(text)
 
 
+def _cluster_name(scope: str) -> str:
+    """A scope's cluster name: its text, or for a scope too long for `_text`, a digest of it
+    (two long scopes that differ only past the cut must stay two clusters)."""
+    import hashlib
+
+    if len(scope) <= MAX_TEXT - 20:
+        return _text(f"cluster_{scope}")
+    return f"cluster_{hashlib.sha256(scope.encode('utf-8', 'surrogatepass')).hexdigest()}"
+
+
 #: the longest text of one label or name in a picture (`_text`); escaped, with every
 #: character up to 4 bytes of UTF-8 doubled, it stays within dot's 16384-byte strings
 MAX_TEXT = 1000
@@ -167,7 +177,7 @@ def to_dot(graph_or_outputs, *, show_dtype: bool = True, clusters: bool = True,
             emit(target, n)
         for part, sub in level.items():
             child = f"{path}/{part}" if path else part
-            with target.subgraph(name=_text(f"cluster_{child}")) as c:
+            with target.subgraph(name=_cluster_name(child)) as c:
                 grad = child.startswith("grad")
                 c.attr(label=_text(part), style="rounded,dashed" if grad else "rounded",
                        color="#d9731a" if grad else "#9e9e9e", fontsize="10")

@@ -189,3 +189,12 @@ def test_a_very_long_name_is_cut_so_dot_still_draws(tmp_path):
         path = tmp_path / "g.dot"
         path.write_text(source)
         assert subprocess.run(["dot", "-Tsvg", str(path)], capture_output=True).returncode == 0
+
+
+def test_two_long_scopes_that_differ_past_the_cut_stay_two_clusters():
+    x = gc.placeholder("x", (2,))
+    with gc.name_scope("a" * 1500 + "1"):
+        y = gc.tanh(x)
+    with gc.name_scope("a" * 1500 + "2"):
+        z = gc.exp(y)
+    assert gc.viz.to_dot(z).source.count("subgraph cluster_") == 2
