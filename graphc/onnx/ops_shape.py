@@ -330,7 +330,8 @@ def _gather(ctx, data, indices):
                      f"{shape[axis]}")
     rows = math.prod(d for i, d in enumerate(shape) if i != axis) \
         if all(isinstance(d, int) for d in shape) else 0
-    if ctx.is_static(data, indices, size=rows * np.size(indices)):
+    grows = rows * indices.size if isinstance(indices, np.ndarray) else None
+    if ctx.is_static(data, indices, size=grows):
         ids = np.asarray(indices).astype(np.int64)
         return np.asarray(np.take(np.asarray(data), ids, axis=axis))  # 0-d stays an array
     table = ctx.tensor(data)
