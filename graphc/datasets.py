@@ -281,17 +281,22 @@ def _idx_set(what: str, path: _PathLike, torchvision_folder: str, source: str, f
     if train != test:
         raise FormatError(f"{what}: training images are {train[0]}x{train[1]} but test images "
                           f"{test[0]}x{test[1]}")
-    x_train, y_train, x_test, y_test = (_read_idx(found[role], ndim)
-                                        for role, _, ndim in _IDX_FILES)
-    for y, part in ((y_train, "training"), (y_test, "test")):
-        _check_labels(y, found[f"{part} labels"])
-
     def images(x: np.ndarray) -> np.ndarray:
         shape = (len(x), -1) if flatten else (len(x), 1, *x.shape[1:])
         return x.reshape(shape).astype(out_dtype)
 
-    return ((images(x_train), y_train.astype(np.int64)),
-            (images(x_test), y_test.astype(np.int64)))
+    try:
+        x_train, y_train, x_test, y_test = (_read_idx(found[role], ndim)
+                                            for role, _, ndim in _IDX_FILES)
+        for y, part in ((y_train, "training"), (y_test, "test")):
+            _check_labels(y, found[f"{part} labels"])
+        return ((images(x_train), y_train.astype(np.int64)),
+                (images(x_test), y_test.astype(np.int64)))
+    except MemoryError:  # (honest files can be large: say which, and what would help)
+        n = dims["training images"][0] + dims["test images"][0]
+        raise MemoryError(f"{what}: not enough memory for the {n:,} images of "
+                          f"{train[0]}x{train[1]} pixels in {root} as {out_dtype} "
+                          f"(dtype=np.uint8 takes the least)") from None
 
 
 def _check_labels(y: np.ndarray, file: Path) -> None:

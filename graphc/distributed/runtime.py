@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import re
 import sys
@@ -162,7 +163,16 @@ def timeout() -> float | None:
     if _timeout[0] is not None:
         return _timeout[0]
     value = os.environ.get("GRAPHC_MPI_TIMEOUT", "").strip()
-    return float(value) if value else None
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not (seconds > 0 and math.isfinite(seconds)):  # (-5 aborted the job at once)
+        raise ValueError(f"GRAPHC_MPI_TIMEOUT must be a finite number of seconds > 0, got "
+                         f"{value!r}")
+    return seconds
 
 
 @contextlib.contextmanager

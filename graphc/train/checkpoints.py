@@ -52,8 +52,10 @@ class Checkpoint:
                              f"{self.best_only!r}")
 
     def target(self, epoch: int) -> Path:
-        """The file of `epoch`'s checkpoint (``{epoch}`` in the path filled in)."""
-        return Path(str(self.path).format(epoch=epoch))
+        """The file of `epoch`'s checkpoint: each literal ``{epoch}`` in the path replaced by
+        the number, nothing else read as a template (``str.format`` raised on ``run{1}`` after
+        an epoch had trained, and looked attributes up for ``{epoch.__class__}``)."""
+        return Path(str(self.path).replace("{epoch}", str(int(epoch))))
 
 
 def _step_keys(step_fn: Function) -> dict[int, str]:

@@ -296,3 +296,17 @@ def test_the_headers_are_compared_before_any_data_is_decompressed(tmp_path, rng)
     finally:
         tracemalloc.stop()
     assert peak < 20 * 2**20, peak
+
+
+def test_running_out_of_memory_names_the_set_and_what_would_help(tmp_path, rng, monkeypatch):
+    """Consistent files of huge images (30000 x 30000 from 4 MB of gzip) ended in NumPy's own
+    MemoryError; the error says which set, how many images of what size, and dtype=np.uint8."""
+    write_idx_set(tmp_path, mnist_like(rng))
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate")
+
+    monkeypatch.setattr(D, "_read_idx", no_memory)
+    with pytest.raises(MemoryError, match=r"MNIST: not enough memory for the 11 images of "
+                                          r"28x28 pixels in .* \(dtype=np.uint8"):
+        D.mnist(tmp_path)

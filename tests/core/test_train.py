@@ -83,6 +83,19 @@ def test_checkpoints_are_saved_and_restore(tmp_path):
     assert gc.io.read_metadata(best)["epoch"] == 1  # w = 3 after the first of these epochs
 
 
+@pytest.mark.parametrize("name", ["run{1}-{epoch}.graphc", "a}b{epoch}.graphc",
+                                  "{epoch.__class__.__name__}.graphc"])
+def test_a_checkpoint_path_is_a_path_with_epoch_filled_in(tmp_path, name):
+    """str.format read the path as a template: braces of a name raised after an epoch had
+    trained, and {epoch.__class__...} looked attributes up. Only {epoch} is filled in."""
+    step, ev, *_ = walker()
+    data = np.ones((4, 2))
+    gc.train.fit(step, data, 2, 4, ev, data, verbose=0,
+                 checkpoint=gc.train.Checkpoint(tmp_path / name, every=1))
+    want = {name.replace("{epoch}", str(k)) for k in (1, 2)}
+    assert {p.name for p in tmp_path.iterdir()} == want
+
+
 def classifier():
     gc.manual_seed(0)
     model = gc.nn.Sequential(gc.nn.Linear(4, 16), gc.nn.Tanh(), gc.nn.Linear(16, 3))

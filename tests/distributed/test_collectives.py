@@ -265,3 +265,7 @@ def test_launch_detection_and_timeout_option(monkeypatch):
     D.set_timeout(None)
     monkeypatch.setenv("GRAPHC_MPI_TIMEOUT", "7.5")
     assert runtime.timeout() == 7.5
+    for bad in ("-5", "0", "nan", "inf", "abc"):  # (-5 aborted the job at its first collective)
+        monkeypatch.setenv("GRAPHC_MPI_TIMEOUT", bad)
+        with pytest.raises(ValueError, match="GRAPHC_MPI_TIMEOUT must be a finite number"):
+            runtime.timeout()
