@@ -45,11 +45,14 @@ def number(value, what: str, least: float | None = None, *, above: float | None 
     optimizers and schedules check their hyperparameters where torch.optim does (a negative
     rate would turn descent into ascent, a NaN reach every parameter). Strings and bools are
     not numbers; a 0-d array is."""
-    if isinstance(value, (str, bytes, bool, np.bool_)) or np.ndim(value) != 0:
+    kind = str(getattr(value, "dtype", ""))  # (an array's or a tensor's elements)
+    if isinstance(value, (str, bytes, bool, np.bool_, complex, np.complexfloating)) or \
+            np.ndim(value) != 0 or any(k in kind for k in ("bool", "complex", "str", "<U",
+                                                             "|S", "object")):
         raise GraphError(f"{what} must be a number, got {value!r}")
     try:  # (a 0-d tensor of another library, a Fraction or a Decimal is a number too)
         x = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError, RuntimeError):
         raise GraphError(f"{what} must be a number, got {value!r}") from None
     if not math.isfinite(x) or (least is not None and x < least) or \
             (above is not None and x <= above) or (most is not None and x > most) or \

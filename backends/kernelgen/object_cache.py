@@ -4,7 +4,8 @@ Object code read from the cache is linked and executed, so a file there is code,
 is used only when this user's graphc wrote it for this very key.
 
 - **The directory is the user's own.** It is created 0700, and one of the user's that group
-  or others could write (an older graphc made it so under umask 002) is made 0700. One
+  or others could write (an older graphc made it so under umask 002) loses those write
+  permissions (read permissions do no harm: the secret is 0600). One
   owned by another user (``GRAPHC_CACHE_DIR=/tmp``) turns the cache off with a warning: its
   owner could plant code for this process to run.
 - **Each file is signed.** Its header carries an HMAC-SHA256, over the key and the code, with a
@@ -86,9 +87,9 @@ def _open_directory(path: Path) -> int | None:
                    "to another user, who could plant object code this process would run (set "
                    "GRAPHC_CACHE_DIR to a directory of your own)")
         return None
-    if info.st_mode & 0o077:
-        try:  # (the user's own: made private, as it is created)
-            os.fchmod(fd, stat.S_IMODE(info.st_mode) & 0o700)
+    if info.st_mode & 0o022:
+        try:  # (the user's own: others lose the write permission, nothing else changes)
+            os.fchmod(fd, stat.S_IMODE(info.st_mode) & ~0o022)
         except OSError:
             os.close(fd)
             _warn_once(f"the machine-code cache {str(path)!r} is not used: others may write "

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import math
 import os
 import re
 import sys
@@ -154,8 +153,9 @@ def set_timeout(seconds: float | None) -> None:
     """Bound every collective (a distributed step, a host collective) to `seconds`: a process
     still waiting after that long prints what it waited for and aborts the job. None: no bound
     (MPI's own behaviour). The environment variable GRAPHC_MPI_TIMEOUT sets the default."""
-    if seconds is not None and not seconds > 0:
-        raise ValueError(f"a collective timeout must be > 0 seconds, got {seconds}")
+    if seconds is not None and not 0 < seconds <= threading.TIMEOUT_MAX:
+        raise ValueError(f"a collective timeout must be > 0 seconds (and at most "
+                         f"{threading.TIMEOUT_MAX:.3g}, what a timer can wait), got {seconds}")
     _timeout[0] = None if seconds is None else float(seconds)
 
 
@@ -169,9 +169,10 @@ def timeout() -> float | None:
         seconds = float(value)
     except ValueError:
         seconds = float("nan")
-    if not (seconds > 0 and math.isfinite(seconds)):  # (-5 aborted the job at once)
-        raise ValueError(f"GRAPHC_MPI_TIMEOUT must be a finite number of seconds > 0, got "
-                         f"{value!r}")
+    if not 0 < seconds <= threading.TIMEOUT_MAX:  # (-5 aborted the job at once; 1e300
+        # made the watchdog's timer raise, and the job abort, too)
+        raise ValueError(f"GRAPHC_MPI_TIMEOUT must be a finite number of seconds > 0, at most "
+                         f"{threading.TIMEOUT_MAX:.3g}, got {value!r}")
     return seconds
 
 

@@ -83,9 +83,16 @@ def _dim_names(inputs) -> dict:
 
 
 #: the elements the import-time arrays of one model (Range, OneHot's classes, diagonal masks'
-#: indices) may take beyond FOLD_LIMIT each: 512 MB of int64 in all, whatever the file claims
-FOLD_BUDGET = 1 << 26
+#: indices, large concatenations) may take beyond FOLD_LIMIT each: 128 MB of int64 in all,
+#: whatever the file claims
+FOLD_BUDGET = 1 << 24
 _fold_budget: ContextVar[list[int] | None] = ContextVar("graphc_onnx_fold_budget", default=None)
+
+
+def _fold_limit() -> int:
+    from .ops_shape import FOLD_LIMIT
+
+    return FOLD_LIMIT
 
 
 class NodeContext:
@@ -117,6 +124,17 @@ class NodeContext:
             self.fail(f"{what} of {n:,} elements: more than graphc builds when it imports a "
                       f"model ({FOLD_BUDGET:,} elements in all)")
         box[0] -= n
+
+    def can_fold(self, n: int) -> bool:
+        """Whether a fold of `n` elements fits the model's budget (charging it if so): past
+        FOLD_LIMIT, what the budget cannot take stays a graph operation."""
+        if n <= _fold_limit():
+            return True
+        box = _fold_budget.get()
+        if box is None or n > box[0]:
+            return False
+        box[0] -= n
+        return True
 
     def attr(self, name: str, default=None):
         return self.attrs.get(name, default)

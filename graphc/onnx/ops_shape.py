@@ -158,7 +158,9 @@ def _concat(ctx, *xs):
     if len(ranks) != 1:
         ctx.fail(f"the inputs have different ranks {sorted(ranks)}")
     axis = ctx.axis(ctx.attr("axis"), ranks.pop())
-    if ctx.is_static(*xs):
+    # (a chain of Concat(x, x) doubles at every node: past FOLD_LIMIT a fold draws on the
+    # model's budget, and what it cannot take is computed when the model runs)
+    if ctx.is_static(*xs) and ctx.can_fold(sum(np.size(x) for x in xs)):
         arrs = [np.asarray(x) for x in xs]
         if any(a.dtype == object for a in arrs):
             arrs = [a.astype(object) for a in arrs]

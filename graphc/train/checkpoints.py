@@ -11,6 +11,7 @@ uninterrupted run would have: the shuffling of epoch k depends on ``(seed, k)`` 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,9 @@ from ..errors import GraphError
 from ..function import Function
 from ..ops.shape_ops import is_int_value
 from .history import History, Progress
+
+#: ``{epoch}`` or ``{epoch:SPEC}`` in a checkpoint path (SPEC: a format spec of an int)
+_EPOCH_FIELD = re.compile(r"\{epoch(?::([^{}]*))?\}")
 
 FORMAT_KEY = "fit_checkpoint"  # metadata marker and layout version of a fit checkpoint
 LAYOUT = 1
@@ -50,12 +54,19 @@ class Checkpoint:
         if not isinstance(self.best_only, (bool, np.bool_)):
             raise GraphError(f"Checkpoint: best_only must be True or False, got "
                              f"{self.best_only!r}")
+        try:  # (a bad format spec is found now, not after the first epoch trained)
+            self.target(1)
+        except ValueError as exc:
+            raise GraphError(f"Checkpoint: the path's {{epoch...}} field cannot format an "
+                             f"epoch: {exc}") from None
 
     def target(self, epoch: int) -> Path:
-        """The file of `epoch`'s checkpoint: each literal ``{epoch}`` in the path replaced by
-        the number, nothing else read as a template (``str.format`` raised on ``run{1}`` after
-        an epoch had trained, and looked attributes up for ``{epoch.__class__}``)."""
-        return Path(str(self.path).replace("{epoch}", str(int(epoch))))
+        """The file of `epoch`'s checkpoint: each ``{epoch}`` or ``{epoch:SPEC}`` (``{epoch:03d}``)
+        in the path replaced by the number, nothing else read as a template (``str.format``
+        raised on ``run{1}`` after an epoch had trained, and looked attributes up for
+        ``{epoch.__class__}``)."""
+        return Path(_EPOCH_FIELD.sub(lambda m: format(int(epoch), m.group(1) or ""),
+                                     str(self.path)))
 
 
 def _step_keys(step_fn: Function) -> dict[int, str]:

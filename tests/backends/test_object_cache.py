@@ -95,13 +95,15 @@ def test_an_oversized_file_is_a_miss(cache, monkeypatch):
     assert ObjectCache(KEY_A).cached is None
 
 
-def test_a_directory_of_the_users_that_others_can_write_is_made_private(cache):
+@pytest.mark.parametrize("mode,after", [(0o777, 0o755), (0o2775, 0o2755), (0o755, 0o755)])
+def test_a_directory_of_the_users_that_others_can_write_loses_their_write(cache, mode, after):
     """An older graphc made the directory under the user's umask (group-writable under 002):
-    it is the user's, so it is made 0700 rather than left open or given up."""
+    it is the user's, so others lose the write permission (and nothing else: a 0755 or setgid
+    directory keeps its other bits) rather than the cache being given up."""
     cache.mkdir(parents=True)
-    cache.chmod(0o777)
+    cache.chmod(mode)
     ObjectCache(KEY_A).store(CODE_A)
-    assert cache.stat().st_mode & 0o777 == 0o700
+    assert cache.stat().st_mode & 0o7777 == after
     assert ObjectCache(KEY_A).cached == CODE_A
 
 

@@ -467,6 +467,8 @@ def test_a_learning_rate_of_any_numeric_kind_is_a_number():
     for lr in (torch.tensor(0.25), fractions.Fraction(1, 4), decimal.Decimal("0.25"),
                np.array(0.25), np.float32(0.25)):
         assert O.SGD([w], lr=lr, clip_norm=torch.tensor(1.0)).lr == 0.25
-    for bad in (np.array([0.25]), torch.tensor([0.25, 0.5]), "0.25", True):
+    for bad in (np.array([0.25]), torch.tensor([0.25, 0.5]), "0.25", True, np.array("0.25"),
+                np.array(True), torch.tensor(True), np.complex128(0.25), 0.25 + 0j,
+                fractions.Fraction(10**400)):
         with pytest.raises(gc.GraphError, match="must be a number"):
             O.SGD([w], lr=bad)

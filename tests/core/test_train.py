@@ -96,6 +96,16 @@ def test_a_checkpoint_path_is_a_path_with_epoch_filled_in(tmp_path, name):
     assert {p.name for p in tmp_path.iterdir()} == want
 
 
+def test_a_checkpoint_path_may_format_the_epoch(tmp_path):
+    step, ev, *_ = walker()
+    data = np.ones((4, 2))
+    gc.train.fit(step, data, 2, 4, ev, data, verbose=0,
+                 checkpoint=gc.train.Checkpoint(tmp_path / "ckpt-{epoch:03d}.graphc"))
+    assert {p.name for p in tmp_path.iterdir()} == {"ckpt-001.graphc", "ckpt-002.graphc"}
+    with pytest.raises(gc.GraphError, match="cannot format an epoch"):
+        gc.train.Checkpoint(tmp_path / "ckpt-{epoch:.x}.graphc")
+
+
 def classifier():
     gc.manual_seed(0)
     model = gc.nn.Sequential(gc.nn.Linear(4, 16), gc.nn.Tanh(), gc.nn.Linear(16, 3))

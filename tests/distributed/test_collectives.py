@@ -265,7 +265,9 @@ def test_launch_detection_and_timeout_option(monkeypatch):
     D.set_timeout(None)
     monkeypatch.setenv("GRAPHC_MPI_TIMEOUT", "7.5")
     assert runtime.timeout() == 7.5
-    for bad in ("-5", "0", "nan", "inf", "abc"):  # (-5 aborted the job at its first collective)
+    with pytest.raises(ValueError, match="at most"):
+        D.set_timeout(float("inf"))
+    for bad in ("-5", "0", "nan", "inf", "abc", "1e300"):  # (-5 aborted the job at once)
         monkeypatch.setenv("GRAPHC_MPI_TIMEOUT", bad)
         with pytest.raises(ValueError, match="GRAPHC_MPI_TIMEOUT must be a finite number"):
             runtime.timeout()

@@ -449,3 +449,25 @@ def test_a_large_trilu_with_an_extreme_k_keeps_onnx_s_answer(k):
     x = np.ones((n, m), np.float32)
     want = np.triu(x, max(-n, min(k, m)))
     np.testing.assert_array_equal(_run(model, x), want)
+
+
+def test_a_chain_of_concatenations_cannot_fold_past_the_budget():
+    """Concat(x, x) doubled at every node and each one folded (a 364-byte file, 2 GB): past
+    FOLD_LIMIT a concatenation draws on the model's budget, then stays a graph operation."""
+    one = numpy_helper.from_array(np.array([1], np.int64), "one")
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["c0"], value=one)]
+    for i in range(8):  # 2^20 -> 2^28 elements if every step folded
+        nodes.append(helper.make_node("Concat", [f"c{i}", f"c{i}"], [f"c{i + 1}"], axis=0))
+    nodes.append(helper.make_node("ReduceSum", ["c8"], ["y"], keepdims=0))
+    model = _model(nodes, [], [_vi("y", None, TensorProto.INT64)],
+                   [numpy_helper.from_array(np.array([2**20], np.int64), "shape")])
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with gc.Graph():
+            out = gc.onnx.load(model)()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 600 << 20 and out.node.op.name != "constant"
