@@ -105,6 +105,40 @@ def _field(meta: dict, key: str, kind: type, path) -> object:
     return value
 
 
+def _check_progress(path, meta: dict, epoch: int, records: dict, stopping: dict) -> None:
+    """The run's progress as a checkpoint states it, checked before a resume writes anything:
+    a monitor no epoch logged failed only after the next epoch had trained (the parameters
+    and a plateau's rate had moved), negative epochs trained extra ones, and a best epoch,
+    best value or wait count of any type was taken as it was."""
+    def bad(what: str):
+        raise GraphError(f"{path}: the checkpoint's {what}")
+
+    def whole(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    initial = meta.get("initial_epoch", 0)
+    if epoch < 0 or not whole(initial) or not 0 <= initial <= epoch:
+        bad(f"epochs are not 0 <= initial_epoch ({initial!r}) <= epoch ({epoch})")
+    for key, values in records.items():
+        if not isinstance(values, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            bad(f"history {key!r} is not a list of numbers")
+    monitor = meta.get("monitor")
+    if monitor is not None and (not isinstance(monitor, str) or records and monitor not in records):
+        bad(f"monitor {monitor!r} is not one of the values its epochs logged "
+            f"({', '.join(sorted(records)) or 'none'})")
+    best_epoch = stopping.get("best_epoch")
+    if best_epoch is not None and (not whole(best_epoch) or not 1 <= best_epoch <= epoch):
+        bad(f"best epoch {best_epoch!r} is not one of its epochs 1..{epoch}")
+    best = stopping.get("best")
+    if best is not None and (not isinstance(best, (int, float)) or isinstance(best, bool)
+                             or best != best):
+        bad(f"best value {best!r} is not a number")
+    waited = stopping.get("waited", 0)
+    if not whole(waited) or waited < 0:
+        bad(f"early-stopping wait {waited!r} is not a count of epochs")
+
+
 def resume(path, step_fn: Function, storages: list, callbacks: Sequence,
            initial_epoch: int, monitor: str | None = None) -> tuple[int, Progress]:
     """Restore a run from the checkpoint at `path`: the step's parameters (as ``gc.load(path,
@@ -135,6 +169,7 @@ def resume(path, step_fn: Function, storages: list, callbacks: Sequence,
             for cb, state in zip(callbacks, saved_callbacks)):
         raise GraphError(f"{path} holds the state of {len(saved_callbacks)} callback(s); pass "
                          f"the same callbacks, in the same order ({len(callbacks)} given)")
+    _check_progress(path, meta, epoch, records, stopping)
     saved_monitor = meta.get("monitor")
     if monitor and saved_monitor and monitor != saved_monitor:
         raise GraphError(f"{path} was monitoring {saved_monitor!r}; early stopping now "

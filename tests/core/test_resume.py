@@ -330,3 +330,40 @@ def test_two_optimizers_of_one_name_each_give_their_own_count(tmp_path, monkeypa
     gc.load(tmp_path / "two.graphc", into=step)
     assert [int(opt_a.state()[f"{i}.step"]) for i in range(2)] == [3, 3]
     assert [int(opt_b.state()[f"{i}.step"]) for i in range(2)] == [7, 7]
+
+
+@pytest.mark.parametrize("edit,message", [
+    ({"monitor": "nonexistent"}, "monitor 'nonexistent' is not one of the values"),
+    ({"epoch": -2, "initial_epoch": -5}, "epochs are not 0 <= initial_epoch"),
+    ({"early_stopping": {"best_epoch": 999}}, "best epoch 999 is not one of its epochs"),
+    ({"early_stopping": {"best_epoch": "abc"}}, "best epoch 'abc'"),
+    ({"early_stopping": {"waited": -100}}, "wait -100 is not a count"),
+    ({"early_stopping": {"waited": "5"}}, "wait '5' is not a count"),
+    ({"early_stopping": {"best": "nan"}}, "best value 'nan' is not a number"),
+    ({"history": {"loss": "123"}}, "history 'loss' is not a list of numbers")])
+def test_a_checkpoint_s_progress_is_checked_before_anything_is_written(tmp_path, edit,
+                                                                      message):
+    """A monitor no epoch logged failed only after the next epoch had trained; negative
+    epochs trained extra ones; a best epoch, best value or wait of any type was taken."""
+    import json
+    import zipfile
+
+    step, ev, w, calls = walker()
+    walk(step, ev, 2, checkpoint=tmp_path / "c.graphc")
+    with zipfile.ZipFile(tmp_path / "c.graphc") as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    manifest = json.loads(files["manifest.json"])
+    meta = manifest["metadata"]
+    for key, value in edit.items():
+        if isinstance(value, dict) and isinstance(meta.get(key), dict):
+            meta[key].update(value)
+        else:
+            meta[key] = value
+    files["manifest.json"] = json.dumps(manifest).encode()
+    with zipfile.ZipFile(tmp_path / "bad.graphc", "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    fresh, ev2, w2, calls2 = walker()
+    with pytest.raises(gc.GraphError, match=message):
+        walk(fresh, ev2, 6, resume=tmp_path / "bad.graphc")
+    assert float(w2.value) == 0.0 and int(calls2.value) == 0
