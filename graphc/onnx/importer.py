@@ -243,15 +243,13 @@ class NodeContext:
         1.6 GB. Such an operation stays a graph operation, computed when the model runs."""
         if not all(v is None or isinstance(v, np.ndarray) for v in values):
             return False
-        from .ops_shape import FOLD_LIMIT
-
         arrays = [v for v in values if v is not None]
         if size is None:
             try:
                 size = math.prod(np.broadcast_shapes(*(a.shape for a in arrays)))
             except ValueError:
                 return True  # (the handler reports shapes that do not broadcast)
-        return size <= max([FOLD_LIMIT] + [a.size for a in arrays])
+        return size <= max([_fold_limit()] + [a.size for a in arrays])
 
 
 def dim_tensor(e) -> Tensor:

@@ -471,7 +471,7 @@ def _compare(op: OpDef, a, b) -> Tensor:
         side = _out_of_range(tensor, value)
         if not side:
             continue
-        scalar = value.item() if isinstance(value, (np.ndarray, np.generic)) else value
+        scalar = int(value)  # (a Python or NumPy integer, as _out_of_range found it)
         if np.iinfo(np.int64).min <= scalar <= np.iinfo(np.int64).max:
             from .cast import cast
 
