@@ -45,11 +45,15 @@ Split = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 def split(x: np.ndarray, y: np.ndarray, test_size: float = 0.2, seed: int = 0,
           stratify: bool = True) -> Split:
-    """A deterministic train/test split; stratified by the labels `y` when `stratify`."""
+    """A deterministic train/test split; stratified by the labels `y` when `stratify` and
+    `y` holds class labels (integers or bools: a regression target's every value would be a
+    class of one, and the test set came out empty)."""
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size must be between 0 and 1, got {test_size}")
     rng = np.random.default_rng(seed)
-    groups = [np.flatnonzero(y == c) for c in np.unique(y)] if stratify else [np.arange(len(y))]
+    y = np.asarray(y)
+    labels = stratify and y.ndim == 1 and y.dtype.kind in "iub"
+    groups = [np.flatnonzero(y == c) for c in np.unique(y)] if labels else [np.arange(len(y))]
     test = []
     for idx in groups:
         idx = rng.permutation(idx)

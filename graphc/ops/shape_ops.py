@@ -116,8 +116,19 @@ RESHAPE = register(OpDef(
 ))
 
 
+def _tensor(x) -> Tensor:
+    """`x` as a tensor: an array or a number becomes a constant, as in every other op (a
+    NumPy bias of a convolution raised an AttributeError from here)."""
+    if isinstance(x, Tensor):
+        return x
+    from .elementwise import lift
+
+    return lift(x)[0]
+
+
 def reshape(x: Tensor, shape: Sequence) -> Tensor:
     """Reshape (one entry may be -1; entries may be ints or dimension names)."""
+    x = _tensor(x)
     shape = tuple(shape)
     unknown = [i for i, d in enumerate(shape) if isinstance(d, (int, np.integer)) and d == -1]
     if len(unknown) > 1:
@@ -175,6 +186,7 @@ TRANSPOSE = register(OpDef(
 
 def transpose(x: Tensor, axes=None) -> Tensor:
     """Permute axes (reverse them when axes is None), as numpy.transpose."""
+    x = _tensor(x)
     axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(
         normalize_axis(a, x.ndim) for a in axes)
     if axes == tuple(range(x.ndim)):
@@ -214,6 +226,7 @@ BROADCAST_TO = register(OpDef(
 
 
 def broadcast_to(x: Tensor, shape: Sequence) -> Tensor:
+    x = _tensor(x)
     shape = tuple(as_dim(d) for d in shape)
     if shape == tuple(x.shape):
         return x
@@ -327,6 +340,7 @@ def concat(xs: Sequence[Tensor], axis: int = 0) -> Tensor:
 
 
 def expand_dims(x: Tensor, axis: int) -> Tensor:
+    x = _tensor(x)
     axis = normalize_axis(axis, x.ndim + 1)
     return reshape(x, tuple(x.shape[:axis]) + (1,) + tuple(x.shape[axis:]))
 
@@ -375,6 +389,7 @@ PAD = register(OpDef(
 
 def pad(x: Tensor, widths) -> Tensor:
     """Zero-pad: widths is an int, a (before, after) pair, or one pair per axis (as numpy.pad)."""
+    x = _tensor(x)
     if not x.ndim:
         return x
     try:
@@ -567,6 +582,7 @@ def getitem(x: Tensor, index) -> Tensor:
 
 def flatten(x: Tensor, start_axis: int = 1) -> Tensor:
     """Merge the axes from `start_axis` on into one (keeps the batch axis by default)."""
+    x = _tensor(x)
     start_axis = normalize_axis(start_axis, x.ndim)
     return reshape(x, tuple(x.shape[:start_axis]) + (prod(x.shape[start_axis:]),))
 

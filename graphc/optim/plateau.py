@@ -15,6 +15,7 @@ import math
 from collections.abc import Mapping
 
 from ..errors import GraphError
+from ..ops.shape_ops import is_int_value
 from .optimizers import Optimizer
 
 __all__ = ["ReduceLROnPlateau"]
@@ -59,8 +60,9 @@ class ReduceLROnPlateau:
             raise GraphError(f"factor must be in [0, 1): the learning rate is multiplied by "
                              f"it; got {factor}")
         for name, value in (("patience", patience), ("cooldown", cooldown)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if not is_int_value(value) or value < 0:
                 raise GraphError(f"{name} must be an int >= 0, got {value!r}")
+        patience, cooldown = int(patience), int(cooldown)
         for name, value in (("min_lr", min_lr), ("threshold", threshold), ("eps", eps)):
             if not (math.isfinite(float(value)) and float(value) >= 0):
                 raise GraphError(f"{name} must be a finite number >= 0, got {value!r}")

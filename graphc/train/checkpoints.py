@@ -93,8 +93,11 @@ def save_checkpoint(step_fn: Function, path: Path, epoch: int, progress: Progres
 
 
 def _callback_state(callback):
-    state = getattr(callback, "state", None)
-    return state() if callable(state) else None
+    """What a checkpoint keeps of `callback`: its ``state()`` when it can also
+    ``load_state`` it back (a callback with ``state`` alone made every checkpoint refuse to
+    resume), else None."""
+    state, load = getattr(callback, "state", None), getattr(callback, "load_state", None)
+    return state() if callable(state) and callable(load) else None
 
 
 def _field(meta: dict, key: str, kind: type, path) -> object:
@@ -123,6 +126,9 @@ def _check_progress(path, meta: dict, epoch: int, records: dict, stopping: dict)
         if not isinstance(values, list) or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             bad(f"history {key!r} is not a list of numbers")
+    lengths = {key: len(values) for key, values in records.items()}
+    if len(set(lengths.values())) > 1:  # every epoch logs every quantity
+        bad(f"history records its quantities for different numbers of epochs ({lengths})")
     monitor = meta.get("monitor")
     if monitor is not None and (not isinstance(monitor, str) or records and monitor not in records):
         bad(f"monitor {monitor!r} is not one of the values its epochs logged "
@@ -140,7 +146,8 @@ def _check_progress(path, meta: dict, epoch: int, records: dict, stopping: dict)
 
 
 def resume(path, step_fn: Function, storages: list, callbacks: Sequence,
-           initial_epoch: int, monitor: str | None = None) -> tuple[int, Progress]:
+           initial_epoch: int, monitor: str | None = None, *,
+           epochs: int | None = None) -> tuple[int, Progress]:
     """Restore a run from the checkpoint at `path`: the step's parameters (as ``gc.load(path,
     into=step_fn)``), and return the checkpoint's epoch and the run's ``Progress``; the
     callbacks get their saved state back. Everything is read and checked before anything is
@@ -150,12 +157,20 @@ def resume(path, step_fn: Function, storages: list, callbacks: Sequence,
     the step's parameters are written last. A failed resume changes nothing. `storages`:
     every parameter of the step and evaluation functions, for the best parameters early
     stopping may restore; `monitor`: what early stopping now monitors, if it says (it must
-    be what the checkpoint's run monitored)."""
+    be what the checkpoint's run monitored); `epochs`: the run's last epoch, which the
+    checkpoint may not be past."""
     from ..io import read_function_checkpoint
 
     meta, extra, write_parameters = read_function_checkpoint(path, step_fn)  # (checks, no writes)
-    _field(meta, FORMAT_KEY, int, path)
+    layout = _field(meta, FORMAT_KEY, int, path)
+    if layout != LAYOUT:
+        raise GraphError(f"{path} is a fit checkpoint of layout {layout}; this graphc reads "
+                         f"layout {LAYOUT}")
     epoch = _field(meta, "epoch", int, path)
+    if epochs is not None and epoch > epochs:
+        raise GraphError(f"{path} holds the state after epoch {epoch}, past the {epochs} "
+                         f"epochs asked for: resuming would train nothing; pass epochs >= "
+                         f"{epoch}")
     records = _field(meta, "history", dict, path)
     stopping = _field(meta, "early_stopping", dict, path)
     saved_callbacks = _field(meta, "callbacks", list, path)

@@ -45,7 +45,9 @@ class History(Mapping):
         return self.initial_epoch + self.epochs
 
     def __getitem__(self, key: str) -> list[float]:
-        return self.history[key]
+        """A copy of the values of `key` (the mapping is read-only: an edit of what it hands
+        out changed ``epochs`` and what plots and resumes read)."""
+        return list(self.history[key])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.history)
@@ -84,10 +86,24 @@ class EarlyStopping:
     restore_best: bool = True
 
     def __post_init__(self) -> None:
-        if self.patience < 0:
-            raise GraphError(f"patience must be >= 0, got {self.patience}")
+        from ..arguments import number
+        from ..ops.shape_ops import is_int_value
+
+        if not is_int_value(self.patience) or self.patience < 0:
+            raise GraphError(f"EarlyStopping: patience must be an int >= 0, got "
+                             f"{self.patience!r}")
+        self.patience = int(self.patience)
+        if self.monitor is not None and (not isinstance(self.monitor, str) or not self.monitor):
+            raise GraphError(f"EarlyStopping: monitor must be the name of a logged quantity "
+                             f"(e.g. 'val_loss') or None, got {self.monitor!r}")
         if self.mode not in ("auto", "min", "max"):
-            raise GraphError(f"mode must be 'auto', 'min' or 'max', got {self.mode!r}")
+            raise GraphError(f"EarlyStopping: mode must be 'auto', 'min' or 'max', got "
+                             f"{self.mode!r}")
+        # (a negative min_delta made every epoch an improvement: the run never stopped)
+        self.min_delta = number(self.min_delta, "EarlyStopping: min_delta", 0.0)
+        if not isinstance(self.restore_best, (bool, np.bool_)):
+            raise GraphError(f"EarlyStopping: restore_best must be True or False, got "
+                             f"{self.restore_best!r}")
 
 
 def improved(value: float, best: float | None, minimize: bool, min_delta: float) -> bool:

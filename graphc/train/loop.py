@@ -124,7 +124,10 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
     epoch (training goes on with the next one), the history, the early-stopping state and the
     callbacks' state — with the same data, seed and settings, the result is that of the
     uninterrupted run. A resumed run first re-checks the restored state (patience exhausted,
-    a non-finite last loss) and stops at once if the uninterrupted run would have stopped.
+    a non-finite last loss) and stops at once if the uninterrupted run would have stopped. A
+    callback's request to stop is not replayed: a callback decides again, with its restored
+    state, at the end of the next epoch (so a run a time budget stopped can go on). A
+    checkpoint past `epochs` is refused.
 
     Under ``mpiexec`` (``gc.distributed.size() > 1``; compile the step with
     ``opt.updates(cost, distributed=True)``), `batch_size` is per process, as PyTorch's DDP:
@@ -210,16 +213,25 @@ def fit(step_fn: Function, data, epochs: int, batch_size: int, eval_fn: Function
     main = mpi.rank() == 0
     if not main:
         verbose = 0
-    stopper = EarlyStopping(early_stopping) if isinstance(early_stopping, int) else early_stopping
+    stopper = early_stopping if early_stopping is None or isinstance(
+        early_stopping, EarlyStopping) else EarlyStopping(int(early_stopping))
     if isinstance(checkpoint, (str, Path)):
         checkpoint = Checkpoint(checkpoint)
     mode = stopper.mode if stopper else "auto"
     labels_index = _labels_of(arrays) is not None
     storages = function_parameters(step_fn, eval_fn)
 
+    if val_arrays is None:  # (found after an epoch had trained and moved the parameters)
+        wanted = [(type(owner).__name__, owner.monitor) for owner in (stopper, *callbacks)
+                  if isinstance(getattr(owner, "monitor", None), str)
+                  and owner.monitor.startswith("val_")]
+        if wanted:
+            raise GraphError(f"{wanted[0][0]}: monitor {wanted[0][1]!r} is logged by "
+                             f"validation only: pass eval_fn and val_data, or monitor 'loss'")
     if resume is not None:
         resumed, progress = resume_from(resume, step_fn, storages, callbacks,
-                                        int(initial_epoch), stopper.monitor if stopper else None)
+                                        int(initial_epoch), stopper.monitor if stopper else None,
+                                        epochs=int(epochs))
         if verbose:
             print(f"resumed from {resume} after epoch {resumed}", flush=True)
     else:

@@ -180,6 +180,7 @@ def cross_validate(build: Build, data, k: int = 5, stratify: bool = True, seed: 
     fold 0); ``results.mean()`` / ``summary()`` give the cross-validated estimate.
     """
     arrays = _as_arrays(data, "data")
+    _check_seed(seed)
     _check_fit_kwargs(fit_kwargs)
     _resolve_mode(monitor, mode)
     splits = _kfold(arrays, k, stratify, seed)
@@ -217,6 +218,7 @@ def search(build: Build, space: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     "auto": minimized when its name says loss or error, else maximized).
     """
     arrays = _as_arrays(data, "data")
+    _check_seed(seed)
     _resolve_mode(monitor, mode)
     trials, names = _trials(space, strategy, n_trials, seed)
     _check_fit_kwargs(fit_kwargs, trials)
@@ -243,6 +245,16 @@ def search(build: Build, space: Mapping[str, Any] | Sequence[Mapping[str, Any]],
 
 
 # -- splits and trials ------------------------------------------------------------------------
+
+
+def _check_seed(seed) -> None:
+    """The seed scikit-learn's splitters and samplers take: 0..2^32-1 (its own message came
+    from deep in the split, under advice about stratification)."""
+    from ..ops.shape_ops import is_int_value
+
+    if not is_int_value(seed) or not 0 <= seed < 2**32:
+        raise GraphError(f"seed must be an int in 0..2**32-1 (it seeds scikit-learn's "
+                         f"splitters), got {seed!r}")
 
 
 def _kfold(arrays: tuple[np.ndarray, ...], k, stratify: bool, seed: int) -> list[Split]:

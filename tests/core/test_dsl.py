@@ -156,3 +156,29 @@ def test_float64_numpy_values_become_float32_only_when_python_floats():
     assert gc.constant(np.float64(1.5)).dtype == np.float64
     assert gc.constant(np.ones(2)).dtype == np.float64
     assert gc.constant(3).dtype == np.int64
+
+
+def test_shape_ops_and_the_layers_using_them_take_numpy_arrays():
+    """reshape, transpose and pad raised an AttributeError on an array (so did a convolution
+    with a NumPy bias and an eval-mode batch norm with NumPy statistics); every other op
+    makes an array a constant."""
+    F = gc.nn.functional
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    x = gc.placeholder("x", ("N", 2, 5, 5))
+    w = gc.constant(np.ones((4, 2, 3, 3), np.float32))
+    stats = [np.full(2, v, np.float32) for v in (2.0, 0.5, 1.0, 4.0)]
+    from graphc.ops.shape_ops import broadcast_to, expand_dims, flatten
+
+    outs = [gc.reshape(a, (3, 2)), gc.transpose(a), gc.pad(a, 1), expand_dims(a, 0),
+            flatten(a[None], 1), broadcast_to(a, (2, 2, 3)),
+            F.conv2d(x, w, np.arange(4, dtype=np.float32)),
+            F.batch_norm(x, *stats, training=False)]
+    feed = np.random.default_rng(0).normal(size=(2, 2, 5, 5)).astype(np.float32)
+    got = gc.compile([x], outs)(feed)
+    want = [a.reshape(3, 2), a.T, np.pad(a, 1), a[None], a.reshape(1, 6),
+            np.broadcast_to(a, (2, 2, 3))]
+    for g, v in zip(got, want):
+        np.testing.assert_array_equal(g, v)
+    assert got[6].shape == (2, 4, 3, 3) and got[6][0, 3, 0, 0] != got[6][0, 0, 0, 0]
+    np.testing.assert_allclose(got[7], 2.0 * (feed - 1.0) / np.sqrt(4.0 + 1e-5) + 0.5,
+                               rtol=1e-5)

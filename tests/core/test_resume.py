@@ -340,7 +340,9 @@ def test_two_optimizers_of_one_name_each_give_their_own_count(tmp_path, monkeypa
     ({"early_stopping": {"waited": -100}}, "wait -100 is not a count"),
     ({"early_stopping": {"waited": "5"}}, "wait '5' is not a count"),
     ({"early_stopping": {"best": "nan"}}, "best value 'nan' is not a number"),
-    ({"history": {"loss": "123"}}, "history 'loss' is not a list of numbers")])
+    ({"history": {"loss": "123"}}, "history 'loss' is not a list of numbers"),
+    ({"history": {"val_loss": [1.0]}}, "quantities for different numbers of epochs"),
+    ({"fit_checkpoint": 2}, "layout 2; this graphc reads layout 1")])
 def test_a_checkpoint_s_progress_is_checked_before_anything_is_written(tmp_path, edit,
                                                                       message):
     """A monitor no epoch logged failed only after the next epoch had trained; negative
@@ -367,3 +369,41 @@ def test_a_checkpoint_s_progress_is_checked_before_anything_is_written(tmp_path,
     with pytest.raises(gc.GraphError, match=message):
         walk(fresh, ev2, 6, resume=tmp_path / "bad.graphc")
     assert float(w2.value) == 0.0 and int(calls2.value) == 0
+
+
+def test_a_checkpoint_past_the_epochs_asked_for_is_refused_before_anything_is_written(
+        tmp_path):
+    """It trained nothing and returned the checkpoint's history as if the run had done it."""
+    step, ev, w, calls = walker()
+    walk(step, ev, 3, checkpoint=tmp_path / "c.graphc")
+    fresh, ev2, w2, calls2 = walker()
+    with pytest.raises(gc.GraphError, match="after epoch 3, past the 2 epochs asked for"):
+        walk(fresh, ev2, 2, resume=tmp_path / "c.graphc")
+    assert float(w2.value) == 0.0 and int(calls2.value) == 0
+    history = walk(fresh, ev2, 3, resume=tmp_path / "c.graphc")  # done already: nothing to do
+    assert history.epochs == 3 and int(calls2.value) == 3
+
+
+class StateOnly:
+    """A callback that has a state() for its own use, and no load_state."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_epoch_end(self, epoch, logs, history):
+        self.seen.append(epoch)
+
+    def state(self):
+        return {"seen": self.seen}
+
+
+def test_a_callback_without_load_state_is_not_checkpointed_and_the_run_resumes(tmp_path):
+    """Its state() was saved, and then every resume refused the checkpoint ("holds the
+    state of 1 callback(s) ... (1 given)")."""
+    step, ev, w, calls = walker()
+    walk(step, ev, 2, checkpoint=tmp_path / "c.graphc", callbacks=[StateOnly()])
+    assert gc.io.read_metadata(tmp_path / "c.graphc")["callbacks"] == [None]
+    fresh, ev2, w2, calls2 = walker()
+    again = StateOnly()
+    walk(fresh, ev2, 4, resume=tmp_path / "c.graphc", callbacks=[again])
+    assert again.seen == [3, 4]

@@ -238,6 +238,12 @@ def test_clear_errors(iris):
         gc.train.cross_validate(build, iris, val_data=iris, **FIT)
     with pytest.raises(gc.GraphError, match="cannot hold out"):
         gc.train.search(build, {"lr": [0.1]}, iris, test_size=1.5, **FIT)
+    for seed in (-1, 2**32, 1.5, "0", True):  # (scikit-learn's own errors, or advice about
+        with pytest.raises(gc.GraphError, match="seed must be an int in 0..2"):  # folds)
+            gc.train.cross_validate(build, iris, k=2, seed=seed, **FIT)
+        with pytest.raises(gc.GraphError, match="seed must be an int in 0..2"):
+            gc.train.search(build, {"lr": [0.1]}, iris, strategy="random", n_trials=1,
+                            seed=seed, **FIT)
 
 
 def test_build_must_return_fresh_compiled_functions(iris):
