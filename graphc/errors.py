@@ -101,7 +101,8 @@ def capture_location() -> SourceLocation | None:
     frame = sys._getframe(1)
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
-        if not module.startswith(_INTERNAL_PREFIXES):
+        # (a package and its modules: the user's graphc_models.py is the user's code)
+        if module.partition(".")[0] not in _INTERNAL_PREFIXES:
             code = frame.f_code
             return SourceLocation(code.co_filename, frame.f_lineno, code.co_name)
         frame = frame.f_back

@@ -122,8 +122,11 @@ def _substitute(graph: Graph, root: Node, old: Node, new: Node) -> Node:
     return mapping.get(root.uid, root)
 
 
-def build_program(inputs, outputs, updates=None, name: str | None = None) -> tuple[Graph, bool]:
-    """The program graph: inputs, outputs and updates (explicit and default) of a function."""
+def build_program(inputs, outputs, updates=None, name: str | None = None, *,
+                  unique_names: bool = True) -> tuple[Graph, bool]:
+    """The program graph: inputs, outputs and updates (explicit and default) of a function.
+    `unique_names`: the inputs' names must differ, as a function's callers may feed by name
+    (gc.optimize builds a program nobody calls: a re-run notebook cell's two "x" are fine)."""
     outs, single = _as_list(outputs)
     for o in outs:
         if not isinstance(o, Tensor):
@@ -133,7 +136,7 @@ def build_program(inputs, outputs, updates=None, name: str | None = None) -> tup
     for x in ins:
         if not isinstance(x, Tensor) or x.op != "placeholder":
             raise GraphError(f"inputs must be placeholders, got {x!r}")
-        if x.name in names:
+        if x.name in names and unique_names:
             raise GraphError(f"two inputs are named {x.name!r}; input names must be unique "
                              "within one compiled function (they can be fed by name)")
         names.add(x.name)
@@ -244,7 +247,8 @@ def compile(inputs, outputs, updates=None, backend: str = "numpy",
 
         runtime.broadcast_parameters(fn._params)
     # the declared graph (what gc.onnx.export writes), not the optimized one that runs
-    fn.declared = (_as_list(outputs)[0], list(inputs))
+    fn.declared = (_as_list(outputs)[0],
+                   list(inputs) if isinstance(inputs, (list, tuple)) else [inputs])
     fn.stats.update(compile_seconds=time.perf_counter() - started, passes=stats,
                     compile_memo_hit=entry is not None)
     return fn
@@ -401,7 +405,7 @@ class Function:
                 f"{len(self._updates)} update(s), {len(self._program.nodes)} nodes>")
 
     # -- calling ----------------------------------------------------------------------------
-    def __call__(self, *args, **kwargs):
+    def __call__(self, /, *args, **kwargs):  # (an input may be named "self")
         lane = self._lane
         if lane is not None and not kwargs:
             # a training loop's call: the lane serves arrays of the last call's dtypes and
@@ -409,6 +413,8 @@ class Function:
             group = self._group.acquire()
             try:
                 outputs = None if self._closed else lane(args)
+            except MemoryError as exc:  # (the caller's arrays, allocated before the step)
+                raise self._out_of_memory(exc, self._fast_key(args)) from None
             finally:
                 group.lock.release()
             if outputs is not None:
@@ -420,6 +426,8 @@ class Function:
             try:
                 run = None if self._closed else self._exe.again_lane(key, args)
                 outputs = None if run is None else run(args)
+            except MemoryError as exc:
+                raise self._out_of_memory(exc, key) from None
             finally:
                 group.lock.release()
             if outputs is not None:
@@ -445,14 +453,19 @@ class Function:
                                    "again to call it")
             try:
                 outputs = self._run(arrays, binding, key)
-            except MemoryError as exc:  # (buffers of the sizes asked, before any update)
-                raise BackendError(f"{self._program.name}: not enough memory for a call with "
-                                   f"sizes {dict(zip((s.name for s in self._symbols), key))} "
-                                   f"({exc}); no parameter was changed") from None
+            except MemoryError as exc:  # (buffers and the caller's arrays, before any update)
+                raise self._out_of_memory(exc, key) from None
             self._ran.add(key)
             return outputs
         finally:
             group.lock.release()
+
+    def _out_of_memory(self, exc: MemoryError, key) -> BackendError:
+        """Every backend allocates what a call needs (buffers, the arrays it returns) before
+        the step writes a parameter: running out is a failed call that changed nothing."""
+        sizes = dict(zip((s.name for s in self._symbols), key)) if key is not None else {}
+        return BackendError(f"{self._program.name}: not enough memory for a call with sizes "
+                            f"{sizes} ({exc}); no parameter was changed")
 
     def _run(self, arrays, binding, key):
         if self.distributed:  # bounded by gc.distributed.set_timeout, if one is set
@@ -569,11 +582,14 @@ def _convert(node: Node, value, binding: dict, bound_by: dict) -> np.ndarray:
     if isinstance(value, np.ma.MaskedArray):
         raise ShapeError(f"input {name!r}: a masked array, whose mask would be dropped; pass "
                          f"its .filled(value) or its .data")
+    if isinstance(value, Tensor):
+        raise ShapeError(f"input {name!r}: got the symbolic tensor {value.name!r}; a compiled "
+                         f"function is fed arrays (NumPy, or anything np.asarray takes)")
     try:
         arr = np.asarray(value)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RuntimeError) as exc:  # (a torch tensor needing grad:
         raise ShapeError(f"input {name!r}: cannot turn {type(value).__name__} into an array "
-                         f"({exc})") from None
+                         f"({exc})") from None  # RuntimeError)
     if not can_feed(arr.dtype, want.dtype):
         raise ShapeError(
             f"input {name!r}: expected {want.dtype}, got {arr.dtype}; only conversions within a "
@@ -602,7 +618,9 @@ def _convert(node: Node, value, binding: dict, bound_by: dict) -> np.ndarray:
             bound_by[d] = name
         else:
             raise ShapeError(f"input {name!r}: placeholder dims must be ints or names, got {d}")
-    with np.errstate(over="ignore"):  # (an overflow is refused below)
+    # (an overflow is refused below; an underflow to 0 is rounding, also under the user's
+    # np.seterr(all="raise"))
+    with np.errstate(over="ignore", under="ignore"):
         out = np.asarray(arr, dtype=want.dtype, order="C")  # (ascontiguousarray: 0-d -> 1-d)
     if arr.dtype.kind == "f" and out.dtype.itemsize < arr.dtype.itemsize and out.size:
         overflow = np.isinf(out)  # a finite float64 beyond float32's range, as a parameter's

@@ -21,6 +21,7 @@ def optimize(graph_or_outputs, passes=None, exclude=None, dump: str | None = Non
     by name (default: all, in pipeline order), `exclude` switches some off, `dump` writes the
     graph after each pass into a folder (`pictures=True` adds an SVG per pass).
     """
+    from graphc.errors import GraphError
     from graphc.function import Function, build_program
     from graphc.ir.graph import Graph, topological
     from graphc.ir.tensor import Tensor
@@ -36,13 +37,17 @@ def optimize(graph_or_outputs, passes=None, exclude=None, dump: str | None = Non
     else:
         outs = [graph_or_outputs] if isinstance(graph_or_outputs, Tensor) else list(
             graph_or_outputs)
+        if not outs:
+            raise GraphError("gc.optimize: nothing to optimize (no outputs, or an empty graph)")
+        for o in outs:
+            if not isinstance(o, Tensor):
+                raise GraphError(f"gc.optimize takes a graph, a compiled function or tensors, "
+                                 f"got {type(o).__name__}")
         graph = outs[0].graph
         placeholders = [Tensor(n, graph) for n in topological([o.node for o in outs])
                         if n.op.name == "placeholder"]
-        names = [p.name for p in placeholders]
-        if len(set(names)) != len(names):
-            raise ValueError("placeholders with repeated names; compile with explicit inputs")
-        program, _ = build_program(placeholders, outs)
+        # (nothing is fed by name: a re-run notebook cell's two placeholders "x" are fine)
+        program, _ = build_program(placeholders, outs, unique_names=False)
     return optimize_program(program, passes=passes, exclude=exclude, dump=dump,
                             pictures=pictures)
 

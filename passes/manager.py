@@ -110,6 +110,10 @@ ALL_RULES = [*CANONICALIZE, *FOLD, *STABILIZE, *SIMPLIFY]  # every named rewrite
 
 def _selected(passes: Iterable[str] | None, exclude: Iterable[str] | None) -> list[str]:
     env = os.environ.get("GRAPHC_DISABLE_PASSES", "")
+    if isinstance(passes, str):  # one pass by name ("cse" was three unknown passes)
+        passes = [passes]
+    if isinstance(exclude, str):
+        exclude = [exclude]
     excluded = set(exclude or ()) | {p.strip() for p in env.split(",") if p.strip()}
     chosen = list(passes) if passes is not None else list(PASS_NAMES)
     unknown = sorted((set(chosen) | excluded) - set(PASS_NAMES))

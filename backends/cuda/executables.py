@@ -173,6 +173,21 @@ class EmulatedExecutable(Executable):
         for slot, storage in self.layout.param_slots:
             table[slot] = storage.host_buffer().ctypes.data
         before = {k: storage.value.copy() for k, storage in self._snapshots}
+        # the caller's arrays before the launches, which update parameters in place: out of
+        # memory afterwards, the call failed and the step had happened
+        outputs, arena = [], []
+        for k, ((value, _shape), node) in enumerate(zip(state.outputs, self.program.outputs)):
+            if k in before:
+                outputs.append(before[k])
+            elif isinstance(value, np.ndarray):
+                outputs.append(np.empty_like(value))
+                arena.append((outputs[-1], value))
+            elif node.op.name == "parameter":  # (not updated: an updated one has a snapshot)
+                outputs.append(node.attrs["storage"].value.copy())
+            elif node.op.name == "constant":
+                outputs.append(np.array(node.attrs["value"].array))
+            else:
+                outputs.append(np.array(inputs[self.program.inputs.index(node)]))
         status_address = int(table[self.layout.status_slot])
         record_address = int(table[self.layout.error_slot])
         ctypes.memset(status_address, 0, 4)
@@ -203,18 +218,8 @@ class EmulatedExecutable(Executable):
             storage = p.attrs["storage"]
             if storage.devices:
                 storage.changed_in_place()
-        outputs = []
-        for k, ((value, _shape), node) in enumerate(zip(state.outputs, self.program.outputs)):
-            if k in before:
-                outputs.append(before[k])
-            elif isinstance(value, np.ndarray):
-                outputs.append(value.copy())
-            elif node.op.name == "parameter":
-                outputs.append(node.attrs["storage"].value.copy())
-            elif node.op.name == "constant":
-                outputs.append(np.array(node.attrs["value"].array))
-            else:
-                outputs.append(np.array(inputs[self.program.inputs.index(node)]))
+        for copy, value in arena:
+            np.copyto(copy, value)
         return outputs, []
 
 
@@ -337,6 +342,23 @@ class DeviceExecutable(Executable):
         for (slot, nbytes), i in zip(state.inputs, self._input_order):
             self.drv.to_device(int(table[slot]), inputs[i].ctypes.data, nbytes)
         before = {k: storage.value.copy() for k, storage in self._snapshots}
+        # the caller's arrays before the launches (as on the host: out of memory after the
+        # step, the call failed and the parameters had moved)
+        input_index = {n.uid: i for i, n in enumerate(self.program.inputs)}
+        outputs, from_device = [], []
+        for k, node in enumerate(self.program.outputs):
+            if k in before:
+                outputs.append(before[k])
+                continue
+            out = np.empty(evaluate_shape(node.shape, binding), dtype=node.dtype)
+            if node.op.name == "parameter":  # (not updated: an updated one has a snapshot)
+                out[...] = node.attrs["storage"].value
+            elif node.op.name in ("placeholder", "constant"):
+                out[...] = inputs[input_index[node.uid]] if node.op.name == "placeholder" else \
+                    node.attrs["value"].array
+            else:
+                from_device.append((out, node))
+            outputs.append(out)
         status_ptr = int(table[self.layout.status_slot])
         record_ptr = int(table[self.layout.error_slot])
         self.drv.zero(status_ptr, 4)
@@ -382,20 +404,7 @@ class DeviceExecutable(Executable):
             raise BackendError(failure_message(self.program, record.tolist(), self.layout))
         for device in self._updated:  # the host copy is stale until pulled
             device.newer = True
-        input_index = {n.uid: i for i, n in enumerate(self.program.inputs)}
-        outputs = []
-        for k, node in enumerate(self.program.outputs):
-            shape = evaluate_shape(node.shape, binding)
-            out = np.empty(shape, dtype=node.dtype)
-            if k in before:
-                out = before[k]
-            elif node.op.name == "parameter":
-                out[...] = node.attrs["storage"].value
-            elif node.op.name in ("placeholder", "constant"):
-                out[...] = inputs[input_index[node.uid]] if node.op.name == "placeholder" else \
-                    node.attrs["value"].array
-            else:
-                self.drv.to_host(out.ctypes.data, int(table[self.layout.slot_of[node.uid]]),
-                                 out.nbytes)
-            outputs.append(out)
+        for out, node in from_device:
+            self.drv.to_host(out.ctypes.data, int(table[self.layout.slot_of[node.uid]]),
+                             out.nbytes)
         return outputs, []

@@ -35,7 +35,10 @@ class Binding:
         for slot, size in sizes.items():
             offsets[slot] = total
             total += (max(size, 1) + 63) // 64 * 64
-        self.arena = np.zeros(total + 64, dtype=np.uint8)
+        try:
+            self.arena = np.zeros(total + 64, dtype=np.uint8)
+        except ValueError:  # (past what NumPy can index: "Maximum allowed dimension exceeded")
+            raise MemoryError(f"{total} bytes of buffers") from None
         base = (-self.arena.ctypes.data) % 64
         self.table = np.zeros(layout.slot_count, dtype=np.uint64)
         start = self.arena.ctypes.data + base

@@ -193,13 +193,19 @@ class LLVMExecutable(Executable):
         def lane(arrays):
             if self._fn is None or any(device_lists):  # closed, or a newer copy elsewhere
                 return None
+            # the caller's arrays first: out of memory after the step had updated the
+            # parameters in place, the call failed and the step had happened
+            copies = [np.empty_like(only)] if only is not None else \
+                [np.empty_like(value) for value in values]
             answer = native(*arrays)
             if answer:
                 if answer == FAILED:
                     raise BackendError(failure_message(self.program, state.error_record(),
                                                        self.layout))
                 return None
-            return [only.copy()] if only is not None else [value.copy() for value in values]
+            for copy, value in zip(copies, values):
+                np.copyto(copy, value)
+            return copies
 
         lane.step = native  # (for tests: the builtin, or the Python step)
         return lane
@@ -242,26 +248,29 @@ class LLVMExecutable(Executable):
         for storage in self._storages:  # a device may hold a newer copy: bring it home first
             if storage.devices:
                 storage.host_buffer()
+        # every array the caller gets is allocated before the step, which updates parameters
+        # in place: out of memory afterwards, the call failed and the step had happened
         before = {k: storage.value.copy() for k, storage in self._snapshots} \
             if self._snapshots else {}
-        self._caller(state)(inputs)
-        for storage in self._updated:  # written in place: device copies must follow
-            if storage.devices:
-                storage.changed_in_place()
-        if self._arena_outputs:  # every output is a value in the arena: copy it out
-            return [value.copy() for value, _shape in state.outputs], []
-        outputs = []
+        outputs, arena = [], []  # arena: (the caller's array, the value the step writes)
         for k, ((value, _shape), node) in enumerate(zip(state.outputs, self.program.outputs)):
             if k in before:
                 outputs.append(before[k])
             elif isinstance(value, np.ndarray):
-                outputs.append(value.copy())
+                outputs.append(np.empty_like(value))
+                arena.append((outputs[-1], value))
             elif node.op.name == "placeholder":
                 outputs.append(np.array(inputs[self.program.inputs.index(node)]))
-            elif node.op.name == "parameter":
+            elif node.op.name == "parameter":  # (not updated: an updated one has a snapshot)
                 outputs.append(node.attrs["storage"].value.copy())
             else:
                 outputs.append(np.array(node.attrs["value"].array))
+        self._caller(state)(inputs)
+        for storage in self._updated:  # written in place: device copies must follow
+            if storage.devices:
+                storage.changed_in_place()
+        for copy, value in arena:
+            np.copyto(copy, value)
         return outputs, []
 
 

@@ -72,6 +72,15 @@ def as_dim(d) -> Dim:
 
 
 def normalize_shape(shape: Iterable) -> Shape:
+    """A shape as a tuple of dims. A bare int is a 1-d shape, as NumPy reads it; a bare str
+    is refused (it was split into its letters: "batch" made a 5-d shape)."""
+    if isinstance(shape, (str, bytes)):
+        from ..errors import ShapeError
+
+        raise ShapeError(f"a shape is a tuple or list of ints and dimension names, got the "
+                         f"str {shape!r} (one symbolic dimension: ({shape!r},))")
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, (bool, np.bool_)):
+        return (as_dim(shape),)
     return tuple(as_dim(d) for d in shape)
 
 

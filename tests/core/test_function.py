@@ -594,3 +594,121 @@ def test_a_call_needing_more_memory_than_there_is_is_a_backend_error(backend):
     with pytest.raises(gc.BackendError, match="not enough memory for a call"):
         fn(np.ones((3, 1), np.float32))
     np.testing.assert_array_equal(w.value, np.ones(3))
+
+
+OUT_OF_MEMORY = r"""
+import resource, sys
+import numpy as np
+import graphc as gc
+backend, lane = sys.argv[1], sys.argv[2] == "lane"
+x = gc.placeholder("x", ("N",))
+P = gc.parameter("P", np.zeros(4, np.float32))
+f = gc.compile([x], x * 2, updates={P: P + 1}, backend=backend,
+               backend_options={"emulate": True} if backend == "cuda" else None)
+X = np.ones(1 << 26, np.float32)  # 256 MiB
+f(X)
+if lane:  # the sizes seen before: the repeated call's short path
+    f(X)
+def address_space():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmSize"):
+            return int(line.split()[1]) * 1024
+# room for the buffers of the call, not for the array it returns
+resource.setrlimit(resource.RLIMIT_AS, (address_space() + X.nbytes // 2, resource.RLIM_INFINITY))
+before = P.value.copy()
+try:
+    f(X)
+    print("ran")
+except gc.BackendError as exc:
+    print("refused" if "no parameter was changed" in str(exc) else f"other {exc}")
+resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY,) * 2)
+print("unchanged" if np.array_equal(P.value, before) else f"changed {before} -> {P.value}")
+"""
+
+
+@pytest.mark.parametrize("backend", ["llvm", "cuda"])
+@pytest.mark.parametrize("path", ["run", "lane"])
+def test_out_of_memory_for_the_returned_arrays_changes_no_parameter(backend, path):
+    """The native backends update parameters in place; the arrays a call returns were
+    copied out afterwards, so running out of memory there raised "no parameter was changed"
+    (or a raw MemoryError) after the step had moved them, and a retry stepped twice."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY, backend, path],
+                         capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == ["refused", "unchanged"], out.stdout + out.stderr[-2000:]
+
+
+def test_an_input_named_self_is_fed_by_name_and_a_lone_placeholder_compiles():
+    """``f(self=...)`` clashed with __call__'s own self; ``gc.compile(x, ...)`` compiled
+    everything and then failed iterating the tensor."""
+    s, k = gc.placeholder("self", (2,)), gc.placeholder("k", (2,))
+    f = gc.compile([s, k], s + k)
+    np.testing.assert_array_equal(f(self=np.ones(2), k=np.full(2, 2.0)), [3.0, 3.0])
+    x = gc.placeholder("x", ("N",))
+    np.testing.assert_array_equal(gc.compile(x, x * 2)(np.ones(3)), [2.0] * 3)
+
+
+def test_shapes_are_tuples_an_int_is_one_dimension():
+    with pytest.raises(gc.ShapeError, match="placeholder 'x': a shape is a tuple or list"):
+        gc.placeholder("x", "batch")  # (was a 5-d input: b, a, t, c, h)
+    assert gc.placeholder("x", 3).shape == (3,) and gc.zeros(np.int64(2)).shape == (2,)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_inputs_that_are_not_arrays_are_shape_errors(backend):
+    import torch
+
+    x = gc.placeholder("x", ("N",))
+    f = gc.compile([x], x * 2, backend=backend)
+    with pytest.raises(gc.ShapeError, match="input 'x': got the symbolic tensor 'x'"):
+        f(x)
+    with pytest.raises(gc.ShapeError, match="input 'x': cannot turn Tensor into an array"):
+        f(torch.ones(2, requires_grad=True))  # (a raw RuntimeError from np.asarray)
+    with np.errstate(all="raise"):  # float64 -> float32 rounds 1e-50 to 0: not an error
+        np.testing.assert_array_equal(f(np.array([1e-50, 1.0])), [0.0, 2.0])
+
+
+@pytest.mark.parametrize("backend", ["llvm", "cuda"])
+def test_buffers_past_what_numpy_can_index_are_a_backend_error(backend):
+    """The arena's np.zeros raised a raw ValueError ("Maximum allowed dimension exceeded")."""
+    x, y, z = (gc.placeholder(n, s) for n, s in (("x", ("N", 1, 1)), ("y", (1, "M", 1)),
+                                                  ("z", (1, 1, "K"))))
+    W = gc.parameter("W", np.ones((1,), np.float32))
+    f = gc.compile([x, y, z], ((x * y * z) * W).sum(), updates={W: W + 1}, backend=backend,
+                   backend_options={"emulate": True} if backend == "cuda" else None)
+    n = 1 << 21
+    with pytest.raises(gc.BackendError, match="not enough memory.*no parameter was changed"):
+        f(np.ones((n, 1, 1), np.float32), np.ones((1, n, 1), np.float32),
+          np.ones((1, 1, n), np.float32))
+    np.testing.assert_array_equal(W.value, [1.0])
+
+
+def test_gc_optimize_takes_a_re_run_notebook_cell_and_refuses_nothing_clearly():
+    """Two placeholders named x (a cell run twice) raised a plain ValueError; an empty
+    graph or list an IndexError; ``passes="cse"`` was three unknown passes c, s, e."""
+    G = gc.Graph("nb")
+    for _ in range(2):
+        with G:
+            x = gc.placeholder("x", ("N", 3))
+            y = (gc.exp(x) * 2).sum()
+    graph, _ = gc.optimize(G)
+    assert [n.name for n in graph.inputs] == ["x", "x"]
+    for nothing in ([], gc.Graph("empty")):
+        with pytest.raises(gc.GraphError, match="nothing to optimize"):
+            gc.optimize(nothing)
+    graph, stats = gc.optimize(y, passes="cse")
+    assert [s.name for s in stats] == ["cse"]
+
+
+def test_an_error_names_the_line_in_a_user_module_whose_name_starts_like_a_library(tmp_path,
+                                                                                 monkeypatch):
+    """Any module whose name began with graphc, numpy, sympy, ... counted as internal."""
+    (tmp_path / "graphc_models.py").write_text(
+        "import graphc as gc\n\n\ndef build(x):\n    return x + gc.placeholder('y', (4,))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import graphc_models
+
+    with pytest.raises(gc.ShapeError, match=r"graphc_models\.py:5"):
+        graphc_models.build(gc.placeholder("x", ("N", 3)))
