@@ -29,6 +29,7 @@ from ..kernelgen.binding import (
     body_holding,
     failure_message,
     loop_bodies,
+    returned_arrays,
     size_value,
     updated_parameter_outputs,
 )
@@ -175,19 +176,7 @@ class EmulatedExecutable(Executable):
         before = {k: storage.value.copy() for k, storage in self._snapshots}
         # the caller's arrays before the launches, which update parameters in place: out of
         # memory afterwards, the call failed and the step had happened
-        outputs, arena = [], []
-        for k, ((value, _shape), node) in enumerate(zip(state.outputs, self.program.outputs)):
-            if k in before:
-                outputs.append(before[k])
-            elif isinstance(value, np.ndarray):
-                outputs.append(np.empty_like(value))
-                arena.append((outputs[-1], value))
-            elif node.op.name == "parameter":  # (not updated: an updated one has a snapshot)
-                outputs.append(node.attrs["storage"].value.copy())
-            elif node.op.name == "constant":
-                outputs.append(np.array(node.attrs["value"].array))
-            else:
-                outputs.append(np.array(inputs[self.program.inputs.index(node)]))
+        outputs, arena = returned_arrays(self.program, state.outputs, before, inputs)
         status_address = int(table[self.layout.status_slot])
         record_address = int(table[self.layout.error_slot])
         ctypes.memset(status_address, 0, 4)

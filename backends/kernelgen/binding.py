@@ -134,3 +134,25 @@ def updated_parameter_outputs(program: Graph) -> list[tuple[int, object]]:
     updated = {p.uid for p, _ in program.updates}
     return [(k, node.attrs["storage"]) for k, node in enumerate(program.outputs)
             if node.op.name == "parameter" and node.uid in updated]
+
+
+def returned_arrays(program: Graph, values: list, before: dict, inputs) -> tuple[list, list]:
+    """The arrays a host call returns, allocated before the step runs: the step updates
+    parameters in place, and running out of memory for these afterwards failed a call whose
+    step had happened. `values`: each output's (value in the arena or None, shape);
+    `before`: the outputs that are updated parameters, copied before the step. Returns the
+    list and the (array, arena value) pairs to copy once the step has run."""
+    outputs, arena = [], []
+    for k, ((value, _shape), node) in enumerate(zip(values, program.outputs)):
+        if k in before:
+            outputs.append(before[k])
+        elif isinstance(value, np.ndarray):
+            outputs.append(np.empty_like(value))
+            arena.append((outputs[-1], value))
+        elif node.op.name == "placeholder":
+            outputs.append(np.array(inputs[program.inputs.index(node)]))
+        elif node.op.name == "parameter":  # (not updated: an updated one has a snapshot)
+            outputs.append(node.attrs["storage"].value.copy())
+        else:
+            outputs.append(np.array(node.attrs["value"].array))
+    return outputs, arena

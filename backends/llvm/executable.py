@@ -24,6 +24,7 @@ from ..kernelgen.binding import (
     Binding,
     address,
     failure_message,
+    returned_arrays,
     same_arrays,
     updated_parameter_outputs,
 )
@@ -252,19 +253,7 @@ class LLVMExecutable(Executable):
         # in place: out of memory afterwards, the call failed and the step had happened
         before = {k: storage.value.copy() for k, storage in self._snapshots} \
             if self._snapshots else {}
-        outputs, arena = [], []  # arena: (the caller's array, the value the step writes)
-        for k, ((value, _shape), node) in enumerate(zip(state.outputs, self.program.outputs)):
-            if k in before:
-                outputs.append(before[k])
-            elif isinstance(value, np.ndarray):
-                outputs.append(np.empty_like(value))
-                arena.append((outputs[-1], value))
-            elif node.op.name == "placeholder":
-                outputs.append(np.array(inputs[self.program.inputs.index(node)]))
-            elif node.op.name == "parameter":  # (not updated: an updated one has a snapshot)
-                outputs.append(node.attrs["storage"].value.copy())
-            else:
-                outputs.append(np.array(node.attrs["value"].array))
+        outputs, arena = returned_arrays(self.program, state.outputs, before, inputs)
         self._caller(state)(inputs)
         for storage in self._updated:  # written in place: device copies must follow
             if storage.devices:
