@@ -353,9 +353,15 @@ class Function:
 
     def parameters(self) -> list[Tensor]:
         """The parameters this function updates (explicit and default updates), in a stable
-        order: the program's order."""
+        order: the program's order. They are tensors of the graph the function was declared
+        in (ops on them build there, as on the user's own parameter tensors; on the program
+        graph they added nodes to `Function.graph` and could not mix with the user's)."""
         updated = {p.uid for p, _ in self._program.updates}
-        return [Tensor(n, self._program) for n in self._program.nodes
+        declared = getattr(self, "declared", None)
+        graph = self._program
+        if declared is not None and (declared[0] or declared[1]):
+            graph = (declared[0] or declared[1])[0].graph
+        return [Tensor(n, graph) for n in self._program.nodes
                 if n.op.name == "parameter" and n.uid in updated]
 
     @property

@@ -712,3 +712,18 @@ def test_an_error_names_the_line_in_a_user_module_whose_name_starts_like_a_libra
 
     with pytest.raises(gc.ShapeError, match=r"graphc_models\.py:5"):
         graphc_models.build(gc.placeholder("x", ("N", 3)))
+
+
+def test_function_parameters_are_tensors_of_the_declared_graph():
+    """They were tensors of the optimized program: an op on one added nodes to
+    Function.graph, and an update built from one could not mix with the user's graph."""
+    x = gc.placeholder("x", ("N", 3))
+    W = gc.parameter("W", np.ones(3, np.float32))
+    f = gc.compile([x], (x * W).sum(), updates={W: W + 1})
+    nodes = len(f.graph.nodes)
+    (p,) = f.parameters()
+    assert p.graph is W.graph and p.node is W.node
+    double = gc.compile([x], (x * W).sum(), updates={p: p * 2})
+    assert len(f.graph.nodes) == nodes
+    double(np.ones((2, 3), np.float32))
+    np.testing.assert_array_equal(W.value, [2.0] * 3)
