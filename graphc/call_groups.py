@@ -29,7 +29,9 @@ class CallGroup:
     __slots__ = ("lock", "merged_into")
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        # re-entrant: reading a parameter (Tensor.value) takes it too, and code running
+        # inside a call (a callback, a host step) may read one
+        self.lock = threading.RLock()
         self.merged_into: CallGroup | None = None
 
     def root(self) -> CallGroup:

@@ -54,7 +54,14 @@ class Tensor:
         """The current value of a parameter (a copy; assign to set it)."""
         if self.node.op.name != "parameter":
             raise GraphError(f"{self.name} is a {self.op}, not a parameter: it has no value")
-        return self.node.attrs["storage"].value.copy()
+        storage = self.node.attrs["storage"]
+        if storage.call_group is None:
+            return storage.value.copy()
+        group = storage.call_group.acquire()  # (between two calls: not half a step's update)
+        try:
+            return storage.value.copy()
+        finally:
+            group.lock.release()
 
     @value.setter
     def value(self, new) -> None:
@@ -62,7 +69,15 @@ class Tensor:
         by the conversion, e.g. 1e300 into float32 — a gc.ShapeError naming the parameter)."""
         if self.node.op.name != "parameter":
             raise GraphError(f"{self.name} is a {self.op}, not a parameter: it has no value")
-        self.node.attrs["storage"].write(new, key=repr(self.name))
+        storage = self.node.attrs["storage"]
+        if storage.call_group is None:
+            storage.write(new, key=repr(self.name))
+            return
+        group = storage.call_group.acquire()  # (not into the middle of a step)
+        try:
+            storage.write(new, key=repr(self.name))
+        finally:
+            group.lock.release()
 
     @property
     def requires_grad(self) -> bool:
