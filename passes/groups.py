@@ -50,6 +50,25 @@ class Group:
 #: printers, emitters and files walk recursively, so a chain of hundreds of elementwise ops is
 #: cut into groups of at most this depth (a budget counted in ops, the same on every machine).
 MAX_FUSION_DEPTH = 32
+#: The most copies of one op's expression in its group's expression tree. A template may
+#: use an operand several times (clip, maximum and where keep NaN and ties with 2-4 uses), so
+#: the tree of a chain of such ops grows as a power of the chain's length: five clips made a
+#: tree of >20000 nodes (the compile failed) and twelve a tree sympy's own walks never
+#: finished. A producer whose copies would pass this starts a group of its own.
+MAX_COPIES = 8
+
+
+def _uses(consumer: Node, producer: Node) -> int:
+    """How many times `consumer`'s template reads `producer` (over every input it feeds)."""
+    template = consumer.op.expr(consumer.attrs)
+    return sum(_occurrences(template, E.sym_input(i))
+               for i, x in enumerate(consumer.inputs) if x.uid == producer.uid)
+
+
+def _occurrences(expr, symbol) -> int:
+    if expr == symbol:
+        return 1
+    return sum(_occurrences(a, symbol) for a in expr.args)
 
 
 def elementwise_groups(program: Graph) -> list[Group]:
@@ -57,6 +76,7 @@ def elementwise_groups(program: Graph) -> list[Group]:
     pinned = {n.uid for n in program.roots()}
     owner: dict[int, Group] = {}
     depth: dict[int, int] = {}  # ops between a member and its group's root
+    copies: dict[int, int] = {}  # copies of a member's expression in its group's tree
     groups: list[Group] = []
     for node in reversed(program.nodes):
         if not fusible(node):
@@ -72,15 +92,18 @@ def elementwise_groups(program: Graph) -> list[Group]:
                     same_shape(node.shape, u.shape) for u in consumers) and \
                     computes_in(node) == computes_in(owner[c.uid].root):
                 level = 1 + max(depth[u.uid] for u in consumers)
-                if level < MAX_FUSION_DEPTH:
+                count = sum(copies[u.uid] * _uses(u, node) for u in consumers)
+                if level < MAX_FUSION_DEPTH and count <= MAX_COPIES:
                     owner[node.uid] = owner[c.uid]
                     owner[node.uid].members.append(node)
                     depth[node.uid] = level
+                    copies[node.uid] = count
                     joined = True
         if not joined:
             group = Group(node, [node])
             owner[node.uid] = group
             depth[node.uid] = 0
+            copies[node.uid] = 1
             groups.append(group)
     for g in groups:
         g.members.sort(key=lambda n: n.uid)

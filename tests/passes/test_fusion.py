@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import sympy
 
 import graphc as gc
 from bench.workloads import MODELS, mlp, small_cnn
@@ -113,3 +114,30 @@ def test_a_long_chain_is_fused_in_bounded_pieces():
     sizes = fn.stats["passes"][[s.name for s in fn.stats["passes"]].index("fuse")].details[
         "group_sizes"]
     assert sum(sizes) >= 700 and max(sizes) == MAX_FUSION_DEPTH  # a chain: size is depth
+
+
+@pytest.mark.parametrize("op", [
+    lambda y, x: gc.clip(y, -3.0, 3.0), lambda y, x: gc.minimum(y + 1, x),
+    lambda y, x: gc.where(y > x, 2 * y, x), lambda y, x: gc.hard_sigmoid(y),
+    lambda y, x: gc.leaky_relu(y), lambda y, x: gc.silu(y)],
+    ids=["clip", "minimum", "where", "hard_sigmoid", "leaky_relu", "silu"])
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_chains_of_ops_that_read_an_operand_twice_compile(op, backend):
+    """Five clips in a row failed the default compile ("an elementwise expression of more
+    than 20000 nodes"): each template reads its operand several times, so the group's tree
+    grew as a power of the chain's length; twelve never finished. A producer whose copies
+    in the tree would pass MAX_COPIES starts a group of its own."""
+    from graphc.passes.groups import MAX_COPIES
+
+    x = gc.placeholder("x", (6,), "float32")
+    y = x
+    for _ in range(20):
+        y = op(y * 2, x)
+    fn = gc.compile([x], y, backend=backend)
+    xv = np.array([0.3, -1.0, 2.0, np.nan, np.inf, -0.0], np.float32)
+    want = gc.compile([x], y, optimize=False)(xv)
+    np.testing.assert_allclose(fn(xv), want, rtol=1e-5)
+    assert MAX_COPIES == 8  # (the bound the tree size below follows from)
+    for node in fn.graph.nodes:  # every fused expression's tree stays small
+        if node.op.name == "elemwise":
+            assert sum(1 for _ in sympy.preorder_traversal(node.attrs["expr"])) < 5000
