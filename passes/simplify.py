@@ -42,14 +42,20 @@ def _same_type(m: Match, t: Tensor) -> Tensor | None:
 @rule("abs")
 def abs_of_sign_free(m: Match):
     """abs(abs(x)) -> abs(x), abs(-x) -> abs(x), abs(square(x)) -> square(x), abs(relu(x))
-    -> relu(x)"""
+    -> relu(x). A signed integer's square wraps and may be negative: abs(square(x)) stays."""
     (a,) = m.inputs
     op = a.node.op.name
     if op == "neg":
         return ops.abs(_arg(a))
-    if op in ("abs", "square", "relu"):
+    if op in ("abs", "relu") or (op == "square" and not _wrapping_signed(a)):
         return a
     return None
+
+
+def _wrapping_signed(t: Tensor) -> bool:
+    """A signed integer: its square wraps (50000**2 is negative in int32) and abs(INT_MIN)
+    is INT_MIN, so neither is known to be >= 0."""
+    return t.dtype.kind == "i"
 
 
 @rule("square")
@@ -63,9 +69,11 @@ def square_of_sign(m: Match):
 
 @rule("relu")
 def relu_of_nonnegative(m: Match):
-    """relu(relu(x)) -> relu(x), relu(abs(x)) -> abs(x), relu(square(x)) -> square(x)"""
+    """relu(relu(x)) -> relu(x), relu(abs(x)) -> abs(x), relu(square(x)) -> square(x)
+    (the last two for floats and unsigned ints: a signed one's abs or square may be < 0)"""
     (a,) = m.inputs
-    return a if a.node.op.name in ("relu", "abs", "square") else None
+    op = a.node.op.name
+    return a if op == "relu" or (op in ("abs", "square") and not _wrapping_signed(a)) else None
 
 
 @rule("sign")

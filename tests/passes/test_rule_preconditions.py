@@ -192,3 +192,23 @@ def test_random_draws_are_never_folded():
 def test_every_rule_has_a_negative_case():
     missing = sorted(r.name for r in ALL_RULES if r.name not in NEGATIVES)
     assert not missing, f"rules without a negative test: {missing}"
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_signed_integer_abs_and_square_are_not_known_non_negative(backend):
+    """int32 x*x wraps (50000**2 < 0) and abs(INT_MIN) is INT_MIN: abs(square x) ->
+    square x, relu(abs x) -> abs x and relu(square x) -> square x changed values."""
+    x = gc.placeholder("x", (4,), "int32")
+    outs = [gc.abs(x * x), gc.relu(gc.abs(x)), gc.relu(x * x), gc.abs(gc.relu(x))]
+    xv = np.array([-2**31, 50000, 3, -7], np.int32)
+    want = gc.compile([x], outs, optimize=False, backend=backend)(xv)
+    got = gc.compile([x], outs, backend=backend)(xv)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(want[0], np.abs(xv * xv))
+    fired = set().union(*(set(s.fired) for s in gc.optimize(outs[:3])[1]))
+    assert not fired & {"abs_of_sign_free", "relu_of_nonnegative"}
+    f = gc.placeholder("f", (4,))  # floats: the rules still fire
+    fired = set().union(*(set(s.fired) for s in gc.optimize(gc.relu(gc.abs(f)))[1]))
+    assert "relu_of_nonnegative" in fired
