@@ -94,21 +94,22 @@ def log_picked_softmax(m: Match):
 
 @rule("log")
 def log_sigmoid(m: Match):
-    """log(sigmoid(x)) -> -softplus(-x)"""
+    """log(sigmoid(x)) -> 0 - softplus(-x) (+0.0 where softplus is 0, at x = +inf: log(1);
+    a negation made it -0.0)"""
     (s,) = m.inputs
     if s.node.op.name == "sigmoid":
-        return ops.neg(ops.softplus(ops.neg(_arg(s))))
+        return 0.0 - ops.softplus(ops.neg(_arg(s)))
     return None
 
 
 @rule("log")
 def log_one_minus_sigmoid(m: Match):
-    """log(1 - sigmoid(x)) -> -softplus(x)"""
+    """log(1 - sigmoid(x)) -> 0 - softplus(x) (+0.0 at x = -inf, as log(1 - 0))"""
     (d,) = m.inputs
     if d.node.op.name == "sub":
         one, s = _arg(d, 0), _arg(d, 1)
         if s.node.op.name == "sigmoid" and _scalar_one(one, m, s):
-            return ops.neg(ops.softplus(_arg(s)))
+            return 0.0 - ops.softplus(_arg(s))
     return None
 
 

@@ -90,3 +90,15 @@ def test_log1p_and_expm1_keep_precision_for_tiny_inputs():
     assert np.all(fn_naive(tiny)[0] == 0) and np.all(fn_naive(tiny)[1] == 0)
     for out in fn(tiny):
         np.testing.assert_allclose(out, tiny, rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_log_sigmoid_rewrites_keep_the_sign_of_an_exact_zero(backend):
+    """log(sigmoid(+inf)) is log(1) = +0.0 exactly; -softplus(-x) made it -0.0 (and
+    log(1 - sigmoid(-inf)) the same)."""
+    x = gc.placeholder("x", (2,), "float32")
+    outs = [1 / gc.log(gc.sigmoid(x)), 1 / gc.log(1 - gc.sigmoid(x))]
+    got = gc.compile([x], outs, backend=backend)(np.array([np.inf, -np.inf], np.float32))
+    np.testing.assert_array_equal(got[0], [np.inf, -0.0])
+    np.testing.assert_array_equal(got[1], [-0.0, np.inf])
+    assert np.signbit(got[0][1]) and np.signbit(got[1][0])
