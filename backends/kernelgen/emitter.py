@@ -217,14 +217,12 @@ class ExprEmitter:
             x = self._emit(e.args[1])
             return self.b.fneg(x) if self.float else self.b.neg(x)
         acc = None
-        for f in e.args:
-            if not _negative_exponent(f):
+        for f in e.args:  # (an integer b**-n is the truncated power, a factor like any other)
+            if not self.float or not _negative_exponent(f):
                 v = self._emit(f)
                 acc = v if acc is None else self._mulv(acc, v)
         for f in e.args:
-            if _negative_exponent(f):
-                if not self.float:
-                    raise BackendError("division in an integer expression (use //)")
+            if self.float and _negative_exponent(f):
                 den = self._pow(f.base, -f.exp)
                 acc = self.b.fdiv(const(self.ty, 1) if acc is None else acc, den)
         return acc

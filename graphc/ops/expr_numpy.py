@@ -129,7 +129,10 @@ class _Printer:
         return out
 
     def factors(self, e) -> tuple[list[str], list[str]]:
-        """A product's numerator factors and denominators (``b**-n`` divides by ``b**n``)."""
+        """A product's numerator factors and denominators (``b**-n`` divides by ``b**n``;
+        in an integer expression it is the truncated power, a factor: 7 * x**-1 was 7 / x)."""
+        if self.integer:
+            return [self.p(f) for f in e.args], []
         num = [self.p(f) for f in e.args if not _negative_exponent(f)]
         den = [self.power(f.base, -f.exp) for f in e.args if _negative_exponent(f)]
         return num, den
@@ -159,11 +162,12 @@ class _Printer:
                 and (exp.is_Integer or exp == -sympy.Rational(1, 2))):
             # before printing the base: printing it defines its temporaries, once
             return f"(1 / {self.power(base, -exp)})"
-        b = self.p(base)
-        if self.integer:
+        if self.integer:  # (numbers as the group's integers: a Python int's power and what
+            b = self.typed(base)  # followed it ran in int64, without int32's wraparound)
             if exp.is_Integer and exp >= 0:
                 return b if exp == 1 else f"({b} ** {int(exp)})"
-            return f"_ipow({b}, {self.p(exp)})"
+            return f"_ipow({b}, {self.typed(exp)})"
+        b = self.p(base)
         if not exp.is_Rational:
             return f"_power({b}, {self.p(exp)})"
         if exp == 1:

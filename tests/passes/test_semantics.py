@@ -2,6 +2,7 @@
 optimized vs unoptimized, in float64 with tight tolerances."""
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -74,3 +75,17 @@ def test_training_step_unchanged_over_many_steps():
         losses[optimize] = [float(step(X, Y)) for _ in range(25)]
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-10)
     assert losses[True][-1] < losses[True][0]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_fused_integer_powers_wrap_in_the_group_dtype_and_negative_ones_truncate(backend):
+    """Fused, int32 100000 ** x ran as a Python int (int64: no wraparound before the %);
+    7 * x ** -1 was printed as 7 / x on numpy and refused on llvm ("division in an integer
+    expression")."""
+    x = gc.placeholder("x", (4,), "int32")
+    ys = [(gc.constant(np.int32(100000)) ** x) % 7, 7 * x ** -1, (x + 3) * x ** -2 + 1]
+    xv = np.array([2, 3, 1, -1], np.int32)
+    want = [[3, 4, 5, 0], [0, 0, 7, -7], [1, 1, 5, 3]]
+    for optimize in (False, True):
+        got = gc.compile([x], ys, backend=backend, optimize=optimize)(xv)
+        assert [g.tolist() for g in got] == want and all(g.dtype == np.int32 for g in got)
