@@ -152,8 +152,9 @@ def stabilized(cost: Tensor, keep: list[Tensor], max_rounds: int = 10) -> Tensor
     """The cost canonicalized and rewritten by the stabilize rules, in its own graph.
 
     Used by gc.grad before differentiating. If a rewrite would remove one of the `keep`
-    tensors (an intermediate the caller differentiates with respect to), the original cost
-    is returned.
+    tensors (an intermediate the caller differentiates with respect to), or one of its uses
+    (``log(e)`` of ``e = exp(z)`` became ``z``: the gradient with respect to e lost 1/e),
+    the original cost is returned.
     """
     from .canonicalize import CANONICALIZE
 
@@ -172,7 +173,17 @@ def stabilized(cost: Tensor, keep: list[Tensor], max_rounds: int = 10) -> Tensor
         return cost
     from graphc.ir.graph import topological
 
-    reachable = {n.uid for n in topological([node])}
+    before, after = topological([cost.node]), topological([node])
+    reachable = {n.uid for n in after}
     if any(t.node.uid not in reachable for t in keep):
         return cost
+    inner = {t.node.uid for t in keep
+             if t.node.op.name not in ("parameter", "placeholder", "constant")}
+    if inner and any(_uses_of(before, uid) != _uses_of(after, uid) for uid in inner):
+        return cost
     return Tensor(node, graph)
+
+
+def _uses_of(nodes, uid: int) -> int:
+    """How many inputs of `nodes` are the node `uid`."""
+    return sum(1 for n in nodes for i in n.inputs if i.uid == uid)

@@ -102,3 +102,27 @@ def test_log_sigmoid_rewrites_keep_the_sign_of_an_exact_zero(backend):
     np.testing.assert_array_equal(got[0], [np.inf, -0.0])
     np.testing.assert_array_equal(got[1], [-0.0, np.inf])
     assert np.signbit(got[0][1]) and np.signbit(got[1][0])
+
+
+def test_a_gradient_with_respect_to_an_intermediate_keeps_every_path():
+    """log(e) of e = exp(z) was stabilized to z before differentiating: the gradient with
+    respect to e lost the 1/e of that use (the same for log of softmax probabilities)."""
+    import torch
+
+    z = gc.placeholder("z", (3,), "float64")
+    e = gc.exp(z)
+    zv = np.array([0.0, 1.0, -2.0])
+    grad = gc.compile([z], gc.grad(gc.sum(gc.log(e)) + gc.sum(e), e))(zv)
+    np.testing.assert_allclose(grad, 1 / np.exp(zv) + 1)
+    logits = gc.placeholder("l", (2, 3), "float64")
+    p = gc.softmax(logits)
+    lv = np.array([[0.1, 2.0, -1.0], [3.0, 0.0, 0.5]])
+    t = torch.tensor(lv, requires_grad=True)
+    pt = torch.softmax(t, -1)
+    pt.retain_grad()
+    (-pt.log().sum() + (pt * pt).sum()).backward()
+    got = gc.compile([logits], gc.grad(-gc.sum(gc.log(p)) + gc.sum(p * p), p))(lv)
+    np.testing.assert_allclose(got, pt.grad.numpy(), rtol=1e-12)
+    # with respect to the logits the cost is still stabilized (log_softmax, no 1/p)
+    big = np.array([[0.0, 800.0, -800.0], [1.0, 2.0, 3.0]])
+    assert np.isfinite(gc.compile([logits], gc.grad(-gc.sum(gc.log(p)), logits))(big)).all()
