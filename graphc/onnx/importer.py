@@ -445,10 +445,29 @@ class OnnxModel:
                 raise UnsupportedError(f"ONNX model output {name!r} is not produced by any node "
                                        "and is not a model input or initializer")
         self._dim_names = _dim_names(self.inputs)
+        self._nodes = self._unalias(graph)
         self._frozen = bn_statistics(graph)
         # the parameters, made at the first call and then shared by every graph (as a
         # module's): None until then
         self._params: dict[str, Tensor] | None = None
+
+    def _unalias(self, graph: onnx.GraphProto) -> list:
+        """The nodes to run, without the Identity nodes that alias a float initializer:
+        torch.onnx's TorchScript exporter writes parameters of equal values once and the
+        others as ``Identity(first)`` (a fresh batch norm's running variance as its weight,
+        every fresh LayerNorm after the first as the first). Each such output becomes an
+        initializer of its own, a copy: tied, fine-tuning trained the two as one and the
+        statistics of batch norm were trained, not frozen."""
+        nodes = []
+        for node in graph.node:
+            source = node.input[0] if node.op_type == "Identity" and node.input else ""
+            array = self.initializers.get(source)
+            if array is not None and array.dtype.kind == "f" and node.output[0] and \
+                    node.output[0] not in self.initializers:
+                self.initializers[node.output[0]] = array.copy()
+                continue
+            nodes.append(node)
+        return nodes
 
     @property
     def input_names(self) -> list[str]:
@@ -534,7 +553,7 @@ class OnnxModel:
         env.update(given)
         budget = _fold_budget.set([FOLD_BUDGET])
         try:
-            run_nodes(self.proto.graph.node, env, self.opset)
+            run_nodes(self._nodes, env, self.opset)
         finally:
             _fold_budget.reset(budget)
         outs = []

@@ -320,9 +320,10 @@ def _decided_equal(a, b) -> np.ndarray | None:
     out = np.empty(a.shape, dtype=bool)
     for i, (x, y) in enumerate(zip(a.ravel(), b.ravel())):
         diff = sympy.simplify(sympy.sympify(x, strict=True) - sympy.sympify(y, strict=True))
-        if not diff.is_number:
+        zero = diff.is_zero  # (a dim is a positive integer: N + 1 is never 0, N == -1 false)
+        if zero is None:
             return None
-        out.flat[i] = diff == 0
+        out.flat[i] = bool(zero)
     return out
 
 

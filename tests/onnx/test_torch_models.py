@@ -195,3 +195,66 @@ def test_float64_layer_norm_keeps_float64_accuracy_under_the_default_stash_type(
     row = np.array([0.0, 1, 2, 0, 0, 0])  # the second row, less its 1e8 (lost in float32)
     expected = (row - row.mean()) / np.sqrt(row.var() + 1e-5)
     np.testing.assert_allclose(y[1], expected, rtol=1e-7)
+
+
+def test_legacy_exports_of_equal_parameters_are_parameters_of_their_own(tmp_path):
+    """The TorchScript exporter writes equal-valued parameters once and the others as
+    Identity(first): a fresh batch norm's running variance as its weight (the statistics
+    were trained), the second LayerNorm as the first (fine-tuning trained them as one)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4),
+                              torch.nn.LayerNorm(4), torch.nn.Linear(4, 4),
+                              torch.nn.LayerNorm(4), torch.nn.Linear(4, 2)).eval()
+    path = tmp_path / "legacy.onnx"
+    torch.onnx.export(net, (torch.zeros(2, 3),), str(path), input_names=["x"], dynamo=False,
+                      do_constant_folding=False, dynamic_axes={"x": {0: "N"}})
+    import onnx
+
+    kinds = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "Identity" in kinds  # (the aliasing this test is about)
+    model = gc.onnx.load(str(path))
+    params = {p.name: p for p in model.parameters()}
+    assert {"1.running_var", "1.running_mean", "4.weight", "4.bias"} <= set(params)
+    assert not params["1.running_var"].requires_grad and params["4.weight"].requires_grad
+    trainable = sum(p.value.size for p in params.values() if p.requires_grad)
+    assert trainable == sum(p.numel() for p in net.parameters())
+    rng = np.random.default_rng(0)
+    xv, yv = rng.normal(size=(8, 3)).astype(np.float32), rng.normal(size=(8, 2)).astype(
+        np.float32)
+    (x,) = model.placeholders()
+    y = gc.placeholder("y", ("N", 2))
+    loss = gc.nn.functional.mse_loss(model(x), y)
+    trained = [p for p in params.values() if p.requires_grad]
+    step = gc.compile([x, y], loss, updates=gc.optim.SGD(trained, lr=0.5).updates(loss))
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    for _ in range(3):
+        got = step(xv, yv)
+        opt.zero_grad()
+        want = torch.nn.functional.mse_loss(net(torch.from_numpy(xv)), torch.from_numpy(yv))
+        want.backward()
+        opt.step()
+        np.testing.assert_allclose(got, want.item(), rtol=1e-5)
+
+
+def test_a_legacy_expand_to_the_dynamic_batch_imports(tmp_path):
+    """``cls.expand(x.shape[0], -1, -1)`` (a class token) is written as Where(shape == -1,
+    ...) over the batch dim: N == -1 was left undecided, and Expand refused the shape."""
+
+    class ClassToken(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cls = torch.nn.Parameter(torch.randn(1, 1, 4))
+
+        def forward(self, x):
+            return torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1)
+
+    torch.manual_seed(0)
+    net = ClassToken().eval()
+    path = tmp_path / "token.onnx"
+    torch.onnx.export(net, (torch.zeros(3, 5, 4),), str(path), input_names=["x"],
+                      dynamo=False, dynamic_axes={"x": {0: "N"}})
+    model = gc.onnx.load(str(path))
+    (x,) = model.placeholders()
+    xv = np.random.default_rng(0).normal(size=(2, 5, 4)).astype(np.float32)
+    got = gc.compile([x], model(x))(xv)
+    np.testing.assert_allclose(got, net(torch.from_numpy(xv)).detach().numpy(), rtol=1e-6)
