@@ -55,11 +55,12 @@ __all__ = ["SCAN", "SCAN_OUTPUT", "inline", "loop_output", "scan", "scan_results
 @dataclass(frozen=True)
 class TreeDef:
     """The structure of a pytree: kind ("leaf", "none", "tuple", "list", "dict"), dict keys,
-    children."""
+    children, and a namedtuple's class (JAX keeps it: ``carry.h`` in the body)."""
 
     kind: str
     keys: tuple = ()
     children: tuple = ()
+    named: type | None = None
 
     def unflatten(self, leaves: list):
         it = iter(leaves)
@@ -73,6 +74,8 @@ class TreeDef:
         built = [c._build(it) for c in self.children]
         if self.kind == "dict":
             return dict(zip(self.keys, built))
+        if self.named is not None:
+            return self.named(*built)
         return tuple(built) if self.kind == "tuple" else built
 
 
@@ -88,8 +91,9 @@ def flatten(tree, path: str) -> tuple[list, list[str], TreeDef]:
             leaves += lv
             paths += ps
             children.append(td)
+        named = type(tree) if isinstance(tree, tuple) and hasattr(tree, "_fields") else None
         return leaves, paths, TreeDef("tuple" if isinstance(tree, tuple) else "list", (),
-                                      tuple(children))
+                                      tuple(children), named)
     if isinstance(tree, dict):
         leaves, paths, children = [], [], []
         keys = tuple(sorted(tree))

@@ -447,3 +447,22 @@ def test_a_bad_id_inside_a_loop_names_the_body_node(backend):
     assert str(err.value).startswith("the compiled step failed: take:")
     assert "gc.take(table, i)" in str(err.value)  # its line
     np.testing.assert_array_equal(table.value, before)
+
+
+def test_a_namedtuple_carry_reaches_the_body_and_comes_back_as_one():
+    """It reached fn as a plain tuple (``s.h`` raised AttributeError); JAX keeps it."""
+    from collections import namedtuple
+
+    State = namedtuple("State", "h c")
+    xs = gc.placeholder("xs", (5, 3))
+
+    def body(s, x):
+        assert isinstance(s, State)
+        return State(s.h + x, s.c * 2.0), s.h.sum()
+
+    carry, ys = gc.scan(body, State(gc.zeros((3,)), gc.ones((3,))), xs)
+    assert isinstance(carry, State)
+    h, c, y = gc.compile([xs], [carry.h, carry.c, ys])(np.ones((5, 3), np.float32))
+    np.testing.assert_array_equal(h, [5.0] * 3)
+    np.testing.assert_array_equal(c, [32.0] * 3)
+    np.testing.assert_array_equal(y, [0.0, 3.0, 6.0, 9.0, 12.0])
