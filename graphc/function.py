@@ -293,6 +293,9 @@ class Function:
         # what the program's nodes need of the sizes, and what the declared program's did
         # (gc.compile: an optimization may have removed a node that needed it)
         self._assumptions = _facts(program)
+        # the bytes of every value whose size depends on the inputs' (one expression each)
+        self._byte_sizes = {sympy.Mul(*n.shape) * n.dtype.itemsize for n in program.nodes
+                            if any(not isinstance(d, int) for d in n.shape)}
         known = {(rel, why) for rel, why, _ in self._assumptions}
         self._assumptions += [f for f in declared_facts or () if (f[0], f[1]) not in known]
         for param, value in program.updates:  # a symbolic new value must fit its parameter
@@ -562,6 +565,10 @@ class Function:
                 sizes = ", ".join(f"{s.name}={v}" for s, v in binding.items())
                 raise ShapeError(f"{node.op.name}: {why} does not hold for {sizes}"
                                  f"{at(node.loc)}")
+        for nbytes in self._byte_sizes:  # (past 2^62 bytes NumPy raised a ValueError, not a
+            if int(nbytes.xreplace(binding)) >= 1 << 62:  # MemoryError: any backend)
+                raise self._out_of_memory(MemoryError(f"a value of {nbytes.xreplace(binding)} "
+                                                      f"bytes"), key)
         self._checked.add(key)
 
 

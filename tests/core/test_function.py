@@ -778,3 +778,17 @@ def test_reading_and_writing_a_parameter_waits_for_the_step_in_another_thread(ba
     writer.join()
     value = P.value
     assert value.min() == value.max()  # the write landed whole, between two steps
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_values_past_the_address_space_are_out_of_memory_before_anything_runs(backend):
+    """A value of T*N elements with T*N*4 past 2^63 bytes: NumPy raised a raw ValueError
+    ("iterator is too large") from inside the numpy program."""
+    a, b = gc.placeholder("a", ("T", 0)), gc.placeholder("b", ("N", 0))
+    W = gc.parameter("W", np.zeros(1, np.float32))
+    f = gc.compile([a, b], gc.ones(("T", "N")) * 2.0, updates={W: W + 1}, backend=backend)
+    with pytest.raises(gc.BackendError, match="not enough memory.*no parameter was changed"):
+        f(np.zeros((2**40, 0), np.float32), np.zeros((2**24, 0), np.float32))
+    np.testing.assert_array_equal(W.value, [0.0])
+    np.testing.assert_array_equal(f(np.zeros((2, 0), np.float32), np.zeros((3, 0), np.float32)),
+                                  np.full((2, 3), 2.0))
