@@ -70,6 +70,11 @@ def uniform(shape, low: float = 0.0, high: float = 1.0, dtype=DEFAULT_FLOAT, see
     low, high = _number(low, "low", "uniform"), _number(high, "high", "uniform")
     if not (math.isfinite(low) and math.isfinite(high) and low <= high):
         raise GraphError(f"gc.random.uniform: need finite low <= high, got [{low}, {high})")
+    with np.errstate(over="ignore"):
+        width = dt.type(high) - dt.type(low)
+    if not np.isfinite(width):  # (every number came out as the top of the range; NumPy's
+        raise GraphError(f"gc.random.uniform: high - low of [{low}, {high}) overflows "  # too)
+                         f"{dt.name}; draw from a narrower range and scale it")
     u = _unit(shape, dt, seed, state, "uniform_rng")
     if (low, high) == (0.0, 1.0):
         return u  # u < 1 exactly

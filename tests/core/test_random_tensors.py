@@ -187,3 +187,13 @@ def test_bad_seeds_and_arguments_are_graph_errors():
     x = gc.placeholder("x", (3,))
     with pytest.raises(gc.GraphError, match="seed or a state"):  # dropout uses the same rule
         gc.nn.functional.dropout(x, 0.5, True, seed=1, state=gc.rng_state(2))
+
+
+def test_a_uniform_range_whose_width_overflows_is_refused():
+    """u * (high - low) + low with an infinite width gave one constant for every draw."""
+    with pytest.raises(gc.GraphError, match="high - low of .* overflows float32"):
+        gc.random.uniform((4,), low=-3e38, high=3e38, dtype="float32", seed=1)
+    with pytest.raises(gc.GraphError, match="overflows float64"):
+        gc.random.uniform((4,), low=-1.7e308, high=1.7e308, dtype="float64", seed=1)
+    u = gc.compile([], gc.random.uniform((1000,), low=-1e38, high=1e38, seed=1))()
+    assert np.unique(u).size > 900 and u.min() >= -1e38 and u.max() < 1e38
