@@ -137,6 +137,9 @@ class Module:
                              f"cannot contain '.', got {name!r}")
         self._params.pop(name, None)
         self._buffers[name] = tensor
+        # not trained (PyTorch's buffers): an optimizer given it skips it, and gc.onnx.export
+        # writes it as frozen, so that a re-import keeps it so
+        tensor.node.attrs["storage"].requires_grad = False
         self._label(name, tensor)
         object.__setattr__(self, name, tensor)
         return tensor

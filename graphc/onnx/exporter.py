@@ -17,6 +17,7 @@ UnsupportedError naming the op and the user's line that built it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from ..ops import expr as E
 from ..ops.shape_ops import is_int_value
 from . import dtypes
 from .errors import UnsupportedError
+from .importer import FROZEN_KEY
 
 DEFAULT_OPSET = 18
 #: the oldest opset the writers produce (Softmax over one axis, ReduceSum's axes as an input)
@@ -66,6 +68,9 @@ class Writer:
         self.results: dict[int, list[str | None]] = {}  # a scan node -> its results' names
         self.readers: dict[int, set[int]] = parent.readers if parent else {}
         self.initializers: list[onnx.TensorProto] = parent.initializers if parent else []
+        # the initializers of frozen parameters (batch-norm statistics, frozen layers):
+        # written in the model's metadata, so that an import keeps them frozen
+        self.frozen: list[str] = parent.frozen if parent else []
         self.used: set[str] = parent.used if parent else set()
         # a symbol -> (graph input name, axis) where it is a whole dim
         self.dim_sources: dict = parent.dim_sources if parent else {}
@@ -930,6 +935,8 @@ def _write_nodes(w: Writer, order: list[Node]) -> None:
             name = w.fresh(node.attrs["name"])
             w.initializers.append(numpy_helper.from_array(
                 np.asarray(node.attrs["storage"].value), name))
+            if not node.attrs["storage"].requires_grad:
+                w.frozen.append(name)
         elif op == "constant":
             name = w.const(node.attrs["value"].array)
         elif op == "placeholder":
@@ -987,6 +994,8 @@ def export(outputs_or_fn, path, inputs=None, opset: int | None = None) -> onnx.M
     graph = helper.make_graph(w.nodes, "graphc", graph_inputs, graph_outputs, w.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", w.opset)],
                               producer_name="graphc")
+    if w.frozen:
+        helper.set_model_props(model, {FROZEN_KEY: json.dumps(sorted(w.frozen))})
     model.ir_version = min(model.ir_version, 10)
     onnx.checker.check_model(model, full_check=True)
     if path is not None:

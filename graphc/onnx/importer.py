@@ -12,6 +12,7 @@ its op type and the opset.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
@@ -411,6 +412,50 @@ def run_nodes(nodes: Sequence[onnx.NodeProto], env: dict, opset: int) -> None:
             env[name] = outs[i]
 
 
+#: The model metadata key under which gc.onnx.export lists the initializers of frozen
+#: parameters (a JSON list of names): an import keeps them frozen.
+FROZEN_KEY = "graphc.frozen"
+#: Inputs that are not weights: a Clip's bounds, an RNN's initial states (in ONNX order).
+_NOT_WEIGHTS = {"Clip": (1, 2), "LSTM": (5, 6), "GRU": (5,), "RNN": (5,)}
+
+
+def frozen_initializers(proto: onnx.ModelProto, initializers: dict) -> set[str]:
+    """The float initializers an import makes frozen parameters (``requires_grad`` False:
+    optimizers skip them; ``requires_grad_(True)`` trains them): batch norm's statistics;
+    those gc.onnx.export wrote as frozen; 0-d ones (PyTorch's exporters write a number of
+    the model, as ``x ** 2``'s exponent or a hardtanh's bound, so: trained, the exponent's
+    gradient was NaN after one step); and those read only as a Clip's bounds or an RNN's
+    initial state (its zero h0)."""
+    graph = proto.graph
+    frozen = bn_statistics(graph)
+    for prop in proto.metadata_props:
+        if prop.key == FROZEN_KEY:
+            try:
+                names = json.loads(prop.value)
+            except ValueError:
+                names = None
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise UnsupportedError(f"the model's {FROZEN_KEY!r} metadata is not a JSON "
+                                       f"list of initializer names")
+            frozen.update(n for n in names if n in initializers)
+    frozen.update(n for n, a in initializers.items() if a.ndim == 0)
+    readers: dict[str, list[bool]] = {}  # per reading: whether it reads no weight
+
+    def read(nodes, top: bool) -> None:
+        for node in nodes:
+            for position, name in enumerate(node.input):
+                if name in initializers:
+                    readers.setdefault(name, []).append(
+                        top and position in _NOT_WEIGHTS.get(node.op_type, ()))
+            for attr in node.attribute:  # (a loop body's reads count as weights)
+                for body in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    read(body.node, False)
+
+    read(graph.node, True)
+    frozen.update(n for n, no_weight in readers.items() if all(no_weight))
+    return frozen
+
+
 def bn_statistics(graph: onnx.GraphProto) -> set[str]:
     """Names of the initializers BatchNormalization reads as running mean and variance."""
     names = set()
@@ -446,7 +491,7 @@ class OnnxModel:
                                        "and is not a model input or initializer")
         self._dim_names = _dim_names(self.inputs)
         self._nodes = self._unalias(graph)
-        self._frozen = bn_statistics(graph)
+        self._frozen = frozen_initializers(proto, self.initializers)
         # the parameters, made at the first call and then shared by every graph (as a
         # module's): None until then
         self._params: dict[str, Tensor] | None = None

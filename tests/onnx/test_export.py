@@ -507,3 +507,44 @@ def test_a_where_of_booleans_runs_in_onnxruntime(tmp_path):
         proto = gc.onnx.export(y, None, inputs=[q, m])
         _check_in_ort(proto, fn, rng.normal(size=(2, 4, 8)).astype(np.float32),
                       rng.random((4, 4)) > 0.3)
+
+
+def test_frozen_parameters_stay_frozen_through_a_round_trip(tmp_path):
+    """Batch norm's statistics (buffers) and a frozen layer were written as plain
+    initializers, and a re-import made them trainable."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(18, 3))
+    net[0].freeze()
+    net.eval()
+    assert not net[1].running_mean.requires_grad
+    x = gc.placeholder("x", ("N", 1, 5, 5))
+    gc.onnx.export(net(x), tmp_path / "m.onnx", inputs=[x])
+    model = gc.onnx.load(str(tmp_path / "m.onnx"))
+    frozen = {p.name for p in model.parameters() if not p.requires_grad}
+    assert frozen == {"weight", "bias", "running_mean", "running_var"}  # the conv, the stats
+    assert len(model.parameters()) - len(frozen) == 4  # bn's weight and bias, the linear's
+
+
+def test_numbers_and_initial_states_of_a_file_are_not_trained():
+    """PyTorch's exporter writes x ** 2's exponent, a hardtanh's bounds and an RNN's zero
+    initial state as float initializers: trained, the exponent's gradient was NaN after one
+    step. 0-d initializers and those read only as Clip bounds or initial states are frozen;
+    a file's own list of frozen names that is not a list of names is refused."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.float32(2.0).reshape(()), "exponent"),
+             numpy_helper.from_array(np.array(-0.5, np.float32), "low"),
+             numpy_helper.from_array(np.full((1,), 0.5, np.float32), "high"),
+             numpy_helper.from_array(np.ones((3, 3), np.float32), "w")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]),
+             helper.make_node("Pow", ["h", "exponent"], ["p"]),
+             helper.make_node("Clip", ["p", "low", "high"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, ["N", 3])],
+                              [helper.make_tensor_value_info("y", 1, ["N", 3])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = gc.onnx.load(proto)
+    assert {p.name: p.requires_grad for p in model.parameters()} == {
+        "exponent": False, "low": False, "high": False, "w": True}
+    helper.set_model_props(proto, {"graphc.frozen": '"w"'})
+    with pytest.raises(gc.onnx.UnsupportedError, match="not a JSON list of initializer names"):
+        gc.onnx.load(onnx.ModelProto.FromString(proto.SerializeToString()))
