@@ -17,7 +17,7 @@ from .. import ops
 from ..function import compile as gc_compile
 from ..ir.graph import Graph
 from ..ir.tensor import Tensor
-from .errors import StaticValueNeeded
+from .errors import StaticValueNeeded, UnsupportedError
 from .importer import OnnxModel
 
 
@@ -95,9 +95,16 @@ class GraphcRep(onnx.backend.base.BackendRep):
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple:
         if isinstance(inputs, dict):
+            missing = [n for n in self.names if n not in inputs]
+            if missing:
+                raise UnsupportedError(f"missing model inputs: {', '.join(missing)} (the model's "
+                                       f"inputs: {', '.join(self.names)})")
             arrays = {n: np.asarray(inputs[n]) for n in self.names}
         else:
             inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+            if len(inputs) != len(self.names):
+                raise UnsupportedError(f"the model has {len(self.names)} inputs "
+                                       f"({', '.join(self.names)}), got {len(inputs)} arrays")
             arrays = {n: np.asarray(a) for n, a in zip(self.names, inputs)}
         return self._compile(arrays).run(arrays)
 

@@ -219,7 +219,11 @@ def _slices(ctx, shape, starts, ends, axes, steps):
         if st == 0:
             ctx.fail("step 0 is invalid")
         s, e = _bound(ctx, s, shape[a], st), _bound(ctx, e, shape[a], st, start=s)
-        index[a] = slice(max(min(s, big), -big), max(min(e, big), -big), st)
+        # an end past every size (INT64_MAX: "to the end") is None, not a bound that leaked
+        # into the shape as Min(2**62, N)
+        end = None if isinstance(e, int) and abs(e) >= big and (e > 0) == (st > 0) else \
+            max(min(e, big), -big)
+        index[a] = slice(max(min(s, big), -big), end, st)
     return tuple(index)
 
 
@@ -342,8 +346,14 @@ def _gather(ctx, data, indices):
         ids = np.asarray(indices).astype(np.int64)
         if isinstance(dim, int):
             ids = np.where(ids < 0, ids + dim, ids)
-        elif (ids < 0).any():
-            ctx.fail("negative indices into a symbolic dim are not supported")
+        elif (ids < 0).any():  # x[:, -1] of a dynamic axis (an RNN's last step): static
+            lead = (slice(None),) * axis  # indexing counts from the end of any size
+            if ids.ndim == 0:
+                return table[lead + (int(ids),)]
+            if ids.ndim == 1 and ids.size <= 64:
+                return ops.stack([table[lead + (int(i),)] for i in ids], axis)
+            ctx.fail("negative indices into a symbolic dim are supported as a scalar or up "
+                     "to 64 of them")
         ids = ops.constant(ids, dtype=indices.dtype if indices.dtype != object else np.int64)
     else:
         ids = ctx.tensor(indices)

@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import GraphError, ShapeError
 from ..ir.graph import Graph, get_default_graph
 from ..ir.node import Attrs, ConstValue, ParamStorage
-from ..ir.shapes import normalize_shape
+from ..ir.shapes import format_shape, normalize_shape
 from ..ir.tensor import Tensor
 from ..ir.types import DEFAULT_FLOAT, TensorType, as_dtype
 from .registry import OpDef, register
@@ -46,6 +46,11 @@ def placeholder(name: str, shape, dtype="float32") -> Tensor:
         dims = normalize_shape(shape)
     except ShapeError as exc:
         raise ShapeError(f"placeholder {name!r}: {exc}") from None
+    for d in dims:  # (a call binds each name to a size: 2*N would bind nothing; compile
+        if not isinstance(d, int) and not d.is_Symbol:  # raised a raw ValueError on it)
+            raise ShapeError(f"placeholder {name!r}: shape entry {d} is an expression; a "
+                             f"placeholder's dims are ints and names (a tensor of shape "
+                             f"{format_shape(dims)} is computed from the inputs instead)")
     graph = get_default_graph()
     attrs = Attrs(name=name, shape=dims, dtype=as_dtype(dtype))
     return Tensor(graph.make_node(PLACEHOLDER, (), attrs), graph)

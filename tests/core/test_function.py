@@ -792,3 +792,12 @@ def test_values_past_the_address_space_are_out_of_memory_before_anything_runs(ba
     np.testing.assert_array_equal(W.value, [0.0])
     np.testing.assert_array_equal(f(np.zeros((2, 0), np.float32), np.zeros((3, 0), np.float32)),
                                   np.full((2, 3), 2.0))
+
+
+def test_a_placeholder_shape_is_ints_and_names_not_expressions():
+    """``gc.placeholder("z", y.shape)`` with y of shape (2*N, 3) was accepted, and compile
+    raised a raw ValueError on it."""
+    x = gc.placeholder("x", ("N", 3))
+    y = gc.concat([x, x], 0)
+    with pytest.raises(gc.ShapeError, match="placeholder 'z': shape entry 2\\*N is an expr"):
+        gc.placeholder("z", y.shape)

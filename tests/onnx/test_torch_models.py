@@ -258,3 +258,56 @@ def test_a_legacy_expand_to_the_dynamic_batch_imports(tmp_path):
     xv = np.random.default_rng(0).normal(size=(2, 5, 4)).astype(np.float32)
     got = gc.compile([x], model(x))(xv)
     np.testing.assert_allclose(got, net(torch.from_numpy(xv)).detach().numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_the_last_step_of_a_dynamic_sequence_imports_with_its_plain_shape(tmp_path, dynamo):
+    """``out[:, -1]`` of an RNN over a dynamic length: Gather(-1) into a symbolic dim was
+    refused, and the dynamo exporter's Slice to INT64_MAX left Min(2**62, N) in the shape."""
+
+    class Last(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.GRU(3, 4, batch_first=True)
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            out, _ = self.rnn(x)
+            return self.fc(out[:, -1])
+
+    torch.manual_seed(0)
+    net = Last().eval()
+    path = tmp_path / "last.onnx"
+    x0 = torch.zeros(2, 5, 3)
+    if dynamo:
+        dim_n, dim_t = torch.export.Dim("N"), torch.export.Dim("T")
+        torch.onnx.export(net, (x0,), str(path), input_names=["x"], dynamo=True,
+                          external_data=False, dynamic_shapes=({0: dim_n, 1: dim_t},))
+    else:
+        torch.onnx.export(net, (x0,), str(path), input_names=["x"], dynamo=False,
+                          dynamic_axes={"x": {0: "N", 1: "T"}})
+    model = gc.onnx.load(str(path))
+    (x,) = model.placeholders()
+    y = model(x)
+    assert len(y.shape) == 2 and y.shape[1] == 2 and y.shape[0].is_Symbol
+    # (torch's exporter sometimes specializes T to the example's 5, depending on what the
+    # process exported before: the length is then the one the file says)
+    steps = x.shape[1] if isinstance(x.shape[1], int) else 7
+    xv = np.random.default_rng(0).normal(size=(3, steps, 3)).astype(np.float32)
+    np.testing.assert_allclose(gc.compile([x], y)(xv), net(torch.from_numpy(xv)).detach(),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_the_onnx_backend_names_a_missing_input(tmp_path):
+    import graphc.onnx.backend as ob
+
+    net = torch.nn.Linear(4, 2)
+    path = tmp_path / "lin.onnx"
+    torch.onnx.export(net, (torch.zeros(2, 4),), str(path), input_names=["x"], dynamo=False)
+    import onnx
+
+    rep = ob.prepare(onnx.load(str(path)))
+    with pytest.raises(gc.onnx.UnsupportedError, match="missing model inputs: x"):
+        rep.run({"y": np.ones((2, 4), np.float32)})
+    with pytest.raises(gc.onnx.UnsupportedError, match="has 1 inputs"):
+        rep.run([np.ones((2, 4), np.float32)] * 2)
