@@ -115,7 +115,9 @@ def _elementwise_grad(ctx) -> list:
             results.append(ZERO)
             continue
         of_output = node.op.extra.get("derivative_of_output")
-        d = of_output(y_sym) if of_output is not None else E.derivative(expr, i)
+        with_output = node.op.extra.get("derivatives_with_output", {}).get(i)
+        d = of_output(y_sym) if of_output is not None else \
+            with_output(y_sym) if with_output is not None else E.derivative(expr, i)
         if d == 0:
             results.append(ZERO)
             continue
@@ -130,17 +132,20 @@ def _elementwise_grad(ctx) -> list:
 
 def _define(name: str, arity: int, template, *, out: str = "same", float_only: bool = False,
             bool_inputs: tuple = (), doc: str = "", derivative_of_output=None,
-            no_bool: bool = False) -> OpDef:
+            no_bool: bool = False, derivatives_with_output: dict | None = None) -> OpDef:
     """`derivative_of_output(y)`: for a one-input op, its derivative written with its output
     y alone, where that is the same function of the input as the derivative of `template`
     (NaN, infinities and signed zeros included): the gradient then reads the op's output,
     not its input, and the input has no other reader left (relu's input fuses into the op
-    that makes it: a conv's bias and its ReLU are one pass)."""
+    that makes it: a conv's bias and its ReLU are one pass). `derivatives_with_output`:
+    input index -> its derivative written with the output y and the inputs, where that form
+    rounds better than the template's own derivative (a / b: -y / b, not -a / b**2)."""
     templ = template if callable(template) else (lambda attrs, _t=template: _t)
     op = OpDef(name, "elementwise", infer=None, expr=lru_cache(maxsize=256)(templ), doc=doc,
                loops=elementwise_loops, extra={"arity": arity, "out": out, "float_only": float_only,
                       "bool_inputs": bool_inputs, "no_bool": no_bool,
-                      "derivative_of_output": derivative_of_output})
+                      "derivative_of_output": derivative_of_output,
+                      "derivatives_with_output": derivatives_with_output or {}})
     op.infer = lambda types, attrs, checks, _op=op: _infer(types, attrs, checks, op=_op)
     op.reference = _reference(op)
     op.grad = _elementwise_grad
@@ -164,7 +169,10 @@ NEG = _define("neg", 1, -x0, doc="-x", no_bool=True)
 ADD = _define("add", 2, x0 + x1, doc="a + b")
 SUB = _define("sub", 2, x0 - x1, doc="a - b", no_bool=True)
 MUL = _define("mul", 2, x0 * x1, doc="a * b")
-DIV = _define("div", 2, x0 / x1, float_only=True, doc="a / b (true division)")
+# d(a/b)/db as PyTorch computes it, -(a / b) / b: -a / b**2 overflowed (or underflowed) in
+# b**2 where the gradient is finite (a = b = 1e-25 in float32: -inf for -1e25)
+DIV = _define("div", 2, x0 / x1, float_only=True, doc="a / b (true division)",
+              derivatives_with_output={1: lambda y: -y / x1})
 POW = _define("pow", 2, x0**x1, doc="a ** b")
 EXP = _define("exp", 1, sympy.exp(x0), float_only=True)
 LOG = _define("log", 1, sympy.log(x0), float_only=True)

@@ -481,3 +481,19 @@ def test_check_grad_leaves_batch_norm_statistics_and_random_states_alone():
     gc.check_grad(lambda p: (drop(p[0]) * weights).sum(), [x])
     for k, v in {**bn.state(), **drop.state()}.items():
         np.testing.assert_array_equal(v, before[k], err_msg=k)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_the_gradient_of_a_division_by_b_is_finite_where_pytorchs_is(backend):
+    """-a / b**2 overflowed or underflowed in b**2: a = b = 1e-25 (float32) gave -inf for
+    -1e25. PyTorch's form, -(a / b) / b, is used."""
+    import torch
+
+    a, b = gc.placeholder("a", (5,)), gc.placeholder("b", (5,))
+    av = np.array([1e-25, 1e25, 1e30, 0.0, 1.0], np.float32)
+    bv = np.array([1e-25, 1e25, 1e20, 0.0, np.inf], np.float32)
+    got = gc.compile([a, b], gc.grad(gc.sum(a / b), b), backend=backend)(av, bv)
+    tb = torch.tensor(bv, requires_grad=True)
+    (torch.tensor(av) / tb).sum().backward()
+    np.testing.assert_allclose(got, tb.grad.numpy(), rtol=1e-6)
+    assert np.signbit(got[4])
