@@ -123,7 +123,11 @@ def _integer(node) -> bool:
 
 
 def _value_dtype(node) -> np.dtype:
-    """The dtype an elementwise group computes in: its inputs' value dtype."""
+    """The dtype an elementwise group computes in: its inputs' value dtype (a group of
+    numbers only, fused with `fold` off, has no inputs: its own dtype; it was bool, and the
+    numbers ran as Python floats and ints)."""
+    if not node.inputs:
+        return np.dtype(node.dtype)
     return np.dtype(value_dtype(i.dtype for i in node.inputs))
 
 

@@ -52,6 +52,18 @@ class _Printer:
                        and np.dtype(dtype).kind in "fiu" else None)
         self.shared = shared  # repeated subexpression -> temporary name
         self.defined: set = set()
+        # inside a subexpression of numbers only (an expression fusion made with `fold` off),
+        # numbers are printed as scalars of the group's dtype: as Python numbers it ran in
+        # float64 and unbounded ints (sin(88 / 1e-30) in float64, 2**30 * 4 without wrapping)
+        self.numbers_typed = False
+        self._symbolic: dict = {}
+
+    def has_symbols(self, e) -> bool:
+        known = self._symbolic.get(e)
+        if known is None:
+            known = isinstance(e, sympy.Symbol) or any(self.has_symbols(a) for a in e.args)
+            self._symbolic[e] = known
+        return known
 
     def p(self, e) -> str:
         name = self.shared.get(e)
@@ -62,13 +74,23 @@ class _Printer:
             return f"({name} := {self._print(e)})"
         return self._print(e)
 
-    def _print(self, e) -> str:  # noqa: C901 - one case per node type
+    def _print(self, e) -> str:
+        if self.scalar is None or self.numbers_typed or not e.args or self.has_symbols(e):
+            return self._print_node(e)
+        self.numbers_typed = True
+        try:
+            return self._print_node(e)
+        finally:
+            self.numbers_typed = False
+
+    def _print_node(self, e) -> str:  # noqa: C901 - one case per node type
         if isinstance(e, sympy.Symbol):
             return self.names.get(e, e.name)
         if e is sympy.true or e is sympy.false:
             return str(bool(e))
         if e.is_Number:
-            return self.number(e)
+            text = self.number(e)
+            return f"{self.scalar}({text})" if self.numbers_typed else text
         if e.is_Add:
             first, *rest = self.terms(e)
             return f"({first[1]}{''.join(f' {sign} {text}' for sign, text in rest)})"

@@ -89,3 +89,19 @@ def test_fused_integer_powers_wrap_in_the_group_dtype_and_negative_ones_truncate
     for optimize in (False, True):
         got = gc.compile([x], ys, backend=backend, optimize=optimize)(xv)
         assert [g.tolist() for g in got] == want and all(g.dtype == np.int32 for g in got)
+
+
+@pytest.mark.parametrize("shape", [(), (1,)])
+def test_numbers_only_subexpressions_of_a_fused_group_compute_in_its_dtype(shape):
+    """With `fold` off, sin(88 / 1e-30) inside a fused float32 group ran as Python floats
+    (float64) and 2**30 * 4 in an int32 group as an unbounded int (no wraparound)."""
+    x, i = gc.placeholder("x", shape), gc.placeholder("i", shape, "int32")
+    f = x + gc.sin(gc.constant(np.float32(88.0)) / gc.constant(np.float32(1e-30)))
+    n = i + (gc.constant(np.int32(2**30)) * 4) // 3
+    feed = np.zeros(shape, np.float32), np.zeros(shape, np.int32)
+    for backend in ("numpy", "llvm"):
+        want = gc.compile([x, i], [f, n], optimize=False, backend=backend)(*feed)
+        got = gc.compile([x, i], [f, n], optimize=["fuse"], backend=backend)(*feed)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+        assert got[1].item() == 0 and got[0].dtype == np.float32
