@@ -52,7 +52,7 @@ def split(x: np.ndarray, y: np.ndarray, test_size: float = 0.2, seed: int = 0,
         raise ValueError(f"test_size must be between 0 and 1, got {test_size}")
     rng = np.random.default_rng(seed)
     y = np.asarray(y)
-    labels = stratify and y.ndim == 1 and y.dtype.kind in "iub"
+    labels = stratify and y.ndim == 1 and _class_labels(y)
     groups = [np.flatnonzero(y == c) for c in np.unique(y)] if labels else [np.arange(len(y))]
     test = []
     for idx in groups:
@@ -62,6 +62,17 @@ def split(x: np.ndarray, y: np.ndarray, test_size: float = 0.2, seed: int = 0,
     train_idx = np.setdiff1d(np.arange(len(y)), test_idx)
     train_idx, test_idx = rng.permutation(train_idx), rng.permutation(test_idx)
     return (x[train_idx], y[train_idx]), (x[test_idx], y[test_idx])
+
+
+def _class_labels(y: np.ndarray) -> bool:
+    """Whether `y` holds class labels to stratify by: integers, bools, strings, or floats
+    that are whole numbers with at least two examples of each (0./1. targets); a regression
+    target's every value would be a class of one."""
+    if y.dtype.kind in "iubUSO":
+        return True
+    if y.dtype.kind != "f" or not np.isfinite(y).all() or (y != np.round(y)).any():
+        return False
+    return bool(np.unique(y, return_counts=True)[1].min() >= 2) if y.size else False
 
 
 def _data_file(name: str) -> Path | None:

@@ -160,10 +160,13 @@ def stabilized(cost: Tensor, keep: list[Tensor], max_rounds: int = 10) -> Tensor
 
     graph: Graph = cost.graph
     node, stabilized_any = cost.node, False
+    canonical = None  # the cost in canonical form: whose uses a rewrite must keep
     for _ in range(max_rounds):
         # canonical form first: the rules match `1 - sigmoid(x)`, not `-sigmoid(x) + 1`
         _, mapping, _ = rebuild(graph, CANONICALIZE, target=graph, roots=[node])
         node = mapping[node.uid]
+        if canonical is None:  # (h * h -> square(h) merges two uses: not a loss)
+            canonical = node
         _, mapping, fired = rebuild(graph, STABILIZE, target=graph, roots=[node])
         node = mapping[node.uid]
         if not fired:
@@ -173,7 +176,7 @@ def stabilized(cost: Tensor, keep: list[Tensor], max_rounds: int = 10) -> Tensor
         return cost
     from graphc.ir.graph import topological
 
-    before, after = topological([cost.node]), topological([node])
+    before, after = topological([canonical]), topological([node])
     reachable = {n.uid for n in after}
     if any(t.node.uid not in reachable for t in keep):
         return cost

@@ -320,7 +320,11 @@ def _decided_equal(a, b) -> np.ndarray | None:
     out = np.empty(a.shape, dtype=bool)
     for i, (x, y) in enumerate(zip(a.ravel(), b.ravel())):
         diff = sympy.simplify(sympy.sympify(x, strict=True) - sympy.sympify(y, strict=True))
-        zero = diff.is_zero  # (a dim is a positive integer: N + 1 is never 0, N == -1 false)
+        # (a dim is an integer >= 0 at run time, an empty batch included: N + 1 is never 0,
+        # N == -1 false, N == 0 left to run time)
+        diff = diff.xreplace({s: sympy.Dummy(s.name, integer=True, nonnegative=True)
+                              for s in diff.free_symbols})
+        zero = diff.is_zero
         if zero is None:
             return None
         out.flat[i] = bool(zero)

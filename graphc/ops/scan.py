@@ -32,7 +32,7 @@ steps' masks. Batch norm in training mode inside a body is refused (see `_refusa
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import sympy
@@ -60,7 +60,8 @@ class TreeDef:
     kind: str
     keys: tuple = ()
     children: tuple = ()
-    named: type | None = None
+    # (not compared: a body may return a plain tuple for a namedtuple carry, as before)
+    named: type | None = field(default=None, compare=False)
 
     def unflatten(self, leaves: list):
         it = iter(leaves)

@@ -30,9 +30,15 @@ class History(Mapping):
     initial_epoch: int = 0  # the epoch before the first record
 
     def record(self, logs: dict[str, float]) -> None:
-        """Append one epoch's values (a key seen for the first time starts a new list)."""
+        """Append one epoch's values. Every quantity keeps one value per epoch: one an epoch
+        did not log is NaN there (an epoch whose batches were all skipped logs no accuracy),
+        and one logged for the first time gets NaN for the epochs before."""
+        done = max((len(v) for v in self.history.values()), default=0)
         for key, value in logs.items():
-            self.history.setdefault(key, []).append(float(value))
+            self.history.setdefault(key, [math.nan] * done).append(float(value))
+        for values in self.history.values():
+            if len(values) == done:
+                values.append(math.nan)
 
     @property
     def epochs(self) -> int:
@@ -99,8 +105,8 @@ class EarlyStopping:
         if self.mode not in ("auto", "min", "max"):
             raise GraphError(f"EarlyStopping: mode must be 'auto', 'min' or 'max', got "
                              f"{self.mode!r}")
-        # (a negative min_delta made every epoch an improvement: the run never stopped)
-        self.min_delta = number(self.min_delta, "EarlyStopping: min_delta", 0.0)
+        # (Keras's: its size counts; a negative one made every epoch an improvement)
+        self.min_delta = abs(number(self.min_delta, "EarlyStopping: min_delta"))
         if not isinstance(self.restore_best, (bool, np.bool_)):
             raise GraphError(f"EarlyStopping: restore_best must be True or False, got "
                              f"{self.restore_best!r}")

@@ -61,7 +61,6 @@ def test_good_arguments_still_train(step_and_data):
     ({"patience": None}, "patience must be an int >= 0"),
     ({"patience": 1.5}, "patience must be an int >= 0"),
     ({"patience": -1}, "patience must be an int >= 0"),
-    ({"min_delta": -1.0}, "min_delta must be a finite number >= 0"),
     ({"min_delta": float("nan")}, "min_delta must be a finite number"),
     ({"monitor": 3}, "monitor must be the name"),
     ({"monitor": ""}, "monitor must be the name"),
@@ -128,3 +127,28 @@ def test_split_of_a_regression_target_keeps_its_test_set():
     labels = np.repeat([0, 1], [90, 10])  # class labels are still stratified
     (_, yt), (_, yv) = gc.datasets.split(np.zeros((100, 1)), labels)
     assert (yv == 1).sum() == 2 and (yt == 1).sum() == 8
+
+
+def test_a_negative_min_delta_counts_by_its_size():
+    """Keras takes min_delta's absolute value (a negative one made every epoch an
+    improvement, and the run never stopped)."""
+    assert gc.train.EarlyStopping(min_delta=-0.5).min_delta == 0.5
+
+
+def test_an_epoch_that_logs_less_is_padded_and_its_checkpoint_resumes(tmp_path):
+    """An epoch whose batches were all skipped logs no accuracy: the lists had different
+    lengths, and resume refused the checkpoint fit had written."""
+    history = gc.train.History()
+    history.record({"loss": 1.0, "accuracy": 0.5})
+    history.record({"loss": float("nan")})
+    history.record({"loss": 0.5, "accuracy": 0.75, "val_loss": 0.7})
+    assert history["accuracy"][:1] == [0.5] and np.isnan(history["accuracy"][1])
+    assert np.isnan(history["val_loss"][:2]).all() and history["val_loss"][2] == 0.7
+    assert {len(v) for v in dict(history).values()} == {3} and history.epochs == 3
+
+
+def test_split_stratifies_strings_and_whole_float_labels():
+    labels = np.repeat(np.array(["a", "b"]), [90, 10])
+    for y in (labels, (labels == "b").astype(np.float32)):
+        (_, yt), (_, yv) = gc.datasets.split(np.zeros((100, 1)), y, seed=3)
+        assert (yv == y[-1]).sum() == 2 and (yt == y[-1]).sum() == 8

@@ -466,3 +466,15 @@ def test_a_namedtuple_carry_reaches_the_body_and_comes_back_as_one():
     np.testing.assert_array_equal(h, [5.0] * 3)
     np.testing.assert_array_equal(c, [32.0] * 3)
     np.testing.assert_array_equal(y, [0.0, 3.0, 6.0, 9.0, 12.0])
+
+
+def test_a_body_may_return_a_plain_tuple_for_a_namedtuple_carry():
+    from collections import namedtuple
+
+    State = namedtuple("State", "h c")
+    xs = gc.placeholder("xs", (3, 2))
+    carry, _ = gc.scan(lambda s, x: ((s.h + x, s.c), x), State(gc.zeros((2,)), gc.ones((2,))),
+                       xs)
+    assert isinstance(carry, State)
+    np.testing.assert_array_equal(gc.compile([xs], carry.h)(np.ones((3, 2), np.float32)),
+                                  [3.0, 3.0])

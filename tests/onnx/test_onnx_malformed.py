@@ -471,3 +471,26 @@ def test_a_chain_of_concatenations_cannot_fold_past_the_budget():
     finally:
         tracemalloc.stop()
     assert peak < 600 << 20 and out.node.op.name != "constant"
+
+
+def test_a_dim_compared_with_zero_is_left_to_run_time():
+    """Dims were taken as positive: Equal(N, 0) was folded to False at import, and an
+    empty batch gave the other branch (onnxruntime: the first)."""
+    from onnx import TensorProto
+    from onnx import helper as H
+
+    nodes = [H.make_node("Shape", ["x"], ["s"]),
+             H.make_node("Gather", ["s", "zero_i"], ["n"], axis=0),
+             H.make_node("Equal", ["n", "zero_i"], ["eq"]),
+             H.make_node("Where", ["eq", "one_f", "two_f"], ["y"])]
+    graph = H.make_graph(nodes, "g", [H.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                ["N", 3])],
+                         [H.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+                         initializer=[H.make_tensor("zero_i", TensorProto.INT64, [], [0]),
+                                      H.make_tensor("one_f", TensorProto.FLOAT, [], [1.0]),
+                                      H.make_tensor("two_f", TensorProto.FLOAT, [], [2.0])])
+    model = gc.onnx.load(H.make_model(graph, opset_imports=[H.make_opsetid("", 17)]))
+    (x,) = model.placeholders()
+    f = gc.compile([x], model(x))
+    assert float(f(np.zeros((0, 3), np.float32))) == 1.0
+    assert float(f(np.zeros((2, 3), np.float32))) == 2.0

@@ -126,3 +126,15 @@ def test_a_gradient_with_respect_to_an_intermediate_keeps_every_path():
     # with respect to the logits the cost is still stabilized (log_softmax, no 1/p)
     big = np.array([[0.0, 800.0, -800.0], [1.0, 2.0, 3.0]])
     assert np.isfinite(gc.compile([logits], gc.grad(-gc.sum(gc.log(p)), logits))(big)).all()
+
+
+def test_a_canonical_merge_of_an_intermediates_uses_keeps_the_stabilized_cost():
+    """h * h is square(h) in canonical form (two uses of h become one): the fallback for
+    gradients with respect to intermediates took that for a lost use and dropped every
+    rewrite, so -log(sigmoid(-h*h)) had a NaN gradient at h = 30."""
+    x = gc.placeholder("x", (1,), "float64")
+    h = x * 2.0
+    loss = gc.sum(-gc.log(gc.sigmoid(-(h * h))))
+    gh, gx = gc.compile([x], gc.grad(loss, [h, x]))(np.array([15.0]))
+    np.testing.assert_allclose(gh, [60.0])
+    np.testing.assert_allclose(gx, [120.0])
