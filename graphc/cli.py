@@ -151,7 +151,15 @@ def _load_target(spec: str):
         # __main__.py inside is a zip Python runs; only what is plainly a script is run)
         raise SystemExit(f"graphc viz: FILE.py:NAME runs FILE.py as Python to find NAME; "
                          f"{path!r} is not a .py file")
-    namespace = runpy.run_path(path, run_name="__graphc_viz__")
+    # as `python FILE.py` would run it: its folder first on the import path (a model script
+    # importing its neighbour failed), and its own argv (one parsing arguments read graphc's)
+    saved_path, saved_argv = list(sys.path), sys.argv
+    sys.path.insert(0, str(Path(path).resolve().parent))
+    sys.argv = [path]
+    try:
+        namespace = runpy.run_path(path, run_name="__graphc_viz__")
+    finally:
+        sys.path[:], sys.argv = saved_path, saved_argv
     if name not in namespace:
         raise SystemExit(f"graphc viz: {path} defines no name {name!r}")
     return namespace[name]
@@ -179,7 +187,11 @@ def _cmd_viz(args) -> int:
     from .ir.tensor import Tensor
     from .passes.autodiff import grad
 
-    if args.target.endswith(".onnx"):
+    if Path(args.output).suffix.lower() not in (".svg", ".png", ".pdf", ".dot"):
+        # (before running the user's script: it may train for minutes)
+        raise SystemExit(f"graphc viz: cannot render to {Path(args.output).suffix!r}: use "
+                         f".svg, .png, .pdf or .dot")
+    if args.target.lower().endswith(".onnx"):
         if args.grad:
             raise SystemExit("graphc viz --grad: give FILE.py:NAME (a scalar cost), not an "
                              "ONNX model")
@@ -274,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except OSError as exc:  # an output path that cannot be written (a directory, say)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(terminal_text(f"graphc {args.command}: {exc.strerror or exc}{where}"),
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -100,3 +100,32 @@ def test_viz_runs_only_a_python_script(tmp_path, capsys):
     assert main(["viz", f"{model}:g", "-o", str(tmp_path / "g.dot")]) == 1
     assert "is not a .py file" in capsys.readouterr().err
     assert not marker.exists()
+
+
+def test_viz_runs_a_script_as_python_would(tmp_path, capsys, monkeypatch):
+    """The script's folder was not on the import path (examples/xor.py could not import
+    its neighbour common.py) and it read graphc's own argv; an output path that cannot be
+    written was a traceback, and a bad extension was found after the script had run."""
+    (tmp_path / "helper.py").write_text("SIZE = 3\n")
+    script = tmp_path / "model.py"
+    script.write_text(textwrap.dedent("""
+        import argparse, sys
+        import helper
+        import graphc as gc
+        args = argparse.ArgumentParser().parse_args()
+        assert sys.argv[1:] == []
+        x = gc.placeholder("x", ("N", helper.SIZE))
+        cost = (x * x).sum()
+    """))
+    monkeypatch.chdir("/")
+    path_before = list(sys.path)
+    assert main(["viz", f"{script}:cost", "-o", str(tmp_path / "c.dot")]) == 0
+    assert sys.path == path_before and "helper" in sys.modules
+    del sys.modules["helper"]
+    (tmp_path / "taken.svg").mkdir()
+    assert main(["viz", f"{script}:cost", "-o", str(tmp_path / "taken.svg")]) == 1
+    assert "graphc viz:" in capsys.readouterr().err
+    ran = tmp_path / "ran.py"
+    ran.write_text(f"open({str(tmp_path / 'flag')!r}, 'w').close()\n")
+    assert main(["viz", f"{ran}:x", "-o", str(tmp_path / "p.jpg")]) == 1
+    assert not (tmp_path / "flag").exists()
