@@ -249,8 +249,10 @@ def direct(node) -> bool:
             (name == "conv_transpose" and any(s != 1 for s in node.attrs["stride"])):
         return False
     width, channels = int(node.shape[-1]), int(node.shape[1])
-    return width >= DIRECT_MIN_WIDTH and \
-        L.direct_work(channels, width, np.dtype(node.dtype).itemsize) >= DIRECT_MIN_WORK
+    itemsize = np.dtype(node.dtype).itemsize
+    # (a row fills a vector: 8 floats of 32 bytes, 16 of 64)
+    return width >= max(DIRECT_MIN_WIDTH, L.DIRECT_VECTOR_BYTES // itemsize) and \
+        L.direct_work(channels, width, itemsize) >= DIRECT_MIN_WORK
 
 
 def _as_2d(values, fill):

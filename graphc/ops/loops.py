@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 import sympy
@@ -41,8 +42,8 @@ import sympy
 from . import expr as E
 
 __all__ = ["CHANNELS_LAST_POSITIONS", "CHANNELS_LAST_VECTORS", "DIRECT_GRAD_TILE",
-           "DIRECT_ROW_MULTIPLE", "DIRECT_TILES", "DIRECT_TILE_FILL", "DIRECT_TILE_VECTORS",
-           "DIRECT_VECTOR_BYTES", "ArgMax", "Buf", "ChannelsLastConv", "ChannelsLastGeometry",
+           "DIRECT_TILES", "DIRECT_TILE_FILL", "DIRECT_TILE_VECTORS",
+           "direct_vector_bytes", "ArgMax", "Buf", "ChannelsLastConv", "ChannelsLastGeometry",
            "ChannelsLastWeightGrad", "Check", "ConvGeometry", "DirectConv", "DirectGeometry",
            "DirectWeightGrad", "Element", "Gemm", "Load", "LoopNest", "PhiloxUniform",
            "Reduce", "Repeat", "Schedules", "Store", "channels_last_tile", "covering",
@@ -201,8 +202,46 @@ class Gemm:
 DIRECT_TILES = (6, 4)
 #: the least share of a tile's channels that a channel count must fill to use that tile
 DIRECT_TILE_FILL = 0.85
-DIRECT_VECTOR_BYTES = 32
 DIRECT_TILE_VECTORS = 2
+#: CPUs whose AVX-512 instructions run as two 256-bit halves (Zen 4): a 64-byte vector does
+#: the work of two 32-byte ones there, and leaves more of a short row's tile empty
+HALF_WIDTH_AVX512 = ("znver4",)
+
+
+@cache
+def direct_vector_bytes() -> int:
+    """The bytes of a vector of the direct convolution tiles (DIRECT_VECTOR_BYTES): 64 on a
+    CPU with full-width AVX-512 (a Zen 5: cnn32's llvm step went from 27 to 19 ms), 32 on
+    one with AVX2 only or half-width AVX-512 (a Zen 4: as fast, and fewer positions wasted
+    at the end of a row). A fact of the machine, as its instruction set: the same program on
+    every machine of a kind, whatever its speed; part of the machine-code cache's key through
+    the CPU name and features (`kernelgen.toolchain.host_description`).
+    ``GRAPHC_VECTOR_BYTES=32`` (or ``64``, on a CPU with AVX-512) chooses instead: the test
+    suite's schedule tests are written for 32, and run 64 in tests of their own."""
+    import os
+
+    from llvmlite import binding as llvm
+
+    from ..errors import BackendError
+
+    llvm.initialize_native_target()
+    features = llvm.get_host_cpu_features()
+    avx512 = bool(features.get("avx512f", False) and features.get("avx512vl", False))
+    chosen = os.environ.get("GRAPHC_VECTOR_BYTES", "").strip()
+    if chosen:
+        if chosen not in ("32", "64") or (chosen == "64" and not avx512):
+            raise BackendError(f"GRAPHC_VECTOR_BYTES must be 32 or (on a CPU with AVX-512) "
+                               f"64, got {chosen!r}")
+        return int(chosen)
+    return 64 if avx512 and llvm.get_host_cpu_name() not in HALF_WIDTH_AVX512 else 32
+
+
+def __getattr__(name: str):
+    if name == "DIRECT_VECTOR_BYTES":  # (read where it is used: a fact of the machine)
+        return direct_vector_bytes()
+    if name == "DIRECT_ROW_MULTIPLE":
+        return direct_vector_bytes() // 4
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 #: A `DirectWeightGrad` holds DIRECT_GRAD_TILE output channels by up to three kernel columns
 #: of lane-wise sums in registers (12 accumulators)
 DIRECT_GRAD_TILE = 4
@@ -213,7 +252,7 @@ def direct_row_tiles(width: int, itemsize: int) -> tuple[int, list[int]]:
     the number of full tiles, then the starts of the vectors of one edge tile (none, one or
     two), the last one ending at the row's end. An edge vector may overlap the tile before
     it: it computes those positions again, in the same order, and stores the same bits."""
-    lanes = DIRECT_VECTOR_BYTES // itemsize
+    lanes = direct_vector_bytes() // itemsize
     count, rest = divmod(width, DIRECT_TILE_VECTORS * lanes)
     if rest == 0:
         return count, []
@@ -240,7 +279,7 @@ def direct_channel_tiles(out_channels: int) -> int:
 def direct_work(channels: int, width: int, itemsize: int) -> float:
     """The share of a `DirectConv`'s multiply-adds that make output: the rest fill the last
     channel tile and the overlapping edge vectors."""
-    lanes = DIRECT_VECTOR_BYTES // itemsize
+    lanes = direct_vector_bytes() // itemsize
     count, edge = direct_row_tiles(width, itemsize)
     covered = (count * DIRECT_TILE_VECTORS + len(edge)) * lanes
     return channels * width / (direct_channel_tiles(channels) * direct_tile(channels) * covered)
@@ -297,9 +336,9 @@ class DirectConv:
     name: str = "direct_conv"
 
 
-#: A `DirectWeightGrad` reads whole vectors of a row: its rows are a multiple of this many
-#: positions (a whole number of 32-byte vectors for 4- and 8-byte elements).
-DIRECT_ROW_MULTIPLE = 8
+#: A `DirectWeightGrad` reads whole vectors of a row: its rows are a multiple of
+#: DIRECT_ROW_MULTIPLE positions, a whole number of vectors for 4- and 8-byte elements
+#: (direct_vector_bytes() // 4: 8 positions with 32-byte vectors, 16 with 64-byte ones).
 
 
 #: A `ChannelsLastConv` tile: CHANNELS_LAST_POSITIONS output positions by two vectors of
@@ -310,7 +349,7 @@ CHANNELS_LAST_VECTORS = 2
 
 def channels_last_tile(itemsize: int) -> int:
     """Output channels in one `ChannelsLastConv` tile: two 32-byte vectors."""
-    return CHANNELS_LAST_VECTORS * DIRECT_VECTOR_BYTES // itemsize
+    return CHANNELS_LAST_VECTORS * direct_vector_bytes() // itemsize
 
 
 @dataclass(frozen=True)
