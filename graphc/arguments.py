@@ -10,27 +10,15 @@ import numpy as np
 
 from .errors import GraphError
 
-_NUMBERS = (int, float, np.integer, np.floating)
-
-
-def _number(value) -> bool:
-    return isinstance(value, _NUMBERS) and not isinstance(value, (bool, np.bool_))
-
-
-def _scalar(value):
-    """A 0-d NumPy array as its number (np.array(0.5) is a probability too)."""
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        return value.item()
-    return value
-
 
 def fraction(value, what: str) -> float:
     """`value` as a float in [0, 1] (a probability, a dropout rate, label smoothing), or a
-    GraphError naming `what` (a bool, a string, NaN or 1.5 is not one)."""
-    value = _scalar(value)
-    if not _number(value) or not 0.0 <= value <= 1.0:
-        raise GraphError(f"{what} must be a number in [0, 1], got {value!r}")
-    return float(value)
+    GraphError naming `what` (a bool, a string, NaN or 1.5 is not one): `number`'s idea of
+    a number, with the message users and tests know."""
+    try:
+        return number(value, what, least=0.0, most=1.0)
+    except GraphError:
+        raise GraphError(f"{what} must be a number in [0, 1], got {value!r}") from None
 
 
 def spread(value, what: str) -> float:

@@ -18,7 +18,8 @@ is no lock order to get wrong.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 _MERGING = threading.Lock()
 
@@ -49,6 +50,20 @@ class CallGroup:
             if group.merged_into is None:
                 return group
             group.lock.release()  # merged while we waited: the merged group's lock, then
+
+
+@contextmanager
+def between_calls(storage) -> Iterator[None]:
+    """Hold the call lock of the functions using parameter `storage`, if any: a read or a
+    write of its value then falls between two of their steps, never inside one."""
+    if storage.call_group is None:
+        yield
+        return
+    group = storage.call_group.acquire()
+    try:
+        yield
+    finally:
+        group.lock.release()
 
 
 def group_for(storages: Iterable) -> CallGroup:

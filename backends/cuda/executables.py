@@ -333,21 +333,9 @@ class DeviceExecutable(Executable):
         before = {k: storage.value.copy() for k, storage in self._snapshots}
         # the caller's arrays before the launches (as on the host: out of memory after the
         # step, the call failed and the parameters had moved)
-        input_index = {n.uid: i for i, n in enumerate(self.program.inputs)}
-        outputs, from_device = [], []
-        for k, node in enumerate(self.program.outputs):
-            if k in before:
-                outputs.append(before[k])
-                continue
-            out = np.empty(evaluate_shape(node.shape, binding), dtype=node.dtype)
-            if node.op.name == "parameter":  # (not updated: an updated one has a snapshot)
-                out[...] = node.attrs["storage"].value
-            elif node.op.name in ("placeholder", "constant"):
-                out[...] = inputs[input_index[node.uid]] if node.op.name == "placeholder" else \
-                    node.attrs["value"].array
-            else:
-                from_device.append((out, node))
-            outputs.append(out)
+        outputs, from_device = returned_arrays(
+            self.program, [(None, evaluate_shape(n.shape, binding)) for n in self.program.outputs],
+            before, inputs)
         status_ptr = int(table[self.layout.status_slot])
         record_ptr = int(table[self.layout.error_slot])
         self.drv.zero(status_ptr, 4)

@@ -137,22 +137,27 @@ def updated_parameter_outputs(program: Graph) -> list[tuple[int, object]]:
 
 
 def returned_arrays(program: Graph, values: list, before: dict, inputs) -> tuple[list, list]:
-    """The arrays a host call returns, allocated before the step runs: the step updates
+    """The arrays a call returns, allocated before the step runs: the step updates
     parameters in place, and running out of memory for these afterwards failed a call whose
-    step had happened. `values`: each output's (value in the arena or None, shape);
-    `before`: the outputs that are updated parameters, copied before the step. Returns the
-    list and the (array, arena value) pairs to copy once the step has run."""
-    outputs, arena = [], []
-    for k, ((value, _shape), node) in enumerate(zip(values, program.outputs)):
+    step had happened. `values`: each output's (value in the host arena, or None, and its
+    shape); `before`: the outputs that are updated parameters, copied before the step.
+    Returns the list and the pairs (array, source) to fill once the step has run: the source
+    is the arena value, or the output's node where the value is elsewhere (on a device)."""
+    outputs, pending = [], []
+    for k, ((value, shape), node) in enumerate(zip(values, program.outputs)):
+        op = node.op.name
         if k in before:
             outputs.append(before[k])
         elif isinstance(value, np.ndarray):
             outputs.append(np.empty_like(value))
-            arena.append((outputs[-1], value))
-        elif node.op.name == "placeholder":
+            pending.append((outputs[-1], value))
+        elif op == "placeholder":
             outputs.append(np.array(inputs[program.inputs.index(node)]))
-        elif node.op.name == "parameter":  # (not updated: an updated one has a snapshot)
+        elif op == "parameter":  # (not updated: an updated one has a snapshot)
             outputs.append(node.attrs["storage"].value.copy())
-        else:
+        elif op == "constant":
             outputs.append(np.array(node.attrs["value"].array))
-    return outputs, arena
+        else:
+            outputs.append(np.empty(shape, dtype=node.dtype))
+            pending.append((outputs[-1], node))
+    return outputs, pending

@@ -54,14 +54,11 @@ class Tensor:
         """The current value of a parameter (a copy; assign to set it)."""
         if self.node.op.name != "parameter":
             raise GraphError(f"{self.name} is a {self.op}, not a parameter: it has no value")
+        from ..call_groups import between_calls
+
         storage = self.node.attrs["storage"]
-        if storage.call_group is None:
+        with between_calls(storage):  # (not half a step's update)
             return storage.value.copy()
-        group = storage.call_group.acquire()  # (between two calls: not half a step's update)
-        try:
-            return storage.value.copy()
-        finally:
-            group.lock.release()
 
     @value.setter
     def value(self, new) -> None:
@@ -69,15 +66,11 @@ class Tensor:
         by the conversion, e.g. 1e300 into float32 — a gc.ShapeError naming the parameter)."""
         if self.node.op.name != "parameter":
             raise GraphError(f"{self.name} is a {self.op}, not a parameter: it has no value")
+        from ..call_groups import between_calls
+
         storage = self.node.attrs["storage"]
-        if storage.call_group is None:
+        with between_calls(storage):  # (not into the middle of a step)
             storage.write(new, key=repr(self.name))
-            return
-        group = storage.call_group.acquire()  # (not into the middle of a step)
-        try:
-            storage.write(new, key=repr(self.name))
-        finally:
-            group.lock.release()
 
     @property
     def requires_grad(self) -> bool:

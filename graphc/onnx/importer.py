@@ -31,6 +31,7 @@ from ..ir.text import MAX_IDENTIFIER, identifier, is_identifier
 from ..ops.reduce import size_scalar
 from . import dtypes
 from .errors import StaticValueNeeded, UnsupportedError
+from .ops_shape import FOLD_LIMIT
 from .table import HANDLERS
 
 Value = Any  # Tensor | np.ndarray (known at import) | None (an omitted optional input)
@@ -90,12 +91,6 @@ FOLD_BUDGET = 1 << 24
 _fold_budget: ContextVar[list[int] | None] = ContextVar("graphc_onnx_fold_budget", default=None)
 
 
-def _fold_limit() -> int:
-    from .ops_shape import FOLD_LIMIT
-
-    return FOLD_LIMIT
-
-
 class NodeContext:
     """What a table entry sees of the node it translates: attributes, opset, errors, and the
     conversions between known arrays and tensors."""
@@ -129,7 +124,7 @@ class NodeContext:
     def can_fold(self, n: int) -> bool:
         """Whether a fold of `n` elements fits the model's budget (charging it if so): past
         FOLD_LIMIT, what the budget cannot take stays a graph operation."""
-        if n <= _fold_limit():
+        if n <= FOLD_LIMIT:
             return True
         box = _fold_budget.get()
         if box is None or n > box[0]:
@@ -250,7 +245,7 @@ class NodeContext:
                 size = math.prod(np.broadcast_shapes(*(a.shape for a in arrays)))
             except ValueError:
                 return True  # (the handler reports shapes that do not broadcast)
-        return size <= max([_fold_limit()] + [a.size for a in arrays])
+        return size <= max([FOLD_LIMIT] + [a.size for a in arrays])
 
 
 def dim_tensor(e) -> Tensor:

@@ -211,7 +211,7 @@ HALF_WIDTH_AVX512 = ("znver4",)
 @cache
 def direct_vector_bytes() -> int:
     """The bytes of a vector of the direct convolution tiles (DIRECT_VECTOR_BYTES): 64 on a
-    CPU with full-width AVX-512 (a Zen 5: cnn32's llvm step went from 27 to 19 ms), 32 on
+    CPU with full-width AVX-512 (a Zen 5: cnn32's llvm step went from 27 to 16 ms), 32 on
     one with AVX2 only or half-width AVX-512 (a Zen 4: as fast, and fewer positions wasted
     at the end of a row). A fact of the machine, as its instruction set: the same program on
     every machine of a kind, whatever its speed; part of the machine-code cache's key through
@@ -239,9 +239,11 @@ def direct_vector_bytes() -> int:
 def __getattr__(name: str):
     if name == "DIRECT_VECTOR_BYTES":  # (read where it is used: a fact of the machine)
         return direct_vector_bytes()
-    if name == "DIRECT_ROW_MULTIPLE":
-        return direct_vector_bytes() // 4
+    if name == "DIRECT_ROW_MULTIPLE":  # a `DirectWeightGrad` reads whole vectors of a row:
+        return direct_vector_bytes() // 4  # rows of a multiple of these (both float sizes)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 #: A `DirectWeightGrad` holds DIRECT_GRAD_TILE output channels by up to three kernel columns
 #: of lane-wise sums in registers (12 accumulators)
 DIRECT_GRAD_TILE = 4
@@ -336,10 +338,6 @@ class DirectConv:
     name: str = "direct_conv"
 
 
-#: A `DirectWeightGrad` reads whole vectors of a row: its rows are a multiple of
-#: DIRECT_ROW_MULTIPLE positions, a whole number of vectors for 4- and 8-byte elements
-#: (direct_vector_bytes() // 4: 8 positions with 32-byte vectors, 16 with 64-byte ones).
-
 
 #: A `ChannelsLastConv` tile: CHANNELS_LAST_POSITIONS output positions by two vectors of
 #: output channels (16 floats, 8 doubles), twelve accumulators as in a DirectConv tile
@@ -348,7 +346,7 @@ CHANNELS_LAST_VECTORS = 2
 
 
 def channels_last_tile(itemsize: int) -> int:
-    """Output channels in one `ChannelsLastConv` tile: two 32-byte vectors."""
+    """Output channels in one `ChannelsLastConv` tile: CHANNELS_LAST_VECTORS vectors."""
     return CHANNELS_LAST_VECTORS * direct_vector_bytes() // itemsize
 
 

@@ -116,11 +116,8 @@ def _check_progress(path, meta: dict, epoch: int, records: dict, stopping: dict)
     def bad(what: str):
         raise GraphError(f"{path}: the checkpoint's {what}")
 
-    def whole(value) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
     initial = meta.get("initial_epoch", 0)
-    if epoch < 0 or not whole(initial) or not 0 <= initial <= epoch:
+    if epoch < 0 or not is_int_value(initial) or not 0 <= initial <= epoch:
         bad(f"epochs are not 0 <= initial_epoch ({initial!r}) <= epoch ({epoch})")
     for key, values in records.items():
         if not isinstance(values, list) or not all(
@@ -134,14 +131,14 @@ def _check_progress(path, meta: dict, epoch: int, records: dict, stopping: dict)
         bad(f"monitor {monitor!r} is not one of the values its epochs logged "
             f"({', '.join(sorted(records)) or 'none'})")
     best_epoch = stopping.get("best_epoch")
-    if best_epoch is not None and (not whole(best_epoch) or not 1 <= best_epoch <= epoch):
+    if best_epoch is not None and (not is_int_value(best_epoch) or not 1 <= best_epoch <= epoch):
         bad(f"best epoch {best_epoch!r} is not one of its epochs 1..{epoch}")
     best = stopping.get("best")
     if best is not None and (not isinstance(best, (int, float)) or isinstance(best, bool)
                              or best != best):
         bad(f"best value {best!r} is not a number")
     waited = stopping.get("waited", 0)
-    if not whole(waited) or waited < 0:
+    if not is_int_value(waited) or waited < 0:
         bad(f"early-stopping wait {waited!r} is not a count of epochs")
 
 

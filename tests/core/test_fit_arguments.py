@@ -152,3 +152,17 @@ def test_split_stratifies_strings_and_whole_float_labels():
     for y in (labels, (labels == "b").astype(np.float32)):
         (_, yt), (_, yv) = gc.datasets.split(np.zeros((100, 1)), y, seed=3)
         assert (yv == y[-1]).sum() == 2 and (yt == y[-1]).sum() == 8
+
+
+def test_a_probability_is_a_number_as_a_learning_rate_is():
+    """fraction() had its own idea of a number: a 0-d torch tensor or a Fraction was a valid
+    learning rate and not a valid dropout probability."""
+    from fractions import Fraction
+
+    import torch
+
+    for p in (Fraction(1, 2), torch.tensor(0.5), np.array(0.5), np.float32(0.5)):
+        assert gc.nn.Dropout(p).p == 0.5
+    for bad in ("0.5", True, 1.5, float("nan"), np.array([0.5])):
+        with pytest.raises(gc.GraphError, match="dropout probability must be a number in"):
+            gc.nn.Dropout(bad)

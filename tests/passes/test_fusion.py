@@ -127,8 +127,6 @@ def test_chains_of_ops_that_read_an_operand_twice_compile(op, backend):
     than 20000 nodes"): each template reads its operand several times, so the group's tree
     grew as a power of the chain's length; twelve never finished. A producer whose copies
     in the tree would pass MAX_COPIES starts a group of its own."""
-    from graphc.passes.groups import MAX_COPIES
-
     x = gc.placeholder("x", (6,), "float32")
     y = x
     for _ in range(20):
@@ -137,7 +135,6 @@ def test_chains_of_ops_that_read_an_operand_twice_compile(op, backend):
     xv = np.array([0.3, -1.0, 2.0, np.nan, np.inf, -0.0], np.float32)
     want = gc.compile([x], y, optimize=False)(xv)
     np.testing.assert_allclose(fn(xv), want, rtol=1e-5)
-    assert MAX_COPIES == 8  # (the bound the tree size below follows from)
     for node in fn.graph.nodes:  # every fused expression's tree stays small
         if node.op.name == "elemwise":
             assert sum(1 for _ in sympy.preorder_traversal(node.attrs["expr"])) < 5000
