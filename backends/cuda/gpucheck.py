@@ -283,12 +283,19 @@ def _environment() -> list[tuple[str, str]]:
     return rows
 
 
-def _kernel_driver() -> str:
-    try:
-        text = Path("/proc/driver/nvidia/version").read_text()
-    except OSError:
-        return ""
-    m = re.search(r"Kernel Module\s+(\S+)", text)
+def _kernel_driver(text: str | None = None) -> str:
+    """The kernel module's version from /proc/driver/nvidia/version, where there is one.
+
+    The line reads "NVIDIA UNIX x86_64 Kernel Module  580.95" on the proprietary module and
+    "NVIDIA UNIX Open Kernel Module for x86_64  580.159.04" on the open one, so the version
+    is the first dotted number after "Kernel Module", not the word that follows it.
+    """
+    if text is None:
+        try:
+            text = Path("/proc/driver/nvidia/version").read_text()
+        except OSError:
+            return ""
+    m = re.search(r"Kernel Module\b.*?\b(\d+(?:\.\d+)+)\b", text)
     return f", kernel module {m.group(1)}" if m else ""
 
 

@@ -54,3 +54,15 @@ def test_the_report_shows_failures_timeouts_and_timings():
     assert "test_x - AssertionError" in text
     assert "| tiny_mlp (16) | 0.010 | 0.200 | — |" in text
     assert "cuda tiled: BackendError: boom" in text
+
+
+@pytest.mark.parametrize("line, version", [
+    ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build",
+     "580.159.04"),
+    ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023",
+     "535.104.05"),
+])
+def test_the_kernel_module_version_is_the_number_not_the_next_word(line, version):
+    # the open module's line has "for x86_64" after "Kernel Module": the report once read "for"
+    assert gpucheck._kernel_driver(line + "\nGCC version: gcc 12\n") == f", kernel module {version}"
+    assert gpucheck._kernel_driver("no such line") == ""
