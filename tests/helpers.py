@@ -107,3 +107,31 @@ def same_bits_on_every_thread_count(fn, data, counts=(2, 3, 8)) -> list:
     finally:
         threads.set_threads(previous)
     return serial
+
+
+def folded_and_separate_updates(x, W, loss, updates, xs, hostile, unfold, source_taken):
+    """W's values after three steps on `xs` and one more on `hostile` inputs, for the step
+    compiled three ways: "folded" (the llvm backend's SGD product into W), "separate" (the
+    same with `unfold`, a context manager, in force: the product, then the update's own
+    kernel) and "numpy"; each value also as ``name + ".hostile"``. `source_taken(fn)` says
+    whether the llvm step's code has the folded kernel, checked against its stats."""
+    from contextlib import nullcontext
+
+    start = W.value
+    values = {}
+    for name in ("folded", "separate", "numpy"):
+        W.value = start
+        with unfold() if name == "separate" else nullcontext():
+            fn = gc.compile([x], loss, updates=updates,
+                            backend="numpy" if name == "numpy" else "llvm",
+                            backend_options=None if name == "numpy" else {"cache": False})
+        if name != "numpy":
+            assert fn.stats["llvm_products_into_updates"] == (name == "folded")
+            assert source_taken(fn) == (name == "folded")
+        for _ in range(3):
+            fn(xs)
+        values[name] = W.value
+        with np.errstate(all="ignore"):
+            fn(hostile)
+        values[name + ".hostile"] = W.value
+    return values

@@ -341,6 +341,24 @@ def _tiled_gemm_function(module: ir.Module, ty: ir.Type, update: bool = False) -
 TRANSPOSED_B_TILED = 8192
 
 
+def transpose_block(b: ir.IRBuilder, rows: list) -> list:
+    """The columns of a square block held as its L rows (L vectors of L lanes): log2(L)
+    stages of shuffles, each swapping the off-diagonal halves of the blocks of its size."""
+    block, lanes = list(rows), len(rows)
+    h = lanes // 2
+    while h:
+        low = [q if not q & h else lanes + (q ^ h) for q in range(lanes)]
+        high = [q ^ h if not q & h else lanes + q for q in range(lanes)]
+        low, high = (ir.Constant(ir.VectorType(I32, lanes), mask) for mask in (low, high))
+        for i in range(lanes):
+            if not i & h:
+                x, y = block[i], block[i + h]
+                block[i] = b.shuffle_vector(x, y, low)
+                block[i + h] = b.shuffle_vector(x, y, high)
+        h //= 2
+    return block
+
+
 def _transpose_function(module: ir.Module, ty: ir.Type) -> ir.Function:
     """``dst (cols x rows) = src (rows x cols)^T``, both contiguous: square blocks of L x L
     (L the lanes of a 32-byte vector) loaded as L vectors, transposed by log2(L) stages of
@@ -366,11 +384,6 @@ def _transpose_function(module: ir.Module, ty: ir.Type) -> ir.Function:
     whole_rows = b.mul(b.sdiv(rows, i64(lanes)), i64(lanes))
     whole_cols = b.mul(b.sdiv(cols, i64(lanes)), i64(lanes))
 
-    def masks(h):
-        low = [q if not q & h else lanes + (q ^ h) for q in range(lanes)]
-        high = [q ^ h if not q & h else lanes + q for q in range(lanes)]
-        return [ir.Constant(ir.VectorType(I32, lanes), m) for m in (low, high)]
-
     with loop(b, b.sdiv(rows, i64(lanes)), "tr", unroll=False) as rb:
         with loop(b, b.sdiv(cols, i64(lanes)), "tc", unroll=False) as cb:
             r0, c0 = b.mul(rb, i64(lanes)), b.mul(cb, i64(lanes))
@@ -380,15 +393,7 @@ def _transpose_function(module: ir.Module, ty: ir.Type) -> ir.Function:
                 v = b.load(b.gep(src, [at], inbounds=True, source_etype=ty), typ=vec)
                 v.align = size
                 block.append(v)
-            h = lanes // 2
-            while h:
-                low, high = masks(h)
-                for i in range(lanes):
-                    if not i & h:
-                        x, y = block[i], block[i + h]
-                        block[i] = b.shuffle_vector(x, y, low)
-                        block[i + h] = b.shuffle_vector(x, y, high)
-                h //= 2
+            block = transpose_block(b, block)
             for j in range(lanes):
                 at = b.add(b.mul(b.add(c0, i64(j)), rows), r0)
                 st = b.store(block[j], b.gep(dst, [at], inbounds=True, source_etype=ty))
@@ -571,6 +576,8 @@ def matmul(ctx: KernelContext) -> None:
     A, B, C = ctx.in_ptr(0), ctx.in_ptr(1), ctx.out_ptr
     # an SGD update p + scale * (A @ B) computed by the product into p (C is p's memory)
     _param, scale = getattr(ctx.gen, "product_updates", {}).get(node.uid, (None, None))
+    if not batch and ty in (F32, F64) and _panels(ctx, ta, tb, m, n, k, scale):
+        return
     # an empty C (m or n of 0) needs nothing, not one call per batch entry (2**40 of them);
     # k of 0 still needs the zeroed C that the GEMM writes
     with unless_empty(b, [m, n]), loops(b, batch, "batch") as idx:
@@ -582,3 +589,28 @@ def matmul(ctx: KernelContext) -> None:
 
         gemm(ctx, b, ty, ta, tb, m, n, k, at(A, sa), at(B, sb), at(C, sc),
              accumulate=scale is not None, alpha=1.0 if scale is None else scale)
+
+
+def _panels(ctx: KernelContext, ta: bool, tb: bool, m, n, k, scale) -> bool:
+    """A 2-d float product in column panels on every core (panel_gemm.py), where the CPU and
+    the sizes allow it: at compile time where every size is known, else behind a test of
+    the sizes, with the usual choice (`gemm`) as the other branch. False: nothing emitted."""
+    from . import panel_gemm
+
+    ty, b = ctx.ty(), ctx.b
+    known = [int(d.constant) if isinstance(d, ir.Constant) else None for d in (m, n, k)]
+    update = scale is not None
+    if not panel_gemm.possible(ty, known, update):
+        return False
+    if None not in known:
+        panel_gemm.emit(ctx, ta, tb, scale)
+        return True
+    A, B, C = ctx.in_ptr(0), ctx.in_ptr(1), ctx.out_ptr
+    with b.if_else(panel_gemm.fits(b, ty, m, n, k, update)) as (then, otherwise):
+        with then:
+            panel_gemm.emit(ctx, ta, tb, scale)
+        with otherwise:
+            with unless_empty(b, [m, n]):
+                gemm(ctx, b, ty, ta, tb, m, n, k, A, B, C, accumulate=update,
+                     alpha=1.0 if scale is None else scale)
+    return True

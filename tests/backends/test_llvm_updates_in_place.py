@@ -7,12 +7,15 @@ case by case, and through compiled steps: same values as the NumPy backend, and 
 call still changes no parameter.
 """
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 
 import graphc as gc
 from graphc.backends.llvm import codegen
 from graphc.passes.memory import updates_in_place
+from tests.helpers import folded_and_separate_updates
 
 F = gc.nn.functional
 
@@ -346,27 +349,17 @@ def test_an_sgd_update_in_the_register_tiles_rounds_as_the_separate_update(rows,
     hostile = xs.copy()  # a last step with 0, -0, ±inf, NaN and huge inputs
     hostile[rng.random(xs.shape) < 0.05] = rng.choice(
         np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 3e38, -3e38], dtype), 1)
-    start = W.value
-    values = {}
-    for name in ("folded", "separate", "numpy"):
-        W.value = start
+    @contextmanager
+    def unfold():  # the same program with the update's own kernel
         with monkeypatch.context() as patch:
-            if name == "separate":  # the same program with the update's own kernel
-                patch.setattr(kernels_linalg, "tiles_update_sized", lambda *args: False)
-            fn = gc.compile([x], loss, updates=updates,
-                            backend="numpy" if name == "numpy" else "llvm",
-                            backend_options=None if name == "numpy" else {"cache": False})
-        if name != "numpy":
-            assert fn.stats["llvm_products_into_updates"] == (name == "folded")
-            assert ("gemm_tiles" in fn.source) and ("gemm_tiles.float.update" in fn.source or
-                                                   "gemm_tiles.double.update" in fn.source) \
-                == (name == "folded")
-        for _ in range(3):
-            fn(xs)
-        values[name] = W.value
-        with np.errstate(all="ignore"):
-            fn(hostile)
-        values[name + ".hostile"] = W.value
+            patch.setattr(kernels_linalg, "tiles_update_sized", lambda *args: False)
+            yield
+
+    def tiles_fold(fn):
+        return ("gemm_tiles" in fn.source) and ("gemm_tiles.float.update" in fn.source or
+                                                "gemm_tiles.double.update" in fn.source)
+
+    values = folded_and_separate_updates(x, W, loss, updates, xs, hostile, unfold, tiles_fold)
     assert values["folded"].tobytes() == values["separate"].tobytes()
     np.testing.assert_allclose(values["folded"], values["numpy"],
                                rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-6)
