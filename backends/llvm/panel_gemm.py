@@ -7,21 +7,26 @@ under ``OPENBLAS_CORETYPE=Haswell`` runs its AVX2 kernels), and at an MLP's size
 threads share one packed panel that costs them their second core's worth (docs/
 performance.md, "The fifteenth session"). The tiles here hold 6 rows by two 64-byte vectors
 of C in registers (twelve accumulators: enough to cover two multiply-add pipes' latency),
-as the small products' tiles do with 32-byte vectors (`kernels_linalg._tiled_gemm_function`).
+as the small products' tiles do with 32-byte vectors (`kernels_linalg._tiled_gemm_function`);
+six-row tiles reach 230-250 GFLOP/s on one core of a Zen 5 (OpenBLAS's Haswell kernels:
+120-130).
 
     for each column panel j0 (PANEL_VECTORS vectors of C's row) in [lo, hi):   (a thread's)
       for each block of KC steps of the sum:
-        packed = B[block, panel]               (contiguous: one row of the panel a step,
-                                                from B's rows or, B transposed, its columns)
-        for each tile of 6 (or 4) rows i0:
+        packed = op(B)[block, panel]          (contiguous: one row of the panel a step, from
+                                               B's rows or, B transposed, its columns in
+                                               16x16 blocks transposed in registers)
+        for each tile of 6 rows i0 (the last one's rows past m computed, never stored):
           acc = 0 on the first block, else the tile of C so far
-          for p in block:  acc[r][v] += A[i0 + r, p] * packed[p, v]   (a broadcast of A)
+          for p in block:  acc[r][v] += op(A)[i0 + r, p] * packed[p, v]   (a broadcast)
           C tile = acc        (an SGD update: C + alpha * acc, on a one-block sum only)
 
-Every element of C is one sum over k in order, whether it spans one block or several (a
-block's partial sum goes through C as the float it is): the same bits on any thread count,
-and as the one-thread tiles of the same vector width would compute them. The choice is a
-fixed rule of the CPU and the sizes (`possible`, `fits`), never a timing.
+op(A) is read where it is: along its rows, or with A transposed, six neighbours of one of
+its rows a step (copying it into rows first, on one thread before the region, cost 5-12%
+of a weight gradient's product). Every element of C is one sum over k in order, whether
+it spans one block or several (a block's partial sum goes through C as the float it is):
+the same bits on any thread count. The choice is a fixed rule of the CPU and the sizes
+(`possible`, `fits`), never a timing.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from llvmlite import ir
 from graphc.ops import loops as L
 
 from ..kernelgen.irutil import F32, I64, PTR, VOID, entry_alloca, i64, loop, splat, vector_fma
-from .kernels_linalg import TILED_GEMM_BATCH, _transpose_function, transpose_block
+from .kernels_linalg import TILED_GEMM_BATCH, transpose_block
 
 __all__ = ["KC", "PANEL_VECTORS", "emit", "fits", "possible", "vector_lanes"]
 
@@ -122,15 +127,6 @@ def emit(ctx, ta: bool, tb: bool, alpha: float | None) -> None:
     ty = ctx.ty()
     width = panel_width(ty)
     size = 4 if ty == F32 else 8
-    a_rows = None
-    if ta:  # A (k x m) into m rows first: read down its columns, a panel's tiles would
-        # take a cache line a step, lines of one set where m is a power of two (2.5x slower)
-        k_dim, m_dim = ctx.node.inputs[0].shape[-2:]
-        a_rows = ctx.layout.new_slot()
-        ctx.layout.scratch[a_rows] = k_dim * m_dim * size
-        m, k = ctx.shape(ctx.node.inputs[0])[::-1]
-        ctx.b.call(_transpose_function(ctx.module, ty),
-                   [ctx.slot_ptr(a_rows, "a_rows"), ctx.in_ptr(0), k, m])
     slot = ctx.layout.new_slot()  # private: on each calling thread's stack
     part = ctx.host_part({slot: KC * width * size})
     pb = part.b
@@ -138,12 +134,11 @@ def emit(ctx, ta: bool, tb: bool, alpha: float | None) -> None:
     m, n = part.shape()[-2:]
     a_shape = part.shape(ctx.node.inputs[0])
     k = a_shape[-2] if ta else a_shape[-1]
-    a_ptr = part.in_ptr(0) if a_rows is None else part.slot_ptr(a_rows, "a_rows")
-    args = [part.out_ptr, a_ptr, part.in_ptr(1), part.slot_ptr(slot, "packed"),
+    args = [part.out_ptr, part.in_ptr(0), part.in_ptr(1), part.slot_ptr(slot, "packed"),
             m, n, k, lo, hi]
     n_known = ctx.node.shape[-1]
     halves = not (isinstance(n_known, int) and n_known % width == 0)
-    fn = _panels_function(ctx.module, ty, tb, alpha is not None, halves)
+    fn = _panels_function(ctx.module, ty, ta, tb, alpha is not None, halves)
     pb.call(fn, args + ([ir.Constant(ty, alpha)] if alpha is not None else []))
     part.finish()
     b = ctx.b
@@ -155,14 +150,15 @@ def emit(ctx, ta: bool, tb: bool, alpha: float | None) -> None:
     ctx.run_parallel(part, [panels, m, k, i64(width)], (1, threads.MACS_PER_POINT))
 
 
-def _panels_function(module: ir.Module, ty: ir.Type, tb: bool, update: bool,
+def _panels_function(module: ir.Module, ty: ir.Type, ta: bool, tb: bool, update: bool,
                      halves: bool) -> ir.Function:
-    """The module's one copy of ``graphc.gemm_panels.<ty>.<n|t>[.update]``(C, A, B, packed,
-    m, n, k, lo, hi[, alpha]): column panels lo..hi of C, A (m x k), B (k x n) or, `tb`,
-    (n x k). `halves`: n may end in a panel of one vector (else every panel is whole: half
-    the code, where n is known to be a multiple of the panel's width)."""
-    name = f"graphc.gemm_panels.{ty}.{'t' if tb else 'n'}" + (".update" if update else "") \
-        + (".halves" if halves else "")
+    """The module's one copy of ``graphc.gemm_panels.<ty>.<ta tb>[.update][.halves]``(C, A,
+    B, packed, m, n, k, lo, hi[, alpha]), ``<ta tb>`` as ``nn``, ``tn``, ``nt`` or ``tt``:
+    column panels lo..hi of C; A (m x k) or, `ta`, (k x m); B (k x n) or, `tb`, (n x k).
+    `halves`: n may end in a panel of one vector (else every panel is whole: half the code,
+    where n is known to be a multiple of the panel's width)."""
+    name = (f"graphc.gemm_panels.{ty}.{'t' if ta else 'n'}{'t' if tb else 'n'}"
+            + (".update" if update else "") + (".halves" if halves else ""))
     existing = module.globals.get(name)
     if existing is not None:
         return existing
@@ -176,14 +172,15 @@ def _panels_function(module: ir.Module, ty: ir.Type, tb: bool, update: bool,
         arg.name = label
     for arg in fn.args[:4]:
         arg.add_attribute("noalias")
-    _PanelBody(fn, ty, tb, update, halves).emit()
+    _PanelBody(fn, ty, ta, tb, update, halves).emit()
     return fn
 
 
 class _PanelBody:
-    def __init__(self, fn: ir.Function, ty: ir.Type, tb: bool, update: bool,
+    def __init__(self, fn: ir.Function, ty: ir.Type, ta: bool, tb: bool, update: bool,
                  halves: bool) -> None:
-        self.fn, self.ty, self.tb, self.update, self.halves = fn, ty, tb, update, halves
+        self.fn, self.ty, self.ta, self.tb = fn, ty, ta, tb
+        self.update, self.halves = update, halves
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))
         self.size = 4 if ty == F32 else 8
         self.lanes = vector_lanes(ty)
@@ -290,13 +287,17 @@ class _PanelBody:
                         for v in range(vectors):
                             offset = b.add(crows[r], i64(v * self.lanes))
                             b.store(self.vload(self.c, offset), self.accs[r][v])
-            a_rows = [b.add(b.mul(row[r], self.k), p0) for r in range(rows)]
+            if self.ta:
+                a_rows = [b.add(b.mul(p0, m), row[r]) for r in range(rows)]
+            else:
+                a_rows = [b.add(b.mul(row[r], self.k), p0) for r in range(rows)]
             with loop(b, kc, f"p{rows}.{vectors}", unroll=False) as p:
                 base = b.mul(p, i64(self.width))
                 bv = [self.vload(self.packed, b.add(base, i64(v * self.lanes)), align=64)
                       for v in range(vectors)]
                 for r in range(rows):
-                    a = b.load(self.at(self.a, b.add(a_rows[r], p)), typ=self.ty)
+                    step = b.mul(p, m) if self.ta else p  # (A transposed: a row a step)
+                    a = b.load(self.at(self.a, b.add(a_rows[r], step)), typ=self.ty)
                     a = splat(b, a, self.vec)
                     for v in range(vectors):
                         slot = self.accs[r][v]
