@@ -593,8 +593,9 @@ def matmul(ctx: KernelContext) -> None:
 
 def _panels(ctx: KernelContext, ta: bool, tb: bool, m, n, k, scale) -> bool:
     """A 2-d float product in column panels on every core (panel_gemm.py), where the CPU and
-    the sizes allow it: at compile time where every size is known, else behind a test of
-    the sizes, with the usual choice (`gemm`) as the other branch. False: nothing emitted."""
+    the sizes allow it, behind a run-time test of the sizes and the threads
+    (`panel_gemm.fits`), with the usual choice (`gemm`) as the other branch. False: nothing
+    emitted."""
     from . import panel_gemm
 
     ty, b = ctx.ty(), ctx.b
@@ -602,9 +603,6 @@ def _panels(ctx: KernelContext, ta: bool, tb: bool, m, n, k, scale) -> bool:
     update = scale is not None
     if not panel_gemm.possible(ty, known, update):
         return False
-    if None not in known:
-        panel_gemm.emit(ctx, ta, tb, scale)
-        return True
     A, B, C = ctx.in_ptr(0), ctx.in_ptr(1), ctx.out_ptr
     with b.if_else(panel_gemm.fits(b, ty, m, n, k, update)) as (then, otherwise):
         with then:

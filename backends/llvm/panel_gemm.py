@@ -38,7 +38,7 @@ from llvmlite import ir
 
 from graphc.ops import loops as L
 
-from ..kernelgen.irutil import F32, I64, PTR, VOID, entry_alloca, i64, loop, splat, vector_fma
+from ..kernelgen.irutil import F32, I32, I64, PTR, VOID, entry_alloca, i64, loop, splat, vector_fma
 from .kernels_linalg import TILED_GEMM_BATCH, transpose_block
 
 __all__ = ["KC", "PANEL_VECTORS", "emit", "fits", "possible", "vector_lanes"]
@@ -102,7 +102,12 @@ def possible(ty: ir.Type, known: list, update: bool) -> bool:
 
 
 def fits(b: ir.IRBuilder, ty: ir.Type, m, n, k, update: bool) -> ir.Value:
-    """The run-time test of `possible`'s rule on the sizes' values (i1)."""
+    """The run-time test of `possible`'s rule on the sizes' values (i1), and of the threads:
+    the regions may use as many as the BLAS's products (`threads.blas_team`). Where they are
+    kept on one thread while the BLAS has more (libgomp's workers would spin: a user's
+    OMP_WAIT_POLICY=ACTIVE, PyTorch imported first), the BLAS's threads do the product."""
+    from . import threads
+
     lanes = i64(vector_lanes(ty))
     size = i64(4 if ty == F32 else 8)
     tests = [b.icmp_signed("==", b.srem(n, lanes), i64(0)),
@@ -112,6 +117,9 @@ def fits(b: ir.IRBuilder, ty: ir.Type, m, n, k, update: bool) -> ir.Value:
              b.icmp_signed(">=", b.mul(b.mul(m, n), k), i64(MIN_MACS))]
     if update:
         tests.append(b.icmp_signed("<=", k, i64(KC)))
+    module = b.module
+    team = b.load(threads.thread_count(module), typ=I32)
+    tests.append(b.icmp_signed(">=", team, b.load(threads.blas_team(module), typ=I32)))
     out = tests[0]
     for t in tests[1:]:
         out = b.and_(out, t)

@@ -203,3 +203,31 @@ def test_an_mlp_trains_in_the_panels_as_on_numpy(optimizer, wide):
     np.testing.assert_allclose(runs["llvm"][0], runs["numpy"][0], rtol=1e-5)
     for got, want in zip(runs["llvm"][1], runs["numpy"][1]):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_the_blas_s_threads_take_the_product_where_regions_are_kept_on_one_thread():
+    """Where libgomp's workers would spin (the user's OMP_WAIT_POLICY=ACTIVE, or PyTorch
+    imported first) the regions stay on one thread, but the BLAS keeps the user's count:
+    there a product goes to the BLAS's threads rather than to one thread's panels. With
+    regions on the same count as the BLAS, the panels take it and the BLAS is never called.
+    (tests/backends/test_llvm_parallel.py's spy of the BLAS's per-thread count, in a
+    subprocess with 64-byte vectors.)"""
+    import os
+    import subprocess
+    import sys
+
+    from tests.backends.test_llvm_parallel import BLAS_SPY
+
+    def spied(mode, **env):
+        environ = {k: v for k, v in os.environ.items()
+                   if k not in ("GRAPHC_NUM_THREADS", "GOMP_SPINCOUNT")}
+        environ.update(GRAPHC_VECTOR_BYTES="64", **env)
+        return subprocess.run([sys.executable, "-c", BLAS_SPY, mode], env=environ, text=True,
+                              capture_output=True, timeout=300, check=True).stdout.split("\n")
+
+    guarded = spied("guard", OMP_WAIT_POLICY="ACTIVE", GRAPHC_NUM_THREADS="3")
+    if guarded[0] == "none":
+        pytest.skip("this BLAS has no per-thread thread count")
+    assert guarded[0] == "None 1 1 3 4", guarded  # regions on 1; the BLAS asked for 3
+    for line in spied("set")[:4]:  # set_threads(1, 3, 4, 8): the panels', no BLAS call
+        assert len(line.split()) == 2, line
