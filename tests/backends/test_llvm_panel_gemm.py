@@ -101,14 +101,15 @@ def test_the_panels_give_the_same_bits_on_any_thread_count_and_keep_nan_and_inf(
 
 
 def test_a_batch_known_at_run_time_takes_the_panels_where_the_sizes_allow(wide, rng):
-    """The rule is tested at run time: 128 rows take the panels, 5 rows (under one tile)
-    and 4 rows (too little work) the usual products; all three match NumPy."""
+    """The rule is tested at run time: 128 rows take the panels, 5 rows (under one tile),
+    4 and 1 rows (too little work) the usual products, and an empty batch none; all match
+    NumPy."""
     k, n = 784, 512
     a, b, c = _product(None, k, n, False, False, "float32", rows="N")
     fn = gc.compile([a, b], [c], backend="llvm", backend_options={"cache": False})
     assert "graphc.gemm_panels" in fn.source
     B = rng.standard_normal((k, n)).astype(np.float32)
-    for rows in (128, 5, 4, 1):
+    for rows in (128, 5, 4, 1, 0):
         A = rng.standard_normal((rows, k)).astype(np.float32)
         np.testing.assert_allclose(fn(A, B)[0], A.astype(np.float64) @ B, rtol=0,
                                    atol=_tolerance("float32", k) * 30)
