@@ -175,6 +175,7 @@ def report() -> list[tuple[str, list[tuple[str, str]]]]:
                           ("host CPU", f"{host_cpu} ({', '.join(simd) or 'baseline'})"),
                           ("triple", llvm.get_process_triple()),
                           ("parallel loops", parallel_loops.source),
+                          ("vectors", _vector_line()),
                           ("available", llvm_available)]),
         ("cuda backend", [("ptxas", f"{ptxas_path()} ({ptxas_version()})" if ptxas_path()
                            else "not found"),
@@ -185,6 +186,23 @@ def report() -> list[tuple[str, list[tuple[str, str]]]]:
         ("distributed (MPI)", mpi_report()),
         ("pictures", [("dot", shutil.which("dot") or "not found (apt-get install graphviz)")]),
     ]
+
+
+def _vector_line() -> str:
+    """What the llvm backend's tiles use here (graphc/ops/loops.direct_vector_bytes): where
+    its own tiles take the mid-sized products from the BLAS (backends/llvm/panel_gemm.py)."""
+    from graphc.errors import BackendError
+    from graphc.ops.loops import direct_vector_bytes
+
+    try:
+        width = direct_vector_bytes()
+    except BackendError as exc:  # (a GRAPHC_VECTOR_BYTES this CPU cannot take)
+        return str(exc)
+    if width == 64:
+        return ("64 bytes: convolution tiles and 2-d float products of 2^21 multiply-adds "
+                "or more in graphc's own tiles on every core (GRAPHC_VECTOR_BYTES=32: the "
+                "BLAS's)")
+    return "32 bytes: convolution tiles; matrix products past the small ones in the BLAS"
 
 
 def mpi_report() -> list[tuple[str, str]]:

@@ -232,3 +232,13 @@ def test_the_blas_s_threads_take_the_product_where_regions_are_kept_on_one_threa
     assert guarded[0] == "None 1 1 3 4", guarded  # regions on 1; the BLAS asked for 3
     for line in spied("set")[:4]:  # set_threads(1, 3, 4, 8): the panels', no BLAS call
         assert len(line.split()) == 2, line
+
+
+def test_graphc_info_says_who_computes_the_products(monkeypatch):
+    from graphc.sysinfo import _vector_line
+
+    for value, words in (("64", "graphc's own tiles"), ("32", "in the BLAS"),
+                         ("48", "must be 32 or")):
+        _vector_bytes(monkeypatch, value)
+        assert words in _vector_line(), value
+    L.direct_vector_bytes.cache_clear()
