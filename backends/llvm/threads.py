@@ -101,7 +101,10 @@ def _count() -> int:
 def set_threads(count: int) -> int:
     """Let parallel regions use `count` threads from now on (at most 1 without libgomp),
     and the BLAS's products as many at most (`blas_team`); returns the previous count.
-    Results do not change with it."""
+    graphc's own kernels give the same bits with any count; a product the BLAS computes is
+    rounded as the BLAS rounds it, and where the regions are held to one thread (libgomp's
+    workers would spin) a product goes to the BLAS once it has more threads than the
+    regions (`panel_gemm.fits`), not to graphc's panels."""
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or \
             not 1 <= int(count) <= MAX_THREADS:  # (1.5 or "2": what GRAPHC_NUM_THREADS refuses)
         raise BackendError(f"set_threads: a count of threads from 1 to {MAX_THREADS}, not "
