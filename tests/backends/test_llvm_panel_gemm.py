@@ -242,3 +242,28 @@ def test_graphc_info_says_who_computes_the_products(monkeypatch):
         _vector_bytes(monkeypatch, value)
         assert words in _vector_line(), value
     L.direct_vector_bytes.cache_clear()
+
+
+def test_a_step_in_the_panels_allocates_nothing_per_call(wide):
+    """mlp_784's training step, its five large products in panels (each thread's packed
+    panel on its own stack): later calls allocate only the returned loss. Counted, not
+    timed (tracemalloc, as tests/backends/test_llvm_training.py does for every model)."""
+    import tracemalloc
+
+    from bench.workloads import BENCHMARKS
+
+    build, batch = BENCHMARKS["mlp_784"]
+    ins, loss, ups, feed = build()
+    fn = gc.compile(ins, loss, updates=ups, backend="llvm")
+    assert "graphc.gemm_panels.float.tn.update" in fn.source
+    data = feed(batch, np.random.default_rng(0))
+    fn(*data)
+    fn(*data)
+    tracemalloc.start()
+    try:
+        for _ in range(5):
+            fn(*data)
+        steady = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert steady < 4096, f"{steady} bytes at peak over 5 steps"
