@@ -114,7 +114,7 @@ class ExprEmitter:
             return self._mul(e)
         if e.is_Pow:
             return self._pow(*e.args)
-        if isinstance(e, E.tie):
+        if isinstance(e, (E.tie, E.alone)):
             return self._emit(e.args[0])
         if isinstance(e, E.nan_of):
             acc = self._emit(e.args[0])

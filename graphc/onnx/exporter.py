@@ -573,7 +573,7 @@ class ExpressionWriter:
             base = 2.0 if e.func is E.log2 else 10.0
             return w.add("Div", [w.add("Log", [self.write(e.args[0])]),
                                  self.const(np.log(base))])
-        if e.func is E.tie:
+        if e.func in (E.tie, E.alone):
             return self.write(e.args[0])
         if e.func is E.nan_of:
             return self._chain("Add", [self.write(a) for a in e.args])

@@ -32,7 +32,7 @@ from ..errors import GraphError
 
 __all__ = ["CUSTOM_FUNCTIONS", "EXPRESSION_TYPES", "check_expression", "clean_derivative",
            "compose", "derivative", "expm1", "floordiv", "inputs", "isinf", "isnan", "log1p",
-           "mod", "nan_of", "sigmoid", "softplus", "sym_input", "tie"]
+           "mod", "nan_of", "sigmoid", "softplus", "sym_input", "tie", "alone"]
 
 
 @cache
@@ -94,6 +94,20 @@ class tie(sympy.Function):
 
     def fdiff(self, argindex: int = 1):
         return sympy.Rational(1, 2)
+
+
+class alone(sympy.Function):
+    """``alone(v)``: v computed by itself, then used: a reciprocal, an rsqrt or another
+    negative power that fusion puts inside a product. ``a * x**-1`` is the division a / x
+    for every emitter (the `div` op's template), which rounds once where the reciprocal
+    and the product round twice, and is finite where 1/x overflows (a subnormal x: 0 times
+    the reciprocal's inf is NaN, 0 / x is 0). The fused group computes what the two ops
+    compute unfused."""
+
+    nargs = 1
+
+    def fdiff(self, argindex: int = 1):
+        return sympy.Integer(1)
 
 
 class nan_of(sympy.Function):
@@ -201,9 +215,9 @@ class isinf(BooleanFunction):
 
 #: graphc's own sympy function classes that elementwise expressions may contain, besides
 #: sympy's built-in ones (io's whitelist, the printers and emitters are built from it)
-CUSTOM_FUNCTIONS: tuple[type, ...] = (sigmoid, softplus, log1p, expm1, tie, nan_of, floordiv,
-                                      mod, isnan, isinf, log2, log10, floor_value, ceil_value,
-                                      round_even)
+CUSTOM_FUNCTIONS: tuple[type, ...] = (sigmoid, softplus, log1p, expm1, tie, nan_of, alone,
+                                      floordiv, mod, isnan, isinf, log2, log10, floor_value,
+                                      ceil_value, round_even)
 
 #: Every node type an elementwise expression may contain: what fusion and the templates
 #: produce, and what every backend lowers (tests/backends/test_expression_forms.py checks
@@ -278,8 +292,17 @@ def _raw(e, args: tuple):
     return unevaluated(type(e), args)
 
 
+def _divisor(v) -> bool:
+    """Would `v`, a factor of a product, read as a division (``b**-n``, n rational, over
+    something that is not a number)?"""
+    return v.is_Pow and v.exp.is_Rational and v.exp.is_negative and not v.base.is_number
+
+
 def compose(expr, subs: dict):
-    """`expr` with each symbol in `subs` replaced, and nothing else changed.
+    """`expr` with each symbol in `subs` replaced, and nothing else changed; a replacement
+    that is a negative power, put into a product, is marked `alone` (a reciprocal times a,
+    computed as the division a / x, rounds once and gives a finite quotient where 1/x
+    overflows).
 
     ``xreplace`` would re-evaluate (``y - y`` -> 0, ``sqrt(y)**2`` -> y, a Piecewise inside a
     condition folded), which changes results for inf, NaN and negative inputs. A relation
@@ -296,6 +319,9 @@ def compose(expr, subs: dict):
         if e in memo:
             return memo[e]
         args = tuple(walk(a) for a in e.args)
+        if e.is_Mul:  # a negative power put into a product is a factor, not a divisor
+            args = tuple(alone(v) if a in subs and _divisor(v) else v
+                         for a, v in zip(e.args, args))
         if args == e.args:
             out = e
         elif isinstance(e, (relational.Unequality, relational.Equality)) and \

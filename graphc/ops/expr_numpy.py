@@ -104,7 +104,7 @@ class _Printer:
             return f"({text})"
         if e.is_Pow:
             return self.power(*e.args)
-        if isinstance(e, E.tie):
+        if isinstance(e, (E.tie, E.alone)):
             return self.p(e.args[0])
         if isinstance(e, E.nan_of):
             return f"({' + '.join(self.p(a) for a in e.args)})"

@@ -56,6 +56,10 @@ FLOAT_FORMS = {
     # in text it then dropped (NameError: _r0), found by the differential fuzzer
     "reciprocal_of_repeated": sympy.Pow(sympy.Piecewise((x0 * 1.5, x0 * 1.5 < x1), (x1, True)),
                                         -1, evaluate=False),
+    # a reciprocal (or rsqrt) fused into a product: computed alone, then multiplied, as the
+    # two ops compute it unfused (as a division, 0 * (1/1e-40) = 0 * inf = NaN became 0)
+    "reciprocal_factor": raw(x0 * sympy.Symbol("y"), y=1 / x1),
+    "rsqrt_factor": raw(sympy.Float(2.0) * sympy.Symbol("y"), y=1 / sympy.sqrt(x0)),
     "tie_and_nan_of": sympy.Piecewise((E.tie(x0, x1), sympy.Eq(x0, x1)), (E.nan_of(x0, x1),
                                                                           True)),
     "floordiv_mod": E.floordiv(x0, x1) + E.mod(x0, x1),

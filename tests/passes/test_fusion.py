@@ -138,3 +138,37 @@ def test_chains_of_ops_that_read_an_operand_twice_compile(op, backend):
     for node in fn.graph.nodes:  # every fused expression's tree stays small
         if node.op.name == "elemwise":
             assert sum(1 for _ in sympy.preorder_traversal(node.attrs["expr"])) < 5000
+
+
+@pytest.mark.parametrize("form", [
+    lambda a, x: a * gc.reciprocal(x), lambda a, x: gc.reciprocal(x) * a * 3.0,
+    lambda a, x: a * gc.rsqrt(gc.abs(x)), lambda a, x: gc.reciprocal(x) * gc.reciprocal(a),
+    lambda a, x: a - gc.reciprocal(x), lambda a, x: -gc.reciprocal(x) * a,
+    lambda a, x: a / x + 0.5, lambda a, x: a / (x * x)],
+    ids=["a*recip", "recip*a*3", "a*rsqrt", "recip*recip", "a-recip", "neg_recip*a", "div",
+         "div_of_product"])
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_a_fused_reciprocal_is_multiplied_as_the_unfused_ops_do(form, backend):
+    """Fusion put reciprocal(x) into a product as a * x**-1, which every emitter computes as
+    the division a / x: one rounding where the ops round twice, and a finite quotient where
+    1/x overflows (0 * reciprocal(1e-40) is 0 * inf = NaN; 0 / 1e-40 was 0: a NaN erased).
+    The reciprocal is now computed alone and multiplied: the fused step gives the unfused
+    step's bits. A division stays one division (the last two forms)."""
+    rng = np.random.default_rng(0)
+    a = gc.placeholder("a", (4096,), "float32")
+    x = gc.placeholder("x", (4096,), "float32")
+    y = form(a, x)
+    av = rng.standard_normal(4096).astype(np.float32)
+    xv = rng.standard_normal(4096).astype(np.float32)
+    hostile = np.array([1e-40, -1e-40, 0.0, -0.0, np.inf, np.nan, 3e38, 1e-30], np.float32)
+    av[:8], xv[:8] = np.roll(hostile, 3), hostile
+    av[8:16], xv[8:16] = 0.0, hostile
+    fused = gc.compile([a, x], y, backend=backend)
+    assert any(n.op.name == "elemwise" for n in fused.graph.nodes)
+    plain = gc.compile([a, x], y, backend=backend, optimize=False)
+    with np.errstate(all="ignore"):
+        got, want = fused(av, xv), plain(av, xv)
+    # the same bits, signed zeros and infinities included; a NaN's sign bit is not a value
+    # (fneg flips it, 0 - x does not)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert np.where(np.isnan(got), 0, got).tobytes() == np.where(np.isnan(want), 0, want).tobytes()
