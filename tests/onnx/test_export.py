@@ -121,7 +121,8 @@ def test_elementwise_expressions_export_node_by_node():
         x = gc.placeholder("x", ("N", 5))
         k = gc.placeholder("k", ("N", 5), "int64")
         fused = gc.ops.elemwise(sympy.Piecewise(
-            (E.sigmoid(x0) * 3 - x1 ** 2, x0 > x1), (sympy.exp(x0) / x1, True)), [x, x + 1.0])
+            (E.sigmoid(x0) * 3 - x1 ** 2, x0 > x1), (sympy.exp(x0) / x1, True))
+            + x0 * E.alone(1 / x1), [x, x + 1.0])  # (a reciprocal fusion put in a product)
         outs = [fused, gc.ops.exp2(x), gc.ops.log1p(gc.abs(x)), gc.ops.expm1(x),
                 gc.ops.log2(gc.abs(x) + 1), k // 3, k % -4, x % 0.6,
                 gc.ops.isfinite(gc.log(x))]
