@@ -127,9 +127,9 @@ def log_one_plus(m: Match):
 
 @rule("log")
 def log_exp(m: Match):
-    """log(exp(x)) -> x"""
+    """log(exp(x)) -> x + 0.0 (log(exp(-0.0)) is log(1) = +0.0, and x alone kept -0.0)"""
     (e,) = m.inputs
-    return _arg(e) if e.node.op.name == "exp" else None
+    return _arg(e) + 0.0 if e.node.op.name == "exp" else None
 
 
 @rule("log1p")

@@ -155,7 +155,8 @@ def test_replacements_keep_the_user_source_line():
     lambda x: 1.0 / gc.sum(gc.ops.broadcast_to(x, (4, 2)), axis=0),
     lambda x: 1.0 / (gc.ops.unslice(x[:1], (2,), (0,), (1,))
                      + gc.ops.unslice(x[1:], (2,), (1,), (1,))),  # adjacent_unslices
-    lambda x: 1.0 / (gc.exp(x) - 1.0), lambda x: 1.0 / gc.log(1.0 + x)])  # stabilize
+    lambda x: 1.0 / (gc.exp(x) - 1.0), lambda x: 1.0 / gc.log(1.0 + x),  # stabilize
+    lambda x: 1.0 / gc.log(gc.exp(x))])  # (log_exp returned x itself: -0.0, not log(1))
 def test_rewrites_keep_the_sign_of_a_zero(build):
     """x + 0.0 is +0.0 at x = -0.0, and 0.0 - x is +0.0 at x = +0.0: a rule that dropped
     the zero flipped the sign of the infinity a division makes of it (an audit's 20 random
