@@ -48,6 +48,17 @@ def scan_nodes(graph) -> list:
 # the `gpu` tests: run on a real CUDA device (./dev gpu-check), skipped without one
 ON_DEVICE = [pytest.mark.gpu,
              pytest.mark.skipif(not cuda_devices()[1], reason="no CUDA device")]
+def _has_avx512() -> bool:
+    import llvmlite.binding as llvm
+
+    llvm.initialize_native_target()
+    features = llvm.get_host_cpu_features()
+    return bool(features.get("avx512f", False) and features.get("avx512vl", False))
+
+
+# the tests of the llvm backend's 64-byte vectors (the convolution tiles, the column panels)
+NEEDS_AVX512 = pytest.mark.skipif(not _has_avx512(), reason="64-byte vectors need AVX-512")
+
 # the backends a loop test runs on: "cuda" is the emulation (the kernels and the launch plan
 # run on the host); "cuda-device" the same compilation on a real device
 LOOP_BACKENDS = ["numpy", "llvm", "cuda", pytest.param("cuda-device", marks=ON_DEVICE)]
@@ -135,3 +146,24 @@ def folded_and_separate_updates(x, W, loss, updates, xs, hostile, unfold, source
             fn(hostile)
         values[name + ".hostile"] = W.value
     return values
+
+
+def steady_allocation(fn, args, other_args, calls: int = 5) -> tuple[int, int]:
+    """What a call of `fn` allocates once warm: the peak bytes tracemalloc sees (NumPy's and
+    a native executable's allocations) over `calls` calls of ``fn(*args)`` after two
+    warm-up calls; and, as a check that the count is not blind, the peak of one call with
+    `other_args`, a new batch size whose buffers are allocated then."""
+    import tracemalloc
+
+    fn(*args)
+    fn(*args)
+    tracemalloc.start()
+    try:
+        for _ in range(calls):
+            fn(*args)
+        steady = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        fn(*other_args)
+        return steady, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

@@ -576,39 +576,39 @@ def matmul(ctx: KernelContext) -> None:
     A, B, C = ctx.in_ptr(0), ctx.in_ptr(1), ctx.out_ptr
     # an SGD update p + scale * (A @ B) computed by the product into p (C is p's memory)
     _param, scale = getattr(ctx.gen, "product_updates", {}).get(node.uid, (None, None))
-    if not batch and ty in (F32, F64) and _panels(ctx, ta, tb, m, n, k, scale):
+
+    def products() -> None:
+        # an empty C (m or n of 0) needs nothing, not one call per batch entry (2**40 of
+        # them); k of 0 still needs the zeroed C that the GEMM writes
+        with unless_empty(b, [m, n]), loops(b, batch, "batch") as idx:
+            def at(ptr, strides):
+                off = i64(0)
+                for i, s in zip(idx, strides):
+                    off = b.add(off, b.mul(i, s))
+                return b.gep(ptr, [off], inbounds=True, source_etype=ty)
+
+            gemm(ctx, b, ty, ta, tb, m, n, k, at(A, sa), at(B, sb), at(C, sc),
+                 accumulate=scale is not None, alpha=1.0 if scale is None else scale)
+
+    if batch or not _panels_possible(ctx, m, n, k, scale):
+        products()
         return
-    # an empty C (m or n of 0) needs nothing, not one call per batch entry (2**40 of them);
-    # k of 0 still needs the zeroed C that the GEMM writes
-    with unless_empty(b, [m, n]), loops(b, batch, "batch") as idx:
-        def at(ptr, strides):
-            off = i64(0)
-            for i, s in zip(idx, strides):
-                off = b.add(off, b.mul(i, s))
-            return b.gep(ptr, [off], inbounds=True, source_etype=ty)
-
-        gemm(ctx, b, ty, ta, tb, m, n, k, at(A, sa), at(B, sb), at(C, sc),
-             accumulate=scale is not None, alpha=1.0 if scale is None else scale)
-
-
-def _panels(ctx: KernelContext, ta: bool, tb: bool, m, n, k, scale) -> bool:
-    """A 2-d float product in column panels on every core (panel_gemm.py), where the CPU and
-    the sizes allow it, behind a run-time test of the sizes and the threads
-    (`panel_gemm.fits`), with the usual choice (`gemm`) as the other branch. False: nothing
-    emitted."""
+    # a 2-d float product in column panels on every core (panel_gemm.py) where the run-time
+    # test of the sizes and the threads passes, the usual products where it does not
     from . import panel_gemm
 
-    ty, b = ctx.ty(), ctx.b
-    known = [int(d.constant) if isinstance(d, ir.Constant) else None for d in (m, n, k)]
-    update = scale is not None
-    if not panel_gemm.possible(ty, known, update):
-        return False
-    A, B, C = ctx.in_ptr(0), ctx.in_ptr(1), ctx.out_ptr
-    with b.if_else(panel_gemm.fits(b, ty, m, n, k, update)) as (then, otherwise):
+    with b.if_else(panel_gemm.fits(b, ty, m, n, k, scale is not None)) as (then, otherwise):
         with then:
             panel_gemm.emit(ctx, ta, tb, scale)
         with otherwise:
-            with unless_empty(b, [m, n]):
-                gemm(ctx, b, ty, ta, tb, m, n, k, A, B, C, accumulate=update,
-                     alpha=1.0 if scale is None else scale)
-    return True
+            products()
+
+
+def _panels_possible(ctx: KernelContext, m, n, k, scale) -> bool:
+    """May the 2-d product of kernel `ctx` take the column panels (panel_gemm.py) for some
+    value of its sizes known only at run time?"""
+    from . import panel_gemm
+
+    ty = ctx.ty()
+    known = [int(d.constant) if isinstance(d, ir.Constant) else None for d in (m, n, k)]
+    return ty in (F32, F64) and panel_gemm.possible(ty, known, scale is not None)

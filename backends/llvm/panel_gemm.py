@@ -38,8 +38,9 @@ from llvmlite import ir
 
 from graphc.ops import loops as L
 
-from ..kernelgen.irutil import F32, I32, I64, PTR, VOID, entry_alloca, i64, loop, splat, vector_fma
+from ..kernelgen.irutil import F32, I32, I64, PTR, VOID, entry_alloca, i64, loop, splat
 from .kernels_linalg import TILED_GEMM_BATCH, transpose_block
+from .register_tiles import vector_kit
 
 __all__ = ["KC", "PANEL_VECTORS", "emit", "fits", "possible", "vector_lanes"]
 
@@ -60,9 +61,14 @@ MAX_A_BYTES = 512 * 1024
 TILE_ROWS = 6
 
 
+def _itemsize(ty: ir.Type) -> int:
+    return 4 if ty == F32 else 8
+
+
 def vector_lanes(ty: ir.Type) -> int:
-    """Elements of a 64-byte vector of `ty`."""
-    return 64 // (4 if ty == F32 else 8)
+    """Elements of a 64-byte vector of `ty` (the panels run only where the tiles' vectors
+    are 64 bytes: `possible`)."""
+    return 64 // _itemsize(ty)
 
 
 def panel_width(ty: ir.Type) -> int:
@@ -79,8 +85,7 @@ def possible(ty: ir.Type, known: list, update: bool) -> bool:
     if L.direct_vector_bytes() != 64:
         return False
     m, n, k = known
-    lanes = vector_lanes(ty)
-    size = 4 if ty == F32 else 8
+    lanes, size = vector_lanes(ty), _itemsize(ty)
     if n is not None and (n % lanes or n < lanes):
         return False
     if m is not None and m < TILE_ROWS:
@@ -104,7 +109,7 @@ def fits(b: ir.IRBuilder, ty: ir.Type, m, n, k, update: bool) -> ir.Value:
     from . import threads
 
     lanes = i64(vector_lanes(ty))
-    size = i64(4 if ty == F32 else 8)
+    size = i64(_itemsize(ty))
     tests = [b.icmp_signed("==", b.srem(n, lanes), i64(0)),
              b.icmp_signed(">=", n, lanes),
              b.icmp_signed(">=", m, i64(TILE_ROWS)),
@@ -129,14 +134,11 @@ def emit(ctx, ta: bool, tb: bool, alpha: float | None) -> None:
 
     ty = ctx.ty()
     width = panel_width(ty)
-    size = 4 if ty == F32 else 8
     slot = ctx.layout.new_slot()  # private: on each calling thread's stack
-    part = ctx.host_part({slot: KC * width * size})
+    part = ctx.host_part({slot: KC * width * _itemsize(ty)})
     pb = part.b
     lo, hi = part.bounds
-    m, n = part.shape()[-2:]
-    a_shape = part.shape(ctx.node.inputs[0])
-    k = a_shape[-2] if ta else a_shape[-1]
+    m, n, k = _sizes(part, ta)
     args = [part.out_ptr, part.in_ptr(0), part.in_ptr(1), part.slot_ptr(slot, "packed"),
             m, n, k, lo, hi]
     n_known = ctx.node.shape[-1]
@@ -145,12 +147,17 @@ def emit(ctx, ta: bool, tb: bool, alpha: float | None) -> None:
     pb.call(fn, args + ([ir.Constant(ty, alpha)] if alpha is not None else []))
     part.finish()
     b = ctx.b
-    m, n = ctx.shape()[-2:]
-    a_shape = ctx.shape(ctx.node.inputs[0])
-    k = a_shape[-2] if ta else a_shape[-1]
+    m, n, k = _sizes(ctx, ta)  # (again: the values of this function, not the part's)
     panels = b.sdiv(b.add(n, i64(width - 1)), i64(width))
     # every multiply-add is a point's worth over MACS_PER_POINT, as a convolution's
     ctx.run_parallel(part, [panels, m, k, i64(width)], (1, threads.MACS_PER_POINT))
+
+
+def _sizes(k, ta: bool) -> tuple:
+    """m, n and k of the matmul of kernel (or part) `k`, as its i64 values."""
+    m, n = k.shape()[-2:]
+    a_shape = k.shape(k.node.inputs[0])
+    return m, n, a_shape[-2] if ta else a_shape[-1]
 
 
 def _panels_function(module: ir.Module, ty: ir.Type, ta: bool, tb: bool, update: bool,
@@ -182,14 +189,11 @@ def _panels_function(module: ir.Module, ty: ir.Type, ta: bool, tb: bool, update:
 class _PanelBody:
     def __init__(self, fn: ir.Function, ty: ir.Type, ta: bool, tb: bool, update: bool,
                  halves: bool) -> None:
-        self.fn, self.ty, self.ta, self.tb = fn, ty, ta, tb
-        self.update, self.halves = update, halves
+        self.ty, self.ta, self.tb, self.update, self.halves = ty, ta, tb, update, halves
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))
-        self.size = 4 if ty == F32 else 8
-        self.lanes = vector_lanes(ty)
+        self.size = _itemsize(ty)
+        self.vec, self.lanes, self.fma = vector_kit(fn.module, ty)  # (the convolution tiles')
         self.width = PANEL_VECTORS * self.lanes
-        self.vec = ir.VectorType(ty, self.lanes)
-        self.fma = vector_fma(fn.module, self.vec)
         (self.c, self.a, self.bm, self.packed, self.m, self.n, self.k, self.lo,
          self.hi) = fn.args[:9]
         self.alpha = splat(self.b, fn.args[9], self.vec) if update else None

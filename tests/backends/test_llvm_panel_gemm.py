@@ -15,14 +15,14 @@ import pytest
 
 import graphc as gc
 import graphc.ops.loops as L
-from tests.helpers import folded_and_separate_updates, same_bits_on_every_thread_count
+from tests.helpers import (
+    NEEDS_AVX512,
+    folded_and_separate_updates,
+    same_bits_on_every_thread_count,
+    steady_allocation,
+)
 
-llvm = pytest.importorskip("llvmlite.binding")
-llvm.initialize_native_target()
-_FEATURES = llvm.get_host_cpu_features()
-pytestmark = pytest.mark.skipif(
-    not (_FEATURES.get("avx512f", False) and _FEATURES.get("avx512vl", False)),
-    reason="the panels use 64-byte vectors, which need AVX-512")
+pytestmark = NEEDS_AVX512
 
 # (m, k, n): m mod 6 from 0 to 5, n of one vector, of an odd number of vectors (a last
 # panel of one vector), k past one packed block (KC = 256) and under one vector
@@ -248,22 +248,13 @@ def test_a_step_in_the_panels_allocates_nothing_per_call(wide):
     """mlp_784's training step, its five large products in panels (each thread's packed
     panel on its own stack): later calls allocate only the returned loss. Counted, not
     timed (tracemalloc, as tests/backends/test_llvm_training.py does for every model)."""
-    import tracemalloc
-
     from bench.workloads import BENCHMARKS
 
     build, batch = BENCHMARKS["mlp_784"]
     ins, loss, ups, feed = build()
     fn = gc.compile(ins, loss, updates=ups, backend="llvm")
     assert "graphc.gemm_panels.float.tn.update" in fn.source
-    data = feed(batch, np.random.default_rng(0))
-    fn(*data)
-    fn(*data)
-    tracemalloc.start()
-    try:
-        for _ in range(5):
-            fn(*data)
-        steady = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    rng = np.random.default_rng(0)
+    steady, new_size = steady_allocation(fn, feed(batch, rng), feed(batch // 2, rng))
     assert steady < 4096, f"{steady} bytes at peak over 5 steps"
+    assert new_size > 4 * steady, f"the count is blind ({new_size} for a new size)"

@@ -11,6 +11,7 @@ import pytest
 import graphc as gc
 from bench.workloads import MODELS
 from graphc.errors import BackendError
+from tests.helpers import steady_allocation
 
 F = gc.nn.functional
 
@@ -188,24 +189,11 @@ def test_a_step_allocates_nothing_per_call(name):
     """Buffers, scratch and a loop's per-step saved values are allocated once per batch size
     (tracemalloc sees NumPy's and the executable's allocations): later calls allocate only the
     returned loss and Python's bookkeeping, whatever the model's size. Counted, not timed."""
-    import tracemalloc
-
     with gc.Graph(name):
         ins, loss, ups, feed = ALLOCATING[name]()
         fn = gc.compile(ins, loss, updates=ups, backend="llvm")
     rng = np.random.default_rng(0)
-    batch, other = feed(8, rng), feed(9, rng)
-    fn(*batch)
-    fn(*batch)
-    tracemalloc.start()
-    try:
-        for _ in range(5):
-            fn(*batch)
-        steady = tracemalloc.get_traced_memory()[1]
-        tracemalloc.reset_peak()
-        fn(*other)  # a new batch size: its buffers are allocated now, and seen
-        new_size = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    # a new batch size: its buffers are allocated at its first call, and seen
+    steady, new_size = steady_allocation(fn, feed(8, rng), feed(9, rng))
     assert steady < 4096, f"{name}: {steady} bytes at peak over 5 steps"
     assert new_size > 4 * steady, f"{name}: the count is blind ({new_size} for a new size)"

@@ -10,14 +10,9 @@ import os
 import subprocess
 import sys
 
-import pytest
+from tests.helpers import NEEDS_AVX512
 
-llvm = pytest.importorskip("llvmlite.binding")
-llvm.initialize_native_target()
-_FEATURES = llvm.get_host_cpu_features()
-pytestmark = pytest.mark.skipif(
-    not (_FEATURES.get("avx512f", False) and _FEATURES.get("avx512vl", False)),
-    reason="64-byte vectors need AVX-512")
+pytestmark = NEEDS_AVX512
 
 CASES = r"""
 import itertools
