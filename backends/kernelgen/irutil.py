@@ -102,7 +102,7 @@ def _short_row(module: ir.Module, width: int) -> ir.values.MDValue:
 @contextlib.contextmanager
 def loop(b: ir.IRBuilder, count: ir.Value, name: str = "i", start: ir.Value | None = None,
          step: ir.Value | None = None, unroll: bool = True,
-         vector_width: int | None = None) -> Iterator[ir.Value]:
+         vector_width: int | None = None, any_count: bool = False) -> Iterator[ir.Value]:
     """``for (i = start; i < count; i += step) { body }`` as a canonical loop LLVM can vectorize.
 
     Yields the induction variable; the builder is left after the loop when the block ends.
@@ -113,7 +113,8 @@ def loop(b: ir.IRBuilder, count: ir.Value, name: str = "i", start: ir.Value | No
     faster for it (measured side by side, docs/performance.md). Loops of a known count (a pooling
     window, a kernel's taps) keep LLVM's full unrolling, which max pooling needs (9x slower
     without it). ``unroll=False`` marks a loop of known count too (a kernel that is already
-    unrolled by hand into register tiles).
+    unrolled by hand into register tiles). ``any_count=True`` lets LLVM unroll a loop of a
+    run-time count too.
     """
     start = start if start is not None else i64(0)
     step = step if step is not None else i64(1)
@@ -133,7 +134,7 @@ def loop(b: ir.IRBuilder, count: ir.Value, name: str = "i", start: ir.Value | No
     latch = b.branch(header)
     if vector_width is not None:
         latch.set_metadata("llvm.loop", _short_row(b.module, vector_width))
-    elif not unroll or not isinstance(count, ir.Constant):
+    elif not unroll or not (isinstance(count, ir.Constant) or any_count):
         latch.set_metadata("llvm.loop", _no_unroll(b.module))
     b.position_at_end(done)
 

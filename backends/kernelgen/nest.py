@@ -48,7 +48,6 @@ from .irutil import (
     memset_zero,
     product,
     short_row_width,
-    store,
     unless_empty,
     unrolled_row,
 )
@@ -510,57 +509,6 @@ def _alias(ctx, buffers: dict, buf: _Buffer, instr) -> None:
                                                         if o != buf.slot]))
 
 
-def _plain_reduction(nest: L.LoopNest):
-    """(op, buffer, input index, reduced symbols) when the nest is one reduction of a loaded
-    buffer whose reduced axes are not all innermost (then memory order pays), else None."""
-    if nest.lets or nest.checks or nest.inner or len(nest.stores) != 1:
-        return None
-    value = nest.stores[0].value
-    if not isinstance(value, L.Reduce):
-        return None
-    op, body, where, bounds = L.reduce_parts(value)
-    if not isinstance(body, L.Load) or where is not sympy.true or op not in ("sum", "max", "min"):
-        return None
-    index = body.args[1:]
-    reduced = [k for k, _ in bounds]
-    if not all(isinstance(i, sympy.Symbol) for i in index) or \
-            set(index) != {k for k, _ in nest.domain} | set(reduced):
-        return None
-    if list(index[len(index) - len(reduced):]) == reduced:
-        return None  # innermost: the gather keeps a register accumulator, in memory order too
-    return op, body.args[0].name, index, dict(bounds), reduced
-
-
-def _memory_order(ctx: KernelContext, nest: L.LoopNest, buffers: dict, plan) -> None:
-    """out = identity, then one pass over the input in its memory order, combining each
-    element into its output position (the inner loop runs along contiguous memory)."""
-    op, name, index, bounds, reduced = plan
-    b, store_ = ctx.b, nest.stores[0]
-    out, src = buffers[store_.buffer], buffers[name]
-    extents = {**dict(nest.domain), **bounds}
-    with loops(b, [ctx.dim(n) for _, n in nest.domain], "z") as idx:
-        point = PointEmitter(ctx, buffers, dict(zip([k for k, _ in nest.domain], idx)))
-        store(b, identity(op, out.ty), out.ptr, out.ty,
-              out.offset(b, [point.index(i) for i in store_.index]))
-    # the innermost run of reduced axes (contiguous memory) adds up in a register first
-    tail = 0
-    while tail < len(index) and index[len(index) - 1 - tail] in set(reduced):
-        tail += 1
-    outer, inner = list(index[:len(index) - tail]), list(index[len(index) - tail:])
-    with loops(b, [ctx.dim(extents[i]) for i in outer], "m") as idx:
-        point = PointEmitter(ctx, buffers, dict(zip(outer, idx)))
-        at = out.offset(b, [point.index(i) for i in store_.index])
-        if inner:  # one flat loop over the contiguous tail
-            base = src.offset(b, list(idx) + [i64(0)] * len(inner))
-            value = flat_reduce(b, ctx.module, op, out.ty,
-                                product(b, [ctx.dim(extents[i]) for i in inner]),
-                                lambda f: load(b, src.ptr, src.ty, b.add(base, f)), "f")
-        else:
-            value = load(b, src.ptr, src.ty, src.offset(b, list(idx)))
-        store(b, combine(b, ctx.module, op, out.ty, load(b, out.ptr, out.ty, at), value),
-              out.ptr, out.ty, at)
-
-
 def collapse(nest: L.LoopNest, node) -> L.LoopNest:
     """The same nest over fewer, longer loops: adjacent axes that every access reads the same
     way (all present, or all broadcast) become one, and axes of static size 1 go. So
@@ -659,10 +607,7 @@ def render_host(ctx: KernelContext, nest: L.LoopNest, outer: dict | None = None)
         buf = buffers[name]
         size = product(ctx.b, [ctx.dim(d) for d in buf.shape])
         memset_zero(ctx.b, ctx.module, buf.ptr, ctx.b.mul(size, i64(buf.dtype.itemsize)))
-    plan = _plain_reduction(nest) if nest.hints.get("host") == "memory_order" and not outer \
-        else None
-    if plan is not None:
-        _memory_order(ctx, nest, buffers, plan)
+    if not outer and _reduction_schedule(ctx, nest, buffers):
         return
     counts = [ctx.dim(n) for _, n in nest.domain]
     rolled = nest.hints.get("rolled", False)  # every loop, or the axes named
@@ -690,6 +635,28 @@ def render_host(ctx: KernelContext, nest: L.LoopNest, outer: dict | None = None)
     with loops(ctx.b, counts, "d", unroll=unroll, widths=widths) as idx:
         _point(ctx, nest, buffers, {**outer, **{sym: i for (sym, _), i in zip(nest.domain,
                                                                               idx)}})
+
+
+def _reduction_schedule(ctx: KernelContext, nest: L.LoopNest, buffers: dict) -> bool:
+    """Render a reduction that the plain schedule would leave on one thread or read across
+    memory (kernelgen.host_reductions): a whole buffer to one number, in chunks on every
+    thread; leading axes in memory order, the threads splitting the output. False where
+    the nest is not one of them (nothing rendered)."""
+    from . import host_reductions as R
+
+    parallel = ctx.parallel_min_points is not None
+    whole = R.whole_reduction(nest, buffers) if parallel else None
+    if whole is not None and not R.fits_one_chunk(whole):
+        counts = [ctx.dim(n) for n in whole[2]]
+        R.whole(ctx, nest, buffers, whole, not _below_parallel_size(ctx, counts))
+        return True
+    plan = R.plain_reduction(nest) if nest.hints.get("host") == "memory_order" else None
+    if plan is None:
+        return False
+    counts = [ctx.dim(n) for n in {**dict(nest.domain), **plan[3]}.values()]
+    R.memory_order(ctx, nest, buffers, plan, parallel and nest.domain and
+                   not _below_parallel_size(ctx, counts) and _apart(ctx, nest))
+    return True
 
 
 def _below_parallel_size(ctx: KernelContext, counts: list, worth: int = 1) -> bool:
@@ -737,6 +704,13 @@ def splits_by_outer_index(ctx: KernelContext, nest: L.LoopNest) -> bool:
     stores = [*nest.stores, *nest.inner_stores]
     if not stores or any(first not in tuple(s.index) for s in stores):
         return False
+    return _apart(ctx, nest)
+
+
+def _apart(ctx: KernelContext, nest: L.LoopNest) -> bool:
+    """No buffer the nest writes is one it reads (an input and the output planned into the
+    same memory count as one)."""
+    stores = [*nest.stores, *nest.inner_stores]
     written = {_memory_of(ctx, nest, s.buffer) for s in stores}
     exprs = [v for _, v in nest.lets] + [e for s in stores for e in (s.value, s.where,
                                                                       *s.index)]

@@ -7,7 +7,7 @@ from llvmlite import ir
 
 from .irutil import F64, const, entry_alloca, float_intrinsic, i64, is_float_type, loop
 
-__all__ = ["combine", "flat_reduce", "identity"]
+__all__ = ["combine", "flat_reduce", "identity", "range_reduce"]
 
 #: A float sum over a flat run of terms adds them up in blocks of this many (vectorized, in
 #: the sum's type: a few dozen terms a lane), and the blocks' sums in float64. One running
@@ -53,26 +53,42 @@ def flat_reduce(b: ir.IRBuilder, module, op: str, ty: ir.Type, count: ir.Value, 
                 name: str = "rf") -> ir.Value:
     """`op` over ``term(f)`` (a value of `ty`) for f in [0, count): one vectorized loop, and
     for a float sum, blocks of SUM_BLOCK terms whose sums add up in float64."""
-    acc = entry_alloca(b, ty, f"{name}.acc")
     short = isinstance(count, ir.Constant) and int(count.constant) <= SUM_BLOCK
-    if op != "sum" or not is_float_type(ty) or short:  # (a known count of one block: as is)
+    if short and op == "sum" and is_float_type(ty):  # (a known count of one block: as is)
+        acc = entry_alloca(b, ty, f"{name}.acc")
         b.store(identity(op, ty), acc)
         with loop(b, count, name) as f:
+            b.store(combine(b, module, op, ty, b.load(acc, typ=ty), term(f), reassoc=True), acc)
+        return b.load(acc, typ=ty)
+    out = range_reduce(b, module, op, ty, i64(0), count, term, name)
+    return out if out.type == ty else b.fptrunc(out, ty)
+
+
+def range_reduce(b: ir.IRBuilder, module, op: str, ty: ir.Type, start: ir.Value,
+                 end: ir.Value, term, name: str = "rf", unrolled: bool = False) -> ir.Value:
+    """`op` over ``term(f)`` for f in [start, end) as `flat_reduce` computes it, but a float
+    sum's float64 total is returned as it is: a whole-buffer reduction adds the totals of its
+    chunks (kernelgen.host_reductions) before rounding once. `unrolled`: a max or min loop
+    LLVM may unroll whatever its count (a whole-buffer chunk's: NaN-propagating maxima on
+    one accumulator ran 3x slower than on the several that unrolling gives)."""
+    acc = entry_alloca(b, ty, f"{name}.acc")
+    if op != "sum" or not is_float_type(ty):
+        b.store(identity(op, ty), acc)
+        with loop(b, end, name, start=start, any_count=unrolled) as f:
             b.store(combine(b, module, op, ty, b.load(acc, typ=ty), term(f), reassoc=True), acc)
         return b.load(acc, typ=ty)
     total = entry_alloca(b, F64, f"{name}.total")
     b.store(ir.Constant(F64, 0.0), total)
     block = i64(SUM_BLOCK)
-    blocks = b.sdiv(b.add(count, b.sub(block, i64(1))), block)
+    blocks = b.sdiv(b.add(b.sub(end, start), b.sub(block, i64(1))), block)
     with loop(b, blocks, f"{name}.block") as k:
-        start = b.mul(k, block)
-        end = b.add(start, block)
-        end = b.select(b.icmp_signed("<", end, count), end, count)
+        first = b.add(start, b.mul(k, block))
+        last = b.add(first, block)
+        last = b.select(b.icmp_signed("<", last, end), last, end)
         b.store(identity(op, ty), acc)
-        with loop(b, end, name, start=start) as f:
+        with loop(b, last, name, start=first) as f:
             b.store(combine(b, module, op, ty, b.load(acc, typ=ty), term(f), reassoc=True), acc)
         part = b.load(acc, typ=ty)
         wide = part if ty == F64 else b.fpext(part, F64)
         b.store(b.fadd(b.load(total, typ=F64), wide), total)
-    out = b.load(total, typ=F64)
-    return out if ty == F64 else b.fptrunc(out, ty)
+    return b.load(total, typ=F64)
