@@ -20,7 +20,7 @@ import sympy
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import GraphError, ShapeError
-from ..ir.shapes import as_dim, prod
+from ..ir.shapes import as_dim, format_shape, prod
 from ..ir.tensor import Tensor, apply
 from ..ir.types import TensorType
 from .registry import OpDef, register
@@ -66,6 +66,18 @@ def _check_geometry(attrs, nd: int) -> None:
 # -- conv ------------------------------------------------------------------------------------
 
 
+def _check_kernel(weight_shape) -> None:
+    """A kernel's sizes (the weight's axes after the first two) are known and at least 1:
+    an empty window has no output to give (PyTorch refuses it too)."""
+    kernel = tuple(weight_shape[2:])
+    if not all(isinstance(k, int) for k in kernel):
+        raise ShapeError(f"kernel sizes must be known ints, got weight shape "
+                         f"{format_shape(weight_shape)}")
+    if any(k < 1 for k in kernel):
+        raise ShapeError(f"kernel sizes must be at least 1, got weight shape "
+                         f"{format_shape(weight_shape)}")
+
+
 def _conv_infer(types, attrs, checks):
     x, w = types
     nd = w.ndim - 2
@@ -74,11 +86,10 @@ def _conv_infer(types, attrs, checks):
                          f"of matching rank; got ranks {x.ndim} and {w.ndim}")
     _check_geometry(attrs, nd)
     checks.equal(x.shape[1], w.shape[1], "input channels must equal the weight's C_in")
+    _check_kernel(w.shape)
     out = []
     for i in range(nd):
         k = w.shape[2 + i]
-        if not isinstance(k, int):
-            raise ShapeError("kernel sizes must be known ints")
         o = conv_out_size(x.shape[2 + i], k, attrs["stride"][i], attrs["padding"][i],
                           attrs["dilation"][i])
         checks.holds(sympy.Ge(o, 1, evaluate=False),
@@ -112,13 +123,22 @@ def conv_reference(x, w, *, stride, padding, dilation):
     return np.moveaxis(y, -1, 1).astype(x.dtype, copy=False)
 
 
+def shaped_as(t: Tensor, like: Tensor) -> Tensor:
+    """`t` in the shape of `like`, where the two name a size differently: a channel count
+    that is a symbol on one side and a number on the other (the convolution checks at call
+    time that they are equal). An input's gradient has the input's shape."""
+    from .shape_ops import reshape
+
+    return t if tuple(t.shape) == tuple(like.shape) else reshape(t, tuple(like.shape))
+
+
 def _conv_grad(ctx):
     x, w = ctx.inputs
     a = ctx.node.attrs
     geom = dict(stride=a["stride"], padding=a["padding"], dilation=a["dilation"])
     dx = conv_transpose_op(ctx.g, w, out_size=tuple(x.shape[2:]), **geom)
     dw = conv_weight_grad(x, ctx.g, kernel=tuple(w.shape[2:]), **geom)
-    return [dx, dw]
+    return [shaped_as(dx, x), shaped_as(dw, w)]
 
 
 # -- the kernels: columns and a GEMM -----------------------------------------------------
@@ -848,6 +868,7 @@ def _conv_transpose_infer(types, attrs, checks):
                          f"(C_in, C_out, *kernel) of matching rank; got ranks {g.ndim}, {w.ndim}")
     _check_geometry(attrs, nd)
     checks.equal(g.shape[1], w.shape[0], "input channels must equal the weight's first axis")
+    _check_kernel(w.shape)
     out = attrs["out_size"]
     for i in range(nd):
         k = w.shape[2 + i]
@@ -909,7 +930,7 @@ def _conv_transpose_grad(ctx):
         dg = dg[(slice(None), slice(None), *[slice(None, -m if m else None) for m in more])]
         g = pad(g, [(0, 0), (0, 0), *[(0, m) for m in more]])
     dw = conv_weight_grad(ctx.g, g, kernel=kernel, **geom)
-    return [dg, dw]
+    return [shaped_as(dg, ctx.inputs[0]), shaped_as(dw, w)]
 
 
 CONV_TRANSPOSE = register(OpDef(
@@ -964,7 +985,7 @@ def _weight_grad_grad(ctx):
     geom = dict(stride=a["stride"], padding=a["padding"], dilation=a["dilation"])
     dx = conv_transpose_op(g, ctx.g, out_size=tuple(x.shape[2:]), **geom)
     dg = conv_op(x, ctx.g, **geom)
-    return [dx, dg]
+    return [shaped_as(dx, x), shaped_as(dg, g)]
 
 
 CONV_WEIGHT_GRAD = register(OpDef(

@@ -236,3 +236,64 @@ def test_pooling_an_empty_image_is_a_shape_error(backend, options):
     assert fn(np.ones((0, 1, 4, 4), np.float32)).shape == (0, 1, 2, 2)  # an empty batch: fine
     with pytest.raises(gc.ShapeError, match="spatial dim 1 has an element"):
         fn(np.ones((2, 1, 4, 0), np.float32))
+
+
+def _symbolic_channel_steps():
+    """(name, build(x_shape) -> (x, loss, params)) of convolutions whose channel count is
+    a symbol on one side and a number on the other."""
+    from graphc.nn import functional as F
+
+    def rng():  # the same weights for both shapes
+        return np.random.default_rng(0)
+
+    def conv2d(shape):
+        x = gc.placeholder("x", shape)
+        w = gc.parameter("w", rng().normal(size=(4, 3, 3, 3)).astype(np.float32))
+        return x, (F.conv2d(x, w, padding=1) ** 2).mean(), [w]
+
+    def conv1d(shape):
+        x = gc.placeholder("x", shape[:3])
+        w = gc.parameter("w", rng().normal(size=(4, 3, 3)).astype(np.float32))
+        return x, (F.conv1d(x, w, stride=2) ** 2).mean(), [w]
+
+    def transpose(shape):
+        x = gc.placeholder("x", shape)
+        w = gc.parameter("w", rng().normal(size=(3, 5, 3, 3)).astype(np.float32))
+        return x, (F.conv_transpose2d(x, w, stride=2) ** 2).mean(), [w]
+
+    return [("conv2d", conv2d), ("conv1d", conv1d), ("conv_transpose2d", transpose)]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+@pytest.mark.parametrize("name,build", _symbolic_channel_steps(),
+                         ids=[n for n, _ in _symbolic_channel_steps()])
+def test_a_channel_count_left_symbolic_still_differentiates(name, build, backend):
+    """An input (N, "C", ...) into a layer of 3 channels: its gradients have the operands'
+    own shapes (the grad rule's had the other side's name for C), the training step matches
+    the one with C written as 3, and another C is a ShapeError at the call."""
+    data = np.random.default_rng(1).normal(size=(2, 3, 6, 6)).astype(np.float32)
+    data = data[..., 0] if name == "conv1d" else data
+    results = []
+    for shape in [("N", "C", 6, 6), ("N", 3, 6, 6)]:
+        with gc.Graph():
+            x, loss, params = build(shape)
+            grads = gc.grad(loss, [x, *params])
+            assert [tuple(g.shape) for g in grads] == [tuple(t.shape) for t in [x, *params]]
+            fn = gc.compile([x], [loss, *grads], backend=backend)
+            results.append(fn(data))
+            if shape[1] == "C":
+                with pytest.raises(gc.ShapeError):
+                    fn(np.concatenate([data, data], axis=1))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("op", ["conv1d", "conv2d", "conv_transpose2d"])
+def test_an_empty_kernel_is_a_shape_error(op):
+    from graphc.nn import functional as F
+
+    nd = 1 if op == "conv1d" else 2
+    x = gc.placeholder("x", (2, 3) + (8,) * nd)
+    w = gc.placeholder("w", ((3, 4) if op == "conv_transpose2d" else (4, 3)) + (0, 3)[:nd])
+    with pytest.raises(gc.ShapeError, match="at least 1"):
+        getattr(F, op)(x, w)
