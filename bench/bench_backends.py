@@ -15,7 +15,6 @@ need nothing extra. `graphc bench` runs this script.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -49,12 +48,13 @@ def _parse(argv=None, prog=None):
 def main(argv=None, prog=None) -> int:
     """`prog`: the command named in usage lines (``graphc bench`` runs this file)."""
     args = _parse(argv, prog)
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.timing import threads_before_loading, threads_now, timing_note
+
+    threads_before_loading(args.threads)
     # JAX runs with XLA's defaults (a thread per core): the Eigen flags we used to pass here
     # left XLA threads that kept every BLAS-based framework 1.7x slower for the rest of the
     # process, and made JAX itself slower.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import datetime
     import platform
     import time
@@ -70,6 +70,8 @@ def main(argv=None, prog=None) -> int:
     from bench.workloads import BENCHMARKS
     from graphc.sysinfo import report
 
+    threads_now(args.threads)  # (what had loaded before this script: under `graphc bench`)
+
     window = 0.1 if args.quick else 0.3
     repeats = 5 if args.quick else 9
 
@@ -84,6 +86,7 @@ def main(argv=None, prog=None) -> int:
     print("BLAS:", blas_settings())
     print("comparisons:", ", ".join(f"{k} {'found' if v else 'not installed'}"
                                     for k, v in found.items()))
+    print(timing_note(window, repeats))
     peak = sgemm_peak()
     print(f"sgemm peak (NumPy's BLAS, 1024x1024, {args.threads} threads): {peak:.0f} GFLOP/s")
     print(f"backend start-up (imports, BLAS lookup, LLVM's target; once a process, not in the "

@@ -19,7 +19,6 @@ OpenBLAS was set up.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -58,13 +57,15 @@ def main(argv=None) -> int:
     p.add_argument("--no-torch-compile", action="store_true",
                    help="skip torch.compile (its first call compiles C++)")
     args = p.parse_args(argv)
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.timing import threads_before_loading, threads_now, timing_note
+
+    threads_before_loading(args.threads)
     import graphc as gc  # (before NumPy: graphc's BLAS policy must reach OpenBLAS's start)
     from bench import frameworks
     from bench.timing import blas_settings, round_robin
 
+    threads_now(args.threads)
     window, repeats = (0.1, 5) if args.quick else (0.3, 7)
     backends = args.backends.split(",")
     found = {} if args.no_frameworks else frameworks.available()
@@ -74,6 +75,7 @@ def main(argv=None) -> int:
     print("BLAS:", blas_settings())
     print("comparisons:", ", ".join(f"{k} {'found' if v else 'not installed'}"
                                     for k, v in found.items()) or "none")
+    print(timing_note(window, repeats))
     print(f"{'depth':>5} {'params':>7} " + " ".join(f"{b + ' ms':>16} {'/layer':>7}"
                                                     for b in labels))
     for depth in (int(d) for d in args.depths.split(",")):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import os
 import sys
 import time
 from pathlib import Path
@@ -175,9 +174,10 @@ def make_jax(w: dict, lr: float):
 
 def main(argv=None) -> int:
     args = _parse(argv)
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.timing import threads_before_loading, threads_now, timing_note
+
+    threads_before_loading(args.threads)
     import datetime
     import platform
 
@@ -190,6 +190,7 @@ def main(argv=None) -> int:
     from graphc.passes import format_stats
     from graphc.sysinfo import report
 
+    threads_now(args.threads)
     window = 0.15 if args.quick else 0.4
     repeats = 5 if args.quick else 9
     lr = frameworks.LR
@@ -210,6 +211,7 @@ def main(argv=None) -> int:
           f"{'' if layer_is_on_scan() or not use_layer else ' (unrolled: not on scan yet)'}")
     print("comparisons:", ", ".join(f"{k} {'found' if v else 'not installed'}"
                                     for k, v in found.items()))
+    print(timing_note(window, repeats))
 
     lstm, head = torch_model()
     w = weights(lstm, head)

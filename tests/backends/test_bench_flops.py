@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 import graphc as gc
@@ -71,3 +73,29 @@ def test_an_unknown_workload_is_refused_before_the_benchmark_starts(capsys):
     assert "choose from" in err and err.startswith("usage: graphc bench ")  # not the script's
     bench_help = build_parser()._subparsers._group_actions[0].choices["bench"].format_help()
     assert all(name in bench_help for name in BENCHMARKS)
+
+
+def test_the_thread_count_reaches_graphc_and_a_blas_that_had_loaded(monkeypatch):
+    """--threads sets graphc's own count with the BLAS's: before anything loads (the
+    variables) and, under `graphc bench`, where graphc and NumPy had loaded (the runtime
+    count and threadpoolctl's limit). A report says how its numbers were taken."""
+    from threadpoolctl import threadpool_info
+
+    from bench import timing
+    from graphc.backends.llvm import threads
+
+    for var in timing.THREAD_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
+    timing.threads_before_loading(3)
+    assert all(os.environ[var] == "3" for var in timing.THREAD_VARIABLES)
+    previous = threads.set_threads(2)
+    limiter = timing.threads_now(1)
+    try:
+        assert threads.set_threads(1) == 1
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info()
+                   if pool["user_api"] == "blas")
+    finally:
+        limiter.restore_original_limits()
+        threads.set_threads(previous)
+    note = timing.timing_note(0.3, 9)
+    assert "median of 9 round-robin windows of 0.3 s" in note
