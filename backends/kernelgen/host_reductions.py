@@ -140,9 +140,11 @@ def _memory_order_range(ctx: KernelContext, nest: L.LoopNest, buffers: dict, pla
             return
         axis, lo, hi = split
         with contextlib.ExitStack() as stack:
-            others = [c for a, c in zip(axes, counts) if a != axis]
-            if others:
-                stack.enter_context(unless_empty(b, others))
+            # nothing runs when an inner loop is empty (the split axis's range too): the
+            # outer loops would walk 2**40 empty rows of a (2**40, 0, 3) array
+            inner = [b.sub(hi, lo) if a == axis else c for a, c in zip(axes, counts)][1:]
+            if inner:
+                stack.enter_context(unless_empty(b, inner))
             env = {}
             for k, (a, c) in enumerate(zip(axes, counts)):
                 start, end = (lo, hi) if a == axis else (None, c)

@@ -98,13 +98,27 @@ def _count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: set in a forked child: libgomp's team does not survive fork (GCC's libgomp is not
+#: fork-safe: a child's first region of more than one thread waits forever for workers
+#: that stayed in the parent), so a child runs every region on its calling thread
+_forked = False
+
+
+def _in_forked_child() -> None:
+    global _forked
+    _forked = True
+    if _keep:
+        _keep[0].value = 1
+
+
 def set_threads(count: int) -> int:
     """Let parallel regions use `count` threads from now on (at most 1 without libgomp),
     and the BLAS's products as many at most (`blas_team`); returns the previous count.
     graphc's own kernels give the same bits with any count; a product the BLAS computes is
     rounded as the BLAS rounds it, and where the regions are held to one thread (libgomp's
     workers would spin) a product goes to the BLAS once it has more threads than the
-    regions (`panel_gemm.fits`), not to graphc's panels."""
+    regions (`panel_gemm.fits`), not to graphc's panels. In a process forked from one
+    that loaded libgomp the regions stay on one thread (`_forked`)."""
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or \
             not 1 <= int(count) <= MAX_THREADS:  # (1.5 or "2": what GRAPHC_NUM_THREADS refuses)
         raise BackendError(f"set_threads: a count of threads from 1 to {MAX_THREADS}, not "
@@ -112,7 +126,7 @@ def set_threads(count: int) -> int:
     openmp = runtime().openmp  # (binds the counter, _keep[0], on first use)
     counter = _keep[0]
     previous = counter.value
-    counter.value = max(1, int(count)) if openmp else 1
+    counter.value = max(1, int(count)) if openmp and not _forked else 1
     _blas_team.value = max(1, int(count))
     return previous
 
@@ -159,6 +173,7 @@ def runtime() -> ThreadRuntime:
     _blas_team.value = _count()
     add_symbol("graphc_blas_team", ctypes.addressof(_blas_team))
     if gomp is not None:
+        os.register_at_fork(after_in_child=_in_forked_child)
         for ours, theirs in (("graphc_parallel", "GOMP_parallel"),
                              ("graphc_thread_num", "omp_get_thread_num"),
                              ("graphc_team_size", "omp_get_num_threads")):
