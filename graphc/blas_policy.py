@@ -183,3 +183,20 @@ OPENMP_SPINS = apply_openmp()
 #: kernels_linalg.blas_to_one_thread_if_workers_spin) when some workers spin on after their
 #: work: OpenBLAS's (NumPy imported first) or libgomp's (loaded first with its default)
 ONE_BLAS_THREAD_AFTER_A_REGION = BLAS_SPINS or OPENMP_DEFAULT_FIRST
+
+
+#: set in a child forked from a process that had loaded libgomp: its team does not survive
+#: fork (GCC's libgomp is not fork-safe: the child's first region of more than one thread
+#: waits forever for workers left in the parent, graphc's or PyTorch's), so the child runs
+#: every region on its calling thread (backends/llvm/threads.py). Registered at ``import
+#: graphc``, so a fork before graphc's first compile is seen too.
+FORKED_AFTER_OPENMP = False
+
+
+def _in_forked_child() -> None:
+    global FORKED_AFTER_OPENMP
+    FORKED_AFTER_OPENMP = FORKED_AFTER_OPENMP or _openmp_loaded()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_in_forked_child)

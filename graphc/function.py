@@ -558,13 +558,27 @@ class Function:
             arrays.append(_convert(node, value, binding, bound_by))
         return arrays, binding
 
+    def _fed_from(self, rel, binding: dict) -> str:
+        """Which input each size of a failed fact came from: the placeholder, its declared
+        shape and the shape fed (the fact is the graph's, but the fix is in what was fed)."""
+        named = []
+        for symbol in sorted(getattr(rel, "free_symbols", ()), key=lambda s: s.name):
+            for node in self._inputs:
+                if symbol in node.shape:
+                    fed = tuple(int(d.xreplace(binding)) if not isinstance(d, int) else d
+                                for d in node.shape)
+                    named.append(f"{symbol.name} is axis {node.shape.index(symbol)} of input "
+                                 f"{node.name!r} {format_shape(node.shape)}, fed as {fed}")
+                    break
+        return f" ({'; '.join(named)})" if named else ""
+
     def _check_assumptions(self, binding: dict, key: tuple) -> None:
         for rel, why, node in self._assumptions:
             verdict = rel.xreplace(binding) if hasattr(rel, "xreplace") else rel
             if verdict is sympy.false or verdict is False:
                 sizes = ", ".join(f"{s.name}={v}" for s, v in binding.items())
                 raise ShapeError(f"{node.op.name}: {why} does not hold for {sizes}"
-                                 f"{at(node.loc)}")
+                                 f"{self._fed_from(rel, binding)}{at(node.loc)}")
         for nbytes in self._byte_sizes:  # (past 2^62 bytes NumPy raised a ValueError, not a
             if int(nbytes.xreplace(binding)) >= 1 << 62:  # MemoryError: any backend)
                 raise self._out_of_memory(MemoryError(f"a value of {nbytes.xreplace(binding)} "

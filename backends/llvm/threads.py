@@ -98,17 +98,18 @@ def _count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-#: set in a forked child: libgomp's team does not survive fork (GCC's libgomp is not
-#: fork-safe: a child's first region of more than one thread waits forever for workers
-#: that stayed in the parent), so a child runs every region on its calling thread
-_forked = False
-
-
 def _in_forked_child() -> None:
-    global _forked
-    _forked = True
-    if _keep:
+    """A forked child of a process with libgomp runs every region on its calling thread
+    (graphc.blas_policy.FORKED_AFTER_OPENMP, whose handler ran first: it was registered at
+    ``import graphc``)."""
+    from graphc import blas_policy
+
+    if blas_policy.FORKED_AFTER_OPENMP and _keep:
         _keep[0].value = 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_in_forked_child)
 
 
 def set_threads(count: int) -> int:
@@ -118,7 +119,7 @@ def set_threads(count: int) -> int:
     rounded as the BLAS rounds it, and where the regions are held to one thread (libgomp's
     workers would spin) a product goes to the BLAS once it has more threads than the
     regions (`panel_gemm.fits`), not to graphc's panels. In a process forked from one
-    that loaded libgomp the regions stay on one thread (`_forked`)."""
+    that loaded libgomp the regions stay on one thread (blas_policy.FORKED_AFTER_OPENMP)."""
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or \
             not 1 <= int(count) <= MAX_THREADS:  # (1.5 or "2": what GRAPHC_NUM_THREADS refuses)
         raise BackendError(f"set_threads: a count of threads from 1 to {MAX_THREADS}, not "
@@ -126,7 +127,9 @@ def set_threads(count: int) -> int:
     openmp = runtime().openmp  # (binds the counter, _keep[0], on first use)
     counter = _keep[0]
     previous = counter.value
-    counter.value = max(1, int(count)) if openmp and not _forked else 1
+    from graphc import blas_policy
+
+    counter.value = max(1, int(count)) if openmp and not blas_policy.FORKED_AFTER_OPENMP else 1
     _blas_team.value = max(1, int(count))
     return previous
 
@@ -146,6 +149,7 @@ def blas_team(module: ir.Module) -> ir.GlobalVariable:
 @cache
 def runtime() -> ThreadRuntime:
     """Bind the generated code's parallel-loop symbols (once per process)."""
+    from graphc import blas_policy
     from graphc.blas_policy import OPENMP_DEFAULT_FIRST, OPENMP_SPINS
 
     from .blas import blas
@@ -157,7 +161,7 @@ def runtime() -> ThreadRuntime:
     # thread (kernels_linalg.blas_to_one_thread_if_workers_spin): its regions run
     default_first = OPENMP_DEFAULT_FIRST and blas().local_threads
     spins = "" if default_first else OPENMP_SPINS
-    count = 1 if spins else _count()
+    count = 1 if spins or blas_policy.FORKED_AFTER_OPENMP else _count()
     gomp = None
     for name in (ctypes.util.find_library("gomp"), "libgomp.so.1"):
         if not name:
@@ -173,7 +177,6 @@ def runtime() -> ThreadRuntime:
     _blas_team.value = _count()
     add_symbol("graphc_blas_team", ctypes.addressof(_blas_team))
     if gomp is not None:
-        os.register_at_fork(after_in_child=_in_forked_child)
         for ours, theirs in (("graphc_parallel", "GOMP_parallel"),
                              ("graphc_thread_num", "omp_get_thread_num"),
                              ("graphc_team_size", "omp_get_num_threads")):

@@ -453,32 +453,49 @@ def test_set_threads_refuses_what_the_environment_variable_refuses(count):
 
 
 FORK = r"""
-import os, signal, sys
+import hashlib, os, signal, sys
 import numpy as np
 import graphc as gc
 x = gc.placeholder("x", (2048, 1024))
 # small whole numbers: the product's partial sums are exact, so its bits do not depend on
 # who computes it (the BLAS's threads or graphc's)
 w = gc.parameter("w", (np.arange(1024 * 256) % 7 - 3).reshape(1024, 256).astype(np.float32))
-f = gc.compile([x], [gc.tanh(x) * 2.0, (x @ w).sum()], backend="llvm")
+outputs = [gc.tanh(x) * 2.0, (x @ w).sum()]
 a = (np.arange(2048 * 1024) % 5 - 2).reshape(2048, 1024).astype(np.float32)
-parent = [o.tobytes() for o in f(a)]  # libgomp's team starts here
+
+def digest():
+    f = gc.compile([x], outputs, backend="llvm", backend_options={"cache": False})
+    return hashlib.sha256(b"".join(o.tobytes() for o in f(a))).hexdigest()
+
+if sys.argv[1] == "torch-first":  # PyTorch's regions start libgomp's team, graphc has not
+    import torch  # compiled anything before the fork
+    torch.set_num_threads(2)
+    torch.tanh(torch.ones(1 << 22)).sum()
+else:  # graphc's own regions start the team
+    digest()
+read, write = os.pipe()
 pid = os.fork()
 if pid == 0:
     signal.alarm(60)  # a hang is killed, and reported by the exit status
-    same = [o.tobytes() for o in f(a)] == parent
-    os._exit(0 if same else 3)
-print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    os.write(write, digest().encode())
+    os._exit(0)
+code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+child = os.read(read, 64).decode() if code == 0 else ""
+print(code, child == digest())
 """
 
 
-def test_a_forked_child_runs_its_regions_on_one_thread():
+@pytest.mark.parametrize("first", ["graphc", "torch-first"])
+def test_a_forked_child_runs_its_regions_on_one_thread(first):
     """libgomp's team does not survive fork: a child's first region of two threads waited
-    forever for the parent's workers. A forked child runs every region on its calling
-    thread, with the same bits (a process of its own, under a timeout)."""
+    forever for the parent's workers, whether graphc's regions or PyTorch's had started
+    the team. A forked child runs every region on its calling thread, with the same bits
+    (a process of its own, under a timeout)."""
     if not threads.runtime().openmp:
         pytest.skip("no libgomp here: every nest runs on the calling thread")
+    if first == "torch-first":
+        pytest.importorskip("torch")
     env = dict(os.environ, GRAPHC_NUM_THREADS="2")
-    out = subprocess.run([sys.executable, "-c", FORK], text=True, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", FORK, first], text=True, capture_output=True,
                          timeout=300, check=True, env=env).stdout.split()
-    assert out == ["0"]
+    assert out == ["0", "True"]
