@@ -161,7 +161,13 @@ def _memory_order_range(ctx: KernelContext, nest: L.LoopNest, buffers: dict, pla
     while tail < len(index) and index[len(index) - 1 - tail] in set(reduced):
         tail += 1
     outer, inner = list(index[:len(index) - tail]), list(index[len(index) - tail:])
-    with nested(outer, "m") as env:
+    # no pass over an empty input: the outer loops would walk the 2**40 rows of a
+    # (2**40, 3, 0) array around an empty inner sum (its output is the identity, above)
+    sizes = [ctx.dim(extents[i]) for i in index]
+    if split is not None:
+        axis, lo, hi = split
+        sizes = [b.sub(hi, lo) if i == axis else c for i, c in zip(index, sizes)]
+    with unless_empty(b, sizes), nested(outer, "m") as env:
         point = PointEmitter(ctx, buffers, env)
         at = out.offset(b, [point.index(i) for i in store_.index])
         idx = [env[i] for i in outer]
