@@ -19,6 +19,7 @@ Both run on every thread of a parallel region when the input is large enough
 from __future__ import annotations
 
 import contextlib
+import math
 
 import sympy
 from llvmlite import ir
@@ -183,8 +184,8 @@ def _memory_order_range(ctx: KernelContext, nest: L.LoopNest, buffers: dict, pla
 
 
 def whole_reduction(nest: L.LoopNest, buffers: dict):
-    """(op, input buffer, reduced extents) when the nest reduces a whole buffer, every axis
-    in its memory order, to one number (its terms one flat run), else None."""
+    """(op, the input buffer's name, reduced extents) when the nest reduces a whole buffer,
+    every axis in its memory order, to one number (its terms one flat run), else None."""
     if nest.domain or nest.lets or nest.checks or nest.inner or nest.zero or \
             len(nest.stores) != 1:
         return None
@@ -199,19 +200,15 @@ def whole_reduction(nest: L.LoopNest, buffers: dict):
     if src.ty == I8 or list(body.args[1:]) != [k for k, _ in bounds] or \
             list(src.shape) != [n for _, n in bounds]:
         return None
-    return op, src, [n for _, n in bounds]
+    return op, body.args[0].name, [n for _, n in bounds]
 
 
 def fits_one_chunk(plan) -> bool:
     """A whole reduction whose count is known and fits one chunk: `flat_reduce` as it is
     (the chunked schedule would give the same bits, with a second function to compile)."""
     extents = plan[2]
-    if not all(isinstance(n, (int, sympy.Integer)) for n in extents):
-        return False
-    count = 1
-    for n in extents:
-        count *= int(n)
-    return count <= CHUNK_TERMS
+    return all(isinstance(n, (int, sympy.Integer)) for n in extents) and \
+        math.prod(int(n) for n in extents) <= CHUNK_TERMS
 
 
 def chunk_length(b: ir.IRBuilder, count: ir.Value) -> ir.Value:
@@ -230,9 +227,9 @@ def whole(ctx: KernelContext, nest: L.LoopNest, buffers: dict, plan, parallel: b
     combined in order on this thread."""
     from .nest import PointEmitter, _buffers
 
-    op, src, extents = plan
+    op, name, extents = plan
     b, store_ = ctx.b, nest.stores[0]
-    out = buffers[store_.buffer]
+    out, src = buffers[store_.buffer], buffers[name]
     ty = src.ty
     wide = op == "sum" and is_float_type(ty)  # a chunk's float sum is kept in float64
     word = F64 if wide else ty
@@ -244,7 +241,7 @@ def whole(ctx: KernelContext, nest: L.LoopNest, buffers: dict, plan, parallel: b
     if parallel:
         part = ctx.host_part()
         lo, hi = part.bounds
-        _chunks(part, _buffers(part, nest)[src_name(nest)], extents, op, word, table, lo, hi)
+        _chunks(part, _buffers(part, nest)[name], extents, op, word, table, lo, hi)
         part.finish()
         ctx.run_parallel(part, [chunks, length])
     else:
@@ -279,11 +276,6 @@ def _chunks(ctx: KernelContext, src, extents, op: str, word: ir.Type, table: int
         value = range_reduce(b, ctx.module, op, src.ty, start, end,
                              lambda f: load(b, src.ptr, src.ty, f), "rc", unrolled=True)
         store(b, value, words, word, c)
-
-
-def src_name(nest: L.LoopNest) -> str:
-    """The buffer a whole reduction reads."""
-    return L.reduce_parts(nest.stores[0].value)[1].args[0].name
 
 
 __all__ = ["CHUNK_TERMS", "MAX_CHUNKS", "chunk_length", "fits_one_chunk", "memory_order",

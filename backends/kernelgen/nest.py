@@ -654,8 +654,7 @@ def _reduction_schedule(ctx: KernelContext, nest: L.LoopNest, buffers: dict) -> 
     if plan is None:
         return False
     counts = [ctx.dim(n) for n in {**dict(nest.domain), **plan[3]}.values()]
-    split = parallel and bool(nest.domain) and not _below_parallel_size(ctx, counts) and \
-        _apart(ctx, nest)
+    split = parallel and not _below_parallel_size(ctx, counts) and _apart(ctx, nest)
     R.memory_order(ctx, nest, buffers, plan, split)
     return True
 

@@ -41,6 +41,7 @@ from functools import cache
 import numpy as np
 from llvmlite import ir
 
+from graphc import blas_policy
 from graphc.errors import BackendError
 
 from ..kernelgen.irutil import I32, I64, PTR, declare, load
@@ -102,8 +103,6 @@ def _in_forked_child() -> None:
     """A forked child of a process with libgomp runs every region on its calling thread
     (graphc.blas_policy.FORKED_AFTER_OPENMP, whose handler ran first: it was registered at
     ``import graphc``)."""
-    from graphc import blas_policy
-
     if blas_policy.FORKED_AFTER_OPENMP and _keep:
         _keep[0].value = 1
 
@@ -127,8 +126,6 @@ def set_threads(count: int) -> int:
     openmp = runtime().openmp  # (binds the counter, _keep[0], on first use)
     counter = _keep[0]
     previous = counter.value
-    from graphc import blas_policy
-
     counter.value = max(1, int(count)) if openmp and not blas_policy.FORKED_AFTER_OPENMP else 1
     _blas_team.value = max(1, int(count))
     return previous
@@ -149,9 +146,6 @@ def blas_team(module: ir.Module) -> ir.GlobalVariable:
 @cache
 def runtime() -> ThreadRuntime:
     """Bind the generated code's parallel-loop symbols (once per process)."""
-    from graphc import blas_policy
-    from graphc.blas_policy import OPENMP_DEFAULT_FIRST, OPENMP_SPINS
-
     from .blas import blas
 
     # workers that spin on between regions (the user's policy, or libgomp loaded before
@@ -159,8 +153,8 @@ def runtime() -> ThreadRuntime:
     # runs on the calling thread; but libgomp's own default, loaded first by PyTorch, spins
     # for milliseconds only, and a step's products after a region then run on one BLAS
     # thread (kernels_linalg.blas_to_one_thread_if_workers_spin): its regions run
-    default_first = OPENMP_DEFAULT_FIRST and blas().local_threads
-    spins = "" if default_first else OPENMP_SPINS
+    default_first = blas_policy.OPENMP_DEFAULT_FIRST and blas().local_threads
+    spins = "" if default_first else blas_policy.OPENMP_SPINS
     count = 1 if spins or blas_policy.FORKED_AFTER_OPENMP else _count()
     gomp = None
     for name in (ctypes.util.find_library("gomp"), "libgomp.so.1"):
@@ -183,8 +177,6 @@ def runtime() -> ThreadRuntime:
             add_symbol(ours, ctypes.cast(getattr(gomp, theirs), ctypes.c_void_p).value)
         if spins:
             return ThreadRuntime(f"OpenMP (libgomp), 1 thread: {spins}", 1, True)
-        from graphc.blas_policy import OPENMP_STATUS
-
         if default_first:
             return ThreadRuntime(
                 f"OpenMP (libgomp), {count} thread(s); workers: libgomp's default (a spin of "
@@ -192,8 +184,8 @@ def runtime() -> ThreadRuntime:
                 f"a region run on one BLAS thread; import graphc first, or set "
                 f"OMP_WAIT_POLICY=PASSIVE, to keep the BLAS's threads there", count, True)
 
-        return ThreadRuntime(f"OpenMP (libgomp), {count} thread(s); workers: {OPENMP_STATUS}",
-                             count, True)
+        return ThreadRuntime(f"OpenMP (libgomp), {count} thread(s); workers: "
+                             f"{blas_policy.OPENMP_STATUS}", count, True)
     # no OpenMP runtime: every nest runs on the calling thread; the symbols still resolve
     region = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
     fallbacks = (
