@@ -120,6 +120,22 @@ def same_bits_on_every_thread_count(fn, data, counts=(2, 3, 8)) -> list:
     return serial
 
 
+def tanh_sgd_step(rows: int, hidden: int, dtype, rng, scale: float, batch: int,
+                  hostile_values: list, fraction: float):
+    """x (N, rows) @ W -> tanh -> sum, with W's SGD update at rate 0.05 (the update the
+    native backends fold into the weight gradient's product), a batch of `batch` rows, and a
+    copy of it with `fraction` of its values replaced by one of `hostile_values`: (x, W,
+    loss, updates, batch, hostile batch) for `folded_and_separate_updates`."""
+    x = gc.placeholder("x", ("N", rows), dtype)
+    W = gc.parameter("W", (rng.normal(size=(rows, hidden)) * scale).astype(dtype))
+    loss = gc.sum(gc.tanh(x @ W))
+    (g,) = gc.grad(loss, [W])
+    xs = rng.normal(size=(batch, rows)).astype(dtype)
+    hostile = xs.copy()
+    hostile[rng.random(xs.shape) < fraction] = rng.choice(np.array(hostile_values, dtype), 1)
+    return x, W, loss, {W: W - 0.05 * g}, xs, hostile
+
+
 def folded_and_separate_updates(x, W, loss, updates, xs, hostile, unfold, source_taken):
     """W's values after three steps on `xs` and one more on `hostile` inputs, for the step
     compiled three ways: "folded" (the llvm backend's SGD product into W), "separate" (the

@@ -20,6 +20,7 @@ from tests.helpers import (
     folded_and_separate_updates,
     same_bits_on_every_thread_count,
     steady_allocation,
+    tanh_sgd_step,
 )
 
 pytestmark = NEEDS_AVX512
@@ -137,17 +138,9 @@ def test_an_sgd_update_folded_into_the_panels_rounds_as_the_separate_update(dtyp
     inputs; and NumPy's values within rounding."""
     from graphc.backends.llvm import kernels_linalg
 
-    rng = np.random.default_rng(5)
-    rows, hidden = 512, 128
-    x = gc.placeholder("x", ("N", rows), dtype)
-    W = gc.parameter("W", (rng.normal(size=(rows, hidden)) * 0.05).astype(dtype))
-    loss = gc.sum(gc.tanh(x @ W))
-    (g,) = gc.grad(loss, [W])
-    updates = {W: W - 0.05 * g}
-    xs = rng.normal(size=(64, rows)).astype(dtype)
-    hostile = xs.copy()
-    hostile[rng.random(xs.shape) < 0.01] = rng.choice(
-        np.array([0.0, -0.0, np.inf, -np.inf, np.nan], dtype), 1)
+    x, W, loss, updates, xs, hostile = tanh_sgd_step(
+        512, 128, dtype, np.random.default_rng(5), scale=0.05, batch=64,
+        hostile_values=[0.0, -0.0, np.inf, -np.inf, np.nan], fraction=0.01)
     @contextmanager
     def unfold():  # the panels' product, then the update's own kernel
         with monkeypatch.context() as patch:

@@ -15,7 +15,7 @@ import pytest
 import graphc as gc
 from graphc.backends.llvm import codegen
 from graphc.passes.memory import updates_in_place
-from tests.helpers import folded_and_separate_updates
+from tests.helpers import folded_and_separate_updates, tanh_sgd_step
 
 F = gc.nn.functional
 
@@ -339,16 +339,9 @@ def test_an_sgd_update_in_the_register_tiles_rounds_as_the_separate_update(rows,
 
     monkeypatch.setenv("GRAPHC_COMPILE_MEMO", "0")  # (each compile generates its code)
 
-    rng = np.random.default_rng(rows + hidden)
-    x = gc.placeholder("x", ("N", rows), dtype)
-    W = gc.parameter("W", (rng.normal(size=(rows, hidden)) * 0.1).astype(dtype))
-    loss = gc.sum(gc.tanh(x @ W))
-    (g,) = gc.grad(loss, [W])
-    updates = {W: W - 0.05 * g}
-    xs = rng.normal(size=(12, rows)).astype(dtype)
-    hostile = xs.copy()  # a last step with 0, -0, ±inf, NaN and huge inputs
-    hostile[rng.random(xs.shape) < 0.05] = rng.choice(
-        np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 3e38, -3e38], dtype), 1)
+    x, W, loss, updates, xs, hostile = tanh_sgd_step(  # a last step with hostile inputs
+        rows, hidden, dtype, np.random.default_rng(rows + hidden), scale=0.1, batch=12,
+        hostile_values=[0.0, -0.0, np.inf, -np.inf, np.nan, 3e38, -3e38], fraction=0.05)
     @contextmanager
     def unfold():  # the same program with the update's own kernel
         with monkeypatch.context() as patch:
